@@ -1,0 +1,295 @@
+//! Signing keys and JWS compact signing.
+
+use std::fmt;
+use std::sync::Arc;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{self as sig, KeyPair as _};
+use serde_json::{Map, Value, json};
+
+use super::{Algorithm, b64};
+
+/// A key could not be generated, loaded or used for signing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The algorithm does not fit the key, or is not supported here.
+    #[error("algorithm {0} cannot be used with this key")]
+    WrongAlgorithm(Algorithm),
+    /// The key material was rejected.
+    #[error("the key was rejected: {0}")]
+    Rejected(String),
+    /// Signing failed.
+    #[error("signing failed")]
+    Signing,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Rsa(Arc<sig::RsaKeyPair>),
+    Ec(Arc<sig::EcdsaKeyPair>),
+    Ed(Arc<sig::Ed25519KeyPair>),
+    Hmac(aws_lc_rs::hmac::Key),
+}
+
+/// A private key plus the JWS algorithm it signs with.
+///
+/// `Debug` shows the algorithm and `kid` only.
+#[derive(Clone)]
+pub struct SigningKey {
+    kind: Kind,
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rsa_params(alg: Algorithm) -> Option<&'static dyn sig::RsaEncoding> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_SHA512,
+        _ => return None,
+    })
+}
+
+fn ec_params(alg: Algorithm) -> Option<&'static sig::EcdsaSigningAlgorithm> {
+    Some(match alg {
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+        _ => return None,
+    })
+}
+
+fn hmac_params(alg: Algorithm) -> Option<aws_lc_rs::hmac::Algorithm> {
+    Some(match alg {
+        Algorithm::HS256 => aws_lc_rs::hmac::HMAC_SHA256,
+        Algorithm::HS384 => aws_lc_rs::hmac::HMAC_SHA384,
+        Algorithm::HS512 => aws_lc_rs::hmac::HMAC_SHA512,
+        _ => return None,
+    })
+}
+
+impl SigningKey {
+    /// Generates a fresh key for `alg` (RSA keys are 2048 bits). HMAC keys
+    /// cannot be generated here: use [`SigningKey::hmac`].
+    pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
+        let rejected = |e: aws_lc_rs::error::Unspecified| KeyError::Rejected(e.to_string());
+        let kind = if rsa_params(alg).is_some() {
+            Kind::Rsa(Arc::new(
+                sig::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(rejected)?,
+            ))
+        } else if let Some(p) = ec_params(alg) {
+            Kind::Ec(Arc::new(sig::EcdsaKeyPair::generate(p).map_err(rejected)?))
+        } else if alg == Algorithm::EdDSA {
+            Kind::Ed(Arc::new(sig::Ed25519KeyPair::generate().map_err(rejected)?))
+        } else {
+            return Err(KeyError::WrongAlgorithm(alg));
+        };
+        Ok(SigningKey { kind, alg, kid: None })
+    }
+
+    /// Loads a PKCS#8 DER private key for `alg`.
+    pub fn from_pkcs8_der(alg: Algorithm, der: &[u8]) -> Result<Self, KeyError> {
+        let rejected = |e: aws_lc_rs::error::KeyRejected| KeyError::Rejected(e.to_string());
+        let kind = if rsa_params(alg).is_some() {
+            Kind::Rsa(Arc::new(sig::RsaKeyPair::from_pkcs8(der).map_err(rejected)?))
+        } else if let Some(p) = ec_params(alg) {
+            Kind::Ec(Arc::new(sig::EcdsaKeyPair::from_pkcs8(p, der).map_err(rejected)?))
+        } else if alg == Algorithm::EdDSA {
+            Kind::Ed(Arc::new(sig::Ed25519KeyPair::from_pkcs8(der).map_err(rejected)?))
+        } else {
+            return Err(KeyError::WrongAlgorithm(alg));
+        };
+        Ok(SigningKey { kind, alg, kid: None })
+    }
+
+    /// An HMAC key (`HS256`/`HS384`/`HS512`) from a shared secret.
+    pub fn hmac(alg: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
+        let p = hmac_params(alg).ok_or(KeyError::WrongAlgorithm(alg))?;
+        Ok(SigningKey {
+            kind: Kind::Hmac(aws_lc_rs::hmac::Key::new(p, secret)),
+            alg,
+            kid: None,
+        })
+    }
+
+    /// Sets the `kid` placed in JWS headers and the public JWK.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// Uses the same key with another algorithm of its family (e.g. an RSA
+    /// key for PS256 instead of RS256).
+    pub fn with_algorithm(mut self, alg: Algorithm) -> Result<Self, KeyError> {
+        let fits = match &self.kind {
+            Kind::Rsa(_) => rsa_params(alg).is_some(),
+            Kind::Ec(k) => ec_params(alg).is_some_and(|p| std::ptr::eq(p, k.algorithm())),
+            Kind::Ed(_) => alg == Algorithm::EdDSA,
+            Kind::Hmac(_) => false,
+        };
+        if !fits {
+            return Err(KeyError::WrongAlgorithm(alg));
+        }
+        self.alg = alg;
+        Ok(self)
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The `kid`, if set.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The private key as PKCS#8 DER (to persist it). Treat it as a secret.
+    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, KeyError> {
+        let fail = |_| KeyError::Rejected("cannot serialise".into());
+        match &self.kind {
+            Kind::Rsa(k) => {
+                let d: aws_lc_rs::encoding::Pkcs8V1Der<'_> = k.as_der().map_err(fail)?;
+                Ok(d.as_ref().to_vec())
+            }
+            Kind::Ec(k) => Ok(k.to_pkcs8v1().map_err(fail)?.as_ref().to_vec()),
+            Kind::Ed(k) => Ok(k.to_pkcs8v1().map_err(fail)?.as_ref().to_vec()),
+            Kind::Hmac(_) => Err(KeyError::WrongAlgorithm(self.alg)),
+        }
+    }
+
+    /// The public key as a JWK (with `kid`, `alg` and `use: "sig"`); `None`
+    /// for HMAC keys, which have no public part.
+    pub fn public_jwk(&self) -> Option<Value> {
+        let mut jwk = match &self.kind {
+            Kind::Rsa(k) => {
+                let pk = k.public_key();
+                json!({
+                    "kty": "RSA",
+                    "n": b64(pk.modulus().big_endian_without_leading_zero()),
+                    "e": b64(pk.exponent().big_endian_without_leading_zero()),
+                })
+            }
+            Kind::Ec(k) => {
+                let point = k.public_key().as_ref();
+                let (crv, n) = if self.alg == Algorithm::ES256 { ("P-256", 32) } else { ("P-384", 48) };
+                // Uncompressed point: 0x04 || x || y.
+                let (x, y) = point.get(1..)?.split_at(n);
+                json!({"kty": "EC", "crv": crv, "x": b64(x), "y": b64(y)})
+            }
+            Kind::Ed(k) => json!({"kty": "OKP", "crv": "Ed25519", "x": b64(k.public_key().as_ref())}),
+            Kind::Hmac(_) => return None,
+        };
+        let obj = jwk.as_object_mut()?;
+        if let Some(kid) = &self.kid {
+            obj.insert("kid".into(), Value::String(kid.clone()));
+        }
+        obj.insert("alg".into(), Value::String(self.alg.as_str().into()));
+        obj.insert("use".into(), Value::String("sig".into()));
+        Some(jwk)
+    }
+
+    /// The public JWK with only the members RFC 7638 hashes (for
+    /// thumbprints and DPoP `jwk` headers).
+    pub fn public_jwk_minimal(&self) -> Option<Value> {
+        let full = self.public_jwk()?;
+        let keep: &[&str] = match full.get("kty")?.as_str()? {
+            "RSA" => &["kty", "n", "e"],
+            "EC" => &["kty", "crv", "x", "y"],
+            "OKP" => &["kty", "crv", "x"],
+            _ => return None,
+        };
+        let obj = full.as_object()?;
+        Some(Value::Object(
+            keep.iter()
+                .filter_map(|k| obj.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                .collect(),
+        ))
+    }
+
+    /// Signs raw bytes (the JWS signing input).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        match &self.kind {
+            Kind::Rsa(k) => {
+                let p = rsa_params(self.alg).ok_or(KeyError::WrongAlgorithm(self.alg))?;
+                let mut out = vec![0u8; k.public_modulus_len()];
+                k.sign(p, &rng, message, &mut out).map_err(|_| KeyError::Signing)?;
+                Ok(out)
+            }
+            Kind::Ec(k) => Ok(k.sign(&rng, message).map_err(|_| KeyError::Signing)?.as_ref().to_vec()),
+            Kind::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
+            Kind::Hmac(k) => Ok(aws_lc_rs::hmac::sign(k, message).as_ref().to_vec()),
+        }
+    }
+
+    /// Signs a JWT: the header gets `alg`, `kid` (when set) and every member
+    /// of `header` (e.g. `typ`, `jwk`); the payload is `claims`.
+    pub fn sign_jwt(&self, header: Map<String, Value>, claims: &Value) -> Result<String, KeyError> {
+        let mut h = Map::new();
+        h.insert("alg".into(), Value::String(self.alg.as_str().into()));
+        if let Some(kid) = &self.kid {
+            h.insert("kid".into(), Value::String(kid.clone()));
+        }
+        h.extend(header);
+        let input = format!(
+            "{}.{}",
+            b64(Value::Object(h).to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = self.sign(input.as_bytes())?;
+        Ok(format!("{input}.{}", b64(&sig)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_sign_and_export() {
+        for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA] {
+            let k = SigningKey::generate(alg).unwrap().with_kid("k1");
+            let jwt = k.sign_jwt(Map::new(), &json!({"a": 1})).unwrap();
+            assert_eq!(jwt.split('.').count(), 3);
+            let jwk = k.public_jwk().unwrap();
+            assert_eq!(jwk["kid"], "k1");
+            assert_eq!(jwk["alg"], alg.as_str());
+            let der = k.to_pkcs8_der().unwrap();
+            let k2 = SigningKey::from_pkcs8_der(alg, &der).unwrap();
+            assert_eq!(k2.public_jwk_minimal(), k.public_jwk_minimal());
+        }
+    }
+
+    #[test]
+    fn rsa_key_exports_and_switches_to_pss() {
+        let k = SigningKey::generate(Algorithm::RS256).unwrap();
+        let jwk = k.public_jwk_minimal().unwrap();
+        assert_eq!(jwk["kty"], "RSA");
+        assert_eq!(jwk["e"], "AQAB");
+        let ps = k.clone().with_algorithm(Algorithm::PS256).unwrap();
+        assert_eq!(ps.algorithm(), Algorithm::PS256);
+        assert!(k.clone().with_algorithm(Algorithm::ES256).is_err());
+        assert_eq!(ps.sign(b"x").unwrap().len(), 256);
+    }
+
+    #[test]
+    fn hmac_cannot_be_generated_or_exported() {
+        assert!(SigningKey::generate(Algorithm::HS256).is_err());
+        let k = SigningKey::hmac(Algorithm::HS256, b"secret").unwrap();
+        assert!(k.public_jwk().is_none());
+        assert_eq!(k.sign(b"x").unwrap().len(), 32);
+    }
+}

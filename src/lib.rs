@@ -1,0 +1,69 @@
+//! # oidc-dtr
+//!
+//! A Relying-Party SDK for the OpenID Connect **Deferred Token Response**
+//! (DTR) flow: for OpenID Providers that need hours or days to decide who a
+//! user is (document review, fraud checks, step-up identity verification).
+//!
+//! ## The flow
+//!
+//! ```text
+//!  RP                                   OP
+//!  |-- (1) authorize: response_type=deferred_code -->|  (browser)
+//!  |<- (2) redirect: deferred_code, state, iss ------|
+//!  |-- (3) exchange: deferred_code ----------------->|  token endpoint
+//!  |<------ deferred_auth_id, expires_in, interval --|
+//!  |          ... hours or days ...                  |
+//!  |<- (4) optional ping: {deferred_auth_id} --------|  notification endpoint
+//!  |-- (5) poll: deferred_auth_id ------------------>|  token endpoint
+//!  |<------ authorization_pending | slow_down | tokens
+//! ```
+//!
+//! 1. [`DtrClient::authorize`] builds the URL (`state`, `nonce` and PKCE S256
+//!    always) and a [`PendingAuthorization`] to keep in the user's session.
+//! 2. [`DtrClient::callback`] validates the redirect: `state` (constant
+//!    time), `iss` (RFC 9207), the `deferred_code` charset, and the rule that
+//!    `code` and `deferred_code` never come together.
+//! 3. [`DtrClient::exchange`] trades the `deferred_code` for a
+//!    [`DeferredAuthentication`] whose deadline is absolute, so that it
+//!    survives restarts unchanged.
+//!
+//! ## Design
+//!
+//! The protocol core is sans-IO: request builders return data, parsers take
+//! bytes, and the clock ([`time::Clock`]) and random source
+//! ([`rand::RandomSource`]) are injected. One HTTP edge talks to the network
+//! with secure defaults: no redirects, https only (loopback excepted), capped
+//! bodies, timeouts. Secrets live in newtypes ([`secret`]) that never print.
+//!
+//! The `testkit` feature adds an in-process mock OP for tests.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod authorize;
+pub mod callback;
+pub mod client;
+pub mod client_auth;
+pub mod discovery;
+pub mod error;
+pub mod exchange;
+pub mod http;
+pub mod jose;
+mod json;
+pub mod rand;
+pub mod secret;
+pub mod time;
+
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
+
+pub use authorize::{PendingAuthorization, ResponseMode, ResponseType};
+pub use callback::{Acknowledgment, CallbackResponse, CodeResponse};
+pub use client::{DtrClient, DtrClientBuilder};
+pub use client_auth::ClientAuth;
+pub use discovery::ProviderMetadata;
+pub use error::{Error, ErrorCode, OAuthError};
+pub use exchange::{Compat, DeferredAuthentication};
+pub use http::HttpConfig;
+pub use secret::DeferredAuthId;
