@@ -1,1 +1,86 @@
-fn main() {}
+//! The Deferred Token Response flow, end to end, against the in-process mock
+//! OP of the `testkit` feature.
+//!
+//! Run it with: `cargo run --example quickstart --features testkit`
+
+use oidc_dtr::testkit::MockOp;
+use oidc_dtr::{CallbackResponse, DtrClient};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("oidc-dtr quickstart: a Relying Party asks an OpenID Provider to verify a user,");
+    println!("and the Provider may take hours or days to decide.\n");
+
+    // 0. An OpenID Provider. Here it is a mock running inside this process;
+    //    in production it is your identity-verification provider.
+    let op = MockOp::start().await?;
+    println!("0. A mock OpenID Provider is listening at {}", op.issuer());
+
+    // 1. The client: it reads the Provider's metadata (discovery) and checks
+    //    that the Provider supports Deferred Token Response.
+    let client = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id(MockOp::CLIENT_ID)
+        .client_secret(MockOp::CLIENT_SECRET)
+        .redirect_uri("http://127.0.0.1:8080/callback")
+        .build()
+        .await?;
+    println!(
+        "1. Discovered the Provider: token endpoint {}",
+        client.metadata().token_endpoint
+    );
+
+    // 2. The authentication request: a URL to send the user's browser to.
+    //    `pending` holds the state, nonce and PKCE verifier; a web app keeps it
+    //    in the user's session until the browser comes back.
+    let (url, pending) = client.authorize().scope("profile email").build()?;
+    println!(
+        "2. Sending the user to the Provider:\n   {}",
+        shorten(url.as_str())
+    );
+
+    // 3. The user uploads documents at the Provider. The mock skips that and
+    //    redirects the browser straight back to our redirect URI.
+    let back = op.browse(&url).await?;
+    println!("3. The browser came back to {}", back.url.path());
+
+    // 4. Validate that redirect: state, issuer, and the deferred_code itself.
+    let ack = match client.callback(&pending, back.query())? {
+        CallbackResponse::Acknowledgment(ack) => ack,
+        CallbackResponse::Code(_) => unreachable!("we asked for response_type=deferred_code"),
+        CallbackResponse::Error(e) => return Err(e.into()),
+    };
+    println!(
+        "4. The Provider acknowledged the request: it will decide later (deferred_code received)"
+    );
+
+    // 5. Exchange the one-time deferred_code for a deferred_auth_id: the
+    //    handle we poll with until the Provider has decided.
+    let auth = client.exchange(ack).await?;
+    println!("5. Deferred code exchanged. The Provider is now reviewing the user.");
+    // The id is a secret in production (the SDK never logs it); the demo
+    // prints it to show what came back.
+    println!("   deferred_auth_id: {}", auth.id().secret());
+    println!(
+        "   poll no faster than every {} s",
+        auth.interval().as_secs()
+    );
+    if let Some(deadline) = auth.expires_at() {
+        let left = deadline.saturating_duration_since(auth.issued_at());
+        println!(
+            "   the Provider gives itself {} s to decide",
+            left.as_secs()
+        );
+    }
+    println!("\nNext (coming in this SDK): poll the token endpoint until the Provider decides,");
+    println!("wake early on a ping, and hand the app validated tokens exactly once.");
+    Ok(())
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() > 110 {
+        format!("{}...", &s[..110])
+    } else {
+        s.to_owned()
+    }
+}

@@ -88,7 +88,10 @@ impl fmt::Debug for PendingAuthorization {
         f.debug_struct("PendingAuthorization")
             .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
-            .field("redirect_uri", &crate::http::endpoint_label(&self.redirect_uri))
+            .field(
+                "redirect_uri",
+                &crate::http::endpoint_label(&self.redirect_uri),
+            )
             .field("state", &self.state)
             .field("nonce", &self.nonce)
             .field("pkce_verifier", &self.pkce_verifier)
@@ -369,16 +372,25 @@ mod tests {
     #[test]
     fn pkce_challenge_matches_rfc7636_appendix_b() {
         let v = PkceVerifier::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
-        assert_eq!(pkce_challenge(&v), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            pkce_challenge(&v),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 
     #[test]
     fn wire_values() {
-        assert_eq!(ResponseType::DeferredCodeOrCode.as_str(), "deferred_code code");
+        assert_eq!(
+            ResponseType::DeferredCodeOrCode.as_str(),
+            "deferred_code code"
+        );
         assert_eq!(
             serde_json::to_string(&ResponseType::DeferredCodeOrCode).unwrap(),
             "\"deferred_code code\""
         );
-        assert_eq!(serde_json::to_string(&ResponseMode::FormPost).unwrap(), "\"form_post\"");
+        assert_eq!(
+            serde_json::to_string(&ResponseMode::FormPost).unwrap(),
+            "\"form_post\""
+        );
     }
 }

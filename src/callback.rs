@@ -1,7 +1,7 @@
 //! The Authentication Request Acknowledgment (draft §"Authentication Request
 //! Acknowledgment Validation"): what arrives at the redirect URI.
 //!
-//! [`validate`] is pure: parameters in, one of [`CallbackResponse`] out. The
+//! The validation is pure: parameters in, one of [`CallbackResponse`] out. The
 //! checks, in order:
 //!
 //! 1. the input is within the size limit and no parameter is repeated;
@@ -102,8 +102,10 @@ fn parse(input: &[u8]) -> Result<Params<'_>, CallbackError> {
     let mut p = Params::default();
     let mut seen: Vec<Cow<'_, str>> = Vec::new();
     for (k, v) in url::form_urlencoded::parse(input) {
-        if seen.iter().any(|s| *s == k) {
-            return Err(CallbackError::RepeatedParameter(crate::error::sanitize(&k, 64)));
+        if seen.contains(&k) {
+            return Err(CallbackError::RepeatedParameter(crate::error::sanitize(
+                &k, 64,
+            )));
         }
         let slot = match k.as_ref() {
             "state" => &mut p.state,
@@ -262,25 +264,40 @@ mod tests {
     }
 
     fn run(q: &str) -> Result<CallbackResponse, CallbackError> {
-        validate(&pending(ResponseType::DeferredCode, ResponseMode::Query), q.as_bytes(), expect(false))
+        validate(
+            &pending(ResponseType::DeferredCode, ResponseMode::Query),
+            q.as_bytes(),
+            expect(false),
+        )
     }
 
     fn run_rt(q: &str, rt: ResponseType) -> Result<CallbackResponse, CallbackError> {
-        validate(&pending(rt, ResponseMode::Query), q.as_bytes(), expect(false))
+        validate(
+            &pending(rt, ResponseMode::Query),
+            q.as_bytes(),
+            expect(false),
+        )
     }
 
     #[test]
     fn happy_acknowledgment() {
-        let q = format!("deferred_code=Spl.x-l_O9&state={STATE}&iss=https%3A%2F%2Fop.example&unknown=1");
+        let q = format!(
+            "deferred_code=Spl.x-l_O9&state={STATE}&iss=https%3A%2F%2Fop.example&unknown=1"
+        );
         match run(&q).unwrap() {
-            CallbackResponse::Acknowledgment(a) => assert_eq!(a.deferred_code().secret(), "Spl.x-l_O9"),
+            CallbackResponse::Acknowledgment(a) => {
+                assert_eq!(a.deferred_code().secret(), "Spl.x-l_O9")
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn state_missing_or_wrong() {
-        assert_eq!(run("deferred_code=abc").unwrap_err(), CallbackError::MissingState);
+        assert_eq!(
+            run("deferred_code=abc").unwrap_err(),
+            CallbackError::MissingState
+        );
         assert_eq!(
             run("deferred_code=abc&state=other").unwrap_err(),
             CallbackError::StateMismatch
@@ -298,10 +315,16 @@ mod tests {
     #[test]
     fn iss_rules() {
         let q = format!("deferred_code=abc&state={STATE}&iss=https%3A%2F%2Fevil.example");
-        assert!(matches!(run(&q).unwrap_err(), CallbackError::IssuerMismatch { .. }));
+        assert!(matches!(
+            run(&q).unwrap_err(),
+            CallbackError::IssuerMismatch { .. }
+        ));
         // Trailing slash is a different issuer.
         let q = format!("deferred_code=abc&state={STATE}&iss=https%3A%2F%2Fop.example%2F");
-        assert!(matches!(run(&q).unwrap_err(), CallbackError::IssuerMismatch { .. }));
+        assert!(matches!(
+            run(&q).unwrap_err(),
+            CallbackError::IssuerMismatch { .. }
+        ));
         let q = format!("deferred_code=abc&state={STATE}");
         assert!(run(&q).is_ok());
         let p = pending(ResponseType::DeferredCode, ResponseMode::Query);
@@ -317,7 +340,10 @@ mod tests {
     fn code_and_deferred_code_together() {
         for rt in [ResponseType::DeferredCode, ResponseType::DeferredCodeOrCode] {
             let q = format!("deferred_code=abc&code=def&state={STATE}");
-            assert_eq!(run_rt(&q, rt).unwrap_err(), CallbackError::CodeAndDeferredCode);
+            assert_eq!(
+                run_rt(&q, rt).unwrap_err(),
+                CallbackError::CodeAndDeferredCode
+            );
         }
     }
 
@@ -351,9 +377,18 @@ mod tests {
             );
         }
         let q = format!("deferred_code=&state={STATE}");
-        assert_eq!(run(&q).unwrap_err(), CallbackError::InvalidDeferredCode("empty"));
-        let q = format!("deferred_code={}&state={STATE}", "a".repeat(MAX_CODE_LEN + 1));
-        assert_eq!(run(&q).unwrap_err(), CallbackError::InvalidDeferredCode("too long"));
+        assert_eq!(
+            run(&q).unwrap_err(),
+            CallbackError::InvalidDeferredCode("empty")
+        );
+        let q = format!(
+            "deferred_code={}&state={STATE}",
+            "a".repeat(MAX_CODE_LEN + 1)
+        );
+        assert_eq!(
+            run(&q).unwrap_err(),
+            CallbackError::InvalidDeferredCode("too long")
+        );
         let q = format!("deferred_code={}&state={STATE}", "a".repeat(MAX_CODE_LEN));
         assert!(run(&q).is_ok());
     }
@@ -366,14 +401,23 @@ mod tests {
             format!("deferred_code=a&state={STATE}&iss=x&iss=x"),
             format!("deferred_code=a&state={STATE}&foo=1&foo=2"),
         ] {
-            assert!(matches!(run(&q).unwrap_err(), CallbackError::RepeatedParameter(_)), "{q}");
+            assert!(
+                matches!(run(&q).unwrap_err(), CallbackError::RepeatedParameter(_)),
+                "{q}"
+            );
         }
     }
 
     #[test]
     fn oversized_input() {
-        let q = format!("deferred_code=a&state={STATE}&pad={}", "x".repeat(MAX_CALLBACK_BYTES));
-        assert!(matches!(run(&q).unwrap_err(), CallbackError::TooLarge { .. }));
+        let q = format!(
+            "deferred_code=a&state={STATE}&pad={}",
+            "x".repeat(MAX_CALLBACK_BYTES)
+        );
+        assert!(matches!(
+            run(&q).unwrap_err(),
+            CallbackError::TooLarge { .. }
+        ));
     }
 
     #[test]
@@ -390,7 +434,10 @@ mod tests {
         match run(&q).unwrap() {
             CallbackResponse::Error(e) => {
                 assert_eq!(e.code, ErrorCode::UnauthorizedClient);
-                assert_eq!(e.description.as_deref(), Some("The client is not authorized"));
+                assert_eq!(
+                    e.description.as_deref(),
+                    Some("The client is not authorized")
+                );
                 assert_eq!(e.uri.as_deref(), Some("https://op/e"));
                 assert_eq!(e.status, None);
             }
@@ -411,7 +458,10 @@ mod tests {
         let mut e = expect(false);
         e.client_id = "other";
         let p = pending(ResponseType::DeferredCode, ResponseMode::Query);
-        assert_eq!(validate(&p, q.as_bytes(), e).unwrap_err(), CallbackError::WrongClient);
+        assert_eq!(
+            validate(&p, q.as_bytes(), e).unwrap_err(),
+            CallbackError::WrongClient
+        );
     }
 
     #[test]
@@ -425,7 +475,11 @@ mod tests {
         ];
         inputs.push((0..=255u8).collect());
         for i in inputs {
-            let _ = validate(&pending(ResponseType::DeferredCodeOrCode, ResponseMode::Query), &i, expect(true));
+            let _ = validate(
+                &pending(ResponseType::DeferredCodeOrCode, ResponseMode::Query),
+                &i,
+                expect(true),
+            );
         }
     }
 }

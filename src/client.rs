@@ -72,7 +72,10 @@ impl fmt::Debug for DtrClient {
             .field("client_id", &i.client_id)
             .field("auth", &i.auth)
             .field("redirect_uri", &i.redirect_uri.as_str())
-            .field("notification_endpoint", &i.notification_endpoint.as_ref().map(Url::as_str))
+            .field(
+                "notification_endpoint",
+                &i.notification_endpoint.as_ref().map(Url::as_str),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -115,7 +118,11 @@ impl DtrClient {
 
     /// Validates a redirect that arrived as a query string (`response_mode`
     /// `query`). `query` may start with `?`; a full URL is also accepted.
-    pub fn callback(&self, pending: &PendingAuthorization, query: &str) -> Result<CallbackResponse, Error> {
+    pub fn callback(
+        &self,
+        pending: &PendingAuthorization,
+        query: &str,
+    ) -> Result<CallbackResponse, Error> {
         let q = match query.find('?') {
             Some(i) => &query[i + 1..],
             None => query,
@@ -125,7 +132,11 @@ impl DtrClient {
     }
 
     /// Validates a redirect that arrived as a `form_post` body.
-    pub fn callback_form(&self, pending: &PendingAuthorization, body: &[u8]) -> Result<CallbackResponse, Error> {
+    pub fn callback_form(
+        &self,
+        pending: &PendingAuthorization,
+        body: &[u8],
+    ) -> Result<CallbackResponse, Error> {
         self.validate_callback(pending, body, ResponseMode::FormPost)
     }
 
@@ -150,9 +161,15 @@ impl DtrClient {
             Ok(CallbackResponse::Acknowledgment(a)) => {
                 tracing::debug!(state = %pending.state.fingerprint(), deferred_code = %a.deferred_code.fingerprint(), "callback: acknowledgment");
             }
-            Ok(CallbackResponse::Code(_)) => tracing::debug!(state = %pending.state.fingerprint(), "callback: plain code"),
-            Ok(CallbackResponse::Error(e)) => tracing::info!(state = %pending.state.fingerprint(), error = %e.code, "callback: OP error"),
-            Err(e) => tracing::warn!(state = %pending.state.fingerprint(), error = %e, "callback rejected"),
+            Ok(CallbackResponse::Code(_)) => {
+                tracing::debug!(state = %pending.state.fingerprint(), "callback: plain code")
+            }
+            Ok(CallbackResponse::Error(e)) => {
+                tracing::info!(state = %pending.state.fingerprint(), error = %e.code, "callback: OP error")
+            }
+            Err(e) => {
+                tracing::warn!(state = %pending.state.fingerprint(), error = %e, "callback rejected")
+            }
         }
         Ok(r?)
     }
@@ -199,9 +216,13 @@ impl DtrClient {
 
 impl ClientInner {
     /// A token-endpoint request with client authentication applied.
-    pub(crate) fn token_request(&self, mut params: Vec<(&'static str, String)>) -> Result<HttpRequest, Error> {
+    pub(crate) fn token_request(
+        &self,
+        mut params: Vec<(&'static str, String)>,
+    ) -> Result<HttpRequest, Error> {
         let mut headers = HeaderMap::new();
-        self.auth.apply(&self.client_id, &mut headers, &mut params)?;
+        self.auth
+            .apply(&self.client_id, &mut headers, &mut params)?;
         let mut req = HttpRequest::post_form(
             self.metadata.token_endpoint.clone(),
             params.iter().map(|(k, v)| (*k, v.as_str())),
@@ -324,7 +345,9 @@ impl DtrClientBuilder {
         if client_id.is_empty() {
             return Err(ConfigError::Missing("client_id").into());
         }
-        let redirect_uri = self.redirect_uri.ok_or(ConfigError::Missing("redirect_uri"))?;
+        let redirect_uri = self
+            .redirect_uri
+            .ok_or(ConfigError::Missing("redirect_uri"))?;
         let redirect_uri = parse_redirect_uri(&redirect_uri)?;
         let notification_endpoint = self
             .notification_endpoint
@@ -397,7 +420,10 @@ mod tests {
         assert!(parse_redirect_uri("https://rp.example/cb").is_ok());
         assert!(parse_redirect_uri("http://127.0.0.1:8080/cb").is_ok());
         assert!(parse_redirect_uri("com.example.app:/oauth2redirect").is_ok());
-        assert!(matches!(parse_redirect_uri("http://rp.example/cb"), Err(ConfigError::InsecureUrl { .. })));
+        assert!(matches!(
+            parse_redirect_uri("http://rp.example/cb"),
+            Err(ConfigError::InsecureUrl { .. })
+        ));
         assert!(parse_redirect_uri("https://rp.example/cb#x").is_err());
         assert!(parse_redirect_uri("/relative").is_err());
     }

@@ -102,7 +102,10 @@ mod tests {
         assert!(p.is_empty());
         let v = h.get(AUTHORIZATION).unwrap().to_str().unwrap();
         let decoded = STANDARD.decode(v.strip_prefix("Basic ").unwrap()).unwrap();
-        assert_eq!(std::str::from_utf8(&decoded).unwrap(), "my+client:p%40ss%3Aw+rd");
+        assert_eq!(
+            std::str::from_utf8(&decoded).unwrap(),
+            "my+client:p%40ss%3Aw+rd"
+        );
         assert!(h.get(AUTHORIZATION).unwrap().is_sensitive());
     }
 
@@ -110,8 +113,16 @@ mod tests {
     fn post_and_none_use_the_body() {
         let mut h = HeaderMap::new();
         let mut p = Vec::new();
-        ClientAuth::ClientSecretPost(ClientSecret::new("s")).apply("c", &mut h, &mut p).unwrap();
-        assert_eq!(p, vec![("client_id", "c".to_owned()), ("client_secret", "s".to_owned())]);
+        ClientAuth::ClientSecretPost(ClientSecret::new("s"))
+            .apply("c", &mut h, &mut p)
+            .unwrap();
+        assert_eq!(
+            p,
+            vec![
+                ("client_id", "c".to_owned()),
+                ("client_secret", "s".to_owned())
+            ]
+        );
         assert!(h.is_empty());
         let mut p = Vec::new();
         ClientAuth::None.apply("c", &mut h, &mut p).unwrap();

@@ -57,7 +57,11 @@ pub struct ProviderMetadata {
 impl ProviderMetadata {
     /// Metadata given by hand, for OPs without discovery. Add the optional
     /// members through the public fields or the `with_*` methods.
-    pub fn new(issuer: impl Into<String>, authorization_endpoint: Url, token_endpoint: Url) -> Self {
+    pub fn new(
+        issuer: impl Into<String>,
+        authorization_endpoint: Url,
+        token_endpoint: Url,
+    ) -> Self {
         ProviderMetadata {
             issuer: issuer.into(),
             authorization_endpoint,
@@ -108,7 +112,8 @@ impl ProviderMetadata {
             check_url(&u, field).map_err(|e| obj.err(field, e.to_string()))?;
             Ok(Some(u))
         };
-        let required_url = |field: &'static str| url(field)?.ok_or_else(|| obj.err(field, "is missing"));
+        let required_url =
+            |field: &'static str| url(field)?.ok_or_else(|| obj.err(field, "is missing"));
         let issuer = obj.required_str("issuer")?.to_owned();
         let authorization_endpoint = required_url("authorization_endpoint")?;
         let token_endpoint = required_url("token_endpoint")?;
@@ -144,7 +149,8 @@ impl ProviderMetadata {
                 .optional_str_array("token_endpoint_auth_methods_supported")?,
             token_endpoint_auth_signing_alg_values_supported: obj
                 .optional_str_array("token_endpoint_auth_signing_alg_values_supported")?,
-            code_challenge_methods_supported: obj.optional_str_array("code_challenge_methods_supported")?,
+            code_challenge_methods_supported: obj
+                .optional_str_array("code_challenge_methods_supported")?,
             dpop_signing_alg_values_supported: obj
                 .optional_str_array("dpop_signing_alg_values_supported")?,
             authorization_response_iss_parameter_supported: obj
@@ -204,7 +210,9 @@ impl ProviderMetadata {
             ));
         }
         if !self.supports_grant_type(GRANT_TYPE_DEFERRED) {
-            missing.push(format!("`{GRANT_TYPE_DEFERRED}` in `grant_types_supported`"));
+            missing.push(format!(
+                "`{GRANT_TYPE_DEFERRED}` in `grant_types_supported`"
+            ));
         }
         if missing.is_empty() {
             Ok(())
@@ -296,7 +304,9 @@ mod tests {
         assert_eq!(md.issuer, "https://op.example/tenant");
         assert!(md.authorization_response_iss_parameter_supported);
         assert_eq!(
-            md.additional.get("x_cancel_endpoint").and_then(|v| v.as_str()),
+            md.additional
+                .get("x_cancel_endpoint")
+                .and_then(|v| v.as_str()),
             Some("https://op.example/cancel")
         );
         assert!(md.check_dtr_support().is_ok());
@@ -309,25 +319,54 @@ mod tests {
         d["response_types_supported"] = serde_json::json!(["code"]);
         let md = ProviderMetadata::from_json(d.to_string().as_bytes()).unwrap();
         let e = md.check_dtr_support().unwrap_err().to_string();
-        assert!(e.contains("`deferred_code` in `response_types_supported`"), "{e}");
+        assert!(
+            e.contains("`deferred_code` in `response_types_supported`"),
+            "{e}"
+        );
         assert!(!e.contains("grant_types_supported"), "{e}");
 
         d["grant_types_supported"] = serde_json::Value::Null;
         let md = ProviderMetadata::from_json(d.to_string().as_bytes()).unwrap();
         let e = md.check_dtr_support().unwrap_err().to_string();
-        assert!(e.contains("`deferred_code` in `response_types_supported`"), "{e}");
-        assert!(e.contains("`urn:openid:params:grant-type:deferred` in `grant_types_supported`"), "{e}");
+        assert!(
+            e.contains("`deferred_code` in `response_types_supported`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`urn:openid:params:grant-type:deferred` in `grant_types_supported`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn field_errors_name_the_field() {
         let cases: &[(&str, serde_json::Value, &str)] = &[
             ("issuer", serde_json::json!(5), "`issuer` must be a string"),
-            ("token_endpoint", serde_json::Value::Null, "`token_endpoint` is missing"),
-            ("token_endpoint", serde_json::json!("http://op.example/token"), "`token_endpoint`"),
-            ("jwks_uri", serde_json::json!("not a url"), "`jwks_uri` is not a URL"),
-            ("response_types_supported", serde_json::json!("code"), "`response_types_supported` must be an array"),
-            ("authorization_response_iss_parameter_supported", serde_json::json!("yes"), "must be a boolean"),
+            (
+                "token_endpoint",
+                serde_json::Value::Null,
+                "`token_endpoint` is missing",
+            ),
+            (
+                "token_endpoint",
+                serde_json::json!("http://op.example/token"),
+                "`token_endpoint`",
+            ),
+            (
+                "jwks_uri",
+                serde_json::json!("not a url"),
+                "`jwks_uri` is not a URL",
+            ),
+            (
+                "response_types_supported",
+                serde_json::json!("code"),
+                "`response_types_supported` must be an array",
+            ),
+            (
+                "authorization_response_iss_parameter_supported",
+                serde_json::json!("yes"),
+                "must be a boolean",
+            ),
         ];
         for (field, value, want) in cases {
             let mut d = doc();
@@ -341,11 +380,23 @@ mod tests {
     #[test]
     fn well_known_locations() {
         let [a, b] = well_known_urls(&Url::parse("https://op.example/tenant/").unwrap());
-        assert_eq!(a.as_str(), "https://op.example/tenant/.well-known/openid-configuration");
-        assert_eq!(b.as_str(), "https://op.example/.well-known/oauth-authorization-server/tenant");
+        assert_eq!(
+            a.as_str(),
+            "https://op.example/tenant/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            b.as_str(),
+            "https://op.example/.well-known/oauth-authorization-server/tenant"
+        );
         let [a, b] = well_known_urls(&Url::parse("https://op.example").unwrap());
-        assert_eq!(a.as_str(), "https://op.example/.well-known/openid-configuration");
-        assert_eq!(b.as_str(), "https://op.example/.well-known/oauth-authorization-server");
+        assert_eq!(
+            a.as_str(),
+            "https://op.example/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            b.as_str(),
+            "https://op.example/.well-known/oauth-authorization-server"
+        );
     }
 
     #[test]

@@ -212,7 +212,9 @@ pub enum HttpError {
     /// The server answered with a redirect. The SDK never follows redirects on
     /// back-channel requests (a redirect could leak credentials or be an SSRF
     /// vector), so this is an error.
-    #[error("{endpoint} answered with a redirect (HTTP {status}); back-channel redirects are never followed")]
+    #[error(
+        "{endpoint} answered with a redirect (HTTP {status}); back-channel redirects are never followed"
+    )]
     Redirect {
         /// The 3xx status.
         status: StatusCode,
@@ -251,7 +253,11 @@ pub enum HttpError {
 }
 
 fn preview_suffix(p: &str) -> String {
-    if p.is_empty() { String::new() } else { format!(": {p:?}") }
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!(": {p:?}")
+    }
 }
 
 impl HttpError {
@@ -477,7 +483,11 @@ pub struct ResponseError {
 }
 
 impl ResponseError {
-    pub(crate) fn new(context: &'static str, field: Option<&'static str>, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        context: &'static str,
+        field: Option<&'static str>,
+        problem: impl Into<String>,
+    ) -> Self {
         ResponseError {
             context,
             field,
@@ -614,11 +624,13 @@ mod tests {
             retry_after: None,
         };
         assert!(Error::from(status(503)).is_retryable());
-        assert!(!Error::from(HttpError::Redirect {
-            status: StatusCode::FOUND,
-            endpoint: "x".into()
-        })
-        .is_retryable());
+        assert!(
+            !Error::from(HttpError::Redirect {
+                status: StatusCode::FOUND,
+                endpoint: "x".into()
+            })
+            .is_retryable()
+        );
         assert!(!Error::from(OAuthError::new(ErrorCode::InvalidGrant)).is_retryable());
         assert!(TransportErrorKind::Timeout.is_transient());
         assert!(!TransportErrorKind::Tls.is_transient());

@@ -12,7 +12,9 @@ use crate::callback::Acknowledgment;
 use crate::discovery::GRANT_TYPE_DEFERRED;
 use crate::error::Error;
 use crate::http::{HttpResponse, success_object};
-use crate::secret::{DeferredAuthId, DeferredNotificationToken, Nonce, PkceVerifier, RawJwt, SecretHash};
+use crate::secret::{
+    DeferredAuthId, DeferredNotificationToken, Nonce, PkceVerifier, RawJwt, SecretHash,
+};
 use crate::time::UnixTime;
 
 /// The poll interval when the OP sends none (G6: the RFC 8628 / CIBA
@@ -53,7 +55,10 @@ pub(crate) fn exchange_params(
         p.push(("redirect_uri", ack.pending.redirect_uri.as_str().to_owned()));
     }
     if compat.exchange_send_code_verifier {
-        p.push(("code_verifier", ack.pending.pkce_verifier.secret().to_owned()));
+        p.push((
+            "code_verifier",
+            ack.pending.pkce_verifier.secret().to_owned(),
+        ));
     }
     p
 }
@@ -71,7 +76,10 @@ pub(crate) struct ExchangeResponse {
 /// `expires_in` and `interval` positive integers when present (huge values
 /// saturate); `interim_id_token` a string when present; unknown members
 /// ignored. Error statuses become the OP's OAuth error or an HTTP error.
-pub(crate) fn parse_exchange_response(resp: &HttpResponse, endpoint: &Url) -> Result<ExchangeResponse, Error> {
+pub(crate) fn parse_exchange_response(
+    resp: &HttpResponse,
+    endpoint: &Url,
+) -> Result<ExchangeResponse, Error> {
     let obj = success_object(resp, endpoint, CONTEXT, "deferred_auth_id")?;
     Ok(ExchangeResponse {
         deferred_auth_id: DeferredAuthId::new(obj.required_str("deferred_auth_id")?),
@@ -150,7 +158,8 @@ impl DeferredAuthentication {
             redirect_uri: pending.redirect_uri.clone(),
             max_age: pending.max_age,
             requested_at: pending.created_at,
-            notification_token_hash: notification_token.map(|t| SecretHash::of(t.secret().as_bytes())),
+            notification_token_hash: notification_token
+                .map(|t| SecretHash::of(t.secret().as_bytes())),
             interim_id_token: resp.interim_id_token,
         }
     }
@@ -255,12 +264,20 @@ mod tests {
     #[test]
     fn minimal_response() {
         let r = parse(json!({"deferred_auth_id": "x"})).unwrap();
-        assert_eq!((r.expires_in, r.interval, r.interim_id_token.is_none()), (None, None, true));
+        assert_eq!(
+            (r.expires_in, r.interval, r.interim_id_token.is_none()),
+            (None, None, true)
+        );
     }
 
     #[test]
     fn deferred_auth_id_required_non_empty_string() {
-        for v in [json!({}), json!({"deferred_auth_id": ""}), json!({"deferred_auth_id": 5}), json!({"deferred_auth_id": null})] {
+        for v in [
+            json!({}),
+            json!({"deferred_auth_id": ""}),
+            json!({"deferred_auth_id": 5}),
+            json!({"deferred_auth_id": null}),
+        ] {
             let (field, msg) = field_error(v);
             assert_eq!(field, Some("deferred_auth_id"), "{msg}");
         }
@@ -269,7 +286,14 @@ mod tests {
     #[test]
     fn interval_and_expires_in_must_be_positive_integers() {
         for field in ["interval", "expires_in"] {
-            for bad in [json!(0), json!(-5), json!(1.5), json!("60"), json!(true), json!([60])] {
+            for bad in [
+                json!(0),
+                json!(-5),
+                json!(1.5),
+                json!("60"),
+                json!(true),
+                json!([60]),
+            ] {
                 let mut v = json!({"deferred_auth_id": "x"});
                 v[field] = bad.clone();
                 let (f, msg) = field_error(v);
@@ -305,7 +329,10 @@ mod tests {
             ("invalid_request", 400),
             ("unsupported_grant_type", 400),
         ] {
-            let resp = HttpResponse::json(StatusCode::from_u16(status).unwrap(), &json!({"error": code}));
+            let resp = HttpResponse::json(
+                StatusCode::from_u16(status).unwrap(),
+                &json!({"error": code}),
+            );
             match parse_exchange_response(&resp, &url()) {
                 Err(Error::OAuth(e)) => {
                     assert_eq!(e.code, ErrorCode::from(code));

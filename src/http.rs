@@ -1,7 +1,7 @@
 //! The one place that talks HTTP.
 //!
 //! The protocol core builds [`HttpRequest`] values and interprets
-//! [`HttpResponse`] values; only [`HttpEdge::send`] touches the network. The
+//! [`HttpResponse`] values; only the edge's `send` touches the network. The
 //! edge has secure defaults that cannot be switched off:
 //!
 //! - it never follows redirects (a 3xx is an [`HttpError::Redirect`]);
@@ -20,8 +20,7 @@ use http::{Method, StatusCode};
 use url::Url;
 
 use crate::error::{
-    ConfigError, Error, ErrorCode, HttpError, OAuthError, RetryAfter,
-    TransportErrorKind,
+    ConfigError, Error, ErrorCode, HttpError, OAuthError, RetryAfter, TransportErrorKind,
 };
 use crate::json::JsonObject;
 use crate::time::UnixTime;
@@ -137,7 +136,9 @@ impl HttpRequest {
 
     /// The form parameters of the body (for tests and logging of names only).
     pub fn form_params(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(&self.body).into_owned().collect()
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
     }
 }
 
@@ -205,8 +206,14 @@ impl HttpResponse {
 }
 
 fn is_json_media_type(ct: &str) -> bool {
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses `Retry-After`: delta-seconds or an HTTP-date.
@@ -291,7 +298,9 @@ pub(crate) struct HttpEdge {
 
 impl std::fmt::Debug for HttpEdge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpEdge").field("max_body", &self.max_body).finish()
+        f.debug_struct("HttpEdge")
+            .field("max_body", &self.max_body)
+            .finish()
     }
 }
 
@@ -538,7 +547,10 @@ mod tests {
             parse_url("https://op.example/x#frag", "f"),
             Err(ConfigError::InvalidUrl { .. })
         ));
-        assert!(matches!(parse_url("not a url", "f"), Err(ConfigError::InvalidUrl { .. })));
+        assert!(matches!(
+            parse_url("not a url", "f"),
+            Err(ConfigError::InvalidUrl { .. })
+        ));
         // "localhost.evil.com" is not loopback.
         assert!(parse_url("http://localhost.evil.example/x", "f").is_err());
     }
@@ -570,13 +582,20 @@ mod tests {
 
     #[test]
     fn problem_json_counts_as_json() {
-        let r = resp(400, Some("application/problem+json"), r#"{"error":"slow_down"}"#);
+        let r = resp(
+            400,
+            Some("application/problem+json"),
+            r#"{"error":"slow_down"}"#,
+        );
         assert!(matches!(error_for_status(&r, &url()), Err(Error::OAuth(_))));
     }
 
     #[test]
     fn html_error_page_is_a_status_error_with_preview() {
-        let page = format!("<html><body>\n<h1>502 Bad Gateway</h1>{}</body></html>", "x".repeat(5000));
+        let page = format!(
+            "<html><body>\n<h1>502 Bad Gateway</h1>{}</body></html>",
+            "x".repeat(5000)
+        );
         let r = resp(502, Some("text/html"), &page);
         match error_for_status(&r, &url()) {
             Err(Error::Http(HttpError::Status {
@@ -597,19 +616,33 @@ mod tests {
     #[test]
     fn json_error_body_with_wrong_content_type_is_not_oauth() {
         let r = resp(400, Some("text/plain"), r#"{"error":"invalid_grant"}"#);
-        assert!(matches!(error_for_status(&r, &url()), Err(Error::Http(HttpError::Status { .. }))));
+        assert!(matches!(
+            error_for_status(&r, &url()),
+            Err(Error::Http(HttpError::Status { .. }))
+        ));
         let r = resp(400, Some("application/json"), r#"{"error":42}"#);
-        assert!(matches!(error_for_status(&r, &url()), Err(Error::Http(HttpError::Status { .. }))));
+        assert!(matches!(
+            error_for_status(&r, &url()),
+            Err(Error::Http(HttpError::Status { .. }))
+        ));
         let r = resp(400, Some("application/json"), "not json at all \u{0}\u{1}");
-        assert!(matches!(error_for_status(&r, &url()), Err(Error::Http(HttpError::Status { .. }))));
+        assert!(matches!(
+            error_for_status(&r, &url()),
+            Err(Error::Http(HttpError::Status { .. }))
+        ));
     }
 
     #[test]
     fn redirect_is_an_error() {
         let mut r = resp(302, None, "");
-        r.headers.insert("location", HeaderValue::from_static("https://evil.example/"));
+        r.headers.insert(
+            "location",
+            HeaderValue::from_static("https://evil.example/"),
+        );
         match error_for_status(&r, &url()) {
-            Err(Error::Http(HttpError::Redirect { status, .. })) => assert_eq!(status.as_u16(), 302),
+            Err(Error::Http(HttpError::Redirect { status, .. })) => {
+                assert_eq!(status.as_u16(), 302)
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -629,18 +662,29 @@ mod tests {
 
     #[test]
     fn error_in_a_200_body_is_an_oauth_error() {
-        let r = resp(200, Some("application/json"), r#"{"error":"invalid_grant"}"#);
+        let r = resp(
+            200,
+            Some("application/json"),
+            r#"{"error":"invalid_grant"}"#,
+        );
         assert!(matches!(
             success_object(&r, &url(), "ctx", "deferred_auth_id"),
             Err(Error::OAuth(_))
         ));
-        let r = resp(200, Some("application/json"), r#"{"deferred_auth_id":"x","error":"y"}"#);
+        let r = resp(
+            200,
+            Some("application/json"),
+            r#"{"deferred_auth_id":"x","error":"y"}"#,
+        );
         assert!(success_object(&r, &url(), "ctx", "deferred_auth_id").is_ok());
     }
 
     #[test]
     fn retry_after_forms() {
-        assert_eq!(parse_retry_after("120"), Some(RetryAfter::Delay(Duration::from_secs(120))));
+        assert_eq!(
+            parse_retry_after("120"),
+            Some(RetryAfter::Delay(Duration::from_secs(120)))
+        );
         assert_eq!(
             parse_retry_after("99999999999999999999999"),
             Some(RetryAfter::Delay(Duration::from_secs(u64::MAX)))
@@ -657,7 +701,10 @@ mod tests {
     #[test]
     fn form_encoding_escapes() {
         let r = HttpRequest::post_form(url(), [("a", "b c&d=e"), ("k", "ü")]);
-        assert_eq!(std::str::from_utf8(&r.body).unwrap(), "a=b+c%26d%3De&k=%C3%BC");
+        assert_eq!(
+            std::str::from_utf8(&r.body).unwrap(),
+            "a=b+c%26d%3De&k=%C3%BC"
+        );
         assert_eq!(r.form_params()[0], ("a".to_owned(), "b c&d=e".to_owned()));
     }
 }

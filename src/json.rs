@@ -217,10 +217,28 @@ mod tests {
     fn strings_and_arrays() {
         let o = obj(r#"{"s":"x","e":"","n":1,"arr":["a","b"],"bad":["a",1],"b":true}"#);
         assert_eq!(o.required_str("s").unwrap(), "x");
-        assert!(o.required_str("e").unwrap_err().to_string().contains("empty"));
-        assert!(o.required_str("n").unwrap_err().to_string().contains("must be a string"));
-        assert!(o.required_str("zz").unwrap_err().to_string().contains("missing"));
-        assert_eq!(o.optional_str_array("arr").unwrap().unwrap(), vec!["a", "b"]);
+        assert!(
+            o.required_str("e")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        assert!(
+            o.required_str("n")
+                .unwrap_err()
+                .to_string()
+                .contains("must be a string")
+        );
+        assert!(
+            o.required_str("zz")
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
+        assert_eq!(
+            o.optional_str_array("arr").unwrap().unwrap(),
+            vec!["a", "b"]
+        );
         assert!(o.optional_str_array("bad").is_err());
         assert_eq!(o.optional_bool("b").unwrap(), Some(true));
         assert!(o.optional_bool("s").is_err());

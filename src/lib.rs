@@ -58,6 +58,11 @@ pub mod time;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use authorize::{PendingAuthorization, ResponseMode, ResponseType};
 pub use callback::{Acknowledgment, CallbackResponse, CodeResponse};
 pub use client::{DtrClient, DtrClientBuilder};

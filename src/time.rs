@@ -135,7 +135,9 @@ impl ManualClock {
         // fetch_update never fails with a closure that always returns Some.
         let _ = self
             .0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_add(ms)));
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.saturating_add(ms))
+            });
     }
 
     /// Sets the clock to `t` (it may go backwards: clocks do).
@@ -156,9 +158,15 @@ mod tests {
 
     #[test]
     fn arithmetic_saturates() {
-        assert_eq!(UnixTime::MAX.saturating_add(Duration::from_secs(1)), UnixTime::MAX);
+        assert_eq!(
+            UnixTime::MAX.saturating_add(Duration::from_secs(1)),
+            UnixTime::MAX
+        );
         assert_eq!(UnixTime::from_secs(u64::MAX), UnixTime::MAX);
-        assert_eq!(UnixTime::EPOCH.saturating_sub(Duration::from_secs(1)), UnixTime::EPOCH);
+        assert_eq!(
+            UnixTime::EPOCH.saturating_sub(Duration::from_secs(1)),
+            UnixTime::EPOCH
+        );
         assert_eq!(
             UnixTime::from_secs(10).saturating_duration_since(UnixTime::from_secs(20)),
             Duration::ZERO

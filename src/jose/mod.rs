@@ -113,11 +113,6 @@ pub(crate) fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes base64url without padding (strictly: padding is an error).
-pub(crate) fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(s.as_bytes()).ok()
-}
-
 /// The left half of the hash of `value`, base64url: `at_hash` / `c_hash`.
 pub fn half_hash(alg: Algorithm, value: &str) -> String {
     let d = aws_lc_rs::digest::digest(alg.digest(), value.as_bytes());

@@ -29,7 +29,7 @@ enum Kind {
     Rsa(Arc<sig::RsaKeyPair>),
     Ec(Arc<sig::EcdsaKeyPair>),
     Ed(Arc<sig::Ed25519KeyPair>),
-    Hmac(aws_lc_rs::hmac::Key),
+    Hmac(Box<aws_lc_rs::hmac::Key>),
 }
 
 /// A private key plus the JWS algorithm it signs with.
@@ -96,29 +96,43 @@ impl SigningKey {
         } else {
             return Err(KeyError::WrongAlgorithm(alg));
         };
-        Ok(SigningKey { kind, alg, kid: None })
+        Ok(SigningKey {
+            kind,
+            alg,
+            kid: None,
+        })
     }
 
     /// Loads a PKCS#8 DER private key for `alg`.
     pub fn from_pkcs8_der(alg: Algorithm, der: &[u8]) -> Result<Self, KeyError> {
         let rejected = |e: aws_lc_rs::error::KeyRejected| KeyError::Rejected(e.to_string());
         let kind = if rsa_params(alg).is_some() {
-            Kind::Rsa(Arc::new(sig::RsaKeyPair::from_pkcs8(der).map_err(rejected)?))
+            Kind::Rsa(Arc::new(
+                sig::RsaKeyPair::from_pkcs8(der).map_err(rejected)?,
+            ))
         } else if let Some(p) = ec_params(alg) {
-            Kind::Ec(Arc::new(sig::EcdsaKeyPair::from_pkcs8(p, der).map_err(rejected)?))
+            Kind::Ec(Arc::new(
+                sig::EcdsaKeyPair::from_pkcs8(p, der).map_err(rejected)?,
+            ))
         } else if alg == Algorithm::EdDSA {
-            Kind::Ed(Arc::new(sig::Ed25519KeyPair::from_pkcs8(der).map_err(rejected)?))
+            Kind::Ed(Arc::new(
+                sig::Ed25519KeyPair::from_pkcs8(der).map_err(rejected)?,
+            ))
         } else {
             return Err(KeyError::WrongAlgorithm(alg));
         };
-        Ok(SigningKey { kind, alg, kid: None })
+        Ok(SigningKey {
+            kind,
+            alg,
+            kid: None,
+        })
     }
 
     /// An HMAC key (`HS256`/`HS384`/`HS512`) from a shared secret.
     pub fn hmac(alg: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
         let p = hmac_params(alg).ok_or(KeyError::WrongAlgorithm(alg))?;
         Ok(SigningKey {
-            kind: Kind::Hmac(aws_lc_rs::hmac::Key::new(p, secret)),
+            kind: Kind::Hmac(Box::new(aws_lc_rs::hmac::Key::new(p, secret))),
             alg,
             kid: None,
         })
@@ -184,12 +198,18 @@ impl SigningKey {
             }
             Kind::Ec(k) => {
                 let point = k.public_key().as_ref();
-                let (crv, n) = if self.alg == Algorithm::ES256 { ("P-256", 32) } else { ("P-384", 48) };
+                let (crv, n) = if self.alg == Algorithm::ES256 {
+                    ("P-256", 32)
+                } else {
+                    ("P-384", 48)
+                };
                 // Uncompressed point: 0x04 || x || y.
                 let (x, y) = point.get(1..)?.split_at(n);
                 json!({"kty": "EC", "crv": crv, "x": b64(x), "y": b64(y)})
             }
-            Kind::Ed(k) => json!({"kty": "OKP", "crv": "Ed25519", "x": b64(k.public_key().as_ref())}),
+            Kind::Ed(k) => {
+                json!({"kty": "OKP", "crv": "Ed25519", "x": b64(k.public_key().as_ref())})
+            }
             Kind::Hmac(_) => return None,
         };
         let obj = jwk.as_object_mut()?;
@@ -226,10 +246,15 @@ impl SigningKey {
             Kind::Rsa(k) => {
                 let p = rsa_params(self.alg).ok_or(KeyError::WrongAlgorithm(self.alg))?;
                 let mut out = vec![0u8; k.public_modulus_len()];
-                k.sign(p, &rng, message, &mut out).map_err(|_| KeyError::Signing)?;
+                k.sign(p, &rng, message, &mut out)
+                    .map_err(|_| KeyError::Signing)?;
                 Ok(out)
             }
-            Kind::Ec(k) => Ok(k.sign(&rng, message).map_err(|_| KeyError::Signing)?.as_ref().to_vec()),
+            Kind::Ec(k) => Ok(k
+                .sign(&rng, message)
+                .map_err(|_| KeyError::Signing)?
+                .as_ref()
+                .to_vec()),
             Kind::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
             Kind::Hmac(k) => Ok(aws_lc_rs::hmac::sign(k, message).as_ref().to_vec()),
         }

@@ -1,0 +1,666 @@
+//! An in-process mock OpenID Provider that speaks the server side of the
+//! Deferred Token Response draft, for this crate's tests and yours.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use oidc_dtr::testkit::MockOp;
+//! use oidc_dtr::{CallbackResponse, DtrClient};
+//!
+//! let op = MockOp::start().await?;
+//! let client = DtrClient::builder()
+//!     .issuer(op.issuer())
+//!     .client_id(MockOp::CLIENT_ID)
+//!     .client_secret(MockOp::CLIENT_SECRET)
+//!     .redirect_uri("http://127.0.0.1:9/callback")
+//!     .build()
+//!     .await?;
+//! let (url, pending) = client.authorize().build()?;
+//! let cb = op.browse(&url).await?;           // the user "completes" the OP's UI
+//! let CallbackResponse::Acknowledgment(ack) = client.callback(&pending, cb.query())? else {
+//!     unreachable!()
+//! };
+//! let auth = client.exchange(ack).await?;
+//! op.approve(auth.id());                      // the OP decides
+//! # Ok(()) }
+//! ```
+//!
+//! What it does:
+//!
+//! - discovery at both well-known locations (each can be switched off), and
+//!   a JWKS;
+//! - `/authorize` completes the "user interaction" at once and redirects
+//!   (query) or auto-posts (`form_post`) the `deferred_code` (or, for
+//!   `deferred_code code` with [`AuthorizeOutcome::Code`], a plain `code`),
+//!   `state` and `iss`; or an error;
+//! - `/token`: client authentication (Basic, post, public), the Deferred Code
+//!   Exchange (single-use codes), polling (`authorization_pending` with a
+//!   progress text, `slow_down` with +5 s when polled faster than the
+//!   interval, `expired_token`, `access_denied`, `invalid_grant`), real
+//!   signed ID tokens (`iss`, `sub`, `aud`, `exp`, `iat`, `nonce`,
+//!   `auth_time`, `at_hash`), and the plain authorization code grant with
+//!   PKCE;
+//! - control handles ([`approve`](MockOp::approve), [`deny`](MockOp::deny),
+//!   [`expire`](MockOp::expire), ...) and a request log
+//!   ([`requests`](MockOp::requests)).
+//!
+//! It is a test double: it keeps everything in memory and logs secrets.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use url::Url;
+
+use crate::jose::Algorithm;
+use crate::secret::DeferredAuthId;
+use crate::time::{Clock, SystemClock, UnixTime};
+
+mod op;
+mod server;
+
+use op::OpState;
+
+/// What `/authorize` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuthorizeOutcome {
+    /// A `deferred_code` (the default).
+    #[default]
+    Defer,
+    /// A plain `code` when the request allowed it (`deferred_code code`),
+    /// else a `deferred_code`.
+    Code,
+    /// An error redirect.
+    Error {
+        /// The `error` code.
+        error: String,
+        /// The `error_description`.
+        description: String,
+    },
+}
+
+/// When a pending authentication approves itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoApprove {
+    /// Only through [`MockOp::approve`] (the default).
+    #[default]
+    Never,
+    /// On the n-th accepted poll (polls answered `slow_down` do not count).
+    AfterPolls(u32),
+    /// Once this long has passed since the exchange.
+    AfterDelay(Duration),
+}
+
+/// The mock OP's behaviour switches. Change them at any time with
+/// [`MockOp::configure`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OpConfig {
+    /// What `/authorize` answers.
+    pub authorize_outcome: AuthorizeOutcome,
+    /// Put `iss` in authorization responses (RFC 9207). Default true.
+    pub include_iss: bool,
+    /// Advertise `authorization_response_iss_parameter_supported`. Default true.
+    pub advertise_iss_parameter: bool,
+    /// Advertise `deferred_code` and the deferred grant type. Default true.
+    pub advertise_dtr: bool,
+    /// Serve `/.well-known/openid-configuration`. Default true.
+    pub serve_openid_configuration: bool,
+    /// Serve `/.well-known/oauth-authorization-server`. Default true.
+    pub serve_oauth_metadata: bool,
+    /// Put another `issuer` in the metadata (to test the mix-up check).
+    pub metadata_issuer: Option<String>,
+    /// Require PKCE S256 at `/authorize`. Default true.
+    pub require_pkce: bool,
+    /// `expires_in` of new authentications (seconds). Default 3600.
+    pub expires_in: Option<u64>,
+    /// `interval` of new authentications (seconds); `None` sends none and
+    /// enforces 5 s. Default 5.
+    pub interval: Option<u64>,
+    /// Send an `interim_id_token` in exchange responses. Default false.
+    pub interim_id_token: bool,
+    /// When pending authentications approve themselves.
+    pub auto_approve: AutoApprove,
+    /// Answer `slow_down` to polls faster than the interval. Default true.
+    pub enforce_interval: bool,
+    /// The `error_description` of `authorization_pending` answers.
+    pub progress: String,
+    /// The `sub` of issued ID tokens (default: `user-<n>`).
+    pub subject: Option<String>,
+}
+
+impl Default for OpConfig {
+    fn default() -> Self {
+        OpConfig {
+            authorize_outcome: AuthorizeOutcome::Defer,
+            include_iss: true,
+            advertise_iss_parameter: true,
+            advertise_dtr: true,
+            serve_openid_configuration: true,
+            serve_oauth_metadata: true,
+            metadata_issuer: None,
+            require_pkce: true,
+            expires_in: Some(3600),
+            interval: Some(5),
+            interim_id_token: false,
+            auto_approve: AutoApprove::Never,
+            enforce_interval: true,
+            progress: "Your identity documents are in the review queue".into(),
+            subject: None,
+        }
+    }
+}
+
+/// A client the mock OP knows.
+#[derive(Debug, Clone)]
+pub struct RegisteredClient {
+    /// The client id.
+    pub client_id: String,
+    /// The secret; `None` for a public client.
+    pub secret: Option<String>,
+    /// Allowed redirect URIs (exact match); empty allows any.
+    pub redirect_uris: Vec<String>,
+}
+
+impl RegisteredClient {
+    /// A confidential client (accepts `client_secret_basic` and `_post`).
+    pub fn confidential(client_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        RegisteredClient {
+            client_id: client_id.into(),
+            secret: Some(secret.into()),
+            redirect_uris: Vec::new(),
+        }
+    }
+
+    /// A public client.
+    pub fn public(client_id: impl Into<String>) -> Self {
+        RegisteredClient {
+            client_id: client_id.into(),
+            secret: None,
+            redirect_uris: Vec::new(),
+        }
+    }
+
+    /// Restricts the redirect URIs.
+    pub fn with_redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.redirect_uris.push(uri.into());
+        self
+    }
+}
+
+/// Which endpoint a logged request hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// Either well-known metadata location.
+    Discovery,
+    /// The JWKS.
+    Jwks,
+    /// The authorization endpoint.
+    Authorize,
+    /// The token endpoint.
+    Token,
+    /// Anything else.
+    Other,
+}
+
+/// One request the mock OP received.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    /// When it arrived (by the OP's clock).
+    pub at: UnixTime,
+    /// The method.
+    pub method: String,
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The path.
+    pub path: String,
+    /// Query or form parameters.
+    pub params: Vec<(String, String)>,
+    /// Headers (names lower-case).
+    pub headers: Vec<(String, String)>,
+    /// The status answered.
+    pub status: u16,
+}
+
+impl LoggedRequest {
+    /// A parameter's value.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where an authentication stands at the mock OP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthState {
+    /// Still being decided.
+    Pending,
+    /// Approved; the next poll gets the tokens.
+    Approved,
+    /// Denied; polls get `access_denied`.
+    Denied {
+        /// The `error_description` polls get.
+        description: Option<String>,
+    },
+    /// Expired; polls get `expired_token`.
+    Expired,
+    /// Cancelled; polls get `access_denied`.
+    Cancelled,
+    /// The tokens were handed out; polls get `invalid_grant`.
+    Redeemed,
+}
+
+/// A snapshot of one authentication at the mock OP.
+#[derive(Debug, Clone)]
+pub struct AuthSnapshot {
+    /// The `deferred_auth_id`.
+    pub deferred_auth_id: String,
+    /// The client.
+    pub client_id: String,
+    /// Its state.
+    pub state: AuthState,
+    /// Polls accepted (not counting `slow_down` answers).
+    pub polls: u32,
+    /// `slow_down` answers given.
+    pub slow_downs: u32,
+    /// The interval it currently enforces (seconds).
+    pub interval: u64,
+    /// When it expires.
+    pub expires_at: Option<UnixTime>,
+    /// The `deferred_notification_token` the client sent, if any.
+    pub notification_token: Option<String>,
+    /// The subject the tokens will name.
+    pub subject: String,
+}
+
+/// Something that names an authentication: a `&str`, `String` or
+/// [`DeferredAuthId`].
+pub trait AuthIdRef {
+    /// The id as text.
+    fn id_str(&self) -> &str;
+}
+
+impl AuthIdRef for str {
+    fn id_str(&self) -> &str {
+        self
+    }
+}
+impl AuthIdRef for String {
+    fn id_str(&self) -> &str {
+        self
+    }
+}
+impl AuthIdRef for DeferredAuthId {
+    fn id_str(&self) -> &str {
+        self.secret()
+    }
+}
+
+/// Where the simulated browser was sent back to.
+#[derive(Debug, Clone)]
+pub struct SimulatedCallback {
+    /// The redirect URI (with the query, for `query` mode).
+    pub url: Url,
+    /// The auto-posted body, for `form_post` mode.
+    pub form_body: Option<String>,
+}
+
+impl SimulatedCallback {
+    /// The query string (empty for `form_post`).
+    pub fn query(&self) -> &str {
+        self.url.query().unwrap_or("")
+    }
+}
+
+/// The simulated browser could not complete the round trip.
+#[derive(Debug, thiserror::Error)]
+#[error("simulated browser: {0}")]
+pub struct BrowseError(String);
+
+struct Inner {
+    state: Arc<Mutex<OpState>>,
+    addr: SocketAddr,
+    issuer: String,
+    shutdown: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.shutdown.lock()
+            && let Some(tx) = s.take()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A running mock OP on `127.0.0.1:<random port>`. Clones share the server;
+/// it stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct MockOp {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for MockOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockOp")
+            .field("issuer", &self.inner.issuer)
+            .finish()
+    }
+}
+
+/// Configures a [`MockOp`] before it starts.
+#[must_use]
+pub struct MockOpBuilder {
+    clock: Arc<dyn Clock>,
+    config: OpConfig,
+    clients: Vec<RegisteredClient>,
+    alg: Algorithm,
+}
+
+impl fmt::Debug for MockOpBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockOpBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockOpBuilder {
+    /// The OP's clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Initial behaviour switches.
+    pub fn config(mut self, config: OpConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers another client.
+    pub fn client(mut self, client: RegisteredClient) -> Self {
+        self.clients.push(client);
+        self
+    }
+
+    /// The ID-token signing algorithm (default RS256).
+    pub fn signing_alg(mut self, alg: Algorithm) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    /// Starts the server.
+    pub async fn start(self) -> std::io::Result<MockOp> {
+        let (listener, addr) = server::bind().await?;
+        let issuer = format!("http://{addr}");
+        let key = op::new_key(self.alg).map_err(std::io::Error::other)?;
+        let mut clients = std::collections::HashMap::new();
+        for c in [
+            RegisteredClient::confidential(MockOp::CLIENT_ID, MockOp::CLIENT_SECRET),
+            RegisteredClient::public(MockOp::PUBLIC_CLIENT_ID),
+        ]
+        .into_iter()
+        .chain(self.clients)
+        {
+            clients.insert(c.client_id.clone(), c);
+        }
+        let state = Arc::new(Mutex::new(OpState {
+            issuer: issuer.clone(),
+            clock: self.clock,
+            key,
+            old_keys: Vec::new(),
+            clients,
+            codes: Default::default(),
+            auths: Default::default(),
+            log: Vec::new(),
+            config: self.config,
+            next_subject: 0,
+        }));
+        let (tx, rx) = oneshot::channel();
+        server::spawn(listener, state.clone(), rx);
+        Ok(MockOp {
+            inner: Arc::new(Inner {
+                state,
+                addr,
+                issuer,
+                shutdown: Mutex::new(Some(tx)),
+            }),
+        })
+    }
+}
+
+impl MockOp {
+    /// The confidential client every mock OP knows.
+    pub const CLIENT_ID: &'static str = "dtr-test-client";
+    /// Its secret.
+    pub const CLIENT_SECRET: &'static str = "dtr-test-secret";
+    /// The public client every mock OP knows.
+    pub const PUBLIC_CLIENT_ID: &'static str = "dtr-public-client";
+
+    /// Starts a mock OP with the default configuration.
+    pub async fn start() -> std::io::Result<MockOp> {
+        MockOp::builder().start().await
+    }
+
+    /// Configures one before starting it.
+    pub fn builder() -> MockOpBuilder {
+        MockOpBuilder {
+            clock: Arc::new(SystemClock),
+            config: OpConfig::default(),
+            clients: Vec::new(),
+            alg: Algorithm::RS256,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OpState> {
+        match self.inner.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The issuer identifier (`http://127.0.0.1:<port>`).
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// A URL on the OP.
+    pub fn url(&self, path: &str) -> Url {
+        Url::parse(&format!("{}{path}", self.inner.issuer)).expect("the issuer is a valid base URL")
+    }
+
+    /// The metadata document it serves.
+    pub fn metadata_json(&self) -> serde_json::Value {
+        self.lock().metadata()
+    }
+
+    /// Changes behaviour switches.
+    pub fn configure(&self, f: impl FnOnce(&mut OpConfig)) {
+        f(&mut self.lock().config);
+    }
+
+    /// Registers (or replaces) a client.
+    pub fn register_client(&self, client: RegisteredClient) {
+        self.lock().clients.insert(client.client_id.clone(), client);
+    }
+
+    fn snapshot(id: &str, r: &op::AuthRecord) -> AuthSnapshot {
+        AuthSnapshot {
+            deferred_auth_id: id.to_owned(),
+            client_id: r.client_id.clone(),
+            state: r.state.clone(),
+            polls: r.polls,
+            slow_downs: r.slow_downs,
+            interval: r.interval,
+            expires_at: r.expires_at,
+            notification_token: r.notification_token.clone(),
+            subject: r.grant.subject.clone(),
+        }
+    }
+
+    /// Every authentication, in no particular order.
+    pub fn authentications(&self) -> Vec<AuthSnapshot> {
+        self.lock()
+            .auths
+            .iter()
+            .map(|(id, r)| Self::snapshot(id, r))
+            .collect()
+    }
+
+    /// One authentication.
+    pub fn authentication(&self, id: &(impl AuthIdRef + ?Sized)) -> Option<AuthSnapshot> {
+        let st = self.lock();
+        st.auths
+            .get(id.id_str())
+            .map(|r| Self::snapshot(id.id_str(), r))
+    }
+
+    fn set_state(&self, id: &str, f: impl FnOnce(&mut op::AuthRecord)) -> bool {
+        match self.lock().auths.get_mut(id) {
+            Some(r) => {
+                f(r);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Approves a pending authentication: the next poll gets the tokens.
+    /// Returns false for an unknown id.
+    pub fn approve(&self, id: &(impl AuthIdRef + ?Sized)) -> bool {
+        self.set_state(id.id_str(), |r| {
+            if r.state == AuthState::Pending {
+                r.state = AuthState::Approved
+            }
+        })
+    }
+
+    /// Denies it: polls get `access_denied` with `description`.
+    pub fn deny(&self, id: &(impl AuthIdRef + ?Sized), description: Option<&str>) -> bool {
+        let description = description.map(str::to_owned);
+        self.set_state(id.id_str(), |r| r.state = AuthState::Denied { description })
+    }
+
+    /// Expires it: polls get `expired_token`.
+    pub fn expire(&self, id: &(impl AuthIdRef + ?Sized)) -> bool {
+        self.set_state(id.id_str(), |r| r.state = AuthState::Expired)
+    }
+
+    /// Sets the progress text `authorization_pending` answers carry.
+    pub fn set_progress(&self, id: &(impl AuthIdRef + ?Sized), text: &str) -> bool {
+        let text = text.to_owned();
+        self.set_state(id.id_str(), |r| r.progress = text)
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.lock().log.clone()
+    }
+
+    /// The requests to one endpoint.
+    pub fn requests_to(&self, endpoint: Endpoint) -> Vec<LoggedRequest> {
+        self.lock()
+            .log
+            .iter()
+            .filter(|r| r.endpoint == endpoint)
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Plays the user's browser: opens `authorization_url`, lets the OP
+    /// "complete" its UI, and returns where the browser is sent back to,
+    /// without contacting the RP.
+    pub async fn browse(&self, authorization_url: &Url) -> Result<SimulatedCallback, BrowseError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BrowseError(e.to_string()))?;
+        let resp = http
+            .get(authorization_url.clone())
+            .send()
+            .await
+            .map_err(|e| BrowseError(e.to_string()))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let loc = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| BrowseError("redirect without Location".into()))?;
+            let url = Url::parse(loc).map_err(|e| BrowseError(e.to_string()))?;
+            return Ok(SimulatedCallback {
+                url,
+                form_body: None,
+            });
+        }
+        let body = resp.text().await.map_err(|e| BrowseError(e.to_string()))?;
+        if status.is_success() {
+            let (action, params) =
+                parse_auto_post_form(&body).ok_or_else(|| BrowseError("no form in page".into()))?;
+            let url = Url::parse(&action).map_err(|e| BrowseError(e.to_string()))?;
+            let form_body =
+                crate::http::form_encode(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            return Ok(SimulatedCallback {
+                url,
+                form_body: Some(form_body),
+            });
+        }
+        Err(BrowseError(format!(
+            "the OP answered HTTP {status}: {body}"
+        )))
+    }
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Reads the action and hidden inputs of the mock OP's own `form_post` page.
+fn parse_auto_post_form(page: &str) -> Option<(String, Vec<(String, String)>)> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let key = format!("{name}=\"");
+        let start = tag.find(&key)? + key.len();
+        let end = tag[start..].find('"')? + start;
+        Some(html_unescape(&tag[start..end]))
+    };
+    let form_start = page.find("<form")?;
+    let form_tag_end = page[form_start..].find('>')? + form_start;
+    let action = attr(&page[form_start..form_tag_end], "action")?;
+    let mut params = Vec::new();
+    let mut rest = &page[form_tag_end..];
+    while let Some(i) = rest.find("<input") {
+        let end = rest[i..].find('>')? + i;
+        let tag = &rest[i..end];
+        params.push((attr(tag, "name")?, attr(tag, "value")?));
+        rest = &rest[end..];
+    }
+    Some((action, params))
+}

@@ -1,0 +1,835 @@
+//! The mock OP's protocol logic: the server side of PROTOCOL.md A.2–A.9.
+//!
+//! Every handler takes the locked state and an [`Incoming`] request and
+//! returns a [`Reply`]; nothing here blocks or awaits while holding the lock.
+
+// Handlers return the error response itself as `Err`: its size does not
+// matter in a test double.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::Full;
+use serde_json::{Map, Value, json};
+use url::Url;
+
+use super::server::Incoming;
+use super::{
+    AuthState, AuthorizeOutcome, AutoApprove, Endpoint, LoggedRequest, OpConfig, RegisteredClient,
+};
+use crate::discovery::GRANT_TYPE_DEFERRED;
+use crate::jose::{Algorithm, SigningKey, half_hash};
+use crate::time::{Clock, UnixTime};
+
+/// How long codes (deferred or plain) stay redeemable.
+const CODE_LIFETIME: Duration = Duration::from_secs(600);
+
+pub(crate) struct Reply {
+    pub response: http::Response<Full<Bytes>>,
+}
+
+pub(crate) async fn finish(reply: Reply) -> http::Response<Full<Bytes>> {
+    reply.response
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CodeKind {
+    Deferred,
+    Plain,
+}
+
+pub(crate) struct CodeRecord {
+    pub kind: CodeKind,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub scope: String,
+    pub auth_time: UnixTime,
+    pub created_at: UnixTime,
+    pub used: bool,
+}
+
+/// Who authenticated and what was asked: the input of an ID token.
+#[derive(Clone)]
+pub(crate) struct Grant {
+    pub nonce: Option<String>,
+    pub scope: String,
+    pub auth_time: UnixTime,
+    pub subject: String,
+}
+
+pub(crate) struct AuthRecord {
+    pub client_id: String,
+    pub grant: Grant,
+    pub created_at: UnixTime,
+    pub expires_at: Option<UnixTime>,
+    pub interval: u64,
+    pub last_poll: Option<UnixTime>,
+    pub polls: u32,
+    pub slow_downs: u32,
+    pub state: AuthState,
+    pub progress: String,
+    pub notification_token: Option<String>,
+}
+
+pub(crate) struct OpState {
+    pub issuer: String,
+    pub clock: Arc<dyn Clock>,
+    pub key: SigningKey,
+    pub old_keys: Vec<SigningKey>,
+    pub clients: HashMap<String, RegisteredClient>,
+    pub codes: HashMap<String, CodeRecord>,
+    pub auths: HashMap<String, AuthRecord>,
+    pub log: Vec<LoggedRequest>,
+    pub config: OpConfig,
+    pub next_subject: u64,
+}
+
+impl OpState {
+    fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    fn grant(&mut self, nonce: Option<String>, scope: String, auth_time: UnixTime) -> Grant {
+        self.next_subject += 1;
+        let subject = self
+            .config
+            .subject
+            .clone()
+            .unwrap_or_else(|| format!("user-{}", self.next_subject));
+        Grant {
+            nonce,
+            scope,
+            auth_time,
+            subject,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    pub(crate) fn metadata(&self) -> Value {
+        let cfg = &self.config;
+        let mut response_types = vec!["code"];
+        let mut grant_types = vec!["authorization_code"];
+        if cfg.advertise_dtr {
+            response_types.extend(["deferred_code", "deferred_code code"]);
+            grant_types.push(GRANT_TYPE_DEFERRED);
+        }
+        json!({
+            "issuer": cfg.metadata_issuer.clone().unwrap_or_else(|| self.issuer.clone()),
+            "authorization_endpoint": self.url("/authorize"),
+            "token_endpoint": self.url("/token"),
+            "jwks_uri": self.url("/jwks"),
+            "response_types_supported": response_types,
+            "response_modes_supported": ["query", "form_post"],
+            "grant_types_supported": grant_types,
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": cfg.advertise_iss_parameter,
+        })
+    }
+
+    fn jwks(&self) -> Value {
+        let keys: Vec<Value> = std::iter::once(&self.key)
+            .chain(self.old_keys.iter())
+            .filter_map(SigningKey::public_jwk)
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    fn random(&self, n: usize) -> String {
+        let mut b = vec![0u8; n];
+        // The OS generator does not fail in practice; a zeroed value would
+        // still be a valid (if guessable) test identifier.
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        crate::jose::b64(&b)
+    }
+
+    fn log(
+        &mut self,
+        req: &Incoming,
+        endpoint: Endpoint,
+        params: &[(String, String)],
+        status: StatusCode,
+    ) {
+        let entry = LoggedRequest {
+            at: self.now(),
+            method: req.method.to_string(),
+            endpoint,
+            path: req.path.clone(),
+            params: params.to_vec(),
+            headers: req
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            status: status.as_u16(),
+        };
+        self.log.push(entry);
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> http::Response<Full<Bytes>> {
+    let mut r = http::Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> http::Response<Full<Bytes>> {
+    let mut r = respond(status, "application/json", v.to_string());
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn oauth_error(
+    status: StatusCode,
+    code: &str,
+    description: Option<&str>,
+) -> http::Response<Full<Bytes>> {
+    let mut body = json!({ "error": code });
+    if let Some(d) = description {
+        body["error_description"] = Value::String(d.to_owned());
+    }
+    json_response(status, &body)
+}
+
+/// Parses form/query parameters; `Err(name)` on a repeated parameter.
+fn parse_params(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(bytes) {
+        if out.iter().any(|(have, _)| *have == k) {
+            return Err(k.into_owned());
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(out)
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+pub(crate) fn route(state: &Mutex<OpState>, req: Incoming) -> Reply {
+    let mut st = match state.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let (endpoint, params, response) = match (req.method.clone(), req.path.as_str()) {
+        (Method::GET, "/.well-known/openid-configuration") => {
+            let r = if st.config.serve_openid_configuration {
+                json_response(StatusCode::OK, &st.metadata())
+            } else {
+                respond(StatusCode::NOT_FOUND, "text/html", "<h1>Not Found</h1>")
+            };
+            (Endpoint::Discovery, Vec::new(), r)
+        }
+        (Method::GET, "/.well-known/oauth-authorization-server") => {
+            let r = if st.config.serve_oauth_metadata {
+                json_response(StatusCode::OK, &st.metadata())
+            } else {
+                respond(StatusCode::NOT_FOUND, "text/html", "<h1>Not Found</h1>")
+            };
+            (Endpoint::Discovery, Vec::new(), r)
+        }
+        (Method::GET, "/jwks") => {
+            let r = json_response(StatusCode::OK, &st.jwks());
+            (Endpoint::Jwks, Vec::new(), r)
+        }
+        (Method::GET | Method::POST, "/authorize") => {
+            let raw = if req.method == Method::GET {
+                req.query.as_bytes().to_vec()
+            } else {
+                req.body.to_vec()
+            };
+            match parse_params(&raw) {
+                Ok(params) => {
+                    let r = authorize(&mut st, &params);
+                    (Endpoint::Authorize, params, r)
+                }
+                Err(name) => (
+                    Endpoint::Authorize,
+                    Vec::new(),
+                    respond(
+                        StatusCode::BAD_REQUEST,
+                        "text/html",
+                        format!("repeated parameter {name}"),
+                    ),
+                ),
+            }
+        }
+        (Method::POST, "/token") => match parse_params(&req.body) {
+            Ok(params) => {
+                let r = token(&mut st, &req, &params);
+                (Endpoint::Token, params, r)
+            }
+            Err(_) => (
+                Endpoint::Token,
+                Vec::new(),
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    Some("repeated parameter"),
+                ),
+            ),
+        },
+        _ => (
+            Endpoint::Other,
+            Vec::new(),
+            respond(StatusCode::NOT_FOUND, "text/plain", "not found"),
+        ),
+    };
+    st.log(&req, endpoint, &params, response.status());
+    Reply { response }
+}
+
+// ---------------------------------------------------------------- /authorize
+
+fn bad_request_page(msg: &str) -> http::Response<Full<Bytes>> {
+    respond(
+        StatusCode::BAD_REQUEST,
+        "text/html",
+        format!(
+            "<html><body><h1>Bad request</h1><p>{}</p></body></html>",
+            html_escape(msg)
+        ),
+    )
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Sends the browser back to the RP with `params` in the requested mode.
+fn redirect_back(
+    redirect_uri: &str,
+    form_post: bool,
+    params: &[(&str, String)],
+) -> http::Response<Full<Bytes>> {
+    if form_post {
+        let inputs: String = params
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "<input type=\"hidden\" name=\"{}\" value=\"{}\"/>",
+                    html_escape(k),
+                    html_escape(v)
+                )
+            })
+            .collect();
+        let page = format!(
+            "<html><head><title>Submit This Form</title></head><body onload=\"javascript:document.forms[0].submit()\"><form method=\"post\" action=\"{}\">{inputs}</form></body></html>",
+            html_escape(redirect_uri)
+        );
+        let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", page);
+        r.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return r;
+    }
+    let mut url = match Url::parse(redirect_uri) {
+        Ok(u) => u,
+        Err(_) => return bad_request_page("invalid redirect_uri"),
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    let mut r = respond(StatusCode::FOUND, "text/html", "");
+    if let Ok(v) = HeaderValue::from_str(url.as_str()) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    r
+}
+
+fn authorize(st: &mut OpState, params: &[(String, String)]) -> http::Response<Full<Bytes>> {
+    let now = st.now();
+    let Some(client_id) = param(params, "client_id") else {
+        return bad_request_page("missing client_id");
+    };
+    let Some(client) = st.clients.get(client_id).cloned() else {
+        return bad_request_page("unknown client_id");
+    };
+    let Some(redirect_uri) = param(params, "redirect_uri").map(str::to_owned) else {
+        return bad_request_page("missing redirect_uri");
+    };
+    if !client.redirect_uris.is_empty() && !client.redirect_uris.contains(&redirect_uri) {
+        return bad_request_page("redirect_uri is not registered");
+    }
+    let form_post = match param(params, "response_mode") {
+        None | Some("query") => false,
+        Some("form_post") => true,
+        Some(_) => return bad_request_page("unsupported response_mode"),
+    };
+    let state = param(params, "state").map(str::to_owned);
+    let iss = st.issuer.clone();
+    let include_iss = st.config.include_iss;
+    let error = |code: &str, desc: &str| {
+        let mut p = vec![
+            ("error", code.to_owned()),
+            ("error_description", desc.to_owned()),
+        ];
+        if let Some(s) = &state {
+            p.push(("state", s.clone()));
+        }
+        if include_iss {
+            p.push(("iss", iss.clone()));
+        }
+        redirect_back(&redirect_uri, form_post, &p)
+    };
+    let mut rt: Vec<&str> = param(params, "response_type")
+        .unwrap_or("")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect();
+    rt.sort_unstable();
+    let allows_code = match rt.as_slice() {
+        ["deferred_code"] => false,
+        ["code", "deferred_code"] => true,
+        _ => {
+            return error(
+                "unsupported_response_type",
+                "response_type must be deferred_code or deferred_code code",
+            );
+        }
+    };
+    let scope = param(params, "scope").unwrap_or("").to_owned();
+    if !scope.split(' ').any(|s| s == "openid") {
+        return error("invalid_scope", "scope must contain openid");
+    }
+    let code_challenge = param(params, "code_challenge").map(str::to_owned);
+    if st.config.require_pkce
+        && (code_challenge.is_none() || param(params, "code_challenge_method") != Some("S256"))
+    {
+        return error("invalid_request", "PKCE with S256 is required");
+    }
+    let outcome = st.config.authorize_outcome.clone();
+    let kind = match outcome {
+        AuthorizeOutcome::Error {
+            error: code,
+            description,
+        } => return error(&code, &description),
+        AuthorizeOutcome::Code if allows_code => CodeKind::Plain,
+        AuthorizeOutcome::Code | AuthorizeOutcome::Defer => CodeKind::Deferred,
+    };
+    let code = st.random(20);
+    st.codes.insert(
+        code.clone(),
+        CodeRecord {
+            kind,
+            client_id: client_id.to_owned(),
+            redirect_uri: redirect_uri.clone(),
+            nonce: param(params, "nonce").map(str::to_owned),
+            code_challenge,
+            scope,
+            auth_time: now,
+            created_at: now,
+            used: false,
+        },
+    );
+    let name = if kind == CodeKind::Deferred {
+        "deferred_code"
+    } else {
+        "code"
+    };
+    let mut p = vec![(name, code)];
+    if let Some(s) = &state {
+        p.push(("state", s.clone()));
+    }
+    if include_iss {
+        p.push(("iss", iss));
+    }
+    redirect_back(&redirect_uri, form_post, &p)
+}
+
+// -------------------------------------------------------------------- /token
+
+/// Client authentication: Basic header, or `client_id` (+ `client_secret`)
+/// in the body. `Err` is the `invalid_client` response.
+fn authenticate(
+    st: &OpState,
+    req: &Incoming,
+    params: &[(String, String)],
+) -> Result<String, http::Response<Full<Bytes>>> {
+    let unauthorized = |why: &str| {
+        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", Some(why));
+        r.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static("Basic realm=\"mock-op\""),
+        );
+        r
+    };
+    let basic = req
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "));
+    let (id, secret) = if let Some(b) = basic {
+        if param(params, "client_secret").is_some() {
+            return Err(unauthorized("more than one authentication method"));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+        let dec = |s: &str| -> String {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        (dec(id), Some(dec(secret)))
+    } else {
+        let id =
+            param(params, "client_id").ok_or_else(|| unauthorized("no client authentication"))?;
+        (
+            id.to_owned(),
+            param(params, "client_secret").map(str::to_owned),
+        )
+    };
+    let client = st
+        .clients
+        .get(&id)
+        .ok_or_else(|| unauthorized("unknown client"))?;
+    match (&client.secret, secret) {
+        (None, None) => Ok(id),
+        (Some(want), Some(got)) if crate::secret::ct_eq(want.as_bytes(), got.as_bytes()) => Ok(id),
+        _ => Err(unauthorized("client authentication failed")),
+    }
+}
+
+fn token(
+    st: &mut OpState,
+    req: &Incoming,
+    params: &[(String, String)],
+) -> http::Response<Full<Bytes>> {
+    let client_id = match authenticate(st, req, params) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match param(params, "grant_type") {
+        Some(GRANT_TYPE_DEFERRED) => match (
+            param(params, "deferred_code"),
+            param(params, "deferred_auth_id"),
+        ) {
+            (Some(code), None) => exchange(st, &client_id, code, params),
+            (None, Some(id)) => poll(st, &client_id, id),
+            _ => oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                Some("exactly one of deferred_code and deferred_auth_id is required"),
+            ),
+        },
+        Some("authorization_code") => code_grant(st, &client_id, params),
+        Some(_) => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", None),
+        None => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some("missing grant_type"),
+        ),
+    }
+}
+
+/// Looks up an unused, unexpired code of `kind` issued to `client_id`, and
+/// marks it used.
+fn redeem_code(
+    st: &mut OpState,
+    client_id: &str,
+    code: &str,
+    kind: CodeKind,
+) -> Result<CodeRecordSnapshot, http::Response<Full<Bytes>>> {
+    let now = st.now();
+    let invalid = |why: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", Some(why));
+    let rec = st
+        .codes
+        .get_mut(code)
+        .ok_or_else(|| invalid("unknown code"))?;
+    if rec.kind != kind {
+        return Err(invalid("wrong kind of code"));
+    }
+    if rec.client_id != client_id {
+        return Err(invalid("code was issued to another client"));
+    }
+    if rec.used {
+        return Err(invalid("code already used"));
+    }
+    if now > rec.created_at.saturating_add(CODE_LIFETIME) {
+        return Err(invalid("code expired"));
+    }
+    rec.used = true;
+    Ok(CodeRecordSnapshot {
+        redirect_uri: rec.redirect_uri.clone(),
+        nonce: rec.nonce.clone(),
+        code_challenge: rec.code_challenge.clone(),
+        scope: rec.scope.clone(),
+        auth_time: rec.auth_time,
+    })
+}
+
+struct CodeRecordSnapshot {
+    redirect_uri: String,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    scope: String,
+    auth_time: UnixTime,
+}
+
+fn exchange(
+    st: &mut OpState,
+    client_id: &str,
+    code: &str,
+    params: &[(String, String)],
+) -> http::Response<Full<Bytes>> {
+    let rec = match redeem_code(st, client_id, code, CodeKind::Deferred) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let now = st.now();
+    let id = st.random(32);
+    let cfg = &st.config;
+    let interval = cfg.interval.unwrap_or(5);
+    let expires_in = cfg.expires_in;
+    let interim = cfg.interim_id_token;
+    let grant = st.grant(rec.nonce, rec.scope, rec.auth_time);
+    let record = AuthRecord {
+        client_id: client_id.to_owned(),
+        grant,
+        created_at: now,
+        expires_at: expires_in.map(|s| now.saturating_add(Duration::from_secs(s))),
+        interval,
+        last_poll: None,
+        polls: 0,
+        slow_downs: 0,
+        state: AuthState::Pending,
+        progress: st.config.progress.clone(),
+        notification_token: param(params, "deferred_notification_token").map(str::to_owned),
+    };
+    let mut body = Map::new();
+    body.insert("deferred_auth_id".into(), Value::String(id.clone()));
+    if let Some(e) = expires_in {
+        body.insert("expires_in".into(), json!(e));
+    }
+    if let Some(i) = st.config.interval {
+        body.insert("interval".into(), json!(i));
+    }
+    if interim {
+        let claims = id_token_claims(st, client_id, &record.grant, None, now);
+        match st.key.sign_jwt(Map::new(), &claims) {
+            Ok(jwt) => {
+                body.insert("interim_id_token".into(), Value::String(jwt));
+            }
+            Err(_) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        }
+    }
+    st.auths.insert(id, record);
+    json_response(StatusCode::OK, &Value::Object(body))
+}
+
+fn id_token_claims(
+    st: &OpState,
+    client_id: &str,
+    grant: &Grant,
+    access_token: Option<&str>,
+    now: UnixTime,
+) -> Value {
+    let mut c = json!({
+        "iss": st.issuer,
+        "sub": grant.subject,
+        "aud": client_id,
+        "exp": now.as_secs() + 600,
+        "iat": now.as_secs(),
+        "auth_time": grant.auth_time.as_secs(),
+    });
+    if let Some(n) = &grant.nonce {
+        c["nonce"] = Value::String(n.clone());
+    }
+    if let Some(at) = access_token {
+        c["at_hash"] = Value::String(half_hash(st.key.algorithm(), at));
+    }
+    c
+}
+
+/// The final token response: access token, ID token, refresh token.
+fn token_response(st: &mut OpState, client_id: &str, grant: &Grant) -> http::Response<Full<Bytes>> {
+    let now = st.now();
+    let access_token = st.random(32);
+    let claims = id_token_claims(st, client_id, grant, Some(&access_token), now);
+    let Ok(id_token) = st.key.sign_jwt(Map::new(), &claims) else {
+        return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None);
+    };
+    let refresh = st.random(32);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "id_token": id_token,
+            "refresh_token": refresh,
+            "scope": grant.scope,
+        }),
+    )
+}
+
+fn poll(st: &mut OpState, client_id: &str, id: &str) -> http::Response<Full<Bytes>> {
+    let now = st.now();
+    let auto = st.config.auto_approve;
+    let enforce = st.config.enforce_interval;
+    let Some(rec) = st.auths.get_mut(id) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("unknown deferred_auth_id"),
+        );
+    };
+    if rec.client_id != client_id {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("unknown deferred_auth_id"),
+        );
+    }
+    if rec.state == AuthState::Pending && rec.expires_at.is_some_and(|e| now >= e) {
+        rec.state = AuthState::Expired;
+    }
+    match rec.state {
+        AuthState::Expired => return oauth_error(StatusCode::BAD_REQUEST, "expired_token", None),
+        AuthState::Redeemed => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                Some("already redeemed"),
+            );
+        }
+        AuthState::Cancelled => {
+            return oauth_error(StatusCode::BAD_REQUEST, "access_denied", Some("cancelled"));
+        }
+        _ => {}
+    }
+    if enforce
+        && let Some(last) = rec.last_poll
+        && now < last.saturating_add(Duration::from_secs(rec.interval))
+    {
+        rec.interval = rec.interval.saturating_add(5);
+        rec.slow_downs += 1;
+        rec.last_poll = Some(now);
+        return oauth_error(StatusCode::BAD_REQUEST, "slow_down", None);
+    }
+    rec.last_poll = Some(now);
+    rec.polls += 1;
+    if rec.state == AuthState::Pending {
+        let approve = match auto {
+            AutoApprove::Never => false,
+            AutoApprove::AfterPolls(n) => rec.polls >= n,
+            AutoApprove::AfterDelay(d) => now >= rec.created_at.saturating_add(d),
+        };
+        if approve {
+            rec.state = AuthState::Approved;
+        }
+    }
+    match rec.state.clone() {
+        AuthState::Pending => {
+            let progress = rec.progress.clone();
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "authorization_pending",
+                Some(&progress),
+            )
+        }
+        AuthState::Denied { description } => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "access_denied",
+            description.as_deref(),
+        ),
+        AuthState::Approved => {
+            rec.state = AuthState::Redeemed;
+            let grant = rec.grant.clone();
+            token_response(st, client_id, &grant)
+        }
+        AuthState::Expired | AuthState::Redeemed | AuthState::Cancelled => {
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None)
+        }
+    }
+}
+
+fn code_grant(
+    st: &mut OpState,
+    client_id: &str,
+    params: &[(String, String)],
+) -> http::Response<Full<Bytes>> {
+    let Some(code) = param(params, "code") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some("missing code"),
+        );
+    };
+    let rec = match redeem_code(st, client_id, code, CodeKind::Plain) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if param(params, "redirect_uri") != Some(rec.redirect_uri.as_str()) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("redirect_uri mismatch"),
+        );
+    }
+    if let Some(challenge) = &rec.code_challenge {
+        let ok = param(params, "code_verifier").is_some_and(|v| {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.as_bytes());
+            crate::jose::b64(d.as_ref()) == *challenge
+        });
+        if !ok {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                Some("PKCE verification failed"),
+            );
+        }
+    }
+    let grant = st.grant(rec.nonce, rec.scope, rec.auth_time);
+    token_response(st, client_id, &grant)
+}
+
+/// A fresh key with a random `kid`.
+pub(crate) fn new_key(alg: Algorithm) -> Result<SigningKey, crate::jose::sign::KeyError> {
+    let mut kid = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut kid);
+    Ok(SigningKey::generate(alg)?.with_kid(crate::jose::b64(&kid)))
+}

@@ -1,0 +1,83 @@
+//! HTTP plumbing of the mock OP: a hyper/1 server on `127.0.0.1:0`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::op::{self, OpState};
+
+/// Largest request body the mock OP reads.
+const MAX_REQUEST_BODY: usize = 1024 * 1024;
+
+/// A request as the OP logic sees it.
+pub(crate) struct Incoming {
+    pub method: http::Method,
+    pub path: String,
+    pub query: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+pub(crate) async fn bind() -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+pub(crate) fn spawn(
+    listener: TcpListener,
+    state: Arc<Mutex<OpState>>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(handle(state, req).await) }
+                        });
+                        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    });
+                }
+            }
+        }
+    });
+}
+
+async fn handle(
+    state: Arc<Mutex<OpState>>,
+    req: http::Request<hyper::body::Incoming>,
+) -> http::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return http::Response::builder()
+                .status(413)
+                .body(Full::new(Bytes::new()))
+                .unwrap_or_default();
+        }
+    };
+    let incoming = Incoming {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        headers: parts.headers,
+        body,
+    };
+    let plan = op::route(&state, incoming);
+    op::finish(plan).await
+}

@@ -1,0 +1,120 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// What a canned server does with one connection.
+#[derive(Clone)]
+pub enum Canned {
+    /// Write these bytes and close.
+    Raw(Vec<u8>),
+    /// Close without answering.
+    Close,
+    /// Wait this long, then write the bytes.
+    Delay(Duration, Vec<u8>),
+}
+
+/// A server that answers each connection with the next canned reply (the
+/// last one repeats) and records the raw requests.
+pub struct CannedServer {
+    pub base: String,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn http_response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n").into_bytes();
+    for (k, v) in headers {
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(body);
+    out
+}
+
+pub fn json_response(status: &str, body: &str) -> Vec<u8> {
+    http_response(
+        status,
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+impl CannedServer {
+    pub async fn start(replies: Vec<Canned>) -> CannedServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let reply = replies[i.min(replies.len() - 1)].clone();
+                i += 1;
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let req = read_request(&mut sock).await;
+                    log.lock().unwrap().push(req);
+                    match reply {
+                        Canned::Raw(b) => {
+                            let _ = sock.write_all(&b).await;
+                        }
+                        Canned::Delay(d, b) => {
+                            tokio::time::sleep(d).await;
+                            let _ = sock.write_all(&b).await;
+                        }
+                        Canned::Close => {}
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        CannedServer { base, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
