@@ -28,9 +28,10 @@ pub enum Error {
     /// redirect, oversized or non-OAuth error response).
     #[error(transparent)]
     Http(#[from] HttpError),
-    /// The OP answered with an OAuth error response.
+    /// The OP answered with an OAuth error response (boxed: it is the
+    /// largest variant).
     #[error(transparent)]
-    OAuth(#[from] OAuthError),
+    OAuth(Box<OAuthError>),
     /// The OP answered with a success status but a malformed body.
     #[error(transparent)]
     Response(#[from] ResponseError),
@@ -40,6 +41,12 @@ pub enum Error {
     /// The random number generator failed.
     #[error(transparent)]
     Random(#[from] RandomError),
+}
+
+impl From<OAuthError> for Error {
+    fn from(e: OAuthError) -> Self {
+        Error::OAuth(Box::new(e))
+    }
 }
 
 impl Error {
@@ -135,7 +142,7 @@ pub enum DiscoveryError {
 }
 
 /// How a request failed below the OAuth layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum TransportErrorKind {
     /// The TCP connection could not be established.
@@ -421,6 +428,10 @@ pub struct OAuthError {
     pub retry_after: Option<RetryAfter>,
     /// The `DPoP-Nonce` header, if any (RFC 9449 §8).
     pub dpop_nonce: Option<String>,
+    /// An `interval` member (RFC 8628 allows one on `slow_down`), when it is
+    /// a positive integer.
+    #[serde(default)]
+    pub interval: Option<u64>,
 }
 
 impl OAuthError {
@@ -433,6 +444,7 @@ impl OAuthError {
             status: None,
             retry_after: None,
             dpop_nonce: None,
+            interval: None,
         }
     }
 }

@@ -424,6 +424,7 @@ pub(crate) fn parse_oauth_error(resp: &HttpResponse) -> Option<OAuthError> {
         status: Some(resp.status),
         retry_after: resp.retry_after(),
         dpop_nonce: resp.header("dpop-nonce").map(str::to_owned),
+        interval: obj.optional_positive_int("interval").ok().flatten(),
     })
 }
 

@@ -49,6 +49,18 @@ pub(crate) fn random_b64url(rng: &dyn RandomSource, n_bytes: usize) -> Result<St
     Ok(s)
 }
 
+/// A uniformly random `u64` in `0..=max` (for full-jitter backoff).
+pub(crate) fn random_u64_inclusive(rng: &dyn RandomSource, max: u64) -> Result<u64, RandomError> {
+    if max == 0 {
+        return Ok(0);
+    }
+    let mut buf = [0u8; 8];
+    rng.fill(&mut buf)?;
+    let v = u64::from_le_bytes(buf);
+    // The modulo bias is at most max/2^64: irrelevant for jitter.
+    Ok(if max == u64::MAX { v } else { v % (max + 1) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +74,14 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
         assert_ne!(s, random_b64url(&SystemRandom, 32).unwrap());
+    }
+
+    #[test]
+    fn bounded_u64_stays_in_range() {
+        for max in [0u64, 1, 7, 1000, u64::MAX] {
+            for _ in 0..200 {
+                assert!(random_u64_inclusive(&SystemRandom, max).unwrap() <= max);
+            }
+        }
     }
 }

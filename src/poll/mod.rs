@@ -1,0 +1,6 @@
+//! The poll engine: a sans-IO state machine per authentication
+//! ([`state`]) and (next) one driver for many.
+
+pub mod state;
+
+pub use state::{Action, Event, Outcome, PollConfig, PollFailure, PollMachine, PollResult, Step};
