@@ -164,6 +164,31 @@ impl DeferredAuthentication {
         }
     }
 
+    /// A minimal authentication for unit tests of the poll engine.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        id: DeferredAuthId,
+        issued_at: UnixTime,
+        expires_in: Option<u64>,
+        interval: u64,
+    ) -> Self {
+        DeferredAuthentication {
+            id,
+            issuer: "https://op.example".into(),
+            client_id: "client".into(),
+            issued_at,
+            expires_at: expires_in.map(|s| issued_at.saturating_add(Duration::from_secs(s))),
+            interval_secs: interval,
+            nonce: Nonce::new("nonce"),
+            pkce_verifier: PkceVerifier::new("verifier"),
+            redirect_uri: Url::parse("https://rp.example/cb").expect("static URL"),
+            max_age: None,
+            requested_at: issued_at,
+            notification_token_hash: None,
+            interim_id_token: None,
+        }
+    }
+
     /// The `deferred_auth_id`.
     pub fn id(&self) -> &DeferredAuthId {
         &self.id

@@ -7,6 +7,8 @@
 //! takes a [`Clock`] so that tests can move time by hand.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -99,6 +101,16 @@ impl fmt::Display for UnixTime {
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> UnixTime;
+
+    /// A future that completes once [`now`](Self::now) has reached `t`.
+    ///
+    /// The poll driver sleeps through this, so a test clock can make days
+    /// pass at once. The default sleeps on tokio's timer for `t - now()`;
+    /// callers re-check `now()` afterwards, so a clock that jumps is safe.
+    fn sleep_until(&self, t: UnixTime) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let d = t.saturating_duration_since(self.now());
+        Box::pin(tokio::time::sleep(d))
+    }
 }
 
 /// The operating system's clock.
@@ -121,34 +133,57 @@ impl Clock for SystemClock {
 /// assert_eq!(clock.now(), UnixTime::from_secs(1_700_000_005));
 /// ```
 #[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
+pub struct ManualClock {
+    now: AtomicU64,
+    changed: tokio::sync::Notify,
+}
 
 impl ManualClock {
     /// A clock stopped at `t`.
     pub fn new(t: UnixTime) -> Self {
-        ManualClock(AtomicU64::new(t.as_millis()))
+        ManualClock {
+            now: AtomicU64::new(t.as_millis()),
+            changed: tokio::sync::Notify::new(),
+        }
     }
 
-    /// Moves the clock forward by `d`.
+    /// Moves the clock forward by `d`, waking every sleeper whose time came.
     pub fn advance(&self, d: Duration) {
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         // fetch_update never fails with a closure that always returns Some.
         let _ = self
-            .0
+            .now
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
                 Some(v.saturating_add(ms))
             });
+        self.changed.notify_waiters();
     }
 
     /// Sets the clock to `t` (it may go backwards: clocks do).
     pub fn set(&self, t: UnixTime) {
-        self.0.store(t.as_millis(), Ordering::SeqCst);
+        self.now.store(t.as_millis(), Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> UnixTime {
-        UnixTime(self.0.load(Ordering::SeqCst))
+        UnixTime(self.now.load(Ordering::SeqCst))
+    }
+
+    fn sleep_until(&self, t: UnixTime) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            loop {
+                let notified = self.changed.notified();
+                tokio::pin!(notified);
+                // Register before checking, so an advance in between is seen.
+                notified.as_mut().enable();
+                if self.now() >= t {
+                    return;
+                }
+                notified.await;
+            }
+        })
     }
 }
 
@@ -182,6 +217,24 @@ mod tests {
             UnixTime::from_system_time(UNIX_EPOCH - Duration::from_secs(5)),
             UnixTime::EPOCH
         );
+    }
+
+    #[tokio::test]
+    async fn manual_clock_sleep_wakes_on_advance() {
+        let clock = std::sync::Arc::new(ManualClock::new(UnixTime::from_secs(100)));
+        let c = clock.clone();
+        let sleeper = tokio::spawn(async move { c.sleep_until(UnixTime::from_secs(110)).await });
+        tokio::task::yield_now().await;
+        clock.advance(Duration::from_secs(5));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        clock.advance(Duration::from_secs(5));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .unwrap()
+            .unwrap();
+        // Already due: completes at once.
+        clock.sleep_until(UnixTime::from_secs(1)).await;
     }
 
     #[test]

@@ -152,6 +152,90 @@ impl Default for OpConfig {
     }
 }
 
+/// A failure the mock OP plays on a token request instead of (or around)
+/// its normal behaviour. Queue them with [`MockOp::inject_faults`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Answer with this status, headers and body; the request is not
+    /// processed.
+    Respond {
+        /// The HTTP status.
+        status: u16,
+        /// Headers to send.
+        headers: Vec<(String, String)>,
+        /// The body.
+        body: String,
+    },
+    /// Process the request normally, but answer after this delay.
+    Delay(Duration),
+    /// Close the connection without answering; the request is not processed.
+    Reset,
+    /// Process the request, then close the connection without answering:
+    /// the OP's state changed (a success redeemed the id) but the client
+    /// never hears of it.
+    LostResponse,
+}
+
+impl Fault {
+    /// An empty answer with `status`.
+    pub fn status(status: u16) -> Self {
+        Fault::Respond {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    /// 503 with `Retry-After: <secs>`.
+    pub fn service_unavailable(retry_after_secs: u64) -> Self {
+        Fault::Respond {
+            status: 503,
+            headers: vec![("retry-after".into(), retry_after_secs.to_string())],
+            body: String::new(),
+        }
+    }
+
+    /// 429 with `Retry-After: <secs>`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Fault::Respond {
+            status: 429,
+            headers: vec![("retry-after".into(), retry_after_secs.to_string())],
+            body: String::new(),
+        }
+    }
+
+    /// An HTML error page with `status` (what a proxy in front of the OP
+    /// sends).
+    pub fn html(status: u16) -> Self {
+        Fault::Respond {
+            status,
+            headers: vec![("content-type".into(), "text/html".into())],
+            body: format!(
+                "<html><body><h1>{status} Error</h1><p>upstream unavailable</p></body></html>"
+            ),
+        }
+    }
+
+    /// A truncated JSON body with a JSON content type.
+    pub fn malformed_json(status: u16) -> Self {
+        Fault::Respond {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: r#"{"error":"authorization_pen"#.into(),
+        }
+    }
+
+    /// A JSON content type with an empty body.
+    pub fn empty_json(status: u16) -> Self {
+        Fault::Respond {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: String::new(),
+        }
+    }
+}
+
 /// A client the mock OP knows.
 #[derive(Debug, Clone)]
 pub struct RegisteredClient {
@@ -220,7 +304,7 @@ pub struct LoggedRequest {
     pub params: Vec<(String, String)>,
     /// Headers (names lower-case).
     pub headers: Vec<(String, String)>,
-    /// The status answered.
+    /// The status answered (0 when the connection was dropped on purpose).
     pub status: u16,
 }
 
@@ -429,6 +513,7 @@ impl MockOpBuilder {
             log: Vec::new(),
             config: self.config,
             next_subject: 0,
+            token_faults: Default::default(),
         }));
         let (tx, rx) = oneshot::channel();
         server::spawn(listener, state.clone(), rx);
@@ -569,6 +654,16 @@ impl MockOp {
     pub fn set_progress(&self, id: &(impl AuthIdRef + ?Sized), text: &str) -> bool {
         let text = text.to_owned();
         self.set_state(id.id_str(), |r| r.progress = text)
+    }
+
+    /// Queues faults for the next token requests, one per request, in order.
+    pub fn inject_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().token_faults.extend(faults);
+    }
+
+    /// Faults still queued.
+    pub fn pending_faults(&self) -> usize {
+        self.lock().token_faults.len()
     }
 
     /// Every request received so far, oldest first.

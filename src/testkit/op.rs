@@ -21,7 +21,8 @@ use url::Url;
 
 use super::server::Incoming;
 use super::{
-    AuthState, AuthorizeOutcome, AutoApprove, Endpoint, LoggedRequest, OpConfig, RegisteredClient,
+    AuthState, AuthorizeOutcome, AutoApprove, Endpoint, Fault, LoggedRequest, OpConfig,
+    RegisteredClient,
 };
 use crate::discovery::GRANT_TYPE_DEFERRED;
 use crate::jose::{Algorithm, SigningKey, half_hash};
@@ -30,12 +31,36 @@ use crate::time::{Clock, UnixTime};
 /// How long codes (deferred or plain) stay redeemable.
 const CODE_LIFETIME: Duration = Duration::from_secs(600);
 
-pub(crate) struct Reply {
-    pub response: http::Response<Full<Bytes>>,
+/// What the server does with a request.
+pub(crate) enum Reply {
+    /// Answer (after an optional delay).
+    Respond(http::Response<Full<Bytes>>, Option<Duration>),
+    /// Close the connection without answering.
+    Reset,
 }
 
-pub(crate) async fn finish(reply: Reply) -> http::Response<Full<Bytes>> {
-    reply.response
+/// The connection was dropped on purpose (a [`Fault`]).
+#[derive(Debug)]
+pub(crate) struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+pub(crate) async fn finish(reply: Reply) -> Result<http::Response<Full<Bytes>>, Dropped> {
+    match reply {
+        Reply::Respond(r, delay) => {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            Ok(r)
+        }
+        Reply::Reset => Err(Dropped),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +115,7 @@ pub(crate) struct OpState {
     pub log: Vec<LoggedRequest>,
     pub config: OpConfig,
     pub next_subject: u64,
+    pub token_faults: std::collections::VecDeque<Fault>,
 }
 
 impl OpState {
@@ -161,7 +187,7 @@ impl OpState {
         req: &Incoming,
         endpoint: Endpoint,
         params: &[(String, String)],
-        status: StatusCode,
+        status: u16,
     ) {
         let entry = LoggedRequest {
             at: self.now(),
@@ -179,7 +205,7 @@ impl OpState {
                     )
                 })
                 .collect(),
-            status: status.as_u16(),
+            status,
         };
         self.log.push(entry);
     }
@@ -241,7 +267,61 @@ pub(crate) fn route(state: &Mutex<OpState>, req: Incoming) -> Reply {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     };
-    let (endpoint, params, response) = match (req.method.clone(), req.path.as_str()) {
+    let fault = if req.method == Method::POST && req.path == "/token" {
+        st.token_faults.pop_front()
+    } else {
+        None
+    };
+    match fault {
+        None => {
+            let (endpoint, params, response) = dispatch(&mut st, &req);
+            st.log(&req, endpoint, &params, response.status().as_u16());
+            Reply::Respond(response, None)
+        }
+        Some(Fault::Delay(d)) => {
+            let (endpoint, params, response) = dispatch(&mut st, &req);
+            st.log(&req, endpoint, &params, response.status().as_u16());
+            Reply::Respond(response, Some(d))
+        }
+        Some(Fault::LostResponse) => {
+            let (endpoint, params, _lost) = dispatch(&mut st, &req);
+            st.log(&req, endpoint, &params, 0);
+            Reply::Reset
+        }
+        Some(Fault::Reset) => {
+            let params = parse_params(&req.body).unwrap_or_default();
+            st.log(&req, Endpoint::Token, &params, 0);
+            Reply::Reset
+        }
+        Some(Fault::Respond {
+            status,
+            headers,
+            body,
+        }) => {
+            let params = parse_params(&req.body).unwrap_or_default();
+            let mut r = http::Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            for (k, v) in headers {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(&v),
+                ) {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            st.log(&req, Endpoint::Token, &params, status);
+            Reply::Respond(r, None)
+        }
+    }
+}
+
+/// Routes a request to its endpoint: (endpoint, parameters, response).
+fn dispatch(
+    st: &mut OpState,
+    req: &Incoming,
+) -> (Endpoint, Vec<(String, String)>, http::Response<Full<Bytes>>) {
+    match (req.method.clone(), req.path.as_str()) {
         (Method::GET, "/.well-known/openid-configuration") => {
             let r = if st.config.serve_openid_configuration {
                 json_response(StatusCode::OK, &st.metadata())
@@ -270,7 +350,7 @@ pub(crate) fn route(state: &Mutex<OpState>, req: Incoming) -> Reply {
             };
             match parse_params(&raw) {
                 Ok(params) => {
-                    let r = authorize(&mut st, &params);
+                    let r = authorize(st, &params);
                     (Endpoint::Authorize, params, r)
                 }
                 Err(name) => (
@@ -286,7 +366,7 @@ pub(crate) fn route(state: &Mutex<OpState>, req: Incoming) -> Reply {
         }
         (Method::POST, "/token") => match parse_params(&req.body) {
             Ok(params) => {
-                let r = token(&mut st, &req, &params);
+                let r = token(st, req, &params);
                 (Endpoint::Token, params, r)
             }
             Err(_) => (
@@ -304,9 +384,7 @@ pub(crate) fn route(state: &Mutex<OpState>, req: Incoming) -> Reply {
             Vec::new(),
             respond(StatusCode::NOT_FOUND, "text/plain", "not found"),
         ),
-    };
-    st.log(&req, endpoint, &params, response.status());
-    Reply { response }
+    }
 }
 
 // ---------------------------------------------------------------- /authorize

@@ -1,6 +1,5 @@
 //! HTTP plumbing of the mock OP: a hyper/1 server on `127.0.0.1:0`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -47,7 +46,7 @@ pub(crate) fn spawn(
                     tokio::spawn(async move {
                         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                             let state = state.clone();
-                            async move { Ok::<_, Infallible>(handle(state, req).await) }
+                            async move { handle(state, req).await }
                         });
                         let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                     });
@@ -60,15 +59,14 @@ pub(crate) fn spawn(
 async fn handle(
     state: Arc<Mutex<OpState>>,
     req: http::Request<hyper::body::Incoming>,
-) -> http::Response<Full<Bytes>> {
+) -> Result<http::Response<Full<Bytes>>, op::Dropped> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return http::Response::builder()
-                .status(413)
-                .body(Full::new(Bytes::new()))
-                .unwrap_or_default();
+            let mut r = http::Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+            return Ok(r);
         }
     };
     let incoming = Incoming {

@@ -1,0 +1,788 @@
+//! The poll driver: one tokio task that drives any number of pending
+//! authentications from one timer queue.
+//!
+//! Each authentication is a [`PollMachine`] (pure state) in a map; the task
+//! keeps a single binary heap of due times and sleeps until the earliest one
+//! on the client's [`Clock`]. There is no task and no sleeping future per
+//! authentication: a pending authentication costs a map entry and a heap
+//! slot. Token requests in flight run in a `JoinSet` owned by the task, at
+//! most one per `deferred_auth_id` (the machine refuses a second while one is
+//! in flight), and at most [`DriverConfig::max_in_flight`] overall.
+//!
+//! Outcomes are kept until the retention period ends, so a `wait` that was
+//! dropped (or started late) still finds its outcome: waiting is cancel-safe.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::state::{Action, Event, Outcome, PollMachine, PollResult, Step};
+use crate::exchange::DeferredAuthentication;
+use crate::rand::RandomSource;
+use crate::secret::DeferredAuthId;
+use crate::time::{Clock, UnixTime};
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Sends one Token Request for an authentication and classifies the answer.
+/// The client implements it; tests use fakes.
+pub(crate) trait Poller: Send + Sync + 'static {
+    /// What a successful poll yields (validated tokens).
+    type Tokens: Clone + Send + Sync + fmt::Debug + 'static;
+
+    /// One poll.
+    fn poll(
+        self: Arc<Self>,
+        auth: Arc<DeferredAuthentication>,
+    ) -> BoxFuture<PollResult<Self::Tokens>>;
+}
+
+/// Tuning of the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverConfig {
+    /// Token requests in flight at once, across all authentications
+    /// (default 64).
+    pub max_in_flight: usize,
+    /// How long a finished authentication's outcome stays available to
+    /// `wait` (default 24 h).
+    pub finished_retention: Duration,
+    /// Capacity of the event channel; a subscriber that falls further
+    /// behind misses events (outcomes stay available through `wait`).
+    pub event_capacity: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            max_in_flight: 64,
+            finished_retention: Duration::from_secs(24 * 3600),
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// Something that happened to a pending authentication.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PollEvent<T> {
+    /// The OP sent a new progress description with `authorization_pending`
+    /// (e.g. "documents in review, position 3 in queue").
+    Progress {
+        /// Which authentication.
+        id: DeferredAuthId,
+        /// The OP's text (display it escaped).
+        description: String,
+    },
+    /// The authentication ended.
+    Finished {
+        /// Which authentication.
+        id: DeferredAuthId,
+        /// How.
+        outcome: Outcome<T>,
+    },
+}
+
+/// A snapshot of one authentication's polling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PollStatus {
+    /// The current minimum time between polls.
+    pub floor: Duration,
+    /// When the next poll is due (`None` while one is in flight or after
+    /// the end).
+    pub next_poll: Option<UnixTime>,
+    /// The absolute deadline.
+    pub deadline: UnixTime,
+    /// Polls sent so far.
+    pub polls: u32,
+    /// `slow_down` answers so far.
+    pub slow_downs: u32,
+    /// Whether a poll is in flight.
+    pub in_flight: bool,
+    /// Whether it has ended.
+    pub finished: bool,
+}
+
+/// Why `wait` could not produce an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// No such authentication (never tracked, or its outcome was purged).
+    #[error("unknown deferred authentication")]
+    Unknown,
+    /// The driver stopped (the client was dropped or the runtime shut down).
+    #[error("the poll driver has stopped")]
+    Stopped,
+}
+
+enum Command<T> {
+    Track(
+        Box<DeferredAuthentication>,
+        Box<PollMachine>,
+        oneshot::Sender<bool>,
+    ),
+    Wake(DeferredAuthId, oneshot::Sender<bool>),
+    Cancel(DeferredAuthId, oneshot::Sender<bool>),
+    Wait(
+        DeferredAuthId,
+        oneshot::Sender<Result<Outcome<T>, WaitError>>,
+    ),
+    Status(DeferredAuthId, oneshot::Sender<Option<PollStatus>>),
+    Len(oneshot::Sender<(usize, usize)>),
+}
+
+/// The application side of the driver task.
+pub(crate) struct DriverHandle<T> {
+    tx: mpsc::UnboundedSender<Command<T>>,
+    events: broadcast::Sender<PollEvent<T>>,
+}
+
+impl<T> Clone for DriverHandle<T> {
+    fn clone(&self) -> Self {
+        DriverHandle {
+            tx: self.tx.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for DriverHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DriverHandle").finish_non_exhaustive()
+    }
+}
+
+impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
+    /// Spawns the driver task on the current tokio runtime. It stops when
+    /// the handle is dropped.
+    pub(crate) fn spawn<P: Poller<Tokens = T>>(
+        poller: Weak<P>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn RandomSource>,
+        config: DriverConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let engine = Engine {
+            poller,
+            clock,
+            rng,
+            config,
+            events: events.clone(),
+            entries: HashMap::new(),
+            keys: HashMap::new(),
+            timers: BinaryHeap::new(),
+            in_flight: JoinSet::new(),
+            next_key: 0,
+        };
+        runtime.spawn(engine.run(rx));
+        DriverHandle { tx, events }
+    }
+
+    async fn ask<R>(&self, make: impl FnOnce(oneshot::Sender<R>) -> Command<T>) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Starts (or resumes) driving an authentication. False if one with the
+    /// same id is already tracked.
+    pub(crate) async fn track(
+        &self,
+        auth: DeferredAuthentication,
+        machine: PollMachine,
+    ) -> Result<bool, WaitError> {
+        self.ask(|tx| Command::Track(Box::new(auth), Box::new(machine), tx))
+            .await
+            .ok_or(WaitError::Stopped)
+    }
+
+    /// A ping: poll now if the floor has elapsed, else at the floor. False
+    /// for an unknown or finished authentication.
+    pub(crate) async fn wake(&self, id: &DeferredAuthId) -> bool {
+        self.ask(|tx| Command::Wake(id.clone(), tx))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Cancels locally. False for an unknown or finished authentication.
+    pub(crate) async fn cancel(&self, id: &DeferredAuthId) -> bool {
+        self.ask(|tx| Command::Cancel(id.clone(), tx))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Waits for the outcome. Cancel-safe: the outcome stays available.
+    pub(crate) async fn wait(&self, id: &DeferredAuthId) -> Result<Outcome<T>, WaitError> {
+        self.ask(|tx| Command::Wait(id.clone(), tx))
+            .await
+            .ok_or(WaitError::Stopped)?
+    }
+
+    /// The polling status.
+    pub(crate) async fn status(&self, id: &DeferredAuthId) -> Option<PollStatus> {
+        self.ask(|tx| Command::Status(id.clone(), tx))
+            .await
+            .flatten()
+    }
+
+    /// (tracked, in flight)
+    pub(crate) async fn counts(&self) -> (usize, usize) {
+        self.ask(Command::Len).await.unwrap_or((0, 0))
+    }
+
+    /// Subscribes to progress and outcome events.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<PollEvent<T>> {
+        self.events.subscribe()
+    }
+}
+
+struct Entry<T> {
+    auth: Arc<DeferredAuthentication>,
+    machine: PollMachine,
+    /// Only the heap item with this generation is live.
+    timer_gen: u32,
+    outcome: Option<Outcome<T>>,
+    finished_at: Option<UnixTime>,
+    waiters: Vec<oneshot::Sender<Result<Outcome<T>, WaitError>>>,
+}
+
+struct Engine<P: Poller> {
+    poller: Weak<P>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn RandomSource>,
+    config: DriverConfig,
+    events: broadcast::Sender<PollEvent<P::Tokens>>,
+    entries: HashMap<u64, Entry<P::Tokens>>,
+    keys: HashMap<DeferredAuthId, u64>,
+    timers: BinaryHeap<Reverse<(UnixTime, u64, u32)>>,
+    in_flight: JoinSet<(u64, PollResult<P::Tokens>)>,
+    next_key: u64,
+}
+
+impl<P: Poller> Engine<P> {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command<P::Tokens>>) {
+        loop {
+            let next = self.next_due();
+            let clock = self.clock.clone();
+            let sleep = async move {
+                match next {
+                    Some(t) => clock.sleep_until(t).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    if let Ok((key, result)) = done {
+                        self.completed(key, result);
+                    }
+                    // A panicked poll future would leave its machine in
+                    // flight; pollers return classified errors instead.
+                }
+                _ = sleep => {}
+            }
+            self.fire_due();
+        }
+        // The client is gone: wake every waiter with "stopped".
+        for (_, e) in self.entries.drain() {
+            for w in e.waiters {
+                let _ = w.send(Err(WaitError::Stopped));
+            }
+        }
+    }
+
+    /// The earliest live timer, unless the in-flight cap blocks new polls.
+    fn next_due(&mut self) -> Option<UnixTime> {
+        while let Some(Reverse((t, key, generation))) = self.timers.peek().copied() {
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.timer_gen == generation)
+            {
+                if self.in_flight.len() >= self.config.max_in_flight {
+                    // Wait for a completion instead.
+                    return None;
+                }
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    fn fire_due(&mut self) {
+        let now = self.clock.now();
+        while let Some(Reverse((t, key, generation))) = self.timers.peek().copied() {
+            if t > now || self.in_flight.len() >= self.config.max_in_flight {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.entries.get(&key) else {
+                continue;
+            };
+            if entry.timer_gen != generation {
+                continue;
+            }
+            if let Some(finished_at) = entry.finished_at {
+                if now >= finished_at.saturating_add(self.config.finished_retention) {
+                    self.purge(key);
+                }
+                continue;
+            }
+            self.step(key, Event::Timer, now);
+        }
+    }
+
+    fn purge(&mut self, key: u64) {
+        if let Some(e) = self.entries.remove(&key) {
+            self.keys.remove(e.auth.id());
+        }
+    }
+
+    fn command(&mut self, cmd: Command<P::Tokens>) {
+        let now = self.clock.now();
+        match cmd {
+            Command::Track(auth, mut machine, reply) => {
+                if self.keys.contains_key(auth.id()) {
+                    let _ = reply.send(false);
+                    return;
+                }
+                machine.recover_after_restart(now, self.rng.as_ref());
+                let key = self.next_key;
+                self.next_key += 1;
+                self.keys.insert(auth.id().clone(), key);
+                self.entries.insert(
+                    key,
+                    Entry {
+                        auth: Arc::from(auth),
+                        machine: *machine,
+                        timer_gen: 0,
+                        outcome: None,
+                        finished_at: None,
+                        waiters: Vec::new(),
+                    },
+                );
+                let _ = reply.send(true);
+                self.step(key, Event::Timer, now);
+            }
+            Command::Wake(id, reply) => {
+                let key = self.active_key(&id);
+                let _ = reply.send(key.is_some());
+                if let Some(key) = key {
+                    tracing::debug!(deferred_auth_id = %id.fingerprint(), "woken by a ping");
+                    self.step(key, Event::Wake, now);
+                }
+            }
+            Command::Cancel(id, reply) => {
+                let key = self.active_key(&id);
+                let _ = reply.send(key.is_some());
+                if let Some(key) = key {
+                    self.step(key, Event::Cancel, now);
+                }
+            }
+            Command::Wait(id, reply) => {
+                match self.keys.get(&id).and_then(|k| self.entries.get_mut(k)) {
+                    None => {
+                        let _ = reply.send(Err(WaitError::Unknown));
+                    }
+                    Some(e) => match &e.outcome {
+                        Some(o) => {
+                            let _ = reply.send(Ok(o.clone()));
+                        }
+                        None => {
+                            e.waiters.retain(|w| !w.is_closed());
+                            e.waiters.push(reply);
+                        }
+                    },
+                }
+            }
+            Command::Status(id, reply) => {
+                let status = self
+                    .keys
+                    .get(&id)
+                    .and_then(|k| self.entries.get(k))
+                    .map(|e| {
+                        let m = &e.machine;
+                        PollStatus {
+                            floor: m.floor(),
+                            next_poll: m.wake_at(),
+                            deadline: m.deadline(),
+                            polls: m.polls(),
+                            slow_downs: m.slow_downs(),
+                            in_flight: m.in_flight(),
+                            finished: m.is_finished(),
+                        }
+                    });
+                let _ = reply.send(status);
+            }
+            Command::Len(reply) => {
+                let active = self
+                    .entries
+                    .values()
+                    .filter(|e| e.outcome.is_none())
+                    .count();
+                let _ = reply.send((active, self.in_flight.len()));
+            }
+        }
+    }
+
+    fn active_key(&self, id: &DeferredAuthId) -> Option<u64> {
+        let key = *self.keys.get(id)?;
+        self.entries
+            .get(&key)
+            .filter(|e| e.outcome.is_none())
+            .map(|_| key)
+    }
+
+    fn completed(&mut self, key: u64, result: PollResult<P::Tokens>) {
+        let now = self.clock.now();
+        if let (Some(e), PollResult::Transient { message, .. }) = (self.entries.get(&key), &result)
+        {
+            // G13: the request may have reached the OP. If it answered with
+            // tokens, they are gone: the id is dead after redemption.
+            tracing::warn!(
+                deferred_auth_id = %e.auth.id().fingerprint(),
+                error = %message,
+                "poll failed in transit; will retry (a success lost in transit cannot be recovered)"
+            );
+        }
+        self.step(key, Event::Response(result), now);
+    }
+
+    fn step(&mut self, key: u64, event: Event<P::Tokens>, now: UnixTime) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let Step { action, progress } = entry.machine.handle(event, now, self.rng.as_ref());
+        if let Some(description) = progress {
+            let _ = self.events.send(PollEvent::Progress {
+                id: entry.auth.id().clone(),
+                description,
+            });
+        }
+        match action {
+            Action::SendPoll => {
+                let Some(poller) = self.poller.upgrade() else {
+                    return;
+                };
+                let auth = entry.auth.clone();
+                tracing::debug!(
+                    deferred_auth_id = %auth.id().fingerprint(),
+                    poll = entry.machine.polls(),
+                    floor_secs = entry.machine.floor().as_secs(),
+                    "polling"
+                );
+                self.in_flight
+                    .spawn(async move { (key, poller.poll(auth).await) });
+            }
+            Action::SleepUntil(t) => {
+                entry.timer_gen = entry.timer_gen.wrapping_add(1);
+                self.timers.push(Reverse((t, key, entry.timer_gen)));
+            }
+            Action::AwaitResponse | Action::Finished => {}
+            Action::Deliver(outcome) => {
+                tracing::info!(
+                    deferred_auth_id = %entry.auth.id().fingerprint(),
+                    outcome = outcome.kind(),
+                    polls = entry.machine.polls(),
+                    "deferred authentication finished"
+                );
+                for w in entry.waiters.drain(..) {
+                    let _ = w.send(Ok(outcome.clone()));
+                }
+                let _ = self.events.send(PollEvent::Finished {
+                    id: entry.auth.id().clone(),
+                    outcome: outcome.clone(),
+                });
+                entry.outcome = Some(outcome);
+                entry.finished_at = Some(now);
+                entry.timer_gen = entry.timer_gen.wrapping_add(1);
+                let purge_at = now.saturating_add(self.config.finished_retention);
+                self.timers.push(Reverse((purge_at, key, entry.timer_gen)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ErrorCode, OAuthError};
+    use crate::poll::state::PollConfig;
+    use crate::rand::SystemRandom;
+    use crate::time::ManualClock;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const T0: UnixTime = UnixTime::from_millis(1_800_000_000_000);
+
+    /// A fake OP: approves an id after `approve_after` polls; records how many
+    /// polls were in flight at once per id.
+    struct FakeOp {
+        approve_after: u32,
+        polls: Mutex<HashMap<String, u32>>,
+        concurrent: Mutex<HashMap<String, u32>>,
+        max_concurrent: AtomicUsize,
+        delay: Duration,
+    }
+
+    impl Poller for FakeOp {
+        type Tokens = String;
+        fn poll(
+            self: Arc<Self>,
+            auth: Arc<DeferredAuthentication>,
+        ) -> BoxFuture<PollResult<String>> {
+            Box::pin(async move {
+                let id = auth.id().secret().to_owned();
+                {
+                    let mut c = self.concurrent.lock().unwrap();
+                    let n = c.entry(id.clone()).or_default();
+                    *n += 1;
+                    self.max_concurrent.fetch_max(*n as usize, Ordering::SeqCst);
+                }
+                tokio::time::sleep(self.delay).await;
+                *self.concurrent.lock().unwrap().get_mut(&id).unwrap() -= 1;
+                let mut polls = self.polls.lock().unwrap();
+                let n = polls.entry(id.clone()).or_default();
+                *n += 1;
+                if *n >= self.approve_after {
+                    PollResult::Tokens(format!("tokens-for-{id}"))
+                } else {
+                    let mut e = OAuthError::new(ErrorCode::AuthorizationPending);
+                    e.description = Some(format!("step {n}"));
+                    PollResult::OAuth(e)
+                }
+            })
+        }
+    }
+
+    fn fake(approve_after: u32) -> Arc<FakeOp> {
+        Arc::new(FakeOp {
+            approve_after,
+            polls: Default::default(),
+            concurrent: Default::default(),
+            max_concurrent: AtomicUsize::new(0),
+            delay: Duration::from_millis(1),
+        })
+    }
+
+    fn auth(id: &str, interval: u64, expires_in: u64) -> (DeferredAuthentication, PollMachine) {
+        let a = DeferredAuthentication::for_tests(
+            DeferredAuthId::new(id),
+            T0,
+            Some(expires_in),
+            interval,
+        );
+        let m = PollMachine::new(&a, PollConfig::default());
+        (a, m)
+    }
+
+    /// Advances the manual clock in steps until `done` or a step limit.
+    async fn run_until(clock: &ManualClock, step: Duration, mut done: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            clock.advance(step);
+            // Let the driver and the fake OP run.
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("did not finish");
+    }
+
+    #[tokio::test]
+    async fn drives_many_authentications_to_their_outcomes() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(3);
+        let driver = DriverHandle::spawn(
+            Arc::downgrade(&op),
+            clock.clone(),
+            Arc::new(SystemRandom),
+            DriverConfig::default(),
+            &tokio::runtime::Handle::current(),
+        );
+        let mut events = driver.subscribe();
+        for i in 0..50 {
+            let (a, m) = auth(&format!("id-{i}"), 5, 3600);
+            assert!(driver.track(a, m).await.unwrap());
+        }
+        // Tracking the same id twice is refused.
+        let (a, m) = auth("id-0", 5, 3600);
+        assert!(!driver.track(a, m).await.unwrap());
+
+        let waiter = {
+            let d = driver.clone();
+            tokio::spawn(async move { d.wait(&DeferredAuthId::new("id-7")).await })
+        };
+        let finished = Arc::new(AtomicUsize::new(0));
+        let f = finished.clone();
+        let progress = Arc::new(AtomicUsize::new(0));
+        let p = progress.clone();
+        let collector = tokio::spawn(async move {
+            while let Ok(ev) = events.recv().await {
+                match ev {
+                    PollEvent::Finished { .. } => {
+                        if f.fetch_add(1, Ordering::SeqCst) + 1 == 50 {
+                            break;
+                        }
+                    }
+                    PollEvent::Progress { .. } => {
+                        p.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        run_until(&clock, Duration::from_secs(1), || {
+            finished.load(Ordering::SeqCst) == 50
+        })
+        .await;
+        collector.await.unwrap();
+        assert_eq!(
+            waiter.await.unwrap(),
+            Ok(Outcome::Tokens("tokens-for-id-7".into()))
+        );
+        // Two pending answers each, with a new description each time.
+        assert_eq!(progress.load(Ordering::SeqCst), 100);
+        assert_eq!(
+            op.max_concurrent.load(Ordering::SeqCst),
+            1,
+            "single flight per id"
+        );
+        // Every id was polled exactly three times, at least 5 s apart.
+        assert!(op.polls.lock().unwrap().values().all(|&n| n == 3));
+        // A late wait still gets the outcome (kept for the retention period).
+        assert_eq!(
+            driver.wait(&DeferredAuthId::new("id-3")).await,
+            Ok(Outcome::Tokens("tokens-for-id-3".into()))
+        );
+        assert_eq!(
+            driver.wait(&DeferredAuthId::new("nope")).await,
+            Err(WaitError::Unknown)
+        );
+        assert_eq!(driver.counts().await, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn dropped_wait_loses_nothing_and_wake_polls_early() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(1);
+        let driver = DriverHandle::spawn(
+            Arc::downgrade(&op),
+            clock.clone(),
+            Arc::new(SystemRandom),
+            DriverConfig::default(),
+            &tokio::runtime::Handle::current(),
+        );
+        let (a, m) = auth("x", 60, 3600);
+        driver.track(a, m).await.unwrap();
+        let id = DeferredAuthId::new("x");
+        // A wait that is dropped before the outcome.
+        let w = driver.wait(&id);
+        let _ = tokio::time::timeout(Duration::from_millis(5), w).await;
+        // A ping before the floor: the poll happens at the floor, not before.
+        clock.advance(Duration::from_secs(10));
+        assert!(driver.wake(&id).await);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            op.polls.lock().unwrap().get("x"),
+            None,
+            "no poll before the floor"
+        );
+        clock.advance(Duration::from_secs(50));
+        let outcome = tokio::time::timeout(Duration::from_secs(5), driver.wait(&id))
+            .await
+            .unwrap();
+        assert_eq!(outcome, Ok(Outcome::Tokens("tokens-for-x".into())));
+        // A finished authentication is not woken.
+        assert!(!driver.wake(&id).await);
+        let status = driver.status(&id).await.unwrap();
+        assert!(status.finished);
+        assert_eq!(status.polls, 1);
+    }
+
+    #[tokio::test]
+    async fn cancel_delivers_cancelled() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(100);
+        let driver = DriverHandle::spawn(
+            Arc::downgrade(&op),
+            clock.clone(),
+            Arc::new(SystemRandom),
+            DriverConfig::default(),
+            &tokio::runtime::Handle::current(),
+        );
+        let (a, m) = auth("c", 5, 3600);
+        driver.track(a, m).await.unwrap();
+        let id = DeferredAuthId::new("c");
+        assert!(driver.cancel(&id).await);
+        assert_eq!(driver.wait(&id).await, Ok(Outcome::Cancelled));
+        assert!(!driver.cancel(&id).await);
+    }
+
+    #[tokio::test]
+    async fn outcomes_are_purged_after_retention() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(1);
+        let mut cfg = DriverConfig::default();
+        cfg.finished_retention = Duration::from_secs(100);
+        let driver = DriverHandle::spawn(
+            Arc::downgrade(&op),
+            clock.clone(),
+            Arc::new(SystemRandom),
+            cfg,
+            &tokio::runtime::Handle::current(),
+        );
+        let (a, m) = auth("p", 5, 3600);
+        driver.track(a, m).await.unwrap();
+        let id = DeferredAuthId::new("p");
+        assert!(driver.cancel(&id).await);
+        assert_eq!(driver.wait(&id).await, Ok(Outcome::Cancelled));
+        clock.advance(Duration::from_secs(101));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(driver.wait(&id).await, Err(WaitError::Unknown));
+    }
+
+    #[tokio::test]
+    async fn stops_when_the_handle_is_dropped() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(100);
+        let driver = DriverHandle::spawn(
+            Arc::downgrade(&op),
+            clock.clone(),
+            Arc::new(SystemRandom),
+            DriverConfig::default(),
+            &tokio::runtime::Handle::current(),
+        );
+        let (a, m) = auth("s", 5, 3600);
+        driver.track(a, m).await.unwrap();
+        let tx = driver.tx.clone();
+        let (otx, orx) = oneshot::channel();
+        tx.send(Command::Wait(DeferredAuthId::new("s"), otx))
+            .ok()
+            .unwrap();
+        drop(tx);
+        drop(driver);
+        assert_eq!(orx.await.unwrap(), Err(WaitError::Stopped));
+    }
+}
