@@ -50,6 +50,7 @@ pub mod exchange;
 pub mod http;
 pub mod jose;
 mod json;
+pub mod ping;
 pub mod poll;
 pub mod rand;
 pub mod secret;

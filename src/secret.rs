@@ -198,8 +198,17 @@ secret_string!(
 /// The SHA-256 of a secret, kept instead of the secret where the SDK only
 /// ever needs to *check* a presented value (the `deferred_notification_token`
 /// is stored this way). Serialised as base64url.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct SecretHash([u8; 32]);
+
+impl PartialEq for SecretHash {
+    /// Constant-time comparison.
+    fn eq(&self, other: &Self) -> bool {
+        ct_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SecretHash {}
 
 impl SecretHash {
     /// The hash of `secret`.

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use super::state::{Action, Event, Outcome, PollMachine, PollResult, Step};
 use crate::exchange::DeferredAuthentication;
 use crate::rand::RandomSource;
-use crate::secret::DeferredAuthId;
+use crate::secret::{DeferredAuthId, SecretHash};
 use crate::time::{Clock, UnixTime};
 
 /// A boxed, sendable future.
@@ -124,7 +124,19 @@ pub enum WaitError {
     Stopped,
 }
 
+/// What the driver made of a ping's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PingVerdict {
+    /// Unknown id, no token bound, or a wrong token: all alike.
+    Rejected,
+    /// Correct, and the authentication was woken.
+    Woken,
+    /// Correct, but the authentication had already ended: nothing woken.
+    AlreadyFinished,
+}
+
 enum Command<T> {
+    Ping(DeferredAuthId, Vec<u8>, oneshot::Sender<PingVerdict>),
     Track(
         Box<DeferredAuthentication>,
         Box<PollMachine>,
@@ -213,6 +225,15 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
         self.ask(|tx| Command::Wake(id.clone(), tx))
             .await
             .unwrap_or(false)
+    }
+
+    /// Checks a ping's bearer token against the hash bound at the exchange
+    /// (constant time, the same work for unknown ids) and wakes the
+    /// authentication if it is correct and still pending.
+    pub(crate) async fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> PingVerdict {
+        self.ask(|tx| Command::Ping(id, token, tx))
+            .await
+            .unwrap_or(PingVerdict::Rejected)
     }
 
     /// Cancels locally. False for an unknown or finished authentication.
@@ -379,6 +400,35 @@ impl<P: Poller> Engine<P> {
                 let _ = reply.send(true);
                 self.step(key, Event::Timer, now);
             }
+            Command::Ping(id, token, reply) => {
+                let entry = self
+                    .keys
+                    .get(&id)
+                    .and_then(|k| self.entries.get(k).map(|e| (*k, e)));
+                let stored = entry.and_then(|(_, e)| e.auth.notification_token_hash());
+                // One hash and one constant-time comparison whatever the case,
+                // so timing does not tell unknown ids from wrong tokens.
+                let matches = match stored {
+                    Some(h) => h.matches(&token),
+                    None => {
+                        let _ = dummy_hash().matches(&token);
+                        false
+                    }
+                };
+                let verdict = match entry {
+                    Some((key, e)) if matches => {
+                        if e.outcome.is_some() {
+                            PingVerdict::AlreadyFinished
+                        } else {
+                            tracing::debug!(deferred_auth_id = %id.fingerprint(), "authenticated ping");
+                            self.step(key, Event::Wake, now);
+                            PingVerdict::Woken
+                        }
+                    }
+                    _ => PingVerdict::Rejected,
+                };
+                let _ = reply.send(verdict);
+            }
             Command::Wake(id, reply) => {
                 let key = self.active_key(&id);
                 let _ = reply.send(key.is_some());
@@ -516,6 +566,12 @@ impl<P: Poller> Engine<P> {
             }
         }
     }
+}
+
+/// The hash compared against when a ping names an unknown id.
+fn dummy_hash() -> &'static SecretHash {
+    static DUMMY: std::sync::OnceLock<SecretHash> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| SecretHash::of(b"oidc-dtr: no notification token is bound to this id"))
 }
 
 #[cfg(test)]
