@@ -12,9 +12,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+pub mod dpop;
 pub mod sign;
 
-pub use sign::SigningKey;
+pub use dpop::DpopKey;
+pub use sign::{KeyError, SigningKey};
 
 /// A JWS algorithm (RFC 7518 §3, RFC 8037). `none` is deliberately absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,6 +113,11 @@ impl fmt::Display for Algorithm {
 /// base64url without padding.
 pub(crate) fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url without padding.
+pub(crate) fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(s.as_bytes()).ok()
 }
 
 /// The left half of the hash of `value`, base64url: `at_hash` / `c_hash`.

@@ -39,7 +39,7 @@ enum Kind {
 pub struct SigningKey {
     kind: Kind,
     alg: Algorithm,
-    kid: Option<String>,
+    pub(super) kid: Option<String>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -125,6 +125,94 @@ impl SigningKey {
             kind,
             alg,
             kid: None,
+        })
+    }
+
+    /// Loads a PEM private key: `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY`
+    /// (PKCS#1) or `EC PRIVATE KEY` (SEC 1).
+    pub fn from_pem(alg: Algorithm, pem: &str) -> Result<Self, KeyError> {
+        let (label, der) = pem_decode(pem)?;
+        let rejected = |e: aws_lc_rs::error::KeyRejected| KeyError::Rejected(e.to_string());
+        match label.as_str() {
+            "PRIVATE KEY" => Self::from_pkcs8_der(alg, &der),
+            "RSA PRIVATE KEY" if rsa_params(alg).is_some() => Ok(SigningKey {
+                kind: Kind::Rsa(Arc::new(sig::RsaKeyPair::from_der(&der).map_err(rejected)?)),
+                alg,
+                kid: None,
+            }),
+            "EC PRIVATE KEY" => {
+                let p = ec_params(alg).ok_or(KeyError::WrongAlgorithm(alg))?;
+                Ok(SigningKey {
+                    kind: Kind::Ec(Arc::new(sig::EcdsaKeyPair::from_private_key_der(p, &der).map_err(rejected)?)),
+                    alg,
+                    kid: None,
+                })
+            }
+            other => Err(KeyError::Rejected(format!("unsupported PEM block `{other}`"))),
+        }
+    }
+
+    /// Loads a private JWK (RSA, EC P-256/P-384, or OKP Ed25519). The
+    /// algorithm is the JWK's `alg`, or `default_alg` when it has none; the
+    /// `kid` is kept.
+    pub fn from_jwk(jwk: &Value, default_alg: Option<Algorithm>) -> Result<Self, KeyError> {
+        let field = |name: &str| -> Result<Vec<u8>, KeyError> {
+            jwk.get(name)
+                .and_then(Value::as_str)
+                .and_then(super::b64_decode)
+                .ok_or_else(|| KeyError::Rejected(format!("JWK member `{name}` is missing or not base64url")))
+        };
+        let rejected = |e: aws_lc_rs::error::KeyRejected| KeyError::Rejected(e.to_string());
+        let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
+        let crv = jwk.get("crv").and_then(Value::as_str).unwrap_or("");
+        let alg = match jwk.get("alg").and_then(Value::as_str) {
+            Some(a) => Algorithm::parse(a).ok_or_else(|| KeyError::Rejected(format!("unsupported alg `{a}`")))?,
+            None => match (kty, crv, default_alg) {
+                (_, _, Some(a)) => a,
+                ("EC", "P-256", None) => Algorithm::ES256,
+                ("EC", "P-384", None) => Algorithm::ES384,
+                ("OKP", "Ed25519", None) => Algorithm::EdDSA,
+                ("RSA", _, None) => Algorithm::RS256,
+                _ => return Err(KeyError::Rejected("JWK has no usable `alg`".into())),
+            },
+        };
+        let kind = match kty {
+            "RSA" if rsa_params(alg).is_some() => {
+                let (n, e, d) = (field("n")?, field("e")?, field("d")?);
+                let (p, q, dp, dq, qi) = (field("p")?, field("q")?, field("dp")?, field("dq")?, field("qi")?);
+                let c = aws_lc_rs::rsa::KeyPairComponents {
+                    public_key: aws_lc_rs::rsa::PublicKeyComponents { n, e },
+                    d,
+                    p,
+                    q,
+                    dP: dp,
+                    dQ: dq,
+                    qInv: qi,
+                };
+                Kind::Rsa(Arc::new(sig::RsaKeyPair::from_components(&c).map_err(rejected)?))
+            }
+            "EC" => {
+                let p = ec_params(alg).ok_or(KeyError::WrongAlgorithm(alg))?;
+                let want = if std::ptr::eq(p, &sig::ECDSA_P256_SHA256_FIXED_SIGNING) { "P-256" } else { "P-384" };
+                if crv != want {
+                    return Err(KeyError::WrongAlgorithm(alg));
+                }
+                let mut point = vec![4u8];
+                point.extend(field("x")?);
+                point.extend(field("y")?);
+                Kind::Ec(Arc::new(
+                    sig::EcdsaKeyPair::from_private_key_and_public_key(p, &field("d")?, &point).map_err(rejected)?,
+                ))
+            }
+            "OKP" if crv == "Ed25519" && alg == Algorithm::EdDSA => Kind::Ed(Arc::new(
+                sig::Ed25519KeyPair::from_seed_and_public_key(&field("d")?, &field("x")?).map_err(rejected)?,
+            )),
+            _ => return Err(KeyError::WrongAlgorithm(alg)),
+        };
+        Ok(SigningKey {
+            kind,
+            alg,
+            kid: jwk.get("kid").and_then(Value::as_str).map(str::to_owned),
         })
     }
 
@@ -279,6 +367,29 @@ impl SigningKey {
     }
 }
 
+/// The label and DER bytes of the first PEM block.
+fn pem_decode(pem: &str) -> Result<(String, Vec<u8>), KeyError> {
+    use base64::Engine as _;
+    let bad = || KeyError::Rejected("not a PEM block".into());
+    let begin = pem.find("-----BEGIN ").ok_or_else(bad)?;
+    let rest = &pem[begin + 11..];
+    let label_end = rest.find("-----").ok_or_else(bad)?;
+    let label = rest[..label_end].to_owned();
+    let body_start = label_end + 5;
+    let end_marker = format!("-----END {label}-----");
+    let body_end = rest.find(&end_marker).ok_or_else(bad)?;
+    let b64: String = rest
+        .get(body_start..body_end)
+        .ok_or_else(bad)?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|_| KeyError::Rejected("PEM body is not base64".into()))?;
+    Ok((label, der))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +419,39 @@ mod tests {
         assert_eq!(ps.algorithm(), Algorithm::PS256);
         assert!(k.clone().with_algorithm(Algorithm::ES256).is_err());
         assert_eq!(ps.sign(b"x").unwrap().len(), 256);
+    }
+
+    #[test]
+    fn pem_round_trip() {
+        use base64::Engine as _;
+        for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
+            let k = SigningKey::generate(alg).unwrap();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(k.to_pkcs8_der().unwrap());
+            let lines: Vec<String> = b64.as_bytes().chunks(64).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+            let pem = format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"));
+            let back = SigningKey::from_pem(alg, &pem).unwrap();
+            assert_eq!(back.public_jwk_minimal(), k.public_jwk_minimal());
+        }
+        assert!(SigningKey::from_pem(Algorithm::ES256, "garbage").is_err());
+        assert!(SigningKey::from_pem(Algorithm::ES256, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----").is_err());
+    }
+
+    #[test]
+    fn private_jwk_import() {
+        use base64::Engine as _;
+        let b = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        // EC: export the public part of a generated key, and take d from its
+        // PKCS#8 encoding (the last 32 bytes of the private key octet string
+        // are found by re-importing through the JWK path and comparing).
+        let k = SigningKey::generate(Algorithm::ES256).unwrap();
+        let mut jwk = k.public_jwk_minimal().unwrap();
+        jwk["d"] = Value::String(b(&[1u8; 32]));
+        // A d that does not match x/y is rejected.
+        assert!(SigningKey::from_jwk(&jwk, None).is_err());
+        // Missing members are named.
+        let e = SigningKey::from_jwk(&json!({"kty": "EC", "crv": "P-256"}), None).unwrap_err();
+        assert!(e.to_string().contains("`x`") || e.to_string().contains("`d`"), "{e}");
+        assert!(SigningKey::from_jwk(&json!({"kty": "oct", "k": "AAAA"}), None).is_err());
     }
 
     #[test]
