@@ -221,8 +221,14 @@ impl ClientInner {
         mut params: Vec<(&'static str, String)>,
     ) -> Result<HttpRequest, Error> {
         let mut headers = HeaderMap::new();
-        self.auth
-            .apply(&self.client_id, &mut headers, &mut params)?;
+        let ctx = crate::client_auth::AuthContext {
+            client_id: &self.client_id,
+            issuer: &self.metadata.issuer,
+            endpoint: &self.metadata.token_endpoint,
+            now: self.clock.now(),
+            rng: self.rng.as_ref(),
+        };
+        self.auth.apply(&ctx, &mut headers, &mut params)?;
         let mut req = HttpRequest::post_form(
             self.metadata.token_endpoint.clone(),
             params.iter().map(|(k, v)| (*k, v.as_str())),

@@ -54,9 +54,15 @@ impl DpopKey {
     pub fn from_signing_key(mut key: SigningKey) -> Result<Self, KeyError> {
         // A proof identifies its key by the `jwk` header, never by `kid`.
         key.kid = None;
-        let jwk = key.public_jwk_minimal().ok_or(KeyError::WrongAlgorithm(key.algorithm()))?;
+        let jwk = key
+            .public_jwk_minimal()
+            .ok_or(KeyError::WrongAlgorithm(key.algorithm()))?;
         let thumbprint = jwk_thumbprint(&jwk).ok_or(KeyError::WrongAlgorithm(key.algorithm()))?;
-        Ok(DpopKey { key, jwk, thumbprint })
+        Ok(DpopKey {
+            key,
+            jwk,
+            thumbprint,
+        })
     }
 
     /// The signing algorithm.
@@ -135,7 +141,11 @@ pub fn jwk_thumbprint(jwk: &Value) -> Option<String> {
             q(s("y")?)?
         ),
         "RSA" => format!(r#"{{"e":{},"kty":"RSA","n":{}}}"#, q(s("e")?)?, q(s("n")?)?),
-        "OKP" => format!(r#"{{"crv":{},"kty":"OKP","x":{}}}"#, q(s("crv")?)?, q(s("x")?)?),
+        "OKP" => format!(
+            r#"{{"crv":{},"kty":"OKP","x":{}}}"#,
+            q(s("crv")?)?,
+            q(s("x")?)?
+        ),
         _ => return None,
     };
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
@@ -162,7 +172,8 @@ impl Serialize for DpopKey {
 impl<'de> Deserialize<'de> for DpopKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let stored = Stored::deserialize(d)?;
-        let der = super::b64_decode(&stored.pkcs8).ok_or_else(|| serde::de::Error::custom("pkcs8 is not base64url"))?;
+        let der = super::b64_decode(&stored.pkcs8)
+            .ok_or_else(|| serde::de::Error::custom("pkcs8 is not base64url"))?;
         let key = SigningKey::from_pkcs8_der(stored.alg, &der).map_err(serde::de::Error::custom)?;
         DpopKey::from_signing_key(key).map_err(serde::de::Error::custom)
     }
@@ -182,7 +193,10 @@ mod tests {
             "alg": "RS256",
             "kid": "2011-04-29"
         });
-        assert_eq!(jwk_thumbprint(&jwk).unwrap(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            jwk_thumbprint(&jwk).unwrap(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 
     #[test]
@@ -191,26 +205,47 @@ mod tests {
         let key = DpopKey::generate(Algorithm::ES256).unwrap();
         let url = Url::parse("https://op.example/token?x=1#frag").unwrap();
         let p = key
-            .proof(&Method::POST, &url, UnixTime::from_secs(1_700_000_000), "jti-1", Some("n-1"), None)
+            .proof(
+                &Method::POST,
+                &url,
+                UnixTime::from_secs(1_700_000_000),
+                "jti-1",
+                Some("n-1"),
+                None,
+            )
             .unwrap();
         let parts: Vec<&str> = p.split('.').collect();
         assert_eq!(parts.len(), 3);
         let dec = |s: &str| -> Value {
-            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap()
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(s)
+                    .unwrap(),
+            )
+            .unwrap()
         };
         let h = dec(parts[0]);
         assert_eq!(h["typ"], "dpop+jwt");
         assert_eq!(h["alg"], "ES256");
         assert_eq!(h["jwk"], *key.public_jwk());
         assert!(h.get("kid").is_none());
-        assert!(h["jwk"].get("d").is_none(), "no private member in the header");
+        assert!(
+            h["jwk"].get("d").is_none(),
+            "no private member in the header"
+        );
         let c = dec(parts[1]);
         assert_eq!(c["htm"], "POST");
         assert_eq!(c["htu"], "https://op.example/token");
         assert_eq!(c["iat"], 1_700_000_000);
         assert_eq!(c["jti"], "jti-1");
         assert_eq!(c["nonce"], "n-1");
-        assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap().len(), 64);
+        assert_eq!(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(parts[2])
+                .unwrap()
+                .len(),
+            64
+        );
     }
 
     #[test]

@@ -143,12 +143,16 @@ impl SigningKey {
             "EC PRIVATE KEY" => {
                 let p = ec_params(alg).ok_or(KeyError::WrongAlgorithm(alg))?;
                 Ok(SigningKey {
-                    kind: Kind::Ec(Arc::new(sig::EcdsaKeyPair::from_private_key_der(p, &der).map_err(rejected)?)),
+                    kind: Kind::Ec(Arc::new(
+                        sig::EcdsaKeyPair::from_private_key_der(p, &der).map_err(rejected)?,
+                    )),
                     alg,
                     kid: None,
                 })
             }
-            other => Err(KeyError::Rejected(format!("unsupported PEM block `{other}`"))),
+            other => Err(KeyError::Rejected(format!(
+                "unsupported PEM block `{other}`"
+            ))),
         }
     }
 
@@ -160,13 +164,16 @@ impl SigningKey {
             jwk.get(name)
                 .and_then(Value::as_str)
                 .and_then(super::b64_decode)
-                .ok_or_else(|| KeyError::Rejected(format!("JWK member `{name}` is missing or not base64url")))
+                .ok_or_else(|| {
+                    KeyError::Rejected(format!("JWK member `{name}` is missing or not base64url"))
+                })
         };
         let rejected = |e: aws_lc_rs::error::KeyRejected| KeyError::Rejected(e.to_string());
         let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
         let crv = jwk.get("crv").and_then(Value::as_str).unwrap_or("");
         let alg = match jwk.get("alg").and_then(Value::as_str) {
-            Some(a) => Algorithm::parse(a).ok_or_else(|| KeyError::Rejected(format!("unsupported alg `{a}`")))?,
+            Some(a) => Algorithm::parse(a)
+                .ok_or_else(|| KeyError::Rejected(format!("unsupported alg `{a}`")))?,
             None => match (kty, crv, default_alg) {
                 (_, _, Some(a)) => a,
                 ("EC", "P-256", None) => Algorithm::ES256,
@@ -179,7 +186,13 @@ impl SigningKey {
         let kind = match kty {
             "RSA" if rsa_params(alg).is_some() => {
                 let (n, e, d) = (field("n")?, field("e")?, field("d")?);
-                let (p, q, dp, dq, qi) = (field("p")?, field("q")?, field("dp")?, field("dq")?, field("qi")?);
+                let (p, q, dp, dq, qi) = (
+                    field("p")?,
+                    field("q")?,
+                    field("dp")?,
+                    field("dq")?,
+                    field("qi")?,
+                );
                 let c = aws_lc_rs::rsa::KeyPairComponents {
                     public_key: aws_lc_rs::rsa::PublicKeyComponents { n, e },
                     d,
@@ -189,11 +202,17 @@ impl SigningKey {
                     dQ: dq,
                     qInv: qi,
                 };
-                Kind::Rsa(Arc::new(sig::RsaKeyPair::from_components(&c).map_err(rejected)?))
+                Kind::Rsa(Arc::new(
+                    sig::RsaKeyPair::from_components(&c).map_err(rejected)?,
+                ))
             }
             "EC" => {
                 let p = ec_params(alg).ok_or(KeyError::WrongAlgorithm(alg))?;
-                let want = if std::ptr::eq(p, &sig::ECDSA_P256_SHA256_FIXED_SIGNING) { "P-256" } else { "P-384" };
+                let want = if std::ptr::eq(p, &sig::ECDSA_P256_SHA256_FIXED_SIGNING) {
+                    "P-256"
+                } else {
+                    "P-384"
+                };
                 if crv != want {
                     return Err(KeyError::WrongAlgorithm(alg));
                 }
@@ -201,11 +220,13 @@ impl SigningKey {
                 point.extend(field("x")?);
                 point.extend(field("y")?);
                 Kind::Ec(Arc::new(
-                    sig::EcdsaKeyPair::from_private_key_and_public_key(p, &field("d")?, &point).map_err(rejected)?,
+                    sig::EcdsaKeyPair::from_private_key_and_public_key(p, &field("d")?, &point)
+                        .map_err(rejected)?,
                 ))
             }
             "OKP" if crv == "Ed25519" && alg == Algorithm::EdDSA => Kind::Ed(Arc::new(
-                sig::Ed25519KeyPair::from_seed_and_public_key(&field("d")?, &field("x")?).map_err(rejected)?,
+                sig::Ed25519KeyPair::from_seed_and_public_key(&field("d")?, &field("x")?)
+                    .map_err(rejected)?,
             )),
             _ => return Err(KeyError::WrongAlgorithm(alg)),
         };
@@ -427,13 +448,26 @@ mod tests {
         for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
             let k = SigningKey::generate(alg).unwrap();
             let b64 = base64::engine::general_purpose::STANDARD.encode(k.to_pkcs8_der().unwrap());
-            let lines: Vec<String> = b64.as_bytes().chunks(64).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
-            let pem = format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"));
+            let lines: Vec<String> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                .collect();
+            let pem = format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                lines.join("\n")
+            );
             let back = SigningKey::from_pem(alg, &pem).unwrap();
             assert_eq!(back.public_jwk_minimal(), k.public_jwk_minimal());
         }
         assert!(SigningKey::from_pem(Algorithm::ES256, "garbage").is_err());
-        assert!(SigningKey::from_pem(Algorithm::ES256, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----").is_err());
+        assert!(
+            SigningKey::from_pem(
+                Algorithm::ES256,
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -450,7 +484,10 @@ mod tests {
         assert!(SigningKey::from_jwk(&jwk, None).is_err());
         // Missing members are named.
         let e = SigningKey::from_jwk(&json!({"kty": "EC", "crv": "P-256"}), None).unwrap_err();
-        assert!(e.to_string().contains("`x`") || e.to_string().contains("`d`"), "{e}");
+        assert!(
+            e.to_string().contains("`x`") || e.to_string().contains("`d`"),
+            "{e}"
+        );
         assert!(SigningKey::from_jwk(&json!({"kty": "oct", "k": "AAAA"}), None).is_err());
     }
 
