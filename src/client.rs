@@ -332,8 +332,9 @@ impl DtrClient {
     }
 
     /// Loads an exported JWK Set into the cache. A snapshot past its
-    /// freshness is used until the next refresh succeeds. For an OP without
-    /// `jwks_uri`, this is how its keys are given.
+    /// freshness is used (within [`JwksConfig::max_stale`]) until the next
+    /// refresh succeeds. For an OP without `jwks_uri`, this is how its keys
+    /// are given (they then never expire).
     pub fn import_jwks(&self, snapshot: JwksSnapshot) -> Result<(), Error> {
         Ok(self.inner.jwks.import(snapshot)?)
     }

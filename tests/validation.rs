@@ -539,7 +539,8 @@ fn forged_tokens(op: &MockOp, n: usize, tag: &str) -> Vec<RawJwt> {
         .collect()
 }
 
-#[tokio::test]
+// Two worker threads, so the concurrent flood really runs in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_kid_flood_fetches_at_most_once_per_cooldown() {
     let (op, client, clock) = with_clock(|b| {
         b.jwks_config(JwksConfig::default().refresh_cooldown(Duration::from_secs(60)))

@@ -55,6 +55,8 @@ const CONTEXT: &str = "JWK Set";
 
 /// Most kids remembered as unknown at once.
 const MAX_UNKNOWN_KIDS: usize = 256;
+/// Longest kid remembered as unknown.
+const MAX_REMEMBERED_KID_LEN: usize = 256;
 
 /// Settings of the JWKS cache. Build with [`JwksConfig::default`] and the
 /// setters.
@@ -629,12 +631,19 @@ impl JwksCache {
         }
     }
 
-    fn store(&self, st: CacheState) {
+    /// Read-modify-write of the state under the write lock (held for a
+    /// clone and `f`, never across an await), so that concurrent updates
+    /// (a fetch, a remembered kid, an import) never overwrite each other.
+    fn update(&self, f: impl FnOnce(&mut CacheState)) -> Arc<CacheState> {
+        let mut guard = match self.state.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut st = (**guard).clone();
+        f(&mut st);
         let st = Arc::new(st);
-        match self.state.write() {
-            Ok(mut g) => *g = st,
-            Err(p) => *p.into_inner() = st,
-        }
+        *guard = st.clone();
+        st
     }
 
     /// The current set, for export.
@@ -650,7 +659,7 @@ impl JwksCache {
     }
 
     /// Replaces the cached set with an exported one. An expired snapshot is
-    /// used (as stale) until the next refresh succeeds.
+    /// used (as stale, within `max_stale`) until the next refresh succeeds.
     pub(crate) fn import(&self, snap: JwksSnapshot) -> Result<(), crate::error::ConfigError> {
         if snap.jwks_uri != self.uri {
             return Err(crate::error::ConfigError::Invalid {
@@ -658,15 +667,15 @@ impl JwksCache {
                 reason: "was taken for another `jwks_uri`".into(),
             });
         }
-        let set = KeySet::from_keys(snap.keys, &self.algorithms);
-        let mut st = (*self.snapshot()).clone();
-        st.keys = Some(Arc::new(set));
-        st.fetched_at = snap.fetched_at;
-        st.fresh_until = snap.fresh_until;
-        st.generation += 1;
-        st.last_error = None;
-        st.unknown_kids.clear();
-        self.store(st);
+        let set = Arc::new(KeySet::from_keys(snap.keys, &self.algorithms));
+        self.update(|st| {
+            st.keys = Some(set);
+            st.fetched_at = snap.fetched_at;
+            st.fresh_until = snap.fresh_until;
+            st.generation += 1;
+            st.last_error = None;
+            st.unknown_kids.clear();
+        });
         Ok(())
     }
 
@@ -751,17 +760,19 @@ impl JwksCache {
     }
 
     fn remember_unknown(&self, kid: &str, now: UnixTime) {
-        let mut st = (*self.snapshot()).clone();
-        st.unknown_kids
-            .retain(|(k, until)| now < *until && k != kid);
-        if st.unknown_kids.len() >= MAX_UNKNOWN_KIDS {
-            st.unknown_kids.remove(0);
+        if kid.len() > MAX_REMEMBERED_KID_LEN {
+            // Absurd kids are not worth the memory; the cooldown still
+            // applies to them.
+            return;
         }
-        st.unknown_kids.push((
-            sanitize(kid, 200),
-            now.saturating_add(self.config.refresh_cooldown),
-        ));
-        self.store(st);
+        let until = now.saturating_add(self.config.refresh_cooldown);
+        self.update(|st| {
+            st.unknown_kids.retain(|(k, u)| now < *u && k != kid);
+            if st.unknown_kids.len() >= MAX_UNKNOWN_KIDS {
+                st.unknown_kids.remove(0);
+            }
+            st.unknown_kids.push((kid.to_owned(), until));
+        });
     }
 
     /// Single-flight refresh: waits for the refresh lock; if another caller
@@ -821,11 +832,7 @@ impl JwksCache {
             Err(e) => Err(e.to_string()),
         };
         let now = clock.now();
-        let mut st = (*self.snapshot()).clone();
-        st.generation += 1;
-        if kind == Refresh::Forced {
-            st.last_forced = Some(started);
-        }
+        let forced = kind == Refresh::Forced;
         match result {
             Ok((set, resp)) => {
                 let ttl = ttl_from_headers(&resp, now, &self.config);
@@ -833,29 +840,35 @@ impl JwksCache {
                     keys = set.len(),
                     skipped = set.skipped(),
                     ttl_secs = ttl.as_secs(),
-                    forced = kind == Refresh::Forced,
+                    forced,
                     "JWK Set fetched"
                 );
-                st.unknown_kids.retain(|(k, until)| {
-                    now < *until && !set.kids().any(|have| have == Some(k.as_str()))
-                });
-                st.keys = Some(Arc::new(set));
-                st.fetched_at = now;
-                st.fresh_until = now.saturating_add(ttl);
-                st.next_attempt = now;
-                st.last_error = None;
-                let st = Arc::new(st);
-                match self.state.write() {
-                    Ok(mut g) => *g = st.clone(),
-                    Err(p) => *p.into_inner() = st.clone(),
-                }
-                Ok(st)
+                let set = Arc::new(set);
+                Ok(self.update(|st| {
+                    st.generation += 1;
+                    if forced {
+                        st.last_forced = Some(started);
+                    }
+                    st.unknown_kids.retain(|(k, until)| {
+                        now < *until && !set.kids().any(|have| have == Some(k.as_str()))
+                    });
+                    st.keys = Some(set);
+                    st.fetched_at = now;
+                    st.fresh_until = now.saturating_add(ttl);
+                    st.next_attempt = now;
+                    st.last_error = None;
+                }))
             }
             Err(reason) => {
+                let st = self.update(|st| {
+                    st.generation += 1;
+                    if forced {
+                        st.last_forced = Some(started);
+                    }
+                    st.next_attempt = now.saturating_add(self.config.error_retry);
+                    st.last_error = Some(reason.clone());
+                });
                 tracing::warn!(error = %reason, stale_keys = st.keys.is_some(), "JWK Set fetch failed");
-                st.next_attempt = now.saturating_add(self.config.error_retry);
-                st.last_error = Some(reason.clone());
-                self.store(st);
                 Err(ValidationError::JwksUnavailable { reason })
             }
         }
