@@ -7,15 +7,18 @@ use http::header::HeaderMap;
 use url::Url;
 
 use crate::authorize::{AuthorizationRequestBuilder, PendingAuthorization, ResponseMode};
-use crate::callback::{self, Acknowledgment, CallbackResponse};
+use crate::callback::{self, Acknowledgment, CallbackResponse, CodeResponse};
 use crate::client_auth::ClientAuth;
 use crate::discovery::{self, ProviderMetadata};
-use crate::error::{CallbackError, ConfigError, DiscoveryError, Error};
+use crate::error::{CallbackError, ConfigError, DiscoveryError, Error, ValidationError};
 use crate::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_TOKEN_BYTES};
 use crate::http::{HttpConfig, HttpEdge, HttpRequest, check_url, parse_url};
+use crate::jose::id_token::{IdTokenValidator, ValidationOptions, verify_with};
+use crate::jose::jwks::{JwksCache, JwksConfig, JwksSnapshot};
 use crate::rand::{RandomSource, SystemRandom, random_b64url};
-use crate::secret::{ClientSecret, DeferredNotificationToken};
-use crate::time::{Clock, SystemClock};
+use crate::secret::{AccessToken, ClientSecret, DeferredNotificationToken, RawJwt};
+use crate::time::{Clock, SystemClock, UnixTime};
+use crate::token::{self, IdToken, TokenResponse, TokenSet, ValidationContext};
 
 /// A Relying Party's client for one OpenID Provider's Deferred Token
 /// Response flow.
@@ -42,7 +45,11 @@ use crate::time::{Clock, SystemClock};
 ///         let auth = client.exchange(ack).await?;
 ///         println!("the OP is deciding; deadline {:?}", auth.expires_at());
 ///     }
-///     CallbackResponse::Code(_) => { /* the OP answered at once */ }
+///     CallbackResponse::Code(code) => {
+///         // `deferred_code code` and the OP answered at once.
+///         let tokens = client.exchange_code(code).await?;
+///         println!("signed in: {}", tokens.claims().subject());
+///     }
 ///     CallbackResponse::Error(e) => println!("the OP refused: {e}"),
 /// }
 /// # Ok(()) }
@@ -62,6 +69,8 @@ pub(crate) struct ClientInner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: Arc<dyn RandomSource>,
     pub(crate) compat: Compat,
+    pub(crate) validator: IdTokenValidator,
+    pub(crate) jwks: JwksCache,
 }
 
 impl fmt::Debug for DtrClient {
@@ -203,7 +212,25 @@ impl DtrClient {
                 return Err(e);
             }
         };
-        let auth = DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
+        // PROTOCOL.md A.7: validate the interim ID token like the final one;
+        // its nonce is the request's, and it comes with no access token.
+        let interim_claims = match &parsed.interim_id_token {
+            Some(raw) => {
+                let ctx = ValidationContext::from(&ack);
+                let now = inner.clock.now();
+                match inner.validate_jwt(raw, &ctx, None, now).await {
+                    Ok(t) => Some(t.into_parts().1),
+                    Err(e) => {
+                        tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "interim ID token rejected");
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut auth =
+            DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
+        auth.interim_claims = interim_claims;
         tracing::info!(
             deferred_auth_id = %auth.id.fingerprint(),
             expires_at = ?auth.expires_at,
@@ -212,9 +239,138 @@ impl DtrClient {
         );
         Ok(auth)
     }
+
+    /// The plain-code fallback: when `deferred_code code` was requested and
+    /// the OP answered at once with a `code`, finishes the authorization code
+    /// flow (token request with the PKCE verifier and the redirect URI) and
+    /// validates the tokens exactly as a deferred poll's, so the application
+    /// handles both answers with one [`TokenSet`].
+    pub async fn exchange_code(&self, code: CodeResponse) -> Result<TokenSet, Error> {
+        let inner = &self.inner;
+        if code.pending.issuer != inner.metadata.issuer || code.pending.client_id != inner.client_id
+        {
+            return Err(CallbackError::WrongClient.into());
+        }
+        let params = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.code.secret().to_owned()),
+            (
+                "redirect_uri",
+                code.pending.redirect_uri.as_str().to_owned(),
+            ),
+            (
+                "code_verifier",
+                code.pending.pkce_verifier.secret().to_owned(),
+            ),
+        ];
+        let req = inner.token_request(params)?;
+        let resp = inner.http.send(req).await?;
+        let received_at = inner.clock.now();
+        let parsed = match token::parse_token_response(&resp, &inner.metadata.token_endpoint) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(code = %code.code.fingerprint(), error = %e, "authorization code exchange failed");
+                return Err(e);
+            }
+        };
+        let ctx = ValidationContext::from(&code);
+        self.validate_token_response(&ctx, parsed, received_at)
+            .await
+    }
+
+    /// Validates a token response (from a deferred poll or the code
+    /// fallback) and assembles the [`TokenSet`]: the `id_token` is required
+    /// and validated against the OP's JWK Set (fetched or refreshed through
+    /// the client's shared cache as needed), `ctx`'s `nonce`, `max_age` and
+    /// expected `sub`, and the access token (`at_hash`). Times are checked
+    /// at `received_at`, which also anchors `expires_at`.
+    pub async fn validate_token_response(
+        &self,
+        ctx: &ValidationContext,
+        resp: TokenResponse,
+        received_at: UnixTime,
+    ) -> Result<TokenSet, Error> {
+        let Some(raw) = resp.id_token.clone() else {
+            tracing::warn!("token response without id_token");
+            return Err(ValidationError::MissingIdToken.into());
+        };
+        let id_token = match self
+            .inner
+            .validate_jwt(&raw, ctx, Some(&resp.access_token), received_at)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(id_token = %raw.fingerprint(), error = %e, "ID token rejected");
+                return Err(e.into());
+            }
+        };
+        tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
+        Ok(TokenSet::new(resp, id_token, received_at))
+    }
+
+    /// Validates one ID token (every check of
+    /// [`jose::id_token`](crate::jose::id_token)) at time `now`.
+    /// `access_token`, when given, is checked against `at_hash`.
+    pub async fn validate_id_token(
+        &self,
+        ctx: &ValidationContext,
+        id_token: &RawJwt,
+        access_token: Option<&AccessToken>,
+        now: UnixTime,
+    ) -> Result<IdToken, Error> {
+        Ok(self
+            .inner
+            .validate_jwt(id_token, ctx, access_token, now)
+            .await?)
+    }
+
+    /// The cached JWK Set, to warm another instance's cache (serverless cold
+    /// starts, restarts). `None` before the first fetch.
+    pub fn export_jwks(&self) -> Option<JwksSnapshot> {
+        self.inner.jwks.export()
+    }
+
+    /// Loads an exported JWK Set into the cache. A snapshot past its
+    /// freshness is used (within [`JwksConfig::max_stale`]) until the next
+    /// refresh succeeds. For an OP without `jwks_uri`, this is how its keys
+    /// are given (they then never expire).
+    pub fn import_jwks(&self, snapshot: JwksSnapshot) -> Result<(), Error> {
+        Ok(self.inner.jwks.import(snapshot)?)
+    }
+
+    /// The ID token validator (the effective algorithm allow-list and the
+    /// options).
+    pub fn id_token_validator(&self) -> &IdTokenValidator {
+        &self.inner.validator
+    }
 }
 
 impl ClientInner {
+    /// Validates a JWT: header and `alg`, key (through the JWKS cache),
+    /// signature, then claims.
+    pub(crate) async fn validate_jwt(
+        &self,
+        raw: &RawJwt,
+        ctx: &ValidationContext,
+        access_token: Option<&AccessToken>,
+        now: UnixTime,
+    ) -> Result<IdToken, ValidationError> {
+        let jws = self.validator.decode(raw.secret())?;
+        if jws.alg.is_hmac() {
+            self.validator.verify_hmac(&jws)?;
+        } else {
+            let key = self
+                .jwks
+                .resolve(&self.http, self.clock.as_ref(), jws.kid.as_deref(), jws.alg)
+                .await?;
+            let verifier = key.verifier(jws.alg).ok_or(ValidationError::Signature)?;
+            verify_with(&jws, verifier)?;
+        }
+        let claims = self.validator.check_claims(&jws, ctx, access_token, now)?;
+        Ok(IdToken::new(raw.clone(), claims))
+    }
+
     /// A token-endpoint request with client authentication applied.
     pub(crate) fn token_request(
         &self,
@@ -253,6 +409,8 @@ pub struct DtrClientBuilder {
     http: HttpConfig,
     allow_unadvertised: bool,
     compat: Compat,
+    validation: ValidationOptions,
+    jwks: JwksConfig,
 }
 
 impl fmt::Debug for DtrClientBuilder {
@@ -345,6 +503,21 @@ impl DtrClientBuilder {
         self
     }
 
+    /// ID token validation settings: allowed algorithms (default `RS256`,
+    /// intersected with the OP's list), leeways, trusted audiences, the
+    /// interim/final `sub` rule, the `max_age` check.
+    pub fn validation(mut self, options: ValidationOptions) -> Self {
+        self.validation = options;
+        self
+    }
+
+    /// JWKS cache settings: freshness bounds, unknown-`kid` cooldown,
+    /// stale-if-error.
+    pub fn jwks_config(mut self, config: JwksConfig) -> Self {
+        self.jwks = config;
+        self
+    }
+
     /// Builds the client, discovering the metadata if none was given.
     pub async fn build(self) -> Result<DtrClient, Error> {
         let client_id = self.client_id.ok_or(ConfigError::Missing("client_id"))?;
@@ -381,17 +554,37 @@ impl DtrClientBuilder {
         if !self.allow_unadvertised {
             metadata.check_dtr_support()?;
         }
+        let auth = self.auth.unwrap_or(ClientAuth::None);
+        let secret = match &auth {
+            ClientAuth::ClientSecretBasic(s) | ClientAuth::ClientSecretPost(s) => Some(s),
+            _ => None,
+        };
+        let validator = IdTokenValidator::new(
+            metadata.issuer.clone(),
+            client_id.clone(),
+            self.validation,
+            metadata.id_token_signing_alg_values_supported.as_deref(),
+            secret,
+        )?;
+        self.jwks.check()?;
+        let jwks = JwksCache::new(
+            metadata.jwks_uri.clone(),
+            self.jwks,
+            validator.allowed_algorithms(),
+        );
         Ok(DtrClient {
             inner: Arc::new(ClientInner {
                 metadata,
                 client_id,
-                auth: self.auth.unwrap_or(ClientAuth::None),
+                auth,
                 redirect_uri,
                 notification_endpoint,
                 http,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 rng: self.rng.unwrap_or_else(|| Arc::new(SystemRandom)),
                 compat: self.compat,
+                validator,
+                jwks,
             }),
         })
     }

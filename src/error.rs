@@ -41,6 +41,10 @@ pub enum Error {
     /// The random number generator failed.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// A token (ID token or interim ID token) failed validation: the variant
+    /// names the check.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
 }
 
 impl From<OAuthError> for Error {
@@ -50,6 +54,14 @@ impl From<OAuthError> for Error {
 }
 
 impl Error {
+    /// The validation check that failed, if that is what this is.
+    pub fn validation(&self) -> Option<&ValidationError> {
+        match self {
+            Error::Validation(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The OAuth error the OP answered with, if that is what this is.
     pub fn oauth(&self) -> Option<&OAuthError> {
         match self {
@@ -572,6 +584,219 @@ pub enum CallbackError {
     /// The pending authorization belongs to another issuer or client.
     #[error("the pending authorization was created for another issuer or client")]
     WrongClient,
+}
+
+/// A token failed validation (OpenID Connect Core §3.1.3.7, PROTOCOL.md
+/// A.7/A.8, G16). One variant per check, so callers and tests can tell *which*
+/// rule the token broke.
+///
+/// Messages name the check and may quote non-secret values (issuer,
+/// audience, `kid`, `alg`, timestamps), never a token, a `nonce`, a `sub` or
+/// any other claim value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// The token response carries no `id_token` (the SDK always requests the
+    /// `openid` scope, so one is required).
+    #[error("the token response has no `id_token`")]
+    MissingIdToken,
+    /// The token is not a well-formed compact JWS.
+    #[error("the ID token is malformed ({part}): {reason}")]
+    Malformed {
+        /// Which part: `serialization`, `header`, `claims` or `signature`.
+        part: String,
+        /// What is wrong (never the value).
+        reason: String,
+    },
+    /// The token is encrypted (JWE). Only signed ID tokens are supported.
+    #[error("the ID token is encrypted (JWE); only signed (JWS) ID tokens are supported")]
+    Jwe,
+    /// The header has a `crit` member: no JWS extension is understood here,
+    /// so RFC 7515 §4.1.11 requires rejecting it.
+    #[error("the ID token header has `crit` ({}); no JWS extension is supported", .names.join(", "))]
+    CritHeader {
+        /// The extension names listed (sanitised).
+        names: Vec<String>,
+    },
+    /// The header's `typ` says this is another kind of JWT (e.g. an access
+    /// token or a logout token).
+    #[error("the ID token header has `typ` `{typ}`, which is not an ID token type")]
+    Type {
+        /// The `typ` value (sanitised).
+        typ: String,
+    },
+    /// The `alg` is not in the allow-list (configured ∩ the OP's
+    /// `id_token_signing_alg_values_supported`), or is `none`.
+    #[error("the ID token `alg` `{alg}` is not allowed")]
+    AlgorithmNotAllowed {
+        /// The `alg` value (sanitised).
+        alg: String,
+    },
+    /// No key in the OP's JWK Set has this `kid`, even after a refresh.
+    #[error("no key with `kid` `{kid}` in the OP's JWK Set (refreshed at most once per cooldown)")]
+    UnknownKid {
+        /// The `kid` (sanitised).
+        kid: String,
+    },
+    /// The token has no `kid` and no key of the JWK Set fits its `alg`.
+    #[error("the ID token has no `kid` and no key in the OP's JWK Set fits `{alg}`")]
+    NoMatchingKey {
+        /// The token's `alg`.
+        alg: String,
+    },
+    /// The token has no `kid` and several keys fit its `alg`.
+    #[error("the ID token has no `kid` and {candidates} keys in the OP's JWK Set fit `{alg}`")]
+    AmbiguousKey {
+        /// The token's `alg`.
+        alg: String,
+        /// How many keys fit.
+        candidates: usize,
+    },
+    /// The key with the token's `kid` cannot verify its `alg` (another key
+    /// type, or the JWK's own `alg` differs).
+    #[error("the key `{kid}` cannot verify `{alg}`")]
+    KeyMismatch {
+        /// The `kid` (sanitised).
+        kid: String,
+        /// The token's `alg`.
+        alg: String,
+    },
+    /// The signature does not verify.
+    #[error("the ID token signature is invalid")]
+    Signature,
+    /// The OP publishes no `jwks_uri` and no key set was imported.
+    #[error("the OP has no `jwks_uri` and no JWK Set was imported")]
+    NoJwks,
+    /// The JWK Set could not be obtained (and no usable cached copy exists).
+    /// The token itself may be fine: validating it again later may succeed.
+    #[error("the OP's JWK Set is unavailable: {reason}")]
+    JwksUnavailable {
+        /// Why (the fetch error, without secrets).
+        reason: String,
+    },
+    /// A required claim is missing.
+    #[error("the ID token has no `{claim}` claim")]
+    MissingClaim {
+        /// The claim name.
+        claim: String,
+    },
+    /// A claim has the wrong type or an unusable value.
+    #[error("the ID token claim `{claim}` is invalid: {reason}")]
+    InvalidClaim {
+        /// The claim name.
+        claim: String,
+        /// What is wrong (never the value).
+        reason: String,
+    },
+    /// `iss` is not the OP's issuer identifier (exact comparison).
+    #[error("the ID token `iss` is `{found}`, expected `{expected}`")]
+    Issuer {
+        /// The configured issuer.
+        expected: String,
+        /// The `iss` received (sanitised, truncated).
+        found: String,
+    },
+    /// `aud` does not contain the client id.
+    #[error("the ID token `aud` does not contain the client id `{client_id}`")]
+    Audience {
+        /// The client id.
+        client_id: String,
+    },
+    /// `aud` contains an audience that is neither the client nor trusted.
+    #[error("the ID token `aud` contains the untrusted audience `{audience}`")]
+    UntrustedAudience {
+        /// The first untrusted audience (sanitised).
+        audience: String,
+    },
+    /// The token has several audiences but no `azp`.
+    #[error("the ID token has several audiences but no `azp`")]
+    MissingAzp,
+    /// `azp` is present and is not the client id.
+    #[error("the ID token `azp` is `{found}`, not the client id")]
+    Azp {
+        /// The `azp` received (sanitised).
+        found: String,
+    },
+    /// The token expired (`exp` plus the leeway is not after now).
+    #[error("the ID token expired (`exp` {exp}, now {now})")]
+    Expired {
+        /// `exp`, seconds since the epoch.
+        exp: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
+    /// The token is not valid yet (`nbf` minus the leeway is after now).
+    #[error("the ID token is not valid yet (`nbf` {nbf}, now {now})")]
+    NotYetValid {
+        /// `nbf`, seconds since the epoch.
+        nbf: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
+    /// `iat` is in the future (beyond the leeway).
+    #[error("the ID token was issued in the future (`iat` {iat}, now {now})")]
+    IssuedInFuture {
+        /// `iat`, seconds since the epoch.
+        iat: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
+    /// The token has no `nonce`, but one was sent in the request.
+    #[error("the ID token has no `nonce`, but one was sent in the authentication request")]
+    MissingNonce,
+    /// `nonce` differs from the one sent in the request.
+    #[error("the ID token `nonce` does not match the authentication request")]
+    Nonce,
+    /// `at_hash` does not match the access token.
+    #[error("the ID token `at_hash` does not match the access token")]
+    AtHash,
+    /// `max_age` was requested but the token has no `auth_time`.
+    #[error("`max_age` was requested but the ID token has no `auth_time`")]
+    MissingAuthTime,
+    /// The End-User authenticated longer than `max_age` before the request.
+    #[error(
+        "the End-User authenticated too long ago: `auth_time` {auth_time} is more than `max_age` {max_age} s before the request ({requested_at})"
+    )]
+    MaxAgeExceeded {
+        /// `auth_time`, seconds since the epoch.
+        auth_time: i64,
+        /// The requested `max_age`, in seconds.
+        max_age: u64,
+        /// When the authentication request was made, seconds since the epoch.
+        requested_at: i64,
+    },
+    /// The final ID token names another `sub` than the interim ID token
+    /// (decision G16; see `ValidationOptions::require_same_subject`).
+    #[error("the ID token `sub` differs from the interim ID token's")]
+    SubjectChanged,
+}
+
+impl ValidationError {
+    /// Whether validating the same token again later may succeed: only when
+    /// the OP's keys could not be fetched.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ValidationError::JwksUnavailable { .. })
+    }
+
+    pub(crate) fn malformed(part: &str, reason: impl Into<String>) -> Self {
+        ValidationError::Malformed {
+            part: part.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid_claim(claim: &str, reason: impl Into<String>) -> Self {
+        ValidationError::InvalidClaim {
+            claim: claim.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn missing_claim(claim: &str) -> Self {
+        ValidationError::MissingClaim {
+            claim: claim.to_owned(),
+        }
+    }
 }
 
 /// Makes OP-supplied text safe to print: control characters become `?` and

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::callback::Acknowledgment;
+use crate::claims::IdTokenClaims;
 use crate::discovery::GRANT_TYPE_DEFERRED;
 use crate::error::Error;
 use crate::http::{HttpResponse, success_object};
@@ -116,6 +117,9 @@ pub struct DeferredAuthentication {
     pub(crate) requested_at: UnixTime,
     pub(crate) notification_token_hash: Option<SecretHash>,
     pub(crate) interim_id_token: Option<RawJwt>,
+    /// The claims of the interim ID token, validated at the exchange.
+    #[serde(default)]
+    pub(crate) interim_claims: Option<IdTokenClaims>,
 }
 
 impl fmt::Debug for DeferredAuthentication {
@@ -132,6 +136,7 @@ impl fmt::Debug for DeferredAuthentication {
             .field("requested_at", &self.requested_at)
             .field("notification", &self.notification_token_hash.is_some())
             .field("interim_id_token", &self.interim_id_token.is_some())
+            .field("interim_claims", &self.interim_claims)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +166,7 @@ impl DeferredAuthentication {
             notification_token_hash: notification_token
                 .map(|t| SecretHash::of(t.secret().as_bytes())),
             interim_id_token: resp.interim_id_token,
+            interim_claims: None,
         }
     }
 
@@ -186,6 +192,7 @@ impl DeferredAuthentication {
             requested_at: issued_at,
             notification_token_hash: None,
             interim_id_token: None,
+            interim_claims: None,
         }
     }
 
@@ -243,9 +250,23 @@ impl DeferredAuthentication {
     pub fn notification_token_hash(&self) -> Option<&SecretHash> {
         self.notification_token_hash.as_ref()
     }
-    /// The raw `interim_id_token`, if the OP sent one.
+    /// The raw `interim_id_token`, if the OP sent one. It was validated at
+    /// the exchange (same rules as the final ID token; its `nonce` is the
+    /// request's).
     pub fn interim_id_token(&self) -> Option<&RawJwt> {
         self.interim_id_token.as_ref()
+    }
+    /// The validated claims of the interim ID token, if the OP sent one. The
+    /// draft leaves open how the OP marks claims it has not verified yet
+    /// (e.g. OpenID Connect for Identity Assurance `verified_claims`): read
+    /// them as provisional.
+    pub fn interim_claims(&self) -> Option<&IdTokenClaims> {
+        self.interim_claims.as_ref()
+    }
+    /// The interim ID token's `sub`: the final ID token must carry the same
+    /// one unless `ValidationOptions::require_same_subject` is off (G16).
+    pub fn interim_subject(&self) -> Option<&str> {
+        self.interim_claims.as_ref().map(IdTokenClaims::subject)
     }
 }
 

@@ -25,7 +25,14 @@
 //!    `code` and `deferred_code` never come together.
 //! 3. [`DtrClient::exchange`] trades the `deferred_code` for a
 //!    [`DeferredAuthentication`] whose deadline is absolute, so that it
-//!    survives restarts unchanged.
+//!    survives restarts unchanged. An `interim_id_token` is validated there.
+//! 4. When the OP answers with tokens, [`DtrClient::validate_token_response`]
+//!    validates the ID token (always: signature against the OP's JWK Set,
+//!    `iss`, `aud`, `azp`, `exp`/`nbf`/`iat`, the request's `nonce`,
+//!    `at_hash`, `auth_time` against `max_age`, the interim `sub`) and
+//!    returns a [`TokenSet`]. With `deferred_code code`, an immediate plain
+//!    `code` goes through [`DtrClient::exchange_code`] to the same
+//!    [`TokenSet`].
 //!
 //! ## Design
 //!
@@ -42,6 +49,7 @@
 
 pub mod authorize;
 pub mod callback;
+pub mod claims;
 pub mod client;
 pub mod client_auth;
 pub mod discovery;
@@ -55,6 +63,7 @@ pub mod poll;
 pub mod rand;
 pub mod secret;
 pub mod time;
+pub mod token;
 
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
@@ -67,10 +76,13 @@ struct ReadmeDoctests;
 
 pub use authorize::{PendingAuthorization, ResponseMode, ResponseType};
 pub use callback::{Acknowledgment, CallbackResponse, CodeResponse};
+pub use claims::IdTokenClaims;
 pub use client::{DtrClient, DtrClientBuilder};
 pub use client_auth::ClientAuth;
 pub use discovery::ProviderMetadata;
-pub use error::{Error, ErrorCode, OAuthError};
+pub use error::{Error, ErrorCode, OAuthError, ValidationError};
 pub use exchange::{Compat, DeferredAuthentication};
 pub use http::HttpConfig;
+pub use jose::{Algorithm, JwksConfig, JwksSnapshot, ValidationOptions};
 pub use secret::DeferredAuthId;
+pub use token::{IdToken, TokenResponse, TokenSet, ValidationContext};

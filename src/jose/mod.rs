@@ -5,6 +5,11 @@
 //! aws-lc-rs's pre-parsed form and reused for every token, and the few JWS
 //! rules an ID token needs are easier to audit here than behind a generic
 //! `decode`.
+//!
+//! - [`jwks`]: JWK Sets ([`KeySet`]) and the per-client cache
+//!   with rotation, cooldown and stale-if-error;
+//! - [`id_token`]: ID token validation (OpenID Connect Core §3.1.3.7);
+//! - [`sign`]: signing keys.
 
 use std::fmt;
 
@@ -13,9 +18,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 pub mod dpop;
+pub mod id_token;
+pub mod jwks;
+pub(crate) mod jws;
 pub mod sign;
 
 pub use dpop::DpopKey;
+pub use id_token::{IdTokenValidator, ValidationOptions};
+pub use jwks::{JwksConfig, JwksSnapshot, KeySet};
 pub use sign::{KeyError, SigningKey};
 
 /// A JWS algorithm (RFC 7518 §3, RFC 8037). `none` is deliberately absent.
@@ -91,6 +101,26 @@ impl Algorithm {
         matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
     }
 
+    /// Every algorithm this crate knows, in a fixed order.
+    pub const ALL: [Algorithm; 12] = [
+        Algorithm::HS256,
+        Algorithm::HS384,
+        Algorithm::HS512,
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+
     /// The hash used by the algorithm, which also defines `at_hash` (OIDC
     /// Core §3.1.3.6) and `ath`-style digests.
     pub(crate) fn digest(self) -> &'static aws_lc_rs::digest::Algorithm {
@@ -107,6 +137,47 @@ impl Algorithm {
 impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A set of algorithms, as a bit set (the allow-list is checked on every
+/// token, so it costs one AND).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AlgSet(u16);
+
+impl AlgSet {
+    pub(crate) fn insert(&mut self, alg: Algorithm) {
+        self.0 |= alg.bit();
+    }
+
+    pub(crate) fn contains(self, alg: Algorithm) -> bool {
+        self.0 & alg.bit() != 0
+    }
+
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub(crate) fn iter(self) -> impl Iterator<Item = Algorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .filter(move |a| self.contains(*a))
+    }
+}
+
+impl FromIterator<Algorithm> for AlgSet {
+    fn from_iter<I: IntoIterator<Item = Algorithm>>(iter: I) -> Self {
+        let mut s = AlgSet::default();
+        for a in iter {
+            s.insert(a);
+        }
+        s
+    }
+}
+
+impl fmt::Debug for AlgSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
     }
 }
 
@@ -145,6 +216,21 @@ mod tests {
         }
         assert_eq!(Algorithm::parse("none"), None);
         assert_eq!(Algorithm::parse("rs256"), None);
+    }
+
+    #[test]
+    fn alg_set() {
+        let s: AlgSet = [Algorithm::RS256, Algorithm::EdDSA].into_iter().collect();
+        assert!(s.contains(Algorithm::RS256) && s.contains(Algorithm::EdDSA));
+        assert!(!s.contains(Algorithm::HS256));
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            [Algorithm::RS256, Algorithm::EdDSA]
+        );
+        assert!(AlgSet::default().is_empty());
+        for a in Algorithm::ALL {
+            assert_eq!(Algorithm::parse(a.as_str()), Some(a));
+        }
     }
 
     #[test]

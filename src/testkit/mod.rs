@@ -37,8 +37,15 @@
 //!   progress text, `slow_down` with +5 s when polled faster than the
 //!   interval, `expired_token`, `access_denied`, `invalid_grant`), real
 //!   signed ID tokens (`iss`, `sub`, `aud`, `exp`, `iat`, `nonce`,
-//!   `auth_time`, `at_hash`), and the plain authorization code grant with
-//!   PKCE;
+//!   `auth_time`, `at_hash`) with RS256, PS256, ES256, ES384 or EdDSA, and
+//!   the plain authorization code grant with PKCE;
+//! - `/jwks` with `Cache-Control: max-age` ([`OpConfig::jwks_max_age`]),
+//!   key rotation ([`rotate_key`](MockOp::rotate_key): the new key signs, the
+//!   old one stays published until [`retire_old_keys`](MockOp::retire_old_keys)
+//!   or [`OpConfig::key_retire_delay`]), and an outage switch
+//!   ([`OpConfig::jwks_unavailable`]);
+//! - broken ID tokens on demand ([`OpConfig::id_token_fault`],
+//!   [`OpConfig::interim_id_token_fault`]: see [`IdTokenFault`]);
 //! - control handles ([`approve`](MockOp::approve), [`deny`](MockOp::deny),
 //!   [`expire`](MockOp::expire), ...) and a request log
 //!   ([`requests`](MockOp::requests)).
@@ -78,6 +85,59 @@ pub enum AuthorizeOutcome {
         /// The `error_description`.
         description: String,
     },
+}
+
+/// A way to break the ID tokens the mock OP issues, to test the RP's
+/// validation: each fault breaks exactly one rule and leaves the token
+/// otherwise valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdTokenFault {
+    /// The signature does not verify (one bit flipped).
+    BadSignature,
+    /// `iss` names another issuer.
+    WrongIssuer,
+    /// `aud` names another client only.
+    WrongAudience,
+    /// `aud` has the client and `"https://other.example/api"`; with `azp` set
+    /// to the client id when `azp` is true.
+    ExtraAudience {
+        /// Whether to add `azp` (= the client id).
+        azp: bool,
+    },
+    /// `azp` names another party (one audience).
+    WrongAzp,
+    /// No `nonce`.
+    MissingNonce,
+    /// A `nonce` other than the request's.
+    WrongNonce,
+    /// Expired an hour ago.
+    Expired,
+    /// `nbf` an hour from now.
+    NotYetValid,
+    /// `iat` an hour from now.
+    IssuedInFuture,
+    /// `alg: none` and no signature.
+    AlgNone,
+    /// `at_hash` of another access token.
+    WrongAtHash,
+    /// Signed by a key the JWKS does not publish, with a fresh `kid`.
+    UnknownKid,
+    /// Signed by the current key, but without `kid` in the header.
+    NoKid,
+    /// A `crit` header (`["exp"]`).
+    CritHeader,
+    /// A five-part (JWE-shaped) token.
+    Jwe,
+    /// No `auth_time`.
+    MissingAuthTime,
+    /// `auth_time` this long before the token was issued.
+    OldAuthTime(Duration),
+    /// `sub` differs from the authentication's subject (so the final ID
+    /// token disagrees with the interim one).
+    OtherSubject,
+    /// The token response has no `id_token` (final tokens only).
+    MissingIdToken,
 }
 
 /// When a pending authentication approves itself.
@@ -128,6 +188,21 @@ pub struct OpConfig {
     pub progress: String,
     /// The `sub` of issued ID tokens (default: `user-<n>`).
     pub subject: Option<String>,
+    /// Break the final ID tokens (poll and code grant) this way.
+    pub id_token_fault: Option<IdTokenFault>,
+    /// Break the interim ID tokens this way.
+    pub interim_id_token_fault: Option<IdTokenFault>,
+    /// Extra claims for every ID token (e.g. `name`, `email`,
+    /// `verified_claims`).
+    pub extra_claims: serde_json::Map<String, serde_json::Value>,
+    /// `Cache-Control: max-age` of `/jwks`, in seconds; `None` sends no
+    /// cache headers. Default 300.
+    pub jwks_max_age: Option<u64>,
+    /// Answer `/jwks` with 503 (an outage). Default false.
+    pub jwks_unavailable: bool,
+    /// After [`MockOp::rotate_key`], how long the old key stays published;
+    /// `None` (the default) keeps it until [`MockOp::retire_old_keys`].
+    pub key_retire_delay: Option<Duration>,
 }
 
 impl Default for OpConfig {
@@ -148,6 +223,12 @@ impl Default for OpConfig {
             enforce_interval: true,
             progress: "Your identity documents are in the review queue".into(),
             subject: None,
+            id_token_fault: None,
+            interim_id_token_fault: None,
+            extra_claims: serde_json::Map::new(),
+            jwks_max_age: Some(300),
+            jwks_unavailable: false,
+            key_retire_delay: None,
         }
     }
 }
@@ -481,7 +562,8 @@ impl MockOpBuilder {
         self
     }
 
-    /// The ID-token signing algorithm (default RS256).
+    /// The ID-token signing algorithm (default RS256; RS*, PS*, ES256,
+    /// ES384 and EdDSA work).
     pub fn signing_alg(mut self, alg: Algorithm) -> Self {
         self.alg = alg;
         self
@@ -586,6 +668,41 @@ impl MockOp {
     /// Registers (or replaces) a client.
     pub fn register_client(&self, client: RegisteredClient) {
         self.lock().clients.insert(client.client_id.clone(), client);
+    }
+
+    /// Rotates the signing key: a new key (same algorithm, new `kid`) signs
+    /// from now on; the old one stays in the JWKS until
+    /// [`retire_old_keys`](Self::retire_old_keys), or for
+    /// [`OpConfig::key_retire_delay`]. Returns the new `kid`.
+    pub fn rotate_key(&self) -> String {
+        let mut st = self.lock();
+        let alg = st.key.algorithm();
+        // Key generation does not fail for the algorithms the builder takes.
+        let Ok(new) = op::new_key(alg) else {
+            return st.key.kid().unwrap_or_default().to_owned();
+        };
+        let retire_at = st
+            .config
+            .key_retire_delay
+            .map(|d| st.clock.now().saturating_add(d));
+        let old = std::mem::replace(&mut st.key, new);
+        st.old_keys.push((old, retire_at));
+        st.key.kid().unwrap_or_default().to_owned()
+    }
+
+    /// Removes every key but the current one from the JWKS.
+    pub fn retire_old_keys(&self) {
+        self.lock().old_keys.clear();
+    }
+
+    /// The `kid` of the current signing key.
+    pub fn signing_kid(&self) -> String {
+        self.lock().key.kid().unwrap_or_default().to_owned()
+    }
+
+    /// The JWKS document `/jwks` serves now.
+    pub fn jwks_json(&self) -> serde_json::Value {
+        self.lock().jwks()
     }
 
     fn snapshot(id: &str, r: &op::AuthRecord) -> AuthSnapshot {

@@ -21,7 +21,8 @@ use url::Url;
 
 use super::server::Incoming;
 use super::{
-    AuthState, AuthorizeOutcome, AutoApprove, Endpoint, Fault, LoggedRequest, OpConfig,
+    AuthState, AuthorizeOutcome, AutoApprove, Endpoint, Fault, IdTokenFault, LoggedRequest,
+    OpConfig,
     RegisteredClient,
 };
 use crate::discovery::GRANT_TYPE_DEFERRED;
@@ -108,7 +109,8 @@ pub(crate) struct OpState {
     pub issuer: String,
     pub clock: Arc<dyn Clock>,
     pub key: SigningKey,
-    pub old_keys: Vec<SigningKey>,
+    /// Rotated-out keys, still published until the instant (if any).
+    pub old_keys: Vec<(SigningKey, Option<UnixTime>)>,
     pub clients: HashMap<String, RegisteredClient>,
     pub codes: HashMap<String, CodeRecord>,
     pub auths: HashMap<String, AuthRecord>,
@@ -159,16 +161,22 @@ impl OpState {
             "response_modes_supported": ["query", "form_post"],
             "grant_types_supported": grant_types,
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+            "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
             "authorization_response_iss_parameter_supported": cfg.advertise_iss_parameter,
         })
     }
 
-    fn jwks(&self) -> Value {
+    pub(crate) fn jwks(&self) -> Value {
+        let now = self.now();
         let keys: Vec<Value> = std::iter::once(&self.key)
-            .chain(self.old_keys.iter())
+            .chain(
+                self.old_keys
+                    .iter()
+                    .filter(|(_, retire_at)| retire_at.is_none_or(|t| now < t))
+                    .map(|(k, _)| k),
+            )
             .filter_map(SigningKey::public_jwk)
             .collect();
         json!({ "keys": keys })
@@ -339,7 +347,25 @@ fn dispatch(
             (Endpoint::Discovery, Vec::new(), r)
         }
         (Method::GET, "/jwks") => {
-            let r = json_response(StatusCode::OK, &st.jwks());
+            let r = if st.config.jwks_unavailable {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/html",
+                    "<h1>503 Service Unavailable</h1>",
+                )
+            } else {
+                let mut r = respond(
+                    StatusCode::OK,
+                    "application/jwk-set+json",
+                    st.jwks().to_string(),
+                );
+                if let Some(age) = st.config.jwks_max_age
+                    && let Ok(v) = HeaderValue::from_str(&format!("public, max-age={age}"))
+                {
+                    r.headers_mut().insert(CACHE_CONTROL, v);
+                }
+                r
+            };
             (Endpoint::Jwks, Vec::new(), r)
         }
         (Method::GET | Method::POST, "/authorize") => {
@@ -726,11 +752,12 @@ fn exchange(
         body.insert("interval".into(), json!(i));
     }
     if interim {
-        let claims = id_token_claims(st, client_id, &record.grant, None, now);
-        match st.key.sign_jwt(Map::new(), &claims) {
-            Ok(jwt) => {
+        let fault = st.config.interim_id_token_fault.clone();
+        match issue_id_token(st, client_id, &record.grant, None, now, fault.as_ref()) {
+            Ok(Some(jwt)) => {
                 body.insert("interim_id_token".into(), Value::String(jwt));
             }
+            Ok(None) => {}
             Err(_) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         }
     }
@@ -759,29 +786,149 @@ fn id_token_claims(
     if let Some(at) = access_token {
         c["at_hash"] = Value::String(half_hash(st.key.algorithm(), at));
     }
+    if let Some(obj) = c.as_object_mut() {
+        for (k, v) in &st.config.extra_claims {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
     c
+}
+
+/// A compact JWS with exactly `header` as its header.
+fn sign_compact(
+    key: &SigningKey,
+    header: &Value,
+    claims: &Value,
+) -> Result<String, crate::jose::sign::KeyError> {
+    let input = format!(
+        "{}.{}",
+        crate::jose::b64(header.to_string().as_bytes()),
+        crate::jose::b64(claims.to_string().as_bytes())
+    );
+    let sig = key.sign(input.as_bytes())?;
+    Ok(format!("{input}.{}", crate::jose::b64(&sig)))
+}
+
+/// Issues an ID token, broken as `fault` says. `Ok(None)`: no ID token at
+/// all ([`IdTokenFault::MissingIdToken`]).
+fn issue_id_token(
+    st: &OpState,
+    client_id: &str,
+    grant: &Grant,
+    access_token: Option<&str>,
+    now: UnixTime,
+    fault: Option<&IdTokenFault>,
+) -> Result<Option<String>, crate::jose::sign::KeyError> {
+    let mut c = id_token_claims(st, client_id, grant, access_token, now);
+    let secs = now.as_secs();
+    let alg = st.key.algorithm();
+    let mut header = json!({"alg": alg.as_str()});
+    if let Some(kid) = st.key.kid() {
+        header["kid"] = Value::String(kid.to_owned());
+    }
+    let mut key = st.key.clone();
+    match fault {
+        None | Some(IdTokenFault::BadSignature) => {}
+        Some(IdTokenFault::WrongIssuer) => c["iss"] = json!("https://evil.example"),
+        Some(IdTokenFault::WrongAudience) => c["aud"] = json!("someone-else"),
+        Some(IdTokenFault::ExtraAudience { azp }) => {
+            c["aud"] = json!([client_id, "https://other.example/api"]);
+            if *azp {
+                c["azp"] = json!(client_id);
+            }
+        }
+        Some(IdTokenFault::WrongAzp) => c["azp"] = json!("https://other.example/api"),
+        Some(IdTokenFault::MissingNonce) => {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("nonce");
+            }
+        }
+        Some(IdTokenFault::WrongNonce) => c["nonce"] = json!("not-the-nonce-you-sent"),
+        Some(IdTokenFault::Expired) => {
+            c["exp"] = json!(secs.saturating_sub(3600));
+            c["iat"] = json!(secs.saturating_sub(7200));
+        }
+        Some(IdTokenFault::NotYetValid) => c["nbf"] = json!(secs + 3600),
+        Some(IdTokenFault::IssuedInFuture) => {
+            c["iat"] = json!(secs + 3600);
+            c["exp"] = json!(secs + 7200);
+        }
+        Some(IdTokenFault::AlgNone) => {
+            let input = format!(
+                "{}.{}.",
+                crate::jose::b64(br#"{"alg":"none"}"#),
+                crate::jose::b64(c.to_string().as_bytes())
+            );
+            return Ok(Some(input));
+        }
+        Some(IdTokenFault::WrongAtHash) => {
+            c["at_hash"] = json!(half_hash(alg, "some-other-access-token"))
+        }
+        Some(IdTokenFault::UnknownKid) => {
+            key = new_key(alg)?;
+            header["kid"] = json!(key.kid().unwrap_or("stray"));
+        }
+        Some(IdTokenFault::NoKid) => {
+            if let Some(o) = header.as_object_mut() {
+                o.remove("kid");
+            }
+        }
+        Some(IdTokenFault::CritHeader) => header["crit"] = json!(["exp"]),
+        Some(IdTokenFault::Jwe) => {
+            let h = crate::jose::b64(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#);
+            return Ok(Some(format!("{h}.a2V5.aXY.Y2lwaGVy.dGFn")));
+        }
+        Some(IdTokenFault::MissingAuthTime) => {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("auth_time");
+            }
+        }
+        Some(IdTokenFault::OldAuthTime(d)) => {
+            c["auth_time"] = json!(secs.saturating_sub(d.as_secs()))
+        }
+        Some(IdTokenFault::OtherSubject) => c["sub"] = json!(format!("{}-impostor", grant.subject)),
+        Some(IdTokenFault::MissingIdToken) => return Ok(None),
+    }
+    let mut jwt = sign_compact(&key, &header, &c)?;
+    if fault == Some(&IdTokenFault::BadSignature) {
+        // Change the first signature character: the signature no longer
+        // verifies, and the token still decodes.
+        if let Some(dot) = jwt.rfind('.') {
+            let first = jwt.as_bytes().get(dot + 1).copied();
+            let swapped = if first == Some(b'A') { "B" } else { "A" };
+            jwt.replace_range(dot + 1..dot + 2, swapped);
+        }
+    }
+    Ok(Some(jwt))
 }
 
 /// The final token response: access token, ID token, refresh token.
 fn token_response(st: &mut OpState, client_id: &str, grant: &Grant) -> http::Response<Full<Bytes>> {
     let now = st.now();
     let access_token = st.random(32);
-    let claims = id_token_claims(st, client_id, grant, Some(&access_token), now);
-    let Ok(id_token) = st.key.sign_jwt(Map::new(), &claims) else {
+    let fault = st.config.id_token_fault.clone();
+    let Ok(id_token) = issue_id_token(
+        st,
+        client_id,
+        grant,
+        Some(&access_token),
+        now,
+        fault.as_ref(),
+    ) else {
         return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None);
     };
     let refresh = st.random(32);
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "access_token": access_token,
-            "token_type": "Bearer",
-            "expires_in": 3600,
-            "id_token": id_token,
-            "refresh_token": refresh,
-            "scope": grant.scope,
-        }),
-    )
+    let mut body = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": refresh,
+        "scope": grant.scope,
+    });
+    if let Some(t) = id_token {
+        body["id_token"] = Value::String(t);
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 fn poll(st: &mut OpState, client_id: &str, id: &str) -> http::Response<Full<Bytes>> {

@@ -1,0 +1,249 @@
+//! Compact JWS decoding (RFC 7515 §7.1), with the header rules an ID token
+//! needs: no JWE, no `crit`, a known `alg`, an ID-token `typ` if any.
+//!
+//! Decoding borrows from the input where it can: the signing input is a
+//! slice of the token, and the payload is base64-decoded only after the
+//! signature has been checked, so a forged token costs one header parse and
+//! one signature check.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::Algorithm;
+use crate::error::{ValidationError, sanitize};
+
+/// The largest compact JWS accepted, in bytes. ID tokens with OpenID
+/// Connect for Identity Assurance `verified_claims` can be large, but not
+/// this large.
+pub(crate) const MAX_JWS_BYTES: usize = 256 * 1024;
+
+/// A decoded compact JWS whose signature has not been checked yet.
+#[derive(Debug)]
+pub(crate) struct Jws<'a> {
+    /// The `alg` header.
+    pub alg: Algorithm,
+    /// The `kid` header, if any.
+    pub kid: Option<String>,
+    /// `BASE64URL(header) "." BASE64URL(payload)`: what the signature covers.
+    pub signing_input: &'a [u8],
+    /// The payload, still base64url-encoded.
+    pub payload_b64: &'a str,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow, default)]
+    alg: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+    #[serde(default)]
+    enc: Option<IgnoredAny>,
+}
+
+/// Decodes base64url without padding (strict: no padding, no stray bits).
+pub(crate) fn b64_decode(part: &str, what: &str) -> Result<Vec<u8>, ValidationError> {
+    URL_SAFE_NO_PAD
+        .decode(part.as_bytes())
+        .map_err(|_| ValidationError::malformed(what, "not base64url without padding"))
+}
+
+/// Splits and decodes a compact JWS, checking the header.
+pub(crate) fn decode(token: &str) -> Result<Jws<'_>, ValidationError> {
+    if token.len() > MAX_JWS_BYTES {
+        return Err(ValidationError::malformed(
+            "serialization",
+            format!("longer than {MAX_JWS_BYTES} bytes"),
+        ));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(ValidationError::malformed(
+            "serialization",
+            "not three dot-separated parts",
+        ));
+    };
+    let rest = parts.count();
+    if rest == 2 {
+        // Five parts: the JWE compact serialization (RFC 7516 §7.1).
+        return Err(ValidationError::Jwe);
+    }
+    if rest != 0 {
+        return Err(ValidationError::malformed(
+            "serialization",
+            "not three dot-separated parts",
+        ));
+    }
+    let header_bytes = b64_decode(h, "header")?;
+    let header: Header<'_> = serde_json::from_slice(&header_bytes).map_err(|e| {
+        ValidationError::malformed(
+            "header",
+            format!(
+                "not a valid JOSE header ({})",
+                sanitize(&e.to_string(), 120)
+            ),
+        )
+    })?;
+    if header.enc.is_some() {
+        return Err(ValidationError::Jwe);
+    }
+    if let Some(crit) = &header.crit {
+        let names = match crit {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => sanitize(s, 40),
+                    _ => "?".to_owned(),
+                })
+                .take(8)
+                .collect(),
+            _ => vec!["?".to_owned()],
+        };
+        return Err(ValidationError::CritHeader { names });
+    }
+    let alg = match header.alg.as_deref() {
+        None => return Err(ValidationError::malformed("header", "`alg` is missing")),
+        Some(a) => Algorithm::parse(a).ok_or_else(|| ValidationError::AlgorithmNotAllowed {
+            alg: sanitize(a, 40),
+        })?,
+    };
+    if let Some(typ) = header.typ.as_deref()
+        && !is_id_token_typ(typ)
+    {
+        return Err(ValidationError::Type {
+            typ: sanitize(typ, 40),
+        });
+    }
+    let signature = b64_decode(s, "signature")?;
+    let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
+    let kid = header.kid.map(Cow::into_owned);
+    Ok(Jws {
+        alg,
+        kid,
+        signing_input,
+        payload_b64: p,
+        signature,
+    })
+}
+
+/// ID tokens carry no `typ` or `JWT` (RFC 7519 §5.1); anything else (e.g.
+/// `at+jwt`, `logout+jwt`, `dpop+jwt`) is another kind of token.
+fn is_id_token_typ(typ: &str) -> bool {
+    typ.eq_ignore_ascii_case("JWT") || typ.eq_ignore_ascii_case("application/jwt")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::b64;
+
+    fn token(header: &str, payload: &str, sig: &[u8]) -> String {
+        format!(
+            "{}.{}.{}",
+            b64(header.as_bytes()),
+            b64(payload.as_bytes()),
+            b64(sig)
+        )
+    }
+
+    #[test]
+    fn decodes_a_plain_jws() {
+        let t = token(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#, "{}", b"sig");
+        let j = decode(&t).unwrap();
+        assert_eq!(j.alg, Algorithm::RS256);
+        assert_eq!(j.kid.as_deref(), Some("k1"));
+        assert_eq!(j.signature, b"sig");
+        assert_eq!(j.signing_input, t.rsplit_once('.').unwrap().0.as_bytes());
+    }
+
+    #[test]
+    fn header_rules() {
+        type Check = fn(&ValidationError) -> bool;
+        let cases: &[(&str, Check)] = &[
+            (
+                r#"{"alg":"none"}"#,
+                |e| matches!(e, ValidationError::AlgorithmNotAllowed { alg } if alg == "none"),
+            ),
+            (r#"{"alg":"RS1"}"#, |e| {
+                matches!(e, ValidationError::AlgorithmNotAllowed { .. })
+            }),
+            (r#"{"typ":"JWT"}"#, |e| {
+                matches!(e, ValidationError::Malformed { .. })
+            }),
+            (
+                r#"{"alg":"RS256","crit":["exp"],"exp":1}"#,
+                |e| matches!(e, ValidationError::CritHeader { names } if names == &["exp"]),
+            ),
+            (r#"{"alg":"RS256","crit":"x"}"#, |e| {
+                matches!(e, ValidationError::CritHeader { .. })
+            }),
+            (r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#, |e| {
+                matches!(e, ValidationError::Jwe)
+            }),
+            (r#"{"alg":"RS256","typ":"at+jwt"}"#, |e| {
+                matches!(e, ValidationError::Type { .. })
+            }),
+            (r#"{"alg":"RS256","alg":"HS256"}"#, |e| {
+                matches!(e, ValidationError::Malformed { .. })
+            }),
+            (r#"{"alg":5}"#, |e| {
+                matches!(e, ValidationError::Malformed { .. })
+            }),
+            (r#"[1]"#, |e| matches!(e, ValidationError::Malformed { .. })),
+        ];
+        for (h, check) in cases {
+            let e = decode(&token(h, "{}", b"s")).unwrap_err();
+            assert!(check(&e), "{h}: {e:?}");
+        }
+        let t = token(r#"{"alg":"ES256","typ":"jwt"}"#, "{}", b"s");
+        assert_eq!(decode(&t).unwrap().alg, Algorithm::ES256);
+    }
+
+    #[test]
+    fn serialization_rules() {
+        assert_eq!(decode("a.b.c.d.e").unwrap_err(), ValidationError::Jwe);
+        for bad in ["", "a", "a.b", "a.b.c.d", "a.b.c.d.e.f"] {
+            assert!(
+                matches!(decode(bad).unwrap_err(), ValidationError::Malformed { .. }),
+                "{bad}"
+            );
+        }
+        let h = b64(br#"{"alg":"RS256"}"#);
+        // Padding and non-alphabet characters are refused.
+        for sig in ["c2ln==", "c2l+", "c2l/", "c2l n"] {
+            let e = decode(&format!("{h}.e30.{sig}")).unwrap_err();
+            assert!(
+                matches!(e, ValidationError::Malformed { ref part, .. } if part == "signature"),
+                "{sig}: {e:?}"
+            );
+        }
+        let huge = "a".repeat(MAX_JWS_BYTES + 1);
+        assert!(matches!(
+            decode(&huge).unwrap_err(),
+            ValidationError::Malformed { .. }
+        ));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let inputs = [
+            "..".to_owned(),
+            "\u{0}.\u{1}.\u{2}".to_owned(),
+            format!("{}..", b64(b"{")),
+            format!("{}.x.y", b64(&[0xff, 0xfe])),
+            "é.é.é".to_owned(),
+        ];
+        for i in inputs {
+            assert!(decode(&i).is_err(), "{i}");
+        }
+    }
+}
