@@ -3,17 +3,29 @@
 //!
 //! Run it with: `cargo run --example quickstart --features testkit`
 
-use oidc_dtr::testkit::MockOp;
+use std::time::Duration;
+
+use oidc_dtr::poll::{Outcome, PollEvent};
+use oidc_dtr::testkit::{AutoApprove, MockOp, OpConfig};
 use oidc_dtr::{CallbackResponse, DtrClient};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("oidc-dtr quickstart: a Relying Party asks an OpenID Provider to verify a user,");
-    println!("and the Provider may take hours or days to decide.\n");
+    println!("and the Provider may take hours or days to decide. (Here: a few seconds.)\n");
 
     // 0. An OpenID Provider. Here it is a mock running inside this process;
-    //    in production it is your identity-verification provider.
-    let op = MockOp::start().await?;
+    //    in production it is your identity-verification provider. This one
+    //    reviews documents for five seconds, then approves.
+    let mut config = OpConfig::default();
+    config.interval = Some(2);
+    config.auto_approve = AutoApprove::AfterDelay(Duration::from_secs(5));
+    config.progress_script = vec![
+        "Documents received; waiting for a reviewer".into(),
+        "A reviewer is checking your passport".into(),
+        "Checking the selfie against the passport photo".into(),
+    ];
+    let op = MockOp::builder().config(config).start().await?;
     println!("0. A mock OpenID Provider is listening at {}", op.issuer());
 
     // 1. The client: it reads the Provider's metadata (discovery) and checks
@@ -55,14 +67,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 5. Exchange the one-time deferred_code for a deferred_auth_id: the
-    //    handle we poll with until the Provider has decided.
+    //    handle the SDK polls with until the Provider has decided.
+    let mut events = client.subscribe();
     let auth = client.exchange(ack).await?;
     println!("5. Deferred code exchanged. The Provider is now reviewing the user.");
     // The id is a secret in production (the SDK never logs it); the demo
     // prints it to show what came back.
     println!("   deferred_auth_id: {}", auth.id().secret());
     println!(
-        "   poll no faster than every {} s",
+        "   the SDK polls no faster than every {} s",
         auth.interval().as_secs()
     );
     if let Some(deadline) = auth.expires_at() {
@@ -72,8 +85,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             left.as_secs()
         );
     }
-    println!("\nNext (coming in this SDK): poll the token endpoint until the Provider decides,");
-    println!("wake early on a ping, and hand the app validated tokens exactly once.");
+
+    // 6. The SDK polls in the background. Progress texts from the Provider
+    //    arrive as events; the outcome arrives once, validated.
+    println!("6. Waiting for the decision...");
+    let progress = tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            match event {
+                PollEvent::Progress { description, .. } => println!("   progress: {description}"),
+                PollEvent::Finished { .. } => break,
+                _ => {}
+            }
+        }
+    });
+    let outcome = client.wait(auth.id()).await?;
+    let _ = progress.await;
+    match outcome {
+        Outcome::Tokens(tokens) => {
+            let claims = tokens.claims();
+            println!(
+                "7. Approved. The ID token was validated (signature against the Provider's keys,"
+            );
+            println!("   issuer, audience, expiry, and the nonce sent in step 2).");
+            println!("   user (sub): {}", claims.subject());
+            println!("   token type: {}", tokens.token_type());
+        }
+        Outcome::Denied { description } => println!("7. Denied: {description:?}"),
+        other => println!("7. Ended without tokens: {}", other.kind()),
+    }
     Ok(())
 }
 

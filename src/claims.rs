@@ -443,7 +443,8 @@ impl IdTokenClaims {
     pub fn access_token_hash(&self) -> Option<&str> {
         self.at_hash.as_deref()
     }
-    pub(crate) fn nonce(&self) -> Option<&str> {
+    /// `nonce` (already checked against the authentication request's).
+    pub fn nonce(&self) -> Option<&str> {
         self.nonce.as_deref()
     }
     pub(crate) fn raw_exp(&self) -> i64 {

@@ -1,13 +1,16 @@
 //! [`DtrClient`]: one Relying Party's view of one OpenID Provider.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::header::HeaderMap;
 use url::Url;
 
 use crate::authorize::{AuthorizationRequestBuilder, PendingAuthorization, ResponseMode};
 use crate::callback::{self, Acknowledgment, CallbackResponse, CodeResponse};
+use crate::cancel::CancellationConfig;
 use crate::client_auth::ClientAuth;
 use crate::discovery::{self, ProviderMetadata};
 use crate::error::{CallbackError, ConfigError, DiscoveryError, Error, ValidationError};
@@ -15,10 +18,17 @@ use crate::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_TOKEN_B
 use crate::http::{HttpConfig, HttpEdge, HttpRequest, check_url, parse_url};
 use crate::jose::id_token::{IdTokenValidator, ValidationOptions, verify_with};
 use crate::jose::jwks::{JwksCache, JwksConfig, JwksSnapshot};
+use crate::jose::{Algorithm, DpopKey};
+use crate::ping::PingReceiver;
+use crate::poll::driver::DriverHandle;
+use crate::poll::{
+    DriverConfig, Outcome, PollConfig, PollEvent, PollMachine, PollStatus, WaitError,
+};
 use crate::rand::{RandomSource, SystemRandom, random_b64url};
+use crate::secret::DeferredAuthId;
 use crate::secret::{AccessToken, ClientSecret, DeferredNotificationToken, RawJwt};
 use crate::time::{Clock, SystemClock, UnixTime};
-use crate::token::{self, IdToken, TokenResponse, TokenSet, ValidationContext};
+use crate::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
 
 /// A Relying Party's client for one OpenID Provider's Deferred Token
 /// Response flow.
@@ -71,6 +81,65 @@ pub(crate) struct ClientInner {
     pub(crate) compat: Compat,
     pub(crate) validator: IdTokenValidator,
     pub(crate) jwks: JwksCache,
+    pub(crate) dpop: DpopConfig,
+    /// The latest `DPoP-Nonce` per server (`scheme://host:port`).
+    pub(crate) dpop_nonces: Mutex<HashMap<String, String>>,
+    pub(crate) cancellation: Option<CancellationConfig>,
+    pub(crate) poll_config: PollConfig,
+    pub(crate) driver: DriverHandle<TokenSet>,
+}
+
+/// DPoP (RFC 9449) settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DpopConfig {
+    /// Use DPoP: `None` decides by client type (public clients use it,
+    /// confidential ones do not).
+    pub enabled: Option<bool>,
+    /// The algorithm of the per-authentication key (default ES256).
+    pub algorithm: Algorithm,
+    /// Refuse a `Bearer` token when DPoP was used (default true).
+    pub reject_downgrade: bool,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            enabled: None,
+            algorithm: Algorithm::ES256,
+            reject_downgrade: true,
+        }
+    }
+}
+
+impl DpopConfig {
+    /// DPoP on, whatever the client type.
+    pub fn enabled() -> Self {
+        DpopConfig {
+            enabled: Some(true),
+            ..Default::default()
+        }
+    }
+
+    /// DPoP off, whatever the client type.
+    pub fn disabled() -> Self {
+        DpopConfig {
+            enabled: Some(false),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the key algorithm (ES256, ES384, EdDSA, RS256, PS256, ...).
+    pub fn algorithm(mut self, alg: Algorithm) -> Self {
+        self.algorithm = alg;
+        self
+    }
+
+    /// Accepts a `Bearer` token even though DPoP was used.
+    pub fn allow_bearer_downgrade(mut self) -> Self {
+        self.reject_downgrade = false;
+        self
+    }
 }
 
 impl fmt::Debug for DtrClient {
@@ -188,7 +257,32 @@ impl DtrClient {
     /// deadline and interval). When a notification endpoint is configured, a
     /// fresh 256-bit `deferred_notification_token` is sent and only its hash
     /// is kept.
+    ///
+    /// When DPoP is in use (by default for public clients), a fresh key is
+    /// generated for this authentication process and kept in the result.
+    ///
+    /// The authentication is then handed to the poll engine: get its
+    /// outcome with [`wait`](Self::wait) or [`subscribe`](Self::subscribe).
     pub async fn exchange(&self, ack: Acknowledgment) -> Result<DeferredAuthentication, Error> {
+        let key = self.inner.new_dpop_key()?;
+        self.exchange_inner(ack, key).await
+    }
+
+    /// [`exchange`](Self::exchange) with a caller-supplied DPoP key (from an
+    /// HSM, say) instead of a generated one.
+    pub async fn exchange_with_dpop_key(
+        &self,
+        ack: Acknowledgment,
+        key: DpopKey,
+    ) -> Result<DeferredAuthentication, Error> {
+        self.exchange_inner(ack, Some(key)).await
+    }
+
+    async fn exchange_inner(
+        &self,
+        ack: Acknowledgment,
+        dpop_key: Option<DpopKey>,
+    ) -> Result<DeferredAuthentication, Error> {
         let inner = &self.inner;
         if ack.pending.issuer != inner.metadata.issuer || ack.pending.client_id != inner.client_id {
             return Err(CallbackError::WrongClient.into());
@@ -201,9 +295,8 @@ impl DtrClient {
             None => None,
         };
         let params = exchange::exchange_params(&ack, notification_token.as_ref(), &inner.compat);
-        let req = inner.token_request(params)?;
         let issued_at = inner.clock.now();
-        let resp = inner.http.send(req).await?;
+        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
         let parsed = exchange::parse_exchange_response(&resp, &inner.metadata.token_endpoint);
         let parsed = match parsed {
             Ok(p) => p,
@@ -231,12 +324,15 @@ impl DtrClient {
         let mut auth =
             DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
         auth.interim_claims = interim_claims;
+        auth.dpop_key = dpop_key;
         tracing::info!(
             deferred_auth_id = %auth.id.fingerprint(),
             expires_at = ?auth.expires_at,
             interval_secs = auth.interval_secs,
             "deferred code exchanged"
         );
+        let machine = PollMachine::new(&auth, inner.poll_config.clone());
+        inner.driver.track(auth.clone(), machine).await?;
         Ok(auth)
     }
 
@@ -263,19 +359,125 @@ impl DtrClient {
                 code.pending.pkce_verifier.secret().to_owned(),
             ),
         ];
-        let req = inner.token_request(params)?;
-        let resp = inner.http.send(req).await?;
-        let received_at = inner.clock.now();
-        let parsed = match token::parse_token_response(&resp, &inner.metadata.token_endpoint) {
-            Ok(p) => p,
+        // A DPoP-bound token from the code flow gets its own fresh key.
+        let dpop_key = inner.new_dpop_key()?;
+        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
+        let ctx = ValidationContext::from(&code);
+        match inner
+            .finish_token_response(&resp, &ctx, dpop_key.as_ref())
+            .await
+        {
+            Ok(t) => Ok(t),
             Err(e) => {
                 tracing::warn!(code = %code.code.fingerprint(), error = %e, "authorization code exchange failed");
-                return Err(e);
+                Err(e)
             }
+        }
+    }
+
+    /// Waits for the outcome of a deferred authentication (the simple
+    /// one-flow case; for many, see [`subscribe`](Self::subscribe)).
+    ///
+    /// Cancel-safe: dropping the future loses nothing; the outcome stays
+    /// available to later calls for the retention period
+    /// ([`DriverConfig::finished_retention`]).
+    pub async fn wait(&self, id: &DeferredAuthId) -> Result<Outcome<TokenSet>, Error> {
+        Ok(self.inner.driver.wait(id).await?)
+    }
+
+    /// Progress descriptions and outcomes of every authentication, as they
+    /// happen. A subscriber that falls far behind misses events; outcomes
+    /// stay available through [`wait`](Self::wait).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PollEvent<TokenSet>> {
+        self.inner.driver.subscribe()
+    }
+
+    /// Resumes polling an authentication kept from an earlier run (for
+    /// example a serialised [`DeferredAuthentication`] and, if you kept it,
+    /// its [`PollMachine`]): the deadline stays where the OP set it and the
+    /// floor where it was. False if it is already being polled.
+    pub async fn resume(
+        &self,
+        auth: DeferredAuthentication,
+        state: Option<PollMachine>,
+    ) -> Result<bool, Error> {
+        if auth.issuer != self.inner.metadata.issuer || auth.client_id != self.inner.client_id {
+            return Err(CallbackError::WrongClient.into());
+        }
+        let machine =
+            state.unwrap_or_else(|| PollMachine::new(&auth, self.inner.poll_config.clone()));
+        Ok(self.inner.driver.track(auth, machine).await?)
+    }
+
+    /// The authentication and its poll state, to keep across a restart
+    /// (serialise both; hand them to [`resume`](Self::resume) later). With a
+    /// durable store configured, the SDK does this itself.
+    pub async fn snapshot(
+        &self,
+        id: &DeferredAuthId,
+    ) -> Option<(DeferredAuthentication, PollMachine)> {
+        let t = self.inner.driver.get(id).await?;
+        Some((DeferredAuthentication::clone(&t.auth), t.machine))
+    }
+
+    /// Where polling of an authentication stands.
+    pub async fn poll_status(&self, id: &DeferredAuthId) -> Option<PollStatus> {
+        self.inner.driver.status(id).await
+    }
+
+    /// Wakes the poller for an authentication, as a ping does: it polls at
+    /// once if the floor has elapsed, else at the floor. False for an
+    /// unknown or finished authentication. (The [`PingReceiver`] calls this
+    /// after checking the ping's token; call it yourself only for pings you
+    /// authenticated another way, e.g. with mTLS.)
+    pub async fn wake(&self, id: &DeferredAuthId) -> bool {
+        self.inner.driver.wake(id).await
+    }
+
+    /// Cancels an authentication: sends the cancellation request to the OP
+    /// when a cancellation endpoint is configured, then stops polling and
+    /// delivers [`Outcome::Cancelled`] (unless a poll already in flight
+    /// returns the tokens: those are delivered instead, as the OP will not
+    /// issue them again).
+    ///
+    /// If the OP refuses or cannot be reached, the error is returned and
+    /// polling goes on: retry, or stop locally with
+    /// [`cancel_locally`](Self::cancel_locally). Cancelling a finished
+    /// authentication sends nothing.
+    pub async fn cancel(&self, id: &DeferredAuthId) -> Result<(), Error> {
+        let inner = &self.inner;
+        let Some(tracked) = inner.driver.get(id).await else {
+            return Err(WaitError::Unknown.into());
         };
-        let ctx = ValidationContext::from(&code);
-        self.validate_token_response(&ctx, parsed, received_at)
-            .await
+        if tracked.finished {
+            return Ok(());
+        }
+        let auth = tracked.auth;
+        if let Some(cfg) = &inner.cancellation {
+            inner.send_cancel(cfg, &auth).await.inspect_err(|e| {
+                tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "cancellation request failed");
+            })?;
+            tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled at the OP");
+        }
+        inner.driver.cancel(id).await;
+        Ok(())
+    }
+
+    /// Stops polling without telling the OP.
+    pub async fn cancel_locally(&self, id: &DeferredAuthId) -> bool {
+        self.inner.driver.cancel(id).await
+    }
+
+    /// The Ping Callback receiver for this client's notification endpoint:
+    /// a `tower::Service` and plain handler that checks each ping's bearer
+    /// token and wakes the poller. See [`crate::ping`].
+    pub fn ping_receiver(&self) -> PingReceiver {
+        PingReceiver::new(Arc::new(self.inner.driver.clone()))
+    }
+
+    /// Authentications being polled, and polls in flight.
+    pub async fn pending_count(&self) -> (usize, usize) {
+        self.inner.driver.counts().await
     }
 
     /// Validates a token response (from a deferred poll or the code
@@ -290,23 +492,7 @@ impl DtrClient {
         resp: TokenResponse,
         received_at: UnixTime,
     ) -> Result<TokenSet, Error> {
-        let Some(raw) = resp.id_token.clone() else {
-            tracing::warn!("token response without id_token");
-            return Err(ValidationError::MissingIdToken.into());
-        };
-        let id_token = match self
-            .inner
-            .validate_jwt(&raw, ctx, Some(&resp.access_token), received_at)
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(id_token = %raw.fingerprint(), error = %e, "ID token rejected");
-                return Err(e.into());
-            }
-        };
-        tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
-        Ok(TokenSet::new(resp, id_token, received_at))
+        self.inner.validate_tokens(ctx, resp, received_at).await
     }
 
     /// Validates one ID token (every check of
@@ -347,6 +533,31 @@ impl DtrClient {
 }
 
 impl ClientInner {
+    /// See [`DtrClient::validate_token_response`].
+    pub(crate) async fn validate_tokens(
+        &self,
+        ctx: &ValidationContext,
+        resp: TokenResponse,
+        received_at: UnixTime,
+    ) -> Result<TokenSet, Error> {
+        let Some(raw) = resp.id_token.clone() else {
+            tracing::warn!("token response without id_token");
+            return Err(ValidationError::MissingIdToken.into());
+        };
+        let id_token = match self
+            .validate_jwt(&raw, ctx, Some(&resp.access_token), received_at)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(id_token = %raw.fingerprint(), error = %e, "ID token rejected");
+                return Err(e.into());
+            }
+        };
+        tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
+        Ok(TokenSet::new(resp, id_token, received_at))
+    }
+
     /// Validates a JWT: header and `alg`, key (through the JWKS cache),
     /// signature, then claims.
     pub(crate) async fn validate_jwt(
@@ -374,23 +585,63 @@ impl ClientInner {
     /// A token-endpoint request with client authentication applied.
     pub(crate) fn token_request(
         &self,
-        mut params: Vec<(&'static str, String)>,
+        params: Vec<(&'static str, String)>,
     ) -> Result<HttpRequest, Error> {
-        let mut headers = HeaderMap::new();
+        self.authed_form(&self.metadata.token_endpoint, params)
+    }
+
+    /// Adds fresh client credentials for a request to `endpoint`.
+    pub(crate) fn apply_client_auth(
+        &self,
+        endpoint: &Url,
+        headers: &mut HeaderMap,
+        params: &mut Vec<(&'static str, String)>,
+    ) -> Result<(), Error> {
         let ctx = crate::client_auth::AuthContext {
             client_id: &self.client_id,
             issuer: &self.metadata.issuer,
-            endpoint: &self.metadata.token_endpoint,
+            endpoint,
             now: self.clock.now(),
             rng: self.rng.as_ref(),
         };
-        self.auth.apply(&ctx, &mut headers, &mut params)?;
+        self.auth.apply(&ctx, headers, params)
+    }
+
+    /// A form POST to `endpoint` with client authentication applied.
+    pub(crate) fn authed_form(
+        &self,
+        endpoint: &Url,
+        mut params: Vec<(&'static str, String)>,
+    ) -> Result<HttpRequest, Error> {
+        let mut headers = HeaderMap::new();
+        self.apply_client_auth(endpoint, &mut headers, &mut params)?;
         let mut req = HttpRequest::post_form(
-            self.metadata.token_endpoint.clone(),
+            endpoint.clone(),
             params.iter().map(|(k, v)| (*k, v.as_str())),
         );
         req.headers.extend(headers);
         Ok(req)
+    }
+
+    /// Whether requests of this client carry DPoP proofs.
+    pub(crate) fn uses_dpop(&self) -> bool {
+        self.dpop.enabled.unwrap_or(self.auth.is_public())
+    }
+
+    /// A fresh DPoP key for a new authentication process, when DPoP is on.
+    pub(crate) fn new_dpop_key(&self) -> Result<Option<DpopKey>, Error> {
+        if !self.uses_dpop() {
+            return Ok(None);
+        }
+        DpopKey::generate(self.dpop.algorithm)
+            .map(Some)
+            .map_err(|e| {
+                ConfigError::Invalid {
+                    field: "dpop",
+                    reason: e.to_string(),
+                }
+                .into()
+            })
     }
 }
 
@@ -411,6 +662,16 @@ pub struct DtrClientBuilder {
     compat: Compat,
     validation: ValidationOptions,
     jwks: JwksConfig,
+    dpop: DpopConfig,
+    cancellation: Option<CancellationSetting>,
+    poll: Option<PollConfig>,
+    driver: DriverConfig,
+}
+
+/// The cancellation endpoint, given or named in the metadata.
+enum CancellationSetting {
+    Given(CancellationConfig),
+    FromMetadata(String, crate::cancel::CancelEncoding),
 }
 
 impl fmt::Debug for DtrClientBuilder {
@@ -518,7 +779,51 @@ impl DtrClientBuilder {
         self
     }
 
+    /// DPoP settings (default: on for public clients, off otherwise; ES256;
+    /// a `Bearer` downgrade is refused).
+    pub fn dpop(mut self, config: DpopConfig) -> Self {
+        self.dpop = config;
+        self
+    }
+
+    /// The OP's cancellation endpoint (the draft defines no metadata name
+    /// for it).
+    pub fn cancellation(mut self, config: CancellationConfig) -> Self {
+        self.cancellation = Some(CancellationSetting::Given(config));
+        self
+    }
+
+    /// Reads the cancellation endpoint from a metadata member of your
+    /// choosing (an OP-specific name), sending bodies as `encoding`.
+    pub fn cancellation_from_metadata(
+        mut self,
+        member: impl Into<String>,
+        encoding: crate::cancel::CancelEncoding,
+    ) -> Self {
+        self.cancellation = Some(CancellationSetting::FromMetadata(member.into(), encoding));
+        self
+    }
+
+    /// The poll schedule's tuning: backoff, final-poll margin, maximum
+    /// lifetime, and the cadence when pings are expected. Without it, the
+    /// defaults apply, with a 60 s safety-net cadence when a notification
+    /// endpoint is configured.
+    pub fn poll_config(mut self, config: PollConfig) -> Self {
+        self.poll = Some(config);
+        self
+    }
+
+    /// The poll driver's tuning (requests in flight, outcome retention,
+    /// event channel capacity).
+    pub fn driver_config(mut self, config: DriverConfig) -> Self {
+        self.driver = config;
+        self
+    }
+
     /// Builds the client, discovering the metadata if none was given.
+    ///
+    /// Must run inside a tokio runtime: the client's poll driver is spawned
+    /// on it.
     pub async fn build(self) -> Result<DtrClient, Error> {
         let client_id = self.client_id.ok_or(ConfigError::Missing("client_id"))?;
         if client_id.is_empty() {
@@ -555,10 +860,7 @@ impl DtrClientBuilder {
             metadata.check_dtr_support()?;
         }
         let auth = self.auth.unwrap_or(ClientAuth::None);
-        let secret = match &auth {
-            ClientAuth::ClientSecretBasic(s) | ClientAuth::ClientSecretPost(s) => Some(s),
-            _ => None,
-        };
+        let secret = auth.client_secret();
         let validator = IdTokenValidator::new(
             metadata.issuer.clone(),
             client_id.clone(),
@@ -572,21 +874,56 @@ impl DtrClientBuilder {
             self.jwks,
             validator.allowed_algorithms(),
         );
-        Ok(DtrClient {
-            inner: Arc::new(ClientInner {
-                metadata,
-                client_id,
-                auth,
-                redirect_uri,
-                notification_endpoint,
-                http,
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-                rng: self.rng.unwrap_or_else(|| Arc::new(SystemRandom)),
-                compat: self.compat,
-                validator,
-                jwks,
-            }),
-        })
+        let cancellation = match self.cancellation {
+            None => None,
+            Some(CancellationSetting::Given(c)) => Some(c),
+            Some(CancellationSetting::FromMetadata(member, encoding)) => {
+                let url = metadata
+                    .additional
+                    .get(&member)
+                    .and_then(|v| v.as_str())
+                    .ok_or(ConfigError::Invalid {
+                        field: "cancellation",
+                        reason: format!("the metadata has no string member `{member}`"),
+                    })?;
+                Some(CancellationConfig::new(url)?.encoding(encoding))
+            }
+        };
+        if let Some(c) = &cancellation {
+            c.check(&auth)?;
+        }
+        let poll_config = self.poll.unwrap_or_else(|| {
+            let cadence = notification_endpoint
+                .as_ref()
+                .map(|_| Duration::from_secs(60));
+            PollConfig::default().notified_cadence(cadence)
+        });
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::Invalid {
+            field: "runtime",
+            reason: "DtrClient::build must run inside a tokio runtime".into(),
+        })?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(SystemRandom));
+        let driver_config = self.driver;
+        let inner = Arc::new_cyclic(|weak| ClientInner {
+            metadata,
+            client_id,
+            auth,
+            redirect_uri,
+            notification_endpoint,
+            http,
+            clock: clock.clone(),
+            rng: rng.clone(),
+            compat: self.compat,
+            validator,
+            jwks,
+            dpop: self.dpop,
+            dpop_nonces: Mutex::new(HashMap::new()),
+            cancellation,
+            poll_config,
+            driver: DriverHandle::spawn(weak.clone(), clock, rng, driver_config, &runtime),
+        });
+        Ok(DtrClient { inner })
     }
 }
 

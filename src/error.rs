@@ -41,6 +41,10 @@ pub enum Error {
     /// The random number generator failed.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// The poll engine could not answer (unknown authentication, or the
+    /// engine stopped).
+    #[error(transparent)]
+    Poll(#[from] crate::poll::WaitError),
     /// A token (ID token or interim ID token) failed validation: the variant
     /// names the check.
     #[error(transparent)]
@@ -600,6 +604,13 @@ pub enum ValidationError {
     /// `openid` scope, so one is required).
     #[error("the token response has no `id_token`")]
     MissingIdToken,
+    /// The client proved possession of a DPoP key, but the OP answered with
+    /// another `token_type` (a downgrade to a bearer token).
+    #[error("DPoP was used but the OP issued a `{token_type}` token")]
+    DpopDowngrade {
+        /// The `token_type` received (sanitised).
+        token_type: String,
+    },
     /// The token is not a well-formed compact JWS.
     #[error("the ID token is malformed ({part}): {reason}")]
     Malformed {

@@ -13,6 +13,7 @@ use crate::claims::IdTokenClaims;
 use crate::discovery::GRANT_TYPE_DEFERRED;
 use crate::error::Error;
 use crate::http::{HttpResponse, success_object};
+use crate::jose::DpopKey;
 use crate::secret::{
     DeferredAuthId, DeferredNotificationToken, Nonce, PkceVerifier, RawJwt, SecretHash,
 };
@@ -120,6 +121,9 @@ pub struct DeferredAuthentication {
     /// The claims of the interim ID token, validated at the exchange.
     #[serde(default)]
     pub(crate) interim_claims: Option<IdTokenClaims>,
+    /// The DPoP key of this authentication process, when DPoP is used.
+    #[serde(default)]
+    pub(crate) dpop_key: Option<DpopKey>,
 }
 
 impl fmt::Debug for DeferredAuthentication {
@@ -136,6 +140,7 @@ impl fmt::Debug for DeferredAuthentication {
             .field("requested_at", &self.requested_at)
             .field("notification", &self.notification_token_hash.is_some())
             .field("interim_id_token", &self.interim_id_token.is_some())
+            .field("dpop_key", &self.dpop_key)
             .field("interim_claims", &self.interim_claims)
             .finish_non_exhaustive()
     }
@@ -167,6 +172,7 @@ impl DeferredAuthentication {
                 .map(|t| SecretHash::of(t.secret().as_bytes())),
             interim_id_token: resp.interim_id_token,
             interim_claims: None,
+            dpop_key: None,
         }
     }
 
@@ -193,7 +199,13 @@ impl DeferredAuthentication {
             notification_token_hash: None,
             interim_id_token: None,
             interim_claims: None,
+            dpop_key: None,
         }
+    }
+
+    /// The DPoP key bound to this authentication process, if DPoP is used.
+    pub fn dpop_key(&self) -> Option<&DpopKey> {
+        self.dpop_key.as_ref()
     }
 
     /// The `deferred_auth_id`.

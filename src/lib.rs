@@ -49,6 +49,7 @@
 
 pub mod authorize;
 pub mod callback;
+pub mod cancel;
 pub mod claims;
 pub mod client;
 pub mod client_auth;
@@ -64,6 +65,7 @@ pub mod rand;
 pub mod secret;
 pub mod time;
 pub mod token;
+mod token_endpoint;
 
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]

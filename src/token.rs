@@ -346,6 +346,9 @@ pub struct TokenSet {
     scope: Option<String>,
     id_token: IdToken,
     received_at: UnixTime,
+    /// The DPoP key the access token is bound to, when DPoP was used.
+    #[serde(default)]
+    dpop_key: Option<crate::jose::DpopKey>,
 }
 
 impl fmt::Debug for TokenSet {
@@ -358,6 +361,7 @@ impl fmt::Debug for TokenSet {
             .field("scope", &self.scope)
             .field("id_token", &self.id_token)
             .field("received_at", &self.received_at)
+            .field("dpop_key", &self.dpop_key)
             .finish()
     }
 }
@@ -375,7 +379,40 @@ impl TokenSet {
             scope: resp.scope,
             id_token,
             received_at,
+            dpop_key: None,
         }
+    }
+
+    /// Attaches the DPoP key the tokens are bound to.
+    pub(crate) fn with_dpop_key(mut self, key: Option<crate::jose::DpopKey>) -> Self {
+        self.dpop_key = key;
+        self
+    }
+
+    /// The DPoP key the access token is bound to (present it with
+    /// [`resource_proof`](Self::resource_proof)); `None` for bearer tokens.
+    pub fn dpop_key(&self) -> Option<&crate::jose::DpopKey> {
+        self.dpop_key.as_ref()
+    }
+
+    /// A DPoP proof for presenting the access token to a resource server
+    /// (RFC 9449 §7): `htm`/`htu` of the request, a fresh `jti`, `iat` now,
+    /// and `ath`, the hash of the access token. Send it in the `DPoP` header
+    /// with `Authorization: DPoP <access token>`. `None` for bearer tokens.
+    pub fn resource_proof(
+        &self,
+        method: &http::Method,
+        url: &url::Url,
+        nonce: Option<&str>,
+    ) -> Option<Result<String, crate::jose::KeyError>> {
+        let key = self.dpop_key.as_ref()?;
+        let jti = match crate::rand::random_b64url(&crate::rand::SystemRandom, 16) {
+            Ok(j) => j,
+            Err(_) => return Some(Err(crate::jose::KeyError::Signing)),
+        };
+        let now = crate::time::Clock::now(&crate::time::SystemClock);
+        let ath = crate::jose::dpop::ath(self.access_token.secret());
+        Some(key.proof(method, url, now, &jti, nonce, Some(&ath)))
     }
 
     /// The access token.

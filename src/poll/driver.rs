@@ -135,6 +135,14 @@ pub(crate) enum PingVerdict {
     AlreadyFinished,
 }
 
+/// A tracked authentication, as the driver holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracked {
+    pub auth: Arc<DeferredAuthentication>,
+    pub machine: PollMachine,
+    pub finished: bool,
+}
+
 enum Command<T> {
     Ping(DeferredAuthId, Vec<u8>, oneshot::Sender<PingVerdict>),
     Track(
@@ -149,6 +157,7 @@ enum Command<T> {
         oneshot::Sender<Result<Outcome<T>, WaitError>>,
     ),
     Status(DeferredAuthId, oneshot::Sender<Option<PollStatus>>),
+    Get(DeferredAuthId, oneshot::Sender<Option<Tracked>>),
     Len(oneshot::Sender<(usize, usize)>),
 }
 
@@ -255,6 +264,11 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
         self.ask(|tx| Command::Status(id.clone(), tx))
             .await
             .flatten()
+    }
+
+    /// The authentication, its poll state, and whether it has ended.
+    pub(crate) async fn get(&self, id: &DeferredAuthId) -> Option<Tracked> {
+        self.ask(|tx| Command::Get(id.clone(), tx)).await.flatten()
     }
 
     /// (tracked, in flight)
@@ -479,6 +493,18 @@ impl<P: Poller> Engine<P> {
                     });
                 let _ = reply.send(status);
             }
+            Command::Get(id, reply) => {
+                let found = self
+                    .keys
+                    .get(&id)
+                    .and_then(|k| self.entries.get(k))
+                    .map(|e| Tracked {
+                        auth: e.auth.clone(),
+                        machine: e.machine.clone(),
+                        finished: e.outcome.is_some(),
+                    });
+                let _ = reply.send(found);
+            }
             Command::Len(reply) => {
                 let active = self
                     .entries
@@ -565,6 +591,13 @@ impl<P: Poller> Engine<P> {
                 self.timers.push(Reverse((purge_at, key, entry.timer_gen)));
             }
         }
+    }
+}
+
+impl<T: Clone + Send + Sync + fmt::Debug + 'static> crate::ping::PingSink for DriverHandle<T> {
+    fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
+        let this = self.clone();
+        Box::pin(async move { DriverHandle::ping(&this, id, token).await })
     }
 }
 
@@ -798,8 +831,10 @@ mod tests {
     async fn outcomes_are_purged_after_retention() {
         let clock = Arc::new(ManualClock::new(T0));
         let op = fake(1);
-        let mut cfg = DriverConfig::default();
-        cfg.finished_retention = Duration::from_secs(100);
+        let cfg = DriverConfig {
+            finished_retention: Duration::from_secs(100),
+            ..Default::default()
+        };
         let driver = DriverHandle::spawn(
             Arc::downgrade(&op),
             clock.clone(),

@@ -127,10 +127,15 @@ pub enum PollFailure {
         /// What happened (no secrets).
         message: String,
     },
-    /// The OP answered with tokens that failed validation, or with a token
-    /// response that could not be used.
-    #[error("the token response was rejected: {0}")]
-    InvalidTokens(String),
+    /// The OP answered with tokens that failed validation.
+    #[error("the tokens were rejected: {0}")]
+    InvalidTokens(crate::error::ValidationError),
+    /// Anything else that cannot be retried (a configuration problem).
+    #[error("{message}")]
+    Other {
+        /// What happened (no secrets).
+        message: String,
+    },
 }
 
 /// How an authentication ended: exactly one of these per authentication.
@@ -231,7 +236,10 @@ impl<T> PollResult<T> {
                 message: r.to_string(),
                 retry_after: None,
             },
-            other => PollResult::Permanent(PollFailure::InvalidTokens(other.to_string())),
+            Error::Validation(v) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
+            other => PollResult::Permanent(PollFailure::Other {
+                message: other.to_string(),
+            }),
         }
     }
 }

@@ -64,8 +64,11 @@ use crate::jose::Algorithm;
 use crate::secret::DeferredAuthId;
 use crate::time::{Clock, SystemClock, UnixTime};
 
+mod checks;
 mod op;
 mod server;
+
+pub use op::PingRecord;
 
 use op::OpState;
 
@@ -203,6 +206,25 @@ pub struct OpConfig {
     /// After [`MockOp::rotate_key`], how long the old key stays published;
     /// `None` (the default) keeps it until [`MockOp::retire_old_keys`].
     pub key_retire_delay: Option<Duration>,
+    /// Progress texts for `authorization_pending`, one per accepted poll (the
+    /// last one repeats); empty uses [`progress`](Self::progress).
+    pub progress_script: Vec<String>,
+    /// Expire authentications at their `expires_in` (answering
+    /// `expired_token`). Default true; false keeps answering pending, as an
+    /// OP that never expires anything.
+    pub expire_authentications: bool,
+    /// Require a DPoP proof on every token request. Default false (a proof
+    /// is then checked when present, and binds the authentication).
+    pub require_dpop: bool,
+    /// Require the server's DPoP nonce in proofs (answering
+    /// `use_dpop_nonce` with a `DPoP-Nonce` header otherwise). Default false.
+    pub require_dpop_nonce: bool,
+    /// Answer `token_type: Bearer` even to DPoP-proved requests (a
+    /// downgrade, to test that clients refuse it). Default false.
+    pub dpop_downgrade: bool,
+    /// Ping the client's notification endpoint when an authentication
+    /// finishes. Default true.
+    pub send_pings: bool,
 }
 
 impl Default for OpConfig {
@@ -229,6 +251,12 @@ impl Default for OpConfig {
             jwks_max_age: Some(300),
             jwks_unavailable: false,
             key_retire_delay: None,
+            progress_script: Vec::new(),
+            expire_authentications: true,
+            require_dpop: false,
+            require_dpop_nonce: false,
+            dpop_downgrade: false,
+            send_pings: true,
         }
     }
 }
@@ -319,13 +347,19 @@ impl Fault {
 
 /// A client the mock OP knows.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RegisteredClient {
     /// The client id.
     pub client_id: String,
-    /// The secret; `None` for a public client.
+    /// The secret (`client_secret_basic`, `_post`, `_jwt`); `None` for a
+    /// public client or one using `private_key_jwt`.
     pub secret: Option<String>,
     /// Allowed redirect URIs (exact match); empty allows any.
     pub redirect_uris: Vec<String>,
+    /// Public keys for `private_key_jwt` client assertions.
+    pub jwks: Vec<serde_json::Value>,
+    /// The `deferred_client_notification_endpoint`, for Ping Callbacks.
+    pub notification_endpoint: Option<String>,
 }
 
 impl RegisteredClient {
@@ -335,7 +369,28 @@ impl RegisteredClient {
             client_id: client_id.into(),
             secret: Some(secret.into()),
             redirect_uris: Vec::new(),
+            jwks: Vec::new(),
+            notification_endpoint: None,
         }
+    }
+
+    /// A client authenticating with `private_key_jwt`, with these public
+    /// keys.
+    pub fn private_key_jwt(client_id: impl Into<String>, jwks: Vec<serde_json::Value>) -> Self {
+        RegisteredClient {
+            client_id: client_id.into(),
+            secret: None,
+            redirect_uris: Vec::new(),
+            jwks,
+            notification_endpoint: None,
+        }
+    }
+
+    /// Registers a notification endpoint: the OP pings it when an
+    /// authentication of this client finishes.
+    pub fn with_notification_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.notification_endpoint = Some(url.into());
+        self
     }
 
     /// A public client.
@@ -344,6 +399,8 @@ impl RegisteredClient {
             client_id: client_id.into(),
             secret: None,
             redirect_uris: Vec::new(),
+            jwks: Vec::new(),
+            notification_endpoint: None,
         }
     }
 
@@ -366,6 +423,8 @@ pub enum Endpoint {
     Authorize,
     /// The token endpoint.
     Token,
+    /// The cancellation endpoint (`/df-authentication/cancel`).
+    Cancel,
     /// Anything else.
     Other,
 }
@@ -596,6 +655,9 @@ impl MockOpBuilder {
             config: self.config,
             next_subject: 0,
             token_faults: Default::default(),
+            used_jtis: Default::default(),
+            dpop_nonce: random_nonce(),
+            pings: Vec::new(),
         }));
         let (tx, rx) = oneshot::channel();
         server::spawn(listener, state.clone(), rx);
@@ -747,19 +809,68 @@ impl MockOp {
     }
 
     /// Approves a pending authentication: the next poll gets the tokens.
-    /// Returns false for an unknown id.
+    /// The client's notification endpoint, if registered, is pinged (in the
+    /// background, on the current tokio runtime). Returns false for an
+    /// unknown id.
     pub fn approve(&self, id: &(impl AuthIdRef + ?Sized)) -> bool {
-        self.set_state(id.id_str(), |r| {
+        let mut changed = false;
+        let known = self.set_state(id.id_str(), |r| {
             if r.state == AuthState::Pending {
-                r.state = AuthState::Approved
+                r.state = AuthState::Approved;
+                changed = true;
             }
-        })
+        });
+        if changed {
+            op::notify(&self.inner.state, id.id_str());
+        }
+        known
     }
 
-    /// Denies it: polls get `access_denied` with `description`.
+    /// Denies it: polls get `access_denied` with `description`. Pings like
+    /// [`approve`](Self::approve).
     pub fn deny(&self, id: &(impl AuthIdRef + ?Sized), description: Option<&str>) -> bool {
         let description = description.map(str::to_owned);
-        self.set_state(id.id_str(), |r| r.state = AuthState::Denied { description })
+        let known = self.set_state(id.id_str(), |r| r.state = AuthState::Denied { description });
+        if known {
+            op::notify(&self.inner.state, id.id_str());
+        }
+        known
+    }
+
+    /// Sends a Ping Callback for `id` now, whatever its state (an early or
+    /// duplicate ping), and returns the status the RP answered (`None` when
+    /// the request failed or the client has no notification endpoint).
+    pub async fn send_ping(&self, id: &(impl AuthIdRef + ?Sized)) -> Option<u16> {
+        op::ping_now(&self.inner.state, id.id_str(), None).await
+    }
+
+    /// Sends a ping for `id` with a wrong bearer token.
+    pub async fn send_forged_ping(
+        &self,
+        id: &(impl AuthIdRef + ?Sized),
+        token: &str,
+    ) -> Option<u16> {
+        op::ping_now(&self.inner.state, id.id_str(), Some(token)).await
+    }
+
+    /// The pings sent so far, oldest first.
+    pub fn pings(&self) -> Vec<PingRecord> {
+        self.lock().pings.clone()
+    }
+
+    /// Replaces the server's DPoP nonce (clients must pick up the new one).
+    pub fn rotate_dpop_nonce(&self) -> String {
+        let n = random_nonce();
+        self.lock().dpop_nonce = n.clone();
+        n
+    }
+
+    /// The DPoP key thumbprint an authentication is bound to, if any.
+    pub fn dpop_binding(&self, id: &(impl AuthIdRef + ?Sized)) -> Option<String> {
+        self.lock()
+            .auths
+            .get(id.id_str())
+            .and_then(|r| r.jkt.clone())
     }
 
     /// Expires it: polls get `expired_token`.
@@ -845,6 +956,12 @@ impl MockOp {
             "the OP answered HTTP {status}: {body}"
         )))
     }
+}
+
+fn random_nonce() -> String {
+    let mut b = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    crate::jose::b64(&b)
 }
 
 fn html_unescape(s: &str) -> String {

@@ -7,7 +7,7 @@
 // matter in a test double.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,11 +19,11 @@ use http_body_util::Full;
 use serde_json::{Map, Value, json};
 use url::Url;
 
+use super::checks;
 use super::server::Incoming;
 use super::{
     AuthState, AuthorizeOutcome, AutoApprove, Endpoint, Fault, IdTokenFault, LoggedRequest,
-    OpConfig,
-    RegisteredClient,
+    OpConfig, RegisteredClient,
 };
 use crate::discovery::GRANT_TYPE_DEFERRED;
 use crate::jose::{Algorithm, SigningKey, half_hash};
@@ -103,6 +103,19 @@ pub(crate) struct AuthRecord {
     pub state: AuthState,
     pub progress: String,
     pub notification_token: Option<String>,
+    /// The DPoP key thumbprint bound at the exchange.
+    pub jkt: Option<String>,
+}
+
+/// One Ping Callback the OP sent.
+#[derive(Debug, Clone)]
+pub struct PingRecord {
+    /// The `deferred_auth_id` in the body.
+    pub deferred_auth_id: String,
+    /// Whether the bearer token was deliberately wrong.
+    pub forged: bool,
+    /// The status the RP answered; `None` if the request failed.
+    pub status: Option<u16>,
 }
 
 pub(crate) struct OpState {
@@ -118,6 +131,12 @@ pub(crate) struct OpState {
     pub config: OpConfig,
     pub next_subject: u64,
     pub token_faults: std::collections::VecDeque<Fault>,
+    /// `jti`s of DPoP proofs and client assertions seen (replay detection).
+    pub used_jtis: HashSet<String>,
+    /// The current server DPoP nonce.
+    pub dpop_nonce: String,
+    /// Pings sent.
+    pub pings: Vec<PingRecord>,
 }
 
 impl OpState {
@@ -270,7 +289,24 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-pub(crate) fn route(state: &Mutex<OpState>, req: Incoming) -> Reply {
+/// Work to do after the state lock is released.
+pub(crate) enum Effect {
+    /// Approve this authentication at this time, then ping.
+    ApproveAt(String, UnixTime),
+}
+
+pub(crate) fn route(state: &Arc<Mutex<OpState>>, req: Incoming) -> Reply {
+    let mut effects = Vec::new();
+    let reply = route_locked(state, req, &mut effects);
+    for e in effects {
+        match e {
+            Effect::ApproveAt(id, at) => schedule_approval(state.clone(), id, at),
+        }
+    }
+    reply
+}
+
+fn route_locked(state: &Mutex<OpState>, req: Incoming, effects: &mut Vec<Effect>) -> Reply {
     let mut st = match state.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
@@ -282,17 +318,17 @@ pub(crate) fn route(state: &Mutex<OpState>, req: Incoming) -> Reply {
     };
     match fault {
         None => {
-            let (endpoint, params, response) = dispatch(&mut st, &req);
+            let (endpoint, params, response) = dispatch(&mut st, &req, effects);
             st.log(&req, endpoint, &params, response.status().as_u16());
             Reply::Respond(response, None)
         }
         Some(Fault::Delay(d)) => {
-            let (endpoint, params, response) = dispatch(&mut st, &req);
+            let (endpoint, params, response) = dispatch(&mut st, &req, effects);
             st.log(&req, endpoint, &params, response.status().as_u16());
             Reply::Respond(response, Some(d))
         }
         Some(Fault::LostResponse) => {
-            let (endpoint, params, _lost) = dispatch(&mut st, &req);
+            let (endpoint, params, _lost) = dispatch(&mut st, &req, effects);
             st.log(&req, endpoint, &params, 0);
             Reply::Reset
         }
@@ -328,6 +364,7 @@ pub(crate) fn route(state: &Mutex<OpState>, req: Incoming) -> Reply {
 fn dispatch(
     st: &mut OpState,
     req: &Incoming,
+    effects: &mut Vec<Effect>,
 ) -> (Endpoint, Vec<(String, String)>, http::Response<Full<Bytes>>) {
     match (req.method.clone(), req.path.as_str()) {
         (Method::GET, "/.well-known/openid-configuration") => {
@@ -390,9 +427,18 @@ fn dispatch(
                 ),
             }
         }
+        (Method::POST, "/df-authentication/cancel") => {
+            let (params, r) = cancel(st, req);
+            (Endpoint::Cancel, params, r)
+        }
         (Method::POST, "/token") => match parse_params(&req.body) {
             Ok(params) => {
-                let r = token(st, req, &params);
+                let mut r = token(st, req, &params, effects);
+                if st.config.require_dpop_nonce
+                    && let Ok(v) = HeaderValue::from_str(&st.dpop_nonce)
+                {
+                    r.headers_mut().insert("dpop-nonce", v);
+                }
                 (Endpoint::Token, params, r)
             }
             Err(_) => (
@@ -582,7 +628,7 @@ fn authorize(st: &mut OpState, params: &[(String, String)]) -> http::Response<Fu
 /// Client authentication: Basic header, or `client_id` (+ `client_secret`)
 /// in the body. `Err` is the `invalid_client` response.
 fn authenticate(
-    st: &OpState,
+    st: &mut OpState,
     req: &Incoming,
     params: &[(String, String)],
 ) -> Result<String, http::Response<Full<Bytes>>> {
@@ -594,6 +640,9 @@ fn authenticate(
         );
         r
     };
+    if let Some(kind) = param(params, "client_assertion_type") {
+        return authenticate_assertion(st, kind, params).map_err(|why| unauthorized(&why));
+    }
     let basic = req
         .headers
         .get(AUTHORIZATION)
@@ -637,13 +686,104 @@ fn authenticate(
     }
 }
 
+fn invalid_dpop(why: &str) -> http::Response<Full<Bytes>> {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", Some(why))
+}
+
+/// RFC 9449 §4.3 on a request to `path`: `Ok(None)` without a proof (when
+/// none is required), `Err` with the error answer.
+fn check_dpop(
+    st: &mut OpState,
+    req: &Incoming,
+    path: &str,
+) -> Result<Option<checks::Proof>, http::Response<Full<Bytes>>> {
+    let Some(header) = req.headers.get("dpop").and_then(|v| v.to_str().ok()) else {
+        if st.config.require_dpop {
+            return Err(invalid_dpop("a DPoP proof is required"));
+        }
+        return Ok(None);
+    };
+    let htu = format!("{}{path}", st.issuer);
+    let proof = checks::check_dpop_proof(header, req.method.as_str(), &htu, st.now(), 60)
+        .map_err(|e| invalid_dpop(&e))?;
+    if st.config.require_dpop_nonce && proof.nonce.as_deref() != Some(st.dpop_nonce.as_str()) {
+        let mut r = oauth_error(
+            StatusCode::BAD_REQUEST,
+            "use_dpop_nonce",
+            Some("use the DPoP-Nonce"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&st.dpop_nonce) {
+            r.headers_mut().insert("dpop-nonce", v);
+        }
+        return Err(r);
+    }
+    if !st.used_jtis.insert(proof.jti.clone()) {
+        return Err(invalid_dpop("replayed jti"));
+    }
+    Ok(Some(proof))
+}
+
+/// The key binding of an authentication: a bound one needs a proof from the
+/// same key on every later request.
+fn check_binding(
+    bound: Option<&str>,
+    proof: Option<&checks::Proof>,
+) -> Result<(), http::Response<Full<Bytes>>> {
+    match (bound, proof) {
+        (Some(_), None) => Err(invalid_dpop("this authentication is bound to a DPoP key")),
+        (Some(b), Some(p)) if p.jkt != b => Err(invalid_dpop("proof from another key")),
+        _ => Ok(()),
+    }
+}
+
+/// `private_key_jwt` / `client_secret_jwt` (RFC 7523 §2.2, §3).
+fn authenticate_assertion(
+    st: &mut OpState,
+    kind: &str,
+    params: &[(String, String)],
+) -> Result<String, String> {
+    if kind != crate::client_auth::JWT_BEARER_ASSERTION {
+        return Err("unsupported client_assertion_type".into());
+    }
+    if param(params, "client_secret").is_some() {
+        return Err("more than one authentication method".into());
+    }
+    let jwt = param(params, "client_assertion").ok_or("missing client_assertion")?;
+    let id = param(params, "client_id").ok_or("missing client_id")?;
+    let client = st.clients.get(id).ok_or("unknown client")?;
+    let verified = if !client.jwks.is_empty() {
+        checks::verify_with_jwks(jwt, &client.jwks)?
+    } else if let Some(secret) = &client.secret {
+        checks::verify_hmac(jwt, secret.as_bytes())?
+    } else {
+        return Err("the client has no key for assertions".into());
+    };
+    let token_url = format!("{}/token", st.issuer);
+    let cancel_url = format!("{}/df-authentication/cancel", st.issuer);
+    let jti = checks::check_assertion_claims(
+        &verified,
+        id,
+        &[&st.issuer, &token_url, &cancel_url],
+        st.now(),
+    )?;
+    if !st.used_jtis.insert(format!("assertion:{jti}")) {
+        return Err("replayed client assertion".into());
+    }
+    Ok(id.to_owned())
+}
+
 fn token(
     st: &mut OpState,
     req: &Incoming,
     params: &[(String, String)],
+    effects: &mut Vec<Effect>,
 ) -> http::Response<Full<Bytes>> {
     let client_id = match authenticate(st, req, params) {
         Ok(id) => id,
+        Err(r) => return r,
+    };
+    let proof = match check_dpop(st, req, "/token") {
+        Ok(p) => p,
         Err(r) => return r,
     };
     match param(params, "grant_type") {
@@ -651,15 +791,15 @@ fn token(
             param(params, "deferred_code"),
             param(params, "deferred_auth_id"),
         ) {
-            (Some(code), None) => exchange(st, &client_id, code, params),
-            (None, Some(id)) => poll(st, &client_id, id),
+            (Some(code), None) => exchange(st, &client_id, code, params, proof.as_ref(), effects),
+            (None, Some(id)) => poll(st, &client_id, id, proof.as_ref()),
             _ => oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 Some("exactly one of deferred_code and deferred_auth_id is required"),
             ),
         },
-        Some("authorization_code") => code_grant(st, &client_id, params),
+        Some("authorization_code") => code_grant(st, &client_id, params, proof.as_ref()),
         Some(_) => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", None),
         None => oauth_error(
             StatusCode::BAD_REQUEST,
@@ -667,6 +807,82 @@ fn token(
             Some("missing grant_type"),
         ),
     }
+}
+
+/// The Authentication Cancellation Endpoint: form or JSON body, client
+/// authentication, DPoP binding; always 200 for a well-formed request.
+fn cancel(
+    st: &mut OpState,
+    req: &Incoming,
+) -> (Vec<(String, String)>, http::Response<Full<Bytes>>) {
+    let is_json = req
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let (params, id) = if is_json {
+        let id = serde_json::from_slice::<Value>(&req.body)
+            .ok()
+            .and_then(|v| {
+                v.get("deferred_auth_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        (Vec::new(), id)
+    } else {
+        match parse_params(&req.body) {
+            Ok(p) => {
+                let id = param(&p, "deferred_auth_id").map(str::to_owned);
+                (p, id)
+            }
+            Err(_) => {
+                return (
+                    Vec::new(),
+                    oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        Some("repeated parameter"),
+                    ),
+                );
+            }
+        }
+    };
+    let mut logged = params.clone();
+    if is_json && let Some(id) = &id {
+        logged.push(("deferred_auth_id".into(), id.clone()));
+    }
+    let client_id = match authenticate(st, req, &params) {
+        Ok(c) => c,
+        Err(r) => return (logged, r),
+    };
+    let proof = match check_dpop(st, req, "/df-authentication/cancel") {
+        Ok(p) => p,
+        Err(r) => return (logged, r),
+    };
+    let Some(id) = id else {
+        return (
+            logged,
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                Some("missing deferred_auth_id"),
+            ),
+        );
+    };
+    if let Some(rec) = st.auths.get_mut(&id)
+        && rec.client_id == client_id
+    {
+        if let Err(r) = check_binding(rec.jkt.as_deref(), proof.as_ref()) {
+            return (logged, r);
+        }
+        if matches!(rec.state, AuthState::Pending | AuthState::Approved) {
+            rec.state = AuthState::Cancelled;
+        }
+    }
+    let mut r = respond(StatusCode::OK, "application/json", "");
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (logged, r)
 }
 
 /// Looks up an unused, unexpired code of `kind` issued to `client_id`, and
@@ -718,6 +934,8 @@ fn exchange(
     client_id: &str,
     code: &str,
     params: &[(String, String)],
+    proof: Option<&checks::Proof>,
+    effects: &mut Vec<Effect>,
 ) -> http::Response<Full<Bytes>> {
     let rec = match redeem_code(st, client_id, code, CodeKind::Deferred) {
         Ok(r) => r,
@@ -742,7 +960,11 @@ fn exchange(
         state: AuthState::Pending,
         progress: st.config.progress.clone(),
         notification_token: param(params, "deferred_notification_token").map(str::to_owned),
+        jkt: proof.map(|p| p.jkt.clone()),
     };
+    if let AutoApprove::AfterDelay(d) = st.config.auto_approve {
+        effects.push(Effect::ApproveAt(id.clone(), now.saturating_add(d)));
+    }
     let mut body = Map::new();
     body.insert("deferred_auth_id".into(), Value::String(id.clone()));
     if let Some(e) = expires_in {
@@ -903,7 +1125,12 @@ fn issue_id_token(
 }
 
 /// The final token response: access token, ID token, refresh token.
-fn token_response(st: &mut OpState, client_id: &str, grant: &Grant) -> http::Response<Full<Bytes>> {
+fn token_response(
+    st: &mut OpState,
+    client_id: &str,
+    grant: &Grant,
+    dpop: bool,
+) -> http::Response<Full<Bytes>> {
     let now = st.now();
     let access_token = st.random(32);
     let fault = st.config.id_token_fault.clone();
@@ -920,7 +1147,7 @@ fn token_response(st: &mut OpState, client_id: &str, grant: &Grant) -> http::Res
     let refresh = st.random(32);
     let mut body = json!({
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": if dpop && !st.config.dpop_downgrade { "DPoP" } else { "Bearer" },
         "expires_in": 3600,
         "refresh_token": refresh,
         "scope": grant.scope,
@@ -931,10 +1158,17 @@ fn token_response(st: &mut OpState, client_id: &str, grant: &Grant) -> http::Res
     json_response(StatusCode::OK, &body)
 }
 
-fn poll(st: &mut OpState, client_id: &str, id: &str) -> http::Response<Full<Bytes>> {
+fn poll(
+    st: &mut OpState,
+    client_id: &str,
+    id: &str,
+    proof: Option<&checks::Proof>,
+) -> http::Response<Full<Bytes>> {
     let now = st.now();
     let auto = st.config.auto_approve;
     let enforce = st.config.enforce_interval;
+    let expire = st.config.expire_authentications;
+    let script = st.config.progress_script.clone();
     let Some(rec) = st.auths.get_mut(id) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -949,7 +1183,10 @@ fn poll(st: &mut OpState, client_id: &str, id: &str) -> http::Response<Full<Byte
             Some("unknown deferred_auth_id"),
         );
     }
-    if rec.state == AuthState::Pending && rec.expires_at.is_some_and(|e| now >= e) {
+    if let Err(r) = check_binding(rec.jkt.as_deref(), proof) {
+        return r;
+    }
+    if expire && rec.state == AuthState::Pending && rec.expires_at.is_some_and(|e| now >= e) {
         rec.state = AuthState::Expired;
     }
     match rec.state {
@@ -989,7 +1226,12 @@ fn poll(st: &mut OpState, client_id: &str, id: &str) -> http::Response<Full<Byte
     }
     match rec.state.clone() {
         AuthState::Pending => {
-            let progress = rec.progress.clone();
+            let n = rec.polls as usize;
+            let progress = script
+                .get(n.saturating_sub(1))
+                .or(script.last())
+                .cloned()
+                .unwrap_or_else(|| rec.progress.clone());
             oauth_error(
                 StatusCode::BAD_REQUEST,
                 "authorization_pending",
@@ -1004,7 +1246,7 @@ fn poll(st: &mut OpState, client_id: &str, id: &str) -> http::Response<Full<Byte
         AuthState::Approved => {
             rec.state = AuthState::Redeemed;
             let grant = rec.grant.clone();
-            token_response(st, client_id, &grant)
+            token_response(st, client_id, &grant, proof.is_some())
         }
         AuthState::Expired | AuthState::Redeemed | AuthState::Cancelled => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None)
@@ -1016,6 +1258,7 @@ fn code_grant(
     st: &mut OpState,
     client_id: &str,
     params: &[(String, String)],
+    proof: Option<&checks::Proof>,
 ) -> http::Response<Full<Bytes>> {
     let Some(code) = param(params, "code") else {
         return oauth_error(
@@ -1049,7 +1292,7 @@ fn code_grant(
         }
     }
     let grant = st.grant(rec.nonce, rec.scope, rec.auth_time);
-    token_response(st, client_id, &grant)
+    token_response(st, client_id, &grant, proof.is_some())
 }
 
 /// A fresh key with a random `kid`.
@@ -1057,4 +1300,106 @@ pub(crate) fn new_key(alg: Algorithm) -> Result<SigningKey, crate::jose::sign::K
     let mut kid = [0u8; 8];
     let _ = aws_lc_rs::rand::fill(&mut kid);
     Ok(SigningKey::generate(alg)?.with_kid(crate::jose::b64(&kid)))
+}
+
+/// Approves `id` at `at` (by the OP's clock), then pings.
+fn schedule_approval(state: Arc<Mutex<OpState>>, id: String, at: UnixTime) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let clock = lock(&state).clock.clone();
+    rt.spawn(async move {
+        clock.sleep_until(at).await;
+        let approved = {
+            let mut st = lock(&state);
+            match st.auths.get_mut(&id) {
+                Some(r) if r.state == AuthState::Pending => {
+                    r.state = AuthState::Approved;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if approved {
+            notify(&state, &id);
+        }
+    });
+}
+
+pub(crate) fn lock(state: &Mutex<OpState>) -> std::sync::MutexGuard<'_, OpState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where and how to ping for `id`: (endpoint, bearer token).
+fn ping_target(st: &OpState, id: &str) -> Option<(String, Option<String>)> {
+    let rec = st.auths.get(id)?;
+    let endpoint = st
+        .clients
+        .get(&rec.client_id)?
+        .notification_endpoint
+        .clone()?;
+    Some((endpoint, rec.notification_token.clone()))
+}
+
+/// Sends the Ping Callback for a finished authentication, in the
+/// background, when the client registered an endpoint.
+pub(crate) fn notify(state: &Arc<Mutex<OpState>>, id: &str) {
+    let target = {
+        let st = lock(state);
+        if !st.config.send_pings {
+            return;
+        }
+        ping_target(&st, id)
+    };
+    let Some((endpoint, token)) = target else {
+        return;
+    };
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let state = state.clone();
+    let id = id.to_owned();
+    rt.spawn(async move {
+        let status = send_ping(&endpoint, &id, token.as_deref()).await;
+        lock(&state).pings.push(PingRecord {
+            deferred_auth_id: id,
+            forged: false,
+            status,
+        });
+    });
+}
+
+/// Sends a ping now (early, duplicate or forged), returning the RP's status.
+pub(crate) async fn ping_now(
+    state: &Arc<Mutex<OpState>>,
+    id: &str,
+    forged_token: Option<&str>,
+) -> Option<u16> {
+    let (endpoint, token) = ping_target(&lock(state), id)?;
+    let token = forged_token.map(str::to_owned).or(token);
+    let status = send_ping(&endpoint, id, token.as_deref()).await;
+    lock(state).pings.push(PingRecord {
+        deferred_auth_id: id.to_owned(),
+        forged: forged_token.is_some(),
+        status,
+    });
+    status
+}
+
+/// POSTs `{"deferred_auth_id": id}` with the bearer token; never follows a
+/// redirect.
+async fn send_ping(endpoint: &str, id: &str, token: Option<&str>) -> Option<u16> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok()?;
+    let mut req = http
+        .post(endpoint)
+        .header("content-type", "application/json")
+        .body(json!({ "deferred_auth_id": id }).to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.send().await.ok().map(|r| r.status().as_u16())
 }

@@ -118,3 +118,109 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[cfg(feature = "testkit")]
+pub mod flow {
+    //! A client and a mock OP on one virtual clock, and helpers to run the
+    //! flow and let virtual time pass.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use oidc_dtr::poll::Outcome;
+    use oidc_dtr::testkit::{MockOp, OpConfig};
+    use oidc_dtr::time::{Clock, ManualClock, UnixTime};
+    use oidc_dtr::token::TokenSet;
+    use oidc_dtr::{
+        CallbackResponse, DeferredAuthId, DeferredAuthentication, DtrClient, DtrClientBuilder,
+    };
+
+    pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
+    pub const T0: UnixTime = UnixTime::from_millis(1_900_000_000_000);
+
+    pub struct Setup {
+        pub op: MockOp,
+        pub client: DtrClient,
+        pub clock: Arc<ManualClock>,
+    }
+
+    pub async fn op(config: OpConfig, clock: &Arc<ManualClock>) -> MockOp {
+        MockOp::builder()
+            .config(config)
+            .clock(clock.clone())
+            .start()
+            .await
+            .unwrap()
+    }
+
+    /// A confidential client (Basic) against a fresh OP, both on `clock`.
+    pub async fn setup(config: OpConfig) -> Setup {
+        setup_with(config, |b| b).await
+    }
+
+    pub async fn setup_with(
+        config: OpConfig,
+        f: impl FnOnce(DtrClientBuilder) -> DtrClientBuilder,
+    ) -> Setup {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = op(config, &clock).await;
+        let b = DtrClient::builder()
+            .issuer(op.issuer())
+            .client_id(MockOp::CLIENT_ID)
+            .client_secret(MockOp::CLIENT_SECRET)
+            .redirect_uri(REDIRECT)
+            .clock(clock.clone());
+        let client = f(b).build().await.unwrap();
+        Setup { op, client, clock }
+    }
+
+    /// authorize → browser → callback → exchange.
+    pub async fn start(op: &MockOp, client: &DtrClient) -> DeferredAuthentication {
+        let (url, pending) = client.authorize().build().unwrap();
+        let cb = op.browse(&url).await.unwrap();
+        let ack = match client.callback(&pending, cb.query()).unwrap() {
+            CallbackResponse::Acknowledgment(a) => a,
+            other => panic!("{other:?}"),
+        };
+        client.exchange(ack).await.unwrap()
+    }
+
+    /// Lets the driver and the OP work at the current virtual time.
+    pub async fn settle() {
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+
+    /// Advances virtual time in `step`s until the authentication ends (or
+    /// `max` virtual time has passed); returns the outcome.
+    pub async fn run_to_outcome(
+        s: &Setup,
+        id: &DeferredAuthId,
+        step: Duration,
+        max: Duration,
+    ) -> Outcome<TokenSet> {
+        let until = s.clock.now().saturating_add(max);
+        loop {
+            settle().await;
+            if s.client.poll_status(id).await.is_some_and(|st| st.finished) {
+                return s.client.wait(id).await.unwrap();
+            }
+            assert!(
+                s.clock.now() < until,
+                "no outcome within {max:?} of virtual time"
+            );
+            s.clock.advance(step);
+        }
+    }
+
+    /// Advances virtual time by `d` in `step`s.
+    pub async fn pass(s: &Setup, d: Duration, step: Duration) {
+        let until = s.clock.now().saturating_add(d);
+        while s.clock.now() < until {
+            s.clock.advance(step);
+            settle().await;
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Cancellation (draft §"Authentication Cancellation"): tell the OP that the
+//! RP no longer wants an authentication (the user abandoned it).
+//!
+//! The draft defines no metadata name for the endpoint (G2), so it is
+//! configured explicitly, or read from a metadata member whose name the
+//! caller chooses. Its text says `application/x-www-form-urlencoded` and its
+//! example sends JSON (G1): form is the default, JSON an option, and with
+//! JSON only header-based client authentication is possible (a JSON body
+//! cannot carry `client_secret` or `client_assertion` as form parameters).
+//! Any 2xx is success; the body may be empty and is not read.
+
+use serde_json::json;
+use url::Url;
+
+use crate::client::ClientInner;
+use crate::client_auth::ClientAuth;
+use crate::error::{ConfigError, Error};
+use crate::exchange::DeferredAuthentication;
+use crate::http::{HttpRequest, error_for_status};
+
+/// How the cancellation request carries `deferred_auth_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CancelEncoding {
+    /// `application/x-www-form-urlencoded` (the draft's text; the default).
+    #[default]
+    Form,
+    /// `application/json` (the draft's example). Needs header-based client
+    /// authentication (`client_secret_basic`).
+    Json,
+}
+
+/// Where and how to send cancellation requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancellationConfig {
+    pub(crate) endpoint: Url,
+    pub(crate) encoding: CancelEncoding,
+}
+
+impl CancellationConfig {
+    /// The endpoint URL (https, or http to loopback).
+    pub fn new(endpoint: &str) -> Result<Self, ConfigError> {
+        Ok(CancellationConfig {
+            endpoint: crate::http::parse_url(endpoint, "cancellation_endpoint")?,
+            encoding: CancelEncoding::Form,
+        })
+    }
+
+    /// Sets the body encoding.
+    pub fn encoding(mut self, encoding: CancelEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// Checks that the encoding works with the client authentication (G1).
+    pub(crate) fn check(&self, auth: &ClientAuth) -> Result<(), ConfigError> {
+        if self.encoding == CancelEncoding::Json && !auth.is_header_based() {
+            return Err(ConfigError::Invalid {
+                field: "cancellation",
+                reason: format!(
+                    "a JSON cancellation body needs header-based client authentication, not `{}`",
+                    auth.method_name()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ClientInner {
+    fn cancel_request(
+        &self,
+        cfg: &CancellationConfig,
+        auth: &DeferredAuthentication,
+    ) -> Result<HttpRequest, Error> {
+        let mut params = vec![("deferred_auth_id", auth.id().secret().to_owned())];
+        match cfg.encoding {
+            CancelEncoding::Form => self.authed_form(&cfg.endpoint, std::mem::take(&mut params)),
+            CancelEncoding::Json => {
+                let mut headers = http::HeaderMap::new();
+                let mut extra = Vec::new();
+                self.apply_client_auth(&cfg.endpoint, &mut headers, &mut extra)?;
+                let mut req = HttpRequest::post_json(
+                    cfg.endpoint.clone(),
+                    &json!({ "deferred_auth_id": auth.id().secret() }),
+                );
+                req.headers.extend(headers);
+                Ok(req)
+            }
+        }
+    }
+
+    /// Sends the cancellation request (with client authentication and, when
+    /// the authentication uses DPoP, a proof from its key).
+    pub(crate) async fn send_cancel(
+        &self,
+        cfg: &CancellationConfig,
+        auth: &DeferredAuthentication,
+    ) -> Result<(), Error> {
+        let resp = self
+            .send_with_dpop(auth.dpop_key(), || self.cancel_request(cfg, auth))
+            .await?;
+        error_for_status(&resp, &cfg.endpoint)
+    }
+}
