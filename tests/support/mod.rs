@@ -224,3 +224,43 @@ pub mod flow {
         }
     }
 }
+
+#[cfg(feature = "testkit")]
+pub mod rp {
+    //! A minimal RP notification endpoint: the SDK's ping receiver on a bare
+    //! hyper server (no web framework).
+
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use oidc_dtr::ping::PingReceiver;
+    use tokio::net::TcpListener;
+
+    /// Binds a port first, so the client can be configured with the URL
+    /// before its receiver exists.
+    pub async fn bind() -> (TcpListener, String) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/dtr/ping", l.local_addr().unwrap());
+        (l, url)
+    }
+
+    pub fn serve(listener: TcpListener, receiver: PingReceiver) {
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let r = receiver.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let r = r.clone();
+                        async move { Ok::<_, std::convert::Infallible>(r.handle(req).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    }
+}
