@@ -176,6 +176,39 @@ impl DeferredAuthentication {
         }
     }
 
+    /// An authentication created directly, without an exchange (the mock
+    /// OP's load-test seeding).
+    #[cfg(feature = "testkit")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn seeded(
+        id: DeferredAuthId,
+        issuer: String,
+        client_id: String,
+        redirect_uri: Url,
+        issued_at: UnixTime,
+        expires_in: Option<u64>,
+        interval: u64,
+        nonce: Nonce,
+    ) -> Self {
+        DeferredAuthentication {
+            id,
+            issuer,
+            client_id,
+            issued_at,
+            expires_at: expires_in.map(|s| issued_at.saturating_add(Duration::from_secs(s))),
+            interval_secs: interval,
+            nonce,
+            pkce_verifier: PkceVerifier::new(""),
+            redirect_uri,
+            max_age: None,
+            requested_at: issued_at,
+            notification_token_hash: None,
+            interim_id_token: None,
+            interim_claims: None,
+            dpop_key: None,
+        }
+    }
+
     /// A minimal authentication for unit tests of the poll engine.
     #[cfg(test)]
     pub(crate) fn for_tests(

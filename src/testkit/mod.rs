@@ -658,6 +658,11 @@ impl MockOpBuilder {
             used_jtis: Default::default(),
             dpop_nonce: random_nonce(),
             pings: Vec::new(),
+            ping_http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(std::io::Error::other)?,
         }));
         let (tx, rx) = oneshot::channel();
         server::spawn(listener, state.clone(), rx);
@@ -837,6 +842,55 @@ impl MockOp {
         known
     }
 
+    /// Creates `n` pending authentications of `client` directly, without
+    /// browser or exchange, and returns them as the client would have them
+    /// (for load tests: hand each to [`DtrClient::resume`]). Their
+    /// `expires_in` and `interval` follow the OP's configuration.
+    pub fn seed_pending(
+        &self,
+        client: &crate::DtrClient,
+        n: usize,
+    ) -> Vec<crate::DeferredAuthentication> {
+        let mut st = self.lock();
+        let now = st.clock.now();
+        let (expires_in, interval) = (st.config.expires_in, st.config.interval.unwrap_or(5));
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = random_nonce() + &random_nonce();
+            let nonce = random_nonce();
+            let grant = st.seed_grant(Some(nonce.clone()), now);
+            let progress = st.config.progress.clone();
+            st.auths.insert(
+                id.clone(),
+                op::AuthRecord {
+                    client_id: client.client_id().to_owned(),
+                    grant,
+                    created_at: now,
+                    expires_at: expires_in.map(|s| now.saturating_add(Duration::from_secs(s))),
+                    interval,
+                    last_poll: None,
+                    polls: 0,
+                    slow_downs: 0,
+                    state: AuthState::Pending,
+                    progress,
+                    notification_token: None,
+                    jkt: None,
+                },
+            );
+            out.push(crate::DeferredAuthentication::seeded(
+                DeferredAuthId::new(id),
+                st.issuer.clone(),
+                client.client_id().to_owned(),
+                client.redirect_uri().clone(),
+                now,
+                expires_in,
+                interval,
+                crate::secret::Nonce::new(nonce),
+            ));
+        }
+        out
+    }
+
     /// Sends a Ping Callback for `id` now, whatever its state (an early or
     /// duplicate ping), and returns the status the RP answered (`None` when
     /// the request failed or the client has no notification endpoint).
@@ -907,6 +961,16 @@ impl MockOp {
             .filter(|r| r.endpoint == endpoint)
             .cloned()
             .collect()
+    }
+
+    /// How many requests an endpoint received (cheaper than
+    /// [`requests_to`](Self::requests_to) for load tests).
+    pub fn request_count(&self, endpoint: Endpoint) -> usize {
+        self.lock()
+            .log
+            .iter()
+            .filter(|r| r.endpoint == endpoint)
+            .count()
     }
 
     /// Forgets the request log.

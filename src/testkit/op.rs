@@ -137,6 +137,9 @@ pub(crate) struct OpState {
     pub dpop_nonce: String,
     /// Pings sent.
     pub pings: Vec<PingRecord>,
+    /// The client pings are sent with (one per OP, so connections are kept
+    /// alive as a real OP's would be; it never follows redirects).
+    pub ping_http: reqwest::Client,
 }
 
 impl OpState {
@@ -157,6 +160,10 @@ impl OpState {
             auth_time,
             subject,
         }
+    }
+
+    pub(crate) fn seed_grant(&mut self, nonce: Option<String>, auth_time: UnixTime) -> Grant {
+        self.grant(nonce, "openid".into(), auth_time)
     }
 
     fn url(&self, path: &str) -> String {
@@ -1331,14 +1338,18 @@ pub(crate) fn lock(state: &Mutex<OpState>) -> std::sync::MutexGuard<'_, OpState>
 }
 
 /// Where and how to ping for `id`: (endpoint, bearer token).
-fn ping_target(st: &OpState, id: &str) -> Option<(String, Option<String>)> {
+fn ping_target(st: &OpState, id: &str) -> Option<(reqwest::Client, String, Option<String>)> {
     let rec = st.auths.get(id)?;
     let endpoint = st
         .clients
         .get(&rec.client_id)?
         .notification_endpoint
         .clone()?;
-    Some((endpoint, rec.notification_token.clone()))
+    Some((
+        st.ping_http.clone(),
+        endpoint,
+        rec.notification_token.clone(),
+    ))
 }
 
 /// Sends the Ping Callback for a finished authentication, in the
@@ -1351,7 +1362,7 @@ pub(crate) fn notify(state: &Arc<Mutex<OpState>>, id: &str) {
         }
         ping_target(&st, id)
     };
-    let Some((endpoint, token)) = target else {
+    let Some((http, endpoint, token)) = target else {
         return;
     };
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -1360,7 +1371,7 @@ pub(crate) fn notify(state: &Arc<Mutex<OpState>>, id: &str) {
     let state = state.clone();
     let id = id.to_owned();
     rt.spawn(async move {
-        let status = send_ping(&endpoint, &id, token.as_deref()).await;
+        let status = send_ping(&http, &endpoint, &id, token.as_deref()).await;
         lock(&state).pings.push(PingRecord {
             deferred_auth_id: id,
             forged: false,
@@ -1375,9 +1386,9 @@ pub(crate) async fn ping_now(
     id: &str,
     forged_token: Option<&str>,
 ) -> Option<u16> {
-    let (endpoint, token) = ping_target(&lock(state), id)?;
+    let (http, endpoint, token) = ping_target(&lock(state), id)?;
     let token = forged_token.map(str::to_owned).or(token);
-    let status = send_ping(&endpoint, id, token.as_deref()).await;
+    let status = send_ping(&http, &endpoint, id, token.as_deref()).await;
     lock(state).pings.push(PingRecord {
         deferred_auth_id: id.to_owned(),
         forged: forged_token.is_some(),
@@ -1388,12 +1399,12 @@ pub(crate) async fn ping_now(
 
 /// POSTs `{"deferred_auth_id": id}` with the bearer token; never follows a
 /// redirect.
-async fn send_ping(endpoint: &str, id: &str, token: Option<&str>) -> Option<u16> {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .ok()?;
+async fn send_ping(
+    http: &reqwest::Client,
+    endpoint: &str,
+    id: &str,
+    token: Option<&str>,
+) -> Option<u16> {
     let mut req = http
         .post(endpoint)
         .header("content-type", "application/json")
