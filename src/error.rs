@@ -49,6 +49,10 @@ pub enum Error {
     /// names the check.
     #[error(transparent)]
     Validation(#[from] ValidationError),
+    /// The store of pending authentications failed (I/O, a corrupt or
+    /// foreign file, a record of an unknown schema, another client's store).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl From<OAuthError> for Error {

@@ -63,6 +63,7 @@ pub mod ping;
 pub mod poll;
 pub mod rand;
 pub mod secret;
+pub mod store;
 pub mod time;
 pub mod token;
 mod token_endpoint;
@@ -87,4 +88,7 @@ pub use exchange::{Compat, DeferredAuthentication};
 pub use http::HttpConfig;
 pub use jose::{Algorithm, JwksConfig, JwksSnapshot, ValidationOptions};
 pub use secret::DeferredAuthId;
+pub use store::{
+    AesGcmSealer, FileStore, MemoryStore, Record, Sealer, Store, StoreError, StoredOutcome,
+};
 pub use token::{IdToken, TokenResponse, TokenSet, ValidationContext};

@@ -32,6 +32,12 @@ impl Fingerprint {
         out.copy_from_slice(&d.as_ref()[..4]);
         Fingerprint(out)
     }
+
+    /// The fingerprint whose digest starts with these four bytes (a store
+    /// that keys records by the SHA-256 of their id names them with it).
+    pub(crate) const fn from_digest_prefix(prefix: [u8; 4]) -> Self {
+        Fingerprint(prefix)
+    }
 }
 
 impl fmt::Display for Fingerprint {
