@@ -124,7 +124,7 @@ async fn track_events(app: App) {
                     s.progress = Some(description);
                 }
             }
-            PollEvent::Finished { id, outcome } => {
+            PollEvent::Finished { id, outcome, .. } => {
                 if let Some((_, s)) = v.iter_mut().find(|(i, _)| *i == id) {
                     (s.state, s.subject) = match outcome {
                         Outcome::Tokens(t) => ("verified", Some(t.claims().subject().to_owned())),

@@ -27,6 +27,7 @@ use crate::poll::{
 use crate::rand::{RandomSource, SystemRandom, random_b64url};
 use crate::secret::DeferredAuthId;
 use crate::secret::{AccessToken, ClientSecret, DeferredNotificationToken, RawJwt};
+use crate::store::{MemoryStore, Record, Store, StoreError};
 use crate::time::{Clock, SystemClock, UnixTime};
 use crate::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
 
@@ -86,6 +87,7 @@ pub(crate) struct ClientInner {
     pub(crate) dpop_nonces: Mutex<HashMap<String, String>>,
     pub(crate) cancellation: Option<CancellationConfig>,
     pub(crate) poll_config: PollConfig,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) driver: DriverHandle<TokenSet>,
 }
 
@@ -332,6 +334,20 @@ impl DtrClient {
             "deferred code exchanged"
         );
         let machine = PollMachine::new(&auth, inner.poll_config.clone());
+        // Durable before the application hears of it (invariant 6).
+        if let Err(e) = inner
+            .store
+            .insert(Record::new(auth.clone(), machine.clone()))
+            .await
+        {
+            tracing::error!(
+                deferred_auth_id = %auth.id.fingerprint(),
+                error = %e,
+                "the authentication could not be stored; it is polled in this process only"
+            );
+            inner.driver.track(auth, machine).await?;
+            return Err(e.into());
+        }
         inner.driver.track(auth.clone(), machine).await?;
         Ok(auth)
     }
@@ -406,7 +422,35 @@ impl DtrClient {
         }
         let machine =
             state.unwrap_or_else(|| PollMachine::new(&auth, self.inner.poll_config.clone()));
+        match self
+            .inner
+            .store
+            .insert(Record::new(auth.clone(), machine.clone()))
+            .await
+        {
+            Ok(()) | Err(StoreError::Duplicate { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(self.inner.driver.track(auth, machine).await?)
+    }
+
+    /// Acknowledges an outcome: the application has taken it (and, say,
+    /// committed it to its own database). Until then, every outcome is
+    /// handed over again after a restart (at least once delivery; the
+    /// [`OutcomeId`](crate::poll::OutcomeId) of a re-delivery is the same).
+    /// False for an unknown or unfinished authentication.
+    pub async fn ack(&self, id: &DeferredAuthId) -> Result<bool, Error> {
+        let stored = self.inner.store.mark_delivered(id).await?;
+        let in_memory = self.inner.driver.ack(id).await;
+        Ok(stored || in_memory)
+    }
+
+    /// Outcomes that are stored but not yet acknowledged: after a restart,
+    /// those the previous process received but the application never
+    /// acknowledged. Call it at start-up and handle them like
+    /// [`PollEvent::Finished`] events.
+    pub async fn undelivered(&self) -> Vec<crate::poll::Delivery<TokenSet>> {
+        self.inner.driver.undelivered().await
     }
 
     /// The authentication and its poll state, to keep across a restart
@@ -666,6 +710,7 @@ pub struct DtrClientBuilder {
     cancellation: Option<CancellationSetting>,
     poll: Option<PollConfig>,
     driver: DriverConfig,
+    store: Option<Arc<dyn Store>>,
 }
 
 /// The cancellation endpoint, given or named in the metadata.
@@ -813,6 +858,22 @@ impl DtrClientBuilder {
         self
     }
 
+    /// Where pending authentications and their outcomes are kept (default:
+    /// [`MemoryStore`], lost on restart). With a durable store, such as
+    /// [`FileStore`](crate::store::FileStore), a new client on the same
+    /// store resumes every pending authentication where it was and hands
+    /// over outcomes that were received but not acknowledged.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// [`store`](Self::store), with a shared store.
+    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// The poll driver's tuning (requests in flight, outcome retention,
     /// event channel capacity).
     pub fn driver_config(mut self, config: DriverConfig) -> Self {
@@ -905,6 +966,10 @@ impl DtrClientBuilder {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(SystemRandom));
         let driver_config = self.driver;
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        store.bind(&metadata.issuer, &client_id).await?;
+        let records = store.load_active().await?;
+        let retention = driver_config.finished_retention;
         let inner = Arc::new_cyclic(|weak| ClientInner {
             metadata,
             client_id,
@@ -921,8 +986,25 @@ impl DtrClientBuilder {
             dpop_nonces: Mutex::new(HashMap::new()),
             cancellation,
             poll_config,
-            driver: DriverHandle::spawn(weak.clone(), clock, rng, driver_config, &runtime),
+            store: store.clone(),
+            driver: DriverHandle::spawn(weak.clone(), clock.clone(), rng, driver_config, &runtime),
         });
+        // Resume: pending authentications poll again (a full floor from
+        // now), received-but-unacknowledged outcomes wait to be handed over.
+        let (mut pending, mut finished) = (0usize, 0usize);
+        for r in records {
+            let outcome = r.outcome.map(|o| (o.outcome, o.finished_at));
+            if outcome.is_some() {
+                finished += 1;
+            } else {
+                pending += 1;
+            }
+            inner.driver.restore(r.auth, r.machine, outcome).await?;
+        }
+        if pending + finished > 0 {
+            tracing::info!(pending, finished, "resumed from the store");
+        }
+        let _ = store.purge(clock.now().saturating_sub(retention)).await;
         Ok(DtrClient { inner })
     }
 }

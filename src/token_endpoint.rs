@@ -21,8 +21,10 @@ use crate::exchange::DeferredAuthentication;
 use crate::http::{HttpRequest, HttpResponse, parse_oauth_error};
 use crate::jose::DpopKey;
 use crate::poll::driver::{BoxFuture, Poller};
-use crate::poll::{PollFailure, PollResult};
+use crate::poll::{Outcome, PollFailure, PollMachine, PollResult};
 use crate::rand::random_b64url;
+use crate::store::{Record, StoreError, StoredOutcome};
+use crate::time::UnixTime;
 use crate::token::{self, TokenSet, ValidationContext};
 
 /// Attempts at validating tokens whose JWK Set could not be fetched, and the
@@ -30,6 +32,9 @@ use crate::token::{self, TokenSet, ValidationContext};
 /// again, so the SDK tries harder than for an ordinary request.
 const JWKS_RETRIES: u32 = 4;
 const JWKS_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// Attempts at storing an outcome before it is handed over regardless.
+const OUTCOME_STORE_RETRIES: u32 = 5;
 
 /// `scheme://host:port`: DPoP nonces are remembered per server.
 fn origin(url: &Url) -> String {
@@ -178,6 +183,71 @@ impl ClientInner {
 
 impl Poller for ClientInner {
     type Tokens = TokenSet;
+
+    fn persist_state(
+        self: Arc<Self>,
+        auth: Arc<DeferredAuthentication>,
+        machine: PollMachine,
+    ) -> BoxFuture<()> {
+        Box::pin(async move {
+            if let Err(e) = self.store.update_state(auth.id(), machine).await {
+                tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
+            }
+        })
+    }
+
+    fn persist_outcome(
+        self: Arc<Self>,
+        auth: Arc<DeferredAuthentication>,
+        machine: PollMachine,
+        outcome: Outcome<TokenSet>,
+        finished_at: UnixTime,
+    ) -> BoxFuture<()> {
+        Box::pin(async move {
+            let mut attempt = 0u32;
+            loop {
+                let stored = StoredOutcome::new(finished_at, outcome.clone());
+                match self.store.finish(auth.id(), machine.clone(), stored).await {
+                    Ok(()) => return,
+                    // Not in this store (tracked with `resume` before a
+                    // store was configured, say): add it, finished.
+                    Err(StoreError::NotFound { .. }) if attempt == 0 => {
+                        let mut r =
+                            Record::new(DeferredAuthentication::clone(&auth), machine.clone());
+                        r.outcome = Some(StoredOutcome::new(finished_at, outcome.clone()));
+                        if self.store.insert(r).await.is_ok() {
+                            return;
+                        }
+                    }
+                    Err(e) if attempt < OUTCOME_STORE_RETRIES => {
+                        tracing::warn!(deferred_auth_id = %auth.id().fingerprint(), error = %e, attempt, "storing the outcome failed; retrying");
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            deferred_auth_id = %auth.id().fingerprint(),
+                            error = %e,
+                            "the outcome could not be stored; handing it over anyway (a crash before the application acknowledges it would lose it)"
+                        );
+                        return;
+                    }
+                }
+                attempt += 1;
+                let until = self
+                    .clock
+                    .now()
+                    .saturating_add(Duration::from_millis(200) * attempt);
+                self.clock.sleep_until(until).await;
+            }
+        })
+    }
+
+    fn purge_stored(self: Arc<Self>, before: UnixTime) -> BoxFuture<()> {
+        Box::pin(async move {
+            if let Err(e) = self.store.purge(before).await {
+                tracing::warn!(error = %e, "purging finished authentications failed");
+            }
+        })
+    }
 
     fn poll(self: Arc<Self>, auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<TokenSet>> {
         Box::pin(async move {

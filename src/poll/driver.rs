@@ -43,6 +43,93 @@ pub(crate) trait Poller: Send + Sync + 'static {
         self: Arc<Self>,
         auth: Arc<DeferredAuthentication>,
     ) -> BoxFuture<PollResult<Self::Tokens>>;
+
+    /// Saves the poll state after an answer (best effort; may be relaxed).
+    fn persist_state(
+        self: Arc<Self>,
+        _auth: Arc<DeferredAuthentication>,
+        _machine: PollMachine,
+    ) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
+    /// Saves the terminal outcome durably; the driver delivers it only once
+    /// this completes. Implementations retry and log; they return when the
+    /// outcome is safe (or when they gave up, having said so loudly).
+    fn persist_outcome(
+        self: Arc<Self>,
+        _auth: Arc<DeferredAuthentication>,
+        _machine: PollMachine,
+        _outcome: Outcome<Self::Tokens>,
+        _finished_at: UnixTime,
+    ) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
+    /// Deletes stored outcomes that finished before `before` (the retention
+    /// period has passed).
+    fn purge_stored(self: Arc<Self>, _before: UnixTime) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+}
+
+/// A write for the persistence task, in order.
+enum PersistJob<T> {
+    Purge(UnixTime),
+    State(Arc<DeferredAuthentication>, PollMachine),
+    Outcome(
+        u64,
+        Arc<DeferredAuthentication>,
+        PollMachine,
+        Outcome<T>,
+        UnixTime,
+    ),
+}
+
+/// A delivered (or deliverable) outcome with its stable id.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Delivery<T> {
+    /// The authentication.
+    pub id: DeferredAuthId,
+    /// A stable, non-secret id for this outcome (the same across restarts
+    /// and re-deliveries): key the application's idempotency on it.
+    pub outcome_id: OutcomeId,
+    /// How it ended.
+    pub outcome: Outcome<T>,
+}
+
+/// A stable, non-secret identifier of an authentication's outcome: 128 bits
+/// of the SHA-256 of its `deferred_auth_id`, in hex. Every delivery of the
+/// same outcome (including re-deliveries after a restart) carries the same
+/// one.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct OutcomeId(String);
+
+impl OutcomeId {
+    /// The outcome id of an authentication.
+    pub fn of(id: &DeferredAuthId) -> Self {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.secret().as_bytes());
+        OutcomeId(
+            d.as_ref()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    /// As text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OutcomeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Tuning of the driver.
@@ -82,10 +169,12 @@ pub enum PollEvent<T> {
         /// The OP's text (display it escaped).
         description: String,
     },
-    /// The authentication ended.
+    /// The authentication ended (and its outcome is stored).
     Finished {
         /// Which authentication.
         id: DeferredAuthId,
+        /// The outcome's stable id (see [`OutcomeId`]).
+        outcome_id: OutcomeId,
         /// How.
         outcome: Outcome<T>,
     },
@@ -150,6 +239,16 @@ enum Command<T> {
         Box<PollMachine>,
         oneshot::Sender<bool>,
     ),
+    /// An authentication read back from a store: pending (resume polling,
+    /// a full floor from now) or finished with an undelivered outcome.
+    Restore(
+        Box<DeferredAuthentication>,
+        Box<PollMachine>,
+        Option<(Outcome<T>, UnixTime)>,
+        oneshot::Sender<bool>,
+    ),
+    Ack(DeferredAuthId, oneshot::Sender<bool>),
+    Undelivered(oneshot::Sender<Vec<Delivery<T>>>),
     Wake(DeferredAuthId, oneshot::Sender<bool>),
     Cancel(DeferredAuthId, oneshot::Sender<bool>),
     Wait(
@@ -194,6 +293,9 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (persist, jobs) = mpsc::unbounded_channel();
+        let (stored_tx, stored_rx) = mpsc::unbounded_channel();
+        runtime.spawn(persist_task(poller.clone(), jobs, stored_tx));
         let engine = Engine {
             poller,
             clock,
@@ -205,6 +307,9 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             timers: BinaryHeap::new(),
             in_flight: JoinSet::new(),
             next_key: 0,
+            persist,
+            stored_rx,
+            last_store_purge: UnixTime::EPOCH,
         };
         runtime.spawn(engine.run(rx));
         DriverHandle { tx, events }
@@ -226,6 +331,30 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
         self.ask(|tx| Command::Track(Box::new(auth), Box::new(machine), tx))
             .await
             .ok_or(WaitError::Stopped)
+    }
+
+    /// Takes on an authentication read back from a store.
+    pub(crate) async fn restore(
+        &self,
+        auth: DeferredAuthentication,
+        machine: PollMachine,
+        outcome: Option<(Outcome<T>, UnixTime)>,
+    ) -> Result<bool, WaitError> {
+        self.ask(|tx| Command::Restore(Box::new(auth), Box::new(machine), outcome, tx))
+            .await
+            .ok_or(WaitError::Stopped)
+    }
+
+    /// Marks an outcome acknowledged. False if unknown or unfinished.
+    pub(crate) async fn ack(&self, id: &DeferredAuthId) -> bool {
+        self.ask(|tx| Command::Ack(id.clone(), tx))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Finished outcomes not yet acknowledged.
+    pub(crate) async fn undelivered(&self) -> Vec<Delivery<T>> {
+        self.ask(Command::Undelivered).await.unwrap_or_default()
     }
 
     /// A ping: poll now if the floor has elapsed, else at the floor. False
@@ -288,6 +417,10 @@ struct Entry<T> {
     /// Only the heap item with this generation is live.
     timer_gen: u32,
     outcome: Option<Outcome<T>>,
+    /// Whether the outcome is stored, so that it may be handed over.
+    stored: bool,
+    /// Whether the application acknowledged it.
+    acked: bool,
     finished_at: Option<UnixTime>,
     waiters: Vec<oneshot::Sender<Result<Outcome<T>, WaitError>>>,
 }
@@ -303,6 +436,11 @@ struct Engine<P: Poller> {
     timers: BinaryHeap<Reverse<(UnixTime, u64, u32)>>,
     in_flight: JoinSet<(u64, PollResult<P::Tokens>)>,
     next_key: u64,
+    /// Writes for the persistence task, which runs them in order.
+    persist: mpsc::UnboundedSender<PersistJob<P::Tokens>>,
+    /// Keys whose outcome the persistence task has stored.
+    stored_rx: mpsc::UnboundedReceiver<u64>,
+    last_store_purge: UnixTime,
 }
 
 impl<P: Poller> Engine<P> {
@@ -321,6 +459,7 @@ impl<P: Poller> Engine<P> {
                     Some(cmd) => self.command(cmd),
                     None => break,
                 },
+                Some(key) = self.stored_rx.recv() => self.stored(key),
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     if let Ok((key, result)) = done {
                         self.completed(key, result);
@@ -386,6 +525,18 @@ impl<P: Poller> Engine<P> {
         if let Some(e) = self.entries.remove(&key) {
             self.keys.remove(e.auth.id());
         }
+        // The store keeps outcomes as long as memory does: purge it too, at
+        // most once a minute.
+        let now = self.clock.now();
+        if now
+            >= self
+                .last_store_purge
+                .saturating_add(Duration::from_secs(60))
+        {
+            self.last_store_purge = now;
+            let before = now.saturating_sub(self.config.finished_retention);
+            let _ = self.persist.send(PersistJob::Purge(before));
+        }
     }
 
     fn command(&mut self, cmd: Command<P::Tokens>) {
@@ -397,22 +548,61 @@ impl<P: Poller> Engine<P> {
                     return;
                 }
                 machine.recover_after_restart(now, self.rng.as_ref());
-                let key = self.next_key;
-                self.next_key += 1;
-                self.keys.insert(auth.id().clone(), key);
-                self.entries.insert(
-                    key,
-                    Entry {
-                        auth: Arc::from(auth),
-                        machine: *machine,
-                        timer_gen: 0,
-                        outcome: None,
-                        finished_at: None,
-                        waiters: Vec::new(),
-                    },
-                );
+                let key = self.insert(auth, *machine);
                 let _ = reply.send(true);
                 self.step(key, Event::Timer, now);
+            }
+            Command::Restore(auth, mut machine, outcome, reply) => {
+                if self.keys.contains_key(auth.id()) {
+                    let _ = reply.send(false);
+                    return;
+                }
+                let _ = reply.send(true);
+                match outcome {
+                    Some((outcome, finished_at)) => {
+                        let key = self.insert(auth, *machine);
+                        if let Some(e) = self.entries.get_mut(&key) {
+                            e.outcome = Some(outcome);
+                            e.stored = true;
+                            e.finished_at = Some(finished_at);
+                            e.timer_gen = e.timer_gen.wrapping_add(1);
+                            let purge_at =
+                                finished_at.saturating_add(self.config.finished_retention);
+                            self.timers.push(Reverse((purge_at, key, e.timer_gen)));
+                        }
+                    }
+                    None => {
+                        machine.resume_after_restart(now, self.rng.as_ref());
+                        let key = self.insert(auth, *machine);
+                        self.step(key, Event::Timer, now);
+                    }
+                }
+            }
+            Command::Ack(id, reply) => {
+                let e = self.keys.get(&id).and_then(|k| self.entries.get_mut(k));
+                let ok = match e {
+                    Some(e) if e.outcome.is_some() => {
+                        e.acked = true;
+                        true
+                    }
+                    _ => false,
+                };
+                let _ = reply.send(ok);
+            }
+            Command::Undelivered(reply) => {
+                let list = self
+                    .entries
+                    .values()
+                    .filter(|e| e.stored && !e.acked)
+                    .filter_map(|e| {
+                        Some(Delivery {
+                            id: e.auth.id().clone(),
+                            outcome_id: OutcomeId::of(e.auth.id()),
+                            outcome: e.outcome.clone()?,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(list);
             }
             Command::Ping(id, token, reply) => {
                 let entry = self
@@ -464,10 +654,10 @@ impl<P: Poller> Engine<P> {
                         let _ = reply.send(Err(WaitError::Unknown));
                     }
                     Some(e) => match &e.outcome {
-                        Some(o) => {
+                        Some(o) if e.stored => {
                             let _ = reply.send(Ok(o.clone()));
                         }
-                        None => {
+                        _ => {
                             e.waiters.retain(|w| !w.is_closed());
                             e.waiters.push(reply);
                         }
@@ -539,7 +729,47 @@ impl<P: Poller> Engine<P> {
         self.step(key, Event::Response(result), now);
     }
 
+    fn insert(&mut self, auth: Box<DeferredAuthentication>, machine: PollMachine) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.keys.insert(auth.id().clone(), key);
+        self.entries.insert(
+            key,
+            Entry {
+                auth: Arc::from(auth),
+                machine,
+                timer_gen: 0,
+                outcome: None,
+                stored: false,
+                acked: false,
+                finished_at: None,
+                waiters: Vec::new(),
+            },
+        );
+        key
+    }
+
+    /// The persistence task stored `key`'s outcome: hand it over.
+    fn stored(&mut self, key: u64) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let Some(outcome) = entry.outcome.clone() else {
+            return;
+        };
+        entry.stored = true;
+        for w in entry.waiters.drain(..) {
+            let _ = w.send(Ok(outcome.clone()));
+        }
+        let _ = self.events.send(PollEvent::Finished {
+            id: entry.auth.id().clone(),
+            outcome_id: OutcomeId::of(entry.auth.id()),
+            outcome,
+        });
+    }
+
     fn step(&mut self, key: u64, event: Event<P::Tokens>, now: UnixTime) {
+        let answered = matches!(event, Event::Response(_));
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
@@ -568,6 +798,11 @@ impl<P: Poller> Engine<P> {
             Action::SleepUntil(t) => {
                 entry.timer_gen = entry.timer_gen.wrapping_add(1);
                 self.timers.push(Reverse((t, key, entry.timer_gen)));
+                if answered {
+                    let _ = self
+                        .persist
+                        .send(PersistJob::State(entry.auth.clone(), entry.machine.clone()));
+                }
             }
             Action::AwaitResponse | Action::Finished => {}
             Action::Deliver(outcome) => {
@@ -577,13 +812,15 @@ impl<P: Poller> Engine<P> {
                     polls = entry.machine.polls(),
                     "deferred authentication finished"
                 );
-                for w in entry.waiters.drain(..) {
-                    let _ = w.send(Ok(outcome.clone()));
-                }
-                let _ = self.events.send(PollEvent::Finished {
-                    id: entry.auth.id().clone(),
-                    outcome: outcome.clone(),
-                });
+                // Stored first, handed over second (invariant 6): waiters and
+                // subscribers hear of it when the persistence task says so.
+                let _ = self.persist.send(PersistJob::Outcome(
+                    key,
+                    entry.auth.clone(),
+                    entry.machine.clone(),
+                    outcome.clone(),
+                    now,
+                ));
                 entry.outcome = Some(outcome);
                 entry.finished_at = Some(now);
                 entry.timer_gen = entry.timer_gen.wrapping_add(1);
@@ -598,6 +835,26 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> crate::ping::PingSink for Dr
     fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
         let this = self.clone();
         Box::pin(async move { DriverHandle::ping(&this, id, token).await })
+    }
+}
+
+/// Runs the writes in order: poll states (best effort) and outcomes
+/// (durably), reporting each stored outcome back to the engine.
+async fn persist_task<P: Poller>(
+    poller: Weak<P>,
+    mut jobs: mpsc::UnboundedReceiver<PersistJob<P::Tokens>>,
+    stored: mpsc::UnboundedSender<u64>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let Some(p) = poller.upgrade() else { return };
+        match job {
+            PersistJob::State(auth, machine) => p.persist_state(auth, machine).await,
+            PersistJob::Purge(before) => p.purge_stored(before).await,
+            PersistJob::Outcome(key, auth, machine, outcome, at) => {
+                p.persist_outcome(auth, machine, outcome, at).await;
+                let _ = stored.send(key);
+            }
+        }
     }
 }
 

@@ -4,5 +4,5 @@
 pub mod driver;
 pub mod state;
 
-pub use driver::{DriverConfig, PollEvent, PollStatus, WaitError};
+pub use driver::{Delivery, DriverConfig, OutcomeId, PollEvent, PollStatus, WaitError};
 pub use state::{Action, Event, Outcome, PollConfig, PollFailure, PollMachine, PollResult, Step};

@@ -474,6 +474,19 @@ impl PollMachine {
         }
     }
 
+    /// After a restart from a store whose latest poll states may be lost
+    /// (relaxed durability): the request in flight, if any, counts as a
+    /// transient failure, and the next poll waits a full floor from now, so
+    /// that a poll made just before the crash is never followed too soon.
+    /// The deadline does not move.
+    pub fn resume_after_restart(&mut self, now: UnixTime, rng: &dyn RandomSource) {
+        self.recover_after_restart(now, rng);
+        if self.phase == Phase::Waiting {
+            self.not_before = self.not_before.max(now.saturating_add(self.floor()));
+            self.schedule(now, 0);
+        }
+    }
+
     /// Feeds one event; returns what to do next.
     pub fn handle<T>(&mut self, event: Event<T>, now: UnixTime, rng: &dyn RandomSource) -> Step<T> {
         if self.phase == Phase::Finished {

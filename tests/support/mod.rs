@@ -264,3 +264,29 @@ pub mod rp {
         });
     }
 }
+
+/// A fresh path in the temporary directory, removed when dropped.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    pub fn new(name: &str) -> TempPath {
+        let mut b = [0u8; 8];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (std::process::id() as u8).wrapping_add(i as u8);
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        TempPath(std::env::temp_dir().join(format!(
+            "oidc-dtr-{name}-{}-{nanos}.redb",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
