@@ -229,6 +229,18 @@ async fn a_lost_success_is_reported_not_hidden() {
 }
 
 #[tokio::test]
+async fn a_lost_success_is_recovered_from_an_op_that_redelivers() {
+    let mut cfg = OpConfig::default();
+    cfg.auto_approve = AutoApprove::AfterPolls(1);
+    cfg.redelivery_window = Some(secs(60));
+    let s = setup(cfg).await;
+    let auth = start(&s.op, &s.client).await;
+    s.op.inject_faults([Fault::LostResponse]);
+    let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
+    assert!(matches!(outcome, Outcome::Tokens(_)), "{outcome:?}");
+}
+
+#[tokio::test]
 async fn deadline_reached_after_a_final_poll() {
     let mut cfg = OpConfig::default();
     cfg.expires_in = Some(32);

@@ -7,7 +7,9 @@
 //!
 //! # The rules
 //!
-//! - **Floor.** Never poll before `last_request + floor`. The floor starts at
+//! - **Floor.** Never poll before `last answer + floor` (the answer, not the
+//!   send: the OP measures arrivals, so latency jitter must not squeeze two
+//!   requests closer than the floor). The floor starts at
 //!   the exchange's `interval` (5 s when absent), rises by 5 s on every
 //!   `slow_down` (or to the response's `interval` if that is larger), and
 //!   never falls. The exchange itself counts as the first request, so the
@@ -404,7 +406,9 @@ impl PollMachine {
         Duration::from_secs(self.floor_secs)
     }
 
-    /// When the last request was sent.
+    /// The instant the floor counts from: when the last answer arrived (or
+    /// the last request was sent, while it is in flight; the exchange, at
+    /// first).
     pub fn last_request(&self) -> UnixTime {
         self.last_request
     }
@@ -512,6 +516,13 @@ impl PollMachine {
                     return Step::new(self.next_action(now));
                 }
                 self.phase = Phase::Waiting;
+                // The floor counts from the answer, not from the send: the
+                // OP measures the gap between *arrivals*, and latency varies
+                // (a request delayed in a queue followed by a prompt one
+                // would otherwise arrive closer than the floor and earn a
+                // slow_down). The OP has processed the request once it
+                // answered, so the next one arrives at least a floor later.
+                self.last_request = self.last_request.max(now);
                 match self.on_response(result, now, rng) {
                     Applied::Continue(p) => progress = p,
                     Applied::End(outcome) => return self.finish(outcome),
@@ -769,11 +780,12 @@ mod tests {
         step(&mut m, Event::Timer, at(5));
         let mut e = OAuthError::new(ErrorCode::AuthorizationPending);
         e.description = Some("queue position 3".into());
+        // Sent at 5, answered at 6: the floor counts from the answer.
         let s = step(&mut m, Event::Response(PollResult::OAuth(e.clone())), at(6));
         assert_eq!(s.progress.as_deref(), Some("queue position 3"));
-        assert_eq!(s.action, Action::SleepUntil(at(10)));
-        step(&mut m, Event::Timer, at(10));
-        let s = step(&mut m, Event::Response(PollResult::OAuth(e)), at(10));
+        assert_eq!(s.action, Action::SleepUntil(at(11)));
+        step(&mut m, Event::Timer, at(11));
+        let s = step(&mut m, Event::Response(PollResult::OAuth(e)), at(11));
         assert_eq!(s.progress, None, "same text is not surfaced twice");
     }
 
@@ -1072,7 +1084,8 @@ mod tests {
             Event::Response(oauth("authorization_pending")),
             at(61),
         );
-        assert_eq!(m.next_poll(), at(65));
+        // The floor (5 s) from the answer at 61, not the 60 s cadence.
+        assert_eq!(m.next_poll(), at(66));
     }
 
     #[test]

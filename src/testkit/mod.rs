@@ -225,6 +225,12 @@ pub struct OpConfig {
     /// Ping the client's notification endpoint when an authentication
     /// finishes. Default true.
     pub send_pings: bool,
+    /// Answer a repeated poll of an id that was just redeemed with the same
+    /// token response, for this long (some OPs keep token endpoints
+    /// idempotent for retries). Default `None`: `invalid_grant`, as the
+    /// draft says. With it, a client that crashed after the OP sent the
+    /// tokens but before it stored them can still get them.
+    pub redelivery_window: Option<Duration>,
 }
 
 impl Default for OpConfig {
@@ -257,6 +263,7 @@ impl Default for OpConfig {
             require_dpop_nonce: false,
             dpop_downgrade: false,
             send_pings: true,
+            redelivery_window: None,
         }
     }
 }
@@ -658,6 +665,7 @@ impl MockOpBuilder {
             used_jtis: Default::default(),
             dpop_nonce: random_nonce(),
             pings: Vec::new(),
+            last_token_body: None,
             ping_http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))
@@ -875,6 +883,7 @@ impl MockOp {
                     progress,
                     notification_token: None,
                     jkt: None,
+                    issued: None,
                 },
             );
             out.push(crate::DeferredAuthentication::seeded(

@@ -105,6 +105,8 @@ pub(crate) struct AuthRecord {
     pub notification_token: Option<String>,
     /// The DPoP key thumbprint bound at the exchange.
     pub jkt: Option<String>,
+    /// The token response issued for it, and when.
+    pub issued: Option<(UnixTime, Value)>,
 }
 
 /// One Ping Callback the OP sent.
@@ -137,6 +139,8 @@ pub(crate) struct OpState {
     pub dpop_nonce: String,
     /// Pings sent.
     pub pings: Vec<PingRecord>,
+    /// The body of the last token response built (picked up by the caller).
+    pub last_token_body: Option<Value>,
     /// The client pings are sent with (one per OP, so connections are kept
     /// alive as a real OP's would be; it never follows redirects).
     pub ping_http: reqwest::Client,
@@ -968,6 +972,7 @@ fn exchange(
         progress: st.config.progress.clone(),
         notification_token: param(params, "deferred_notification_token").map(str::to_owned),
         jkt: proof.map(|p| p.jkt.clone()),
+        issued: None,
     };
     if let AutoApprove::AfterDelay(d) = st.config.auto_approve {
         effects.push(Effect::ApproveAt(id.clone(), now.saturating_add(d)));
@@ -1162,7 +1167,9 @@ fn token_response(
     if let Some(t) = id_token {
         body["id_token"] = Value::String(t);
     }
-    json_response(StatusCode::OK, &body)
+    let resp = json_response(StatusCode::OK, &body);
+    st.last_token_body = Some(body);
+    resp
 }
 
 fn poll(
@@ -1175,6 +1182,7 @@ fn poll(
     let auto = st.config.auto_approve;
     let enforce = st.config.enforce_interval;
     let expire = st.config.expire_authentications;
+    let redelivery = st.config.redelivery_window;
     let script = st.config.progress_script.clone();
     let Some(rec) = st.auths.get_mut(id) else {
         return oauth_error(
@@ -1199,6 +1207,13 @@ fn poll(
     match rec.state {
         AuthState::Expired => return oauth_error(StatusCode::BAD_REQUEST, "expired_token", None),
         AuthState::Redeemed => {
+            // An OP with an idempotent re-delivery window answers a repeat
+            // of the redeeming request with the same tokens.
+            if let (Some(grace), Some((at, body))) = (redelivery, &rec.issued)
+                && now < at.saturating_add(grace)
+            {
+                return json_response(StatusCode::OK, body);
+            }
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
@@ -1253,7 +1268,11 @@ fn poll(
         AuthState::Approved => {
             rec.state = AuthState::Redeemed;
             let grant = rec.grant.clone();
-            token_response(st, client_id, &grant, proof.is_some())
+            let resp = token_response(st, client_id, &grant, proof.is_some());
+            if let (Some(body), Some(rec)) = (st.last_token_body.take(), st.auths.get_mut(id)) {
+                rec.issued = Some((now, body));
+            }
+            resp
         }
         AuthState::Expired | AuthState::Redeemed | AuthState::Cancelled => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None)
