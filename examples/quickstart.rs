@@ -2,12 +2,42 @@
 //! OP of the `testkit` feature.
 //!
 //! Run it with: `cargo run --example quickstart --features testkit`
+//!
+//! With `-- --restart`, the pending authentication is kept in a store file,
+//! and the client is stopped and rebuilt halfway, as a deployment or a
+//! crash would: the new client resumes it and finishes with tokens.
 
 use std::time::Duration;
 
 use oidc_dtr::poll::{Outcome, PollEvent};
+use oidc_dtr::store::{FileStore, StoreError};
 use oidc_dtr::testkit::{AutoApprove, MockOp, OpConfig};
 use oidc_dtr::{CallbackResponse, DtrClient};
+
+/// The client of this example, on a store file when one is given.
+async fn build_client(
+    op: &MockOp,
+    store: Option<&std::path::Path>,
+) -> Result<DtrClient, Box<dyn std::error::Error>> {
+    let mut builder = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id(MockOp::CLIENT_ID)
+        .client_secret(MockOp::CLIENT_SECRET)
+        .redirect_uri("http://127.0.0.1:8080/callback");
+    if let Some(path) = store {
+        // A stopped client releases the file as its tasks wind down.
+        let file = loop {
+            match FileStore::open(path) {
+                Err(StoreError::Locked { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                other => break other?,
+            }
+        };
+        builder = builder.store(file);
+    }
+    Ok(builder.build().await?)
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,13 +60,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 1. The client: it reads the Provider's metadata (discovery) and checks
     //    that the Provider supports Deferred Token Response.
-    let client = DtrClient::builder()
-        .issuer(op.issuer())
-        .client_id(MockOp::CLIENT_ID)
-        .client_secret(MockOp::CLIENT_SECRET)
-        .redirect_uri("http://127.0.0.1:8080/callback")
-        .build()
-        .await?;
+    let restart = std::env::args().any(|a| a == "--restart");
+    let store_path = restart.then(|| {
+        std::env::temp_dir().join(format!("oidc-dtr-quickstart-{}.redb", std::process::id()))
+    });
+    let mut client = build_client(&op, store_path.as_deref()).await?;
     println!(
         "1. Discovered the Provider: token endpoint {}",
         client.metadata().token_endpoint
@@ -86,6 +114,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    // (With --restart) the process stops and a new one takes over, on the
+    // same store file: the pending authentication survives, with its
+    // deadline and poll interval.
+    if let Some(path) = &store_path {
+        drop(client);
+        println!("   -- the client is stopped, as in a redeploy or a crash --");
+        client = build_client(&op, Some(path)).await?;
+        events = client.subscribe();
+        let status = client.poll_status(auth.id()).await.ok_or("not resumed")?;
+        println!(
+            "   -- a new client resumed it from {}: same deadline, polls every {} s --",
+            path.display(),
+            status.floor.as_secs()
+        );
+    }
+
     // 6. The SDK polls in the background. Progress texts from the Provider
     //    arrive as events; the outcome arrives once, validated.
     println!("6. Waiting for the decision...");
@@ -112,6 +156,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Outcome::Denied { description } => println!("7. Denied: {description:?}"),
         other => println!("7. Ended without tokens: {}", other.kind()),
+    }
+    // The application has taken the outcome: acknowledge it, so that it is
+    // not handed over again after a restart.
+    client.ack(auth.id()).await?;
+    if let Some(path) = store_path {
+        drop(client);
+        let _ = std::fs::remove_file(path);
     }
     Ok(())
 }
