@@ -519,6 +519,13 @@ impl DtrClient {
         PingReceiver::new(Arc::new(self.inner.driver.clone()))
     }
 
+    /// Whether the poll engine is idle right now: no poll in flight, none
+    /// due, no outcome being stored. (For graceful shutdowns, and for tests
+    /// that move a virtual clock.)
+    pub async fn is_idle(&self) -> bool {
+        self.inner.driver.idle().await
+    }
+
     /// Authentications being polled, and polls in flight.
     pub async fn pending_count(&self) -> (usize, usize) {
         self.inner.driver.counts().await

@@ -81,7 +81,7 @@ async fn forged_and_unknown_pings_wake_nothing_and_look_the_same() {
         s.op.send_forged_ping(auth.id(), "not-the-token").await,
         Some(401)
     );
-    settle().await;
+    settle_for(&s.client).await;
     assert_eq!(polls(&s.op), 0, "a forged ping wakes nothing");
 
     // Byte-identical answers for a wrong token and an unknown id.
@@ -118,7 +118,7 @@ async fn forged_and_unknown_pings_wake_nothing_and_look_the_same() {
     let unknown_id = send("no-such-authentication".into(), token.clone()).await;
     assert_eq!(wrong_token, unknown_id);
     assert_eq!(wrong_token.0, 401);
-    settle().await;
+    settle_for(&s.client).await;
     assert_eq!(polls(&s.op), 0);
 }
 
@@ -131,13 +131,14 @@ async fn an_early_ping_is_followed_by_a_poll_and_polling_goes_on() {
     pass(&s, Duration::from_secs(10), S).await;
     // The OP (wrongly) pings before deciding: one poll, still pending.
     assert_eq!(s.op.send_ping(auth.id()).await, Some(204));
-    eventually(|| polls(&s.op) == 1).await;
+    settle_for(&s.client).await;
+    assert_eq!(polls(&s.op), 1);
     // Polling goes on at the safety-net cadence: the next poll at 70 s.
     pass(&s, Duration::from_secs(62), S).await;
     assert_eq!(polls(&s.op), 2);
     // A duplicate ping at 72 s, inside the floor: the poll waits for 75 s.
     assert_eq!(s.op.send_ping(auth.id()).await, Some(204));
-    settle().await;
+    settle_for(&s.client).await;
     assert_eq!(polls(&s.op), 2, "not before the floor");
     pass(&s, Duration::from_secs(3), S).await;
     assert_eq!(polls(&s.op), 3, "at the floor");
@@ -157,6 +158,6 @@ async fn a_ping_for_a_finished_authentication_is_204_and_wakes_nothing() {
     assert!(matches!(outcome, Outcome::Denied { .. }));
     let n = polls(&s.op);
     assert_eq!(s.op.send_ping(auth.id()).await, Some(204));
-    settle().await;
+    settle_for(&s.client).await;
     assert_eq!(polls(&s.op), n);
 }

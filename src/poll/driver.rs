@@ -258,6 +258,7 @@ enum Command<T> {
     Status(DeferredAuthId, oneshot::Sender<Option<PollStatus>>),
     Get(DeferredAuthId, oneshot::Sender<Option<Tracked>>),
     Len(oneshot::Sender<(usize, usize)>),
+    Idle(oneshot::Sender<bool>),
 }
 
 /// The application side of the driver task.
@@ -403,6 +404,11 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
     /// (tracked, in flight)
     pub(crate) async fn counts(&self) -> (usize, usize) {
         self.ask(Command::Len).await.unwrap_or((0, 0))
+    }
+
+    /// No poll in flight, none due, no outcome waiting to be stored.
+    pub(crate) async fn idle(&self) -> bool {
+        self.ask(Command::Idle).await.unwrap_or(true)
     }
 
     /// Subscribes to progress and outcome events.
@@ -694,6 +700,23 @@ impl<P: Poller> Engine<P> {
                         finished: e.outcome.is_some(),
                     });
                 let _ = reply.send(found);
+            }
+            Command::Idle(reply) => {
+                // Run anything due first, so that the answer is about the
+                // state after this instant's work has started.
+                self.fire_due();
+                let due = self.timers.iter().any(|Reverse((t, key, generation))| {
+                    *t <= now
+                        && self
+                            .entries
+                            .get(key)
+                            .is_some_and(|e| e.timer_gen == *generation && e.outcome.is_none())
+                });
+                let storing = self
+                    .entries
+                    .values()
+                    .any(|e| e.outcome.is_some() && !e.stored);
+                let _ = reply.send(self.in_flight.is_empty() && !due && !storing);
             }
             Command::Len(reply) => {
                 let active = self

@@ -193,6 +193,20 @@ pub mod flow {
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
 
+    /// Like [`settle`], then waits (real time) until the client has no
+    /// request in flight, so that virtual time never moves while the OP is
+    /// answering: the tests stay exact however slow the machine is.
+    pub async fn settle_for(client: &DtrClient) {
+        settle().await;
+        for _ in 0..5000 {
+            if client.is_idle().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("the poll engine stayed busy for seconds");
+    }
+
     /// Advances virtual time in `step`s until the authentication ends (or
     /// `max` virtual time has passed); returns the outcome.
     pub async fn run_to_outcome(
@@ -203,7 +217,7 @@ pub mod flow {
     ) -> Outcome<TokenSet> {
         let until = s.clock.now().saturating_add(max);
         loop {
-            settle().await;
+            settle_for(&s.client).await;
             if s.client.poll_status(id).await.is_some_and(|st| st.finished) {
                 return s.client.wait(id).await.unwrap();
             }
@@ -220,7 +234,7 @@ pub mod flow {
         let until = s.clock.now().saturating_add(d);
         while s.clock.now() < until {
             s.clock.advance(step);
-            settle().await;
+            settle_for(&s.client).await;
         }
     }
 }
