@@ -12,9 +12,6 @@
 
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use oidc_dtr::jose::Algorithm;
 use oidc_dtr::poll::Outcome;
 use oidc_dtr::testkit::{MockOp, OpConfig, RegisteredClient};
@@ -51,24 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .validation(ValidationOptions::default().algorithms([Algorithm::ES256]))
         .build()
         .await?;
-    let receiver = client.ping_receiver();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let r = receiver.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let r = r.clone();
-                    async move { Ok::<_, std::convert::Infallible>(r.handle(req).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    oidc_dtr::testkit::serve_ping_receiver(listener, client.ping_receiver());
 
     // Set up the authentications (not timed), then let the 1 s floor pass.
     let mut auths = Vec::with_capacity(N + 20);

@@ -177,8 +177,8 @@ impl DeferredAuthentication {
     }
 
     /// An authentication created directly, without an exchange (the mock
-    /// OP's load-test seeding).
-    #[cfg(feature = "testkit")]
+    /// OP's load-test seeding, unit tests).
+    #[cfg(any(test, feature = "testkit"))]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn seeded(
         id: DeferredAuthId,
@@ -198,7 +198,7 @@ impl DeferredAuthentication {
             expires_at: expires_in.map(|s| issued_at.saturating_add(Duration::from_secs(s))),
             interval_secs: interval,
             nonce,
-            pkce_verifier: PkceVerifier::new(""),
+            pkce_verifier: PkceVerifier::new("verifier"),
             redirect_uri,
             max_age: None,
             requested_at: issued_at,
@@ -209,7 +209,8 @@ impl DeferredAuthentication {
         }
     }
 
-    /// A minimal authentication for unit tests of the poll engine.
+    /// A minimal authentication for unit tests of the poll engine and the
+    /// stores.
     #[cfg(test)]
     pub(crate) fn for_tests(
         id: DeferredAuthId,
@@ -217,23 +218,16 @@ impl DeferredAuthentication {
         expires_in: Option<u64>,
         interval: u64,
     ) -> Self {
-        DeferredAuthentication {
+        Self::seeded(
             id,
-            issuer: "https://op.example".into(),
-            client_id: "client".into(),
+            "https://op.example".into(),
+            "client".into(),
+            Url::parse("https://rp.example/cb").expect("static URL"),
             issued_at,
-            expires_at: expires_in.map(|s| issued_at.saturating_add(Duration::from_secs(s))),
-            interval_secs: interval,
-            nonce: Nonce::new("nonce"),
-            pkce_verifier: PkceVerifier::new("verifier"),
-            redirect_uri: Url::parse("https://rp.example/cb").expect("static URL"),
-            max_age: None,
-            requested_at: issued_at,
-            notification_token_hash: None,
-            interim_id_token: None,
-            interim_claims: None,
-            dpop_key: None,
-        }
+            expires_in,
+            interval,
+            Nonce::new("nonce"),
+        )
     }
 
     /// The DPoP key bound to this authentication process, if DPoP is used.

@@ -205,7 +205,7 @@ impl HttpResponse {
     }
 }
 
-fn is_json_media_type(ct: &str) -> bool {
+pub(crate) fn is_json_media_type(ct: &str) -> bool {
     let essence = ct
         .split(';')
         .next()

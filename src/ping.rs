@@ -143,15 +143,7 @@ impl fmt::Debug for PingReceiver {
 }
 
 fn is_json(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|ct| {
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        essence == "application/json"
-    })
+    content_type.is_some_and(crate::http::is_json_media_type)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -939,6 +939,20 @@ mod tests {
         }
     }
 
+    fn spawn_driver(
+        op: &Arc<FakeOp>,
+        clock: &Arc<ManualClock>,
+        cfg: DriverConfig,
+    ) -> DriverHandle<String> {
+        DriverHandle::spawn(
+            Arc::downgrade(op),
+            clock.clone(),
+            Arc::new(SystemRandom),
+            cfg,
+            &tokio::runtime::Handle::current(),
+        )
+    }
+
     fn fake(approve_after: u32) -> Arc<FakeOp> {
         Arc::new(FakeOp {
             approve_after,
@@ -980,13 +994,7 @@ mod tests {
     async fn drives_many_authentications_to_their_outcomes() {
         let clock = Arc::new(ManualClock::new(T0));
         let op = fake(3);
-        let driver = DriverHandle::spawn(
-            Arc::downgrade(&op),
-            clock.clone(),
-            Arc::new(SystemRandom),
-            DriverConfig::default(),
-            &tokio::runtime::Handle::current(),
-        );
+        let driver = spawn_driver(&op, &clock, DriverConfig::default());
         let mut events = driver.subscribe();
         for i in 0..50 {
             let (a, m) = auth(&format!("id-{i}"), 5, 3600);
@@ -1052,13 +1060,7 @@ mod tests {
     async fn dropped_wait_loses_nothing_and_wake_polls_early() {
         let clock = Arc::new(ManualClock::new(T0));
         let op = fake(1);
-        let driver = DriverHandle::spawn(
-            Arc::downgrade(&op),
-            clock.clone(),
-            Arc::new(SystemRandom),
-            DriverConfig::default(),
-            &tokio::runtime::Handle::current(),
-        );
+        let driver = spawn_driver(&op, &clock, DriverConfig::default());
         let (a, m) = auth("x", 60, 3600);
         driver.track(a, m).await.unwrap();
         let id = DeferredAuthId::new("x");
@@ -1092,13 +1094,7 @@ mod tests {
     async fn cancel_delivers_cancelled() {
         let clock = Arc::new(ManualClock::new(T0));
         let op = fake(100);
-        let driver = DriverHandle::spawn(
-            Arc::downgrade(&op),
-            clock.clone(),
-            Arc::new(SystemRandom),
-            DriverConfig::default(),
-            &tokio::runtime::Handle::current(),
-        );
+        let driver = spawn_driver(&op, &clock, DriverConfig::default());
         let (a, m) = auth("c", 5, 3600);
         driver.track(a, m).await.unwrap();
         let id = DeferredAuthId::new("c");
@@ -1115,13 +1111,7 @@ mod tests {
             finished_retention: Duration::from_secs(100),
             ..Default::default()
         };
-        let driver = DriverHandle::spawn(
-            Arc::downgrade(&op),
-            clock.clone(),
-            Arc::new(SystemRandom),
-            cfg,
-            &tokio::runtime::Handle::current(),
-        );
+        let driver = spawn_driver(&op, &clock, cfg);
         let (a, m) = auth("p", 5, 3600);
         driver.track(a, m).await.unwrap();
         let id = DeferredAuthId::new("p");
@@ -1138,13 +1128,7 @@ mod tests {
     async fn stops_when_the_handle_is_dropped() {
         let clock = Arc::new(ManualClock::new(T0));
         let op = fake(100);
-        let driver = DriverHandle::spawn(
-            Arc::downgrade(&op),
-            clock.clone(),
-            Arc::new(SystemRandom),
-            DriverConfig::default(),
-            &tokio::runtime::Handle::current(),
-        );
+        let driver = spawn_driver(&op, &clock, DriverConfig::default());
         let (a, m) = auth("s", 5, 3600);
         driver.track(a, m).await.unwrap();
         let tx = driver.tx.clone();

@@ -1031,6 +1031,14 @@ impl MockOp {
     }
 }
 
+/// Serves a [`PingReceiver`](crate::ping::PingReceiver) on `listener` with a
+/// bare hyper/1 server, in the background: the RP side of Ping Callbacks for
+/// tests. (`examples/hyper_ping.rs` shows the same few lines for production
+/// use.)
+pub fn serve_ping_receiver(listener: tokio::net::TcpListener, receiver: crate::ping::PingReceiver) {
+    server::serve_receiver(listener, receiver);
+}
+
 fn random_nonce() -> String {
     let mut b = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut b);

@@ -79,3 +79,24 @@ async fn handle(
     let plan = op::route(&state, incoming);
     op::finish(plan).await
 }
+
+/// Serves a ping receiver, one task per connection.
+pub(crate) fn serve_receiver(listener: TcpListener, receiver: crate::ping::PingReceiver) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let receiver = receiver.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let receiver = receiver.clone();
+                    async move { Ok::<_, std::convert::Infallible>(receiver.handle(req).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}

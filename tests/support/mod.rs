@@ -244,9 +244,6 @@ pub mod rp {
     //! A minimal RP notification endpoint: the SDK's ping receiver on a bare
     //! hyper server (no web framework).
 
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
     use oidc_dtr::ping::PingReceiver;
     use tokio::net::TcpListener;
 
@@ -259,23 +256,7 @@ pub mod rp {
     }
 
     pub fn serve(listener: TcpListener, receiver: PingReceiver) {
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let r = receiver.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let r = r.clone();
-                        async move { Ok::<_, std::convert::Infallible>(r.handle(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        oidc_dtr::testkit::serve_ping_receiver(listener, receiver);
     }
 }
 
