@@ -26,13 +26,27 @@
 //! 3. [`DtrClient::exchange`] trades the `deferred_code` for a
 //!    [`DeferredAuthentication`] whose deadline is absolute, so that it
 //!    survives restarts unchanged. An `interim_id_token` is validated there.
-//! 4. When the OP answers with tokens, [`DtrClient::validate_token_response`]
-//!    validates the ID token (always: signature against the OP's JWK Set,
-//!    `iss`, `aud`, `azp`, `exp`/`nbf`/`iat`, the request's `nonce`,
-//!    `at_hash`, `auth_time` against `max_age`, the interim `sub`) and
-//!    returns a [`TokenSet`]. With `deferred_code code`, an immediate plain
+//!    The exchange stores it (see [`store`]) and hands it to the client's
+//!    poll engine.
+//! 4. The poll engine ([`poll`]: a sans-IO state machine per authentication,
+//!    one driver task for all of them) polls no faster than the OP's
+//!    interval (raised on `slow_down`, never lowered), backs off on network
+//!    trouble on top of that floor, stops at the deadline, and is woken early
+//!    by pings ([`DtrClient::ping_receiver`], [`ping`]).
+//! 5. When the OP answers with tokens, the ID token is validated (always:
+//!    signature against the OP's JWK Set, `iss`, `aud`, `azp`,
+//!    `exp`/`nbf`/`iat`, the request's `nonce`, `at_hash`, `auth_time`
+//!    against `max_age`, the interim `sub`), the outcome is stored, and only
+//!    then handed over: [`DtrClient::wait`] or [`DtrClient::subscribe`], one
+//!    [`poll::Outcome`] per authentication, at least once across restarts
+//!    until [`DtrClient::ack`]. With `deferred_code code`, an immediate plain
 //!    `code` goes through [`DtrClient::exchange_code`] to the same
 //!    [`TokenSet`].
+//!
+//! Public clients use DPoP by default (a key per authentication, a fresh
+//! proof per request, server nonces); confidential ones can use
+//! `private_key_jwt` ([`ClientAuth`]); [`DtrClient::cancel`] tells the OP
+//! the user gave up.
 //!
 //! ## Design
 //!
@@ -42,7 +56,9 @@
 //! with secure defaults: no redirects, https only (loopback excepted), capped
 //! bodies, timeouts. Secrets live in newtypes ([`secret`]) that never print.
 //!
-//! The `testkit` feature adds an in-process mock OP for tests.
+//! The `testkit` feature adds an in-process mock OP for tests: discovery,
+//! JWKS with rotation, the whole DTR server side, DPoP, client assertions,
+//! cancellation, pings, fault injection and a request log.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -852,7 +852,7 @@ impl MockOp {
 
     /// Creates `n` pending authentications of `client` directly, without
     /// browser or exchange, and returns them as the client would have them
-    /// (for load tests: hand each to [`DtrClient::resume`]). Their
+    /// (for load tests: hand each to [`DtrClient::resume`](crate::DtrClient::resume)). Their
     /// `expires_in` and `interval` follow the OP's configuration.
     pub fn seed_pending(
         &self,
