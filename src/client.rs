@@ -325,8 +325,8 @@ impl DtrClient {
         };
         let mut auth =
             DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
-        auth.interim_claims = interim_claims;
-        auth.dpop_key = dpop_key;
+        auth.interim_claims = interim_claims.map(Box::new);
+        auth.dpop_key = dpop_key.map(Box::new);
         tracing::info!(
             deferred_auth_id = %auth.id.fingerprint(),
             expires_at = ?auth.expires_at,

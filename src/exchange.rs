@@ -113,17 +113,16 @@ pub struct DeferredAuthentication {
     pub(crate) interval_secs: u64,
     pub(crate) nonce: Nonce,
     pub(crate) pkce_verifier: PkceVerifier,
-    pub(crate) redirect_uri: Url,
     pub(crate) max_age: Option<u64>,
     pub(crate) requested_at: UnixTime,
     pub(crate) notification_token_hash: Option<SecretHash>,
     pub(crate) interim_id_token: Option<RawJwt>,
     /// The claims of the interim ID token, validated at the exchange.
     #[serde(default)]
-    pub(crate) interim_claims: Option<IdTokenClaims>,
+    pub(crate) interim_claims: Option<Box<IdTokenClaims>>,
     /// The DPoP key of this authentication process, when DPoP is used.
     #[serde(default)]
-    pub(crate) dpop_key: Option<DpopKey>,
+    pub(crate) dpop_key: Option<Box<DpopKey>>,
 }
 
 impl fmt::Debug for DeferredAuthentication {
@@ -165,7 +164,6 @@ impl DeferredAuthentication {
             interval_secs: resp.interval.unwrap_or(DEFAULT_INTERVAL_SECS),
             nonce: pending.nonce.clone(),
             pkce_verifier: pending.pkce_verifier.clone(),
-            redirect_uri: pending.redirect_uri.clone(),
             max_age: pending.max_age,
             requested_at: pending.created_at,
             notification_token_hash: notification_token
@@ -184,7 +182,6 @@ impl DeferredAuthentication {
         id: DeferredAuthId,
         issuer: String,
         client_id: String,
-        redirect_uri: Url,
         issued_at: UnixTime,
         expires_in: Option<u64>,
         interval: u64,
@@ -199,7 +196,6 @@ impl DeferredAuthentication {
             interval_secs: interval,
             nonce,
             pkce_verifier: PkceVerifier::new("verifier"),
-            redirect_uri,
             max_age: None,
             requested_at: issued_at,
             notification_token_hash: None,
@@ -222,7 +218,6 @@ impl DeferredAuthentication {
             id,
             "https://op.example".into(),
             "client".into(),
-            Url::parse("https://rp.example/cb").expect("static URL"),
             issued_at,
             expires_in,
             interval,
@@ -232,7 +227,7 @@ impl DeferredAuthentication {
 
     /// The DPoP key bound to this authentication process, if DPoP is used.
     pub fn dpop_key(&self) -> Option<&DpopKey> {
-        self.dpop_key.as_ref()
+        self.dpop_key.as_deref()
     }
 
     /// The `deferred_auth_id`.
@@ -271,10 +266,6 @@ impl DeferredAuthentication {
     pub fn pkce_verifier(&self) -> &PkceVerifier {
         &self.pkce_verifier
     }
-    /// The redirect URI of the original request.
-    pub fn redirect_uri(&self) -> &Url {
-        &self.redirect_uri
-    }
     /// The `max_age` of the original request.
     pub fn max_age(&self) -> Option<u64> {
         self.max_age
@@ -300,12 +291,12 @@ impl DeferredAuthentication {
     /// (e.g. OpenID Connect for Identity Assurance `verified_claims`): read
     /// them as provisional.
     pub fn interim_claims(&self) -> Option<&IdTokenClaims> {
-        self.interim_claims.as_ref()
+        self.interim_claims.as_deref()
     }
     /// The interim ID token's `sub`: the final ID token must carry the same
     /// one unless `ValidationOptions::require_same_subject` is off (G16).
     pub fn interim_subject(&self) -> Option<&str> {
-        self.interim_claims.as_ref().map(IdTokenClaims::subject)
+        self.interim_claims.as_deref().map(IdTokenClaims::subject)
     }
 }
 

@@ -257,7 +257,9 @@ impl From<&DeferredAuthentication> for ValidationContext {
 #[derive(Clone, PartialEq, Eq)]
 pub struct IdToken {
     raw: RawJwt,
-    claims: IdTokenClaims,
+    // Boxed: the claims are large, and a `TokenSet` (hence every stored or
+    // in-flight outcome) carries one.
+    claims: Box<IdTokenClaims>,
 }
 
 impl fmt::Debug for IdToken {
@@ -271,7 +273,10 @@ impl fmt::Debug for IdToken {
 
 impl IdToken {
     pub(crate) fn new(raw: RawJwt, claims: IdTokenClaims) -> Self {
-        IdToken { raw, claims }
+        IdToken {
+            raw,
+            claims: Box::new(claims),
+        }
     }
 
     /// The compact JWT as received (e.g. for `id_token_hint` at logout).
@@ -291,7 +296,7 @@ impl IdToken {
     }
 
     pub(crate) fn into_parts(self) -> (RawJwt, IdTokenClaims) {
-        (self.raw, self.claims)
+        (self.raw, *self.claims)
     }
 }
 
@@ -326,10 +331,7 @@ impl<'de> Deserialize<'de> for IdToken {
         let claims = payload_bytes(&repr.jwt)
             .and_then(|p| IdTokenClaims::from_payload(&p))
             .map_err(serde::de::Error::custom)?;
-        Ok(IdToken {
-            raw: repr.jwt,
-            claims,
-        })
+        Ok(IdToken::new(repr.jwt, claims))
     }
 }
 
@@ -348,7 +350,7 @@ pub struct TokenSet {
     received_at: UnixTime,
     /// The DPoP key the access token is bound to, when DPoP was used.
     #[serde(default)]
-    dpop_key: Option<crate::jose::DpopKey>,
+    dpop_key: Option<Box<crate::jose::DpopKey>>,
 }
 
 impl fmt::Debug for TokenSet {
@@ -385,14 +387,14 @@ impl TokenSet {
 
     /// Attaches the DPoP key the tokens are bound to.
     pub(crate) fn with_dpop_key(mut self, key: Option<crate::jose::DpopKey>) -> Self {
-        self.dpop_key = key;
+        self.dpop_key = key.map(Box::new);
         self
     }
 
     /// The DPoP key the access token is bound to (present it with
     /// [`resource_proof`](Self::resource_proof)); `None` for bearer tokens.
     pub fn dpop_key(&self) -> Option<&crate::jose::DpopKey> {
-        self.dpop_key.as_ref()
+        self.dpop_key.as_deref()
     }
 
     /// A DPoP proof for presenting the access token to a resource server

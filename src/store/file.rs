@@ -1041,7 +1041,7 @@ mod tests {
             .to_owned();
         let tokens = token_set(&key);
         let mut r = record("secretive", 0);
-        r.auth.dpop_key = Some(key);
+        r.auth.dpop_key = Some(Box::new(key));
         store.insert(r.clone()).await.unwrap();
         let outcome = StoredOutcome::new(at(10), Outcome::Tokens(tokens.clone()));
         store

@@ -890,7 +890,6 @@ impl MockOp {
                 DeferredAuthId::new(id),
                 st.issuer.clone(),
                 client.client_id().to_owned(),
-                client.redirect_uri().clone(),
                 now,
                 expires_in,
                 interval,
