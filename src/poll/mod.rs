@@ -1,5 +1,7 @@
 //! The poll engine: a sans-IO state machine per authentication
-//! ([`state`]) and (next) one driver for many.
+//! ([`state`]), and one driver task that runs all of them from one timer
+//! queue ([`driver`]). Applications use it through
+//! [`DtrClient`](crate::DtrClient): `wait`, `subscribe`, `wake`, `cancel`.
 
 pub mod driver;
 pub mod state;
