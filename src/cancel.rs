@@ -78,13 +78,16 @@ impl ClientInner {
         cfg: &CancellationConfig,
         auth: &DeferredAuthentication,
     ) -> Result<HttpRequest, Error> {
-        let mut params = vec![("deferred_auth_id", auth.id().secret().to_owned())];
         match cfg.encoding {
-            CancelEncoding::Form => self.authed_form(&cfg.endpoint, std::mem::take(&mut params)),
+            CancelEncoding::Form => self.authed_form(
+                &cfg.endpoint,
+                vec![("deferred_auth_id", auth.id().secret().to_owned())],
+            ),
             CancelEncoding::Json => {
+                // Header-based authentication only (checked at build), so
+                // no body parameter is produced.
                 let mut headers = http::HeaderMap::new();
-                let mut extra = Vec::new();
-                self.apply_client_auth(&cfg.endpoint, &mut headers, &mut extra)?;
+                self.apply_client_auth(&cfg.endpoint, &mut headers, &mut Vec::new())?;
                 let mut req = HttpRequest::post_json(
                     cfg.endpoint.clone(),
                     &json!({ "deferred_auth_id": auth.id().secret() }),

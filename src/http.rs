@@ -408,6 +408,11 @@ pub(crate) fn parse_oauth_error(resp: &HttpResponse) -> Option<OAuthError> {
     if !resp.is_json() {
         return None;
     }
+    oauth_error_from_body(resp)
+}
+
+/// An OAuth error from the body, whatever the `Content-Type`.
+fn oauth_error_from_body(resp: &HttpResponse) -> Option<OAuthError> {
     let obj = JsonObject::parse(&resp.body, "error response").ok()?;
     let code = match obj.get("error") {
         Some(serde_json::Value::String(s)) if !s.is_empty() => ErrorCode::from(s.as_str()),
@@ -484,17 +489,8 @@ pub(crate) fn success_object(
     error_for_status(resp, endpoint)?;
     let obj = JsonObject::parse(&resp.body, context)?;
     if !obj.map.contains_key(required_member)
-        && let Some(mut e) = parse_oauth_error(&HttpResponse {
-            status: resp.status,
-            headers: {
-                let mut h = resp.headers.clone();
-                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                h
-            },
-            body: resp.body.clone(),
-        })
+        && let Some(e) = oauth_error_from_body(resp)
     {
-        e.status = Some(resp.status);
         return Err(e.into());
     }
     Ok(obj)

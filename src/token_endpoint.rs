@@ -260,16 +260,8 @@ impl Poller for ClientInner {
                 Ok(r) => r,
                 Err(e) => return PollResult::from_error(e),
             };
-            if !resp.status.is_success() {
-                // An error answer: classify it (never a token response).
-                return match crate::http::error_for_status(&resp, &self.metadata.token_endpoint) {
-                    Err(e) => PollResult::from_error(e),
-                    Ok(()) => PollResult::Transient {
-                        message: "unexpected status".into(),
-                        retry_after: None,
-                    },
-                };
-            }
+            // Error statuses come back from the token-response parser as
+            // OAuth or HTTP errors and are classified below.
             let ctx = ValidationContext::from(auth.as_ref());
             match self.validate_with_retry(&resp, &ctx, dpop).await {
                 Ok(tokens) => PollResult::Tokens(tokens),
