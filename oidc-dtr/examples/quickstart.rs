@@ -1,0 +1,168 @@
+//! The Deferred Token Response flow, end to end, against the in-process mock
+//! OP of the `testkit` feature.
+//!
+//! Run it with: `cargo run --example quickstart --features testkit`
+//!
+//! With `-- --restart`, the pending authentication is kept in a store file,
+//! and the client is stopped and rebuilt halfway, as a deployment or a
+//! crash would: the new client resumes it and finishes with tokens.
+
+use std::time::Duration;
+
+use oidc_dtr::FileStore;
+use oidc_dtr::{CallbackResponse, DtrClient};
+use oidc_dtr::{Outcome, PollEvent};
+use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig};
+
+/// The client of this example, on a store file when one is given.
+async fn build_client(
+    op: &MockOp,
+    store: Option<&std::path::Path>,
+) -> Result<DtrClient, Box<dyn std::error::Error>> {
+    let mut builder = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id(MockOp::CLIENT_ID)
+        .client_secret(MockOp::CLIENT_SECRET)
+        .redirect_uri("http://127.0.0.1:8080/callback");
+    if let Some(path) = store {
+        // `DtrClient::shutdown` released the file, so this open succeeds.
+        builder = builder.store(FileStore::open(path)?);
+    }
+    Ok(builder.build().await?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("oidc-dtr quickstart: a Relying Party asks an OpenID Provider to verify a user,");
+    println!("and the Provider may take hours or days to decide. (Here: a few seconds.)\n");
+
+    // 0. An OpenID Provider. Here it is a mock running inside this process;
+    //    in production it is your identity-verification provider. This one
+    //    reviews documents for five seconds, then approves.
+    let mut config = OpConfig::default();
+    config.interval = Some(2);
+    config.auto_approve = AutoApprove::AfterDelay(Duration::from_secs(5));
+    config.progress_script = vec![
+        "Documents received; waiting for a reviewer".into(),
+        "A reviewer is checking your passport".into(),
+        "Checking the selfie against the passport photo".into(),
+    ];
+    let op = MockOp::builder().config(config).start().await?;
+    println!("0. A mock OpenID Provider is listening at {}", op.issuer());
+
+    // 1. The client: it reads the Provider's metadata (discovery) and checks
+    //    that the Provider supports Deferred Token Response.
+    let restart = std::env::args().any(|a| a == "--restart");
+    let store_path = restart.then(|| {
+        std::env::temp_dir().join(format!("oidc-dtr-quickstart-{}.redb", std::process::id()))
+    });
+    let mut client = build_client(&op, store_path.as_deref()).await?;
+    println!(
+        "1. Discovered the Provider: token endpoint {}",
+        client.metadata().token_endpoint
+    );
+
+    // 2. The authentication request: a URL to send the user's browser to.
+    //    `pending` holds the state, nonce and PKCE verifier; a web app keeps it
+    //    in the user's session until the browser comes back.
+    let (url, pending) = client.authorize().scope("profile email").build()?;
+    println!(
+        "2. Sending the user to the Provider:\n   {}",
+        shorten(url.as_str())
+    );
+
+    // 3. The user uploads documents at the Provider. The mock skips that and
+    //    redirects the browser straight back to our redirect URI.
+    let back = op.browse(&url).await?;
+    println!("3. The browser came back to {}", back.url.path());
+
+    // 4. Validate that redirect: state, issuer, and the deferred_code itself.
+    let ack = match client.callback(&pending, back.query())? {
+        CallbackResponse::Acknowledgment(ack) => ack,
+        CallbackResponse::Error(e) => return Err(e.into()),
+        _ => unreachable!("we asked for response_type=deferred_code"),
+    };
+    println!(
+        "4. The Provider acknowledged the request: it will decide later (deferred_code received)"
+    );
+
+    // 5. Exchange the one-time deferred_code for a deferred_auth_id: the
+    //    handle the SDK polls with until the Provider has decided.
+    let mut events = client.subscribe();
+    let auth = client.exchange(ack).await?;
+    println!("5. Deferred code exchanged. The Provider is now reviewing the user.");
+    // The id is a secret in production (the SDK never logs it); the demo
+    // prints it to show what came back.
+    println!("   deferred_auth_id: (secret; its fingerprint is {:?})", auth.id().fingerprint());
+    println!(
+        "   the SDK polls no faster than every {} s",
+        auth.interval().as_secs()
+    );
+    if let Some(deadline) = auth.expires_at() {
+        let left = deadline.saturating_duration_since(auth.issued_at());
+        println!(
+            "   the Provider gives itself {} s to decide",
+            left.as_secs()
+        );
+    }
+
+    // (With --restart) the process stops and a new one takes over, on the
+    // same store file: the pending authentication survives, with its
+    // deadline and poll interval.
+    if let Some(path) = &store_path {
+        client.shutdown().await;
+        println!("   -- the client is stopped, as in a redeploy --");
+        client = build_client(&op, Some(path)).await?;
+        events = client.subscribe();
+        let status = client.poll_status(auth.id()).await.ok_or("not resumed")?;
+        println!(
+            "   -- a new client resumed it from {}: same deadline, polls every {} s --",
+            path.display(),
+            status.floor.as_secs()
+        );
+    }
+
+    // 6. The SDK polls in the background. Progress texts from the Provider
+    //    arrive as events; the outcome arrives once, validated.
+    println!("6. Waiting for the decision...");
+    let progress = tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            match event {
+                PollEvent::Progress { description, .. } => println!("   progress: {description}"),
+                PollEvent::Finished { .. } => break,
+                _ => {}
+            }
+        }
+    });
+    let outcome = client.wait(auth.id()).await?;
+    let _ = progress.await;
+    match outcome {
+        Outcome::Tokens(tokens) => {
+            let claims = tokens.claims();
+            println!(
+                "7. Approved. The ID token was validated (signature against the Provider's keys,"
+            );
+            println!("   issuer, audience, expiry, and the nonce sent in step 2).");
+            println!("   user (sub): {}", claims.subject());
+            println!("   token type: {}", tokens.token_type());
+        }
+        Outcome::Denied { description } => println!("7. Denied: {description:?}"),
+        other => println!("7. Ended without tokens: {}", other.kind()),
+    }
+    // The application has taken the outcome: acknowledge it, so that it is
+    // not handed over again after a restart.
+    client.ack(auth.id()).await?;
+    client.shutdown().await;
+    if let Some(path) = store_path {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() > 110 {
+        format!("{}...", &s[..110])
+    } else {
+        s.to_owned()
+    }
+}

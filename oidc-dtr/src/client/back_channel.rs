@@ -1,0 +1,320 @@
+//! Requests to the token endpoint (and the cancellation endpoint): client
+//! authentication, DPoP proofs and server nonces, then the poll itself.
+//!
+//! Every request is built fresh: a new client assertion (JWT methods) and a
+//! new DPoP proof (new `jti`, `iat`). A `use_dpop_nonce` answer, or any answer
+//! with a new `DPoP-Nonce`, updates the nonce remembered for that server; a
+//! `use_dpop_nonce` error is retried once at once with the new nonce. That
+//! retry is part of the same exchange: it does not count as a poll and does
+//! not wait for the floor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Method};
+use serde_json::json;
+use url::Url;
+
+use crate::client::ClientInner;
+use crate::engine::driver::{BoxFuture, Poller};
+use crate::error::{Error, ErrorCode, ValidationError};
+use crate::jose::DpopKey;
+use crate::proto::cancel::{CancelEncoding, CancellationConfig};
+use crate::proto::discovery::GRANT_TYPE_DEFERRED;
+use crate::proto::exchange::DeferredAuthentication;
+use crate::proto::message::{HttpRequest, HttpResponse, error_for_status, parse_oauth_error};
+use crate::proto::poll::{Outcome, PollFailure, PollMachine, PollResult};
+use crate::proto::token::{self, TokenSet, ValidationContext};
+use crate::random::random_b64url;
+use crate::store::{Record, StoreError, StoredOutcome};
+use crate::time::UnixTime;
+
+/// Attempts at validating tokens whose JWK Set could not be fetched, and the
+/// pause between them. The tokens are in hand and the OP will not issue them
+/// again, so the SDK tries harder than for an ordinary request.
+const JWKS_RETRIES: u32 = 4;
+const JWKS_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// Attempts at storing an outcome before it is handed over regardless.
+const OUTCOME_STORE_RETRIES: u32 = 5;
+
+/// `scheme://host:port`: DPoP nonces are remembered per server.
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+impl ClientInner {
+    /// A fresh DPoP proof for a request to `url`.
+    pub(crate) fn dpop_proof(
+        &self,
+        key: &DpopKey,
+        method: &Method,
+        url: &Url,
+    ) -> Result<HeaderValue, Error> {
+        let jti = random_b64url(self.rng.as_ref(), 16)?;
+        let nonce = self
+            .dpop_nonces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&origin(url))
+            .cloned();
+        let proof = key
+            .proof(method, url, self.clock.now(), &jti, nonce.as_deref(), None)
+            .map_err(|e| crate::error::ConfigError::Invalid {
+                field: "dpop",
+                reason: e.to_string(),
+            })?;
+        HeaderValue::from_str(&proof).map_err(|_| {
+            crate::error::ConfigError::Invalid {
+                field: "dpop",
+                reason: "proof is not a valid header value".into(),
+            }
+            .into()
+        })
+    }
+
+    /// Remembers a `DPoP-Nonce` from any response. True if it changed.
+    fn remember_dpop_nonce(&self, url: &Url, resp: &HttpResponse) -> bool {
+        let Some(nonce) = resp.header("dpop-nonce") else {
+            return false;
+        };
+        // RFC 9449 §8.1: NQCHAR; anything else is ignored.
+        if nonce.is_empty()
+            || nonce.len() > 512
+            || !nonce
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return false;
+        }
+        let mut nonces = self.dpop_nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let key = origin(url);
+        if nonces.get(&key).map(String::as_str) == Some(nonce) {
+            return false;
+        }
+        // Bounded: one entry per server this client talks to.
+        if nonces.len() >= 16 && !nonces.contains_key(&key) {
+            nonces.clear();
+        }
+        nonces.insert(key, nonce.to_owned());
+        true
+    }
+
+    /// Sends a request built by `build` (called once per attempt, so every
+    /// attempt gets fresh credentials), adding a DPoP proof when a key is
+    /// given, and retrying once at once on `use_dpop_nonce`.
+    pub(crate) async fn send_with_dpop(
+        &self,
+        dpop: Option<&DpopKey>,
+        build: impl Fn() -> Result<HttpRequest, Error>,
+    ) -> Result<HttpResponse, Error> {
+        let mut retried = false;
+        loop {
+            let mut req = build()?;
+            if let Some(key) = dpop {
+                let proof = self.dpop_proof(key, &req.method, &req.url)?;
+                req.headers.insert("dpop", proof);
+            }
+            let url = req.url.clone();
+            let resp = self.http.send(req).await?;
+            let new_nonce = self.remember_dpop_nonce(&url, &resp);
+            let wants_nonce = dpop.is_some()
+                && !resp.status.is_success()
+                && parse_oauth_error(&resp).is_some_and(|e| e.code == ErrorCode::UseDpopNonce);
+            if wants_nonce && new_nonce && !retried {
+                tracing::debug!(endpoint = %crate::proto::message::endpoint_label(&url), "retrying with the server's DPoP nonce");
+                retried = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// A token-endpoint request with fresh client authentication and DPoP.
+    pub(crate) async fn send_token_request(
+        &self,
+        params: &[(&'static str, String)],
+        dpop: Option<&DpopKey>,
+    ) -> Result<HttpResponse, Error> {
+        self.send_with_dpop(dpop, || self.token_request(params.to_vec()))
+            .await
+    }
+
+    /// Checks the token type against the DPoP expectation, validates the ID
+    /// token, and attaches the DPoP key.
+    pub(crate) async fn finish_token_response(
+        &self,
+        resp: &HttpResponse,
+        ctx: &ValidationContext,
+        dpop: Option<&DpopKey>,
+    ) -> Result<TokenSet, Error> {
+        let received_at = self.clock.now();
+        let parsed = token::parse_token_response(resp, &self.metadata.token_endpoint)?;
+        if dpop.is_some() && !parsed.is_dpop() && self.dpop.reject_downgrade {
+            return Err(ValidationError::DpopDowngrade {
+                token_type: crate::error::sanitize(&parsed.token_type, 40),
+            }
+            .into());
+        }
+        let tokens = self.validate_tokens(ctx, parsed, received_at).await?;
+        Ok(tokens.with_dpop_key(dpop.cloned()))
+    }
+
+    /// Validates tokens, retrying a few times when the JWK Set cannot be
+    /// fetched: the OP has redeemed the id, so these tokens are the only ones.
+    async fn validate_with_retry(
+        &self,
+        resp: &HttpResponse,
+        ctx: &ValidationContext,
+        dpop: Option<&DpopKey>,
+    ) -> Result<TokenSet, Error> {
+        let mut attempt = 0;
+        loop {
+            match self.finish_token_response(resp, ctx, dpop).await {
+                Err(Error::Validation(v)) if v.is_retryable() && attempt + 1 < JWKS_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(error = %v, attempt, "tokens received but the JWK Set is unavailable; retrying validation");
+                    let until = self.clock.now().saturating_add(JWKS_RETRY_PAUSE * attempt);
+                    self.clock.sleep_until(until).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Poller for ClientInner {
+    type Tokens = TokenSet;
+
+    fn persist_state(
+        self: Arc<Self>,
+        auth: Arc<DeferredAuthentication>,
+        machine: PollMachine,
+    ) -> BoxFuture<()> {
+        Box::pin(async move {
+            if let Err(e) = self.store.update_state(auth.id(), machine).await {
+                tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
+            }
+        })
+    }
+
+    fn persist_outcome(
+        self: Arc<Self>,
+        auth: Arc<DeferredAuthentication>,
+        machine: PollMachine,
+        outcome: Outcome<TokenSet>,
+        finished_at: UnixTime,
+    ) -> BoxFuture<()> {
+        Box::pin(async move {
+            let mut attempt = 0u32;
+            loop {
+                let stored = StoredOutcome::new(finished_at, outcome.clone());
+                match self.store.finish(auth.id(), machine.clone(), stored).await {
+                    Ok(()) => return,
+                    // Not in this store (tracked with `resume` before a
+                    // store was configured, say): add it, finished.
+                    Err(StoreError::NotFound { .. }) if attempt == 0 => {
+                        let mut r =
+                            Record::new(DeferredAuthentication::clone(&auth), machine.clone());
+                        r.outcome = Some(StoredOutcome::new(finished_at, outcome.clone()));
+                        if self.store.insert(r).await.is_ok() {
+                            return;
+                        }
+                    }
+                    Err(e) if attempt < OUTCOME_STORE_RETRIES => {
+                        tracing::warn!(deferred_auth_id = %auth.id().fingerprint(), error = %e, attempt, "storing the outcome failed; retrying");
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            deferred_auth_id = %auth.id().fingerprint(),
+                            error = %e,
+                            "the outcome could not be stored; handing it over anyway (a crash before the application acknowledges it would lose it)"
+                        );
+                        return;
+                    }
+                }
+                attempt += 1;
+                let until = self
+                    .clock
+                    .now()
+                    .saturating_add(Duration::from_millis(200) * attempt);
+                self.clock.sleep_until(until).await;
+            }
+        })
+    }
+
+    fn purge_stored(self: Arc<Self>, before: UnixTime) -> BoxFuture<()> {
+        Box::pin(async move {
+            if let Err(e) = self.store.purge(before).await {
+                tracing::warn!(error = %e, "purging finished authentications failed");
+            }
+        })
+    }
+
+    fn poll(self: Arc<Self>, auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<TokenSet>> {
+        Box::pin(async move {
+            let params = [
+                ("grant_type", GRANT_TYPE_DEFERRED.to_owned()),
+                ("deferred_auth_id", auth.id().secret().to_owned()),
+            ];
+            let dpop = auth.dpop_key();
+            let resp = match self.send_token_request(&params, dpop).await {
+                Ok(r) => r,
+                Err(e) => return PollResult::from_error(e),
+            };
+            // Error statuses come back from the token-response parser as
+            // OAuth or HTTP errors and are classified below.
+            let ctx = ValidationContext::from(auth.as_ref());
+            match self.validate_with_retry(&resp, &ctx, dpop).await {
+                Ok(tokens) => PollResult::Tokens(tokens),
+                // A 2xx that is not a token response at all (a proxy page):
+                // the OP may not have redeemed anything; poll again.
+                Err(e @ (Error::Response(_) | Error::OAuth(_))) => PollResult::from_error(e),
+                // Tokens that fail validation end the authentication: the id
+                // is spent and the tokens are not to be trusted.
+                Err(Error::Validation(v)) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
+                Err(e) => PollResult::from_error(e),
+            }
+        })
+    }
+}
+
+impl ClientInner {
+    fn cancel_request(
+        &self,
+        cfg: &CancellationConfig,
+        auth: &DeferredAuthentication,
+    ) -> Result<HttpRequest, Error> {
+        match cfg.encoding {
+            CancelEncoding::Form => self.authed_form(
+                &cfg.endpoint,
+                vec![("deferred_auth_id", auth.id().secret().to_owned())],
+            ),
+            CancelEncoding::Json => {
+                // Header-based authentication only (checked at build), so
+                // no body parameter is produced.
+                let mut headers = http::HeaderMap::new();
+                self.apply_client_auth(&cfg.endpoint, &mut headers, &mut Vec::new())?;
+                let mut req = HttpRequest::post_json(
+                    cfg.endpoint.clone(),
+                    &json!({ "deferred_auth_id": auth.id().secret() }),
+                );
+                req.headers.extend(headers);
+                Ok(req)
+            }
+        }
+    }
+
+    /// Sends the cancellation request (with client authentication and, when
+    /// the authentication uses DPoP, a proof from its key).
+    pub(crate) async fn send_cancel(
+        &self,
+        cfg: &CancellationConfig,
+        auth: &DeferredAuthentication,
+    ) -> Result<(), Error> {
+        let resp = self
+            .send_with_dpop(auth.dpop_key(), || self.cancel_request(cfg, auth))
+            .await?;
+        error_for_status(&resp, &cfg.endpoint)
+    }
+}

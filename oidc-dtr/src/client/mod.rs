@@ -1,0 +1,1106 @@
+//! [`DtrClient`]: one Relying Party's view of one OpenID Provider.
+
+mod back_channel;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::HeaderMap;
+use url::Url;
+
+use crate::engine::driver::{DriverConfig, DriverHandle, PollEvent, PollStatus, WaitError};
+use crate::engine::jwks_cache::{JwksCache, JwksConfig, JwksSnapshot};
+use crate::engine::transport::{HttpConfig, HttpEdge};
+use crate::error::{CallbackError, ConfigError, DiscoveryError, Error, ValidationError};
+use crate::jose::{Algorithm, DpopKey};
+use crate::ping::PingReceiver;
+use crate::proto::authorize::{
+    AuthorizationRequestBuilder, AuthorizeContext, PendingAuthorization, ResponseMode,
+};
+use crate::proto::callback::{self, Acknowledgment, CallbackResponse, CodeResponse};
+use crate::proto::cancel::CancellationConfig;
+use crate::proto::client_auth::ClientAuth;
+use crate::proto::discovery::ProviderMetadata;
+use crate::proto::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_TOKEN_BYTES};
+use crate::proto::id_token::{IdTokenValidator, ValidationOptions, verify_with};
+use crate::proto::message::{HttpRequest, check_url, parse_url};
+use crate::proto::poll::{Outcome, PollConfig, PollMachine};
+use crate::proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
+use crate::random::{RandomSource, SystemRandom, random_b64url};
+use crate::secret::DeferredAuthId;
+use crate::secret::{AccessToken, ClientSecret, DeferredNotificationToken, RawJwt};
+use crate::store::{MemoryStore, Record, Store, StoreError};
+use crate::time::{Clock, SystemClock, UnixTime};
+
+/// A Relying Party's client for one OpenID Provider's Deferred Token
+/// Response flow.
+///
+/// Cheap to clone (an `Arc`); share one per OP across the application.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), oidc_dtr::Error> {
+/// use oidc_dtr::{CallbackResponse, DtrClient};
+///
+/// let client = DtrClient::builder()
+///     .issuer("https://op.example.com")
+///     .client_id("s6BhdRkqt3")
+///     .client_secret("7Fjfp0ZBr1KtDRbnfVdmIw")
+///     .redirect_uri("https://rp.example.com/cb")
+///     .build()
+///     .await?;
+///
+/// let (url, pending) = client.authorize().scope("profile").build()?;
+/// // ... send the browser to `url`, keep `pending` in the session ...
+/// # let query = "";
+/// match client.callback(&pending, query)? {
+///     CallbackResponse::Acknowledgment(ack) => {
+///         let auth = client.exchange(ack).await?;
+///         println!("the OP is deciding; deadline {:?}", auth.expires_at());
+///     }
+///     CallbackResponse::Code(code) => {
+///         // `deferred_code code` and the OP answered at once.
+///         let tokens = client.exchange_code(code).await?;
+///         println!("signed in: {}", tokens.claims().subject());
+///     }
+///     CallbackResponse::Error(e) => println!("the OP refused: {e}"),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DtrClient {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) metadata: ProviderMetadata,
+    pub(crate) client_id: String,
+    pub(crate) auth: ClientAuth,
+    pub(crate) redirect_uri: Url,
+    pub(crate) notification_endpoint: Option<Url>,
+    pub(crate) http: HttpEdge,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rng: Arc<dyn RandomSource>,
+    pub(crate) compat: Compat,
+    pub(crate) validator: IdTokenValidator,
+    pub(crate) jwks: JwksCache,
+    pub(crate) dpop: DpopConfig,
+    /// The latest `DPoP-Nonce` per server (`scheme://host:port`).
+    pub(crate) dpop_nonces: Mutex<HashMap<String, String>>,
+    pub(crate) cancellation: Option<CancellationConfig>,
+    pub(crate) poll_config: PollConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) driver: DriverHandle<TokenSet>,
+}
+
+/// DPoP (RFC 9449) settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DpopConfig {
+    /// Use DPoP: `None` decides by client type (public clients use it,
+    /// confidential ones do not).
+    pub enabled: Option<bool>,
+    /// The algorithm of the per-authentication key (default ES256).
+    pub algorithm: Algorithm,
+    /// Refuse a `Bearer` token when DPoP was used (default true).
+    pub reject_downgrade: bool,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            enabled: None,
+            algorithm: Algorithm::ES256,
+            reject_downgrade: true,
+        }
+    }
+}
+
+impl DpopConfig {
+    /// DPoP on, whatever the client type.
+    pub fn enabled() -> Self {
+        DpopConfig {
+            enabled: Some(true),
+            ..Default::default()
+        }
+    }
+
+    /// DPoP off, whatever the client type.
+    pub fn disabled() -> Self {
+        DpopConfig {
+            enabled: Some(false),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the key algorithm (ES256, ES384, EdDSA, RS256, PS256, ...).
+    pub fn algorithm(mut self, alg: Algorithm) -> Self {
+        self.algorithm = alg;
+        self
+    }
+
+    /// Accepts a `Bearer` token even though DPoP was used.
+    pub fn allow_bearer_downgrade(mut self) -> Self {
+        self.reject_downgrade = false;
+        self
+    }
+}
+
+impl fmt::Debug for DtrClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("DtrClient")
+            .field("issuer", &i.metadata.issuer)
+            .field("client_id", &i.client_id)
+            .field("auth", &i.auth)
+            .field("redirect_uri", &i.redirect_uri.as_str())
+            .field(
+                "notification_endpoint",
+                &i.notification_endpoint.as_ref().map(Url::as_str),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl DtrClient {
+    /// Starts configuring a client.
+    pub fn builder() -> DtrClientBuilder {
+        DtrClientBuilder::default()
+    }
+
+    /// The OP's metadata.
+    pub fn metadata(&self) -> &ProviderMetadata {
+        &self.inner.metadata
+    }
+
+    /// The issuer identifier.
+    pub fn issuer(&self) -> &str {
+        &self.inner.metadata.issuer
+    }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    /// The redirect URI.
+    pub fn redirect_uri(&self) -> &Url {
+        &self.inner.redirect_uri
+    }
+
+    /// The notification endpoint, when pings are wanted.
+    pub fn notification_endpoint(&self) -> Option<&Url> {
+        self.inner.notification_endpoint.as_ref()
+    }
+
+    /// Starts an Authentication Request.
+    pub fn authorize(&self) -> AuthorizationRequestBuilder<'_> {
+        let inner = &self.inner;
+        AuthorizationRequestBuilder::new(AuthorizeContext {
+            metadata: &inner.metadata,
+            client_id: &inner.client_id,
+            redirect_uri: &inner.redirect_uri,
+            rng: inner.rng.as_ref(),
+            now: inner.clock.now(),
+        })
+    }
+
+    /// Validates a redirect that arrived as a query string (`response_mode`
+    /// `query`). `query` may start with `?`; a full URL is also accepted.
+    pub fn callback(
+        &self,
+        pending: &PendingAuthorization,
+        query: &str,
+    ) -> Result<CallbackResponse, Error> {
+        let q = match query.find('?') {
+            Some(i) => &query[i + 1..],
+            None => query,
+        };
+        let q = q.split('#').next().unwrap_or("");
+        self.validate_callback(pending, q.as_bytes(), ResponseMode::Query)
+    }
+
+    /// Validates a redirect that arrived as a `form_post` body.
+    pub fn callback_form(
+        &self,
+        pending: &PendingAuthorization,
+        body: &[u8],
+    ) -> Result<CallbackResponse, Error> {
+        self.validate_callback(pending, body, ResponseMode::FormPost)
+    }
+
+    fn validate_callback(
+        &self,
+        pending: &PendingAuthorization,
+        input: &[u8],
+        mode: ResponseMode,
+    ) -> Result<CallbackResponse, Error> {
+        let md = &self.inner.metadata;
+        let r = callback::validate(
+            pending,
+            input,
+            callback::Expect {
+                issuer: &md.issuer,
+                client_id: &self.inner.client_id,
+                iss_required: md.authorization_response_iss_parameter_supported,
+                mode,
+            },
+        );
+        match &r {
+            Ok(CallbackResponse::Acknowledgment(a)) => {
+                tracing::debug!(state = %pending.state.fingerprint(), deferred_code = %a.deferred_code.fingerprint(), "callback: acknowledgment");
+            }
+            Ok(CallbackResponse::Code(_)) => {
+                tracing::debug!(state = %pending.state.fingerprint(), "callback: plain code")
+            }
+            Ok(CallbackResponse::Error(e)) => {
+                tracing::info!(state = %pending.state.fingerprint(), error = %e.code, "callback: OP error")
+            }
+            Err(e) => {
+                tracing::warn!(state = %pending.state.fingerprint(), error = %e, "callback rejected")
+            }
+        }
+        Ok(r?)
+    }
+
+    /// The Deferred Code Exchange: trades the acknowledgment's `deferred_code`
+    /// for a [`DeferredAuthentication`] (its `deferred_auth_id`, absolute
+    /// deadline and interval). When a notification endpoint is configured, a
+    /// fresh 256-bit `deferred_notification_token` is sent and only its hash
+    /// is kept.
+    ///
+    /// When DPoP is in use (by default for public clients), a fresh key is
+    /// generated for this authentication process and kept in the result.
+    ///
+    /// The authentication is then handed to the poll engine: get its
+    /// outcome with [`wait`](Self::wait) or [`subscribe`](Self::subscribe).
+    pub async fn exchange(&self, ack: Acknowledgment) -> Result<DeferredAuthentication, Error> {
+        let key = self.inner.new_dpop_key()?;
+        self.exchange_inner(ack, key).await
+    }
+
+    /// [`exchange`](Self::exchange) with a caller-supplied DPoP key (from an
+    /// HSM, say) instead of a generated one.
+    pub async fn exchange_with_dpop_key(
+        &self,
+        ack: Acknowledgment,
+        key: DpopKey,
+    ) -> Result<DeferredAuthentication, Error> {
+        self.exchange_inner(ack, Some(key)).await
+    }
+
+    async fn exchange_inner(
+        &self,
+        ack: Acknowledgment,
+        dpop_key: Option<DpopKey>,
+    ) -> Result<DeferredAuthentication, Error> {
+        let inner = &self.inner;
+        if ack.pending.issuer != inner.metadata.issuer || ack.pending.client_id != inner.client_id {
+            return Err(CallbackError::WrongClient.into());
+        }
+        let notification_token = match inner.notification_endpoint {
+            Some(_) => Some(DeferredNotificationToken::new(random_b64url(
+                inner.rng.as_ref(),
+                NOTIFICATION_TOKEN_BYTES,
+            )?)),
+            None => None,
+        };
+        let params = exchange::exchange_params(&ack, notification_token.as_ref(), &inner.compat);
+        let issued_at = inner.clock.now();
+        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
+        let parsed = exchange::parse_exchange_response(&resp, &inner.metadata.token_endpoint);
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "deferred code exchange failed");
+                return Err(e);
+            }
+        };
+        // PROTOCOL.md A.7: validate the interim ID token like the final one;
+        // its nonce is the request's, and it comes with no access token.
+        let interim_claims = match &parsed.interim_id_token {
+            Some(raw) => {
+                let ctx = ValidationContext::from(&ack);
+                let now = inner.clock.now();
+                match inner.validate_jwt(raw, &ctx, None, now).await {
+                    Ok(t) => Some(t.into_parts().1),
+                    Err(e) => {
+                        tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "interim ID token rejected");
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut auth =
+            DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
+        auth.interim_claims = interim_claims.map(Box::new);
+        auth.dpop_key = dpop_key.map(Box::new);
+        tracing::info!(
+            deferred_auth_id = %auth.id.fingerprint(),
+            expires_at = ?auth.expires_at,
+            interval_secs = auth.interval_secs,
+            "deferred code exchanged"
+        );
+        let machine = PollMachine::new(&auth, inner.poll_config.clone());
+        // Durable before the application hears of it (invariant 6).
+        if let Err(e) = inner
+            .store
+            .insert(Record::new(auth.clone(), machine.clone()))
+            .await
+        {
+            tracing::error!(
+                deferred_auth_id = %auth.id.fingerprint(),
+                error = %e,
+                "the authentication could not be stored; it is polled in this process only"
+            );
+            inner.driver.track(auth, machine).await?;
+            return Err(e.into());
+        }
+        inner.driver.track(auth.clone(), machine).await?;
+        Ok(auth)
+    }
+
+    /// The plain-code fallback: when `deferred_code code` was requested and
+    /// the OP answered at once with a `code`, finishes the authorization code
+    /// flow (token request with the PKCE verifier and the redirect URI) and
+    /// validates the tokens exactly as a deferred poll's, so the application
+    /// handles both answers with one [`TokenSet`].
+    pub async fn exchange_code(&self, code: CodeResponse) -> Result<TokenSet, Error> {
+        let inner = &self.inner;
+        if code.pending.issuer != inner.metadata.issuer || code.pending.client_id != inner.client_id
+        {
+            return Err(CallbackError::WrongClient.into());
+        }
+        let params = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.code.secret().to_owned()),
+            (
+                "redirect_uri",
+                code.pending.redirect_uri.as_str().to_owned(),
+            ),
+            (
+                "code_verifier",
+                code.pending.pkce_verifier.secret().to_owned(),
+            ),
+        ];
+        // A DPoP-bound token from the code flow gets its own fresh key.
+        let dpop_key = inner.new_dpop_key()?;
+        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
+        let ctx = ValidationContext::from(&code);
+        match inner
+            .finish_token_response(&resp, &ctx, dpop_key.as_ref())
+            .await
+        {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                tracing::warn!(code = %code.code.fingerprint(), error = %e, "authorization code exchange failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the outcome of a deferred authentication (the simple
+    /// one-flow case; for many, see [`subscribe`](Self::subscribe)).
+    ///
+    /// Cancel-safe: dropping the future loses nothing; the outcome stays
+    /// available to later calls for the retention period
+    /// ([`DriverConfig::finished_retention`]).
+    pub async fn wait(&self, id: &DeferredAuthId) -> Result<Outcome<TokenSet>, Error> {
+        Ok(self.inner.driver.wait(id).await?)
+    }
+
+    /// Progress descriptions and outcomes of every authentication, as they
+    /// happen. A subscriber that falls far behind misses events; outcomes
+    /// stay available through [`wait`](Self::wait).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PollEvent<TokenSet>> {
+        self.inner.driver.subscribe()
+    }
+
+    /// Resumes polling an authentication kept from an earlier run (for
+    /// example a serialised [`DeferredAuthentication`] and, if you kept it,
+    /// its [`PollMachine`]): the deadline stays where the OP set it and the
+    /// floor where it was. False if it is already being polled.
+    pub async fn resume(
+        &self,
+        auth: DeferredAuthentication,
+        state: Option<PollMachine>,
+    ) -> Result<bool, Error> {
+        if auth.issuer != self.inner.metadata.issuer || auth.client_id != self.inner.client_id {
+            return Err(CallbackError::WrongClient.into());
+        }
+        let machine =
+            state.unwrap_or_else(|| PollMachine::new(&auth, self.inner.poll_config.clone()));
+        match self
+            .inner
+            .store
+            .insert(Record::new(auth.clone(), machine.clone()))
+            .await
+        {
+            Ok(()) | Err(StoreError::Duplicate { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self.inner.driver.track(auth, machine).await?)
+    }
+
+    /// Acknowledges an outcome: the application has taken it (and, say,
+    /// committed it to its own database). Until then, every outcome is
+    /// handed over again after a restart (at least once delivery; the
+    /// [`OutcomeId`](crate::engine::driver::OutcomeId) of a re-delivery is the same).
+    /// False for an unknown or unfinished authentication.
+    pub async fn ack(&self, id: &DeferredAuthId) -> Result<bool, Error> {
+        let stored = self.inner.store.mark_delivered(id).await?;
+        let in_memory = self.inner.driver.ack(id).await;
+        Ok(stored || in_memory)
+    }
+
+    /// Outcomes that are stored but not yet acknowledged: after a restart,
+    /// those the previous process received but the application never
+    /// acknowledged. Call it at start-up and handle them like
+    /// [`PollEvent::Finished`] events.
+    pub async fn undelivered(&self) -> Vec<crate::engine::driver::Delivery<TokenSet>> {
+        self.inner.driver.undelivered().await
+    }
+
+    /// The authentication and its poll state, to keep across a restart
+    /// (serialise both; hand them to [`resume`](Self::resume) later). With a
+    /// durable store configured, the SDK does this itself.
+    pub async fn snapshot(
+        &self,
+        id: &DeferredAuthId,
+    ) -> Option<(DeferredAuthentication, PollMachine)> {
+        let t = self.inner.driver.get(id).await?;
+        Some((DeferredAuthentication::clone(&t.auth), t.machine))
+    }
+
+    /// Where polling of an authentication stands.
+    pub async fn poll_status(&self, id: &DeferredAuthId) -> Option<PollStatus> {
+        self.inner.driver.status(id).await
+    }
+
+    /// Wakes the poller for an authentication, as a ping does: it polls at
+    /// once if the floor has elapsed, else at the floor. False for an
+    /// unknown or finished authentication. (The [`PingReceiver`] calls this
+    /// after checking the ping's token; call it yourself only for pings you
+    /// authenticated another way, e.g. with mTLS.)
+    pub async fn wake(&self, id: &DeferredAuthId) -> bool {
+        self.inner.driver.wake(id).await
+    }
+
+    /// Cancels an authentication: sends the cancellation request to the OP
+    /// when a cancellation endpoint is configured, then stops polling and
+    /// delivers [`Outcome::Cancelled`] (unless a poll already in flight
+    /// returns the tokens: those are delivered instead, as the OP will not
+    /// issue them again).
+    ///
+    /// If the OP refuses or cannot be reached, the error is returned and
+    /// polling goes on: retry, or stop locally with
+    /// [`cancel_locally`](Self::cancel_locally). Cancelling a finished
+    /// authentication sends nothing.
+    pub async fn cancel(&self, id: &DeferredAuthId) -> Result<(), Error> {
+        let inner = &self.inner;
+        let Some(tracked) = inner.driver.get(id).await else {
+            return Err(WaitError::Unknown.into());
+        };
+        if tracked.finished {
+            return Ok(());
+        }
+        let auth = tracked.auth;
+        if let Some(cfg) = &inner.cancellation {
+            inner.send_cancel(cfg, &auth).await.inspect_err(|e| {
+                tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "cancellation request failed");
+            })?;
+            tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled at the OP");
+        }
+        inner.driver.cancel(id).await;
+        Ok(())
+    }
+
+    /// Stops polling without telling the OP.
+    pub async fn cancel_locally(&self, id: &DeferredAuthId) -> bool {
+        self.inner.driver.cancel(id).await
+    }
+
+    /// The Ping Callback receiver for this client's notification endpoint:
+    /// a `tower::Service` and plain handler that checks each ping's bearer
+    /// token and wakes the poller. See [`crate::ping`].
+    pub fn ping_receiver(&self) -> PingReceiver {
+        PingReceiver::new(Arc::new(self.inner.driver.clone()))
+    }
+
+    /// Whether the poll engine is idle right now: no poll in flight, none
+    /// due, no outcome being stored. (For graceful shutdowns, and for tests
+    /// that move a virtual clock.)
+    pub async fn is_idle(&self) -> bool {
+        self.inner.driver.idle().await
+    }
+
+    /// Authentications being polled, and polls in flight.
+    pub async fn pending_count(&self) -> (usize, usize) {
+        self.inner.driver.counts().await
+    }
+
+    /// Validates a token response (from a deferred poll or the code
+    /// fallback) and assembles the [`TokenSet`]: the `id_token` is required
+    /// and validated against the OP's JWK Set (fetched or refreshed through
+    /// the client's shared cache as needed), `ctx`'s `nonce`, `max_age` and
+    /// expected `sub`, and the access token (`at_hash`). Times are checked
+    /// at `received_at`, which also anchors `expires_at`.
+    pub async fn validate_token_response(
+        &self,
+        ctx: &ValidationContext,
+        resp: TokenResponse,
+        received_at: UnixTime,
+    ) -> Result<TokenSet, Error> {
+        self.inner.validate_tokens(ctx, resp, received_at).await
+    }
+
+    /// Validates one ID token (every check of
+    /// [`jose::id_token`](crate::proto::id_token)) at time `now`.
+    /// `access_token`, when given, is checked against `at_hash`.
+    pub async fn validate_id_token(
+        &self,
+        ctx: &ValidationContext,
+        id_token: &RawJwt,
+        access_token: Option<&AccessToken>,
+        now: UnixTime,
+    ) -> Result<IdToken, Error> {
+        Ok(self
+            .inner
+            .validate_jwt(id_token, ctx, access_token, now)
+            .await?)
+    }
+
+    /// The cached JWK Set, to warm another instance's cache (serverless cold
+    /// starts, restarts). `None` before the first fetch.
+    pub fn export_jwks(&self) -> Option<JwksSnapshot> {
+        self.inner.jwks.export()
+    }
+
+    /// Loads an exported JWK Set into the cache. A snapshot past its
+    /// freshness is used (within [`JwksConfig::max_stale`]) until the next
+    /// refresh succeeds. For an OP without `jwks_uri`, this is how its keys
+    /// are given (they then never expire).
+    pub fn import_jwks(&self, snapshot: JwksSnapshot) -> Result<(), Error> {
+        Ok(self.inner.jwks.import(snapshot)?)
+    }
+
+    /// Stops this client's engine cleanly: no new polls are sent, polls
+    /// already in flight finish and their results (tokens included) are
+    /// stored, then the store is closed ([`Store::close`]: a [`FileStore`]
+    /// releases its file, so a new client or process can open it at once).
+    /// Pending authentications stay pending in the store, ready for
+    /// [`resume`](Self::resume) by the next client.
+    ///
+    /// Waiters still blocked in [`wait`](Self::wait) get
+    /// [`WaitError::Stopped`]. Calls after a shutdown fail the same way.
+    ///
+    /// Cancel safety: the shutdown is started by the first poll of this
+    /// future; dropping it after that lets the shutdown complete in the
+    /// background, but then nothing tells you when the file is released.
+    ///
+    /// [`FileStore`]: crate::FileStore
+    pub async fn shutdown(&self) {
+        self.inner.driver.shutdown().await;
+        if let Err(e) = self.inner.store.close().await {
+            tracing::warn!(error = %e, "closing the store at shutdown failed");
+        }
+    }
+
+    /// A DPoP proof for presenting `tokens`' access token to a resource
+    /// server (RFC 9449 §7), with the client's clock and random source: see
+    /// [`TokenSet::resource_proof_at`]. `None` for bearer tokens.
+    pub fn resource_proof(
+        &self,
+        tokens: &TokenSet,
+        method: &http::Method,
+        url: &Url,
+        nonce: Option<&str>,
+    ) -> Option<Result<String, crate::jose::KeyError>> {
+        tokens.resource_proof_at(
+            method,
+            url,
+            nonce,
+            self.inner.clock.now(),
+            self.inner.rng.as_ref(),
+        )
+    }
+
+    /// The ID token validation options in force (the effective algorithm
+    /// allow-list among them).
+    pub fn validation_options(&self) -> &ValidationOptions {
+        self.inner.validator.options()
+    }
+}
+
+impl ClientInner {
+    /// See [`DtrClient::validate_token_response`].
+    pub(crate) async fn validate_tokens(
+        &self,
+        ctx: &ValidationContext,
+        resp: TokenResponse,
+        received_at: UnixTime,
+    ) -> Result<TokenSet, Error> {
+        let Some(raw) = resp.id_token.clone() else {
+            tracing::warn!("token response without id_token");
+            return Err(ValidationError::MissingIdToken.into());
+        };
+        let id_token = match self
+            .validate_jwt(&raw, ctx, Some(&resp.access_token), received_at)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(id_token = %raw.fingerprint(), error = %e, "ID token rejected");
+                return Err(e.into());
+            }
+        };
+        tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
+        Ok(TokenSet::new(resp, id_token, received_at))
+    }
+
+    /// Validates a JWT: header and `alg`, key (through the JWKS cache),
+    /// signature, then claims.
+    pub(crate) async fn validate_jwt(
+        &self,
+        raw: &RawJwt,
+        ctx: &ValidationContext,
+        access_token: Option<&AccessToken>,
+        now: UnixTime,
+    ) -> Result<IdToken, ValidationError> {
+        let jws = self.validator.decode(raw.secret())?;
+        if jws.alg.is_hmac() {
+            self.validator.verify_hmac(&jws)?;
+        } else {
+            let key = self
+                .jwks
+                .resolve(&self.http, self.clock.as_ref(), jws.kid.as_deref(), jws.alg)
+                .await?;
+            let verifier = key.verifier(jws.alg).ok_or(ValidationError::Signature)?;
+            verify_with(&jws, verifier)?;
+        }
+        let claims = self.validator.check_claims(&jws, ctx, access_token, now)?;
+        Ok(IdToken::new(raw.clone(), claims))
+    }
+
+    /// A token-endpoint request with client authentication applied.
+    pub(crate) fn token_request(
+        &self,
+        params: Vec<(&'static str, String)>,
+    ) -> Result<HttpRequest, Error> {
+        self.authed_form(&self.metadata.token_endpoint, params)
+    }
+
+    /// Adds fresh client credentials for a request to `endpoint`.
+    pub(crate) fn apply_client_auth(
+        &self,
+        endpoint: &Url,
+        headers: &mut HeaderMap,
+        params: &mut Vec<(&'static str, String)>,
+    ) -> Result<(), Error> {
+        let ctx = crate::proto::client_auth::AuthContext {
+            client_id: &self.client_id,
+            issuer: &self.metadata.issuer,
+            endpoint,
+            now: self.clock.now(),
+            rng: self.rng.as_ref(),
+        };
+        self.auth.apply(&ctx, headers, params)
+    }
+
+    /// A form POST to `endpoint` with client authentication applied.
+    pub(crate) fn authed_form(
+        &self,
+        endpoint: &Url,
+        mut params: Vec<(&'static str, String)>,
+    ) -> Result<HttpRequest, Error> {
+        let mut headers = HeaderMap::new();
+        self.apply_client_auth(endpoint, &mut headers, &mut params)?;
+        let mut req = HttpRequest::post_form(
+            endpoint.clone(),
+            params.iter().map(|(k, v)| (*k, v.as_str())),
+        );
+        req.headers.extend(headers);
+        Ok(req)
+    }
+
+    /// Whether requests of this client carry DPoP proofs.
+    pub(crate) fn uses_dpop(&self) -> bool {
+        self.dpop.enabled.unwrap_or(self.auth.is_public())
+    }
+
+    /// A fresh DPoP key for a new authentication process, when DPoP is on.
+    pub(crate) fn new_dpop_key(&self) -> Result<Option<DpopKey>, Error> {
+        if !self.uses_dpop() {
+            return Ok(None);
+        }
+        DpopKey::generate(self.dpop.algorithm)
+            .map(Some)
+            .map_err(|e| {
+                ConfigError::Invalid {
+                    field: "dpop",
+                    reason: e.to_string(),
+                }
+                .into()
+            })
+    }
+}
+
+/// Configures a [`DtrClient`].
+#[derive(Default)]
+#[must_use]
+pub struct DtrClientBuilder {
+    issuer: Option<String>,
+    metadata: Option<ProviderMetadata>,
+    client_id: Option<String>,
+    auth: Option<ClientAuth>,
+    redirect_uri: Option<String>,
+    notification_endpoint: Option<String>,
+    clock: Option<Arc<dyn Clock>>,
+    rng: Option<Arc<dyn RandomSource>>,
+    http: HttpConfig,
+    allow_unadvertised: bool,
+    compat: Compat,
+    validation: ValidationOptions,
+    jwks: JwksConfig,
+    dpop: DpopConfig,
+    cancellation: Option<CancellationSetting>,
+    poll: Option<PollConfig>,
+    driver: DriverConfig,
+    store: Option<Arc<dyn Store>>,
+}
+
+/// The cancellation endpoint, given or named in the metadata.
+enum CancellationSetting {
+    Given(CancellationConfig),
+    FromMetadata(String, crate::proto::cancel::CancelEncoding),
+}
+
+impl fmt::Debug for DtrClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DtrClientBuilder")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DtrClientBuilder {
+    /// The issuer identifier. Without [`metadata`](Self::metadata), `build`
+    /// discovers the metadata from `{issuer}/.well-known/openid-configuration`
+    /// (then RFC 8414's location) and requires its `issuer` to equal this
+    /// value exactly.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Explicit metadata, for OPs without discovery. No request is made.
+    pub fn metadata(mut self, metadata: ProviderMetadata) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// The client identifier.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// A client secret, sent with `client_secret_basic`.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.auth = Some(ClientAuth::ClientSecretBasic(ClientSecret::new(secret)));
+        self
+    }
+
+    /// The client authentication method (default: `none`, a public client,
+    /// unless [`client_secret`](Self::client_secret) was given).
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// The redirect URI registered for this client.
+    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.redirect_uri = Some(uri.into());
+        self
+    }
+
+    /// The RP's `deferred_client_notification_endpoint`, when it wants Ping
+    /// Callbacks. A fresh notification token is then sent at every exchange.
+    pub fn notification_endpoint(mut self, uri: impl Into<String>) -> Self {
+        self.notification_endpoint = Some(uri.into());
+        self
+    }
+
+    /// The clock (default: the system clock). For tests.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The random source (default: the OS CSPRNG). For tests only.
+    pub fn random(mut self, rng: Arc<dyn RandomSource>) -> Self {
+        self.rng = Some(rng);
+        self
+    }
+
+    /// HTTP timeouts and body cap.
+    pub fn http_config(mut self, cfg: HttpConfig) -> Self {
+        self.http = cfg;
+        self
+    }
+
+    /// Accept an OP whose metadata does not advertise `deferred_code` and the
+    /// deferred grant type (some deployments enable DTR per client without
+    /// advertising it). Off by default.
+    pub fn allow_unadvertised_dtr(mut self) -> Self {
+        self.allow_unadvertised = true;
+        self
+    }
+
+    /// Compatibility switches for OPs built on earlier draft snapshots.
+    pub fn compat(mut self, compat: Compat) -> Self {
+        self.compat = compat;
+        self
+    }
+
+    /// ID token validation settings: allowed algorithms (default `RS256`,
+    /// intersected with the OP's list), leeways, trusted audiences, the
+    /// interim/final `sub` rule, the `max_age` check.
+    pub fn validation(mut self, options: ValidationOptions) -> Self {
+        self.validation = options;
+        self
+    }
+
+    /// JWKS cache settings: freshness bounds, unknown-`kid` cooldown,
+    /// stale-if-error.
+    pub fn jwks_config(mut self, config: JwksConfig) -> Self {
+        self.jwks = config;
+        self
+    }
+
+    /// DPoP settings (default: on for public clients, off otherwise; ES256;
+    /// a `Bearer` downgrade is refused).
+    pub fn dpop(mut self, config: DpopConfig) -> Self {
+        self.dpop = config;
+        self
+    }
+
+    /// The OP's cancellation endpoint (the draft defines no metadata name
+    /// for it).
+    pub fn cancellation(mut self, config: CancellationConfig) -> Self {
+        self.cancellation = Some(CancellationSetting::Given(config));
+        self
+    }
+
+    /// Reads the cancellation endpoint from a metadata member of your
+    /// choosing (an OP-specific name), sending bodies as `encoding`.
+    pub fn cancellation_from_metadata(
+        mut self,
+        member: impl Into<String>,
+        encoding: crate::proto::cancel::CancelEncoding,
+    ) -> Self {
+        self.cancellation = Some(CancellationSetting::FromMetadata(member.into(), encoding));
+        self
+    }
+
+    /// The poll schedule's tuning: backoff, final-poll margin, maximum
+    /// lifetime, and the cadence when pings are expected. Without it, the
+    /// defaults apply, with a 60 s safety-net cadence when a notification
+    /// endpoint is configured.
+    pub fn poll_config(mut self, config: PollConfig) -> Self {
+        self.poll = Some(config);
+        self
+    }
+
+    /// Where pending authentications and their outcomes are kept (default:
+    /// [`MemoryStore`], lost on restart). With a durable store, such as
+    /// [`FileStore`](crate::store::FileStore), a new client on the same
+    /// store resumes every pending authentication where it was and hands
+    /// over outcomes that were received but not acknowledged.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// [`store`](Self::store), with a shared store.
+    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The poll driver's tuning (requests in flight, outcome retention,
+    /// event channel capacity).
+    pub fn driver_config(mut self, config: DriverConfig) -> Self {
+        self.driver = config;
+        self
+    }
+
+    /// Builds the client, discovering the metadata if none was given.
+    ///
+    /// Must run inside a tokio runtime: the client's poll driver is spawned
+    /// on it.
+    pub async fn build(self) -> Result<DtrClient, Error> {
+        let client_id = self.client_id.ok_or(ConfigError::Missing("client_id"))?;
+        if client_id.is_empty() {
+            return Err(ConfigError::Missing("client_id").into());
+        }
+        let redirect_uri = self
+            .redirect_uri
+            .ok_or(ConfigError::Missing("redirect_uri"))?;
+        let redirect_uri = parse_redirect_uri(&redirect_uri)?;
+        let notification_endpoint = self
+            .notification_endpoint
+            .map(|u| parse_url(&u, "notification_endpoint"))
+            .transpose()?;
+        let http = HttpEdge::new(&self.http)?;
+        let metadata = match (self.metadata, self.issuer) {
+            (Some(md), issuer) => {
+                if let Some(issuer) = issuer
+                    && issuer != md.issuer
+                {
+                    return Err(DiscoveryError::IssuerMismatch {
+                        expected: issuer,
+                        found: md.issuer,
+                    }
+                    .into());
+                }
+                parse_url(&md.issuer, "issuer")?;
+                md.check_urls()?;
+                md
+            }
+            (None, Some(issuer)) => crate::engine::discovery::discover(&http, &issuer).await?,
+            (None, None) => return Err(ConfigError::Missing("issuer").into()),
+        };
+        if !self.allow_unadvertised {
+            metadata.check_dtr_support()?;
+        }
+        let auth = self.auth.unwrap_or(ClientAuth::None);
+        let secret = auth.client_secret();
+        let validator = IdTokenValidator::new(
+            metadata.issuer.clone(),
+            client_id.clone(),
+            self.validation,
+            metadata.id_token_signing_alg_values_supported.as_deref(),
+            secret,
+        )?;
+        self.jwks.check()?;
+        let jwks = JwksCache::new(
+            metadata.jwks_uri.clone(),
+            self.jwks,
+            validator.allowed_algorithms(),
+        );
+        let cancellation = match self.cancellation {
+            None => None,
+            Some(CancellationSetting::Given(c)) => Some(c),
+            Some(CancellationSetting::FromMetadata(member, encoding)) => {
+                let url = metadata
+                    .additional
+                    .get(&member)
+                    .and_then(|v| v.as_str())
+                    .ok_or(ConfigError::Invalid {
+                        field: "cancellation",
+                        reason: format!("the metadata has no string member `{member}`"),
+                    })?;
+                Some(CancellationConfig::new(url)?.encoding(encoding))
+            }
+        };
+        if let Some(c) = &cancellation {
+            c.check(&auth)?;
+        }
+        let poll_config = self.poll.unwrap_or_else(|| {
+            let cadence = notification_endpoint
+                .as_ref()
+                .map(|_| Duration::from_secs(60));
+            PollConfig::default().notified_cadence(cadence)
+        });
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::Invalid {
+            field: "runtime",
+            reason: "DtrClient::build must run inside a tokio runtime".into(),
+        })?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(SystemRandom));
+        let driver_config = self.driver;
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        store.bind(&metadata.issuer, &client_id).await?;
+        let records = store.load_active().await?;
+        let retention = driver_config.finished_retention;
+        let inner = Arc::new_cyclic(|weak| ClientInner {
+            metadata,
+            client_id,
+            auth,
+            redirect_uri,
+            notification_endpoint,
+            http,
+            clock: clock.clone(),
+            rng: rng.clone(),
+            compat: self.compat,
+            validator,
+            jwks,
+            dpop: self.dpop,
+            dpop_nonces: Mutex::new(HashMap::new()),
+            cancellation,
+            poll_config,
+            store: store.clone(),
+            driver: DriverHandle::spawn(weak.clone(), clock.clone(), rng, driver_config, &runtime),
+        });
+        // Resume: pending authentications poll again (a full floor from
+        // now), received-but-unacknowledged outcomes wait to be handed over.
+        let (mut pending, mut finished) = (0usize, 0usize);
+        for r in records {
+            let outcome = r.outcome.map(|o| (o.outcome, o.finished_at));
+            if outcome.is_some() {
+                finished += 1;
+            } else {
+                pending += 1;
+            }
+            inner.driver.restore(r.auth, r.machine, outcome).await?;
+        }
+        if pending + finished > 0 {
+            tracing::info!(pending, finished, "resumed from the store");
+        }
+        let _ = store.purge(clock.now().saturating_sub(retention)).await;
+        Ok(DtrClient { inner })
+    }
+}
+
+/// Redirect URIs: absolute, no fragment, and not plain http to a remote host
+/// (https, loopback http, or a private-use scheme for native apps).
+fn parse_redirect_uri(s: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(s).map_err(|e| ConfigError::InvalidUrl {
+        field: "redirect_uri",
+        reason: e.to_string(),
+    })?;
+    if url.fragment().is_some() {
+        return Err(ConfigError::InvalidUrl {
+            field: "redirect_uri",
+            reason: "must not have a fragment".into(),
+        });
+    }
+    match url.scheme() {
+        "https" | "http" => check_url(&url, "redirect_uri")?,
+        _ => {}
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uri_rules() {
+        assert!(parse_redirect_uri("https://rp.example/cb").is_ok());
+        assert!(parse_redirect_uri("http://127.0.0.1:8080/cb").is_ok());
+        assert!(parse_redirect_uri("com.example.app:/oauth2redirect").is_ok());
+        assert!(matches!(
+            parse_redirect_uri("http://rp.example/cb"),
+            Err(ConfigError::InsecureUrl { .. })
+        ));
+        assert!(parse_redirect_uri("https://rp.example/cb#x").is_err());
+        assert!(parse_redirect_uri("/relative").is_err());
+    }
+}

@@ -1,0 +1,1161 @@
+//! The poll driver: one tokio task that drives any number of pending
+//! authentications from one timer queue.
+//!
+//! Each authentication is a [`PollMachine`] (pure state) in a map; the task
+//! keeps a single binary heap of due times and sleeps until the earliest one
+//! on the client's [`Clock`]. There is no task and no sleeping future per
+//! authentication: a pending authentication costs a map entry and a heap
+//! slot. Token requests in flight run in a `JoinSet` owned by the task, at
+//! most one per `deferred_auth_id` (the machine refuses a second while one is
+//! in flight), and at most [`DriverConfig::max_in_flight`] overall.
+//!
+//! Outcomes are kept until the retention period ends, so a `wait` that was
+//! dropped (or started late) still finds its outcome: waiting is cancel-safe.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+pub(crate) use crate::error::WaitError;
+use crate::ping::PingVerdict;
+use crate::proto::exchange::DeferredAuthentication;
+use crate::proto::poll::{Action, Event, Outcome, PollMachine, PollResult, Step};
+use crate::random::RandomSource;
+use crate::secret::{DeferredAuthId, SecretHash};
+use crate::time::{Clock, UnixTime};
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Sends one Token Request for an authentication and classifies the answer.
+/// The client implements it; tests use fakes.
+pub(crate) trait Poller: Send + Sync + 'static {
+    /// What a successful poll yields (validated tokens).
+    type Tokens: Clone + Send + Sync + fmt::Debug + 'static;
+
+    /// One poll.
+    fn poll(
+        self: Arc<Self>,
+        auth: Arc<DeferredAuthentication>,
+    ) -> BoxFuture<PollResult<Self::Tokens>>;
+
+    /// Saves the poll state after an answer (best effort; may be relaxed).
+    fn persist_state(
+        self: Arc<Self>,
+        _auth: Arc<DeferredAuthentication>,
+        _machine: PollMachine,
+    ) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
+    /// Saves the terminal outcome durably; the driver delivers it only once
+    /// this completes. Implementations retry and log; they return when the
+    /// outcome is safe (or when they gave up, having said so loudly).
+    fn persist_outcome(
+        self: Arc<Self>,
+        _auth: Arc<DeferredAuthentication>,
+        _machine: PollMachine,
+        _outcome: Outcome<Self::Tokens>,
+        _finished_at: UnixTime,
+    ) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
+    /// Deletes stored outcomes that finished before `before` (the retention
+    /// period has passed).
+    fn purge_stored(self: Arc<Self>, _before: UnixTime) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+}
+
+/// A write for the persistence task, in order.
+enum PersistJob<T> {
+    Purge(UnixTime),
+    State(Arc<DeferredAuthentication>, PollMachine),
+    Outcome(
+        u64,
+        Arc<DeferredAuthentication>,
+        PollMachine,
+        Outcome<T>,
+        UnixTime,
+    ),
+}
+
+/// A delivered (or deliverable) outcome with its stable id.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Delivery<T = crate::proto::token::TokenSet> {
+    /// The authentication.
+    pub id: DeferredAuthId,
+    /// A stable, non-secret id for this outcome (the same across restarts
+    /// and re-deliveries): key the application's idempotency on it.
+    pub outcome_id: OutcomeId,
+    /// How it ended.
+    pub outcome: Outcome<T>,
+}
+
+/// A stable, non-secret identifier of an authentication's outcome: 128 bits
+/// of the SHA-256 of its `deferred_auth_id`, in hex. Every delivery of the
+/// same outcome (including re-deliveries after a restart) carries the same
+/// one.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct OutcomeId(String);
+
+impl OutcomeId {
+    /// The outcome id of an authentication.
+    pub fn of(id: &DeferredAuthId) -> Self {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.secret().as_bytes());
+        OutcomeId(
+            d.as_ref()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    /// As text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OutcomeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Tuning of the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverConfig {
+    /// Token requests in flight at once, across all authentications
+    /// (default 64).
+    pub max_in_flight: usize,
+    /// How long a finished authentication's outcome stays available to
+    /// `wait` (default 24 h).
+    pub finished_retention: Duration,
+    /// Capacity of the event channel; a subscriber that falls further
+    /// behind misses events (outcomes stay available through `wait`).
+    pub event_capacity: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            max_in_flight: 64,
+            finished_retention: Duration::from_secs(24 * 3600),
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// Something that happened to a pending authentication.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PollEvent<T = crate::proto::token::TokenSet> {
+    /// The OP sent a new progress description with `authorization_pending`
+    /// (e.g. "documents in review, position 3 in queue").
+    Progress {
+        /// Which authentication.
+        id: DeferredAuthId,
+        /// The OP's text (display it escaped).
+        description: String,
+    },
+    /// The authentication ended (and its outcome is stored).
+    Finished {
+        /// Which authentication.
+        id: DeferredAuthId,
+        /// The outcome's stable id (see [`OutcomeId`]).
+        outcome_id: OutcomeId,
+        /// How.
+        outcome: Outcome<T>,
+    },
+}
+
+/// A snapshot of one authentication's polling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PollStatus {
+    /// The current minimum time between polls.
+    pub floor: Duration,
+    /// When the next poll is due (`None` while one is in flight or after
+    /// the end).
+    pub next_poll: Option<UnixTime>,
+    /// The absolute deadline.
+    pub deadline: UnixTime,
+    /// Polls sent so far.
+    pub polls: u32,
+    /// `slow_down` answers so far.
+    pub slow_downs: u32,
+    /// Whether a poll is in flight.
+    pub in_flight: bool,
+    /// Whether it has ended.
+    pub finished: bool,
+}
+
+/// A tracked authentication, as the driver holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracked {
+    pub auth: Arc<DeferredAuthentication>,
+    pub machine: PollMachine,
+    pub finished: bool,
+}
+
+enum Command<T> {
+    Ping(DeferredAuthId, Vec<u8>, oneshot::Sender<PingVerdict>),
+    Track(
+        Box<DeferredAuthentication>,
+        Box<PollMachine>,
+        oneshot::Sender<bool>,
+    ),
+    /// An authentication read back from a store: pending (resume polling,
+    /// a full floor from now) or finished with an undelivered outcome.
+    Restore(
+        Box<DeferredAuthentication>,
+        Box<PollMachine>,
+        Option<(Outcome<T>, UnixTime)>,
+        oneshot::Sender<bool>,
+    ),
+    Ack(DeferredAuthId, oneshot::Sender<bool>),
+    Undelivered(oneshot::Sender<Vec<Delivery<T>>>),
+    Wake(DeferredAuthId, oneshot::Sender<bool>),
+    Cancel(DeferredAuthId, oneshot::Sender<bool>),
+    Wait(
+        DeferredAuthId,
+        oneshot::Sender<Result<Outcome<T>, WaitError>>,
+    ),
+    Status(DeferredAuthId, oneshot::Sender<Option<PollStatus>>),
+    Get(DeferredAuthId, oneshot::Sender<Option<Tracked>>),
+    Len(oneshot::Sender<(usize, usize)>),
+    Idle(oneshot::Sender<bool>),
+    /// Stop sending polls, let the ones in flight finish and their writes
+    /// reach the store, then stop; answered when all that is done.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The application side of the driver task.
+pub(crate) struct DriverHandle<T> {
+    tx: mpsc::UnboundedSender<Command<T>>,
+    events: broadcast::Sender<PollEvent<T>>,
+}
+
+impl<T> Clone for DriverHandle<T> {
+    fn clone(&self) -> Self {
+        DriverHandle {
+            tx: self.tx.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for DriverHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DriverHandle").finish_non_exhaustive()
+    }
+}
+
+impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
+    /// Spawns the driver task on the current tokio runtime. It stops when
+    /// the handle is dropped.
+    pub(crate) fn spawn<P: Poller<Tokens = T>>(
+        poller: Weak<P>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn RandomSource>,
+        config: DriverConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (persist, jobs) = mpsc::unbounded_channel();
+        let (stored_tx, stored_rx) = mpsc::unbounded_channel();
+        let persist_done = runtime.spawn(persist_task(poller.clone(), jobs, stored_tx));
+        let engine = Engine {
+            poller,
+            clock,
+            rng,
+            config,
+            events: events.clone(),
+            entries: HashMap::new(),
+            keys: HashMap::new(),
+            timers: BinaryHeap::new(),
+            in_flight: JoinSet::new(),
+            next_key: 0,
+            persist,
+            stored_rx,
+            last_store_purge: UnixTime::EPOCH,
+            persist_done: Some(persist_done),
+            stopping: None,
+        };
+        runtime.spawn(engine.run(rx));
+        DriverHandle { tx, events }
+    }
+
+    /// Stops the driver: no new polls; polls in flight finish and their
+    /// results are stored; then the task ends. Returns when it has.
+    pub(crate) async fn shutdown(&self) {
+        let _ = self.ask(Command::Shutdown).await;
+    }
+
+    async fn ask<R>(&self, make: impl FnOnce(oneshot::Sender<R>) -> Command<T>) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Starts (or resumes) driving an authentication. False if one with the
+    /// same id is already tracked.
+    pub(crate) async fn track(
+        &self,
+        auth: DeferredAuthentication,
+        machine: PollMachine,
+    ) -> Result<bool, WaitError> {
+        self.ask(|tx| Command::Track(Box::new(auth), Box::new(machine), tx))
+            .await
+            .ok_or(WaitError::Stopped)
+    }
+
+    /// Takes on an authentication read back from a store.
+    pub(crate) async fn restore(
+        &self,
+        auth: DeferredAuthentication,
+        machine: PollMachine,
+        outcome: Option<(Outcome<T>, UnixTime)>,
+    ) -> Result<bool, WaitError> {
+        self.ask(|tx| Command::Restore(Box::new(auth), Box::new(machine), outcome, tx))
+            .await
+            .ok_or(WaitError::Stopped)
+    }
+
+    /// Marks an outcome acknowledged. False if unknown or unfinished.
+    pub(crate) async fn ack(&self, id: &DeferredAuthId) -> bool {
+        self.ask(|tx| Command::Ack(id.clone(), tx))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Finished outcomes not yet acknowledged.
+    pub(crate) async fn undelivered(&self) -> Vec<Delivery<T>> {
+        self.ask(Command::Undelivered).await.unwrap_or_default()
+    }
+
+    /// A ping: poll now if the floor has elapsed, else at the floor. False
+    /// for an unknown or finished authentication.
+    pub(crate) async fn wake(&self, id: &DeferredAuthId) -> bool {
+        self.ask(|tx| Command::Wake(id.clone(), tx))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Checks a ping's bearer token against the hash bound at the exchange
+    /// (constant time, the same work for unknown ids) and wakes the
+    /// authentication if it is correct and still pending.
+    pub(crate) async fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> PingVerdict {
+        self.ask(|tx| Command::Ping(id, token, tx))
+            .await
+            .unwrap_or(PingVerdict::Rejected)
+    }
+
+    /// Cancels locally. False for an unknown or finished authentication.
+    pub(crate) async fn cancel(&self, id: &DeferredAuthId) -> bool {
+        self.ask(|tx| Command::Cancel(id.clone(), tx))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Waits for the outcome. Cancel-safe: the outcome stays available.
+    pub(crate) async fn wait(&self, id: &DeferredAuthId) -> Result<Outcome<T>, WaitError> {
+        self.ask(|tx| Command::Wait(id.clone(), tx))
+            .await
+            .ok_or(WaitError::Stopped)?
+    }
+
+    /// The polling status.
+    pub(crate) async fn status(&self, id: &DeferredAuthId) -> Option<PollStatus> {
+        self.ask(|tx| Command::Status(id.clone(), tx))
+            .await
+            .flatten()
+    }
+
+    /// The authentication, its poll state, and whether it has ended.
+    pub(crate) async fn get(&self, id: &DeferredAuthId) -> Option<Tracked> {
+        self.ask(|tx| Command::Get(id.clone(), tx)).await.flatten()
+    }
+
+    /// (tracked, in flight)
+    pub(crate) async fn counts(&self) -> (usize, usize) {
+        self.ask(Command::Len).await.unwrap_or((0, 0))
+    }
+
+    /// No poll in flight, none due, no outcome waiting to be stored.
+    pub(crate) async fn idle(&self) -> bool {
+        self.ask(Command::Idle).await.unwrap_or(true)
+    }
+
+    /// Subscribes to progress and outcome events.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<PollEvent<T>> {
+        self.events.subscribe()
+    }
+}
+
+struct Entry<T> {
+    auth: Arc<DeferredAuthentication>,
+    machine: PollMachine,
+    /// Only the heap item with this generation is live.
+    timer_gen: u32,
+    outcome: Option<Outcome<T>>,
+    /// Whether the outcome is stored, so that it may be handed over.
+    stored: bool,
+    /// Whether the application acknowledged it.
+    acked: bool,
+    finished_at: Option<UnixTime>,
+    waiters: Vec<oneshot::Sender<Result<Outcome<T>, WaitError>>>,
+}
+
+struct Engine<P: Poller> {
+    poller: Weak<P>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn RandomSource>,
+    config: DriverConfig,
+    events: broadcast::Sender<PollEvent<P::Tokens>>,
+    entries: HashMap<u64, Entry<P::Tokens>>,
+    keys: HashMap<DeferredAuthId, u64>,
+    timers: BinaryHeap<Reverse<(UnixTime, u64, u32)>>,
+    in_flight: JoinSet<(u64, PollResult<P::Tokens>)>,
+    next_key: u64,
+    /// Writes for the persistence task, which runs them in order.
+    persist: mpsc::UnboundedSender<PersistJob<P::Tokens>>,
+    /// Keys whose outcome the persistence task has stored.
+    stored_rx: mpsc::UnboundedReceiver<u64>,
+    last_store_purge: UnixTime,
+    /// The persistence task, awaited at shutdown.
+    persist_done: Option<tokio::task::JoinHandle<()>>,
+    /// Set by a shutdown: who to tell when it is complete.
+    stopping: Option<Vec<oneshot::Sender<()>>>,
+}
+
+impl<P: Poller> Engine<P> {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command<P::Tokens>>) {
+        loop {
+            let next = self.next_due();
+            let clock = self.clock.clone();
+            let sleep = async move {
+                match next {
+                    Some(t) => clock.sleep_until(t).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                Some(key) = self.stored_rx.recv() => self.stored(key),
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    if let Ok((key, result)) = done {
+                        self.completed(key, result);
+                    }
+                    // A panicked poll future would leave its machine in
+                    // flight; pollers return classified errors instead.
+                }
+                _ = sleep => {}
+            }
+            if self.stopping.is_some() {
+                if self.in_flight.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            self.fire_due();
+        }
+        // Let the persistence task write what it has queued, then stop it.
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.persist, closed));
+        if let Some(task) = self.persist_done.take() {
+            let _ = task.await;
+        }
+        // The client is gone: wake every waiter with "stopped".
+        for (_, e) in self.entries.drain() {
+            for w in e.waiters {
+                let _ = w.send(Err(WaitError::Stopped));
+            }
+        }
+        for done in self.stopping.take().into_iter().flatten() {
+            let _ = done.send(());
+        }
+    }
+
+    /// The earliest live timer, unless the in-flight cap blocks new polls.
+    fn next_due(&mut self) -> Option<UnixTime> {
+        if self.stopping.is_some() {
+            return None;
+        }
+        while let Some(Reverse((t, key, generation))) = self.timers.peek().copied() {
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.timer_gen == generation)
+            {
+                if self.in_flight.len() >= self.config.max_in_flight {
+                    // Wait for a completion instead.
+                    return None;
+                }
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    fn fire_due(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = self.clock.now();
+        while let Some(Reverse((t, key, generation))) = self.timers.peek().copied() {
+            if t > now || self.in_flight.len() >= self.config.max_in_flight {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.entries.get(&key) else {
+                continue;
+            };
+            if entry.timer_gen != generation {
+                continue;
+            }
+            if let Some(finished_at) = entry.finished_at {
+                if now >= finished_at.saturating_add(self.config.finished_retention) {
+                    self.purge(key);
+                }
+                continue;
+            }
+            self.step(key, Event::Timer, now);
+        }
+    }
+
+    fn purge(&mut self, key: u64) {
+        if let Some(e) = self.entries.remove(&key) {
+            self.keys.remove(e.auth.id());
+        }
+        // The store keeps outcomes as long as memory does: purge it too, at
+        // most once a minute.
+        let now = self.clock.now();
+        if now
+            >= self
+                .last_store_purge
+                .saturating_add(Duration::from_secs(60))
+        {
+            self.last_store_purge = now;
+            let before = now.saturating_sub(self.config.finished_retention);
+            let _ = self.persist.send(PersistJob::Purge(before));
+        }
+    }
+
+    fn command(&mut self, cmd: Command<P::Tokens>) {
+        let now = self.clock.now();
+        match cmd {
+            Command::Track(auth, mut machine, reply) => {
+                if self.keys.contains_key(auth.id()) {
+                    let _ = reply.send(false);
+                    return;
+                }
+                machine.recover_after_restart(now, self.rng.as_ref());
+                let key = self.insert(auth, *machine);
+                let _ = reply.send(true);
+                self.step(key, Event::Timer, now);
+            }
+            Command::Restore(auth, mut machine, outcome, reply) => {
+                if self.keys.contains_key(auth.id()) {
+                    let _ = reply.send(false);
+                    return;
+                }
+                let _ = reply.send(true);
+                match outcome {
+                    Some((outcome, finished_at)) => {
+                        let key = self.insert(auth, *machine);
+                        if let Some(e) = self.entries.get_mut(&key) {
+                            e.outcome = Some(outcome);
+                            e.stored = true;
+                            e.finished_at = Some(finished_at);
+                            e.timer_gen = e.timer_gen.wrapping_add(1);
+                            let purge_at =
+                                finished_at.saturating_add(self.config.finished_retention);
+                            self.timers.push(Reverse((purge_at, key, e.timer_gen)));
+                        }
+                    }
+                    None => {
+                        machine.resume_after_restart(now, self.rng.as_ref());
+                        let key = self.insert(auth, *machine);
+                        self.step(key, Event::Timer, now);
+                    }
+                }
+            }
+            Command::Ack(id, reply) => {
+                let e = self.keys.get(&id).and_then(|k| self.entries.get_mut(k));
+                let ok = match e {
+                    Some(e) if e.outcome.is_some() => {
+                        e.acked = true;
+                        true
+                    }
+                    _ => false,
+                };
+                let _ = reply.send(ok);
+            }
+            Command::Undelivered(reply) => {
+                let list = self
+                    .entries
+                    .values()
+                    .filter(|e| e.stored && !e.acked)
+                    .filter_map(|e| {
+                        Some(Delivery {
+                            id: e.auth.id().clone(),
+                            outcome_id: OutcomeId::of(e.auth.id()),
+                            outcome: e.outcome.clone()?,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::Ping(id, token, reply) => {
+                let entry = self
+                    .keys
+                    .get(&id)
+                    .and_then(|k| self.entries.get(k).map(|e| (*k, e)));
+                let stored = entry.and_then(|(_, e)| e.auth.notification_token_hash());
+                // One hash and one constant-time comparison whatever the case,
+                // so timing does not tell unknown ids from wrong tokens.
+                let matches = match stored {
+                    Some(h) => h.matches(&token),
+                    None => {
+                        let _ = dummy_hash().matches(&token);
+                        false
+                    }
+                };
+                let verdict = match entry {
+                    Some((key, e)) if matches => {
+                        if e.outcome.is_some() {
+                            PingVerdict::AlreadyFinished
+                        } else {
+                            tracing::debug!(deferred_auth_id = %id.fingerprint(), "authenticated ping");
+                            self.step(key, Event::Wake, now);
+                            PingVerdict::Woken
+                        }
+                    }
+                    _ => PingVerdict::Rejected,
+                };
+                let _ = reply.send(verdict);
+            }
+            Command::Wake(id, reply) => {
+                let key = self.active_key(&id);
+                let _ = reply.send(key.is_some());
+                if let Some(key) = key {
+                    tracing::debug!(deferred_auth_id = %id.fingerprint(), "woken by a ping");
+                    self.step(key, Event::Wake, now);
+                }
+            }
+            Command::Cancel(id, reply) => {
+                let key = self.active_key(&id);
+                let _ = reply.send(key.is_some());
+                if let Some(key) = key {
+                    self.step(key, Event::Cancel, now);
+                }
+            }
+            Command::Wait(id, reply) => {
+                match self.keys.get(&id).and_then(|k| self.entries.get_mut(k)) {
+                    None => {
+                        let _ = reply.send(Err(WaitError::Unknown));
+                    }
+                    Some(e) => match &e.outcome {
+                        Some(o) if e.stored => {
+                            let _ = reply.send(Ok(o.clone()));
+                        }
+                        _ => {
+                            e.waiters.retain(|w| !w.is_closed());
+                            e.waiters.push(reply);
+                        }
+                    },
+                }
+            }
+            Command::Status(id, reply) => {
+                let status = self
+                    .keys
+                    .get(&id)
+                    .and_then(|k| self.entries.get(k))
+                    .map(|e| {
+                        let m = &e.machine;
+                        PollStatus {
+                            floor: m.floor(),
+                            next_poll: m.wake_at(),
+                            deadline: m.deadline(),
+                            polls: m.polls(),
+                            slow_downs: m.slow_downs(),
+                            in_flight: m.in_flight(),
+                            finished: m.is_finished(),
+                        }
+                    });
+                let _ = reply.send(status);
+            }
+            Command::Get(id, reply) => {
+                let found = self
+                    .keys
+                    .get(&id)
+                    .and_then(|k| self.entries.get(k))
+                    .map(|e| Tracked {
+                        auth: e.auth.clone(),
+                        machine: e.machine.clone(),
+                        finished: e.outcome.is_some(),
+                    });
+                let _ = reply.send(found);
+            }
+            Command::Shutdown(reply) => {
+                self.stopping.get_or_insert_with(Vec::new).push(reply);
+            }
+            Command::Idle(reply) => {
+                // Run anything due first, so that the answer is about the
+                // state after this instant's work has started.
+                self.fire_due();
+                let due = self.timers.iter().any(|Reverse((t, key, generation))| {
+                    *t <= now
+                        && self
+                            .entries
+                            .get(key)
+                            .is_some_and(|e| e.timer_gen == *generation && e.outcome.is_none())
+                });
+                let storing = self
+                    .entries
+                    .values()
+                    .any(|e| e.outcome.is_some() && !e.stored);
+                let _ = reply.send(self.in_flight.is_empty() && !due && !storing);
+            }
+            Command::Len(reply) => {
+                let active = self
+                    .entries
+                    .values()
+                    .filter(|e| e.outcome.is_none())
+                    .count();
+                let _ = reply.send((active, self.in_flight.len()));
+            }
+        }
+    }
+
+    fn active_key(&self, id: &DeferredAuthId) -> Option<u64> {
+        let key = *self.keys.get(id)?;
+        self.entries
+            .get(&key)
+            .filter(|e| e.outcome.is_none())
+            .map(|_| key)
+    }
+
+    fn completed(&mut self, key: u64, result: PollResult<P::Tokens>) {
+        let now = self.clock.now();
+        if let (Some(e), PollResult::Transient { message, .. }) = (self.entries.get(&key), &result)
+        {
+            // G13: the request may have reached the OP. If it answered with
+            // tokens, they are gone: the id is dead after redemption.
+            tracing::warn!(
+                deferred_auth_id = %e.auth.id().fingerprint(),
+                error = %message,
+                "poll failed in transit; will retry (a success lost in transit cannot be recovered)"
+            );
+        }
+        self.step(key, Event::Response(result), now);
+    }
+
+    fn insert(&mut self, auth: Box<DeferredAuthentication>, machine: PollMachine) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.keys.insert(auth.id().clone(), key);
+        self.entries.insert(
+            key,
+            Entry {
+                auth: Arc::from(auth),
+                machine,
+                timer_gen: 0,
+                outcome: None,
+                stored: false,
+                acked: false,
+                finished_at: None,
+                waiters: Vec::new(),
+            },
+        );
+        key
+    }
+
+    /// The persistence task stored `key`'s outcome: hand it over.
+    fn stored(&mut self, key: u64) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let Some(outcome) = entry.outcome.clone() else {
+            return;
+        };
+        entry.stored = true;
+        for w in entry.waiters.drain(..) {
+            let _ = w.send(Ok(outcome.clone()));
+        }
+        let _ = self.events.send(PollEvent::Finished {
+            id: entry.auth.id().clone(),
+            outcome_id: OutcomeId::of(entry.auth.id()),
+            outcome,
+        });
+    }
+
+    fn step(&mut self, key: u64, event: Event<P::Tokens>, now: UnixTime) {
+        let answered = matches!(event, Event::Response(_));
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let Step { action, progress } = entry.machine.handle(event, now, self.rng.as_ref());
+        if let Some(description) = progress {
+            let _ = self.events.send(PollEvent::Progress {
+                id: entry.auth.id().clone(),
+                description,
+            });
+        }
+        match action {
+            Action::SendPoll => {
+                let Some(poller) = self.poller.upgrade() else {
+                    return;
+                };
+                let auth = entry.auth.clone();
+                tracing::debug!(
+                    deferred_auth_id = %auth.id().fingerprint(),
+                    poll = entry.machine.polls(),
+                    floor_secs = entry.machine.floor().as_secs(),
+                    "polling"
+                );
+                self.in_flight
+                    .spawn(async move { (key, poller.poll(auth).await) });
+            }
+            Action::SleepUntil(t) => {
+                entry.timer_gen = entry.timer_gen.wrapping_add(1);
+                self.timers.push(Reverse((t, key, entry.timer_gen)));
+                if answered {
+                    let _ = self
+                        .persist
+                        .send(PersistJob::State(entry.auth.clone(), entry.machine.clone()));
+                }
+            }
+            Action::AwaitResponse | Action::Finished => {}
+            Action::Deliver(outcome) => {
+                tracing::info!(
+                    deferred_auth_id = %entry.auth.id().fingerprint(),
+                    outcome = outcome.kind(),
+                    polls = entry.machine.polls(),
+                    "deferred authentication finished"
+                );
+                // Stored first, handed over second (invariant 6): waiters and
+                // subscribers hear of it when the persistence task says so.
+                let _ = self.persist.send(PersistJob::Outcome(
+                    key,
+                    entry.auth.clone(),
+                    entry.machine.clone(),
+                    outcome.clone(),
+                    now,
+                ));
+                entry.outcome = Some(outcome);
+                entry.finished_at = Some(now);
+                entry.timer_gen = entry.timer_gen.wrapping_add(1);
+                let purge_at = now.saturating_add(self.config.finished_retention);
+                self.timers.push(Reverse((purge_at, key, entry.timer_gen)));
+            }
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + fmt::Debug + 'static> crate::ping::PingSink for DriverHandle<T> {
+    fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
+        let this = self.clone();
+        Box::pin(async move { DriverHandle::ping(&this, id, token).await })
+    }
+}
+
+/// Runs the writes in order: poll states (best effort) and outcomes
+/// (durably), reporting each stored outcome back to the engine.
+async fn persist_task<P: Poller>(
+    poller: Weak<P>,
+    mut jobs: mpsc::UnboundedReceiver<PersistJob<P::Tokens>>,
+    stored: mpsc::UnboundedSender<u64>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let Some(p) = poller.upgrade() else { return };
+        match job {
+            PersistJob::State(auth, machine) => p.persist_state(auth, machine).await,
+            PersistJob::Purge(before) => p.purge_stored(before).await,
+            PersistJob::Outcome(key, auth, machine, outcome, at) => {
+                p.persist_outcome(auth, machine, outcome, at).await;
+                let _ = stored.send(key);
+            }
+        }
+    }
+}
+
+/// The hash compared against when a ping names an unknown id.
+fn dummy_hash() -> &'static SecretHash {
+    static DUMMY: std::sync::OnceLock<SecretHash> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| SecretHash::of(b"oidc-dtr: no notification token is bound to this id"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ErrorCode, OAuthError};
+    use crate::proto::poll::PollConfig;
+    use crate::random::SystemRandom;
+    use crate::time::ManualClock;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const T0: UnixTime = UnixTime::from_millis(1_800_000_000_000);
+
+    /// A fake OP: approves an id after `approve_after` polls; records how many
+    /// polls were in flight at once per id.
+    struct FakeOp {
+        approve_after: u32,
+        polls: Mutex<HashMap<String, u32>>,
+        concurrent: Mutex<HashMap<String, u32>>,
+        max_concurrent: AtomicUsize,
+        delay: Duration,
+    }
+
+    impl Poller for FakeOp {
+        type Tokens = String;
+        fn poll(
+            self: Arc<Self>,
+            auth: Arc<DeferredAuthentication>,
+        ) -> BoxFuture<PollResult<String>> {
+            Box::pin(async move {
+                let id = auth.id().secret().to_owned();
+                {
+                    let mut c = self.concurrent.lock().unwrap();
+                    let n = c.entry(id.clone()).or_default();
+                    *n += 1;
+                    self.max_concurrent.fetch_max(*n as usize, Ordering::SeqCst);
+                }
+                tokio::time::sleep(self.delay).await;
+                *self.concurrent.lock().unwrap().get_mut(&id).unwrap() -= 1;
+                let mut polls = self.polls.lock().unwrap();
+                let n = polls.entry(id.clone()).or_default();
+                *n += 1;
+                if *n >= self.approve_after {
+                    PollResult::Tokens(format!("tokens-for-{id}"))
+                } else {
+                    let mut e = OAuthError::new(ErrorCode::AuthorizationPending);
+                    e.description = Some(format!("step {n}"));
+                    PollResult::OAuth(e)
+                }
+            })
+        }
+    }
+
+    fn spawn_driver(
+        op: &Arc<FakeOp>,
+        clock: &Arc<ManualClock>,
+        cfg: DriverConfig,
+    ) -> DriverHandle<String> {
+        DriverHandle::spawn(
+            Arc::downgrade(op),
+            clock.clone(),
+            Arc::new(SystemRandom),
+            cfg,
+            &tokio::runtime::Handle::current(),
+        )
+    }
+
+    fn fake(approve_after: u32) -> Arc<FakeOp> {
+        Arc::new(FakeOp {
+            approve_after,
+            polls: Default::default(),
+            concurrent: Default::default(),
+            max_concurrent: AtomicUsize::new(0),
+            delay: Duration::from_millis(1),
+        })
+    }
+
+    fn auth(id: &str, interval: u64, expires_in: u64) -> (DeferredAuthentication, PollMachine) {
+        let a = DeferredAuthentication::for_tests(
+            DeferredAuthId::new(id),
+            T0,
+            Some(expires_in),
+            interval,
+        );
+        let m = PollMachine::new(&a, PollConfig::default());
+        (a, m)
+    }
+
+    /// Advances the manual clock in steps until `done` or a step limit.
+    async fn run_until(clock: &ManualClock, step: Duration, mut done: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            clock.advance(step);
+            // Let the driver and the fake OP run.
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("did not finish");
+    }
+
+    #[tokio::test]
+    async fn drives_many_authentications_to_their_outcomes() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(3);
+        let driver = spawn_driver(&op, &clock, DriverConfig::default());
+        let mut events = driver.subscribe();
+        for i in 0..50 {
+            let (a, m) = auth(&format!("id-{i}"), 5, 3600);
+            assert!(driver.track(a, m).await.unwrap());
+        }
+        // Tracking the same id twice is refused.
+        let (a, m) = auth("id-0", 5, 3600);
+        assert!(!driver.track(a, m).await.unwrap());
+
+        let waiter = {
+            let d = driver.clone();
+            tokio::spawn(async move { d.wait(&DeferredAuthId::new("id-7")).await })
+        };
+        let finished = Arc::new(AtomicUsize::new(0));
+        let f = finished.clone();
+        let progress = Arc::new(AtomicUsize::new(0));
+        let p = progress.clone();
+        let collector = tokio::spawn(async move {
+            while let Ok(ev) = events.recv().await {
+                match ev {
+                    PollEvent::Finished { .. } => {
+                        if f.fetch_add(1, Ordering::SeqCst) + 1 == 50 {
+                            break;
+                        }
+                    }
+                    PollEvent::Progress { .. } => {
+                        p.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        run_until(&clock, Duration::from_secs(1), || {
+            finished.load(Ordering::SeqCst) == 50
+        })
+        .await;
+        collector.await.unwrap();
+        assert_eq!(
+            waiter.await.unwrap(),
+            Ok(Outcome::Tokens("tokens-for-id-7".into()))
+        );
+        // Two pending answers each, with a new description each time.
+        assert_eq!(progress.load(Ordering::SeqCst), 100);
+        assert_eq!(
+            op.max_concurrent.load(Ordering::SeqCst),
+            1,
+            "single flight per id"
+        );
+        // Every id was polled exactly three times, at least 5 s apart.
+        assert!(op.polls.lock().unwrap().values().all(|&n| n == 3));
+        // A late wait still gets the outcome (kept for the retention period).
+        assert_eq!(
+            driver.wait(&DeferredAuthId::new("id-3")).await,
+            Ok(Outcome::Tokens("tokens-for-id-3".into()))
+        );
+        assert_eq!(
+            driver.wait(&DeferredAuthId::new("nope")).await,
+            Err(WaitError::Unknown)
+        );
+        assert_eq!(driver.counts().await, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn dropped_wait_loses_nothing_and_wake_polls_early() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(1);
+        let driver = spawn_driver(&op, &clock, DriverConfig::default());
+        let (a, m) = auth("x", 60, 3600);
+        driver.track(a, m).await.unwrap();
+        let id = DeferredAuthId::new("x");
+        // A wait that is dropped before the outcome.
+        let w = driver.wait(&id);
+        let _ = tokio::time::timeout(Duration::from_millis(5), w).await;
+        // A ping before the floor: the poll happens at the floor, not before.
+        clock.advance(Duration::from_secs(10));
+        assert!(driver.wake(&id).await);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            op.polls.lock().unwrap().get("x"),
+            None,
+            "no poll before the floor"
+        );
+        clock.advance(Duration::from_secs(50));
+        let outcome = tokio::time::timeout(Duration::from_secs(5), driver.wait(&id))
+            .await
+            .unwrap();
+        assert_eq!(outcome, Ok(Outcome::Tokens("tokens-for-x".into())));
+        // A finished authentication is not woken.
+        assert!(!driver.wake(&id).await);
+        let status = driver.status(&id).await.unwrap();
+        assert!(status.finished);
+        assert_eq!(status.polls, 1);
+    }
+
+    #[tokio::test]
+    async fn cancel_delivers_cancelled() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(100);
+        let driver = spawn_driver(&op, &clock, DriverConfig::default());
+        let (a, m) = auth("c", 5, 3600);
+        driver.track(a, m).await.unwrap();
+        let id = DeferredAuthId::new("c");
+        assert!(driver.cancel(&id).await);
+        assert_eq!(driver.wait(&id).await, Ok(Outcome::Cancelled));
+        assert!(!driver.cancel(&id).await);
+    }
+
+    #[tokio::test]
+    async fn outcomes_are_purged_after_retention() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(1);
+        let cfg = DriverConfig {
+            finished_retention: Duration::from_secs(100),
+            ..Default::default()
+        };
+        let driver = spawn_driver(&op, &clock, cfg);
+        let (a, m) = auth("p", 5, 3600);
+        driver.track(a, m).await.unwrap();
+        let id = DeferredAuthId::new("p");
+        assert!(driver.cancel(&id).await);
+        assert_eq!(driver.wait(&id).await, Ok(Outcome::Cancelled));
+        clock.advance(Duration::from_secs(101));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(driver.wait(&id).await, Err(WaitError::Unknown));
+    }
+
+    #[tokio::test]
+    async fn stops_when_the_handle_is_dropped() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = fake(100);
+        let driver = spawn_driver(&op, &clock, DriverConfig::default());
+        let (a, m) = auth("s", 5, 3600);
+        driver.track(a, m).await.unwrap();
+        let tx = driver.tx.clone();
+        let (otx, orx) = oneshot::channel();
+        tx.send(Command::Wait(DeferredAuthId::new("s"), otx))
+            .ok()
+            .unwrap();
+        drop(tx);
+        drop(driver);
+        assert_eq!(orx.await.unwrap(), Err(WaitError::Stopped));
+    }
+}

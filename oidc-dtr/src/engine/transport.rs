@@ -1,0 +1,178 @@
+//! The one place that talks HTTP.
+//!
+//! The protocol core builds `HttpRequest` values and interprets
+//! `HttpResponse` values (see `proto::message`); only the edge's `send` touches the network. The
+//! edge has secure defaults that cannot be switched off:
+//!
+//! - it never follows redirects (a 3xx is an [`HttpError::Redirect`]);
+//! - it refuses plain `http://` except to loopback hosts;
+//! - it caps every response body (1 MiB by default) while reading it;
+//! - it has connect and total timeouts;
+//! - it sends `Accept: application/json` and never retries on its own (each
+//!   retry is the SDK's decision, with fresh credentials).
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::header::{ACCEPT, HeaderValue};
+
+use crate::error::{ConfigError, HttpError, TransportErrorKind};
+use crate::proto::message::{HttpRequest, HttpResponse, endpoint_label, is_loopback};
+
+/// Settings of the HTTP edge.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Time allowed to establish a connection (default 10 s).
+    pub connect_timeout: Duration,
+    /// Time allowed for a whole request, body included (default 30 s).
+    pub timeout: Duration,
+    /// Largest response body accepted, in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// The `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 1024 * 1024,
+            user_agent: concat!("oidc-dtr/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Sets the total timeout.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Sets the response body cap.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+}
+
+/// The HTTP client, with the secure defaults described in the module docs.
+#[derive(Clone)]
+pub(crate) struct HttpEdge {
+    client: reqwest::Client,
+    max_body: usize,
+}
+
+impl std::fmt::Debug for HttpEdge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpEdge")
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
+impl HttpEdge {
+    pub(crate) fn new(cfg: &HttpConfig) -> Result<Self, ConfigError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.timeout)
+            .user_agent(cfg.user_agent.clone())
+            .build()
+            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+        Ok(HttpEdge {
+            client,
+            max_body: cfg.max_body_bytes,
+        })
+    }
+
+    /// Sends a request and reads the (capped) response.
+    pub(crate) async fn send(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let endpoint = endpoint_label(&req.url);
+        if req.url.scheme() != "https" && !(req.url.scheme() == "http" && is_loopback(&req.url)) {
+            return Err(HttpError::InsecureUrl { endpoint });
+        }
+        let mut headers = req.headers;
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let mut resp = self
+            .client
+            .request(req.method, req.url)
+            .headers(headers)
+            .body(req.body)
+            .send()
+            .await
+            .map_err(|e| transport_error(e, &endpoint))?;
+        let status = resp.status();
+        if let Some(len) = resp.content_length()
+            && len > self.max_body as u64
+        {
+            return Err(HttpError::BodyTooLarge {
+                limit: self.max_body,
+                endpoint,
+            });
+        }
+        let headers = std::mem::take(resp.headers_mut());
+        let mut body = BytesMut::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| transport_error(e, &endpoint))?
+        {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(HttpError::BodyTooLarge {
+                    limit: self.max_body,
+                    endpoint,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: body.freeze(),
+        })
+    }
+}
+
+/// Classifies a reqwest error. reqwest does not expose DNS and TLS failures
+/// as types, so the cause chain's messages decide those two.
+fn transport_error(e: reqwest::Error, endpoint: &str) -> HttpError {
+    let mut chain = String::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(err) = cur {
+        chain.push_str(&err.to_string().to_ascii_lowercase());
+        chain.push('|');
+        cur = err.source();
+    }
+    let kind = if e.is_timeout() {
+        TransportErrorKind::Timeout
+    } else if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        TransportErrorKind::Dns
+    } else if chain.contains("certificate")
+        || chain.contains("tls")
+        || chain.contains("handshake")
+        || chain.contains("invalidcontenttype")
+    {
+        TransportErrorKind::Tls
+    } else if e.is_connect() {
+        TransportErrorKind::Connect
+    } else if e.is_request() || e.is_body() || e.is_decode() {
+        TransportErrorKind::Io
+    } else {
+        TransportErrorKind::Other
+    };
+    HttpError::Transport {
+        kind,
+        endpoint: endpoint.to_owned(),
+        source: Box::new(e.without_url()),
+    }
+}

@@ -1,0 +1,1033 @@
+//! The error taxonomy.
+//!
+//! One [`Error`] enum whose variants say *what failed and what the caller can
+//! do about it*. Every error that comes from the network names the field or
+//! check that failed, keeps the underlying cause as its `source()`, and never
+//! contains a secret (tokens, codes, `deferred_auth_id`s, client secrets) or a
+//! success response body.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::random::RandomError;
+use crate::secret::Fingerprint;
+use crate::time::UnixTime;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client was configured wrongly (a programming or deployment error).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The OP's metadata could not be obtained or does not fit.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The request did not produce a usable HTTP exchange (network, TLS,
+    /// redirect, oversized or non-OAuth error response).
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The OP answered with an OAuth error response (boxed: it is the
+    /// largest variant).
+    #[error(transparent)]
+    OAuth(Box<OAuthError>),
+    /// The OP answered with a success status but a malformed body.
+    #[error(transparent)]
+    Response(#[from] ResponseError),
+    /// The redirect back to the RP (the authentication response) is invalid.
+    #[error(transparent)]
+    Callback(#[from] CallbackError),
+    /// The random number generator failed.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    /// The poll engine could not answer (unknown authentication, or the
+    /// engine stopped).
+    #[error(transparent)]
+    Poll(#[from] WaitError),
+    /// A token (ID token or interim ID token) failed validation: the variant
+    /// names the check.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// The store of pending authentications failed (I/O, a corrupt or
+    /// foreign file, a record of an unknown schema, another client's store).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<OAuthError> for Error {
+    fn from(e: OAuthError) -> Self {
+        Error::OAuth(Box::new(e))
+    }
+}
+
+impl Error {
+    /// The validation check that failed, if that is what this is.
+    pub fn validation(&self) -> Option<&ValidationError> {
+        match self {
+            Error::Validation(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The OAuth error the OP answered with, if that is what this is.
+    pub fn oauth(&self) -> Option<&OAuthError> {
+        match self {
+            Error::OAuth(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same request again later may succeed: network
+    /// failures, timeouts, 429 and 5xx answers. Configuration, TLS, DNS and
+    /// protocol errors are not retryable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Http(e) => e.is_transient(),
+            Error::OAuth(e) => matches!(
+                e.code,
+                ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A configuration mistake, found when the client is built or a request is
+/// prepared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required setting was not given.
+    #[error("`{0}` is required")]
+    Missing(&'static str),
+    /// A setting is not a valid URL.
+    #[error("`{field}` is not a valid URL: {reason}")]
+    InvalidUrl {
+        /// Which setting.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A URL uses plain `http://` to a host that is not loopback.
+    #[error("`{field}` must use https (plain http is allowed only for loopback hosts)")]
+    InsecureUrl {
+        /// Which setting or metadata field.
+        field: &'static str,
+    },
+    /// An extra authorization parameter tried to override one the SDK sets.
+    #[error("the parameter `{0}` is set by the SDK and cannot be overridden")]
+    ReservedParameter(String),
+    /// A setting has a value the SDK cannot use.
+    #[error("`{field}`: {reason}")]
+    Invalid {
+        /// Which setting.
+        field: &'static str,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("could not build the HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// The OP's metadata could not be obtained or does not fit this client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// The metadata document names another issuer than the configured one.
+    /// (A mix-up defence: the comparison is exact, character for character.)
+    #[error("the metadata document is for issuer `{found}`, not the configured `{expected}`")]
+    IssuerMismatch {
+        /// The configured issuer.
+        expected: String,
+        /// The `issuer` in the document.
+        found: String,
+    },
+    /// The OP does not advertise Deferred Token Response support.
+    #[error("the OP does not advertise Deferred Token Response support: {}", missing.join("; "))]
+    DtrNotAdvertised {
+        /// What is missing, e.g. "`deferred_code` in `response_types_supported`".
+        missing: Vec<String>,
+    },
+    /// Neither well-known location produced a metadata document.
+    #[error("no metadata document found (tried {}): {source}", tried.join(", "))]
+    Unavailable {
+        /// The URLs that were tried, in order.
+        tried: Vec<String>,
+        /// Why the last one failed.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+/// How a request failed below the OAuth layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// The TCP connection could not be established.
+    Connect,
+    /// The host name could not be resolved.
+    Dns,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The connect or total timeout elapsed.
+    Timeout,
+    /// The connection failed while the request or response was in flight.
+    Io,
+    /// Anything else.
+    Other,
+}
+
+impl TransportErrorKind {
+    /// Whether this kind of failure may go away by itself.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            TransportErrorKind::Connect | TransportErrorKind::Timeout | TransportErrorKind::Io
+        )
+    }
+}
+
+impl fmt::Display for TransportErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportErrorKind::Connect => "connection failed",
+            TransportErrorKind::Dns => "DNS resolution failed",
+            TransportErrorKind::Tls => "TLS failed",
+            TransportErrorKind::Timeout => "timed out",
+            TransportErrorKind::Io => "connection broken mid-exchange",
+            TransportErrorKind::Other => "request failed",
+        })
+    }
+}
+
+/// A `Retry-After` header value (RFC 9110 §10.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[allow(clippy::exhaustive_enums)] // exactly the two forms of RFC 9110 §10.2.3
+pub enum RetryAfter {
+    /// `Retry-After: <seconds>`.
+    Delay(Duration),
+    /// `Retry-After: <HTTP-date>`.
+    At(UnixTime),
+}
+
+impl RetryAfter {
+    /// The earliest instant a retry is welcome, given when the response arrived.
+    pub fn not_before(self, received_at: UnixTime) -> UnixTime {
+        match self {
+            RetryAfter::Delay(d) => received_at.saturating_add(d),
+            RetryAfter::At(t) => t,
+        }
+    }
+}
+
+/// The request did not produce a usable HTTP answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// Network, DNS, TLS or timeout failure.
+    #[error("{kind} ({endpoint})")]
+    Transport {
+        /// What kind of failure.
+        kind: TransportErrorKind,
+        /// The endpoint, without query or fragment.
+        endpoint: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server answered with a redirect. The SDK never follows redirects on
+    /// back-channel requests (a redirect could leak credentials or be an SSRF
+    /// vector), so this is an error.
+    #[error(
+        "{endpoint} answered with a redirect (HTTP {status}); back-channel redirects are never followed"
+    )]
+    Redirect {
+        /// The 3xx status.
+        status: StatusCode,
+        /// The endpoint, without query or fragment.
+        endpoint: String,
+    },
+    /// The response body exceeded the configured cap.
+    #[error("the response from {endpoint} exceeds the {limit}-byte body limit")]
+    BodyTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+        /// The endpoint, without query or fragment.
+        endpoint: String,
+    },
+    /// An error status whose body is not an OAuth error (an HTML error page, a
+    /// proxy's message, an empty body).
+    #[error("{endpoint} answered HTTP {status} without an OAuth error body{}", preview_suffix(.body_preview))]
+    Status {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The endpoint, without query or fragment.
+        endpoint: String,
+        /// The `Content-Type`, if any.
+        content_type: Option<String>,
+        /// At most 200 printable characters of the body.
+        body_preview: String,
+        /// The `Retry-After` header, if any.
+        retry_after: Option<RetryAfter>,
+    },
+    /// The URL is plain `http://` to a host that is not loopback.
+    #[error("refusing plain http to a non-loopback host ({endpoint})")]
+    InsecureUrl {
+        /// The URL, without query or fragment.
+        endpoint: String,
+    },
+}
+
+fn preview_suffix(p: &str) -> String {
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!(": {p:?}")
+    }
+}
+
+impl HttpError {
+    /// Whether the failure may go away by itself: connection failures,
+    /// timeouts, and error statuses without an OAuth body (5xx, 429, proxies).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HttpError::Transport { kind, .. } => kind.is_transient(),
+            HttpError::Status { .. } | HttpError::BodyTooLarge { .. } => true,
+            HttpError::Redirect { .. } | HttpError::InsecureUrl { .. } => false,
+        }
+    }
+
+    /// The HTTP status, if a response arrived.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            HttpError::Redirect { status, .. } | HttpError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The server's `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<RetryAfter> {
+        match self {
+            HttpError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// An OAuth 2.0 `error` code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", from = "String")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `invalid_request`
+    InvalidRequest,
+    /// `invalid_client`
+    InvalidClient,
+    /// `invalid_grant`
+    InvalidGrant,
+    /// `unauthorized_client`
+    UnauthorizedClient,
+    /// `unsupported_grant_type`
+    UnsupportedGrantType,
+    /// `unsupported_response_type`
+    UnsupportedResponseType,
+    /// `invalid_scope`
+    InvalidScope,
+    /// `access_denied`
+    AccessDenied,
+    /// `authorization_pending`
+    AuthorizationPending,
+    /// `slow_down`
+    SlowDown,
+    /// `expired_token`
+    ExpiredToken,
+    /// `invalid_dpop_proof` (RFC 9449)
+    InvalidDpopProof,
+    /// `use_dpop_nonce` (RFC 9449)
+    UseDpopNonce,
+    /// `server_error`
+    ServerError,
+    /// `temporarily_unavailable`
+    TemporarilyUnavailable,
+    /// `login_required` (OIDC)
+    LoginRequired,
+    /// `interaction_required` (OIDC)
+    InteractionRequired,
+    /// `consent_required` (OIDC)
+    ConsentRequired,
+    /// Any other code, as sent.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The wire value.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::InteractionRequired => "interaction_required",
+            ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for ErrorCode {
+    fn from(s: &str) -> Self {
+        match s {
+            "invalid_request" => ErrorCode::InvalidRequest,
+            "invalid_client" => ErrorCode::InvalidClient,
+            "invalid_grant" => ErrorCode::InvalidGrant,
+            "unauthorized_client" => ErrorCode::UnauthorizedClient,
+            "unsupported_grant_type" => ErrorCode::UnsupportedGrantType,
+            "unsupported_response_type" => ErrorCode::UnsupportedResponseType,
+            "invalid_scope" => ErrorCode::InvalidScope,
+            "access_denied" => ErrorCode::AccessDenied,
+            "authorization_pending" => ErrorCode::AuthorizationPending,
+            "slow_down" => ErrorCode::SlowDown,
+            "expired_token" => ErrorCode::ExpiredToken,
+            "invalid_dpop_proof" => ErrorCode::InvalidDpopProof,
+            "use_dpop_nonce" => ErrorCode::UseDpopNonce,
+            "server_error" => ErrorCode::ServerError,
+            "temporarily_unavailable" => ErrorCode::TemporarilyUnavailable,
+            "login_required" => ErrorCode::LoginRequired,
+            "interaction_required" => ErrorCode::InteractionRequired,
+            "consent_required" => ErrorCode::ConsentRequired,
+            other => ErrorCode::Other(other.to_owned()),
+        }
+    }
+}
+
+impl From<String> for ErrorCode {
+    fn from(s: String) -> Self {
+        ErrorCode::from(s.as_str())
+    }
+}
+
+impl From<ErrorCode> for String {
+    fn from(c: ErrorCode) -> String {
+        c.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&sanitize(self.as_str(), 64))
+    }
+}
+
+/// An OAuth error response (RFC 6749 §5.2, OIDC Core §3.1.2.6 / §3.1.3.4).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct OAuthError {
+    /// The `error` code.
+    pub code: ErrorCode,
+    /// The `error_description`, as sent by the OP. In DTR polling this is the
+    /// OP's progress text. It is the OP's text: display it escaped.
+    pub description: Option<String>,
+    /// The `error_uri`, as sent.
+    pub uri: Option<String>,
+    /// The HTTP status, for back-channel responses (`None` for redirects).
+    #[serde(with = "opt_status")]
+    pub status: Option<StatusCode>,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<RetryAfter>,
+    /// The `DPoP-Nonce` header, if any (RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
+    /// An `interval` member (RFC 8628 allows one on `slow_down`), when it is
+    /// a positive integer.
+    #[serde(default)]
+    pub interval: Option<u64>,
+}
+
+impl OAuthError {
+    /// An error with just a code.
+    pub fn new(code: ErrorCode) -> Self {
+        OAuthError {
+            code,
+            description: None,
+            uri: None,
+            status: None,
+            retry_after: None,
+            dpop_nonce: None,
+            interval: None,
+        }
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the OP answered `{}`", self.code)?;
+        if let Some(s) = self.status {
+            write!(f, " (HTTP {})", s.as_u16())?;
+        }
+        if let Some(d) = &self.description {
+            write!(f, ": {}", sanitize(d, 300))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for OAuthError {}
+
+mod opt_status {
+    use http::StatusCode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        s: &Option<StatusCode>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match s {
+            Some(s) => ser.serialize_some(&s.as_u16()),
+            None => ser.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<StatusCode>, D::Error> {
+        let v = Option::<u16>::deserialize(de)?;
+        v.map(|n| StatusCode::from_u16(n).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// A success response whose body does not follow the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {context}: {}{problem}", field.map(|f| format!("`{f}` ")).unwrap_or_default())]
+#[non_exhaustive]
+pub struct ResponseError {
+    /// Which message, e.g. "deferred code exchange response".
+    pub context: &'static str,
+    /// Which member, when one is to blame.
+    pub field: Option<&'static str>,
+    /// What is wrong (never the value itself).
+    pub problem: String,
+}
+
+impl ResponseError {
+    pub(crate) fn new(
+        context: &'static str,
+        field: Option<&'static str>,
+        problem: impl Into<String>,
+    ) -> Self {
+        ResponseError {
+            context,
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The redirect back to the RP does not pass validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallbackError {
+    /// The parameters are not valid `application/x-www-form-urlencoded`.
+    #[error("the callback parameters are not valid form-urlencoded UTF-8")]
+    Malformed,
+    /// The parameters exceed the size limit.
+    #[error("the callback parameters exceed {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A parameter appears more than once (RFC 6749 §3.1).
+    #[error("the parameter `{0}` appears more than once")]
+    RepeatedParameter(String),
+    /// `state` is missing.
+    #[error("`state` is missing")]
+    MissingState,
+    /// `state` does not match the one sent (possible CSRF or a mixed-up session).
+    #[error("`state` does not match the authorization request")]
+    StateMismatch,
+    /// `iss` is missing although the OP advertises
+    /// `authorization_response_iss_parameter_supported`.
+    #[error("`iss` is missing although the OP advertises RFC 9207 support")]
+    MissingIssuer,
+    /// `iss` names another issuer (RFC 9207 mix-up defence).
+    #[error("`iss` is `{found}`, expected `{expected}`")]
+    IssuerMismatch {
+        /// The configured issuer.
+        expected: String,
+        /// The `iss` received (truncated).
+        found: String,
+    },
+    /// Both `code` and `deferred_code` are present: the draft declares that
+    /// response invalid.
+    #[error("both `code` and `deferred_code` are present")]
+    CodeAndDeferredCode,
+    /// An `error` arrived together with a `code` or `deferred_code`.
+    #[error("an `error` arrived together with a code")]
+    ErrorWithCode,
+    /// A plain `code` arrived although only `deferred_code` was requested.
+    #[error("a plain `code` arrived although `response_type=deferred_code` was requested")]
+    UnexpectedCode,
+    /// Neither `deferred_code`, `code` nor `error` is present.
+    #[error("the callback carries neither `deferred_code`, `code` nor `error`")]
+    MissingDeferredCode,
+    /// The `deferred_code` is empty, too long or uses characters outside
+    /// `A-Z a-z 0-9 . - _`.
+    #[error("`deferred_code` is invalid: {0}")]
+    InvalidDeferredCode(&'static str),
+    /// The `code` is empty or too long.
+    #[error("`code` is invalid: {0}")]
+    InvalidCode(&'static str),
+    /// The response arrived in another `response_mode` than requested (a
+    /// query-string response to a `form_post` request, or the reverse).
+    #[error("the response did not arrive in the requested `{expected}` response mode")]
+    WrongResponseMode {
+        /// The mode the request asked for.
+        expected: &'static str,
+    },
+    /// The pending authorization belongs to another issuer or client.
+    #[error("the pending authorization was created for another issuer or client")]
+    WrongClient,
+}
+
+/// A token failed validation (OpenID Connect Core §3.1.3.7, PROTOCOL.md
+/// A.7/A.8, G16). One variant per check, so callers and tests can tell *which*
+/// rule the token broke.
+///
+/// Messages name the check and may quote non-secret values (issuer,
+/// audience, `kid`, `alg`, timestamps), never a token, a `nonce`, a `sub` or
+/// any other claim value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// The token response carries no `id_token` (the SDK always requests the
+    /// `openid` scope, so one is required).
+    #[error("the token response has no `id_token`")]
+    MissingIdToken,
+    /// The client proved possession of a DPoP key, but the OP answered with
+    /// another `token_type` (a downgrade to a bearer token).
+    #[error("DPoP was used but the OP issued a `{token_type}` token")]
+    DpopDowngrade {
+        /// The `token_type` received (sanitised).
+        token_type: String,
+    },
+    /// The token is not a well-formed compact JWS.
+    #[error("the ID token is malformed ({part}): {reason}")]
+    Malformed {
+        /// Which part: `serialization`, `header`, `claims` or `signature`.
+        part: String,
+        /// What is wrong (never the value).
+        reason: String,
+    },
+    /// The token is encrypted (JWE). Only signed ID tokens are supported.
+    #[error("the ID token is encrypted (JWE); only signed (JWS) ID tokens are supported")]
+    Jwe,
+    /// The header has a `crit` member: no JWS extension is understood here,
+    /// so RFC 7515 §4.1.11 requires rejecting it.
+    #[error("the ID token header has `crit` ({}); no JWS extension is supported", .names.join(", "))]
+    CritHeader {
+        /// The extension names listed (sanitised).
+        names: Vec<String>,
+    },
+    /// The header's `typ` says this is another kind of JWT (e.g. an access
+    /// token or a logout token).
+    #[error("the ID token header has `typ` `{typ}`, which is not an ID token type")]
+    Type {
+        /// The `typ` value (sanitised).
+        typ: String,
+    },
+    /// The `alg` is not in the allow-list (configured ∩ the OP's
+    /// `id_token_signing_alg_values_supported`), or is `none`.
+    #[error("the ID token `alg` `{alg}` is not allowed")]
+    AlgorithmNotAllowed {
+        /// The `alg` value (sanitised).
+        alg: String,
+    },
+    /// No key in the OP's JWK Set has this `kid`, even after a refresh.
+    #[error("no key with `kid` `{kid}` in the OP's JWK Set (refreshed at most once per cooldown)")]
+    UnknownKid {
+        /// The `kid` (sanitised).
+        kid: String,
+    },
+    /// The token has no `kid` and no key of the JWK Set fits its `alg`.
+    #[error("the ID token has no `kid` and no key in the OP's JWK Set fits `{alg}`")]
+    NoMatchingKey {
+        /// The token's `alg`.
+        alg: String,
+    },
+    /// The token has no `kid` and several keys fit its `alg`.
+    #[error("the ID token has no `kid` and {candidates} keys in the OP's JWK Set fit `{alg}`")]
+    AmbiguousKey {
+        /// The token's `alg`.
+        alg: String,
+        /// How many keys fit.
+        candidates: usize,
+    },
+    /// The key with the token's `kid` cannot verify its `alg` (another key
+    /// type, or the JWK's own `alg` differs).
+    #[error("the key `{kid}` cannot verify `{alg}`")]
+    KeyMismatch {
+        /// The `kid` (sanitised).
+        kid: String,
+        /// The token's `alg`.
+        alg: String,
+    },
+    /// The signature does not verify.
+    #[error("the ID token signature is invalid")]
+    Signature,
+    /// The OP publishes no `jwks_uri` and no key set was imported.
+    #[error("the OP has no `jwks_uri` and no JWK Set was imported")]
+    NoJwks,
+    /// The JWK Set could not be obtained (and no usable cached copy exists).
+    /// The token itself may be fine: validating it again later may succeed.
+    #[error("the OP's JWK Set is unavailable: {reason}")]
+    JwksUnavailable {
+        /// Why (the fetch error, without secrets).
+        reason: String,
+    },
+    /// A required claim is missing.
+    #[error("the ID token has no `{claim}` claim")]
+    MissingClaim {
+        /// The claim name.
+        claim: String,
+    },
+    /// A claim has the wrong type or an unusable value.
+    #[error("the ID token claim `{claim}` is invalid: {reason}")]
+    InvalidClaim {
+        /// The claim name.
+        claim: String,
+        /// What is wrong (never the value).
+        reason: String,
+    },
+    /// `iss` is not the OP's issuer identifier (exact comparison).
+    #[error("the ID token `iss` is `{found}`, expected `{expected}`")]
+    Issuer {
+        /// The configured issuer.
+        expected: String,
+        /// The `iss` received (sanitised, truncated).
+        found: String,
+    },
+    /// `aud` does not contain the client id.
+    #[error("the ID token `aud` does not contain the client id `{client_id}`")]
+    Audience {
+        /// The client id.
+        client_id: String,
+    },
+    /// `aud` contains an audience that is neither the client nor trusted.
+    #[error("the ID token `aud` contains the untrusted audience `{audience}`")]
+    UntrustedAudience {
+        /// The first untrusted audience (sanitised).
+        audience: String,
+    },
+    /// The token has several audiences but no `azp`.
+    #[error("the ID token has several audiences but no `azp`")]
+    MissingAzp,
+    /// `azp` is present and is not the client id.
+    #[error("the ID token `azp` is `{found}`, not the client id")]
+    Azp {
+        /// The `azp` received (sanitised).
+        found: String,
+    },
+    /// The token expired (`exp` plus the leeway is not after now).
+    #[error("the ID token expired (`exp` {exp}, now {now})")]
+    Expired {
+        /// `exp`, seconds since the epoch.
+        exp: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
+    /// The token is not valid yet (`nbf` minus the leeway is after now).
+    #[error("the ID token is not valid yet (`nbf` {nbf}, now {now})")]
+    NotYetValid {
+        /// `nbf`, seconds since the epoch.
+        nbf: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
+    /// `iat` is in the future (beyond the leeway).
+    #[error("the ID token was issued in the future (`iat` {iat}, now {now})")]
+    IssuedInFuture {
+        /// `iat`, seconds since the epoch.
+        iat: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
+    /// The token has no `nonce`, but one was sent in the request.
+    #[error("the ID token has no `nonce`, but one was sent in the authentication request")]
+    MissingNonce,
+    /// `nonce` differs from the one sent in the request.
+    #[error("the ID token `nonce` does not match the authentication request")]
+    Nonce,
+    /// `at_hash` does not match the access token.
+    #[error("the ID token `at_hash` does not match the access token")]
+    AtHash,
+    /// `max_age` was requested but the token has no `auth_time`.
+    #[error("`max_age` was requested but the ID token has no `auth_time`")]
+    MissingAuthTime,
+    /// The End-User authenticated longer than `max_age` before the request.
+    #[error(
+        "the End-User authenticated too long ago: `auth_time` {auth_time} is more than `max_age` {max_age} s before the request ({requested_at})"
+    )]
+    MaxAgeExceeded {
+        /// `auth_time`, seconds since the epoch.
+        auth_time: i64,
+        /// The requested `max_age`, in seconds.
+        max_age: u64,
+        /// When the authentication request was made, seconds since the epoch.
+        requested_at: i64,
+    },
+    /// The final ID token names another `sub` than the interim ID token
+    /// (decision G16; see `ValidationOptions::require_same_subject`).
+    #[error("the ID token `sub` differs from the interim ID token's")]
+    SubjectChanged,
+}
+
+impl ValidationError {
+    /// Whether validating the same token again later may succeed: only when
+    /// the OP's keys could not be fetched.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ValidationError::JwksUnavailable { .. })
+    }
+
+    pub(crate) fn malformed(part: &str, reason: impl Into<String>) -> Self {
+        ValidationError::Malformed {
+            part: part.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid_claim(claim: &str, reason: impl Into<String>) -> Self {
+        ValidationError::InvalidClaim {
+            claim: claim.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn missing_claim(claim: &str) -> Self {
+        ValidationError::MissingClaim {
+            claim: claim.to_owned(),
+        }
+    }
+}
+
+/// Makes OP-supplied text safe to print: control characters become `?` and
+/// the text is cut at `max` characters.
+pub(crate) fn sanitize(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip() {
+        for s in [
+            "invalid_request",
+            "invalid_client",
+            "invalid_grant",
+            "unauthorized_client",
+            "unsupported_grant_type",
+            "access_denied",
+            "authorization_pending",
+            "slow_down",
+            "expired_token",
+            "invalid_dpop_proof",
+            "use_dpop_nonce",
+            "something_else",
+        ] {
+            assert_eq!(ErrorCode::from(s).as_str(), s);
+        }
+        assert_eq!(ErrorCode::from("x"), ErrorCode::Other("x".into()));
+    }
+
+    #[test]
+    fn display_escapes_op_text() {
+        let mut e = OAuthError::new(ErrorCode::AuthorizationPending);
+        e.description = Some("step 2\r\nSet-Cookie: x".into());
+        e.status = Some(StatusCode::BAD_REQUEST);
+        let s = e.to_string();
+        assert_eq!(
+            s,
+            "the OP answered `authorization_pending` (HTTP 400): step 2??Set-Cookie: x"
+        );
+        assert_eq!(sanitize(&"a".repeat(10), 3), "aaa…");
+    }
+
+    #[test]
+    fn retryability() {
+        let status = |s: u16| HttpError::Status {
+            status: StatusCode::from_u16(s).unwrap(),
+            endpoint: "https://op/token".into(),
+            content_type: None,
+            body_preview: String::new(),
+            retry_after: None,
+        };
+        assert!(Error::from(status(503)).is_retryable());
+        assert!(
+            !Error::from(HttpError::Redirect {
+                status: StatusCode::FOUND,
+                endpoint: "x".into()
+            })
+            .is_retryable()
+        );
+        assert!(!Error::from(OAuthError::new(ErrorCode::InvalidGrant)).is_retryable());
+        assert!(TransportErrorKind::Timeout.is_transient());
+        assert!(!TransportErrorKind::Tls.is_transient());
+        assert!(!TransportErrorKind::Dns.is_transient());
+    }
+
+    #[test]
+    fn oauth_error_serde_round_trip() {
+        let mut e = OAuthError::new(ErrorCode::SlowDown);
+        e.status = Some(StatusCode::BAD_REQUEST);
+        e.retry_after = Some(RetryAfter::Delay(Duration::from_secs(3)));
+        let j = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<OAuthError>(&j).unwrap(), e);
+    }
+}
+
+/// What can go wrong in a [`Store`].
+///
+/// No variant shows a secret: records are named by the
+/// [`Fingerprint`] of their id, the issuer and client id (not secrets) are
+/// shown where they explain the error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading or writing the store failed (disk full, permissions, a
+    /// vanished directory). May be retried.
+    #[error("store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store holds bytes it did not write, or could not have: a
+    /// truncated or damaged file, a record that does not decode. Nothing was
+    /// changed or deleted; restore the file from a backup or investigate.
+    #[error("the store is corrupt{}: {detail}", fp_suffix(.record))]
+    Corrupt {
+        /// The record concerned, if one is.
+        record: Option<Fingerprint>,
+        /// What is wrong (no secrets).
+        detail: String,
+    },
+    /// A record or a store file of a layout version this release does not
+    /// know (written by a newer release, or damaged).
+    #[error(
+        "unsupported store schema version {found}{} (this release supports {supported})",
+        fp_suffix(.record)
+    )]
+    UnsupportedSchema {
+        /// The version found.
+        found: u32,
+        /// The version this release reads and writes.
+        supported: u32,
+        /// The record concerned, or `None` for the store file as a whole.
+        record: Option<Fingerprint>,
+    },
+    /// The store belongs to another issuer or client: using it would mix
+    /// up two clients' authentications.
+    #[error(
+        "the store belongs to issuer `{found_issuer}` and client `{found_client_id}`, \
+         not issuer `{expected_issuer}` and client `{expected_client_id}`"
+    )]
+    WrongOwner {
+        /// The issuer asked for.
+        expected_issuer: String,
+        /// The client id asked for.
+        expected_client_id: String,
+        /// The issuer the store is bound to.
+        found_issuer: String,
+        /// The client id the store is bound to.
+        found_client_id: String,
+    },
+    /// A record with this id already exists.
+    #[error("a record for deferred authentication {record:?} already exists")]
+    Duplicate {
+        /// The record.
+        record: Fingerprint,
+    },
+    /// No record with this id.
+    #[error("no record for deferred authentication {record:?}")]
+    NotFound {
+        /// The id asked for.
+        record: Fingerprint,
+    },
+    /// The record already has a (different) outcome.
+    #[error("deferred authentication {record:?} has already finished")]
+    AlreadyFinished {
+        /// The record.
+        record: Fingerprint,
+    },
+    /// The store file is open elsewhere (another process, or another
+    /// [`FileStore`] in this one). A file store has one owner at a time.
+    #[error("the store file {} is already open (in this or another process)", .path.display())]
+    Locked {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The store was closed ([`Store::close`](crate::Store::close), e.g. by
+    /// [`DtrClient::shutdown`](crate::DtrClient::shutdown)).
+    #[error("the store is closed")]
+    Closed,
+    /// Sealing or unsealing failed: a wrong key, a store written with
+    /// encryption opened without it (or the reverse), a tampered record.
+    #[error("store encryption: {0}")]
+    Sealing(String),
+    /// Anything else (no secrets).
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// Why `wait` could not produce an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// No such authentication (never tracked, or its outcome was purged).
+    #[error("unknown deferred authentication")]
+    Unknown,
+    /// The driver stopped (the client was dropped or the runtime shut down).
+    #[error("the poll driver has stopped")]
+    Stopped,
+}
+
+fn fp_suffix(record: &Option<Fingerprint>) -> String {
+    match record {
+        Some(fp) => format!(" (record {fp:?})"),
+        None => String::new(),
+    }
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(record: Option<Fingerprint>, detail: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            record,
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether retrying the same call later may succeed (an I/O error, a
+    /// store that is busy or locked).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Io(_) | StoreError::Locked { .. })
+    }
+}

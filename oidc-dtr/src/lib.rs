@@ -1,0 +1,146 @@
+//! # oidc-dtr
+//!
+//! A Relying-Party SDK for the OpenID Connect **Deferred Token Response**
+//! (DTR) flow: for OpenID Providers that need hours or days to decide who a
+//! user is (document review, fraud checks, step-up identity verification).
+//!
+//! ## The flow
+//!
+//! ```text
+//!  RP                                   OP
+//!  |-- (1) authorize: response_type=deferred_code -->|  (browser)
+//!  |<- (2) redirect: deferred_code, state, iss ------|
+//!  |-- (3) exchange: deferred_code ----------------->|  token endpoint
+//!  |<------ deferred_auth_id, expires_in, interval --|
+//!  |          ... hours or days ...                  |
+//!  |<- (4) optional ping: {deferred_auth_id} --------|  notification endpoint
+//!  |-- (5) poll: deferred_auth_id ------------------>|  token endpoint
+//!  |<------ authorization_pending | slow_down | tokens
+//! ```
+//!
+//! 1. [`DtrClient::authorize`] builds the URL (`state`, `nonce` and PKCE S256
+//!    always) and a [`PendingAuthorization`] to keep in the user's session.
+//! 2. [`DtrClient::callback`] validates the redirect: `state` (constant
+//!    time), `iss` (RFC 9207), the `deferred_code` charset, and the rule that
+//!    `code` and `deferred_code` never come together.
+//! 3. [`DtrClient::exchange`] trades the `deferred_code` for a
+//!    [`DeferredAuthentication`] whose deadline is absolute, so that it
+//!    survives restarts unchanged. An `interim_id_token` is validated there.
+//!    The exchange stores it (see [`Store`]) and hands it to the client's
+//!    poll engine.
+//! 4. The poll engine (a sans-IO state machine per authentication ([`PollMachine`]),
+//!    one driver task for all of them) polls no faster than the OP's
+//!    interval (raised on `slow_down`, never lowered), backs off on network
+//!    trouble on top of that floor, stops at the deadline, and is woken early
+//!    by pings ([`DtrClient::ping_receiver`], [`PingReceiver`]).
+//! 5. When the OP answers with tokens, the ID token is validated (always:
+//!    signature against the OP's JWK Set, `iss`, `aud`, `azp`,
+//!    `exp`/`nbf`/`iat`, the request's `nonce`, `at_hash`, `auth_time`
+//!    against `max_age`, the interim `sub`), the outcome is stored, and only
+//!    then handed over: [`DtrClient::wait`] or [`DtrClient::subscribe`], one
+//!    [`Outcome`] per authentication, at least once across restarts
+//!    until [`DtrClient::ack`]. With `deferred_code code`, an immediate plain
+//!    `code` goes through [`DtrClient::exchange_code`] to the same
+//!    [`TokenSet`].
+//!
+//! Public clients use DPoP by default (a key per authentication, a fresh
+//! proof per request, server nonces); confidential ones can use
+//! `private_key_jwt` ([`ClientAuth`]); [`DtrClient::cancel`] tells the OP
+//! the user gave up.
+//!
+//! ## Design
+//!
+//! The protocol core is sans-IO: request builders return data, parsers take
+//! bytes, and the clock ([`Clock`]) and random source
+//! ([`RandomSource`]) are injected. One HTTP edge talks to the network
+//! with secure defaults: no redirects, https only (loopback excepted), capped
+//! bodies, timeouts. Secrets live in newtypes (e.g. [`DeferredAuthId`]) that never print.
+//!
+//! ## Layers
+//!
+//! - `proto` and `jose`: the pure protocol core (no IO, no tokio, no clock
+//!   reads), one file per part of the draft;
+//! - `engine`: the IO edge: the HTTP transport, the JWKS cache and the poll
+//!   driver;
+//! - `client`: the [`DtrClient`] facade; [`PingReceiver`]; `store`.
+//!
+//! Lower layers never name higher ones (a test checks it). The sans-IO
+//! [`PollMachine`] is a supported API of its own for other runtimes.
+//!
+//! The `oidc-dtr-testkit` crate is an in-process mock OP for tests (yours
+//! and ours): discovery, JWKS with rotation, the whole DTR server side, DPoP,
+//! client assertions, cancellation, pings, fault injection, a request log,
+//! and the conformance suite for your own [`Store`].
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs, unreachable_pub)]
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
+#![forbid(unsafe_code)]
+
+mod client;
+mod engine;
+mod error;
+mod jose;
+mod json;
+mod ping;
+mod proto;
+mod random;
+mod secret;
+mod store;
+mod time;
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
+// The client facade.
+pub use client::{DpopConfig, DtrClient, DtrClientBuilder};
+
+// Authentication request, callback, exchange, tokens.
+pub use proto::authorize::{
+    AuthorizationRequestBuilder, PendingAuthorization, ResponseMode, ResponseType,
+};
+pub use proto::callback::{Acknowledgment, CallbackResponse, CodeResponse};
+pub use proto::cancel::{CancelEncoding, CancellationConfig};
+pub use proto::claims::{Address, IdTokenClaims};
+pub use proto::client_auth::{AssertionAudience, ClientAuth};
+pub use proto::discovery::ProviderMetadata;
+pub use proto::exchange::{Compat, DeferredAuthentication};
+pub use proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
+
+// Polling: outcomes, events, the sans-IO machine.
+pub use engine::driver::{Delivery, DriverConfig, OutcomeId, PollEvent, PollStatus};
+pub use proto::poll::{
+    Action, Event, Outcome, PollConfig, PollFailure, PollMachine, PollResult, Step,
+};
+
+// The ping receiver.
+pub use ping::{PingReceiver, PingReply, PingReplyKind};
+
+// JOSE and the JWKS cache.
+pub use engine::jwks_cache::{JwksConfig, JwksSnapshot};
+pub use engine::transport::HttpConfig;
+pub use jose::{Algorithm, DpopKey, KeyError, KeySet, SigningKey};
+pub use proto::id_token::{IdTokenValidator, ValidationOptions};
+
+// Durable state.
+pub use store::{
+    AesGcmSealer, FileStore, MemoryStore, Record, SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer,
+    Store, StoreFuture, StoredOutcome,
+};
+
+// Errors.
+pub use error::{
+    CallbackError, ConfigError, DiscoveryError, Error, ErrorCode, HttpError, OAuthError,
+    ResponseError, RetryAfter, StoreError, TransportErrorKind, ValidationError, WaitError,
+};
+
+// Secrets, time and randomness.
+pub use random::{RandomError, RandomSource, SystemRandom};
+pub use secret::{
+    AccessToken, AuthorizationCode, ClientSecret, DeferredAuthId, DeferredCode,
+    DeferredNotificationToken, Fingerprint, Nonce, PkceVerifier, RawJwt, RefreshToken, SecretHash,
+    State,
+};
+pub use time::{Clock, ManualClock, SystemClock, UnixTime};

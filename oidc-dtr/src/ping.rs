@@ -1,0 +1,542 @@
+//! The Ping Callback receiver (draft §"Ping Callback"): the RP's
+//! `deferred_client_notification_endpoint`, with no web framework.
+//!
+//! A ping carries only `{"deferred_auth_id": "..."}` and the bearer
+//! `deferred_notification_token` the RP chose at the exchange. It never
+//! delivers a result: a valid ping only wakes the poller, which then asks the
+//! token endpoint. The receiver plugs in three ways:
+//!
+//! - as a [`tower_service::Service`] over `http::Request<B>` (axum's
+//!   `route_service`, hyper-util's `TowerToHyperService`, tonic);
+//! - through [`PingReceiver::handle`], an async function over `http` types;
+//! - through [`PingReceiver::handle_raw`], for frameworks with their own types
+//!   (actix-web, or anything): method, two headers and the body bytes in, a
+//!   status out.
+//!
+//! | request | answer |
+//! |---|---|
+//! | not `POST` | 405, `Allow: POST` |
+//! | `Content-Type` not JSON | 415 |
+//! | body over the cap (4 KiB default) | 413 |
+//! | body not a JSON object with a string `deferred_auth_id` | 400 |
+//! | no `Authorization: Bearer`, a wrong token, or an unknown id | 401, `WWW-Authenticate: Bearer` (identical for all three) |
+//! | correct token | 204 (and a wake-up if the authentication is still pending) |
+//!
+//! Never a 3xx. The token is checked by hashing it and comparing the digest
+//! with the stored one in constant time; an unknown id costs the same work,
+//! so neither the answer nor its timing tells which ids exist.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::secret::DeferredAuthId;
+
+/// A boxed, sendable future (what [`PingSink`] returns).
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What the driver made of a ping's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PingVerdict {
+    /// Unknown id, no token bound, or a wrong token: all alike.
+    Rejected,
+    /// Correct, and the authentication was woken.
+    Woken,
+    /// Correct, but the authentication had already ended: nothing woken.
+    AlreadyFinished,
+}
+
+/// The default body cap.
+pub(crate) const DEFAULT_MAX_BODY: usize = 4 * 1024;
+
+/// Checks a ping's credentials and wakes the poller (the driver does both
+/// in one step).
+pub(crate) trait PingSink: Send + Sync + 'static {
+    fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict>;
+}
+
+/// The answer to a ping, independent of any HTTP library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PingReply {
+    /// The HTTP status to answer with.
+    pub status: u16,
+    /// What happened, for logs and metrics.
+    pub kind: PingReplyKind,
+}
+
+/// What a ping amounted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PingReplyKind {
+    /// Authenticated; the authentication was woken.
+    Woken,
+    /// Authenticated; the authentication had already ended.
+    AlreadyFinished,
+    /// Missing or wrong token, or an unknown id (indistinguishable).
+    Unauthorized,
+    /// Not a `POST`.
+    MethodNotAllowed,
+    /// Not JSON.
+    UnsupportedMediaType,
+    /// Too large.
+    PayloadTooLarge,
+    /// Not a JSON object with a string `deferred_auth_id`.
+    BadRequest,
+}
+
+impl PingReply {
+    fn of(kind: PingReplyKind) -> Self {
+        let status = match kind {
+            PingReplyKind::Woken | PingReplyKind::AlreadyFinished => 204,
+            PingReplyKind::Unauthorized => 401,
+            PingReplyKind::MethodNotAllowed => 405,
+            PingReplyKind::UnsupportedMediaType => 415,
+            PingReplyKind::PayloadTooLarge => 413,
+            PingReplyKind::BadRequest => 400,
+        };
+        PingReply { status, kind }
+    }
+
+    /// The headers to send with the status.
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self.kind {
+            PingReplyKind::Unauthorized => &[("www-authenticate", "Bearer")],
+            PingReplyKind::MethodNotAllowed => &[("allow", "POST")],
+            _ => &[],
+        }
+    }
+
+    /// As an `http::Response` with an empty body.
+    pub fn into_response(self) -> http::Response<Full<Bytes>> {
+        let mut r = http::Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        match self.kind {
+            PingReplyKind::Unauthorized => {
+                r.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            PingReplyKind::MethodNotAllowed => {
+                r.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("POST"));
+            }
+            _ => {}
+        }
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        r
+    }
+}
+
+/// The notification endpoint. Get one from
+/// [`DtrClient::ping_receiver`](crate::DtrClient::ping_receiver); clones
+/// share the client.
+#[derive(Clone)]
+pub struct PingReceiver {
+    sink: Arc<dyn PingSink>,
+    max_body: usize,
+}
+
+impl fmt::Debug for PingReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PingReceiver")
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(crate::proto::message::is_json_media_type)
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let v = authorization?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The `deferred_auth_id` of a ping body.
+fn deferred_auth_id(body: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+        serde_json::Value::Object(mut m) => match m.remove("deferred_auth_id")? {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl PingReceiver {
+    pub(crate) fn new(sink: Arc<dyn PingSink>) -> Self {
+        PingReceiver {
+            sink,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// Sets the body cap (default 4 KiB).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// The framework-neutral core: the method, the `Content-Type` and
+    /// `Authorization` headers, and the body, in; the reply out.
+    pub async fn handle_raw(
+        &self,
+        method: &str,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> PingReply {
+        if !method.eq_ignore_ascii_case("POST") {
+            return PingReply::of(PingReplyKind::MethodNotAllowed);
+        }
+        if !is_json(content_type) {
+            return PingReply::of(PingReplyKind::UnsupportedMediaType);
+        }
+        if body.len() > self.max_body {
+            return PingReply::of(PingReplyKind::PayloadTooLarge);
+        }
+        let Some(id) = deferred_auth_id(body) else {
+            return PingReply::of(PingReplyKind::BadRequest);
+        };
+        let Some(token) = bearer(authorization) else {
+            return PingReply::of(PingReplyKind::Unauthorized);
+        };
+        let id = DeferredAuthId::new(id);
+        let verdict = self.sink.ping(id.clone(), token.as_bytes().to_vec()).await;
+        let kind = match verdict {
+            PingVerdict::Woken => PingReplyKind::Woken,
+            PingVerdict::AlreadyFinished => PingReplyKind::AlreadyFinished,
+            PingVerdict::Rejected => {
+                tracing::warn!(deferred_auth_id = %id.fingerprint(), "ping rejected (wrong token or unknown id)");
+                PingReplyKind::Unauthorized
+            }
+        };
+        PingReply::of(kind)
+    }
+
+    /// The same over `http` types, with the body already read.
+    pub async fn handle_parts(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> PingReply {
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        self.handle_raw(
+            method.as_str(),
+            header(CONTENT_TYPE),
+            header(AUTHORIZATION),
+            body,
+        )
+        .await
+    }
+
+    /// Handles an `http::Request` whose body is any `http_body::Body`,
+    /// reading at most the body cap.
+    pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        // Cheap rejections before reading anything.
+        let early = self.handle_raw(
+            parts.method.as_str(),
+            parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            None,
+            b"",
+        );
+        let early = early.await;
+        if matches!(
+            early.kind,
+            PingReplyKind::MethodNotAllowed | PingReplyKind::UnsupportedMediaType
+        ) {
+            return early.into_response();
+        }
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            return PingReply::of(PingReplyKind::PayloadTooLarge).into_response();
+        }
+        let bytes = match Limited::new(body, self.max_body).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                let kind = if e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    PingReplyKind::PayloadTooLarge
+                } else {
+                    PingReplyKind::BadRequest
+                };
+                return PingReply::of(kind).into_response();
+            }
+        };
+        self.handle_parts(&parts.method, &parts.headers, &bytes)
+            .await
+            .into_response()
+    }
+}
+
+impl<B> tower_service::Service<http::Request<B>> for PingReceiver
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Knows one id with token "right"; "done" is finished.
+    struct FakeSink {
+        woken: Mutex<Vec<String>>,
+    }
+
+    impl PingSink for FakeSink {
+        fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
+            let verdict = match (id.secret(), token.as_slice()) {
+                ("live", b"right") => {
+                    self.woken.lock().unwrap().push(id.secret().to_owned());
+                    PingVerdict::Woken
+                }
+                ("done", b"right") => PingVerdict::AlreadyFinished,
+                _ => PingVerdict::Rejected,
+            };
+            Box::pin(async move { verdict })
+        }
+    }
+
+    fn receiver() -> (PingReceiver, Arc<FakeSink>) {
+        let sink = Arc::new(FakeSink {
+            woken: Mutex::new(Vec::new()),
+        });
+        (PingReceiver::new(sink.clone()), sink)
+    }
+
+    fn request(
+        method: &str,
+        ct: Option<&str>,
+        auth: Option<&str>,
+        body: &str,
+    ) -> http::Request<Full<Bytes>> {
+        let mut b = http::Request::builder().method(method).uri("/dtr/ping");
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
+    }
+
+    async fn status(
+        r: &PingReceiver,
+        req: http::Request<Full<Bytes>>,
+    ) -> (u16, http::HeaderMap, Bytes) {
+        let resp = r.handle(req).await;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, body)
+    }
+
+    const JSON: Option<&str> = Some("application/json");
+
+    #[tokio::test]
+    async fn every_status() {
+        let (r, sink) = receiver();
+        let ok = r#"{"deferred_auth_id":"live","extra":1}"#;
+        let cases: Vec<(http::Request<Full<Bytes>>, u16)> = vec![
+            (request("GET", JSON, Some("Bearer right"), ok), 405),
+            (request("PUT", JSON, Some("Bearer right"), ok), 405),
+            (request("POST", None, Some("Bearer right"), ok), 415),
+            (
+                request("POST", Some("text/plain"), Some("Bearer right"), ok),
+                415,
+            ),
+            (
+                request("POST", JSON, Some("Bearer right"), &"x".repeat(5000)),
+                413,
+            ),
+            (request("POST", JSON, Some("Bearer right"), "not json"), 400),
+            (request("POST", JSON, Some("Bearer right"), "[]"), 400),
+            (
+                request(
+                    "POST",
+                    JSON,
+                    Some("Bearer right"),
+                    r#"{"deferred_auth_id":5}"#,
+                ),
+                400,
+            ),
+            (
+                request("POST", JSON, Some("Bearer right"), r#"{"other":"x"}"#),
+                400,
+            ),
+            (request("POST", JSON, None, ok), 401),
+            (request("POST", JSON, Some("Basic right"), ok), 401),
+            (request("POST", JSON, Some("Bearer wrong"), ok), 401),
+            (
+                request(
+                    "POST",
+                    JSON,
+                    Some("Bearer right"),
+                    r#"{"deferred_auth_id":"unknown"}"#,
+                ),
+                401,
+            ),
+            (
+                request(
+                    "POST",
+                    Some("application/json; charset=utf-8"),
+                    Some("bearer right"),
+                    ok,
+                ),
+                204,
+            ),
+            (
+                request(
+                    "POST",
+                    JSON,
+                    Some("Bearer right"),
+                    r#"{"deferred_auth_id":"done"}"#,
+                ),
+                204,
+            ),
+        ];
+        for (req, want) in cases {
+            let (got, headers, _) = status(&r, req).await;
+            assert_eq!(got, want);
+            assert!(!(300..400).contains(&got));
+            match got {
+                401 => assert_eq!(headers.get("www-authenticate").unwrap(), "Bearer"),
+                405 => assert_eq!(headers.get("allow").unwrap(), "POST"),
+                _ => {}
+            }
+        }
+        // Only the one valid ping for a live authentication woke anything.
+        assert_eq!(*sink.woken.lock().unwrap(), vec!["live".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn unknown_id_and_wrong_token_are_byte_identical() {
+        let (r, _) = receiver();
+        let a = status(
+            &r,
+            request(
+                "POST",
+                JSON,
+                Some("Bearer wrong"),
+                r#"{"deferred_auth_id":"live"}"#,
+            ),
+        )
+        .await;
+        let b = status(
+            &r,
+            request(
+                "POST",
+                JSON,
+                Some("Bearer right"),
+                r#"{"deferred_auth_id":"nope"}"#,
+            ),
+        )
+        .await;
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, b.1);
+        assert_eq!(a.2, b.2);
+    }
+
+    #[tokio::test]
+    async fn declared_oversize_is_refused_before_reading() {
+        let (r, _) = receiver();
+        let mut req = request("POST", JSON, Some("Bearer right"), "{}");
+        req.headers_mut()
+            .insert("content-length", HeaderValue::from_static("999999"));
+        assert_eq!(status(&r, req).await.0, 413);
+        let r = r.max_body(10);
+        assert_eq!(
+            status(
+                &r,
+                request(
+                    "POST",
+                    JSON,
+                    Some("Bearer right"),
+                    r#"{"deferred_auth_id":"live"}"#
+                )
+            )
+            .await
+            .0,
+            413
+        );
+    }
+
+    #[tokio::test]
+    async fn works_as_a_tower_service() {
+        use tower_service::Service;
+        let (mut r, _) = receiver();
+        let resp = r
+            .call(request(
+                "POST",
+                JSON,
+                Some("Bearer right"),
+                r#"{"deferred_auth_id":"live"}"#,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer   abc  ")), Some("abc"));
+        assert_eq!(bearer(Some("Bearer ")), None);
+        assert_eq!(bearer(Some("Bearerabc")), None);
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(None), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! Cancellation (draft §"Authentication Cancellation"): tell the OP that the
+//! RP no longer wants an authentication (the user abandoned it).
+//!
+//! The draft defines no metadata name for the endpoint (G2), so it is
+//! configured explicitly, or read from a metadata member whose name the
+//! caller chooses. Its text says `application/x-www-form-urlencoded` and its
+//! example sends JSON (G1): form is the default, JSON an option, and with
+//! JSON only header-based client authentication is possible (a JSON body
+//! cannot carry `client_secret` or `client_assertion` as form parameters).
+//! Any 2xx is success; the body may be empty and is not read.
+
+use url::Url;
+
+use crate::error::ConfigError;
+use crate::proto::client_auth::ClientAuth;
+
+/// How the cancellation request carries `deferred_auth_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CancelEncoding {
+    /// `application/x-www-form-urlencoded` (the draft's text; the default).
+    #[default]
+    Form,
+    /// `application/json` (the draft's example). Needs header-based client
+    /// authentication (`client_secret_basic`).
+    Json,
+}
+
+/// Where and how to send cancellation requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancellationConfig {
+    pub(crate) endpoint: Url,
+    pub(crate) encoding: CancelEncoding,
+}
+
+impl CancellationConfig {
+    /// The endpoint URL (https, or http to loopback).
+    pub fn new(endpoint: &str) -> Result<Self, ConfigError> {
+        Ok(CancellationConfig {
+            endpoint: crate::proto::message::parse_url(endpoint, "cancellation_endpoint")?,
+            encoding: CancelEncoding::Form,
+        })
+    }
+
+    /// Sets the body encoding.
+    pub fn encoding(mut self, encoding: CancelEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// Checks that the encoding works with the client authentication (G1).
+    pub(crate) fn check(&self, auth: &ClientAuth) -> Result<(), ConfigError> {
+        if self.encoding == CancelEncoding::Json && !auth.is_header_based() {
+            return Err(ConfigError::Invalid {
+                field: "cancellation",
+                reason: format!(
+                    "a JSON cancellation body needs header-based client authentication, not `{}`",
+                    auth.method_name()
+                ),
+            });
+        }
+        Ok(())
+    }
+}

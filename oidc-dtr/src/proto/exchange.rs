@@ -1,0 +1,435 @@
+//! The Deferred Code Exchange (draft §"Deferred Code Exchange Request" and
+//! §"Successful Deferred Code Exchange Response"): trade the single-use
+//! `deferred_code` for the `deferred_auth_id` the RP will poll with.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::Error;
+use crate::jose::DpopKey;
+use crate::proto::callback::Acknowledgment;
+use crate::proto::claims::IdTokenClaims;
+use crate::proto::discovery::GRANT_TYPE_DEFERRED;
+use crate::proto::message::{HttpResponse, success_object};
+use crate::secret::{
+    DeferredAuthId, DeferredNotificationToken, Nonce, PkceVerifier, RawJwt, SecretHash,
+};
+use crate::time::UnixTime;
+
+/// The poll interval when the OP sends none (G6: the RFC 8628 / CIBA
+/// convention).
+pub(crate) const DEFAULT_INTERVAL_SECS: u64 = 5;
+
+/// Bytes of randomness in a `deferred_notification_token` (256 bits).
+pub(crate) const NOTIFICATION_TOKEN_BYTES: usize = 32;
+
+const CONTEXT: &str = "deferred code exchange response";
+
+/// Switches for OPs built on earlier snapshots of the draft (PROTOCOL.md G7).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Compat {
+    /// Send `redirect_uri` in the exchange (drafts before 2025-12-15 did).
+    pub exchange_send_redirect_uri: bool,
+    /// Send the PKCE `code_verifier` in the exchange (binds the public-client
+    /// instance; no draft revision requires it).
+    pub exchange_send_code_verifier: bool,
+}
+
+/// The form parameters of a Deferred Code Exchange Request (before client
+/// authentication is added).
+pub(crate) fn exchange_params(
+    ack: &Acknowledgment,
+    notification_token: Option<&DeferredNotificationToken>,
+    compat: &Compat,
+) -> Vec<(&'static str, String)> {
+    let mut p = vec![
+        ("grant_type", GRANT_TYPE_DEFERRED.to_owned()),
+        ("deferred_code", ack.deferred_code.secret().to_owned()),
+    ];
+    if let Some(t) = notification_token {
+        p.push(("deferred_notification_token", t.secret().to_owned()));
+    }
+    if compat.exchange_send_redirect_uri {
+        p.push(("redirect_uri", ack.pending.redirect_uri.as_str().to_owned()));
+    }
+    if compat.exchange_send_code_verifier {
+        p.push((
+            "code_verifier",
+            ack.pending.pkce_verifier.secret().to_owned(),
+        ));
+    }
+    p
+}
+
+/// A parsed Successful Deferred Code Exchange Response.
+#[derive(Debug, Clone)]
+pub(crate) struct ExchangeResponse {
+    pub deferred_auth_id: DeferredAuthId,
+    pub expires_in: Option<u64>,
+    pub interval: Option<u64>,
+    pub interim_id_token: Option<RawJwt>,
+}
+
+/// Parses the exchange response: `deferred_auth_id` required and non-empty;
+/// `expires_in` and `interval` positive integers when present (huge values
+/// saturate); `interim_id_token` a string when present; unknown members
+/// ignored. Error statuses become the OP's OAuth error or an HTTP error.
+pub(crate) fn parse_exchange_response(
+    resp: &HttpResponse,
+    endpoint: &Url,
+) -> Result<ExchangeResponse, Error> {
+    let obj = success_object(resp, endpoint, CONTEXT, "deferred_auth_id")?;
+    Ok(ExchangeResponse {
+        deferred_auth_id: DeferredAuthId::new(obj.required_str("deferred_auth_id")?),
+        expires_in: obj.optional_positive_int("expires_in")?,
+        interval: obj.optional_positive_int("interval")?,
+        interim_id_token: match obj.optional_str("interim_id_token")? {
+            Some("") => return Err(obj.err("interim_id_token", "is empty").into()),
+            Some(s) => Some(RawJwt::new(s)),
+            None => None,
+        },
+    })
+}
+
+/// One Authentication Process at the OP, as the RP must remember it: the
+/// `deferred_auth_id` and everything a poller needs days later (an absolute
+/// deadline, the interval floor, the `nonce` every ID token must carry, the
+/// PKCE and `max_age` context, the notification token's hash).
+///
+/// Serialise it to keep it across restarts: the deadline is absolute, so a
+/// resumed authentication keeps the deadline the OP set. `Debug` shows no
+/// secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredAuthentication {
+    pub(crate) id: DeferredAuthId,
+    pub(crate) issuer: String,
+    pub(crate) client_id: String,
+    pub(crate) issued_at: UnixTime,
+    pub(crate) expires_at: Option<UnixTime>,
+    pub(crate) interval_secs: u64,
+    pub(crate) nonce: Nonce,
+    pub(crate) pkce_verifier: PkceVerifier,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) requested_at: UnixTime,
+    pub(crate) notification_token_hash: Option<SecretHash>,
+    pub(crate) interim_id_token: Option<RawJwt>,
+    /// The claims of the interim ID token, validated at the exchange.
+    #[serde(default)]
+    pub(crate) interim_claims: Option<Box<IdTokenClaims>>,
+    /// The DPoP key of this authentication process, when DPoP is used.
+    #[serde(default)]
+    pub(crate) dpop_key: Option<Box<DpopKey>>,
+}
+
+impl fmt::Debug for DeferredAuthentication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredAuthentication")
+            .field("id", &self.id)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("interval_secs", &self.interval_secs)
+            .field("nonce", &self.nonce)
+            .field("max_age", &self.max_age)
+            .field("requested_at", &self.requested_at)
+            .field("notification", &self.notification_token_hash.is_some())
+            .field("interim_id_token", &self.interim_id_token.is_some())
+            .field("dpop_key", &self.dpop_key)
+            .field("interim_claims", &self.interim_claims)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeferredAuthentication {
+    pub(crate) fn new(
+        ack: Acknowledgment,
+        resp: ExchangeResponse,
+        issued_at: UnixTime,
+        notification_token: Option<&DeferredNotificationToken>,
+    ) -> Self {
+        let pending = ack.pending;
+        DeferredAuthentication {
+            id: resp.deferred_auth_id,
+            issuer: pending.issuer.clone(),
+            client_id: pending.client_id.clone(),
+            issued_at,
+            expires_at: resp
+                .expires_in
+                .map(|s| issued_at.saturating_add(Duration::from_secs(s))),
+            interval_secs: resp.interval.unwrap_or(DEFAULT_INTERVAL_SECS),
+            nonce: pending.nonce.clone(),
+            pkce_verifier: pending.pkce_verifier.clone(),
+            max_age: pending.max_age,
+            requested_at: pending.created_at,
+            notification_token_hash: notification_token
+                .map(|t| SecretHash::of(t.secret().as_bytes())),
+            interim_id_token: resp.interim_id_token,
+            interim_claims: None,
+            dpop_key: None,
+        }
+    }
+
+    /// An authentication created directly, without an exchange: for load
+    /// tests (the mock OP's `seed_pending`), store conformance tests and
+    /// migrations from another system. The SDK cannot check that the OP knows
+    /// this id; an unknown one ends in `Rejected(invalid_grant)` at its first
+    /// poll. No DPoP key, no interim ID token, no notification token.
+    pub fn seeded(
+        id: DeferredAuthId,
+        issuer: String,
+        client_id: String,
+        issued_at: UnixTime,
+        expires_in: Option<u64>,
+        interval: u64,
+        nonce: Nonce,
+    ) -> Self {
+        DeferredAuthentication {
+            id,
+            issuer,
+            client_id,
+            issued_at,
+            expires_at: expires_in.map(|s| issued_at.saturating_add(Duration::from_secs(s))),
+            interval_secs: interval,
+            nonce,
+            pkce_verifier: PkceVerifier::new("verifier"),
+            max_age: None,
+            requested_at: issued_at,
+            notification_token_hash: None,
+            interim_id_token: None,
+            interim_claims: None,
+            dpop_key: None,
+        }
+    }
+
+    /// A minimal authentication for unit tests of the poll engine and the
+    /// stores.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        id: DeferredAuthId,
+        issued_at: UnixTime,
+        expires_in: Option<u64>,
+        interval: u64,
+    ) -> Self {
+        Self::seeded(
+            id,
+            "https://op.example".into(),
+            "client".into(),
+            issued_at,
+            expires_in,
+            interval,
+            Nonce::new("nonce"),
+        )
+    }
+
+    /// The DPoP key bound to this authentication process, if DPoP is used.
+    pub fn dpop_key(&self) -> Option<&DpopKey> {
+        self.dpop_key.as_deref()
+    }
+
+    /// The `deferred_auth_id`.
+    pub fn id(&self) -> &DeferredAuthId {
+        &self.id
+    }
+    /// The issuer of the OP running the process.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+    /// The client that started it.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+    /// When the exchange request was sent: the anchor of the deadline. (The
+    /// request time, not the response time, so the local deadline is never
+    /// later than the OP's.)
+    pub fn issued_at(&self) -> UnixTime {
+        self.issued_at
+    }
+    /// The absolute deadline (`issued_at + expires_in`); `None` when the OP
+    /// set no lifetime.
+    pub fn expires_at(&self) -> Option<UnixTime> {
+        self.expires_at
+    }
+    /// The minimum time between polls at the exchange (`interval`, or 5 s
+    /// when the OP sent none).
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
+    }
+    /// The `nonce` every ID token of this process must carry.
+    pub fn nonce(&self) -> &Nonce {
+        &self.nonce
+    }
+    /// The PKCE verifier of the original request.
+    pub fn pkce_verifier(&self) -> &PkceVerifier {
+        &self.pkce_verifier
+    }
+    /// The `max_age` of the original request.
+    pub fn max_age(&self) -> Option<u64> {
+        self.max_age
+    }
+    /// When the original authentication request was built (the reference
+    /// for `max_age`, decision G16).
+    pub fn requested_at(&self) -> UnixTime {
+        self.requested_at
+    }
+    /// The SHA-256 of the `deferred_notification_token` sent at the exchange,
+    /// if any. The token itself is not kept.
+    pub fn notification_token_hash(&self) -> Option<&SecretHash> {
+        self.notification_token_hash.as_ref()
+    }
+    /// The raw `interim_id_token`, if the OP sent one. It was validated at
+    /// the exchange (same rules as the final ID token; its `nonce` is the
+    /// request's).
+    pub fn interim_id_token(&self) -> Option<&RawJwt> {
+        self.interim_id_token.as_ref()
+    }
+    /// The validated claims of the interim ID token, if the OP sent one. The
+    /// draft leaves open how the OP marks claims it has not verified yet
+    /// (e.g. OpenID Connect for Identity Assurance `verified_claims`): read
+    /// them as provisional.
+    pub fn interim_claims(&self) -> Option<&IdTokenClaims> {
+        self.interim_claims.as_deref()
+    }
+    /// The interim ID token's `sub`: the final ID token must carry the same
+    /// one unless `ValidationOptions::require_same_subject` is off (G16).
+    pub fn interim_subject(&self) -> Option<&str> {
+        self.interim_claims.as_deref().map(IdTokenClaims::subject)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+    use serde_json::json;
+
+    fn url() -> Url {
+        Url::parse("https://op.example/token").unwrap()
+    }
+
+    fn parse(v: serde_json::Value) -> Result<ExchangeResponse, Error> {
+        parse_exchange_response(&HttpResponse::json(StatusCode::OK, &v), &url())
+    }
+
+    fn field_error(v: serde_json::Value) -> (Option<&'static str>, String) {
+        match parse(v) {
+            Err(Error::Response(e)) => (e.field, e.to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_response() {
+        let r = parse(json!({
+            "deferred_auth_id": "f4oirNBUlM",
+            "expires_in": 10800,
+            "interval": 60,
+            "interim_id_token": "a.b.c",
+            "something_new": {"x": 1}
+        }))
+        .unwrap();
+        assert_eq!(r.deferred_auth_id.secret(), "f4oirNBUlM");
+        assert_eq!(r.expires_in, Some(10800));
+        assert_eq!(r.interval, Some(60));
+        assert_eq!(r.interim_id_token.unwrap().secret(), "a.b.c");
+    }
+
+    #[test]
+    fn minimal_response() {
+        let r = parse(json!({"deferred_auth_id": "x"})).unwrap();
+        assert_eq!(
+            (r.expires_in, r.interval, r.interim_id_token.is_none()),
+            (None, None, true)
+        );
+    }
+
+    #[test]
+    fn deferred_auth_id_required_non_empty_string() {
+        for v in [
+            json!({}),
+            json!({"deferred_auth_id": ""}),
+            json!({"deferred_auth_id": 5}),
+            json!({"deferred_auth_id": null}),
+        ] {
+            let (field, msg) = field_error(v);
+            assert_eq!(field, Some("deferred_auth_id"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn interval_and_expires_in_must_be_positive_integers() {
+        for field in ["interval", "expires_in"] {
+            for bad in [
+                json!(0),
+                json!(-5),
+                json!(1.5),
+                json!("60"),
+                json!(true),
+                json!([60]),
+            ] {
+                let mut v = json!({"deferred_auth_id": "x"});
+                v[field] = bad.clone();
+                let (f, msg) = field_error(v);
+                assert_eq!(f, Some(field), "{bad}: {msg}");
+                assert!(msg.contains("positive integer"), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn huge_values_do_not_overflow() {
+        let body = br#"{"deferred_auth_id":"x","expires_in":99999999999999999999999999,"interval":18446744073709551615}"#;
+        let mut resp = HttpResponse::json(StatusCode::OK, &json!({}));
+        resp.body = bytes::Bytes::from_static(body);
+        let r = parse_exchange_response(&resp, &url()).unwrap();
+        assert_eq!(r.expires_in, Some(u64::MAX));
+        assert_eq!(r.interval, Some(u64::MAX));
+    }
+
+    #[test]
+    fn interim_id_token_must_be_a_string() {
+        let (f, _) = field_error(json!({"deferred_auth_id": "x", "interim_id_token": {"a": 1}}));
+        assert_eq!(f, Some("interim_id_token"));
+    }
+
+    #[test]
+    fn oauth_errors_are_typed() {
+        use crate::error::ErrorCode;
+        for (code, status) in [
+            ("invalid_grant", 400),
+            ("invalid_client", 401),
+            ("unauthorized_client", 400),
+            ("invalid_request", 400),
+            ("unsupported_grant_type", 400),
+        ] {
+            let resp = HttpResponse::json(
+                StatusCode::from_u16(status).unwrap(),
+                &json!({"error": code}),
+            );
+            match parse_exchange_response(&resp, &url()) {
+                Err(Error::OAuth(e)) => {
+                    assert_eq!(e.code, ErrorCode::from(code));
+                    assert_eq!(e.status.map(|s| s.as_u16()), Some(status));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn non_json_success_body() {
+        let mut resp = HttpResponse::json(StatusCode::OK, &json!({}));
+        resp.body = bytes::Bytes::from_static(b"<html>hello</html>");
+        match parse_exchange_response(&resp, &url()) {
+            Err(Error::Response(e)) => {
+                assert_eq!(e.field, None);
+                assert!(!e.to_string().contains("hello"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

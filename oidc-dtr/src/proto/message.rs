@@ -1,0 +1,547 @@
+//! HTTP messages as data, and the rules for reading them.
+//!
+//! The protocol core builds [`HttpRequest`] values and interprets
+//! [`HttpResponse`] values; it never sends anything. Sending is the engine's
+//! job (`engine::transport`). What lives here is what every endpoint of the
+//! draft shares: URL rules (https only, loopback excepted), the OAuth error
+//! body (RFC 6749 §5.2), `Retry-After`, JSON media types, and the rule that a
+//! success is a JSON object.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use http::{Method, StatusCode};
+use url::Url;
+
+use crate::error::{ConfigError, Error, ErrorCode, HttpError, OAuthError, RetryAfter};
+use crate::json::JsonObject;
+use crate::time::UnixTime;
+
+/// An HTTP request, as data.
+#[derive(Clone)]
+pub(crate) struct HttpRequest {
+    /// The method.
+    pub method: Method,
+    /// The URL.
+    pub url: Url,
+    /// The headers (the edge adds `Accept` and `User-Agent`).
+    pub headers: HeaderMap,
+    /// The body (empty for GET).
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    // Bodies and headers carry credentials: show only the shape.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("endpoint", &endpoint_label(&self.url))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl HttpRequest {
+    /// A GET request.
+    pub(crate) fn get(url: Url) -> Self {
+        HttpRequest {
+            method: Method::GET,
+            url,
+            headers: HeaderMap::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A POST with an `application/x-www-form-urlencoded` body.
+    pub(crate) fn post_form<'a>(
+        url: Url,
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        let body = form_encode(params).into_bytes();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        HttpRequest {
+            method: Method::POST,
+            url,
+            headers,
+            body,
+        }
+    }
+
+    /// A POST with an `application/json` body.
+    pub(crate) fn post_json(url: Url, body: &serde_json::Value) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        HttpRequest {
+            method: Method::POST,
+            url,
+            headers,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// The form parameters of the body (for tests and logging of names only).
+    #[cfg(test)]
+    pub(crate) fn form_params(&self) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
+    }
+}
+
+/// Encodes `application/x-www-form-urlencoded`.
+pub(crate) fn form_encode<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        ser.append_pair(k, v);
+    }
+    ser.finish()
+}
+
+/// An HTTP response, as data.
+#[derive(Clone)]
+pub(crate) struct HttpResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body (at most the configured cap).
+    pub body: Bytes,
+}
+
+impl std::fmt::Debug for HttpResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpResponse")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl HttpResponse {
+    /// A response with a JSON body (for tests and custom transports).
+    #[cfg(test)]
+    pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        HttpResponse {
+            status,
+            headers,
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    /// The `Content-Type` header as text.
+    pub(crate) fn content_type(&self) -> Option<&str> {
+        self.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())
+    }
+
+    /// Whether the `Content-Type` is JSON (`application/json` or `*/*+json`).
+    pub(crate) fn is_json(&self) -> bool {
+        self.content_type().is_some_and(is_json_media_type)
+    }
+
+    /// A header as text.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `Retry-After` header, if present and well-formed.
+    pub(crate) fn retry_after(&self) -> Option<RetryAfter> {
+        parse_retry_after(self.headers.get(RETRY_AFTER)?.to_str().ok()?)
+    }
+}
+
+pub(crate) fn is_json_media_type(ct: &str) -> bool {
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses `Retry-After`: delta-seconds or an HTTP-date.
+pub(crate) fn parse_retry_after(v: &str) -> Option<RetryAfter> {
+    let v = v.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurd values saturate instead of failing.
+        let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(RetryAfter::Delay(Duration::from_secs(secs)));
+    }
+    httpdate::parse_http_date(v)
+        .ok()
+        .map(|t| RetryAfter::At(UnixTime::from_system_time(t)))
+}
+
+/// `scheme://host[:port]/path` of a URL: how endpoints appear in errors and
+/// logs (query and fragment could carry secrets).
+pub(crate) fn endpoint_label(url: &Url) -> String {
+    let mut s = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(p) = url.port() {
+        s.push_str(&format!(":{p}"));
+    }
+    s.push_str(url.path());
+    s
+}
+
+/// Whether the URL's host is a loopback address (`127.0.0.0/8`, `::1`) or
+/// `localhost`.
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Checks that a configured or discovered URL is one the SDK will talk to.
+pub(crate) fn check_url(url: &Url, field: &'static str) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(url) => {}
+        "http" => return Err(ConfigError::InsecureUrl { field }),
+        other => {
+            return Err(ConfigError::InvalidUrl {
+                field,
+                reason: format!("unsupported scheme `{other}`"),
+            });
+        }
+    }
+    if url.host().is_none() {
+        return Err(ConfigError::InvalidUrl {
+            field,
+            reason: "no host".into(),
+        });
+    }
+    if url.fragment().is_some() {
+        return Err(ConfigError::InvalidUrl {
+            field,
+            reason: "must not have a fragment".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Parses and checks a URL setting.
+pub(crate) fn parse_url(s: &str, field: &'static str) -> Result<Url, ConfigError> {
+    let url = Url::parse(s).map_err(|e| ConfigError::InvalidUrl {
+        field,
+        reason: e.to_string(),
+    })?;
+    check_url(&url, field)?;
+    Ok(url)
+}
+
+/// Parses an OAuth error body (`error`, `error_description`, `error_uri`)
+/// from a response with a JSON content type. `None` if it is not one.
+pub(crate) fn parse_oauth_error(resp: &HttpResponse) -> Option<OAuthError> {
+    if !resp.is_json() {
+        return None;
+    }
+    oauth_error_from_body(resp)
+}
+
+/// An OAuth error from the body, whatever the `Content-Type`.
+fn oauth_error_from_body(resp: &HttpResponse) -> Option<OAuthError> {
+    let obj = JsonObject::parse(&resp.body, "error response").ok()?;
+    let code = match obj.get("error") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => ErrorCode::from(s.as_str()),
+        _ => return None,
+    };
+    let text = |k: &str| match obj.get(k) {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    Some(OAuthError {
+        code,
+        description: text("error_description"),
+        uri: text("error_uri"),
+        status: Some(resp.status),
+        retry_after: resp.retry_after(),
+        dpop_nonce: resp.header("dpop-nonce").map(str::to_owned),
+        interval: obj.optional_positive_int("interval").ok().flatten(),
+    })
+}
+
+/// At most `max` printable characters of a body, for error messages about
+/// non-OAuth error responses (never used on success bodies).
+fn body_preview(body: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(max * 4)]);
+    let collapsed: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    crate::error::sanitize(&collapsed, max)
+}
+
+/// Turns any non-2xx response into the matching error: a redirect, an OAuth
+/// error (JSON with `error`, whatever the 4xx/5xx status), or a non-OAuth
+/// status error with a short preview.
+pub(crate) fn error_for_status(resp: &HttpResponse, endpoint: &Url) -> Result<(), Error> {
+    let status = resp.status;
+    if status.is_success() {
+        return Ok(());
+    }
+    if status.is_redirection() {
+        return Err(HttpError::Redirect {
+            status,
+            endpoint: endpoint_label(endpoint),
+        }
+        .into());
+    }
+    if (status.is_client_error() || status.is_server_error())
+        && let Some(e) = parse_oauth_error(resp)
+    {
+        return Err(e.into());
+    }
+    Err(HttpError::Status {
+        status,
+        endpoint: endpoint_label(endpoint),
+        content_type: resp.content_type().map(|s| crate::error::sanitize(s, 100)),
+        body_preview: body_preview(&resp.body, 200),
+        retry_after: resp.retry_after(),
+    }
+    .into())
+}
+
+/// Reads a 2xx JSON object. A 2xx body that is an OAuth error (has `error`
+/// and lacks `required_member`) is reported as that OAuth error, as some
+/// servers answer errors with 200.
+pub(crate) fn success_object(
+    resp: &HttpResponse,
+    endpoint: &Url,
+    context: &'static str,
+    required_member: &str,
+) -> Result<JsonObject, Error> {
+    error_for_status(resp, endpoint)?;
+    let obj = JsonObject::parse(&resp.body, context)?;
+    if !obj.map.contains_key(required_member)
+        && let Some(e) = oauth_error_from_body(resp)
+    {
+        return Err(e.into());
+    }
+    Ok(obj)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, ct: Option<&str>, body: &str) -> HttpResponse {
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = ct {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        }
+        HttpResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    fn url() -> Url {
+        Url::parse("https://op.example/token?x=secret").unwrap()
+    }
+
+    #[test]
+    fn loopback_and_https_rules() {
+        let ok = [
+            "https://op.example/x",
+            "http://127.0.0.1:8080/x",
+            "http://127.5.0.1/x",
+            "http://[::1]:9/x",
+            "http://localhost:3000/cb",
+        ];
+        for u in ok {
+            assert!(parse_url(u, "f").is_ok(), "{u}");
+        }
+        assert_eq!(
+            parse_url("http://op.example/x", "f"),
+            Err(ConfigError::InsecureUrl { field: "f" })
+        );
+        assert!(matches!(
+            parse_url("http://10.0.0.1/x", "f"),
+            Err(ConfigError::InsecureUrl { .. })
+        ));
+        assert!(matches!(
+            parse_url("ftp://op.example/x", "f"),
+            Err(ConfigError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            parse_url("https://op.example/x#frag", "f"),
+            Err(ConfigError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            parse_url("not a url", "f"),
+            Err(ConfigError::InvalidUrl { .. })
+        ));
+        // "localhost.evil.com" is not loopback.
+        assert!(parse_url("http://localhost.evil.example/x", "f").is_err());
+    }
+
+    #[test]
+    fn endpoint_label_drops_query() {
+        assert_eq!(endpoint_label(&url()), "https://op.example/token");
+    }
+
+    #[test]
+    fn oauth_error_from_any_error_status_with_json() {
+        for status in [400, 401, 403, 500, 503] {
+            let r = resp(
+                status,
+                Some("application/json; charset=utf-8"),
+                r#"{"error":"invalid_grant","error_description":"nope","error_uri":"https://x"}"#,
+            );
+            match error_for_status(&r, &url()) {
+                Err(Error::OAuth(e)) => {
+                    assert_eq!(e.code, ErrorCode::InvalidGrant);
+                    assert_eq!(e.description.as_deref(), Some("nope"));
+                    assert_eq!(e.uri.as_deref(), Some("https://x"));
+                    assert_eq!(e.status.unwrap().as_u16(), status);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn problem_json_counts_as_json() {
+        let r = resp(
+            400,
+            Some("application/problem+json"),
+            r#"{"error":"slow_down"}"#,
+        );
+        assert!(matches!(error_for_status(&r, &url()), Err(Error::OAuth(_))));
+    }
+
+    #[test]
+    fn html_error_page_is_a_status_error_with_preview() {
+        let page = format!(
+            "<html><body>\n<h1>502 Bad Gateway</h1>{}</body></html>",
+            "x".repeat(5000)
+        );
+        let r = resp(502, Some("text/html"), &page);
+        match error_for_status(&r, &url()) {
+            Err(Error::Http(HttpError::Status {
+                status,
+                body_preview,
+                endpoint,
+                ..
+            })) => {
+                assert_eq!(status.as_u16(), 502);
+                assert!(body_preview.contains("502 Bad Gateway"));
+                assert!(body_preview.chars().count() <= 201);
+                assert_eq!(endpoint, "https://op.example/token");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_error_body_with_wrong_content_type_is_not_oauth() {
+        let r = resp(400, Some("text/plain"), r#"{"error":"invalid_grant"}"#);
+        assert!(matches!(
+            error_for_status(&r, &url()),
+            Err(Error::Http(HttpError::Status { .. }))
+        ));
+        let r = resp(400, Some("application/json"), r#"{"error":42}"#);
+        assert!(matches!(
+            error_for_status(&r, &url()),
+            Err(Error::Http(HttpError::Status { .. }))
+        ));
+        let r = resp(400, Some("application/json"), "not json at all \u{0}\u{1}");
+        assert!(matches!(
+            error_for_status(&r, &url()),
+            Err(Error::Http(HttpError::Status { .. }))
+        ));
+    }
+
+    #[test]
+    fn redirect_is_an_error() {
+        let mut r = resp(302, None, "");
+        r.headers.insert(
+            "location",
+            HeaderValue::from_static("https://evil.example/"),
+        );
+        match error_for_status(&r, &url()) {
+            Err(Error::Http(HttpError::Redirect { status, .. })) => {
+                assert_eq!(status.as_u16(), 302)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn binary_garbage_never_panics() {
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        for status in [200, 302, 400, 500] {
+            for ct in [None, Some("application/json"), Some("text/html")] {
+                let mut r = resp(status, ct, "");
+                r.body = Bytes::from(bytes.clone());
+                let _ = error_for_status(&r, &url());
+                let _ = success_object(&r, &url(), "ctx", "x");
+            }
+        }
+    }
+
+    #[test]
+    fn error_in_a_200_body_is_an_oauth_error() {
+        let r = resp(
+            200,
+            Some("application/json"),
+            r#"{"error":"invalid_grant"}"#,
+        );
+        assert!(matches!(
+            success_object(&r, &url(), "ctx", "deferred_auth_id"),
+            Err(Error::OAuth(_))
+        ));
+        let r = resp(
+            200,
+            Some("application/json"),
+            r#"{"deferred_auth_id":"x","error":"y"}"#,
+        );
+        assert!(success_object(&r, &url(), "ctx", "deferred_auth_id").is_ok());
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(
+            parse_retry_after("120"),
+            Some(RetryAfter::Delay(Duration::from_secs(120)))
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999"),
+            Some(RetryAfter::Delay(Duration::from_secs(u64::MAX)))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(RetryAfter::At(UnixTime::from_secs(784111777)))
+        );
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after(""), None);
+    }
+
+    #[test]
+    fn form_encoding_escapes() {
+        let r = HttpRequest::post_form(url(), [("a", "b c&d=e"), ("k", "ü")]);
+        assert_eq!(
+            std::str::from_utf8(&r.body).unwrap(),
+            "a=b+c%26d%3De&k=%C3%BC"
+        );
+        assert_eq!(r.form_params()[0], ("a".to_owned(), "b c&d=e".to_owned()));
+    }
+}

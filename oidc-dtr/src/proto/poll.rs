@@ -1,0 +1,1195 @@
+//! The sans-IO poll state machine for one deferred authentication.
+//!
+//! [`PollMachine`] decides *when* to send a Token Request and *what* each
+//! answer means. It does no IO and reads no clock: every call takes `now`,
+//! and randomness (for backoff jitter) is injected. Its state serialises, so
+//! a process can stop and resume exactly where it was.
+//!
+//! # The rules
+//!
+//! - **Floor.** Never poll before `last answer + floor` (the answer, not the
+//!   send: the OP measures arrivals, so latency jitter must not squeeze two
+//!   requests closer than the floor). The floor starts at
+//!   the exchange's `interval` (5 s when absent), rises by 5 s on every
+//!   `slow_down` (or to the response's `interval` if that is larger), and
+//!   never falls. The exchange itself counts as the first request, so the
+//!   first poll waits one floor.
+//! - **Retry-After** on any answer pushes the next poll to at least that time.
+//! - **Transient failures** (connection errors, timeouts, 429, 5xx, bodies that
+//!   are not OAuth errors, `server_error`) add an exponential backoff with full
+//!   jitter *on top of* the floor, capped; any well-formed OAuth answer resets
+//!   it. They never end the authentication before its deadline.
+//! - **Permanent failures** (TLS, DNS, `invalid_client`, `unauthorized_client`,
+//!   `unsupported_grant_type`, invalid tokens) end it with the cause.
+//! - **Deadline.** The deadline is absolute (the OP's `expires_in`, or a
+//!   local maximum lifetime when the OP set none). One final poll is sent just
+//!   before it (a configurable margin), even inside the floor; reaching it
+//!   ends the authentication with [`Outcome::DeadlineReached`], distinct from
+//!   the OP's `expired_token` ([`Outcome::ExpiredByOp`]).
+//! - **Terminal answers.** `access_denied` → [`Outcome::Denied`];
+//!   `expired_token` → [`Outcome::ExpiredByOp`]; `invalid_grant`,
+//!   `invalid_request` and other errors → [`Outcome::Rejected`], after which
+//!   no request is ever sent for that id. `invalid_dpop_proof` allows one
+//!   retry (with a fresh proof) before it is terminal.
+//! - **Single flight.** While a request is in flight, timers and wake-ups do
+//!   nothing; the answer decides.
+//! - **Wake-ups** (pings) move the next poll to "now, or the floor if it has
+//!   not elapsed", skipping jitter and the notification cadence.
+//! - **Exactly one outcome.** Once an outcome is delivered, every event is
+//!   ignored.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorCode, HttpError, OAuthError, RetryAfter, TransportErrorKind};
+use crate::proto::exchange::DeferredAuthentication;
+use crate::random::{RandomSource, random_u64_inclusive};
+use crate::time::UnixTime;
+
+/// How much a `slow_down` raises the floor (RFC 8628 §3.5, draft §Token
+/// Request errors).
+pub(crate) const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+
+/// Tuning of the poll schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PollConfig {
+    /// The first backoff window after a transient failure; it doubles with
+    /// each consecutive failure (default 2 s).
+    pub backoff_base: Duration,
+    /// The largest backoff window (default 5 min).
+    pub backoff_cap: Duration,
+    /// How long before the deadline the final poll is sent (default 2 s).
+    pub final_poll_margin: Duration,
+    /// The deadline when the OP sets no `expires_in` (G6; default 30 days).
+    pub max_lifetime: Duration,
+    /// With a notification endpoint, pings make polling a safety net: the
+    /// regular cadence is then at least this long (e.g. 60 s). A ping brings
+    /// the next poll back to the floor. `None` polls at the floor.
+    pub notified_cadence: Option<Duration>,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(300),
+            final_poll_margin: Duration::from_secs(2),
+            max_lifetime: Duration::from_secs(30 * 24 * 3600),
+            notified_cadence: None,
+        }
+    }
+}
+
+impl PollConfig {
+    /// Sets the backoff cap.
+    pub fn backoff_cap(mut self, d: Duration) -> Self {
+        self.backoff_cap = d;
+        self
+    }
+    /// Sets the first backoff window.
+    pub fn backoff_base(mut self, d: Duration) -> Self {
+        self.backoff_base = d;
+        self
+    }
+    /// Sets the final-poll margin.
+    pub fn final_poll_margin(mut self, d: Duration) -> Self {
+        self.final_poll_margin = d;
+        self
+    }
+    /// Sets the lifetime used when the OP sends no `expires_in`.
+    pub fn max_lifetime(mut self, d: Duration) -> Self {
+        self.max_lifetime = d;
+        self
+    }
+    /// Sets the notification cadence (see the field).
+    pub fn notified_cadence(mut self, d: Option<Duration>) -> Self {
+        self.notified_cadence = d;
+        self
+    }
+}
+
+/// Why an authentication ended without tokens although the OP did not say
+/// no: the answer or failure that made further polling pointless or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum PollFailure {
+    /// A terminal OAuth error (`invalid_grant`, `invalid_request`,
+    /// `invalid_client`, `unauthorized_client`, `unsupported_grant_type`, a
+    /// second `invalid_dpop_proof`, an unknown code).
+    #[error(transparent)]
+    OAuth(Box<OAuthError>),
+    /// A failure that retrying will not fix (TLS, DNS, a redirect, a refused
+    /// URL).
+    #[error("{kind}: {message}")]
+    Transport {
+        /// What kind of failure.
+        kind: TransportErrorKind,
+        /// What happened (no secrets).
+        message: String,
+    },
+    /// The OP answered with tokens that failed validation.
+    #[error("the tokens were rejected: {0}")]
+    InvalidTokens(crate::error::ValidationError),
+    /// Anything else that cannot be retried (a configuration problem).
+    #[error("{message}")]
+    Other {
+        /// What happened (no secrets).
+        message: String,
+    },
+}
+
+/// How an authentication ended: exactly one of these per authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Outcome<T = crate::proto::token::TokenSet> {
+    /// The OP approved; the tokens (validated by the driver).
+    Tokens(T),
+    /// The OP said `access_denied` (not attested, or cancelled at the OP).
+    Denied {
+        /// The OP's `error_description`.
+        description: Option<String>,
+    },
+    /// The OP said `expired_token`.
+    ExpiredByOp,
+    /// The local deadline passed before the OP decided.
+    DeadlineReached {
+        /// The last transient problem seen, if any (e.g. the OP was
+        /// unreachable at the end).
+        last_error: Option<String>,
+    },
+    /// The application cancelled it.
+    Cancelled,
+    /// It ended on an error (see [`PollFailure`]).
+    Rejected(PollFailure),
+}
+
+impl<T> Outcome<T> {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Tokens(_) => "tokens",
+            Outcome::Denied { .. } => "denied",
+            Outcome::ExpiredByOp => "expired_by_op",
+            Outcome::DeadlineReached { .. } => "deadline_reached",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Rejected(_) => "rejected",
+        }
+    }
+
+    /// Maps the tokens.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Tokens(t) => Outcome::Tokens(f(t)),
+            Outcome::Denied { description } => Outcome::Denied { description },
+            Outcome::ExpiredByOp => Outcome::ExpiredByOp,
+            Outcome::DeadlineReached { last_error } => Outcome::DeadlineReached { last_error },
+            Outcome::Cancelled => Outcome::Cancelled,
+            Outcome::Rejected(e) => Outcome::Rejected(e),
+        }
+    }
+}
+
+/// The result of one Token Request, as the driver classified it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PollResult<T = crate::proto::token::TokenSet> {
+    /// Tokens (already validated).
+    Tokens(T),
+    /// An OAuth error answer.
+    OAuth(OAuthError),
+    /// A failure that may go away (connection, timeout, 429, 5xx, a body
+    /// that is not an OAuth error).
+    Transient {
+        /// What happened (no secrets).
+        message: String,
+        /// The server's `Retry-After`, if any.
+        retry_after: Option<RetryAfter>,
+    },
+    /// A failure that will not go away.
+    Permanent(PollFailure),
+}
+
+impl<T> PollResult<T> {
+    /// Classifies an error from the token request.
+    pub fn from_error(e: Error) -> Self {
+        match e {
+            Error::OAuth(o) => PollResult::OAuth(*o),
+            Error::Http(h) => {
+                if h.is_transient() {
+                    PollResult::Transient {
+                        retry_after: h.retry_after(),
+                        message: h.to_string(),
+                    }
+                } else {
+                    let kind = match &h {
+                        HttpError::Transport { kind, .. } => *kind,
+                        _ => TransportErrorKind::Other,
+                    };
+                    PollResult::Permanent(PollFailure::Transport {
+                        kind,
+                        message: h.to_string(),
+                    })
+                }
+            }
+            // A 2xx whose body is not a token response (a captive portal, a
+            // proxy page): the OP may not have seen the request, so retry.
+            Error::Response(r) => PollResult::Transient {
+                message: r.to_string(),
+                retry_after: None,
+            },
+            Error::Validation(v) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
+            other => PollResult::Permanent(PollFailure::Other {
+                message: other.to_string(),
+            }),
+        }
+    }
+}
+
+/// An input to the machine.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event<T = crate::proto::token::TokenSet> {
+    /// A timer fired (or the driver simply asks what to do now).
+    Timer,
+    /// A ping arrived for this authentication.
+    Wake,
+    /// The application cancelled it.
+    Cancel,
+    /// The answer to the request in flight.
+    Response(PollResult<T>),
+}
+
+/// What the driver must do next.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Action<T> {
+    /// Send a Token Request now (the machine is now in flight).
+    SendPoll,
+    /// Nothing to do before this instant (call again with [`Event::Timer`]
+    /// then, or earlier on a wake-up).
+    SleepUntil(UnixTime),
+    /// A request is in flight: wait for its answer.
+    AwaitResponse,
+    /// The authentication has ended: deliver this outcome. Returned once.
+    Deliver(Outcome<T>),
+    /// The authentication ended earlier; nothing to do.
+    Finished,
+}
+
+/// One step's result: the action, plus a progress text to surface when the
+/// OP sent a new one with `authorization_pending`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Step<T> {
+    /// What to do.
+    pub action: Action<T>,
+    /// The OP's new progress description, if it changed.
+    pub progress: Option<String>,
+}
+
+impl<T> Step<T> {
+    fn new(action: Action<T>) -> Self {
+        Step {
+            action,
+            progress: None,
+        }
+    }
+}
+
+/// What an answer did: the authentication goes on (with a new progress text
+/// to surface, maybe), or it ended.
+enum Applied<T> {
+    Continue(Option<String>),
+    End(Outcome<T>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Phase {
+    Waiting,
+    InFlight,
+    Finished,
+}
+
+/// The persisted state of one authentication's polling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollMachine {
+    /// The absolute deadline.
+    deadline: UnixTime,
+    /// Whether the deadline came from the OP's `expires_in`.
+    deadline_from_op: bool,
+    /// The current floor, in seconds.
+    floor_secs: u64,
+    /// When the last request (the exchange, then each poll) was sent.
+    last_request: UnixTime,
+    /// Not before this instant (Retry-After).
+    not_before: UnixTime,
+    /// Consecutive transient failures.
+    backoff_step: u32,
+    /// When the next poll is due.
+    next_poll: UnixTime,
+    /// Whether `next_poll` is the final poll before the deadline.
+    next_is_final: bool,
+    /// Whether the final poll was sent.
+    final_poll_sent: bool,
+    /// Whether the request in flight is the one `invalid_dpop_proof` retry.
+    dpop_retry_used: bool,
+    /// A wake-up arrived since the last request.
+    woken: bool,
+    /// Cancellation was asked while a request was in flight.
+    cancel_requested: bool,
+    phase: Phase,
+    /// Requests sent (not counting the exchange).
+    polls: u32,
+    /// `slow_down` answers received.
+    slow_downs: u32,
+    /// The last transient problem.
+    last_error: Option<String>,
+    /// The last progress text surfaced.
+    last_progress: Option<String>,
+    /// The schedule's tuning.
+    config: PollConfig,
+}
+
+impl PollMachine {
+    /// The machine for a freshly exchanged authentication.
+    pub fn new(auth: &DeferredAuthentication, config: PollConfig) -> Self {
+        Self::with_start(auth.issued_at(), auth.expires_at(), auth.interval(), config)
+    }
+
+    /// The machine for an authentication issued at `issued_at`, with the
+    /// OP's deadline (if any) and interval.
+    pub fn with_start(
+        issued_at: UnixTime,
+        expires_at: Option<UnixTime>,
+        interval: Duration,
+        config: PollConfig,
+    ) -> Self {
+        let (deadline, deadline_from_op) = match expires_at {
+            Some(d) => (d, true),
+            None => (issued_at.saturating_add(config.max_lifetime), false),
+        };
+        let mut m = PollMachine {
+            deadline,
+            deadline_from_op,
+            floor_secs: interval.as_secs().max(1),
+            last_request: issued_at,
+            not_before: issued_at,
+            backoff_step: 0,
+            next_poll: issued_at,
+            next_is_final: false,
+            final_poll_sent: false,
+            dpop_retry_used: false,
+            woken: false,
+            cancel_requested: false,
+            phase: Phase::Waiting,
+            polls: 0,
+            slow_downs: 0,
+            last_error: None,
+            last_progress: None,
+            config,
+        };
+        m.schedule(issued_at, 0);
+        m
+    }
+
+    /// The absolute deadline.
+    pub fn deadline(&self) -> UnixTime {
+        self.deadline
+    }
+
+    /// Whether the deadline is the OP's (`expires_in`) rather than the local
+    /// maximum lifetime.
+    pub fn deadline_from_op(&self) -> bool {
+        self.deadline_from_op
+    }
+
+    /// The current floor (minimum time between requests).
+    pub fn floor(&self) -> Duration {
+        Duration::from_secs(self.floor_secs)
+    }
+
+    /// The instant the floor counts from: when the last answer arrived (or
+    /// the last request was sent, while it is in flight; the exchange, at
+    /// first).
+    pub fn last_request(&self) -> UnixTime {
+        self.last_request
+    }
+
+    /// When the next poll is due (meaningless once finished or in flight).
+    pub fn next_poll(&self) -> UnixTime {
+        self.next_poll
+    }
+
+    /// Consecutive transient failures.
+    pub fn backoff_step(&self) -> u32 {
+        self.backoff_step
+    }
+
+    /// Requests sent so far.
+    pub fn polls(&self) -> u32 {
+        self.polls
+    }
+
+    /// `slow_down` answers received so far.
+    pub fn slow_downs(&self) -> u32 {
+        self.slow_downs
+    }
+
+    /// Whether a request is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.phase == Phase::InFlight
+    }
+
+    /// Whether an outcome was delivered.
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PollConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration (e.g. after a restart with new settings).
+    /// The floor, deadline and history are kept.
+    pub fn set_config(&mut self, config: PollConfig) {
+        self.config = config;
+    }
+
+    /// The instant the driver should next call [`handle`](Self::handle) with
+    /// [`Event::Timer`]: `None` while a request is in flight or after the end.
+    pub fn wake_at(&self) -> Option<UnixTime> {
+        match self.phase {
+            Phase::Waiting => Some(self.next_poll.min(self.deadline)),
+            Phase::InFlight | Phase::Finished => None,
+        }
+    }
+
+    /// After a restart: a request that was in flight when the process
+    /// stopped has an unknown fate. It is treated as a transient failure
+    /// ("interrupted"), so the next poll respects the floor.
+    pub fn recover_after_restart(&mut self, now: UnixTime, rng: &dyn RandomSource) {
+        if self.phase == Phase::InFlight {
+            self.phase = Phase::Waiting;
+            self.on_transient(
+                now,
+                "interrupted by a restart while a request was in flight".into(),
+                None,
+                rng,
+            );
+        }
+    }
+
+    /// After a restart from a store whose latest poll states may be lost
+    /// (relaxed durability): the request in flight, if any, counts as a
+    /// transient failure, and the next poll waits a full floor from now, so
+    /// that a poll made just before the crash is never followed too soon.
+    /// The deadline does not move.
+    pub fn resume_after_restart(&mut self, now: UnixTime, rng: &dyn RandomSource) {
+        self.recover_after_restart(now, rng);
+        if self.phase == Phase::Waiting {
+            self.not_before = self.not_before.max(now.saturating_add(self.floor()));
+            self.schedule(now, 0);
+        }
+    }
+
+    /// Feeds one event; returns what to do next.
+    pub fn handle<T>(&mut self, event: Event<T>, now: UnixTime, rng: &dyn RandomSource) -> Step<T> {
+        if self.phase == Phase::Finished {
+            return Step::new(Action::Finished);
+        }
+        let mut progress = None;
+        match event {
+            Event::Timer => {}
+            Event::Wake => self.on_wake(now),
+            Event::Cancel => {
+                if self.phase == Phase::InFlight {
+                    // The answer may carry tokens the OP will never issue
+                    // again: wait for it, then cancel unless it has them.
+                    self.cancel_requested = true;
+                    return Step::new(Action::AwaitResponse);
+                }
+                return self.finish(Outcome::Cancelled);
+            }
+            Event::Response(result) => {
+                if self.phase != Phase::InFlight {
+                    // An answer nobody waits for (a bug in the driver):
+                    // ignore it rather than double-count.
+                    return Step::new(self.next_action(now));
+                }
+                self.phase = Phase::Waiting;
+                // The floor counts from the answer, not from the send: the
+                // OP measures the gap between *arrivals*, and latency varies
+                // (a request delayed in a queue followed by a prompt one
+                // would otherwise arrive closer than the floor and earn a
+                // slow_down). The OP has processed the request once it
+                // answered, so the next one arrives at least a floor later.
+                self.last_request = self.last_request.max(now);
+                match self.on_response(result, now, rng) {
+                    Applied::Continue(p) => progress = p,
+                    Applied::End(outcome) => return self.finish(outcome),
+                }
+                if self.cancel_requested {
+                    return self.finish(Outcome::Cancelled);
+                }
+            }
+        }
+        Step {
+            action: self.next_action(now),
+            progress,
+        }
+    }
+
+    fn finish<T>(&mut self, outcome: Outcome<T>) -> Step<T> {
+        self.phase = Phase::Finished;
+        Step::new(Action::Deliver(outcome))
+    }
+
+    fn next_action<T>(&mut self, now: UnixTime) -> Action<T> {
+        match self.phase {
+            Phase::Finished => return Action::Finished,
+            Phase::InFlight => return Action::AwaitResponse,
+            Phase::Waiting => {}
+        }
+        if now >= self.deadline {
+            self.phase = Phase::Finished;
+            return Action::Deliver(Outcome::DeadlineReached {
+                last_error: self.last_error.clone(),
+            });
+        }
+        if now >= self.next_poll {
+            self.phase = Phase::InFlight;
+            self.last_request = now;
+            self.polls = self.polls.saturating_add(1);
+            self.woken = false;
+            if self.next_is_final {
+                self.final_poll_sent = true;
+            }
+            return Action::SendPoll;
+        }
+        Action::SleepUntil(self.next_poll.min(self.deadline))
+    }
+
+    fn on_wake(&mut self, now: UnixTime) {
+        self.woken = true;
+        if self.phase != Phase::Waiting {
+            return;
+        }
+        let at_floor = self
+            .last_request
+            .saturating_add(self.floor())
+            .max(self.not_before)
+            .max(now);
+        if at_floor < self.next_poll {
+            self.next_poll = at_floor;
+            self.next_is_final = false;
+        }
+    }
+
+    /// Applies an answer.
+    fn on_response<T>(
+        &mut self,
+        result: PollResult<T>,
+        now: UnixTime,
+        rng: &dyn RandomSource,
+    ) -> Applied<T> {
+        let e = match result {
+            PollResult::Tokens(t) => return Applied::End(Outcome::Tokens(t)),
+            PollResult::Permanent(f) => return Applied::End(Outcome::Rejected(f)),
+            PollResult::Transient {
+                message,
+                retry_after,
+            } => {
+                self.on_transient(now, message, retry_after, rng);
+                return Applied::Continue(None);
+            }
+            PollResult::OAuth(e) => e,
+        };
+        if let Some(ra) = e.retry_after {
+            self.not_before = self.not_before.max(ra.not_before(now));
+        }
+        let mut progress = None;
+        match &e.code {
+            ErrorCode::AuthorizationPending => {
+                if e.description.is_some() && e.description != self.last_progress {
+                    self.last_progress = e.description.clone();
+                    progress = e.description.clone();
+                }
+            }
+            ErrorCode::SlowDown => {
+                self.slow_downs = self.slow_downs.saturating_add(1);
+                let raised = self.floor_secs.saturating_add(SLOW_DOWN_STEP.as_secs());
+                self.floor_secs = raised.max(e.interval.unwrap_or(0)).max(self.floor_secs);
+            }
+            // The OP wants a DPoP nonce the driver could not supply in its
+            // immediate retry: poll again at the floor.
+            ErrorCode::UseDpopNonce => {}
+            ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable => {
+                let message = e.to_string();
+                self.on_transient(now, message, e.retry_after, rng);
+                return Applied::Continue(None);
+            }
+            ErrorCode::ExpiredToken => return Applied::End(Outcome::ExpiredByOp),
+            ErrorCode::AccessDenied => {
+                return Applied::End(Outcome::Denied {
+                    description: e.description,
+                });
+            }
+            ErrorCode::InvalidDpopProof if !self.dpop_retry_used => {
+                self.dpop_retry_used = true;
+            }
+            _ => return Applied::End(Outcome::Rejected(PollFailure::OAuth(Box::new(e)))),
+        }
+        // A well-formed OAuth answer: the transport is healthy again.
+        self.backoff_step = 0;
+        self.schedule(now, 0);
+        Applied::Continue(progress)
+    }
+
+    fn on_transient(
+        &mut self,
+        now: UnixTime,
+        message: String,
+        retry_after: Option<RetryAfter>,
+        rng: &dyn RandomSource,
+    ) {
+        if let Some(ra) = retry_after {
+            self.not_before = self.not_before.max(ra.not_before(now));
+        }
+        self.last_error = Some(message);
+        self.backoff_step = self.backoff_step.saturating_add(1);
+        let window = self.backoff_window();
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        // Full jitter; if the random source fails, wait the whole window.
+        let jitter_ms = random_u64_inclusive(rng, window_ms).unwrap_or(window_ms);
+        self.schedule(now, jitter_ms);
+    }
+
+    /// The backoff window for the current step: base * 2^(step-1), capped.
+    fn backoff_window(&self) -> Duration {
+        if self.backoff_step == 0 {
+            return Duration::ZERO;
+        }
+        let shift = (self.backoff_step - 1).min(40);
+        let base_ms = u64::try_from(self.config.backoff_base.as_millis()).unwrap_or(u64::MAX);
+        let ms = base_ms.saturating_mul(1u64 << shift);
+        Duration::from_millis(ms).min(self.config.backoff_cap)
+    }
+
+    /// Computes `next_poll` after a request's answer (or at the start).
+    fn schedule(&mut self, now: UnixTime, jitter_ms: u64) {
+        let mut cadence = self.floor();
+        if !self.woken
+            && let Some(c) = self.config.notified_cadence
+        {
+            cadence = cadence.max(c);
+        }
+        let jitter = if self.woken { 0 } else { jitter_ms };
+        let regular = self
+            .last_request
+            .saturating_add(cadence)
+            .max(self.not_before)
+            .saturating_add(Duration::from_millis(jitter));
+        let final_at = self.deadline.saturating_sub(self.config.final_poll_margin);
+        if regular < final_at {
+            self.next_poll = regular;
+            self.next_is_final = false;
+        } else if !self.final_poll_sent
+            && self.not_before <= final_at
+            && self
+                .last_request
+                .saturating_add(self.config.final_poll_margin)
+                <= final_at
+        {
+            // One last look just before the deadline, even inside the floor.
+            self.next_poll = final_at.max(now);
+            self.next_is_final = true;
+        } else {
+            self.next_poll = self.deadline;
+            self.next_is_final = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::RandomError;
+
+    /// Jitter source returning a fixed byte pattern.
+    struct FixedRandom(u8);
+    impl RandomSource for FixedRandom {
+        fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError> {
+            dest.fill(self.0);
+            Ok(())
+        }
+    }
+
+    const T0: UnixTime = UnixTime::from_millis(1_800_000_000_000);
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn at(n: u64) -> UnixTime {
+        T0.saturating_add(secs(n))
+    }
+
+    fn machine(expires_in: Option<u64>, interval: u64) -> PollMachine {
+        PollMachine::with_start(
+            T0,
+            expires_in.map(at),
+            secs(interval),
+            PollConfig::default(),
+        )
+    }
+
+    fn oauth(code: &str) -> PollResult<&'static str> {
+        PollResult::OAuth(OAuthError::new(ErrorCode::from(code)))
+    }
+
+    fn step(m: &mut PollMachine, e: Event<&'static str>, now: UnixTime) -> Step<&'static str> {
+        m.handle(e, now, &FixedRandom(0))
+    }
+
+    #[test]
+    fn first_poll_waits_one_interval_after_the_exchange() {
+        let mut m = machine(Some(3600), 5);
+        assert_eq!(
+            step(&mut m, Event::Timer, T0).action,
+            Action::SleepUntil(at(5))
+        );
+        assert_eq!(
+            step(&mut m, Event::Timer, at(4)).action,
+            Action::SleepUntil(at(5))
+        );
+        assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);
+        assert!(m.in_flight());
+        // Single flight: timers and wakes while in flight do nothing.
+        assert_eq!(
+            step(&mut m, Event::Timer, at(50)).action,
+            Action::AwaitResponse
+        );
+        assert_eq!(
+            step(&mut m, Event::Wake, at(50)).action,
+            Action::AwaitResponse
+        );
+    }
+
+    #[test]
+    fn pending_polls_at_the_floor_and_surfaces_new_progress_once() {
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        let mut e = OAuthError::new(ErrorCode::AuthorizationPending);
+        e.description = Some("queue position 3".into());
+        // Sent at 5, answered at 6: the floor counts from the answer.
+        let s = step(&mut m, Event::Response(PollResult::OAuth(e.clone())), at(6));
+        assert_eq!(s.progress.as_deref(), Some("queue position 3"));
+        assert_eq!(s.action, Action::SleepUntil(at(11)));
+        step(&mut m, Event::Timer, at(11));
+        let s = step(&mut m, Event::Response(PollResult::OAuth(e)), at(11));
+        assert_eq!(s.progress, None, "same text is not surfaced twice");
+    }
+
+    #[test]
+    fn slow_down_raises_the_floor_by_five_or_to_the_interval() {
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        step(&mut m, Event::Response(oauth("slow_down")), at(5));
+        assert_eq!(m.floor(), secs(10));
+        assert_eq!(m.next_poll(), at(15));
+        step(&mut m, Event::Timer, at(15));
+        let mut e = OAuthError::new(ErrorCode::SlowDown);
+        e.interval = Some(42);
+        step(&mut m, Event::Response(PollResult::OAuth(e)), at(15));
+        assert_eq!(m.floor(), secs(42));
+        step(&mut m, Event::Timer, at(57));
+        let mut e = OAuthError::new(ErrorCode::SlowDown);
+        e.interval = Some(1);
+        step(&mut m, Event::Response(PollResult::OAuth(e)), at(57));
+        assert_eq!(
+            m.floor(),
+            secs(47),
+            "a smaller interval never lowers the floor"
+        );
+    }
+
+    #[test]
+    fn transient_backoff_sits_on_top_of_the_floor_and_resets() {
+        let mut m = machine(Some(100_000), 30);
+        let rng = crate::random::SystemRandom;
+        let mut now = at(30);
+        for step_no in 1..=12u32 {
+            assert_eq!(
+                m.handle::<()>(Event::Timer, now, &rng).action,
+                Action::SendPoll
+            );
+            m.handle::<()>(
+                Event::Response(PollResult::Transient {
+                    message: "connection failed".into(),
+                    retry_after: None,
+                }),
+                now,
+                &rng,
+            );
+            assert_eq!(m.backoff_step(), step_no);
+            let wait = m.next_poll().saturating_duration_since(now);
+            let window = secs(2 * (1u64 << (step_no - 1))).min(secs(300));
+            assert!(wait >= secs(30), "never below the floor: {wait:?}");
+            assert!(
+                wait <= secs(30) + window,
+                "step {step_no}: {wait:?} > floor + {window:?}"
+            );
+            now = m.next_poll();
+        }
+        assert_eq!(
+            m.floor(),
+            secs(30),
+            "transport errors never touch the floor"
+        );
+        // A well-formed OAuth answer resets the backoff.
+        m.handle::<()>(Event::Timer, now, &rng);
+        m.handle::<()>(
+            Event::Response(PollResult::OAuth(OAuthError::new(
+                ErrorCode::AuthorizationPending,
+            ))),
+            now,
+            &rng,
+        );
+        assert_eq!(m.backoff_step(), 0);
+        assert_eq!(m.next_poll(), now.saturating_add(secs(30)));
+    }
+
+    #[test]
+    fn backoff_window_grows_then_caps() {
+        let mut m = machine(Some(100_000), 30);
+        let windows: Vec<u64> = (1..=10)
+            .map(|n| {
+                m.backoff_step = n;
+                m.backoff_window().as_secs()
+            })
+            .collect();
+        assert_eq!(windows, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        m.backoff_step = u32::MAX;
+        assert_eq!(m.backoff_window(), secs(300));
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        step(
+            &mut m,
+            Event::Response(PollResult::Transient {
+                message: "503".into(),
+                retry_after: Some(RetryAfter::Delay(secs(120))),
+            }),
+            at(5),
+        );
+        assert!(m.next_poll() >= at(125));
+        // Also on OAuth answers.
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        let mut e = OAuthError::new(ErrorCode::AuthorizationPending);
+        e.retry_after = Some(RetryAfter::At(at(500)));
+        step(&mut m, Event::Response(PollResult::OAuth(e)), at(6));
+        assert_eq!(m.next_poll(), at(500));
+    }
+
+    #[test]
+    fn terminal_answers() {
+        type Check = fn(&Outcome<&'static str>) -> bool;
+        let cases: Vec<(&str, Check)> = vec![
+            ("access_denied", |o| matches!(o, Outcome::Denied { .. })),
+            ("expired_token", |o| matches!(o, Outcome::ExpiredByOp)),
+            ("invalid_grant", |o| {
+                matches!(o, Outcome::Rejected(PollFailure::OAuth(_)))
+            }),
+            ("invalid_request", |o| {
+                matches!(o, Outcome::Rejected(PollFailure::OAuth(_)))
+            }),
+            ("invalid_client", |o| {
+                matches!(o, Outcome::Rejected(PollFailure::OAuth(_)))
+            }),
+            ("unauthorized_client", |o| {
+                matches!(o, Outcome::Rejected(PollFailure::OAuth(_)))
+            }),
+            ("unsupported_grant_type", |o| {
+                matches!(o, Outcome::Rejected(PollFailure::OAuth(_)))
+            }),
+            ("something_new", |o| {
+                matches!(o, Outcome::Rejected(PollFailure::OAuth(_)))
+            }),
+        ];
+        for (code, check) in cases {
+            let mut m = machine(Some(3600), 5);
+            step(&mut m, Event::Timer, at(5));
+            match step(&mut m, Event::Response(oauth(code)), at(5)).action {
+                Action::Deliver(o) => assert!(check(&o), "{code}: {o:?}"),
+                other => panic!("{code}: {other:?}"),
+            }
+            // Nothing more, ever.
+            for e in [
+                Event::Timer,
+                Event::Wake,
+                Event::Cancel,
+                Event::Response(oauth("authorization_pending")),
+            ] {
+                assert_eq!(step(&mut m, e, at(10_000)).action, Action::Finished);
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_are_delivered() {
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        assert_eq!(
+            step(&mut m, Event::Response(PollResult::Tokens("tok")), at(6)).action,
+            Action::Deliver(Outcome::Tokens("tok"))
+        );
+    }
+
+    #[test]
+    fn invalid_dpop_proof_allows_exactly_one_retry() {
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        assert_eq!(
+            step(&mut m, Event::Response(oauth("invalid_dpop_proof")), at(5)).action,
+            Action::SleepUntil(at(10))
+        );
+        step(&mut m, Event::Timer, at(10));
+        assert!(matches!(
+            step(&mut m, Event::Response(oauth("invalid_dpop_proof")), at(10)).action,
+            Action::Deliver(Outcome::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn final_poll_just_before_the_deadline_then_deadline_reached() {
+        // interval 30, deadline at 100: polls at 30, 60, 90, then a final
+        // poll at 98 (inside the floor), then DeadlineReached at 100.
+        let mut m = machine(Some(100), 30);
+        let mut sent = Vec::new();
+        let mut now = T0;
+        loop {
+            match step(&mut m, Event::Timer, now).action {
+                Action::SleepUntil(t) => now = t,
+                Action::SendPoll => {
+                    sent.push(now.saturating_duration_since(T0).as_secs());
+                    step(&mut m, Event::Response(oauth("authorization_pending")), now);
+                }
+                Action::Deliver(o) => {
+                    assert!(matches!(o, Outcome::DeadlineReached { last_error: None }));
+                    assert_eq!(now, at(100));
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(sent, vec![30, 60, 90, 98]);
+    }
+
+    #[test]
+    fn deadline_reached_keeps_the_last_transient_error() {
+        let mut m = machine(Some(20), 5);
+        let mut now = at(5);
+        loop {
+            match step(&mut m, Event::Timer, now).action {
+                Action::SleepUntil(t) => now = t,
+                Action::SendPoll => {
+                    step(
+                        &mut m,
+                        Event::Response(PollResult::Transient {
+                            message: "connection failed (http://op/token)".into(),
+                            retry_after: None,
+                        }),
+                        now,
+                    );
+                }
+                Action::Deliver(Outcome::DeadlineReached { last_error }) => {
+                    assert_eq!(
+                        last_error.as_deref(),
+                        Some("connection failed (http://op/token)")
+                    );
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_expires_in_uses_the_local_maximum_lifetime() {
+        let m = machine(None, 5);
+        assert!(!m.deadline_from_op());
+        assert_eq!(
+            m.deadline(),
+            T0.saturating_add(PollConfig::default().max_lifetime)
+        );
+    }
+
+    #[test]
+    fn huge_values_do_not_overflow() {
+        let mut m = PollMachine::with_start(
+            T0,
+            Some(UnixTime::MAX),
+            Duration::from_secs(u64::MAX),
+            PollConfig::default(),
+        );
+        assert_eq!(
+            step(&mut m, Event::Timer, T0).action,
+            Action::SleepUntil(UnixTime::MAX.saturating_sub(secs(2)))
+        );
+        let mut m = PollMachine::with_start(
+            T0,
+            None,
+            Duration::MAX,
+            PollConfig::default().max_lifetime(Duration::MAX),
+        );
+        assert!(matches!(
+            step(&mut m, Event::Timer, T0).action,
+            Action::SleepUntil(_)
+        ));
+    }
+
+    #[test]
+    fn wake_polls_at_once_after_the_floor_else_at_the_floor() {
+        let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
+        let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
+        assert_eq!(m.next_poll(), at(60), "with pings, polling is a safety net");
+        // A ping before the floor: poll at the floor.
+        assert_eq!(
+            step(&mut m, Event::Wake, at(2)).action,
+            Action::SleepUntil(at(5))
+        );
+        assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);
+        // Still pending after the ping: back to the safety-net cadence.
+        step(
+            &mut m,
+            Event::Response(oauth("authorization_pending")),
+            at(5),
+        );
+        assert_eq!(m.next_poll(), at(65));
+        // A ping long after the floor: poll at once.
+        assert_eq!(step(&mut m, Event::Wake, at(30)).action, Action::SendPoll);
+    }
+
+    #[test]
+    fn wake_during_flight_skips_the_stretched_cadence_next_time() {
+        let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
+        let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
+        step(&mut m, Event::Timer, at(60));
+        step(&mut m, Event::Wake, at(61));
+        step(
+            &mut m,
+            Event::Response(oauth("authorization_pending")),
+            at(61),
+        );
+        // The floor (5 s) from the answer at 61, not the 60 s cadence.
+        assert_eq!(m.next_poll(), at(66));
+    }
+
+    #[test]
+    fn cancel_while_waiting_and_while_in_flight() {
+        let mut m = machine(Some(3600), 5);
+        assert_eq!(
+            step(&mut m, Event::Cancel, at(1)).action,
+            Action::Deliver(Outcome::Cancelled)
+        );
+        assert_eq!(step(&mut m, Event::Timer, at(10)).action, Action::Finished);
+
+        // In flight: the answer decides whether tokens win.
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        assert_eq!(
+            step(&mut m, Event::Cancel, at(6)).action,
+            Action::AwaitResponse
+        );
+        assert_eq!(
+            step(
+                &mut m,
+                Event::Response(oauth("authorization_pending")),
+                at(7)
+            )
+            .action,
+            Action::Deliver(Outcome::Cancelled)
+        );
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        step(&mut m, Event::Cancel, at(6));
+        assert_eq!(
+            step(&mut m, Event::Response(PollResult::Tokens("tok")), at(7)).action,
+            Action::Deliver(Outcome::Tokens("tok"))
+        );
+    }
+
+    #[test]
+    fn resumed_state_keeps_deadline_floor_and_schedule() {
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        step(&mut m, Event::Response(oauth("slow_down")), at(5));
+        let json = serde_json::to_string(&m).unwrap();
+        let mut back: PollMachine = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.deadline(), at(3600));
+        assert_eq!(back.floor(), secs(10));
+        // Resumed much later: polls at once, not a fresh interval later, and
+        // the deadline did not move.
+        assert_eq!(
+            step(&mut back, Event::Timer, at(1000)).action,
+            Action::SendPoll
+        );
+        assert_eq!(back.deadline(), at(3600));
+    }
+
+    #[test]
+    fn restart_while_in_flight_counts_as_transient() {
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        let mut back: PollMachine =
+            serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        back.recover_after_restart(at(6), &FixedRandom(0));
+        assert!(!back.in_flight());
+        assert_eq!(back.backoff_step(), 1);
+        assert!(back.next_poll() >= at(10));
+    }
+
+    #[test]
+    fn classifies_errors() {
+        use crate::error::HttpError;
+        let transient: PollResult<()> = PollResult::from_error(
+            HttpError::Status {
+                status: http::StatusCode::SERVICE_UNAVAILABLE,
+                endpoint: "x".into(),
+                content_type: None,
+                body_preview: String::new(),
+                retry_after: Some(RetryAfter::Delay(secs(3))),
+            }
+            .into(),
+        );
+        assert!(matches!(
+            transient,
+            PollResult::Transient {
+                retry_after: Some(_),
+                ..
+            }
+        ));
+        let permanent: PollResult<()> = PollResult::from_error(
+            HttpError::Redirect {
+                status: http::StatusCode::FOUND,
+                endpoint: "x".into(),
+            }
+            .into(),
+        );
+        assert!(matches!(
+            permanent,
+            PollResult::Permanent(PollFailure::Transport { .. })
+        ));
+        let oauth: PollResult<()> =
+            PollResult::from_error(OAuthError::new(ErrorCode::SlowDown).into());
+        assert!(matches!(oauth, PollResult::OAuth(_)));
+    }
+}

@@ -1,0 +1,238 @@
+//! [`MemoryStore`]: records in a map, gone when the process ends.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{
+    Record, Store, StoreError, StoreFuture, StoredOutcome, check_owner, check_schema, record_key,
+};
+use crate::proto::poll::PollMachine;
+use crate::secret::DeferredAuthId;
+use crate::time::UnixTime;
+
+/// A [`Store`] in memory: for tests and for applications that accept
+/// losing their pending authentications (and undelivered outcomes) on
+/// restart.
+///
+/// Every operation is atomic (one mutex) and nothing is durable. `due` is
+/// answered from an ordered index, so it costs `O(log n + k)`. Cloning the
+/// store clones a handle to the same records.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    owner: Option<(String, String)>,
+    records: HashMap<[u8; 32], Record>,
+    /// (due time in ms, record key) of every unfinished record.
+    due: BTreeSet<(u64, [u8; 32])>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.lock().records.len();
+        f.debug_struct("MemoryStore")
+            .field("records", &n)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many records it holds (finished or not).
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock cannot leave a record
+        // half-written (every change is a whole-value swap), so a poisoned
+        // lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> Result<T, StoreError>,
+    ) -> StoreFuture<Result<T, StoreError>> {
+        let r = f(&mut self.lock());
+        Box::pin(std::future::ready(r))
+    }
+}
+
+impl Inner {
+    fn owner(&self) -> Option<(&str, &str)> {
+        self.owner.as_ref().map(|(i, c)| (i.as_str(), c.as_str()))
+    }
+}
+
+fn index(due: &mut BTreeSet<(u64, [u8; 32])>, key: [u8; 32], record: &Record) {
+    if let Some(t) = record.due_at() {
+        due.insert((t.as_millis(), key));
+    }
+}
+
+fn unindex(due: &mut BTreeSet<(u64, [u8; 32])>, key: [u8; 32], record: &Record) {
+    if let Some(t) = record.due_at() {
+        due.remove(&(t.as_millis(), key));
+    }
+}
+
+impl Store for MemoryStore {
+    fn bind(&self, issuer: &str, client_id: &str) -> StoreFuture<Result<(), StoreError>> {
+        self.run(|inner| {
+            check_owner(inner.owner(), issuer, client_id)?;
+            if inner.owner.is_none() {
+                inner.owner = Some((issuer.to_owned(), client_id.to_owned()));
+            }
+            Ok(())
+        })
+    }
+
+    fn insert(&self, record: Record) -> StoreFuture<Result<(), StoreError>> {
+        self.run(move |inner| {
+            check_schema(&record)?;
+            check_owner(inner.owner(), record.auth.issuer(), record.auth.client_id())?;
+            let key = record_key(record.id());
+            if inner.records.contains_key(&key) {
+                return Err(StoreError::Duplicate {
+                    record: record.fingerprint(),
+                });
+            }
+            index(&mut inner.due, key, &record);
+            inner.records.insert(key, record);
+            Ok(())
+        })
+    }
+
+    fn update_state(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let fp = id.fingerprint();
+        let key = record_key(id);
+        self.run(move |inner| {
+            let Inner { records, due, .. } = inner;
+            let record = records
+                .get_mut(&key)
+                .ok_or(StoreError::NotFound { record: fp })?;
+            if record.is_finished() {
+                return Err(StoreError::AlreadyFinished { record: fp });
+            }
+            unindex(due, key, record);
+            record.machine = machine;
+            index(due, key, record);
+            Ok(())
+        })
+    }
+
+    fn finish(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+        outcome: StoredOutcome,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let fp = id.fingerprint();
+        let key = record_key(id);
+        self.run(move |inner| {
+            let Inner { records, due, .. } = inner;
+            let record = records
+                .get_mut(&key)
+                .ok_or(StoreError::NotFound { record: fp })?;
+            if let Some(existing) = &record.outcome {
+                return if existing.outcome == outcome.outcome {
+                    Ok(())
+                } else {
+                    Err(StoreError::AlreadyFinished { record: fp })
+                };
+            }
+            unindex(due, key, record);
+            record.machine = machine;
+            record.outcome = Some(outcome);
+            Ok(())
+        })
+    }
+
+    fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+        let key = record_key(id);
+        self.run(move |inner| {
+            Ok(
+                match inner.records.get_mut(&key).and_then(|r| r.outcome.as_mut()) {
+                    Some(o) => {
+                        o.delivered = true;
+                        true
+                    }
+                    None => false,
+                },
+            )
+        })
+    }
+
+    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+        let key = record_key(id);
+        self.run(move |inner| Ok(inner.records.get(&key).cloned()))
+    }
+
+    fn due(&self, until: UnixTime, limit: usize) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+        self.run(move |inner| {
+            let until = (until.as_millis(), [0xff; 32]);
+            let mut out = Vec::new();
+            for (_, key) in inner.due.range(..=until).take(limit) {
+                let record = inner.records.get(key).ok_or_else(|| {
+                    StoreError::corrupt(
+                        Some(super::key_fingerprint(key)),
+                        "the due index names a missing record",
+                    )
+                })?;
+                out.push(record.clone());
+            }
+            Ok(out)
+        })
+    }
+
+    fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+        self.run(|inner| {
+            Ok(inner
+                .records
+                .values()
+                .filter(|r| r.outcome.as_ref().is_none_or(|o| !o.delivered))
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn purge(&self, finished_before: UnixTime) -> StoreFuture<Result<usize, StoreError>> {
+        self.run(move |inner| {
+            let before = inner.records.len();
+            inner
+                .records
+                .retain(|_, r| r.finished_at().is_none_or(|t| t >= finished_before));
+            Ok(before - inner.records.len())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_only_a_count() {
+        let s = MemoryStore::new();
+        assert!(s.is_empty());
+        assert_eq!(format!("{s:?}"), "MemoryStore { records: 0, .. }");
+    }
+}

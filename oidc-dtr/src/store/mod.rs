@@ -1,0 +1,354 @@
+//! Durable storage of pending authentications and their outcomes.
+//!
+//! A deferred authentication lives for hours or days, far longer than a
+//! process may. The SDK therefore writes each one down at the exchange,
+//! updates its poll state as it goes, and records its terminal outcome
+//! *before* handing it to the application (DESIGN invariant 6, "nothing
+//! lost"). A restarted process reads everything back with
+//! [`Store::load_active`] and carries on where the old one stopped: the
+//! deadline is absolute, the interval floor is in the poll state, and an
+//! outcome that was recorded but never acknowledged is delivered again.
+//!
+//! # What is here
+//!
+//! - [`Store`]: the async trait the client talks to. Third parties can
+//!   implement it (a shared SQL or key-value store); each method documents
+//!   what must be atomic and what must be durable when it returns.
+//! - [`MemoryStore`]: a map behind a mutex, for tests and for applications
+//!   that accept losing pending authentications on restart.
+//! - [`FileStore`]: the embedded durable default, one file, no server,
+//!   built on [`redb`](https://docs.rs/redb) (copy-on-write B-trees with
+//!   checksummed commits and `fsync`). Optionally seals every record with a
+//!   [`Sealer`] such as [`AesGcmSealer`].
+//!
+//! # Records
+//!
+//! A [`Record`] is one authentication: the [`DeferredAuthentication`] (the
+//! `deferred_auth_id`, nonce, PKCE verifier, DPoP key, notification-token
+//! hash), its [`PollMachine`], and once it ended, the [`StoredOutcome`]
+//! (which may hold the validated tokens). Every field is secret at rest;
+//! that is what the [`Sealer`] hook is for. Records carry a schema version
+//! ([`SCHEMA_VERSION`]) so that a later release can migrate them; a store
+//! never silently skips a record it does not understand, it reports
+//! [`StoreError::UnsupportedSchema`].
+//!
+//! # Identifying records without leaking ids
+//!
+//! The `deferred_auth_id` is a bearer secret, so stores that index records
+//! should not use it as a key in clear: [`record_key`] gives the SHA-256 of
+//! the id, whose first four bytes are the id's log-safe
+//! [`Fingerprint`], so an error about a stored
+//! record names it the way log lines do.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::exchange::DeferredAuthentication;
+use crate::proto::poll::{Outcome, PollMachine};
+use crate::proto::token::TokenSet;
+use crate::secret::{DeferredAuthId, Fingerprint};
+use crate::time::UnixTime;
+
+// Record builders for this crate's own unit tests (the public conformance
+// suite in `oidc-dtr-testkit` has its own: a unit test here cannot use the
+// testkit, which depends on this crate).
+mod file;
+mod memory;
+mod seal;
+#[cfg(test)]
+pub(crate) mod test_records;
+
+pub(crate) use crate::error::StoreError;
+pub use file::FileStore;
+pub use memory::MemoryStore;
+pub use seal::{AesGcmSealer, Sealer};
+
+/// The version of the [`Record`] layout this release writes and reads.
+///
+/// A record (or a store file) with another version is refused with
+/// [`StoreError::UnsupportedSchema`] rather than guessed at; a release that
+/// changes the layout bumps this and migrates older records.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A boxed, sendable, `'static` future: what every [`Store`] method returns,
+/// so that the trait stays object-safe (`Arc<dyn Store>`).
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One persisted authentication.
+///
+/// `Debug` shows no secret (the fields redact themselves); the serialised
+/// form holds every secret of the authentication and, once finished, the
+/// tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Record {
+    /// The layout version this record was written with ([`SCHEMA_VERSION`]).
+    pub schema: u32,
+    /// The authentication, as the exchange produced it.
+    pub auth: DeferredAuthentication,
+    /// Its poll state.
+    pub machine: PollMachine,
+    /// How it ended, once it has.
+    pub outcome: Option<StoredOutcome>,
+}
+
+/// The terminal outcome of an authentication, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoredOutcome {
+    /// When the authentication ended (the retention period of
+    /// [`Store::purge`] counts from here).
+    pub finished_at: UnixTime,
+    /// How it ended (with the validated tokens, if it succeeded).
+    pub outcome: Outcome<TokenSet>,
+    /// Whether the application has acknowledged it
+    /// ([`Store::mark_delivered`]). An undelivered outcome is handed over
+    /// again after a restart.
+    pub delivered: bool,
+}
+
+impl StoredOutcome {
+    /// A fresh, undelivered outcome.
+    pub fn new(finished_at: UnixTime, outcome: Outcome<TokenSet>) -> Self {
+        StoredOutcome {
+            finished_at,
+            outcome,
+            delivered: false,
+        }
+    }
+}
+
+impl Record {
+    /// A new, unfinished record at the current [`SCHEMA_VERSION`].
+    pub fn new(auth: DeferredAuthentication, machine: PollMachine) -> Self {
+        Record {
+            schema: SCHEMA_VERSION,
+            auth,
+            machine,
+            outcome: None,
+        }
+    }
+
+    /// The `deferred_auth_id`.
+    pub fn id(&self) -> &DeferredAuthId {
+        self.auth.id()
+    }
+
+    /// Whether a terminal outcome has been recorded.
+    pub fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    /// When the authentication ended, if it has.
+    pub fn finished_at(&self) -> Option<UnixTime> {
+        self.outcome.as_ref().map(|o| o.finished_at)
+    }
+
+    /// When this record is next due, as [`Store::due`] sees it: `None` once
+    /// finished; otherwise the machine's [`wake_at`](PollMachine::wake_at)
+    /// (its next poll, capped at the deadline).
+    ///
+    /// A record saved while a request was in flight has no `wake_at`; it is
+    /// due at its last scheduled poll (in the past), so that after a crash
+    /// the request whose fate is unknown is found again and recovered with
+    /// [`PollMachine::recover_after_restart`] rather than forgotten.
+    /// Implementations of [`Store`] index on exactly this value.
+    pub fn due_at(&self) -> Option<UnixTime> {
+        if self.is_finished() {
+            return None;
+        }
+        Some(
+            self.machine
+                .wake_at()
+                .unwrap_or_else(|| self.machine.next_poll().min(self.machine.deadline())),
+        )
+    }
+
+    /// The log-safe fingerprint of the `deferred_auth_id`.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.id().fingerprint()
+    }
+}
+
+/// The key under which a store may index a record: the SHA-256 of the
+/// `deferred_auth_id`. Its first four bytes are the id's
+/// [`Fingerprint`], so [`key_fingerprint`] names a stored record the way
+/// the logs do.
+pub(crate) fn record_key(id: &DeferredAuthId) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.secret().as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The fingerprint of the id behind a [`record_key`].
+pub(crate) fn key_fingerprint(key: &[u8; 32]) -> Fingerprint {
+    Fingerprint::from_digest_prefix([key[0], key[1], key[2], key[3]])
+}
+
+/// Stores pending authentications and their outcomes.
+///
+/// The client calls it at fixed points of an authentication's life:
+///
+/// 1. [`insert`](Self::insert) when the exchange returns, before the
+///    application gets the [`DeferredAuthentication`];
+/// 2. [`update_state`](Self::update_state) after each poll;
+/// 3. [`finish`](Self::finish) with the outcome, before it is delivered;
+/// 4. [`mark_delivered`](Self::mark_delivered) when the application has
+///    taken it;
+/// 5. [`purge`](Self::purge) after the retention period.
+///
+/// At start it calls [`bind`](Self::bind) and then
+/// [`load_active`](Self::load_active) to resume.
+///
+/// # Contract for implementations
+///
+/// - Every method is atomic: a concurrent reader sees a record entirely
+///   before or entirely after a write, and a record's indexes (due time,
+///   finish time) change in the same transaction as the record.
+/// - "Durable" means: once the future resolves `Ok`, the change survives a
+///   crash of the process or the machine (e.g. `fsync` has returned). Which
+///   methods must be durable is stated on each; a store that cannot offer
+///   durability (like [`MemoryStore`]) says so in its own docs.
+/// - Futures are `'static`: clone whatever the work needs (an `Arc` of the
+///   store's state) into them. Blocking IO belongs in
+///   `tokio::task::spawn_blocking`, not on the async executor.
+/// - Errors never contain secrets: name records by
+///   [`Fingerprint`] (see [`record_key`]), never by id or token.
+/// - Bad bytes never panic; a record that cannot be read is an error
+///   ([`StoreError::Corrupt`], [`StoreError::UnsupportedSchema`]), never
+///   silently skipped.
+pub trait Store: Send + Sync + 'static {
+    /// Binds the store to one issuer and client id: the first call records
+    /// them; every later call (this process, another one, after a restart)
+    /// must name the same pair, else [`StoreError::WrongOwner`]. Once bound,
+    /// [`insert`](Self::insert) also refuses a record of another issuer or
+    /// client. Durable.
+    fn bind(&self, issuer: &str, client_id: &str) -> StoreFuture<Result<(), StoreError>>;
+
+    /// Inserts a new record (at exchange time). Durable.
+    ///
+    /// Errors: [`StoreError::Duplicate`] if a record with this id exists
+    /// (finished or not); [`StoreError::UnsupportedSchema`] if
+    /// `record.schema` is not [`SCHEMA_VERSION`]; [`StoreError::WrongOwner`]
+    /// if the store is bound to another issuer or client.
+    fn insert(&self, record: Record) -> StoreFuture<Result<(), StoreError>>;
+
+    /// Replaces the poll state of an existing, unfinished record (after a
+    /// poll), moving it in the due index.
+    ///
+    /// Atomic, but durability may be relaxed: a crash may lose the latest
+    /// poll states (the store says how many), never a record or an outcome.
+    /// A resumed authentication then repeats at most a poll it already
+    /// made; callers wait a full floor after a restart before polling.
+    ///
+    /// Errors: [`StoreError::NotFound`]; [`StoreError::AlreadyFinished`] if
+    /// an outcome is recorded.
+    fn update_state(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+    ) -> StoreFuture<Result<(), StoreError>>;
+
+    /// Records the terminal outcome and the final poll state together,
+    /// atomically and durably, and takes the record out of the due index.
+    ///
+    /// Idempotent for a retry: finishing again with the same
+    /// [`Outcome`] (whatever the `finished_at` and `delivered` of the
+    /// retry) is `Ok` and changes nothing. Errors: [`StoreError::NotFound`];
+    /// [`StoreError::AlreadyFinished`] if a different outcome is recorded.
+    fn finish(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+        outcome: StoredOutcome,
+    ) -> StoreFuture<Result<(), StoreError>>;
+
+    /// Marks the outcome delivered (the application acknowledged it), so
+    /// that [`load_active`](Self::load_active) no longer returns it.
+    /// Durable. `Ok(true)` if the record is finished (delivered now or
+    /// before), `Ok(false)` if it is unknown or not finished.
+    fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>>;
+
+    /// The record with this id, if any.
+    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>>;
+
+    /// Unfinished records whose [`Record::due_at`] is at or before `until`,
+    /// earliest first (ties in an unspecified but stable order), at most
+    /// `limit` of them. For claiming work: implementations answer from an
+    /// index, not by scanning every record. Finished records are never due.
+    fn due(&self, until: UnixTime, limit: usize) -> StoreFuture<Result<Vec<Record>, StoreError>>;
+
+    /// Everything to resume at start: every unfinished record, and every
+    /// finished one whose outcome is not yet delivered. In no particular
+    /// order. One unreadable record fails the whole call (it is not
+    /// skipped).
+    fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>>;
+
+    /// Deletes finished records whose `finished_at` is before
+    /// `finished_before`, delivered or not (the retention period is the
+    /// application's choice); returns how many. Unfinished records are
+    /// never purged. Durable.
+    fn purge(&self, finished_before: UnixTime) -> StoreFuture<Result<usize, StoreError>>;
+
+    /// Finishes every write in progress and releases the store's resources
+    /// (a file store releases its file, so another process or a new
+    /// [`FileStore`] can open it). Later calls fail with
+    /// [`StoreError::Closed`]. Called by
+    /// [`DtrClient::shutdown`](crate::DtrClient::shutdown); the default does
+    /// nothing.
+    fn close(&self) -> StoreFuture<Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Shared checks of `bind` and `insert`, so every implementation in this
+/// crate words them alike.
+pub(crate) fn check_owner(
+    bound: Option<(&str, &str)>,
+    issuer: &str,
+    client_id: &str,
+) -> Result<(), StoreError> {
+    match bound {
+        Some((bi, bc)) if bi != issuer || bc != client_id => Err(StoreError::WrongOwner {
+            expected_issuer: issuer.to_owned(),
+            expected_client_id: client_id.to_owned(),
+            found_issuer: bi.to_owned(),
+            found_client_id: bc.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn check_schema(record: &Record) -> Result<(), StoreError> {
+    if record.schema != SCHEMA_VERSION {
+        return Err(StoreError::UnsupportedSchema {
+            found: record.schema,
+            supported: SCHEMA_VERSION,
+            record: Some(record.fingerprint()),
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            None => write!(
+                f,
+                "deferred authentication {:?} (pending)",
+                self.fingerprint()
+            ),
+            Some(o) => write!(
+                f,
+                "deferred authentication {:?} ({}{})",
+                self.fingerprint(),
+                o.outcome.kind(),
+                if o.delivered { ", delivered" } else { "" }
+            ),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Durable pending authentications through the client: restart and resume
+//! on the same store file, re-delivery of unacknowledged outcomes, sealed
+//! files, and stores that do not belong to the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::TempPath;
+use crate::support::flow::*;
+use oidc_dtr::{AesGcmSealer, FileStore, StoreError};
+use oidc_dtr::{Clock, ManualClock};
+use oidc_dtr::{DtrClient, Error};
+use oidc_dtr::{Outcome, OutcomeId, PollEvent};
+use oidc_dtr_testkit::{AutoApprove, Endpoint, Fault, MockOp, OpConfig};
+
+const S: Duration = Duration::from_secs(1);
+
+/// Opens the store, waiting for a previous client's copy to be released.
+async fn open(path: &std::path::Path, key: Option<[u8; 32]>) -> FileStore {
+    for _ in 0..300 {
+        let r = match key {
+            Some(k) => FileStore::open_with_sealer(path, Arc::new(AesGcmSealer::new(k).unwrap())),
+            None => FileStore::open(path),
+        };
+        match r {
+            Ok(s) => return s,
+            Err(StoreError::Locked { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the store stayed locked");
+}
+
+/// A client of the default confidential client on a store file.
+async fn client(
+    op: &MockOp,
+    clock: &Arc<ManualClock>,
+    path: &std::path::Path,
+    key: Option<[u8; 32]>,
+) -> DtrClient {
+    DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id(MockOp::CLIENT_ID)
+        .client_secret(MockOp::CLIENT_SECRET)
+        .redirect_uri(REDIRECT)
+        .clock(clock.clone())
+        .store(open(path, key).await)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// An OP and a client on a store file.
+async fn setup_on(cfg: OpConfig, path: &std::path::Path, key: Option<[u8; 32]>) -> Setup {
+    let clock = Arc::new(ManualClock::new(T0));
+    let op = op(cfg, &clock).await;
+    let client = client(&op, &clock, path, key).await;
+    Setup { op, client, clock }
+}
+
+/// The process "restarts": the client is dropped and a new one opens the
+/// same store.
+async fn restart(s: Setup, path: &std::path::Path, key: Option<[u8; 32]>) -> Setup {
+    let Setup { op, client, clock } = s;
+    drop(client);
+    let client = self::client(&op, &clock, path, key).await;
+    Setup { op, client, clock }
+}
+
+#[tokio::test]
+async fn a_restart_resumes_with_the_same_deadline_and_floor() {
+    let path = TempPath::new("resume");
+    let mut cfg = OpConfig::default();
+    cfg.auto_approve = AutoApprove::AfterPolls(3);
+    let s = setup_on(cfg, &path.0, None).await;
+    let auth = start(&s.op, &s.client).await;
+    s.op.inject_faults([Fault::Respond {
+        status: 400,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: r#"{"error":"slow_down"}"#.into(),
+    }]);
+    pass(&s, Duration::from_secs(6), S).await; // one poll: slow_down, floor 10 s
+    assert_eq!(
+        s.client.poll_status(auth.id()).await.unwrap().floor,
+        Duration::from_secs(10)
+    );
+
+    s.clock.advance(Duration::from_secs(120));
+    let s = restart(s, &path.0, None).await;
+    let st = s
+        .client
+        .poll_status(auth.id())
+        .await
+        .expect("resumed from the store");
+    assert_eq!(
+        st.deadline,
+        auth.expires_at().unwrap(),
+        "the deadline did not move"
+    );
+    assert_eq!(st.floor, Duration::from_secs(10), "the floor survived");
+    let restarted_at = s.clock.now();
+    let Outcome::Tokens(tokens) = run_to_outcome(&s, auth.id(), S, Duration::from_secs(600)).await
+    else {
+        panic!()
+    };
+    assert_eq!(tokens.claims().nonce(), Some(auth.nonce().secret()));
+    // After the restart, the first poll waited a full floor.
+    let first_after =
+        s.op.requests_to(Endpoint::Token)
+            .into_iter()
+            .filter(|r| r.param("deferred_auth_id").is_some() && r.at >= restarted_at)
+            .map(|r| r.at)
+            .min()
+            .unwrap();
+    assert!(first_after.saturating_duration_since(restarted_at) >= Duration::from_secs(10));
+    assert_eq!(
+        s.op.authentication(auth.id()).unwrap().slow_downs,
+        0,
+        "never too fast, before or after the restart"
+    );
+}
+
+#[tokio::test]
+async fn unacknowledged_outcomes_are_delivered_again_after_a_restart() {
+    let path = TempPath::new("redeliver");
+    let mut cfg = OpConfig::default();
+    cfg.auto_approve = AutoApprove::AfterPolls(1);
+    let s = setup_on(cfg, &path.0, None).await;
+    let mut events = s.client.subscribe();
+    let a = start(&s.op, &s.client).await;
+    let b = start(&s.op, &s.client).await;
+    let Outcome::Tokens(first) = run_to_outcome(&s, a.id(), S, Duration::from_secs(60)).await
+    else {
+        panic!()
+    };
+    run_to_outcome(&s, b.id(), S, Duration::from_secs(60)).await;
+    let mut finished = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let PollEvent::Finished { outcome_id, .. } = e {
+            finished.push(outcome_id);
+        }
+    }
+    finished.sort();
+    let mut want = vec![OutcomeId::of(a.id()), OutcomeId::of(b.id())];
+    want.sort();
+    assert_eq!(finished, want);
+    // The application takes `b` and acknowledges it; for `a`, it crashes
+    // before its acknowledgement.
+    assert!(s.client.ack(b.id()).await.unwrap());
+
+    let s = restart(s, &path.0, None).await;
+    let again = s.client.undelivered().await;
+    assert_eq!(again.len(), 1, "only the unacknowledged outcome comes back");
+    assert_eq!(
+        again[0].outcome_id,
+        OutcomeId::of(a.id()),
+        "with the same stable id"
+    );
+    let Outcome::Tokens(tokens) = &again[0].outcome else {
+        panic!()
+    };
+    assert_eq!(
+        tokens.access_token(),
+        first.access_token(),
+        "the same tokens, not lost"
+    );
+    assert_eq!(s.client.wait(a.id()).await.unwrap(), again[0].outcome);
+    // No request was needed to deliver it again.
+    let polls_before = s.op.requests_to(Endpoint::Token).len();
+    assert!(s.client.ack(a.id()).await.unwrap());
+
+    let s = restart(s, &path.0, None).await;
+    assert!(s.client.undelivered().await.is_empty());
+    assert!(s.client.poll_status(a.id()).await.is_none());
+    assert_eq!(s.op.requests_to(Endpoint::Token).len(), polls_before);
+}
+
+#[tokio::test]
+async fn a_sealed_store_holds_no_plaintext_token() {
+    let path = TempPath::new("sealed");
+    let key = [7u8; 32];
+    let mut cfg = OpConfig::default();
+    cfg.auto_approve = AutoApprove::AfterPolls(1);
+    let s = setup_on(cfg, &path.0, Some(key)).await;
+    let auth = start(&s.op, &s.client).await;
+    let Outcome::Tokens(tokens) = run_to_outcome(&s, auth.id(), S, Duration::from_secs(60)).await
+    else {
+        panic!()
+    };
+    let Setup { op, client, clock } = s;
+    drop(client);
+    // Let the file be released, then read its bytes.
+    let _reopened = open(&path.0, Some(key)).await;
+    let bytes = std::fs::read(&path.0).unwrap();
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(!contains(tokens.access_token().secret()));
+    assert!(!contains(tokens.refresh_token().unwrap().secret()));
+    assert!(!contains(tokens.id_token().raw().secret()));
+    assert!(!contains(auth.id().secret()));
+    assert!(!contains(auth.nonce().secret()));
+    drop(_reopened);
+    // And the right key reads it back.
+    let s = Setup {
+        client: self::client(&op, &clock, &path.0, Some(key)).await,
+        op,
+        clock,
+    };
+    let again = s.client.undelivered().await;
+    assert_eq!(again.len(), 1);
+}
+
+#[tokio::test]
+async fn a_store_of_another_client_is_refused() {
+    let path = TempPath::new("owner");
+    let s = setup_on(OpConfig::default(), &path.0, None).await;
+    let Setup { op, client, clock } = s;
+    drop(client);
+    let store = open(&path.0, None).await;
+    let err = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id(MockOp::PUBLIC_CLIENT_ID)
+        .redirect_uri(REDIRECT)
+        .clock(clock)
+        .store(store)
+        .build()
+        .await
+        .unwrap_err();
+    match err {
+        Error::Store(StoreError::WrongOwner { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_store_file_is_a_clear_error() {
+    let path = TempPath::new("corrupt");
+    std::fs::write(&path.0, b"this is not a database").unwrap();
+    match FileStore::open(&path.0) {
+        Err(e) => assert!(!e.to_string().is_empty()),
+        Ok(_) => panic!("a garbage file opened"),
+    }
+    assert_eq!(
+        std::fs::read(&path.0).unwrap(),
+        b"this is not a database",
+        "nothing rewritten"
+    );
+}
+
+/// The public conformance suite of `oidc-dtr-testkit`, on both stores.
+mod memory_store_conformance {
+    oidc_dtr_testkit::store_conformance_tests!((oidc_dtr::MemoryStore::new(), ()));
+}
+
+mod file_store_conformance {
+    fn temp_store() -> (oidc_dtr::FileStore, crate::support::TempPath) {
+        let path = crate::support::TempPath::new("conformance");
+        (oidc_dtr::FileStore::open(&path.0).unwrap(), path)
+    }
+    oidc_dtr_testkit::store_conformance_tests!(temp_store());
+}
