@@ -16,11 +16,11 @@ use crate::secret::Fingerprint;
 use crate::time::UnixTime;
 
 /// Everything that can go wrong in this crate.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The client was configured wrongly (a programming or deployment error).
-    #[error("invalid configuration: {0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The OP's metadata could not be obtained or does not fit.
     #[error(transparent)]
@@ -127,13 +127,52 @@ pub enum ConfigError {
         /// Why it cannot be used.
         reason: String,
     },
-    /// The HTTP client could not be built.
-    #[error("could not build the HTTP client: {0}")]
-    HttpClient(String),
+    /// The HTTP client could not be built (the cause is the `source`).
+    #[error("invalid configuration: could not build the HTTP client")]
+    HttpClient(#[source] SharedError),
 }
 
+/// A cause shared between clones of an error (errors are `Clone`, so that a
+/// failure can be handed to every waiter). Displays as its cause; two are
+/// equal when they share the same cause.
+#[derive(Clone)]
+pub struct SharedError(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl SharedError {
+    /// Wraps a cause.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SharedError(std::sync::Arc::new(e))
+    }
+}
+
+impl fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for SharedError {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedError {}
+
 /// The OP's metadata could not be obtained or does not fit this client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
     /// The metadata document names another issuer than the configured one.
@@ -152,13 +191,13 @@ pub enum DiscoveryError {
         missing: Vec<String>,
     },
     /// Neither well-known location produced a metadata document.
-    #[error("no metadata document found (tried {}): {source}", tried.join(", "))]
+    #[error("no metadata document found (tried {})", tried.join(", "))]
     Unavailable {
         /// The URLs that were tried, in order.
         tried: Vec<String>,
         /// Why the last one failed.
         #[source]
-        source: Box<Error>,
+        source: std::sync::Arc<Error>,
     },
 }
 
@@ -224,7 +263,7 @@ impl RetryAfter {
 }
 
 /// The request did not produce a usable HTTP answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
     /// Network, DNS, TLS or timeout failure.
@@ -236,7 +275,7 @@ pub enum HttpError {
         endpoint: String,
         /// The underlying error.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: SharedError,
     },
     /// The server answered with a redirect. The SDK never follows redirects on
     /// back-channel requests (a redirect could leak credentials or be an SSRF
@@ -913,13 +952,13 @@ mod tests {
 /// No variant shows a secret: records are named by the
 /// [`Fingerprint`] of their id, the issuer and client id (not secrets) are
 /// shown where they explain the error.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Reading or writing the store failed (disk full, permissions, a
-    /// vanished directory). May be retried.
-    #[error("store I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    /// vanished directory). May be retried. The cause is the `source`.
+    #[error("store I/O error")]
+    Io(#[source] std::sync::Arc<std::io::Error>),
     /// The store holds bytes it did not write, or could not have: a
     /// truncated or damaged file, a record that does not decode. Nothing was
     /// changed or deleted; restore the file from a backup or investigate.
@@ -1029,5 +1068,11 @@ impl StoreError {
     /// store that is busy or locked).
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Io(_) | StoreError::Locked { .. })
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(std::sync::Arc::new(e))
     }
 }

@@ -133,7 +133,8 @@ pub use store::{
 // Errors.
 pub use error::{
     CallbackError, ConfigError, DiscoveryError, Error, ErrorCode, HttpError, OAuthError,
-    ResponseError, RetryAfter, StoreError, TransportErrorKind, ValidationError, WaitError,
+    ResponseError, RetryAfter, SharedError, StoreError, TransportErrorKind, ValidationError,
+    WaitError,
 };
 
 // Secrets, time and randomness.

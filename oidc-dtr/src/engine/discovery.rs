@@ -47,7 +47,7 @@ pub(crate) async fn discover(http: &HttpEdge, issuer: &str) -> Result<ProviderMe
     }
     Err(DiscoveryError::Unavailable {
         tried,
-        source: Box::new(
+        source: std::sync::Arc::new(
             last_err.unwrap_or_else(|| {
                 ResponseError::new(CONTEXT, None, "no location answered").into()
             }),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use http::header::{ACCEPT, HeaderValue};
 
-use crate::error::{ConfigError, HttpError, TransportErrorKind};
+use crate::error::{ConfigError, HttpError, SharedError, TransportErrorKind};
 use crate::proto::message::{HttpRequest, HttpResponse, endpoint_label, is_loopback};
 
 /// Settings of the HTTP edge.
@@ -88,7 +88,7 @@ impl HttpEdge {
             .timeout(cfg.timeout)
             .user_agent(cfg.user_agent.clone())
             .build()
-            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+            .map_err(|e| ConfigError::HttpClient(SharedError::new(e)))?;
         Ok(HttpEdge {
             client,
             max_body: cfg.max_body_bytes,
@@ -143,36 +143,73 @@ impl HttpEdge {
     }
 }
 
-/// Classifies a reqwest error. reqwest does not expose DNS and TLS failures
-/// as types, so the cause chain's messages decide those two.
+/// Classifies a reqwest error by walking its cause chain for the types
+/// that say what happened: `std::io::Error` kinds (a reset or an early end
+/// of stream is transient, even in the middle of a TLS handshake), a
+/// `rustls::Error` (a TLS failure proper: certificate, protocol), hyper's
+/// timeouts. Only DNS failures have no type of their own in the chain
+/// (hyper-util wraps the resolver's `io::Error` in a private type whose
+/// message says "dns error"), so that one case reads the message.
 fn transport_error(e: reqwest::Error, endpoint: &str) -> HttpError {
-    let mut chain = String::new();
-    let mut cur: Option<&dyn std::error::Error> = Some(&e);
+    let kind = classify(&e);
+    HttpError::Transport {
+        kind,
+        endpoint: endpoint.to_owned(),
+        source: SharedError::new(e.without_url()),
+    }
+}
+
+fn classify(e: &reqwest::Error) -> TransportErrorKind {
+    use std::io::ErrorKind as Io;
+    if e.is_timeout() {
+        return TransportErrorKind::Timeout;
+    }
+    let mut io_kind = None;
+    let mut tls = false;
+    let mut dns = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        chain.push_str(&err.to_string().to_ascii_lowercase());
-        chain.push('|');
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+            // rustls reports through `io::Error::new(InvalidData, rustls::Error)`,
+            // whose `source()` skips the wrapped error itself.
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                tls = true;
+            }
+        }
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            tls = true;
+        }
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_timeout())
+        {
+            return TransportErrorKind::Timeout;
+        }
+        if !dns && err.to_string().starts_with("dns error") {
+            dns = true;
+        }
         cur = err.source();
     }
-    let kind = if e.is_timeout() {
-        TransportErrorKind::Timeout
-    } else if chain.contains("dns error") || chain.contains("failed to lookup address") {
-        TransportErrorKind::Dns
-    } else if chain.contains("certificate")
-        || chain.contains("tls")
-        || chain.contains("handshake")
-        || chain.contains("invalidcontenttype")
-    {
+    match io_kind {
+        Some(Io::TimedOut) => return TransportErrorKind::Timeout,
+        Some(Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof) => {
+            return TransportErrorKind::Io;
+        }
+        _ => {}
+    }
+    if tls {
         TransportErrorKind::Tls
+    } else if dns {
+        TransportErrorKind::Dns
     } else if e.is_connect() {
         TransportErrorKind::Connect
     } else if e.is_request() || e.is_body() || e.is_decode() {
         TransportErrorKind::Io
     } else {
         TransportErrorKind::Other
-    };
-    HttpError::Transport {
-        kind,
-        endpoint: endpoint.to_owned(),
-        source: Box::new(e.without_url()),
     }
 }

@@ -255,7 +255,7 @@ fn db_error(e: impl Into<redb::Error>) -> StoreError {
         {
             StoreError::corrupt(None, format!("not a readable store file: {e}"))
         }
-        redb::Error::Io(e) => StoreError::Io(e),
+        redb::Error::Io(e) => StoreError::from(e),
         redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
             StoreError::Other("the store file is locked".into())
         }

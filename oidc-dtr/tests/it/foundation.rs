@@ -420,7 +420,13 @@ async fn discovery_with_nothing_served() {
         Error::Discovery(DiscoveryError::Unavailable { tried, .. }) => assert_eq!(tried.len(), 2),
         other => panic!("{other:?}"),
     }
-    assert!(err.to_string().contains("404"), "{err}");
+    // The cause is the error's source, not repeated in its text.
+    let source = std::error::Error::source(&err).expect("the last failure is the source");
+    assert!(source.to_string().contains("404"), "{source}");
+    assert!(!err.to_string().contains("404"), "{err}");
+    // Errors are Clone (the cause is shared).
+    let copy = err.clone();
+    assert_eq!(copy.to_string(), err.to_string());
 }
 
 #[tokio::test]

@@ -71,3 +71,35 @@ fn no_web_framework_among_the_dependencies() {
         );
     }
 }
+
+/// What the client, its errors, the ping receiver and the futures it
+/// returns promise to the compiler: they can cross threads, so an app can
+/// hold them in shared state and `tokio::spawn` the futures.
+#[allow(dead_code)]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<oidc_dtr::DtrClient>();
+    send_sync::<oidc_dtr::DtrClientBuilder>();
+    send_sync::<oidc_dtr::Error>();
+    send_sync::<oidc_dtr::StoreError>();
+    send_sync::<oidc_dtr::PingReceiver>();
+    send_sync::<oidc_dtr::Outcome>();
+    send_sync::<oidc_dtr::TokenSet>();
+    send_sync::<oidc_dtr::DeferredAuthentication>();
+    send_sync::<oidc_dtr::FileStore>();
+    send_sync::<oidc_dtr::MemoryStore>();
+
+    async fn futures(c: oidc_dtr::DtrClient, id: oidc_dtr::DeferredAuthId) {
+        send(&oidc_dtr::DtrClient::builder().build());
+        send(&c.wait(&id));
+        send(&c.cancel(&id));
+        send(&c.ack(&id));
+        send(&c.undelivered());
+        send(&c.poll_status(&id));
+        send(&c.wake(&id));
+        send(&c.shutdown());
+        send(&c.is_idle());
+    }
+    let _ = futures;
+}
