@@ -1,9 +1,11 @@
 //! An in-process mock OpenID Provider that speaks the server side of the
-//! Deferred Token Response draft, for this crate's tests and yours.
+//! Deferred Token Response draft, for the tests of oidc-dtr and yours
+//! (add this crate as a dev-dependency), and the store conformance suite
+//! ([`conformance`]) for your own `Store`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use oidc_dtr::testkit::MockOp;
+//! use oidc_dtr_testkit::MockOp;
 //! use oidc_dtr::{CallbackResponse, DtrClient};
 //!
 //! let op = MockOp::start().await?;

@@ -947,7 +947,7 @@ mod tests {
     }
 }
 
-/// What can go wrong in a [`Store`].
+/// What can go wrong in a [`Store`](crate::Store).
 ///
 /// No variant shows a secret: records are named by the
 /// [`Fingerprint`] of their id, the issuer and client id (not secrets) are
@@ -1018,7 +1018,7 @@ pub enum StoreError {
         record: Fingerprint,
     },
     /// The store file is open elsewhere (another process, or another
-    /// [`FileStore`] in this one). A file store has one owner at a time.
+    /// [`FileStore`](crate::FileStore) in this one). A file store has one owner at a time.
     #[error("the store file {} is already open (in this or another process)", .path.display())]
     Locked {
         /// The file.

@@ -116,7 +116,7 @@ pub use proto::poll::{
 };
 
 // The ping receiver.
-pub use ping::{PingReceiver, PingReply, PingReplyKind};
+pub use ping::{PingBody, PingReceiver, PingReply, PingReplyKind};
 
 // JOSE and the JWKS cache.
 pub use engine::jwks_cache::{JwksConfig, JwksSnapshot};

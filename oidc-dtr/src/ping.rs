@@ -36,7 +36,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 
 use crate::secret::DeferredAuthId;
 
@@ -52,6 +52,39 @@ pub(crate) enum PingVerdict {
     Woken,
     /// Correct, but the authentication had already ended: nothing woken.
     AlreadyFinished,
+}
+
+/// The body of a ping reply: always empty (RFC 6750 error details travel in
+/// `WWW-Authenticate`). An `http_body::Body` of [`Bytes`], so it fits hyper,
+/// axum (`route_service`) and any server that speaks `http` 1.
+#[derive(Debug, Default, Clone)]
+#[non_exhaustive]
+pub struct PingBody {}
+
+impl PingBody {
+    fn empty() -> Self {
+        PingBody {}
+    }
+}
+
+impl http_body::Body for PingBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        true
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(0)
+    }
 }
 
 /// The default body cap.
@@ -116,8 +149,8 @@ impl PingReply {
     }
 
     /// As an `http::Response` with an empty body.
-    pub fn into_response(self) -> http::Response<Full<Bytes>> {
-        let mut r = http::Response::new(Full::new(Bytes::new()));
+    pub fn into_response(self) -> http::Response<PingBody> {
+        let mut r = http::Response::new(PingBody::empty());
         *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
         match self.kind {
             PingReplyKind::Unauthorized => {
@@ -197,7 +230,24 @@ impl PingReceiver {
 
     /// The framework-neutral core: the method, the `Content-Type` and
     /// `Authorization` headers, and the body, in; the reply out.
+    ///
+    /// Cancel safety: safe. A dropped call has at most woken an
+    /// authentication early, which a later poll would do anyway.
     pub async fn handle_raw(
+        &self,
+        method: &str,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> PingReply {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("dtr.ping", deferred_auth_id = tracing::field::Empty);
+        self.check(method, content_type, authorization, body)
+            .instrument(span)
+            .await
+    }
+
+    async fn check(
         &self,
         method: &str,
         content_type: Option<&str>,
@@ -220,6 +270,10 @@ impl PingReceiver {
             return PingReply::of(PingReplyKind::Unauthorized);
         };
         let id = DeferredAuthId::new(id);
+        tracing::Span::current().record(
+            "deferred_auth_id",
+            tracing::field::display(id.fingerprint()),
+        );
         let verdict = self.sink.ping(id.clone(), token.as_bytes().to_vec()).await;
         let kind = match verdict {
             PingVerdict::Woken => PingReplyKind::Woken,
@@ -233,6 +287,8 @@ impl PingReceiver {
     }
 
     /// The same over `http` types, with the body already read.
+    ///
+    /// Cancel safety: safe, as [`handle_raw`](Self::handle_raw).
     pub async fn handle_parts(
         &self,
         method: &Method,
@@ -255,7 +311,9 @@ impl PingReceiver {
 
     /// Handles an `http::Request` whose body is any `http_body::Body`,
     /// reading at most the body cap.
-    pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<Full<Bytes>>
+    ///
+    /// Cancel safety: safe, as [`handle_raw`](Self::handle_raw).
+    pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<PingBody>
     where
         B: http_body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -312,7 +370,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    type Response = http::Response<Full<Bytes>>;
+    type Response = http::Response<PingBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -329,6 +387,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
     use std::sync::Mutex;
 
     /// Knows one id with token "right"; "done" is finished.

@@ -252,30 +252,39 @@ impl Poller for ClientInner {
     }
 
     fn poll(self: Arc<Self>, auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<TokenSet>> {
-        Box::pin(async move {
-            let params = [
-                ("grant_type", GRANT_TYPE_DEFERRED.to_owned()),
-                ("deferred_auth_id", auth.id().secret().to_owned()),
-            ];
-            let dpop = auth.dpop_key();
-            let resp = match self.send_token_request(&params, dpop).await {
-                Ok(r) => r,
-                Err(e) => return PollResult::from_error(e),
-            };
-            // Error statuses come back from the token-response parser as
-            // OAuth or HTTP errors and are classified below.
-            let ctx = ValidationContext::from(auth.as_ref());
-            match self.validate_with_retry(&resp, &ctx, dpop).await {
-                Ok(tokens) => PollResult::Tokens(tokens),
-                // A 2xx that is not a token response at all (a proxy page):
-                // the OP may not have redeemed anything; poll again.
-                Err(e @ (Error::Response(_) | Error::OAuth(_))) => PollResult::from_error(e),
-                // Tokens that fail validation end the authentication: the id
-                // is spent and the tokens are not to be trusted.
-                Err(Error::Validation(v)) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
-                Err(e) => PollResult::from_error(e),
-            }
-        })
+        let span = tracing::info_span!(
+            "dtr.poll",
+            deferred_auth_id = %auth.id().fingerprint(),
+        );
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let params = [
+                    ("grant_type", GRANT_TYPE_DEFERRED.to_owned()),
+                    ("deferred_auth_id", auth.id().secret().to_owned()),
+                ];
+                let dpop = auth.dpop_key();
+                let resp = match self.send_token_request(&params, dpop).await {
+                    Ok(r) => r,
+                    Err(e) => return PollResult::from_error(e),
+                };
+                // Error statuses come back from the token-response parser as
+                // OAuth or HTTP errors and are classified below.
+                let ctx = ValidationContext::from(auth.as_ref());
+                match self.validate_with_retry(&resp, &ctx, dpop).await {
+                    Ok(tokens) => PollResult::Tokens(tokens),
+                    // A 2xx that is not a token response at all (a proxy page):
+                    // the OP may not have redeemed anything; poll again.
+                    Err(e @ (Error::Response(_) | Error::OAuth(_))) => PollResult::from_error(e),
+                    // Tokens that fail validation end the authentication: the id
+                    // is spent and the tokens are not to be trusted.
+                    Err(Error::Validation(v)) => {
+                        PollResult::Permanent(PollFailure::InvalidTokens(v))
+                    }
+                    Err(e) => PollResult::from_error(e),
+                }
+            },
+            span,
+        ))
     }
 }
 

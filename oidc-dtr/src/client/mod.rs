@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::header::HeaderMap;
+use tracing::Instrument as _;
 use url::Url;
 
 use crate::engine::driver::{DriverConfig, DriverHandle, PollEvent, PollStatus, WaitError};
@@ -33,6 +34,16 @@ use crate::secret::DeferredAuthId;
 use crate::secret::{AccessToken, ClientSecret, DeferredNotificationToken, RawJwt};
 use crate::store::{MemoryStore, Record, Store, StoreError};
 use crate::time::{Clock, SystemClock, UnixTime};
+
+/// The span of one Deferred Code Exchange: the `state`'s fingerprint at
+/// first, the new `deferred_auth_id`'s fingerprint once the OP answered.
+fn exchange_span(ack: &Acknowledgment) -> tracing::Span {
+    tracing::info_span!(
+        "dtr.exchange",
+        state = %ack.pending.state.fingerprint(),
+        deferred_auth_id = tracing::field::Empty,
+    )
+}
 
 /// A Relying Party's client for one OpenID Provider's Deferred Token
 /// Response flow.
@@ -65,6 +76,7 @@ use crate::time::{Clock, SystemClock, UnixTime};
 ///         println!("signed in: {}", tokens.claims().subject());
 ///     }
 ///     CallbackResponse::Error(e) => println!("the OP refused: {e}"),
+///     _ => println!("a response this version does not know"),
 /// }
 /// # Ok(()) }
 /// ```
@@ -275,19 +287,28 @@ impl DtrClient {
     ///
     /// The authentication is then handed to the poll engine: get its
     /// outcome with [`wait`](Self::wait) or [`subscribe`](Self::subscribe).
+    ///
+    /// Cancel safety: not cancel safe. The deferred code is spent once the
+    /// request is sent; dropping this future after that (a browser that
+    /// disconnects from an axum handler, say) can lose the new
+    /// authentication. Drive it to completion, e.g. in a spawned task.
     pub async fn exchange(&self, ack: Acknowledgment) -> Result<DeferredAuthentication, Error> {
         let key = self.inner.new_dpop_key()?;
-        self.exchange_inner(ack, key).await
+        let span = exchange_span(&ack);
+        self.exchange_inner(ack, key).instrument(span).await
     }
 
     /// [`exchange`](Self::exchange) with a caller-supplied DPoP key (from an
     /// HSM, say) instead of a generated one.
+    ///
+    /// Cancel safety: as [`exchange`](Self::exchange).
     pub async fn exchange_with_dpop_key(
         &self,
         ack: Acknowledgment,
         key: DpopKey,
     ) -> Result<DeferredAuthentication, Error> {
-        self.exchange_inner(ack, Some(key)).await
+        let span = exchange_span(&ack);
+        self.exchange_inner(ack, Some(key)).instrument(span).await
     }
 
     async fn exchange_inner(
@@ -337,6 +358,10 @@ impl DtrClient {
             DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
         auth.interim_claims = interim_claims.map(Box::new);
         auth.dpop_key = dpop_key.map(Box::new);
+        tracing::Span::current().record(
+            "deferred_auth_id",
+            tracing::field::display(auth.id.fingerprint()),
+        );
         tracing::info!(
             deferred_auth_id = %auth.id.fingerprint(),
             expires_at = ?auth.expires_at,
@@ -367,6 +392,9 @@ impl DtrClient {
     /// flow (token request with the PKCE verifier and the redirect URI) and
     /// validates the tokens exactly as a deferred poll's, so the application
     /// handles both answers with one [`TokenSet`].
+    ///
+    /// Cancel safety: not cancel safe: the code is single-use and spent
+    /// once the request is sent.
     pub async fn exchange_code(&self, code: CodeResponse) -> Result<TokenSet, Error> {
         let inner = &self.inner;
         if code.pending.issuer != inner.metadata.issuer || code.pending.client_id != inner.client_id
@@ -422,6 +450,9 @@ impl DtrClient {
     /// example a serialised [`DeferredAuthentication`] and, if you kept it,
     /// its [`PollMachine`]): the deadline stays where the OP set it and the
     /// floor where it was. False if it is already being polled.
+    ///
+    /// Cancel safety: safe. Dropped before it returns, the authentication
+    /// may or may not be tracked; calling it again is harmless.
     pub async fn resume(
         &self,
         auth: DeferredAuthentication,
@@ -449,6 +480,9 @@ impl DtrClient {
     /// handed over again after a restart (at least once delivery; the
     /// [`OutcomeId`](crate::engine::driver::OutcomeId) of a re-delivery is the same).
     /// False for an unknown or unfinished authentication.
+    ///
+    /// Cancel safety: safe. Dropped, the acknowledgment may or may not be
+    /// recorded; acknowledging twice is harmless.
     pub async fn ack(&self, id: &DeferredAuthId) -> Result<bool, Error> {
         let stored = self.inner.store.mark_delivered(id).await?;
         let in_memory = self.inner.driver.ack(id).await;
@@ -459,6 +493,8 @@ impl DtrClient {
     /// those the previous process received but the application never
     /// acknowledged. Call it at start-up and handle them like
     /// [`PollEvent::Finished`] events.
+    ///
+    /// Cancel safety: safe (it only reads).
     pub async fn undelivered(&self) -> Vec<crate::engine::driver::Delivery<TokenSet>> {
         self.inner.driver.undelivered().await
     }
@@ -466,6 +502,8 @@ impl DtrClient {
     /// The authentication and its poll state, to keep across a restart
     /// (serialise both; hand them to [`resume`](Self::resume) later). With a
     /// durable store configured, the SDK does this itself.
+    ///
+    /// Cancel safety: safe (it only reads).
     pub async fn snapshot(
         &self,
         id: &DeferredAuthId,
@@ -475,6 +513,8 @@ impl DtrClient {
     }
 
     /// Where polling of an authentication stands.
+    ///
+    /// Cancel safety: safe (it only reads).
     pub async fn poll_status(&self, id: &DeferredAuthId) -> Option<PollStatus> {
         self.inner.driver.status(id).await
     }
@@ -484,6 +524,9 @@ impl DtrClient {
     /// unknown or finished authentication. (The [`PingReceiver`] calls this
     /// after checking the ping's token; call it yourself only for pings you
     /// authenticated another way, e.g. with mTLS.)
+    ///
+    /// Cancel safety: safe. Dropped, the wake-up may or may not have been
+    /// delivered.
     pub async fn wake(&self, id: &DeferredAuthId) -> bool {
         self.inner.driver.wake(id).await
     }
@@ -498,6 +541,10 @@ impl DtrClient {
     /// polling goes on: retry, or stop locally with
     /// [`cancel_locally`](Self::cancel_locally). Cancelling a finished
     /// authentication sends nothing.
+    ///
+    /// Cancel safety: safe in that the local cancellation, once started,
+    /// completes; dropped while the request to the OP is in flight, the OP
+    /// may or may not have been told.
     pub async fn cancel(&self, id: &DeferredAuthId) -> Result<(), Error> {
         let inner = &self.inner;
         let Some(tracked) = inner.driver.get(id).await else {
@@ -518,13 +565,16 @@ impl DtrClient {
     }
 
     /// Stops polling without telling the OP.
+    ///
+    /// Cancel safety: safe. Dropped, the cancellation may or may not have
+    /// happened; [`poll_status`](Self::poll_status) tells.
     pub async fn cancel_locally(&self, id: &DeferredAuthId) -> bool {
         self.inner.driver.cancel(id).await
     }
 
     /// The Ping Callback receiver for this client's notification endpoint:
     /// a `tower::Service` and plain handler that checks each ping's bearer
-    /// token and wakes the poller. See [`crate::ping`].
+    /// token and wakes the poller. See [`PingReceiver`].
     pub fn ping_receiver(&self) -> PingReceiver {
         PingReceiver::new(Arc::new(self.inner.driver.clone()))
     }
@@ -532,11 +582,15 @@ impl DtrClient {
     /// Whether the poll engine is idle right now: no poll in flight, none
     /// due, no outcome being stored. (For graceful shutdowns, and for tests
     /// that move a virtual clock.)
+    ///
+    /// Cancel safety: safe (it only reads).
     pub async fn is_idle(&self) -> bool {
         self.inner.driver.idle().await
     }
 
     /// Authentications being polled, and polls in flight.
+    ///
+    /// Cancel safety: safe (it only reads).
     pub async fn pending_count(&self) -> (usize, usize) {
         self.inner.driver.counts().await
     }
@@ -547,6 +601,9 @@ impl DtrClient {
     /// the client's shared cache as needed), `ctx`'s `nonce`, `max_age` and
     /// expected `sub`, and the access token (`at_hash`). Times are checked
     /// at `received_at`, which also anchors `expires_at`.
+    ///
+    /// Cancel safety: safe. Dropped, a JWKS fetch it started may still
+    /// complete and fill the cache.
     pub async fn validate_token_response(
         &self,
         ctx: &ValidationContext,
@@ -557,8 +614,11 @@ impl DtrClient {
     }
 
     /// Validates one ID token (every check of
-    /// [`jose::id_token`](crate::proto::id_token)) at time `now`.
+    /// [`IdTokenValidator`](crate::IdTokenValidator)) at time `now`.
     /// `access_token`, when given, is checked against `at_hash`.
+    ///
+    /// Cancel safety: safe, as
+    /// [`validate_token_response`](Self::validate_token_response).
     pub async fn validate_id_token(
         &self,
         ctx: &ValidationContext,
@@ -943,6 +1003,9 @@ impl DtrClientBuilder {
     ///
     /// Must run inside a tokio runtime: the client's poll driver is spawned
     /// on it.
+    ///
+    /// Cancel safety: safe. Dropped, nothing was started (discovery
+    /// requests are simply abandoned).
     pub async fn build(self) -> Result<DtrClient, Error> {
         let client_id = self.client_id.ok_or(ConfigError::Missing("client_id"))?;
         if client_id.is_empty() {

@@ -484,7 +484,12 @@ impl JwksCache {
             req.headers
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         }
-        let result = match http.send(req).await {
+        let span = tracing::info_span!(
+            "dtr.jwks_fetch",
+            endpoint = %crate::proto::message::endpoint_label(&uri),
+            forced = kind == Refresh::Forced,
+        );
+        let result = match tracing::Instrument::instrument(http.send(req), span).await {
             Ok(resp) => match error_for_status(&resp, &uri) {
                 Ok(()) => KeySet::from_json(&resp.body, &self.algorithms)
                     .map(|set| (set, resp))

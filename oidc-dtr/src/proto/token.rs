@@ -392,7 +392,7 @@ impl TokenSet {
     }
 
     /// The DPoP key the access token is bound to (present it with
-    /// [`resource_proof`](Self::resource_proof)); `None` for bearer tokens.
+    /// [`resource_proof_at`](Self::resource_proof_at)); `None` for bearer tokens.
     pub fn dpop_key(&self) -> Option<&crate::jose::DpopKey> {
         self.dpop_key.as_deref()
     }

@@ -217,7 +217,7 @@ pub(crate) fn key_fingerprint(key: &[u8; 32]) -> Fingerprint {
 ///   store's state) into them. Blocking IO belongs in
 ///   `tokio::task::spawn_blocking`, not on the async executor.
 /// - Errors never contain secrets: name records by
-///   [`Fingerprint`] (see [`record_key`]), never by id or token.
+///   [`Fingerprint`] (the SHA-256 of the id), never by id or token.
 /// - Bad bytes never panic; a record that cannot be read is an error
 ///   ([`StoreError::Corrupt`], [`StoreError::UnsupportedSchema`]), never
 ///   silently skipped.

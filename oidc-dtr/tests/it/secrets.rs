@@ -36,7 +36,7 @@ impl tracing::Subscriber for Capture {
         true
     }
     fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        let mut s = String::new();
+        let mut s = format!("\nspan {}", span.metadata().name());
         span.record(&mut Fields(&mut s));
         logs().lock().unwrap().push_str(&s);
         tracing::span::Id::from_u64(1)
@@ -125,6 +125,13 @@ async fn no_secret_reaches_logs_debug_or_errors() {
     errors += &format!(" {e:?} {e}");
 
     let auth = s.client.exchange(ack.clone()).await.unwrap();
+    // A ping (its body carries the deferred_auth_id) and a forged one.
+    assert_eq!(s.op.send_ping(auth.id()).await, Some(204));
+    assert_eq!(
+        s.op.send_forged_ping(auth.id(), "not-the-notification-token")
+            .await,
+        Some(401)
+    );
     debug += &format!(" {auth:?}");
     let outcome = run_to_outcome(
         &s,
@@ -177,6 +184,15 @@ async fn no_secret_reaches_logs_debug_or_errors() {
         "the capture works"
     );
     assert_clean("the logs", &logs, &secrets);
+    // The spans were there to be searched: exchange, poll, ping, JWKS fetch,
+    // each naming its authentication by fingerprint only.
+    for span in ["dtr.exchange", "dtr.poll", "dtr.ping", "dtr.jwks_fetch"] {
+        assert!(logs.contains(&format!("span {span}")), "no `{span}` span");
+    }
+    assert!(
+        logs.contains("deferred_auth_id="),
+        "spans name the authentication"
+    );
     assert_clean("a Debug output", &debug, &secrets);
     assert_clean("an error", &errors, &secrets);
 }
