@@ -7,7 +7,7 @@
 //! `(store, guard)` for a fresh, empty store; the guard lives as long as the
 //! test (e.g. a temporary directory, or a database schema to drop):
 //!
-//! ```ignore
+//! ```text
 //! mod my_store_conformance {
 //!     use super::*;
 //!     oidc_dtr_testkit::store_conformance_tests!((MyStore::new(), ()));
