@@ -312,6 +312,32 @@ enum Phase {
     Finished,
 }
 
+/// Everything a [`PollMachine`] knows, as plain data: what a store writes
+/// down (through its own versioned record types, so that the machine's
+/// fields can change without changing what is on disk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PollSnapshot {
+    pub(crate) deadline: UnixTime,
+    pub(crate) deadline_from_op: bool,
+    pub(crate) floor_secs: u64,
+    pub(crate) last_request: UnixTime,
+    pub(crate) not_before: UnixTime,
+    pub(crate) backoff_step: u32,
+    pub(crate) next_poll: UnixTime,
+    pub(crate) next_is_final: bool,
+    pub(crate) final_poll_sent: bool,
+    pub(crate) dpop_retry_used: bool,
+    pub(crate) woken: bool,
+    pub(crate) cancel_requested: bool,
+    /// 0 waiting, 1 a request in flight, 2 finished.
+    pub(crate) phase: u8,
+    pub(crate) polls: u32,
+    pub(crate) slow_downs: u32,
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_progress: Option<String>,
+    pub(crate) config: PollConfig,
+}
+
 /// The persisted state of one authentication's polling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollMachine {
@@ -392,6 +418,63 @@ impl PollMachine {
         };
         m.schedule(issued_at, 0);
         m
+    }
+
+    /// The machine as plain data (for the stores' record types).
+    pub(crate) fn to_snapshot(&self) -> PollSnapshot {
+        PollSnapshot {
+            deadline: self.deadline,
+            deadline_from_op: self.deadline_from_op,
+            floor_secs: self.floor_secs,
+            last_request: self.last_request,
+            not_before: self.not_before,
+            backoff_step: self.backoff_step,
+            next_poll: self.next_poll,
+            next_is_final: self.next_is_final,
+            final_poll_sent: self.final_poll_sent,
+            dpop_retry_used: self.dpop_retry_used,
+            woken: self.woken,
+            cancel_requested: self.cancel_requested,
+            phase: match self.phase {
+                Phase::Waiting => 0,
+                Phase::InFlight => 1,
+                Phase::Finished => 2,
+            },
+            polls: self.polls,
+            slow_downs: self.slow_downs,
+            last_error: self.last_error.clone(),
+            last_progress: self.last_progress.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    /// The machine back from plain data; `None` for an unknown phase.
+    pub(crate) fn from_snapshot(s: PollSnapshot) -> Option<Self> {
+        Some(PollMachine {
+            deadline: s.deadline,
+            deadline_from_op: s.deadline_from_op,
+            floor_secs: s.floor_secs.max(1),
+            last_request: s.last_request,
+            not_before: s.not_before,
+            backoff_step: s.backoff_step,
+            next_poll: s.next_poll,
+            next_is_final: s.next_is_final,
+            final_poll_sent: s.final_poll_sent,
+            dpop_retry_used: s.dpop_retry_used,
+            woken: s.woken,
+            cancel_requested: s.cancel_requested,
+            phase: match s.phase {
+                0 => Phase::Waiting,
+                1 => Phase::InFlight,
+                2 => Phase::Finished,
+                _ => return None,
+            },
+            polls: s.polls,
+            slow_downs: s.slow_downs,
+            last_error: s.last_error,
+            last_progress: s.last_progress,
+            config: s.config,
+        })
     }
 
     /// The absolute deadline.

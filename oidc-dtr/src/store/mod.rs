@@ -57,6 +57,7 @@ use crate::time::UnixTime;
 // testkit, which depends on this crate).
 mod file;
 mod memory;
+mod records;
 mod seal;
 #[cfg(test)]
 pub(crate) mod test_records;
@@ -83,6 +84,7 @@ pub type StoreFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// form holds every secret of the authentication and, once finished, the
 /// tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "records::RecordV1", try_from = "records::RecordV1")]
 #[non_exhaustive]
 pub struct Record {
     /// The layout version this record was written with ([`SCHEMA_VERSION`]).
@@ -274,13 +276,39 @@ pub trait Store: Send + Sync + 'static {
     fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>>;
 
     /// The record with this id, if any.
-    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>>;
+    ///
+    /// The client does not call this (it is for tools and tests). The
+    /// default answers from [`load_active`](Self::load_active), so it only
+    /// finds pending records and undelivered outcomes; the store conformance
+    /// suite expects delivered ones too, so a store that runs the suite
+    /// implements it.
+    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+        let all = self.load_active();
+        let id = id.clone();
+        Box::pin(async move { Ok(all.await?.into_iter().find(|r| r.id() == &id)) })
+    }
 
     /// Unfinished records whose [`Record::due_at`] is at or before `until`,
     /// earliest first (ties in an unspecified but stable order), at most
     /// `limit` of them. For claiming work: implementations answer from an
     /// index, not by scanning every record. Finished records are never due.
-    fn due(&self, until: UnixTime, limit: usize) -> StoreFuture<Result<Vec<Record>, StoreError>>;
+    ///
+    /// The client does not call this yet (it resumes with
+    /// [`load_active`](Self::load_active)); the default sorts what that
+    /// returns, which is correct but scans.
+    fn due(&self, until: UnixTime, limit: usize) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+        let all = self.load_active();
+        Box::pin(async move {
+            let mut due: Vec<Record> = all
+                .await?
+                .into_iter()
+                .filter(|r| r.due_at().is_some_and(|t| t <= until))
+                .collect();
+            due.sort_by_key(|r| (r.due_at(), r.fingerprint().to_string()));
+            due.truncate(limit);
+            Ok(due)
+        })
+    }
 
     /// Everything to resume at start: every unfinished record, and every
     /// finished one whose outcome is not yet delivered. In no particular

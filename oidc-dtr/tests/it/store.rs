@@ -258,3 +258,68 @@ mod file_store_conformance {
     }
     oidc_dtr_testkit::store_conformance_tests!(temp_store());
 }
+
+/// A store that implements only what the client calls: `get` and `due` come
+/// from the trait's default bodies, and still behave as the conformance
+/// suite asks for the records the client keeps.
+mod minimal_store {
+    use oidc_dtr::{
+        DeferredAuthId, MemoryStore, PollMachine, Record, Store, StoreError, StoreFuture,
+        StoredOutcome, UnixTime,
+    };
+
+    struct Minimal(MemoryStore);
+
+    impl Store for Minimal {
+        fn bind(&self, issuer: &str, client_id: &str) -> StoreFuture<Result<(), StoreError>> {
+            self.0.bind(issuer, client_id)
+        }
+        fn insert(&self, record: Record) -> StoreFuture<Result<(), StoreError>> {
+            self.0.insert(record)
+        }
+        fn update_state(
+            &self,
+            id: &DeferredAuthId,
+            machine: PollMachine,
+        ) -> StoreFuture<Result<(), StoreError>> {
+            self.0.update_state(id, machine)
+        }
+        fn finish(
+            &self,
+            id: &DeferredAuthId,
+            machine: PollMachine,
+            outcome: StoredOutcome,
+        ) -> StoreFuture<Result<(), StoreError>> {
+            self.0.finish(id, machine, outcome)
+        }
+        fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+            self.0.mark_delivered(id)
+        }
+        fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+            self.0.load_active()
+        }
+        fn purge(&self, finished_before: UnixTime) -> StoreFuture<Result<usize, StoreError>> {
+            self.0.purge(finished_before)
+        }
+    }
+
+    #[tokio::test]
+    async fn due_by_default() {
+        oidc_dtr_testkit::conformance::due_is_ordered_limited_and_inclusive(&Minimal(
+            MemoryStore::new(),
+        ))
+        .await;
+        oidc_dtr_testkit::conformance::due_follows_update_state(&Minimal(MemoryStore::new())).await;
+        oidc_dtr_testkit::conformance::in_flight_records_stay_due(&Minimal(MemoryStore::new()))
+            .await;
+    }
+
+    #[tokio::test]
+    async fn get_by_default_finds_active_records() {
+        let store = Minimal(MemoryStore::new());
+        let r = oidc_dtr_testkit::conformance::record("a", 0);
+        assert_eq!(store.get(r.id()).await.unwrap(), None);
+        store.insert(r.clone()).await.unwrap();
+        assert_eq!(store.get(r.id()).await.unwrap(), Some(r));
+    }
+}

@@ -1,0 +1,253 @@
+//! The layout of a stored [`Record`], version 1, as explicit types.
+//!
+//! A record's serialised form is what outlives the process: it must read
+//! back after an upgrade even when the poll machine's fields have changed.
+//! So the stores never serialise `PollMachine` itself; they go through
+//! these types, whose member names and meanings are fixed for
+//! [`SCHEMA_VERSION`] 1. A release that changes them adds `RecordV2` and a
+//! migration; `tests::a_record_written_by_version_1_reads_back` holds a
+//! record as this version wrote it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Record, SCHEMA_VERSION, StoredOutcome};
+use crate::proto::exchange::DeferredAuthentication;
+use crate::proto::poll::{PollConfig, PollMachine, PollSnapshot};
+use crate::time::UnixTime;
+
+/// A record as written: version 1.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RecordV1 {
+    schema: u32,
+    auth: DeferredAuthentication,
+    machine: MachineV1,
+    outcome: Option<StoredOutcome>,
+}
+
+/// The poll state, version 1. Times are milliseconds since the Unix epoch.
+#[derive(Serialize, Deserialize)]
+struct MachineV1 {
+    deadline_ms: u64,
+    deadline_from_op: bool,
+    floor_secs: u64,
+    /// When the last answer arrived (the floor counts from it).
+    last_request_ms: u64,
+    not_before_ms: u64,
+    backoff_step: u32,
+    next_poll_ms: u64,
+    next_is_final: bool,
+    final_poll_sent: bool,
+    dpop_retry_used: bool,
+    woken: bool,
+    cancel_requested: bool,
+    phase: PhaseV1,
+    polls: u32,
+    slow_downs: u32,
+    last_error: Option<String>,
+    last_progress: Option<String>,
+    config: ConfigV1,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum PhaseV1 {
+    Waiting,
+    InFlight,
+    Finished,
+}
+
+/// The schedule's tuning, version 1 (milliseconds). Members a later
+/// `PollConfig` adds take their defaults when an older record is read.
+#[derive(Serialize, Deserialize)]
+struct ConfigV1 {
+    backoff_base_ms: u64,
+    backoff_cap_ms: u64,
+    final_poll_margin_ms: u64,
+    max_lifetime_ms: u64,
+    notified_cadence_ms: Option<u64>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl From<Record> for RecordV1 {
+    fn from(r: Record) -> Self {
+        let m = r.machine.to_snapshot();
+        let c = &m.config;
+        RecordV1 {
+            schema: r.schema,
+            auth: r.auth,
+            machine: MachineV1 {
+                deadline_ms: m.deadline.as_millis(),
+                deadline_from_op: m.deadline_from_op,
+                floor_secs: m.floor_secs,
+                last_request_ms: m.last_request.as_millis(),
+                not_before_ms: m.not_before.as_millis(),
+                backoff_step: m.backoff_step,
+                next_poll_ms: m.next_poll.as_millis(),
+                next_is_final: m.next_is_final,
+                final_poll_sent: m.final_poll_sent,
+                dpop_retry_used: m.dpop_retry_used,
+                woken: m.woken,
+                cancel_requested: m.cancel_requested,
+                phase: match m.phase {
+                    0 => PhaseV1::Waiting,
+                    1 => PhaseV1::InFlight,
+                    _ => PhaseV1::Finished,
+                },
+                polls: m.polls,
+                slow_downs: m.slow_downs,
+                config: ConfigV1 {
+                    backoff_base_ms: ms(c.backoff_base),
+                    backoff_cap_ms: ms(c.backoff_cap),
+                    final_poll_margin_ms: ms(c.final_poll_margin),
+                    max_lifetime_ms: ms(c.max_lifetime),
+                    notified_cadence_ms: c.notified_cadence.map(ms),
+                },
+                last_error: m.last_error,
+                last_progress: m.last_progress,
+            },
+            outcome: r.outcome,
+        }
+    }
+}
+
+impl TryFrom<RecordV1> for Record {
+    type Error = String;
+
+    fn try_from(r: RecordV1) -> Result<Self, String> {
+        let m = r.machine;
+        let mut config = PollConfig::default();
+        config.backoff_base = Duration::from_millis(m.config.backoff_base_ms);
+        config.backoff_cap = Duration::from_millis(m.config.backoff_cap_ms);
+        config.final_poll_margin = Duration::from_millis(m.config.final_poll_margin_ms);
+        config.max_lifetime = Duration::from_millis(m.config.max_lifetime_ms);
+        config.notified_cadence = m.config.notified_cadence_ms.map(Duration::from_millis);
+        let machine = PollMachine::from_snapshot(PollSnapshot {
+            deadline: UnixTime::from_millis(m.deadline_ms),
+            deadline_from_op: m.deadline_from_op,
+            floor_secs: m.floor_secs,
+            last_request: UnixTime::from_millis(m.last_request_ms),
+            not_before: UnixTime::from_millis(m.not_before_ms),
+            backoff_step: m.backoff_step,
+            next_poll: UnixTime::from_millis(m.next_poll_ms),
+            next_is_final: m.next_is_final,
+            final_poll_sent: m.final_poll_sent,
+            dpop_retry_used: m.dpop_retry_used,
+            woken: m.woken,
+            cancel_requested: m.cancel_requested,
+            phase: match m.phase {
+                PhaseV1::Waiting => 0,
+                PhaseV1::InFlight => 1,
+                PhaseV1::Finished => 2,
+            },
+            polls: m.polls,
+            slow_downs: m.slow_downs,
+            last_error: m.last_error,
+            last_progress: m.last_progress,
+            config,
+        })
+        .ok_or("unknown poll phase")?;
+        if r.schema != SCHEMA_VERSION {
+            // Kept as read: the stores refuse it with `UnsupportedSchema`.
+        }
+        Ok(Record {
+            schema: r.schema,
+            auth: r.auth,
+            machine,
+            outcome: r.outcome,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_records::record;
+
+    /// A record exactly as version 1 writes it. If this stops reading back,
+    /// the on-disk layout changed: add a new version and a migration
+    /// instead of editing this text.
+    const WRITTEN_BY_V1: &str = r#"{
+        "schema": 1,
+        "auth": AUTH,
+        "machine": {
+            "deadline_ms": 1800003600000, "deadline_from_op": true, "floor_secs": 5,
+            "last_request_ms": 1800000000000, "not_before_ms": 1800000000000,
+            "backoff_step": 0, "next_poll_ms": 1800000005000, "next_is_final": false,
+            "final_poll_sent": false, "dpop_retry_used": false, "woken": false,
+            "cancel_requested": false, "phase": "waiting", "polls": 0, "slow_downs": 0,
+            "last_error": null, "last_progress": null,
+            "config": {"backoff_base_ms": 1000, "backoff_cap_ms": 300000,
+                       "final_poll_margin_ms": 2000, "max_lifetime_ms": 2592000000,
+                       "notified_cadence_ms": null}
+        },
+        "outcome": null
+    }"#;
+
+    #[test]
+    fn a_record_written_by_version_1_reads_back() {
+        let fresh = record("v1", 0);
+        let auth = serde_json::to_string(&fresh.auth).unwrap();
+        let text = WRITTEN_BY_V1.replace("AUTH", &auth);
+        let read: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.schema, 1);
+        assert_eq!(
+            read.machine.deadline(),
+            UnixTime::from_millis(1_800_003_600_000)
+        );
+        assert_eq!(read.machine.floor(), Duration::from_secs(5));
+        assert_eq!(
+            read.machine.next_poll(),
+            UnixTime::from_millis(1_800_000_005_000)
+        );
+        assert!(!read.machine.in_flight() && !read.machine.is_finished());
+        // And what this version writes reads back equal.
+        let again: Record = serde_json::from_str(&serde_json::to_string(&read).unwrap()).unwrap();
+        assert_eq!(again, read);
+    }
+
+    #[test]
+    fn the_written_form_does_not_depend_on_the_machine_s_field_names() {
+        let text = serde_json::to_value(record("v1", 0)).unwrap();
+        let machine = text["machine"].as_object().unwrap();
+        let mut keys: Vec<&str> = machine.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "backoff_step",
+                "cancel_requested",
+                "config",
+                "deadline_from_op",
+                "deadline_ms",
+                "dpop_retry_used",
+                "final_poll_sent",
+                "floor_secs",
+                "last_error",
+                "last_progress",
+                "last_request_ms",
+                "next_is_final",
+                "next_poll_ms",
+                "not_before_ms",
+                "phase",
+                "polls",
+                "slow_downs",
+                "woken",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_phase_is_an_error_not_a_guess() {
+        let fresh = record("v1", 0);
+        let auth = serde_json::to_string(&fresh.auth).unwrap();
+        let text = WRITTEN_BY_V1
+            .replace("AUTH", &auth)
+            .replace("\"waiting\"", "\"hibernating\"");
+        assert!(serde_json::from_str::<Record>(&text).is_err());
+    }
+}
