@@ -213,7 +213,7 @@ pub enum PollResult<T = crate::proto::token::TokenSet> {
 
 impl<T> PollResult<T> {
     /// Classifies an error from the token request.
-    pub fn from_error(e: Error) -> Self {
+    pub(crate) fn from_error(e: Error) -> Self {
         match e {
             Error::OAuth(o) => PollResult::OAuth(*o),
             Error::Http(h) => {
