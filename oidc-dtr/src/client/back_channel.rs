@@ -267,8 +267,23 @@ impl Poller for ClientInner {
             let ctx = ValidationContext::from(auth.as_ref());
             match self.validate_with_retry(&resp, &ctx, dpop).await {
                 Ok(tokens) => PollResult::Tokens(tokens),
-                // A 2xx that is not a token response at all (a proxy page):
-                // the OP may not have redeemed anything; poll again.
+                // A 2xx JSON object that is not an OAuth error: the OP
+                // answered with tokens and has redeemed the id. Polling
+                // again would only earn `invalid_grant`: the tokens were
+                // received, and are refused for the rule they break.
+                Err(Error::Response(r)) if is_success_json_object(&resp) => {
+                    tracing::error!(
+                        deferred_auth_id = %auth.id().fingerprint(),
+                        error = %r,
+                        "tokens received but refused: the token response breaks a rule"
+                    );
+                    PollResult::Permanent(PollFailure::TokensRefused {
+                        reason: r.to_string(),
+                    })
+                }
+                // A 2xx that is not JSON at all (a proxy page): the OP may
+                // not have redeemed anything; poll again (its fate is
+                // unknown, so a later `invalid_grant` says so).
                 Err(e @ (Error::Response(_) | Error::OAuth(_))) => PollResult::from_error(e),
                 // Tokens that fail validation end the authentication: the id
                 // is spent and the tokens are not to be trusted.
@@ -277,6 +292,13 @@ impl Poller for ClientInner {
             }
         })
     }
+}
+
+/// Whether a response is a 2xx whose body is a JSON object (a token
+/// response, well-formed or not; OAuth error bodies are handled before).
+fn is_success_json_object(resp: &HttpResponse) -> bool {
+    resp.status.is_success()
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&resp.body).is_ok()
 }
 
 impl ClientInner {
