@@ -102,7 +102,7 @@ pub use proto::authorize::{
     AuthorizationRequestBuilder, PendingAuthorization, ResponseMode, ResponseType,
 };
 pub use proto::callback::{Acknowledgment, CallbackResponse, CodeResponse};
-pub use proto::cancel::{CancelEncoding, CancellationConfig};
+pub use proto::cancel::{CancelEncoding, CancelResult, CancellationConfig};
 pub use proto::claims::{Address, IdTokenClaims};
 pub use proto::client_auth::{AssertionAudience, ClientAuth};
 pub use proto::discovery::ProviderMetadata;

@@ -20,7 +20,7 @@ use crate::proto::authorize::{
     AuthorizationRequestBuilder, AuthorizeContext, PendingAuthorization, ResponseMode,
 };
 use crate::proto::callback::{self, Acknowledgment, CallbackResponse, CodeResponse};
-use crate::proto::cancel::CancellationConfig;
+use crate::proto::cancel::{CancelResult, CancellationConfig};
 use crate::proto::client_auth::ClientAuth;
 use crate::proto::discovery::ProviderMetadata;
 use crate::proto::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_TOKEN_BYTES};
@@ -494,27 +494,41 @@ impl DtrClient {
     /// returns the tokens: those are delivered instead, as the OP will not
     /// issue them again).
     ///
+    /// The result says whether the OP was told: [`CancelResult::ToldOp`],
+    /// or [`CancelResult::LocalOnly`] when no cancellation endpoint is
+    /// configured (polling stopped, the OP was not told), or
+    /// [`CancelResult::AlreadyFinished`] (nothing sent).
+    ///
     /// If the OP refuses or cannot be reached, the error is returned and
     /// polling goes on: retry, or stop locally with
-    /// [`cancel_locally`](Self::cancel_locally). Cancelling a finished
-    /// authentication sends nothing.
-    pub async fn cancel(&self, id: &DeferredAuthId) -> Result<(), Error> {
+    /// [`cancel_locally`](Self::cancel_locally).
+    pub async fn cancel(&self, id: &DeferredAuthId) -> Result<CancelResult, Error> {
         let inner = &self.inner;
         let Some(tracked) = inner.driver.get(id).await else {
             return Err(WaitError::Unknown.into());
         };
         if tracked.finished {
-            return Ok(());
+            return Ok(CancelResult::AlreadyFinished);
         }
         let auth = tracked.auth;
-        if let Some(cfg) = &inner.cancellation {
-            inner.send_cancel(cfg, &auth).await.inspect_err(|e| {
-                tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "cancellation request failed");
-            })?;
-            tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled at the OP");
+        let result = match &inner.cancellation {
+            Some(cfg) => {
+                inner.send_cancel(cfg, &auth).await.inspect_err(|e| {
+                    tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "cancellation request failed");
+                })?;
+                tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled at the OP");
+                CancelResult::ToldOp
+            }
+            None => {
+                tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled locally; no cancellation endpoint is configured, so the OP was not told");
+                CancelResult::LocalOnly
+            }
+        };
+        if !inner.driver.cancel(id).await && result == CancelResult::LocalOnly {
+            // It ended meanwhile (a poll in flight brought its outcome).
+            return Ok(CancelResult::AlreadyFinished);
         }
-        inner.driver.cancel(id).await;
-        Ok(())
+        Ok(result)
     }
 
     /// Stops polling without telling the OP.

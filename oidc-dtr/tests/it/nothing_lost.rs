@@ -91,3 +91,23 @@ async fn an_oauth_error_as_text_plain_is_that_error() {
         "{outcome:?}"
     );
 }
+
+/// Item 10: without a cancellation endpoint, `cancel()` says the OP was not
+/// told (it used to answer a bare `Ok(())`), and polling stops.
+#[tokio::test]
+async fn cancel_without_an_endpoint_says_the_op_was_not_told() {
+    let s = setup(OpConfig::default()).await;
+    let auth = start(&s.op, &s.client).await;
+    let r = s.client.cancel(auth.id()).await.unwrap();
+    assert_eq!(r, oidc_dtr::CancelResult::LocalOnly);
+    assert!(!r.op_told());
+    assert!(s.op.requests_to(Endpoint::Cancel).is_empty());
+    assert!(matches!(
+        s.client.wait(auth.id()).await.unwrap(),
+        Outcome::Cancelled
+    ));
+    assert_eq!(
+        s.client.cancel(auth.id()).await.unwrap(),
+        oidc_dtr::CancelResult::AlreadyFinished
+    );
+}

@@ -137,7 +137,10 @@ async fn terminal_errors_stop_all_requests() {
             "{code}: a request after the terminal answer"
         );
         // A cancellation is not sent either.
-        s.client.cancel(auth.id()).await.unwrap();
+        assert_eq!(
+            s.client.cancel(auth.id()).await.unwrap(),
+            oidc_dtr::CancelResult::AlreadyFinished
+        );
         assert!(s.op.requests_to(Endpoint::Cancel).is_empty());
     }
 }
