@@ -1186,7 +1186,11 @@ mod tests {
         let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
         let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
         assert_eq!(step(&mut m, Event::Timer, at(60)).action, Action::SendPoll);
-        step(&mut m, Event::Response(oauth("authorization_pending")), at(60));
+        step(
+            &mut m,
+            Event::Response(oauth("authorization_pending")),
+            at(60),
+        );
         assert_eq!(m.next_poll(), at(120));
         step(&mut m, Event::Wake, at(62));
         assert_eq!(step(&mut m, Event::Timer, at(65)).action, Action::SendPoll);

@@ -569,10 +569,7 @@ mod tests {
                 json!({"access_token": "x", "token_type": "Bearer", "expires_in": -1}),
                 "expires_in",
             ),
-            (
-                json!({"access_token": "x", "token_type": ""}),
-                "token_type",
-            ),
+            (json!({"access_token": "x", "token_type": ""}), "token_type"),
             (
                 json!({"access_token": "x", "token_type": "Bearer", "refresh_token": ""}),
                 "refresh_token",

@@ -162,7 +162,10 @@ fn run(
                     // deadline.
                     let final_window = deadline.saturating_sub(margin);
                     let made = last_send.is_some_and(|t| t >= final_window);
-                    let earliest = last_answer.get().saturating_add(m.floor()).max(not_before.get());
+                    let earliest = last_answer
+                        .get()
+                        .saturating_add(m.floor())
+                        .max(not_before.get());
                     prop_assert!(
                         made || earliest >= deadline,
                         "no final poll although one fitted at {earliest:?} (deadline {deadline:?}, last poll {last_send:?})"
@@ -271,7 +274,11 @@ fn answered(
 ) {
     last_answer.set(last_answer.get().max(now));
     if let Answer::Transient(Some(ra)) = a {
-        not_before.set(not_before.get().max(now.saturating_add(Duration::from_secs(*ra))));
+        not_before.set(
+            not_before
+                .get()
+                .max(now.saturating_add(Duration::from_secs(*ra))),
+        );
     }
 }
 
