@@ -95,7 +95,7 @@ mod time;
 struct ReadmeDoctests;
 
 // The client facade.
-pub use client::{DpopConfig, DtrClient, DtrClientBuilder};
+pub use client::{DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClient, DtrClientBuilder};
 
 // Authentication request, callback, exchange, tokens.
 pub use proto::authorize::{

@@ -761,6 +761,34 @@ impl ClientInner {
     }
 }
 
+/// The poll cadence while pings are expected, unless configured otherwise
+/// (see [`DtrClientBuilder::notified_poll_cadence`]).
+pub const DEFAULT_NOTIFIED_CADENCE: Duration = Duration::from_secs(60);
+
+/// The method for a client that gave only a secret: `client_secret_basic`
+/// if the OP lists it or lists nothing (RFC 8414 §2 default), else
+/// `client_secret_post` if it lists that.
+fn secret_method_from_metadata(metadata: &ProviderMetadata, secret: ClientSecret) -> ClientAuth {
+    let listed = |m: &str| {
+        metadata
+            .token_endpoint_auth_methods_supported
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|x| x == m))
+    };
+    match &metadata.token_endpoint_auth_methods_supported {
+        Some(_) if !listed("client_secret_basic") && listed("client_secret_post") => {
+            ClientAuth::ClientSecretPost(secret)
+        }
+        Some(_) if !listed("client_secret_basic") => {
+            tracing::warn!(
+                "the OP lists neither client_secret_basic nor client_secret_post; using client_secret_basic"
+            );
+            ClientAuth::ClientSecretBasic(secret)
+        }
+        _ => ClientAuth::ClientSecretBasic(secret),
+    }
+}
+
 /// Configures a [`DtrClient`].
 #[derive(Default)]
 #[must_use]
@@ -769,8 +797,13 @@ pub struct DtrClientBuilder {
     metadata: Option<ProviderMetadata>,
     client_id: Option<String>,
     auth: Option<ClientAuth>,
+    /// Only a secret was given (no method): the method comes from the
+    /// OP's metadata.
+    secret_only: bool,
     redirect_uri: Option<String>,
     notification_endpoint: Option<String>,
+    /// The poll cadence while pings are expected, when set explicitly.
+    notified_cadence: Option<Option<Duration>>,
     clock: Option<Arc<dyn Clock>>,
     rng: Option<Arc<dyn RandomSource>>,
     http: HttpConfig,
@@ -823,9 +856,14 @@ impl DtrClientBuilder {
         self
     }
 
-    /// A client secret, sent with `client_secret_basic`.
+    /// A client secret. The method is chosen from the OP's
+    /// `token_endpoint_auth_methods_supported`: `client_secret_basic` when
+    /// it is listed (or the list is absent: RFC 8414's default), else
+    /// `client_secret_post` when that is listed. To choose the method
+    /// yourself, use [`client_auth`](Self::client_auth).
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
         self.auth = Some(ClientAuth::ClientSecretBasic(ClientSecret::new(secret)));
+        self.secret_only = true;
         self
     }
 
@@ -833,6 +871,7 @@ impl DtrClientBuilder {
     /// unless [`client_secret`](Self::client_secret) was given).
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
         self.auth = Some(auth);
+        self.secret_only = false;
         self
     }
 
@@ -922,11 +961,24 @@ impl DtrClientBuilder {
     }
 
     /// The poll schedule's tuning: backoff, final-poll margin, maximum
-    /// lifetime, and the cadence when pings are expected. Without it, the
-    /// defaults apply, with a 60 s safety-net cadence when a notification
-    /// endpoint is configured.
+    /// lifetime (default: [`PollConfig::default`]). The cadence while pings
+    /// are expected is set with
+    /// [`notified_poll_cadence`](Self::notified_poll_cadence), not here,
+    /// unless this config sets one (`PollConfig::notified_cadence(Some(..))`).
     pub fn poll_config(mut self, config: PollConfig) -> Self {
         self.poll = Some(config);
+        self
+    }
+
+    /// How often to poll while pings are expected (only with a
+    /// [`notification_endpoint`](Self::notification_endpoint)): polling is
+    /// then a safety net, and a ping brings the next poll back to the
+    /// OP's interval. Default: 60 s ([`DEFAULT_NOTIFIED_CADENCE`]), or the
+    /// `notified_cadence` of the [`poll_config`](Self::poll_config) if it
+    /// sets one. `None` polls at the OP's interval, as without pings.
+    /// Without a notification endpoint, polls are always at the interval.
+    pub fn notified_poll_cadence(mut self, cadence: Option<Duration>) -> Self {
+        self.notified_cadence = Some(cadence);
         self
     }
 
@@ -992,7 +1044,13 @@ impl DtrClientBuilder {
         if !self.allow_unadvertised {
             metadata.check_dtr_support()?;
         }
-        let auth = self.auth.unwrap_or(ClientAuth::None);
+        let auth = match self.auth {
+            Some(ClientAuth::ClientSecretBasic(secret)) if self.secret_only => {
+                secret_method_from_metadata(&metadata, secret)
+            }
+            Some(a) => a,
+            None => ClientAuth::None,
+        };
         let secret = auth.client_secret();
         let validator = IdTokenValidator::new(
             metadata.issuer.clone(),
@@ -1025,12 +1083,18 @@ impl DtrClientBuilder {
         if let Some(c) = &cancellation {
             c.check(&auth)?;
         }
-        let poll_config = self.poll.unwrap_or_else(|| {
-            let cadence = notification_endpoint
-                .as_ref()
-                .map(|_| Duration::from_secs(60));
-            PollConfig::default().notified_cadence(cadence)
-        });
+        // The cadence is explicit: the builder's setting, else the poll
+        // config's, else the default; and only when pings can arrive.
+        let mut poll_config = self.poll.unwrap_or_default();
+        poll_config.notified_cadence = match &notification_endpoint {
+            None => None,
+            Some(_) => match self.notified_cadence {
+                Some(explicit) => explicit,
+                None => poll_config
+                    .notified_cadence
+                    .or(Some(DEFAULT_NOTIFIED_CADENCE)),
+            },
+        };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::Invalid {
             field: "runtime",
             reason: "DtrClient::build must run inside a tokio runtime".into(),

@@ -73,7 +73,10 @@ pub struct PollConfig {
     pub max_lifetime: Duration,
     /// With a notification endpoint, pings make polling a safety net: the
     /// regular cadence is then at least this long (e.g. 60 s). A ping brings
-    /// the next poll back to the floor. `None` polls at the floor.
+    /// the next poll back to the floor. `None` polls at the floor (the
+    /// default here). The client sets it from
+    /// [`DtrClientBuilder::notified_poll_cadence`](crate::DtrClientBuilder::notified_poll_cadence)
+    /// (60 s by default, and only when it has a notification endpoint).
     pub notified_cadence: Option<Duration>,
 }
 

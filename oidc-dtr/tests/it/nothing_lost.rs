@@ -111,3 +111,84 @@ async fn cancel_without_an_endpoint_says_the_op_was_not_told() {
         oidc_dtr::CancelResult::AlreadyFinished
     );
 }
+
+/// Item 11: the poll cadence while pings are expected is explicit: passing
+/// `PollConfig::default()` no longer turns the 60 s safety net off, and
+/// `notified_poll_cadence` sets it.
+#[tokio::test]
+async fn the_notified_cadence_is_explicit() {
+    type Configure = fn(oidc_dtr::DtrClientBuilder) -> oidc_dtr::DtrClientBuilder;
+    let cases: [(Configure, u64); 5] = [
+        (|b| b, 60),
+        (|b| b.poll_config(oidc_dtr::PollConfig::default()), 60),
+        (|b| b.notified_poll_cadence(None), 5),
+        (|b| b.notified_poll_cadence(Some(secs(30))), 30),
+        (
+            |b| b.poll_config(oidc_dtr::PollConfig::default().notified_cadence(Some(secs(20)))),
+            20,
+        ),
+    ];
+    for (i, (configure, expected)) in cases.into_iter().enumerate() {
+        let (_listener, url) = crate::support::rp::bind().await;
+        let u = url.clone();
+        let s = setup_with(OpConfig::default(), move |b| {
+            configure(
+                b.client_id("rp")
+                    .client_secret("rp-secret")
+                    .notification_endpoint(u),
+            )
+        })
+        .await;
+        s.op.register_client(
+            oidc_dtr_testkit::RegisteredClient::confidential("rp", "rp-secret")
+                .with_notification_endpoint(url.clone()),
+        );
+        let auth = start(&s.op, &s.client).await;
+        let status = s.client.poll_status(auth.id()).await.unwrap();
+        assert_eq!(
+            status.next_poll,
+            Some(auth.issued_at().saturating_add(secs(expected))),
+            "case {i}"
+        );
+    }
+    // Without a notification endpoint the cadence never applies.
+    let s = setup_with(OpConfig::default(), |b| {
+        b.notified_poll_cadence(Some(secs(30)))
+    })
+    .await;
+    let auth = start(&s.op, &s.client).await;
+    let status = s.client.poll_status(auth.id()).await.unwrap();
+    assert_eq!(
+        status.next_poll,
+        Some(auth.issued_at().saturating_add(secs(5)))
+    );
+}
+
+/// Item 11: with only a secret given, the method follows the OP's
+/// metadata: an OP that lists only `client_secret_post` gets the secret in
+/// the body, not a Basic header.
+#[tokio::test]
+async fn a_bare_secret_uses_the_method_the_op_supports() {
+    let clock = std::sync::Arc::new(oidc_dtr::ManualClock::new(T0));
+    let op = crate::support::flow::op(OpConfig::default(), &clock).await;
+    let mut md = op.metadata_json();
+    md["token_endpoint_auth_methods_supported"] = serde_json::json!(["client_secret_post"]);
+    let md = oidc_dtr::ProviderMetadata::from_json(md.to_string().as_bytes()).unwrap();
+    let client = oidc_dtr::DtrClient::builder()
+        .metadata(md)
+        .client_id(oidc_dtr_testkit::MockOp::CLIENT_ID)
+        .client_secret(oidc_dtr_testkit::MockOp::CLIENT_SECRET)
+        .redirect_uri(REDIRECT)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    start(&op, &client).await;
+    let reqs = op.requests_to(Endpoint::Token);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0].param("client_secret"),
+        Some(oidc_dtr_testkit::MockOp::CLIENT_SECRET)
+    );
+    assert_eq!(reqs[0].header("authorization"), None);
+}
