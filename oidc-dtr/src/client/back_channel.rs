@@ -169,8 +169,33 @@ impl ClientInner {
         dpop: Option<&DpopKey>,
     ) -> Result<TokenSet, Error> {
         let mut attempt = 0;
+        let mut kid_refreshed = false;
         loop {
+            let started = self.clock.now();
             match self.finish_token_response(resp, ctx, dpop).await {
+                // A key the cached set lacks: before these tokens are
+                // declared invalid, the set gets a refresh, waiting out the
+                // unknown-kid cooldown if needed (the OP may have rotated
+                // twice within it).
+                Err(Error::Validation(ValidationError::UnknownKid { .. })) if !kid_refreshed => {
+                    kid_refreshed = true;
+                    if let Err(e) = self
+                        .jwks
+                        .refresh_for_tokens(&self.http, self.clock.as_ref(), started)
+                        .await
+                    {
+                        // The set could not be fetched: a transient cause,
+                        // retried like one.
+                        if attempt + 1 >= JWKS_RETRIES {
+                            return Err(e.into());
+                        }
+                        attempt += 1;
+                        kid_refreshed = false;
+                        tracing::warn!(error = %e, attempt, "refreshing the JWK Set for tokens in hand failed; retrying");
+                        let until = self.clock.now().saturating_add(JWKS_RETRY_PAUSE * attempt);
+                        self.clock.sleep_until(until).await;
+                    }
+                }
                 Err(Error::Validation(v)) if v.is_retryable() && attempt + 1 < JWKS_RETRIES => {
                     attempt += 1;
                     tracing::warn!(error = %v, attempt, "tokens received but the JWK Set is unavailable; retrying validation");

@@ -192,3 +192,44 @@ async fn a_bare_secret_uses_the_method_the_op_supports() {
     );
     assert_eq!(reqs[0].header("authorization"), None);
 }
+
+/// Item 2: the OP rotates its keys twice within the unknown-`kid` refresh
+/// cooldown. The second authentication's final tokens name a key the cache
+/// lacks while the cooldown runs: they get a refresh after it (they used to
+/// end as `InvalidTokens(UnknownKid)`, the tokens lost).
+#[tokio::test]
+async fn final_tokens_survive_two_rotations_within_the_cooldown() {
+    let s = setup(OpConfig::default()).await;
+    let a0 = start(&s.op, &s.client).await;
+    let a1 = start(&s.op, &s.client).await;
+    let a2 = start(&s.op, &s.client).await;
+    // The cache learns the first key.
+    s.op.approve(a0.id());
+    let o0 = run_to_outcome(&s, a0.id(), S, secs(600)).await;
+    assert!(matches!(o0, Outcome::Tokens(_)), "{o0:?}");
+    // First rotation: an unknown kid, a forced refresh, the cooldown starts.
+    s.op.rotate_key();
+    s.op.approve(a1.id());
+    let o1 = run_to_outcome(&s, a1.id(), S, secs(600)).await;
+    assert!(matches!(o1, Outcome::Tokens(_)), "{o1:?}");
+    // Second rotation, seconds after the forced refresh the first made.
+    s.op.rotate_key();
+    s.op.approve(a2.id());
+    // The poll waits on the virtual clock for the cooldown: move it without
+    // waiting for the engine to be idle.
+    let mut outcome = None;
+    for _ in 0..400 {
+        if s.client
+            .poll_status(a2.id())
+            .await
+            .is_some_and(|st| st.finished)
+        {
+            outcome = Some(s.client.wait(a2.id()).await.unwrap());
+            break;
+        }
+        s.clock.advance(S);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let o2 = outcome.expect("an outcome");
+    assert!(matches!(o2, Outcome::Tokens(_)), "{o2:?}");
+}
