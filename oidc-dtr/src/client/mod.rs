@@ -275,6 +275,15 @@ impl DtrClient {
     ///
     /// The authentication is then handed to the poll engine: get its
     /// outcome with [`wait`](Self::wait) or [`subscribe`](Self::subscribe).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future before it completes does not lose the
+    /// authentication: the request, the checks of the answer, the store
+    /// insert and the hand-over to the poll engine run as a task of their
+    /// own and complete regardless. The authentication can then be found in
+    /// the store ([`pending_count`](Self::pending_count), events from
+    /// [`subscribe`](Self::subscribe)); its outcome is delivered as usual.
     pub async fn exchange(&self, ack: Acknowledgment) -> Result<DeferredAuthentication, Error> {
         let key = self.inner.new_dpop_key()?;
         self.exchange_inner(ack, key).await
@@ -299,67 +308,16 @@ impl DtrClient {
         if ack.pending.issuer != inner.metadata.issuer || ack.pending.client_id != inner.client_id {
             return Err(CallbackError::WrongClient.into());
         }
-        let notification_token = match inner.notification_endpoint {
-            Some(_) => Some(DeferredNotificationToken::new(random_b64url(
-                inner.rng.as_ref(),
-                NOTIFICATION_TOKEN_BYTES,
-            )?)),
-            None => None,
-        };
-        let params = exchange::exchange_params(&ack, notification_token.as_ref(), &inner.compat);
-        let issued_at = inner.clock.now();
-        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
-        let parsed = exchange::parse_exchange_response(&resp, &inner.metadata.token_endpoint);
-        let parsed = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "deferred code exchange failed");
-                return Err(e);
-            }
-        };
-        // PROTOCOL.md A.7: validate the interim ID token like the final one;
-        // its nonce is the request's, and it comes with no access token.
-        let interim_claims = match &parsed.interim_id_token {
-            Some(raw) => {
-                let ctx = ValidationContext::from(&ack);
-                let now = inner.clock.now();
-                match inner.validate_jwt(raw, &ctx, None, now).await {
-                    Ok(t) => Some(t.into_parts().1),
-                    Err(e) => {
-                        tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "interim ID token rejected");
-                        return Err(e.into());
-                    }
-                }
-            }
-            None => None,
-        };
-        let mut auth =
-            DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
-        auth.interim_claims = interim_claims.map(Box::new);
-        auth.dpop_key = dpop_key.map(Box::new);
-        tracing::info!(
-            deferred_auth_id = %auth.id.fingerprint(),
-            expires_at = ?auth.expires_at,
-            interval_secs = auth.interval_secs,
-            "deferred code exchanged"
-        );
-        let machine = PollMachine::new(&auth, inner.poll_config.clone());
-        // Durable before the application hears of it (invariant 6).
-        if let Err(e) = inner
-            .store
-            .insert(Record::new(auth.clone(), machine.clone()))
-            .await
-        {
-            tracing::error!(
-                deferred_auth_id = %auth.id.fingerprint(),
-                error = %e,
-                "the authentication could not be stored; it is polled in this process only"
-            );
-            inner.driver.track(auth, machine).await?;
-            return Err(e.into());
+        // Cancel safety: from the request on, the work runs as a task of
+        // its own, so a caller that drops this future (a browser that
+        // disconnects from the handler) does not lose the authentication:
+        // the OP's answer is still checked, stored and tracked.
+        let task = tokio::spawn(inner.clone().exchange_and_track(ack, dpop_key));
+        match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(WaitError::Stopped.into()),
         }
-        inner.driver.track(auth.clone(), machine).await?;
-        Ok(auth)
     }
 
     /// The plain-code fallback: when `deferred_code code` was requested and
@@ -649,6 +607,101 @@ impl DtrClient {
 }
 
 impl ClientInner {
+    /// The exchange from the request on (see `DtrClient::exchange_inner`).
+    async fn exchange_and_track(
+        self: Arc<Self>,
+        ack: Acknowledgment,
+        dpop_key: Option<DpopKey>,
+    ) -> Result<DeferredAuthentication, Error> {
+        let inner = &self;
+        let notification_token = match inner.notification_endpoint {
+            Some(_) => Some(DeferredNotificationToken::new(random_b64url(
+                inner.rng.as_ref(),
+                NOTIFICATION_TOKEN_BYTES,
+            )?)),
+            None => None,
+        };
+        let params = exchange::exchange_params(&ack, notification_token.as_ref(), &inner.compat);
+        let issued_at = inner.clock.now();
+        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
+        let parsed = exchange::parse_exchange_response(&resp, &inner.metadata.token_endpoint);
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "deferred code exchange failed");
+                return Err(e);
+            }
+        };
+        // PROTOCOL.md A.7: validate the interim ID token like the final one;
+        // its nonce is the request's, and it comes with no access token.
+        let interim_claims = match &parsed.interim_id_token {
+            Some(raw) => {
+                let ctx = ValidationContext::from(&ack);
+                match inner.validate_interim(raw, &ctx).await {
+                    Ok(t) => Some(t.into_parts().1),
+                    Err(e) => {
+                        tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "interim ID token rejected");
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut auth =
+            DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
+        auth.interim_claims = interim_claims.map(Box::new);
+        auth.dpop_key = dpop_key.map(Box::new);
+        tracing::info!(
+            deferred_auth_id = %auth.id.fingerprint(),
+            expires_at = ?auth.expires_at,
+            interval_secs = auth.interval_secs,
+            "deferred code exchanged"
+        );
+        let machine = PollMachine::new(&auth, inner.poll_config.clone());
+        // Durable before the application hears of it (invariant 6).
+        if let Err(e) = inner
+            .store
+            .insert(Record::new(auth.clone(), machine.clone()))
+            .await
+        {
+            tracing::error!(
+                deferred_auth_id = %auth.id.fingerprint(),
+                error = %e,
+                "the authentication could not be stored; it is polled in this process only"
+            );
+            inner.driver.track(auth, machine).await?;
+            return Err(e.into());
+        }
+        inner.driver.track(auth.clone(), machine).await?;
+        Ok(auth)
+    }
+
+    /// Validates the interim ID token. The code is spent and the OP holds a
+    /// live `deferred_auth_id`, so transient causes (the JWK Set cannot be
+    /// fetched) are retried as for final tokens.
+    async fn validate_interim(
+        &self,
+        raw: &RawJwt,
+        ctx: &ValidationContext,
+    ) -> Result<IdToken, ValidationError> {
+        let mut attempt = 0;
+        loop {
+            let now = self.clock.now();
+            match self.validate_jwt(raw, ctx, None, now).await {
+                Err(e) if e.is_retryable() && attempt + 1 < INTERIM_JWKS_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "interim ID token: the JWK Set is unavailable; retrying");
+                    let until = self
+                        .clock
+                        .now()
+                        .saturating_add(Duration::from_secs(2) * attempt);
+                    self.clock.sleep_until(until).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// See [`DtrClient::validate_token_response`].
     pub(crate) async fn validate_tokens(
         &self,
@@ -760,6 +813,10 @@ impl ClientInner {
             })
     }
 }
+
+/// Attempts at validating an interim ID token whose JWK Set could not be
+/// fetched.
+const INTERIM_JWKS_RETRIES: u32 = 3;
 
 /// The poll cadence while pings are expected, unless configured otherwise
 /// (see [`DtrClientBuilder::notified_poll_cadence`]).

@@ -233,3 +233,42 @@ async fn final_tokens_survive_two_rotations_within_the_cooldown() {
     let o2 = outcome.expect("an outcome");
     assert!(matches!(o2, Outcome::Tokens(_)), "{o2:?}");
 }
+
+/// Item 4: the caller drops the `exchange` future after the request was
+/// sent (a browser that disconnected from the handler): the OP's answer is
+/// still checked, stored and tracked, and the authentication is polled.
+#[tokio::test]
+async fn a_dropped_exchange_future_loses_nothing() {
+    let mut cfg = OpConfig::default();
+    cfg.auto_approve = AutoApprove::AfterPolls(1);
+    let s = setup(cfg).await;
+    let (url, pending) = s.client.authorize().build().unwrap();
+    let cb = s.op.browse(&url).await.unwrap();
+    let ack = match s.client.callback(&pending, cb.query()).unwrap() {
+        oidc_dtr::CallbackResponse::Acknowledgment(a) => a,
+        other => panic!("{other:?}"),
+    };
+    s.op.inject_faults([Fault::Delay(Duration::from_millis(300))]);
+    let dropped = tokio::time::timeout(Duration::from_millis(50), s.client.exchange(ack)).await;
+    assert!(dropped.is_err(), "the exchange should still be waiting");
+    // The OP answers later; the engine takes the authentication on.
+    let mut tracked = None;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let ids: Vec<_> =
+            s.op.authentications()
+                .into_iter()
+                .map(|a| a.deferred_auth_id)
+                .collect();
+        if let Some(id) = ids.first() {
+            let id = oidc_dtr::DeferredAuthId::new(id.clone());
+            if s.client.poll_status(&id).await.is_some() {
+                tracked = Some(id);
+                break;
+            }
+        }
+    }
+    let id = tracked.expect("the authentication is tracked after the dropped exchange");
+    let outcome = run_to_outcome(&s, &id, S, secs(600)).await;
+    assert!(matches!(outcome, Outcome::Tokens(_)), "{outcome:?}");
+}
