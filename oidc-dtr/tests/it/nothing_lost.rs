@@ -272,3 +272,118 @@ async fn a_dropped_exchange_future_loses_nothing() {
     let outcome = run_to_outcome(&s, &id, S, secs(600)).await;
     assert!(matches!(outcome, Outcome::Tokens(_)), "{outcome:?}");
 }
+
+/// "Done when": many authentications through lost responses, 5xx, resets,
+/// proxy pages, post-redemption rule violations, key rotations within the
+/// refresh cooldown and dropped `exchange` futures. Each ends in exactly
+/// one outcome that names what happened, and the OP saw no poll inside the
+/// floor (it answers those `slow_down`, and counted none).
+#[tokio::test]
+async fn many_authentications_each_end_in_exactly_one_honest_outcome() {
+    let mut cfg = OpConfig::default();
+    cfg.auto_approve = AutoApprove::AfterPolls(3);
+    let s = setup(cfg).await;
+    let mut events = s.client.subscribe();
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        u32,
+    >::new()));
+    let f = finished.clone();
+    tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            if let oidc_dtr::PollEvent::Finished { id, .. } = ev {
+                *f.lock().unwrap().entry(id.secret().to_owned()).or_default() += 1;
+            }
+        }
+    });
+    const N: usize = 24;
+    for i in 0..N {
+        if i % 6 == 5 {
+            // A caller that gives up while the OP is answering.
+            let (url, pending) = s.client.authorize().build().unwrap();
+            let cb = s.op.browse(&url).await.unwrap();
+            let ack = match s.client.callback(&pending, cb.query()).unwrap() {
+                oidc_dtr::CallbackResponse::Acknowledgment(a) => a,
+                other => panic!("{other:?}"),
+            };
+            s.op.inject_faults([Fault::Delay(Duration::from_millis(100))]);
+            let r = tokio::time::timeout(Duration::from_millis(10), s.client.exchange(ack)).await;
+            assert!(r.is_err());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            start(&s.op, &s.client).await;
+        }
+    }
+    let ids: Vec<oidc_dtr::DeferredAuthId> =
+        s.op.authentications()
+            .into_iter()
+            .map(|a| oidc_dtr::DeferredAuthId::new(a.deferred_auth_id))
+            .collect();
+    assert_eq!(ids.len(), N);
+    let refused = r#"{"access_token":"at","token_type":"Bearer","expires_in":"1.5"}"#;
+    // Early faults hit pending polls: transient, retried.
+    s.op.inject_faults([
+        Fault::LostResponse,
+        Fault::status(502),
+        Fault::Reset,
+        Fault::html(200),
+        Fault::service_unavailable(3),
+        Fault::status(500),
+    ]);
+    let mut all_done = false;
+    for step in 0..900u32 {
+        if step == 8 || step == 12 {
+            s.op.rotate_key();
+        }
+        if step == 14 {
+            // The polls that redeem (the third, at about 15 s): answers
+            // lost, or breaking a rule.
+            s.op.inject_faults([
+                Fault::LostResponse,
+                ok_json(refused),
+                Fault::LostResponse,
+                ok_json(r#"{"access_token":"at"}"#),
+                Fault::LostResponse,
+            ]);
+        }
+        let mut done = true;
+        for id in &ids {
+            if !s.client.poll_status(id).await.is_some_and(|st| st.finished) {
+                done = false;
+                break;
+            }
+        }
+        if done {
+            all_done = true;
+            break;
+        }
+        s.clock.advance(S);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(all_done, "every authentication ended");
+    settle().await;
+    let mut kinds = std::collections::BTreeMap::<&'static str, u32>::new();
+    for id in &ids {
+        let outcome = s.client.wait(id).await.unwrap();
+        match &outcome {
+            Outcome::Tokens(_)
+            | Outcome::PossiblyLostInTransit { .. }
+            | Outcome::Rejected(PollFailure::TokensRefused { .. }) => {}
+            other => panic!("an outcome that does not say what happened: {other:?}"),
+        }
+        *kinds.entry(outcome.kind()).or_default() += 1;
+        assert_eq!(
+            finished.lock().unwrap().get(id.secret()).copied(),
+            Some(1),
+            "exactly one outcome"
+        );
+        let at_op = s.op.authentication(id).unwrap();
+        assert_eq!(at_op.slow_downs, 0, "a poll inside the floor");
+    }
+    assert!(kinds.get("tokens").copied().unwrap_or(0) > 0, "{kinds:?}");
+    assert!(
+        kinds.get("possibly_lost_in_transit").copied().unwrap_or(0) > 0,
+        "{kinds:?}"
+    );
+    assert!(kinds.get("rejected").copied().unwrap_or(0) > 0, "{kinds:?}");
+}
