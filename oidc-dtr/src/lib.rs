@@ -95,14 +95,14 @@ mod time;
 struct ReadmeDoctests;
 
 // The client facade.
-pub use client::{DpopConfig, DtrClient, DtrClientBuilder};
+pub use client::{DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClient, DtrClientBuilder};
 
 // Authentication request, callback, exchange, tokens.
 pub use proto::authorize::{
     AuthorizationRequestBuilder, PendingAuthorization, ResponseMode, ResponseType,
 };
 pub use proto::callback::{Acknowledgment, CallbackResponse, CodeResponse};
-pub use proto::cancel::{CancelEncoding, CancellationConfig};
+pub use proto::cancel::{CancelEncoding, CancelResult, CancellationConfig};
 pub use proto::claims::{Address, IdTokenClaims};
 pub use proto::client_auth::{AssertionAudience, ClientAuth};
 pub use proto::discovery::ProviderMetadata;

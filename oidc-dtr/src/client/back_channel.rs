@@ -169,8 +169,33 @@ impl ClientInner {
         dpop: Option<&DpopKey>,
     ) -> Result<TokenSet, Error> {
         let mut attempt = 0;
+        let mut kid_refreshed = false;
         loop {
+            let started = self.clock.now();
             match self.finish_token_response(resp, ctx, dpop).await {
+                // A key the cached set lacks: before these tokens are
+                // declared invalid, the set gets a refresh, waiting out the
+                // unknown-kid cooldown if needed (the OP may have rotated
+                // twice within it).
+                Err(Error::Validation(ValidationError::UnknownKid { .. })) if !kid_refreshed => {
+                    kid_refreshed = true;
+                    if let Err(e) = self
+                        .jwks
+                        .refresh_for_tokens(&self.http, self.clock.as_ref(), started)
+                        .await
+                    {
+                        // The set could not be fetched: a transient cause,
+                        // retried like one.
+                        if attempt + 1 >= JWKS_RETRIES {
+                            return Err(e.into());
+                        }
+                        attempt += 1;
+                        kid_refreshed = false;
+                        tracing::warn!(error = %e, attempt, "refreshing the JWK Set for tokens in hand failed; retrying");
+                        let until = self.clock.now().saturating_add(JWKS_RETRY_PAUSE * attempt);
+                        self.clock.sleep_until(until).await;
+                    }
+                }
                 Err(Error::Validation(v)) if v.is_retryable() && attempt + 1 < JWKS_RETRIES => {
                     attempt += 1;
                     tracing::warn!(error = %v, attempt, "tokens received but the JWK Set is unavailable; retrying validation");
@@ -272,8 +297,23 @@ impl Poller for ClientInner {
                 let ctx = ValidationContext::from(auth.as_ref());
                 match self.validate_with_retry(&resp, &ctx, dpop).await {
                     Ok(tokens) => PollResult::Tokens(tokens),
-                    // A 2xx that is not a token response at all (a proxy page):
-                    // the OP may not have redeemed anything; poll again.
+                    // A 2xx JSON object that is not an OAuth error: the OP
+                    // answered with tokens and has redeemed the id. Polling
+                    // again would only earn `invalid_grant`: the tokens were
+                    // received, and are refused for the rule they break.
+                    Err(Error::Response(r)) if is_success_json_object(&resp) => {
+                        tracing::error!(
+                            deferred_auth_id = %auth.id().fingerprint(),
+                            error = %r,
+                            "tokens received but refused: the token response breaks a rule"
+                        );
+                        PollResult::Permanent(PollFailure::TokensRefused {
+                            reason: r.to_string(),
+                        })
+                    }
+                    // A 2xx that is not JSON at all (a proxy page): the OP may
+                    // not have redeemed anything; poll again (its fate is
+                    // unknown, so a later `invalid_grant` says so).
                     Err(e @ (Error::Response(_) | Error::OAuth(_))) => PollResult::from_error(e),
                     // Tokens that fail validation end the authentication: the id
                     // is spent and the tokens are not to be trusted.
@@ -286,6 +326,13 @@ impl Poller for ClientInner {
             span,
         ))
     }
+}
+
+/// Whether a response is a 2xx whose body is a JSON object (a token
+/// response, well-formed or not; OAuth error bodies are handled before).
+fn is_success_json_object(resp: &HttpResponse) -> bool {
+    resp.status.is_success()
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&resp.body).is_ok()
 }
 
 impl ClientInner {

@@ -21,7 +21,7 @@ use crate::proto::authorize::{
     AuthorizationRequestBuilder, AuthorizeContext, PendingAuthorization, ResponseMode,
 };
 use crate::proto::callback::{self, Acknowledgment, CallbackResponse, CodeResponse};
-use crate::proto::cancel::CancellationConfig;
+use crate::proto::cancel::{CancelResult, CancellationConfig};
 use crate::proto::client_auth::ClientAuth;
 use crate::proto::discovery::ProviderMetadata;
 use crate::proto::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_TOKEN_BYTES};
@@ -288,10 +288,14 @@ impl DtrClient {
     /// The authentication is then handed to the poll engine: get its
     /// outcome with [`wait`](Self::wait) or [`subscribe`](Self::subscribe).
     ///
-    /// Cancel safety: not cancel safe. The deferred code is spent once the
-    /// request is sent; dropping this future after that (a browser that
-    /// disconnects from an axum handler, say) can lose the new
-    /// authentication. Drive it to completion, e.g. in a spawned task.
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future before it completes does not lose the
+    /// authentication: the request, the checks of the answer, the store
+    /// insert and the hand-over to the poll engine run as a task of their
+    /// own and complete regardless. The authentication can then be found in
+    /// the store ([`pending_count`](Self::pending_count), events from
+    /// [`subscribe`](Self::subscribe)); its outcome is delivered as usual.
     pub async fn exchange(&self, ack: Acknowledgment) -> Result<DeferredAuthentication, Error> {
         let key = self.inner.new_dpop_key()?;
         let span = exchange_span(&ack);
@@ -320,71 +324,21 @@ impl DtrClient {
         if ack.pending.issuer != inner.metadata.issuer || ack.pending.client_id != inner.client_id {
             return Err(CallbackError::WrongClient.into());
         }
-        let notification_token = match inner.notification_endpoint {
-            Some(_) => Some(DeferredNotificationToken::new(random_b64url(
-                inner.rng.as_ref(),
-                NOTIFICATION_TOKEN_BYTES,
-            )?)),
-            None => None,
-        };
-        let params = exchange::exchange_params(&ack, notification_token.as_ref(), &inner.compat);
-        let issued_at = inner.clock.now();
-        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
-        let parsed = exchange::parse_exchange_response(&resp, &inner.metadata.token_endpoint);
-        let parsed = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "deferred code exchange failed");
-                return Err(e);
-            }
-        };
-        // PROTOCOL.md A.7: validate the interim ID token like the final one;
-        // its nonce is the request's, and it comes with no access token.
-        let interim_claims = match &parsed.interim_id_token {
-            Some(raw) => {
-                let ctx = ValidationContext::from(&ack);
-                let now = inner.clock.now();
-                match inner.validate_jwt(raw, &ctx, None, now).await {
-                    Ok(t) => Some(t.into_parts().1),
-                    Err(e) => {
-                        tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "interim ID token rejected");
-                        return Err(e.into());
-                    }
-                }
-            }
-            None => None,
-        };
-        let mut auth =
-            DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
-        auth.interim_claims = interim_claims.map(Box::new);
-        auth.dpop_key = dpop_key.map(Box::new);
-        tracing::Span::current().record(
-            "deferred_auth_id",
-            tracing::field::display(auth.id.fingerprint()),
+        // Cancel safety: from the request on, the work runs as a task of
+        // its own, so a caller that drops this future (a browser that
+        // disconnects from the handler) does not lose the authentication:
+        // the OP's answer is still checked, stored and tracked.
+        let task = tokio::spawn(
+            inner
+                .clone()
+                .exchange_and_track(ack, dpop_key)
+                .instrument(tracing::Span::current()),
         );
-        tracing::info!(
-            deferred_auth_id = %auth.id.fingerprint(),
-            expires_at = ?auth.expires_at,
-            interval_secs = auth.interval_secs,
-            "deferred code exchanged"
-        );
-        let machine = PollMachine::new(&auth, inner.poll_config.clone());
-        // Durable before the application hears of it (invariant 6).
-        if let Err(e) = inner
-            .store
-            .insert(Record::new(auth.clone(), machine.clone()))
-            .await
-        {
-            tracing::error!(
-                deferred_auth_id = %auth.id.fingerprint(),
-                error = %e,
-                "the authentication could not be stored; it is polled in this process only"
-            );
-            inner.driver.track(auth, machine).await?;
-            return Err(e.into());
+        match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(WaitError::Stopped.into()),
         }
-        inner.driver.track(auth.clone(), machine).await?;
-        Ok(auth)
     }
 
     /// The plain-code fallback: when `deferred_code code` was requested and
@@ -537,31 +491,41 @@ impl DtrClient {
     /// returns the tokens: those are delivered instead, as the OP will not
     /// issue them again).
     ///
+    /// The result says whether the OP was told: [`CancelResult::ToldOp`],
+    /// or [`CancelResult::LocalOnly`] when no cancellation endpoint is
+    /// configured (polling stopped, the OP was not told), or
+    /// [`CancelResult::AlreadyFinished`] (nothing sent).
+    ///
     /// If the OP refuses or cannot be reached, the error is returned and
     /// polling goes on: retry, or stop locally with
-    /// [`cancel_locally`](Self::cancel_locally). Cancelling a finished
-    /// authentication sends nothing.
-    ///
-    /// Cancel safety: safe in that the local cancellation, once started,
-    /// completes; dropped while the request to the OP is in flight, the OP
-    /// may or may not have been told.
-    pub async fn cancel(&self, id: &DeferredAuthId) -> Result<(), Error> {
+    /// [`cancel_locally`](Self::cancel_locally).
+    pub async fn cancel(&self, id: &DeferredAuthId) -> Result<CancelResult, Error> {
         let inner = &self.inner;
         let Some(tracked) = inner.driver.get(id).await else {
             return Err(WaitError::Unknown.into());
         };
         if tracked.finished {
-            return Ok(());
+            return Ok(CancelResult::AlreadyFinished);
         }
         let auth = tracked.auth;
-        if let Some(cfg) = &inner.cancellation {
-            inner.send_cancel(cfg, &auth).await.inspect_err(|e| {
-                tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "cancellation request failed");
-            })?;
-            tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled at the OP");
+        let result = match &inner.cancellation {
+            Some(cfg) => {
+                inner.send_cancel(cfg, &auth).await.inspect_err(|e| {
+                    tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "cancellation request failed");
+                })?;
+                tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled at the OP");
+                CancelResult::ToldOp
+            }
+            None => {
+                tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled locally; no cancellation endpoint is configured, so the OP was not told");
+                CancelResult::LocalOnly
+            }
+        };
+        if !inner.driver.cancel(id).await && result == CancelResult::LocalOnly {
+            // It ended meanwhile (a poll in flight brought its outcome).
+            return Ok(CancelResult::AlreadyFinished);
         }
-        inner.driver.cancel(id).await;
-        Ok(())
+        Ok(result)
     }
 
     /// Stops polling without telling the OP.
@@ -695,6 +659,105 @@ impl DtrClient {
 }
 
 impl ClientInner {
+    /// The exchange from the request on (see `DtrClient::exchange_inner`).
+    async fn exchange_and_track(
+        self: Arc<Self>,
+        ack: Acknowledgment,
+        dpop_key: Option<DpopKey>,
+    ) -> Result<DeferredAuthentication, Error> {
+        let inner = &self;
+        let notification_token = match inner.notification_endpoint {
+            Some(_) => Some(DeferredNotificationToken::new(random_b64url(
+                inner.rng.as_ref(),
+                NOTIFICATION_TOKEN_BYTES,
+            )?)),
+            None => None,
+        };
+        let params = exchange::exchange_params(&ack, notification_token.as_ref(), &inner.compat);
+        let issued_at = inner.clock.now();
+        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
+        let parsed = exchange::parse_exchange_response(&resp, &inner.metadata.token_endpoint);
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "deferred code exchange failed");
+                return Err(e);
+            }
+        };
+        // PROTOCOL.md A.7: validate the interim ID token like the final one;
+        // its nonce is the request's, and it comes with no access token.
+        let interim_claims = match &parsed.interim_id_token {
+            Some(raw) => {
+                let ctx = ValidationContext::from(&ack);
+                match inner.validate_interim(raw, &ctx).await {
+                    Ok(t) => Some(t.into_parts().1),
+                    Err(e) => {
+                        tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "interim ID token rejected");
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut auth =
+            DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
+        auth.interim_claims = interim_claims.map(Box::new);
+        auth.dpop_key = dpop_key.map(Box::new);
+        tracing::Span::current().record(
+            "deferred_auth_id",
+            tracing::field::display(auth.id.fingerprint()),
+        );
+        tracing::info!(
+            deferred_auth_id = %auth.id.fingerprint(),
+            expires_at = ?auth.expires_at,
+            interval_secs = auth.interval_secs,
+            "deferred code exchanged"
+        );
+        let machine = PollMachine::new(&auth, inner.poll_config.clone());
+        // Durable before the application hears of it (invariant 6).
+        if let Err(e) = inner
+            .store
+            .insert(Record::new(auth.clone(), machine.clone()))
+            .await
+        {
+            tracing::error!(
+                deferred_auth_id = %auth.id.fingerprint(),
+                error = %e,
+                "the authentication could not be stored; it is polled in this process only"
+            );
+            inner.driver.track(auth, machine).await?;
+            return Err(e.into());
+        }
+        inner.driver.track(auth.clone(), machine).await?;
+        Ok(auth)
+    }
+
+    /// Validates the interim ID token. The code is spent and the OP holds a
+    /// live `deferred_auth_id`, so transient causes (the JWK Set cannot be
+    /// fetched) are retried as for final tokens.
+    async fn validate_interim(
+        &self,
+        raw: &RawJwt,
+        ctx: &ValidationContext,
+    ) -> Result<IdToken, ValidationError> {
+        let mut attempt = 0;
+        loop {
+            let now = self.clock.now();
+            match self.validate_jwt(raw, ctx, None, now).await {
+                Err(e) if e.is_retryable() && attempt + 1 < INTERIM_JWKS_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "interim ID token: the JWK Set is unavailable; retrying");
+                    let until = self
+                        .clock
+                        .now()
+                        .saturating_add(Duration::from_secs(2) * attempt);
+                    self.clock.sleep_until(until).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// See [`DtrClient::validate_token_response`].
     pub(crate) async fn validate_tokens(
         &self,
@@ -807,6 +870,38 @@ impl ClientInner {
     }
 }
 
+/// Attempts at validating an interim ID token whose JWK Set could not be
+/// fetched.
+const INTERIM_JWKS_RETRIES: u32 = 3;
+
+/// The poll cadence while pings are expected, unless configured otherwise
+/// (see [`DtrClientBuilder::notified_poll_cadence`]).
+pub const DEFAULT_NOTIFIED_CADENCE: Duration = Duration::from_secs(60);
+
+/// The method for a client that gave only a secret: `client_secret_basic`
+/// if the OP lists it or lists nothing (RFC 8414 §2 default), else
+/// `client_secret_post` if it lists that.
+fn secret_method_from_metadata(metadata: &ProviderMetadata, secret: ClientSecret) -> ClientAuth {
+    let listed = |m: &str| {
+        metadata
+            .token_endpoint_auth_methods_supported
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|x| x == m))
+    };
+    match &metadata.token_endpoint_auth_methods_supported {
+        Some(_) if !listed("client_secret_basic") && listed("client_secret_post") => {
+            ClientAuth::ClientSecretPost(secret)
+        }
+        Some(_) if !listed("client_secret_basic") => {
+            tracing::warn!(
+                "the OP lists neither client_secret_basic nor client_secret_post; using client_secret_basic"
+            );
+            ClientAuth::ClientSecretBasic(secret)
+        }
+        _ => ClientAuth::ClientSecretBasic(secret),
+    }
+}
+
 /// Configures a [`DtrClient`].
 #[derive(Default)]
 #[must_use]
@@ -815,8 +910,13 @@ pub struct DtrClientBuilder {
     metadata: Option<ProviderMetadata>,
     client_id: Option<String>,
     auth: Option<ClientAuth>,
+    /// Only a secret was given (no method): the method comes from the
+    /// OP's metadata.
+    secret_only: bool,
     redirect_uri: Option<String>,
     notification_endpoint: Option<String>,
+    /// The poll cadence while pings are expected, when set explicitly.
+    notified_cadence: Option<Option<Duration>>,
     clock: Option<Arc<dyn Clock>>,
     rng: Option<Arc<dyn RandomSource>>,
     http: HttpConfig,
@@ -869,9 +969,14 @@ impl DtrClientBuilder {
         self
     }
 
-    /// A client secret, sent with `client_secret_basic`.
+    /// A client secret. The method is chosen from the OP's
+    /// `token_endpoint_auth_methods_supported`: `client_secret_basic` when
+    /// it is listed (or the list is absent: RFC 8414's default), else
+    /// `client_secret_post` when that is listed. To choose the method
+    /// yourself, use [`client_auth`](Self::client_auth).
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
         self.auth = Some(ClientAuth::ClientSecretBasic(ClientSecret::new(secret)));
+        self.secret_only = true;
         self
     }
 
@@ -879,6 +984,7 @@ impl DtrClientBuilder {
     /// unless [`client_secret`](Self::client_secret) was given).
     pub fn client_auth(mut self, auth: ClientAuth) -> Self {
         self.auth = Some(auth);
+        self.secret_only = false;
         self
     }
 
@@ -968,11 +1074,24 @@ impl DtrClientBuilder {
     }
 
     /// The poll schedule's tuning: backoff, final-poll margin, maximum
-    /// lifetime, and the cadence when pings are expected. Without it, the
-    /// defaults apply, with a 60 s safety-net cadence when a notification
-    /// endpoint is configured.
+    /// lifetime (default: [`PollConfig::default`]). The cadence while pings
+    /// are expected is set with
+    /// [`notified_poll_cadence`](Self::notified_poll_cadence), not here,
+    /// unless this config sets one (`PollConfig::notified_cadence(Some(..))`).
     pub fn poll_config(mut self, config: PollConfig) -> Self {
         self.poll = Some(config);
+        self
+    }
+
+    /// How often to poll while pings are expected (only with a
+    /// [`notification_endpoint`](Self::notification_endpoint)): polling is
+    /// then a safety net, and a ping brings the next poll back to the
+    /// OP's interval. Default: 60 s ([`DEFAULT_NOTIFIED_CADENCE`]), or the
+    /// `notified_cadence` of the [`poll_config`](Self::poll_config) if it
+    /// sets one. `None` polls at the OP's interval, as without pings.
+    /// Without a notification endpoint, polls are always at the interval.
+    pub fn notified_poll_cadence(mut self, cadence: Option<Duration>) -> Self {
+        self.notified_cadence = Some(cadence);
         self
     }
 
@@ -1041,7 +1160,13 @@ impl DtrClientBuilder {
         if !self.allow_unadvertised {
             metadata.check_dtr_support()?;
         }
-        let auth = self.auth.unwrap_or(ClientAuth::None);
+        let auth = match self.auth {
+            Some(ClientAuth::ClientSecretBasic(secret)) if self.secret_only => {
+                secret_method_from_metadata(&metadata, secret)
+            }
+            Some(a) => a,
+            None => ClientAuth::None,
+        };
         let secret = auth.client_secret();
         let validator = IdTokenValidator::new(
             metadata.issuer.clone(),
@@ -1074,12 +1199,18 @@ impl DtrClientBuilder {
         if let Some(c) = &cancellation {
             c.check(&auth)?;
         }
-        let poll_config = self.poll.unwrap_or_else(|| {
-            let cadence = notification_endpoint
-                .as_ref()
-                .map(|_| Duration::from_secs(60));
-            PollConfig::default().notified_cadence(cadence)
-        });
+        // The cadence is explicit: the builder's setting, else the poll
+        // config's, else the default; and only when pings can arrive.
+        let mut poll_config = self.poll.unwrap_or_default();
+        poll_config.notified_cadence = match &notification_endpoint {
+            None => None,
+            Some(_) => match self.notified_cadence {
+                Some(explicit) => explicit,
+                None => poll_config
+                    .notified_cadence
+                    .or(Some(DEFAULT_NOTIFIED_CADENCE)),
+            },
+        };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::Invalid {
             field: "runtime",
             reason: "DtrClient::build must run inside a tokio runtime".into(),

@@ -26,10 +26,14 @@ use tokio::task::JoinSet;
 pub(crate) use crate::error::WaitError;
 use crate::ping::PingVerdict;
 use crate::proto::exchange::DeferredAuthentication;
-use crate::proto::poll::{Action, Event, Outcome, PollMachine, PollResult, Step};
+use crate::proto::poll::{Action, Event, Outcome, PollFailure, PollMachine, PollResult, Step};
 use crate::random::RandomSource;
 use crate::secret::{DeferredAuthId, SecretHash};
 use crate::time::{Clock, UnixTime};
+
+/// Consecutive panicking polls after which an authentication ends (as
+/// `Rejected(Other)`) rather than being retried.
+const MAX_CONSECUTIVE_PANICS: u32 = 3;
 
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -289,6 +293,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             keys: HashMap::new(),
             timers: BinaryHeap::new(),
             in_flight: JoinSet::new(),
+            task_keys: HashMap::new(),
             next_key: 0,
             persist,
             stored_rx,
@@ -419,6 +424,8 @@ struct Entry<T> {
     acked: bool,
     finished_at: Option<UnixTime>,
     waiters: Vec<oneshot::Sender<Result<Outcome<T>, WaitError>>>,
+    /// Consecutive poll tasks of this authentication that panicked.
+    panics: u32,
 }
 
 struct Engine<P: Poller> {
@@ -431,6 +438,9 @@ struct Engine<P: Poller> {
     keys: HashMap<DeferredAuthId, u64>,
     timers: BinaryHeap<Reverse<(UnixTime, u64, u32)>>,
     in_flight: JoinSet<(u64, PollResult<P::Tokens>)>,
+    /// Which authentication each poll task in flight is for, so that a task
+    /// that panicked can be reported to its machine.
+    task_keys: HashMap<tokio::task::Id, u64>,
     next_key: u64,
     /// Writes for the persistence task, which runs them in order.
     persist: mpsc::UnboundedSender<PersistJob<P::Tokens>>,
@@ -460,12 +470,23 @@ impl<P: Poller> Engine<P> {
                     None => break,
                 },
                 Some(key) = self.stored_rx.recv() => self.stored(key),
-                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    if let Ok((key, result)) = done {
-                        self.completed(key, result);
+                Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    match done {
+                        Ok((task, (key, result))) => {
+                            self.task_keys.remove(&task);
+                            if let Some(e) = self.entries.get_mut(&key) {
+                                e.panics = 0;
+                            }
+                            self.completed(key, result);
+                        }
+                        // A poll task that panicked (or was aborted): its
+                        // authentication must not stay in flight forever.
+                        Err(err) => {
+                            if let Some(key) = self.task_keys.remove(&err.id()) {
+                                self.poll_panicked(key, err.is_panic());
+                            }
+                        }
                     }
-                    // A panicked poll future would leave its machine in
-                    // flight; pollers return classified errors instead.
                 }
                 _ = sleep => {}
             }
@@ -755,6 +776,37 @@ impl<P: Poller> Engine<P> {
             .map(|_| key)
     }
 
+    /// A poll task panicked: the request may have reached the OP, so its
+    /// fate is unknown. The machine hears of it as a transient failure
+    /// (retried at the floor plus backoff); a poll that keeps panicking ends
+    /// the authentication instead of looping until the deadline. The panic
+    /// message is not repeated (it could hold anything).
+    fn poll_panicked(&mut self, key: u64, panicked: bool) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        entry.panics = entry.panics.saturating_add(1);
+        let what = if panicked { "panicked" } else { "was aborted" };
+        tracing::error!(
+            deferred_auth_id = %entry.auth.id().fingerprint(),
+            consecutive = entry.panics,
+            "the poll task {what} (a bug); its fate at the OP is unknown"
+        );
+        let message = format!("the poll task {what}");
+        let result = if entry.panics >= MAX_CONSECUTIVE_PANICS {
+            PollResult::Permanent(PollFailure::Other {
+                message: format!("{message} {MAX_CONSECUTIVE_PANICS} times in a row"),
+            })
+        } else {
+            PollResult::Transient {
+                message,
+                retry_after: None,
+            }
+        };
+        let now = self.clock.now();
+        self.step(key, Event::Response(result), now);
+    }
+
     fn completed(&mut self, key: u64, result: PollResult<P::Tokens>) {
         let now = self.clock.now();
         if let (Some(e), PollResult::Transient { message, .. }) = (self.entries.get(&key), &result)
@@ -785,6 +837,7 @@ impl<P: Poller> Engine<P> {
                 acked: false,
                 finished_at: None,
                 waiters: Vec::new(),
+                panics: 0,
             },
         );
         key
@@ -833,8 +886,10 @@ impl<P: Poller> Engine<P> {
                     floor_secs = entry.machine.floor().as_secs(),
                     "polling"
                 );
-                self.in_flight
+                let task = self
+                    .in_flight
                     .spawn(async move { (key, poller.poll(auth).await) });
+                self.task_keys.insert(task.id(), key);
             }
             Action::SleepUntil(t) => {
                 entry.timer_gen = entry.timer_gen.wrapping_add(1);
@@ -1106,6 +1161,75 @@ mod tests {
         let status = driver.status(&id).await.unwrap();
         assert!(status.finished);
         assert_eq!(status.polls, 1);
+    }
+
+    /// Panics on the first `panics` polls of every id, then approves.
+    struct PanickyOp {
+        panics: u32,
+        polls: Mutex<HashMap<String, u32>>,
+    }
+
+    impl Poller for PanickyOp {
+        type Tokens = String;
+        fn poll(
+            self: Arc<Self>,
+            auth: Arc<DeferredAuthentication>,
+        ) -> BoxFuture<PollResult<String>> {
+            Box::pin(async move {
+                let id = auth.id().secret().to_owned();
+                let n = {
+                    let mut polls = self.polls.lock().unwrap();
+                    let n = polls.entry(id.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                tokio::task::yield_now().await;
+                assert!(n > self.panics, "injected panic in poll {n}");
+                PollResult::Tokens(format!("tokens-for-{id}"))
+            })
+        }
+    }
+
+    /// Issue 11, item 1: a poll task that panics is a failure fed to its
+    /// machine (retried, then ended), never a wedged authentication.
+    #[tokio::test]
+    async fn a_panicking_poll_is_retried_then_ends_the_authentication() {
+        for (panics, expected) in [(1, "tokens"), (2, "tokens"), (u32::MAX, "rejected")] {
+            let clock = Arc::new(ManualClock::new(T0));
+            let op = Arc::new(PanickyOp {
+                panics,
+                polls: Default::default(),
+            });
+            let driver: DriverHandle<String> = DriverHandle::spawn(
+                Arc::downgrade(&op),
+                clock.clone(),
+                Arc::new(SystemRandom),
+                DriverConfig::default(),
+                &tokio::runtime::Handle::current(),
+            );
+            let (a, m) = auth("boom", 5, 3600);
+            driver.track(a, m).await.unwrap();
+            let id = DeferredAuthId::new("boom");
+            let waiter = {
+                let d = driver.clone();
+                let id = id.clone();
+                tokio::spawn(async move { d.wait(&id).await })
+            };
+            run_until(&clock, Duration::from_secs(1), || waiter.is_finished()).await;
+            let outcome = waiter.await.unwrap().unwrap();
+            assert_eq!(outcome.kind(), expected, "{panics} panics: {outcome:?}");
+            let polls = op.polls.lock().unwrap()["boom"];
+            if expected == "rejected" {
+                assert_eq!(polls, MAX_CONSECUTIVE_PANICS);
+                assert!(matches!(
+                    outcome,
+                    Outcome::Rejected(PollFailure::Other { ref message }) if message.contains("panicked")
+                ));
+            } else {
+                assert_eq!(polls, panics + 1);
+            }
+            assert_eq!(driver.counts().await, (0, 0));
+        }
     }
 
     #[tokio::test]

@@ -412,6 +412,46 @@ impl JwksCache {
         }
     }
 
+    /// Tokens in hand from the token endpoint name a `kid` the set lacks:
+    /// the OP will not issue them again, so they get a forced refresh before
+    /// being declared invalid, waiting out the unknown-`kid` cooldown if one
+    /// runs (the memory of unknown kids is bypassed). Nothing is fetched if
+    /// a forced refresh already started at or after `since` (the validation
+    /// that failed made one).
+    pub(crate) async fn refresh_for_tokens(
+        &self,
+        http: &HttpEdge,
+        clock: &dyn Clock,
+        since: UnixTime,
+    ) -> Result<(), ValidationError> {
+        if self.uri.is_none() {
+            return Err(ValidationError::NoJwks);
+        }
+        let last_forced = self.snapshot().last_forced;
+        if last_forced.is_some_and(|t| t >= since) {
+            return Ok(());
+        }
+        if let Some(t) = last_forced {
+            let until = t.saturating_add(self.config.refresh_cooldown);
+            if clock.now() < until {
+                tracing::info!(
+                    wait_secs = until.saturating_duration_since(clock.now()).as_secs(),
+                    "tokens name an unknown key; waiting out the JWK Set refresh cooldown"
+                );
+                clock.sleep_until(until).await;
+            }
+        }
+        let guard = self.refresh.lock().await;
+        // Someone else may have refreshed while this one waited.
+        let now_forced = self.snapshot().last_forced;
+        if now_forced != last_forced && now_forced.is_some_and(|t| t >= since) {
+            return Ok(());
+        }
+        self.fetch_locked(http, clock, Refresh::Forced, &guard)
+            .await
+            .map(|_| ())
+    }
+
     fn unavailable(&self, st: &CacheState) -> ValidationError {
         ValidationError::JwksUnavailable {
             reason: st

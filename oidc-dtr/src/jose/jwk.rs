@@ -324,7 +324,14 @@ fn parse_jwk(jwk: &Value, allowed: AlgSet) -> Result<Key, String> {
             let n = b64_member(m, "n")?;
             let e = b64_member(m, "e")?;
             let (n, e) = (strip_leading_zeros(&n), strip_leading_zeros(&e));
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            if e.is_empty() {
+                return Err("RSA exponent `e` is empty or zero".into());
+            }
+            // An empty (or all-zero) modulus has 0 bits; never underflow.
+            let bits = match n.first() {
+                Some(b) => (n.len() * 8).saturating_sub(b.leading_zeros() as usize),
+                None => 0,
+            };
             if !(2048..=8192).contains(&bits) {
                 return Err(format!(
                     "RSA modulus of {bits} bits (2048 to 8192 accepted)"
@@ -472,6 +479,29 @@ mod tests {
         let set = KeySet::from_json(doc.to_string().as_bytes(), ALL_ASYM).unwrap();
         assert_eq!(set.kids().collect::<Vec<_>>(), [Some("good")]);
         assert_eq!(set.skipped(), 12);
+    }
+
+    /// Issue 11, item 1: degenerate key material is skipped, never a panic
+    /// (an empty or all-zero modulus used to underflow the bit count).
+    #[test]
+    fn degenerate_key_material_is_skipped_without_panicking() {
+        let zeros = crate::jose::b64(&[0u8; 256]);
+        let mut keys = Vec::new();
+        for n in ["", "AA", "AAAA", zeros.as_str(), "AQ"] {
+            for e in ["", "AA", "AQAB"] {
+                keys.push(json!({"kty":"RSA","kid":"r","n":n,"e":e}));
+                keys.push(json!({"kty":"RSA","kid":"r","alg":"PS256","n":n,"e":e}));
+            }
+        }
+        for x in ["", "AA", zeros.as_str()] {
+            keys.push(json!({"kty":"EC","crv":"P-256","x":x,"y":x}));
+            keys.push(json!({"kty":"EC","crv":"P-384","x":x,"y":x}));
+            keys.push(json!({"kty":"OKP","crv":"Ed25519","x":x}));
+        }
+        let all = keys.len();
+        let set = KeySet::from_keys(keys, ALL_ASYM);
+        assert!(set.is_empty());
+        assert_eq!(set.skipped(), all);
     }
 
     #[test]

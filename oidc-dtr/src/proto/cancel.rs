@@ -14,6 +14,30 @@ use url::Url;
 use crate::error::ConfigError;
 use crate::proto::client_auth::ClientAuth;
 
+/// What [`DtrClient::cancel`](crate::DtrClient::cancel) did: whether the
+/// OP was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelResult {
+    /// The OP accepted the cancellation request, and polling stopped.
+    ToldOp,
+    /// Polling stopped, but the OP was **not** told: no cancellation
+    /// endpoint is configured (the draft defines no metadata name for one,
+    /// so the SDK cannot find it by itself; see
+    /// [`DtrClientBuilder::cancellation`](crate::DtrClientBuilder::cancellation)).
+    /// The authentication stays open at the OP until it expires.
+    LocalOnly,
+    /// The authentication had already ended; nothing was sent.
+    AlreadyFinished,
+}
+
+impl CancelResult {
+    /// Whether the OP was told.
+    pub fn op_told(self) -> bool {
+        self == CancelResult::ToldOp
+    }
+}
+
 /// How the cancellation request carries `deferred_auth_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

@@ -245,8 +245,20 @@ pub(crate) fn parse_url(s: &str, field: &'static str) -> Result<Url, ConfigError
 
 /// Parses an OAuth error body (`error`, `error_description`, `error_uri`)
 /// from a response with a JSON content type. `None` if it is not one.
+///
+/// A body sent as `text/plain` (or with no `Content-Type`) is read too, as
+/// some servers label their JSON errors so: only a JSON object with a
+/// non-empty string `error` counts, so an HTML or text page never does.
 pub(crate) fn parse_oauth_error(resp: &HttpResponse) -> Option<OAuthError> {
-    if !resp.is_json() {
+    let readable = resp.is_json()
+        || resp.content_type().is_none_or(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("text/plain")
+        });
+    if !readable {
         return None;
     }
     oauth_error_from_body(resp)
@@ -450,9 +462,23 @@ mod tests {
         }
     }
 
+    /// Issue 11, item 6: a valid OAuth error body sent as `text/plain` (or
+    /// without a content type) is the error it is; an HTML page is not.
     #[test]
-    fn json_error_body_with_wrong_content_type_is_not_oauth() {
-        let r = resp(400, Some("text/plain"), r#"{"error":"invalid_grant"}"#);
+    fn oauth_error_body_as_text_plain_is_oauth_but_not_as_html() {
+        for ct in [Some("text/plain"), Some("text/plain; charset=utf-8"), None] {
+            let r = resp(400, ct, r#"{"error":"invalid_grant"}"#);
+            match error_for_status(&r, &url()) {
+                Err(Error::OAuth(e)) => assert_eq!(e.code, ErrorCode::InvalidGrant),
+                other => panic!("{ct:?}: {other:?}"),
+            }
+        }
+        let r = resp(400, Some("text/html"), r#"{"error":"invalid_grant"}"#);
+        assert!(matches!(
+            error_for_status(&r, &url()),
+            Err(Error::Http(HttpError::Status { .. }))
+        ));
+        let r = resp(400, Some("text/plain"), "Bad Request");
         assert!(matches!(
             error_for_status(&r, &url()),
             Err(Error::Http(HttpError::Status { .. }))

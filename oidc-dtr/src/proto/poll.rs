@@ -22,19 +22,26 @@
 //! - **Permanent failures** (TLS, DNS, `invalid_client`, `unauthorized_client`,
 //!   `unsupported_grant_type`, invalid tokens) end it with the cause.
 //! - **Deadline.** The deadline is absolute (the OP's `expires_in`, or a
-//!   local maximum lifetime when the OP set none). One final poll is sent just
-//!   before it (a configurable margin), even inside the floor; reaching it
-//!   ends the authentication with [`Outcome::DeadlineReached`], distinct from
-//!   the OP's `expired_token` ([`Outcome::ExpiredByOp`]).
+//!   local maximum lifetime when the OP set none). When the regular cadence
+//!   would miss it, one final poll is sent at
+//!   `max(deadline − margin, last answer + floor)`, if that is still before
+//!   the deadline (never inside the floor); reaching the deadline ends the
+//!   authentication with [`Outcome::DeadlineReached`], distinct from the
+//!   OP's `expired_token` ([`Outcome::ExpiredByOp`]).
 //! - **Terminal answers.** `access_denied` → [`Outcome::Denied`];
 //!   `expired_token` → [`Outcome::ExpiredByOp`]; `invalid_grant`,
 //!   `invalid_request` and other errors → [`Outcome::Rejected`], after which
-//!   no request is ever sent for that id. `invalid_dpop_proof` allows one
+//!   no request is ever sent for that id. An `invalid_grant` that follows a
+//!   poll whose fate is unknown (a transient failure after the request was
+//!   sent: the OP may have answered with tokens that never arrived) is
+//!   [`Outcome::PossiblyLostInTransit`] instead. `invalid_dpop_proof` allows one
 //!   retry (with a fresh proof) before it is terminal.
 //! - **Single flight.** While a request is in flight, timers and wake-ups do
 //!   nothing; the answer decides.
 //! - **Wake-ups** (pings) move the next poll to "now, or the floor if it has
-//!   not elapsed", skipping jitter and the notification cadence.
+//!   not elapsed", skipping jitter and the notification cadence. Until a
+//!   poll after the ping gets a well-formed OAuth answer, failed polls are
+//!   retried at the floor plus backoff, not at the notification cadence.
 //! - **Exactly one outcome.** Once an outcome is delivered, every event is
 //!   ignored.
 
@@ -66,7 +73,10 @@ pub struct PollConfig {
     pub max_lifetime: Duration,
     /// With a notification endpoint, pings make polling a safety net: the
     /// regular cadence is then at least this long (e.g. 60 s). A ping brings
-    /// the next poll back to the floor. `None` polls at the floor.
+    /// the next poll back to the floor. `None` polls at the floor (the
+    /// default here). The client sets it from
+    /// [`DtrClientBuilder::notified_poll_cadence`](crate::DtrClientBuilder::notified_poll_cadence)
+    /// (60 s by default, and only when it has a notification endpoint).
     pub notified_cadence: Option<Duration>,
 }
 
@@ -132,6 +142,16 @@ pub enum PollFailure {
     /// The OP answered with tokens that failed validation.
     #[error("the tokens were rejected: {0}")]
     InvalidTokens(crate::error::ValidationError),
+    /// The token endpoint answered with a success (2xx) JSON body that
+    /// breaks a rule of token responses (`token_type` missing or empty, an
+    /// `expires_in` that is not a positive integer, ...). The OP has
+    /// redeemed the id, so it is never polled again: the tokens were
+    /// received but refused.
+    #[error("tokens were received but refused: {reason}")]
+    TokensRefused {
+        /// Which rule the response broke (names the member, never a token).
+        reason: String,
+    },
     /// Anything else that cannot be retried (a configuration problem).
     #[error("{message}")]
     Other {
@@ -163,6 +183,14 @@ pub enum Outcome<T = crate::proto::token::TokenSet> {
     Cancelled,
     /// It ended on an error (see [`PollFailure`]).
     Rejected(PollFailure),
+    /// The OP answered `invalid_grant` right after a poll whose fate is
+    /// unknown (its answer was lost: a 5xx, a reset connection, a timeout).
+    /// The OP probably issued the tokens in that lost answer and has spent
+    /// the id: start the flow again.
+    PossiblyLostInTransit {
+        /// What happened to the poll whose answer was lost.
+        lost: Option<String>,
+    },
 }
 
 impl<T> Outcome<T> {
@@ -175,6 +203,7 @@ impl<T> Outcome<T> {
             Outcome::DeadlineReached { .. } => "deadline_reached",
             Outcome::Cancelled => "cancelled",
             Outcome::Rejected(_) => "rejected",
+            Outcome::PossiblyLostInTransit { .. } => "possibly_lost_in_transit",
         }
     }
 
@@ -187,6 +216,7 @@ impl<T> Outcome<T> {
             Outcome::DeadlineReached { last_error } => Outcome::DeadlineReached { last_error },
             Outcome::Cancelled => Outcome::Cancelled,
             Outcome::Rejected(e) => Outcome::Rejected(e),
+            Outcome::PossiblyLostInTransit { lost } => Outcome::PossiblyLostInTransit { lost },
         }
     }
 }
@@ -328,6 +358,8 @@ pub(crate) struct PollSnapshot {
     pub(crate) final_poll_sent: bool,
     pub(crate) dpop_retry_used: bool,
     pub(crate) woken: bool,
+    pub(crate) wake_unserved: bool,
+    pub(crate) fate_unknown: bool,
     pub(crate) cancel_requested: bool,
     /// 0 waiting, 1 a request in flight, 2 finished.
     pub(crate) phase: u8,
@@ -363,6 +395,14 @@ pub struct PollMachine {
     dpop_retry_used: bool,
     /// A wake-up arrived since the last request.
     woken: bool,
+    /// A wake-up was followed by a poll that has not yet had a well-formed
+    /// OAuth answer: failures retry at the floor, not the notified cadence.
+    #[serde(default)]
+    wake_unserved: bool,
+    /// The last poll's fate is unknown (a transient failure after sending):
+    /// the OP may have redeemed the id and its answer been lost.
+    #[serde(default)]
+    fate_unknown: bool,
     /// Cancellation was asked while a request was in flight.
     cancel_requested: bool,
     phase: Phase,
@@ -408,6 +448,8 @@ impl PollMachine {
             final_poll_sent: false,
             dpop_retry_used: false,
             woken: false,
+            wake_unserved: false,
+            fate_unknown: false,
             cancel_requested: false,
             phase: Phase::Waiting,
             polls: 0,
@@ -434,6 +476,8 @@ impl PollMachine {
             final_poll_sent: self.final_poll_sent,
             dpop_retry_used: self.dpop_retry_used,
             woken: self.woken,
+            wake_unserved: self.wake_unserved,
+            fate_unknown: self.fate_unknown,
             cancel_requested: self.cancel_requested,
             phase: match self.phase {
                 Phase::Waiting => 0,
@@ -462,6 +506,8 @@ impl PollMachine {
             final_poll_sent: s.final_poll_sent,
             dpop_retry_used: s.dpop_retry_used,
             woken: s.woken,
+            wake_unserved: s.wake_unserved,
+            fate_unknown: s.fate_unknown,
             cancel_requested: s.cancel_requested,
             phase: match s.phase {
                 0 => Phase::Waiting,
@@ -646,6 +692,9 @@ impl PollMachine {
             self.phase = Phase::InFlight;
             self.last_request = now;
             self.polls = self.polls.saturating_add(1);
+            if self.woken {
+                self.wake_unserved = true;
+            }
             self.woken = false;
             if self.next_is_final {
                 self.final_poll_sent = true;
@@ -723,10 +772,20 @@ impl PollMachine {
             ErrorCode::InvalidDpopProof if !self.dpop_retry_used => {
                 self.dpop_retry_used = true;
             }
+            // The id was alive until a poll whose answer was lost: that
+            // answer most likely carried the tokens.
+            ErrorCode::InvalidGrant if self.fate_unknown => {
+                return Applied::End(Outcome::PossiblyLostInTransit {
+                    lost: self.last_error.clone(),
+                });
+            }
             _ => return Applied::End(Outcome::Rejected(PollFailure::OAuth(Box::new(e)))),
         }
-        // A well-formed OAuth answer: the transport is healthy again.
+        // A well-formed OAuth answer: the transport is healthy again, the
+        // id is still alive (nothing was lost), and a ping was answered.
         self.backoff_step = 0;
+        self.fate_unknown = false;
+        self.wake_unserved = false;
         self.schedule(now, 0);
         Applied::Continue(progress)
     }
@@ -742,6 +801,7 @@ impl PollMachine {
             self.not_before = self.not_before.max(ra.not_before(now));
         }
         self.last_error = Some(message);
+        self.fate_unknown = true;
         self.backoff_step = self.backoff_step.saturating_add(1);
         let window = self.backoff_window();
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
@@ -765,29 +825,28 @@ impl PollMachine {
     fn schedule(&mut self, now: UnixTime, jitter_ms: u64) {
         let mut cadence = self.floor();
         if !self.woken
+            && !self.wake_unserved
             && let Some(c) = self.config.notified_cadence
         {
             cadence = cadence.max(c);
         }
-        let jitter = if self.woken { 0 } else { jitter_ms };
+        let at_floor = self
+            .last_request
+            .saturating_add(self.floor())
+            .max(self.not_before);
         let regular = self
             .last_request
             .saturating_add(cadence)
             .max(self.not_before)
-            .saturating_add(Duration::from_millis(jitter));
+            .saturating_add(Duration::from_millis(jitter_ms));
         let final_at = self.deadline.saturating_sub(self.config.final_poll_margin);
-        if regular < final_at {
+        // One last look before the deadline, never inside the floor.
+        let final_poll = final_at.max(at_floor).max(now);
+        if regular <= final_at {
             self.next_poll = regular;
             self.next_is_final = false;
-        } else if !self.final_poll_sent
-            && self.not_before <= final_at
-            && self
-                .last_request
-                .saturating_add(self.config.final_poll_margin)
-                <= final_at
-        {
-            // One last look just before the deadline, even inside the floor.
-            self.next_poll = final_at.max(now);
+        } else if !self.final_poll_sent && final_poll < self.deadline {
+            self.next_poll = final_poll;
             self.next_is_final = true;
         } else {
             self.next_poll = self.deadline;
@@ -1050,11 +1109,54 @@ mod tests {
         ));
     }
 
+    /// The polls sent (seconds after T0) when every poll is answered
+    /// `authorization_pending` at once, until the deadline.
+    fn polls_until_the_deadline(expires_in: u64, interval: u64, cadence: Option<u64>) -> Vec<u64> {
+        let cfg = PollConfig::default().notified_cadence(cadence.map(secs));
+        let mut m = PollMachine::with_start(T0, Some(at(expires_in)), secs(interval), cfg);
+        let mut sent = Vec::new();
+        let mut now = T0;
+        loop {
+            match step(&mut m, Event::Timer, now).action {
+                Action::SleepUntil(t) => now = t,
+                Action::SendPoll => {
+                    sent.push(now.saturating_duration_since(T0).as_secs());
+                    step(&mut m, Event::Response(oauth("authorization_pending")), now);
+                }
+                Action::Deliver(Outcome::DeadlineReached { .. }) => {
+                    assert_eq!(now, at(expires_in));
+                    return sent;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// Issue 11, item 8: the final poll is at `max(deadline − margin, last
+    /// answer + floor)` when that is before the deadline: never inside the
+    /// floor, never skipped when it fits.
+    #[test]
+    fn final_poll_respects_the_floor_and_is_made_whenever_it_fits() {
+        // 1 s interval, 5 s lifetime: the final poll at 4 (it used to stop
+        // polling at 3, 2 s before the deadline).
+        assert_eq!(polls_until_the_deadline(5, 1, None), vec![1, 2, 3, 4]);
+        // Interval 3, deadline 10, margin 2: the final poll at 9 (6 + 3),
+        // not at 8, inside the floor.
+        assert_eq!(polls_until_the_deadline(10, 3, None), vec![3, 6, 9]);
+        // Interval 30, deadline 100: after 90 the floor reaches 120, past
+        // the deadline: no final poll fits.
+        assert_eq!(polls_until_the_deadline(100, 30, None), vec![30, 60, 90]);
+        // A 60 s notified cadence would miss the deadline: a final poll at
+        // deadline − margin, which the 5 s floor allows.
+        assert_eq!(polls_until_the_deadline(100, 5, Some(60)), vec![60, 98]);
+    }
+
     #[test]
     fn final_poll_just_before_the_deadline_then_deadline_reached() {
-        // interval 30, deadline at 100: polls at 30, 60, 90, then a final
-        // poll at 98 (inside the floor), then DeadlineReached at 100.
-        let mut m = machine(Some(100), 30);
+        // interval 30, deadline at 125: regular polls at 30, 60, 90, 120;
+        // the floor then reaches 150, past the deadline, so no final poll
+        // fits, and DeadlineReached comes at 125.
+        let mut m = machine(Some(125), 30);
         let mut sent = Vec::new();
         let mut now = T0;
         loop {
@@ -1066,13 +1168,13 @@ mod tests {
                 }
                 Action::Deliver(o) => {
                     assert!(matches!(o, Outcome::DeadlineReached { last_error: None }));
-                    assert_eq!(now, at(100));
+                    assert_eq!(now, at(125));
                     break;
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(sent, vec![30, 60, 90, 98]);
+        assert_eq!(sent, vec![30, 60, 90, 120]);
     }
 
     #[test]
@@ -1122,9 +1224,10 @@ mod tests {
             Duration::from_secs(u64::MAX),
             PollConfig::default(),
         );
+        // The floor never elapses: no final poll fits before the deadline.
         assert_eq!(
             step(&mut m, Event::Timer, T0).action,
-            Action::SleepUntil(UnixTime::MAX.saturating_sub(secs(2)))
+            Action::SleepUntil(UnixTime::MAX)
         );
         let mut m = PollMachine::with_start(
             T0,
@@ -1158,6 +1261,89 @@ mod tests {
         assert_eq!(m.next_poll(), at(65));
         // A ping long after the floor: poll at once.
         assert_eq!(step(&mut m, Event::Wake, at(30)).action, Action::SendPoll);
+    }
+
+    fn transient() -> PollResult<&'static str> {
+        PollResult::Transient {
+            message: "HTTP 502 from http://op/token".into(),
+            retry_after: None,
+        }
+    }
+
+    /// Issue 11, item 9: after a ping, a failed poll is retried at the floor
+    /// plus backoff, not at the notification cadence; a well-formed answer
+    /// brings the cadence back.
+    #[test]
+    fn failed_poll_after_a_ping_retries_at_the_floor_plus_backoff() {
+        let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
+        let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
+        assert_eq!(step(&mut m, Event::Timer, at(60)).action, Action::SendPoll);
+        step(
+            &mut m,
+            Event::Response(oauth("authorization_pending")),
+            at(60),
+        );
+        assert_eq!(m.next_poll(), at(120));
+        step(&mut m, Event::Wake, at(62));
+        assert_eq!(step(&mut m, Event::Timer, at(65)).action, Action::SendPoll);
+        // Backoff window 2 s, jitter 0 (FixedRandom(0)): floor + jitter.
+        step(&mut m, Event::Response(transient()), at(65));
+        assert!(
+            m.next_poll() <= at(72),
+            "retry at the floor plus backoff, not the 60 s cadence: {:?}",
+            m.next_poll()
+        );
+        let t = m.next_poll();
+        assert_eq!(step(&mut m, Event::Timer, t).action, Action::SendPoll);
+        let t = m.last_request();
+        step(&mut m, Event::Response(oauth("authorization_pending")), t);
+        assert_eq!(m.next_poll(), t.saturating_add(secs(60)));
+    }
+
+    /// Issue 11, item 7: `invalid_grant` right after a poll whose answer was
+    /// lost is its own outcome; after a well-formed answer it is a refusal.
+    #[test]
+    fn invalid_grant_after_a_lost_answer_is_possibly_lost_in_transit() {
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        step(&mut m, Event::Response(transient()), at(5));
+        let t = m.next_poll();
+        step(&mut m, Event::Timer, t);
+        assert_eq!(
+            step(&mut m, Event::Response(oauth("invalid_grant")), t).action,
+            Action::Deliver(Outcome::PossiblyLostInTransit {
+                lost: Some("HTTP 502 from http://op/token".into())
+            })
+        );
+        assert_eq!(
+            Outcome::<()>::PossiblyLostInTransit { lost: None }.kind(),
+            "possibly_lost_in_transit"
+        );
+        // A lost answer, then a pending one (the id was alive), then
+        // invalid_grant: an ordinary refusal.
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        step(&mut m, Event::Response(transient()), at(5));
+        let t = m.next_poll();
+        step(&mut m, Event::Timer, t);
+        step(&mut m, Event::Response(oauth("authorization_pending")), t);
+        let t = m.next_poll();
+        step(&mut m, Event::Timer, t);
+        assert!(matches!(
+            step(&mut m, Event::Response(oauth("invalid_grant")), t).action,
+            Action::Deliver(Outcome::Rejected(PollFailure::OAuth(_)))
+        ));
+        // The flag survives a restart (it is part of the stored state).
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        step(&mut m, Event::Response(transient()), at(5));
+        let mut m: PollMachine = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        let t = m.next_poll();
+        step(&mut m, Event::Timer, t);
+        assert!(matches!(
+            step(&mut m, Event::Response(oauth("invalid_grant")), t).action,
+            Action::Deliver(Outcome::PossiblyLostInTransit { .. })
+        ));
     }
 
     #[test]

@@ -80,6 +80,22 @@ impl fmt::Debug for TokenResponse {
     }
 }
 
+/// `expires_in`: a positive integer, or the same written as a string of
+/// decimal digits (`"3599"`, as some providers send: unambiguous, so
+/// accepted). Anything else (`"3600.5"`, `0`, `-1`, `" 60"`) is refused.
+fn expires_in(obj: &JsonObject) -> Result<Option<u64>, ResponseError> {
+    if let Some(Value::String(s)) = obj.get("expires_in") {
+        return match s.parse::<u64>() {
+            Ok(n) if n > 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
+            _ => Err(obj.err(
+                "expires_in",
+                "must be a positive integer, got a string that is not one",
+            )),
+        };
+    }
+    obj.optional_positive_int("expires_in")
+}
+
 impl TokenResponse {
     /// A response with just an access token and its type.
     pub fn new(access_token: AccessToken, token_type: impl Into<String>) -> Self {
@@ -109,7 +125,7 @@ impl TokenResponse {
         };
         let access_token = AccessToken::new(obj.required_str("access_token")?);
         let token_type = obj.required_str("token_type")?.to_owned();
-        let expires_in = obj.optional_positive_int("expires_in")?;
+        let expires_in = expires_in(&obj)?;
         let refresh_token = non_empty("refresh_token")?.map(RefreshToken::new);
         let scope = obj.optional_str("scope")?.map(str::to_owned);
         let id_token = non_empty("id_token")?.map(RawJwt::new);
@@ -530,9 +546,30 @@ mod tests {
                 "expires_in",
             ),
             (
-                json!({"access_token": "x", "token_type": "Bearer", "expires_in": "3600"}),
+                json!({"access_token": "x", "token_type": "Bearer", "expires_in": "3600.5"}),
                 "expires_in",
             ),
+            (
+                json!({"access_token": "x", "token_type": "Bearer", "expires_in": "-1"}),
+                "expires_in",
+            ),
+            (
+                json!({"access_token": "x", "token_type": "Bearer", "expires_in": "+60"}),
+                "expires_in",
+            ),
+            (
+                json!({"access_token": "x", "token_type": "Bearer", "expires_in": "0"}),
+                "expires_in",
+            ),
+            (
+                json!({"access_token": "x", "token_type": "Bearer", "expires_in": 3600.5}),
+                "expires_in",
+            ),
+            (
+                json!({"access_token": "x", "token_type": "Bearer", "expires_in": -1}),
+                "expires_in",
+            ),
+            (json!({"access_token": "x", "token_type": ""}), "token_type"),
             (
                 json!({"access_token": "x", "token_type": "Bearer", "refresh_token": ""}),
                 "refresh_token",
@@ -558,6 +595,10 @@ mod tests {
         let r = parse(json!({"access_token": "x", "token_type": "Bearer", "expires_in": null}))
             .unwrap();
         assert_eq!(r.expires_in, None);
+        // Issue 11, item 6: a numeric string is unambiguous: accepted.
+        let r = parse(json!({"access_token": "x", "token_type": "Bearer", "expires_in": "3599"}))
+            .unwrap();
+        assert_eq!(r.expires_in, Some(3599));
     }
 
     #[test]

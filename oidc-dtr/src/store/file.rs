@@ -181,6 +181,23 @@ impl FileStore {
             builder
                 .set_check_integrity_on_open(true)
                 .set_cache_size(CACHE_BYTES);
+            match std::fs::metadata(&owned) {
+                // A file that exists is a store or is not: an empty one
+                // (truncated, or made by something else) must not silently
+                // become a new, empty store. The store never leaves an empty
+                // file behind itself (see `create_new`).
+                Ok(meta) if meta.len() == 0 => {
+                    return Err(StoreError::corrupt(
+                        None,
+                        "the file exists but is empty (a truncated store?)",
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    create_new(&mut builder, &owned, sealer.clone())?;
+                }
+                Err(e) => return Err(StoreError::from(e)),
+            }
             let db = builder.create(&owned).map_err(|e| open_error(e, &owned))?;
             let inner = Inner {
                 db,
@@ -220,6 +237,31 @@ impl FileStore {
             }
         })
     }
+}
+
+/// Creates a new store file: built and initialised under a temporary name,
+/// then renamed into place, so that `path` never exists as an empty or
+/// half-made file (an empty file at `path` is then never the store's own).
+fn create_new(
+    builder: &mut Builder,
+    path: &Path,
+    sealer: Option<Arc<dyn Sealer>>,
+) -> Result<(), StoreError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".creating");
+    let tmp = path.with_file_name(name);
+    // A leftover from a crash during an earlier creation holds nothing.
+    let _ = std::fs::remove_file(&tmp);
+    let db = builder.create(&tmp).map_err(|e| open_error(e, &tmp))?;
+    let inner = Inner {
+        db,
+        sealer,
+        path: tmp.clone(),
+        last_durable: Mutex::new(Instant::now()),
+    };
+    inner.init()?;
+    drop(inner);
+    std::fs::rename(&tmp, path).map_err(StoreError::from)
 }
 
 fn engine_panicked() -> StoreError {
@@ -858,6 +900,27 @@ mod tests {
             Err(e @ StoreError::Corrupt { .. }) => e,
             other => panic!("expected Corrupt, got {other:?}"),
         }
+    }
+
+    /// Issue 11, item 5: an existing empty file is not a new store: it is
+    /// `Corrupt`, and left as it was. A store the SDK creates is never empty.
+    #[tokio::test]
+    async fn an_existing_empty_file_is_corrupt_not_a_new_store() {
+        let dir = TempDir::new();
+        std::fs::write(dir.file(), b"").unwrap();
+        let e = expect_corrupt(FileStore::open(dir.file()));
+        assert!(e.to_string().contains("empty"), "{e}");
+        assert_eq!(std::fs::metadata(dir.file()).unwrap().len(), 0);
+        // A new store: created whole, reopened as the same store.
+        let other = dir.file().with_file_name("new.redb");
+        let store = FileStore::open(&other).unwrap();
+        let r = record("fresh", 10);
+        store.insert(r.clone()).await.unwrap();
+        drop(store);
+        assert!(std::fs::metadata(&other).unwrap().len() > 0);
+        assert!(!other.with_file_name("new.redb.creating").exists());
+        let store = FileStore::open(&other).unwrap();
+        assert_eq!(store.load_active().await.unwrap().len(), 1);
     }
 
     #[tokio::test]

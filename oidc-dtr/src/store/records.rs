@@ -41,6 +41,14 @@ struct MachineV1 {
     final_poll_sent: bool,
     dpop_retry_used: bool,
     woken: bool,
+    /// A ping arrived and no well-formed answer has come since (added
+    /// within version 1: absent in older records, read as `false`).
+    #[serde(default)]
+    wake_unserved: bool,
+    /// The last request's fate is unknown (a lost answer): a later
+    /// `invalid_grant` may mean lost tokens (added within version 1).
+    #[serde(default)]
+    fate_unknown: bool,
     cancel_requested: bool,
     phase: PhaseV1,
     polls: u32,
@@ -92,6 +100,8 @@ impl From<Record> for RecordV1 {
                 final_poll_sent: m.final_poll_sent,
                 dpop_retry_used: m.dpop_retry_used,
                 woken: m.woken,
+                wake_unserved: m.wake_unserved,
+                fate_unknown: m.fate_unknown,
                 cancel_requested: m.cancel_requested,
                 phase: match m.phase {
                     0 => PhaseV1::Waiting,
@@ -138,6 +148,8 @@ impl TryFrom<RecordV1> for Record {
             final_poll_sent: m.final_poll_sent,
             dpop_retry_used: m.dpop_retry_used,
             woken: m.woken,
+            wake_unserved: m.wake_unserved,
+            fate_unknown: m.fate_unknown,
             cancel_requested: m.cancel_requested,
             phase: match m.phase {
                 PhaseV1::Waiting => 0,
@@ -225,6 +237,7 @@ mod tests {
                 "deadline_from_op",
                 "deadline_ms",
                 "dpop_retry_used",
+                "fate_unknown",
                 "final_poll_sent",
                 "floor_secs",
                 "last_error",
@@ -236,6 +249,7 @@ mod tests {
                 "phase",
                 "polls",
                 "slow_downs",
+                "wake_unserved",
                 "woken",
             ]
         );

@@ -330,7 +330,10 @@ async fn cancellation_end_to_end_then_a_late_ping() {
     };
     crate::support::rp::serve(listener, s.client.ping_receiver());
     let auth = start(&s.op, &s.client).await;
-    s.client.cancel(auth.id()).await.unwrap();
+    assert_eq!(
+        s.client.cancel(auth.id()).await.unwrap(),
+        oidc_dtr::CancelResult::ToldOp
+    );
     assert_eq!(s.client.wait(auth.id()).await.unwrap(), Outcome::Cancelled);
     assert_eq!(
         s.op.authentication(auth.id()).unwrap().state,

@@ -12,6 +12,7 @@ mod foundation;
 mod http_edge;
 mod hygiene;
 mod layers;
+mod nothing_lost;
 mod ping;
 mod poll_properties;
 mod polling;

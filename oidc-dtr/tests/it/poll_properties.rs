@@ -113,7 +113,11 @@ fn run(
     let mut outcomes = 0;
     let mut floor = m.floor();
     let mut last_send: Option<UnixTime> = None;
-    let mut last_request = T0;
+    // When the OP last answered (the exchange, at first): the floor counts
+    // from there, as the OP measures arrivals.
+    let last_answer = std::cell::Cell::new(T0);
+    // The latest Retry-After seen.
+    let not_before = std::cell::Cell::new(T0);
     let mut sends = 0u32;
     let mut script = script.into_iter();
 
@@ -133,17 +137,19 @@ fn run(
             Action::SendPoll => {
                 prop_assert_eq!(*outcomes, 0, "a request after the outcome");
                 prop_assert!(now < deadline, "a request at or after the deadline");
-                let earliest = last_request.saturating_add(floor_before_send(m));
+                // Issue 11, item 8: no poll is ever inside the floor, not
+                // even the final one.
+                let earliest = last_answer.get().saturating_add(floor_before_send(m));
                 let is_final = now >= deadline.saturating_sub(margin);
                 prop_assert!(
-                    now >= earliest || is_final,
+                    now >= earliest,
                     "poll at {now:?} before the floor ({earliest:?})"
                 );
+                prop_assert!(now >= not_before.get(), "poll before Retry-After");
                 if let Some(prev) = last_send {
                     prop_assert!(now > prev || is_final, "two polls at once");
                 }
                 last_send = Some(now);
-                last_request = now;
                 sends += 1;
             }
             Action::Deliver(o) => {
@@ -151,6 +157,19 @@ fn run(
                 prop_assert_eq!(*outcomes, 1, "more than one outcome");
                 if matches!(o, Outcome::DeadlineReached { .. }) {
                     prop_assert!(now >= deadline, "deadline outcome before the deadline");
+                    // Issue 11, item 8: a final poll was made whenever one
+                    // fitted between the floor (and Retry-After) and the
+                    // deadline.
+                    let final_window = deadline.saturating_sub(margin);
+                    let made = last_send.is_some_and(|t| t >= final_window);
+                    let earliest = last_answer
+                        .get()
+                        .saturating_add(m.floor())
+                        .max(not_before.get());
+                    prop_assert!(
+                        made || earliest >= deadline,
+                        "no final poll although one fitted at {earliest:?} (deadline {deadline:?}, last poll {last_send:?})"
+                    );
                 }
             }
             Action::SleepUntil(t) => {
@@ -184,6 +203,7 @@ fn run(
                         check(&m, &s.action, now, &mut outcomes)?;
                         if s.action == Action::SendPoll {
                             now = now.saturating_add(Duration::from_millis(delay_ms));
+                            answered(&answer, now, &last_answer, &not_before);
                             let s = m.handle(Event::Response(to_result(&answer)), now, &rng);
                             check(&m, &s.action, now, &mut outcomes)?;
                         }
@@ -191,6 +211,7 @@ fn run(
                     // A request is in flight (sent now, or before a cancel).
                     Action::SendPoll | Action::AwaitResponse => {
                         now = now.saturating_add(Duration::from_millis(delay_ms));
+                        answered(&answer, now, &last_answer, &not_before);
                         let s = m.handle(Event::Response(to_result(&answer)), now, &rng);
                         check(&m, &s.action, now, &mut outcomes)?;
                     }
@@ -208,6 +229,7 @@ fn run(
                 let s = m.handle::<u32>(Event::Wake, now, &rng);
                 check(&m, &s.action, now, &mut outcomes)?;
                 if s.action == Action::SendPoll {
+                    answered(&Answer::Pending, now, &last_answer, &not_before);
                     let s = m.handle(Event::Response(to_result(&Answer::Pending)), now, &rng);
                     check(&m, &s.action, now, &mut outcomes)?;
                 }
@@ -241,6 +263,23 @@ fn run(
     }
     prop_assert!(sends <= m.polls());
     Ok(())
+}
+
+/// Records an answer arriving at `now`.
+fn answered(
+    a: &Answer,
+    now: UnixTime,
+    last_answer: &std::cell::Cell<UnixTime>,
+    not_before: &std::cell::Cell<UnixTime>,
+) {
+    last_answer.set(last_answer.get().max(now));
+    if let Answer::Transient(Some(ra)) = a {
+        not_before.set(
+            not_before
+                .get()
+                .max(now.saturating_add(Duration::from_secs(*ra))),
+        );
+    }
 }
 
 /// The floor that applied to the request just sent. A `slow_down` raises the
@@ -337,11 +376,13 @@ fn op_that_never_expires_is_stopped_locally() {
     };
     assert!(matches!(outcome, Outcome::DeadlineReached { .. }));
     assert_eq!(now, m.deadline());
+    // The last regular poll at 86 100 s; the floor then reaches the
+    // deadline, so a final poll would be inside it: none is sent.
     let last = *polls.last().unwrap();
     assert_eq!(
         last,
-        m.deadline().saturating_sub(Duration::from_secs(2)),
-        "final poll just before the deadline"
+        m.deadline().saturating_sub(Duration::from_secs(300)),
+        "no final poll inside the floor"
     );
-    assert_eq!(polls.len(), 24 * 3600 / 300); // 287 regular polls + the final one
+    assert_eq!(polls.len(), 24 * 3600 / 300 - 1);
 }

@@ -137,7 +137,10 @@ async fn terminal_errors_stop_all_requests() {
             "{code}: a request after the terminal answer"
         );
         // A cancellation is not sent either.
-        s.client.cancel(auth.id()).await.unwrap();
+        assert_eq!(
+            s.client.cancel(auth.id()).await.unwrap(),
+            oidc_dtr::CancelResult::AlreadyFinished
+        );
         assert!(s.op.requests_to(Endpoint::Cancel).is_empty());
     }
 }
@@ -213,14 +216,15 @@ async fn transient_faults_are_survived_and_retry_after_is_honoured() {
 #[tokio::test]
 async fn a_lost_success_is_reported_not_hidden() {
     // G13: the OP redeemed the id but the answer never arrived. The next poll
-    // gets invalid_grant; the outcome says so rather than pretending.
+    // gets invalid_grant; the outcome says so rather than pretending it was
+    // an ordinary refusal (issue 11, item 7).
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(1);
     let s = setup(cfg).await;
     let auth = start(&s.op, &s.client).await;
     s.op.inject_faults([Fault::LostResponse]);
     match run_to_outcome(&s, auth.id(), S, secs(600)).await {
-        Outcome::Rejected(PollFailure::OAuth(e)) => assert_eq!(e.code, ErrorCode::InvalidGrant),
+        Outcome::PossiblyLostInTransit { lost } => assert!(lost.is_some()),
         other => panic!("{other:?}"),
     }
     assert_eq!(poll_times(&s.op).len(), 2);
