@@ -16,6 +16,7 @@
 //! authentication), [`claims`] and [`id_token`] (ID token claims and their
 //! validation, OIDC Core §3.1.3.7) and [`message`] (HTTP messages as data).
 
+pub(crate) mod assurance;
 pub(crate) mod authorize;
 pub(crate) mod callback;
 pub(crate) mod cancel;

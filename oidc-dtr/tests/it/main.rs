@@ -4,6 +4,9 @@
 
 mod support;
 
+mod assurance_checks;
+mod assurance_requests;
+mod assurance_spec_examples;
 mod axum_example;
 #[cfg(unix)]
 mod crash;
