@@ -657,7 +657,7 @@ impl ClientInner {
             }
         };
         tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
-        Ok(TokenSet::new(resp, id_token, received_at))
+        Ok(TokenSet::new(resp, id_token, received_at).with_claims_request_of(ctx))
     }
 
     /// Validates a JWT: header and `alg`, key (through the JWKS cache),

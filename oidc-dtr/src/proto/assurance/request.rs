@@ -35,7 +35,7 @@ fn check_purpose(purpose: &str, path: &str) -> Result<(), AssuranceError> {
 
 /// The request for one element: a claim, a member of `verification`, or a sub-element of
 /// an `evidence` filter.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ElementRequest {
     /// `null`: the element is requested with default behaviour.
@@ -186,7 +186,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ElementRequest>, D:
 
 /// The restrictions on one requested element (OpenID Connect Core 1.0 §5.5.1, OpenID Connect
 /// for Identity Assurance 1.0 §6).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ClaimConstraint {
     /// Whether the element is essential to the RP.
@@ -260,7 +260,7 @@ impl ClaimConstraint {
 }
 
 /// The `claims` request parameter: what to return in the ID token and at the UserInfo endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ClaimsRequest {
     /// Claims to return from the UserInfo endpoint.
@@ -457,7 +457,7 @@ impl Metadata<'_> {
 }
 
 /// The claims requested for one target (`userinfo` or `id_token`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TargetRequest {
     /// The `verified_claims` requests (one object or an array on the wire).
@@ -544,7 +544,7 @@ impl<'de> Deserialize<'de> for TargetRequest {
 
 /// One `verified_claims` request: the verification data wanted (with constraints) and the
 /// claims wanted inside `claims`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct VerifiedClaimsRequest {
     /// Constraints on, and members requested of, the `verification` element.
@@ -755,7 +755,7 @@ impl VerifiedClaimsRequest {
 }
 
 /// The request for the `verification` element.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct VerificationRequest {
     /// `trust_framework` (always requested; restrict it with `value`/`values`).
@@ -841,7 +841,7 @@ impl VerificationRequest {
 
 /// One `evidence` filter: an evidence `type` (restricted with a single `value`) and the
 /// sub-elements wanted for evidence of that type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct EvidenceRequest {
     /// `type`: `{"value": "document"}` and so on.
