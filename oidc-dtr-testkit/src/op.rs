@@ -77,6 +77,8 @@ pub(crate) struct CodeRecord {
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub scope: String,
+    /// The `claims` request parameter, as sent.
+    pub claims: Option<String>,
     pub auth_time: UnixTime,
     pub created_at: UnixTime,
     pub used: bool,
@@ -89,6 +91,8 @@ pub(crate) struct Grant {
     pub scope: String,
     pub auth_time: UnixTime,
     pub subject: String,
+    /// The `claims` request parameter of the authentication request.
+    pub claims: Option<String>,
 }
 
 pub(crate) struct AuthRecord {
@@ -163,6 +167,7 @@ impl OpState {
             scope,
             auth_time,
             subject,
+            claims: None,
         }
     }
 
@@ -182,7 +187,7 @@ impl OpState {
             response_types.extend(["deferred_code", "deferred_code code"]);
             grant_types.push(GRANT_TYPE_DEFERRED);
         }
-        json!({
+        let mut md = json!({
             "issuer": cfg.metadata_issuer.clone().unwrap_or_else(|| self.issuer.clone()),
             "authorization_endpoint": self.url("/authorize"),
             "token_endpoint": self.url("/token"),
@@ -195,7 +200,11 @@ impl OpState {
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
             "authorization_response_iss_parameter_supported": cfg.advertise_iss_parameter,
-        })
+        });
+        if cfg.identity_assurance {
+            crate::assurance::advertise(&mut md);
+        }
+        md
     }
 
     pub(crate) fn jwks(&self) -> Value {
@@ -614,6 +623,7 @@ fn authorize(st: &mut OpState, params: &[(String, String)]) -> http::Response<Fu
             nonce: param(params, "nonce").map(str::to_owned),
             code_challenge,
             scope,
+            claims: param(params, "claims").map(str::to_owned),
             auth_time: now,
             created_at: now,
             used: false,
@@ -929,6 +939,7 @@ fn redeem_code(
         code_challenge: rec.code_challenge.clone(),
         scope: rec.scope.clone(),
         auth_time: rec.auth_time,
+        claims: rec.claims.clone(),
     })
 }
 
@@ -938,6 +949,7 @@ struct CodeRecordSnapshot {
     code_challenge: Option<String>,
     scope: String,
     auth_time: UnixTime,
+    claims: Option<String>,
 }
 
 fn exchange(
@@ -958,7 +970,10 @@ fn exchange(
     let interval = cfg.interval.unwrap_or(5);
     let expires_in = cfg.expires_in;
     let interim = cfg.interim_id_token;
-    let grant = st.grant(rec.nonce, rec.scope, rec.auth_time);
+    let grant = Grant {
+        claims: rec.claims,
+        ..st.grant(rec.nonce, rec.scope, rec.auth_time)
+    };
     let record = AuthRecord {
         client_id: client_id.to_owned(),
         grant,
@@ -1024,6 +1039,10 @@ fn id_token_claims(
         for (k, v) in &st.config.extra_claims {
             obj.insert(k.clone(), v.clone());
         }
+    }
+    if st.config.identity_assurance {
+        let fault = st.config.assurance_fault;
+        crate::assurance::insert(&mut c, grant.claims.as_deref(), "id_token", now, fault);
     }
     c
 }
@@ -1313,7 +1332,10 @@ fn code_grant(
             );
         }
     }
-    let grant = st.grant(rec.nonce, rec.scope, rec.auth_time);
+    let grant = Grant {
+        claims: rec.claims,
+        ..st.grant(rec.nonce, rec.scope, rec.auth_time)
+    };
     token_response(st, client_id, &grant, proof.is_some())
 }
 

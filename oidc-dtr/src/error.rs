@@ -1074,7 +1074,7 @@ pub enum AssuranceError {
     Serialize(String),
     /// The OP does not support something the request needs.
     #[error("the OP does not support {0}")]
-    AssuranceUnsupported(AssuranceUnsupported),
+    Unsupported(AssuranceUnsupported),
     /// The OP metadata lacks a member needed to check the request.
     #[error("OP metadata lacks `{member}`")]
     MetadataMissing {

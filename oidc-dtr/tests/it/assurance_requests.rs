@@ -219,7 +219,7 @@ fn metadata_supports_the_request() {
 #[test]
 fn metadata_names_what_is_unsupported() {
     let unsupported = |md: Map<String, Value>, req: ClaimsRequest| match req.check_supported(&md) {
-        Err(AssuranceError::AssuranceUnsupported(u)) => u,
+        Err(AssuranceError::Unsupported(u)) => u,
         other => panic!("{other:?}"),
     };
     let mut md = metadata();
@@ -288,8 +288,7 @@ fn metadata_names_what_is_unsupported() {
     );
 
     // The Display names the metadata member.
-    let e = AssuranceError::AssuranceUnsupported(AssuranceUnsupported::DocumentType("x".into()))
-        .to_string();
+    let e = AssuranceError::Unsupported(AssuranceUnsupported::DocumentType("x".into())).to_string();
     assert!(e.contains("documents_supported"), "{e}");
 }
 

@@ -388,7 +388,7 @@ impl ClaimsRequest {
             return Ok(());
         }
         if metadata.get("claims_parameter_supported") != Some(&Value::Bool(true)) {
-            return Err(AssuranceError::AssuranceUnsupported(
+            return Err(AssuranceError::Unsupported(
                 AssuranceUnsupported::ClaimsParameter,
             ));
         }
@@ -396,7 +396,7 @@ impl ClaimsRequest {
             return Ok(());
         }
         if metadata.get("verified_claims_supported") != Some(&Value::Bool(true)) {
-            return Err(AssuranceError::AssuranceUnsupported(
+            return Err(AssuranceError::Unsupported(
                 AssuranceUnsupported::VerifiedClaims,
             ));
         }
@@ -448,9 +448,7 @@ impl Metadata<'_> {
             None => return Err(AssuranceError::MetadataMissing { member }),
         };
         match wanted.into_iter().find(|w| !supported.contains(w)) {
-            Some(w) => Err(AssuranceError::AssuranceUnsupported(unsupported(
-                w.to_owned(),
-            ))),
+            Some(w) => Err(AssuranceError::Unsupported(unsupported(w.to_owned()))),
             None => Ok(()),
         }
     }
@@ -744,7 +742,7 @@ impl VerifiedClaimsRequest {
                 // Language-tagged names (`given_name#de`) are supported when the base name is.
                 let base = name.split('#').next().unwrap_or(name);
                 if !supported.contains(&base) && !supported.contains(&name.as_str()) {
-                    return Err(AssuranceError::AssuranceUnsupported(
+                    return Err(AssuranceError::Unsupported(
                         AssuranceUnsupported::ClaimInVerifiedClaims(name.clone()),
                     ));
                 }
