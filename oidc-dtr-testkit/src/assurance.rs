@@ -46,6 +46,10 @@ pub enum AssuranceFault {
     /// `verified_claims` also appears nested inside `address`, where the
     /// specification does not allow it.
     MisplacedVerifiedClaims,
+    /// The UserInfo response names another `sub` than the ID token.
+    UserInfoOtherSubject,
+    /// The UserInfo response is a signed JWT (`application/jwt`).
+    UserInfoAsJwt,
 }
 
 /// Adds the identity assurance members to the OP metadata.
@@ -228,7 +232,9 @@ pub(crate) fn verified_claims(
                     c.insert((*extra).to_owned(), v);
                 }
             }
-            AssuranceFault::MisplacedVerifiedClaims => {}
+            AssuranceFault::MisplacedVerifiedClaims
+            | AssuranceFault::UserInfoOtherSubject
+            | AssuranceFault::UserInfoAsJwt => {}
         }
     }
     Some(if as_array {

@@ -443,6 +443,8 @@ pub enum Endpoint {
     Token,
     /// The cancellation endpoint (`/df-authentication/cancel`).
     Cancel,
+    /// The UserInfo endpoint (`/userinfo`).
+    UserInfo,
     /// Anything else.
     Other,
 }
@@ -677,6 +679,7 @@ impl MockOpBuilder {
             dpop_nonce: random_nonce(),
             pings: Vec::new(),
             last_token_body: None,
+            access_tokens: std::collections::HashMap::new(),
             ping_http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))

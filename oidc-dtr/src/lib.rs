@@ -108,6 +108,7 @@ pub use proto::client_auth::{AssertionAudience, ClientAuth};
 pub use proto::discovery::ProviderMetadata;
 pub use proto::exchange::{Compat, DeferredAuthentication};
 pub use proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
+pub use proto::userinfo::UserInfo;
 
 // Identity assurance (OpenID Connect for Identity Assurance 1.0): requesting,
 // receiving and checking `verified_claims`.

@@ -1,6 +1,7 @@
 //! [`DtrClient`]: one Relying Party's view of one OpenID Provider.
 
 mod back_channel;
+mod userinfo;
 
 use std::collections::HashMap;
 use std::fmt;

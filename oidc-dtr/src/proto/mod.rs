@@ -28,3 +28,4 @@ pub(crate) mod id_token;
 pub(crate) mod message;
 pub(crate) mod poll;
 pub(crate) mod token;
+pub(crate) mod userinfo;

@@ -327,3 +327,117 @@ async fn claims_and_claims_request_are_exclusive() {
         "{err:?}"
     );
 }
+
+// ------------------------------------------------------------------ UserInfo
+
+/// Verified claims asked for at the UserInfo endpoint.
+fn userinfo_request() -> ClaimsRequest {
+    ClaimsRequest::new().verified_claims_in(
+        ClaimsTarget::UserInfo,
+        VerifiedClaimsRequest::new()
+            .trust_framework("uk_tfida")
+            .max_age(YEAR)
+            .claim("given_name")
+            .claim("birthdate"),
+    )
+}
+
+async fn userinfo_setup(cfg: OpConfig, public: bool) -> (Setup, TokenSet) {
+    let s = if public {
+        setup_with(cfg, |b| {
+            b.client_id(MockOp::PUBLIC_CLIENT_ID)
+                .client_auth(oidc_dtr::ClientAuth::None)
+        })
+        .await
+    } else {
+        setup(cfg).await
+    };
+    let auth = start_with(&s.op, &s.client, userinfo_request()).await;
+    let tokens = match run_to_outcome(&s, auth.id(), S, Duration::from_secs(600)).await {
+        Outcome::Tokens(t) => t,
+        other => panic!("{other:?}"),
+    };
+    (s, tokens)
+}
+
+#[tokio::test]
+async fn userinfo_with_a_bearer_token_returns_checked_verified_claims() {
+    let (s, tokens) = userinfo_setup(config(None), false).await;
+    assert!(tokens.is_bearer());
+    // Nothing verified in the ID token: it was asked for at UserInfo only.
+    assert!(tokens.verified_claims().unwrap().requested.is_empty());
+    let info = s.client.userinfo(&tokens).await.unwrap();
+    assert_eq!(info.subject(), tokens.claims().subject());
+    assert_eq!(info.claim("given_name").unwrap(), "Maxi");
+    let (v, verification) = info.verified_claims().get("given_name").unwrap();
+    assert_eq!(v, "Max");
+    assert_eq!(verification.trust_framework, "uk_tfida");
+    let req = &s.op.requests_to(Endpoint::UserInfo)[0];
+    let auth = req.header("authorization").unwrap();
+    assert!(auth.starts_with("Bearer "), "{auth}");
+    assert!(req.header("dpop").is_none());
+}
+
+#[tokio::test]
+async fn userinfo_with_a_dpop_bound_token_sends_a_bound_proof_and_the_server_nonce() {
+    let mut cfg = config(None);
+    cfg.require_dpop = true;
+    cfg.require_dpop_nonce = true;
+    let (s, tokens) = userinfo_setup(cfg, true).await;
+    assert!(tokens.is_dpop());
+    let info = s.client.userinfo(&tokens).await.unwrap();
+    assert_eq!(
+        info.verified_claims().get("birthdate").unwrap().0,
+        "1956-01-28"
+    );
+    let reqs = s.op.requests_to(Endpoint::UserInfo);
+    let last = reqs.last().unwrap();
+    assert!(last.header("authorization").unwrap().starts_with("DPoP "));
+    assert!(last.header("dpop").is_some());
+}
+
+#[tokio::test]
+async fn userinfo_with_another_sub_is_refused() {
+    let (s, tokens) =
+        userinfo_setup(config(Some(AssuranceFault::UserInfoOtherSubject)), false).await;
+    let err = s.client.userinfo(&tokens).await.unwrap_err();
+    match err {
+        Error::Response(e) => assert_eq!(e.field, Some("sub")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_signed_userinfo_response_is_refused_clearly() {
+    let (s, tokens) = userinfo_setup(config(Some(AssuranceFault::UserInfoAsJwt)), false).await;
+    let err = s.client.userinfo(&tokens).await.unwrap_err();
+    assert!(matches!(err, Error::Response(_)), "{err:?}");
+    assert!(err.to_string().contains("application/jwt"), "{err}");
+}
+
+#[tokio::test]
+async fn userinfo_verified_claims_are_checked_like_the_id_tokens() {
+    let (s, tokens) = userinfo_setup(
+        config(Some(AssuranceFault::DisallowedTrustFramework)),
+        false,
+    )
+    .await;
+    let err = s.client.userinfo(&tokens).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Assurance(AssuranceError::TrustFrameworkNotAllowed { .. })
+        ),
+        "{err:?}"
+    );
+    let (s, tokens) =
+        userinfo_setup(config(Some(AssuranceFault::MisplacedVerifiedClaims)), false).await;
+    let err = s.client.userinfo(&tokens).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Assurance(AssuranceError::MisplacedVerifiedClaims { .. })
+        ),
+        "{err:?}"
+    );
+}
