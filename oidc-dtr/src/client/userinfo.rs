@@ -48,14 +48,12 @@ impl DtrClient {
                         .unwrap_or_else(|p| p.into_inner())
                         .get(&endpoint.origin().ascii_serialization())
                         .cloned();
-                    let proof = self
-                        .resource_proof(tokens, &Method::GET, &endpoint, nonce.as_deref())
+                    self.resource_proof(tokens, &Method::GET, &endpoint, nonce.as_deref())
                         .transpose()
                         .map_err(|e| ConfigError::Invalid {
                             field: "dpop",
                             reason: e.to_string(),
-                        })?;
-                    proof
+                        })?
                 }
             };
             let req = userinfo::request(&endpoint, tokens, proof.as_deref())?;
