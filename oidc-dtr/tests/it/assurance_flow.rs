@@ -397,6 +397,25 @@ async fn userinfo_with_a_dpop_bound_token_sends_a_bound_proof_and_the_server_non
 }
 
 #[tokio::test]
+async fn userinfo_retries_once_with_a_new_dpop_nonce() {
+    let mut cfg = config(None);
+    cfg.require_dpop = true;
+    cfg.require_dpop_nonce = true;
+    let (s, tokens) = userinfo_setup(cfg, true).await;
+    // The server's nonce changes after the tokens were issued: the first
+    // UserInfo request is answered 401 use_dpop_nonce, the retry succeeds.
+    s.op.rotate_dpop_nonce();
+    let info = s.client.userinfo(&tokens).await.unwrap();
+    assert_eq!(info.verified_claims().get("given_name").unwrap().0, "Max");
+    let statuses: Vec<u16> =
+        s.op.requests_to(Endpoint::UserInfo)
+            .iter()
+            .map(|r| r.status)
+            .collect();
+    assert_eq!(statuses, [401, 200]);
+}
+
+#[tokio::test]
 async fn userinfo_with_another_sub_is_refused() {
     let (s, tokens) =
         userinfo_setup(config(Some(AssuranceFault::UserInfoOtherSubject)), false).await;
