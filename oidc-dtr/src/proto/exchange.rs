@@ -239,6 +239,12 @@ impl DeferredAuthentication {
         self.dpop_key.as_deref()
     }
 
+    /// The typed `claims` request (identity assurance) of the authentication
+    /// request, kept to check the final ID token's verified claims.
+    pub fn claims_request(&self) -> Option<&ClaimsRequest> {
+        self.claims_request.as_deref()
+    }
+
     /// The `deferred_auth_id`.
     pub fn id(&self) -> &DeferredAuthId {
         &self.id

@@ -72,6 +72,7 @@ async fn the_request_is_sent_and_the_verified_claims_come_back_typed_and_checked
     let stored: DeferredAuthentication =
         serde_json::from_str(&serde_json::to_string(&auth).unwrap()).unwrap();
     assert_eq!(stored, auth);
+    assert_eq!(stored.claims_request(), Some(&req));
 
     let tokens = match run_to_outcome(&s, auth.id(), S, Duration::from_secs(600)).await {
         Outcome::Tokens(t) => t,
