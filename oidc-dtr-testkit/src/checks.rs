@@ -72,6 +72,8 @@ pub(crate) struct Proof {
     pub jkt: String,
     pub jti: String,
     pub nonce: Option<String>,
+    /// The access token hash (`ath`), on proofs presented with a token.
+    pub ath: Option<String>,
 }
 
 /// Checks a DPoP proof's structure, signature, `htm`, `htu` and `iat`
@@ -114,6 +116,7 @@ pub(crate) fn check_dpop_proof(
         jkt,
         jti,
         nonce: claim("nonce"),
+        ath: claim("ath"),
     })
 }
 

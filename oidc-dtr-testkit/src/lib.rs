@@ -64,11 +64,13 @@ use url::Url;
 
 use oidc_dtr::{Algorithm, Clock, DeferredAuthId, SystemClock, UnixTime};
 
+pub mod assurance;
 mod checks;
 pub mod conformance;
 mod op;
 mod server;
 
+pub use assurance::AssuranceFault;
 pub use op::PingRecord;
 
 use op::OpState;
@@ -232,6 +234,14 @@ pub struct OpConfig {
     /// draft says. With it, a client that crashed after the OP sent the
     /// tokens but before it stored them can still get them.
     pub redelivery_window: Option<Duration>,
+    /// Advertise identity assurance (OpenID Connect for Identity Assurance
+    /// 1.0) in the metadata (`verified_claims_supported`,
+    /// `trust_frameworks_supported`, ...: see [`assurance`]) and answer a
+    /// `claims` request's `verified_claims`. Default `true`.
+    pub identity_assurance: bool,
+    /// Break a rule of identity assurance in the `verified_claims` returned.
+    /// Default `None`.
+    pub assurance_fault: Option<AssuranceFault>,
 }
 
 impl Default for OpConfig {
@@ -265,6 +275,8 @@ impl Default for OpConfig {
             dpop_downgrade: false,
             send_pings: true,
             redelivery_window: None,
+            identity_assurance: true,
+            assurance_fault: None,
         }
     }
 }
@@ -433,6 +445,8 @@ pub enum Endpoint {
     Token,
     /// The cancellation endpoint (`/df-authentication/cancel`).
     Cancel,
+    /// The UserInfo endpoint (`/userinfo`).
+    UserInfo,
     /// Anything else.
     Other,
 }
@@ -667,6 +681,7 @@ impl MockOpBuilder {
             dpop_nonce: random_nonce(),
             pings: Vec::new(),
             last_token_body: None,
+            access_tokens: std::collections::HashMap::new(),
             ping_http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))

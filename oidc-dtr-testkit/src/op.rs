@@ -77,6 +77,8 @@ pub(crate) struct CodeRecord {
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub scope: String,
+    /// The `claims` request parameter, as sent.
+    pub claims: Option<String>,
     pub auth_time: UnixTime,
     pub created_at: UnixTime,
     pub used: bool,
@@ -89,6 +91,8 @@ pub(crate) struct Grant {
     pub scope: String,
     pub auth_time: UnixTime,
     pub subject: String,
+    /// The `claims` request parameter of the authentication request.
+    pub claims: Option<String>,
 }
 
 pub(crate) struct AuthRecord {
@@ -141,6 +145,9 @@ pub(crate) struct OpState {
     pub pings: Vec<PingRecord>,
     /// The body of the last token response built (picked up by the caller).
     pub last_token_body: Option<Value>,
+    /// Access tokens issued, for the UserInfo endpoint: the grant and the
+    /// DPoP key thumbprint the token is bound to.
+    pub access_tokens: HashMap<String, (Grant, Option<String>)>,
     /// The client pings are sent with (one per OP, so connections are kept
     /// alive as a real OP's would be; it never follows redirects).
     pub ping_http: reqwest::Client,
@@ -163,6 +170,7 @@ impl OpState {
             scope,
             auth_time,
             subject,
+            claims: None,
         }
     }
 
@@ -182,10 +190,11 @@ impl OpState {
             response_types.extend(["deferred_code", "deferred_code code"]);
             grant_types.push(GRANT_TYPE_DEFERRED);
         }
-        json!({
+        let mut md = json!({
             "issuer": cfg.metadata_issuer.clone().unwrap_or_else(|| self.issuer.clone()),
             "authorization_endpoint": self.url("/authorize"),
             "token_endpoint": self.url("/token"),
+            "userinfo_endpoint": self.url("/userinfo"),
             "jwks_uri": self.url("/jwks"),
             "response_types_supported": response_types,
             "response_modes_supported": ["query", "form_post"],
@@ -195,7 +204,11 @@ impl OpState {
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
             "authorization_response_iss_parameter_supported": cfg.advertise_iss_parameter,
-        })
+        });
+        if cfg.identity_assurance {
+            crate::assurance::advertise(&mut md);
+        }
+        md
     }
 
     pub(crate) fn jwks(&self) -> Value {
@@ -438,6 +451,9 @@ fn dispatch(
                 ),
             }
         }
+        (Method::GET | Method::POST, "/userinfo") => {
+            (Endpoint::UserInfo, Vec::new(), userinfo(st, req))
+        }
         (Method::POST, "/df-authentication/cancel") => {
             let (params, r) = cancel(st, req);
             (Endpoint::Cancel, params, r)
@@ -614,6 +630,7 @@ fn authorize(st: &mut OpState, params: &[(String, String)]) -> http::Response<Fu
             nonce: param(params, "nonce").map(str::to_owned),
             code_challenge,
             scope,
+            claims: param(params, "claims").map(str::to_owned),
             auth_time: now,
             created_at: now,
             used: false,
@@ -929,6 +946,7 @@ fn redeem_code(
         code_challenge: rec.code_challenge.clone(),
         scope: rec.scope.clone(),
         auth_time: rec.auth_time,
+        claims: rec.claims.clone(),
     })
 }
 
@@ -938,6 +956,7 @@ struct CodeRecordSnapshot {
     code_challenge: Option<String>,
     scope: String,
     auth_time: UnixTime,
+    claims: Option<String>,
 }
 
 fn exchange(
@@ -958,7 +977,10 @@ fn exchange(
     let interval = cfg.interval.unwrap_or(5);
     let expires_in = cfg.expires_in;
     let interim = cfg.interim_id_token;
-    let grant = st.grant(rec.nonce, rec.scope, rec.auth_time);
+    let grant = Grant {
+        claims: rec.claims,
+        ..st.grant(rec.nonce, rec.scope, rec.auth_time)
+    };
     let record = AuthRecord {
         client_id: client_id.to_owned(),
         grant,
@@ -1024,6 +1046,10 @@ fn id_token_claims(
         for (k, v) in &st.config.extra_claims {
             obj.insert(k.clone(), v.clone());
         }
+    }
+    if st.config.identity_assurance {
+        let fault = st.config.assurance_fault;
+        crate::assurance::insert(&mut c, grant.claims.as_deref(), "id_token", now, fault);
     }
     c
 }
@@ -1137,8 +1163,9 @@ fn token_response(
     st: &mut OpState,
     client_id: &str,
     grant: &Grant,
-    dpop: bool,
+    proof: Option<&checks::Proof>,
 ) -> http::Response<Full<Bytes>> {
+    let dpop = proof.is_some();
     let now = st.now();
     let access_token = st.random(32);
     let fault = st.config.id_token_fault.clone();
@@ -1163,9 +1190,90 @@ fn token_response(
     if let Some(t) = id_token {
         body["id_token"] = Value::String(t);
     }
+    let jkt = proof
+        .filter(|_| !st.config.dpop_downgrade)
+        .map(|p| p.jkt.clone());
+    st.access_tokens.insert(access_token, (grant.clone(), jkt));
     let resp = json_response(StatusCode::OK, &body);
     st.last_token_body = Some(body);
     resp
+}
+
+/// The UserInfo endpoint (OIDC Core §5.3): a bearer token, or a DPoP-bound
+/// one with a proof from its key carrying its `ath` (RFC 9449 §7).
+fn userinfo(st: &mut OpState, req: &Incoming) -> http::Response<Full<Bytes>> {
+    let unauthorized = |scheme: &str, error: &str| {
+        let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain", "");
+        if let Ok(v) = HeaderValue::from_str(&format!("{scheme} error=\"{error}\"")) {
+            r.headers_mut().insert("www-authenticate", v);
+        }
+        r
+    };
+    let header = req
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some((scheme, token)) = header.split_once(' ') else {
+        return unauthorized("Bearer", "invalid_request");
+    };
+    let Some((grant, jkt)) = st.access_tokens.get(token).cloned() else {
+        return unauthorized("Bearer", "invalid_token");
+    };
+    match (jkt, scheme.to_ascii_lowercase().as_str()) {
+        (None, "bearer") => {}
+        (Some(jkt), "dpop") => {
+            let Some(proof_header) = req.headers.get("dpop").and_then(|v| v.to_str().ok()) else {
+                return unauthorized("DPoP", "invalid_dpop_proof");
+            };
+            let htu = format!("{}/userinfo", st.issuer);
+            let Ok(proof) =
+                checks::check_dpop_proof(proof_header, req.method.as_str(), &htu, st.now(), 60)
+            else {
+                return unauthorized("DPoP", "invalid_dpop_proof");
+            };
+            let ath = b64(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+            );
+            if proof.jkt != jkt || proof.ath.as_deref() != Some(ath.as_str()) {
+                return unauthorized("DPoP", "invalid_dpop_proof");
+            }
+            if st.config.require_dpop_nonce
+                && proof.nonce.as_deref() != Some(st.dpop_nonce.as_str())
+            {
+                let mut r = unauthorized("DPoP", "use_dpop_nonce");
+                if let Ok(v) = HeaderValue::from_str(&st.dpop_nonce) {
+                    r.headers_mut().insert("dpop-nonce", v);
+                }
+                return r;
+            }
+            if !st.used_jtis.insert(proof.jti) {
+                return unauthorized("DPoP", "invalid_dpop_proof");
+            }
+        }
+        (Some(_), _) => return unauthorized("DPoP", "invalid_token"),
+        (None, _) => return unauthorized("Bearer", "invalid_token"),
+    }
+    let now = st.now();
+    let fault = st.config.assurance_fault;
+    let mut body = json!({"sub": grant.subject, "given_name": "Maxi"});
+    if st.config.identity_assurance {
+        crate::assurance::insert(&mut body, grant.claims.as_deref(), "userinfo", now, fault);
+    }
+    match fault {
+        Some(crate::AssuranceFault::UserInfoOtherSubject) => {
+            body["sub"] = json!(format!("{}-impostor", grant.subject));
+        }
+        Some(crate::AssuranceFault::UserInfoAsJwt) => {
+            let h = json!({"alg": st.key.algorithm().as_str()});
+            return match sign_compact(&st.key, &h, &body) {
+                Ok(jwt) => respond(StatusCode::OK, "application/jwt", jwt),
+                Err(_) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+            };
+        }
+        _ => {}
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 fn poll(
@@ -1264,7 +1372,7 @@ fn poll(
         AuthState::Approved => {
             rec.state = AuthState::Redeemed;
             let grant = rec.grant.clone();
-            let resp = token_response(st, client_id, &grant, proof.is_some());
+            let resp = token_response(st, client_id, &grant, proof);
             if let (Some(body), Some(rec)) = (st.last_token_body.take(), st.auths.get_mut(id)) {
                 rec.issued = Some((now, body));
             }
@@ -1313,8 +1421,11 @@ fn code_grant(
             );
         }
     }
-    let grant = st.grant(rec.nonce, rec.scope, rec.auth_time);
-    token_response(st, client_id, &grant, proof.is_some())
+    let grant = Grant {
+        claims: rec.claims,
+        ..st.grant(rec.nonce, rec.scope, rec.auth_time)
+    };
+    token_response(st, client_id, &grant, proof)
 }
 
 /// A fresh key with a random `kid`.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use oidc_dtr::FileStore;
 use oidc_dtr::{CallbackResponse, DtrClient};
+use oidc_dtr::{ClaimsRequest, ClaimsTarget, EvidenceRequest, VerifiedClaimsRequest};
 use oidc_dtr::{Outcome, PollEvent};
 use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig};
 
@@ -65,7 +66,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. The authentication request: a URL to send the user's browser to.
     //    `pending` holds the state, nonce and PKCE verifier; a web app keeps it
     //    in the user's session until the browser comes back.
-    let (url, pending) = client.authorize().scope("profile email").build()?;
+    //    It asks for *verified* claims (OpenID Connect for Identity Assurance):
+    //    a name and birthdate checked against an identity document under
+    //    German AML rules within the last year. The builder checks the request
+    //    against what the Provider's metadata says it supports.
+    let verified = ClaimsRequest::new().verified_claims_in(
+        ClaimsTarget::IdToken,
+        VerifiedClaimsRequest::new()
+            .trust_framework("de_aml")
+            .max_age(365 * 86_400)
+            .evidence(EvidenceRequest::document().document_types(["idcard", "passport"]))
+            .essential_claim("given_name")
+            .claim("family_name")
+            .claim("birthdate"),
+    );
+    let (url, pending) = client
+        .authorize()
+        .scope("profile email")
+        .claims_request(verified)
+        .build()?;
     println!(
         "2. Sending the user to the Provider:\n   {}",
         shorten(url.as_str())
@@ -148,6 +167,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("   issuer, audience, expiry, and the nonce sent in step 2).");
             println!("   user (sub): {}", claims.subject());
             println!("   token type: {}", tokens.token_type());
+            // The verified claims, checked against what step 2 asked for
+            // (trust framework, max_age, evidence). A failed check leaves
+            // the tokens valid; it is reported here, as a typed error.
+            match tokens.verified_claims() {
+                Ok(checked) => {
+                    for element in &checked.requested {
+                        let v = &element.verification;
+                        println!(
+                            "   verified under `{}` at {}:",
+                            v.trust_framework,
+                            v.time.as_deref().unwrap_or("(no time)")
+                        );
+                        for (name, value) in &element.claims {
+                            println!("     {name}: {value}");
+                        }
+                    }
+                }
+                Err(e) => println!("   verified claims rejected: {e}"),
+            }
         }
         Outcome::Denied { description } => println!("7. Denied: {description:?}"),
         other => println!("7. Ended without tokens: {}", other.kind()),

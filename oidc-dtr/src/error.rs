@@ -54,6 +54,10 @@ pub enum Error {
     /// foreign file, a record of an unknown schema, another client's store).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Verified claims (identity assurance) that could not be parsed or did
+    /// not pass a check, e.g. in a UserInfo response.
+    #[error(transparent)]
+    Assurance(#[from] AssuranceError),
 }
 
 impl From<OAuthError> for Error {
@@ -130,6 +134,11 @@ pub enum ConfigError {
     /// The HTTP client could not be built (the cause is the `source`).
     #[error("invalid configuration: could not build the HTTP client")]
     HttpClient(#[source] SharedError),
+    /// The `claims` request (identity assurance) breaks a rule of the
+    /// specification or asks for something the OP does not support
+    /// ([`AssuranceError::Unsupported`] names it).
+    #[error("`claims`: {0}")]
+    ClaimsRequest(AssuranceError),
 }
 
 /// A cause shared between clones of an error (errors are `Clone`, so that a
@@ -1075,4 +1084,180 @@ impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(std::sync::Arc::new(e))
     }
+}
+
+// Identity assurance. Defined here (not in `proto::assurance`) so that
+// `ConfigError` and `Error` can carry them without naming a higher layer.
+
+/// Errors of requesting, parsing and checking verified claims. Paths name the member
+/// (`verified_claims[1].verification.evidence[0].type`); no claim value is ever included.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AssuranceError {
+    /// A `purpose` outside 3..=300 characters.
+    #[error("{path}: purpose is {chars} characters, must be 3 to 300")]
+    PurposeLength {
+        /// Where.
+        path: String,
+        /// Its length in characters.
+        chars: usize,
+    },
+    /// A `values` array with no member.
+    #[error("{path}: values must have at least one member")]
+    EmptyValues {
+        /// Where.
+        path: String,
+    },
+    /// An evidence filter whose `type` is not restricted by a single string `value`.
+    #[error("{path}: an evidence filter must name its type with a single string `value`")]
+    EvidenceTypeFilter {
+        /// Where.
+        path: String,
+    },
+    /// The request could not be serialised.
+    #[error("claims request could not be serialised: {0}")]
+    Serialize(String),
+    /// The OP does not support something the request needs.
+    #[error("the OP does not support {0}")]
+    Unsupported(AssuranceUnsupported),
+    /// The OP metadata lacks a member needed to check the request.
+    #[error("OP metadata lacks `{member}`")]
+    MetadataMissing {
+        /// The metadata member.
+        member: &'static str,
+    },
+    /// An OP metadata member has the wrong shape.
+    #[error("OP metadata `{member}` is not an array of strings")]
+    MetadataMalformed {
+        /// The metadata member.
+        member: &'static str,
+    },
+    /// A required member is absent (or `null`).
+    #[error("{path}: required member missing")]
+    Missing {
+        /// Where.
+        path: String,
+    },
+    /// A member has the wrong JSON type.
+    #[error("{path}: expected {expected}, found {found}")]
+    WrongType {
+        /// Where.
+        path: String,
+        /// The JSON type expected.
+        expected: &'static str,
+        /// The JSON type found.
+        found: &'static str,
+    },
+    /// An array or object has more members than the limit.
+    #[error("{path}: more than {max} members")]
+    TooMany {
+        /// Where.
+        path: String,
+        /// The limit.
+        max: usize,
+    },
+    /// Nesting deeper than the limit.
+    #[error("{path}: nested deeper than {max}")]
+    TooDeep {
+        /// Where.
+        path: String,
+        /// The limit.
+        max: usize,
+    },
+    /// A string longer than the limit.
+    #[error("{path}: string longer than {max} bytes")]
+    TooLong {
+        /// Where.
+        path: String,
+        /// The limit.
+        max: usize,
+    },
+    /// A date or time that is not in a form the spec allows.
+    #[error("{path}: invalid date/time ({reason})")]
+    InvalidTime {
+        /// Where.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The input is not JSON (or nests beyond serde_json's own limit).
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    /// `verified_claims` found somewhere other than the top level of the claims object or
+    /// `_claim_names`.
+    #[error("{path}: verified_claims is not allowed here")]
+    MisplacedVerifiedClaims {
+        /// Where (a JSON pointer).
+        path: String,
+    },
+    /// A returned `trust_framework` no request allowed.
+    #[error("verified_claims[{index}]: trust_framework `{trust_framework}` was not requested")]
+    TrustFrameworkNotAllowed {
+        /// Index of the element in the received `verified_claims`.
+        index: usize,
+        /// The trust framework returned.
+        trust_framework: String,
+    },
+    /// A returned `assurance_level` (or its absence) no request allowed.
+    #[error("verified_claims[{index}]: assurance_level {assurance_level:?} was not requested")]
+    AssuranceLevelNotAllowed {
+        /// Index of the element.
+        index: usize,
+        /// The assurance level returned.
+        assurance_level: Option<String>,
+    },
+    /// A returned evidence type no evidence filter of the request selected.
+    #[error("verified_claims[{index}]: evidence type `{evidence_type}` was not requested")]
+    EvidenceTypeNotAllowed {
+        /// Index of the element.
+        index: usize,
+        /// The evidence type returned.
+        evidence_type: String,
+    },
+    /// `verification.time` older than the requested `max_age`.
+    #[error("verified_claims[{index}]: verification is {age} s old, max_age is {max_age} s")]
+    VerificationTooOld {
+        /// Index of the element.
+        index: usize,
+        /// Seconds elapsed since the verification (last second of the value).
+        age: u64,
+        /// The largest `max_age` among the matching requests.
+        max_age: u64,
+    },
+    /// `max_age` was requested but `verification.time` was not returned.
+    #[error("verified_claims[{index}]: max_age was requested but verification.time is absent")]
+    VerificationTimeMissing {
+        /// Index of the element.
+        index: usize,
+    },
+}
+
+/// What the OP does not support, by its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AssuranceUnsupported {
+    /// `claims_parameter_supported` is not `true`.
+    #[error("the claims parameter (claims_parameter_supported)")]
+    ClaimsParameter,
+    /// `verified_claims_supported` is not `true`.
+    #[error("verified claims (verified_claims_supported)")]
+    VerifiedClaims,
+    /// A trust framework missing from `trust_frameworks_supported`.
+    #[error("trust framework `{0}` (trust_frameworks_supported)")]
+    TrustFramework(String),
+    /// An evidence type missing from `evidence_supported`.
+    #[error("evidence type `{0}` (evidence_supported)")]
+    EvidenceType(String),
+    /// A document type missing from `documents_supported`.
+    #[error("document type `{0}` (documents_supported)")]
+    DocumentType(String),
+    /// An electronic record type missing from `electronic_records_supported`.
+    #[error("electronic record type `{0}` (electronic_records_supported)")]
+    ElectronicRecordType(String),
+    /// A document check method missing from `documents_check_methods_supported`.
+    #[error("document check method `{0}` (documents_check_methods_supported)")]
+    CheckMethod(String),
+    /// A claim missing from `claims_in_verified_claims_supported`.
+    #[error("claim `{0}` in verified_claims (claims_in_verified_claims_supported)")]
+    ClaimInVerifiedClaims(String),
 }

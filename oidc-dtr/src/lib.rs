@@ -108,6 +108,22 @@ pub use proto::client_auth::{AssertionAudience, ClientAuth};
 pub use proto::discovery::ProviderMetadata;
 pub use proto::exchange::{Compat, DeferredAuthentication};
 pub use proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
+pub use proto::userinfo::UserInfo;
+
+// Identity assurance (OpenID Connect for Identity Assurance 1.0): requesting,
+// receiving and checking `verified_claims`.
+pub use proto::assurance::{
+    AssuranceDetail, AssuranceError, AssuranceLimits, AssuranceProcess, AssuranceUnsupported,
+    AssuredClaims, Attachment, AttachmentAccessToken, Attestation, CLAIMS_REQUEST_MAX_DEPTH,
+    CheckDetail, CheckedVerifiedClaims, ClaimConstraint, ClaimsRequest, ClaimsTarget, Digest,
+    DocumentDetails, DocumentEvidence, ElectronicRecord, ElectronicRecordEvidence,
+    ElectronicSignatureEvidence, ElementRequest, EmbeddedAttachment, Evidence, EvidenceRef,
+    EvidenceRequest, ExternalAttachment, PURPOSE_MAX_CHARS, PURPOSE_MIN_CHARS, Party,
+    ReceivedClaims, TargetRequest, VERIFIED_CLAIMS, Verification, VerificationRequest,
+    VerifiedClaims, VerifiedClaimsRequest, VouchEvidence, check_verified_claims,
+    find_misplaced_verified_claims, find_verified_claim, parse_verification_time,
+    parse_verified_claims, parse_verified_claims_value,
+};
 
 // Polling: outcomes, events, the sans-IO machine.
 pub use engine::driver::{Delivery, DriverConfig, OutcomeId, PollEvent, PollStatus};

@@ -74,7 +74,7 @@ impl ClientInner {
     }
 
     /// Remembers a `DPoP-Nonce` from any response. True if it changed.
-    fn remember_dpop_nonce(&self, url: &Url, resp: &HttpResponse) -> bool {
+    pub(crate) fn remember_dpop_nonce(&self, url: &Url, resp: &HttpResponse) -> bool {
         let Some(nonce) = resp.header("dpop-nonce") else {
             return false;
         };

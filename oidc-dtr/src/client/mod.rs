@@ -1,6 +1,7 @@
 //! [`DtrClient`]: one Relying Party's view of one OpenID Provider.
 
 mod back_channel;
+mod userinfo;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -780,7 +781,7 @@ impl ClientInner {
             }
         };
         tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
-        Ok(TokenSet::new(resp, id_token, received_at))
+        Ok(TokenSet::new(resp, id_token, received_at).with_claims_request_of(ctx))
     }
 
     /// Validates a JWT: header and `alg`, key (through the JWKS cache),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{ConfigError, Error};
+use crate::proto::assurance::ClaimsRequest;
 use crate::proto::discovery::ProviderMetadata;
 use crate::random::RandomSource;
 use crate::random::random_b64url;
@@ -84,6 +85,10 @@ pub struct PendingAuthorization {
     pub(crate) response_mode: ResponseMode,
     pub(crate) max_age: Option<u64>,
     pub(crate) created_at: UnixTime,
+    /// The typed `claims` request (identity assurance), kept to check the
+    /// verified claims that come back. Boxed: rare and large.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) claims_request: Option<Box<ClaimsRequest>>,
 }
 
 impl fmt::Debug for PendingAuthorization {
@@ -102,6 +107,7 @@ impl fmt::Debug for PendingAuthorization {
             .field("response_mode", &self.response_mode)
             .field("max_age", &self.max_age)
             .field("created_at", &self.created_at)
+            .field("claims_request", &self.claims_request.is_some())
             .finish()
     }
 }
@@ -146,6 +152,11 @@ impl PendingAuthorization {
     /// When the request was built.
     pub fn created_at(&self) -> UnixTime {
         self.created_at
+    }
+    /// The typed `claims` request sent with
+    /// [`AuthorizationRequestBuilder::claims_request`], if any.
+    pub fn claims_request(&self) -> Option<&ClaimsRequest> {
+        self.claims_request.as_deref()
     }
 }
 
@@ -200,6 +211,7 @@ pub struct AuthorizationRequestBuilder<'a> {
     max_age: Option<u64>,
     acr_values: Option<String>,
     claims: Option<serde_json::Value>,
+    claims_request: Option<ClaimsRequest>,
     login_hint: Option<String>,
     ui_locales: Option<String>,
     extra: Vec<(String, String)>,
@@ -226,6 +238,7 @@ impl<'a> AuthorizationRequestBuilder<'a> {
             max_age: None,
             acr_values: None,
             claims: None,
+            claims_request: None,
             login_hint: None,
             ui_locales: None,
             extra: Vec::new(),
@@ -281,6 +294,22 @@ impl<'a> AuthorizationRequestBuilder<'a> {
         self
     }
 
+    /// Requests claims, verified claims (OpenID Connect for Identity
+    /// Assurance 1.0) among them, with a typed [`ClaimsRequest`], sent as the
+    /// `claims` parameter. At [`build`](Self::build) it is validated and
+    /// checked against the OP's metadata (`claims_parameter_supported`,
+    /// `verified_claims_supported`, `trust_frameworks_supported`,
+    /// `evidence_supported`, `documents_supported`,
+    /// `claims_in_verified_claims_supported`, ...):
+    /// [`ConfigError::ClaimsRequest`] names what the OP does not support.
+    /// The request is remembered through the flow, so that
+    /// [`TokenSet::verified_claims`](crate::TokenSet::verified_claims) checks
+    /// what comes back against it. Exclusive with [`claims`](Self::claims).
+    pub fn claims_request(mut self, request: ClaimsRequest) -> Self {
+        self.claims_request = Some(request);
+        self
+    }
+
     /// Sets `login_hint`.
     pub fn login_hint(mut self, hint: impl Into<String>) -> Self {
         self.login_hint = Some(hint.into());
@@ -320,6 +349,22 @@ impl<'a> AuthorizationRequestBuilder<'a> {
             }
             .into());
         }
+        let claims_param = match (&self.claims, &self.claims_request) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    field: "claims",
+                    reason: "set either claims() or claims_request(), not both".to_owned(),
+                }
+                .into());
+            }
+            (Some(c), None) => Some(c.to_string()),
+            (None, Some(r)) => {
+                r.check_supported(&inner.metadata.additional)
+                    .map_err(ConfigError::ClaimsRequest)?;
+                Some(r.to_json_string().map_err(ConfigError::ClaimsRequest)?)
+            }
+            (None, None) => None,
+        };
         let rng = inner.rng;
         let state = State::new(random_b64url(rng, RANDOM_BYTES)?);
         let nonce = Nonce::new(random_b64url(rng, RANDOM_BYTES)?);
@@ -346,8 +391,8 @@ impl<'a> AuthorizationRequestBuilder<'a> {
             if let Some(a) = &self.acr_values {
                 q.append_pair("acr_values", a);
             }
-            if let Some(c) = &self.claims {
-                q.append_pair("claims", &c.to_string());
+            if let Some(c) = &claims_param {
+                q.append_pair("claims", c);
             }
             if let Some(h) = &self.login_hint {
                 q.append_pair("login_hint", h);
@@ -370,6 +415,7 @@ impl<'a> AuthorizationRequestBuilder<'a> {
             response_mode: self.response_mode,
             max_age: self.max_age,
             created_at: inner.now,
+            claims_request: self.claims_request.map(Box::new),
         };
         tracing::debug!(
             state = %pending.state.fingerprint(),

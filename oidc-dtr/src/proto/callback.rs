@@ -252,6 +252,7 @@ mod tests {
             response_mode: mode,
             max_age: None,
             created_at: UnixTime::from_secs(1),
+            claims_request: None,
         }
     }
 

@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::error::Error;
 use crate::jose::DpopKey;
+use crate::proto::assurance::ClaimsRequest;
 use crate::proto::callback::Acknowledgment;
 use crate::proto::claims::IdTokenClaims;
 use crate::proto::discovery::GRANT_TYPE_DEFERRED;
@@ -123,6 +124,10 @@ pub struct DeferredAuthentication {
     /// The DPoP key of this authentication process, when DPoP is used.
     #[serde(default)]
     pub(crate) dpop_key: Option<Box<DpopKey>>,
+    /// The typed `claims` request of the authentication request, to check
+    /// the verified claims of the final ID token against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) claims_request: Option<Box<ClaimsRequest>>,
 }
 
 impl fmt::Debug for DeferredAuthentication {
@@ -141,6 +146,7 @@ impl fmt::Debug for DeferredAuthentication {
             .field("interim_id_token", &self.interim_id_token.is_some())
             .field("dpop_key", &self.dpop_key)
             .field("interim_claims", &self.interim_claims)
+            .field("claims_request", &self.claims_request.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +177,7 @@ impl DeferredAuthentication {
             interim_id_token: resp.interim_id_token,
             interim_claims: None,
             dpop_key: None,
+            claims_request: pending.claims_request.clone(),
         }
     }
 
@@ -203,6 +210,7 @@ impl DeferredAuthentication {
             interim_id_token: None,
             interim_claims: None,
             dpop_key: None,
+            claims_request: None,
         }
     }
 
@@ -229,6 +237,12 @@ impl DeferredAuthentication {
     /// The DPoP key bound to this authentication process, if DPoP is used.
     pub fn dpop_key(&self) -> Option<&DpopKey> {
         self.dpop_key.as_deref()
+    }
+
+    /// The typed `claims` request (identity assurance) of the authentication
+    /// request, kept to check the final ID token's verified claims.
+    pub fn claims_request(&self) -> Option<&ClaimsRequest> {
+        self.claims_request.as_deref()
     }
 
     /// The `deferred_auth_id`.

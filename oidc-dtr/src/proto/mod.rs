@@ -14,8 +14,11 @@
 //! sets), [`poll`] (the polling state machine), [`cancel`] (Authentication
 //! Cancellation), [`discovery`] (metadata), [`client_auth`] (client
 //! authentication), [`claims`] and [`id_token`] (ID token claims and their
-//! validation, OIDC Core §3.1.3.7) and [`message`] (HTTP messages as data).
+//! validation, OIDC Core §3.1.3.7), [`assurance`] (OpenID Connect for
+//! Identity Assurance: `verified_claims`), [`userinfo`] (the UserInfo
+//! response) and [`message`] (HTTP messages as data).
 
+pub(crate) mod assurance;
 pub(crate) mod authorize;
 pub(crate) mod callback;
 pub(crate) mod cancel;
@@ -27,3 +30,4 @@ pub(crate) mod id_token;
 pub(crate) mod message;
 pub(crate) mod poll;
 pub(crate) mod token;
+pub(crate) mod userinfo;

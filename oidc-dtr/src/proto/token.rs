@@ -17,8 +17,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::error::AssuranceError;
 use crate::error::{Error, ResponseError, ValidationError};
 use crate::json::JsonObject;
+use crate::proto::assurance::{
+    AssuranceLimits, CheckedVerifiedClaims, ClaimsRequest, ClaimsTarget, ReceivedClaims,
+};
 use crate::proto::authorize::PendingAuthorization;
 use crate::proto::callback::{Acknowledgment, CodeResponse};
 use crate::proto::claims::IdTokenClaims;
@@ -180,6 +184,8 @@ pub struct ValidationContext {
     max_age: Option<u64>,
     requested_at: UnixTime,
     expected_subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claims_request: Option<Box<ClaimsRequest>>,
 }
 
 impl fmt::Debug for ValidationContext {
@@ -202,6 +208,7 @@ impl ValidationContext {
             max_age: None,
             requested_at,
             expected_subject: None,
+            claims_request: None,
         }
     }
 
@@ -236,11 +243,25 @@ impl ValidationContext {
     pub fn expected_subject(&self) -> Option<&str> {
         self.expected_subject.as_deref()
     }
+
+    /// Sets the typed `claims` request the verified claims are checked
+    /// against (see [`TokenSet::verified_claims`]).
+    pub fn with_claims_request(mut self, request: Option<ClaimsRequest>) -> Self {
+        self.claims_request = request.map(Box::new);
+        self
+    }
+
+    /// The typed `claims` request, if the authentication request had one.
+    pub fn claims_request(&self) -> Option<&ClaimsRequest> {
+        self.claims_request.as_deref()
+    }
 }
 
 impl From<&PendingAuthorization> for ValidationContext {
     fn from(p: &PendingAuthorization) -> Self {
-        ValidationContext::new(p.nonce.clone(), p.created_at).with_max_age(p.max_age)
+        let mut ctx = ValidationContext::new(p.nonce.clone(), p.created_at).with_max_age(p.max_age);
+        ctx.claims_request = p.claims_request.clone();
+        ctx
     }
 }
 
@@ -258,9 +279,11 @@ impl From<&Acknowledgment> for ValidationContext {
 
 impl From<&DeferredAuthentication> for ValidationContext {
     fn from(a: &DeferredAuthentication) -> Self {
-        ValidationContext::new(a.nonce.clone(), a.requested_at)
+        let mut ctx = ValidationContext::new(a.nonce.clone(), a.requested_at)
             .with_max_age(a.max_age)
-            .with_expected_subject(a.interim_subject().map(str::to_owned))
+            .with_expected_subject(a.interim_subject().map(str::to_owned));
+        ctx.claims_request = a.claims_request.clone();
+        ctx
     }
 }
 
@@ -367,6 +390,9 @@ pub struct TokenSet {
     /// The DPoP key the access token is bound to, when DPoP was used.
     #[serde(default)]
     dpop_key: Option<Box<crate::jose::DpopKey>>,
+    /// The typed `claims` request of the flow, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claims_request: Option<Box<ClaimsRequest>>,
 }
 
 impl fmt::Debug for TokenSet {
@@ -380,6 +406,7 @@ impl fmt::Debug for TokenSet {
             .field("id_token", &self.id_token)
             .field("received_at", &self.received_at)
             .field("dpop_key", &self.dpop_key)
+            .field("claims_request", &self.claims_request.is_some())
             .finish()
     }
 }
@@ -398,7 +425,56 @@ impl TokenSet {
             id_token,
             received_at,
             dpop_key: None,
+            claims_request: None,
         }
+    }
+
+    /// Remembers the flow's `claims` request (from the validation context).
+    pub(crate) fn with_claims_request_of(mut self, ctx: &ValidationContext) -> Self {
+        self.claims_request = ctx.claims_request.clone();
+        self
+    }
+
+    /// The typed `claims` request of the flow, if it had one.
+    pub fn claims_request(&self) -> Option<&ClaimsRequest> {
+        self.claims_request.as_deref()
+    }
+
+    /// The ID token's claims split into unverified claims and typed
+    /// `verified_claims` (OpenID Connect for Identity Assurance 1.0), without
+    /// checking them against the request. Fails when `verified_claims` is
+    /// malformed or appears anywhere but at the top level (or in
+    /// `_claim_names`).
+    pub fn received_claims(&self) -> Result<ReceivedClaims, AssuranceError> {
+        ReceivedClaims::from_claims(&self.claims().to_json(), &AssuranceLimits::default())
+    }
+
+    /// The ID token's verified claims, checked against the `claims` request
+    /// of the flow ([`AuthorizationRequestBuilder::claims_request`](crate::AuthorizationRequestBuilder::claims_request))
+    /// at the time the tokens were received: every returned
+    /// `trust_framework`, `assurance_level` and evidence type must be one the
+    /// request allowed, and `verification.time` no older than its `max_age`.
+    /// Verified claims the request did not ask for are returned apart
+    /// ([`CheckedVerifiedClaims::unrequested`]), never merged; unverified
+    /// claims of the same name stay in [`claims`](Self::claims).
+    ///
+    /// A failed check does **not** fail the authentication: the ID token
+    /// passed OpenID Connect validation and the tokens stay usable (and
+    /// stored until acknowledged). It is reported here, as a typed
+    /// [`AssuranceError`], every time you ask; treat it as "no verified
+    /// identity". Without a `claims` request every element is unrequested.
+    pub fn verified_claims(&self) -> Result<CheckedVerifiedClaims, AssuranceError> {
+        let received = self.received_claims()?;
+        let requests = self
+            .claims_request
+            .as_deref()
+            .map(|r| r.verified_claims(ClaimsTarget::IdToken))
+            .unwrap_or(&[]);
+        crate::proto::assurance::check_verified_claims(
+            requests,
+            &received.verified,
+            self.received_at.as_secs(),
+        )
     }
 
     /// Attaches the DPoP key the tokens are bound to.

@@ -1,0 +1,69 @@
+//! The UserInfo call: the access token as a bearer or DPoP-bound token (a
+//! proof with `ath`, the server's nonce remembered, one retry on
+//! `use_dpop_nonce`), then the pure checks of `proto::userinfo`.
+
+use http::Method;
+
+use crate::client::DtrClient;
+use crate::error::{ConfigError, Error};
+use crate::proto::token::TokenSet;
+use crate::proto::userinfo::{self, UserInfo};
+
+impl DtrClient {
+    /// Calls the OP's UserInfo endpoint (`userinfo_endpoint` of the
+    /// metadata) with `tokens`' access token: `Bearer`, or `DPoP` with a
+    /// fresh proof (bound to the access token, `ath`) when the token type is
+    /// `DPoP`.
+    ///
+    /// The answer must be JSON (signed or encrypted `application/jwt`
+    /// responses are refused with a [`ResponseError`](crate::ResponseError)
+    /// saying so), its `sub` must equal the ID token's (else a
+    /// `ResponseError` on `sub`), and its `verified_claims` are parsed and
+    /// checked against the flow's `claims` request for `userinfo`, as
+    /// [`TokenSet::verified_claims`] does for the ID token; a failed check is
+    /// [`Error::Assurance`]. The tokens are not affected: call again at will.
+    pub async fn userinfo(&self, tokens: &TokenSet) -> Result<UserInfo, Error> {
+        let inner = &self.inner;
+        let endpoint = userinfo::endpoint(&inner.metadata)?;
+        let key = match (tokens.is_dpop(), tokens.dpop_key()) {
+            (true, Some(k)) => Some(k),
+            (true, None) => {
+                return Err(ConfigError::Invalid {
+                    field: "userinfo",
+                    reason: "the access token is DPoP-bound but the token set has no DPoP key"
+                        .into(),
+                }
+                .into());
+            }
+            (false, _) => None,
+        };
+        let mut retried = false;
+        loop {
+            let proof = match key {
+                None => None,
+                Some(_) => {
+                    let nonce = inner
+                        .dpop_nonces
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&endpoint.origin().ascii_serialization())
+                        .cloned();
+                    self.resource_proof(tokens, &Method::GET, &endpoint, nonce.as_deref())
+                        .transpose()
+                        .map_err(|e| ConfigError::Invalid {
+                            field: "dpop",
+                            reason: e.to_string(),
+                        })?
+                }
+            };
+            let req = userinfo::request(&endpoint, tokens, proof.as_deref())?;
+            let resp = inner.http.send(req).await?;
+            let new_nonce = inner.remember_dpop_nonce(&endpoint, &resp);
+            if proof.is_some() && !retried && new_nonce && userinfo::wants_dpop_nonce(&resp) {
+                retried = true;
+                continue;
+            }
+            return userinfo::parse_response(&resp, &endpoint, tokens, inner.clock.now().as_secs());
+        }
+    }
+}
