@@ -213,11 +213,7 @@ impl DtrClient {
         pending: &PendingAuthorization,
         query: &str,
     ) -> Result<CallbackResponse, Error> {
-        let q = match query.find('?') {
-            Some(i) => &query[i + 1..],
-            None => query,
-        };
-        let q = q.split('#').next().unwrap_or("");
+        let q = callback::query_of(query);
         self.validate_callback(pending, q.as_bytes(), ResponseMode::Query)
     }
 
