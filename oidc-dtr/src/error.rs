@@ -954,7 +954,10 @@ mod tests {
         let long = clean_op_text(&"x".repeat(1_000_000));
         assert_eq!(long.chars().count(), MAX_OP_TEXT_CHARS + 1);
         assert!(long.ends_with('…'));
-        assert_eq!(clean_op_text(&"y".repeat(MAX_OP_TEXT_CHARS)).len(), MAX_OP_TEXT_CHARS);
+        assert_eq!(
+            clean_op_text(&"y".repeat(MAX_OP_TEXT_CHARS)).len(),
+            MAX_OP_TEXT_CHARS
+        );
     }
 
     #[test]
@@ -973,7 +976,10 @@ mod tests {
         ] {
             assert_eq!(clean_op_uri(bad), None, "{bad}");
         }
-        assert_eq!(clean_op_uri(&format!("https://op.example/{}", "a".repeat(3000))), None);
+        assert_eq!(
+            clean_op_uri(&format!("https://op.example/{}", "a".repeat(3000))),
+            None
+        );
     }
 
     #[test]

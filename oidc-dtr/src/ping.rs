@@ -172,11 +172,10 @@ fn bearer(authorization: Option<&str>) -> Option<&str> {
 
 /// The `deferred_auth_id` of a ping body.
 fn deferred_auth_id(body: &[u8]) -> Option<String> {
-    match serde_json::from_slice::<serde_json::Value>(body).ok()? {
-        serde_json::Value::Object(mut m) => match m.remove("deferred_auth_id")? {
-            serde_json::Value::String(s) if !s.is_empty() => Some(s),
-            _ => None,
-        },
+    // The strict reader: a body with a duplicate member is refused.
+    let mut obj = crate::json::JsonObject::parse(body, "ping").ok()?;
+    match obj.map.remove("deferred_auth_id")? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
         _ => None,
     }
 }
@@ -538,5 +537,17 @@ mod tests {
         assert_eq!(bearer(Some("Bearerabc")), None);
         assert_eq!(bearer(Some("Basic abc")), None);
         assert_eq!(bearer(None), None);
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        assert_eq!(
+            deferred_auth_id(br#"{"deferred_auth_id":"live"}"#).as_deref(),
+            Some("live")
+        );
+        assert_eq!(
+            deferred_auth_id(br#"{"deferred_auth_id":"other","deferred_auth_id":"live"}"#),
+            None
+        );
     }
 }

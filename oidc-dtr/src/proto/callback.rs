@@ -215,9 +215,7 @@ pub(crate) fn validate(
             return Err(CallbackError::ErrorWithCode);
         }
         let mut e = OAuthError::new(ErrorCode::from(error));
-        e.description = p
-            .error_description
-            .map(|d| crate::error::clean_op_text(&d));
+        e.description = p.error_description.map(|d| crate::error::clean_op_text(&d));
         e.uri = p.error_uri.and_then(|u| crate::error::clean_op_uri(&u));
         return Ok(CallbackResponse::Error(e));
     }
