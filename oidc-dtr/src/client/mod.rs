@@ -24,7 +24,7 @@ use crate::proto::cancel::CancellationConfig;
 use crate::proto::client_auth::ClientAuth;
 use crate::proto::discovery::ProviderMetadata;
 use crate::proto::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_TOKEN_BYTES};
-use crate::proto::id_token::{IdTokenValidator, ValidationOptions, verify_with};
+use crate::proto::id_token::{IdTokenValidator, ValidationOptions};
 use crate::proto::message::{HttpRequest, check_url, parse_url};
 use crate::proto::poll::{Outcome, PollConfig, PollMachine};
 use crate::proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
@@ -673,8 +673,7 @@ impl ClientInner {
                 .jwks
                 .resolve(&self.http, self.clock.as_ref(), jws.kid.as_deref(), jws.alg)
                 .await?;
-            let verifier = key.verifier(jws.alg).ok_or(ValidationError::Signature)?;
-            verify_with(&jws, verifier)?;
+            key.verify(jws.signing_input, &jws.signature)?;
         }
         let claims = self.validator.check_claims(&jws, ctx, access_token, now)?;
         Ok(IdToken::new(raw.clone(), claims))

@@ -272,8 +272,12 @@ impl IdTokenValidator {
         if jws.alg.is_hmac() {
             self.verify_hmac(&jws)?;
         } else {
-            let key = keys.find(jws.kid.as_deref(), jws.alg)?;
-            verify_with(&jws, key)?;
+            keys.verify(
+                jws.kid.as_deref(),
+                jws.alg,
+                jws.signing_input,
+                &jws.signature,
+            )?;
         }
         let claims = self.check_claims(&jws, ctx, access_token, now)?;
         Ok(IdToken::new(token.clone(), claims))
@@ -403,15 +407,6 @@ impl IdTokenValidator {
         }
         Ok(claims)
     }
-}
-
-/// Step 4 for asymmetric tokens.
-pub(crate) fn verify_with(
-    jws: &Jws<'_>,
-    key: &aws_lc_rs::signature::ParsedPublicKey,
-) -> Result<(), ValidationError> {
-    key.verify_sig(jws.signing_input, &jws.signature)
-        .map_err(|_| ValidationError::Signature)
 }
 
 #[cfg(test)]
