@@ -766,6 +766,24 @@ pub enum ValidationError {
         /// The validation time, seconds since the epoch.
         now: i64,
     },
+    /// `iat` is further in the past than
+    /// `ValidationOptions::max_iat_age` allows.
+    #[error("the ID token was issued too long ago (`iat` {iat}, now {now})")]
+    IssuedTooLongAgo {
+        /// `iat`, seconds since the epoch.
+        iat: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
+    /// `auth_time` is in the future (beyond
+    /// `ValidationOptions::auth_time_leeway`).
+    #[error("the End-User authenticated in the future (`auth_time` {auth_time}, now {now})")]
+    AuthTimeInFuture {
+        /// `auth_time`, seconds since the epoch.
+        auth_time: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
     /// The token has no `nonce`, but one was sent in the request.
     #[error("the ID token has no `nonce`, but one was sent in the authentication request")]
     MissingNonce,
