@@ -11,6 +11,7 @@ mod dpop;
 mod foundation;
 mod http_edge;
 mod hygiene;
+mod jose_differential;
 mod jose_vectors;
 mod layers;
 mod ping;
