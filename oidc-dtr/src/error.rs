@@ -580,7 +580,8 @@ impl ResponseError {
         ResponseError {
             context,
             field,
-            problem: problem.into(),
+            // The problem may quote OP-supplied names: never raw.
+            problem: sanitize(&problem.into(), 300),
         }
     }
 }
@@ -813,6 +814,24 @@ pub enum ValidationError {
         /// The validation time, seconds since the epoch.
         now: i64,
     },
+    /// `iat` is further in the past than
+    /// `ValidationOptions::max_iat_age` allows.
+    #[error("the ID token was issued too long ago (`iat` {iat}, now {now})")]
+    IssuedTooLongAgo {
+        /// `iat`, seconds since the epoch.
+        iat: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
+    /// `auth_time` is in the future (beyond
+    /// `ValidationOptions::auth_time_leeway`).
+    #[error("the End-User authenticated in the future (`auth_time` {auth_time}, now {now})")]
+    AuthTimeInFuture {
+        /// `auth_time`, seconds since the epoch.
+        auth_time: i64,
+        /// The validation time, seconds since the epoch.
+        now: i64,
+    },
     /// The token has no `nonce`, but one was sent in the request.
     #[error("the ID token has no `nonce`, but one was sent in the authentication request")]
     MissingNonce,
@@ -871,13 +890,71 @@ impl ValidationError {
     }
 }
 
-/// Makes OP-supplied text safe to print: control characters become `?` and
-/// the text is cut at `max` characters.
+/// Whether `c` is a Unicode bidirectional formatting character (embeddings,
+/// overrides, isolates and marks), which can make displayed text read
+/// differently from what it is ("Trojan Source").
+pub(crate) fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// The most characters of OP text (`error_description`) kept.
+pub(crate) const MAX_OP_TEXT_CHARS: usize = 512;
+/// The longest `error_uri` kept, in bytes.
+pub(crate) const MAX_OP_URI_LEN: usize = 2048;
+
+/// Cleans OP-supplied text (`error_description`) before it reaches the
+/// application or the store: control characters (CR, LF, tabs included)
+/// become spaces, bidirectional formatting characters are dropped, and the
+/// text is cut at [`MAX_OP_TEXT_CHARS`] characters.
+pub(crate) fn clean_op_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_OP_TEXT_CHARS * 4));
+    let mut kept = 0;
+    let mut cut = false;
+    for c in s.chars() {
+        if is_bidi_control(c) {
+            continue;
+        }
+        if kept == MAX_OP_TEXT_CHARS {
+            cut = true;
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+        kept += 1;
+    }
+    if cut {
+        out.push('…');
+    }
+    out
+}
+
+/// Keeps an OP-supplied `error_uri` only when it is an absolute `https` URI
+/// of reasonable length (a `javascript:` or `data:` URI must never reach a
+/// page as a link).
+pub(crate) fn clean_op_uri(s: &str) -> Option<String> {
+    if s.len() > MAX_OP_URI_LEN || s.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return None;
+    }
+    let url = url::Url::parse(s).ok()?;
+    (url.scheme() == "https" && url.host().is_some()).then(|| s.to_owned())
+}
+
+/// Makes OP-supplied text safe to print: control characters and
+/// bidirectional formatting characters become `?` and the text is cut at
+/// `max` characters.
 pub(crate) fn sanitize(s: &str, max: usize) -> String {
     let mut out: String = s
         .chars()
         .take(max)
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || is_bidi_control(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect();
     if s.chars().nth(max).is_some() {
         out.push('…');
@@ -921,6 +998,54 @@ mod tests {
             "the OP answered `authorization_pending` (HTTP 400): step 2??Set-Cookie: x"
         );
         assert_eq!(sanitize(&"a".repeat(10), 3), "aaa…");
+    }
+
+    #[test]
+    fn display_strips_bidi_overrides() {
+        let mut e = OAuthError::new(ErrorCode::AccessDenied);
+        e.description = Some("abc\u{202E}fed\u{2066}x\u{200F}".into());
+        let s = e.to_string();
+        assert!(!s.chars().any(is_bidi_control), "{s:?}");
+        assert!(s.ends_with("abc?fed?x?"), "{s:?}");
+        let code = ErrorCode::from("x\u{202E}y");
+        assert_eq!(code.to_string(), "x?y");
+        let r = ResponseError::new("ctx", None, "member `a\u{202E}b` is odd");
+        assert!(!r.to_string().contains('\u{202E}'), "{r}");
+    }
+
+    #[test]
+    fn op_text_is_capped_and_cleaned() {
+        let t = clean_op_text("a\r\nb\u{202E}c\u{0007}");
+        assert_eq!(t, "a  bc ");
+        let long = clean_op_text(&"x".repeat(1_000_000));
+        assert_eq!(long.chars().count(), MAX_OP_TEXT_CHARS + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(
+            clean_op_text(&"y".repeat(MAX_OP_TEXT_CHARS)).len(),
+            MAX_OP_TEXT_CHARS
+        );
+    }
+
+    #[test]
+    fn only_https_error_uris_are_kept() {
+        assert_eq!(
+            clean_op_uri("https://op.example/e?x=1").as_deref(),
+            Some("https://op.example/e?x=1")
+        );
+        for bad in [
+            "javascript:alert(1)",
+            "http://op.example/e",
+            "data:text/html,x",
+            "/relative",
+            "https://op.example/\u{202E}x",
+            "https://op.example/a\nb",
+        ] {
+            assert_eq!(clean_op_uri(bad), None, "{bad}");
+        }
+        assert_eq!(
+            clean_op_uri(&format!("https://op.example/{}", "a".repeat(3000))),
+            None
+        );
     }
 
     #[test]

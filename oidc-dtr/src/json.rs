@@ -25,13 +25,61 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// The first top-level member name of a JSON object that appears twice
+/// (names compared after unescaping).
+struct FirstDuplicate(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for FirstDuplicate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FirstDuplicate;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut duplicate = None;
+                while let Some(name) = access.next_key::<String>()? {
+                    access.next_value::<serde::de::IgnoredAny>()?;
+                    if duplicate.is_none() && seen.contains(&name) {
+                        duplicate = Some(name);
+                    } else {
+                        seen.insert(name);
+                    }
+                }
+                Ok(FirstDuplicate(duplicate))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 impl JsonObject {
     /// Parses `body` as a JSON object.
     pub(crate) fn parse(body: &[u8], context: &'static str) -> Result<Self, ResponseError> {
         // serde_json limits nesting depth (128), so hostile input cannot
         // overflow the stack.
         match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(map)) => Ok(JsonObject { map, context }),
+            Ok(Value::Object(map)) => {
+                // serde_json's map keeps the last of duplicate members
+                // silently: a second `token_type` could turn `DPoP` into
+                // `Bearer`. Refuse any duplicate instead.
+                if let Ok(FirstDuplicate(Some(name))) = serde_json::from_slice(body) {
+                    return Err(ResponseError::new(
+                        context,
+                        None,
+                        format!(
+                            "member `{}` appears more than once",
+                            crate::error::sanitize(&name, 64)
+                        ),
+                    ));
+                }
+                Ok(JsonObject { map, context })
+            }
             Ok(other) => Err(ResponseError::new(
                 context,
                 None,
@@ -205,6 +253,22 @@ mod tests {
             assert_eq!(e.field, None);
             assert!(e.to_string().starts_with("invalid ctx"), "{e}");
         }
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        for body in [
+            r#"{"token_type":"DPoP","access_token":"x","token_type":"Bearer"}"#,
+            r#"{"a":1,"a":1}"#,
+            r#"{"a":1,"\u0061":2}"#,
+        ] {
+            let e = JsonObject::parse(body.as_bytes(), "ctx").err().unwrap();
+            assert!(e.to_string().contains("more than once"), "{e}");
+        }
+        let e = JsonObject::parse(br#"{"t":1,"t":2}"#, "ctx").err().unwrap();
+        assert!(e.to_string().contains("`t`"), "{e}");
+        // Nested objects are values: only the top level is checked here.
+        assert!(JsonObject::parse(br#"{"a":{"b":1},"c":{"b":2}}"#, "ctx").is_ok());
     }
 
     #[test]

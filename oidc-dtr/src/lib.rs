@@ -161,3 +161,129 @@ pub use secret::{
     State,
 };
 pub use time::{Clock, ManualClock, SystemClock, UnixTime};
+
+/// Thin wrappers over internal parsers, for the fuzz targets in `fuzz/`.
+///
+/// **Not part of the public API**: not covered by semver, may change or
+/// vanish in any release. Applications must not use it.
+#[doc(hidden)]
+#[allow(missing_docs, unreachable_pub)]
+pub mod __fuzz {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use crate::ping::{PingReceiver, PingSink, PingVerdict};
+    use crate::proto::authorize::{PendingAuthorization, ResponseMode, ResponseType};
+    use crate::proto::message::HttpResponse;
+    use crate::secret::{DeferredAuthId, Nonce, PkceVerifier, State};
+
+    /// The issuer the wrappers expect.
+    pub const ISSUER: &str = "https://op.example";
+    /// The `state` the callback wrapper's pending authorization holds.
+    pub const STATE: &str = "st4te-value_0123456789abcdefghijklmnopqrstuvw";
+
+    /// Decodes a compact JWS (header checks included, no signature check).
+    pub fn jws_decode(token: &str) -> bool {
+        crate::jose::jws::decode(token).is_ok()
+    }
+
+    /// Validates a redirect's query (as `DtrClient::callback` does, from a
+    /// query string, path or URL) against a fixed pending authorization.
+    pub fn callback(input: &str, deferred_code_or_code: bool, iss_required: bool) -> bool {
+        let pending = PendingAuthorization {
+            issuer: ISSUER.into(),
+            client_id: "client".into(),
+            redirect_uri: url::Url::parse("https://rp.example/cb").expect("static URL"),
+            state: State::new(STATE),
+            nonce: Nonce::new("nonce"),
+            pkce_verifier: PkceVerifier::new("verifier"),
+            response_type: if deferred_code_or_code {
+                ResponseType::DeferredCodeOrCode
+            } else {
+                ResponseType::DeferredCode
+            },
+            response_mode: ResponseMode::Query,
+            max_age: None,
+            created_at: crate::UnixTime::from_secs(1),
+            claims_request: None,
+        };
+        crate::proto::callback::validate(
+            &pending,
+            crate::proto::callback::query_of(input).as_bytes(),
+            crate::proto::callback::Expect {
+                issuer: ISSUER,
+                client_id: "client",
+                iss_required,
+                mode: ResponseMode::Query,
+            },
+        )
+        .is_ok()
+    }
+
+    fn response(status: u16, content_type: &'static str, body: &[u8]) -> HttpResponse {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        HttpResponse {
+            status: http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK),
+            headers,
+            body: bytes::Bytes::copy_from_slice(body),
+        }
+    }
+
+    fn endpoint() -> url::Url {
+        url::Url::parse("https://op.example/token").expect("static URL")
+    }
+
+    /// Parses a token endpoint answer (success or error) with this status.
+    pub fn token_response(status: u16, body: &[u8]) -> bool {
+        crate::proto::token::parse_token_response(
+            &response(status, "application/json", body),
+            &endpoint(),
+        )
+        .is_ok()
+    }
+
+    /// Parses a deferred code exchange answer with this status.
+    pub fn exchange_response(status: u16, body: &[u8]) -> bool {
+        crate::proto::exchange::parse_exchange_response(
+            &response(status, "application/json", body),
+            &endpoint(),
+        )
+        .is_ok()
+    }
+
+    struct Sink;
+
+    impl PingSink for Sink {
+        fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> crate::ping::BoxFuture<PingVerdict> {
+            let known = crate::secret::ct_eq(id.secret().as_bytes(), b"live")
+                && crate::secret::ct_eq(&token, b"right");
+            let verdict = if known {
+                PingVerdict::Woken
+            } else {
+                PingVerdict::Rejected
+            };
+            Box::pin(async move { verdict })
+        }
+    }
+
+    /// Runs `PingReceiver::handle_raw` on a receiver that knows the id
+    /// `live` with the token `right`; the HTTP status it answers.
+    pub fn ping(
+        method: &str,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> Option<u16> {
+        let r = PingReceiver::new(Arc::new(Sink));
+        let mut fut = std::pin::pin!(r.handle_raw(method, content_type, authorization, body));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(reply) => Some(reply.status),
+            std::task::Poll::Pending => None,
+        }
+    }
+}

@@ -178,6 +178,43 @@ impl PingReply {
 pub struct PingReceiver {
     sink: Arc<dyn PingSink>,
     max_body: usize,
+    warnings: Arc<std::sync::Mutex<WarnGate>>,
+}
+
+/// At most this many "ping rejected" WARN lines per [`WARN_WINDOW`]: the
+/// pings are unauthenticated, so anyone could otherwise flood the log.
+const WARN_BURST: u32 = 5;
+/// The window [`WARN_BURST`] counts in.
+const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Rate-limits the WARN lines about rejected pings; the rejections not
+/// logged are counted and reported with the next line that is.
+#[derive(Debug, Default)]
+struct WarnGate {
+    window_start: Option<std::time::Instant>,
+    emitted: u32,
+    suppressed: u64,
+}
+
+impl WarnGate {
+    /// `Some(n)`: log now, saying that `n` rejections went unlogged since
+    /// the last line; `None`: stay quiet (counted).
+    fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .window_start
+            .is_none_or(|s| now.saturating_duration_since(s) >= WARN_WINDOW)
+        {
+            self.window_start = Some(now);
+            self.emitted = 0;
+        }
+        if self.emitted < WARN_BURST {
+            self.emitted += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            None
+        }
+    }
 }
 
 impl fmt::Debug for PingReceiver {
@@ -205,11 +242,10 @@ fn bearer(authorization: Option<&str>) -> Option<&str> {
 
 /// The `deferred_auth_id` of a ping body.
 fn deferred_auth_id(body: &[u8]) -> Option<String> {
-    match serde_json::from_slice::<serde_json::Value>(body).ok()? {
-        serde_json::Value::Object(mut m) => match m.remove("deferred_auth_id")? {
-            serde_json::Value::String(s) if !s.is_empty() => Some(s),
-            _ => None,
-        },
+    // The strict reader: a body with a duplicate member is refused.
+    let mut obj = crate::json::JsonObject::parse(body, "ping").ok()?;
+    match obj.map.remove("deferred_auth_id")? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
         _ => None,
     }
 }
@@ -219,6 +255,7 @@ impl PingReceiver {
         PingReceiver {
             sink,
             max_body: DEFAULT_MAX_BODY,
+            warnings: Arc::default(),
         }
     }
 
@@ -279,7 +316,21 @@ impl PingReceiver {
             PingVerdict::Woken => PingReplyKind::Woken,
             PingVerdict::AlreadyFinished => PingReplyKind::AlreadyFinished,
             PingVerdict::Rejected => {
-                tracing::warn!(deferred_auth_id = %id.fingerprint(), "ping rejected (wrong token or unknown id)");
+                let admitted = match self.warnings.lock() {
+                    Ok(mut g) => g.admit(std::time::Instant::now()),
+                    Err(_) => None,
+                };
+                match admitted {
+                    Some(0) => {
+                        tracing::warn!(deferred_auth_id = %id.fingerprint(), "ping rejected (wrong token or unknown id)");
+                    }
+                    Some(not_logged) => {
+                        tracing::warn!(deferred_auth_id = %id.fingerprint(), not_logged, "ping rejected (wrong token or unknown id); {not_logged} more rejected since the last such line");
+                    }
+                    None => {
+                        tracing::debug!(deferred_auth_id = %id.fingerprint(), "ping rejected (wrong token or unknown id)");
+                    }
+                }
                 PingReplyKind::Unauthorized
             }
         };
@@ -597,5 +648,81 @@ mod tests {
         assert_eq!(bearer(Some("Bearerabc")), None);
         assert_eq!(bearer(Some("Basic abc")), None);
         assert_eq!(bearer(None), None);
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        assert_eq!(
+            deferred_auth_id(br#"{"deferred_auth_id":"live"}"#).as_deref(),
+            Some("live")
+        );
+        assert_eq!(
+            deferred_auth_id(br#"{"deferred_auth_id":"other","deferred_auth_id":"live"}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn warn_gate_allows_a_burst_per_window_and_counts_the_rest() {
+        let t0 = std::time::Instant::now();
+        let mut g = WarnGate::default();
+        for _ in 0..WARN_BURST {
+            assert_eq!(g.admit(t0), Some(0));
+        }
+        for _ in 0..1000 {
+            assert_eq!(g.admit(t0 + std::time::Duration::from_secs(59)), None);
+        }
+        assert_eq!(g.admit(t0 + WARN_WINDOW), Some(1000));
+        assert_eq!(g.admit(t0 + WARN_WINDOW), Some(0));
+    }
+
+    /// Counts WARN events.
+    struct WarnCounter(std::sync::atomic::AtomicUsize);
+
+    impl tracing::Subscriber for WarnCounter {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            if *e.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn rejected_pings_do_not_flood_the_log() {
+        let counter = Arc::new(WarnCounter(std::sync::atomic::AtomicUsize::new(0)));
+        let (r, _) = receiver();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(counter.clone(), || {
+            rt.block_on(async {
+                for _ in 0..1000 {
+                    let reply = r
+                        .handle_raw(
+                            "POST",
+                            Some("application/json"),
+                            Some("Bearer wrong"),
+                            br#"{"deferred_auth_id":"live"}"#,
+                        )
+                        .await;
+                    assert_eq!(reply.kind, PingReplyKind::Unauthorized);
+                }
+            })
+        });
+        let warns = counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (1..=WARN_BURST as usize).contains(&warns),
+            "{warns} WARN lines"
+        );
     }
 }

@@ -26,7 +26,7 @@ use crate::proto::cancel::{CancelResult, CancellationConfig};
 use crate::proto::client_auth::ClientAuth;
 use crate::proto::discovery::ProviderMetadata;
 use crate::proto::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_TOKEN_BYTES};
-use crate::proto::id_token::{IdTokenValidator, ValidationOptions, verify_with};
+use crate::proto::id_token::{IdTokenValidator, ValidationOptions};
 use crate::proto::message::{HttpRequest, check_url, parse_url};
 use crate::proto::poll::{Outcome, PollConfig, PollMachine};
 use crate::proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
@@ -226,11 +226,7 @@ impl DtrClient {
         pending: &PendingAuthorization,
         query: &str,
     ) -> Result<CallbackResponse, Error> {
-        let q = match query.find('?') {
-            Some(i) => &query[i + 1..],
-            None => query,
-        };
-        let q = q.split('#').next().unwrap_or("");
+        let q = callback::query_of(query);
         self.validate_callback(pending, q.as_bytes(), ResponseMode::Query)
     }
 
@@ -801,8 +797,7 @@ impl ClientInner {
                 .jwks
                 .resolve(&self.http, self.clock.as_ref(), jws.kid.as_deref(), jws.alg)
                 .await?;
-            let verifier = key.verifier(jws.alg).ok_or(ValidationError::Signature)?;
-            verify_with(&jws, verifier)?;
+            key.verify(jws.signing_input, &jws.signature)?;
         }
         let claims = self.validator.check_claims(&jws, ctx, access_token, now)?;
         Ok(IdToken::new(raw.clone(), claims))

@@ -27,7 +27,6 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use aws_lc_rs::signature::ParsedPublicKey;
 use http::header::{AGE, CACHE_CONTROL, DATE, EXPIRES, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -232,11 +231,25 @@ struct CacheState {
 pub(crate) struct ResolvedKey {
     set: Arc<KeySet>,
     index: usize,
+    kid: Option<String>,
+    alg: Algorithm,
 }
 
 impl ResolvedKey {
-    pub(crate) fn verifier(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
-        self.set.verifier(self.index, alg)
+    /// Verifies a JWS with this key, or any other key of the set with the
+    /// same `kid` and a verifier for the same `alg`.
+    pub(crate) fn verify(
+        &self,
+        signing_input: &[u8],
+        signature: &[u8],
+    ) -> Result<(), ValidationError> {
+        self.set.verify_from(
+            self.index,
+            self.kid.as_deref(),
+            self.alg,
+            signing_input,
+            signature,
+        )
     }
 }
 
@@ -378,7 +391,14 @@ impl JwksCache {
         }
         let sel = keys.select(kid, alg);
         match sel {
-            Selection::Found(index) => return Ok(ResolvedKey { set: keys, index }),
+            Selection::Found(index) => {
+                return Ok(ResolvedKey {
+                    set: keys,
+                    index,
+                    kid: kid.map(str::to_owned),
+                    alg,
+                });
+            }
             Selection::Mismatch | Selection::Ambiguous(_) => return Err(miss_error(kid, alg, sel)),
             Selection::Missing => {}
         }
@@ -402,7 +422,12 @@ impl JwksCache {
             return Err(self.unavailable(&st));
         };
         match keys.select(kid, alg) {
-            Selection::Found(index) => Ok(ResolvedKey { set: keys, index }),
+            Selection::Found(index) => Ok(ResolvedKey {
+                set: keys,
+                index,
+                kid: kid.map(str::to_owned),
+                alg,
+            }),
             sel => {
                 if let Some(k) = kid {
                     self.remember_unknown(k, clock.now());

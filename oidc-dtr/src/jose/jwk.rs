@@ -186,6 +186,7 @@ impl KeySet {
     }
 
     /// The verifier of key `index` for `alg`.
+    #[cfg(test)]
     pub(crate) fn verifier(&self, index: usize, alg: Algorithm) -> Option<&ParsedPublicKey> {
         self.keys.get(index)?.verifier(alg)
     }
@@ -200,12 +201,39 @@ impl KeySet {
         signing_input: &[u8],
         signature: &[u8],
     ) -> Result<(), ValidationError> {
-        self.find(kid, alg)?
-            .verify_sig(signing_input, signature)
-            .map_err(|_| ValidationError::Signature)
+        match self.select(kid, alg) {
+            Selection::Found(i) => self.verify_from(i, kid, alg, signing_input, signature),
+            other => Err(miss_error(kid, alg, other)),
+        }
+    }
+
+    /// Verifies with the key at `index` (a [`Selection::Found`]) and, when
+    /// the token names a `kid`, with every later key of that `kid` able to
+    /// verify `alg` (an OP may publish several keys under one `kid`, e.g.
+    /// during a rotation): the signature is good if one of them accepts it.
+    pub(crate) fn verify_from(
+        &self,
+        index: usize,
+        kid: Option<&str>,
+        alg: Algorithm,
+        signing_input: &[u8],
+        signature: &[u8],
+    ) -> Result<(), ValidationError> {
+        for (n, k) in self.keys.iter().skip(index).enumerate() {
+            if n > 0 && (kid.is_none() || k.kid.as_deref() != kid) {
+                continue;
+            }
+            if let Some(v) = k.verifier(alg)
+                && v.verify_sig(signing_input, signature).is_ok()
+            {
+                return Ok(());
+            }
+        }
+        Err(ValidationError::Signature)
     }
 
     /// Finds the verifier for a token's `kid` and `alg`, or says why not.
+    #[cfg(test)]
     pub(crate) fn find(
         &self,
         kid: Option<&str>,
@@ -267,6 +295,55 @@ fn rsa_params(alg: Algorithm) -> Option<&'static sig::RsaParameters> {
     })
 }
 
+/// The field prime of Curve25519, 2^255 - 19, little-endian.
+const ED25519_P: [u8; 32] = {
+    let mut p = [0xff; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    p
+};
+
+/// The `y` coordinates (little-endian, sign bit cleared) of the eight points
+/// of small order on Edwards25519: the identity (y = 1), the point of order
+/// 2 (y = p - 1), the two of order 4 (y = 0) and the four of order 8.
+const ED25519_SMALL_ORDER_Y: [[u8; 32]; 5] = {
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    let mut p_minus_1 = ED25519_P;
+    p_minus_1[0] = 0xec;
+    [
+        [0u8; 32],
+        one,
+        p_minus_1,
+        [
+            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef,
+            0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88,
+            0x6d, 0x53, 0xfc, 0x05,
+        ],
+        [
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10,
+            0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77,
+            0x92, 0xac, 0x03, 0x7a,
+        ],
+    ]
+};
+
+/// Refuses an Ed25519 public key whose encoding is non-canonical (y >= p)
+/// or whose point has small order: with such a key (the identity, say),
+/// signatures can be forged without any secret.
+fn check_ed25519_point(x: &[u8; 32]) -> Result<(), String> {
+    let mut y = *x;
+    y[31] &= 0x7f;
+    // y >= p, comparing little-endian numbers from the top byte down.
+    if y.iter().rev().cmp(ED25519_P.iter().rev()) != std::cmp::Ordering::Less {
+        return Err("non-canonical Ed25519 point".into());
+    }
+    if ED25519_SMALL_ORDER_Y.contains(&y) {
+        return Err("Ed25519 point of small order".into());
+    }
+    Ok(())
+}
+
 /// Parses one JWK into a [`Key`], or says why it cannot be used.
 fn parse_jwk(jwk: &Value, allowed: AlgSet) -> Result<Key, String> {
     let Value::Object(m) = jwk else {
@@ -324,8 +401,9 @@ fn parse_jwk(jwk: &Value, allowed: AlgSet) -> Result<Key, String> {
             let n = b64_member(m, "n")?;
             let e = b64_member(m, "e")?;
             let (n, e) = (strip_leading_zeros(&n), strip_leading_zeros(&e));
-            if e.is_empty() {
-                return Err("RSA exponent `e` is empty or zero".into());
+            // RFC 8017 §3.1: 3 <= e < n, e odd. aws-lc checks neither.
+            if e.is_empty() || (e.len() == 1 && e[0] < 3) || e.last().is_some_and(|b| b % 2 == 0) {
+                return Err("RSA exponent `e` below 3 or even".into());
             }
             // An empty (or all-zero) modulus has 0 bits; never underflow.
             let bits = match n.first() {
@@ -373,9 +451,10 @@ fn parse_jwk(jwk: &Value, allowed: AlgSet) -> Result<Key, String> {
                 return Err("EdDSA is not allowed".into());
             }
             let x = b64_member(m, "x")?;
-            if x.len() != 32 {
+            let Ok(x32) = <[u8; 32]>::try_from(x.as_slice()) else {
                 return Err("`x` has the wrong length".into());
-            }
+            };
+            check_ed25519_point(&x32)?;
             verifiers.push((
                 Algorithm::EdDSA,
                 ParsedPublicKey::new(&sig::ED25519, &x).map_err(rejected)?,
@@ -551,5 +630,87 @@ mod tests {
             two.find(None, Algorithm::RS256),
             Err(ValidationError::NoMatchingKey { .. })
         ));
+    }
+
+    fn okp(x: &[u8]) -> Value {
+        json!({"kty": "OKP", "crv": "Ed25519", "kid": "e", "x": URL_SAFE_NO_PAD.encode(x)})
+    }
+
+    #[test]
+    fn ed25519_small_order_and_non_canonical_points_are_refused() {
+        // The identity point: with it, R = identity and S = 0 "verify" any
+        // message.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let set = KeySet::from_keys([okp(&identity)], &[Algorithm::EdDSA]);
+        assert_eq!((set.len(), set.skipped()), (0, 1));
+        assert!(
+            set.verify(Some("e"), Algorithm::EdDSA, b"anything", &forged)
+                .is_err()
+        );
+        let mut bad = Vec::new();
+        for y in ED25519_SMALL_ORDER_Y {
+            bad.push(y);
+            let mut neg = y;
+            neg[31] |= 0x80;
+            bad.push(neg);
+        }
+        // Non-canonical: p, p + 1, 2^255 - 1.
+        let mut p = ED25519_P;
+        bad.push(p);
+        p[0] = 0xee;
+        bad.push(p);
+        bad.push([0xff; 32]);
+        for x in bad {
+            let set = KeySet::from_keys([okp(&x)], &[Algorithm::EdDSA]);
+            assert_eq!(set.len(), 0, "{x:02x?}");
+        }
+        // A real key still parses.
+        let (_, j) = jwk(Algorithm::EdDSA, "ok");
+        assert_eq!(KeySet::from_keys([j], &[Algorithm::EdDSA]).len(), 1);
+    }
+
+    #[test]
+    fn rsa_exponent_below_3_or_even_is_unusable() {
+        let (_, j) = jwk(Algorithm::RS256, "r");
+        for e in [
+            &[1u8][..],
+            &[2],
+            &[0],
+            &[0, 1],
+            &[1, 0, 0],
+            &[0x01, 0x00, 0x02],
+        ] {
+            let mut k = j.clone();
+            k["e"] = json!(URL_SAFE_NO_PAD.encode(e));
+            let set = KeySet::from_keys([k], &[Algorithm::RS256]);
+            assert_eq!((set.len(), set.skipped()), (0, 1), "{e:?}");
+        }
+        assert_eq!(KeySet::from_keys([j], &[Algorithm::RS256]).len(), 1);
+    }
+
+    #[test]
+    fn every_key_with_the_kid_is_tried() {
+        let (_, first) = jwk(Algorithm::ES256, "same");
+        let (k2, second) = jwk(Algorithm::ES256, "same");
+        let (_, other) = jwk(Algorithm::ES256, "other");
+        let set = KeySet::from_keys([other, first, second], ALL_ASYM);
+        assert_eq!(set.len(), 3);
+        let sig = k2.sign(b"msg").unwrap();
+        assert!(
+            set.verify(Some("same"), Algorithm::ES256, b"msg", &sig)
+                .is_ok()
+        );
+        assert_eq!(
+            set.verify(Some("same"), Algorithm::ES256, b"msh", &sig),
+            Err(ValidationError::Signature)
+        );
+        // A key of another kid is never tried.
+        assert!(
+            set.verify(Some("other"), Algorithm::ES256, b"msg", &sig)
+                .is_err()
+        );
     }
 }

@@ -101,13 +101,7 @@ fn parse(input: &[u8]) -> Result<Params<'_>, CallbackError> {
         });
     }
     let mut p = Params::default();
-    let mut seen: Vec<Cow<'_, str>> = Vec::new();
     for (k, v) in url::form_urlencoded::parse(input) {
-        if seen.contains(&k) {
-            return Err(CallbackError::RepeatedParameter(crate::error::sanitize(
-                &k, 64,
-            )));
-        }
         let slot = match k.as_ref() {
             "state" => &mut p.state,
             "iss" => &mut p.iss,
@@ -116,13 +110,15 @@ fn parse(input: &[u8]) -> Result<Params<'_>, CallbackError> {
             "error" => &mut p.error,
             "error_description" => &mut p.error_description,
             "error_uri" => &mut p.error_uri,
-            _ => {
-                seen.push(k);
-                continue;
-            }
+            // Unknown parameters are ignored, repeated or not (draft).
+            _ => continue,
         };
+        if slot.is_some() {
+            return Err(CallbackError::RepeatedParameter(crate::error::sanitize(
+                &k, 64,
+            )));
+        }
         *slot = Some(v);
-        seen.push(k);
     }
     Ok(p)
 }
@@ -157,6 +153,22 @@ fn check_code(s: &str) -> Result<(), CallbackError> {
         return Err(CallbackError::InvalidCode("non-printable characters"));
     }
     Ok(())
+}
+
+/// The query of a redirect handed over as a query string, a query string
+/// with its leading `?`, a path with a query, or a full URL. A `?` is legal
+/// unencoded inside a query value (RFC 3986 §3.4), so the input is cut at its
+/// first `?` only when what precedes it is a URL or a path (it holds no `=`
+/// or `&`); any fragment is dropped.
+pub(crate) fn query_of(input: &str) -> &str {
+    let input = input.split('#').next().unwrap_or("");
+    if let Some(rest) = input.strip_prefix('?') {
+        return rest;
+    }
+    match input.find('?') {
+        Some(i) if !input[..i].contains(['=', '&']) => &input[i + 1..],
+        _ => input,
+    }
 }
 
 /// The expectations a callback is checked against.
@@ -203,8 +215,8 @@ pub(crate) fn validate(
             return Err(CallbackError::ErrorWithCode);
         }
         let mut e = OAuthError::new(ErrorCode::from(error));
-        e.description = p.error_description.map(Cow::into_owned);
-        e.uri = p.error_uri.map(Cow::into_owned);
+        e.description = p.error_description.map(|d| crate::error::clean_op_text(&d));
+        e.uri = p.error_uri.and_then(|u| crate::error::clean_op_uri(&u));
         return Ok(CallbackResponse::Error(e));
     }
     match (p.deferred_code, p.code) {
@@ -401,12 +413,52 @@ mod tests {
             format!("deferred_code=a&deferred_code=b&state={STATE}"),
             format!("deferred_code=a&state={STATE}&state={STATE}"),
             format!("deferred_code=a&state={STATE}&iss=x&iss=x"),
-            format!("deferred_code=a&state={STATE}&foo=1&foo=2"),
         ] {
             assert!(
                 matches!(run(&q).unwrap_err(), CallbackError::RepeatedParameter(_)),
                 "{q}"
             );
+        }
+    }
+
+    #[test]
+    fn repeated_unknown_parameters_are_ignored() {
+        let q = format!("foo=1&deferred_code=a&foo=2&state={STATE}&foo&foo=");
+        assert!(matches!(
+            run(&q).unwrap(),
+            CallbackResponse::Acknowledgment(_)
+        ));
+    }
+
+    #[test]
+    fn a_question_mark_inside_a_value_keeps_the_parameters_before_it() {
+        let q = format!("deferred_code=abc&state={STATE}&note=why?because");
+        assert_eq!(query_of(&q), q);
+        assert!(matches!(
+            run(query_of(&q)).unwrap(),
+            CallbackResponse::Acknowledgment(_)
+        ));
+        assert_eq!(query_of("?a=1?b"), "a=1?b");
+        assert_eq!(query_of("/cb?a=1?b#frag"), "a=1?b");
+        assert_eq!(query_of("https://rp.example/cb?a=b?c&d=e"), "a=b?c&d=e");
+        assert_eq!(query_of("a=b&c=d#x"), "a=b&c=d");
+        assert_eq!(query_of(""), "");
+    }
+
+    #[test]
+    fn op_error_text_is_cleaned() {
+        let q = format!(
+            "error=access_denied&error_description=a%0D%0Ab%E2%80%AEc{}&error_uri=javascript%3Aalert(1)&state={STATE}",
+            "x".repeat(2000)
+        );
+        match run(&q).unwrap() {
+            CallbackResponse::Error(e) => {
+                let d = e.description.unwrap();
+                assert!(d.starts_with("a  bcx"), "{d:?}");
+                assert_eq!(d.chars().count(), crate::error::MAX_OP_TEXT_CHARS + 1);
+                assert_eq!(e.uri, None);
+            }
+            other => panic!("{other:?}"),
         }
     }
 

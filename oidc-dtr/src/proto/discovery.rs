@@ -358,4 +358,19 @@ mod tests {
         let j = serde_json::to_string(&md).unwrap();
         assert_eq!(serde_json::from_str::<ProviderMetadata>(&j).unwrap(), md);
     }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        let d = doc().to_string();
+        let body = format!(
+            "{},\"token_endpoint\":\"https://evil.example/token\"}}",
+            &d[..d.len() - 1]
+        );
+        let e = ProviderMetadata::from_json(body.as_bytes()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`token_endpoint` appears more than once"),
+            "{e}"
+        );
+    }
 }

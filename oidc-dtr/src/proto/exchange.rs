@@ -446,4 +446,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        for body in [
+            r#"{"deferred_auth_id":"a","deferred_auth_id":"b"}"#,
+            r#"{"deferred_auth_id":"a","expires_in":10,"expires_in":99999}"#,
+            r#"{"deferred_auth_id":"a","interval":5,"interval":1}"#,
+        ] {
+            let mut resp = HttpResponse::json(
+                StatusCode::OK,
+                &serde_json::Value::Object(Default::default()),
+            );
+            resp.body = bytes::Bytes::from(body);
+            match parse_exchange_response(&resp, &url()) {
+                Err(Error::Response(e)) => assert!(e.to_string().contains("more than once"), "{e}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

@@ -61,6 +61,13 @@ pub struct ValidationOptions {
     pub iat_leeway: Duration,
     /// Leeway for the `auth_time` + `max_age` check (default 60 s).
     pub max_age_leeway: Duration,
+    /// How far in the future `auth_time` may be, whenever it is present
+    /// (default 60 s).
+    pub auth_time_leeway: Duration,
+    /// How far in the past `iat` may be (default 24 h): an ID token is
+    /// validated when it arrives, so an old one is a replay or a broken OP
+    /// clock.
+    pub max_iat_age: Duration,
     /// Audiences besides the client id that may appear in `aud`.
     pub trusted_audiences: Vec<String>,
     /// Require the final ID token's `sub` to equal the interim ID token's
@@ -79,6 +86,8 @@ impl Default for ValidationOptions {
             nbf_leeway: Duration::from_secs(60),
             iat_leeway: Duration::from_secs(60),
             max_age_leeway: Duration::from_secs(60),
+            auth_time_leeway: Duration::from_secs(60),
+            max_iat_age: Duration::from_secs(24 * 3600),
             trusted_audiences: Vec::new(),
             require_same_subject: true,
             enforce_max_age: true,
@@ -123,6 +132,18 @@ impl ValidationOptions {
     /// Sets the `max_age` leeway.
     pub fn max_age_leeway(mut self, d: Duration) -> Self {
         self.max_age_leeway = d;
+        self
+    }
+
+    /// Sets how far in the future `auth_time` may be.
+    pub fn auth_time_leeway(mut self, d: Duration) -> Self {
+        self.auth_time_leeway = d;
+        self
+    }
+
+    /// Sets how far in the past `iat` may be.
+    pub fn max_iat_age(mut self, d: Duration) -> Self {
+        self.max_iat_age = d;
         self
     }
 
@@ -272,8 +293,12 @@ impl IdTokenValidator {
         if jws.alg.is_hmac() {
             self.verify_hmac(&jws)?;
         } else {
-            let key = keys.find(jws.kid.as_deref(), jws.alg)?;
-            verify_with(&jws, key)?;
+            keys.verify(
+                jws.kid.as_deref(),
+                jws.alg,
+                jws.signing_input,
+                &jws.signature,
+            )?;
         }
         let claims = self.check_claims(&jws, ctx, access_token, now)?;
         Ok(IdToken::new(token.clone(), claims))
@@ -362,6 +387,17 @@ impl IdTokenValidator {
         if secs_ms(iat) > now_ms + ms(o.iat_leeway) {
             return Err(ValidationError::IssuedInFuture { iat, now: now_secs });
         }
+        if secs_ms(iat) < now_ms - ms(o.max_iat_age) {
+            return Err(ValidationError::IssuedTooLongAgo { iat, now: now_secs });
+        }
+        if let Some(auth_time) = claims.raw_auth_time()
+            && secs_ms(auth_time) > now_ms + ms(o.auth_time_leeway)
+        {
+            return Err(ValidationError::AuthTimeInFuture {
+                auth_time,
+                now: now_secs,
+            });
+        }
 
         match claims.nonce() {
             None => return Err(ValidationError::MissingNonce),
@@ -403,15 +439,6 @@ impl IdTokenValidator {
         }
         Ok(claims)
     }
-}
-
-/// Step 4 for asymmetric tokens.
-pub(crate) fn verify_with(
-    jws: &Jws<'_>,
-    key: &aws_lc_rs::signature::ParsedPublicKey,
-) -> Result<(), ValidationError> {
-    key.verify_sig(jws.signing_input, &jws.signature)
-        .map_err(|_| ValidationError::Signature)
 }
 
 #[cfg(test)]
@@ -835,6 +862,47 @@ mod tests {
             ValidationError::NotYetValid {
                 nbf: (NOW + 61) as i64,
                 now: NOW as i64
+            }
+        );
+    }
+
+    #[test]
+    fn iat_far_in_the_past_is_refused() {
+        let day = 24 * 3600;
+        assert!(
+            run(&with(|c| {
+                c.insert("iat".into(), json!(NOW - day));
+            }))
+            .is_ok()
+        );
+        assert_eq!(
+            run(&with(|c| {
+                c.insert("iat".into(), json!(NOW - day - 1));
+            }))
+            .unwrap_err(),
+            ValidationError::IssuedTooLongAgo {
+                iat: (NOW - day - 1) as i64,
+                now: NOW as i64,
+            }
+        );
+    }
+
+    #[test]
+    fn auth_time_in_the_future_is_refused() {
+        assert!(
+            run(&with(|c| {
+                c.insert("auth_time".into(), json!(NOW + 60));
+            }))
+            .is_ok()
+        );
+        assert_eq!(
+            run(&with(|c| {
+                c.insert("auth_time".into(), json!(NOW + 61));
+            }))
+            .unwrap_err(),
+            ValidationError::AuthTimeInFuture {
+                auth_time: (NOW + 61) as i64,
+                now: NOW as i64,
             }
         );
     }

@@ -277,8 +277,8 @@ fn oauth_error_from_body(resp: &HttpResponse) -> Option<OAuthError> {
     };
     Some(OAuthError {
         code,
-        description: text("error_description"),
-        uri: text("error_uri"),
+        description: text("error_description").map(|d| crate::error::clean_op_text(&d)),
+        uri: text("error_uri").and_then(|u| crate::error::clean_op_uri(&u)),
         status: Some(resp.status),
         retry_after: resp.retry_after(),
         dpop_nonce: resp.header("dpop-nonce").map(str::to_owned),
@@ -426,6 +426,26 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn oauth_error_text_is_capped_cleaned_and_uri_https_only() {
+        let body = serde_json::json!({
+            "error": "authorization_pending",
+            "error_description": format!("a\r\nb\u{202E}{}", "x".repeat(1_000_000)),
+            "error_uri": "javascript:alert(1)",
+        })
+        .to_string();
+        let r = resp(400, Some("application/json"), &body);
+        match error_for_status(&r, &url()) {
+            Err(Error::OAuth(e)) => {
+                let d = e.description.unwrap();
+                assert!(d.starts_with("a  bx"), "{:?}", &d[..10]);
+                assert_eq!(d.chars().count(), crate::error::MAX_OP_TEXT_CHARS + 1);
+                assert_eq!(e.uri, None);
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -432,9 +432,12 @@ impl PollMachine {
         interval: Duration,
         config: PollConfig,
     ) -> Self {
+        // A huge `expires_in` is capped like a missing one: the local maximum
+        // lifetime bounds every authentication.
+        let cap = issued_at.saturating_add(config.max_lifetime);
         let (deadline, deadline_from_op) = match expires_at {
-            Some(d) => (d, true),
-            None => (issued_at.saturating_add(config.max_lifetime), false),
+            Some(d) if d <= cap => (d, true),
+            _ => (cap, false),
         };
         let mut m = PollMachine {
             deadline,
@@ -1217,12 +1220,25 @@ mod tests {
     }
 
     #[test]
+    fn huge_expires_in_is_capped_like_a_missing_one() {
+        let cap = T0.saturating_add(PollConfig::default().max_lifetime);
+        for expires_in in [u64::MAX, 10 * 365 * 24 * 3600] {
+            let m = machine(Some(expires_in), 5);
+            assert!(!m.deadline_from_op(), "{expires_in}");
+            assert_eq!(m.deadline(), cap, "{expires_in}");
+        }
+        let m = machine(Some(3600), 5);
+        assert!(m.deadline_from_op());
+        assert_eq!(m.deadline(), T0.saturating_add(Duration::from_secs(3600)));
+    }
+
+    #[test]
     fn huge_values_do_not_overflow() {
         let mut m = PollMachine::with_start(
             T0,
             Some(UnixTime::MAX),
             Duration::from_secs(u64::MAX),
-            PollConfig::default(),
+            PollConfig::default().max_lifetime(Duration::MAX),
         );
         // The floor never elapses: no final poll fits before the deadline.
         assert_eq!(

@@ -747,4 +747,22 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
     }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        for body in [
+            r#"{"access_token":"x","token_type":"DPoP","token_type":"Bearer"}"#,
+            r#"{"access_token":"x","access_token":"y","token_type":"Bearer"}"#,
+            r#"{"access_token":"x","token_type":"Bearer","id_token":"a.b.c","id_token":"d.e.f"}"#,
+        ] {
+            let e = TokenResponse::from_json(body.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("more than once"), "{e}");
+            let mut resp = HttpResponse::json(StatusCode::OK, &Value::Object(Default::default()));
+            resp.body = bytes::Bytes::from(body);
+            assert!(matches!(
+                parse_token_response(&resp, &url()),
+                Err(Error::Response(_))
+            ));
+        }
+    }
 }

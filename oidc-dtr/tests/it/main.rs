@@ -15,6 +15,8 @@ mod dpop;
 mod foundation;
 mod http_edge;
 mod hygiene;
+mod jose_differential;
+mod jose_vectors;
 mod layers;
 mod nothing_lost;
 mod ping;

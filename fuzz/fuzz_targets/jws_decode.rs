@@ -1,0 +1,9 @@
+//! Compact JWS decoding (header parsing and checks).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = oidc_dtr::__fuzz::jws_decode(s);
+    }
+});
