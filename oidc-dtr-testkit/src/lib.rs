@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use oidc_dtr::testkit::MockOp;
+//! use oidc_dtr_testkit::MockOp;
 //! use oidc_dtr::{CallbackResponse, DtrClient};
 //!
 //! let op = MockOp::start().await?;
@@ -46,6 +46,9 @@
 //!   ([`OpConfig::jwks_unavailable`]);
 //! - broken ID tokens on demand ([`OpConfig::id_token_fault`],
 //!   [`OpConfig::interim_id_token_fault`]: see [`IdTokenFault`]);
+//! - optional HTML pages for people ([`OpConfig::interactive_pages`]): a
+//!   "submit your documents" form at `/authorize` and a reviewer's list at
+//!   `/review` with approve / deny buttons;
 //! - control handles ([`approve`](MockOp::approve), [`deny`](MockOp::deny),
 //!   [`expire`](MockOp::expire), ...) and a request log
 //!   ([`requests`](MockOp::requests)).
@@ -65,6 +68,7 @@ use oidc_dtr::{Algorithm, Clock, DeferredAuthId, SystemClock, UnixTime};
 mod checks;
 pub mod conformance;
 mod op;
+mod pages;
 mod server;
 
 pub use op::PingRecord;
@@ -230,6 +234,12 @@ pub struct OpConfig {
     /// draft says. With it, a client that crashed after the OP sent the
     /// tokens but before it stored them can still get them.
     pub redelivery_window: Option<Duration>,
+    /// Serve HTML pages for people (demos, browser tests): `/authorize`
+    /// shows a "submit your documents" form instead of redirecting back at
+    /// once, and `/review` lists authentications with approve / deny
+    /// buttons. Default false ([`MockOp::browse`] needs the immediate
+    /// redirect).
+    pub interactive_pages: bool,
 }
 
 impl Default for OpConfig {
@@ -263,6 +273,7 @@ impl Default for OpConfig {
             dpop_downgrade: false,
             send_pings: true,
             redelivery_window: None,
+            interactive_pages: false,
         }
     }
 }
@@ -670,6 +681,7 @@ impl MockOpBuilder {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .map_err(std::io::Error::other)?,
+            pages: Default::default(),
         }));
         let (tx, rx) = oneshot::channel();
         server::spawn(listener, state.clone(), rx);
