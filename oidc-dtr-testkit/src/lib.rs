@@ -48,6 +48,9 @@
 //!   ([`OpConfig::jwks_unavailable`]);
 //! - broken ID tokens on demand ([`OpConfig::id_token_fault`],
 //!   [`OpConfig::interim_id_token_fault`]: see [`IdTokenFault`]);
+//! - optional HTML pages for people ([`OpConfig::interactive_pages`]): a
+//!   "submit your documents" form at `/authorize` and a reviewer's list at
+//!   `/review` with approve / deny buttons;
 //! - control handles ([`approve`](MockOp::approve), [`deny`](MockOp::deny),
 //!   [`expire`](MockOp::expire), ...) and a request log
 //!   ([`requests`](MockOp::requests)).
@@ -68,6 +71,7 @@ pub mod assurance;
 mod checks;
 pub mod conformance;
 mod op;
+mod pages;
 mod server;
 
 pub use assurance::AssuranceFault;
@@ -242,6 +246,12 @@ pub struct OpConfig {
     /// Break a rule of identity assurance in the `verified_claims` returned.
     /// Default `None`.
     pub assurance_fault: Option<AssuranceFault>,
+    /// Serve HTML pages for people (demos, browser tests): `/authorize`
+    /// shows a "submit your documents" form instead of redirecting back at
+    /// once, and `/review` lists authentications with approve / deny
+    /// buttons. Default false ([`MockOp::browse`] needs the immediate
+    /// redirect).
+    pub interactive_pages: bool,
 }
 
 impl Default for OpConfig {
@@ -277,6 +287,7 @@ impl Default for OpConfig {
             redelivery_window: None,
             identity_assurance: true,
             assurance_fault: None,
+            interactive_pages: false,
         }
     }
 }
@@ -687,6 +698,7 @@ impl MockOpBuilder {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .map_err(std::io::Error::other)?,
+            pages: Default::default(),
         }));
         let (tx, rx) = oneshot::channel();
         server::spawn(listener, state.clone(), rx);

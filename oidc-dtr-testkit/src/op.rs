@@ -151,6 +151,8 @@ pub(crate) struct OpState {
     /// The client pings are sent with (one per OP, so connections are kept
     /// alive as a real OP's would be; it never follows redirects).
     pub ping_http: reqwest::Client,
+    /// What the optional HTML pages remember.
+    pub pages: super::pages::PagesState,
 }
 
 impl OpState {
@@ -295,7 +297,7 @@ fn oauth_error(
 }
 
 /// Parses form/query parameters; `Err(name)` on a repeated parameter.
-fn parse_params(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+pub(super) fn parse_params(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in url::form_urlencoded::parse(bytes) {
         if out.iter().any(|(have, _)| *have == k) {
@@ -306,7 +308,7 @@ fn parse_params(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -317,6 +319,8 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 pub(crate) enum Effect {
     /// Approve this authentication at this time, then ping.
     ApproveAt(String, UnixTime),
+    /// Ping the client about this (decided) authentication.
+    Notify(String),
 }
 
 pub(crate) fn route(state: &Arc<Mutex<OpState>>, req: Incoming) -> Reply {
@@ -325,6 +329,7 @@ pub(crate) fn route(state: &Arc<Mutex<OpState>>, req: Incoming) -> Reply {
     for e in effects {
         match e {
             Effect::ApproveAt(id, at) => schedule_approval(state.clone(), id, at),
+            Effect::Notify(id) => notify(state, &id),
         }
     }
     reply
@@ -390,6 +395,11 @@ fn dispatch(
     req: &Incoming,
     effects: &mut Vec<Effect>,
 ) -> (Endpoint, Vec<(String, String)>, http::Response<Full<Bytes>>) {
+    if st.config.interactive_pages
+        && let Some(routed) = super::pages::dispatch(st, req, effects)
+    {
+        return routed;
+    }
     match (req.method.clone(), req.path.as_str()) {
         (Method::GET, "/.well-known/openid-configuration") => {
             let r = if st.config.serve_openid_configuration {
@@ -550,7 +560,10 @@ fn redirect_back(
     r
 }
 
-fn authorize(st: &mut OpState, params: &[(String, String)]) -> http::Response<Full<Bytes>> {
+pub(super) fn authorize(
+    st: &mut OpState,
+    params: &[(String, String)],
+) -> http::Response<Full<Bytes>> {
     let now = st.now();
     let Some(client_id) = param(params, "client_id") else {
         return bad_request_page("missing client_id");
@@ -1051,6 +1064,7 @@ fn id_token_claims(
         let fault = st.config.assurance_fault;
         crate::assurance::insert(&mut c, grant.claims.as_deref(), "id_token", now, fault);
     }
+    super::pages::add_claims(st, grant, &mut c);
     c
 }
 

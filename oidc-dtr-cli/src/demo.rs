@@ -1,0 +1,127 @@
+//! `dtr demo`: the whole flow against the testkit's mock OP, started in
+//! this process, with dtr's own loopback listener, store and progress.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use url::Url;
+
+use crate::display::Ui;
+use crate::error::{CliError, exit};
+use crate::flow::{self, Browser, WaitOpts};
+use crate::lib_api::{AutoApprove, MockOp, OpConfig};
+use crate::settings::{Mode, VerifySettings};
+use crate::state::{AuthSpec, ClientSpec, StateDir};
+
+/// Runs the demo; the state lives in a temporary directory removed at the end.
+pub async fn run(ui: Ui, approve_after: Duration) -> Result<u8, CliError> {
+    let mut config = OpConfig::default();
+    config.interval = Some(1);
+    config.expires_in = Some(300);
+    config.auto_approve = AutoApprove::AfterDelay(approve_after);
+    config.require_dpop = true;
+    config.progress_script = vec![
+        "Documents received; waiting for a reviewer".into(),
+        "A reviewer is checking the passport".into(),
+        "Comparing the selfie with the passport photo".into(),
+        "Final checks".into(),
+    ];
+    // The demo answers with its own verified claims (below), not the mock
+    // OP's generated identity-assurance answer.
+    config.identity_assurance = false;
+    config.extra_claims = serde_json::json!({
+        "name": "Erika Mustermann",
+        "email": "erika@example.com",
+        "verified_claims": {
+            "verification": {"trust_framework": "eidas", "assurance_level": "substantial"},
+            "claims": {"given_name": "Erika", "family_name": "Mustermann", "birthdate": "1964-08-12"}
+        }
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    let op = MockOp::builder()
+        .config(config)
+        .start()
+        .await
+        .map_err(|e| {
+            CliError::runtime(
+                format!("starting the mock OP: {e}"),
+                "check that 127.0.0.1 is usable",
+            )
+        })?;
+    ui.say(format!(
+        "dtr demo: a mock OpenID Provider is running at {} (in this process).\n\
+         It asks for documents in the \"browser\", reviews them for {}, then approves.\n\
+         The same steps run against a real OP with `dtr verify --issuer URL --client-id ID`.\n",
+        op.issuer(),
+        crate::display::fmt_duration(approve_after)
+    ));
+    let dir = std::env::temp_dir().join(format!(
+        "dtr-demo-{}-{}",
+        std::process::id(),
+        crate::display::now_secs()
+    ));
+    let state = StateDir::resolve(Some(dir.clone()))?;
+    let settings = VerifySettings {
+        client: ClientSpec {
+            issuer: op.issuer().to_owned(),
+            client_id: MockOp::PUBLIC_CLIENT_ID.to_owned(),
+            auth: AuthSpec::None,
+            dpop: true,
+            cancel_endpoint: Some(op.url("/df-authentication/cancel").to_string()),
+            redirect_uri: String::new(),
+        },
+        scope: Some("profile email".into()),
+        claims: Some(serde_json::json!({"id_token": {"verified_claims": {
+            "verification": {"trust_framework": null},
+            "claims": {"given_name": null, "family_name": null, "birthdate": null}
+        }}})),
+        acr_values: None,
+        login_hint: None,
+        max_age: None,
+        authorization_details: None,
+        response_mode: Mode::Query,
+        redirect_port: 0,
+    };
+    let opts = WaitOpts {
+        no_wait: false,
+        ack: true,
+        login_timeout: Duration::from_secs(60),
+        state_flag: String::new(),
+    };
+    let r = flow::verify(ui, &state, settings, None, Browser::Mock(op), &opts).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let code = r?;
+    if code == exit::OK {
+        ui.say("\ndtr demo: done. The ID token's signature, issuer, audience, expiry, nonce and DPoP binding were checked.");
+    }
+    Ok(code)
+}
+
+/// Plays the browser's last step: sends the OP's redirect (or auto-posted
+/// form) to the loopback listener.
+pub async fn deliver(target: &Url, form_body: Option<&str>) -> std::io::Result<()> {
+    let host = target.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = target.port_or_known_default().unwrap_or(80);
+    let mut path = target.path().to_owned();
+    let req = match form_body {
+        Some(body) => format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+        None => {
+            if let Some(q) = target.query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            format!("GET {path} HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n\r\n")
+        }
+    };
+    let mut s = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    s.write_all(req.as_bytes()).await?;
+    let mut sink = Vec::new();
+    s.read_to_end(&mut sink).await?;
+    Ok(())
+}

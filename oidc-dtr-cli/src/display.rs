@@ -1,0 +1,357 @@
+//! What `dtr` shows: the live progress line on stderr, and outcomes on
+//! stdout (JSON or a short human summary).
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::error::{exit, one_line};
+use crate::lib_api::{Outcome, PollStatus, UnixTime};
+use crate::state::Status;
+
+/// How `dtr` talks to the person (or script) running it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    /// stderr is a terminal and `--quiet` is off: draw the live line.
+    pub live: bool,
+    /// `--quiet`: only errors on stderr.
+    pub quiet: bool,
+    /// Outcomes as JSON on stdout (`--json`, or stdout is not a terminal).
+    pub json: bool,
+}
+
+impl Ui {
+    /// A line of narration on stderr (not under `--quiet`).
+    pub fn say(&self, line: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", line.as_ref());
+        }
+    }
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `1h02m03s`, `4m05s`, `6s`.
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `2026-11-30 10:41:13 UTC`.
+pub fn fmt_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// The deadline and how far away it is.
+pub fn fmt_deadline(deadline: u64, now: u64) -> String {
+    if deadline > now {
+        format!(
+            "{} (in {})",
+            fmt_time(deadline),
+            fmt_duration(Duration::from_secs(deadline - now))
+        )
+    } else {
+        format!("{} (passed)", fmt_time(deadline))
+    }
+}
+
+/// The live progress of one wait.
+pub struct Progress {
+    ui: Ui,
+    bar: Option<ProgressBar>,
+    started: u64,
+    text: Option<String>,
+}
+
+impl Progress {
+    /// Starts showing progress of a verification started at `started`.
+    pub fn start(ui: Ui, started: UnixTime, deadline: Option<u64>, interval: Duration) -> Self {
+        let bar = ui.live.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        let p = Progress {
+            ui,
+            bar,
+            started: started.as_secs(),
+            text: None,
+        };
+        if p.bar.is_none() {
+            let deadline = deadline
+                .map(|d| format!(", deadline {}", fmt_deadline(d, now_secs())))
+                .unwrap_or_default();
+            ui.say(format!(
+                "Waiting for the OP's decision (polling every {}{deadline}).",
+                fmt_duration(interval)
+            ));
+        }
+        p
+    }
+
+    /// A new progress text from the OP.
+    pub fn set_text(&mut self, text: &str) {
+        let text = one_line(text);
+        if self.text.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        if self.bar.is_none() {
+            let elapsed =
+                fmt_duration(Duration::from_secs(now_secs().saturating_sub(self.started)));
+            self.ui.say(format!("OP: {text} (after {elapsed})"));
+        }
+        self.text = Some(text);
+    }
+
+    /// Redraws the live line from the poll status.
+    pub fn tick(&mut self, status: Option<&PollStatus>) {
+        let Some(bar) = &self.bar else { return };
+        let now_ms = UnixTime::from_system_time(SystemTime::now());
+        let now = now_ms.as_secs();
+        let mut parts = vec![
+            self.text
+                .clone()
+                .unwrap_or_else(|| "waiting for the OP".to_owned()),
+            format!(
+                "elapsed {}",
+                fmt_duration(Duration::from_secs(now.saturating_sub(self.started)))
+            ),
+        ];
+        if let Some(st) = status {
+            parts.push(match (st.in_flight, st.next_poll) {
+                (true, _) => "polling now".to_owned(),
+                (false, Some(next)) => format!(
+                    "next poll in {}",
+                    fmt_duration(Duration::from_millis(
+                        next.as_millis().saturating_sub(now_ms.as_millis()) + 999
+                    ))
+                ),
+                (false, None) => "finishing".to_owned(),
+            });
+            parts.push(format!(
+                "deadline {}",
+                fmt_deadline(st.deadline.as_secs(), now)
+            ));
+        }
+        bar.set_message(parts.join(" · "));
+    }
+
+    /// Removes the live line.
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The index status of an outcome.
+pub fn status_of(o: &Outcome) -> Status {
+    match o {
+        Outcome::Tokens(_) => Status::Tokens,
+        Outcome::Denied { .. } => Status::Denied,
+        Outcome::ExpiredByOp => Status::Expired,
+        Outcome::DeadlineReached { .. } => Status::Deadline,
+        Outcome::Cancelled => Status::Cancelled,
+        _ => Status::Rejected,
+    }
+}
+
+/// The exit code of an outcome.
+pub fn exit_code(o: &Outcome) -> u8 {
+    match status_of(o) {
+        Status::Tokens => exit::OK,
+        Status::Denied => exit::DENIED,
+        Status::Expired => exit::EXPIRED,
+        Status::Deadline => exit::DEADLINE,
+        Status::Cancelled => exit::CANCELLED,
+        Status::Pending | Status::Rejected => exit::ERROR,
+    }
+}
+
+/// The JSON document of an outcome (with the tokens, when there are).
+pub fn outcome_json(id: &str, o: &Outcome) -> Value {
+    let status = status_of(o).as_str();
+    match o {
+        Outcome::Tokens(t) => {
+            let claims = t.claims();
+            json!({
+                "id": id,
+                "status": status,
+                "issuer": claims.issuer(),
+                "subject": claims.subject(),
+                "claims": Value::Object(claims.to_json()),
+                "token_type": t.token_type(),
+                "access_token": t.access_token().secret(),
+                "expires_at": t.expires_at().map(|e| e.as_secs()),
+                "refresh_token": t.refresh_token().map(|r| r.secret().to_owned()),
+                "scope": t.scope(),
+                "id_token": t.id_token().raw().secret(),
+            })
+        }
+        Outcome::Denied { description } => {
+            json!({"id": id, "status": status, "description": description})
+        }
+        Outcome::DeadlineReached { last_error } => {
+            json!({"id": id, "status": status, "last_error": last_error})
+        }
+        Outcome::Rejected(f) => json!({"id": id, "status": status, "error": f.to_string()}),
+        _ => json!({"id": id, "status": status}),
+    }
+}
+
+/// Prints an outcome: JSON on stdout, or a human summary (claims on
+/// stdout, other endings on stderr). `kept`: the tokens stay in the store
+/// (a hint says how to see them again). Returns the exit code.
+pub fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
+    let mut out = std::io::stdout().lock();
+    if ui.json {
+        let _ = writeln!(out, "{}", outcome_json(id, o));
+        let _ = out.flush();
+        return exit_code(o);
+    }
+    match o {
+        Outcome::Tokens(t) => {
+            let c = t.claims();
+            let mut s = String::new();
+            s.push_str("Verified: the OP approved and the ID token was validated.\n");
+            s.push_str(&format!("  subject:  {}\n", one_line(c.subject())));
+            s.push_str(&format!("  issuer:   {}\n", one_line(c.issuer())));
+            for (label, v) in [
+                ("name", c.name()),
+                ("email", c.email()),
+                ("birthdate", c.birthdate()),
+            ] {
+                if let Some(v) = v {
+                    s.push_str(&format!(
+                        "  {label}:{} {}\n",
+                        " ".repeat(9 - label.len()),
+                        one_line(v)
+                    ));
+                }
+            }
+            if let Some(acr) = c.acr() {
+                s.push_str(&format!("  acr:      {}\n", one_line(acr)));
+            }
+            if let Some(vc) = c.verified_claims() {
+                s.push_str("  verified claims:\n");
+                let pretty = serde_json::to_string_pretty(vc).unwrap_or_default();
+                for line in pretty.lines() {
+                    s.push_str(&format!("    {}\n", one_line(line)));
+                }
+            }
+            s.push_str(&format!(
+                "  token:    {}{}\n",
+                one_line(t.token_type()),
+                t.expires_at()
+                    .map(|e| format!(", expires {}", fmt_time(e.as_secs())))
+                    .unwrap_or_default()
+            ));
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+            if kept {
+                ui.say(format!(
+                "The tokens stay sealed in the state directory: `dtr show {id} --json` prints them, `dtr ack {id}` deletes them."
+                ));
+            }
+        }
+        Outcome::Denied { description } => eprintln!(
+            "dtr: verification {id} was denied by the OP{}",
+            description
+                .as_deref()
+                .map(|d| format!(": {}", one_line(d)))
+                .unwrap_or_default()
+        ),
+        Outcome::ExpiredByOp => {
+            eprintln!("dtr: verification {id} expired at the OP before it was decided")
+        }
+        Outcome::DeadlineReached { last_error } => eprintln!(
+            "dtr: verification {id} reached its deadline before the OP decided{}",
+            last_error
+                .as_deref()
+                .map(|e| format!(" (last problem: {})", one_line(e)))
+                .unwrap_or_default()
+        ),
+        Outcome::Cancelled => eprintln!("dtr: verification {id} was cancelled"),
+        Outcome::Rejected(f) => eprintln!(
+            "dtr: verification {id} failed: {} (fix: report it to the OP's operator)",
+            one_line(&f.to_string())
+        ),
+        _ => eprintln!("dtr: verification {id} ended: {}", o.kind()),
+    }
+    exit_code(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_durations() {
+        assert_eq!(fmt_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(fmt_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(fmt_time(1_796_035_273), "2026-11-30 10:41:13 UTC");
+        assert_eq!(fmt_duration(Duration::from_secs(6)), "6s");
+        assert_eq!(fmt_duration(Duration::from_secs(245)), "4m05s");
+        assert_eq!(fmt_duration(Duration::from_secs(3723)), "1h02m03s");
+        assert_eq!(fmt_deadline(100, 200), "1970-01-01 00:01:40 UTC (passed)");
+        assert!(fmt_deadline(200, 100).ends_with("(in 1m40s)"));
+    }
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let outcomes: Vec<Outcome> = vec![
+            Outcome::Denied { description: None },
+            Outcome::ExpiredByOp,
+            Outcome::DeadlineReached { last_error: None },
+            Outcome::Cancelled,
+        ];
+        let mut codes: Vec<u8> = outcomes.iter().map(exit_code).collect();
+        codes.extend([exit::OK, exit::ERROR, exit::USAGE, exit::PENDING]);
+        let n = codes.len();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), n);
+    }
+}

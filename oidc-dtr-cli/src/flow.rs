@@ -1,0 +1,630 @@
+//! The commands: verify, wait, cancel, show, ack, list, purge.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::display::{self, Progress, Ui, fmt_deadline, fmt_time, now_secs, print_outcome};
+use crate::error::{CliError, exit, one_line};
+#[cfg(feature = "demo")]
+use crate::lib_api::MockOp;
+use crate::lib_api::{
+    CallbackResponse, DeferredAuthId, DtrClient, Outcome, PollEvent, Record, ResponseMode, Store,
+    UnixTime,
+};
+use crate::loopback::Loopback;
+use crate::settings::{Mode, VerifySettings, build_client};
+use crate::state::{Entry, StateDir, Status};
+
+/// Who plays the browser.
+pub enum Browser {
+    /// The user: print the URL, and open the system browser when `open`.
+    System {
+        /// Try to open the system browser.
+        open: bool,
+    },
+    /// The mock OP's simulated browser (`dtr demo`).
+    #[cfg(feature = "demo")]
+    Mock(MockOp),
+}
+
+/// Options of `verify` and `wait`.
+#[derive(Debug, Clone)]
+pub struct WaitOpts {
+    /// Return once the OP acknowledged the request (`--no-wait`).
+    pub no_wait: bool,
+    /// Acknowledge (delete the stored tokens) once printed (`--ack`).
+    pub ack: bool,
+    /// How long the browser step may take.
+    pub login_timeout: Duration,
+    /// ` --state-dir DIR` when one was given, for resume hints (else empty).
+    pub state_flag: String,
+}
+
+/// `dtr verify`.
+pub async fn verify(
+    ui: Ui,
+    state: &StateDir,
+    mut s: VerifySettings,
+    profile: Option<String>,
+    browser: Browser,
+    opts: &WaitOpts,
+) -> Result<u8, CliError> {
+    let loopback = Loopback::bind(s.redirect_port).await?;
+    s.client.redirect_uri = loopback.redirect_uri().to_owned();
+    let store_name = state.new_store_name()?;
+    let store = state.open_store(&store_name)?;
+    // Until the exchange succeeded, nothing is pending: drop the file on
+    // every way out.
+    let mut cleanup = StoreCleanup {
+        state,
+        name: Some(store_name.clone()),
+    };
+    let client = build_client(&s.client, Some(store)).await?;
+    // Stop the poll driver and close the store before the process exits,
+    // whichever way this ends.
+    let result: Result<u8, CliError> = async {
+    let mut req = client.authorize();
+    if let Some(scope) = &s.scope {
+        req = req.scope(scope);
+    }
+    if let Some(c) = &s.claims {
+        req = req.claims(c.clone());
+    }
+    if let Some(a) = &s.acr_values {
+        req = req.acr_values(a.clone());
+    }
+    if let Some(h) = &s.login_hint {
+        req = req.login_hint(h.clone());
+    }
+    if let Some(m) = s.max_age {
+        req = req.max_age(m);
+    }
+    if let Some(d) = &s.authorization_details {
+        req = req.param("authorization_details", d.clone());
+    }
+    if s.response_mode == Mode::FormPost {
+        req = req.response_mode(ResponseMode::FormPost);
+    }
+    let (url, pending) = req
+        .build()
+        .map_err(|e| CliError::from_lib("building the authorization request", &e))?;
+
+    // The URL is what the user needs most: printed even under --quiet.
+    eprintln!("Open this URL in a browser to verify your identity:\n\n  {url}\n");
+    match &browser {
+        Browser::System { open: true } => {
+            if webbrowser::open(url.as_str()).is_ok() {
+                ui.say("(opened in your browser)");
+            }
+        }
+        Browser::System { open: false } => {}
+        #[cfg(feature = "demo")]
+        Browser::Mock(op) => {
+            ui.say(
+                "(dtr demo plays the browser: the mock OP approves the request and redirects back)",
+            );
+            spawn_mock_browser(op.clone(), url.clone());
+        }
+    }
+    ui.say(format!(
+        "Waiting for the browser to come back to {} ...",
+        loopback.redirect_uri()
+    ));
+
+    let received = tokio::select! {
+        r = loopback.receive(&client, &pending, ui.quiet) => r?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("dtr: interrupted before the OP acknowledged the request; nothing was kept.");
+            return Ok(exit::INTERRUPTED);
+        }
+        _ = tokio::time::sleep(opts.login_timeout) => {
+            return Err(CliError::runtime(
+                format!("the browser did not come back within {}", display::fmt_duration(opts.login_timeout)),
+                "run `dtr verify` again and finish the steps at the OP, or raise --login-timeout",
+            ));
+        }
+    };
+    drop(loopback);
+    let ack = match received {
+        CallbackResponse::Acknowledgment(ack) => ack,
+        CallbackResponse::Code(code) => {
+            // `deferred_code code` answered at once: no deferral.
+            let tokens = client
+                .exchange_code(code)
+                .await
+                .map_err(|e| CliError::from_lib("exchanging the authorization code", &e))?;
+            return Ok(print_outcome(
+                &ui,
+                "-",
+                &Outcome::Tokens(tokens),
+                false,
+            ));
+        }
+        CallbackResponse::Error(e) => {
+            let denied = e.code.as_str() == "access_denied";
+            let msg = format!("the OP refused the request: {}", one_line(&e.to_string()));
+            if denied {
+                eprintln!("dtr: {msg}");
+                return Ok(exit::DENIED);
+            }
+            return Err(CliError::runtime(
+                msg,
+                "check the requested scope, claims and acr values with the OP's documentation",
+            ));
+        }
+        // A kind of answer newer than this `dtr`.
+        _ => {
+            return Err(CliError::runtime(
+                "the OP's redirect carried an answer this version of dtr does not handle",
+                "update dtr",
+            ));
+        }
+    };
+    let events = client.subscribe();
+    let auth = client
+        .exchange(ack)
+        .await
+        .map_err(|e| CliError::from_lib("exchanging the deferred code", &e))?;
+    cleanup.name = None;
+    let short = auth.id().fingerprint().to_string();
+    let status = client.poll_status(auth.id()).await;
+    let deadline = status
+        .as_ref()
+        .map(|s| s.deadline.as_secs())
+        .or(auth.expires_at().map(UnixTime::as_secs));
+    let entry = Entry {
+        id: short.clone(),
+        store: store_name,
+        profile,
+        client: s.client.clone(),
+        created_at: auth.issued_at().as_secs(),
+        deadline,
+        status: Status::Pending,
+        finished_at: None,
+        acknowledged: false,
+    };
+    state.update_index(|idx| {
+        idx.entries.retain(|e| e.id != entry.id);
+        idx.entries.push(entry);
+        Ok(())
+    })?;
+    ui.say(format!(
+        "The OP accepted the request: verification {short} is pending{}.",
+        deadline
+            .map(|d| format!(", deadline {}", fmt_deadline(d, now_secs())))
+            .unwrap_or_default()
+    ));
+    if opts.no_wait {
+        if ui.json {
+            println!(
+                "{}",
+                serde_json::json!({"id": short, "status": "pending", "deadline": deadline})
+            );
+        } else {
+            println!("{short}");
+        }
+        ui.say(format!(
+            "Wait for it with: dtr{} wait {short}",
+            opts.state_flag
+        ));
+        return Ok(exit::PENDING);
+    }
+    wait_loop(
+        ui,
+        state,
+        &client,
+        auth.id(),
+        &short,
+        events,
+        auth.issued_at(),
+        auth.interval(),
+        opts,
+    )
+    .await
+    }
+    .await;
+    client.shutdown().await;
+    result
+}
+
+/// Removes a store file unless disarmed.
+struct StoreCleanup<'a> {
+    state: &'a StateDir,
+    name: Option<String>,
+}
+
+impl Drop for StoreCleanup<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.name.take() {
+            let _ = self.state.remove_store(&n);
+        }
+    }
+}
+
+#[cfg(feature = "demo")]
+fn spawn_mock_browser(op: MockOp, url: url::Url) {
+    tokio::spawn(async move {
+        let cb = match op.browse(&url).await {
+            Ok(cb) => cb,
+            Err(e) => {
+                eprintln!("dtr demo: the simulated browser failed: {e}");
+                return;
+            }
+        };
+        if let Err(e) = crate::demo::deliver(&cb.url, cb.form_body.as_deref()).await {
+            eprintln!("dtr demo: could not reach the loopback listener: {e}");
+        }
+    });
+}
+
+/// Waits for the outcome with live progress; Ctrl-C leaves it pending.
+#[allow(clippy::too_many_arguments)]
+async fn wait_loop(
+    ui: Ui,
+    state: &StateDir,
+    client: &DtrClient,
+    auth_id: &DeferredAuthId,
+    short: &str,
+    mut events: tokio::sync::broadcast::Receiver<PollEvent>,
+    started: UnixTime,
+    interval: Duration,
+    opts: &WaitOpts,
+) -> Result<u8, CliError> {
+    let status = client.poll_status(auth_id).await;
+    let deadline = status.as_ref().map(|s| s.deadline.as_secs());
+    let mut progress = Progress::start(ui, started, deadline, interval);
+    progress.tick(status.as_ref());
+    let waiter = client.wait(auth_id);
+    tokio::pin!(waiter);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut events_open = true;
+    loop {
+        tokio::select! {
+            r = &mut waiter => {
+                progress.finish();
+                let outcome = r.map_err(|e| CliError::from_lib("waiting for the outcome", &e))?;
+                return finish(ui, state, short, &outcome, opts);
+            }
+            ev = events.recv(), if events_open => match ev {
+                Ok(PollEvent::Progress { id, description }) if &id == auth_id => {
+                    progress.set_text(&description);
+                    progress.tick(client.poll_status(auth_id).await.as_ref());
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => events_open = false,
+            },
+            _ = tick.tick() => {
+                progress.tick(client.poll_status(auth_id).await.as_ref());
+            }
+            _ = &mut ctrl_c => {
+                progress.finish();
+                eprintln!(
+                    "\ndtr: interrupted. Verification {short} is still pending at the OP{}.",
+                    deadline.map(|d| format!(" (deadline {})", fmt_deadline(d, now_secs()))).unwrap_or_default()
+                );
+                eprintln!("Resume waiting with: dtr{} wait {short}", opts.state_flag);
+                return Ok(exit::INTERRUPTED);
+            }
+        }
+    }
+}
+
+/// Records, prints and (with --ack) acknowledges an outcome.
+fn finish(
+    ui: Ui,
+    state: &StateDir,
+    short: &str,
+    outcome: &Outcome,
+    opts: &WaitOpts,
+) -> Result<u8, CliError> {
+    let status = display::status_of(outcome);
+    let code = print_outcome(&ui, short, outcome, !opts.ack);
+    let mut store = None;
+    state.update_entry(short, |e| {
+        e.status = status;
+        e.finished_at.get_or_insert(now_secs());
+        if opts.ack {
+            e.acknowledged = true;
+            store = Some(e.store.clone());
+        }
+    })?;
+    if let Some(name) = store {
+        state.remove_store(&name)?;
+    }
+    Ok(code)
+}
+
+/// The entry named on the command line.
+fn pick(state: &StateDir, id: Option<&str>, latest: bool) -> Result<Entry, CliError> {
+    let index = state.read_index()?;
+    match (id, latest) {
+        (Some(id), _) => index.find(id).cloned(),
+        (None, true) => index.latest().cloned(),
+        (None, false) => Err(CliError::usage(
+            "no verification named",
+            "give its id (see `dtr list`) or --latest",
+        )),
+    }
+}
+
+/// The stored record of an entry (the store stays open in the result).
+async fn load_record(
+    state: &StateDir,
+    entry: &Entry,
+) -> Result<(crate::lib_api::FileStore, Record), CliError> {
+    if entry.acknowledged {
+        return Err(CliError::usage(
+            format!(
+                "verification {} was acknowledged: its tokens are deleted",
+                entry.id
+            ),
+            "start a new one with `dtr verify`; `dtr purge` removes it from the list",
+        ));
+    }
+    let path = state.store_path(&entry.store);
+    if !path.exists() {
+        return Err(CliError::runtime(
+            format!(
+                "the store of verification {} is missing ({})",
+                entry.id,
+                path.display()
+            ),
+            "it cannot be resumed; `dtr purge` removes it from the list",
+        ));
+    }
+    let store = state.open_store(&entry.store)?;
+    let records = store.load_active().await.map_err(|e| {
+        CliError::runtime(
+            format!("reading the store of verification {}: {e}", entry.id),
+            "check the state directory and its key file",
+        )
+    })?;
+    let record = records
+        .into_iter()
+        .find(|r| r.fingerprint().to_string() == entry.id)
+        .ok_or_else(|| {
+            CliError::runtime(
+                format!("verification {} is no longer in its store", entry.id),
+                "its outcome was acknowledged or expired; `dtr purge` removes it from the list",
+            )
+        })?;
+    Ok((store, record))
+}
+
+/// `dtr wait`.
+pub async fn wait(
+    ui: Ui,
+    state: &StateDir,
+    id: Option<&str>,
+    latest: bool,
+    opts: &WaitOpts,
+) -> Result<u8, CliError> {
+    let entry = pick(state, id, latest)?;
+    let (store, record) = load_record(state, &entry).await?;
+    let auth_id = record.id().clone();
+    let client = build_client(&entry.client, Some(store)).await?;
+    let events = client.subscribe();
+    // Stop the poll driver and close the store before the process exits,
+    // whichever way this ends.
+    let result: Result<u8, CliError> = async {
+        if !record.is_finished() {
+            ui.say(format!(
+                "Resuming verification {} (started {}).",
+                entry.id,
+                fmt_time(entry.created_at)
+            ));
+        }
+        wait_loop(
+            ui,
+            state,
+            &client,
+            &auth_id,
+            &entry.id,
+            events,
+            record.auth.issued_at(),
+            record.auth.interval(),
+            opts,
+        )
+        .await
+    }
+    .await;
+    client.shutdown().await;
+    result
+}
+
+/// `dtr cancel`.
+pub async fn cancel(
+    ui: Ui,
+    state: &StateDir,
+    id: &str,
+    cancel_endpoint: Option<String>,
+) -> Result<u8, CliError> {
+    let mut entry = pick(state, Some(id), false)?;
+    let (store, record) = load_record(state, &entry).await?;
+    if record.is_finished() {
+        ui.say(format!(
+            "Verification {} has already ended ({}); nothing to cancel.",
+            entry.id,
+            entry.status.as_str()
+        ));
+        return Ok(exit::OK);
+    }
+    if cancel_endpoint.is_some() {
+        entry.client.cancel_endpoint = cancel_endpoint;
+    }
+    let auth_id = record.id().clone();
+    let client = build_client(&entry.client, Some(store)).await?;
+    let result: Result<u8, CliError> = async {
+        if entry.client.cancel_endpoint.is_none() {
+            ui.say(
+            "dtr: no cancellation endpoint is configured (--cancel-endpoint, DTR_CANCEL_ENDPOINT): \
+             stopping locally; the OP is not told",
+        );
+        }
+        client
+            .cancel(&auth_id)
+            .await
+            .map_err(|e| CliError::from_lib("cancelling at the OP", &e))?;
+        let outcome = client
+            .wait(&auth_id)
+            .await
+            .map_err(|e| CliError::from_lib("cancelling", &e))?;
+        let status = display::status_of(&outcome);
+        state.update_entry(&entry.id, |e| {
+            e.status = status;
+            e.finished_at.get_or_insert(now_secs());
+        })?;
+        if status == Status::Cancelled {
+            ui.say(format!("Verification {} is cancelled.", entry.id));
+            Ok(exit::OK)
+        } else {
+            // A poll in flight brought the outcome first.
+            ui.say(format!(
+                "Verification {} ended before the cancellation took effect:",
+                entry.id
+            ));
+            Ok(print_outcome(&ui, &entry.id, &outcome, true))
+        }
+    }
+    .await;
+    client.shutdown().await;
+    result
+}
+
+/// `dtr show`.
+pub async fn show(
+    ui: Ui,
+    state: &StateDir,
+    id: Option<&str>,
+    latest: bool,
+) -> Result<u8, CliError> {
+    let entry = pick(state, id, latest)?;
+    let (_store, record) = load_record(state, &entry).await?;
+    match &record.outcome {
+        Some(o) => Ok(print_outcome(&ui, &entry.id, &o.outcome, true)),
+        None => {
+            let deadline = record.machine.deadline().as_secs();
+            if ui.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": entry.id, "status": "pending", "deadline": deadline})
+                );
+            } else {
+                eprintln!(
+                    "Verification {} is pending (deadline {}); resume with: dtr wait {}",
+                    entry.id,
+                    fmt_deadline(deadline, now_secs()),
+                    entry.id
+                );
+            }
+            Ok(exit::PENDING)
+        }
+    }
+}
+
+/// `dtr ack`: the outcome has been taken; its tokens are deleted.
+pub async fn ack(ui: Ui, state: &StateDir, id: &str) -> Result<u8, CliError> {
+    let entry = pick(state, Some(id), false)?;
+    if entry.acknowledged {
+        ui.say(format!(
+            "Verification {} is already acknowledged.",
+            entry.id
+        ));
+        return Ok(exit::OK);
+    }
+    let (store, record) = load_record(state, &entry).await?;
+    if !record.is_finished() {
+        return Err(CliError::usage(
+            format!("verification {} is still pending", entry.id),
+            format!(
+                "wait for it (`dtr wait {0}`) or cancel it (`dtr cancel {0}`)",
+                entry.id
+            ),
+        ));
+    }
+    drop(store);
+    state.update_entry(&entry.id, |e| e.acknowledged = true)?;
+    state.remove_store(&entry.store)?;
+    ui.say(format!(
+        "Verification {} acknowledged; its tokens are deleted.",
+        entry.id
+    ));
+    Ok(exit::OK)
+}
+
+/// `dtr list`.
+pub fn list(ui: Ui, state: &StateDir) -> Result<u8, CliError> {
+    let index = state.read_index()?;
+    let now = now_secs();
+    if ui.json {
+        let items: Vec<_> = index
+            .entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id, "status": e.status.as_str(), "issuer": e.client.issuer,
+                    "client_id": e.client.client_id, "profile": e.profile,
+                    "created_at": e.created_at, "deadline": e.deadline,
+                    "finished_at": e.finished_at, "acknowledged": e.acknowledged,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+        return Ok(exit::OK);
+    }
+    if index.entries.is_empty() {
+        ui.say("No verifications. Start one with `dtr verify`.");
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<8}  {:<22}  {:<23}  {:<30}  ISSUER / CLIENT",
+        "ID", "STATUS", "STARTED", "DEADLINE"
+    );
+    for e in &index.entries {
+        let mut status = e.status.as_str().to_owned();
+        if e.acknowledged {
+            status.push_str(" (acked)");
+        } else if e.status == Status::Pending && e.deadline.is_some_and(|d| d <= now) {
+            status.push_str(" (deadline passed)");
+        }
+        let deadline = match (e.status, e.deadline) {
+            (Status::Pending, Some(d)) => fmt_deadline(d, now),
+            (_, Some(d)) => fmt_time(d),
+            (_, None) => "-".to_owned(),
+        };
+        println!(
+            "{:<8}  {:<22}  {:<23}  {:<30}  {} / {}",
+            e.id,
+            status,
+            fmt_time(e.created_at),
+            deadline,
+            e.client.issuer,
+            e.client.client_id
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `dtr purge`: removes finished verifications (their stores and entries).
+pub fn purge(ui: Ui, state: &StateDir) -> Result<u8, CliError> {
+    let removed = state.update_index(|idx| {
+        let (done, keep): (Vec<Entry>, Vec<Entry>) = idx
+            .entries
+            .drain(..)
+            .partition(|e| e.status != Status::Pending);
+        idx.entries = keep;
+        Ok(done)
+    })?;
+    for e in &removed {
+        state.remove_store(&e.store)?;
+    }
+    ui.say(format!(
+        "Removed {} finished verification{}.",
+        removed.len(),
+        if removed.len() == 1 { "" } else { "s" }
+    ));
+    Ok(exit::OK)
+}

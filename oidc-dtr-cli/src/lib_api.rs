@@ -1,0 +1,11 @@
+//! Every item `dtr` uses from the library, in one place: the only file to
+//! change when the library's paths move.
+
+pub use oidc_dtr::{
+    AesGcmSealer, Algorithm, CallbackResponse, CancellationConfig, ClientAuth, DeferredAuthId,
+    DpopConfig, DtrClient, FileStore, Outcome, PendingAuthorization, PollEvent, PollStatus,
+    RandomSource, Record, ResponseMode, SigningKey, Store, StoreError, SystemRandom, UnixTime,
+};
+
+#[cfg(feature = "demo")]
+pub use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig};

@@ -1,0 +1,487 @@
+//! Configuration: flags, `DTR_*` environment variables (clap merges those
+//! two: a flag wins), then a named profile of the config file, then
+//! defaults. Secrets are only ever read from files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use crate::error::{CliError, io};
+use crate::lib_api::{
+    Algorithm, CancellationConfig, ClientAuth, DpopConfig, DtrClient, FileStore, SigningKey,
+};
+use crate::state::{AuthSpec, ClientSpec};
+
+/// Who the client is and how it authenticates.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientArgs {
+    /// The OP's issuer URL (discovery runs on it).
+    #[arg(long, env = "DTR_ISSUER", value_name = "URL")]
+    pub issuer: Option<String>,
+    /// The client id registered at the OP.
+    #[arg(long, env = "DTR_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+    /// A file holding the client secret (`client_secret_basic`). Without
+    /// it and --private-key-file, the client is public.
+    #[arg(long, env = "DTR_CLIENT_SECRET_FILE", value_name = "PATH")]
+    pub client_secret_file: Option<PathBuf>,
+    /// A file holding the client's private key for `private_key_jwt`: PEM
+    /// (PKCS#8, PKCS#1 or SEC 1) or a JWK.
+    #[arg(
+        long,
+        env = "DTR_PRIVATE_KEY_FILE",
+        value_name = "PATH",
+        conflicts_with = "client_secret_file"
+    )]
+    pub private_key_file: Option<PathBuf>,
+    /// The algorithm of a PEM private key (RS256, PS256, ES256, ES384, EdDSA).
+    #[arg(long, env = "DTR_PRIVATE_KEY_ALG", value_name = "ALG")]
+    pub private_key_alg: Option<String>,
+    /// The OP's cancellation endpoint (used by `dtr cancel`).
+    #[arg(long, env = "DTR_CANCEL_ENDPOINT", value_name = "URL")]
+    pub cancel_endpoint: Option<String>,
+    /// Do not use DPoP (it is on by default).
+    #[arg(long, env = "DTR_NO_DPOP")]
+    pub no_dpop: bool,
+}
+
+/// The `response_mode` of the authorization request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Redirect with a query string (the default).
+    Query,
+    /// An auto-submitted form POST to the loopback listener.
+    FormPost,
+}
+
+/// What the verification asks for.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RequestArgs {
+    /// Scopes to request besides `openid` (space-separated).
+    #[arg(long, env = "DTR_SCOPE")]
+    pub scope: Option<String>,
+    /// The `claims` request parameter: JSON, or @FILE.
+    #[arg(long, env = "DTR_CLAIMS", value_name = "JSON|@FILE")]
+    pub claims: Option<String>,
+    /// `acr_values` (space-separated, preferred first).
+    #[arg(long, env = "DTR_ACR_VALUES")]
+    pub acr_values: Option<String>,
+    /// `login_hint`.
+    #[arg(long, env = "DTR_LOGIN_HINT")]
+    pub login_hint: Option<String>,
+    /// `max_age` in seconds (the ID token's `auth_time` is then checked).
+    #[arg(long, env = "DTR_MAX_AGE", value_name = "SECONDS")]
+    pub max_age: Option<u64>,
+    /// `authorization_details` (RFC 9396): a JSON array, or @FILE.
+    #[arg(long, env = "DTR_AUTHORIZATION_DETAILS", value_name = "JSON|@FILE")]
+    pub authorization_details: Option<String>,
+    /// How the OP sends the browser back.
+    #[arg(long, env = "DTR_RESPONSE_MODE", value_enum)]
+    pub response_mode: Option<Mode>,
+    /// The loopback port for the redirect (default 0: a random free port).
+    #[arg(long, env = "DTR_REDIRECT_PORT", value_name = "PORT")]
+    pub redirect_port: Option<u16>,
+}
+
+/// A profile of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    private_key_file: Option<PathBuf>,
+    private_key_alg: Option<String>,
+    cancel_endpoint: Option<String>,
+    dpop: Option<bool>,
+    scope: Option<String>,
+    claims: Option<toml::Value>,
+    acr_values: Option<String>,
+    login_hint: Option<String>,
+    max_age: Option<u64>,
+    authorization_details: Option<toml::Value>,
+    response_mode: Option<Mode>,
+    redirect_port: Option<u16>,
+}
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The profile used without --profile.
+    default_profile: Option<String>,
+    /// Named profiles.
+    #[serde(default)]
+    profile: BTreeMap<String, Profile>,
+}
+
+impl ConfigFile {
+    /// Reads the config file: `given` (--config / DTR_CONFIG) must exist;
+    /// the default location may not.
+    pub fn load(given: Option<&Path>) -> Result<(ConfigFile, Option<PathBuf>), CliError> {
+        let (path, required) = match given {
+            Some(p) => (p.to_path_buf(), true),
+            None => match directories::ProjectDirs::from("org", "oidc-dtr", "dtr") {
+                Some(d) => (d.config_dir().join("config.toml"), false),
+                None => return Ok((ConfigFile::default(), None)),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok((ConfigFile::default(), None));
+            }
+            Err(e) => return Err(io(format!("reading the config file {}", path.display()), e)),
+        };
+        let cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+            CliError::usage(
+                format!(
+                    "the config file {} is not valid: {}",
+                    path.display(),
+                    e.message()
+                ),
+                "fix the file (see `dtr --help` for its format)",
+            )
+        })?;
+        Ok((cfg, Some(path)))
+    }
+
+    /// The profile to use: `name`, else `default_profile`, else none.
+    pub fn profile(&self, name: Option<&str>) -> Result<(Option<String>, Profile), CliError> {
+        let name = name
+            .map(str::to_owned)
+            .or_else(|| self.default_profile.clone());
+        match name {
+            None => Ok((None, Profile::default())),
+            Some(n) => match self.profile.get(&n) {
+                Some(p) => Ok((Some(n), p.clone())),
+                None => Err(CliError::usage(
+                    format!("no profile `{n}` in the config file"),
+                    format!(
+                        "add a [profile.{n}] table to the config file, or pick one of: {}",
+                        if self.profile.is_empty() {
+                            "(none defined)".to_owned()
+                        } else {
+                            self.profile.keys().cloned().collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                )),
+            },
+        }
+    }
+}
+
+/// Everything `dtr verify` needs, merged.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    /// The client (without the redirect URI yet).
+    pub client: ClientSpec,
+    /// Scopes.
+    pub scope: Option<String>,
+    /// `claims`.
+    pub claims: Option<serde_json::Value>,
+    /// `acr_values`.
+    pub acr_values: Option<String>,
+    /// `login_hint`.
+    pub login_hint: Option<String>,
+    /// `max_age`.
+    pub max_age: Option<u64>,
+    /// `authorization_details` (JSON text).
+    pub authorization_details: Option<String>,
+    /// The response mode.
+    pub response_mode: Mode,
+    /// The loopback port.
+    pub redirect_port: u16,
+}
+
+/// Merges flags/env over the profile.
+pub fn merge(c: &ClientArgs, r: &RequestArgs, p: Profile) -> Result<VerifySettings, CliError> {
+    let issuer = c.issuer.clone().or(p.issuer).ok_or_else(|| {
+        CliError::usage(
+            "no issuer given",
+            "pass --issuer URL, set DTR_ISSUER, or use a profile with `issuer`",
+        )
+    })?;
+    let client_id = c.client_id.clone().or(p.client_id).ok_or_else(|| {
+        CliError::usage(
+            "no client id given",
+            "pass --client-id ID, set DTR_CLIENT_ID, or use a profile with `client_id`",
+        )
+    })?;
+    let alg = c
+        .private_key_alg
+        .clone()
+        .or(p.private_key_alg)
+        .unwrap_or_else(|| "RS256".to_owned());
+    let auth = match (c.client_secret_file.clone(), c.private_key_file.clone()) {
+        (Some(s), _) => AuthSpec::SecretFile {
+            path: absolute(&s)?,
+        },
+        (None, Some(k)) => AuthSpec::PrivateKeyFile {
+            path: absolute(&k)?,
+            alg,
+        },
+        (None, None) => match (p.client_secret_file, p.private_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(CliError::usage(
+                    "the profile has both client_secret_file and private_key_file",
+                    "keep one of them",
+                ));
+            }
+            (Some(s), None) => AuthSpec::SecretFile {
+                path: absolute(&s)?,
+            },
+            (None, Some(k)) => AuthSpec::PrivateKeyFile {
+                path: absolute(&k)?,
+                alg,
+            },
+            (None, None) => AuthSpec::None,
+        },
+    };
+    let dpop = !c.no_dpop && p.dpop.unwrap_or(true);
+    let claims = match (&r.claims, p.claims) {
+        (Some(s), _) => Some(json_arg("--claims", s)?),
+        (None, Some(toml::Value::String(s))) => Some(json_arg("claims", &s)?),
+        (None, Some(v)) => Some(toml_to_json("claims", v)?),
+        (None, None) => None,
+    };
+    if let Some(c) = &claims
+        && !c.is_object()
+    {
+        return Err(CliError::usage(
+            "--claims must be a JSON object",
+            r#"pass e.g. --claims '{"id_token":{"verified_claims":null}}'"#,
+        ));
+    }
+    let authorization_details = match (&r.authorization_details, p.authorization_details) {
+        (Some(s), _) => Some(json_arg("--authorization-details", s)?),
+        (None, Some(toml::Value::String(s))) => Some(json_arg("authorization_details", &s)?),
+        (None, Some(v)) => Some(toml_to_json("authorization_details", v)?),
+        (None, None) => None,
+    };
+    if let Some(d) = &authorization_details
+        && !d.is_array()
+    {
+        return Err(CliError::usage(
+            "--authorization-details must be a JSON array",
+            r#"pass e.g. --authorization-details '[{"type":"identity_verification"}]'"#,
+        ));
+    }
+    Ok(VerifySettings {
+        client: ClientSpec {
+            issuer,
+            client_id,
+            auth,
+            dpop,
+            cancel_endpoint: c.cancel_endpoint.clone().or(p.cancel_endpoint),
+            redirect_uri: String::new(),
+        },
+        scope: r.scope.clone().or(p.scope),
+        claims,
+        acr_values: r.acr_values.clone().or(p.acr_values),
+        login_hint: r.login_hint.clone().or(p.login_hint),
+        max_age: r.max_age.or(p.max_age),
+        authorization_details: authorization_details.map(|d| d.to_string()),
+        response_mode: r.response_mode.or(p.response_mode).unwrap_or(Mode::Query),
+        redirect_port: r.redirect_port.or(p.redirect_port).unwrap_or(0),
+    })
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(p).map_err(|e| io(format!("resolving {}", p.display()), e))
+}
+
+/// A JSON argument, inline or `@file`.
+fn json_arg(name: &str, s: &str) -> Result<serde_json::Value, CliError> {
+    let text = match s.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| io(format!("reading {name} from {path}"), e))?,
+        None => s.to_owned(),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::usage(
+            format!("{name} is not valid JSON: {e}"),
+            format!("quote the JSON for the shell, or pass {name} @FILE"),
+        )
+    })
+}
+
+fn toml_to_json(name: &str, v: toml::Value) -> Result<serde_json::Value, CliError> {
+    serde_json::to_value(v).map_err(|e| {
+        CliError::usage(
+            format!("`{name}` in the profile cannot be turned into JSON: {e}"),
+            "write it as a JSON string instead",
+        )
+    })
+}
+
+/// Reads a secret file: the whole file, without the trailing newline.
+fn read_secret(path: &Path, what: &str, flag: &str) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::usage(
+            format!("cannot read the {what} file {}: {e}", path.display()),
+            format!("check {flag}: the file must exist and be readable by you"),
+        )
+    })?;
+    let trimmed = text.trim_end_matches(['\r', '\n']).to_owned();
+    if trimmed.is_empty() {
+        return Err(CliError::usage(
+            format!("the {what} file {} is empty", path.display()),
+            format!("put the {what} in it, or drop {flag}"),
+        ));
+    }
+    Ok(trimmed)
+}
+
+fn client_auth(spec: &AuthSpec) -> Result<ClientAuth, CliError> {
+    Ok(match spec {
+        AuthSpec::None => ClientAuth::None,
+        AuthSpec::SecretFile { path } => {
+            let secret = read_secret(path, "client secret", "--client-secret-file")?;
+            ClientAuth::ClientSecretBasic(secret.into())
+        }
+        AuthSpec::PrivateKeyFile { path, alg } => {
+            let text = read_secret(path, "private key", "--private-key-file")?;
+            let alg_parsed = Algorithm::parse(alg).ok_or_else(|| {
+                CliError::usage(
+                    format!("unknown key algorithm `{alg}`"),
+                    "use --private-key-alg with RS256, PS256, ES256, ES384 or EdDSA",
+                )
+            })?;
+            let key = if text.trim_start().starts_with('{') {
+                let jwk: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    CliError::usage(
+                        format!(
+                            "the private key file {} is not a valid JWK: {e}",
+                            path.display()
+                        ),
+                        "give a PEM file or a JWK with the private members",
+                    )
+                })?;
+                SigningKey::from_jwk(&jwk, Some(alg_parsed))
+            } else {
+                SigningKey::from_pem(alg_parsed, &text)
+            }
+            .map_err(|e| {
+                CliError::usage(
+                    format!("the private key in {} cannot be used: {e}", path.display()),
+                    "check the file and --private-key-alg",
+                )
+            })?;
+            ClientAuth::private_key_jwt(key)
+        }
+    })
+}
+
+/// Builds the client of a verification, on its store when given.
+pub async fn build_client(
+    spec: &ClientSpec,
+    store: Option<FileStore>,
+) -> Result<DtrClient, CliError> {
+    let mut b = DtrClient::builder()
+        .issuer(spec.issuer.clone())
+        .client_id(spec.client_id.clone())
+        .client_auth(client_auth(&spec.auth)?)
+        .redirect_uri(spec.redirect_uri.clone())
+        .dpop(if spec.dpop {
+            DpopConfig::enabled()
+        } else {
+            DpopConfig::disabled()
+        });
+    if let Some(url) = &spec.cancel_endpoint {
+        let cfg = CancellationConfig::new(url).map_err(|e| {
+            CliError::usage(
+                format!("--cancel-endpoint is not usable: {e}"),
+                "give the OP's cancellation endpoint as an https URL",
+            )
+        })?;
+        b = b.cancellation(cfg);
+    }
+    if let Some(s) = store {
+        b = b.store(s);
+    }
+    b.build()
+        .await
+        .map_err(|e| CliError::from_lib(&format!("setting up the client for {}", spec.issuer), &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(text: &str) -> Profile {
+        let cfg: ConfigFile = toml::from_str(text).unwrap();
+        cfg.profile(None).unwrap().1
+    }
+
+    #[test]
+    fn flags_win_over_the_profile() {
+        let p = profile(
+            "default_profile = \"a\"\n[profile.a]\nissuer = \"https://p.example\"\nclient_id = \"pc\"\nscope = \"email\"\nmax_age = 60\ndpop = false\n",
+        );
+        let c = ClientArgs {
+            client_id: Some("flag".into()),
+            ..Default::default()
+        };
+        let s = merge(&c, &RequestArgs::default(), p).unwrap();
+        assert_eq!(s.client.issuer, "https://p.example");
+        assert_eq!(s.client.client_id, "flag");
+        assert_eq!(s.scope.as_deref(), Some("email"));
+        assert_eq!(s.max_age, Some(60));
+        assert!(!s.client.dpop);
+        assert_eq!(s.client.auth, AuthSpec::None);
+        assert_eq!(s.response_mode, Mode::Query);
+    }
+
+    #[test]
+    fn profile_claims_as_a_table_or_json_text() {
+        let p = profile(
+            "default_profile = \"a\"\n[profile.a]\nissuer = \"https://p\"\nclient_id = \"c\"\nclaims = { id_token = { acr = { essential = true } } }\nauthorization_details = '[{\"type\":\"kyc\"}]'\n",
+        );
+        let s = merge(&ClientArgs::default(), &RequestArgs::default(), p).unwrap();
+        assert_eq!(s.claims.unwrap()["id_token"]["acr"]["essential"], true);
+        assert_eq!(
+            s.authorization_details.as_deref(),
+            Some(r#"[{"type":"kyc"}]"#)
+        );
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        let none = Profile::default();
+        let e = merge(
+            &ClientArgs::default(),
+            &RequestArgs::default(),
+            none.clone(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, crate::error::exit::USAGE);
+        let c = ClientArgs {
+            issuer: Some("https://x".into()),
+            client_id: Some("c".into()),
+            ..Default::default()
+        };
+        let r = RequestArgs {
+            claims: Some("[1]".into()),
+            ..Default::default()
+        };
+        assert!(
+            merge(&c, &r, none.clone()).is_err(),
+            "claims must be an object"
+        );
+        let r = RequestArgs {
+            authorization_details: Some("{not json".into()),
+            ..Default::default()
+        };
+        assert!(merge(&c, &r, none).is_err());
+        let cfg: ConfigFile = toml::from_str("[profile.a]\nissuer = \"x\"\n").unwrap();
+        assert!(cfg.profile(Some("b")).is_err());
+        assert!(
+            toml::from_str::<ConfigFile>("[profile.a]\nclient_secret = \"x\"\n").is_err(),
+            "no secret in the config"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! Helpers: a mock OP, a state directory, the `dtr` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
+
+// The mock OP.
+pub use oidc_dtr_testkit::{AuthSnapshot, AuthState, AuthorizeOutcome, Endpoint, MockOp, OpConfig};
+
+/// A guard against a hang (not a timing assertion): generous.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// A mock OP with a one-second interval, and a fresh state directory.
+pub struct Env {
+    pub op: MockOp,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn new(f: impl FnOnce(&mut OpConfig)) -> Env {
+        let mut config = OpConfig::default();
+        config.interval = Some(1);
+        config.progress_script = vec!["Documents received".into(), "A reviewer is on it".into()];
+        f(&mut config);
+        let op = MockOp::builder().config(config).start().await.unwrap();
+        Env {
+            op,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `dtr` with the state dir set, no config file, nothing inherited.
+    pub fn dtr(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dtr"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("DTR_STATE_DIR", self.state_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// `dtr verify` for the OP's public client, not waiting.
+    pub fn verify(&self, extra: &[&str]) -> Running {
+        let mut c = self.dtr();
+        c.args([
+            "verify",
+            "--issuer",
+            self.op.issuer(),
+            "--client-id",
+            MockOp::PUBLIC_CLIENT_ID,
+            "--no-browser",
+        ])
+        .args(extra);
+        Running::spawn(c)
+    }
+
+    /// Runs `dtr args...` to the end.
+    pub async fn run(&self, args: &[&str]) -> Done {
+        let out = tokio::time::timeout(HANG, self.dtr().args(args).output())
+            .await
+            .expect("dtr hung")
+            .unwrap();
+        Done {
+            code: out.status.code(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    /// The only authentication at the OP.
+    pub fn the_auth(&self) -> AuthSnapshot {
+        let all = self.op.authentications();
+        assert_eq!(all.len(), 1, "one authentication at the OP");
+        all.into_iter().next().unwrap()
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Done {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Done {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A running `dtr` whose stderr is read line by line.
+pub struct Running {
+    pub child: Child,
+    lines: Lines<BufReader<ChildStderr>>,
+    pub stderr: String,
+}
+
+impl Running {
+    pub fn spawn(mut c: Command) -> Running {
+        let mut child = c.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        Running {
+            child,
+            lines: BufReader::new(stderr).lines(),
+            stderr: String::new(),
+        }
+    }
+
+    /// Reads stderr up to the first line containing `needle`.
+    pub async fn line_with(&mut self, needle: &str) -> String {
+        let fut = async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                self.stderr.push_str(&line);
+                self.stderr.push('\n');
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("stderr ended without `{needle}`:\n{}", self.stderr);
+        };
+        tokio::time::timeout(HANG, fut).await.expect("dtr hung")
+    }
+
+    /// The authorization URL dtr printed.
+    pub async fn auth_url(&mut self) -> url::Url {
+        let line = self.line_with("/authorize?").await;
+        url::Url::parse(line.trim()).unwrap()
+    }
+
+    /// Waits for the end: exit code, stdout, the rest of stderr.
+    pub async fn finish(mut self) -> Done {
+        while let Some(line) = tokio::time::timeout(HANG, self.lines.next_line())
+            .await
+            .expect("dtr hung")
+            .unwrap()
+        {
+            self.stderr.push_str(&line);
+            self.stderr.push('\n');
+        }
+        let out = tokio::time::timeout(HANG, self.child.wait_with_output())
+            .await
+            .expect("dtr hung")
+            .unwrap();
+        Done {
+            code: out.status.code(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: self.stderr,
+        }
+    }
+
+    /// Sends SIGINT (as Ctrl-C does).
+    pub fn interrupt(&self) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = i32::try_from(self.child.id().unwrap()).unwrap();
+        kill(nix::unistd::Pid::from_raw(pid), Signal::SIGINT).unwrap();
+    }
+}
+
+/// Plays the browser: the OP's UI, then the redirect (or auto-posted form)
+/// to dtr's loopback listener. Returns the listener's HTTP status.
+pub async fn play_browser(op: &MockOp, url: &url::Url) -> u16 {
+    let cb = op.browse(url).await.unwrap();
+    let http = reqwest::Client::new();
+    let resp = match cb.form_body {
+        Some(body) => http
+            .post(cb.url.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+        None => http.get(cb.url.clone()).send().await.unwrap(),
+    };
+    resp.status().as_u16()
+}
+
+/// Files under `dir`, recursively.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

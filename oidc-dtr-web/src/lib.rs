@@ -1,0 +1,43 @@
+//! # oidc-dtr-web
+//!
+//! The reference Relying-Party web app for the OpenID Connect Deferred Token
+//! Response flow, on axum: what an end user sees while an OpenID Provider
+//! takes minutes or days to verify them.
+//!
+//! - `GET /`: "Verify my identity" (a form, `POST /verify`).
+//! - `POST /verify`: builds the authorization request, keeps the
+//!   [`PendingAuthorization`](oidc_dtr::PendingAuthorization) in the user's
+//!   server-side session (tower-sessions; the cookie is signed, `HttpOnly`
+//!   and `SameSite=Lax`) and sends the browser to the OP.
+//! - `GET /callback` (`response_mode=query`) and `POST /callback`
+//!   (`form_post`): validates the response against the session's pending
+//!   authorization, exchanges the `deferred_code`, remembers the
+//!   authentication in the session, and redirects to the pending page.
+//! - `GET /verification`: the state of *this session's* verification, as
+//!   plain semantic HTML (a reload shows the current state; without
+//!   JavaScript, a `<noscript>` refresh does it). With JavaScript, a small
+//!   script listens to `GET /verification/events` (server-sent events fed by
+//!   [`DtrClient::subscribe`](oidc_dtr::DtrClient::subscribe)) and replaces
+//!   the `aria-live` status region as the OP's progress texts and finally
+//!   its decision arrive.
+//! - `POST /verification/cancel`: cancels at the OP and stops polling.
+//! - `POST /dtr/ping`: the notification endpoint, the SDK's
+//!   [`PingReceiver`](oidc_dtr::PingReceiver) mounted as a tower
+//!   service.
+//!
+//! No URL names a verification: every page finds it through the session, so
+//! one user's page never shows another user's authentication.
+//!
+//! [`demo`] starts the app together with the testkit's mock OP (with its
+//! HTML pages for the end user and a reviewer) in one process.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod app;
+pub mod demo;
+mod html;
+mod view;
+
+pub use app::{App, AppOptions};
+pub use view::View;
