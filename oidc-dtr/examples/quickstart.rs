@@ -93,7 +93,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("5. Deferred code exchanged. The Provider is now reviewing the user.");
     // The id is a secret in production (the SDK never logs it); the demo
     // prints it to show what came back.
-    println!("   deferred_auth_id: (secret; its fingerprint is {:?})", auth.id().fingerprint());
+    println!(
+        "   deferred_auth_id: (secret; its fingerprint is {:?})",
+        auth.id().fingerprint()
+    );
     println!(
         "   the SDK polls no faster than every {} s",
         auth.interval().as_secs()

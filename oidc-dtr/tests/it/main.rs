@@ -15,6 +15,8 @@ mod layers;
 mod ping;
 mod poll_properties;
 mod polling;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod secrets;
 mod store;
 mod validation;
