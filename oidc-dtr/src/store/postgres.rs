@@ -747,7 +747,7 @@ impl Store for PostgresStore {
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             // RETURNING has no order: earliest first, like `due`.
-            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out.sort_by_key(|a| a.0);
             Ok(out.into_iter().map(|(_, r, l)| (r, l)).collect())
         })
     }

@@ -403,3 +403,92 @@ async fn a_closed_store_refuses_calls() {
     let e = store.get(record("x", 0).id()).await.unwrap_err();
     assert!(matches!(e, StoreError::Closed), "{e:?}");
 }
+
+/// Three instances work through the same pending authentications, the
+/// store's way (claim, poll, fenced finish); one of them dies right after
+/// claiming a batch. Every authentication ends exactly once, none is ever
+/// worked on by two instances at a time, and the dead one's batch is
+/// taken over once its leases expire.
+#[tokio::test]
+async fn a_fleet_shares_the_work_and_survives_a_dead_instance() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    let (seed, guard) = fresh_or_skip!();
+    const N: u64 = 300;
+    let mut all = HashMap::new();
+    for n in 0..N {
+        let r = record(&format!("f{n}"), n % 50);
+        seed.insert(r.clone()).await.unwrap();
+        all.insert(r.id().clone(), r);
+    }
+    let all = Arc::new(all);
+    let ttl = Duration::from_millis(300);
+
+    // The instance that dies: claims a batch, then is gone (no release).
+    let dead = guard.store().await;
+    let orphaned = dead.claim_due("dead", at(1000), 40, ttl).await.unwrap();
+    assert_eq!(orphaned.len(), 40);
+    drop(dead);
+
+    // Per id: how many instances are working on it now; finishes seen.
+    let in_flight: Arc<Mutex<HashMap<oidc_dtr::DeferredAuthId, u32>>> = Arc::default();
+    let finished: Arc<Mutex<HashMap<oidc_dtr::DeferredAuthId, (String, u64)>>> = Arc::default();
+    let mut workers = Vec::new();
+    for w in 0..3 {
+        let store = guard.store().await;
+        let (in_flight, finished, all) = (in_flight.clone(), finished.clone(), all.clone());
+        workers.push(tokio::spawn(async move {
+            let owner = format!("w{w}");
+            let mut idle_rounds = 0;
+            while idle_rounds < 20 {
+                let batch = store.claim_due(&owner, at(1000), 16, ttl).await.unwrap();
+                if batch.is_empty() {
+                    idle_rounds += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                idle_rounds = 0;
+                for (r, lease) in batch {
+                    {
+                        let mut f = in_flight.lock().unwrap();
+                        let n = f.entry(r.id().clone()).or_default();
+                        assert_eq!(*n, 0, "two instances on one authentication");
+                        *n += 1;
+                    }
+                    // "Poll" it.
+                    tokio::task::yield_now().await;
+                    in_flight.lock().unwrap().insert(r.id().clone(), 0);
+                    let m = finished_machine(&all[r.id()]);
+                    match store
+                        .finish_leased(r.id(), m, denied(60), &owner, lease)
+                        .await
+                    {
+                        Ok(()) => {
+                            let prev = finished
+                                .lock()
+                                .unwrap()
+                                .insert(r.id().clone(), (owner.clone(), lease.epoch));
+                            assert!(prev.is_none(), "finished twice");
+                        }
+                        Err(StoreError::LeaseLost { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let finished = finished.lock().unwrap();
+    assert_eq!(finished.len() as u64, N, "every authentication ended");
+    for (r, lease) in &orphaned {
+        let (owner, epoch) = &finished[r.id()];
+        assert_ne!(owner, "dead");
+        assert!(*epoch > lease.epoch, "taken over with a higher epoch");
+    }
+    let spread: std::collections::HashSet<_> = finished.values().map(|(o, _)| o).collect();
+    assert!(spread.len() >= 2, "the work was shared: {spread:?}");
+    assert!(seed.due(at(1000), 10).await.unwrap().is_empty());
+}
