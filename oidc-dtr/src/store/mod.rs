@@ -391,8 +391,8 @@ pub trait Store: Send + Sync + 'static {
 /// A lease on one authentication: the right of one instance (its `owner`
 /// name) to poll it and write its state until the lease expires.
 ///
-/// Stores shared by several instances ([`PostgresStore`](crate::PostgresStore)
-/// with the `postgres` feature) hand out leases in
+/// Stores shared by several instances (`PostgresStore`, with the
+/// `postgres` feature) hand out leases in
 /// [`Store::claim_due`]; every later write names the lease and is refused
 /// with [`StoreError::LeaseLost`] once another instance has taken the
 /// authentication over (its epoch went up). Single-process stores give the

@@ -481,6 +481,7 @@ async fn a_fleet_shares_the_work_and_survives_a_dead_instance() {
     for w in workers {
         w.await.unwrap();
     }
+    assert!(seed.due(at(1000), 10).await.unwrap().is_empty());
     let finished = finished.lock().unwrap();
     assert_eq!(finished.len() as u64, N, "every authentication ended");
     for (r, lease) in &orphaned {
@@ -490,5 +491,4 @@ async fn a_fleet_shares_the_work_and_survives_a_dead_instance() {
     }
     let spread: std::collections::HashSet<_> = finished.values().map(|(o, _)| o).collect();
     assert!(spread.len() >= 2, "the work was shared: {spread:?}");
-    assert!(seed.due(at(1000), 10).await.unwrap().is_empty());
 }
