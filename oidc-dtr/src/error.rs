@@ -1166,6 +1166,20 @@ pub enum StoreError {
     /// encryption opened without it (or the reverse), a tampered record.
     #[error("store encryption: {0}")]
     Sealing(String),
+    /// The store's server cannot be reached or did not answer in time: it
+    /// is down, restarting, dropped the connection, or is overloaded. May
+    /// be retried; nothing was changed unless the server committed before
+    /// the connection dropped (every write is safe to repeat).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The write was refused because this instance no longer holds the
+    /// authentication's [`Lease`](crate::Lease): it expired and another
+    /// instance took the authentication over. Stop polling it.
+    #[error("the lease on deferred authentication {record:?} was lost to another instance")]
+    LeaseLost {
+        /// The record.
+        record: Fingerprint,
+    },
     /// Anything else (no secrets).
     #[error("store error: {0}")]
     Other(String),
@@ -1201,7 +1215,10 @@ impl StoreError {
     /// Whether retrying the same call later may succeed (an I/O error, a
     /// store that is busy or locked).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Io(_) | StoreError::Locked { .. })
+        matches!(
+            self,
+            StoreError::Io(_) | StoreError::Locked { .. } | StoreError::Unavailable(_)
+        )
     }
 }
 

@@ -142,9 +142,12 @@ pub use proto::id_token::{IdTokenValidator, ValidationOptions};
 
 // Durable state.
 pub use store::{
-    AesGcmSealer, FileStore, MemoryStore, Record, SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer,
-    Store, StoreFuture, StoredOutcome,
+    AesGcmSealer, FileStore, Lease, MemoryStore, Record, SCHEMA_VERSION as STORE_SCHEMA_VERSION,
+    Sealer, Store, StoreFuture, StoredOutcome,
 };
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::{PostgresOptions, PostgresStore};
 
 // Errors.
 pub use error::{

@@ -325,7 +325,7 @@ struct SchemaProbe {
 
 /// A JSON decoding failure, described without quoting the input (serde's
 /// messages may contain the values they choked on).
-fn json_problem(e: &serde_json::Error) -> String {
+pub(super) fn json_problem(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let kind = match e.classify() {
         Category::Io => "unreadable",

@@ -43,6 +43,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,8 @@ use crate::time::UnixTime;
 // testkit, which depends on this crate).
 mod file;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod records;
 mod seal;
 #[cfg(test)]
@@ -65,6 +68,8 @@ pub(crate) mod test_records;
 pub(crate) use crate::error::StoreError;
 pub use file::FileStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use seal::{AesGcmSealer, Sealer};
 
 /// The version of the [`Record`] layout this release writes and reads.
@@ -330,6 +335,111 @@ pub trait Store: Send + Sync + 'static {
     /// nothing.
     fn close(&self) -> StoreFuture<Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Like [`due`](Self::due), and takes a [`Lease`] of `ttl` on each
+    /// record returned, for the instance named `owner`: a record leased by
+    /// another instance whose lease has not expired is skipped (without
+    /// waiting for it), one whose lease expired is taken over with a
+    /// higher epoch, and `owner`'s own leases are renewed. Shared stores
+    /// decide expiry on their own clock, never the instances'.
+    ///
+    /// The default (for single-process stores) is `due` with
+    /// [`Lease::SOLE`] on every record.
+    fn claim_due(
+        &self,
+        owner: &str,
+        until: UnixTime,
+        limit: usize,
+        ttl: Duration,
+    ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
+        let _ = (owner, ttl);
+        let due = self.due(until, limit);
+        Box::pin(async move { Ok(due.await?.into_iter().map(|r| (r, Lease::SOLE)).collect()) })
+    }
+
+    /// Extends `owner`'s leases on these records by `ttl` from now (the
+    /// store's clock). Returns, for each id in order, whether the lease is
+    /// still held; `false` means the instance must stop polling it. The
+    /// default holds every lease.
+    fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[DeferredAuthId],
+        ttl: Duration,
+    ) -> StoreFuture<Result<Vec<bool>, StoreError>> {
+        let _ = (owner, ttl);
+        let n = ids.len();
+        Box::pin(async move { Ok(vec![true; n]) })
+    }
+
+    /// [`update_state`](Self::update_state), fenced: refused with
+    /// [`StoreError::LeaseLost`] unless `owner` still holds `lease` (same
+    /// epoch, not expired). The default ignores the lease.
+    fn update_state_leased(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+        owner: &str,
+        lease: Lease,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let _ = (owner, lease);
+        self.update_state(id, machine)
+    }
+
+    /// [`finish`](Self::finish), fenced like
+    /// [`update_state_leased`](Self::update_state_leased). The default
+    /// ignores the lease.
+    fn finish_leased(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+        outcome: StoredOutcome,
+        owner: &str,
+        lease: Lease,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let _ = (owner, lease);
+        self.finish(id, machine, outcome)
+    }
+
+    /// Gives up `owner`'s lease on a record (at shutdown), so that another
+    /// instance may claim it at once instead of after expiry. `Ok(false)`
+    /// if the lease was not held. The default does nothing.
+    fn release_lease(
+        &self,
+        id: &DeferredAuthId,
+        owner: &str,
+        lease: Lease,
+    ) -> StoreFuture<Result<bool, StoreError>> {
+        let _ = (id, owner, lease);
+        Box::pin(async { Ok(true) })
+    }
+}
+
+/// A lease on one authentication: the right of one instance (its `owner`
+/// name) to poll it and write its state until the lease expires.
+///
+/// Stores shared by several instances (`PostgresStore`, with the
+/// `postgres` feature) hand out leases in
+/// [`Store::claim_due`]; every later write names the lease and is refused
+/// with [`StoreError::LeaseLost`] once another instance has taken the
+/// authentication over (its epoch went up). Single-process stores give the
+/// [`Lease::SOLE`] lease and never refuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Lease {
+    /// Incremented each time the authentication changes owner: a write
+    /// with an older epoch comes from an instance that lost its lease.
+    pub epoch: u64,
+}
+
+impl Lease {
+    /// The lease of a store with one process: always held.
+    pub const SOLE: Lease = Lease { epoch: 0 };
+
+    /// A lease of this epoch (for [`Store`] implementations).
+    pub const fn new(epoch: u64) -> Self {
+        Lease { epoch }
     }
 }
 

@@ -22,6 +22,8 @@ mod nothing_lost;
 mod ping;
 mod poll_properties;
 mod polling;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod secrets;
 mod store;
 mod validation;

@@ -1,0 +1,877 @@
+//! [`PostgresStore`]: one PostgreSQL database shared by a fleet of
+//! instances, with leases for single flight.
+//!
+//! # Layout
+//!
+//! Everything lives in one schema (default `oidc_dtr`), created and
+//! migrated by the SDK at [`PostgresStore::connect`]:
+//!
+//! | table        | holds |
+//! |--------------|-------|
+//! | `migrations` | one row per applied migration (`version`, `applied_at`) |
+//! | `meta`       | the issuer and client id the store is bound to |
+//! | `records`    | `key` (SHA-256 of the id), `due_at` / `finished_at` (ms, indexed), `delivered`, `body` (the [`Record`] as JSON, sealed if a [`Sealer`] is set), `lease_owner`, `lease_expires`, `lease_epoch` |
+//!
+//! Migrations run in one transaction under `pg_advisory_xact_lock`, so
+//! instances that start together apply each migration once. A schema whose
+//! version is newer than this release knows is refused with
+//! [`StoreError::UnsupportedSchema`] (`record: None`).
+//!
+//! # Leases
+//!
+//! [`Store::claim_due`] takes due records with `FOR UPDATE SKIP LOCKED`
+//! (instances claiming at once get disjoint batches, none waits) and sets
+//! `lease_owner`, `lease_expires = now() + ttl` (the database's clock) and,
+//! on a change of owner, `lease_epoch + 1`. The `*_leased` writes check
+//! owner, epoch and expiry in the same transaction as the write.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{GenericClient, NoTls};
+use zeroize::Zeroizing;
+
+use super::file::json_problem;
+use super::{
+    Lease, Record, SCHEMA_VERSION, Sealer, Store, StoreError, StoreFuture, StoredOutcome,
+    check_owner, check_schema, key_fingerprint, record_key,
+};
+use crate::proto::poll::PollMachine;
+use crate::secret::DeferredAuthId;
+use crate::time::UnixTime;
+
+/// The newest database schema version this release creates and reads.
+const DB_SCHEMA_VERSION: i32 = 1;
+
+/// The migrations, in order: `MIGRATIONS[i]` takes the schema from version
+/// `i` to `i + 1`. `{s}` is replaced by the quoted schema name.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE {s}.meta (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        issuer text NOT NULL,
+        client_id text NOT NULL
+    );
+    CREATE TABLE {s}.records (
+        key bytea PRIMARY KEY,
+        due_at bigint,
+        finished_at bigint,
+        delivered boolean NOT NULL DEFAULT false,
+        body bytea NOT NULL,
+        lease_owner text,
+        lease_expires timestamptz,
+        lease_epoch bigint NOT NULL DEFAULT 0
+    );
+    CREATE INDEX records_due ON {s}.records (due_at, key) WHERE due_at IS NOT NULL;
+    CREATE INDEX records_finished ON {s}.records (finished_at) WHERE finished_at IS NOT NULL;
+"];
+
+/// How to connect a [`PostgresStore`]: from [`PostgresStore::options`].
+#[derive(Clone)]
+#[must_use]
+pub struct PostgresOptions {
+    url: String,
+    schema: String,
+    sealer: Option<Arc<dyn Sealer>>,
+    max_connections: usize,
+    timeout: Duration,
+}
+
+impl fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password: not shown.
+        f.debug_struct("PostgresOptions")
+            .field("schema", &self.schema)
+            .field("sealed", &self.sealer.is_some())
+            .field("max_connections", &self.max_connections)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresOptions {
+    /// The schema (default `oidc_dtr`): lowercase letters, digits and `_`,
+    /// starting with a letter or `_`, at most 63 bytes. Instances of one
+    /// fleet name the same schema; another client uses another one.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Seals every record with this [`Sealer`] (the key, whose SHA-256
+    /// names the record, is the associated data).
+    pub fn sealer(mut self, sealer: Arc<dyn Sealer>) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// The most connections this instance opens (default 8).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long one store operation may take, connecting included, before
+    /// it fails with [`StoreError::Unavailable`] (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects, creates or migrates the schema, and returns the store.
+    ///
+    /// Errors: [`StoreError::Other`] for a URL or schema name that cannot
+    /// be used; [`StoreError::Unavailable`] (retryable) if the database
+    /// cannot be reached; [`StoreError::UnsupportedSchema`] if the schema
+    /// was migrated by a newer release.
+    pub async fn connect(self) -> Result<PostgresStore, StoreError> {
+        if !valid_schema_name(&self.schema) {
+            return Err(StoreError::Other(
+                "the PostgreSQL schema name must be 1 to 63 of [a-z0-9_], not starting with a digit"
+                    .into(),
+            ));
+        }
+        let mut pg: tokio_postgres::Config = self.url.parse().map_err(|_| {
+            // The parser's message may quote the URL, password included.
+            StoreError::Other("the PostgreSQL URL or connection string is not valid".into())
+        })?;
+        pg.connect_timeout(self.timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("oidc-dtr");
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.max_connections)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.timeout))
+            .create_timeout(Some(self.timeout))
+            .recycle_timeout(Some(self.timeout))
+            .build()
+            .map_err(|e| StoreError::Other(format!("could not build the connection pool: {e}")))?;
+        let inner = Arc::new(Inner {
+            pool,
+            schema: format!("\"{}\"", self.schema),
+            sealer: self.sealer,
+            timeout: self.timeout,
+            owner: OnceLock::new(),
+            closed: AtomicBool::new(false),
+        });
+        let i = inner.clone();
+        inner.run(async move { i.migrate().await }).await?;
+        Ok(PostgresStore { inner })
+    }
+}
+
+fn valid_schema_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A [`Store`] on PostgreSQL, shared by every instance of a fleet (feature
+/// `postgres`).
+///
+/// Every method is one transaction and durable when it returns (PostgreSQL
+/// commits with `fsync` unless the server is configured otherwise). The
+/// leases of [`Store::claim_due`] make sure that one instance at a time
+/// polls an authentication, and that an instance which lost its lease can
+/// no longer write its state. Connection problems and timeouts are
+/// [`StoreError::Unavailable`], which is retryable.
+///
+/// Cloning gives another handle on the same pool.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), oidc_dtr::StoreError> {
+/// let store = oidc_dtr::PostgresStore::connect("postgres://rp@db.internal/rp").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// The quoted schema name.
+    schema: String,
+    sealer: Option<Arc<dyn Sealer>>,
+    timeout: Duration,
+    /// The bound issuer and client id, once known (they never change).
+    owner: OnceLock<(String, String)>,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.schema)
+            .field("sealed", &self.inner.sealer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Options to connect to the database at `url` (a `postgres://` URL or
+    /// a `key=value` connection string), without TLS.
+    pub fn options(url: impl Into<String>) -> PostgresOptions {
+        PostgresOptions {
+            url: url.into(),
+            schema: "oidc_dtr".into(),
+            sealer: None,
+            max_connections: 8,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Connects with the default options (see [`PostgresOptions::connect`]).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::options(url).connect().await
+    }
+
+    /// The version of the database schema this release creates and reads.
+    pub const DB_SCHEMA_VERSION: u32 = DB_SCHEMA_VERSION as u32;
+}
+
+/// A database error as a [`StoreError`], without the server's message
+/// (which may quote values): the SQLSTATE code and where it happened.
+fn pg_error(context: &str, e: &tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let class = &code.code()[..2];
+        // 08: connection exception; 57: operator intervention (shutdown,
+        // cancel on timeout); 53: insufficient resources; 40: serialization
+        // failure or deadlock; 55P03: lock not available.
+        if matches!(class, "08" | "57" | "53" | "40") || *code == SqlState::LOCK_NOT_AVAILABLE {
+            return StoreError::Unavailable(format!("{context}: SQLSTATE {}", code.code()));
+        }
+        return StoreError::Other(format!("{context}: SQLSTATE {}", code.code()));
+    }
+    // No answer from the server: the connection failed, closed or timed out.
+    StoreError::Unavailable(format!("{context}: {}", connection_problem(e)))
+}
+
+fn connection_problem(e: &tokio_postgres::Error) -> &'static str {
+    if e.is_closed() {
+        "the connection was closed"
+    } else {
+        "could not talk to the database"
+    }
+}
+
+fn pool_error(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Timeout(_) => {
+            StoreError::Unavailable("timed out waiting for a database connection".into())
+        }
+        PoolError::Backend(e) => pg_error("connecting", &e),
+        PoolError::Closed => StoreError::Closed,
+        other => StoreError::Unavailable(format!("connection pool: {other}")),
+    }
+}
+
+fn ms(t: UnixTime) -> i64 {
+    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn ttl_secs(ttl: Duration) -> f64 {
+    ttl.as_secs_f64()
+}
+
+type Key = [u8; 32];
+
+fn key_of(bytes: &[u8]) -> Result<Key, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt(None, "a record key is not 32 bytes"))
+}
+
+impl Inner {
+    fn sql(&self, template: &str) -> String {
+        template.replace("{s}", &self.schema)
+    }
+
+    /// Runs one operation under the timeout, failing fast once closed.
+    async fn run<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer from the database within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let e = |c: &'static str| move |e: tokio_postgres::Error| pg_error(c, &e);
+        let tx = client.transaction().await.map_err(e("migrating"))?;
+        // One lock per schema name: instances starting together migrate
+        // one after the other; the later ones find nothing to do.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7261))",
+            &[&self.schema],
+        )
+        .await
+        .map_err(e("locking for migration"))?;
+        tx.batch_execute(&self.sql(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );",
+        ))
+        .await
+        .map_err(e("creating the schema"))?;
+        let row = tx
+            .query_one(
+                &self.sql("SELECT coalesce(max(version), 0) FROM {s}.migrations"),
+                &[],
+            )
+            .await
+            .map_err(e("reading the schema version"))?;
+        let current: i32 = row.get(0);
+        if current > DB_SCHEMA_VERSION {
+            // Leave the connection clean (the pool is dropped right after).
+            let _ = tx.rollback().await;
+            return Err(StoreError::UnsupportedSchema {
+                found: u32::try_from(current).unwrap_or(u32::MAX),
+                supported: DB_SCHEMA_VERSION as u32,
+                record: None,
+            });
+        }
+        for (i, m) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(current).unwrap_or(0))
+        {
+            tx.batch_execute(&self.sql(m))
+                .await
+                .map_err(e("applying a migration"))?;
+            let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            tx.execute(
+                &self.sql("INSERT INTO {s}.migrations (version) VALUES ($1)"),
+                &[&version],
+            )
+            .await
+            .map_err(e("recording a migration"))?;
+        }
+        tx.commit().await.map_err(e("committing the migration"))
+    }
+
+    fn encode(&self, key: &Key, record: &Record) -> Result<Vec<u8>, StoreError> {
+        let json = Zeroizing::new(serde_json::to_vec(record).map_err(|_| {
+            StoreError::Other(format!(
+                "record {:?} could not be serialised",
+                record.fingerprint()
+            ))
+        })?);
+        match &self.sealer {
+            Some(s) => s.seal(&json, key),
+            None => Ok(json.to_vec()),
+        }
+    }
+
+    /// Decodes a row's body; `delivered` (a column, the truth) overrides
+    /// the flag inside the body.
+    fn decode(&self, key: &Key, bytes: &[u8], delivered: bool) -> Result<Record, StoreError> {
+        let fp = key_fingerprint(key);
+        let plain = Zeroizing::new(match &self.sealer {
+            Some(s) => s.open(bytes, key).map_err(|e| match e {
+                StoreError::Sealing(m) => StoreError::Sealing(format!("record {fp:?}: {m}")),
+                other => other,
+            })?,
+            None => bytes.to_vec(),
+        });
+        #[derive(serde::Deserialize)]
+        struct SchemaProbe {
+            schema: u32,
+        }
+        let probe: SchemaProbe = serde_json::from_slice(&plain)
+            .map_err(|e| StoreError::corrupt(Some(fp), json_problem(&e)))?;
+        if probe.schema != SCHEMA_VERSION {
+            return Err(StoreError::UnsupportedSchema {
+                found: probe.schema,
+                supported: SCHEMA_VERSION,
+                record: Some(fp),
+            });
+        }
+        let mut record: Record = serde_json::from_slice(&plain)
+            .map_err(|e| StoreError::corrupt(Some(fp), json_problem(&e)))?;
+        if record_key(record.id()) != *key {
+            return Err(StoreError::corrupt(
+                Some(fp),
+                "the record is stored under another id's key",
+            ));
+        }
+        if let Some(o) = record.outcome.as_mut() {
+            o.delivered = delivered;
+        }
+        Ok(record)
+    }
+
+    fn decode_row(&self, row: &tokio_postgres::Row) -> Result<Record, StoreError> {
+        let key = key_of(row.get::<_, &[u8]>("key"))?;
+        self.decode(&key, row.get("body"), row.get("delivered"))
+    }
+
+    async fn bound_owner(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        if let Some(o) = self.owner.get() {
+            return Ok(Some(o.clone()));
+        }
+        let row = client
+            .query_opt(&self.sql("SELECT issuer, client_id FROM {s}.meta"), &[])
+            .await
+            .map_err(|e| pg_error("reading the owner", &e))?;
+        Ok(row.map(|r| {
+            let o: (String, String) = (r.get(0), r.get(1));
+            let _ = self.owner.set(o.clone());
+            o
+        }))
+    }
+
+    async fn bind(&self, issuer: String, client_id: String) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &self.sql(
+                    "INSERT INTO {s}.meta (issuer, client_id) VALUES ($1, $2)
+                     ON CONFLICT (singleton) DO NOTHING",
+                ),
+                &[&issuer, &client_id],
+            )
+            .await
+            .map_err(|e| pg_error("binding", &e))?;
+        let bound = self.bound_owner(&**client).await?;
+        check_owner(
+            bound.as_ref().map(|(i, c)| (i.as_str(), c.as_str())),
+            &issuer,
+            &client_id,
+        )
+    }
+
+    async fn insert(&self, record: Record) -> Result<(), StoreError> {
+        check_schema(&record)?;
+        let client = self.client().await?;
+        let bound = self.bound_owner(&**client).await?;
+        check_owner(
+            bound.as_ref().map(|(i, c)| (i.as_str(), c.as_str())),
+            record.auth.issuer(),
+            record.auth.client_id(),
+        )?;
+        let key = record_key(record.id());
+        let body = self.encode(&key, &record)?;
+        let due = record.due_at().map(ms);
+        let finished = record.finished_at().map(ms);
+        let delivered = record.outcome.as_ref().is_some_and(|o| o.delivered);
+        let n = client
+            .execute(
+                &self.sql(
+                    "INSERT INTO {s}.records (key, due_at, finished_at, delivered, body)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+                ),
+                &[&&key[..], &due, &finished, &delivered, &body],
+            )
+            .await
+            .map_err(|e| pg_error("inserting", &e))?;
+        if n == 0 {
+            return Err(StoreError::Duplicate {
+                record: record.fingerprint(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The read-modify-write of `update_state` and `finish`, in one
+    /// transaction, fenced by `lease` when given.
+    async fn write(
+        &self,
+        id: DeferredAuthId,
+        machine: PollMachine,
+        outcome: Option<StoredOutcome>,
+        lease: Option<(String, Lease)>,
+    ) -> Result<(), StoreError> {
+        let fp = id.fingerprint();
+        let key = record_key(&id);
+        let mut client = self.client().await?;
+        let e = |c: &'static str| move |e: tokio_postgres::Error| pg_error(c, &e);
+        let tx = client.transaction().await.map_err(e("writing"))?;
+        let row = tx
+            .query_opt(
+                &self.sql(
+                    "SELECT key, body, delivered, lease_owner, lease_epoch,
+                            coalesce(lease_expires > now(), false) AS live
+                     FROM {s}.records WHERE key = $1 FOR UPDATE",
+                ),
+                &[&&key[..]],
+            )
+            .await
+            .map_err(e("reading for a write"))?
+            .ok_or(StoreError::NotFound { record: fp })?;
+        let mut record = self.decode_row(&row)?;
+        if let Some(existing) = &record.outcome {
+            return match &outcome {
+                Some(o) if o.outcome == existing.outcome => Ok(()),
+                _ => Err(StoreError::AlreadyFinished { record: fp }),
+            };
+        }
+        if let Some((owner, lease)) = &lease {
+            let held_by: Option<&str> = row.get("lease_owner");
+            let epoch: i64 = row.get("lease_epoch");
+            let live: bool = row.get("live");
+            if held_by != Some(owner.as_str()) || !live || u64::try_from(epoch) != Ok(lease.epoch) {
+                return Err(StoreError::LeaseLost { record: fp });
+            }
+        }
+        record.machine = machine;
+        let delivered = outcome.as_ref().is_some_and(|o| o.delivered);
+        record.outcome = outcome;
+        let body = self.encode(&key, &record)?;
+        let due = record.due_at().map(ms);
+        let finished = record.finished_at().map(ms);
+        tx.execute(
+            &self.sql(
+                "UPDATE {s}.records SET due_at = $2, finished_at = $3, delivered = $4, body = $5
+                 WHERE key = $1",
+            ),
+            &[&&key[..], &due, &finished, &delivered, &body],
+        )
+        .await
+        .map_err(e("writing"))?;
+        tx.commit().await.map_err(e("committing"))
+    }
+
+    async fn query_records(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Record>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&self.sql(sql), params)
+            .await
+            .map_err(|e| pg_error("reading", &e))?;
+        rows.iter().map(|r| self.decode_row(r)).collect()
+    }
+}
+
+impl PostgresStore {
+    fn op<T: Send + 'static, F>(
+        &self,
+        f: impl FnOnce(Arc<Inner>) -> F,
+    ) -> StoreFuture<Result<T, StoreError>>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let fut = f(inner.clone());
+        Box::pin(async move { inner.run(fut).await })
+    }
+}
+
+impl Store for PostgresStore {
+    fn bind(&self, issuer: &str, client_id: &str) -> StoreFuture<Result<(), StoreError>> {
+        let (issuer, client_id) = (issuer.to_owned(), client_id.to_owned());
+        self.op(|i| async move { i.bind(issuer, client_id).await })
+    }
+
+    fn insert(&self, record: Record) -> StoreFuture<Result<(), StoreError>> {
+        self.op(|i| async move { i.insert(record).await })
+    }
+
+    fn update_state(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let id = id.clone();
+        self.op(|i| async move { i.write(id, machine, None, None).await })
+    }
+
+    fn finish(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+        outcome: StoredOutcome,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let id = id.clone();
+        self.op(|i| async move { i.write(id, machine, Some(outcome), None).await })
+    }
+
+    fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+        let key = record_key(id);
+        self.op(|i| async move {
+            let client = i.client().await?;
+            let n = client
+                .execute(
+                    &i.sql(
+                        "UPDATE {s}.records SET delivered = true
+                         WHERE key = $1 AND finished_at IS NOT NULL",
+                    ),
+                    &[&&key[..]],
+                )
+                .await
+                .map_err(|e| pg_error("marking delivered", &e))?;
+            Ok(n > 0)
+        })
+    }
+
+    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+        let key = record_key(id);
+        self.op(|i| async move {
+            let mut v = i
+                .query_records(
+                    "SELECT key, body, delivered FROM {s}.records WHERE key = $1",
+                    &[&&key[..]],
+                )
+                .await?;
+            Ok(v.pop())
+        })
+    }
+
+    fn due(&self, until: UnixTime, limit: usize) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.op(move |i| async move {
+            i.query_records(
+                "SELECT key, body, delivered FROM {s}.records
+                 WHERE due_at IS NOT NULL AND due_at <= $1
+                 ORDER BY due_at, key LIMIT $2",
+                &[&ms(until), &limit],
+            )
+            .await
+        })
+    }
+
+    fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+        self.op(|i| async move {
+            i.query_records(
+                "SELECT key, body, delivered FROM {s}.records
+                 WHERE finished_at IS NULL OR NOT delivered",
+                &[],
+            )
+            .await
+        })
+    }
+
+    fn purge(&self, finished_before: UnixTime) -> StoreFuture<Result<usize, StoreError>> {
+        self.op(move |i| async move {
+            let client = i.client().await?;
+            let n = client
+                .execute(
+                    &i.sql("DELETE FROM {s}.records WHERE finished_at < $1"),
+                    &[&ms(finished_before)],
+                )
+                .await
+                .map_err(|e| pg_error("purging", &e))?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn close(&self) -> StoreFuture<Result<(), StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            inner.closed.store(true, Ordering::Release);
+            inner.pool.close();
+            Ok(())
+        })
+    }
+
+    fn claim_due(
+        &self,
+        owner: &str,
+        until: UnixTime,
+        limit: usize,
+        ttl: Duration,
+    ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
+        let owner = owner.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.op(move |i| async move {
+            let client = i.client().await?;
+            let rows = client
+                .query(
+                    &i.sql(
+                        "WITH c AS (
+                             SELECT key FROM {s}.records
+                             WHERE due_at IS NOT NULL AND due_at <= $1
+                               AND (lease_owner IS NULL OR lease_owner = $2
+                                    OR lease_expires <= now())
+                             ORDER BY due_at, key LIMIT $3
+                             FOR UPDATE SKIP LOCKED)
+                         UPDATE {s}.records r SET
+                             lease_epoch = CASE
+                                 WHEN r.lease_owner = $2 AND r.lease_expires > now()
+                                 THEN r.lease_epoch ELSE r.lease_epoch + 1 END,
+                             lease_owner = $2,
+                             lease_expires = now() + make_interval(secs => $4)
+                         FROM c WHERE r.key = c.key
+                         RETURNING r.key, r.body, r.delivered, r.lease_epoch, r.due_at",
+                    ),
+                    &[&ms(until), &owner, &limit, &ttl_secs(ttl)],
+                )
+                .await
+                .map_err(|e| pg_error("claiming due records", &e))?;
+            let mut out = rows
+                .iter()
+                .map(|r| {
+                    let epoch: i64 = r.get("lease_epoch");
+                    let due: i64 = r.get("due_at");
+                    Ok((
+                        due,
+                        i.decode_row(r)?,
+                        Lease::new(u64::try_from(epoch).unwrap_or(0)),
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // RETURNING has no order: earliest first, like `due`.
+            out.sort_by_key(|a| a.0);
+            Ok(out.into_iter().map(|(_, r, l)| (r, l)).collect())
+        })
+    }
+
+    fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[DeferredAuthId],
+        ttl: Duration,
+    ) -> StoreFuture<Result<Vec<bool>, StoreError>> {
+        let owner = owner.to_owned();
+        let keys: Vec<Key> = ids.iter().map(record_key).collect();
+        self.op(move |i| async move {
+            let client = i.client().await?;
+            let params: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+            let rows = client
+                .query(
+                    &i.sql(
+                        "UPDATE {s}.records SET lease_expires = now() + make_interval(secs => $3)
+                         WHERE key = ANY($1) AND lease_owner = $2 AND lease_expires > now()
+                           AND finished_at IS NULL
+                         RETURNING key",
+                    ),
+                    &[&params, &owner, &ttl_secs(ttl)],
+                )
+                .await
+                .map_err(|e| pg_error("renewing leases", &e))?;
+            let held: std::collections::HashSet<Key> = rows
+                .iter()
+                .map(|r| key_of(r.get::<_, &[u8]>(0)))
+                .collect::<Result<_, _>>()?;
+            Ok(keys.iter().map(|k| held.contains(k)).collect())
+        })
+    }
+
+    fn update_state_leased(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+        owner: &str,
+        lease: Lease,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let id = id.clone();
+        let owner = owner.to_owned();
+        self.op(move |i| async move { i.write(id, machine, None, Some((owner, lease))).await })
+    }
+
+    fn finish_leased(
+        &self,
+        id: &DeferredAuthId,
+        machine: PollMachine,
+        outcome: StoredOutcome,
+        owner: &str,
+        lease: Lease,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let id = id.clone();
+        let owner = owner.to_owned();
+        self.op(move |i| async move {
+            i.write(id, machine, Some(outcome), Some((owner, lease)))
+                .await
+        })
+    }
+
+    fn release_lease(
+        &self,
+        id: &DeferredAuthId,
+        owner: &str,
+        lease: Lease,
+    ) -> StoreFuture<Result<bool, StoreError>> {
+        let key = record_key(id);
+        let owner = owner.to_owned();
+        let epoch = i64::try_from(lease.epoch).unwrap_or(i64::MAX);
+        self.op(move |i| async move {
+            let client = i.client().await?;
+            let n = client
+                .execute(
+                    &i.sql(
+                        "UPDATE {s}.records SET lease_owner = NULL, lease_expires = NULL
+                         WHERE key = $1 AND lease_owner = $2 AND lease_epoch = $3",
+                    ),
+                    &[&&key[..], &owner, &epoch],
+                )
+                .await
+                .map_err(|e| pg_error("releasing a lease", &e))?;
+            Ok(n > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names() {
+        assert!(valid_schema_name("oidc_dtr"));
+        assert!(valid_schema_name("_t1"));
+        assert!(!valid_schema_name(""));
+        assert!(!valid_schema_name("1abc"));
+        assert!(!valid_schema_name("a\"; DROP TABLE x; --"));
+        assert!(!valid_schema_name("Upper"));
+        assert!(!valid_schema_name(&"a".repeat(64)));
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_does_not_show_its_password() {
+        let e = PostgresStore::connect("postgres://u:hunter2@[bad")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Other(_)), "{e:?}");
+        assert!(!format!("{e} {e:?}").contains("hunter2"));
+        let o = PostgresStore::options("postgres://u:hunter2@h/db");
+        assert!(!format!("{o:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_unavailable_and_retryable() {
+        // Port 1 on loopback: connection refused.
+        let e = PostgresStore::options("postgres://u@127.0.0.1:1/db")
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+        assert!(e.is_retryable());
+    }
+}
