@@ -285,3 +285,44 @@ fn wycheproof_ed25519() {
     );
     assert!(ok > 50 && refused > 50, "{ok} {refused}");
 }
+
+/// RFC 7520 §4 (the JOSE cookbook): §4.1 RS256 and §4.2 PS384 verify with
+/// the public half of the cookbook's RSA key; §4.3 (ES512, P-521) and §4.4
+/// (HS256 with an `oct` key) are refused cleanly: neither key enters a key
+/// set, and the algorithms are not verifiable with one.
+#[test]
+fn rfc7520_section_4_examples() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc7520/jws.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for (section, alg) in [("4.1", Algorithm::RS256), ("4.2", Algorithm::PS384)] {
+        let case = &v[section];
+        let token = case["compact"].as_str().unwrap();
+        let kid = case["key"]["kid"].as_str();
+        let set = KeySet::from_keys([case["key"].clone()], ALL);
+        assert_eq!(set.len(), 1, "§{section}: the key is usable");
+        let (input, sig) = split(token);
+        assert_eq!(
+            set.verify(kid, alg, input.as_bytes(), &sig),
+            Ok(()),
+            "§{section} verifies"
+        );
+        let bad = tampered(token);
+        let (input, sig) = split(&bad);
+        assert!(
+            set.verify(kid, alg, input.as_bytes(), &sig).is_err(),
+            "§{section} tampered"
+        );
+    }
+    for section in ["4.3", "4.4"] {
+        let case = &v[section];
+        let set = KeySet::from_keys([case["key"].clone()], ALL);
+        assert!(set.is_empty(), "§{section}: the key is not usable");
+        let token = case["compact"].as_str().unwrap();
+        let (input, sig) = split(token);
+        for alg in ALL {
+            assert!(set.verify(None, *alg, input.as_bytes(), &sig).is_err());
+        }
+        // Through the ID token validator: refused with an error, no panic.
+        assert!(validate(token, &set).is_err(), "§{section}");
+    }
+}
