@@ -127,6 +127,7 @@ pub use proto::assurance::{
 
 // Polling: outcomes, events, the sans-IO machine.
 pub use engine::driver::{Delivery, DriverConfig, OutcomeId, PollEvent, PollStatus};
+pub use engine::stats::EngineStats;
 pub use proto::poll::{
     Action, Event, Outcome, PollConfig, PollFailure, PollMachine, PollResult, Step,
 };

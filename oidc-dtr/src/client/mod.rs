@@ -549,11 +549,23 @@ impl DtrClient {
         self.inner.driver.idle().await
     }
 
-    /// Authentications being polled, and polls in flight.
+    /// Authentications without a stored outcome (being polled, or with an
+    /// outcome still on its way to the store), and polls in flight. O(1):
+    /// read from counters, without asking the driver task.
     ///
     /// Cancel safety: safe (it only reads).
     pub async fn pending_count(&self) -> (usize, usize) {
-        self.inner.driver.counts().await
+        self.inner.driver.counts()
+    }
+
+    /// The engine's counters: pending, in flight, unstored outcomes, store
+    /// queue depth, polls, `slow_down`s, pings accepted and refused, the
+    /// worst poll lateness. The same figures go to the [`metrics`] facade
+    /// (names in the crate docs of `EngineStats`); no label holds a secret.
+    ///
+    /// [`metrics`]: https://docs.rs/metrics
+    pub fn stats(&self) -> crate::EngineStats {
+        self.inner.driver.stats()
     }
 
     /// Validates a token response (from a deferred poll or the code

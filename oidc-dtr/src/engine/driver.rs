@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::engine::stats::{Counters, EngineStats};
 pub(crate) use crate::error::WaitError;
 use crate::ping::PingVerdict;
 use crate::proto::exchange::DeferredAuthentication;
@@ -240,7 +241,6 @@ enum Command<T> {
     ),
     Status(DeferredAuthId, oneshot::Sender<Option<PollStatus>>),
     Get(DeferredAuthId, oneshot::Sender<Option<Tracked>>),
-    Len(oneshot::Sender<(usize, usize)>),
     Idle(oneshot::Sender<bool>),
     /// Stop sending polls, let the ones in flight finish and their writes
     /// reach the store, then stop; answered when all that is done.
@@ -251,6 +251,7 @@ enum Command<T> {
 pub(crate) struct DriverHandle<T> {
     tx: mpsc::UnboundedSender<Command<T>>,
     events: broadcast::Sender<PollEvent<T>>,
+    counters: Arc<Counters>,
 }
 
 impl<T> Clone for DriverHandle<T> {
@@ -258,6 +259,7 @@ impl<T> Clone for DriverHandle<T> {
         DriverHandle {
             tx: self.tx.clone(),
             events: self.events.clone(),
+            counters: self.counters.clone(),
         }
     }
 }
@@ -282,7 +284,13 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (persist, jobs) = mpsc::unbounded_channel();
         let (stored_tx, stored_rx) = mpsc::unbounded_channel();
-        let persist_done = runtime.spawn(persist_task(poller.clone(), jobs, stored_tx));
+        let counters = Arc::new(Counters::default());
+        let persist_done = runtime.spawn(persist_task(
+            poller.clone(),
+            jobs,
+            stored_tx,
+            counters.clone(),
+        ));
         let engine = Engine {
             poller,
             clock,
@@ -300,9 +308,15 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             last_store_purge: UnixTime::EPOCH,
             persist_done: Some(persist_done),
             stopping: None,
+            counters: counters.clone(),
+            scheduled: None,
         };
         runtime.spawn(engine.run(rx));
-        DriverHandle { tx, events }
+        DriverHandle {
+            tx,
+            events,
+            counters,
+        }
     }
 
     /// Stops the driver: no new polls; polls in flight finish and their
@@ -396,9 +410,20 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
         self.ask(|tx| Command::Get(id.clone(), tx)).await.flatten()
     }
 
-    /// (tracked, in flight)
-    pub(crate) async fn counts(&self) -> (usize, usize) {
-        self.ask(Command::Len).await.unwrap_or((0, 0))
+    /// (pending, in flight): authentications without a stored outcome
+    /// (those whose outcome is still being stored count as pending), and
+    /// polls in flight. O(1): read from counters, not from the driver task.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let s = self.counters.snapshot();
+        (
+            usize::try_from(s.pending + s.outcomes_unstored).unwrap_or(usize::MAX),
+            usize::try_from(s.in_flight).unwrap_or(usize::MAX),
+        )
+    }
+
+    /// The engine's counters.
+    pub(crate) fn stats(&self) -> EngineStats {
+        self.counters.snapshot()
     }
 
     /// No poll in flight, none due, no outcome waiting to be stored.
@@ -451,6 +476,9 @@ struct Engine<P: Poller> {
     persist_done: Option<tokio::task::JoinHandle<()>>,
     /// Set by a shutdown: who to tell when it is complete.
     stopping: Option<Vec<oneshot::Sender<()>>>,
+    counters: Arc<Counters>,
+    /// While a timer fires: the instant it was due (for the lateness figure).
+    scheduled: Option<UnixTime>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -471,6 +499,7 @@ impl<P: Poller> Engine<P> {
                 },
                 Some(key) = self.stored_rx.recv() => self.stored(key),
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    self.counters.in_flight(self.in_flight.len());
                     match done {
                         Ok((task, (key, result))) => {
                             self.task_keys.remove(&task);
@@ -559,7 +588,10 @@ impl<P: Poller> Engine<P> {
                 }
                 continue;
             }
+            // The poll this timer sends (if any) was due at `t`.
+            self.scheduled = Some(t);
             self.step(key, Event::Timer, now);
+            self.scheduled = None;
         }
     }
 
@@ -603,6 +635,7 @@ impl<P: Poller> Engine<P> {
                 match outcome {
                     Some((outcome, finished_at)) => {
                         let key = self.insert(auth, *machine);
+                        self.counters.finished(outcome.kind(), true);
                         if let Some(e) = self.entries.get_mut(&key) {
                             e.outcome = Some(outcome);
                             e.stored = true;
@@ -673,6 +706,7 @@ impl<P: Poller> Engine<P> {
                     }
                     _ => PingVerdict::Rejected,
                 };
+                self.counters.ping(verdict != PingVerdict::Rejected);
                 let _ = reply.send(verdict);
             }
             Command::Wake(id, reply) => {
@@ -757,14 +791,6 @@ impl<P: Poller> Engine<P> {
                     .any(|e| e.outcome.is_some() && !e.stored);
                 let _ = reply.send(self.in_flight.is_empty() && !due && !storing);
             }
-            Command::Len(reply) => {
-                let active = self
-                    .entries
-                    .values()
-                    .filter(|e| e.outcome.is_none())
-                    .count();
-                let _ = reply.send((active, self.in_flight.len()));
-            }
         }
     }
 
@@ -809,6 +835,9 @@ impl<P: Poller> Engine<P> {
 
     fn completed(&mut self, key: u64, result: PollResult<P::Tokens>) {
         let now = self.clock.now();
+        if matches!(&result, PollResult::OAuth(e) if e.code == crate::error::ErrorCode::SlowDown) {
+            self.counters.slow_down();
+        }
         if let (Some(e), PollResult::Transient { message, .. }) = (self.entries.get(&key), &result)
         {
             // G13: the request may have reached the OP. If it answered with
@@ -826,6 +855,7 @@ impl<P: Poller> Engine<P> {
         let key = self.next_key;
         self.next_key += 1;
         self.keys.insert(auth.id().clone(), key);
+        self.counters.tracked();
         self.entries.insert(
             key,
             Entry {
@@ -851,6 +881,9 @@ impl<P: Poller> Engine<P> {
         let Some(outcome) = entry.outcome.clone() else {
             return;
         };
+        if !entry.stored {
+            self.counters.outcome_stored();
+        }
         entry.stored = true;
         for w in entry.waiters.drain(..) {
             let _ = w.send(Ok(outcome.clone()));
@@ -890,11 +923,19 @@ impl<P: Poller> Engine<P> {
                     .in_flight
                     .spawn(async move { (key, poller.poll(auth).await) });
                 self.task_keys.insert(task.id(), key);
+                self.counters.in_flight(self.in_flight.len());
+                let lateness = self
+                    .scheduled
+                    .take()
+                    .map(|due| now.saturating_duration_since(due))
+                    .unwrap_or_default();
+                self.counters.poll_sent(lateness);
             }
             Action::SleepUntil(t) => {
                 entry.timer_gen = entry.timer_gen.wrapping_add(1);
                 self.timers.push(Reverse((t, key, entry.timer_gen)));
                 if answered {
+                    self.counters.store_queued();
                     let _ = self
                         .persist
                         .send(PersistJob::State(entry.auth.clone(), entry.machine.clone()));
@@ -908,8 +949,10 @@ impl<P: Poller> Engine<P> {
                     polls = entry.machine.polls(),
                     "deferred authentication finished"
                 );
+                self.counters.finished(outcome.kind(), false);
                 // Stored first, handed over second (invariant 6): waiters and
                 // subscribers hear of it when the persistence task says so.
+                self.counters.store_queued();
                 let _ = self.persist.send(PersistJob::Outcome(
                     key,
                     entry.auth.clone(),
@@ -940,8 +983,12 @@ async fn persist_task<P: Poller>(
     poller: Weak<P>,
     mut jobs: mpsc::UnboundedReceiver<PersistJob<P::Tokens>>,
     stored: mpsc::UnboundedSender<u64>,
+    counters: Arc<Counters>,
 ) {
     while let Some(job) = jobs.recv().await {
+        if !matches!(job, PersistJob::Purge(_)) {
+            counters.store_dequeued();
+        }
         let Some(p) = poller.upgrade() else { return };
         match job {
             PersistJob::State(auth, machine) => p.persist_state(auth, machine).await,
@@ -1126,7 +1173,7 @@ mod tests {
             driver.wait(&DeferredAuthId::new("nope")).await,
             Err(WaitError::Unknown)
         );
-        assert_eq!(driver.counts().await, (0, 0));
+        assert_eq!(driver.counts(), (0, 0));
     }
 
     #[tokio::test]
@@ -1228,7 +1275,7 @@ mod tests {
             } else {
                 assert_eq!(polls, panics + 1);
             }
-            assert_eq!(driver.counts().await, (0, 0));
+            assert_eq!(driver.counts(), (0, 0));
         }
     }
 

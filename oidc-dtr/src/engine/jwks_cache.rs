@@ -563,6 +563,7 @@ impl JwksCache {
             },
             Err(e) => Err(e.to_string()),
         };
+        crate::engine::stats::jwks_fetch(result.is_ok());
         let now = clock.now();
         let forced = kind == Refresh::Forced;
         match result {

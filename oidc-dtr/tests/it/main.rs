@@ -18,6 +18,7 @@ mod hygiene;
 mod jose_differential;
 mod jose_vectors;
 mod layers;
+mod metrics;
 mod nothing_lost;
 mod ping;
 mod poll_properties;

@@ -59,6 +59,8 @@ async fn ping_then_one_poll_delivers_validated_tokens() {
     // With pings expected, polling is a 60 s safety net: nothing in 30 s.
     pass(&s, Duration::from_secs(30), S).await;
     assert_eq!(polls(&s.op), 0);
+    assert_eq!(s.client.pending_count().await, (1, 0));
+    assert_eq!(s.client.stats().pending, 1);
     // The OP decides and pings; the floor (5 s) has long elapsed.
     s.op.approve(auth.id());
     eventually(|| s.op.pings().iter().any(|p| p.status == Some(204))).await;
@@ -68,6 +70,16 @@ async fn ping_then_one_poll_delivers_validated_tokens() {
         .unwrap();
     assert!(matches!(outcome, Outcome::Tokens(_)), "{outcome:?}");
     assert_eq!(polls(&s.op), 1, "ping -> exactly one token request");
+    // The counters saw the same: one poll, one accepted ping, nothing left
+    // pending once the outcome is stored.
+    let stats = s.client.stats();
+    assert_eq!((stats.polls, stats.pings_accepted), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.pending, stats.outcomes_unstored),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(s.client.pending_count().await, (0, 0));
 }
 
 #[tokio::test]
