@@ -58,6 +58,53 @@ pub enum Error {
     /// not pass a check, e.g. in a UserInfo response.
     #[error(transparent)]
     Assurance(#[from] AssuranceError),
+    /// `exchange` failed because the interim ID token did not pass
+    /// validation (the check is the `source`), after the OP had spent the
+    /// code and created a `deferred_auth_id`. The authentication is not
+    /// tracked (its identity cannot be trusted); `live_authentication` says
+    /// whether the SDK cancelled it at the OP or it is still live there.
+    #[error("the interim ID token was rejected; {live_authentication}")]
+    InterimIdTokenRejected {
+        /// The check the interim ID token failed.
+        #[source]
+        source: ValidationError,
+        /// What became of the authentication the OP created.
+        live_authentication: LiveAuthentication,
+    },
+}
+
+/// What became of an authentication the OP created when `exchange` could
+/// not take it on (see [`Error::InterimIdTokenRejected`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LiveAuthentication {
+    /// The SDK cancelled it at the OP's cancellation endpoint.
+    #[error("the deferred authentication was cancelled at the OP")]
+    CancelledAtOp,
+    /// It is still live at the OP (until it expires there): the OP was not
+    /// told. The authentication process is not trustworthy; start a new one.
+    #[error("the deferred authentication is still live at the OP: {0}")]
+    NotCancelled(NotCancelledReason),
+}
+
+impl LiveAuthentication {
+    /// Whether the authentication is still live at the OP.
+    pub fn is_live_at_op(&self) -> bool {
+        matches!(self, LiveAuthentication::NotCancelled(_))
+    }
+}
+
+/// Why an authentication the SDK gave up on was not cancelled at the OP.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotCancelledReason {
+    /// No cancellation endpoint is configured (see
+    /// `DtrClientBuilder::cancellation`).
+    #[error("no cancellation endpoint is configured")]
+    NoCancellationEndpoint,
+    /// The cancellation request failed (boxed: an [`Error`] itself).
+    #[error("the cancellation request failed: {0}")]
+    CancellationFailed(Box<Error>),
 }
 
 impl From<OAuthError> for Error {
@@ -67,10 +114,11 @@ impl From<OAuthError> for Error {
 }
 
 impl Error {
-    /// The validation check that failed, if that is what this is.
+    /// The validation check that failed, if that is what this is (for
+    /// [`Error::InterimIdTokenRejected`], the interim ID token's).
     pub fn validation(&self) -> Option<&ValidationError> {
         match self {
-            Error::Validation(e) => Some(e),
+            Error::Validation(e) | Error::InterimIdTokenRejected { source: e, .. } => Some(e),
             _ => None,
         }
     }

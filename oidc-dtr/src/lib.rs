@@ -152,9 +152,9 @@ pub use store::{PostgresOptions, PostgresStore};
 
 // Errors.
 pub use error::{
-    CallbackError, ConfigError, DiscoveryError, Error, ErrorCode, HttpError, OAuthError,
-    ResponseError, RetryAfter, SharedError, StoreError, TransportErrorKind, ValidationError,
-    WaitError,
+    CallbackError, ConfigError, DiscoveryError, Error, ErrorCode, HttpError, LiveAuthentication,
+    NotCancelledReason, OAuthError, ResponseError, RetryAfter, SharedError, StoreError,
+    TransportErrorKind, ValidationError, WaitError,
 };
 
 // Secrets, time and randomness.

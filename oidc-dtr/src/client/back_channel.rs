@@ -32,8 +32,8 @@ use crate::time::UnixTime;
 /// Attempts at validating tokens whose JWK Set could not be fetched, and the
 /// pause between them. The tokens are in hand and the OP will not issue them
 /// again, so the SDK tries harder than for an ordinary request.
-const JWKS_RETRIES: u32 = 4;
-const JWKS_RETRY_PAUSE: Duration = Duration::from_secs(2);
+pub(crate) const JWKS_RETRIES: u32 = 4;
+pub(crate) const JWKS_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// Attempts at storing an outcome before it is handed over regardless.
 const OUTCOME_STORE_RETRIES: u32 = 5;

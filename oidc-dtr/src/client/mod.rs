@@ -12,10 +12,14 @@ use http::header::HeaderMap;
 use tracing::Instrument as _;
 use url::Url;
 
+use crate::client::back_channel::{JWKS_RETRIES, JWKS_RETRY_PAUSE};
 use crate::engine::driver::{DriverConfig, DriverHandle, PollEvent, PollStatus, WaitError};
 use crate::engine::jwks_cache::{JwksCache, JwksConfig, JwksSnapshot};
 use crate::engine::transport::{HttpConfig, HttpEdge};
-use crate::error::{CallbackError, ConfigError, DiscoveryError, Error, ValidationError};
+use crate::error::{
+    CallbackError, ConfigError, DiscoveryError, Error, LiveAuthentication, NotCancelledReason,
+    ValidationError,
+};
 use crate::jose::{Algorithm, DpopKey};
 use crate::ping::PingReceiver;
 use crate::proto::authorize::{
@@ -693,25 +697,19 @@ impl ClientInner {
                 return Err(e);
             }
         };
-        // PROTOCOL.md A.7: validate the interim ID token like the final one;
-        // its nonce is the request's, and it comes with no access token.
-        let interim_claims = match &parsed.interim_id_token {
-            Some(raw) => {
-                let ctx = ValidationContext::from(&ack);
-                match inner.validate_interim(raw, &ctx).await {
-                    Ok(t) => Some(t.into_parts().1),
-                    Err(e) => {
-                        tracing::warn!(deferred_code = %ack.deferred_code.fingerprint(), error = %e, "interim ID token rejected");
-                        return Err(e.into());
-                    }
-                }
-            }
-            None => None,
-        };
+        let ctx = ValidationContext::from(&ack);
+        let interim = parsed.interim_id_token.clone();
         let mut auth =
             DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
-        auth.interim_claims = interim_claims.map(Box::new);
         auth.dpop_key = dpop_key.map(Box::new);
+        // PROTOCOL.md A.7: validate the interim ID token like the final one;
+        // its nonce is the request's, and it comes with no access token.
+        if let Some(raw) = &interim {
+            match inner.validate_interim(raw, &ctx).await {
+                Ok(t) => auth.interim_claims = Some(Box::new(t.into_parts().1)),
+                Err(e) => return Err(inner.give_up_live(&auth, e).await),
+            }
+        }
         tracing::Span::current().record(
             "deferred_auth_id",
             tracing::field::display(auth.id.fingerprint()),
@@ -742,28 +740,85 @@ impl ClientInner {
     }
 
     /// Validates the interim ID token. The code is spent and the OP holds a
-    /// live `deferred_auth_id`, so transient causes (the JWK Set cannot be
-    /// fetched) are retried as for final tokens.
+    /// live `deferred_auth_id`, so this tries as hard as for final tokens:
+    /// an unknown `kid` gets a refresh (waiting out the cooldown if needed),
+    /// and a JWK Set that cannot be fetched is retried with the same pauses.
     async fn validate_interim(
         &self,
         raw: &RawJwt,
         ctx: &ValidationContext,
     ) -> Result<IdToken, ValidationError> {
         let mut attempt = 0;
+        let mut kid_refreshed = false;
         loop {
-            let now = self.clock.now();
-            match self.validate_jwt(raw, ctx, None, now).await {
-                Err(e) if e.is_retryable() && attempt + 1 < INTERIM_JWKS_RETRIES => {
+            let started = self.clock.now();
+            let result = match self.validate_jwt(raw, ctx, None, started).await {
+                Err(ValidationError::UnknownKid { .. }) if !kid_refreshed => {
+                    kid_refreshed = true;
+                    match self
+                        .jwks
+                        .refresh_for_tokens(&self.http, self.clock.as_ref(), started)
+                        .await
+                    {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            kid_refreshed = false;
+                            Err(e)
+                        }
+                    }
+                }
+                other => other,
+            };
+            match result {
+                Err(e) if e.is_retryable() && attempt + 1 < JWKS_RETRIES => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "interim ID token: the JWK Set is unavailable; retrying");
-                    let until = self
-                        .clock
-                        .now()
-                        .saturating_add(Duration::from_secs(2) * attempt);
+                    let until = self.clock.now().saturating_add(JWKS_RETRY_PAUSE * attempt);
                     self.clock.sleep_until(until).await;
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// `exchange` cannot take on an authentication the OP created (its
+    /// interim ID token was rejected): cancels it at the OP when a
+    /// cancellation endpoint is configured, and returns the error that says
+    /// what became of it. The id is never dropped silently.
+    async fn give_up_live(&self, auth: &DeferredAuthentication, source: ValidationError) -> Error {
+        let id = auth.id.fingerprint();
+        let live_authentication = match &self.cancellation {
+            Some(cfg) => {
+                let mut attempt = 0u32;
+                loop {
+                    match self.send_cancel(cfg, auth).await {
+                        Ok(()) => {
+                            tracing::warn!(deferred_auth_id = %id, error = %source, "interim ID token rejected; the authentication was cancelled at the OP");
+                            break LiveAuthentication::CancelledAtOp;
+                        }
+                        Err(e) if e.is_retryable() && attempt + 1 < CANCEL_RETRIES => {
+                            attempt += 1;
+                            tracing::warn!(deferred_auth_id = %id, error = %e, attempt, "cancelling the rejected authentication failed; retrying");
+                            let until = self.clock.now().saturating_add(JWKS_RETRY_PAUSE * attempt);
+                            self.clock.sleep_until(until).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(deferred_auth_id = %id, error = %source, cancel_error = %e, "interim ID token rejected and the cancellation failed; the authentication is still live at the OP");
+                            break LiveAuthentication::NotCancelled(
+                                NotCancelledReason::CancellationFailed(Box::new(e)),
+                            );
+                        }
+                    }
+                }
+            }
+            None => {
+                tracing::error!(deferred_auth_id = %id, error = %source, "interim ID token rejected; no cancellation endpoint is configured, so the authentication is still live at the OP");
+                LiveAuthentication::NotCancelled(NotCancelledReason::NoCancellationEndpoint)
+            }
+        };
+        Error::InterimIdTokenRejected {
+            source,
+            live_authentication,
         }
     }
 
@@ -878,9 +933,9 @@ impl ClientInner {
     }
 }
 
-/// Attempts at validating an interim ID token whose JWK Set could not be
-/// fetched.
-const INTERIM_JWKS_RETRIES: u32 = 3;
+/// Attempts at cancelling, at the OP, an authentication whose interim ID
+/// token was rejected, when the cancellation request fails transiently.
+const CANCEL_RETRIES: u32 = 3;
 
 /// The poll cadence while pings are expected, unless configured otherwise
 /// (see [`DtrClientBuilder::notified_poll_cadence`]).

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::support::flow::*;
-use oidc_dtr::{Outcome, PollFailure};
-use oidc_dtr_testkit::{AutoApprove, Endpoint, Fault, OpConfig};
+use oidc_dtr::{LiveAuthentication, NotCancelledReason, Outcome, PollFailure, ValidationError};
+use oidc_dtr_testkit::{AuthState, AutoApprove, Endpoint, Fault, IdTokenFault, OpConfig};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -386,4 +386,130 @@ async fn many_authentications_each_end_in_exactly_one_honest_outcome() {
         "{kinds:?}"
     );
     assert!(kinds.get("rejected").copied().unwrap_or(0) > 0, "{kinds:?}");
+}
+
+/// authorize → browser → callback: the acknowledgment to exchange.
+async fn acknowledgment(s: &Setup) -> oidc_dtr::Acknowledgment {
+    let (url, pending) = s.client.authorize().build().unwrap();
+    let cb = s.op.browse(&url).await.unwrap();
+    match s.client.callback(&pending, cb.query()).unwrap() {
+        oidc_dtr::CallbackResponse::Acknowledgment(a) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Item 3: the JWK Set is unreachable when the interim ID token arrives.
+/// Validation is retried like the final tokens' (it used to give up within
+/// the JWKS cache's error backoff, after the OP had spent the code), and
+/// the exchange succeeds once the set can be fetched again.
+#[tokio::test]
+async fn an_interim_token_survives_a_jwks_outage() {
+    let mut cfg = OpConfig::default();
+    cfg.interim_id_token = true;
+    cfg.jwks_unavailable = true;
+    let s = setup(cfg).await;
+    let ack = acknowledgment(&s).await;
+    let client = s.client.clone();
+    let exchange = tokio::spawn(async move { client.exchange(ack).await });
+    // The first fetch fails; the outage then ends.
+    for _ in 0..500 {
+        if !s.op.requests_to(Endpoint::Jwks).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(s.op.requests_to(Endpoint::Jwks)[0].status, 503);
+    s.op.configure(|c| c.jwks_unavailable = false);
+    for _ in 0..120 {
+        if exchange.is_finished() {
+            break;
+        }
+        s.clock.advance(S);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let auth = exchange.await.unwrap().expect("the exchange succeeds");
+    assert!(auth.interim_claims().is_some());
+    assert!(s.client.poll_status(auth.id()).await.is_some(), "tracked");
+    let jwks = s.op.requests_to(Endpoint::Jwks);
+    assert_eq!(jwks.last().unwrap().status, 200, "{jwks:?}");
+    assert!(s.op.requests_to(Endpoint::Cancel).is_empty());
+}
+
+/// Item 3: a permanently invalid interim ID token, with a cancellation
+/// endpoint: the live `deferred_auth_id` the OP created is cancelled there,
+/// and the error says so (it used to be dropped silently).
+#[tokio::test]
+async fn a_rejected_interim_token_is_cancelled_at_the_op() {
+    let mut cfg = OpConfig::default();
+    cfg.interim_id_token = true;
+    cfg.interim_id_token_fault = Some(IdTokenFault::WrongNonce);
+    let clock = std::sync::Arc::new(oidc_dtr::ManualClock::new(T0));
+    let op = op(cfg, &clock).await;
+    let cancel =
+        oidc_dtr::CancellationConfig::new(op.url("/df-authentication/cancel").as_str()).unwrap();
+    let client = oidc_dtr::DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id(oidc_dtr_testkit::MockOp::CLIENT_ID)
+        .client_secret(oidc_dtr_testkit::MockOp::CLIENT_SECRET)
+        .redirect_uri(REDIRECT)
+        .clock(clock.clone())
+        .cancellation(cancel)
+        .build()
+        .await
+        .unwrap();
+    let s = Setup { op, client, clock };
+    let ack = acknowledgment(&s).await;
+    let err = s.client.exchange(ack).await.unwrap_err();
+    let [at_op] = &s.op.authentications()[..] else {
+        panic!("one authentication at the OP");
+    };
+    match &err {
+        oidc_dtr::Error::InterimIdTokenRejected {
+            source: ValidationError::Nonce,
+            live_authentication: LiveAuthentication::CancelledAtOp,
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.to_string().contains(&at_op.deferred_auth_id), "{err}");
+    assert!(err.to_string().contains("cancelled at the OP"), "{err}");
+    // The cause is the source, not repeated in the message.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(!err.to_string().contains(&source.to_string()), "{err}");
+    assert_eq!(err.validation(), Some(&ValidationError::Nonce));
+    let cancels = s.op.requests_to(Endpoint::Cancel);
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].status, 200);
+    assert_eq!(
+        cancels[0].param("deferred_auth_id"),
+        Some(at_op.deferred_auth_id.as_str())
+    );
+    assert_eq!(at_op.state, AuthState::Cancelled);
+    let id = oidc_dtr::DeferredAuthId::new(at_op.deferred_auth_id.clone());
+    assert!(s.client.poll_status(&id).await.is_none(), "not tracked");
+}
+
+/// Item 3: the same without a cancellation endpoint: the error says the
+/// authentication is still live at the OP (the OP was not told).
+#[tokio::test]
+async fn a_rejected_interim_token_without_an_endpoint_says_it_is_still_live() {
+    let mut cfg = OpConfig::default();
+    cfg.interim_id_token = true;
+    cfg.interim_id_token_fault = Some(IdTokenFault::WrongNonce);
+    let s = setup(cfg).await;
+    let ack = acknowledgment(&s).await;
+    let err = s.client.exchange(ack).await.unwrap_err();
+    match &err {
+        oidc_dtr::Error::InterimIdTokenRejected {
+            source: ValidationError::Nonce,
+            live_authentication:
+                l @ LiveAuthentication::NotCancelled(NotCancelledReason::NoCancellationEndpoint),
+        } => assert!(l.is_live_at_op()),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("still live at the OP"), "{err}");
+    assert!(s.op.requests_to(Endpoint::Cancel).is_empty());
+    let [at_op] = &s.op.authentications()[..] else {
+        panic!("one authentication at the OP");
+    };
+    assert_eq!(at_op.state, AuthState::Pending);
 }
