@@ -10,7 +10,7 @@ use crate::display::Ui;
 use crate::error::{CliError, exit};
 use crate::flow::{self, Browser, WaitOpts};
 use crate::lib_api::{AutoApprove, MockOp, OpConfig};
-use crate::settings::{Mode, VerifySettings};
+use crate::settings::{AssuranceSpec, Mode, VerifySettings};
 use crate::state::{AuthSpec, ClientSpec, StateDir};
 
 /// Runs the demo; the state lives in a temporary directory removed at the end.
@@ -26,16 +26,13 @@ pub async fn run(ui: Ui, approve_after: Duration) -> Result<u8, CliError> {
         "Comparing the selfie with the passport photo".into(),
         "Final checks".into(),
     ];
-    // The demo answers with its own verified claims (below), not the mock
-    // OP's generated identity-assurance answer.
-    config.identity_assurance = false;
+    // The mock OP's identity-assurance support (on by default) answers the
+    // typed verified-claims request below with its persona's verified
+    // claims, under the trust framework and evidence asked for.
+    config.identity_assurance = true;
     config.extra_claims = serde_json::json!({
-        "name": "Erika Mustermann",
-        "email": "erika@example.com",
-        "verified_claims": {
-            "verification": {"trust_framework": "eidas", "assurance_level": "substantial"},
-            "claims": {"given_name": "Erika", "family_name": "Mustermann", "birthdate": "1964-08-12"}
-        }
+        "name": "Max Meier",
+        "email": "max@example.com",
     })
     .as_object()
     .cloned()
@@ -73,10 +70,21 @@ pub async fn run(ui: Ui, approve_after: Duration) -> Result<u8, CliError> {
             redirect_uri: String::new(),
         },
         scope: Some("profile email".into()),
-        claims: Some(serde_json::json!({"id_token": {"verified_claims": {
-            "verification": {"trust_framework": null},
-            "claims": {"given_name": null, "family_name": null, "birthdate": null}
-        }}})),
+        claims: None,
+        // As `--verified-claims given_name,family_name,birthdate
+        // --trust-framework eidas --assurance-level substantial
+        // --evidence electronic_record --verification-max-age 31536000`.
+        assurance: Some(AssuranceSpec {
+            claims: vec![
+                "given_name".into(),
+                "family_name".into(),
+                "birthdate".into(),
+            ],
+            trust_frameworks: vec!["eidas".into()],
+            assurance_level: Some("substantial".into()),
+            max_age: Some(365 * 86_400),
+            evidence: vec!["electronic_record".into()],
+        }),
         acr_values: None,
         login_hint: None,
         max_age: None,

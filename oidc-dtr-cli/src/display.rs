@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::error::{exit, one_line};
-use crate::lib_api::{Outcome, PollStatus, UnixTime};
+use crate::lib_api::{AssuredClaims, ClaimsTarget, Outcome, PollStatus, UnixTime};
 use crate::state::Status;
 
 /// How `dtr` talks to the person (or script) running it.
@@ -216,7 +216,7 @@ pub fn outcome_json(id: &str, o: &Outcome) -> Value {
     match o {
         Outcome::Tokens(t) => {
             let claims = t.claims();
-            json!({
+            let mut doc = json!({
                 "id": id,
                 "status": status,
                 "issuer": claims.issuer(),
@@ -228,7 +228,17 @@ pub fn outcome_json(id: &str, o: &Outcome) -> Value {
                 "refresh_token": t.refresh_token().map(|r| r.secret().to_owned()),
                 "scope": t.scope(),
                 "id_token": t.id_token().raw().secret(),
-            })
+            });
+            match t.verified_claims() {
+                Ok(checked) => {
+                    doc["verified_claims"] = json!({
+                        "requested": checked.requested.iter().map(assured_json).collect::<Vec<_>>(),
+                        "unrequested": checked.unrequested.iter().map(assured_json).collect::<Vec<_>>(),
+                    });
+                }
+                Err(e) => doc["verified_claims_error"] = Value::String(e.to_string()),
+            }
+            doc
         }
         Outcome::Denied { description } => {
             json!({"id": id, "status": status, "description": description})
@@ -238,6 +248,72 @@ pub fn outcome_json(id: &str, o: &Outcome) -> Value {
         }
         Outcome::Rejected(f) => json!({"id": id, "status": status, "error": f.to_string()}),
         _ => json!({"id": id, "status": status}),
+    }
+}
+
+/// One checked `verified_claims` element as JSON.
+fn assured_json(a: &AssuredClaims) -> Value {
+    json!({
+        "index": a.index,
+        "verification": serde_json::to_value(&a.verification).unwrap_or(Value::Null),
+        "claims": Value::Object(a.claims.clone()),
+    })
+}
+
+/// The human lines of one checked `verified_claims` element: how it was
+/// verified, then its claims.
+fn assured_lines(s: &mut String, a: &AssuredClaims) {
+    let v = &a.verification;
+    let evidence: Vec<&str> = v
+        .evidence
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|e| e.evidence_type())
+        .collect();
+    s.push_str(&format!(
+        "    trust framework: {}, assurance level: {}, verified: {}, evidence: {}\n",
+        one_line(&v.trust_framework),
+        one_line(v.assurance_level.as_deref().unwrap_or("-")),
+        one_line(v.time.as_deref().unwrap_or("-")),
+        if evidence.is_empty() {
+            "-".to_owned()
+        } else {
+            one_line(&evidence.join(", "))
+        }
+    ));
+    for (name, value) in &a.claims {
+        let text = match value {
+            Value::String(t) => t.clone(),
+            other => other.to_string(),
+        };
+        s.push_str(&format!("      {}: {}\n", one_line(name), one_line(&text)));
+    }
+}
+
+/// The verified-claims part of the human summary.
+fn verified_lines(s: &mut String, t: &crate::lib_api::TokenSet) {
+    let asked = t
+        .claims_request()
+        .is_some_and(|r| !r.verified_claims(ClaimsTarget::IdToken).is_empty());
+    match t.verified_claims() {
+        Err(e) => s.push_str(&format!(
+            "  verified claims REFUSED: {} (the tokens are valid, but treat the identity as not verified)\n",
+            one_line(&e.to_string())
+        )),
+        Ok(checked) => {
+            if checked.requested.is_empty() && asked {
+                s.push_str("  verified claims: none returned\n");
+            }
+            for a in &checked.requested {
+                s.push_str("  verified claims:\n");
+                assured_lines(s, a);
+            }
+            for a in &checked.unrequested {
+                s.push_str("  verified claims (not requested):\n");
+                assured_lines(s, a);
+            }
+        }
     }
 }
 
@@ -274,13 +350,7 @@ pub fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
             if let Some(acr) = c.acr() {
                 s.push_str(&format!("  acr:      {}\n", one_line(acr)));
             }
-            if let Some(vc) = c.verified_claims() {
-                s.push_str("  verified claims:\n");
-                let pretty = serde_json::to_string_pretty(vc).unwrap_or_default();
-                for line in pretty.lines() {
-                    s.push_str(&format!("    {}\n", one_line(line)));
-                }
-            }
+            verified_lines(&mut s, t);
             s.push_str(&format!(
                 "  token:    {}{}\n",
                 one_line(t.token_type()),

@@ -9,8 +9,8 @@ use crate::error::{CliError, exit, one_line};
 #[cfg(feature = "demo")]
 use crate::lib_api::MockOp;
 use crate::lib_api::{
-    CallbackResponse, DeferredAuthId, DtrClient, Outcome, PollEvent, Record, ResponseMode, Store,
-    UnixTime,
+    AssuranceError, AssuranceUnsupported, CallbackResponse, ConfigError, DeferredAuthId, DtrClient,
+    Outcome, PollEvent, Record, ResponseMode, Store, UnixTime,
 };
 use crate::loopback::Loopback;
 use crate::settings::{Mode, VerifySettings, build_client};
@@ -71,6 +71,9 @@ pub async fn verify(
     if let Some(c) = &s.claims {
         req = req.claims(c.clone());
     }
+    if let Some(a) = &s.assurance {
+        req = req.claims_request(a.claims_request());
+    }
     if let Some(a) = &s.acr_values {
         req = req.acr_values(a.clone());
     }
@@ -86,9 +89,7 @@ pub async fn verify(
     if s.response_mode == Mode::FormPost {
         req = req.response_mode(ResponseMode::FormPost);
     }
-    let (url, pending) = req
-        .build()
-        .map_err(|e| CliError::from_lib("building the authorization request", &e))?;
+    let (url, pending) = req.build().map_err(|e| request_error(&client, &e))?;
 
     // The URL is what the user needs most: printed even under --quiet.
     eprintln!("Open this URL in a browser to verify your identity:\n\n  {url}\n");
@@ -226,6 +227,56 @@ pub async fn verify(
     .await;
     client.shutdown().await;
     result
+}
+
+/// An error building the authorization request; the identity-assurance
+/// ones name the flag to change and what the OP offers instead.
+fn request_error(client: &DtrClient, e: &oidc_dtr::Error) -> CliError {
+    let oidc_dtr::Error::Config(ConfigError::ClaimsRequest(a)) = e else {
+        return CliError::from_lib("building the authorization request", e);
+    };
+    let offered = |member: &str| -> String {
+        match client
+            .metadata()
+            .additional
+            .get(member)
+            .and_then(|v| v.as_array())
+        {
+            Some(list) => {
+                let names: Vec<&str> = list.iter().filter_map(|v| v.as_str()).collect();
+                format!("the OP offers: {}", one_line(&names.join(", ")))
+            }
+            None => format!("see `{member}` in the OP's discovery metadata"),
+        }
+    };
+    let fix = match a {
+        AssuranceError::Unsupported(u) => match u {
+            AssuranceUnsupported::TrustFramework(_) => format!(
+                "pick --trust-framework from what {}",
+                offered("trust_frameworks_supported")
+            ),
+            AssuranceUnsupported::EvidenceType(_) => format!(
+                "pick --evidence from what {}",
+                offered("evidence_supported")
+            ),
+            AssuranceUnsupported::ClaimInVerifiedClaims(_) => format!(
+                "drop it from --verified-claims; {}",
+                offered("claims_in_verified_claims_supported")
+            ),
+            AssuranceUnsupported::ClaimsParameter | AssuranceUnsupported::VerifiedClaims => {
+                "this OP does not offer identity assurance: drop --verified-claims and its companion flags".to_owned()
+            }
+            _ => "change --verified-claims or its companion flags to what the OP's discovery metadata lists".to_owned(),
+        },
+        _ => "check --verified-claims, --trust-framework, --assurance-level, --verification-max-age and --evidence".to_owned(),
+    };
+    CliError::usage(
+        format!(
+            "the verified-claims request cannot be sent to {}: {a}",
+            client.metadata().issuer
+        ),
+        fix,
+    )
 }
 
 /// Removes a store file unless disarmed.

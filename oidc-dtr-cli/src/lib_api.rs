@@ -2,9 +2,11 @@
 //! change when the library's paths move.
 
 pub use oidc_dtr::{
-    AesGcmSealer, Algorithm, CallbackResponse, CancellationConfig, ClientAuth, DeferredAuthId,
-    DpopConfig, DtrClient, FileStore, Outcome, PendingAuthorization, PollEvent, PollStatus,
-    RandomSource, Record, ResponseMode, SigningKey, Store, StoreError, SystemRandom, UnixTime,
+    AesGcmSealer, Algorithm, AssuranceError, AssuranceUnsupported, AssuredClaims, CallbackResponse,
+    CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth, ConfigError, DeferredAuthId,
+    DpopConfig, DtrClient, EvidenceRequest, FileStore, Outcome, PendingAuthorization, PollEvent,
+    PollStatus, RandomSource, Record, ResponseMode, SigningKey, Store, StoreError, SystemRandom,
+    TokenSet, UnixTime, VerifiedClaimsRequest,
 };
 
 #[cfg(feature = "demo")]

@@ -52,6 +52,8 @@ Configuration: flags, then DTR_* environment variables, then the profile
   scope = \"profile email\"
   acr_values = \"urn:example:loa:high\"
   claims = '{\"id_token\":{\"verified_claims\":null}}'
+  # or, typed (not with `claims`): verified_claims = [\"given_name\", \"birthdate\"],
+  # trust_framework = [\"eidas\"], assurance_level, verification_max_age, evidence
 
 Secrets are only read from files, never from the command line.
 State (sealed with a key file beside it, mode 0600) lives in the platform's

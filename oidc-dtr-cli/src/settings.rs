@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::error::{CliError, io};
 use crate::lib_api::{
-    Algorithm, CancellationConfig, ClientAuth, DpopConfig, DtrClient, FileStore, SigningKey,
+    Algorithm, CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth, DpopConfig, DtrClient,
+    EvidenceRequest, FileStore, SigningKey, VerifiedClaimsRequest,
 };
 use crate::state::{AuthSpec, ClientSpec};
 
@@ -66,6 +67,36 @@ pub struct RequestArgs {
     /// The `claims` request parameter: JSON, or @FILE.
     #[arg(long, env = "DTR_CLAIMS", value_name = "JSON|@FILE")]
     pub claims: Option<String>,
+    /// Claims wanted verified in the ID token's `verified_claims`
+    /// (OpenID Connect for Identity Assurance), e.g.
+    /// given_name,family_name,birthdate. Not with --claims.
+    #[arg(
+        long,
+        env = "DTR_VERIFIED_CLAIMS",
+        value_name = "CLAIM[,CLAIM...]",
+        value_delimiter = ','
+    )]
+    pub verified_claims: Vec<String>,
+    /// Trust frameworks the verification may be done under (repeat it, or
+    /// a comma list); with --verified-claims.
+    #[arg(
+        long,
+        env = "DTR_TRUST_FRAMEWORK",
+        value_name = "TF",
+        value_delimiter = ','
+    )]
+    pub trust_framework: Vec<String>,
+    /// The assurance level asked for; with --verified-claims.
+    #[arg(long, env = "DTR_ASSURANCE_LEVEL", value_name = "L")]
+    pub assurance_level: Option<String>,
+    /// The oldest verification accepted, in seconds; with --verified-claims.
+    #[arg(long, env = "DTR_VERIFICATION_MAX_AGE", value_name = "SECONDS")]
+    pub verification_max_age: Option<u64>,
+    /// Evidence types accepted (document, electronic_record, vouch,
+    /// electronic_signature; repeat it, or a comma list); with
+    /// --verified-claims.
+    #[arg(long, env = "DTR_EVIDENCE", value_name = "TYPE", value_delimiter = ',')]
+    pub evidence: Vec<String>,
     /// `acr_values` (space-separated, preferred first).
     #[arg(long, env = "DTR_ACR_VALUES")]
     pub acr_values: Option<String>,
@@ -99,12 +130,133 @@ pub struct Profile {
     dpop: Option<bool>,
     scope: Option<String>,
     claims: Option<toml::Value>,
+    verified_claims: Option<StringList>,
+    trust_framework: Option<StringList>,
+    assurance_level: Option<String>,
+    verification_max_age: Option<u64>,
+    evidence: Option<StringList>,
     acr_values: Option<String>,
     login_hint: Option<String>,
     max_age: Option<u64>,
     authorization_details: Option<toml::Value>,
     response_mode: Option<Mode>,
     redirect_port: Option<u16>,
+}
+
+/// A list in the config file: an array of strings, or one comma-separated
+/// string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum StringList {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl StringList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StringList::List(v) => v,
+            StringList::Text(s) => s.split(',').map(str::to_owned).collect(),
+        }
+    }
+}
+
+/// The identity-assurance options (`--verified-claims` and its companions).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssuranceSpec {
+    /// Claims wanted inside `verified_claims`.
+    pub claims: Vec<String>,
+    /// Allowed trust frameworks (any when empty).
+    pub trust_frameworks: Vec<String>,
+    /// The assurance level asked for.
+    pub assurance_level: Option<String>,
+    /// `max_age` of `verification.time`, in seconds.
+    pub max_age: Option<u64>,
+    /// Allowed evidence types (any when empty).
+    pub evidence: Vec<String>,
+}
+
+impl AssuranceSpec {
+    /// The typed `claims` request: one `verified_claims` request for the ID
+    /// token, built with the library's builder (the library checks it
+    /// against the OP's metadata when the authorization request is built).
+    pub fn claims_request(&self) -> ClaimsRequest {
+        let mut vc = VerifiedClaimsRequest::new();
+        vc = match self.trust_frameworks.as_slice() {
+            [] => vc,
+            [one] => vc.trust_framework(one.clone()),
+            many => vc.trust_frameworks(many.iter().cloned()),
+        };
+        if let Some(l) = &self.assurance_level {
+            vc = vc.assurance_levels([l.clone()]);
+        }
+        vc = match self.max_age {
+            Some(s) => vc.max_age(s),
+            None => vc.time(),
+        };
+        for e in &self.evidence {
+            vc = vc.evidence(EvidenceRequest::of_type(e.clone()));
+        }
+        for c in &self.claims {
+            vc = vc.claim(c.clone());
+        }
+        ClaimsRequest::new().verified_claims_in(ClaimsTarget::IdToken, vc)
+    }
+}
+
+/// A comma list from a flag or the profile: trimmed, empty items refused.
+fn clean_list(flag: &str, items: Vec<String>) -> Result<Vec<String>, CliError> {
+    let out: Vec<String> = items.iter().map(|s| s.trim().to_owned()).collect();
+    if out.iter().any(String::is_empty) {
+        return Err(CliError::usage(
+            format!("{flag} has an empty item"),
+            format!("give {flag} a comma-separated list without empty items"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The identity-assurance options, flags over the profile.
+fn assurance(r: &RequestArgs, p: &mut Profile) -> Result<Option<AssuranceSpec>, CliError> {
+    let pick = |flag: &Vec<String>, prof: Option<StringList>| {
+        if flag.is_empty() {
+            prof.map(StringList::into_vec).unwrap_or_default()
+        } else {
+            flag.clone()
+        }
+    };
+    let claims = clean_list(
+        "--verified-claims",
+        pick(&r.verified_claims, p.verified_claims.take()),
+    )?;
+    let spec = AssuranceSpec {
+        claims,
+        trust_frameworks: clean_list(
+            "--trust-framework",
+            pick(&r.trust_framework, p.trust_framework.take()),
+        )?,
+        assurance_level: r.assurance_level.clone().or(p.assurance_level.take()),
+        max_age: r.verification_max_age.or(p.verification_max_age.take()),
+        evidence: clean_list("--evidence", pick(&r.evidence, p.evidence.take()))?,
+    };
+    if spec.claims.is_empty() {
+        let stray = [
+            ("--trust-framework", !spec.trust_frameworks.is_empty()),
+            ("--assurance-level", spec.assurance_level.is_some()),
+            ("--verification-max-age", spec.max_age.is_some()),
+            ("--evidence", !spec.evidence.is_empty()),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set);
+        if let Some((flag, _)) = stray {
+            return Err(CliError::usage(
+                format!("{flag} needs --verified-claims"),
+                "name the claims to verify with --verified-claims, e.g. given_name,family_name,birthdate",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(spec))
 }
 
 /// The config file.
@@ -183,6 +335,8 @@ pub struct VerifySettings {
     pub scope: Option<String>,
     /// `claims`.
     pub claims: Option<serde_json::Value>,
+    /// `verified_claims` wanted in the ID token (a typed `claims` request).
+    pub assurance: Option<AssuranceSpec>,
     /// `acr_values`.
     pub acr_values: Option<String>,
     /// `login_hint`.
@@ -198,7 +352,8 @@ pub struct VerifySettings {
 }
 
 /// Merges flags/env over the profile.
-pub fn merge(c: &ClientArgs, r: &RequestArgs, p: Profile) -> Result<VerifySettings, CliError> {
+pub fn merge(c: &ClientArgs, r: &RequestArgs, mut p: Profile) -> Result<VerifySettings, CliError> {
+    let assurance = assurance(r, &mut p)?;
     let issuer = c.issuer.clone().or(p.issuer).ok_or_else(|| {
         CliError::usage(
             "no issuer given",
@@ -248,6 +403,12 @@ pub fn merge(c: &ClientArgs, r: &RequestArgs, p: Profile) -> Result<VerifySettin
         (None, Some(v)) => Some(toml_to_json("claims", v)?),
         (None, None) => None,
     };
+    if claims.is_some() && assurance.is_some() {
+        return Err(CliError::usage(
+            "--verified-claims cannot be combined with the raw --claims JSON (flag, DTR_CLAIMS or the profile's `claims`)",
+            "use --verified-claims (with --trust-framework, --assurance-level, --evidence, ...) or --claims, not both",
+        ));
+    }
     if let Some(c) = &claims
         && !c.is_object()
     {
@@ -281,6 +442,7 @@ pub fn merge(c: &ClientArgs, r: &RequestArgs, p: Profile) -> Result<VerifySettin
         },
         scope: r.scope.clone().or(p.scope),
         claims,
+        assurance,
         acr_values: r.acr_values.clone().or(p.acr_values),
         login_hint: r.login_hint.clone().or(p.login_hint),
         max_age: r.max_age.or(p.max_age),
@@ -447,6 +609,75 @@ mod tests {
             s.authorization_details.as_deref(),
             Some(r#"[{"type":"kyc"}]"#)
         );
+    }
+
+    #[test]
+    fn verified_claims_from_the_profile_or_flags_build_a_typed_request() {
+        let text = "default_profile = \"a\"\n[profile.a]\nissuer = \"https://p\"\nclient_id = \"c\"\nverified_claims = \"given_name, family_name\"\ntrust_framework = [\"eidas\", \"de_aml\"]\nverification_max_age = 600\nevidence = \"document\"\n";
+        let s = merge(
+            &ClientArgs::default(),
+            &RequestArgs::default(),
+            profile(text),
+        )
+        .unwrap();
+        let a = s.assurance.clone().unwrap();
+        assert_eq!(a.claims, ["given_name", "family_name"]);
+        assert_eq!(a.trust_frameworks, ["eidas", "de_aml"]);
+        let json = a.claims_request().to_json().unwrap();
+        let vc = &json["id_token"]["verified_claims"];
+        assert_eq!(
+            vc["verification"]["trust_framework"]["values"],
+            serde_json::json!(["eidas", "de_aml"])
+        );
+        assert_eq!(vc["verification"]["time"]["max_age"], 600);
+        assert_eq!(
+            vc["verification"]["evidence"][0]["type"]["value"],
+            "document"
+        );
+        assert!(vc["verification"].get("assurance_level").is_none());
+        assert_eq!(
+            vc["claims"],
+            serde_json::json!({"given_name": null, "family_name": null})
+        );
+        // Flags win over the profile.
+        let r = RequestArgs {
+            verified_claims: vec!["birthdate".into()],
+            assurance_level: Some("high".into()),
+            ..Default::default()
+        };
+        let a = merge(&ClientArgs::default(), &r, profile(text))
+            .unwrap()
+            .assurance
+            .unwrap();
+        assert_eq!(a.claims, ["birthdate"]);
+        assert_eq!(a.assurance_level.as_deref(), Some("high"));
+        assert_eq!(a.trust_frameworks, ["eidas", "de_aml"]);
+        // Without a max age, the verification time is still asked for.
+        let a = AssuranceSpec {
+            claims: vec!["given_name".into()],
+            ..Default::default()
+        };
+        let json = a.claims_request().to_json().unwrap();
+        assert!(json["id_token"]["verified_claims"]["verification"]["time"].is_null());
+        assert!(
+            json["id_token"]["verified_claims"]["verification"]
+                .as_object()
+                .unwrap()
+                .contains_key("time")
+        );
+        // An empty item, and the raw claims of the profile with the flag.
+        let r = RequestArgs {
+            verified_claims: vec!["given_name".into(), " ".into()],
+            ..Default::default()
+        };
+        assert!(merge(&ClientArgs::default(), &r, profile(text)).is_err());
+        let with_claims = "default_profile = \"a\"\n[profile.a]\nissuer = \"https://p\"\nclient_id = \"c\"\nclaims = '{}'\n";
+        let r = RequestArgs {
+            verified_claims: vec!["given_name".into()],
+            ..Default::default()
+        };
+        let e = merge(&ClientArgs::default(), &r, profile(with_claims)).unwrap_err();
+        assert_eq!(e.code, crate::error::exit::USAGE);
     }
 
     #[test]

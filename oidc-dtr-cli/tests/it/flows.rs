@@ -338,10 +338,19 @@ async fn demo_runs_to_validated_claims() {
     assert_eq!(d.code, Some(0), "{d:?}");
     let out = d.json();
     assert_eq!(out["status"], "tokens");
+    // The typed request was honoured by the mock OP's identity assurance,
+    // and the answer passed the checks.
+    assert!(out.get("verified_claims_error").is_none(), "{out}");
+    let vc = &out["verified_claims"]["requested"][0];
+    assert_eq!(vc["claims"]["family_name"], "Meier", "{out}");
+    assert_eq!(vc["claims"]["birthdate"], "1956-01-28");
+    assert_eq!(vc["verification"]["trust_framework"], "eidas");
+    assert_eq!(vc["verification"]["assurance_level"], "substantial");
     assert_eq!(
-        out["claims"]["verified_claims"]["claims"]["family_name"],
-        "Mustermann"
+        vc["verification"]["evidence"][0]["type"],
+        "electronic_record"
     );
+    assert_eq!(out["verified_claims"]["unrequested"], serde_json::json!([]));
     assert!(d.stderr.contains("OP: "), "{}", d.stderr);
 }
 
@@ -369,4 +378,181 @@ async fn a_refusal_at_the_authorization_endpoint_exits_3_and_keeps_nothing() {
         .filter(|p| p.extension().is_some_and(|e| e == "redb"))
         .collect();
     assert!(stores.is_empty(), "{stores:?}");
+}
+
+/// The flags of a typed verified-claims request.
+const VERIFIED: &[&str] = &[
+    "--verified-claims",
+    "given_name,family_name,birthdate",
+    "--trust-framework",
+    "de_aml",
+    "--trust-framework",
+    "eidas",
+    "--assurance-level",
+    "substantial",
+    "--verification-max-age",
+    "31536000",
+    "--evidence",
+    "document",
+];
+
+#[tokio::test]
+async fn verified_claims_are_requested_typed_and_shown_typed() {
+    let env = Env::new(|_| {}).await;
+    let (mut run, id) = started(&env, VERIFIED).await;
+    run.line_with("OP: ").await;
+    // The `claims` parameter the OP received: built by the library from the flags.
+    let authz = env.op.requests_to(Endpoint::Authorize);
+    let claims: serde_json::Value =
+        serde_json::from_str(authz[0].param("claims").expect("a claims parameter")).unwrap();
+    let req = &claims["id_token"]["verified_claims"];
+    assert_eq!(
+        req["verification"]["trust_framework"]["values"],
+        serde_json::json!(["de_aml", "eidas"]),
+        "{claims}"
+    );
+    assert_eq!(
+        req["verification"]["assurance_level"]["value"],
+        "substantial"
+    );
+    assert_eq!(req["verification"]["time"]["max_age"], 31_536_000);
+    assert_eq!(
+        req["verification"]["evidence"][0]["type"]["value"],
+        "document"
+    );
+    assert_eq!(
+        req["claims"],
+        serde_json::json!({"given_name": null, "family_name": null, "birthdate": null})
+    );
+    env.op.approve(&env.the_auth().deferred_auth_id);
+    let done = run.finish().await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let out = done.json();
+    assert!(out.get("verified_claims_error").is_none(), "{out}");
+    let requested = out["verified_claims"]["requested"].as_array().unwrap();
+    assert_eq!(requested.len(), 1, "{out}");
+    let vc = &requested[0];
+    assert_eq!(
+        vc["claims"],
+        serde_json::json!({"given_name": "Max", "family_name": "Meier", "birthdate": "1956-01-28"})
+    );
+    assert_eq!(vc["verification"]["trust_framework"], "de_aml");
+    assert_eq!(vc["verification"]["assurance_level"], "substantial");
+    assert_eq!(vc["verification"]["evidence"][0]["type"], "document");
+    assert!(vc["verification"]["time"].is_string());
+    assert_eq!(out["verified_claims"]["unrequested"], serde_json::json!([]));
+
+    // The human summary, later, from the store: typed lines.
+    let human = show_in_terminal(&env, &id).await;
+    assert!(human.contains("verified claims:"), "{human}");
+    assert!(
+        human.contains("trust framework: de_aml, assurance level: substantial, verified: "),
+        "{human}"
+    );
+    assert!(human.contains("evidence: document"), "{human}");
+    assert!(human.contains("family_name: Meier"), "{human}");
+    assert!(!human.contains("REFUSED"), "{human}");
+}
+
+#[tokio::test]
+async fn verified_claims_the_op_got_wrong_are_refused_but_the_tokens_are_kept() {
+    let env = Env::new(|c| {
+        c.assurance_fault = Some(AssuranceFault::DisallowedTrustFramework);
+    })
+    .await;
+    let (mut run, id) = started(&env, VERIFIED).await;
+    run.line_with("OP: ").await;
+    env.op.approve(&env.the_auth().deferred_auth_id);
+    let done = run.finish().await;
+    // The ID token is valid: the verification succeeded, the identity is not verified.
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let out = done.json();
+    assert_eq!(out["status"], "tokens");
+    assert!(out["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(out["id_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(out.get("verified_claims").is_none(), "{out}");
+    let err = out["verified_claims_error"].as_str().expect("the refusal");
+    assert!(
+        err.contains("trust_framework `xx_unrequested` was not requested"),
+        "{err}"
+    );
+
+    let human = show_in_terminal(&env, &id).await;
+    assert!(
+        human.contains(
+            "verified claims REFUSED: verified_claims[0]: trust_framework `xx_unrequested`"
+        ),
+        "{human}"
+    );
+    // The claims of the refused element are not shown as verified.
+    assert!(!human.contains("family_name: Meier"), "{human}");
+    assert!(human.contains("token:"), "{human}");
+}
+
+#[tokio::test]
+async fn a_verified_claims_request_the_op_cannot_serve_fails_before_the_browser() {
+    let env = Env::new(|_| {}).await;
+    let base = [
+        "verify",
+        "--issuer",
+        env.op.issuer(),
+        "--client-id",
+        MockOp::PUBLIC_CLIENT_ID,
+        "--no-browser",
+    ];
+    let run = |extra: &'static [&'static str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let env = &env;
+        async move { env.run(&args).await }
+    };
+    // A trust framework the OP does not list: one line naming it, with what the OP offers.
+    let d = run(&[
+        "--verified-claims",
+        "given_name",
+        "--trust-framework",
+        "xx_nope",
+    ])
+    .await;
+    assert_eq!(d.code, Some(2), "{d:?}");
+    assert_eq!(d.stderr.trim().lines().count(), 1, "{}", d.stderr);
+    assert!(
+        d.stderr.contains("trust framework `xx_nope`"),
+        "{}",
+        d.stderr
+    );
+    assert!(
+        d.stderr
+            .contains("fix: pick --trust-framework from what the OP offers: de_aml, eidas"),
+        "{}",
+        d.stderr
+    );
+    assert!(!d.stderr.contains("/authorize?"), "{}", d.stderr);
+    // An evidence type and a claim it does not support.
+    let d = run(&["--verified-claims", "given_name", "--evidence", "vouch"]).await;
+    assert_eq!(d.code, Some(2), "{d:?}");
+    assert!(d.stderr.contains("evidence type `vouch`"), "{}", d.stderr);
+    assert!(d.stderr.contains("--evidence"), "{}", d.stderr);
+    let d = run(&["--verified-claims", "given_name,shoe_size"]).await;
+    assert_eq!(d.code, Some(2), "{d:?}");
+    assert!(d.stderr.contains("claim `shoe_size`"), "{}", d.stderr);
+    // Nothing was sent, nothing kept.
+    assert!(env.op.requests_to(Endpoint::Authorize).is_empty());
+    assert_eq!(
+        env.run(&["list", "--json"]).await.json(),
+        serde_json::json!([])
+    );
+    // Not with the raw --claims JSON; companions need --verified-claims.
+    let d = run(&["--verified-claims", "given_name", "--claims", "{}"]).await;
+    assert_eq!(d.code, Some(2), "{d:?}");
+    assert_eq!(d.stderr.trim().lines().count(), 1, "{}", d.stderr);
+    assert!(d.stderr.contains("--claims"), "{}", d.stderr);
+    let d = run(&["--trust-framework", "eidas"]).await;
+    assert_eq!(d.code, Some(2), "{d:?}");
+    assert!(
+        d.stderr
+            .contains("--trust-framework needs --verified-claims"),
+        "{}",
+        d.stderr
+    );
 }

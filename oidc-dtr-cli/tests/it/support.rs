@@ -8,7 +8,9 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, Command};
 
 // The mock OP.
-pub use oidc_dtr_testkit::{AuthSnapshot, AuthState, AuthorizeOutcome, Endpoint, MockOp, OpConfig};
+pub use oidc_dtr_testkit::{
+    AssuranceFault, AuthSnapshot, AuthState, AuthorizeOutcome, Endpoint, MockOp, OpConfig,
+};
 
 /// A guard against a hang (not a timing assertion): generous.
 pub const HANG: Duration = Duration::from_secs(60);
@@ -202,4 +204,25 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `dtr show ID` in a pseudo-terminal: the human summary (stdout and stderr).
+pub async fn show_in_terminal(env: &Env, id: &str) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dtr"));
+    cmd.env("DTR_STATE_DIR", env.state_dir())
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env("TERM", "dumb")
+        .args(["show", id]);
+    tokio::task::spawn_blocking(move || {
+        let mut s = rexpect::session::spawn_command(cmd, Some(HANG.as_millis() as u64)).unwrap();
+        let out = s.exp_eof().unwrap();
+        let status = s.process.wait().unwrap();
+        assert!(
+            matches!(status, rexpect::process::wait::WaitStatus::Exited(_, 0)),
+            "{status:?}: {out}"
+        );
+        out
+    })
+    .await
+    .unwrap()
 }
