@@ -243,7 +243,7 @@ pub fn outcome_json(id: &str, o: &Outcome) -> Value {
         Outcome::Denied { description } => {
             json!({"id": id, "status": status, "description": description})
         }
-        Outcome::DeadlineReached { last_error } => {
+        Outcome::DeadlineReached { last_error, .. } => {
             json!({"id": id, "status": status, "last_error": last_error})
         }
         Outcome::Rejected(f) => json!({"id": id, "status": status, "error": f.to_string()}),
@@ -376,7 +376,7 @@ pub fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
         Outcome::ExpiredByOp => {
             eprintln!("dtr: verification {id} expired at the OP before it was decided")
         }
-        Outcome::DeadlineReached { last_error } => eprintln!(
+        Outcome::DeadlineReached { last_error, .. } => eprintln!(
             "dtr: verification {id} reached its deadline before the OP decided{}",
             last_error
                 .as_deref()
@@ -414,7 +414,10 @@ mod tests {
         let outcomes: Vec<Outcome> = vec![
             Outcome::Denied { description: None },
             Outcome::ExpiredByOp,
-            Outcome::DeadlineReached { last_error: None },
+            Outcome::DeadlineReached {
+                last_error: None,
+                last_cause: None,
+            },
             Outcome::Cancelled,
         ];
         let mut codes: Vec<u8> = outcomes.iter().map(exit_code).collect();

@@ -121,6 +121,7 @@ fn polled_machine(r: &Record) -> PollMachine {
     let answer = PollResult::Transient {
         message: "connection reset".into(),
         retry_after: None,
+        cause: None,
     };
     m.handle::<TokenSet>(Event::Response(answer), due, &SystemRandom);
     assert!(m.next_poll() > due);

@@ -51,6 +51,7 @@ fn bench(c: &mut Criterion) {
                 Event::Response(PollResult::Transient {
                     message: "connection failed".into(),
                     retry_after: None,
+                    cause: None,
                 }),
                 now,
                 &rng,

@@ -200,6 +200,14 @@ impl SharedError {
     pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         SharedError(std::sync::Arc::new(e))
     }
+
+    /// The shared cause itself, to downcast it: in a `source()` chain a
+    /// `SharedError` stands for its cause (same text, same `source()`), so
+    /// `e.downcast_ref::<SharedError>().map(SharedError::get)` reaches the
+    /// typed cause (e.g. a `std::io::Error`).
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
 }
 
 impl fmt::Debug for SharedError {

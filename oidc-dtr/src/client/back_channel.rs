@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::client::ClientInner;
 use crate::engine::driver::{BoxFuture, Poller};
-use crate::error::{Error, ErrorCode, ValidationError};
+use crate::error::{Error, ErrorCode, SharedError, ValidationError};
 use crate::jose::DpopKey;
 use crate::proto::cancel::{CancelEncoding, CancellationConfig};
 use crate::proto::discovery::GRANT_TYPE_DEFERRED;
@@ -309,6 +309,7 @@ impl Poller for ClientInner {
                         );
                         PollResult::Permanent(PollFailure::TokensRefused {
                             reason: r.to_string(),
+                            cause: Some(SharedError::new(r)),
                         })
                     }
                     // A 2xx that is not JSON at all (a proxy page): the OP may

@@ -1,26 +1,28 @@
 //! [`DtrClient`]: one Relying Party's view of one OpenID Provider.
 
 mod back_channel;
+mod builder;
 mod userinfo;
+mod validation;
+
+pub use builder::{DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClientBuilder};
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use http::header::HeaderMap;
 use tracing::Instrument as _;
 use url::Url;
 
 use crate::client::back_channel::{JWKS_RETRIES, JWKS_RETRY_PAUSE};
-use crate::engine::driver::{DriverConfig, DriverHandle, PollEvent, PollStatus, WaitError};
-use crate::engine::jwks_cache::{JwksCache, JwksConfig, JwksSnapshot};
-use crate::engine::transport::{HttpConfig, HttpEdge};
+use crate::engine::driver::{DriverHandle, PollEvent, PollStatus, WaitError};
+use crate::engine::jwks_cache::{JwksCache, JwksSnapshot};
+use crate::engine::transport::HttpEdge;
 use crate::error::{
-    CallbackError, ConfigError, DiscoveryError, Error, LiveAuthentication, NotCancelledReason,
-    ValidationError,
+    CallbackError, ConfigError, Error, LiveAuthentication, NotCancelledReason, ValidationError,
 };
-use crate::jose::{Algorithm, DpopKey};
+use crate::jose::DpopKey;
 use crate::ping::PingReceiver;
 use crate::proto::authorize::{
     AuthorizationRequestBuilder, AuthorizeContext, PendingAuthorization, ResponseMode,
@@ -31,14 +33,14 @@ use crate::proto::client_auth::ClientAuth;
 use crate::proto::discovery::ProviderMetadata;
 use crate::proto::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_TOKEN_BYTES};
 use crate::proto::id_token::{IdTokenValidator, ValidationOptions};
-use crate::proto::message::{HttpRequest, check_url, parse_url};
+use crate::proto::message::HttpRequest;
 use crate::proto::poll::{Outcome, PollConfig, PollMachine};
 use crate::proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
-use crate::random::{RandomSource, SystemRandom, random_b64url};
+use crate::random::{RandomSource, random_b64url};
 use crate::secret::DeferredAuthId;
-use crate::secret::{AccessToken, ClientSecret, DeferredNotificationToken, RawJwt};
-use crate::store::{MemoryStore, Record, Store, StoreError};
-use crate::time::{Clock, SystemClock, UnixTime};
+use crate::secret::{AccessToken, DeferredNotificationToken, RawJwt};
+use crate::store::{Record, Store, StoreError};
+use crate::time::{Clock, UnixTime};
 
 /// The span of one Deferred Code Exchange: the `state`'s fingerprint at
 /// first, the new `deferred_auth_id`'s fingerprint once the OP answered.
@@ -109,59 +111,6 @@ pub(crate) struct ClientInner {
     pub(crate) poll_config: PollConfig,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) driver: DriverHandle<TokenSet>,
-}
-
-/// DPoP (RFC 9449) settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DpopConfig {
-    /// Use DPoP: `None` decides by client type (public clients use it,
-    /// confidential ones do not).
-    pub enabled: Option<bool>,
-    /// The algorithm of the per-authentication key (default ES256).
-    pub algorithm: Algorithm,
-    /// Refuse a `Bearer` token when DPoP was used (default true).
-    pub reject_downgrade: bool,
-}
-
-impl Default for DpopConfig {
-    fn default() -> Self {
-        DpopConfig {
-            enabled: None,
-            algorithm: Algorithm::ES256,
-            reject_downgrade: true,
-        }
-    }
-}
-
-impl DpopConfig {
-    /// DPoP on, whatever the client type.
-    pub fn enabled() -> Self {
-        DpopConfig {
-            enabled: Some(true),
-            ..Default::default()
-        }
-    }
-
-    /// DPoP off, whatever the client type.
-    pub fn disabled() -> Self {
-        DpopConfig {
-            enabled: Some(false),
-            ..Default::default()
-        }
-    }
-
-    /// Sets the key algorithm (ES256, ES384, EdDSA, RS256, PS256, ...).
-    pub fn algorithm(mut self, alg: Algorithm) -> Self {
-        self.algorithm = alg;
-        self
-    }
-
-    /// Accepts a `Bearer` token even though DPoP was used.
-    pub fn allow_bearer_downgrade(mut self) -> Self {
-        self.reject_downgrade = false;
-        self
-    }
 }
 
 impl fmt::Debug for DtrClient {
@@ -389,7 +338,7 @@ impl DtrClient {
     ///
     /// Cancel-safe: dropping the future loses nothing; the outcome stays
     /// available to later calls for the retention period
-    /// ([`DriverConfig::finished_retention`]).
+    /// ([`DriverConfig::finished_retention`](crate::DriverConfig::finished_retention)).
     pub async fn wait(&self, id: &DeferredAuthId) -> Result<Outcome<TokenSet>, Error> {
         Ok(self.inner.driver.wait(id).await?)
     }
@@ -616,7 +565,7 @@ impl DtrClient {
     }
 
     /// Loads an exported JWK Set into the cache. A snapshot past its
-    /// freshness is used (within [`JwksConfig::max_stale`]) until the next
+    /// freshness is used (within [`JwksConfig::max_stale`](crate::JwksConfig::max_stale)) until the next
     /// refresh succeeds. For an OP without `jwks_uri`, this is how its keys
     /// are given (they then never expire).
     pub fn import_jwks(&self, snapshot: JwksSnapshot) -> Result<(), Error> {
@@ -822,54 +771,6 @@ impl ClientInner {
         }
     }
 
-    /// See [`DtrClient::validate_token_response`].
-    pub(crate) async fn validate_tokens(
-        &self,
-        ctx: &ValidationContext,
-        resp: TokenResponse,
-        received_at: UnixTime,
-    ) -> Result<TokenSet, Error> {
-        let Some(raw) = resp.id_token.clone() else {
-            tracing::warn!("token response without id_token");
-            return Err(ValidationError::MissingIdToken.into());
-        };
-        let id_token = match self
-            .validate_jwt(&raw, ctx, Some(&resp.access_token), received_at)
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(id_token = %raw.fingerprint(), error = %e, "ID token rejected");
-                return Err(e.into());
-            }
-        };
-        tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
-        Ok(TokenSet::new(resp, id_token, received_at).with_claims_request_of(ctx))
-    }
-
-    /// Validates a JWT: header and `alg`, key (through the JWKS cache),
-    /// signature, then claims.
-    pub(crate) async fn validate_jwt(
-        &self,
-        raw: &RawJwt,
-        ctx: &ValidationContext,
-        access_token: Option<&AccessToken>,
-        now: UnixTime,
-    ) -> Result<IdToken, ValidationError> {
-        let jws = self.validator.decode(raw.secret())?;
-        if jws.alg.is_hmac() {
-            self.validator.verify_hmac(&jws)?;
-        } else {
-            let key = self
-                .jwks
-                .resolve(&self.http, self.clock.as_ref(), jws.kid.as_deref(), jws.alg)
-                .await?;
-            key.verify(jws.signing_input, &jws.signature)?;
-        }
-        let claims = self.validator.check_claims(&jws, ctx, access_token, now)?;
-        Ok(IdToken::new(raw.clone(), claims))
-    }
-
     /// A token-endpoint request with client authentication applied.
     pub(crate) fn token_request(
         &self,
@@ -936,428 +837,3 @@ impl ClientInner {
 /// Attempts at cancelling, at the OP, an authentication whose interim ID
 /// token was rejected, when the cancellation request fails transiently.
 const CANCEL_RETRIES: u32 = 3;
-
-/// The poll cadence while pings are expected, unless configured otherwise
-/// (see [`DtrClientBuilder::notified_poll_cadence`]).
-pub const DEFAULT_NOTIFIED_CADENCE: Duration = Duration::from_secs(60);
-
-/// The method for a client that gave only a secret: `client_secret_basic`
-/// if the OP lists it or lists nothing (RFC 8414 §2 default), else
-/// `client_secret_post` if it lists that.
-fn secret_method_from_metadata(metadata: &ProviderMetadata, secret: ClientSecret) -> ClientAuth {
-    let listed = |m: &str| {
-        metadata
-            .token_endpoint_auth_methods_supported
-            .as_ref()
-            .is_some_and(|l| l.iter().any(|x| x == m))
-    };
-    match &metadata.token_endpoint_auth_methods_supported {
-        Some(_) if !listed("client_secret_basic") && listed("client_secret_post") => {
-            ClientAuth::ClientSecretPost(secret)
-        }
-        Some(_) if !listed("client_secret_basic") => {
-            tracing::warn!(
-                "the OP lists neither client_secret_basic nor client_secret_post; using client_secret_basic"
-            );
-            ClientAuth::ClientSecretBasic(secret)
-        }
-        _ => ClientAuth::ClientSecretBasic(secret),
-    }
-}
-
-/// Configures a [`DtrClient`].
-#[derive(Default)]
-#[must_use]
-pub struct DtrClientBuilder {
-    issuer: Option<String>,
-    metadata: Option<ProviderMetadata>,
-    client_id: Option<String>,
-    auth: Option<ClientAuth>,
-    /// Only a secret was given (no method): the method comes from the
-    /// OP's metadata.
-    secret_only: bool,
-    redirect_uri: Option<String>,
-    notification_endpoint: Option<String>,
-    /// The poll cadence while pings are expected, when set explicitly.
-    notified_cadence: Option<Option<Duration>>,
-    clock: Option<Arc<dyn Clock>>,
-    rng: Option<Arc<dyn RandomSource>>,
-    http: HttpConfig,
-    allow_unadvertised: bool,
-    compat: Compat,
-    validation: ValidationOptions,
-    jwks: JwksConfig,
-    dpop: DpopConfig,
-    cancellation: Option<CancellationSetting>,
-    poll: Option<PollConfig>,
-    driver: DriverConfig,
-    store: Option<Arc<dyn Store>>,
-}
-
-/// The cancellation endpoint, given or named in the metadata.
-enum CancellationSetting {
-    Given(CancellationConfig),
-    FromMetadata(String, crate::proto::cancel::CancelEncoding),
-}
-
-impl fmt::Debug for DtrClientBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DtrClientBuilder")
-            .field("issuer", &self.issuer)
-            .field("client_id", &self.client_id)
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DtrClientBuilder {
-    /// The issuer identifier. Without [`metadata`](Self::metadata), `build`
-    /// discovers the metadata from `{issuer}/.well-known/openid-configuration`
-    /// (then RFC 8414's location) and requires its `issuer` to equal this
-    /// value exactly.
-    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.issuer = Some(issuer.into());
-        self
-    }
-
-    /// Explicit metadata, for OPs without discovery. No request is made.
-    pub fn metadata(mut self, metadata: ProviderMetadata) -> Self {
-        self.metadata = Some(metadata);
-        self
-    }
-
-    /// The client identifier.
-    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = Some(client_id.into());
-        self
-    }
-
-    /// A client secret. The method is chosen from the OP's
-    /// `token_endpoint_auth_methods_supported`: `client_secret_basic` when
-    /// it is listed (or the list is absent: RFC 8414's default), else
-    /// `client_secret_post` when that is listed. To choose the method
-    /// yourself, use [`client_auth`](Self::client_auth).
-    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.auth = Some(ClientAuth::ClientSecretBasic(ClientSecret::new(secret)));
-        self.secret_only = true;
-        self
-    }
-
-    /// The client authentication method (default: `none`, a public client,
-    /// unless [`client_secret`](Self::client_secret) was given).
-    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
-        self.auth = Some(auth);
-        self.secret_only = false;
-        self
-    }
-
-    /// The redirect URI registered for this client.
-    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
-        self.redirect_uri = Some(uri.into());
-        self
-    }
-
-    /// The RP's `deferred_client_notification_endpoint`, when it wants Ping
-    /// Callbacks. A fresh notification token is then sent at every exchange.
-    pub fn notification_endpoint(mut self, uri: impl Into<String>) -> Self {
-        self.notification_endpoint = Some(uri.into());
-        self
-    }
-
-    /// The clock (default: the system clock). For tests.
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// The random source (default: the OS CSPRNG). For tests only.
-    pub fn random(mut self, rng: Arc<dyn RandomSource>) -> Self {
-        self.rng = Some(rng);
-        self
-    }
-
-    /// HTTP timeouts and body cap.
-    pub fn http_config(mut self, cfg: HttpConfig) -> Self {
-        self.http = cfg;
-        self
-    }
-
-    /// Accept an OP whose metadata does not advertise `deferred_code` and the
-    /// deferred grant type (some deployments enable DTR per client without
-    /// advertising it). Off by default.
-    pub fn allow_unadvertised_dtr(mut self) -> Self {
-        self.allow_unadvertised = true;
-        self
-    }
-
-    /// Compatibility switches for OPs built on earlier draft snapshots.
-    pub fn compat(mut self, compat: Compat) -> Self {
-        self.compat = compat;
-        self
-    }
-
-    /// ID token validation settings: allowed algorithms (default `RS256`,
-    /// intersected with the OP's list), leeways, trusted audiences, the
-    /// interim/final `sub` rule, the `max_age` check.
-    pub fn validation(mut self, options: ValidationOptions) -> Self {
-        self.validation = options;
-        self
-    }
-
-    /// JWKS cache settings: freshness bounds, unknown-`kid` cooldown,
-    /// stale-if-error.
-    pub fn jwks_config(mut self, config: JwksConfig) -> Self {
-        self.jwks = config;
-        self
-    }
-
-    /// DPoP settings (default: on for public clients, off otherwise; ES256;
-    /// a `Bearer` downgrade is refused).
-    pub fn dpop(mut self, config: DpopConfig) -> Self {
-        self.dpop = config;
-        self
-    }
-
-    /// The OP's cancellation endpoint (the draft defines no metadata name
-    /// for it).
-    pub fn cancellation(mut self, config: CancellationConfig) -> Self {
-        self.cancellation = Some(CancellationSetting::Given(config));
-        self
-    }
-
-    /// Reads the cancellation endpoint from a metadata member of your
-    /// choosing (an OP-specific name), sending bodies as `encoding`.
-    pub fn cancellation_from_metadata(
-        mut self,
-        member: impl Into<String>,
-        encoding: crate::proto::cancel::CancelEncoding,
-    ) -> Self {
-        self.cancellation = Some(CancellationSetting::FromMetadata(member.into(), encoding));
-        self
-    }
-
-    /// The poll schedule's tuning: backoff, final-poll margin, maximum
-    /// lifetime (default: [`PollConfig::default`]). The cadence while pings
-    /// are expected is set with
-    /// [`notified_poll_cadence`](Self::notified_poll_cadence), not here,
-    /// unless this config sets one (`PollConfig::notified_cadence(Some(..))`).
-    pub fn poll_config(mut self, config: PollConfig) -> Self {
-        self.poll = Some(config);
-        self
-    }
-
-    /// How often to poll while pings are expected (only with a
-    /// [`notification_endpoint`](Self::notification_endpoint)): polling is
-    /// then a safety net, and a ping brings the next poll back to the
-    /// OP's interval. Default: 60 s ([`DEFAULT_NOTIFIED_CADENCE`]), or the
-    /// `notified_cadence` of the [`poll_config`](Self::poll_config) if it
-    /// sets one. `None` polls at the OP's interval, as without pings.
-    /// Without a notification endpoint, polls are always at the interval.
-    pub fn notified_poll_cadence(mut self, cadence: Option<Duration>) -> Self {
-        self.notified_cadence = Some(cadence);
-        self
-    }
-
-    /// Where pending authentications and their outcomes are kept (default:
-    /// [`MemoryStore`], lost on restart). With a durable store, such as
-    /// [`FileStore`](crate::store::FileStore), a new client on the same
-    /// store resumes every pending authentication where it was and hands
-    /// over outcomes that were received but not acknowledged.
-    pub fn store(mut self, store: impl Store) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// [`store`](Self::store), with a shared store.
-    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// The poll driver's tuning (requests in flight, outcome retention,
-    /// event channel capacity).
-    pub fn driver_config(mut self, config: DriverConfig) -> Self {
-        self.driver = config;
-        self
-    }
-
-    /// Builds the client, discovering the metadata if none was given.
-    ///
-    /// Must run inside a tokio runtime: the client's poll driver is spawned
-    /// on it.
-    ///
-    /// Cancel safety: safe. Dropped, nothing was started (discovery
-    /// requests are simply abandoned).
-    pub async fn build(self) -> Result<DtrClient, Error> {
-        let client_id = self.client_id.ok_or(ConfigError::Missing("client_id"))?;
-        if client_id.is_empty() {
-            return Err(ConfigError::Missing("client_id").into());
-        }
-        let redirect_uri = self
-            .redirect_uri
-            .ok_or(ConfigError::Missing("redirect_uri"))?;
-        let redirect_uri = parse_redirect_uri(&redirect_uri)?;
-        let notification_endpoint = self
-            .notification_endpoint
-            .map(|u| parse_url(&u, "notification_endpoint"))
-            .transpose()?;
-        let http = HttpEdge::new(&self.http)?;
-        let metadata = match (self.metadata, self.issuer) {
-            (Some(md), issuer) => {
-                if let Some(issuer) = issuer
-                    && issuer != md.issuer
-                {
-                    return Err(DiscoveryError::IssuerMismatch {
-                        expected: issuer,
-                        found: md.issuer,
-                    }
-                    .into());
-                }
-                parse_url(&md.issuer, "issuer")?;
-                md.check_urls()?;
-                md
-            }
-            (None, Some(issuer)) => crate::engine::discovery::discover(&http, &issuer).await?,
-            (None, None) => return Err(ConfigError::Missing("issuer").into()),
-        };
-        if !self.allow_unadvertised {
-            metadata.check_dtr_support()?;
-        }
-        let auth = match self.auth {
-            Some(ClientAuth::ClientSecretBasic(secret)) if self.secret_only => {
-                secret_method_from_metadata(&metadata, secret)
-            }
-            Some(a) => a,
-            None => ClientAuth::None,
-        };
-        let secret = auth.client_secret();
-        let validator = IdTokenValidator::new(
-            metadata.issuer.clone(),
-            client_id.clone(),
-            self.validation,
-            metadata.id_token_signing_alg_values_supported.as_deref(),
-            secret,
-        )?;
-        self.jwks.check()?;
-        let jwks = JwksCache::new(
-            metadata.jwks_uri.clone(),
-            self.jwks,
-            validator.allowed_algorithms(),
-        );
-        let cancellation = match self.cancellation {
-            None => None,
-            Some(CancellationSetting::Given(c)) => Some(c),
-            Some(CancellationSetting::FromMetadata(member, encoding)) => {
-                let url = metadata
-                    .additional
-                    .get(&member)
-                    .and_then(|v| v.as_str())
-                    .ok_or(ConfigError::Invalid {
-                        field: "cancellation",
-                        reason: format!("the metadata has no string member `{member}`"),
-                    })?;
-                Some(CancellationConfig::new(url)?.encoding(encoding))
-            }
-        };
-        if let Some(c) = &cancellation {
-            c.check(&auth)?;
-        }
-        // The cadence is explicit: the builder's setting, else the poll
-        // config's, else the default; and only when pings can arrive.
-        let mut poll_config = self.poll.unwrap_or_default();
-        poll_config.notified_cadence = match &notification_endpoint {
-            None => None,
-            Some(_) => match self.notified_cadence {
-                Some(explicit) => explicit,
-                None => poll_config
-                    .notified_cadence
-                    .or(Some(DEFAULT_NOTIFIED_CADENCE)),
-            },
-        };
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::Invalid {
-            field: "runtime",
-            reason: "DtrClient::build must run inside a tokio runtime".into(),
-        })?;
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(SystemRandom));
-        let driver_config = self.driver;
-        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        store.bind(&metadata.issuer, &client_id).await?;
-        let records = store.load_active().await?;
-        let retention = driver_config.finished_retention;
-        let inner = Arc::new_cyclic(|weak| ClientInner {
-            metadata,
-            client_id,
-            auth,
-            redirect_uri,
-            notification_endpoint,
-            http,
-            clock: clock.clone(),
-            rng: rng.clone(),
-            compat: self.compat,
-            validator,
-            jwks,
-            dpop: self.dpop,
-            dpop_nonces: Mutex::new(HashMap::new()),
-            cancellation,
-            poll_config,
-            store: store.clone(),
-            driver: DriverHandle::spawn(weak.clone(), clock.clone(), rng, driver_config, &runtime),
-        });
-        // Resume: pending authentications poll again (a full floor from
-        // now), received-but-unacknowledged outcomes wait to be handed over.
-        let (mut pending, mut finished) = (0usize, 0usize);
-        for r in records {
-            let outcome = r.outcome.map(|o| (o.outcome, o.finished_at));
-            if outcome.is_some() {
-                finished += 1;
-            } else {
-                pending += 1;
-            }
-            inner.driver.restore(r.auth, r.machine, outcome).await?;
-        }
-        if pending + finished > 0 {
-            tracing::info!(pending, finished, "resumed from the store");
-        }
-        let _ = store.purge(clock.now().saturating_sub(retention)).await;
-        Ok(DtrClient { inner })
-    }
-}
-
-/// Redirect URIs: absolute, no fragment, and not plain http to a remote host
-/// (https, loopback http, or a private-use scheme for native apps).
-fn parse_redirect_uri(s: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(s).map_err(|e| ConfigError::InvalidUrl {
-        field: "redirect_uri",
-        reason: e.to_string(),
-    })?;
-    if url.fragment().is_some() {
-        return Err(ConfigError::InvalidUrl {
-            field: "redirect_uri",
-            reason: "must not have a fragment".into(),
-        });
-    }
-    match url.scheme() {
-        "https" | "http" => check_url(&url, "redirect_uri")?,
-        _ => {}
-    }
-    Ok(url)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirect_uri_rules() {
-        assert!(parse_redirect_uri("https://rp.example/cb").is_ok());
-        assert!(parse_redirect_uri("http://127.0.0.1:8080/cb").is_ok());
-        assert!(parse_redirect_uri("com.example.app:/oauth2redirect").is_ok());
-        assert!(matches!(
-            parse_redirect_uri("http://rp.example/cb"),
-            Err(ConfigError::InsecureUrl { .. })
-        ));
-        assert!(parse_redirect_uri("https://rp.example/cb#x").is_err());
-        assert!(parse_redirect_uri("/relative").is_err());
-    }
-}

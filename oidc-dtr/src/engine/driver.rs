@@ -822,11 +822,13 @@ impl<P: Poller> Engine<P> {
         let result = if entry.panics >= MAX_CONSECUTIVE_PANICS {
             PollResult::Permanent(PollFailure::Other {
                 message: format!("{message} {MAX_CONSECUTIVE_PANICS} times in a row"),
+                cause: None,
             })
         } else {
             PollResult::Transient {
                 message,
                 retry_after: None,
+                cause: None,
             }
         };
         let now = self.clock.now();
@@ -1270,7 +1272,7 @@ mod tests {
                 assert_eq!(polls, MAX_CONSECUTIVE_PANICS);
                 assert!(matches!(
                     outcome,
-                    Outcome::Rejected(PollFailure::Other { ref message }) if message.contains("panicked")
+                    Outcome::Rejected(PollFailure::Other { ref message, .. }) if message.contains("panicked")
                 ));
             } else {
                 assert_eq!(polls, panics + 1);

@@ -49,7 +49,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorCode, HttpError, OAuthError, RetryAfter, TransportErrorKind};
+use crate::error::{
+    Error, ErrorCode, HttpError, OAuthError, RetryAfter, SharedError, TransportErrorKind,
+};
 use crate::proto::exchange::DeferredAuthentication;
 use crate::random::{RandomSource, random_u64_inclusive};
 use crate::time::UnixTime;
@@ -122,46 +124,140 @@ impl PollConfig {
 
 /// Why an authentication ended without tokens although the OP did not say
 /// no: the answer or failure that made further polling pointless or wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+///
+/// # Causes
+///
+/// `Transport`, `TokensRefused` and `Other` keep their cause's text (what is
+/// persisted with the outcome) and, in the process that classified the
+/// failure, the cause itself ([`cause`](Self::cause): the typed error, e.g.
+/// an [`HttpError`](crate::HttpError) to downcast). `Display` prints the
+/// text, which is the cause's own message, so [`source`](std::error::Error::source)
+/// continues the chain *below* the cause (for a transport failure: the HTTP
+/// client's error, then the `std::io::Error`). After a restart (an outcome
+/// read back from a store) only the text remains: `cause()` and `source()`
+/// are `None`. Two failures compare equal when their text is equal, whether
+/// or not a cause is attached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum PollFailure {
     /// A terminal OAuth error (`invalid_grant`, `invalid_request`,
     /// `invalid_client`, `unauthorized_client`, `unsupported_grant_type`, a
     /// second `invalid_dpop_proof`, an unknown code).
-    #[error(transparent)]
     OAuth(Box<OAuthError>),
     /// A failure that retrying will not fix (TLS, DNS, a redirect, a refused
     /// URL).
-    #[error("{kind}: {message}")]
     Transport {
         /// What kind of failure.
         kind: TransportErrorKind,
         /// What happened (no secrets).
         message: String,
+        /// The failure itself, in the process that saw it (not persisted).
+        #[serde(skip)]
+        cause: Option<SharedError>,
     },
     /// The OP answered with tokens that failed validation.
-    #[error("the tokens were rejected: {0}")]
     InvalidTokens(crate::error::ValidationError),
     /// The token endpoint answered with a success (2xx) JSON body that
     /// breaks a rule of token responses (`token_type` missing or empty, an
     /// `expires_in` that is not a positive integer, ...). The OP has
     /// redeemed the id, so it is never polled again: the tokens were
     /// received but refused.
-    #[error("tokens were received but refused: {reason}")]
     TokensRefused {
         /// Which rule the response broke (names the member, never a token).
         reason: String,
+        /// The parse error itself, in the process that saw it (not
+        /// persisted).
+        #[serde(skip)]
+        cause: Option<SharedError>,
     },
     /// Anything else that cannot be retried (a configuration problem).
-    #[error("{message}")]
     Other {
         /// What happened (no secrets).
         message: String,
+        /// The error itself, in the process that saw it (not persisted).
+        #[serde(skip)]
+        cause: Option<SharedError>,
     },
 }
 
+impl PollFailure {
+    /// The typed error this failure's text was made from, while it is in
+    /// memory (see [Causes](Self#causes)): `None` for `OAuth` and
+    /// `InvalidTokens` (they are typed errors themselves) and after the
+    /// outcome was read back from a store.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            PollFailure::Transport { cause, .. }
+            | PollFailure::TokensRefused { cause, .. }
+            | PollFailure::Other { cause, .. } => cause.as_ref().map(SharedError::get),
+            PollFailure::OAuth(_) | PollFailure::InvalidTokens(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PollFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PollFailure::OAuth(e) => std::fmt::Display::fmt(e, f),
+            PollFailure::Transport { kind, message, .. } => write!(f, "{kind}: {message}"),
+            PollFailure::InvalidTokens(e) => write!(f, "the tokens were rejected: {e}"),
+            PollFailure::TokensRefused { reason, .. } => {
+                write!(f, "tokens were received but refused: {reason}")
+            }
+            PollFailure::Other { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for PollFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent, as before: the OAuth error's own source.
+            PollFailure::OAuth(e) => std::error::Error::source(&**e),
+            PollFailure::InvalidTokens(_) => None,
+            // The cause's text is printed: the chain goes on below it.
+            _ => self.cause().and_then(|c| c.source()),
+        }
+    }
+}
+
+/// Equality of what is persisted: the in-memory cause is not compared.
+impl PartialEq for PollFailure {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PollFailure::OAuth(a), PollFailure::OAuth(b)) => a == b,
+            (
+                PollFailure::Transport {
+                    kind: k1,
+                    message: m1,
+                    ..
+                },
+                PollFailure::Transport {
+                    kind: k2,
+                    message: m2,
+                    ..
+                },
+            ) => k1 == k2 && m1 == m2,
+            (PollFailure::InvalidTokens(a), PollFailure::InvalidTokens(b)) => a == b,
+            (
+                PollFailure::TokensRefused { reason: a, .. },
+                PollFailure::TokensRefused { reason: b, .. },
+            ) => a == b,
+            (PollFailure::Other { message: a, .. }, PollFailure::Other { message: b, .. }) => {
+                a == b
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for PollFailure {}
+
 /// How an authentication ended: exactly one of these per authentication.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Equality compares what is persisted (an in-memory cause is ignored: see
+/// [`cause`](Self::cause)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Outcome<T = crate::proto::token::TokenSet> {
     /// The OP approved; the tokens (validated by the driver).
@@ -178,6 +274,10 @@ pub enum Outcome<T = crate::proto::token::TokenSet> {
         /// The last transient problem seen, if any (e.g. the OP was
         /// unreachable at the end).
         last_error: Option<String>,
+        /// The error `last_error` was made from, in the process that saw
+        /// it (not persisted): see [`Outcome::cause`].
+        #[serde(skip)]
+        last_cause: Option<SharedError>,
     },
     /// The application cancelled it.
     Cancelled,
@@ -207,16 +307,60 @@ impl<T> Outcome<T> {
         }
     }
 
+    /// The error behind an outcome, while it is in memory: the failure of a
+    /// [`Rejected`](Self::Rejected) outcome (always), or the typed error
+    /// behind a [`DeadlineReached`](Self::DeadlineReached)'s `last_error`
+    /// (its text is `last_error`: walk on with `source()`, or downcast it,
+    /// e.g. to [`HttpError`](crate::HttpError)). An outcome read back from
+    /// a store after a restart keeps only the text: `DeadlineReached` then
+    /// has no cause.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Outcome::Rejected(f) => Some(f),
+            Outcome::DeadlineReached { last_cause, .. } => last_cause
+                .as_ref()
+                .map(|c| -> &(dyn std::error::Error + 'static) { c.get() }),
+            _ => None,
+        }
+    }
+
     /// Maps the tokens.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
         match self {
             Outcome::Tokens(t) => Outcome::Tokens(f(t)),
             Outcome::Denied { description } => Outcome::Denied { description },
             Outcome::ExpiredByOp => Outcome::ExpiredByOp,
-            Outcome::DeadlineReached { last_error } => Outcome::DeadlineReached { last_error },
+            Outcome::DeadlineReached {
+                last_error,
+                last_cause,
+            } => Outcome::DeadlineReached {
+                last_error,
+                last_cause,
+            },
             Outcome::Cancelled => Outcome::Cancelled,
             Outcome::Rejected(e) => Outcome::Rejected(e),
             Outcome::PossiblyLostInTransit { lost } => Outcome::PossiblyLostInTransit { lost },
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for Outcome<T> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Outcome::Tokens(a), Outcome::Tokens(b)) => a == b,
+            (Outcome::Denied { description: a }, Outcome::Denied { description: b }) => a == b,
+            (Outcome::ExpiredByOp, Outcome::ExpiredByOp)
+            | (Outcome::Cancelled, Outcome::Cancelled) => true,
+            (
+                Outcome::DeadlineReached { last_error: a, .. },
+                Outcome::DeadlineReached { last_error: b, .. },
+            ) => a == b,
+            (Outcome::Rejected(a), Outcome::Rejected(b)) => a == b,
+            (
+                Outcome::PossiblyLostInTransit { lost: a },
+                Outcome::PossiblyLostInTransit { lost: b },
+            ) => a == b,
+            _ => false,
         }
     }
 }
@@ -236,6 +380,9 @@ pub enum PollResult<T = crate::proto::token::TokenSet> {
         message: String,
         /// The server's `Retry-After`, if any.
         retry_after: Option<RetryAfter>,
+        /// The error `message` was made from, if any: kept (in memory) as
+        /// the cause of a [`Outcome::DeadlineReached`] it leads to.
+        cause: Option<SharedError>,
     },
     /// A failure that will not go away.
     Permanent(PollFailure),
@@ -251,6 +398,7 @@ impl<T> PollResult<T> {
                     PollResult::Transient {
                         retry_after: h.retry_after(),
                         message: h.to_string(),
+                        cause: Some(SharedError::new(h)),
                     }
                 } else {
                     let kind = match &h {
@@ -260,6 +408,7 @@ impl<T> PollResult<T> {
                     PollResult::Permanent(PollFailure::Transport {
                         kind,
                         message: h.to_string(),
+                        cause: Some(SharedError::new(h)),
                     })
                 }
             }
@@ -268,10 +417,12 @@ impl<T> PollResult<T> {
             Error::Response(r) => PollResult::Transient {
                 message: r.to_string(),
                 retry_after: None,
+                cause: Some(SharedError::new(r)),
             },
             Error::Validation(v) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
             other => PollResult::Permanent(PollFailure::Other {
                 message: other.to_string(),
+                cause: Some(SharedError::new(other)),
             }),
         }
     }
@@ -370,6 +521,20 @@ pub(crate) struct PollSnapshot {
     pub(crate) config: PollConfig,
 }
 
+/// A cause kept in memory beside its persisted text: never serialised,
+/// and not part of the machine's equality (a machine read back from a store
+/// equals the one written).
+#[derive(Debug, Clone, Default)]
+struct InMemory(Option<SharedError>);
+
+impl PartialEq for InMemory {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for InMemory {}
+
 /// The persisted state of one authentication's polling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollMachine {
@@ -412,6 +577,9 @@ pub struct PollMachine {
     slow_downs: u32,
     /// The last transient problem.
     last_error: Option<String>,
+    /// The error `last_error` was made from, in memory only.
+    #[serde(skip)]
+    last_cause: InMemory,
     /// The last progress text surfaced.
     last_progress: Option<String>,
     /// The schedule's tuning.
@@ -458,6 +626,7 @@ impl PollMachine {
             polls: 0,
             slow_downs: 0,
             last_error: None,
+            last_cause: InMemory::default(),
             last_progress: None,
             config,
         };
@@ -521,6 +690,7 @@ impl PollMachine {
             polls: s.polls,
             slow_downs: s.slow_downs,
             last_error: s.last_error,
+            last_cause: InMemory::default(),
             last_progress: s.last_progress,
             config: s.config,
         })
@@ -609,6 +779,7 @@ impl PollMachine {
                 now,
                 "interrupted by a restart while a request was in flight".into(),
                 None,
+                None,
                 rng,
             );
         }
@@ -689,6 +860,7 @@ impl PollMachine {
             self.phase = Phase::Finished;
             return Action::Deliver(Outcome::DeadlineReached {
                 last_error: self.last_error.clone(),
+                last_cause: self.last_cause.0.clone(),
             });
         }
         if now >= self.next_poll {
@@ -736,8 +908,9 @@ impl PollMachine {
             PollResult::Transient {
                 message,
                 retry_after,
+                cause,
             } => {
-                self.on_transient(now, message, retry_after, rng);
+                self.on_transient(now, message, cause, retry_after, rng);
                 return Applied::Continue(None);
             }
             PollResult::OAuth(e) => e,
@@ -763,7 +936,9 @@ impl PollMachine {
             ErrorCode::UseDpopNonce => {}
             ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable => {
                 let message = e.to_string();
-                self.on_transient(now, message, e.retry_after, rng);
+                let retry_after = e.retry_after;
+                let cause = Some(SharedError::new(e));
+                self.on_transient(now, message, cause, retry_after, rng);
                 return Applied::Continue(None);
             }
             ErrorCode::ExpiredToken => return Applied::End(Outcome::ExpiredByOp),
@@ -797,6 +972,7 @@ impl PollMachine {
         &mut self,
         now: UnixTime,
         message: String,
+        cause: Option<SharedError>,
         retry_after: Option<RetryAfter>,
         rng: &dyn RandomSource,
     ) {
@@ -804,6 +980,7 @@ impl PollMachine {
             self.not_before = self.not_before.max(ra.not_before(now));
         }
         self.last_error = Some(message);
+        self.last_cause = InMemory(cause);
         self.fate_unknown = true;
         self.backoff_step = self.backoff_step.saturating_add(1);
         let window = self.backoff_window();
@@ -975,6 +1152,7 @@ mod tests {
                 Event::Response(PollResult::Transient {
                     message: "connection failed".into(),
                     retry_after: None,
+                    cause: None,
                 }),
                 now,
                 &rng,
@@ -1030,6 +1208,7 @@ mod tests {
             Event::Response(PollResult::Transient {
                 message: "503".into(),
                 retry_after: Some(RetryAfter::Delay(secs(120))),
+                cause: None,
             }),
             at(5),
         );
@@ -1170,7 +1349,13 @@ mod tests {
                     step(&mut m, Event::Response(oauth("authorization_pending")), now);
                 }
                 Action::Deliver(o) => {
-                    assert!(matches!(o, Outcome::DeadlineReached { last_error: None }));
+                    assert!(matches!(
+                        o,
+                        Outcome::DeadlineReached {
+                            last_error: None,
+                            ..
+                        }
+                    ));
                     assert_eq!(now, at(125));
                     break;
                 }
@@ -1193,11 +1378,12 @@ mod tests {
                         Event::Response(PollResult::Transient {
                             message: "connection failed (http://op/token)".into(),
                             retry_after: None,
+                            cause: None,
                         }),
                         now,
                     );
                 }
-                Action::Deliver(Outcome::DeadlineReached { last_error }) => {
+                Action::Deliver(Outcome::DeadlineReached { last_error, .. }) => {
                     assert_eq!(
                         last_error.as_deref(),
                         Some("connection failed (http://op/token)")
@@ -1283,6 +1469,7 @@ mod tests {
         PollResult::Transient {
             message: "HTTP 502 from http://op/token".into(),
             retry_after: None,
+            cause: None,
         }
     }
 
@@ -1476,5 +1663,49 @@ mod tests {
         let oauth: PollResult<()> =
             PollResult::from_error(OAuthError::new(ErrorCode::SlowDown).into());
         assert!(matches!(oauth, PollResult::OAuth(_)));
+    }
+
+    #[test]
+    fn a_permanent_transport_failure_keeps_its_cause_chain_in_memory() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad certificate");
+        let h = HttpError::Transport {
+            kind: TransportErrorKind::Tls,
+            endpoint: "https://op.example/token".into(),
+            source: SharedError::new(io),
+        };
+        let text = h.to_string();
+        let PollResult::<()>::Permanent(f) = PollResult::from_error(h.into()) else {
+            panic!("a TLS failure is permanent");
+        };
+        // The typed cause, downcastable; the text printed once.
+        let cause = f.cause().expect("kept in memory");
+        assert!(cause.downcast_ref::<HttpError>().is_some());
+        assert_eq!(
+            f.to_string(),
+            format!("{}: {text}", TransportErrorKind::Tls)
+        );
+        // source() goes on below the printed cause, down to the io::Error.
+        let mut chain = f.source();
+        let mut found = None;
+        while let Some(e) = chain {
+            assert!(!f.to_string().contains(&e.to_string()) || e.to_string().is_empty());
+            let typed: &(dyn std::error::Error + 'static) = match e.downcast_ref::<SharedError>() {
+                Some(shared) => shared.get(),
+                None => e,
+            };
+            if let Some(io) = typed.downcast_ref::<std::io::Error>() {
+                found = Some(io.kind());
+            }
+            chain = e.source();
+        }
+        assert_eq!(found, Some(std::io::ErrorKind::InvalidData));
+        // Persisted: the text only; equal to the original.
+        let json = serde_json::to_string(&f).unwrap();
+        assert!(!json.contains("cause"), "{json}");
+        let back: PollFailure = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.to_string(), f.to_string());
+        assert!(back.cause().is_none() && back.source().is_none());
     }
 }

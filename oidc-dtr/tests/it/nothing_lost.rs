@@ -46,7 +46,7 @@ async fn a_200_that_breaks_a_rule_is_refused_and_never_polled_again() {
         s.op.inject_faults([ok_json(body)]);
         let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
         match &outcome {
-            Outcome::Rejected(PollFailure::TokensRefused { reason }) => {
+            Outcome::Rejected(PollFailure::TokensRefused { reason, .. }) => {
                 assert!(!reason.contains("at-1"), "no token in the reason: {reason}");
                 assert!(
                     reason.contains("token_type") || reason.contains("expires_in"),

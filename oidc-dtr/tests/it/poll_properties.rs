@@ -79,6 +79,7 @@ fn to_result(a: &Answer) -> PollResult<u32> {
         Answer::Transient(ra) => PollResult::Transient {
             message: "connection failed".into(),
             retry_after: ra.map(|s| RetryAfter::Delay(Duration::from_secs(s))),
+            cause: None,
         },
         Answer::ServerError => oauth("server_error"),
         Answer::Tokens => PollResult::Tokens(7),

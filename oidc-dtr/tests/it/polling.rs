@@ -251,7 +251,13 @@ async fn deadline_reached_after_a_final_poll() {
     let auth = start(&s.op, &s.client).await;
     let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
     assert!(
-        matches!(outcome, Outcome::DeadlineReached { last_error: None }),
+        matches!(
+            outcome,
+            Outcome::DeadlineReached {
+                last_error: None,
+                ..
+            }
+        ),
         "{outcome:?}"
     );
     let times: Vec<u64> = poll_times(&s.op)
@@ -341,4 +347,48 @@ async fn wake_storms_keep_a_single_request_in_flight() {
     let snap = s.op.authentication(auth.id()).unwrap();
     assert_eq!(snap.slow_downs, 0, "never faster than the interval");
     assert_eq!(snap.polls, 5);
+}
+
+#[tokio::test]
+async fn a_deadline_after_transport_failures_keeps_the_typed_cause_in_memory() {
+    // Issue 10 item 4: the outcome carries the real error (not only its
+    // text) in this process; read back from its serialised form, the text.
+    let mut cfg = OpConfig::default();
+    cfg.expires_in = Some(32);
+    cfg.expire_authentications = false;
+    let s = setup(cfg).await;
+    let auth = start(&s.op, &s.client).await;
+    s.op.inject_faults((0..20).map(|_| Fault::Reset));
+    let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
+    let Outcome::DeadlineReached { last_error, .. } = &outcome else {
+        panic!("{outcome:?}");
+    };
+    let text = last_error.clone().expect("the resets are recorded");
+    let cause = outcome.cause().expect("the cause is kept in memory");
+    let http = cause
+        .downcast_ref::<oidc_dtr::HttpError>()
+        .expect("the cause is the typed HTTP error");
+    assert!(
+        matches!(http, oidc_dtr::HttpError::Transport { .. }),
+        "{http:?}"
+    );
+    // The text is the cause's own message; the chain goes on below it (the
+    // HTTP client's error).
+    assert_eq!(cause.to_string(), text);
+    assert!(cause.source().is_some(), "{cause:?}");
+
+    let json = serde_json::to_string(&outcome).unwrap();
+    assert!(!json.contains("last_cause"), "{json}");
+    let back: Outcome = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, outcome, "equality ignores the in-memory cause");
+    match &back {
+        Outcome::DeadlineReached { last_error, .. } => {
+            assert_eq!(last_error.as_deref(), Some(text.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        back.cause().is_none(),
+        "after a restart only the text remains"
+    );
 }
