@@ -10,9 +10,8 @@ use redb::{
     Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, Table, TableDefinition, TableHandle, WriteTransaction,
 };
-use serde::Deserialize;
-use zeroize::Zeroizing;
 
+use super::records::{open_record, seal_record};
 use super::{
     Record, SCHEMA_VERSION, Sealer, Store, StoreError, StoreFuture, StoredOutcome, check_owner,
     check_schema, key_fingerprint, record_key,
@@ -316,26 +315,6 @@ fn utf8(bytes: &[u8], what: &str) -> Result<String, StoreError> {
         .map_err(|_| StoreError::corrupt(None, format!("the store's {what} is not UTF-8")))
 }
 
-/// Only the schema field: read first, so that a record of another layout
-/// is reported as such rather than as undecodable.
-#[derive(Deserialize)]
-struct SchemaProbe {
-    schema: u32,
-}
-
-/// A JSON decoding failure, described without quoting the input (serde's
-/// messages may contain the values they choked on).
-pub(super) fn json_problem(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let kind = match e.classify() {
-        Category::Io => "unreadable",
-        Category::Syntax => "not valid JSON",
-        Category::Data => "not a record of this layout",
-        Category::Eof => "truncated",
-    };
-    format!("{kind} (at line {}, column {})", e.line(), e.column())
-}
-
 impl Inner {
     /// Checks (or, for a new file, writes) the `meta` table.
     fn init(&self) -> Result<(), StoreError> {
@@ -442,45 +421,11 @@ impl Inner {
     }
 
     fn encode(&self, key: &Key, record: &Record) -> Result<Vec<u8>, StoreError> {
-        let json = Zeroizing::new(serde_json::to_vec(record).map_err(|_| {
-            StoreError::Other(format!(
-                "record {:?} could not be serialised",
-                record.fingerprint()
-            ))
-        })?);
-        match &self.sealer {
-            Some(s) => s.seal(&json, key),
-            None => Ok(json.to_vec()),
-        }
+        seal_record(self.sealer.as_deref(), key, record)
     }
 
     fn decode(&self, key: &Key, bytes: &[u8]) -> Result<Record, StoreError> {
-        let fp = key_fingerprint(key);
-        let plain = Zeroizing::new(match &self.sealer {
-            Some(s) => s.open(bytes, key).map_err(|e| match e {
-                StoreError::Sealing(m) => StoreError::Sealing(format!("record {fp:?}: {m}")),
-                other => other,
-            })?,
-            None => bytes.to_vec(),
-        });
-        let probe: SchemaProbe = serde_json::from_slice(&plain)
-            .map_err(|e| StoreError::corrupt(Some(fp), json_problem(&e)))?;
-        if probe.schema != SCHEMA_VERSION {
-            return Err(StoreError::UnsupportedSchema {
-                found: probe.schema,
-                supported: SCHEMA_VERSION,
-                record: Some(fp),
-            });
-        }
-        let record: Record = serde_json::from_slice(&plain)
-            .map_err(|e| StoreError::corrupt(Some(fp), json_problem(&e)))?;
-        if record_key(record.id()) != *key {
-            return Err(StoreError::corrupt(
-                Some(fp),
-                "the record is stored under another id's key",
-            ));
-        }
-        Ok(record)
+        open_record(self.sealer.as_deref(), key, bytes)
     }
 
     fn owner(meta: &Table<&str, &[u8]>) -> Result<Option<(String, String)>, StoreError> {

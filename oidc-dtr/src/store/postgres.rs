@@ -34,12 +34,11 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, NoTls};
-use zeroize::Zeroizing;
 
-use super::file::json_problem;
+use super::records::{open_record, seal_record};
 use super::{
-    Lease, Record, SCHEMA_VERSION, Sealer, Store, StoreError, StoreFuture, StoredOutcome,
-    check_owner, check_schema, key_fingerprint, record_key,
+    Lease, Record, Sealer, Store, StoreError, StoreFuture, StoredOutcome, check_owner,
+    check_schema, record_key,
 };
 use crate::proto::poll::PollMachine;
 use crate::secret::DeferredAuthId;
@@ -381,50 +380,13 @@ impl Inner {
     }
 
     fn encode(&self, key: &Key, record: &Record) -> Result<Vec<u8>, StoreError> {
-        let json = Zeroizing::new(serde_json::to_vec(record).map_err(|_| {
-            StoreError::Other(format!(
-                "record {:?} could not be serialised",
-                record.fingerprint()
-            ))
-        })?);
-        match &self.sealer {
-            Some(s) => s.seal(&json, key),
-            None => Ok(json.to_vec()),
-        }
+        seal_record(self.sealer.as_deref(), key, record)
     }
 
     /// Decodes a row's body; `delivered` (a column, the truth) overrides
     /// the flag inside the body.
     fn decode(&self, key: &Key, bytes: &[u8], delivered: bool) -> Result<Record, StoreError> {
-        let fp = key_fingerprint(key);
-        let plain = Zeroizing::new(match &self.sealer {
-            Some(s) => s.open(bytes, key).map_err(|e| match e {
-                StoreError::Sealing(m) => StoreError::Sealing(format!("record {fp:?}: {m}")),
-                other => other,
-            })?,
-            None => bytes.to_vec(),
-        });
-        #[derive(serde::Deserialize)]
-        struct SchemaProbe {
-            schema: u32,
-        }
-        let probe: SchemaProbe = serde_json::from_slice(&plain)
-            .map_err(|e| StoreError::corrupt(Some(fp), json_problem(&e)))?;
-        if probe.schema != SCHEMA_VERSION {
-            return Err(StoreError::UnsupportedSchema {
-                found: probe.schema,
-                supported: SCHEMA_VERSION,
-                record: Some(fp),
-            });
-        }
-        let mut record: Record = serde_json::from_slice(&plain)
-            .map_err(|e| StoreError::corrupt(Some(fp), json_problem(&e)))?;
-        if record_key(record.id()) != *key {
-            return Err(StoreError::corrupt(
-                Some(fp),
-                "the record is stored under another id's key",
-            ));
-        }
+        let mut record = open_record(self.sealer.as_deref(), key, bytes)?;
         if let Some(o) = record.outcome.as_mut() {
             o.delivered = delivered;
         }

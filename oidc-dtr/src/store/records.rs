@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
-use super::{Record, SCHEMA_VERSION, StoredOutcome};
+use super::{Record, SCHEMA_VERSION, StoreError, StoredOutcome, key_fingerprint, record_key};
 use crate::proto::exchange::DeferredAuthentication;
 use crate::proto::poll::{PollConfig, PollMachine, PollSnapshot};
 use crate::time::UnixTime;
@@ -173,6 +174,79 @@ impl TryFrom<RecordV1> for Record {
             outcome: r.outcome,
         })
     }
+}
+
+/// Serialises a record and seals it (when the store has a sealer), bound
+/// to its storage key: what every persistent store writes.
+pub(crate) fn seal_record(
+    sealer: Option<&dyn super::Sealer>,
+    key: &[u8; 32],
+    record: &Record,
+) -> Result<Vec<u8>, StoreError> {
+    let json = Zeroizing::new(serde_json::to_vec(record).map_err(|_| {
+        StoreError::Other(format!(
+            "record {:?} could not be serialised",
+            record.fingerprint()
+        ))
+    })?);
+    match sealer {
+        Some(s) => s.seal(&json, key),
+        None => Ok(json.to_vec()),
+    }
+}
+
+/// Opens and decodes what [`seal_record`] wrote under `key`: the schema is
+/// read first (a record of another layout is `UnsupportedSchema`, not
+/// "undecodable"), and the record must belong to the key it was stored
+/// under. Errors name the record by fingerprint only.
+pub(crate) fn open_record(
+    sealer: Option<&dyn super::Sealer>,
+    key: &[u8; 32],
+    bytes: &[u8],
+) -> Result<Record, StoreError> {
+    let fp = key_fingerprint(key);
+    let plain = Zeroizing::new(match sealer {
+        Some(s) => s.open(bytes, key).map_err(|e| match e {
+            StoreError::Sealing(m) => StoreError::Sealing(format!("record {fp:?}: {m}")),
+            other => other,
+        })?,
+        None => bytes.to_vec(),
+    });
+    #[derive(Deserialize)]
+    struct SchemaProbe {
+        schema: u32,
+    }
+    let probe: SchemaProbe = serde_json::from_slice(&plain)
+        .map_err(|e| StoreError::corrupt(Some(fp), json_problem(&e)))?;
+    if probe.schema != SCHEMA_VERSION {
+        return Err(StoreError::UnsupportedSchema {
+            found: probe.schema,
+            supported: SCHEMA_VERSION,
+            record: Some(fp),
+        });
+    }
+    let record: Record = serde_json::from_slice(&plain)
+        .map_err(|e| StoreError::corrupt(Some(fp), json_problem(&e)))?;
+    if record_key(record.id()) != *key {
+        return Err(StoreError::corrupt(
+            Some(fp),
+            "the record is stored under another id's key",
+        ));
+    }
+    Ok(record)
+}
+
+/// A JSON decoding failure, described without quoting the input (serde's
+/// messages may contain the values they choked on).
+pub(crate) fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Io => "unreadable",
+        Category::Syntax => "not valid JSON",
+        Category::Data => "not a record of this layout",
+        Category::Eof => "truncated",
+    };
+    format!("{kind} (at line {}, column {})", e.line(), e.column())
 }
 
 #[cfg(test)]
