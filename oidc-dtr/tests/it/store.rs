@@ -323,3 +323,35 @@ mod minimal_store {
         assert_eq!(store.get(r.id()).await.unwrap(), Some(r));
     }
 }
+
+/// `shutdown` releases the store file at once (no waiting on `Locked`), a
+/// waiter hears `Stopped`, and the pending authentication survives for the
+/// next client.
+#[tokio::test]
+async fn shutdown_releases_the_file_and_keeps_the_authentication() {
+    let path = TempPath::new("shutdown");
+    let mut cfg = OpConfig::default();
+    cfg.auto_approve = AutoApprove::AfterPolls(2);
+    let s = setup_on(cfg, &path.0, None).await;
+    let auth = start(&s.op, &s.client).await;
+    let waiter = {
+        let c = s.client.clone();
+        let id = auth.id().clone();
+        tokio::spawn(async move { c.wait(&id).await })
+    };
+    s.client.shutdown().await;
+    assert!(matches!(
+        waiter.await.unwrap(),
+        Err(oidc_dtr::Error::Poll(oidc_dtr::WaitError::Stopped))
+    ));
+    // Released: a new store opens at the first attempt, with the record.
+    let reopened = FileStore::open(&path.0).expect("the file was released by shutdown");
+    drop(reopened);
+    let Setup { op, client, clock } = s;
+    drop(client);
+    let client = self::client(&op, &clock, &path.0, None).await;
+    let s = Setup { op, client, clock };
+    assert!(s.client.poll_status(auth.id()).await.is_some(), "resumed");
+    let outcome = run_to_outcome(&s, auth.id(), S, Duration::from_secs(600)).await;
+    assert!(matches!(outcome, Outcome::Tokens(_)), "{outcome:?}");
+}
