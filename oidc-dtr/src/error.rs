@@ -559,6 +559,11 @@ pub struct OAuthError {
     /// a positive integer.
     #[serde(default)]
     pub interval: Option<u64>,
+    /// An `interaction_uri` member (IETF Deferred Token Response, with
+    /// `interaction_required`), as sent; checked into an
+    /// [`InteractionUri`](crate::InteractionUri) before the SDK surfaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interaction_uri: Option<String>,
 }
 
 impl OAuthError {
@@ -572,6 +577,7 @@ impl OAuthError {
             retry_after: None,
             dpop_nonce: None,
             interval: None,
+            interaction_uri: None,
         }
     }
 }
@@ -686,6 +692,10 @@ pub enum CallbackError {
     /// A plain `code` arrived although only `deferred_code` was requested.
     #[error("a plain `code` arrived although `response_type=deferred_code` was requested")]
     UnexpectedCode,
+    /// A `deferred_code` arrived although a plain `code` was requested
+    /// (`response_type=code`, the IETF profile).
+    #[error("a `deferred_code` arrived although `response_type=code` was requested")]
+    UnexpectedDeferredCode,
     /// Neither `deferred_code`, `code` nor `error` is present.
     #[error("the callback carries neither `deferred_code`, `code` nor `error`")]
     MissingDeferredCode,

@@ -107,6 +107,8 @@ pub use proto::claims::{Address, IdTokenClaims};
 pub use proto::client_auth::{AssertionAudience, ClientAuth};
 pub use proto::discovery::ProviderMetadata;
 pub use proto::exchange::{Compat, DeferredAuthentication};
+pub use proto::ietf::{InteractionUri, InvalidInteractionUri, Redemption};
+pub use proto::profile::Profile;
 pub use proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
 pub use proto::userinfo::UserInfo;
 
@@ -129,7 +131,8 @@ pub use proto::assurance::{
 pub use engine::driver::{Delivery, DriverConfig, OutcomeId, PollEvent, PollStatus};
 pub use engine::stats::EngineStats;
 pub use proto::poll::{
-    Action, Event, Outcome, PollConfig, PollFailure, PollMachine, PollResult, Step,
+    Action, Event, InteractionChange, Outcome, PollConfig, PollFailure, PollMachine, PollResult,
+    Step,
 };
 
 // The ping receiver.
@@ -210,6 +213,7 @@ pub mod __fuzz {
             max_age: None,
             created_at: crate::UnixTime::from_secs(1),
             claims_request: None,
+            completion_mode_hint: false,
         };
         crate::proto::callback::validate(
             &pending,

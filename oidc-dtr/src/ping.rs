@@ -18,9 +18,18 @@
 //! | not `POST` | 405, `Allow: POST` |
 //! | `Content-Type` not JSON | 415 |
 //! | body over the cap (4 KiB default) | 413 |
-//! | body not a JSON object with a string `deferred_auth_id` | 400 |
+//! | body not a JSON object with exactly one string handle: `deferred_auth_id` (OIDC) or `deferral_code` (IETF) | 400 |
 //! | no `Authorization: Bearer`, a wrong token, or an unknown id | 401, `WWW-Authenticate: Bearer` (identical for all three) |
 //! | correct token | 204 (and a wake-up if the authentication is still pending) |
+//! | IETF `deferral_code`, no `Authorization`, the app opted in, and the authentication sent no notification token | 204, advisory: a wake-up at most |
+//!
+//! The bearer token authenticates the callback whatever the body key: it
+//! was bound to that handle when it was sent. A callback without one is
+//! accepted only under
+//! [`accept_unauthenticated_callbacks`](crate::DtrClientBuilder::accept_unauthenticated_callbacks),
+//! only with the IETF key, and only for an IETF authentication that sent
+//! no notification token (the draft has the AS omit the header exactly
+//! then); it can wake a poll, never more (unknown or not eligible: 401).
 //!
 //! Never a 3xx. The token is checked by hashing it and comparing the digest
 //! with the stored one in constant time; an unknown id costs the same work,
@@ -38,6 +47,7 @@ use http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHE
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
+use crate::proto::profile::Profile;
 use crate::secret::DeferredAuthId;
 
 /// A boxed, sendable future (what [`PingSink`] returns).
@@ -94,6 +104,12 @@ pub(crate) const DEFAULT_MAX_BODY: usize = 4 * 1024;
 /// in one step).
 pub(crate) trait PingSink: Send + Sync + 'static {
     fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict>;
+
+    /// A callback without a bearer token (IETF, advisory): wakes the
+    /// authentication if the application opted in and it is eligible.
+    fn advisory(&self, _id: DeferredAuthId) -> BoxFuture<PingVerdict> {
+        Box::pin(async { PingVerdict::Rejected })
+    }
 }
 
 /// The answer to a ping, independent of any HTTP library.
@@ -114,6 +130,9 @@ pub enum PingReplyKind {
     Woken,
     /// Authenticated; the authentication had already ended.
     AlreadyFinished,
+    /// An IETF callback without a bearer token, accepted as advisory (the
+    /// application opted in): it woke the authentication, nothing more.
+    Advisory,
     /// Missing or wrong token, or an unknown id (indistinguishable).
     Unauthorized,
     /// Not a `POST`.
@@ -129,7 +148,9 @@ pub enum PingReplyKind {
 impl PingReply {
     fn of(kind: PingReplyKind) -> Self {
         let status = match kind {
-            PingReplyKind::Woken | PingReplyKind::AlreadyFinished => 204,
+            PingReplyKind::Woken | PingReplyKind::AlreadyFinished | PingReplyKind::Advisory => {
+                204
+            }
             PingReplyKind::Unauthorized => 401,
             PingReplyKind::MethodNotAllowed => 405,
             PingReplyKind::UnsupportedMediaType => 415,
@@ -240,12 +261,20 @@ fn bearer(authorization: Option<&str>) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// The `deferred_auth_id` of a ping body.
-fn deferred_auth_id(body: &[u8]) -> Option<String> {
+/// The handle of a callback body and the profile its key belongs to:
+/// `deferred_auth_id` (OIDC) or `deferral_code` (IETF), exactly one.
+fn handle_of(body: &[u8]) -> Option<(String, Profile)> {
     // The strict reader: a body with a duplicate member is refused.
     let mut obj = crate::json::JsonObject::parse(body, "ping").ok()?;
-    match obj.map.remove("deferred_auth_id")? {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s),
+    let oidc = obj.map.remove(Profile::Oidc.handle_name());
+    let ietf = obj.map.remove(Profile::Ietf.handle_name());
+    let (value, profile) = match (oidc, ietf) {
+        (Some(v), None) => (v, Profile::Oidc),
+        (None, Some(v)) => (v, Profile::Ietf),
+        _ => return None,
+    };
+    match value {
+        serde_json::Value::String(s) if !s.is_empty() => Some((s, profile)),
         _ => None,
     }
 }
@@ -300,13 +329,25 @@ impl PingReceiver {
         if body.len() > self.max_body {
             return PingReply::of(PingReplyKind::PayloadTooLarge);
         }
-        let Some(id) = deferred_auth_id(body) else {
+        let Some((id, profile)) = handle_of(body) else {
             return PingReply::of(PingReplyKind::BadRequest);
         };
+        let id = DeferredAuthId::new(id);
         let Some(token) = bearer(authorization) else {
+            // IETF B.7: without a notification token the AS omits the
+            // header; such a callback is advisory at most.
+            if profile == Profile::Ietf && authorization.is_none() {
+                tracing::Span::current().record(
+                    "deferred_auth_id",
+                    tracing::field::display(id.fingerprint()),
+                );
+                if self.sink.advisory(id.clone()).await == PingVerdict::Woken {
+                    tracing::debug!(deferral_code = %id.fingerprint(), "advisory callback without a bearer token: poll woken");
+                    return PingReply::of(PingReplyKind::Advisory);
+                }
+            }
             return PingReply::of(PingReplyKind::Unauthorized);
         };
-        let id = DeferredAuthId::new(id);
         tracing::Span::current().record(
             "deferred_auth_id",
             tracing::field::display(id.fingerprint()),
@@ -455,6 +496,18 @@ mod tests {
                 }
                 ("done", b"right") => PingVerdict::AlreadyFinished,
                 _ => PingVerdict::Rejected,
+            };
+            Box::pin(async move { verdict })
+        }
+
+        /// "open" is an IETF authentication without a notification token
+        /// whose app opted in.
+        fn advisory(&self, id: DeferredAuthId) -> BoxFuture<PingVerdict> {
+            let verdict = if id.secret() == "open" {
+                self.woken.lock().unwrap().push(format!("advisory:{}", id.secret()));
+                PingVerdict::Woken
+            } else {
+                PingVerdict::Rejected
             };
             Box::pin(async move { verdict })
         }
@@ -653,12 +706,59 @@ mod tests {
     #[test]
     fn duplicate_members_are_refused() {
         assert_eq!(
-            deferred_auth_id(br#"{"deferred_auth_id":"live"}"#).as_deref(),
-            Some("live")
+            handle_of(br#"{"deferred_auth_id":"live"}"#),
+            Some(("live".to_owned(), Profile::Oidc))
         );
         assert_eq!(
-            deferred_auth_id(br#"{"deferred_auth_id":"other","deferred_auth_id":"live"}"#),
+            handle_of(br#"{"deferred_auth_id":"other","deferred_auth_id":"live"}"#),
             None
+        );
+    }
+
+    #[test]
+    fn either_body_key_but_not_both() {
+        assert_eq!(
+            handle_of(br#"{"deferral_code":"dc","x":1}"#),
+            Some(("dc".to_owned(), Profile::Ietf))
+        );
+        assert_eq!(
+            handle_of(br#"{"deferral_code":"dc","deferred_auth_id":"dc"}"#),
+            None
+        );
+        assert_eq!(handle_of(br#"{"deferral_code":""}"#), None);
+    }
+
+    #[tokio::test]
+    async fn ietf_callbacks_with_and_without_a_bearer() {
+        let (r, sink) = receiver();
+        // The bearer authenticates whatever the key.
+        let with = status(
+            &r,
+            request("POST", JSON, Some("Bearer right"), r#"{"deferral_code":"live"}"#),
+        )
+        .await;
+        assert_eq!(with.0, 204);
+        // No header at all, IETF key, eligible: advisory 204.
+        let advisory = r
+            .handle_raw("POST", JSON, None, br#"{"deferral_code":"open"}"#)
+            .await;
+        assert_eq!((advisory.status, advisory.kind), (204, PingReplyKind::Advisory));
+        // Not eligible (unknown, or the sink refuses): 401, as any other.
+        let unknown = status(&r, request("POST", JSON, None, r#"{"deferral_code":"nope"}"#)).await;
+        assert_eq!(unknown.0, 401);
+        // The OIDC key never goes the advisory way.
+        let oidc = status(&r, request("POST", JSON, None, r#"{"deferred_auth_id":"open"}"#)).await;
+        assert_eq!(oidc.0, 401);
+        // A header that is not a bearer is not "no header".
+        let basic = status(
+            &r,
+            request("POST", JSON, Some("Basic x"), r#"{"deferral_code":"open"}"#),
+        )
+        .await;
+        assert_eq!(basic.0, 401);
+        assert_eq!(
+            *sink.woken.lock().unwrap(),
+            vec!["live".to_owned(), "advisory:open".to_owned()]
         );
     }
 

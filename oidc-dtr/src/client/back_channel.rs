@@ -20,7 +20,6 @@ use crate::engine::driver::{BoxFuture, Poller};
 use crate::error::{Error, ErrorCode, SharedError, ValidationError};
 use crate::jose::DpopKey;
 use crate::proto::cancel::{CancelEncoding, CancellationConfig};
-use crate::proto::discovery::GRANT_TYPE_DEFERRED;
 use crate::proto::exchange::DeferredAuthentication;
 use crate::proto::message::{HttpRequest, HttpResponse, error_for_status, parse_oauth_error};
 use crate::proto::poll::{Outcome, PollFailure, PollMachine, PollResult};
@@ -280,52 +279,60 @@ impl Poller for ClientInner {
         let span = tracing::info_span!(
             "dtr.poll",
             deferred_auth_id = %auth.id().fingerprint(),
+            profile = auth.profile().as_str(),
         );
         Box::pin(tracing::Instrument::instrument(
             async move {
-                let params = [
-                    ("grant_type", GRANT_TYPE_DEFERRED.to_owned()),
-                    ("deferred_auth_id", auth.id().secret().to_owned()),
-                ];
-                let dpop = auth.dpop_key();
-                let resp = match self.send_token_request(&params, dpop).await {
-                    Ok(r) => r,
-                    Err(e) => return PollResult::from_error(e),
-                };
-                // Error statuses come back from the token-response parser as
-                // OAuth or HTTP errors and are classified below.
-                let ctx = ValidationContext::from(auth.as_ref());
-                match self.validate_with_retry(&resp, &ctx, dpop).await {
-                    Ok(tokens) => PollResult::Tokens(tokens),
-                    // A 2xx JSON object that is not an OAuth error: the OP
-                    // answered with tokens and has redeemed the id. Polling
-                    // again would only earn `invalid_grant`: the tokens were
-                    // received, and are refused for the rule they break.
-                    Err(Error::Response(r)) if is_success_json_object(&resp) => {
-                        tracing::error!(
-                            deferred_auth_id = %auth.id().fingerprint(),
-                            error = %r,
-                            "tokens received but refused: the token response breaks a rule"
-                        );
-                        PollResult::Permanent(PollFailure::TokensRefused {
-                            reason: r.to_string(),
-                            cause: Some(SharedError::new(r)),
-                        })
-                    }
-                    // A 2xx that is not JSON at all (a proxy page): the OP may
-                    // not have redeemed anything; poll again (its fate is
-                    // unknown, so a later `invalid_grant` says so).
-                    Err(e @ (Error::Response(_) | Error::OAuth(_))) => PollResult::from_error(e),
-                    // Tokens that fail validation end the authentication: the id
-                    // is spent and the tokens are not to be trusted.
-                    Err(Error::Validation(v)) => {
-                        PollResult::Permanent(PollFailure::InvalidTokens(v))
-                    }
-                    Err(e) => PollResult::from_error(e),
+                let profile = auth.profile();
+                match self.poll_once(&auth).await {
+                    PollResult::OAuth(e) => profile.classify(e),
+                    other => other,
                 }
             },
             span,
         ))
+    }
+}
+
+impl ClientInner {
+    /// One poll: the profile's form, then the answer validated as tokens
+    /// or classified as an error.
+    async fn poll_once(&self, auth: &DeferredAuthentication) -> PollResult<TokenSet> {
+        let params = auth.profile().poll_params(auth.id().secret());
+        let dpop = auth.dpop_key();
+        let resp = match self.send_token_request(&params, dpop).await {
+            Ok(r) => r,
+            Err(e) => return PollResult::from_error(e),
+        };
+        // Error statuses come back from the token-response parser as
+        // OAuth or HTTP errors and are classified below.
+        let ctx = ValidationContext::from(auth);
+        match self.validate_with_retry(&resp, &ctx, dpop).await {
+            Ok(tokens) => PollResult::Tokens(tokens),
+            // A 2xx JSON object that is not an OAuth error: the OP
+            // answered with tokens and has redeemed the id. Polling
+            // again would only earn `invalid_grant`: the tokens were
+            // received, and are refused for the rule they break.
+            Err(Error::Response(r)) if is_success_json_object(&resp) => {
+                tracing::error!(
+                    deferred_auth_id = %auth.id().fingerprint(),
+                    error = %r,
+                    "tokens received but refused: the token response breaks a rule"
+                );
+                PollResult::Permanent(PollFailure::TokensRefused {
+                    reason: r.to_string(),
+                    cause: Some(SharedError::new(r)),
+                })
+            }
+            // A 2xx that is not JSON at all (a proxy page): the OP may
+            // not have redeemed anything; poll again (its fate is
+            // unknown, so a later `invalid_grant` says so).
+            Err(e @ (Error::Response(_) | Error::OAuth(_))) => PollResult::from_error(e),
+            // Tokens that fail validation end the authentication: the id
+            // is spent and the tokens are not to be trusted.
+            Err(Error::Validation(v)) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
+            Err(e) => PollResult::from_error(e),
+        }
     }
 }
 
@@ -360,6 +367,25 @@ impl ClientInner {
                 Ok(req)
             }
         }
+    }
+
+    /// Cancels an IETF authentication by RFC 7009 revocation of its
+    /// deferral code (B.8), with client authentication and, when the code
+    /// is DPoP-bound, a proof from its key. Any 2xx is success.
+    pub(crate) async fn send_revocation(
+        &self,
+        endpoint: &Url,
+        auth: &DeferredAuthentication,
+    ) -> Result<(), Error> {
+        let resp = self
+            .send_with_dpop(auth.dpop_key(), || {
+                self.authed_form(
+                    endpoint,
+                    crate::proto::ietf::revocation_params(auth.id().secret()),
+                )
+            })
+            .await?;
+        error_for_status(&resp, endpoint)
     }
 
     /// Sends the cancellation request (with client authentication and, when

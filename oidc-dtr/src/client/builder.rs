@@ -20,6 +20,7 @@ use crate::proto::exchange::Compat;
 use crate::proto::id_token::{IdTokenValidator, ValidationOptions};
 use crate::proto::message::{check_url, parse_url};
 use crate::proto::poll::PollConfig;
+use crate::proto::profile::Profile;
 use crate::random::{RandomSource, SystemRandom};
 use crate::secret::ClientSecret;
 use crate::store::{MemoryStore, Store};
@@ -133,6 +134,9 @@ pub struct DtrClientBuilder {
     poll: Option<PollConfig>,
     driver: DriverConfig,
     store: Option<Arc<dyn Store>>,
+    profile: Option<Profile>,
+    accept_unauthenticated_callbacks: bool,
+    no_completion_mode_hint: bool,
 }
 
 /// The cancellation endpoint, given or named in the metadata.
@@ -315,6 +319,44 @@ impl DtrClientBuilder {
         self
     }
 
+    /// The Deferred Token Response profile to speak: [`Profile::Oidc`] (the
+    /// OpenID Connect draft) or [`Profile::Ietf`] (the IETF OAuth draft:
+    /// `completion_mode=deferred` on the token request, `deferral_code`,
+    /// cancellation by revocation). Without it, `build` picks the one the
+    /// OP's metadata advertises (OIDC when it advertises both). With it, an
+    /// OP that supports both gets this one, and one that does not advertise
+    /// it is refused (unless [`allow_unadvertised_dtr`](Self::allow_unadvertised_dtr)).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = Some(profile);
+        self
+    }
+
+    /// Accept IETF callbacks that carry no bearer token (default off).
+    ///
+    /// The IETF draft has the AS omit `Authorization` when the client sent
+    /// no `client_notification_token` (it sends one whenever a
+    /// [`notification_endpoint`](Self::notification_endpoint) is
+    /// configured, so this matters for authentications started elsewhere or
+    /// by another configuration). Such a callback is advisory only: it can
+    /// wake a poll (at the interval floor), never more, and only for an
+    /// IETF authentication that has no notification token. Protect the
+    /// endpoint another way (mTLS, a private network). Off, such callbacks
+    /// get 401 like any unauthenticated one.
+    pub fn accept_unauthenticated_callbacks(mut self, accept: bool) -> Self {
+        self.accept_unauthenticated_callbacks = accept;
+        self
+    }
+
+    /// Whether IETF-profile authorization requests carry the
+    /// `completion_mode=deferred` hint (default true). The hint tells the
+    /// AS early that the token request will opt in; either way the token
+    /// request of [`DtrClient::redeem_code`](crate::DtrClient::redeem_code)
+    /// opts in.
+    pub fn completion_mode_hint(mut self, hint: bool) -> Self {
+        self.no_completion_mode_hint = !hint;
+        self
+    }
+
     /// The poll driver's tuning (requests in flight, outcome retention,
     /// event channel capacity).
     pub fn driver_config(mut self, config: DriverConfig) -> Self {
@@ -361,8 +403,40 @@ impl DtrClientBuilder {
             (None, Some(issuer)) => crate::engine::discovery::discover(&http, &issuer).await?,
             (None, None) => return Err(ConfigError::Missing("issuer").into()),
         };
-        if !self.allow_unadvertised {
-            metadata.check_dtr_support()?;
+        let profile = match self.profile {
+            Some(p) if self.allow_unadvertised || p.advertised_by(&metadata) => p,
+            Some(Profile::Ietf) => {
+                return Err(DiscoveryError::DtrNotAdvertised {
+                    missing: vec!["`deferred_token_response_supported: true`".to_owned()],
+                }
+                .into());
+            }
+            Some(p) => {
+                metadata.check_dtr_support()?;
+                p
+            }
+            None => match Profile::choose(None, &metadata) {
+                Some(p) => p,
+                None if self.allow_unadvertised => Profile::Oidc,
+                None => {
+                    metadata.check_dtr_support()?;
+                    Profile::Oidc
+                }
+            },
+        };
+        let revocation_endpoint = metadata.revocation_endpoint();
+        if profile == Profile::Ietf {
+            match &revocation_endpoint {
+                None => tracing::warn!(
+                    "the AS publishes no revocation_endpoint: cancel() can stop polling but not tell the AS"
+                ),
+                Some(_) if !crate::proto::profile::revocation_supports_deferral_code(&metadata) => {
+                    tracing::warn!(
+                        "the AS does not list the deferral-code type in revocation_endpoint_token_type_values_supported: its answer to a cancellation proves nothing"
+                    )
+                }
+                Some(_) => {}
+            }
         }
         let auth = match self.auth {
             Some(ClientAuth::ClientSecretBasic(secret)) if self.secret_only => {
@@ -443,6 +517,10 @@ impl DtrClientBuilder {
             cancellation,
             poll_config,
             store: store.clone(),
+            profile,
+            revocation_endpoint,
+            accept_unauthenticated_callbacks: self.accept_unauthenticated_callbacks,
+            completion_mode_hint: !self.no_completion_mode_hint,
             driver: DriverHandle::spawn(weak.clone(), clock.clone(), rng, driver_config, &runtime),
         });
         // Resume: pending authentications poll again (a full floor from

@@ -2,6 +2,7 @@
 
 mod back_channel;
 mod builder;
+mod ietf;
 mod userinfo;
 mod validation;
 
@@ -35,6 +36,7 @@ use crate::proto::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_
 use crate::proto::id_token::{IdTokenValidator, ValidationOptions};
 use crate::proto::message::HttpRequest;
 use crate::proto::poll::{Outcome, PollConfig, PollMachine};
+use crate::proto::profile::Profile;
 use crate::proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
 use crate::random::{RandomSource, random_b64url};
 use crate::secret::DeferredAuthId;
@@ -110,6 +112,14 @@ pub(crate) struct ClientInner {
     pub(crate) cancellation: Option<CancellationConfig>,
     pub(crate) poll_config: PollConfig,
     pub(crate) store: Arc<dyn Store>,
+    /// The profile new authentications start under.
+    pub(crate) profile: Profile,
+    /// The AS's `revocation_endpoint` (IETF cancellation).
+    pub(crate) revocation_endpoint: Option<Url>,
+    /// Whether IETF callbacks without a bearer token may wake a poll.
+    pub(crate) accept_unauthenticated_callbacks: bool,
+    /// Whether IETF authorization requests carry the hint.
+    pub(crate) completion_mode_hint: bool,
     pub(crate) driver: DriverHandle<TokenSet>,
 }
 
@@ -155,6 +165,12 @@ impl DtrClient {
         &self.inner.redirect_uri
     }
 
+    /// The Deferred Token Response profile this client speaks (asked for,
+    /// or chosen from the OP's metadata).
+    pub fn profile(&self) -> Profile {
+        self.inner.profile
+    }
+
     /// The notification endpoint, when pings are wanted.
     pub fn notification_endpoint(&self) -> Option<&Url> {
         self.inner.notification_endpoint.as_ref()
@@ -169,6 +185,8 @@ impl DtrClient {
             redirect_uri: &inner.redirect_uri,
             rng: inner.rng.as_ref(),
             now: inner.clock.now(),
+            profile: inner.profile,
+            completion_mode_hint: inner.completion_mode_hint,
         })
     }
 
@@ -304,6 +322,16 @@ impl DtrClient {
         if code.pending.issuer != inner.metadata.issuer || code.pending.client_id != inner.client_id
         {
             return Err(CallbackError::WrongClient.into());
+        }
+        if code.pending.completion_mode_hint {
+            // IETF B.2: after the hint, a token request without the opt-in
+            // is refused by the AS (and the code would be spent for
+            // nothing): refused here, before anything is sent.
+            return Err(ConfigError::Invalid {
+                field: "completion_mode",
+                reason: "the authorization request hinted completion_mode=deferred, so the token request must opt in too: redeem this code with redeem_code".into(),
+            }
+            .into());
         }
         let params = vec![
             ("grant_type", "authorization_code".to_owned()),
@@ -458,15 +486,31 @@ impl DtrClient {
             return Ok(CancelResult::AlreadyFinished);
         }
         let auth = tracked.auth;
-        let result = match &inner.cancellation {
-            Some(cfg) => {
+        let result = match (auth.profile(), &inner.revocation_endpoint, &inner.cancellation) {
+            (Profile::Ietf, Some(endpoint), _) => {
+                inner.send_revocation(endpoint, &auth).await.inspect_err(|e| {
+                    tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "revocation of the deferral code failed");
+                })?;
+                if crate::proto::profile::revocation_supports_deferral_code(&inner.metadata) {
+                    tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled at the AS (revocation)");
+                    CancelResult::ToldOp
+                } else {
+                    tracing::warn!(deferred_auth_id = %id.fingerprint(), "revocation sent, but the AS does not list the deferral-code token type: its 200 does not confirm the cancellation");
+                    CancelResult::SentUnconfirmed
+                }
+            }
+            (Profile::Ietf, None, _) => {
+                tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled locally; the AS publishes no revocation_endpoint, so it was not told");
+                CancelResult::LocalOnly
+            }
+            (_, _, Some(cfg)) => {
                 inner.send_cancel(cfg, &auth).await.inspect_err(|e| {
                     tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "cancellation request failed");
                 })?;
                 tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled at the OP");
                 CancelResult::ToldOp
             }
-            None => {
+            (_, _, None) => {
                 tracing::info!(deferred_auth_id = %id.fingerprint(), "cancelled locally; no cancellation endpoint is configured, so the OP was not told");
                 CancelResult::LocalOnly
             }
@@ -490,7 +534,10 @@ impl DtrClient {
     /// a `tower::Service` and plain handler that checks each ping's bearer
     /// token and wakes the poller. See [`PingReceiver`].
     pub fn ping_receiver(&self) -> PingReceiver {
-        PingReceiver::new(Arc::new(self.inner.driver.clone()))
+        PingReceiver::new(Arc::new(ietf::ClientPings {
+            driver: self.inner.driver.clone(),
+            accept_unauthenticated: self.inner.accept_unauthenticated_callbacks,
+        }))
     }
 
     /// Whether the poll engine is idle right now: no poll in flight, none

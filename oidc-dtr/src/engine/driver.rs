@@ -176,6 +176,16 @@ pub enum PollEvent<T = crate::proto::token::TokenSet> {
         /// The OP's text (display it escaped).
         description: String,
     },
+    /// The user interaction the AS waits for changed (IETF profile,
+    /// `interaction_required`): `Some` is a (validated) URI to show the
+    /// user; `None` means the answer flipped back to
+    /// `authorization_pending`. Polling goes on either way.
+    Interaction {
+        /// Which authentication.
+        id: DeferredAuthId,
+        /// Where the user must go, if anywhere.
+        uri: Option<crate::proto::ietf::InteractionUri>,
+    },
     /// The authentication ended (and its outcome is stored).
     Finished {
         /// Which authentication.
@@ -206,6 +216,9 @@ pub struct PollStatus {
     pub in_flight: bool,
     /// Whether it has ended.
     pub finished: bool,
+    /// The `interaction_uri` the AS currently waits at (IETF
+    /// `interaction_required`), if any.
+    pub interaction_uri: Option<crate::proto::ietf::InteractionUri>,
 }
 
 /// A tracked authentication, as the driver holds it.
@@ -755,6 +768,7 @@ impl<P: Poller> Engine<P> {
                             slow_downs: m.slow_downs(),
                             in_flight: m.in_flight(),
                             finished: m.is_finished(),
+                            interaction_uri: m.interaction_uri().cloned(),
                         }
                     });
                 let _ = reply.send(status);
@@ -902,11 +916,25 @@ impl<P: Poller> Engine<P> {
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
-        let Step { action, progress } = entry.machine.handle(event, now, self.rng.as_ref());
+        let Step {
+            action,
+            progress,
+            interaction,
+        } = entry.machine.handle(event, now, self.rng.as_ref());
         if let Some(description) = progress {
             let _ = self.events.send(PollEvent::Progress {
                 id: entry.auth.id().clone(),
                 description,
+            });
+        }
+        if let Some(change) = interaction {
+            let uri = match change {
+                crate::proto::poll::InteractionChange::Required(u) => Some(u),
+                _ => None,
+            };
+            let _ = self.events.send(PollEvent::Interaction {
+                id: entry.auth.id().clone(),
+                uri,
             });
         }
         match action {
@@ -1145,6 +1173,7 @@ mod tests {
                     PollEvent::Progress { .. } => {
                         p.fetch_add(1, Ordering::SeqCst);
                     }
+                    PollEvent::Interaction { .. } => {}
                 }
             }
         });

@@ -33,6 +33,11 @@ pub enum ResponseType {
     /// or to answer at once with a plain `code`.
     #[serde(rename = "deferred_code code")]
     DeferredCodeOrCode,
+    /// `code`: the ordinary authorization code flow. The IETF profile
+    /// defers at the token endpoint instead
+    /// ([`DtrClient::redeem_code`](crate::DtrClient::redeem_code)).
+    #[serde(rename = "code")]
+    Code,
 }
 
 impl ResponseType {
@@ -41,6 +46,7 @@ impl ResponseType {
         match self {
             ResponseType::DeferredCode => "deferred_code",
             ResponseType::DeferredCodeOrCode => "deferred_code code",
+            ResponseType::Code => "code",
         }
     }
 }
@@ -89,6 +95,10 @@ pub struct PendingAuthorization {
     /// verified claims that come back. Boxed: rare and large.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) claims_request: Option<Box<ClaimsRequest>>,
+    /// Whether the request carried the `completion_mode=deferred` hint
+    /// (IETF profile): the token request must then opt in too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) completion_mode_hint: bool,
 }
 
 impl fmt::Debug for PendingAuthorization {
@@ -108,6 +118,7 @@ impl fmt::Debug for PendingAuthorization {
             .field("max_age", &self.max_age)
             .field("created_at", &self.created_at)
             .field("claims_request", &self.claims_request.is_some())
+            .field("completion_mode_hint", &self.completion_mode_hint)
             .finish()
     }
 }
@@ -136,6 +147,12 @@ impl PendingAuthorization {
     /// The PKCE verifier.
     pub fn pkce_verifier(&self) -> &PkceVerifier {
         &self.pkce_verifier
+    }
+    /// Whether the request carried the IETF `completion_mode=deferred`
+    /// hint: the code must then be redeemed with the opt-in too
+    /// ([`DtrClient::redeem_code`](crate::DtrClient::redeem_code)).
+    pub fn completion_mode_hint(&self) -> bool {
+        self.completion_mode_hint
     }
     /// The requested `response_type`.
     pub fn response_type(&self) -> ResponseType {
@@ -183,6 +200,7 @@ const RESERVED: &[&str] = &[
     "claims",
     "login_hint",
     "ui_locales",
+    "completion_mode",
 ];
 
 /// What an authentication request needs from the client that sends it: the
@@ -194,6 +212,10 @@ pub(crate) struct AuthorizeContext<'a> {
     pub(crate) redirect_uri: &'a Url,
     pub(crate) rng: &'a dyn RandomSource,
     pub(crate) now: UnixTime,
+    /// The client's profile: IETF requests `response_type=code`.
+    pub(crate) profile: crate::proto::profile::Profile,
+    /// Whether IETF requests carry the `completion_mode=deferred` hint.
+    pub(crate) completion_mode_hint: bool,
 }
 
 /// Builds an Authentication Request. Get one from
@@ -215,6 +237,7 @@ pub struct AuthorizationRequestBuilder<'a> {
     login_hint: Option<String>,
     ui_locales: Option<String>,
     extra: Vec<(String, String)>,
+    completion_mode_hint: bool,
 }
 
 impl fmt::Debug for AuthorizationRequestBuilder<'_> {
@@ -229,10 +252,16 @@ impl fmt::Debug for AuthorizationRequestBuilder<'_> {
 
 impl<'a> AuthorizationRequestBuilder<'a> {
     pub(crate) fn new(ctx: AuthorizeContext<'a>) -> Self {
+        let ietf = ctx.profile == crate::proto::profile::Profile::Ietf;
         AuthorizationRequestBuilder {
             ctx,
             scopes: vec!["openid".to_owned()],
-            response_type: ResponseType::default(),
+            response_type: if ietf {
+                ResponseType::Code
+            } else {
+                ResponseType::default()
+            },
+            completion_mode_hint: ietf && ctx.completion_mode_hint,
             response_mode: ResponseMode::default(),
             prompt: None,
             max_age: None,
@@ -256,7 +285,20 @@ impl<'a> AuthorizationRequestBuilder<'a> {
         self
     }
 
-    /// Sets the `response_type` (default `deferred_code`).
+    /// Sends (or not) the IETF `completion_mode=deferred` hint with the
+    /// request (default: on for IETF-profile clients, unless the builder's
+    /// [`completion_mode_hint`](crate::DtrClientBuilder::completion_mode_hint)
+    /// turned it off). The token request then must opt in as well, which
+    /// [`DtrClient::redeem_code`](crate::DtrClient::redeem_code) does and
+    /// [`DtrClient::exchange_code`](crate::DtrClient::exchange_code)
+    /// refuses to skip.
+    pub fn completion_mode_hint(mut self, hint: bool) -> Self {
+        self.completion_mode_hint = hint;
+        self
+    }
+
+    /// Sets the `response_type` (default `deferred_code`; `code` for an
+    /// IETF-profile client).
     pub fn response_type(mut self, rt: ResponseType) -> Self {
         self.response_type = rt;
         self
@@ -400,6 +442,12 @@ impl<'a> AuthorizationRequestBuilder<'a> {
             if let Some(l) = &self.ui_locales {
                 q.append_pair("ui_locales", l);
             }
+            if self.completion_mode_hint {
+                q.append_pair(
+                    "completion_mode",
+                    crate::proto::ietf::COMPLETION_MODE_DEFERRED,
+                );
+            }
             for (k, v) in &self.extra {
                 q.append_pair(k, v);
             }
@@ -416,6 +464,7 @@ impl<'a> AuthorizationRequestBuilder<'a> {
             max_age: self.max_age,
             created_at: inner.now,
             claims_request: self.claims_request.map(Box::new),
+            completion_mode_hint: self.completion_mode_hint,
         };
         tracing::debug!(
             state = %pending.state.fingerprint(),

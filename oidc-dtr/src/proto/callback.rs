@@ -222,6 +222,9 @@ pub(crate) fn validate(
     match (p.deferred_code, p.code) {
         (Some(_), Some(_)) => Err(CallbackError::CodeAndDeferredCode),
         (Some(dc), None) => {
+            if pending.response_type == ResponseType::Code {
+                return Err(CallbackError::UnexpectedDeferredCode);
+            }
             check_deferred_code(&dc)?;
             Ok(CallbackResponse::Acknowledgment(Acknowledgment {
                 deferred_code: DeferredCode::new(dc.into_owned()),
@@ -229,7 +232,10 @@ pub(crate) fn validate(
             }))
         }
         (None, Some(code)) => {
-            if pending.response_type != ResponseType::DeferredCodeOrCode {
+            if !matches!(
+                pending.response_type,
+                ResponseType::DeferredCodeOrCode | ResponseType::Code
+            ) {
                 return Err(CallbackError::UnexpectedCode);
             }
             check_code(&code)?;
@@ -265,6 +271,7 @@ mod tests {
             max_age: None,
             created_at: UnixTime::from_secs(1),
             claims_request: None,
+            completion_mode_hint: false,
         }
     }
 

@@ -29,6 +29,13 @@ pub enum CancelResult {
     LocalOnly,
     /// The authentication had already ended; nothing was sent.
     AlreadyFinished,
+    /// IETF profile: the revocation was sent and answered 2xx, and polling
+    /// stopped, but the AS does not list
+    /// `urn:ietf:params:oauth:token-type:deferral-code` in
+    /// `revocation_endpoint_token_type_values_supported`. An AS that does
+    /// not support revoking deferral codes answers 200 to anything
+    /// (RFC 7009 §2.2), so the answer does not confirm that the AS stopped.
+    SentUnconfirmed,
 }
 
 impl CancelResult {

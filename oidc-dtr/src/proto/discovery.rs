@@ -198,6 +198,35 @@ impl ProviderMetadata {
         }
     }
 
+    /// `deferred_token_response_supported` (IETF OAuth Deferred Token
+    /// Response, PROTOCOL.md B.9): true only when the member is `true`.
+    pub fn deferred_token_response_supported(&self) -> bool {
+        self.additional
+            .get("deferred_token_response_supported")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// `revocation_endpoint` (RFC 8414), where the IETF profile cancels:
+    /// `None` when absent or not an acceptable URL (https, or http to
+    /// loopback).
+    pub fn revocation_endpoint(&self) -> Option<Url> {
+        self.additional_url("revocation_endpoint")
+    }
+
+    /// `device_authorization_endpoint` (RFC 8628 §4), for the device
+    /// flow: `None` when absent or not an acceptable URL.
+    pub fn device_authorization_endpoint(&self) -> Option<Url> {
+        self.additional_url("device_authorization_endpoint")
+    }
+
+    fn additional_url(&self, member: &'static str) -> Option<Url> {
+        let s = self.additional.get(member)?.as_str()?;
+        let u = Url::parse(s).ok()?;
+        check_url(&u, member).ok()?;
+        Some(u)
+    }
+
     /// Checks that the OP advertises Deferred Token Response: `deferred_code`
     /// in `response_types_supported` and
     /// `urn:openid:params:grant-type:deferred` in `grant_types_supported`.

@@ -14,7 +14,9 @@ use crate::proto::assurance::ClaimsRequest;
 use crate::proto::callback::Acknowledgment;
 use crate::proto::claims::IdTokenClaims;
 use crate::proto::discovery::GRANT_TYPE_DEFERRED;
+use crate::proto::ietf::InteractionUri;
 use crate::proto::message::{HttpResponse, success_object};
+use crate::proto::profile::Profile;
 use crate::secret::{
     DeferredAuthId, DeferredNotificationToken, Nonce, PkceVerifier, RawJwt, SecretHash,
 };
@@ -64,6 +66,31 @@ pub(crate) fn exchange_params(
         ));
     }
     p
+}
+
+/// What an IETF authentication keeps from the request that started it.
+pub(crate) struct IetfOrigin {
+    pub issuer: String,
+    pub client_id: String,
+    pub nonce: Nonce,
+    pub pkce_verifier: PkceVerifier,
+    pub max_age: Option<u64>,
+    pub requested_at: UnixTime,
+    pub claims_request: Option<Box<ClaimsRequest>>,
+}
+
+impl From<&crate::proto::authorize::PendingAuthorization> for IetfOrigin {
+    fn from(p: &crate::proto::authorize::PendingAuthorization) -> Self {
+        IetfOrigin {
+            issuer: p.issuer.clone(),
+            client_id: p.client_id.clone(),
+            nonce: p.nonce.clone(),
+            pkce_verifier: p.pkce_verifier.clone(),
+            max_age: p.max_age,
+            requested_at: p.created_at,
+            claims_request: p.claims_request.clone(),
+        }
+    }
 }
 
 /// A parsed Successful Deferred Code Exchange Response.
@@ -128,6 +155,14 @@ pub struct DeferredAuthentication {
     /// the verified claims of the final ID token against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) claims_request: Option<Box<ClaimsRequest>>,
+    /// The profile it runs under (absent in records written before
+    /// profiles existed: those are OIDC).
+    #[serde(default)]
+    pub(crate) profile: Profile,
+    /// The `interaction_uri` of the IETF deferred response, when it was
+    /// `interaction_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) initial_interaction_uri: Option<InteractionUri>,
 }
 
 impl fmt::Debug for DeferredAuthentication {
@@ -147,6 +182,8 @@ impl fmt::Debug for DeferredAuthentication {
             .field("dpop_key", &self.dpop_key)
             .field("interim_claims", &self.interim_claims)
             .field("claims_request", &self.claims_request.is_some())
+            .field("profile", &self.profile)
+            .field("initial_interaction_uri", &self.initial_interaction_uri)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +215,41 @@ impl DeferredAuthentication {
             interim_claims: None,
             dpop_key: None,
             claims_request: pending.claims_request.clone(),
+            profile: Profile::Oidc,
+            initial_interaction_uri: None,
+        }
+    }
+
+    /// An IETF-profile authentication from a deferred response to an
+    /// initial token request: the handle is the `deferral_code`, the
+    /// validation context (nonce, PKCE, `max_age`, claims request) that of
+    /// the originating request.
+    pub(crate) fn from_ietf(
+        origin: IetfOrigin,
+        resp: crate::proto::ietf::DeferredResponse,
+        issued_at: UnixTime,
+        notification_token_hash: Option<SecretHash>,
+    ) -> Self {
+        DeferredAuthentication {
+            id: DeferredAuthId::new(resp.deferral_code),
+            issuer: origin.issuer,
+            client_id: origin.client_id,
+            issued_at,
+            expires_at: resp
+                .expires_in
+                .map(|s| issued_at.saturating_add(Duration::from_secs(s))),
+            interval_secs: resp.interval.unwrap_or(DEFAULT_INTERVAL_SECS),
+            nonce: origin.nonce,
+            pkce_verifier: origin.pkce_verifier,
+            max_age: origin.max_age,
+            requested_at: origin.requested_at,
+            notification_token_hash,
+            interim_id_token: None,
+            interim_claims: None,
+            dpop_key: None,
+            claims_request: origin.claims_request,
+            profile: Profile::Ietf,
+            initial_interaction_uri: resp.interaction_uri,
         }
     }
 
@@ -211,7 +283,16 @@ impl DeferredAuthentication {
             interim_claims: None,
             dpop_key: None,
             claims_request: None,
+            profile: Profile::Oidc,
+            initial_interaction_uri: None,
         }
+    }
+
+    /// [`seeded`](Self::seeded) under another profile (an IETF
+    /// `deferral_code` obtained elsewhere, say).
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
     }
 
     /// A minimal authentication for unit tests of the poll engine and the
@@ -245,9 +326,21 @@ impl DeferredAuthentication {
         self.claims_request.as_deref()
     }
 
-    /// The `deferred_auth_id`.
+    /// The polling handle: the `deferred_auth_id` (OIDC profile) or the
+    /// `deferral_code` (IETF profile).
     pub fn id(&self) -> &DeferredAuthId {
         &self.id
+    }
+    /// The profile this authentication runs under.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+    /// The `interaction_uri` the AS sent with an `interaction_required`
+    /// deferred response (IETF profile): show it to the user. Later changes
+    /// arrive as [`PollEvent::Interaction`](crate::PollEvent::Interaction)
+    /// and in [`PollStatus`](crate::PollStatus).
+    pub fn interaction_uri(&self) -> Option<&InteractionUri> {
+        self.initial_interaction_uri.as_ref()
     }
     /// The issuer of the OP running the process.
     pub fn issuer(&self) -> &str {

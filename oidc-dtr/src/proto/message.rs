@@ -283,6 +283,7 @@ fn oauth_error_from_body(resp: &HttpResponse) -> Option<OAuthError> {
         retry_after: resp.retry_after(),
         dpop_nonce: resp.header("dpop-nonce").map(str::to_owned),
         interval: obj.optional_positive_int("interval").ok().flatten(),
+        interaction_uri: text("interaction_uri").filter(|u| u.len() <= 2048),
     })
 }
 

@@ -16,7 +16,9 @@
 //! authentication), [`claims`] and [`id_token`] (ID token claims and their
 //! validation, OIDC Core §3.1.3.7), [`assurance`] (OpenID Connect for
 //! Identity Assurance: `verified_claims`), [`userinfo`] (the UserInfo
-//! response) and [`message`] (HTTP messages as data).
+//! response) and [`message`] (HTTP messages as data). [`profile`] and
+//! [`ietf`] hold what the IETF OAuth profile (PROTOCOL.md part B) does
+//! differently on the same engine.
 
 pub(crate) mod assurance;
 pub(crate) mod authorize;
@@ -27,7 +29,9 @@ pub(crate) mod client_auth;
 pub(crate) mod discovery;
 pub(crate) mod exchange;
 pub(crate) mod id_token;
+pub(crate) mod ietf;
 pub(crate) mod message;
 pub(crate) mod poll;
+pub(crate) mod profile;
 pub(crate) mod token;
 pub(crate) mod userinfo;

@@ -53,6 +53,7 @@ use crate::error::{
     Error, ErrorCode, HttpError, OAuthError, RetryAfter, SharedError, TransportErrorKind,
 };
 use crate::proto::exchange::DeferredAuthentication;
+use crate::proto::ietf::{InteractionUri, interaction_uri_of};
 use crate::random::{RandomSource, random_u64_inclusive};
 use crate::time::UnixTime;
 
@@ -460,7 +461,8 @@ pub enum Action<T> {
 }
 
 /// One step's result: the action, plus a progress text to surface when the
-/// OP sent a new one with `authorization_pending`.
+/// OP sent a new one with `authorization_pending`, and a change of the
+/// user interaction the AS waits for (IETF `interaction_required`).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Step<T> {
@@ -468,6 +470,21 @@ pub struct Step<T> {
     pub action: Action<T>,
     /// The OP's new progress description, if it changed.
     pub progress: Option<String>,
+    /// The interaction the AS waits for, if that changed.
+    pub interaction: Option<InteractionChange>,
+}
+
+/// A change of the user interaction an authentication waits for (IETF
+/// profile, PROTOCOL.md B.6): `interaction_required` with a new
+/// `interaction_uri`, or back to plain `authorization_pending`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InteractionChange {
+    /// The AS waits for the user at this URI: show it. Polling goes on.
+    Required(InteractionUri),
+    /// The AS no longer waits for the user (the answer flipped back to
+    /// `authorization_pending`).
+    Resolved,
 }
 
 impl<T> Step<T> {
@@ -475,14 +492,15 @@ impl<T> Step<T> {
         Step {
             action,
             progress: None,
+            interaction: None,
         }
     }
 }
 
 /// What an answer did: the authentication goes on (with a new progress text
-/// to surface, maybe), or it ended.
+/// or interaction to surface, maybe), or it ended.
 enum Applied<T> {
-    Continue(Option<String>),
+    Continue(Option<String>, Option<InteractionChange>),
     End(Outcome<T>),
 }
 
@@ -518,6 +536,7 @@ pub(crate) struct PollSnapshot {
     pub(crate) slow_downs: u32,
     pub(crate) last_error: Option<String>,
     pub(crate) last_progress: Option<String>,
+    pub(crate) interaction_uri: Option<InteractionUri>,
     pub(crate) config: PollConfig,
 }
 
@@ -582,6 +601,10 @@ pub struct PollMachine {
     last_cause: InMemory,
     /// The last progress text surfaced.
     last_progress: Option<String>,
+    /// The `interaction_uri` the AS currently waits at (IETF
+    /// `interaction_required`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interaction_uri: Option<InteractionUri>,
     /// The schedule's tuning.
     config: PollConfig,
 }
@@ -628,6 +651,7 @@ impl PollMachine {
             last_error: None,
             last_cause: InMemory::default(),
             last_progress: None,
+            interaction_uri: None,
             config,
         };
         m.schedule(issued_at, 0);
@@ -660,6 +684,7 @@ impl PollMachine {
             slow_downs: self.slow_downs,
             last_error: self.last_error.clone(),
             last_progress: self.last_progress.clone(),
+            interaction_uri: self.interaction_uri.clone(),
             config: self.config.clone(),
         }
     }
@@ -692,6 +717,7 @@ impl PollMachine {
             last_error: s.last_error,
             last_cause: InMemory::default(),
             last_progress: s.last_progress,
+            interaction_uri: s.interaction_uri,
             config: s.config,
         })
     }
@@ -749,6 +775,19 @@ impl PollMachine {
         self.phase == Phase::Finished
     }
 
+    /// The `interaction_uri` the AS currently waits at (IETF
+    /// `interaction_required`): `None` when it waits for no interaction.
+    pub fn interaction_uri(&self) -> Option<&InteractionUri> {
+        self.interaction_uri.as_ref()
+    }
+
+    /// Starts with the interaction of the deferred response (IETF
+    /// `interaction_required` on the initial token request).
+    pub(crate) fn with_interaction(mut self, uri: Option<InteractionUri>) -> Self {
+        self.interaction_uri = uri;
+        self
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PollConfig {
         &self.config
@@ -804,6 +843,7 @@ impl PollMachine {
             return Step::new(Action::Finished);
         }
         let mut progress = None;
+        let mut interaction = None;
         match event {
             Event::Timer => {}
             Event::Wake => self.on_wake(now),
@@ -831,7 +871,10 @@ impl PollMachine {
                 // answered, so the next one arrives at least a floor later.
                 self.last_request = self.last_request.max(now);
                 match self.on_response(result, now, rng) {
-                    Applied::Continue(p) => progress = p,
+                    Applied::Continue(p, i) => {
+                        progress = p;
+                        interaction = i;
+                    }
                     Applied::End(outcome) => return self.finish(outcome),
                 }
                 if self.cancel_requested {
@@ -842,6 +885,7 @@ impl PollMachine {
         Step {
             action: self.next_action(now),
             progress,
+            interaction,
         }
     }
 
@@ -911,7 +955,7 @@ impl PollMachine {
                 cause,
             } => {
                 self.on_transient(now, message, cause, retry_after, rng);
-                return Applied::Continue(None);
+                return Applied::Continue(None, None);
             }
             PollResult::OAuth(e) => e,
         };
@@ -919,11 +963,25 @@ impl PollMachine {
             self.not_before = self.not_before.max(ra.not_before(now));
         }
         let mut progress = None;
+        let mut interaction = None;
         match &e.code {
-            ErrorCode::AuthorizationPending => {
+            // `interaction_required` reaches the machine only from a profile
+            // that reads it as pending (IETF B.6; see `Profile::classify`).
+            ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired => {
                 if e.description.is_some() && e.description != self.last_progress {
                     self.last_progress = e.description.clone();
                     progress = e.description.clone();
+                }
+                let uri = match e.code {
+                    ErrorCode::InteractionRequired => interaction_uri_of(&e),
+                    _ => None,
+                };
+                if uri != self.interaction_uri {
+                    interaction = Some(match &uri {
+                        Some(u) => InteractionChange::Required(u.clone()),
+                        None => InteractionChange::Resolved,
+                    });
+                    self.interaction_uri = uri;
                 }
             }
             ErrorCode::SlowDown => {
@@ -939,7 +997,7 @@ impl PollMachine {
                 let retry_after = e.retry_after;
                 let cause = Some(SharedError::new(e));
                 self.on_transient(now, message, cause, retry_after, rng);
-                return Applied::Continue(None);
+                return Applied::Continue(None, None);
             }
             ErrorCode::ExpiredToken => return Applied::End(Outcome::ExpiredByOp),
             ErrorCode::AccessDenied => {
@@ -965,7 +1023,7 @@ impl PollMachine {
         self.fate_unknown = false;
         self.wake_unserved = false;
         self.schedule(now, 0);
-        Applied::Continue(progress)
+        Applied::Continue(progress, interaction)
     }
 
     fn on_transient(
@@ -1074,6 +1132,61 @@ mod tests {
 
     fn step(m: &mut PollMachine, e: Event<&'static str>, now: UnixTime) -> Step<&'static str> {
         m.handle(e, now, &FixedRandom(0))
+    }
+
+    fn interaction(uri: Option<&str>) -> PollResult<&'static str> {
+        let mut e = OAuthError::new(ErrorCode::InteractionRequired);
+        e.interaction_uri = uri.map(str::to_owned);
+        PollResult::OAuth(e)
+    }
+
+    #[test]
+    fn interaction_required_keeps_polling_and_flips_back() {
+        let mut m = machine(Some(3600), 5);
+        assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);
+        let s = step(
+            &mut m,
+            Event::Response(interaction(Some("https://as.example/i/1"))),
+            at(6),
+        );
+        assert_eq!(s.action, Action::SleepUntil(at(11)));
+        let uri = InteractionUri::parse("https://as.example/i/1").unwrap();
+        assert_eq!(s.interaction, Some(InteractionChange::Required(uri.clone())));
+        assert_eq!(m.interaction_uri(), Some(&uri));
+        // The same URI again: no new change.
+        assert_eq!(step(&mut m, Event::Timer, at(11)).action, Action::SendPoll);
+        let s = step(
+            &mut m,
+            Event::Response(interaction(Some("https://as.example/i/1"))),
+            at(12),
+        );
+        assert_eq!(s.interaction, None);
+        // Back to authorization_pending: resolved.
+        assert_eq!(step(&mut m, Event::Timer, at(17)).action, Action::SendPoll);
+        let s = step(&mut m, Event::Response(oauth("authorization_pending")), at(18));
+        assert_eq!(s.interaction, Some(InteractionChange::Resolved));
+        assert_eq!(m.interaction_uri(), None);
+        // And forth again, to a new URI; an invalid one is not surfaced.
+        assert_eq!(step(&mut m, Event::Timer, at(23)).action, Action::SendPoll);
+        let s = step(
+            &mut m,
+            Event::Response(interaction(Some("https://as.example/i/2"))),
+            at(24),
+        );
+        assert!(matches!(s.interaction, Some(InteractionChange::Required(_))));
+        assert_eq!(step(&mut m, Event::Timer, at(29)).action, Action::SendPoll);
+        let s = step(
+            &mut m,
+            Event::Response(interaction(Some("http://as.example/i/3#x"))),
+            at(30),
+        );
+        assert_eq!(s.interaction, Some(InteractionChange::Resolved));
+        assert!(!m.is_finished());
+        // It survives the snapshot round trip.
+        let mut m2 = machine(Some(3600), 5).with_interaction(Some(uri.clone()));
+        let back = PollMachine::from_snapshot(m2.to_snapshot()).unwrap();
+        assert_eq!(back.interaction_uri(), Some(&uri));
+        assert_eq!(step(&mut m2, Event::Timer, at(5)).action, Action::SendPoll);
     }
 
     #[test]

@@ -56,6 +56,10 @@ struct MachineV1 {
     slow_downs: u32,
     last_error: Option<String>,
     last_progress: Option<String>,
+    /// The `interaction_uri` the AS waits at (IETF profile; added within
+    /// version 1: absent in older records and when there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interaction_uri: Option<crate::proto::ietf::InteractionUri>,
     config: ConfigV1,
 }
 
@@ -120,6 +124,7 @@ impl From<Record> for RecordV1 {
                 },
                 last_error: m.last_error,
                 last_progress: m.last_progress,
+                interaction_uri: m.interaction_uri,
             },
             outcome: r.outcome,
         }
@@ -161,6 +166,7 @@ impl TryFrom<RecordV1> for Record {
             slow_downs: m.slow_downs,
             last_error: m.last_error,
             last_progress: m.last_progress,
+            interaction_uri: m.interaction_uri,
             config,
         })
         .ok_or("unknown poll phase")?;
@@ -294,6 +300,27 @@ mod tests {
         // And what this version writes reads back equal.
         let again: Record = serde_json::from_str(&serde_json::to_string(&read).unwrap()).unwrap();
         assert_eq!(again, read);
+    }
+
+    #[test]
+    fn an_authentication_written_before_profiles_reads_as_oidc() {
+        let fresh = record("v1", 0);
+        let mut auth = serde_json::to_value(&fresh.auth).unwrap();
+        let obj = auth.as_object_mut().unwrap();
+        assert_eq!(obj.remove("profile"), Some(serde_json::json!("oidc")));
+        assert!(!obj.contains_key("initial_interaction_uri"));
+        let text = WRITTEN_BY_V1.replace("AUTH", &auth.to_string());
+        let read: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.auth.profile(), crate::Profile::Oidc);
+        assert!(read.machine.interaction_uri().is_none());
+        // An IETF authentication keeps its profile and interaction.
+        let mut ietf = record("v1", 0);
+        ietf.auth = ietf.auth.with_profile(crate::Profile::Ietf);
+        let uri = crate::InteractionUri::parse("https://as.example/i/1").unwrap();
+        ietf.machine = ietf.machine.with_interaction(Some(uri.clone()));
+        let back: Record = serde_json::from_str(&serde_json::to_string(&ietf).unwrap()).unwrap();
+        assert_eq!(back.auth.profile(), crate::Profile::Ietf);
+        assert_eq!(back.machine.interaction_uri(), Some(&uri));
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! The IETF profile's initiation (PROTOCOL.md B.2–B.4): the originating
+//! grant's token request with `completion_mode=deferred`, and its two
+//! outcomes (tokens at once, or a deferral code the engine then polls).
+
+use std::sync::Arc;
+
+use tracing::Instrument as _;
+
+use super::{ClientInner, DtrClient};
+use crate::engine::driver::WaitError;
+use crate::error::{CallbackError, Error};
+use crate::jose::DpopKey;
+use crate::proto::callback::CodeResponse;
+use crate::proto::exchange::{DeferredAuthentication, IetfOrigin};
+use crate::proto::ietf::{
+    self, CLIENT_NOTIFICATION_TOKEN_BYTES, DeferredResponse, InitialAnswer, Redemption,
+};
+use crate::proto::poll::PollMachine;
+use crate::proto::token::ValidationContext;
+use crate::random::random_b64url;
+use crate::secret::SecretHash;
+use crate::store::Record;
+
+impl DtrClient {
+    /// Redeems an authorization `code` with the IETF opt-in
+    /// (`completion_mode=deferred`, PROTOCOL.md B.3): the token request of
+    /// the authorization code grant (with the PKCE verifier and the
+    /// redirect URI), plus a fresh 256-bit `client_notification_token` when
+    /// a notification endpoint is configured (only its hash is kept).
+    ///
+    /// The AS may answer at once: [`Redemption::Tokens`], validated exactly
+    /// as a poll's (ID token, `nonce` included). Or it defers:
+    /// [`Redemption::Deferred`], with the `deferral_code` as the handle and
+    /// the `interval` of that answer remembered (later pending answers do
+    /// not repeat it); the authentication is stored and polled by the
+    /// engine like any other: [`wait`](Self::wait),
+    /// [`subscribe`](Self::subscribe), [`cancel`](Self::cancel).
+    ///
+    /// Works whatever the client's profile, so an OIDC client whose OP
+    /// answered a `deferred_code code` request with a plain `code` can
+    /// still let an IETF-capable AS defer.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`exchange`](Self::exchange): from the request on, the work runs
+    /// as a task of its own, so a deferral the AS created is never lost.
+    pub async fn redeem_code(&self, code: CodeResponse) -> Result<Redemption, Error> {
+        let inner = &self.inner;
+        if code.pending.issuer != inner.metadata.issuer || code.pending.client_id != inner.client_id
+        {
+            return Err(CallbackError::WrongClient.into());
+        }
+        let key = inner.new_dpop_key()?;
+        let span = tracing::info_span!(
+            "dtr.redeem",
+            state = %code.pending.state.fingerprint(),
+            deferral_code = tracing::field::Empty,
+        );
+        let task = tokio::spawn(
+            inner
+                .clone()
+                .redeem_and_track(code, key)
+                .instrument(span),
+        );
+        match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(WaitError::Stopped.into()),
+        }
+    }
+}
+
+impl ClientInner {
+    /// A fresh `client_notification_token` when pings are wanted.
+    pub(crate) fn new_client_notification_token(&self) -> Result<Option<String>, Error> {
+        match self.notification_endpoint {
+            Some(_) => Ok(Some(random_b64url(
+                self.rng.as_ref(),
+                CLIENT_NOTIFICATION_TOKEN_BYTES,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn redeem_and_track(
+        self: Arc<Self>,
+        code: CodeResponse,
+        dpop_key: Option<DpopKey>,
+    ) -> Result<Redemption, Error> {
+        let notification_token = self.new_client_notification_token()?;
+        let mut params = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.code.secret().to_owned()),
+            (
+                "redirect_uri",
+                code.pending.redirect_uri.as_str().to_owned(),
+            ),
+            (
+                "code_verifier",
+                code.pending.pkce_verifier.secret().to_owned(),
+            ),
+        ];
+        ietf::opt_in_params(&mut params, notification_token.as_deref());
+        let issued_at = self.clock.now();
+        let resp = self
+            .send_token_request(&params, dpop_key.as_ref())
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(code = %code.code.fingerprint(), error = %e, "token request with completion_mode=deferred failed");
+            })?;
+        let ctx = ValidationContext::from(&code);
+        match ietf::parse_initial_answer(&resp, &self.metadata.token_endpoint)? {
+            InitialAnswer::Tokens => {
+                let tokens = self
+                    .finish_token_response(&resp, &ctx, dpop_key.as_ref())
+                    .await?;
+                tracing::info!("the AS answered at once despite completion_mode=deferred");
+                Ok(Redemption::Tokens(Box::new(tokens)))
+            }
+            InitialAnswer::Deferred(d) => {
+                let origin = IetfOrigin::from(&code.pending);
+                let auth = self
+                    .track_deferred(origin, d, issued_at, notification_token, dpop_key)
+                    .await?;
+                Ok(Redemption::Deferred(auth))
+            }
+            InitialAnswer::DevicePending(e) => Err(crate::error::ResponseError::new(
+                "deferred response",
+                Some("deferral_code"),
+                format!(
+                    "`{}` without a deferral code answered an authorization code request",
+                    e.code
+                ),
+            )
+            .into()),
+        }
+    }
+
+    /// Creates, stores and hands to the engine the authentication of a
+    /// deferred response.
+    pub(crate) async fn track_deferred(
+        &self,
+        origin: IetfOrigin,
+        d: DeferredResponse,
+        issued_at: crate::time::UnixTime,
+        notification_token: Option<String>,
+        dpop_key: Option<DpopKey>,
+    ) -> Result<DeferredAuthentication, Error> {
+        let description = d.error.description.clone();
+        let hash = notification_token.map(|t| SecretHash::of(t.as_bytes()));
+        let mut auth = DeferredAuthentication::from_ietf(origin, d, issued_at, hash);
+        auth.dpop_key = dpop_key.map(Box::new);
+        tracing::Span::current().record(
+            "deferral_code",
+            tracing::field::display(auth.id.fingerprint()),
+        );
+        tracing::info!(
+            deferral_code = %auth.id.fingerprint(),
+            expires_at = ?auth.expires_at,
+            interval_secs = auth.interval_secs,
+            interaction = auth.initial_interaction_uri.is_some(),
+            progress = description.as_deref().map(|d| crate::error::sanitize(d, 200)),
+            "the AS deferred the token response"
+        );
+        let machine = PollMachine::new(&auth, self.poll_config.clone())
+            .with_interaction(auth.initial_interaction_uri.clone());
+        // Durable before the application hears of it.
+        if let Err(e) = self
+            .store
+            .insert(Record::new(auth.clone(), machine.clone()))
+            .await
+        {
+            tracing::error!(
+                deferral_code = %auth.id.fingerprint(),
+                error = %e,
+                "the authentication could not be stored; it is polled in this process only"
+            );
+            self.driver.track(auth, machine).await?;
+            return Err(e.into());
+        }
+        self.driver.track(auth.clone(), machine).await?;
+        Ok(auth)
+    }
+}
+
+/// The client's ping sink: bearer pings go to the driver's check; IETF
+/// callbacks without a bearer wake an eligible authentication when the
+/// application opted in.
+pub(crate) struct ClientPings {
+    pub(crate) driver: crate::engine::driver::DriverHandle<crate::proto::token::TokenSet>,
+    pub(crate) accept_unauthenticated: bool,
+}
+
+impl crate::ping::PingSink for ClientPings {
+    fn ping(
+        &self,
+        id: crate::secret::DeferredAuthId,
+        token: Vec<u8>,
+    ) -> crate::ping::BoxFuture<crate::ping::PingVerdict> {
+        let driver = self.driver.clone();
+        Box::pin(async move { driver.ping(id, token).await })
+    }
+
+    fn advisory(
+        &self,
+        id: crate::secret::DeferredAuthId,
+    ) -> crate::ping::BoxFuture<crate::ping::PingVerdict> {
+        use crate::ping::PingVerdict;
+        let driver = self.driver.clone();
+        let accept = self.accept_unauthenticated;
+        Box::pin(async move {
+            if !accept {
+                return PingVerdict::Rejected;
+            }
+            // Only an IETF authentication that sent no notification token:
+            // for one that did, a callback without it is not from the AS.
+            let eligible = driver.get(&id).await.is_some_and(|t| {
+                !t.finished
+                    && t.auth.profile() == crate::proto::profile::Profile::Ietf
+                    && t.auth.notification_token_hash().is_none()
+            });
+            if eligible && driver.wake(&id).await {
+                PingVerdict::Woken
+            } else {
+                PingVerdict::Rejected
+            }
+        })
+    }
+}
