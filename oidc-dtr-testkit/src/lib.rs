@@ -70,6 +70,7 @@ use oidc_dtr::{Algorithm, Clock, DeferredAuthId, SystemClock, UnixTime};
 pub mod assurance;
 mod checks;
 pub mod conformance;
+mod device;
 mod op;
 mod pages;
 mod server;
@@ -150,6 +151,31 @@ pub enum IdTokenFault {
     MissingIdToken,
 }
 
+/// Which Deferred Token Response profiles the mock OP serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OpProfiles {
+    /// The OpenID Connect draft only (the default): `deferred_code`, the
+    /// exchange, `deferred_auth_id`.
+    #[default]
+    Oidc,
+    /// The IETF OAuth draft only: `response_type=code`,
+    /// `completion_mode=deferred` on the token request, `deferral_code`,
+    /// revocation at `/revoke`, `deferred_token_response_supported`.
+    Ietf,
+    /// Both at once (an OP that ships both drafts).
+    Both,
+}
+
+impl OpProfiles {
+    pub(crate) fn oidc(self) -> bool {
+        matches!(self, OpProfiles::Oidc | OpProfiles::Both)
+    }
+    pub(crate) fn ietf(self) -> bool {
+        matches!(self, OpProfiles::Ietf | OpProfiles::Both)
+    }
+}
+
 /// When a pending authentication approves itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AutoApprove {
@@ -167,8 +193,22 @@ pub enum AutoApprove {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct OpConfig {
-    /// What `/authorize` answers.
+    /// Which profiles are served (default OIDC only).
+    pub profiles: OpProfiles,
+    /// What `/authorize` answers. In the IETF profile (`response_type=code`
+    /// always gets a `code`), `Code` makes the token endpoint answer with
+    /// tokens at once despite `completion_mode=deferred`; `Defer` (the
+    /// default) defers.
     pub authorize_outcome: AuthorizeOutcome,
+    /// IETF: list `urn:ietf:params:oauth:token-type:deferral-code` in
+    /// `revocation_endpoint_token_type_values_supported`. Default true
+    /// (false plays an AS that answers 200 to any revocation without
+    /// supporting deferral codes).
+    pub advertise_deferral_revocation: bool,
+    /// IETF: new deferrals start as `interaction_required` at this URI
+    /// (change it per authentication with [`MockOp::set_interaction`]).
+    /// Default `None` (`authorization_pending`).
+    pub interaction_uri: Option<String>,
     /// Put `iss` in authorization responses (RFC 9207). Default true.
     pub include_iss: bool,
     /// Advertise `authorization_response_iss_parameter_supported`. Default true.
@@ -257,6 +297,9 @@ pub struct OpConfig {
 impl Default for OpConfig {
     fn default() -> Self {
         OpConfig {
+            profiles: OpProfiles::Oidc,
+            advertise_deferral_revocation: true,
+            interaction_uri: None,
             authorize_outcome: AuthorizeOutcome::Defer,
             include_iss: true,
             advertise_iss_parameter: true,
@@ -458,6 +501,11 @@ pub enum Endpoint {
     Cancel,
     /// The UserInfo endpoint (`/userinfo`).
     UserInfo,
+    /// The revocation endpoint (`/revoke`, RFC 7009; IETF cancellation).
+    Revocation,
+    /// The device authorization endpoint (`/device_authorization`,
+    /// RFC 8628).
+    DeviceAuthorization,
     /// Anything else.
     Other,
 }
@@ -699,6 +747,7 @@ impl MockOpBuilder {
                 .build()
                 .map_err(std::io::Error::other)?,
             pages: Default::default(),
+            devices: Default::default(),
         }));
         let (tx, rx) = oneshot::channel();
         server::spawn(listener, state.clone(), rx);
@@ -912,6 +961,8 @@ impl MockOp {
                     notification_token: None,
                     jkt: None,
                     issued: None,
+                    ietf: false,
+                    interaction_uri: None,
                 },
             );
             out.push(oidc_dtr::DeferredAuthentication::seeded(
@@ -966,6 +1017,35 @@ impl MockOp {
     /// Expires it: polls get `expired_token`.
     pub fn expire(&self, id: &(impl AuthIdRef + ?Sized)) -> bool {
         self.set_state(id.id_str(), |r| r.state = AuthState::Expired)
+    }
+
+    /// IETF: makes polls of `id` answer `interaction_required` with this
+    /// `interaction_uri` (`Some`), or plain `authorization_pending` again
+    /// (`None`). False for an unknown id.
+    pub fn set_interaction(&self, id: &(impl AuthIdRef + ?Sized), uri: Option<&str>) -> bool {
+        let uri = uri.map(str::to_owned);
+        self.set_state(id.id_str(), |r| r.interaction_uri = uri)
+    }
+
+    /// Plays the user finishing the device flow at the verification URI
+    /// for `user_code` (RFC 8628 §3.3): the next device-code token request
+    /// gets tokens, or (with `completion_mode=deferred`) a deferral. False
+    /// for an unknown code.
+    pub fn complete_device(&self, user_code: &str) -> bool {
+        let mut st = self.lock();
+        match st.devices.values_mut().find(|d| d.user_code == user_code) {
+            Some(d) => {
+                d.completed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `id` is an IETF deferral (`deferral_code`) rather than an
+    /// OIDC `deferred_auth_id`; `None` for an unknown id.
+    pub fn is_ietf(&self, id: &(impl AuthIdRef + ?Sized)) -> Option<bool> {
+        self.lock().auths.get(id.id_str()).map(|r| r.ietf)
     }
 
     /// Sets the progress text `authorization_pending` answers carry.
@@ -1103,6 +1183,12 @@ fn parse_auto_post_form(page: &str) -> Option<(String, Vec<(String, String)>)> {
 
 /// The grant type of a DTR poll (draft §"Token Request").
 pub(crate) const GRANT_TYPE_DEFERRED: &str = "urn:openid:params:grant-type:deferred";
+/// The IETF polling grant type.
+pub(crate) const GRANT_TYPE_IETF_DEFERRED: &str = "urn:ietf:params:oauth:grant-type:deferred";
+/// The IETF deferral-code token type (revocation hint).
+pub(crate) const DEFERRAL_CODE_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:deferral-code";
+/// The RFC 8628 device grant type.
+pub(crate) const GRANT_TYPE_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// `client_assertion_type` of the JWT client authentication methods (RFC 7523).
 pub(crate) const JWT_BEARER_ASSERTION: &str =
     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

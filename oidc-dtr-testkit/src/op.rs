@@ -27,7 +27,10 @@ use super::{
 };
 use oidc_dtr::{Algorithm, Clock, KeyError, SigningKey, UnixTime};
 
-use super::{GRANT_TYPE_DEFERRED, JWT_BEARER_ASSERTION, b64, ct_eq, half_hash};
+use super::{
+    DEFERRAL_CODE_TOKEN_TYPE, GRANT_TYPE_DEFERRED, GRANT_TYPE_DEVICE_CODE,
+    GRANT_TYPE_IETF_DEFERRED, JWT_BEARER_ASSERTION, b64, ct_eq, half_hash,
+};
 
 /// How long codes (deferred or plain) stay redeemable.
 const CODE_LIFETIME: Duration = Duration::from_secs(600);
@@ -82,6 +85,8 @@ pub(crate) struct CodeRecord {
     pub auth_time: UnixTime,
     pub created_at: UnixTime,
     pub used: bool,
+    /// The authorization request carried `completion_mode=deferred`.
+    pub completion_mode_hint: bool,
 }
 
 /// Who authenticated and what was asked: the input of an ID token.
@@ -111,6 +116,10 @@ pub(crate) struct AuthRecord {
     pub jkt: Option<String>,
     /// The token response issued for it, and when.
     pub issued: Option<(UnixTime, Value)>,
+    /// An IETF deferral (`deferral_code`) rather than an OIDC one.
+    pub ietf: bool,
+    /// IETF: pending polls answer `interaction_required` at this URI.
+    pub interaction_uri: Option<String>,
 }
 
 /// One Ping Callback the OP sent.
@@ -153,10 +162,12 @@ pub(crate) struct OpState {
     pub ping_http: reqwest::Client,
     /// What the optional HTML pages remember.
     pub pages: super::pages::PagesState,
+    /// Device authorizations (RFC 8628), by device code.
+    pub devices: HashMap<String, super::device::DeviceRecord>,
 }
 
 impl OpState {
-    fn now(&self) -> UnixTime {
+    pub(crate) fn now(&self) -> UnixTime {
         self.clock.now()
     }
 
@@ -188,9 +199,12 @@ impl OpState {
         let cfg = &self.config;
         let mut response_types = vec!["code"];
         let mut grant_types = vec!["authorization_code"];
-        if cfg.advertise_dtr {
+        if cfg.advertise_dtr && cfg.profiles.oidc() {
             response_types.extend(["deferred_code", "deferred_code code"]);
             grant_types.push(GRANT_TYPE_DEFERRED);
+        }
+        if cfg.advertise_dtr && cfg.profiles.ietf() {
+            grant_types.extend([GRANT_TYPE_IETF_DEFERRED, GRANT_TYPE_DEVICE_CODE]);
         }
         let mut md = json!({
             "issuer": cfg.metadata_issuer.clone().unwrap_or_else(|| self.issuer.clone()),
@@ -210,6 +224,16 @@ impl OpState {
         if cfg.identity_assurance {
             crate::assurance::advertise(&mut md);
         }
+        if cfg.profiles.ietf() {
+            md["deferred_token_response_supported"] = json!(cfg.advertise_dtr);
+            md["revocation_endpoint"] = json!(self.url("/revoke"));
+            md["device_authorization_endpoint"] = json!(self.url("/device_authorization"));
+            let mut types = vec!["access_token", "refresh_token"];
+            if cfg.advertise_deferral_revocation {
+                types.push(DEFERRAL_CODE_TOKEN_TYPE);
+            }
+            md["revocation_endpoint_token_type_values_supported"] = json!(types);
+        }
         md
     }
 
@@ -227,7 +251,7 @@ impl OpState {
         json!({ "keys": keys })
     }
 
-    fn random(&self, n: usize) -> String {
+    pub(crate) fn random(&self, n: usize) -> String {
         let mut b = vec![0u8; n];
         // The OS generator does not fail in practice; a zeroed value would
         // still be a valid (if guessable) test identifier.
@@ -277,14 +301,14 @@ fn respond(
     r
 }
 
-fn json_response(status: StatusCode, v: &Value) -> http::Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, v: &Value) -> http::Response<Full<Bytes>> {
     let mut r = respond(status, "application/json", v.to_string());
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-fn oauth_error(
+pub(crate) fn oauth_error(
     status: StatusCode,
     code: &str,
     description: Option<&str>,
@@ -468,6 +492,14 @@ fn dispatch(
             let (params, r) = cancel(st, req);
             (Endpoint::Cancel, params, r)
         }
+        (Method::POST, "/revoke") if st.config.profiles.ietf() => {
+            let (params, r) = revoke(st, req);
+            (Endpoint::Revocation, params, r)
+        }
+        (Method::POST, "/device_authorization") if st.config.profiles.ietf() => {
+            let (params, r) = crate::device::device_authorization(st, req);
+            (Endpoint::DeviceAuthorization, params, r)
+        }
         (Method::POST, "/token") => match parse_params(&req.body) {
             Ok(params) => {
                 let mut r = token(st, req, &params, effects);
@@ -604,9 +636,11 @@ pub(super) fn authorize(
         .filter(|s| !s.is_empty())
         .collect();
     rt.sort_unstable();
+    let ietf_code = rt.as_slice() == ["code"] && st.config.profiles.ietf();
     let allows_code = match rt.as_slice() {
-        ["deferred_code"] => false,
-        ["code", "deferred_code"] => true,
+        ["deferred_code"] if st.config.profiles.oidc() => false,
+        ["code", "deferred_code"] if st.config.profiles.oidc() => true,
+        ["code"] if ietf_code => true,
         _ => {
             return error(
                 "unsupported_response_type",
@@ -630,6 +664,7 @@ pub(super) fn authorize(
             error: code,
             description,
         } => return error(&code, &description),
+        _ if ietf_code => CodeKind::Plain,
         AuthorizeOutcome::Code if allows_code => CodeKind::Plain,
         AuthorizeOutcome::Code | AuthorizeOutcome::Defer => CodeKind::Deferred,
     };
@@ -647,6 +682,7 @@ pub(super) fn authorize(
             auth_time: now,
             created_at: now,
             used: false,
+            completion_mode_hint: completion_mode_deferred(params),
         },
     );
     let name = if kind == CodeKind::Deferred {
@@ -668,7 +704,7 @@ pub(super) fn authorize(
 
 /// Client authentication: Basic header, or `client_id` (+ `client_secret`)
 /// in the body. `Err` is the `invalid_client` response.
-fn authenticate(
+pub(crate) fn authenticate(
     st: &mut OpState,
     req: &Incoming,
     params: &[(String, String)],
@@ -833,14 +869,34 @@ fn token(
             param(params, "deferred_auth_id"),
         ) {
             (Some(code), None) => exchange(st, &client_id, code, params, proof.as_ref(), effects),
-            (None, Some(id)) => poll(st, &client_id, id, proof.as_ref()),
+            (None, Some(id)) => poll_as(st, &client_id, id, proof.as_ref(), false),
             _ => oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 Some("exactly one of deferred_code and deferred_auth_id is required"),
             ),
         },
-        Some("authorization_code") => code_grant(st, &client_id, params, proof.as_ref()),
+        Some(GRANT_TYPE_IETF_DEFERRED) if st.config.profiles.ietf() => {
+            if param(params, "completion_mode").is_some() {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    Some("polling requests must not carry completion_mode"),
+                );
+            }
+            match param(params, "deferral_code") {
+                Some(code) => poll_as(st, &client_id, code, proof.as_ref(), true),
+                None => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    Some("missing deferral_code"),
+                ),
+            }
+        }
+        Some(GRANT_TYPE_DEVICE_CODE) if st.config.profiles.ietf() => {
+            crate::device::device_token(st, &client_id, params, proof.as_ref(), effects)
+        }
+        Some("authorization_code") => code_grant(st, &client_id, params, proof.as_ref(), effects),
         Some(_) => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", None),
         None => oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1008,6 +1064,8 @@ fn exchange(
         notification_token: param(params, "deferred_notification_token").map(str::to_owned),
         jkt: proof.map(|p| p.jkt.clone()),
         issued: None,
+        ietf: false,
+        interaction_uri: None,
     };
     if let AutoApprove::AfterDelay(d) = st.config.auto_approve {
         effects.push(Effect::ApproveAt(id.clone(), now.saturating_add(d)));
@@ -1173,7 +1231,7 @@ fn issue_id_token(
 }
 
 /// The final token response: access token, ID token, refresh token.
-fn token_response(
+pub(crate) fn token_response(
     st: &mut OpState,
     client_id: &str,
     grant: &Grant,
@@ -1290,6 +1348,24 @@ fn userinfo(st: &mut OpState, req: &Incoming) -> http::Response<Full<Bytes>> {
     json_response(StatusCode::OK, &body)
 }
 
+/// A poll under one profile: a handle of the other profile is unknown here.
+fn poll_as(
+    st: &mut OpState,
+    client_id: &str,
+    id: &str,
+    proof: Option<&checks::Proof>,
+    ietf: bool,
+) -> http::Response<Full<Bytes>> {
+    if st.auths.get(id).is_some_and(|r| r.ietf != ietf) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("unknown deferral"),
+        );
+    }
+    poll(st, client_id, id, proof)
+}
+
 fn poll(
     st: &mut OpState,
     client_id: &str,
@@ -1372,11 +1448,21 @@ fn poll(
                 .or(script.last())
                 .cloned()
                 .unwrap_or_else(|| rec.progress.clone());
-            oauth_error(
-                StatusCode::BAD_REQUEST,
-                "authorization_pending",
-                Some(&progress),
-            )
+            match &rec.interaction_uri {
+                Some(uri) if rec.ietf => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({
+                        "error": "interaction_required",
+                        "error_description": progress,
+                        "interaction_uri": uri,
+                    }),
+                ),
+                _ => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "authorization_pending",
+                    Some(&progress),
+                ),
+            }
         }
         AuthState::Denied { description } => oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1398,12 +1484,33 @@ fn poll(
     }
 }
 
+/// Whether `completion_mode` lists `deferred` (space-separated; unknown
+/// values are ignored, B.2).
+pub(crate) fn completion_mode_deferred(params: &[(String, String)]) -> bool {
+    param(params, "completion_mode").is_some_and(|m| m.split(' ').any(|v| v == "deferred"))
+}
+
 fn code_grant(
     st: &mut OpState,
     client_id: &str,
     params: &[(String, String)],
     proof: Option<&checks::Proof>,
+    effects: &mut Vec<Effect>,
 ) -> http::Response<Full<Bytes>> {
+    let opted_in = completion_mode_deferred(params);
+    if st.config.profiles.ietf()
+        && !opted_in
+        && let Some(code) = param(params, "code")
+        && st.codes.get(code).is_some_and(|c| c.completion_mode_hint)
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some(
+                "the authorization request hinted completion_mode=deferred; the token request must opt in too",
+            ),
+        );
+    }
     let Some(code) = param(params, "code") else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1439,7 +1546,120 @@ fn code_grant(
         claims: rec.claims,
         ..st.grant(rec.nonce, rec.scope, rec.auth_time)
     };
+    if opted_in
+        && st.config.profiles.ietf()
+        && st.config.authorize_outcome != AuthorizeOutcome::Code
+    {
+        return defer(st, client_id, grant, params, proof, effects);
+    }
     token_response(st, client_id, &grant, proof)
+}
+
+/// The IETF deferred response (B.4): a new deferral, HTTP 400 with
+/// `authorization_pending` (or `interaction_required`), `deferral_code`,
+/// `expires_in` and `interval`.
+pub(crate) fn defer(
+    st: &mut OpState,
+    client_id: &str,
+    grant: Grant,
+    params: &[(String, String)],
+    proof: Option<&checks::Proof>,
+    effects: &mut Vec<Effect>,
+) -> http::Response<Full<Bytes>> {
+    let now = st.now();
+    let code = st.random(32);
+    let interval = st.config.interval.unwrap_or(5);
+    let expires_in = st.config.expires_in.unwrap_or(3600);
+    let interaction_uri = st.config.interaction_uri.clone();
+    let progress = st.config.progress.clone();
+    st.auths.insert(
+        code.clone(),
+        AuthRecord {
+            client_id: client_id.to_owned(),
+            grant,
+            created_at: now,
+            expires_at: Some(now.saturating_add(Duration::from_secs(expires_in))),
+            interval,
+            last_poll: None,
+            polls: 0,
+            slow_downs: 0,
+            state: AuthState::Pending,
+            progress: progress.clone(),
+            notification_token: param(params, "client_notification_token").map(str::to_owned),
+            jkt: proof.map(|p| p.jkt.clone()),
+            issued: None,
+            ietf: true,
+            interaction_uri: interaction_uri.clone(),
+        },
+    );
+    if let AutoApprove::AfterDelay(d) = st.config.auto_approve {
+        effects.push(Effect::ApproveAt(code.clone(), now.saturating_add(d)));
+    }
+    let mut body = json!({
+        "error": if interaction_uri.is_some() { "interaction_required" } else { "authorization_pending" },
+        "error_description": progress,
+        "deferral_code": code,
+        "expires_in": expires_in,
+        "interval": interval,
+    });
+    if let Some(u) = interaction_uri {
+        body["interaction_uri"] = Value::String(u);
+    }
+    json_response(StatusCode::BAD_REQUEST, &body)
+}
+
+/// RFC 7009 revocation of a deferral code (B.8): client authentication,
+/// DPoP binding; always 200 for a well-formed request, and a known pending
+/// code moves to cancelled.
+fn revoke(
+    st: &mut OpState,
+    req: &Incoming,
+) -> (Vec<(String, String)>, http::Response<Full<Bytes>>) {
+    let params = match parse_params(&req.body) {
+        Ok(p) => p,
+        Err(_) => {
+            return (
+                Vec::new(),
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    Some("repeated parameter"),
+                ),
+            );
+        }
+    };
+    let client_id = match authenticate(st, req, &params) {
+        Ok(c) => c,
+        Err(r) => return (params, r),
+    };
+    let proof = match check_dpop(st, req, "/revoke") {
+        Ok(p) => p,
+        Err(r) => return (params, r),
+    };
+    let Some(token) = param(&params, "token").map(str::to_owned) else {
+        return (
+            params,
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                Some("missing token"),
+            ),
+        );
+    };
+    let supports = st.config.advertise_deferral_revocation;
+    if supports
+        && let Some(rec) = st.auths.get_mut(&token)
+        && rec.ietf
+        && rec.client_id == client_id
+    {
+        if let Err(r) = check_binding(rec.jkt.as_deref(), proof.as_ref()) {
+            return (params, r);
+        }
+        if matches!(rec.state, AuthState::Pending | AuthState::Approved) {
+            rec.state = AuthState::Cancelled;
+        }
+    }
+    (params, respond(StatusCode::OK, "text/plain", ""))
 }
 
 /// A fresh key with a random `kid`.
@@ -1477,19 +1697,32 @@ pub(crate) fn lock(state: &Mutex<OpState>) -> std::sync::MutexGuard<'_, OpState>
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Where and how to ping for `id`: (endpoint, bearer token).
-fn ping_target(st: &OpState, id: &str) -> Option<(reqwest::Client, String, Option<String>)> {
+/// Where and how to ping for `id`.
+struct PingTarget {
+    http: reqwest::Client,
+    endpoint: String,
+    token: Option<String>,
+    /// The body member: `deferred_auth_id` or (IETF) `deferral_code`.
+    key: &'static str,
+}
+
+fn ping_target(st: &OpState, id: &str) -> Option<PingTarget> {
     let rec = st.auths.get(id)?;
     let endpoint = st
         .clients
         .get(&rec.client_id)?
         .notification_endpoint
         .clone()?;
-    Some((
-        st.ping_http.clone(),
+    Some(PingTarget {
+        http: st.ping_http.clone(),
         endpoint,
-        rec.notification_token.clone(),
-    ))
+        token: rec.notification_token.clone(),
+        key: if rec.ietf {
+            "deferral_code"
+        } else {
+            "deferred_auth_id"
+        },
+    })
 }
 
 /// Sends the Ping Callback for a finished authentication, in the
@@ -1502,7 +1735,7 @@ pub(crate) fn notify(state: &Arc<Mutex<OpState>>, id: &str) {
         }
         ping_target(&st, id)
     };
-    let Some((http, endpoint, token)) = target else {
+    let Some(t) = target else {
         return;
     };
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -1511,7 +1744,7 @@ pub(crate) fn notify(state: &Arc<Mutex<OpState>>, id: &str) {
     let state = state.clone();
     let id = id.to_owned();
     rt.spawn(async move {
-        let status = send_ping(&http, &endpoint, &id, token.as_deref()).await;
+        let status = send_ping(&t.http, &t.endpoint, t.key, &id, t.token.as_deref()).await;
         lock(&state).pings.push(PingRecord {
             deferred_auth_id: id,
             forged: false,
@@ -1526,9 +1759,9 @@ pub(crate) async fn ping_now(
     id: &str,
     forged_token: Option<&str>,
 ) -> Option<u16> {
-    let (http, endpoint, token) = ping_target(&lock(state), id)?;
-    let token = forged_token.map(str::to_owned).or(token);
-    let status = send_ping(&http, &endpoint, id, token.as_deref()).await;
+    let t = ping_target(&lock(state), id)?;
+    let token = forged_token.map(str::to_owned).or(t.token);
+    let status = send_ping(&t.http, &t.endpoint, t.key, id, token.as_deref()).await;
     lock(state).pings.push(PingRecord {
         deferred_auth_id: id.to_owned(),
         forged: forged_token.is_some(),
@@ -1537,18 +1770,21 @@ pub(crate) async fn ping_now(
     status
 }
 
-/// POSTs `{"deferred_auth_id": id}` with the bearer token; never follows a
-/// redirect.
+/// POSTs `{key: id}` with the bearer token (none when the client sent
+/// none: the IETF AS then omits the header); never follows a redirect.
 async fn send_ping(
     http: &reqwest::Client,
     endpoint: &str,
+    key: &str,
     id: &str,
     token: Option<&str>,
 ) -> Option<u16> {
+    let mut body = Map::new();
+    body.insert(key.to_owned(), Value::String(id.to_owned()));
     let mut req = http
         .post(endpoint)
         .header("content-type", "application/json")
-        .body(json!({ "deferred_auth_id": id }).to_string());
+        .body(Value::Object(body).to_string());
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }

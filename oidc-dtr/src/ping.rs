@@ -148,9 +148,7 @@ pub enum PingReplyKind {
 impl PingReply {
     fn of(kind: PingReplyKind) -> Self {
         let status = match kind {
-            PingReplyKind::Woken | PingReplyKind::AlreadyFinished | PingReplyKind::Advisory => {
-                204
-            }
+            PingReplyKind::Woken | PingReplyKind::AlreadyFinished | PingReplyKind::Advisory => 204,
             PingReplyKind::Unauthorized => 401,
             PingReplyKind::MethodNotAllowed => 405,
             PingReplyKind::UnsupportedMediaType => 415,
@@ -504,7 +502,10 @@ mod tests {
         /// whose app opted in.
         fn advisory(&self, id: DeferredAuthId) -> BoxFuture<PingVerdict> {
             let verdict = if id.secret() == "open" {
-                self.woken.lock().unwrap().push(format!("advisory:{}", id.secret()));
+                self.woken
+                    .lock()
+                    .unwrap()
+                    .push(format!("advisory:{}", id.secret()));
                 PingVerdict::Woken
             } else {
                 PingVerdict::Rejected
@@ -734,7 +735,12 @@ mod tests {
         // The bearer authenticates whatever the key.
         let with = status(
             &r,
-            request("POST", JSON, Some("Bearer right"), r#"{"deferral_code":"live"}"#),
+            request(
+                "POST",
+                JSON,
+                Some("Bearer right"),
+                r#"{"deferral_code":"live"}"#,
+            ),
         )
         .await;
         assert_eq!(with.0, 204);
@@ -742,12 +748,23 @@ mod tests {
         let advisory = r
             .handle_raw("POST", JSON, None, br#"{"deferral_code":"open"}"#)
             .await;
-        assert_eq!((advisory.status, advisory.kind), (204, PingReplyKind::Advisory));
+        assert_eq!(
+            (advisory.status, advisory.kind),
+            (204, PingReplyKind::Advisory)
+        );
         // Not eligible (unknown, or the sink refuses): 401, as any other.
-        let unknown = status(&r, request("POST", JSON, None, r#"{"deferral_code":"nope"}"#)).await;
+        let unknown = status(
+            &r,
+            request("POST", JSON, None, r#"{"deferral_code":"nope"}"#),
+        )
+        .await;
         assert_eq!(unknown.0, 401);
         // The OIDC key never goes the advisory way.
-        let oidc = status(&r, request("POST", JSON, None, r#"{"deferred_auth_id":"open"}"#)).await;
+        let oidc = status(
+            &r,
+            request("POST", JSON, None, r#"{"deferred_auth_id":"open"}"#),
+        )
+        .await;
         assert_eq!(oidc.0, 401);
         // A header that is not a bearer is not "no header".
         let basic = status(

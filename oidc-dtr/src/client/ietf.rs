@@ -56,12 +56,7 @@ impl DtrClient {
             state = %code.pending.state.fingerprint(),
             deferral_code = tracing::field::Empty,
         );
-        let task = tokio::spawn(
-            inner
-                .clone()
-                .redeem_and_track(code, key)
-                .instrument(span),
-        );
+        let task = tokio::spawn(inner.clone().redeem_and_track(code, key).instrument(span));
         match task.await {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -486,7 +486,11 @@ impl DtrClient {
             return Ok(CancelResult::AlreadyFinished);
         }
         let auth = tracked.auth;
-        let result = match (auth.profile(), &inner.revocation_endpoint, &inner.cancellation) {
+        let result = match (
+            auth.profile(),
+            &inner.revocation_endpoint,
+            &inner.cancellation,
+        ) {
             (Profile::Ietf, Some(endpoint), _) => {
                 inner.send_revocation(endpoint, &auth).await.inspect_err(|e| {
                     tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "revocation of the deferral code failed");

@@ -1151,7 +1151,10 @@ mod tests {
         );
         assert_eq!(s.action, Action::SleepUntil(at(11)));
         let uri = InteractionUri::parse("https://as.example/i/1").unwrap();
-        assert_eq!(s.interaction, Some(InteractionChange::Required(uri.clone())));
+        assert_eq!(
+            s.interaction,
+            Some(InteractionChange::Required(uri.clone()))
+        );
         assert_eq!(m.interaction_uri(), Some(&uri));
         // The same URI again: no new change.
         assert_eq!(step(&mut m, Event::Timer, at(11)).action, Action::SendPoll);
@@ -1163,7 +1166,11 @@ mod tests {
         assert_eq!(s.interaction, None);
         // Back to authorization_pending: resolved.
         assert_eq!(step(&mut m, Event::Timer, at(17)).action, Action::SendPoll);
-        let s = step(&mut m, Event::Response(oauth("authorization_pending")), at(18));
+        let s = step(
+            &mut m,
+            Event::Response(oauth("authorization_pending")),
+            at(18),
+        );
         assert_eq!(s.interaction, Some(InteractionChange::Resolved));
         assert_eq!(m.interaction_uri(), None);
         // And forth again, to a new URI; an invalid one is not surfaced.
@@ -1173,7 +1180,10 @@ mod tests {
             Event::Response(interaction(Some("https://as.example/i/2"))),
             at(24),
         );
-        assert!(matches!(s.interaction, Some(InteractionChange::Required(_))));
+        assert!(matches!(
+            s.interaction,
+            Some(InteractionChange::Required(_))
+        ));
         assert_eq!(step(&mut m, Event::Timer, at(29)).action, Action::SendPoll);
         let s = step(
             &mut m,

@@ -15,6 +15,7 @@ mod dpop;
 mod foundation;
 mod http_edge;
 mod hygiene;
+mod ietf;
 mod jose_differential;
 mod jose_vectors;
 mod layers;

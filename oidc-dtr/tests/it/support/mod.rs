@@ -184,6 +184,57 @@ pub mod flow {
         client.exchange(ack).await.unwrap()
     }
 
+    /// An OP config serving the IETF profile only.
+    pub fn ietf_config() -> OpConfig {
+        let mut c = OpConfig::default();
+        c.profiles = oidc_dtr_testkit::OpProfiles::Ietf;
+        c
+    }
+
+    /// authorize → browser → callback (a plain `code`) → the token request
+    /// with `completion_mode=deferred`.
+    pub async fn redeem(op: &MockOp, client: &DtrClient) -> oidc_dtr::Redemption {
+        let (url, pending) = client.authorize().build().unwrap();
+        let cb = op.browse(&url).await.unwrap();
+        let code = match client.callback(&pending, cb.query()).unwrap() {
+            CallbackResponse::Code(c) => c,
+            other => panic!("{other:?}"),
+        };
+        client.redeem_code(code).await.unwrap()
+    }
+
+    /// [`redeem`], expecting a deferral.
+    pub async fn start_ietf(op: &MockOp, client: &DtrClient) -> DeferredAuthentication {
+        match redeem(op, client).await {
+            oidc_dtr::Redemption::Deferred(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Starts an authentication under the client's profile.
+    pub async fn start_any(op: &MockOp, client: &DtrClient) -> DeferredAuthentication {
+        match client.profile() {
+            oidc_dtr::Profile::Ietf => start_ietf(op, client).await,
+            _ => start(op, client).await,
+        }
+    }
+
+    /// Both profiles: (OP config switch, client profile).
+    pub fn profiles() -> [(oidc_dtr_testkit::OpProfiles, oidc_dtr::Profile); 2] {
+        [
+            (oidc_dtr_testkit::OpProfiles::Oidc, oidc_dtr::Profile::Oidc),
+            (oidc_dtr_testkit::OpProfiles::Ietf, oidc_dtr::Profile::Ietf),
+        ]
+    }
+
+    /// The token requests that polled (either profile's handle).
+    pub fn poll_requests(op: &MockOp) -> Vec<oidc_dtr_testkit::LoggedRequest> {
+        op.requests_to(oidc_dtr_testkit::Endpoint::Token)
+            .into_iter()
+            .filter(|r| r.param("deferred_auth_id").is_some() || r.param("deferral_code").is_some())
+            .collect()
+    }
+
     /// Lets the driver and the OP work at the current virtual time.
     pub async fn settle() {
         for _ in 0..5 {
