@@ -105,6 +105,7 @@ pub use proto::callback::{Acknowledgment, CallbackResponse, CodeResponse};
 pub use proto::cancel::{CancelEncoding, CancelResult, CancellationConfig};
 pub use proto::claims::{Address, IdTokenClaims};
 pub use proto::client_auth::{AssertionAudience, ClientAuth};
+pub use proto::device::DeviceAuthorization;
 pub use proto::discovery::ProviderMetadata;
 pub use proto::exchange::{Compat, DeferredAuthentication};
 pub use proto::ietf::{InteractionUri, InvalidInteractionUri, Redemption};

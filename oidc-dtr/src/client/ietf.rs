@@ -222,3 +222,152 @@ impl crate::ping::PingSink for ClientPings {
         })
     }
 }
+
+impl DtrClient {
+    /// Starts the device authorization grant (RFC 8628 §3.1), for a CLI or
+    /// device without a browser on the same machine: returns the
+    /// [`DeviceAuthorization`](crate::DeviceAuthorization) whose user code
+    /// and verification URI to show. The request carries `scope` (with
+    /// `openid`), a fresh `nonce` (an AS that echoes it gets it checked;
+    /// RFC 8628 defines none, so an ID token without one is accepted for
+    /// this flow) and, unless turned off with
+    /// [`completion_mode_hint`](crate::DtrClientBuilder::completion_mode_hint),
+    /// the `completion_mode=deferred` hint. Needs the AS's
+    /// `device_authorization_endpoint`.
+    ///
+    /// Cancel safety: safe (nothing is started at the AS that matters
+    /// before the user acts).
+    pub async fn device_authorization(
+        &self,
+        scope: &str,
+    ) -> Result<crate::DeviceAuthorization, Error> {
+        let inner = &self.inner;
+        let endpoint = inner.metadata.device_authorization_endpoint().ok_or(
+            crate::error::ConfigError::Invalid {
+                field: "device_authorization_endpoint",
+                reason: "the AS publishes no device_authorization_endpoint".into(),
+            },
+        )?;
+        let mut scopes = vec!["openid".to_owned()];
+        for s in scope.split_ascii_whitespace() {
+            if !scopes.iter().any(|have| have == s) {
+                scopes.push(s.to_owned());
+            }
+        }
+        let nonce = crate::secret::Nonce::new(random_b64url(
+            inner.rng.as_ref(),
+            crate::proto::authorize::RANDOM_BYTES,
+        )?);
+        let hint = inner.completion_mode_hint;
+        let mut params = vec![
+            ("scope", scopes.join(" ")),
+            ("nonce", nonce.secret().to_owned()),
+        ];
+        if hint {
+            params.push(("completion_mode", ietf::COMPLETION_MODE_DEFERRED.to_owned()));
+        }
+        let requested_at = inner.clock.now();
+        let req = inner.authed_form(&endpoint, params)?;
+        let resp = inner.http.send(req).await?;
+        crate::proto::device::parse_device_authorization(
+            &resp,
+            &endpoint,
+            crate::proto::device::DeviceRequest {
+                issuer: inner.metadata.issuer.clone(),
+                client_id: inner.client_id.clone(),
+                nonce,
+                requested_at,
+                completion_mode_hint: hint,
+            },
+        )
+    }
+
+    /// Redeems a device authorization with `completion_mode=deferred`
+    /// (PROTOCOL.md B.2): polls the device code at its interval (raised by
+    /// 5 s on `slow_down`) while the AS answers the plain RFC 8628
+    /// `authorization_pending` (the user has not finished at the
+    /// verification URI), until the AS answers with tokens
+    /// ([`Redemption::Tokens`], validated) or with a deferral
+    /// ([`Redemption::Deferred`]: stored, and continued by the engine like
+    /// any other). Fails with the AS's error (`access_denied`,
+    /// `expired_token`, ...) or when the device code expires.
+    ///
+    /// Cancel safety: the polling runs as a task of its own; a deferral
+    /// the AS creates is stored and tracked even if this future is
+    /// dropped, but tokens answered at once would then be lost.
+    pub async fn device_token(
+        &self,
+        device: &crate::DeviceAuthorization,
+    ) -> Result<Redemption, Error> {
+        let inner = &self.inner;
+        if device.issuer != inner.metadata.issuer || device.client_id != inner.client_id {
+            return Err(CallbackError::WrongClient.into());
+        }
+        let key = inner.new_dpop_key()?;
+        let span = tracing::info_span!("dtr.device", deferral_code = tracing::field::Empty,);
+        let task = tokio::spawn(
+            inner
+                .clone()
+                .device_poll(device.clone(), key)
+                .instrument(span),
+        );
+        match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(WaitError::Stopped.into()),
+        }
+    }
+}
+
+impl ClientInner {
+    async fn device_poll(
+        self: Arc<Self>,
+        device: crate::DeviceAuthorization,
+        dpop_key: Option<DpopKey>,
+    ) -> Result<Redemption, Error> {
+        let ctx = ValidationContext::new(device.nonce.clone(), device.requested_at)
+            .with_optional_nonce(true);
+        let mut interval = device.interval();
+        let mut last = device.requested_at;
+        loop {
+            let due = last.saturating_add(interval);
+            if due >= device.expires_at() {
+                return Err(
+                    crate::error::OAuthError::new(crate::error::ErrorCode::ExpiredToken).into(),
+                );
+            }
+            self.clock.sleep_until(due).await;
+            // A fresh notification token per request (only the one of the
+            // request that is deferred is bound).
+            let notification_token = self.new_client_notification_token()?;
+            let mut params = vec![
+                ("grant_type", ietf::GRANT_TYPE_DEVICE_CODE.to_owned()),
+                ("device_code", device.device_code().to_owned()),
+            ];
+            ietf::opt_in_params(&mut params, notification_token.as_deref());
+            let issued_at = self.clock.now();
+            let resp = self.send_token_request(&params, dpop_key.as_ref()).await?;
+            last = self.clock.now();
+            match ietf::parse_initial_answer(&resp, &self.metadata.token_endpoint)? {
+                InitialAnswer::Tokens => {
+                    let tokens = self
+                        .finish_token_response(&resp, &ctx, dpop_key.as_ref())
+                        .await?;
+                    return Ok(Redemption::Tokens(Box::new(tokens)));
+                }
+                InitialAnswer::Deferred(d) => {
+                    let auth = self
+                        .track_deferred(device.origin(), d, issued_at, notification_token, dpop_key)
+                        .await?;
+                    return Ok(Redemption::Deferred(auth));
+                }
+                InitialAnswer::DevicePending(e) => {
+                    if e.code == crate::error::ErrorCode::SlowDown {
+                        interval = interval.saturating_add(crate::proto::poll::SLOW_DOWN_STEP);
+                    }
+                    tracing::debug!(error = %e.code, "device flow: the user has not finished yet");
+                }
+            }
+        }
+    }
+}

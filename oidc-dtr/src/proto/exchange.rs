@@ -77,6 +77,7 @@ pub(crate) struct IetfOrigin {
     pub max_age: Option<u64>,
     pub requested_at: UnixTime,
     pub claims_request: Option<Box<ClaimsRequest>>,
+    pub device_flow: bool,
 }
 
 impl From<&crate::proto::authorize::PendingAuthorization> for IetfOrigin {
@@ -89,6 +90,7 @@ impl From<&crate::proto::authorize::PendingAuthorization> for IetfOrigin {
             max_age: p.max_age,
             requested_at: p.created_at,
             claims_request: p.claims_request.clone(),
+            device_flow: false,
         }
     }
 }
@@ -163,6 +165,9 @@ pub struct DeferredAuthentication {
     /// `interaction_required`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) initial_interaction_uri: Option<InteractionUri>,
+    /// Started by the device flow (RFC 8628): ID tokens may lack `nonce`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) device_flow: bool,
 }
 
 impl fmt::Debug for DeferredAuthentication {
@@ -217,6 +222,7 @@ impl DeferredAuthentication {
             claims_request: pending.claims_request.clone(),
             profile: Profile::Oidc,
             initial_interaction_uri: None,
+            device_flow: false,
         }
     }
 
@@ -250,6 +256,7 @@ impl DeferredAuthentication {
             claims_request: origin.claims_request,
             profile: Profile::Ietf,
             initial_interaction_uri: resp.interaction_uri,
+            device_flow: origin.device_flow,
         }
     }
 
@@ -285,6 +292,7 @@ impl DeferredAuthentication {
             claims_request: None,
             profile: Profile::Oidc,
             initial_interaction_uri: None,
+            device_flow: false,
         }
     }
 

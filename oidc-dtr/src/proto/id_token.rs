@@ -400,6 +400,7 @@ impl IdTokenValidator {
         }
 
         match claims.nonce() {
+            None if ctx.nonce_optional() => {}
             None => return Err(ValidationError::MissingNonce),
             Some(n) if !ct_eq(n.as_bytes(), ctx.nonce().secret().as_bytes()) => {
                 return Err(ValidationError::Nonce);

@@ -26,6 +26,7 @@ pub(crate) mod callback;
 pub(crate) mod cancel;
 pub(crate) mod claims;
 pub(crate) mod client_auth;
+pub(crate) mod device;
 pub(crate) mod discovery;
 pub(crate) mod exchange;
 pub(crate) mod id_token;

@@ -186,6 +186,11 @@ pub struct ValidationContext {
     expected_subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     claims_request: Option<Box<ClaimsRequest>>,
+    /// An ID token without `nonce` is accepted (one with a `nonce` must
+    /// still carry this one): the device flow, whose RFC 8628 requests
+    /// define no `nonce` for the OP to echo.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    nonce_optional: bool,
 }
 
 impl fmt::Debug for ValidationContext {
@@ -209,7 +214,21 @@ impl ValidationContext {
             requested_at,
             expected_subject: None,
             claims_request: None,
+            nonce_optional: false,
         }
+    }
+
+    /// Accepts an ID token without `nonce` (for flows whose request cannot
+    /// carry one, such as the device flow); a `nonce` that is present must
+    /// still match.
+    pub fn with_optional_nonce(mut self, optional: bool) -> Self {
+        self.nonce_optional = optional;
+        self
+    }
+
+    /// Whether an ID token without `nonce` is accepted.
+    pub fn nonce_optional(&self) -> bool {
+        self.nonce_optional
     }
 
     /// Sets the `max_age` the request asked for.
@@ -281,7 +300,8 @@ impl From<&DeferredAuthentication> for ValidationContext {
     fn from(a: &DeferredAuthentication) -> Self {
         let mut ctx = ValidationContext::new(a.nonce.clone(), a.requested_at)
             .with_max_age(a.max_age)
-            .with_expected_subject(a.interim_subject().map(str::to_owned));
+            .with_expected_subject(a.interim_subject().map(str::to_owned))
+            .with_optional_nonce(a.device_flow);
         ctx.claims_request = a.claims_request.clone();
         ctx
     }

@@ -511,3 +511,96 @@ async fn a_restart_resumes_an_ietf_deferral_from_the_store() {
             .all(|r| r.param("grant_type") == Some(IETF_GRANT))
     );
 }
+
+#[tokio::test]
+async fn the_device_grant_is_deferred_and_the_engine_continues_it() {
+    let mut cfg = ietf_config();
+    cfg.auto_approve = AutoApprove::AfterPolls(2);
+    let s = ietf(cfg).await;
+    let device = s.client.device_authorization("profile").await.unwrap();
+    assert!(device.completion_mode_hint());
+    assert!(!device.user_code().is_empty());
+    let da = s.op.requests_to(Endpoint::DeviceAuthorization);
+    assert_eq!(da[0].param("completion_mode"), Some("deferred"));
+    assert_eq!(da[0].param("scope"), Some("openid profile"));
+    let client = s.client.clone();
+    let d = device.clone();
+    let redeem = tokio::spawn(async move { client.device_token(&d).await });
+    // The user has not finished: plain RFC 8628 polling, no deferral.
+    pass(&s, secs(11), S).await;
+    assert!(!redeem.is_finished());
+    let device_polls = || {
+        s.op.requests_to(Endpoint::Token)
+            .into_iter()
+            .filter(|r| r.param("device_code").is_some())
+            .collect::<Vec<_>>()
+    };
+    let early = device_polls();
+    assert_eq!(early.len(), 2);
+    assert!(early.iter().all(|r| r.status == 400));
+    assert!(s.op.authentications().is_empty());
+    // The user finishes; the next device-code request is deferred.
+    assert!(s.op.complete_device(device.user_code()));
+    pass(&s, secs(6), S).await;
+    let Redemption::Deferred(auth) = redeem.await.unwrap().unwrap() else {
+        panic!("deferred")
+    };
+    assert_eq!(auth.profile(), Profile::Ietf);
+    for r in device_polls() {
+        assert_eq!(
+            r.param("grant_type"),
+            Some("urn:ietf:params:oauth:grant-type:device_code")
+        );
+        assert_eq!(r.param("completion_mode"), Some("deferred"));
+    }
+    // The same engine continues with the deferral code.
+    let outcome = run_to_outcome(&s, auth.id(), S, secs(120)).await;
+    let Outcome::Tokens(tokens) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(tokens.claims().nonce(), Some(auth.nonce().secret()));
+    assert!(
+        poll_requests(&s.op)
+            .iter()
+            .all(|r| r.param("deferral_code") == Some(auth.id().secret()))
+    );
+}
+
+#[tokio::test]
+async fn the_device_grant_may_answer_at_once_or_expire() {
+    let mut cfg = ietf_config();
+    cfg.authorize_outcome = AuthorizeOutcome::Code;
+    let s = ietf(cfg).await;
+    let device = s.client.device_authorization("").await.unwrap();
+    s.op.complete_device(device.user_code());
+    let client = s.client.clone();
+    let d = device.clone();
+    let redeem = tokio::spawn(async move { client.device_token(&d).await });
+    pass(&s, secs(6), S).await;
+    let Redemption::Tokens(tokens) = redeem.await.unwrap().unwrap() else {
+        panic!("immediate tokens")
+    };
+    assert_eq!(
+        tokens.claims().nonce(),
+        Some(device_nonce_of(&s.op)).as_deref()
+    );
+    // The device code expires if the user never finishes.
+    let device = s.client.device_authorization("").await.unwrap();
+    let client = s.client.clone();
+    let redeem = tokio::spawn(async move { client.device_token(&device).await });
+    pass(&s, secs(700), secs(50)).await;
+    let err = redeem.await.unwrap().unwrap_err();
+    assert_eq!(
+        err.oauth().unwrap().code,
+        oidc_dtr::ErrorCode::ExpiredToken,
+        "{err}"
+    );
+}
+
+/// The `nonce` of the first device authorization request.
+fn device_nonce_of(op: &MockOp) -> String {
+    op.requests_to(Endpoint::DeviceAuthorization)[0]
+        .param("nonce")
+        .unwrap()
+        .to_owned()
+}
