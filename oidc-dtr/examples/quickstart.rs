@@ -6,25 +6,32 @@
 //! With `-- --restart`, the pending authentication is kept in a store file,
 //! and the client is stopped and rebuilt halfway, as a deployment or a
 //! crash would: the new client resumes it and finishes with tokens.
+//!
+//! With `-- --ietf` (or `DTR_PROFILE=ietf`), the same flow runs under the
+//! IETF OAuth Deferred Token Response profile: a plain `code` comes back,
+//! and the token request with `completion_mode=deferred` is deferred; the
+//! same engine polls the `deferral_code` and validates the same tokens.
 
 use std::time::Duration;
 
 use oidc_dtr::FileStore;
-use oidc_dtr::{CallbackResponse, DtrClient};
+use oidc_dtr::{CallbackResponse, DtrClient, Profile, Redemption};
 use oidc_dtr::{ClaimsRequest, ClaimsTarget, EvidenceRequest, VerifiedClaimsRequest};
 use oidc_dtr::{Outcome, PollEvent};
-use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig};
+use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, OpProfiles};
 
 /// The client of this example, on a store file when one is given.
 async fn build_client(
     op: &MockOp,
     store: Option<&std::path::Path>,
+    profile: Profile,
 ) -> Result<DtrClient, Box<dyn std::error::Error>> {
     let mut builder = DtrClient::builder()
         .issuer(op.issuer())
         .client_id(MockOp::CLIENT_ID)
         .client_secret(MockOp::CLIENT_SECRET)
-        .redirect_uri("http://127.0.0.1:8080/callback");
+        .redirect_uri("http://127.0.0.1:8080/callback")
+        .profile(profile);
     if let Some(path) = store {
         // `DtrClient::shutdown` released the file, so this open succeeds.
         builder = builder.store(FileStore::open(path)?);
@@ -40,7 +47,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 0. An OpenID Provider. Here it is a mock running inside this process;
     //    in production it is your identity-verification provider. This one
     //    reviews documents for five seconds, then approves.
+    // The one option: which draft the Provider and the client speak.
+    let profile = if std::env::args().any(|a| a == "--ietf")
+        || std::env::var("DTR_PROFILE").is_ok_and(|p| p.eq_ignore_ascii_case("ietf"))
+    {
+        Profile::Ietf
+    } else {
+        Profile::Oidc
+    };
     let mut config = OpConfig::default();
+    if profile == Profile::Ietf {
+        config.profiles = OpProfiles::Ietf;
+    }
     config.interval = Some(2);
     config.auto_approve = AutoApprove::AfterDelay(Duration::from_secs(5));
     config.progress_script = vec![
@@ -57,10 +75,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store_path = restart.then(|| {
         std::env::temp_dir().join(format!("oidc-dtr-quickstart-{}.redb", std::process::id()))
     });
-    let mut client = build_client(&op, store_path.as_deref()).await?;
+    let mut client = build_client(&op, store_path.as_deref(), profile).await?;
     println!(
-        "1. Discovered the Provider: token endpoint {}",
-        client.metadata().token_endpoint
+        "1. Discovered the Provider: token endpoint {} (profile: {})",
+        client.metadata().token_endpoint,
+        client.profile()
     );
 
     // 2. The authentication request: a URL to send the user's browser to.
@@ -95,25 +114,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let back = op.browse(&url).await?;
     println!("3. The browser came back to {}", back.url.path());
 
-    // 4. Validate that redirect: state, issuer, and the deferred_code itself.
-    let ack = match client.callback(&pending, back.query())? {
-        CallbackResponse::Acknowledgment(ack) => ack,
-        CallbackResponse::Error(e) => return Err(e.into()),
-        _ => unreachable!("we asked for response_type=deferred_code"),
-    };
-    println!(
-        "4. The Provider acknowledged the request: it will decide later (deferred_code received)"
-    );
-
-    // 5. Exchange the one-time deferred_code for a deferred_auth_id: the
-    //    handle the SDK polls with until the Provider has decided.
+    // 4. Validate that redirect: state, issuer, and the code itself.
+    //    OIDC profile: a deferred_code. IETF profile: a plain code.
     let mut events = client.subscribe();
-    let auth = client.exchange(ack).await?;
-    println!("5. Deferred code exchanged. The Provider is now reviewing the user.");
-    // The id is a secret in production (the SDK never logs it); the demo
-    // prints it to show what came back.
+    let auth = match client.callback(&pending, back.query())? {
+        CallbackResponse::Acknowledgment(ack) => {
+            println!(
+                "4. The Provider acknowledged the request: it will decide later (deferred_code received)"
+            );
+            // 5. Exchange the one-time deferred_code for a deferred_auth_id:
+            //    the handle the SDK polls with until the Provider has decided.
+            let auth = client.exchange(ack).await?;
+            println!("5. Deferred code exchanged. The Provider is now reviewing the user.");
+            auth
+        }
+        CallbackResponse::Code(code) => {
+            println!("4. The Provider sent a plain authorization code");
+            // 5. Redeem it with completion_mode=deferred: the Provider may
+            //    answer with tokens at once, or defer with a deferral_code.
+            match client.redeem_code(code).await? {
+                Redemption::Deferred(auth) => {
+                    println!(
+                        "5. The token request was deferred (deferral_code received). The Provider is now reviewing the user."
+                    );
+                    auth
+                }
+                Redemption::Tokens(tokens) => {
+                    println!(
+                        "5. The Provider answered at once; user (sub): {}",
+                        tokens.claims().subject()
+                    );
+                    return Ok(());
+                }
+                _ => return Err("an answer this version does not know".into()),
+            }
+        }
+        CallbackResponse::Error(e) => return Err(e.into()),
+        _ => return Err("a response this version does not know".into()),
+    };
+    // The handle is a secret in production (the SDK never logs it); the
+    // demo prints its fingerprint to show what came back.
     println!(
-        "   deferred_auth_id: (secret; its fingerprint is {:?})",
+        "   polling handle: (secret; its fingerprint is {:?})",
         auth.id().fingerprint()
     );
     println!(
@@ -134,7 +176,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = &store_path {
         client.shutdown().await;
         println!("   -- the client is stopped, as in a redeploy --");
-        client = build_client(&op, Some(path)).await?;
+        client = build_client(&op, Some(path), profile).await?;
         events = client.subscribe();
         let status = client.poll_status(auth.id()).await.ok_or("not resumed")?;
         println!(
