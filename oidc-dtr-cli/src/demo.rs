@@ -9,13 +9,17 @@ use url::Url;
 use crate::display::Ui;
 use crate::error::{CliError, exit};
 use crate::flow::{self, Browser, WaitOpts};
-use crate::lib_api::{AutoApprove, MockOp, OpConfig};
+use crate::lib_api::{AutoApprove, MockOp, OpConfig, OpProfiles, Profile};
 use crate::settings::{AssuranceSpec, Mode, VerifySettings};
 use crate::state::{AuthSpec, ClientSpec, StateDir};
 
 /// Runs the demo; the state lives in a temporary directory removed at the end.
-pub async fn run(ui: Ui, approve_after: Duration) -> Result<u8, CliError> {
+pub async fn run(ui: Ui, approve_after: Duration, draft: Option<Profile>) -> Result<u8, CliError> {
+    let ietf = draft == Some(Profile::Ietf);
     let mut config = OpConfig::default();
+    if ietf {
+        config.profiles = OpProfiles::Ietf;
+    }
     config.interval = Some(1);
     config.expires_in = Some(300);
     config.auto_approve = AutoApprove::AfterDelay(approve_after);
@@ -66,8 +70,11 @@ pub async fn run(ui: Ui, approve_after: Duration) -> Result<u8, CliError> {
             client_id: MockOp::PUBLIC_CLIENT_ID.to_owned(),
             auth: AuthSpec::None,
             dpop: true,
-            cancel_endpoint: Some(op.url("/df-authentication/cancel").to_string()),
+            // The IETF profile cancels at the AS's revocation endpoint,
+            // found in its metadata.
+            cancel_endpoint: (!ietf).then(|| op.url("/df-authentication/cancel").to_string()),
             redirect_uri: String::new(),
+            draft,
         },
         scope: Some("profile email".into()),
         claims: None,

@@ -9,8 +9,9 @@ use crate::error::{CliError, exit, one_line};
 #[cfg(feature = "demo")]
 use crate::lib_api::MockOp;
 use crate::lib_api::{
-    AssuranceError, AssuranceUnsupported, CallbackResponse, ConfigError, DeferredAuthId, DtrClient,
-    Outcome, PollEvent, Record, ResponseMode, Store, UnixTime,
+    AssuranceError, AssuranceUnsupported, CallbackResponse, CancelResult, ConfigError,
+    DeferredAuthId, DtrClient, Outcome, PollEvent, Profile, Record, Redemption, ResponseMode,
+    Store, UnixTime,
 };
 use crate::loopback::Loopback;
 use crate::settings::{Mode, VerifySettings, build_client};
@@ -127,8 +128,37 @@ pub async fn verify(
         }
     };
     drop(loopback);
-    let ack = match received {
-        CallbackResponse::Acknowledgment(ack) => ack,
+    let events = client.subscribe();
+    let auth = match received {
+        CallbackResponse::Acknowledgment(ack) => client
+            .exchange(ack)
+            .await
+            .map_err(|e| CliError::from_lib("exchanging the deferred code", &e))?,
+        // The IETF draft: a plain code, redeemed with completion_mode=deferred;
+        // the OP answers with tokens at once or defers.
+        CallbackResponse::Code(code) if client.profile() == Profile::Ietf => {
+            match client
+                .redeem_code(code)
+                .await
+                .map_err(|e| CliError::from_lib("redeeming the authorization code", &e))?
+            {
+                Redemption::Deferred(auth) => {
+                    if let Some(uri) = auth.interaction_uri() {
+                        eprintln!("The OP needs you at this URL to go on:\n\n  {uri}\n");
+                    }
+                    auth
+                }
+                Redemption::Tokens(tokens) => {
+                    return Ok(print_outcome(&ui, "-", &Outcome::Tokens(*tokens), false));
+                }
+                _ => {
+                    return Err(CliError::runtime(
+                        "the OP's token response is of a kind this version of dtr does not handle",
+                        "update dtr",
+                    ));
+                }
+            }
+        }
         CallbackResponse::Code(code) => {
             // `deferred_code code` answered at once: no deferral.
             let tokens = client
@@ -162,11 +192,6 @@ pub async fn verify(
             ));
         }
     };
-    let events = client.subscribe();
-    let auth = client
-        .exchange(ack)
-        .await
-        .map_err(|e| CliError::from_lib("exchanging the deferred code", &e))?;
     cleanup.name = None;
     let short = auth.id().fingerprint().to_string();
     let status = client.poll_status(auth.id()).await;
@@ -344,6 +369,14 @@ async fn wait_loop(
                     progress.set_text(&description);
                     progress.tick(client.poll_status(auth_id).await.as_ref());
                 }
+                // IETF `interaction_required`: the user must act at the OP.
+                // Printed even under --quiet: without it nothing moves.
+                Ok(PollEvent::Interaction { id, uri }) if &id == auth_id => {
+                    match uri {
+                        Some(uri) => eprintln!("\nThe OP needs you at this URL to go on:\n\n  {uri}\n"),
+                        None => ui.say("The OP no longer needs anything from you; waiting."),
+                    }
+                }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => events_open = false,
             },
@@ -509,16 +542,23 @@ pub async fn cancel(
     let auth_id = record.id().clone();
     let client = build_client(&entry.client, Some(store)).await?;
     let result: Result<u8, CliError> = async {
-        if entry.client.cancel_endpoint.is_none() {
-            ui.say(
-            "dtr: no cancellation endpoint is configured (--cancel-endpoint, DTR_CANCEL_ENDPOINT): \
-             stopping locally; the OP is not told",
-        );
-        }
-        client
+        // The IETF draft cancels at the AS's revocation endpoint (from its
+        // metadata); the OIDC one needs the endpoint configured.
+        let told = client
             .cancel(&auth_id)
             .await
             .map_err(|e| CliError::from_lib("cancelling at the OP", &e))?;
+        match told {
+            CancelResult::LocalOnly => ui.say(
+                "dtr: no cancellation endpoint is known (--cancel-endpoint, DTR_CANCEL_ENDPOINT, \
+                 or the AS's revocation_endpoint): stopped locally; the OP was not told",
+            ),
+            CancelResult::SentUnconfirmed => ui.say(
+                "dtr: the revocation was sent, but the AS does not say it supports revoking \
+                 deferral codes: its answer does not confirm the cancellation",
+            ),
+            _ => {}
+        }
         let outcome = client
             .wait(&auth_id)
             .await

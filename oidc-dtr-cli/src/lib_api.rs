@@ -3,11 +3,12 @@
 
 pub use oidc_dtr::{
     AesGcmSealer, Algorithm, AssuranceError, AssuranceUnsupported, AssuredClaims, CallbackResponse,
-    CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth, ConfigError, DeferredAuthId,
-    DpopConfig, DtrClient, EvidenceRequest, FileStore, Outcome, PendingAuthorization, PollEvent,
-    PollStatus, RandomSource, Record, ResponseMode, SigningKey, Store, StoreError, SystemRandom,
-    TokenSet, UnixTime, VerifiedClaimsRequest,
+    CancelResult, CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth, ConfigError,
+    DeferredAuthId, DpopConfig, DtrClient, EvidenceRequest, FileStore, Outcome,
+    PendingAuthorization, PollEvent, PollStatus, Profile, RandomSource, Record, Redemption,
+    ResponseMode, SigningKey, Store, StoreError, SystemRandom, TokenSet, UnixTime,
+    VerifiedClaimsRequest,
 };
 
 #[cfg(feature = "demo")]
-pub use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig};
+pub use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, OpProfiles};

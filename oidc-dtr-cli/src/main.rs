@@ -50,6 +50,7 @@ Configuration: flags, then DTR_* environment variables, then the profile
   client_id = \"s6BhdRkqt3\"
   client_secret_file = \"~/.secrets/acme\"   # or private_key_file + private_key_alg
   scope = \"profile email\"
+  draft = \"ietf\"                          # or \"oidc\"; default: what the OP advertises
   acr_values = \"urn:example:loa:high\"
   claims = '{\"id_token\":{\"verified_claims\":null}}'
   # or, typed (not with `claims`): verified_claims = [\"given_name\", \"birthdate\"],
@@ -133,6 +134,9 @@ enum Command {
         /// How long the mock OP "reviews" before approving, in seconds.
         #[arg(long, default_value_t = 6, value_name = "SECONDS")]
         review_time: u64,
+        /// Which draft the mock OP and dtr speak (`oidc` or `ietf`).
+        #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf")]
+        draft: Option<crate::lib_api::Profile>,
     },
 }
 
@@ -251,7 +255,9 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Ack { id } => flow::ack(ui, &state, &id).await,
         Command::Purge => flow::purge(ui, &state),
         #[cfg(feature = "demo")]
-        Command::Demo { review_time } => demo::run(ui, Duration::from_secs(review_time)).await,
+        Command::Demo { review_time, draft } => {
+            demo::run(ui, Duration::from_secs(review_time), draft).await
+        }
     }
 }
 

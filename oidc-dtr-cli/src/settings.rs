@@ -46,6 +46,12 @@ pub struct ClientArgs {
     /// Do not use DPoP (it is on by default).
     #[arg(long, env = "DTR_NO_DPOP")]
     pub no_dpop: bool,
+    /// Which Deferred Token Response draft to speak: `oidc` (OpenID
+    /// Connect: deferred_code) or `ietf` (IETF OAuth: completion_mode=deferred
+    /// on the token request). Default: what the OP's metadata advertises
+    /// (oidc when both).
+    #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf")]
+    pub draft: Option<crate::lib_api::Profile>,
 }
 
 /// The `response_mode` of the authorization request.
@@ -141,6 +147,8 @@ pub struct Profile {
     authorization_details: Option<toml::Value>,
     response_mode: Option<Mode>,
     redirect_port: Option<u16>,
+    /// `oidc` or `ietf` (as --draft).
+    draft: Option<String>,
 }
 
 /// A list in the config file: an array of strings, or one comma-separated
@@ -397,6 +405,16 @@ pub fn merge(c: &ClientArgs, r: &RequestArgs, mut p: Profile) -> Result<VerifySe
         },
     };
     let dpop = !c.no_dpop && p.dpop.unwrap_or(true);
+    let draft = match (c.draft, p.draft) {
+        (Some(d), _) => Some(d),
+        (None, Some(text)) => Some(text.parse().map_err(|e: String| {
+            CliError::usage(
+                format!("`draft` in the profile: {e}"),
+                "set draft = \"oidc\" or draft = \"ietf\"",
+            )
+        })?),
+        (None, None) => None,
+    };
     let claims = match (&r.claims, p.claims) {
         (Some(s), _) => Some(json_arg("--claims", s)?),
         (None, Some(toml::Value::String(s))) => Some(json_arg("claims", &s)?),
@@ -439,6 +457,7 @@ pub fn merge(c: &ClientArgs, r: &RequestArgs, mut p: Profile) -> Result<VerifySe
             dpop,
             cancel_endpoint: c.cancel_endpoint.clone().or(p.cancel_endpoint),
             redirect_uri: String::new(),
+            draft,
         },
         scope: r.scope.clone().or(p.scope),
         claims,
@@ -564,6 +583,9 @@ pub async fn build_client(
     }
     if let Some(s) = store {
         b = b.store(s);
+    }
+    if let Some(d) = spec.draft {
+        b = b.profile(d);
     }
     b.build()
         .await

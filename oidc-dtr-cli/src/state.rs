@@ -68,6 +68,10 @@ pub struct ClientSpec {
     pub cancel_endpoint: Option<String>,
     /// The redirect URI used (the loopback one).
     pub redirect_uri: String,
+    /// The Deferred Token Response draft asked for (`--draft`); `None`
+    /// lets the OP's metadata decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<crate::lib_api::Profile>,
 }
 
 /// Where a verification stands, as far as this machine knows.
@@ -434,6 +438,7 @@ mod tests {
                 dpop: true,
                 cancel_endpoint: None,
                 redirect_uri: "http://127.0.0.1:1/callback".into(),
+                draft: None,
             },
             created_at,
             deadline: None,

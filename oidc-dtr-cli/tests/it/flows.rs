@@ -556,3 +556,46 @@ async fn a_verified_claims_request_the_op_cannot_serve_fails_before_the_browser(
         d.stderr
     );
 }
+
+#[tokio::test]
+async fn the_ietf_draft_with_one_option_then_cancel_by_revocation() {
+    let env = Env::new(|c| c.profiles = OpProfiles::Ietf).await;
+    // verify --draft ietf: a plain code, redeemed with completion_mode=deferred,
+    // then the same wait and validated tokens.
+    let (mut run, id) = started(&env, &["--draft", "ietf"]).await;
+    run.line_with("OP: Documents received").await;
+    let auth = env.the_auth();
+    assert_eq!(env.op.is_ietf(&auth.deferred_auth_id), Some(true));
+    let token = env.op.requests_to(Endpoint::Token);
+    assert_eq!(token[0].param("grant_type"), Some("authorization_code"));
+    assert_eq!(token[0].param("completion_mode"), Some("deferred"));
+    assert!(
+        token[1..]
+            .iter()
+            .all(|r| r.param("deferral_code") == Some(auth.deferred_auth_id.as_str()))
+    );
+    env.op.approve(&auth.deferred_auth_id);
+    let done = run.finish().await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let out = done.json();
+    assert_eq!(out["status"], "tokens");
+    assert_eq!(out["id"], id.as_str());
+    assert_eq!(out["subject"], auth.subject.as_str());
+    assert!(!done.stderr.contains(&auth.deferred_auth_id));
+
+    // A second one, cancelled: by RFC 7009 revocation, found in the metadata.
+    let env = Env::new(|c| c.profiles = OpProfiles::Ietf).await;
+    let (run, id) = started(&env, &["--draft", "ietf", "--no-wait"]).await;
+    assert_eq!(run.finish().await.code, Some(7));
+    let c = env.run(&["cancel", &id]).await;
+    assert_eq!(c.code, Some(0), "{c:?}");
+    assert_eq!(env.the_auth().state, AuthState::Cancelled);
+    let revoke = env.op.requests_to(Endpoint::Revocation);
+    assert_eq!(revoke.len(), 1);
+    assert_eq!(
+        revoke[0].param("token_type_hint"),
+        Some("urn:ietf:params:oauth:token-type:deferral-code")
+    );
+    let w = env.run(&["wait", &id]).await;
+    assert_eq!(w.code, Some(6), "{w:?}");
+}

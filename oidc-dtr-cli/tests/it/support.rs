@@ -10,6 +10,7 @@ use tokio::process::{Child, ChildStderr, Command};
 // The mock OP.
 pub use oidc_dtr_testkit::{
     AssuranceFault, AuthSnapshot, AuthState, AuthorizeOutcome, Endpoint, MockOp, OpConfig,
+    OpProfiles,
 };
 
 /// A guard against a hang (not a timing assertion): generous.
