@@ -146,7 +146,7 @@ pub async fn verify(
                     if let Some(uri) = auth.interaction_uri() {
                         eprintln!("The OP needs you at this URL to go on:\n\n  {uri}\n");
                     }
-                    auth
+                    *auth
                 }
                 Redemption::Tokens(tokens) => {
                     return Ok(print_outcome(&ui, "-", &Outcome::Tokens(*tokens), false));

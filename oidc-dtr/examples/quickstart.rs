@@ -137,7 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     println!(
                         "5. The token request was deferred (deferral_code received). The Provider is now reviewing the user."
                     );
-                    auth
+                    *auth
                 }
                 Redemption::Tokens(tokens) => {
                     println!(

@@ -117,7 +117,7 @@ impl ClientInner {
                 let auth = self
                     .track_deferred(origin, d, issued_at, notification_token, dpop_key)
                     .await?;
-                Ok(Redemption::Deferred(auth))
+                Ok(Redemption::Deferred(Box::new(auth)))
             }
             InitialAnswer::DevicePending(e) => Err(crate::error::ResponseError::new(
                 "deferred response",
@@ -359,7 +359,7 @@ impl ClientInner {
                     let auth = self
                         .track_deferred(device.origin(), d, issued_at, notification_token, dpop_key)
                         .await?;
-                    return Ok(Redemption::Deferred(auth));
+                    return Ok(Redemption::Deferred(Box::new(auth)));
                 }
                 InitialAnswer::DevicePending(e) => {
                     if e.code == crate::error::ErrorCode::SlowDown {

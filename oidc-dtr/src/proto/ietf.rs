@@ -258,7 +258,7 @@ pub enum Redemption {
     /// With `interaction_required`, its
     /// [`interaction_uri`](crate::DeferredAuthentication::interaction_uri)
     /// is where the user must go.
-    Deferred(crate::proto::exchange::DeferredAuthentication),
+    Deferred(Box<crate::proto::exchange::DeferredAuthentication>),
 }
 
 /// The form of an RFC 7009 revocation that cancels a deferral (B.8).

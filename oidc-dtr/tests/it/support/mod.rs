@@ -206,7 +206,7 @@ pub mod flow {
     /// [`redeem`], expecting a deferral.
     pub async fn start_ietf(op: &MockOp, client: &DtrClient) -> DeferredAuthentication {
         match redeem(op, client).await {
-            oidc_dtr::Redemption::Deferred(a) => a,
+            oidc_dtr::Redemption::Deferred(a) => *a,
             other => panic!("{other:?}"),
         }
     }
