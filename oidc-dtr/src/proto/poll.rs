@@ -875,6 +875,21 @@ impl PollMachine {
                         progress = p;
                         interaction = i;
                     }
+                    // The answer to a poll sent before the cancellation
+                    // reached the OP: `access_denied` or (IETF B.8, the AS
+                    // dropped the record) `invalid_grant` is the
+                    // cancellation itself.
+                    Applied::End(Outcome::Denied { .. })
+                    | Applied::End(Outcome::PossiblyLostInTransit { .. })
+                        if self.cancel_requested =>
+                    {
+                        return self.finish(Outcome::Cancelled);
+                    }
+                    Applied::End(Outcome::Rejected(PollFailure::OAuth(e)))
+                        if self.cancel_requested && e.code == ErrorCode::InvalidGrant =>
+                    {
+                        return self.finish(Outcome::Cancelled);
+                    }
                     Applied::End(outcome) => return self.finish(outcome),
                 }
                 if self.cancel_requested {
@@ -1719,6 +1734,25 @@ mod tests {
             step(&mut m, Event::Response(PollResult::Tokens("tok")), at(7)).action,
             Action::Deliver(Outcome::Tokens("tok"))
         );
+        // The cancellation overtook the poll at the OP: its `access_denied`
+        // or (IETF, record dropped) `invalid_grant` is the cancellation.
+        for code in ["access_denied", "invalid_grant"] {
+            let mut m = machine(Some(3600), 5);
+            step(&mut m, Event::Timer, at(5));
+            step(&mut m, Event::Cancel, at(6));
+            assert_eq!(
+                step(&mut m, Event::Response(oauth(code)), at(7)).action,
+                Action::Deliver(Outcome::Cancelled),
+                "{code}"
+            );
+        }
+        // Without a cancellation they keep their meaning.
+        let mut m = machine(Some(3600), 5);
+        step(&mut m, Event::Timer, at(5));
+        assert!(matches!(
+            step(&mut m, Event::Response(oauth("invalid_grant")), at(7)).action,
+            Action::Deliver(Outcome::Rejected(_))
+        ));
     }
 
     #[test]
