@@ -604,3 +604,121 @@ fn device_nonce_of(op: &MockOp) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A client of `profile` against an OP serving it, tuned by `f`.
+async fn both(
+    op_profiles: OpProfiles,
+    profile: Profile,
+    f: impl FnOnce(&mut OpConfig),
+    g: impl FnOnce(oidc_dtr::DtrClientBuilder) -> oidc_dtr::DtrClientBuilder,
+) -> Setup {
+    let mut cfg = OpConfig::default();
+    cfg.profiles = op_profiles;
+    f(&mut cfg);
+    setup_with(cfg, |b| g(b.profile(profile))).await
+}
+
+#[tokio::test]
+async fn tokens_that_fail_validation_end_it_in_both_profiles() {
+    for (op_profiles, profile) in profiles() {
+        let s = both(
+            op_profiles,
+            profile,
+            |c| {
+                c.auto_approve = AutoApprove::AfterPolls(1);
+                c.id_token_fault = Some(oidc_dtr_testkit::IdTokenFault::WrongNonce);
+            },
+            |b| b,
+        )
+        .await;
+        let auth = start_any(&s.op, &s.client).await;
+        let outcome = run_to_outcome(&s, auth.id(), S, secs(60)).await;
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Rejected(oidc_dtr::PollFailure::InvalidTokens(
+                    oidc_dtr::ValidationError::Nonce
+                ))
+            ),
+            "{profile}: {outcome:?}"
+        );
+        assert_eq!(poll_requests(&s.op).len(), 1, "{profile}: never polled again");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_answer_then_invalid_grant_in_both_profiles() {
+    for (op_profiles, profile) in profiles() {
+        let s = both(
+            op_profiles,
+            profile,
+            |c| c.auto_approve = AutoApprove::AfterPolls(1),
+            |b| b,
+        )
+        .await;
+        let auth = start_any(&s.op, &s.client).await;
+        // The OP issues the tokens on the first poll; the answer is lost.
+        s.op.inject_faults([oidc_dtr_testkit::Fault::LostResponse]);
+        let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
+        assert!(
+            matches!(outcome, Outcome::PossiblyLostInTransit { .. }),
+            "{profile}: {outcome:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dpop_with_server_nonces_in_both_profiles() {
+    for (op_profiles, profile) in profiles() {
+        let s = both(
+            op_profiles,
+            profile,
+            |c| {
+                c.require_dpop = true;
+                c.require_dpop_nonce = true;
+                c.auto_approve = AutoApprove::AfterPolls(2);
+            },
+            |b| {
+                b.client_id(MockOp::PUBLIC_CLIENT_ID)
+                    .client_auth(ClientAuth::None)
+            },
+        )
+        .await;
+        let auth = start_any(&s.op, &s.client).await;
+        assert!(s.op.dpop_binding(auth.id()).is_some(), "{profile}");
+        s.op.rotate_dpop_nonce();
+        let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
+        let Outcome::Tokens(tokens) = outcome else {
+            panic!("{profile}: {outcome:?}")
+        };
+        assert_eq!(tokens.token_type(), "DPoP", "{profile}");
+        assert!(tokens.dpop_key().is_some(), "{profile}");
+    }
+}
+
+#[tokio::test]
+async fn transient_failures_back_off_without_losing_it_in_both_profiles() {
+    for (op_profiles, profile) in profiles() {
+        let s = both(
+            op_profiles,
+            profile,
+            |c| c.auto_approve = AutoApprove::AfterPolls(1),
+            |b| b,
+        )
+        .await;
+        let auth = start_any(&s.op, &s.client).await;
+        s.op.inject_faults([
+            oidc_dtr_testkit::Fault::service_unavailable(30),
+            oidc_dtr_testkit::Fault::html(502),
+        ]);
+        let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
+        assert!(matches!(outcome, Outcome::Tokens(_)), "{profile}: {outcome:?}");
+        let polls = poll_requests(&s.op);
+        assert_eq!(polls.len(), 3, "{profile}");
+        // Retry-After: 30 was honoured.
+        assert!(
+            polls[1].at.saturating_duration_since(polls[0].at) >= secs(30),
+            "{profile}"
+        );
+    }
+}
