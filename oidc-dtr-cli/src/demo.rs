@@ -14,7 +14,13 @@ use crate::settings::{AssuranceSpec, Mode, VerifySettings};
 use crate::state::{AuthSpec, ClientSpec, StateDir};
 
 /// Runs the demo; the state lives in a temporary directory removed at the end.
-pub async fn run(ui: Ui, approve_after: Duration, draft: Option<Profile>) -> Result<u8, CliError> {
+pub async fn run(
+    ui: Ui,
+    approve_after: Duration,
+    draft: Option<Profile>,
+    device: bool,
+) -> Result<u8, CliError> {
+    let draft = if device { Some(Profile::Ietf) } else { draft };
     let ietf = draft == Some(Profile::Ietf);
     let mut config = OpConfig::default();
     if ietf {
@@ -104,6 +110,7 @@ pub async fn run(ui: Ui, approve_after: Duration, draft: Option<Profile>) -> Res
         ack: true,
         login_timeout: Duration::from_secs(60),
         state_flag: String::new(),
+        device,
     };
     let r = flow::verify(ui, &state, settings, None, Browser::Mock(op), &opts).await;
     let _ = std::fs::remove_dir_all(&dir);

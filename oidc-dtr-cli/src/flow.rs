@@ -38,6 +38,8 @@ pub struct WaitOpts {
     pub ack: bool,
     /// How long the browser step may take.
     pub login_timeout: Duration,
+    /// Use the device flow instead of a browser redirect (`--device`).
+    pub device: bool,
     /// ` --state-dir DIR` when one was given, for resume hints (else empty).
     pub state_flag: String,
 }
@@ -65,131 +67,138 @@ pub async fn verify(
     // Stop the poll driver and close the store before the process exits,
     // whichever way this ends.
     let result: Result<u8, CliError> = async {
-    let mut req = client.authorize();
-    if let Some(scope) = &s.scope {
-        req = req.scope(scope);
-    }
-    if let Some(c) = &s.claims {
-        req = req.claims(c.clone());
-    }
-    if let Some(a) = &s.assurance {
-        req = req.claims_request(a.claims_request());
-    }
-    if let Some(a) = &s.acr_values {
-        req = req.acr_values(a.clone());
-    }
-    if let Some(h) = &s.login_hint {
-        req = req.login_hint(h.clone());
-    }
-    if let Some(m) = s.max_age {
-        req = req.max_age(m);
-    }
-    if let Some(d) = &s.authorization_details {
-        req = req.param("authorization_details", d.clone());
-    }
-    if s.response_mode == Mode::FormPost {
-        req = req.response_mode(ResponseMode::FormPost);
-    }
-    let (url, pending) = req.build().map_err(|e| request_error(&client, &e))?;
-
-    // The URL is what the user needs most: printed even under --quiet.
-    eprintln!("Open this URL in a browser to verify your identity:\n\n  {url}\n");
-    match &browser {
-        Browser::System { open: true } => {
-            if webbrowser::open(url.as_str()).is_ok() {
-                ui.say("(opened in your browser)");
-            }
-        }
-        Browser::System { open: false } => {}
-        #[cfg(feature = "demo")]
-        Browser::Mock(op) => {
-            ui.say(
-                "(dtr demo plays the browser: the mock OP approves the request and redirects back)",
-            );
-            spawn_mock_browser(op.clone(), url.clone());
-        }
-    }
-    ui.say(format!(
-        "Waiting for the browser to come back to {} ...",
-        loopback.redirect_uri()
-    ));
-
-    let received = tokio::select! {
-        r = loopback.receive(&client, &pending, ui.quiet) => r?,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("dtr: interrupted before the OP acknowledged the request; nothing was kept.");
-            return Ok(exit::INTERRUPTED);
-        }
-        _ = tokio::time::sleep(opts.login_timeout) => {
-            return Err(CliError::runtime(
-                format!("the browser did not come back within {}", display::fmt_duration(opts.login_timeout)),
-                "run `dtr verify` again and finish the steps at the OP, or raise --login-timeout",
-            ));
-        }
-    };
-    drop(loopback);
     let events = client.subscribe();
-    let auth = match received {
-        CallbackResponse::Acknowledgment(ack) => client
-            .exchange(ack)
-            .await
-            .map_err(|e| CliError::from_lib("exchanging the deferred code", &e))?,
-        // The IETF draft: a plain code, redeemed with completion_mode=deferred;
-        // the OP answers with tokens at once or defers.
-        CallbackResponse::Code(code) if client.profile() == Profile::Ietf => {
-            match client
-                .redeem_code(code)
+    let auth = if opts.device {
+        match device_verification(&ui, &client, &s, &browser).await? {
+            Ok(auth) => auth,
+            Err(code) => return Ok(code),
+        }
+    } else {
+        let mut req = client.authorize();
+        if let Some(scope) = &s.scope {
+            req = req.scope(scope);
+        }
+        if let Some(c) = &s.claims {
+            req = req.claims(c.clone());
+        }
+        if let Some(a) = &s.assurance {
+            req = req.claims_request(a.claims_request());
+        }
+        if let Some(a) = &s.acr_values {
+            req = req.acr_values(a.clone());
+        }
+        if let Some(h) = &s.login_hint {
+            req = req.login_hint(h.clone());
+        }
+        if let Some(m) = s.max_age {
+            req = req.max_age(m);
+        }
+        if let Some(d) = &s.authorization_details {
+            req = req.param("authorization_details", d.clone());
+        }
+        if s.response_mode == Mode::FormPost {
+            req = req.response_mode(ResponseMode::FormPost);
+        }
+        let (url, pending) = req.build().map_err(|e| request_error(&client, &e))?;
+
+        // The URL is what the user needs most: printed even under --quiet.
+        eprintln!("Open this URL in a browser to verify your identity:\n\n  {url}\n");
+        match &browser {
+            Browser::System { open: true } => {
+                if webbrowser::open(url.as_str()).is_ok() {
+                    ui.say("(opened in your browser)");
+                }
+            }
+            Browser::System { open: false } => {}
+            #[cfg(feature = "demo")]
+            Browser::Mock(op) => {
+                ui.say(
+                    "(dtr demo plays the browser: the mock OP approves the request and redirects back)",
+                );
+                spawn_mock_browser(op.clone(), url.clone());
+            }
+        }
+        ui.say(format!(
+            "Waiting for the browser to come back to {} ...",
+            loopback.redirect_uri()
+        ));
+
+        let received = tokio::select! {
+            r = loopback.receive(&client, &pending, ui.quiet) => r?,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("dtr: interrupted before the OP acknowledged the request; nothing was kept.");
+                return Ok(exit::INTERRUPTED);
+            }
+            _ = tokio::time::sleep(opts.login_timeout) => {
+                return Err(CliError::runtime(
+                    format!("the browser did not come back within {}", display::fmt_duration(opts.login_timeout)),
+                    "run `dtr verify` again and finish the steps at the OP, or raise --login-timeout",
+                ));
+            }
+        };
+        drop(loopback);
+        match received {
+            CallbackResponse::Acknowledgment(ack) => client
+                .exchange(ack)
                 .await
-                .map_err(|e| CliError::from_lib("redeeming the authorization code", &e))?
-            {
-                Redemption::Deferred(auth) => {
-                    if let Some(uri) = auth.interaction_uri() {
-                        eprintln!("The OP needs you at this URL to go on:\n\n  {uri}\n");
+                .map_err(|e| CliError::from_lib("exchanging the deferred code", &e))?,
+            // The IETF draft: a plain code, redeemed with completion_mode=deferred;
+            // the OP answers with tokens at once or defers.
+            CallbackResponse::Code(code) if client.profile() == Profile::Ietf => {
+                match client
+                    .redeem_code(code)
+                    .await
+                    .map_err(|e| CliError::from_lib("redeeming the authorization code", &e))?
+                {
+                    Redemption::Deferred(auth) => {
+                        if let Some(uri) = auth.interaction_uri() {
+                            eprintln!("The OP needs you at this URL to go on:\n\n  {uri}\n");
+                        }
+                        *auth
                     }
-                    *auth
-                }
-                Redemption::Tokens(tokens) => {
-                    return Ok(print_outcome(&ui, "-", &Outcome::Tokens(*tokens), false));
-                }
-                _ => {
-                    return Err(CliError::runtime(
-                        "the OP's token response is of a kind this version of dtr does not handle",
-                        "update dtr",
-                    ));
+                    Redemption::Tokens(tokens) => {
+                        return Ok(print_outcome(&ui, "-", &Outcome::Tokens(*tokens), false));
+                    }
+                    _ => {
+                        return Err(CliError::runtime(
+                            "the OP's token response is of a kind this version of dtr does not handle",
+                            "update dtr",
+                        ));
+                    }
                 }
             }
-        }
-        CallbackResponse::Code(code) => {
-            // `deferred_code code` answered at once: no deferral.
-            let tokens = client
-                .exchange_code(code)
-                .await
-                .map_err(|e| CliError::from_lib("exchanging the authorization code", &e))?;
-            return Ok(print_outcome(
-                &ui,
-                "-",
-                &Outcome::Tokens(tokens),
-                false,
-            ));
-        }
-        CallbackResponse::Error(e) => {
-            let denied = e.code.as_str() == "access_denied";
-            let msg = format!("the OP refused the request: {}", one_line(&e.to_string()));
-            if denied {
-                eprintln!("dtr: {msg}");
-                return Ok(exit::DENIED);
+            CallbackResponse::Code(code) => {
+                // `deferred_code code` answered at once: no deferral.
+                let tokens = client
+                    .exchange_code(code)
+                    .await
+                    .map_err(|e| CliError::from_lib("exchanging the authorization code", &e))?;
+                return Ok(print_outcome(
+                    &ui,
+                    "-",
+                    &Outcome::Tokens(tokens),
+                    false,
+                ));
             }
-            return Err(CliError::runtime(
-                msg,
-                "check the requested scope, claims and acr values with the OP's documentation",
-            ));
-        }
-        // A kind of answer newer than this `dtr`.
-        _ => {
-            return Err(CliError::runtime(
-                "the OP's redirect carried an answer this version of dtr does not handle",
-                "update dtr",
-            ));
+            CallbackResponse::Error(e) => {
+                let denied = e.code.as_str() == "access_denied";
+                let msg = format!("the OP refused the request: {}", one_line(&e.to_string()));
+                if denied {
+                    eprintln!("dtr: {msg}");
+                    return Ok(exit::DENIED);
+                }
+                return Err(CliError::runtime(
+                    msg,
+                    "check the requested scope, claims and acr values with the OP's documentation",
+                ));
+            }
+            // A kind of answer newer than this `dtr`.
+            _ => {
+                return Err(CliError::runtime(
+                    "the OP's redirect carried an answer this version of dtr does not handle",
+                    "update dtr",
+                ));
+            }
         }
     };
     cleanup.name = None;
@@ -252,6 +261,62 @@ pub async fn verify(
     .await;
     client.shutdown().await;
     result
+}
+
+/// `dtr verify --device`: the device authorization grant (RFC 8628) with
+/// `completion_mode=deferred`, for a machine without a browser. `Ok(auth)`
+/// when the AS deferred; `Err(exit code)` when it answered at once (the
+/// outcome is printed).
+async fn device_verification(
+    ui: &Ui,
+    client: &DtrClient,
+    s: &VerifySettings,
+    browser: &Browser,
+) -> Result<Result<oidc_dtr::DeferredAuthentication, u8>, CliError> {
+    let device = client
+        .device_authorization(s.scope.as_deref().unwrap_or(""))
+        .await
+        .map_err(|e| CliError::from_lib("starting the device flow", &e))?;
+    // What the user needs most: printed even under --quiet.
+    eprintln!(
+        "On any device, open:\n\n  {}\n\nand enter the code: {}\n",
+        device.verification_uri(),
+        device.user_code()
+    );
+    if let Some(c) = device.verification_uri_complete() {
+        eprintln!("(or open {c} directly)\n");
+    }
+    match browser {
+        #[cfg(feature = "demo")]
+        Browser::Mock(op) => {
+            ui.say("(dtr demo plays the user: the mock OP completes the device flow)");
+            let op = op.clone();
+            let code = device.user_code().to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                op.complete_device(&code);
+            });
+        }
+        _ => {}
+    }
+    ui.say("Waiting for you to finish at that URL ...");
+    match client
+        .device_token(&device)
+        .await
+        .map_err(|e| CliError::from_lib("redeeming the device code", &e))?
+    {
+        Redemption::Deferred(auth) => Ok(Ok(*auth)),
+        Redemption::Tokens(tokens) => Ok(Err(print_outcome(
+            ui,
+            "-",
+            &Outcome::Tokens(*tokens),
+            false,
+        ))),
+        _ => Err(CliError::runtime(
+            "the OP's token response is of a kind this version of dtr does not handle",
+            "update dtr",
+        )),
+    }
 }
 
 /// An error building the authorization request; the identity-assurance

@@ -137,6 +137,9 @@ enum Command {
         /// Which draft the mock OP and dtr speak (`oidc` or `ietf`).
         #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf")]
         draft: Option<crate::lib_api::Profile>,
+        /// Use the device flow (implies `--draft ietf`).
+        #[arg(long)]
+        device: bool,
     },
 }
 
@@ -156,6 +159,11 @@ struct VerifyArgs {
     /// Delete the stored tokens once printed.
     #[arg(long)]
     ack: bool,
+    /// Use the device flow (RFC 8628, with the IETF draft's
+    /// completion_mode=deferred): print a code to enter at the OP on any
+    /// device, for machines without a browser.
+    #[arg(long, env = "DTR_DEVICE")]
+    device: bool,
     /// How long the browser step may take, in seconds.
     #[arg(
         long,
@@ -212,6 +220,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 no_browser,
                 no_wait,
                 ack,
+                device,
                 login_timeout,
             } = *args;
             let (config, _) = ConfigFile::load(cli.config.as_deref())?;
@@ -226,6 +235,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 ack,
                 login_timeout: Duration::from_secs(login_timeout),
                 state_flag,
+                device,
             };
             flow::verify(
                 ui,
@@ -243,6 +253,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 ack,
                 login_timeout: Duration::ZERO,
                 state_flag,
+                device: false,
             };
             flow::wait(ui, &state, id.as_deref(), latest, &opts).await
         }
@@ -255,9 +266,11 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Ack { id } => flow::ack(ui, &state, &id).await,
         Command::Purge => flow::purge(ui, &state),
         #[cfg(feature = "demo")]
-        Command::Demo { review_time, draft } => {
-            demo::run(ui, Duration::from_secs(review_time), draft).await
-        }
+        Command::Demo {
+            review_time,
+            draft,
+            device,
+        } => demo::run(ui, Duration::from_secs(review_time), draft, device).await,
     }
 }
 

@@ -599,3 +599,24 @@ async fn the_ietf_draft_with_one_option_then_cancel_by_revocation() {
     let w = env.run(&["wait", &id]).await;
     assert_eq!(w.code, Some(6), "{w:?}");
 }
+
+#[tokio::test]
+async fn the_device_flow_is_deferred_then_waited_for() {
+    let env = Env::new(|c| c.profiles = OpProfiles::Ietf).await;
+    let mut run = env.verify(&["--draft", "ietf", "--device"]);
+    let line = run.line_with("enter the code:").await;
+    let user_code = line.rsplit(' ').next().unwrap().trim().to_owned();
+    // The device authorization carried the hint; no browser redirect at all.
+    let da = env.op.requests_to(Endpoint::DeviceAuthorization);
+    assert_eq!(da[0].param("completion_mode"), Some("deferred"));
+    assert!(env.op.requests_to(Endpoint::Authorize).is_empty());
+    assert!(env.op.complete_device(&user_code));
+    run.line_with("is pending").await;
+    let auth = env.the_auth();
+    assert_eq!(env.op.is_ietf(&auth.deferred_auth_id), Some(true));
+    env.op.approve(&auth.deferred_auth_id);
+    let done = run.finish().await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    assert_eq!(done.json()["status"], "tokens");
+    assert_eq!(done.json()["subject"], auth.subject.as_str());
+}

@@ -642,7 +642,11 @@ async fn tokens_that_fail_validation_end_it_in_both_profiles() {
             ),
             "{profile}: {outcome:?}"
         );
-        assert_eq!(poll_requests(&s.op).len(), 1, "{profile}: never polled again");
+        assert_eq!(
+            poll_requests(&s.op).len(),
+            1,
+            "{profile}: never polled again"
+        );
     }
 }
 
@@ -712,7 +716,10 @@ async fn transient_failures_back_off_without_losing_it_in_both_profiles() {
             oidc_dtr_testkit::Fault::html(502),
         ]);
         let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
-        assert!(matches!(outcome, Outcome::Tokens(_)), "{profile}: {outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Tokens(_)),
+            "{profile}: {outcome:?}"
+        );
         let polls = poll_requests(&s.op);
         assert_eq!(polls.len(), 3, "{profile}");
         // Retry-After: 30 was honoured.
