@@ -264,6 +264,29 @@ pub mod __fuzz {
         .is_ok()
     }
 
+    /// The IETF profile's parsers over one body: the answer to an initial
+    /// token request (tokens, deferred response, device pending, error),
+    /// an `interaction_uri`, and a device authorization response.
+    pub fn ietf_answer(status: u16, body: &[u8]) -> bool {
+        let resp = response(status, "application/json", body);
+        let deferred = crate::proto::ietf::parse_initial_answer(&resp, &endpoint()).is_ok();
+        let uri = std::str::from_utf8(body)
+            .is_ok_and(|s| crate::proto::ietf::InteractionUri::parse(s).is_ok());
+        let device = crate::proto::device::parse_device_authorization(
+            &resp,
+            &endpoint(),
+            crate::proto::device::DeviceRequest {
+                issuer: ISSUER.into(),
+                client_id: "client".into(),
+                nonce: Nonce::new("nonce"),
+                requested_at: crate::UnixTime::from_secs(1),
+                completion_mode_hint: true,
+            },
+        )
+        .is_ok();
+        deferred || uri || device
+    }
+
     struct Sink;
 
     impl PingSink for Sink {
