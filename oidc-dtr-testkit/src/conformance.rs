@@ -45,7 +45,8 @@ macro_rules! store_conformance_tests {
                 in_flight_records_stay_due,
                 load_active_returns_pending_and_undelivered,
                 purge_by_finish_time,
-                bind_refuses_another_owner
+                bind_refuses_another_owner,
+                profile_and_interaction_round_trip
             );
         }
     };
@@ -457,4 +458,36 @@ pub async fn bind_refuses_another_owner(store: &dyn Store) {
     ));
     assert_eq!(store.get(r.id()).await.unwrap(), None);
     store.insert(record("c", 0)).await.unwrap();
+}
+
+/// Conformance check: an IETF-profile authentication keeps its profile, and
+/// the `interaction_uri` its machine waits at survives `update_state`.
+pub async fn profile_and_interaction_round_trip(store: &dyn Store) {
+    let a = auth("ietf", 0).with_profile(oidc_dtr::Profile::Ietf);
+    let r = Record::new(a.clone(), PollMachine::new(&a, PollConfig::default()));
+    store.insert(r.clone()).await.unwrap();
+    let back = store.get(r.id()).await.unwrap().unwrap();
+    assert_eq!(back.auth.profile(), oidc_dtr::Profile::Ietf);
+    let mut m = r.machine.clone();
+    let due = r.due_at().unwrap();
+    assert_eq!(
+        m.handle::<TokenSet>(Event::Timer, due, &SystemRandom)
+            .action,
+        Action::SendPoll
+    );
+    let mut e = oidc_dtr::OAuthError::new(oidc_dtr::ErrorCode::InteractionRequired);
+    e.interaction_uri = Some("https://as.example/interact/1".into());
+    m.handle::<TokenSet>(Event::Response(PollResult::OAuth(e)), due, &SystemRandom);
+    let uri = m.interaction_uri().cloned().expect("interaction surfaced");
+    store.update_state(r.id(), m).await.unwrap();
+    let back = store.get(r.id()).await.unwrap().unwrap();
+    assert_eq!(back.machine.interaction_uri(), Some(&uri));
+    assert_eq!(back.auth.profile(), oidc_dtr::Profile::Ietf);
+    // An OIDC one stays OIDC.
+    let o = record("oidc", 0);
+    store.insert(o.clone()).await.unwrap();
+    assert_eq!(
+        store.get(o.id()).await.unwrap().unwrap().auth.profile(),
+        oidc_dtr::Profile::Oidc
+    );
 }

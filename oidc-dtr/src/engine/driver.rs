@@ -179,7 +179,9 @@ pub enum PollEvent<T = crate::proto::token::TokenSet> {
     /// The user interaction the AS waits for changed (IETF profile,
     /// `interaction_required`): `Some` is a (validated) URI to show the
     /// user; `None` means the answer flipped back to
-    /// `authorization_pending`. Polling goes on either way.
+    /// `authorization_pending`. Polling goes on either way. (The URI of an
+    /// `interaction_required` deferred response itself comes with the
+    /// authentication: [`DeferredAuthentication::interaction_uri`](crate::DeferredAuthentication::interaction_uri).)
     Interaction {
         /// Which authentication.
         id: DeferredAuthId,
