@@ -43,6 +43,14 @@
 //!    `code` goes through [`DtrClient::exchange_code`] to the same
 //!    [`TokenSet`].
 //!
+//! The same engine speaks the IETF OAuth draft too ([`Profile::Ietf`]:
+//! `completion_mode=deferred` on the token request of the code or device
+//! grant, [`DtrClient::redeem_code`] / [`DtrClient::device_token`], a
+//! `deferral_code` to poll, `interaction_required` surfaced as
+//! [`PollEvent::Interaction`], cancellation by revocation); the profile is
+//! chosen from the OP's metadata or forced with
+//! [`DtrClientBuilder::profile`].
+//!
 //! Public clients use DPoP by default (a key per authentication, a fresh
 //! proof per request, server nonces); confidential ones can use
 //! `private_key_jwt` ([`ClientAuth`]); [`DtrClient::cancel`] tells the OP
