@@ -1,28 +1,37 @@
 //! Ping Callbacks end to end: the mock OP pings the SDK's receiver mounted on
-//! a bare hyper server, and the poller wakes.
+//! a bare hyper server, and the poller wakes. Every test runs against both
+//! profiles (`deferred_auth_id` and `deferred_notification_token`, or
+//! `deferral_code` and `client_notification_token`).
 
 use std::time::Duration;
 
 use crate::support::flow::*;
 use oidc_dtr::Outcome;
-use oidc_dtr_testkit::{Endpoint, MockOp, OpConfig, RegisteredClient};
+use oidc_dtr::Profile;
+use oidc_dtr_testkit::{Endpoint, MockOp, OpConfig, OpProfiles, RegisteredClient};
 
 const S: Duration = Duration::from_secs(1);
 
 fn polls(op: &MockOp) -> usize {
     op.requests_to(Endpoint::Token)
         .iter()
-        .filter(|r| r.param("deferred_auth_id").is_some())
+        .filter(|r| r.param("deferred_auth_id").is_some() || r.param("deferral_code").is_some())
         .count()
 }
 
 /// An OP and a client with a notification endpoint, and the receiver
 /// serving it.
-async fn setup_pings(cfg: OpConfig) -> (Setup, String) {
+async fn setup_pings(
+    mut cfg: OpConfig,
+    op_profiles: OpProfiles,
+    profile: Profile,
+) -> (Setup, String) {
+    cfg.profiles = op_profiles;
     let (listener, url) = crate::support::rp::bind().await;
     let u = url.clone();
     let s = setup_with(cfg, move |b| {
-        b.client_id("rp")
+        b.profile(profile)
+            .client_id("rp")
             .client_secret("rp-secret")
             .notification_endpoint(u)
     })
@@ -47,8 +56,17 @@ async fn eventually(mut f: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn ping_then_one_poll_delivers_validated_tokens() {
-    let (s, _) = setup_pings(OpConfig::default()).await;
-    let auth = start(&s.op, &s.client).await;
+    for (op_profiles, profile) in profiles() {
+        ping_then_one_poll_delivers_validated_tokens_in(op_profiles, profile).await;
+    }
+}
+
+async fn ping_then_one_poll_delivers_validated_tokens_in(
+    op_profiles: OpProfiles,
+    profile: Profile,
+) {
+    let (s, _) = setup_pings(OpConfig::default(), op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     // The notification token was sent and is bound at the OP.
     assert!(
         s.op.authentication(auth.id())
@@ -84,8 +102,17 @@ async fn ping_then_one_poll_delivers_validated_tokens() {
 
 #[tokio::test]
 async fn forged_and_unknown_pings_wake_nothing_and_look_the_same() {
-    let (s, url) = setup_pings(OpConfig::default()).await;
-    let auth = start(&s.op, &s.client).await;
+    for (op_profiles, profile) in profiles() {
+        forged_and_unknown_pings_wake_nothing_and_look_the_same_in(op_profiles, profile).await;
+    }
+}
+
+async fn forged_and_unknown_pings_wake_nothing_and_look_the_same_in(
+    op_profiles: OpProfiles,
+    profile: Profile,
+) {
+    let (s, url) = setup_pings(OpConfig::default(), op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     pass(&s, Duration::from_secs(10), S).await;
     assert_eq!(
         s.op.send_forged_ping(auth.id(), "not-the-token").await,
@@ -109,7 +136,7 @@ async fn forged_and_unknown_pings_wake_nothing_and_look_the_same() {
                 .post(&url)
                 .header("content-type", "application/json")
                 .header("authorization", format!("Bearer {tok}"))
-                .body(serde_json::json!({ "deferred_auth_id": id }).to_string())
+                .body(serde_json::json!({ profile.handle_name(): id }).to_string())
                 .send()
                 .await
                 .unwrap();
@@ -134,10 +161,19 @@ async fn forged_and_unknown_pings_wake_nothing_and_look_the_same() {
 
 #[tokio::test]
 async fn an_early_ping_is_followed_by_a_poll_and_polling_goes_on() {
+    for (op_profiles, profile) in profiles() {
+        an_early_ping_is_followed_by_a_poll_and_polling_goes_on_in(op_profiles, profile).await;
+    }
+}
+
+async fn an_early_ping_is_followed_by_a_poll_and_polling_goes_on_in(
+    op_profiles: OpProfiles,
+    profile: Profile,
+) {
     let mut cfg = OpConfig::default();
     cfg.send_pings = false; // only the pings this test sends by hand
-    let (s, _) = setup_pings(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let (s, _) = setup_pings(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     pass(&s, Duration::from_secs(10), S).await;
     // The OP (wrongly) pings before deciding: one poll, still pending.
     assert_eq!(s.op.send_ping(auth.id()).await, Some(204));
@@ -160,8 +196,18 @@ async fn an_early_ping_is_followed_by_a_poll_and_polling_goes_on() {
 
 #[tokio::test]
 async fn a_ping_for_a_finished_authentication_is_204_and_wakes_nothing() {
-    let (s, _) = setup_pings(OpConfig::default()).await;
-    let auth = start(&s.op, &s.client).await;
+    for (op_profiles, profile) in profiles() {
+        a_ping_for_a_finished_authentication_is_204_and_wakes_nothing_in(op_profiles, profile)
+            .await;
+    }
+}
+
+async fn a_ping_for_a_finished_authentication_is_204_and_wakes_nothing_in(
+    op_profiles: OpProfiles,
+    profile: Profile,
+) {
+    let (s, _) = setup_pings(OpConfig::default(), op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     s.op.deny(auth.id(), Some("not attested"));
     eventually(|| !s.op.pings().is_empty()).await;
     let outcome = run_to_outcome(&s, auth.id(), S, Duration::from_secs(30)).await;
