@@ -6,12 +6,19 @@ use std::time::Duration;
 
 use crate::support::flow::*;
 use oidc_dtr::ErrorCode;
+use oidc_dtr::Profile;
 use oidc_dtr::{Clock, UnixTime};
 use oidc_dtr::{DtrClient, ValidationError};
 use oidc_dtr::{Outcome, PollConfig, PollFailure};
-use oidc_dtr_testkit::{AutoApprove, Endpoint, Fault, IdTokenFault, OpConfig};
+use oidc_dtr_testkit::{AutoApprove, Endpoint, Fault, IdTokenFault, OpConfig, OpProfiles};
 
 const S: Duration = Duration::from_secs(1);
+
+/// A confidential client of `profile` against an OP serving it.
+async fn setup_p(mut cfg: OpConfig, op_profiles: OpProfiles, profile: Profile) -> Setup {
+    cfg.profiles = op_profiles;
+    setup_with(cfg, |b| b.profile(profile)).await
+}
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -21,7 +28,7 @@ fn secs(n: u64) -> Duration {
 fn poll_times(op: &oidc_dtr_testkit::MockOp) -> Vec<UnixTime> {
     op.requests_to(Endpoint::Token)
         .into_iter()
-        .filter(|r| r.param("deferred_auth_id").is_some())
+        .filter(|r| r.param("deferred_auth_id").is_some() || r.param("deferral_code").is_some())
         .map(|r| r.at)
         .collect()
 }
@@ -36,10 +43,19 @@ fn oauth_fault(code: &str) -> Fault {
 
 #[tokio::test]
 async fn polls_at_the_interval_and_delivers_validated_tokens() {
+    for (op_profiles, profile) in profiles() {
+        polls_at_the_interval_and_delivers_validated_tokens_in(op_profiles, profile).await;
+    }
+}
+
+async fn polls_at_the_interval_and_delivers_validated_tokens_in(
+    op_profiles: OpProfiles,
+    profile: Profile,
+) {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(4);
-    let s = setup(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
     let Outcome::Tokens(tokens) = outcome else {
         panic!("{outcome:?}")
@@ -70,12 +86,18 @@ async fn polls_at_the_interval_and_delivers_validated_tokens() {
 
 #[tokio::test]
 async fn progress_descriptions_become_events() {
+    for (op_profiles, profile) in profiles() {
+        progress_descriptions_become_events_in(op_profiles, profile).await;
+    }
+}
+
+async fn progress_descriptions_become_events_in(op_profiles: OpProfiles, profile: Profile) {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(4);
     cfg.progress_script = vec!["queued".into(), "in review".into(), "in review".into()];
-    let s = setup(cfg).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
     let mut events = s.client.subscribe();
-    let auth = start(&s.op, &s.client).await;
+    let auth = start_any(&s.op, &s.client).await;
     run_to_outcome(&s, auth.id(), S, secs(600)).await;
     let mut seen = Vec::new();
     while let Ok(e) = events.try_recv() {
@@ -95,9 +117,15 @@ async fn progress_descriptions_become_events() {
 
 #[tokio::test]
 async fn denied_and_expired_by_the_op() {
-    let s = setup(OpConfig::default()).await;
-    let a = start(&s.op, &s.client).await;
-    let b = start(&s.op, &s.client).await;
+    for (op_profiles, profile) in profiles() {
+        denied_and_expired_by_the_op_in(op_profiles, profile).await;
+    }
+}
+
+async fn denied_and_expired_by_the_op_in(op_profiles: OpProfiles, profile: Profile) {
+    let s = setup_p(OpConfig::default(), op_profiles, profile).await;
+    let a = start_any(&s.op, &s.client).await;
+    let b = start_any(&s.op, &s.client).await;
     s.op.deny(a.id(), Some("document not readable"));
     s.op.expire(b.id());
     assert_eq!(
@@ -114,6 +142,12 @@ async fn denied_and_expired_by_the_op() {
 
 #[tokio::test]
 async fn terminal_errors_stop_all_requests() {
+    for (op_profiles, profile) in profiles() {
+        terminal_errors_stop_all_requests_in(op_profiles, profile).await;
+    }
+}
+
+async fn terminal_errors_stop_all_requests_in(op_profiles: OpProfiles, profile: Profile) {
     for code in [
         "invalid_grant",
         "invalid_request",
@@ -122,8 +156,8 @@ async fn terminal_errors_stop_all_requests() {
         "unsupported_grant_type",
         "brand_new_error",
     ] {
-        let s = setup(OpConfig::default()).await;
-        let auth = start(&s.op, &s.client).await;
+        let s = setup_p(OpConfig::default(), op_profiles, profile).await;
+        let auth = start_any(&s.op, &s.client).await;
         s.op.inject_faults([oauth_fault(code)]);
         match run_to_outcome(&s, auth.id(), S, secs(60)).await {
             Outcome::Rejected(PollFailure::OAuth(e)) => assert_eq!(e.code, ErrorCode::from(code)),
@@ -147,10 +181,16 @@ async fn terminal_errors_stop_all_requests() {
 
 #[tokio::test]
 async fn slow_down_raises_the_floor_for_good() {
+    for (op_profiles, profile) in profiles() {
+        slow_down_raises_the_floor_for_good_in(op_profiles, profile).await;
+    }
+}
+
+async fn slow_down_raises_the_floor_for_good_in(op_profiles: OpProfiles, profile: Profile) {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(4);
-    let s = setup(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     s.op.inject_faults([oauth_fault("slow_down")]);
     let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
     assert!(matches!(outcome, Outcome::Tokens(_)));
@@ -171,13 +211,24 @@ async fn slow_down_raises_the_floor_for_good() {
 
 #[tokio::test]
 async fn transient_faults_are_survived_and_retry_after_is_honoured() {
+    for (op_profiles, profile) in profiles() {
+        transient_faults_are_survived_and_retry_after_is_honoured_in(op_profiles, profile).await;
+    }
+}
+
+async fn transient_faults_are_survived_and_retry_after_is_honoured_in(
+    op_profiles: OpProfiles,
+    profile: Profile,
+) {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(1);
+    cfg.profiles = op_profiles;
     let s = setup_with(cfg, |b| {
-        b.poll_config(PollConfig::default().backoff_cap(secs(20)))
+        b.profile(profile)
+            .poll_config(PollConfig::default().backoff_cap(secs(20)))
     })
     .await;
-    let auth = start(&s.op, &s.client).await;
+    let auth = start_any(&s.op, &s.client).await;
     s.op.inject_faults([
         Fault::status(500),
         Fault::service_unavailable(30),
@@ -215,13 +266,19 @@ async fn transient_faults_are_survived_and_retry_after_is_honoured() {
 
 #[tokio::test]
 async fn a_lost_success_is_reported_not_hidden() {
+    for (op_profiles, profile) in profiles() {
+        a_lost_success_is_reported_not_hidden_in(op_profiles, profile).await;
+    }
+}
+
+async fn a_lost_success_is_reported_not_hidden_in(op_profiles: OpProfiles, profile: Profile) {
     // G13: the OP redeemed the id but the answer never arrived. The next poll
     // gets invalid_grant; the outcome says so rather than pretending it was
     // an ordinary refusal (issue 11, item 7).
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(1);
-    let s = setup(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     s.op.inject_faults([Fault::LostResponse]);
     match run_to_outcome(&s, auth.id(), S, secs(600)).await {
         Outcome::PossiblyLostInTransit { lost } => assert!(lost.is_some()),
@@ -232,11 +289,20 @@ async fn a_lost_success_is_reported_not_hidden() {
 
 #[tokio::test]
 async fn a_lost_success_is_recovered_from_an_op_that_redelivers() {
+    for (op_profiles, profile) in profiles() {
+        a_lost_success_is_recovered_from_an_op_that_redelivers_in(op_profiles, profile).await;
+    }
+}
+
+async fn a_lost_success_is_recovered_from_an_op_that_redelivers_in(
+    op_profiles: OpProfiles,
+    profile: Profile,
+) {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(1);
     cfg.redelivery_window = Some(secs(60));
-    let s = setup(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     s.op.inject_faults([Fault::LostResponse]);
     let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
     assert!(matches!(outcome, Outcome::Tokens(_)), "{outcome:?}");
@@ -244,11 +310,17 @@ async fn a_lost_success_is_recovered_from_an_op_that_redelivers() {
 
 #[tokio::test]
 async fn deadline_reached_after_a_final_poll() {
+    for (op_profiles, profile) in profiles() {
+        deadline_reached_after_a_final_poll_in(op_profiles, profile).await;
+    }
+}
+
+async fn deadline_reached_after_a_final_poll_in(op_profiles: OpProfiles, profile: Profile) {
     let mut cfg = OpConfig::default();
     cfg.expires_in = Some(32);
     cfg.expire_authentications = false; // an OP that never says expired_token
-    let s = setup(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
     assert!(
         matches!(
@@ -271,11 +343,17 @@ async fn deadline_reached_after_a_final_poll() {
 
 #[tokio::test]
 async fn tokens_that_fail_validation_are_rejected() {
+    for (op_profiles, profile) in profiles() {
+        tokens_that_fail_validation_are_rejected_in(op_profiles, profile).await;
+    }
+}
+
+async fn tokens_that_fail_validation_are_rejected_in(op_profiles: OpProfiles, profile: Profile) {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(1);
     cfg.id_token_fault = Some(IdTokenFault::WrongNonce);
-    let s = setup(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     match run_to_outcome(&s, auth.id(), S, secs(60)).await {
         Outcome::Rejected(PollFailure::InvalidTokens(ValidationError::Nonce)) => {}
         other => panic!("{other:?}"),
@@ -284,10 +362,19 @@ async fn tokens_that_fail_validation_are_rejected() {
 
 #[tokio::test]
 async fn a_resumed_authentication_keeps_its_deadline_and_floor() {
+    for (op_profiles, profile) in profiles() {
+        a_resumed_authentication_keeps_its_deadline_and_floor_in(op_profiles, profile).await;
+    }
+}
+
+async fn a_resumed_authentication_keeps_its_deadline_and_floor_in(
+    op_profiles: OpProfiles,
+    profile: Profile,
+) {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(2);
-    let s = setup(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     s.op.inject_faults([oauth_fault("slow_down")]);
     pass(&s, secs(6), S).await;
     let (saved_auth, saved_state) = s.client.snapshot(auth.id()).await.unwrap();
@@ -330,10 +417,16 @@ async fn a_resumed_authentication_keeps_its_deadline_and_floor() {
 
 #[tokio::test]
 async fn wake_storms_keep_a_single_request_in_flight() {
+    for (op_profiles, profile) in profiles() {
+        wake_storms_keep_a_single_request_in_flight_in(op_profiles, profile).await;
+    }
+}
+
+async fn wake_storms_keep_a_single_request_in_flight_in(op_profiles: OpProfiles, profile: Profile) {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = AutoApprove::AfterPolls(5);
-    let s = setup(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     s.op.inject_faults((0..5).map(|_| Fault::Delay(Duration::from_millis(40))));
     for _ in 0..40 {
         for _ in 0..5 {
@@ -351,13 +444,26 @@ async fn wake_storms_keep_a_single_request_in_flight() {
 
 #[tokio::test]
 async fn a_deadline_after_transport_failures_keeps_the_typed_cause_in_memory() {
+    for (op_profiles, profile) in profiles() {
+        a_deadline_after_transport_failures_keeps_the_typed_cause_in_memory_in(
+            op_profiles,
+            profile,
+        )
+        .await;
+    }
+}
+
+async fn a_deadline_after_transport_failures_keeps_the_typed_cause_in_memory_in(
+    op_profiles: OpProfiles,
+    profile: Profile,
+) {
     // Issue 10 item 4: the outcome carries the real error (not only its
     // text) in this process; read back from its serialised form, the text.
     let mut cfg = OpConfig::default();
     cfg.expires_in = Some(32);
     cfg.expire_authentications = false;
-    let s = setup(cfg).await;
-    let auth = start(&s.op, &s.client).await;
+    let s = setup_p(cfg, op_profiles, profile).await;
+    let auth = start_any(&s.op, &s.client).await;
     s.op.inject_faults((0..20).map(|_| Fault::Reset));
     let outcome = run_to_outcome(&s, auth.id(), S, secs(600)).await;
     let Outcome::DeadlineReached { last_error, .. } = &outcome else {
