@@ -729,3 +729,38 @@ async fn transient_failures_back_off_without_losing_it_in_both_profiles() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_dropped_redeem_future_loses_no_deferral() {
+    let mut cfg = ietf_config();
+    cfg.auto_approve = AutoApprove::AfterPolls(1);
+    let s = ietf(cfg).await;
+    let (url, pending) = s.client.authorize().build().unwrap();
+    let cb = s.op.browse(&url).await.unwrap();
+    let CallbackResponse::Code(code) = s.client.callback(&pending, cb.query()).unwrap() else {
+        panic!()
+    };
+    s.op.inject_faults([oidc_dtr_testkit::Fault::Delay(Duration::from_millis(300))]);
+    let dropped = tokio::time::timeout(Duration::from_millis(50), s.client.redeem_code(code)).await;
+    assert!(
+        dropped.is_err(),
+        "the token request should still be waiting"
+    );
+    // The AS defers later; the engine takes the deferral on.
+    let mut tracked = None;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Some(a) = s.op.authentications().first() {
+            let id = oidc_dtr::DeferredAuthId::new(a.deferred_auth_id.clone());
+            if s.client.poll_status(&id).await.is_some() {
+                tracked = Some(id);
+                break;
+            }
+        }
+    }
+    let id = tracked.expect("the deferral is tracked after the dropped redeem");
+    assert!(matches!(
+        run_to_outcome(&s, &id, S, secs(600)).await,
+        Outcome::Tokens(_)
+    ));
+}
