@@ -474,6 +474,13 @@ impl DtrClient {
     /// configured (polling stopped, the OP was not told), or
     /// [`CancelResult::AlreadyFinished`] (nothing sent).
     ///
+    /// An IETF-profile authentication is cancelled by revoking its
+    /// `deferral_code` at the AS's `revocation_endpoint` (RFC 7009, with a
+    /// DPoP proof when the code is bound); when the AS does not list the
+    /// deferral-code type in
+    /// `revocation_endpoint_token_type_values_supported`, its 200 proves
+    /// nothing and the result is [`CancelResult::SentUnconfirmed`].
+    ///
     /// If the OP refuses or cannot be reached, the error is returned and
     /// polling goes on: retry, or stop locally with
     /// [`cancel_locally`](Self::cancel_locally).
