@@ -143,7 +143,7 @@ pub use proto::id_token::{IdTokenValidator, ValidationOptions};
 
 // Durable state.
 pub use store::{
-    AesGcmSealer, FileStore, Lease, MemoryStore, Record, SCHEMA_VERSION as STORE_SCHEMA_VERSION,
+    AesGcmSealer, FileStore, FileStoreOptions, Lease, MemoryStore, Record, SCHEMA_VERSION as STORE_SCHEMA_VERSION,
     Sealer, Store, StoreFuture, StoredOutcome,
 };
 #[cfg(feature = "postgres")]
