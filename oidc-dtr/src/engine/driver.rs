@@ -152,6 +152,13 @@ pub struct DriverConfig {
     /// Capacity of the event channel; a subscriber that falls further
     /// behind misses events (outcomes stay available through `wait`).
     pub event_capacity: usize,
+    /// Store writes (poll states, outcomes) queued or in progress at once
+    /// (default 8192). They run concurrently, so that a store can group
+    /// them into one transaction; when this many are outstanding the driver
+    /// sends no new poll until one completes: a slow store slows polling
+    /// down (polls go out late, never early) instead of queueing writes in
+    /// memory without limit.
+    pub max_queued_writes: usize,
 }
 
 impl Default for DriverConfig {
@@ -160,6 +167,7 @@ impl Default for DriverConfig {
             max_in_flight: 64,
             finished_retention: Duration::from_secs(24 * 3600),
             event_capacity: 1024,
+            max_queued_writes: 8192,
         }
     }
 }
@@ -285,11 +293,14 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
         let (persist, jobs) = mpsc::unbounded_channel();
         let (stored_tx, stored_rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
+        let room = Arc::new(tokio::sync::Notify::new());
         let persist_done = runtime.spawn(persist_task(
             poller.clone(),
             jobs,
             stored_tx,
             counters.clone(),
+            room.clone(),
+            config.max_queued_writes.max(1),
         ));
         let engine = Engine {
             poller,
@@ -310,6 +321,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             stopping: None,
             counters: counters.clone(),
             scheduled: None,
+            room,
         };
         runtime.spawn(engine.run(rx));
         DriverHandle {
@@ -479,12 +491,16 @@ struct Engine<P: Poller> {
     counters: Arc<Counters>,
     /// While a timer fires: the instant it was due (for the lateness figure).
     scheduled: Option<UnixTime>,
+    /// Signalled by the persistence task when a write completes.
+    room: Arc<tokio::sync::Notify>,
 }
 
 impl<P: Poller> Engine<P> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command<P::Tokens>>) {
         loop {
             let next = self.next_due();
+            let writes_full = self.writes_full();
+            let room = self.room.clone();
             let clock = self.clock.clone();
             let sleep = async move {
                 match next {
@@ -517,6 +533,7 @@ impl<P: Poller> Engine<P> {
                         }
                     }
                 }
+                _ = room.notified(), if writes_full => {}
                 _ = sleep => {}
             }
             if self.stopping.is_some() {
@@ -555,7 +572,7 @@ impl<P: Poller> Engine<P> {
                 .get(&key)
                 .is_some_and(|e| e.timer_gen == generation)
             {
-                if self.in_flight.len() >= self.config.max_in_flight {
+                if self.in_flight.len() >= self.config.max_in_flight || self.writes_full() {
                     // Wait for a completion instead.
                     return None;
                 }
@@ -572,7 +589,7 @@ impl<P: Poller> Engine<P> {
         }
         let now = self.clock.now();
         while let Some(Reverse((t, key, generation))) = self.timers.peek().copied() {
-            if t > now || self.in_flight.len() >= self.config.max_in_flight {
+            if t > now || self.in_flight.len() >= self.config.max_in_flight || self.writes_full() {
                 break;
             }
             self.timers.pop();
@@ -593,6 +610,12 @@ impl<P: Poller> Engine<P> {
             self.step(key, Event::Timer, now);
             self.scheduled = None;
         }
+    }
+
+    /// Whether the store has as many writes outstanding as allowed: no new
+    /// poll goes out until one completes.
+    fn writes_full(&self) -> bool {
+        self.counters.store_queue_depth() >= self.config.max_queued_writes.max(1) as u64
     }
 
     fn purge(&mut self, key: u64) {
@@ -979,26 +1002,86 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> crate::ping::PingSink for Dr
     }
 }
 
-/// Runs the writes in order: poll states (best effort) and outcomes
-/// (durably), reporting each stored outcome back to the engine.
+/// Runs the writes: poll states (best effort) and outcomes (durably),
+/// reporting each stored outcome back to the engine. Up to `limit` run at
+/// once, so that a store can group them into one transaction; writes of one
+/// authentication never overlap in practice (its next state comes a poll
+/// interval later; a stale state update after its outcome is refused by the
+/// store and ignored).
 async fn persist_task<P: Poller>(
     poller: Weak<P>,
     mut jobs: mpsc::UnboundedReceiver<PersistJob<P::Tokens>>,
     stored: mpsc::UnboundedSender<u64>,
     counters: Arc<Counters>,
+    room: Arc<tokio::sync::Notify>,
+    limit: usize,
 ) {
-    while let Some(job) = jobs.recv().await {
-        if !matches!(job, PersistJob::Purge(_)) {
-            counters.store_dequeued();
-        }
-        let Some(p) = poller.upgrade() else { return };
-        match job {
-            PersistJob::State(auth, machine) => p.persist_state(auth, machine).await,
-            PersistJob::Purge(before) => p.purge_stored(before).await,
-            PersistJob::Outcome(key, auth, machine, outcome, at) => {
-                p.persist_outcome(auth, machine, outcome, at).await;
-                let _ = stored.send(key);
+    /// What a finished write was.
+    enum Written {
+        State,
+        Purge,
+        Outcome(u64),
+    }
+    let mut running: JoinSet<Written> = JoinSet::new();
+    // The outcome writes running, by task, so that one that panicked is
+    // still handed over.
+    let mut outcome_tasks: HashMap<tokio::task::Id, u64> = HashMap::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            job = jobs.recv(), if open && running.len() < limit => {
+                let Some(job) = job else {
+                    open = false;
+                    continue;
+                };
+                let Some(p) = poller.upgrade() else { break };
+                match job {
+                    PersistJob::State(auth, machine) => {
+                        running.spawn(async move {
+                            p.persist_state(auth, machine).await;
+                            Written::State
+                        });
+                    }
+                    PersistJob::Purge(before) => {
+                        running.spawn(async move {
+                            p.purge_stored(before).await;
+                            Written::Purge
+                        });
+                    }
+                    PersistJob::Outcome(key, auth, machine, outcome, at) => {
+                        let task = running.spawn(async move {
+                            p.persist_outcome(auth, machine, outcome, at).await;
+                            Written::Outcome(key)
+                        });
+                        outcome_tasks.insert(task.id(), key);
+                    }
+                }
             }
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                let finished = match done {
+                    Ok((task, written)) => {
+                        outcome_tasks.remove(&task);
+                        written
+                    }
+                    // A write that panicked: an outcome is handed over all
+                    // the same (as when its store gives up).
+                    Err(e) => match outcome_tasks.remove(&e.id()) {
+                        Some(key) => Written::Outcome(key),
+                        None => Written::State,
+                    },
+                };
+                match finished {
+                    // A purge is not counted as a queued write.
+                    Written::Purge => {}
+                    Written::State => counters.store_dequeued(),
+                    Written::Outcome(key) => {
+                        counters.store_dequeued();
+                        let _ = stored.send(key);
+                    }
+                }
+                room.notify_one();
+            }
+            else => break,
         }
     }
 }
@@ -1176,6 +1259,89 @@ mod tests {
             Err(WaitError::Unknown)
         );
         assert_eq!(driver.counts(), (0, 0));
+    }
+
+    /// Answers every poll `authorization_pending`; its state writes wait
+    /// until the gate opens.
+    struct GatedStore {
+        polls: AtomicUsize,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl Poller for GatedStore {
+        type Tokens = String;
+        fn poll(
+            self: Arc<Self>,
+            _auth: Arc<DeferredAuthentication>,
+        ) -> BoxFuture<PollResult<String>> {
+            Box::pin(async move {
+                self.polls.fetch_add(1, Ordering::SeqCst);
+                PollResult::OAuth(OAuthError::new(ErrorCode::AuthorizationPending))
+            })
+        }
+
+        fn persist_state(
+            self: Arc<Self>,
+            _auth: Arc<DeferredAuthentication>,
+            _machine: PollMachine,
+        ) -> BoxFuture<()> {
+            Box::pin(async move {
+                let _permit = self.gate.acquire().await;
+            })
+        }
+    }
+
+    /// Issue 16: a store that cannot keep up slows polling down. With
+    /// `max_queued_writes` writes outstanding, no poll goes out (late, not
+    /// lost) until the store catches up; the writes never pile up.
+    #[tokio::test]
+    async fn a_slow_store_holds_new_polls_back() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = Arc::new(GatedStore {
+            polls: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let mut cfg = DriverConfig::default();
+        cfg.max_queued_writes = 2;
+        let driver = DriverHandle::spawn(
+            Arc::downgrade(&op),
+            clock.clone(),
+            Arc::new(SystemRandom),
+            cfg,
+            &tokio::runtime::Handle::current(),
+        );
+        for i in 0..6 {
+            let (a, m) = auth(&format!("g-{i}"), 5, 3600);
+            assert!(driver.track(a, m).await.unwrap());
+        }
+        run_until(&clock, Duration::from_secs(1), || {
+            op.polls.load(Ordering::SeqCst) == 6
+        })
+        .await;
+        // Each answer queued a state write; none can complete.
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+            if driver.stats().store_queue_depth == 6 {
+                break;
+            }
+        }
+        assert_eq!(driver.stats().store_queue_depth, 6);
+        // Every authentication falls due again, twice over: no poll goes out.
+        for _ in 0..12 {
+            clock.advance(Duration::from_secs(1));
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(op.polls.load(Ordering::SeqCst), 6);
+        assert_eq!(driver.stats().store_queue_depth, 6);
+        // The store catches up: polling resumes, late but complete.
+        op.gate.add_permits(1_000);
+        run_until(&clock, Duration::from_secs(1), || {
+            op.polls.load(Ordering::SeqCst) >= 12
+        })
+        .await;
+        assert!(driver.stats().max_poll_lateness > Duration::ZERO);
     }
 
     #[tokio::test]

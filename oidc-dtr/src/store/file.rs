@@ -8,8 +8,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::{
-    Builder, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, Table, TableDefinition, TableHandle, WriteTransaction,
+    Builder, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table, TableDefinition, TableHandle, WriteTransaction,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -18,9 +18,9 @@ use super::{
     Record, SCHEMA_VERSION, Sealer, Store, StoreError, StoreFuture, StoredOutcome, check_owner,
     check_schema, due_of, key_fingerprint, record_key,
 };
-use crate::secret::Fingerprint;
 use crate::proto::poll::PollMachine;
 use crate::secret::DeferredAuthId;
+use crate::secret::Fingerprint;
 use crate::time::UnixTime;
 
 type Key = [u8; 32];
@@ -738,9 +738,7 @@ impl Inner {
                 record: record.fingerprint(),
             }));
         }
-        t.records
-            .insert(&key, value.as_slice())
-            .map_err(fatal)?;
+        t.records.insert(&key, value.as_slice()).map_err(fatal)?;
         if let Some(d) = record.due_at() {
             let d = d.as_millis();
             t.pending.insert((d, key), [].as_slice()).map_err(fatal)?;
@@ -825,9 +823,7 @@ impl Inner {
         record.machine = machine.clone();
         record.outcome = Some(outcome.clone());
         let value = self.encode(key, &record)?;
-        t.records
-            .insert(key, value.as_slice())
-            .map_err(fatal)?;
+        t.records.insert(key, value.as_slice()).map_err(fatal)?;
         if let Some(d) = old_due {
             t.pending.remove((d, *key)).map_err(fatal)?;
         }
@@ -854,9 +850,7 @@ impl Inner {
             Some(o) => o.delivered = true,
         }
         let value = self.encode(key, &record)?;
-        t.records
-            .insert(key, value.as_slice())
-            .map_err(fatal)?;
+        t.records.insert(key, value.as_slice()).map_err(fatal)?;
         Ok(Done::Flag(true))
     }
 
@@ -1283,10 +1277,10 @@ mod tests {
 
     use super::*;
     use crate::jose::{Algorithm, DpopKey};
-    use crate::store::FileStoreOptions;
     use crate::proto::poll::Outcome;
     use crate::proto::token::TokenSet;
     use crate::store::AesGcmSealer;
+    use crate::store::FileStoreOptions;
     use crate::store::test_records::{at, denied, finished_machine, id, record};
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -1481,7 +1475,9 @@ mod tests {
             let mut records = txn.open_table(RECORDS).unwrap();
             records.insert(&key, value).unwrap();
             let mut pending = txn.open_table(PENDING).unwrap();
-            pending.insert((at(1).as_millis(), key), [].as_slice()).unwrap();
+            pending
+                .insert((at(1).as_millis(), key), [].as_slice())
+                .unwrap();
         }
         txn.commit().unwrap();
     }
@@ -1768,7 +1764,10 @@ mod tests {
             let s = store.clone();
             let m = records[0].machine.clone();
             set.spawn(async move {
-                ("unknown", s.update_state(&id(&format!("nobody{i}")), m).await)
+                (
+                    "unknown",
+                    s.update_state(&id(&format!("nobody{i}")), m).await,
+                )
             });
         }
         let (s, dup) = (store.clone(), records[3].clone());
