@@ -309,7 +309,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             config,
             events: events.clone(),
             entries: HashMap::new(),
-            keys: HashMap::new(),
+            keys: IdIndex::new(),
             timers: BinaryHeap::new(),
             in_flight: JoinSet::new(),
             task_keys: HashMap::new(),
@@ -449,11 +449,23 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
     }
 }
 
+/// A tracked authentication. Small on purpose (a million of them fit in a
+/// few hundred MB): the poll state is boxed (the map's spare slots then
+/// cost little), and what only a finished or awaited authentication has is
+/// out of line.
 struct Entry<T> {
     auth: Arc<DeferredAuthentication>,
-    machine: PollMachine,
+    machine: Box<PollMachine>,
     /// Only the heap item with this generation is live.
     timer_gen: u32,
+    /// Consecutive poll tasks of this authentication that panicked.
+    panics: u32,
+    /// The outcome and the waiters, once there are any.
+    end: Option<Box<End<T>>>,
+}
+
+/// The rare members of an [`Entry`].
+struct End<T> {
     outcome: Option<Outcome<T>>,
     /// Whether the outcome is stored, so that it may be handed over.
     stored: bool,
@@ -461,8 +473,89 @@ struct Entry<T> {
     acked: bool,
     finished_at: Option<UnixTime>,
     waiters: Vec<oneshot::Sender<Result<Outcome<T>, WaitError>>>,
-    /// Consecutive poll tasks of this authentication that panicked.
-    panics: u32,
+}
+
+impl<T> Entry<T> {
+    fn outcome(&self) -> Option<&Outcome<T>> {
+        self.end.as_ref().and_then(|e| e.outcome.as_ref())
+    }
+
+    fn stored(&self) -> bool {
+        self.end.as_ref().is_some_and(|e| e.stored)
+    }
+
+    fn finished_at(&self) -> Option<UnixTime> {
+        self.end.as_ref().and_then(|e| e.finished_at)
+    }
+
+    fn end_mut(&mut self) -> &mut End<T> {
+        self.end.get_or_insert_with(|| {
+            Box::new(End {
+                outcome: None,
+                stored: false,
+                acked: false,
+                finished_at: None,
+                waiters: Vec::new(),
+            })
+        })
+    }
+}
+
+/// The entries' keys by `deferred_auth_id`, without a copy of each id: a
+/// keyed hash of the id (SipHash with random keys) to the entry, checked
+/// against the entry's own id; the rare id whose hash is taken goes to a
+/// second map.
+struct IdIndex {
+    by_hash: HashMap<u64, u64>,
+    collided: HashMap<DeferredAuthId, u64>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl IdIndex {
+    fn new() -> Self {
+        IdIndex {
+            by_hash: HashMap::new(),
+            collided: HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn hash(&self, id: &DeferredAuthId) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(id.secret())
+    }
+
+    fn get<T>(&self, id: &DeferredAuthId, entries: &HashMap<u64, Entry<T>>) -> Option<u64> {
+        if let Some(&key) = self.by_hash.get(&self.hash(id)) {
+            if entries.get(&key).is_some_and(|e| e.auth.id() == id) {
+                return Some(key);
+            }
+        }
+        if self.collided.is_empty() {
+            return None;
+        }
+        self.collided.get(id).copied()
+    }
+
+    fn insert(&mut self, id: &DeferredAuthId, key: u64) {
+        match self.by_hash.entry(self.hash(id)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(key);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(id.clone(), key);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &DeferredAuthId, key: u64) {
+        let h = self.hash(id);
+        if self.by_hash.get(&h) == Some(&key) {
+            self.by_hash.remove(&h);
+        } else {
+            self.collided.remove(id);
+        }
+    }
 }
 
 struct Engine<P: Poller> {
@@ -472,7 +565,7 @@ struct Engine<P: Poller> {
     config: DriverConfig,
     events: broadcast::Sender<PollEvent<P::Tokens>>,
     entries: HashMap<u64, Entry<P::Tokens>>,
-    keys: HashMap<DeferredAuthId, u64>,
+    keys: IdIndex,
     timers: BinaryHeap<Reverse<(UnixTime, u64, u32)>>,
     in_flight: JoinSet<(u64, PollResult<P::Tokens>)>,
     /// Which authentication each poll task in flight is for, so that a task
@@ -552,7 +645,7 @@ impl<P: Poller> Engine<P> {
         }
         // The client is gone: wake every waiter with "stopped".
         for (_, e) in self.entries.drain() {
-            for w in e.waiters {
+            for w in e.end.map(|end| end.waiters).unwrap_or_default() {
                 let _ = w.send(Err(WaitError::Stopped));
             }
         }
@@ -599,7 +692,7 @@ impl<P: Poller> Engine<P> {
             if entry.timer_gen != generation {
                 continue;
             }
-            if let Some(finished_at) = entry.finished_at {
+            if let Some(finished_at) = entry.finished_at() {
                 if now >= finished_at.saturating_add(self.config.finished_retention) {
                     self.purge(key);
                 }
@@ -620,7 +713,7 @@ impl<P: Poller> Engine<P> {
 
     fn purge(&mut self, key: u64) {
         if let Some(e) = self.entries.remove(&key) {
-            self.keys.remove(e.auth.id());
+            self.keys.remove(e.auth.id(), key);
         }
         // The store keeps outcomes as long as memory does: purge it too, at
         // most once a minute.
@@ -640,7 +733,7 @@ impl<P: Poller> Engine<P> {
         let now = self.clock.now();
         match cmd {
             Command::Track(auth, mut machine, reply) => {
-                if self.keys.contains_key(auth.id()) {
+                if self.keys.get(auth.id(), &self.entries).is_some() {
                     let _ = reply.send(false);
                     return;
                 }
@@ -650,7 +743,7 @@ impl<P: Poller> Engine<P> {
                 self.step(key, Event::Timer, now);
             }
             Command::Restore(auth, mut machine, outcome, reply) => {
-                if self.keys.contains_key(auth.id()) {
+                if self.keys.get(auth.id(), &self.entries).is_some() {
                     let _ = reply.send(false);
                     return;
                 }
@@ -660,9 +753,10 @@ impl<P: Poller> Engine<P> {
                         let key = self.insert(auth, *machine);
                         self.counters.finished(outcome.kind(), true);
                         if let Some(e) = self.entries.get_mut(&key) {
-                            e.outcome = Some(outcome);
-                            e.stored = true;
-                            e.finished_at = Some(finished_at);
+                            let end = e.end_mut();
+                            end.outcome = Some(outcome);
+                            end.stored = true;
+                            end.finished_at = Some(finished_at);
                             e.timer_gen = e.timer_gen.wrapping_add(1);
                             let purge_at =
                                 finished_at.saturating_add(self.config.finished_retention);
@@ -677,10 +771,13 @@ impl<P: Poller> Engine<P> {
                 }
             }
             Command::Ack(id, reply) => {
-                let e = self.keys.get(&id).and_then(|k| self.entries.get_mut(k));
+                let e = self
+                    .keys
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get_mut(&k));
                 let ok = match e {
-                    Some(e) if e.outcome.is_some() => {
-                        e.acked = true;
+                    Some(e) if e.outcome().is_some() => {
+                        e.end_mut().acked = true;
                         true
                     }
                     _ => false,
@@ -691,12 +788,12 @@ impl<P: Poller> Engine<P> {
                 let list = self
                     .entries
                     .values()
-                    .filter(|e| e.stored && !e.acked)
+                    .filter(|e| e.end.as_ref().is_some_and(|end| end.stored && !end.acked))
                     .filter_map(|e| {
                         Some(Delivery {
                             id: e.auth.id().clone(),
                             outcome_id: OutcomeId::of(e.auth.id()),
-                            outcome: e.outcome.clone()?,
+                            outcome: e.outcome()?.clone(),
                         })
                     })
                     .collect();
@@ -705,8 +802,8 @@ impl<P: Poller> Engine<P> {
             Command::Ping(id, token, reply) => {
                 let entry = self
                     .keys
-                    .get(&id)
-                    .and_then(|k| self.entries.get(k).map(|e| (*k, e)));
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get(&k).map(|e| (k, e)));
                 let stored = entry.and_then(|(_, e)| e.auth.notification_token_hash());
                 // One hash and one constant-time comparison whatever the case,
                 // so timing does not tell unknown ids from wrong tokens.
@@ -719,7 +816,7 @@ impl<P: Poller> Engine<P> {
                 };
                 let verdict = match entry {
                     Some((key, e)) if matches => {
-                        if e.outcome.is_some() {
+                        if e.outcome().is_some() {
                             PingVerdict::AlreadyFinished
                         } else {
                             tracing::debug!(deferred_auth_id = %id.fingerprint(), "authenticated ping");
@@ -748,17 +845,22 @@ impl<P: Poller> Engine<P> {
                 }
             }
             Command::Wait(id, reply) => {
-                match self.keys.get(&id).and_then(|k| self.entries.get_mut(k)) {
+                match self
+                    .keys
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get_mut(&k))
+                {
                     None => {
                         let _ = reply.send(Err(WaitError::Unknown));
                     }
-                    Some(e) => match &e.outcome {
-                        Some(o) if e.stored => {
+                    Some(e) => match e.outcome() {
+                        Some(o) if e.stored() => {
                             let _ = reply.send(Ok(o.clone()));
                         }
                         _ => {
-                            e.waiters.retain(|w| !w.is_closed());
-                            e.waiters.push(reply);
+                            let end = e.end_mut();
+                            end.waiters.retain(|w| !w.is_closed());
+                            end.waiters.push(reply);
                         }
                     },
                 }
@@ -766,8 +868,8 @@ impl<P: Poller> Engine<P> {
             Command::Status(id, reply) => {
                 let status = self
                     .keys
-                    .get(&id)
-                    .and_then(|k| self.entries.get(k))
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get(&k))
                     .map(|e| {
                         let m = &e.machine;
                         PollStatus {
@@ -785,12 +887,12 @@ impl<P: Poller> Engine<P> {
             Command::Get(id, reply) => {
                 let found = self
                     .keys
-                    .get(&id)
-                    .and_then(|k| self.entries.get(k))
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get(&k))
                     .map(|e| Tracked {
                         auth: e.auth.clone(),
-                        machine: e.machine.clone(),
-                        finished: e.outcome.is_some(),
+                        machine: PollMachine::clone(&e.machine),
+                        finished: e.outcome().is_some(),
                     });
                 let _ = reply.send(found);
             }
@@ -806,22 +908,22 @@ impl<P: Poller> Engine<P> {
                         && self
                             .entries
                             .get(key)
-                            .is_some_and(|e| e.timer_gen == *generation && e.outcome.is_none())
+                            .is_some_and(|e| e.timer_gen == *generation && e.outcome().is_none())
                 });
                 let storing = self
                     .entries
                     .values()
-                    .any(|e| e.outcome.is_some() && !e.stored);
+                    .any(|e| e.outcome().is_some() && !e.stored());
                 let _ = reply.send(self.in_flight.is_empty() && !due && !storing);
             }
         }
     }
 
     fn active_key(&self, id: &DeferredAuthId) -> Option<u64> {
-        let key = *self.keys.get(id)?;
+        let key = self.keys.get(id, &self.entries)?;
         self.entries
             .get(&key)
-            .filter(|e| e.outcome.is_none())
+            .filter(|e| e.outcome().is_none())
             .map(|_| key)
     }
 
@@ -879,20 +981,16 @@ impl<P: Poller> Engine<P> {
     fn insert(&mut self, auth: Box<DeferredAuthentication>, machine: PollMachine) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
-        self.keys.insert(auth.id().clone(), key);
+        self.keys.insert(auth.id(), key);
         self.counters.tracked();
         self.entries.insert(
             key,
             Entry {
-                auth: Arc::from(auth),
-                machine,
+                auth: Arc::new(*auth),
+                machine: Box::new(machine),
                 timer_gen: 0,
-                outcome: None,
-                stored: false,
-                acked: false,
-                finished_at: None,
-                waiters: Vec::new(),
                 panics: 0,
+                end: None,
             },
         );
         key
@@ -903,14 +1001,15 @@ impl<P: Poller> Engine<P> {
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
-        let Some(outcome) = entry.outcome.clone() else {
+        let Some(outcome) = entry.outcome().cloned() else {
             return;
         };
-        if !entry.stored {
+        if !entry.stored() {
             self.counters.outcome_stored();
         }
-        entry.stored = true;
-        for w in entry.waiters.drain(..) {
+        let end = entry.end_mut();
+        end.stored = true;
+        for w in end.waiters.drain(..) {
             let _ = w.send(Ok(outcome.clone()));
         }
         let _ = self.events.send(PollEvent::Finished {
@@ -961,9 +1060,10 @@ impl<P: Poller> Engine<P> {
                 self.timers.push(Reverse((t, key, entry.timer_gen)));
                 if answered {
                     self.counters.store_queued();
-                    let _ = self
-                        .persist
-                        .send(PersistJob::State(entry.auth.clone(), entry.machine.clone()));
+                    let _ = self.persist.send(PersistJob::State(
+                        entry.auth.clone(),
+                        PollMachine::clone(&entry.machine),
+                    ));
                 }
             }
             Action::AwaitResponse | Action::Finished => {}
@@ -981,12 +1081,13 @@ impl<P: Poller> Engine<P> {
                 let _ = self.persist.send(PersistJob::Outcome(
                     key,
                     entry.auth.clone(),
-                    entry.machine.clone(),
+                    PollMachine::clone(&entry.machine),
                     outcome.clone(),
                     now,
                 ));
-                entry.outcome = Some(outcome);
-                entry.finished_at = Some(now);
+                let end = entry.end_mut();
+                end.outcome = Some(outcome);
+                end.finished_at = Some(now);
                 entry.timer_gen = entry.timer_gen.wrapping_add(1);
                 let purge_at = now.saturating_add(self.config.finished_retention);
                 self.timers.push(Reverse((purge_at, key, entry.timer_gen)));

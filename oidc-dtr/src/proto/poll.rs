@@ -521,6 +521,59 @@ pub(crate) struct PollSnapshot {
     pub(crate) config: PollConfig,
 }
 
+/// A [`PollConfig`] shared by the machines that use the same one (a
+/// client's machines all do): a machine holds a pointer, not 80 bytes.
+#[derive(Clone)]
+struct SharedConfig(std::sync::Arc<PollConfig>);
+
+impl SharedConfig {
+    /// The shared copy of `config`: the last one made if equal.
+    fn new(config: PollConfig) -> Self {
+        static LAST: std::sync::Mutex<Option<std::sync::Arc<PollConfig>>> =
+            std::sync::Mutex::new(None);
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = last.as_ref().filter(|c| ***c == config) {
+            return SharedConfig(shared.clone());
+        }
+        let shared = std::sync::Arc::new(config);
+        *last = Some(shared.clone());
+        SharedConfig(shared)
+    }
+}
+
+impl std::ops::Deref for SharedConfig {
+    type Target = PollConfig;
+    fn deref(&self) -> &PollConfig {
+        &self.0
+    }
+}
+
+impl PartialEq for SharedConfig {
+    fn eq(&self, other: &Self) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl Eq for SharedConfig {}
+
+impl std::fmt::Debug for SharedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for SharedConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PollConfig::deserialize(d).map(SharedConfig::new)
+    }
+}
+
 /// A cause kept in memory beside its persisted text: never serialised,
 /// and not part of the machine's equality (a machine read back from a store
 /// equals the one written).
@@ -583,7 +636,7 @@ pub struct PollMachine {
     /// The last progress text surfaced.
     last_progress: Option<String>,
     /// The schedule's tuning.
-    config: PollConfig,
+    config: SharedConfig,
 }
 
 impl PollMachine {
@@ -628,7 +681,7 @@ impl PollMachine {
             last_error: None,
             last_cause: InMemory::default(),
             last_progress: None,
-            config,
+            config: SharedConfig::new(config),
         };
         m.schedule(issued_at, 0);
         m
@@ -660,7 +713,7 @@ impl PollMachine {
             slow_downs: self.slow_downs,
             last_error: self.last_error.clone(),
             last_progress: self.last_progress.clone(),
-            config: self.config.clone(),
+            config: PollConfig::clone(&self.config),
         }
     }
 
@@ -692,7 +745,7 @@ impl PollMachine {
             last_error: s.last_error,
             last_cause: InMemory::default(),
             last_progress: s.last_progress,
-            config: s.config,
+            config: SharedConfig::new(s.config),
         })
     }
 
@@ -751,13 +804,13 @@ impl PollMachine {
 
     /// The configuration.
     pub fn config(&self) -> &PollConfig {
-        &self.config
+        &self.config.0
     }
 
     /// Replaces the configuration (e.g. after a restart with new settings).
     /// The floor, deadline and history are kept.
     pub fn set_config(&mut self, config: PollConfig) {
-        self.config = config;
+        self.config = SharedConfig::new(config);
     }
 
     /// The instant the driver should next call [`handle`](Self::handle) with
