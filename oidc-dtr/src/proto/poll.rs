@@ -574,6 +574,83 @@ impl<'de> Deserialize<'de> for SharedConfig {
     }
 }
 
+/// A machine's rare texts, out of line (`None` while it has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Notes(Option<Box<NoteFields>>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NoteFields {
+    #[serde(default)]
+    last_error: Option<String>,
+    /// The error `last_error` was made from, in memory only.
+    #[serde(skip)]
+    last_cause: InMemory,
+    #[serde(default)]
+    last_progress: Option<String>,
+}
+
+impl Notes {
+    fn new(error: Option<String>, cause: Option<SharedError>, progress: Option<String>) -> Self {
+        if error.is_none() && cause.is_none() && progress.is_none() {
+            return Notes(None);
+        }
+        Notes(Some(Box::new(NoteFields {
+            last_error: error,
+            last_cause: InMemory(cause),
+            last_progress: progress,
+        })))
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.0.as_ref()?.last_error.as_deref()
+    }
+
+    fn cause(&self) -> Option<SharedError> {
+        self.0.as_ref()?.last_cause.0.clone()
+    }
+
+    fn progress(&self) -> Option<&str> {
+        self.0.as_ref()?.last_progress.as_deref()
+    }
+
+    fn fields(&mut self) -> &mut NoteFields {
+        self.0.get_or_insert_with(|| {
+            Box::new(NoteFields {
+                last_error: None,
+                last_cause: InMemory::default(),
+                last_progress: None,
+            })
+        })
+    }
+
+    fn set_error(&mut self, message: String, cause: Option<SharedError>) {
+        let f = self.fields();
+        f.last_error = Some(message);
+        f.last_cause = InMemory(cause);
+    }
+
+    fn set_progress(&mut self, progress: Option<String>) {
+        self.fields().last_progress = progress;
+    }
+}
+
+impl Serialize for Notes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Notes", 2)?;
+        st.serialize_field("last_error", &self.error())?;
+        st.serialize_field("last_progress", &self.progress())?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Notes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = NoteFields::deserialize(d)?;
+        Ok(Notes::new(f.last_error, None, f.last_progress))
+    }
+}
+
 /// A cause kept in memory beside its persisted text: never serialised,
 /// and not part of the machine's equality (a machine read back from a store
 /// equals the one written).
@@ -628,13 +705,11 @@ pub struct PollMachine {
     polls: u32,
     /// `slow_down` answers received.
     slow_downs: u32,
-    /// The last transient problem.
-    last_error: Option<String>,
-    /// The error `last_error` was made from, in memory only.
-    #[serde(skip)]
-    last_cause: InMemory,
-    /// The last progress text surfaced.
-    last_progress: Option<String>,
+    /// The last transient problem and the last progress text surfaced
+    /// (serialised as `last_error` and `last_progress`), out of line: most
+    /// machines have neither.
+    #[serde(flatten)]
+    notes: Notes,
     /// The schedule's tuning.
     config: SharedConfig,
 }
@@ -678,9 +753,7 @@ impl PollMachine {
             phase: Phase::Waiting,
             polls: 0,
             slow_downs: 0,
-            last_error: None,
-            last_cause: InMemory::default(),
-            last_progress: None,
+            notes: Notes::default(),
             config: SharedConfig::new(config),
         };
         m.schedule(issued_at, 0);
@@ -711,8 +784,8 @@ impl PollMachine {
             },
             polls: self.polls,
             slow_downs: self.slow_downs,
-            last_error: self.last_error.clone(),
-            last_progress: self.last_progress.clone(),
+            last_error: self.notes.error().map(str::to_owned),
+            last_progress: self.notes.progress().map(str::to_owned),
             config: PollConfig::clone(&self.config),
         }
     }
@@ -742,9 +815,7 @@ impl PollMachine {
             },
             polls: s.polls,
             slow_downs: s.slow_downs,
-            last_error: s.last_error,
-            last_cause: InMemory::default(),
-            last_progress: s.last_progress,
+            notes: Notes::new(s.last_error, None, s.last_progress),
             config: SharedConfig::new(s.config),
         })
     }
@@ -912,8 +983,8 @@ impl PollMachine {
         if now >= self.deadline {
             self.phase = Phase::Finished;
             return Action::Deliver(Outcome::DeadlineReached {
-                last_error: self.last_error.clone(),
-                last_cause: self.last_cause.0.clone(),
+                last_error: self.notes.error().map(str::to_owned),
+                last_cause: self.notes.cause(),
             });
         }
         if now >= self.next_poll {
@@ -974,8 +1045,8 @@ impl PollMachine {
         let mut progress = None;
         match &e.code {
             ErrorCode::AuthorizationPending => {
-                if e.description.is_some() && e.description != self.last_progress {
-                    self.last_progress = e.description.clone();
+                if e.description.is_some() && e.description.as_deref() != self.notes.progress() {
+                    self.notes.set_progress(e.description.clone());
                     progress = e.description.clone();
                 }
             }
@@ -1007,7 +1078,7 @@ impl PollMachine {
             // answer most likely carried the tokens.
             ErrorCode::InvalidGrant if self.fate_unknown => {
                 return Applied::End(Outcome::PossiblyLostInTransit {
-                    lost: self.last_error.clone(),
+                    lost: self.notes.error().map(str::to_owned),
                 });
             }
             _ => return Applied::End(Outcome::Rejected(PollFailure::OAuth(Box::new(e)))),
@@ -1032,8 +1103,7 @@ impl PollMachine {
         if let Some(ra) = retry_after {
             self.not_before = self.not_before.max(ra.not_before(now));
         }
-        self.last_error = Some(message);
-        self.last_cause = InMemory(cause);
+        self.notes.set_error(message, cause);
         self.fate_unknown = true;
         self.backoff_step = self.backoff_step.saturating_add(1);
         let window = self.backoff_window();
