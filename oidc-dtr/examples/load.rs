@@ -10,7 +10,14 @@
 //! cargo run --release --example load --features testkit -- 20000   # fewer
 //! cargo run --release --example load --features testkit -- 100000 file   # with a FileStore
 //! cargo run --release --example load --features testkit -- store 100000  # FileStore alone
+//! cargo run --release --example load --features testkit -- steady 100000 10 30  # lateness
 //! ```
+//!
+//! `steady N I S`: N pending authentications with a poll interval of I
+//! seconds on the real clock, never approved, their first polls spread over
+//! one interval, run for S seconds: the polls per second the driver keeps
+//! up and the distribution of poll lateness (how long after its due time
+//! each poll went out, from the `oidc_dtr_poll_lateness_seconds` histogram).
 //!
 //! `store N`: the durable store alone, without the driver: N inserts, then
 //! a state update of each (in due order, as polls make them), then N
@@ -88,6 +95,10 @@ fn bench_dir() -> std::path::PathBuf {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("steady") {
+        let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+        return steady(arg(1, 100_000) as usize, arg(2, 10), arg(3, 30)).await;
+    }
     if args.first().map(String::as_str) == Some("store") {
         let n = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
         return store_bench(n).await;
@@ -225,6 +236,122 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("a sample outcome: {}", outcome.kind());
     client.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Records every value of the poll lateness histogram; ignores the rest.
+#[derive(Default)]
+struct Lateness(std::sync::Mutex<Vec<f64>>);
+
+impl metrics::HistogramFn for Lateness {
+    fn record(&self, value: f64) {
+        self.0.lock().expect("lock").push(value);
+    }
+}
+
+struct Recorder(Arc<Lateness>);
+
+impl metrics::Recorder for Recorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        if key.name() == "oidc_dtr_poll_lateness_seconds" {
+            metrics::Histogram::from_arc(self.0.clone())
+        } else {
+            metrics::Histogram::noop()
+        }
+    }
+}
+
+/// Polling at a steady rate on the real clock: lateness.
+async fn steady(n: usize, interval: u64, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let lateness = Arc::new(Lateness::default());
+    metrics::set_global_recorder(Recorder(lateness.clone())).expect("one recorder");
+    let mut config = OpConfig::default();
+    config.interval = Some(interval);
+    config.expires_in = Some(86_400);
+    let op = MockOp::builder().config(config).start().await?;
+    let mut driver = DriverConfig::default();
+    driver.max_in_flight = 64;
+    let client = Arc::new(
+        DtrClient::builder()
+            .issuer(op.issuer())
+            .client_id(MockOp::CLIENT_ID)
+            .client_secret(MockOp::CLIENT_SECRET)
+            .redirect_uri("http://127.0.0.1:9/callback")
+            .driver_config(driver)
+            .build()
+            .await?,
+    );
+    println!("steady: {n} pending, interval {interval} s, {secs} s on the real clock");
+    let auths = op.seed_pending(&client, n);
+    // Taken on over one interval, so that their polls are spread evenly.
+    let t = Instant::now();
+    let per = Duration::from_secs(interval).as_secs_f64() / n as f64;
+    for (i, a) in auths.into_iter().enumerate() {
+        let at = Duration::from_secs_f64(per * i as f64);
+        if let Some(wait) = at.checked_sub(t.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        client.resume(a, None).await?;
+    }
+    lateness.0.lock().expect("lock").clear();
+    let polls0 = client.stats().polls;
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let polls = client.stats().polls - polls0;
+    let d = t.elapsed().as_secs_f64();
+    let mut l = std::mem::take(&mut *lateness.0.lock().expect("lock"));
+    l.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        l.get(((l.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+            * 1e3
+    };
+    println!(
+        "  {polls} polls in {d:.1} s = {:.0} polls/s (due: {:.0}/s)",
+        polls as f64 / d,
+        n as f64 / interval as f64
+    );
+    println!(
+        "  lateness ms: p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1} ({} polls; never negative: a poll is never early)",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        q(1.0),
+        l.len()
+    );
     Ok(())
 }
 

@@ -526,10 +526,10 @@ impl IdIndex {
     }
 
     fn get<T>(&self, id: &DeferredAuthId, entries: &HashMap<u64, Entry<T>>) -> Option<u64> {
-        if let Some(&key) = self.by_hash.get(&self.hash(id)) {
-            if entries.get(&key).is_some_and(|e| e.auth.id() == id) {
-                return Some(key);
-            }
+        if let Some(&key) = self.by_hash.get(&self.hash(id))
+            && entries.get(&key).is_some_and(|e| e.auth.id() == id)
+        {
+            return Some(key);
         }
         if self.collided.is_empty() {
             return None;
@@ -738,7 +738,7 @@ impl<P: Poller> Engine<P> {
                     return;
                 }
                 machine.recover_after_restart(now, self.rng.as_ref());
-                let key = self.insert(auth, *machine);
+                let key = self.insert(*auth, *machine);
                 let _ = reply.send(true);
                 self.step(key, Event::Timer, now);
             }
@@ -750,7 +750,7 @@ impl<P: Poller> Engine<P> {
                 let _ = reply.send(true);
                 match outcome {
                     Some((outcome, finished_at)) => {
-                        let key = self.insert(auth, *machine);
+                        let key = self.insert(*auth, *machine);
                         self.counters.finished(outcome.kind(), true);
                         if let Some(e) = self.entries.get_mut(&key) {
                             let end = e.end_mut();
@@ -765,7 +765,7 @@ impl<P: Poller> Engine<P> {
                     }
                     None => {
                         machine.resume_after_restart(now, self.rng.as_ref());
-                        let key = self.insert(auth, *machine);
+                        let key = self.insert(*auth, *machine);
                         self.step(key, Event::Timer, now);
                     }
                 }
@@ -978,7 +978,7 @@ impl<P: Poller> Engine<P> {
         self.step(key, Event::Response(result), now);
     }
 
-    fn insert(&mut self, auth: Box<DeferredAuthentication>, machine: PollMachine) -> u64 {
+    fn insert(&mut self, auth: DeferredAuthentication, machine: PollMachine) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
         self.keys.insert(auth.id(), key);
@@ -986,7 +986,7 @@ impl<P: Poller> Engine<P> {
         self.entries.insert(
             key,
             Entry {
-                auth: Arc::new(*auth),
+                auth: Arc::new(auth),
                 machine: Box::new(machine),
                 timer_gen: 0,
                 panics: 0,
@@ -1402,8 +1402,10 @@ mod tests {
             polls: AtomicUsize::new(0),
             gate: tokio::sync::Semaphore::new(0),
         });
-        let mut cfg = DriverConfig::default();
-        cfg.max_queued_writes = 2;
+        let cfg = DriverConfig {
+            max_queued_writes: 2,
+            ..DriverConfig::default()
+        };
         let driver = DriverHandle::spawn(
             Arc::downgrade(&op),
             clock.clone(),

@@ -576,10 +576,10 @@ impl Inner {
         state: Option<&[u8]>,
     ) -> Result<Record, StoreError> {
         let mut record = self.decode(key, bytes)?;
-        if let Some(state) = state.filter(|s| !s.is_empty()) {
-            if !record.is_finished() {
-                record.machine = open_machine(self.sealer.as_deref(), key, state)?;
-            }
+        if let Some(state) = state.filter(|s| !s.is_empty())
+            && !record.is_finished()
+        {
+            record.machine = open_machine(self.sealer.as_deref(), key, state)?;
         }
         Ok(record)
     }
