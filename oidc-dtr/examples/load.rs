@@ -97,7 +97,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("steady") {
         let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
-        return steady(arg(1, 100_000) as usize, arg(2, 10), arg(3, 30)).await;
+        let file = args.get(4).map(String::as_str) == Some("file");
+        return steady(arg(1, 100_000) as usize, arg(2, 10), arg(3, 30), file).await;
     }
     if args.first().map(String::as_str) == Some("store") {
         let n = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
@@ -293,7 +294,12 @@ impl metrics::Recorder for Recorder {
 }
 
 /// Polling at a steady rate on the real clock: lateness.
-async fn steady(n: usize, interval: u64, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
+async fn steady(
+    n: usize,
+    interval: u64,
+    secs: u64,
+    file: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let lateness = Arc::new(Lateness::default());
     metrics::set_global_recorder(Recorder(lateness.clone())).expect("one recorder");
     let mut config = OpConfig::default();
@@ -302,8 +308,13 @@ async fn steady(n: usize, interval: u64, secs: u64) -> Result<(), Box<dyn std::e
     let op = MockOp::builder().config(config).start().await?;
     let mut driver = DriverConfig::default();
     driver.max_in_flight = 64;
+    let dir = bench_dir();
+    let mut builder = DtrClient::builder();
+    if file {
+        builder = builder.store(FileStore::open(dir.join("dtr.redb"))?);
+    }
     let client = Arc::new(
-        DtrClient::builder()
+        builder
             .issuer(op.issuer())
             .client_id(MockOp::CLIENT_ID)
             .client_secret(MockOp::CLIENT_SECRET)
@@ -312,7 +323,10 @@ async fn steady(n: usize, interval: u64, secs: u64) -> Result<(), Box<dyn std::e
             .build()
             .await?,
     );
-    println!("steady: {n} pending, interval {interval} s, {secs} s on the real clock");
+    println!(
+        "steady: {n} pending, interval {interval} s, {secs} s on the real clock{}",
+        if file { ", FileStore" } else { "" }
+    );
     let auths = op.seed_pending(&client, n);
     // Taken on over one interval, so that their polls are spread evenly.
     let t = Instant::now();
@@ -324,12 +338,17 @@ async fn steady(n: usize, interval: u64, secs: u64) -> Result<(), Box<dyn std::e
         }
         client.resume(a, None).await?;
     }
+    // One more interval, so that every authentication has polled once
+    // (its first state update moves it from the common start time).
+    tokio::time::sleep(Duration::from_secs(interval)).await;
     lateness.0.lock().expect("lock").clear();
     let polls0 = client.stats().polls;
+    let (disk0, _) = io_written();
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let polls = client.stats().polls - polls0;
     let d = t.elapsed().as_secs_f64();
+    let (disk, _) = io_written();
     let mut l = std::mem::take(&mut *lateness.0.lock().expect("lock"));
     l.sort_by(f64::total_cmp);
     let q = |p: f64| {
@@ -352,6 +371,14 @@ async fn steady(n: usize, interval: u64, secs: u64) -> Result<(), Box<dyn std::e
         q(1.0),
         l.len()
     );
+    if file {
+        println!(
+            "  store: {:.0} bytes written to disk per poll",
+            (disk - disk0) as f64 / polls.max(1) as f64
+        );
+    }
+    client.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -46,6 +46,9 @@ const SEAL_CHECK_AAD: &[u8] = b"oidc-dtr/meta/seal_check";
 const RELAXED_WINDOW: Duration = Duration::from_secs(1);
 /// redb's page cache (its default is 1 GiB).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// How long the writer waits for more state updates before it writes a
+/// batch of fewer than `max_batch` (and no urgent write).
+const LINGER: Duration = Duration::from_millis(20);
 /// Writes queued per lane before callers wait (the default of
 /// [`FileStoreOptions::queue_capacity`]).
 const QUEUE_CAPACITY: usize = 8192;
@@ -88,7 +91,8 @@ const MAX_BATCH: usize = 4096;
 /// lanes: state updates, and everything else (inserts, outcomes,
 /// deliveries, purges). The writer takes all the queued writes of the
 /// second lane and up to [`FileStoreOptions::max_batch`] state updates
-/// (several updates of one record collapse into the last) and writes them
+/// (several updates of one record collapse into the last; when only a few
+/// updates are queued it waits up to 20 ms for more) and writes them
 /// in one transaction, with one `fsync` if any of them must be durable; each
 /// caller's future resolves when that transaction is committed. An
 /// outcome therefore waits for at most one batch, never for a long queue
@@ -1103,6 +1107,22 @@ fn writer_loop(inner: &Inner, queue: &Queue, max_batch: usize) {
             }
             if lanes.urgent.is_empty() && lanes.updates.is_empty() {
                 break;
+            }
+            // State updates alone: wait a little for more, so that one
+            // transaction carries many of them (fewer pages rewritten per
+            // update). Their callers wait for the commit either way; an
+            // urgent write ends the wait at once.
+            let linger = Instant::now() + LINGER;
+            while lanes.urgent.is_empty() && lanes.updates.len() < max_batch && !lanes.closed {
+                let left = linger.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                lanes = queue
+                    .ready
+                    .wait_timeout(lanes, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
             let n = lanes.urgent.len().min(max_batch);
             let urgent: Vec<Job> = lanes.urgent.drain(..n).collect();
