@@ -6,11 +6,12 @@
 //! the driver and over loopback HTTP when all of them fall due at once.
 //!
 //! ```sh
-//! cargo run --release --example load --features testkit            # 100 000
-//! cargo run --release --example load --features testkit -- 20000   # fewer
-//! cargo run --release --example load --features testkit -- 100000 file   # with a FileStore
-//! cargo run --release --example load --features testkit -- store 100000  # FileStore alone
-//! cargo run --release --example load --features testkit -- steady 100000 10 30  # lateness
+//! cargo run --release -p oidc-dtr --example load                          # 100 000
+//! cargo run --release -p oidc-dtr --example load -- 1000000               # a million
+//! cargo run --release -p oidc-dtr --example load -- 100000 file           # on a FileStore
+//! cargo run --release -p oidc-dtr --example load -- store 100000          # FileStore alone
+//! cargo run --release -p oidc-dtr --example load -- steady 100000 10 30   # lateness
+//! cargo run --release -p oidc-dtr --example load -- steady 100000 10 30 file
 //! ```
 //!
 //! `steady N I S`: N pending authentications with a poll interval of I
