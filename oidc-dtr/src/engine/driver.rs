@@ -509,6 +509,9 @@ struct IdIndex {
     by_hash: HashMap<u64, u64>,
     collided: HashMap<DeferredAuthId, u64>,
     hasher: std::collections::hash_map::RandomState,
+    /// Tests: every id hashes alike, so that the collision path runs.
+    #[cfg(test)]
+    all_collide: bool,
 }
 
 impl IdIndex {
@@ -517,11 +520,17 @@ impl IdIndex {
             by_hash: HashMap::new(),
             collided: HashMap::new(),
             hasher: std::collections::hash_map::RandomState::new(),
+            #[cfg(test)]
+            all_collide: false,
         }
     }
 
     fn hash(&self, id: &DeferredAuthId) -> u64 {
         use std::hash::BuildHasher;
+        #[cfg(test)]
+        if self.all_collide {
+            return 7;
+        }
         self.hasher.hash_one(id.secret())
     }
 
@@ -1360,6 +1369,63 @@ mod tests {
             Err(WaitError::Unknown)
         );
         assert_eq!(driver.counts(), (0, 0));
+    }
+
+    /// Ids whose hashes collide are still found, each to its own entry,
+    /// before and after another one is removed.
+    #[test]
+    fn the_id_index_survives_hash_collisions() {
+        let mut index = IdIndex::new();
+        index.all_collide = true;
+        let mut entries: HashMap<u64, Entry<String>> = HashMap::new();
+        let ids: Vec<DeferredAuthId> = (0..4)
+            .map(|i| DeferredAuthId::new(format!("collide-{i}")))
+            .collect();
+        for (key, id) in ids.iter().enumerate() {
+            let (a, m) = auth(id.secret(), 5, 3600);
+            let key = key as u64 + 10;
+            index.insert(id, key);
+            entries.insert(
+                key,
+                Entry {
+                    auth: Arc::new(a),
+                    machine: Box::new(m),
+                    timer_gen: 0,
+                    panics: 0,
+                    end: None,
+                },
+            );
+        }
+        assert_eq!(index.collided.len(), 3);
+        for (key, id) in ids.iter().enumerate() {
+            assert_eq!(index.get(id, &entries), Some(key as u64 + 10));
+        }
+        let stranger = DeferredAuthId::new("collide-9");
+        assert_eq!(index.get(&stranger, &entries), None);
+        // Remove the one that holds the hash slot, then a collided one.
+        for (key, gone) in [(10u64, 0usize), (12, 2)] {
+            index.remove(&ids[gone], key);
+            entries.remove(&key);
+            assert_eq!(index.get(&ids[gone], &entries), None);
+        }
+        assert_eq!(index.get(&ids[1], &entries), Some(11));
+        assert_eq!(index.get(&ids[3], &entries), Some(13));
+        // A new id takes the free hash slot.
+        let (a, m) = auth("collide-new", 5, 3600);
+        let new_id = a.id().clone();
+        index.insert(&new_id, 20);
+        entries.insert(
+            20,
+            Entry {
+                auth: Arc::new(a),
+                machine: Box::new(m),
+                timer_gen: 0,
+                panics: 0,
+                end: None,
+            },
+        );
+        assert_eq!(index.get(&new_id, &entries), Some(20));
+        assert_eq!(index.get(&ids[1], &entries), Some(11));
     }
 
     /// Answers every poll `authorization_pending`; its state writes wait
