@@ -155,8 +155,8 @@ pub use proto::id_token::{IdTokenValidator, ValidationOptions};
 
 // Durable state.
 pub use store::{
-    AesGcmSealer, FileStore, Lease, MemoryStore, Record, SCHEMA_VERSION as STORE_SCHEMA_VERSION,
-    Sealer, Store, StoreFuture, StoredOutcome,
+    AesGcmSealer, FileStore, FileStoreOptions, Lease, MemoryStore, Record,
+    SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer, Store, StoreFuture, StoredOutcome,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

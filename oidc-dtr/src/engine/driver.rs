@@ -152,6 +152,13 @@ pub struct DriverConfig {
     /// Capacity of the event channel; a subscriber that falls further
     /// behind misses events (outcomes stay available through `wait`).
     pub event_capacity: usize,
+    /// Store writes (poll states, outcomes) queued or in progress at once
+    /// (default 8192). They run concurrently, so that a store can group
+    /// them into one transaction; when this many are outstanding the driver
+    /// sends no new poll until one completes: a slow store slows polling
+    /// down (polls go out late, never early) instead of queueing writes in
+    /// memory without limit.
+    pub max_queued_writes: usize,
 }
 
 impl Default for DriverConfig {
@@ -160,6 +167,7 @@ impl Default for DriverConfig {
             max_in_flight: 64,
             finished_retention: Duration::from_secs(24 * 3600),
             event_capacity: 1024,
+            max_queued_writes: 8192,
         }
     }
 }
@@ -300,11 +308,14 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
         let (persist, jobs) = mpsc::unbounded_channel();
         let (stored_tx, stored_rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
+        let room = Arc::new(tokio::sync::Notify::new());
         let persist_done = runtime.spawn(persist_task(
             poller.clone(),
             jobs,
             stored_tx,
             counters.clone(),
+            room.clone(),
+            config.max_queued_writes.max(1),
         ));
         let engine = Engine {
             poller,
@@ -313,7 +324,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             config,
             events: events.clone(),
             entries: HashMap::new(),
-            keys: HashMap::new(),
+            keys: IdIndex::new(),
             timers: BinaryHeap::new(),
             in_flight: JoinSet::new(),
             task_keys: HashMap::new(),
@@ -325,6 +336,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             stopping: None,
             counters: counters.clone(),
             scheduled: None,
+            room,
         };
         runtime.spawn(engine.run(rx));
         DriverHandle {
@@ -452,11 +464,23 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
     }
 }
 
+/// A tracked authentication. Small on purpose (a million of them fit in a
+/// few hundred MB): the poll state is boxed (the map's spare slots then
+/// cost little), and what only a finished or awaited authentication has is
+/// out of line.
 struct Entry<T> {
     auth: Arc<DeferredAuthentication>,
-    machine: PollMachine,
+    machine: Box<PollMachine>,
     /// Only the heap item with this generation is live.
     timer_gen: u32,
+    /// Consecutive poll tasks of this authentication that panicked.
+    panics: u32,
+    /// The outcome and the waiters, once there are any.
+    end: Option<Box<End<T>>>,
+}
+
+/// The rare members of an [`Entry`].
+struct End<T> {
     outcome: Option<Outcome<T>>,
     /// Whether the outcome is stored, so that it may be handed over.
     stored: bool,
@@ -464,8 +488,98 @@ struct Entry<T> {
     acked: bool,
     finished_at: Option<UnixTime>,
     waiters: Vec<oneshot::Sender<Result<Outcome<T>, WaitError>>>,
-    /// Consecutive poll tasks of this authentication that panicked.
-    panics: u32,
+}
+
+impl<T> Entry<T> {
+    fn outcome(&self) -> Option<&Outcome<T>> {
+        self.end.as_ref().and_then(|e| e.outcome.as_ref())
+    }
+
+    fn stored(&self) -> bool {
+        self.end.as_ref().is_some_and(|e| e.stored)
+    }
+
+    fn finished_at(&self) -> Option<UnixTime> {
+        self.end.as_ref().and_then(|e| e.finished_at)
+    }
+
+    fn end_mut(&mut self) -> &mut End<T> {
+        self.end.get_or_insert_with(|| {
+            Box::new(End {
+                outcome: None,
+                stored: false,
+                acked: false,
+                finished_at: None,
+                waiters: Vec::new(),
+            })
+        })
+    }
+}
+
+/// The entries' keys by `deferred_auth_id`, without a copy of each id: a
+/// keyed hash of the id (SipHash with random keys) to the entry, checked
+/// against the entry's own id; the rare id whose hash is taken goes to a
+/// second map.
+struct IdIndex {
+    by_hash: HashMap<u64, u64>,
+    collided: HashMap<DeferredAuthId, u64>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Tests: every id hashes alike, so that the collision path runs.
+    #[cfg(test)]
+    all_collide: bool,
+}
+
+impl IdIndex {
+    fn new() -> Self {
+        IdIndex {
+            by_hash: HashMap::new(),
+            collided: HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            #[cfg(test)]
+            all_collide: false,
+        }
+    }
+
+    fn hash(&self, id: &DeferredAuthId) -> u64 {
+        use std::hash::BuildHasher;
+        #[cfg(test)]
+        if self.all_collide {
+            return 7;
+        }
+        self.hasher.hash_one(id.secret())
+    }
+
+    fn get<T>(&self, id: &DeferredAuthId, entries: &HashMap<u64, Entry<T>>) -> Option<u64> {
+        if let Some(&key) = self.by_hash.get(&self.hash(id))
+            && entries.get(&key).is_some_and(|e| e.auth.id() == id)
+        {
+            return Some(key);
+        }
+        if self.collided.is_empty() {
+            return None;
+        }
+        self.collided.get(id).copied()
+    }
+
+    fn insert(&mut self, id: &DeferredAuthId, key: u64) {
+        match self.by_hash.entry(self.hash(id)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(key);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(id.clone(), key);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &DeferredAuthId, key: u64) {
+        let h = self.hash(id);
+        if self.by_hash.get(&h) == Some(&key) {
+            self.by_hash.remove(&h);
+        } else {
+            self.collided.remove(id);
+        }
+    }
 }
 
 struct Engine<P: Poller> {
@@ -475,7 +589,7 @@ struct Engine<P: Poller> {
     config: DriverConfig,
     events: broadcast::Sender<PollEvent<P::Tokens>>,
     entries: HashMap<u64, Entry<P::Tokens>>,
-    keys: HashMap<DeferredAuthId, u64>,
+    keys: IdIndex,
     timers: BinaryHeap<Reverse<(UnixTime, u64, u32)>>,
     in_flight: JoinSet<(u64, PollResult<P::Tokens>)>,
     /// Which authentication each poll task in flight is for, so that a task
@@ -494,12 +608,16 @@ struct Engine<P: Poller> {
     counters: Arc<Counters>,
     /// While a timer fires: the instant it was due (for the lateness figure).
     scheduled: Option<UnixTime>,
+    /// Signalled by the persistence task when a write completes.
+    room: Arc<tokio::sync::Notify>,
 }
 
 impl<P: Poller> Engine<P> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command<P::Tokens>>) {
         loop {
             let next = self.next_due();
+            let writes_full = self.writes_full();
+            let room = self.room.clone();
             let clock = self.clock.clone();
             let sleep = async move {
                 match next {
@@ -532,6 +650,7 @@ impl<P: Poller> Engine<P> {
                         }
                     }
                 }
+                _ = room.notified(), if writes_full => {}
                 _ = sleep => {}
             }
             if self.stopping.is_some() {
@@ -550,7 +669,7 @@ impl<P: Poller> Engine<P> {
         }
         // The client is gone: wake every waiter with "stopped".
         for (_, e) in self.entries.drain() {
-            for w in e.waiters {
+            for w in e.end.map(|end| end.waiters).unwrap_or_default() {
                 let _ = w.send(Err(WaitError::Stopped));
             }
         }
@@ -570,7 +689,7 @@ impl<P: Poller> Engine<P> {
                 .get(&key)
                 .is_some_and(|e| e.timer_gen == generation)
             {
-                if self.in_flight.len() >= self.config.max_in_flight {
+                if self.in_flight.len() >= self.config.max_in_flight || self.writes_full() {
                     // Wait for a completion instead.
                     return None;
                 }
@@ -587,7 +706,7 @@ impl<P: Poller> Engine<P> {
         }
         let now = self.clock.now();
         while let Some(Reverse((t, key, generation))) = self.timers.peek().copied() {
-            if t > now || self.in_flight.len() >= self.config.max_in_flight {
+            if t > now || self.in_flight.len() >= self.config.max_in_flight || self.writes_full() {
                 break;
             }
             self.timers.pop();
@@ -597,7 +716,7 @@ impl<P: Poller> Engine<P> {
             if entry.timer_gen != generation {
                 continue;
             }
-            if let Some(finished_at) = entry.finished_at {
+            if let Some(finished_at) = entry.finished_at() {
                 if now >= finished_at.saturating_add(self.config.finished_retention) {
                     self.purge(key);
                 }
@@ -610,9 +729,15 @@ impl<P: Poller> Engine<P> {
         }
     }
 
+    /// Whether the store has as many writes outstanding as allowed: no new
+    /// poll goes out until one completes.
+    fn writes_full(&self) -> bool {
+        self.counters.store_queue_depth() >= self.config.max_queued_writes.max(1) as u64
+    }
+
     fn purge(&mut self, key: u64) {
         if let Some(e) = self.entries.remove(&key) {
-            self.keys.remove(e.auth.id());
+            self.keys.remove(e.auth.id(), key);
         }
         // The store keeps outcomes as long as memory does: purge it too, at
         // most once a minute.
@@ -632,29 +757,30 @@ impl<P: Poller> Engine<P> {
         let now = self.clock.now();
         match cmd {
             Command::Track(auth, mut machine, reply) => {
-                if self.keys.contains_key(auth.id()) {
+                if self.keys.get(auth.id(), &self.entries).is_some() {
                     let _ = reply.send(false);
                     return;
                 }
                 machine.recover_after_restart(now, self.rng.as_ref());
-                let key = self.insert(auth, *machine);
+                let key = self.insert(*auth, *machine);
                 let _ = reply.send(true);
                 self.step(key, Event::Timer, now);
             }
             Command::Restore(auth, mut machine, outcome, reply) => {
-                if self.keys.contains_key(auth.id()) {
+                if self.keys.get(auth.id(), &self.entries).is_some() {
                     let _ = reply.send(false);
                     return;
                 }
                 let _ = reply.send(true);
                 match outcome {
                     Some((outcome, finished_at)) => {
-                        let key = self.insert(auth, *machine);
+                        let key = self.insert(*auth, *machine);
                         self.counters.finished(outcome.kind(), true);
                         if let Some(e) = self.entries.get_mut(&key) {
-                            e.outcome = Some(outcome);
-                            e.stored = true;
-                            e.finished_at = Some(finished_at);
+                            let end = e.end_mut();
+                            end.outcome = Some(outcome);
+                            end.stored = true;
+                            end.finished_at = Some(finished_at);
                             e.timer_gen = e.timer_gen.wrapping_add(1);
                             let purge_at =
                                 finished_at.saturating_add(self.config.finished_retention);
@@ -663,16 +789,19 @@ impl<P: Poller> Engine<P> {
                     }
                     None => {
                         machine.resume_after_restart(now, self.rng.as_ref());
-                        let key = self.insert(auth, *machine);
+                        let key = self.insert(*auth, *machine);
                         self.step(key, Event::Timer, now);
                     }
                 }
             }
             Command::Ack(id, reply) => {
-                let e = self.keys.get(&id).and_then(|k| self.entries.get_mut(k));
+                let e = self
+                    .keys
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get_mut(&k));
                 let ok = match e {
-                    Some(e) if e.outcome.is_some() => {
-                        e.acked = true;
+                    Some(e) if e.outcome().is_some() => {
+                        e.end_mut().acked = true;
                         true
                     }
                     _ => false,
@@ -683,12 +812,12 @@ impl<P: Poller> Engine<P> {
                 let list = self
                     .entries
                     .values()
-                    .filter(|e| e.stored && !e.acked)
+                    .filter(|e| e.end.as_ref().is_some_and(|end| end.stored && !end.acked))
                     .filter_map(|e| {
                         Some(Delivery {
                             id: e.auth.id().clone(),
                             outcome_id: OutcomeId::of(e.auth.id()),
-                            outcome: e.outcome.clone()?,
+                            outcome: e.outcome()?.clone(),
                         })
                     })
                     .collect();
@@ -697,8 +826,8 @@ impl<P: Poller> Engine<P> {
             Command::Ping(id, token, reply) => {
                 let entry = self
                     .keys
-                    .get(&id)
-                    .and_then(|k| self.entries.get(k).map(|e| (*k, e)));
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get(&k).map(|e| (k, e)));
                 let stored = entry.and_then(|(_, e)| e.auth.notification_token_hash());
                 // One hash and one constant-time comparison whatever the case,
                 // so timing does not tell unknown ids from wrong tokens.
@@ -711,7 +840,7 @@ impl<P: Poller> Engine<P> {
                 };
                 let verdict = match entry {
                     Some((key, e)) if matches => {
-                        if e.outcome.is_some() {
+                        if e.outcome().is_some() {
                             PingVerdict::AlreadyFinished
                         } else {
                             tracing::debug!(deferred_auth_id = %id.fingerprint(), "authenticated ping");
@@ -740,17 +869,22 @@ impl<P: Poller> Engine<P> {
                 }
             }
             Command::Wait(id, reply) => {
-                match self.keys.get(&id).and_then(|k| self.entries.get_mut(k)) {
+                match self
+                    .keys
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get_mut(&k))
+                {
                     None => {
                         let _ = reply.send(Err(WaitError::Unknown));
                     }
-                    Some(e) => match &e.outcome {
-                        Some(o) if e.stored => {
+                    Some(e) => match e.outcome() {
+                        Some(o) if e.stored() => {
                             let _ = reply.send(Ok(o.clone()));
                         }
                         _ => {
-                            e.waiters.retain(|w| !w.is_closed());
-                            e.waiters.push(reply);
+                            let end = e.end_mut();
+                            end.waiters.retain(|w| !w.is_closed());
+                            end.waiters.push(reply);
                         }
                     },
                 }
@@ -758,8 +892,8 @@ impl<P: Poller> Engine<P> {
             Command::Status(id, reply) => {
                 let status = self
                     .keys
-                    .get(&id)
-                    .and_then(|k| self.entries.get(k))
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get(&k))
                     .map(|e| {
                         let m = &e.machine;
                         PollStatus {
@@ -778,12 +912,12 @@ impl<P: Poller> Engine<P> {
             Command::Get(id, reply) => {
                 let found = self
                     .keys
-                    .get(&id)
-                    .and_then(|k| self.entries.get(k))
+                    .get(&id, &self.entries)
+                    .and_then(|k| self.entries.get(&k))
                     .map(|e| Tracked {
                         auth: e.auth.clone(),
-                        machine: e.machine.clone(),
-                        finished: e.outcome.is_some(),
+                        machine: PollMachine::clone(&e.machine),
+                        finished: e.outcome().is_some(),
                     });
                 let _ = reply.send(found);
             }
@@ -799,22 +933,22 @@ impl<P: Poller> Engine<P> {
                         && self
                             .entries
                             .get(key)
-                            .is_some_and(|e| e.timer_gen == *generation && e.outcome.is_none())
+                            .is_some_and(|e| e.timer_gen == *generation && e.outcome().is_none())
                 });
                 let storing = self
                     .entries
                     .values()
-                    .any(|e| e.outcome.is_some() && !e.stored);
+                    .any(|e| e.outcome().is_some() && !e.stored());
                 let _ = reply.send(self.in_flight.is_empty() && !due && !storing);
             }
         }
     }
 
     fn active_key(&self, id: &DeferredAuthId) -> Option<u64> {
-        let key = *self.keys.get(id)?;
+        let key = self.keys.get(id, &self.entries)?;
         self.entries
             .get(&key)
-            .filter(|e| e.outcome.is_none())
+            .filter(|e| e.outcome().is_none())
             .map(|_| key)
     }
 
@@ -869,23 +1003,19 @@ impl<P: Poller> Engine<P> {
         self.step(key, Event::Response(result), now);
     }
 
-    fn insert(&mut self, auth: Box<DeferredAuthentication>, machine: PollMachine) -> u64 {
+    fn insert(&mut self, auth: DeferredAuthentication, machine: PollMachine) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
-        self.keys.insert(auth.id().clone(), key);
+        self.keys.insert(auth.id(), key);
         self.counters.tracked();
         self.entries.insert(
             key,
             Entry {
-                auth: Arc::from(auth),
-                machine,
+                auth: Arc::new(auth),
+                machine: Box::new(machine),
                 timer_gen: 0,
-                outcome: None,
-                stored: false,
-                acked: false,
-                finished_at: None,
-                waiters: Vec::new(),
                 panics: 0,
+                end: None,
             },
         );
         key
@@ -896,14 +1026,15 @@ impl<P: Poller> Engine<P> {
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
-        let Some(outcome) = entry.outcome.clone() else {
+        let Some(outcome) = entry.outcome().cloned() else {
             return;
         };
-        if !entry.stored {
+        if !entry.stored() {
             self.counters.outcome_stored();
         }
-        entry.stored = true;
-        for w in entry.waiters.drain(..) {
+        let end = entry.end_mut();
+        end.stored = true;
+        for w in end.waiters.drain(..) {
             let _ = w.send(Ok(outcome.clone()));
         }
         let _ = self.events.send(PollEvent::Finished {
@@ -968,9 +1099,10 @@ impl<P: Poller> Engine<P> {
                 self.timers.push(Reverse((t, key, entry.timer_gen)));
                 if answered {
                     self.counters.store_queued();
-                    let _ = self
-                        .persist
-                        .send(PersistJob::State(entry.auth.clone(), entry.machine.clone()));
+                    let _ = self.persist.send(PersistJob::State(
+                        entry.auth.clone(),
+                        PollMachine::clone(&entry.machine),
+                    ));
                 }
             }
             Action::AwaitResponse | Action::Finished => {}
@@ -988,12 +1120,13 @@ impl<P: Poller> Engine<P> {
                 let _ = self.persist.send(PersistJob::Outcome(
                     key,
                     entry.auth.clone(),
-                    entry.machine.clone(),
+                    PollMachine::clone(&entry.machine),
                     outcome.clone(),
                     now,
                 ));
-                entry.outcome = Some(outcome);
-                entry.finished_at = Some(now);
+                let end = entry.end_mut();
+                end.outcome = Some(outcome);
+                end.finished_at = Some(now);
                 entry.timer_gen = entry.timer_gen.wrapping_add(1);
                 let purge_at = now.saturating_add(self.config.finished_retention);
                 self.timers.push(Reverse((purge_at, key, entry.timer_gen)));
@@ -1009,26 +1142,86 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> crate::ping::PingSink for Dr
     }
 }
 
-/// Runs the writes in order: poll states (best effort) and outcomes
-/// (durably), reporting each stored outcome back to the engine.
+/// Runs the writes: poll states (best effort) and outcomes (durably),
+/// reporting each stored outcome back to the engine. Up to `limit` run at
+/// once, so that a store can group them into one transaction; writes of one
+/// authentication never overlap in practice (its next state comes a poll
+/// interval later; a stale state update after its outcome is refused by the
+/// store and ignored).
 async fn persist_task<P: Poller>(
     poller: Weak<P>,
     mut jobs: mpsc::UnboundedReceiver<PersistJob<P::Tokens>>,
     stored: mpsc::UnboundedSender<u64>,
     counters: Arc<Counters>,
+    room: Arc<tokio::sync::Notify>,
+    limit: usize,
 ) {
-    while let Some(job) = jobs.recv().await {
-        if !matches!(job, PersistJob::Purge(_)) {
-            counters.store_dequeued();
-        }
-        let Some(p) = poller.upgrade() else { return };
-        match job {
-            PersistJob::State(auth, machine) => p.persist_state(auth, machine).await,
-            PersistJob::Purge(before) => p.purge_stored(before).await,
-            PersistJob::Outcome(key, auth, machine, outcome, at) => {
-                p.persist_outcome(auth, machine, outcome, at).await;
-                let _ = stored.send(key);
+    /// What a finished write was.
+    enum Written {
+        State,
+        Purge,
+        Outcome(u64),
+    }
+    let mut running: JoinSet<Written> = JoinSet::new();
+    // The outcome writes running, by task, so that one that panicked is
+    // still handed over.
+    let mut outcome_tasks: HashMap<tokio::task::Id, u64> = HashMap::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            job = jobs.recv(), if open && running.len() < limit => {
+                let Some(job) = job else {
+                    open = false;
+                    continue;
+                };
+                let Some(p) = poller.upgrade() else { break };
+                match job {
+                    PersistJob::State(auth, machine) => {
+                        running.spawn(async move {
+                            p.persist_state(auth, machine).await;
+                            Written::State
+                        });
+                    }
+                    PersistJob::Purge(before) => {
+                        running.spawn(async move {
+                            p.purge_stored(before).await;
+                            Written::Purge
+                        });
+                    }
+                    PersistJob::Outcome(key, auth, machine, outcome, at) => {
+                        let task = running.spawn(async move {
+                            p.persist_outcome(auth, machine, outcome, at).await;
+                            Written::Outcome(key)
+                        });
+                        outcome_tasks.insert(task.id(), key);
+                    }
+                }
             }
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                let finished = match done {
+                    Ok((task, written)) => {
+                        outcome_tasks.remove(&task);
+                        written
+                    }
+                    // A write that panicked: an outcome is handed over all
+                    // the same (as when its store gives up).
+                    Err(e) => match outcome_tasks.remove(&e.id()) {
+                        Some(key) => Written::Outcome(key),
+                        None => Written::State,
+                    },
+                };
+                match finished {
+                    // A purge is not counted as a queued write.
+                    Written::Purge => {}
+                    Written::State => counters.store_dequeued(),
+                    Written::Outcome(key) => {
+                        counters.store_dequeued();
+                        let _ = stored.send(key);
+                    }
+                }
+                room.notify_one();
+            }
+            else => break,
         }
     }
 }
@@ -1207,6 +1400,148 @@ mod tests {
             Err(WaitError::Unknown)
         );
         assert_eq!(driver.counts(), (0, 0));
+    }
+
+    /// Ids whose hashes collide are still found, each to its own entry,
+    /// before and after another one is removed.
+    #[test]
+    fn the_id_index_survives_hash_collisions() {
+        let mut index = IdIndex::new();
+        index.all_collide = true;
+        let mut entries: HashMap<u64, Entry<String>> = HashMap::new();
+        let ids: Vec<DeferredAuthId> = (0..4)
+            .map(|i| DeferredAuthId::new(format!("collide-{i}")))
+            .collect();
+        for (key, id) in ids.iter().enumerate() {
+            let (a, m) = auth(id.secret(), 5, 3600);
+            let key = key as u64 + 10;
+            index.insert(id, key);
+            entries.insert(
+                key,
+                Entry {
+                    auth: Arc::new(a),
+                    machine: Box::new(m),
+                    timer_gen: 0,
+                    panics: 0,
+                    end: None,
+                },
+            );
+        }
+        assert_eq!(index.collided.len(), 3);
+        for (key, id) in ids.iter().enumerate() {
+            assert_eq!(index.get(id, &entries), Some(key as u64 + 10));
+        }
+        let stranger = DeferredAuthId::new("collide-9");
+        assert_eq!(index.get(&stranger, &entries), None);
+        // Remove the one that holds the hash slot, then a collided one.
+        for (key, gone) in [(10u64, 0usize), (12, 2)] {
+            index.remove(&ids[gone], key);
+            entries.remove(&key);
+            assert_eq!(index.get(&ids[gone], &entries), None);
+        }
+        assert_eq!(index.get(&ids[1], &entries), Some(11));
+        assert_eq!(index.get(&ids[3], &entries), Some(13));
+        // A new id takes the free hash slot.
+        let (a, m) = auth("collide-new", 5, 3600);
+        let new_id = a.id().clone();
+        index.insert(&new_id, 20);
+        entries.insert(
+            20,
+            Entry {
+                auth: Arc::new(a),
+                machine: Box::new(m),
+                timer_gen: 0,
+                panics: 0,
+                end: None,
+            },
+        );
+        assert_eq!(index.get(&new_id, &entries), Some(20));
+        assert_eq!(index.get(&ids[1], &entries), Some(11));
+    }
+
+    /// Answers every poll `authorization_pending`; its state writes wait
+    /// until the gate opens.
+    struct GatedStore {
+        polls: AtomicUsize,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl Poller for GatedStore {
+        type Tokens = String;
+        fn poll(
+            self: Arc<Self>,
+            _auth: Arc<DeferredAuthentication>,
+        ) -> BoxFuture<PollResult<String>> {
+            Box::pin(async move {
+                self.polls.fetch_add(1, Ordering::SeqCst);
+                PollResult::OAuth(OAuthError::new(ErrorCode::AuthorizationPending))
+            })
+        }
+
+        fn persist_state(
+            self: Arc<Self>,
+            _auth: Arc<DeferredAuthentication>,
+            _machine: PollMachine,
+        ) -> BoxFuture<()> {
+            Box::pin(async move {
+                let _permit = self.gate.acquire().await;
+            })
+        }
+    }
+
+    /// Issue 16: a store that cannot keep up slows polling down. With
+    /// `max_queued_writes` writes outstanding, no poll goes out (late, not
+    /// lost) until the store catches up; the writes never pile up.
+    #[tokio::test]
+    async fn a_slow_store_holds_new_polls_back() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let op = Arc::new(GatedStore {
+            polls: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let cfg = DriverConfig {
+            max_queued_writes: 2,
+            ..DriverConfig::default()
+        };
+        let driver = DriverHandle::spawn(
+            Arc::downgrade(&op),
+            clock.clone(),
+            Arc::new(SystemRandom),
+            cfg,
+            &tokio::runtime::Handle::current(),
+        );
+        for i in 0..6 {
+            let (a, m) = auth(&format!("g-{i}"), 5, 3600);
+            assert!(driver.track(a, m).await.unwrap());
+        }
+        run_until(&clock, Duration::from_secs(1), || {
+            op.polls.load(Ordering::SeqCst) == 6
+        })
+        .await;
+        // Each answer queued a state write; none can complete.
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+            if driver.stats().store_queue_depth == 6 {
+                break;
+            }
+        }
+        assert_eq!(driver.stats().store_queue_depth, 6);
+        // Every authentication falls due again, twice over: no poll goes out.
+        for _ in 0..12 {
+            clock.advance(Duration::from_secs(1));
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(op.polls.load(Ordering::SeqCst), 6);
+        assert_eq!(driver.stats().store_queue_depth, 6);
+        // The store catches up: polling resumes, late but complete.
+        op.gate.add_permits(1_000);
+        run_until(&clock, Duration::from_secs(1), || {
+            op.polls.load(Ordering::SeqCst) >= 12
+        })
+        .await;
+        assert!(driver.stats().max_poll_lateness > Duration::ZERO);
     }
 
     #[tokio::test]

@@ -40,7 +40,9 @@ pub struct EngineStats {
     pub in_flight: u64,
     /// Outcomes reached but not yet stored (and so not yet handed over).
     pub outcomes_unstored: u64,
-    /// Writes queued for the store.
+    /// Writes queued for the store or in progress (bounded by
+    /// [`DriverConfig::max_queued_writes`](crate::DriverConfig::max_queued_writes)
+    /// plus the polls in flight).
     pub store_queue_depth: u64,
     /// Polls sent since the client started.
     pub polls: u64,
@@ -134,6 +136,11 @@ impl Counters {
     pub(crate) fn store_queued(&self) {
         let n = self.store_queue.fetch_add(1, Relaxed) + 1;
         metrics::gauge!("oidc_dtr_store_queue_depth").set(n as f64);
+    }
+
+    /// Writes queued or in progress.
+    pub(crate) fn store_queue_depth(&self) -> u64 {
+        self.store_queue.load(Relaxed)
     }
 
     pub(crate) fn store_dequeued(&self) {

@@ -3,6 +3,7 @@
 //! `deferred_code` for the `deferred_auth_id` the RP will poll with.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -133,8 +134,55 @@ pub(crate) fn parse_exchange_response(
 /// Serialise it to keep it across restarts: the deadline is absolute, so a
 /// resumed authentication keeps the deadline the OP set. `Debug` shows no
 /// secret.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Cloning it is cheap: clones share one immutable copy of the fields (the
+/// poll driver and an in-memory store hold the same one), and a change
+/// through a crate-internal setter copies them first.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DeferredAuthentication {
+    fields: Arc<AuthFields>,
+}
+
+impl std::ops::Deref for DeferredAuthentication {
+    type Target = AuthFields;
+    fn deref(&self) -> &AuthFields {
+        &self.fields
+    }
+}
+
+impl std::ops::DerefMut for DeferredAuthentication {
+    fn deref_mut(&mut self) -> &mut AuthFields {
+        Arc::make_mut(&mut self.fields)
+    }
+}
+
+impl Serialize for DeferredAuthentication {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.fields.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeferredAuthentication {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        AuthFields::deserialize(d).map(DeferredAuthentication::from)
+    }
+}
+
+impl From<AuthFields> for DeferredAuthentication {
+    fn from(fields: AuthFields) -> Self {
+        DeferredAuthentication {
+            fields: Arc::new(fields),
+        }
+    }
+}
+
+/// The fields of a [`DeferredAuthentication`] (its serialised form). Not
+/// nameable outside the crate (its module is private and it is not
+/// re-exported); its fields are crate-private: the public API is the
+/// methods of [`DeferredAuthentication`].
+#[allow(unreachable_pub)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthFields {
     pub(crate) id: DeferredAuthId,
     pub(crate) issuer: String,
     pub(crate) client_id: String,
@@ -201,7 +249,7 @@ impl DeferredAuthentication {
         notification_token: Option<&DeferredNotificationToken>,
     ) -> Self {
         let pending = ack.pending;
-        DeferredAuthentication {
+        DeferredAuthentication::from(AuthFields {
             id: resp.deferred_auth_id,
             issuer: pending.issuer.clone(),
             client_id: pending.client_id.clone(),
@@ -223,7 +271,7 @@ impl DeferredAuthentication {
             profile: Profile::Oidc,
             initial_interaction_uri: None,
             device_flow: false,
-        }
+        })
     }
 
     /// An IETF-profile authentication from a deferred response to an
@@ -236,7 +284,7 @@ impl DeferredAuthentication {
         issued_at: UnixTime,
         notification_token_hash: Option<SecretHash>,
     ) -> Self {
-        DeferredAuthentication {
+        DeferredAuthentication::from(AuthFields {
             id: DeferredAuthId::new(resp.deferral_code),
             issuer: origin.issuer,
             client_id: origin.client_id,
@@ -257,7 +305,7 @@ impl DeferredAuthentication {
             profile: Profile::Ietf,
             initial_interaction_uri: resp.interaction_uri,
             device_flow: origin.device_flow,
-        }
+        })
     }
 
     /// An authentication created directly, without an exchange: for load
@@ -274,7 +322,7 @@ impl DeferredAuthentication {
         interval: u64,
         nonce: Nonce,
     ) -> Self {
-        DeferredAuthentication {
+        DeferredAuthentication::from(AuthFields {
             id,
             issuer,
             client_id,
@@ -293,7 +341,7 @@ impl DeferredAuthentication {
             profile: Profile::Oidc,
             initial_interaction_uri: None,
             device_flow: false,
-        }
+        })
     }
 
     /// [`seeded`](Self::seeded) under another profile (an IETF

@@ -540,6 +540,173 @@ pub(crate) struct PollSnapshot {
     pub(crate) config: PollConfig,
 }
 
+/// A [`PollConfig`] shared by the machines that use the same one (a
+/// client's machines all do): a machine holds a pointer, not 80 bytes.
+#[derive(Clone)]
+struct SharedConfig(std::sync::Arc<PollConfig>);
+
+impl SharedConfig {
+    /// The shared copy of `config`: the last one made if equal.
+    fn new(config: PollConfig) -> Self {
+        static LAST: std::sync::Mutex<Option<std::sync::Arc<PollConfig>>> =
+            std::sync::Mutex::new(None);
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = last.as_ref().filter(|c| ***c == config) {
+            return SharedConfig(shared.clone());
+        }
+        let shared = std::sync::Arc::new(config);
+        *last = Some(shared.clone());
+        SharedConfig(shared)
+    }
+}
+
+impl std::ops::Deref for SharedConfig {
+    type Target = PollConfig;
+    fn deref(&self) -> &PollConfig {
+        &self.0
+    }
+}
+
+impl PartialEq for SharedConfig {
+    fn eq(&self, other: &Self) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl Eq for SharedConfig {}
+
+impl std::fmt::Debug for SharedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for SharedConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PollConfig::deserialize(d).map(SharedConfig::new)
+    }
+}
+
+/// A machine's rare texts, out of line (`None` while it has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Notes(Option<Box<NoteFields>>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NoteFields {
+    #[serde(default)]
+    last_error: Option<String>,
+    /// The error `last_error` was made from, in memory only.
+    #[serde(skip)]
+    last_cause: InMemory,
+    #[serde(default)]
+    last_progress: Option<String>,
+    /// The `interaction_uri` the AS currently waits at (IETF
+    /// `interaction_required`), if any.
+    #[serde(default)]
+    interaction_uri: Option<InteractionUri>,
+}
+
+impl Notes {
+    fn new(error: Option<String>, cause: Option<SharedError>, progress: Option<String>) -> Self {
+        if error.is_none() && cause.is_none() && progress.is_none() {
+            return Notes(None);
+        }
+        Notes(Some(Box::new(NoteFields {
+            last_error: error,
+            last_cause: InMemory(cause),
+            last_progress: progress,
+            interaction_uri: None,
+        })))
+    }
+
+    fn with_interaction_uri(mut self, uri: Option<InteractionUri>) -> Self {
+        if uri.is_some() {
+            self.fields().interaction_uri = uri;
+        }
+        self
+    }
+
+    fn interaction_uri(&self) -> Option<&InteractionUri> {
+        self.0.as_ref()?.interaction_uri.as_ref()
+    }
+
+    fn set_interaction_uri(&mut self, uri: Option<InteractionUri>) {
+        if uri.is_none() && self.0.is_none() {
+            return;
+        }
+        let f = self.fields();
+        f.interaction_uri = uri;
+        if f.interaction_uri.is_none()
+            && f.last_error.is_none()
+            && f.last_cause.0.is_none()
+            && f.last_progress.is_none()
+        {
+            // Back to the compact form (and equal to a machine read back).
+            self.0 = None;
+        }
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.0.as_ref()?.last_error.as_deref()
+    }
+
+    fn cause(&self) -> Option<SharedError> {
+        self.0.as_ref()?.last_cause.0.clone()
+    }
+
+    fn progress(&self) -> Option<&str> {
+        self.0.as_ref()?.last_progress.as_deref()
+    }
+
+    fn fields(&mut self) -> &mut NoteFields {
+        self.0.get_or_insert_with(|| {
+            Box::new(NoteFields {
+                last_error: None,
+                last_cause: InMemory::default(),
+                last_progress: None,
+                interaction_uri: None,
+            })
+        })
+    }
+
+    fn set_error(&mut self, message: String, cause: Option<SharedError>) {
+        let f = self.fields();
+        f.last_error = Some(message);
+        f.last_cause = InMemory(cause);
+    }
+
+    fn set_progress(&mut self, progress: Option<String>) {
+        self.fields().last_progress = progress;
+    }
+}
+
+impl Serialize for Notes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let uri = self.interaction_uri();
+        let mut st = s.serialize_struct("Notes", 2 + usize::from(uri.is_some()))?;
+        st.serialize_field("last_error", &self.error())?;
+        st.serialize_field("last_progress", &self.progress())?;
+        if let Some(uri) = uri {
+            st.serialize_field("interaction_uri", uri)?;
+        }
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Notes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = NoteFields::deserialize(d)?;
+        Ok(Notes::new(f.last_error, None, f.last_progress).with_interaction_uri(f.interaction_uri))
+    }
+}
+
 /// A cause kept in memory beside its persisted text: never serialised,
 /// and not part of the machine's equality (a machine read back from a store
 /// equals the one written).
@@ -594,19 +761,13 @@ pub struct PollMachine {
     polls: u32,
     /// `slow_down` answers received.
     slow_downs: u32,
-    /// The last transient problem.
-    last_error: Option<String>,
-    /// The error `last_error` was made from, in memory only.
-    #[serde(skip)]
-    last_cause: InMemory,
-    /// The last progress text surfaced.
-    last_progress: Option<String>,
-    /// The `interaction_uri` the AS currently waits at (IETF
-    /// `interaction_required`), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    interaction_uri: Option<InteractionUri>,
+    /// The last transient problem and the last progress text surfaced
+    /// (serialised as `last_error` and `last_progress`), out of line: most
+    /// machines have neither.
+    #[serde(flatten)]
+    notes: Notes,
     /// The schedule's tuning.
-    config: PollConfig,
+    config: SharedConfig,
 }
 
 impl PollMachine {
@@ -648,11 +809,8 @@ impl PollMachine {
             phase: Phase::Waiting,
             polls: 0,
             slow_downs: 0,
-            last_error: None,
-            last_cause: InMemory::default(),
-            last_progress: None,
-            interaction_uri: None,
-            config,
+            notes: Notes::default(),
+            config: SharedConfig::new(config),
         };
         m.schedule(issued_at, 0);
         m
@@ -682,10 +840,10 @@ impl PollMachine {
             },
             polls: self.polls,
             slow_downs: self.slow_downs,
-            last_error: self.last_error.clone(),
-            last_progress: self.last_progress.clone(),
-            interaction_uri: self.interaction_uri.clone(),
-            config: self.config.clone(),
+            last_error: self.notes.error().map(str::to_owned),
+            last_progress: self.notes.progress().map(str::to_owned),
+            interaction_uri: self.notes.interaction_uri().cloned(),
+            config: PollConfig::clone(&self.config),
         }
     }
 
@@ -714,11 +872,9 @@ impl PollMachine {
             },
             polls: s.polls,
             slow_downs: s.slow_downs,
-            last_error: s.last_error,
-            last_cause: InMemory::default(),
-            last_progress: s.last_progress,
-            interaction_uri: s.interaction_uri,
-            config: s.config,
+            notes: Notes::new(s.last_error, None, s.last_progress)
+                .with_interaction_uri(s.interaction_uri),
+            config: SharedConfig::new(s.config),
         })
     }
 
@@ -778,25 +934,25 @@ impl PollMachine {
     /// The `interaction_uri` the AS currently waits at (IETF
     /// `interaction_required`): `None` when it waits for no interaction.
     pub fn interaction_uri(&self) -> Option<&InteractionUri> {
-        self.interaction_uri.as_ref()
+        self.notes.interaction_uri()
     }
 
     /// Starts with the interaction of the deferred response (IETF
     /// `interaction_required` on the initial token request).
     pub(crate) fn with_interaction(mut self, uri: Option<InteractionUri>) -> Self {
-        self.interaction_uri = uri;
+        self.notes.set_interaction_uri(uri);
         self
     }
 
     /// The configuration.
     pub fn config(&self) -> &PollConfig {
-        &self.config
+        &self.config.0
     }
 
     /// Replaces the configuration (e.g. after a restart with new settings).
     /// The floor, deadline and history are kept.
     pub fn set_config(&mut self, config: PollConfig) {
-        self.config = config;
+        self.config = SharedConfig::new(config);
     }
 
     /// The instant the driver should next call [`handle`](Self::handle) with
@@ -918,8 +1074,8 @@ impl PollMachine {
         if now >= self.deadline {
             self.phase = Phase::Finished;
             return Action::Deliver(Outcome::DeadlineReached {
-                last_error: self.last_error.clone(),
-                last_cause: self.last_cause.0.clone(),
+                last_error: self.notes.error().map(str::to_owned),
+                last_cause: self.notes.cause(),
             });
         }
         if now >= self.next_poll {
@@ -983,20 +1139,20 @@ impl PollMachine {
             // `interaction_required` reaches the machine only from a profile
             // that reads it as pending (IETF B.6; see `Profile::classify`).
             ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired => {
-                if e.description.is_some() && e.description != self.last_progress {
-                    self.last_progress = e.description.clone();
+                if e.description.is_some() && e.description.as_deref() != self.notes.progress() {
+                    self.notes.set_progress(e.description.clone());
                     progress = e.description.clone();
                 }
                 let uri = match e.code {
                     ErrorCode::InteractionRequired => interaction_uri_of(&e),
                     _ => None,
                 };
-                if uri != self.interaction_uri {
+                if uri.as_ref() != self.notes.interaction_uri() {
                     interaction = Some(match &uri {
                         Some(u) => InteractionChange::Required(u.clone()),
                         None => InteractionChange::Resolved,
                     });
-                    self.interaction_uri = uri;
+                    self.notes.set_interaction_uri(uri);
                 }
             }
             ErrorCode::SlowDown => {
@@ -1027,7 +1183,7 @@ impl PollMachine {
             // answer most likely carried the tokens.
             ErrorCode::InvalidGrant if self.fate_unknown => {
                 return Applied::End(Outcome::PossiblyLostInTransit {
-                    lost: self.last_error.clone(),
+                    lost: self.notes.error().map(str::to_owned),
                 });
             }
             _ => return Applied::End(Outcome::Rejected(PollFailure::OAuth(Box::new(e)))),
@@ -1052,8 +1208,7 @@ impl PollMachine {
         if let Some(ra) = retry_after {
             self.not_before = self.not_before.max(ra.not_before(now));
         }
-        self.last_error = Some(message);
-        self.last_cause = InMemory(cause);
+        self.notes.set_error(message, cause);
         self.fate_unknown = true;
         self.backoff_step = self.backoff_step.saturating_add(1);
         let window = self.backoff_window();

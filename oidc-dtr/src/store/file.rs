@@ -1,23 +1,26 @@
 //! [`FileStore`]: the embedded durable store, one file, no server.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::{
-    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
+    Builder, Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, Table, TableDefinition, TableHandle, WriteTransaction,
 };
+use tokio::sync::{Semaphore, oneshot};
 
-use super::records::{open_record, seal_record};
+use super::records::{open_machine, open_record, seal_machine, seal_record};
 use super::{
     Record, SCHEMA_VERSION, Sealer, Store, StoreError, StoreFuture, StoredOutcome, check_owner,
-    check_schema, key_fingerprint, record_key,
+    check_schema, due_of, key_fingerprint, record_key,
 };
 use crate::proto::poll::PollMachine;
 use crate::secret::DeferredAuthId;
+use crate::secret::Fingerprint;
 use crate::time::UnixTime;
 
 type Key = [u8; 32];
@@ -25,7 +28,12 @@ type IndexKey = (u64, [u8; 32]);
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<Key, &[u8]> = TableDefinition::new("records");
-const DUE: TableDefinition<IndexKey, ()> = TableDefinition::new("due");
+/// Every unfinished record at its due time; the value is its latest poll
+/// state (sealed like the record), or empty while the record's own is
+/// current. Keyed by due time, so that a state update, which moves a record
+/// from one due time to a later one, writes pages near its neighbours in
+/// time rather than one random page per record.
+const PENDING: TableDefinition<IndexKey, &[u8]> = TableDefinition::new("pending");
 const FINISHED: TableDefinition<IndexKey, ()> = TableDefinition::new("finished");
 
 /// `meta["kind"]`: marks a file as ours.
@@ -38,6 +46,15 @@ const SEAL_CHECK_AAD: &[u8] = b"oidc-dtr/meta/seal_check";
 const RELAXED_WINDOW: Duration = Duration::from_secs(1);
 /// redb's page cache (its default is 1 GiB).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// How long the writer waits for more state updates before it writes a
+/// batch of fewer than `max_batch` (and no urgent write).
+const LINGER: Duration = Duration::from_millis(20);
+/// Writes queued per lane before callers wait (the default of
+/// [`FileStoreOptions::queue_capacity`]).
+const QUEUE_CAPACITY: usize = 8192;
+/// State updates per transaction (the default of
+/// [`FileStoreOptions::max_batch`]).
+const MAX_BATCH: usize = 4096;
 
 /// The embedded durable [`Store`]: one file, ACID, `fsync`ed, no server.
 ///
@@ -58,11 +75,33 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// |------------|----------------------------------|-------|
 /// | `meta`     | `kind`, `schema`, `issuer`, `client_id`, `seal_check` | bytes |
 /// | `records`  | SHA-256 of the `deferred_auth_id` | the [`Record`] as JSON, sealed if a [`Sealer`] is set |
-/// | `due`      | (due time in ms, record key)     | `()`: every unfinished record, at [`Record::due_at`] |
+/// | `pending`  | (due time in ms, record key)     | every unfinished record, at [`Record::due_at`]: its latest poll state (sealed like the record), or empty while the record's own is current |
 /// | `finished` | (finish time in ms, record key)  | `()`: every finished record, for [`Store::purge`] |
 ///
 /// The id itself never appears in a key: it is inside the (sealable) value.
-/// A record and its index entries always change in one transaction.
+/// A record and its index entries always change in one transaction. A
+/// state update rewrites only the record's `pending` entry (a few hundred
+/// bytes, next to the entries due about the same time), not the record.
+/// The store keeps the due time of every unfinished record in memory
+/// (about 60 bytes each), read from `pending` at open.
+///
+/// # One writer, group commit
+///
+/// Every write goes through one writer thread and a bounded queue with two
+/// lanes: state updates, and everything else (inserts, outcomes,
+/// deliveries, purges). The writer takes all the queued writes of the
+/// second lane and up to [`FileStoreOptions::max_batch`] state updates
+/// (several updates of one record collapse into the last; when only a few
+/// updates are queued it waits up to 20 ms for more) and writes them
+/// in one transaction, with one `fsync` if any of them must be durable; each
+/// caller's future resolves when that transaction is committed. An
+/// outcome therefore waits for at most one batch, never for a long queue
+/// of updates. When a lane holds [`FileStoreOptions::queue_capacity`]
+/// writes, callers wait for room: memory stays bounded, and a poll driver
+/// that writes faster than the disk takes it is slowed down. A write
+/// refused on its own merits (unknown record, duplicate, finished) fails
+/// alone; if the transaction itself fails, each write of the batch is
+/// retried in its own.
 ///
 /// # Durability
 ///
@@ -77,7 +116,9 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// it already made, which the client avoids by waiting a full floor after a
 /// restart. (Relaxing `update_state` keeps 100 000 pending authentications
 /// from costing an `fsync` per poll; bounding the relaxation keeps redb
-/// reclaiming pages, which it does only at durable commits.)
+/// reclaiming pages, which it does only at durable commits.) Closing the
+/// store, or dropping its last handle, writes what is queued and makes the
+/// last commit durable.
 ///
 /// # Bad files
 ///
@@ -93,16 +134,58 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 ///
 /// One `FileStore` owns its file: a second open, in this process or
 /// another, fails with [`StoreError::Locked`] until the first is dropped.
-/// Cloning it clones a handle to the same open file. Every method runs the
-/// file IO on tokio's blocking pool, so they need a tokio runtime.
+/// Cloning it clones a handle to the same open file. Writes run on the
+/// store's writer thread, reads on tokio's blocking pool, so the methods
+/// need a tokio runtime.
 #[derive(Clone)]
 pub struct FileStore {
     /// `None` once closed. Operations clone the `Arc` for their time on the
     /// blocking pool; `close` waits for them to end before dropping the
     /// database, which releases the file.
     inner: Arc<std::sync::RwLock<Option<Arc<Inner>>>>,
+    /// The writer thread and its queue: every write goes through it.
+    writer: Arc<Writer>,
     path: PathBuf,
     sealed: bool,
+}
+
+/// Tuning of a [`FileStore`]'s writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FileStoreOptions {
+    /// Writes waiting for the writer, per lane (state updates; everything
+    /// else), before a caller waits for room (default 8192). This bounds the
+    /// memory a store can hold in queued writes: a driver whose polls
+    /// answer faster than the disk takes their states slows its polls down.
+    pub queue_capacity: usize,
+    /// State updates written in one transaction, with one `fsync` when it
+    /// is durable (default 4096). Inserts, outcomes and deliveries go
+    /// first, into the same transaction, so they wait at most for one
+    /// batch, never for the whole queue.
+    pub max_batch: usize,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        FileStoreOptions {
+            queue_capacity: QUEUE_CAPACITY,
+            max_batch: MAX_BATCH,
+        }
+    }
+}
+
+impl FileStoreOptions {
+    /// Sets [`queue_capacity`](Self::queue_capacity) (at least 1).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Sets [`max_batch`](Self::max_batch) (at least 1).
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
 }
 
 struct Inner {
@@ -110,6 +193,13 @@ struct Inner {
     sealer: Option<Arc<dyn Sealer>>,
     path: PathBuf,
     last_durable: Mutex<Instant>,
+    /// Whether the last commit was durable (else the writer makes one more
+    /// before it stops).
+    synced: std::sync::atomic::AtomicBool,
+    /// The due time under which each unfinished record sits in `PENDING`.
+    /// The writer holds the lock from a batch's first change to its commit;
+    /// a reader takes it to pair a due time with a read snapshot.
+    index: Mutex<HashMap<Key, u64>>,
 }
 
 impl fmt::Debug for FileStore {
@@ -139,7 +229,7 @@ impl FileStore {
     /// corrupt file is left exactly as it was, and no failed open changes a
     /// record.
     pub fn open(path: impl AsRef<Path>) -> Result<FileStore, StoreError> {
-        Self::open_inner(path.as_ref(), None)
+        Self::open_inner(path.as_ref(), None, FileStoreOptions::default())
     }
 
     /// Like [`open`](Self::open), with every record sealed by `sealer`
@@ -151,7 +241,18 @@ impl FileStore {
         path: impl AsRef<Path>,
         sealer: Arc<dyn Sealer>,
     ) -> Result<FileStore, StoreError> {
-        Self::open_inner(path.as_ref(), Some(sealer))
+        Self::open_inner(path.as_ref(), Some(sealer), FileStoreOptions::default())
+    }
+
+    /// Like [`open`](Self::open) (with a `sealer`:
+    /// [`open_with_sealer`](Self::open_with_sealer)), with the writer tuned
+    /// by `options`.
+    pub fn open_with_options(
+        path: impl AsRef<Path>,
+        sealer: Option<Arc<dyn Sealer>>,
+        options: FileStoreOptions,
+    ) -> Result<FileStore, StoreError> {
+        Self::open_inner(path.as_ref(), sealer, options)
     }
 
     /// The file.
@@ -173,7 +274,11 @@ impl FileStore {
         self.open_inner_arc().unwrap()
     }
 
-    fn open_inner(path: &Path, sealer: Option<Arc<dyn Sealer>>) -> Result<FileStore, StoreError> {
+    fn open_inner(
+        path: &Path,
+        sealer: Option<Arc<dyn Sealer>>,
+        options: FileStoreOptions,
+    ) -> Result<FileStore, StoreError> {
         let owned = path.to_path_buf();
         let opened = catch_unwind(AssertUnwindSafe(move || {
             let mut builder = Builder::new();
@@ -198,21 +303,22 @@ impl FileStore {
                 Err(e) => return Err(StoreError::from(e)),
             }
             let db = builder.create(&owned).map_err(|e| open_error(e, &owned))?;
-            let inner = Inner {
-                db,
-                sealer,
-                path: owned,
-                last_durable: Mutex::new(Instant::now()),
-            };
+            let inner = Inner::new(db, sealer, owned);
             inner.init()?;
+            inner.load_index()?;
             Ok(inner)
         }));
         match opened {
-            Ok(Ok(inner)) => Ok(FileStore {
-                path: inner.path.clone(),
-                sealed: inner.sealer.is_some(),
-                inner: Arc::new(std::sync::RwLock::new(Some(Arc::new(inner)))),
-            }),
+            Ok(Ok(inner)) => {
+                let inner = Arc::new(inner);
+                let writer = Writer::start(inner.clone(), &options)?;
+                Ok(FileStore {
+                    path: inner.path.clone(),
+                    sealed: inner.sealer.is_some(),
+                    inner: Arc::new(std::sync::RwLock::new(Some(inner))),
+                    writer: Arc::new(writer),
+                })
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(engine_panicked()),
         }
@@ -252,12 +358,7 @@ fn create_new(
     // A leftover from a crash during an earlier creation holds nothing.
     let _ = std::fs::remove_file(&tmp);
     let db = builder.create(&tmp).map_err(|e| open_error(e, &tmp))?;
-    let inner = Inner {
-        db,
-        sealer,
-        path: tmp.clone(),
-        last_durable: Mutex::new(Instant::now()),
-    };
+    let inner = Inner::new(db, sealer, tmp.clone());
     inner.init()?;
     drop(inner);
     std::fs::rename(&tmp, path).map_err(StoreError::from)
@@ -363,7 +464,7 @@ impl Inner {
             }
 
             let records = txn.open_table(RECORDS).map_err(db_error)?;
-            txn.open_table(DUE).map_err(db_error)?;
+            txn.open_table(PENDING).map_err(db_error)?;
             txn.open_table(FINISHED).map_err(db_error)?;
 
             let check = meta
@@ -406,6 +507,37 @@ impl Inner {
         self.commit(txn, true)
     }
 
+    fn new(db: Database, sealer: Option<Arc<dyn Sealer>>, path: PathBuf) -> Self {
+        Inner {
+            db,
+            sealer,
+            path,
+            last_durable: Mutex::new(Instant::now()),
+            synced: std::sync::atomic::AtomicBool::new(true),
+            index: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads the due time of every unfinished record into the in-memory
+    /// index.
+    fn load_index(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let pending = txn.open_table(PENDING).map_err(db_error)?;
+        let mut index = HashMap::new();
+        for entry in pending.iter().map_err(db_error)? {
+            let (k, _) = entry.map_err(db_error)?;
+            let (due, key) = k.value();
+            if index.insert(key, due).is_some() {
+                return Err(StoreError::corrupt(
+                    Some(key_fingerprint(&key)),
+                    "the record is due twice",
+                ));
+            }
+        }
+        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+        Ok(())
+    }
+
     fn commit(&self, mut txn: WriteTransaction, durable: bool) -> Result<(), StoreError> {
         let mut last = self.last_durable.lock().unwrap_or_else(|e| e.into_inner());
         let durable = durable || last.elapsed() >= RELAXED_WINDOW;
@@ -414,10 +546,21 @@ impl Inner {
                 .map_err(|e| StoreError::Other(e.to_string()))?;
         }
         txn.commit().map_err(db_error)?;
+        self.synced
+            .store(durable, std::sync::atomic::Ordering::Relaxed);
         if durable {
             *last = Instant::now();
         }
         Ok(())
+    }
+
+    /// A durable commit if the last one was not (at close).
+    fn sync(&self) -> Result<(), StoreError> {
+        if self.synced.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(db_error)?;
+        self.commit(txn, true)
     }
 
     fn encode(&self, key: &Key, record: &Record) -> Result<Vec<u8>, StoreError> {
@@ -426,6 +569,23 @@ impl Inner {
 
     fn decode(&self, key: &Key, bytes: &[u8]) -> Result<Record, StoreError> {
         open_record(self.sealer.as_deref(), key, bytes)
+    }
+
+    /// A record as read, with its latest poll state (`state`: the value of
+    /// its `PENDING` entry, empty while the record's own is current).
+    fn decode_with_state(
+        &self,
+        key: &Key,
+        bytes: &[u8],
+        state: Option<&[u8]>,
+    ) -> Result<Record, StoreError> {
+        let mut record = self.decode(key, bytes)?;
+        if let Some(state) = state.filter(|s| !s.is_empty())
+            && !record.is_finished()
+        {
+            record.machine = open_machine(self.sealer.as_deref(), key, state)?;
+        }
+        Ok(record)
     }
 
     fn owner(meta: &Table<&str, &[u8]>) -> Result<Option<(String, String)>, StoreError> {
@@ -444,177 +604,317 @@ impl Inner {
         }
     }
 
-    /// The record under `key` in a write transaction, decoded.
-    fn load(&self, records: &Table<Key, &[u8]>, key: &Key) -> Result<Option<Record>, StoreError> {
-        let bytes = records
+    /// Runs one batch of writes in one transaction: the urgent ones first,
+    /// in order, then the state updates (the last of several for one record
+    /// wins). Answers every caller once the transaction is committed. If
+    /// the transaction as a whole fails, every write is retried in a
+    /// transaction of its own, so that one bad write fails alone.
+    fn run_batch(&self, urgent: Vec<Job>, updates: Vec<Job>) {
+        let mut jobs = urgent;
+        // Coalesce the updates: one write per record, answered to all.
+        let mut slot_of: HashMap<Key, usize> = HashMap::new();
+        let mut extra: Vec<(usize, oneshot::Sender<Result<Done, StoreError>>)> = Vec::new();
+        for job in updates {
+            let Op::Update { key, .. } = &job.op else {
+                jobs.push(job);
+                continue;
+            };
+            match slot_of.get(key) {
+                Some(&i) => {
+                    let old = std::mem::replace(&mut jobs[i], job);
+                    extra.push((i, old.reply));
+                }
+                None => {
+                    slot_of.insert(*key, jobs.len());
+                    jobs.push(job);
+                }
+            }
+        }
+        let batched = catch_unwind(AssertUnwindSafe(|| self.try_batch(&jobs)));
+        let answers: Vec<Result<Done, StoreError>> = match batched {
+            Ok(Ok(answers)) => answers,
+            // The whole transaction failed (or the engine panicked): each
+            // write on its own.
+            _ => jobs
+                .iter()
+                .map(|job| {
+                    catch_unwind(AssertUnwindSafe(|| {
+                        self.try_batch(std::slice::from_ref(job))
+                    }))
+                    .unwrap_or_else(|_| Err(engine_panicked()))
+                    .and_then(|mut a| a.pop().unwrap_or_else(|| Err(engine_panicked())))
+                })
+                .collect(),
+        };
+        for (i, reply) in extra {
+            let _ = reply.send(answers[i].clone());
+        }
+        for (job, answer) in jobs.into_iter().zip(answers) {
+            let _ = job.reply.send(answer);
+        }
+    }
+
+    /// The writes of `jobs` in one transaction: each job's answer, or the
+    /// error that failed the transaction (nothing of it is written then).
+    fn try_batch(&self, jobs: &[Job]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+        let durable = jobs.iter().any(|j| !matches!(j.op, Op::Update { .. }));
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let mut staged: HashMap<Key, Option<u64>> = HashMap::new();
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut t = Tables {
+                meta: txn.open_table(META).map_err(db_error)?,
+                records: txn.open_table(RECORDS).map_err(db_error)?,
+                pending: txn.open_table(PENDING).map_err(db_error)?,
+                finished: txn.open_table(FINISHED).map_err(db_error)?,
+            };
+            for job in jobs {
+                let due = |key: &Key| match staged.get(key) {
+                    Some(d) => *d,
+                    None => index.get(key).copied(),
+                };
+                let answer = match &job.op {
+                    Op::Bind { issuer, client_id } => self.op_bind(&mut t, issuer, client_id),
+                    Op::Insert(record) => self.op_insert(&mut t, &mut staged, record),
+                    Op::Update { key, fp, machine } => {
+                        let old = due(key);
+                        self.op_update(&mut t, &mut staged, old, key, *fp, machine)
+                    }
+                    Op::Finish {
+                        key,
+                        fp,
+                        machine,
+                        outcome,
+                    } => {
+                        let old = due(key);
+                        self.op_finish(&mut t, &mut staged, old, key, *fp, machine, outcome)
+                    }
+                    Op::MarkDelivered { key } => self.op_mark_delivered(&mut t, key),
+                    Op::Purge(before) => self.op_purge(&mut t, *before),
+                };
+                match answer {
+                    Ok(done) => answers.push(Ok(done)),
+                    Err(Fail::Refused(e)) => answers.push(Err(e)),
+                    Err(Fail::Batch(e)) => return Err(e),
+                }
+            }
+        }
+        self.commit(txn, durable)?;
+        for (key, due) in staged {
+            match due {
+                Some(d) => index.insert(key, d),
+                None => index.remove(&key),
+            };
+        }
+        Ok(answers)
+    }
+
+    fn op_bind(&self, t: &mut Tables<'_>, issuer: &str, client_id: &str) -> Result<Done, Fail> {
+        if let Some((i, c)) = Self::owner(&t.meta)? {
+            check_owner(Some((&i, &c)), issuer, client_id)?;
+            return Ok(Done::Unit);
+        }
+        t.meta.insert("issuer", issuer.as_bytes()).map_err(fatal)?;
+        t.meta
+            .insert("client_id", client_id.as_bytes())
+            .map_err(fatal)?;
+        Ok(Done::Unit)
+    }
+
+    fn op_insert(
+        &self,
+        t: &mut Tables<'_>,
+        staged: &mut HashMap<Key, Option<u64>>,
+        record: &Record,
+    ) -> Result<Done, Fail> {
+        check_schema(record)?;
+        let key = record_key(record.id());
+        let value = self.encode(&key, record)?;
+        let owner = Self::owner(&t.meta)?;
+        check_owner(
+            owner.as_ref().map(|(i, c)| (i.as_str(), c.as_str())),
+            record.auth.issuer(),
+            record.auth.client_id(),
+        )?;
+        if t.records.get(&key).map_err(db_error)?.is_some() {
+            return Err(Fail::Refused(StoreError::Duplicate {
+                record: record.fingerprint(),
+            }));
+        }
+        t.records.insert(&key, value.as_slice()).map_err(fatal)?;
+        if let Some(d) = record.due_at() {
+            let d = d.as_millis();
+            t.pending.insert((d, key), [].as_slice()).map_err(fatal)?;
+            staged.insert(key, Some(d));
+        }
+        if let Some(f) = record.finished_at() {
+            t.finished.insert((f.as_millis(), key), ()).map_err(fatal)?;
+        }
+        Ok(Done::Unit)
+    }
+
+    /// Why a record is not in the due index: unknown, finished, or a
+    /// record this release cannot read.
+    fn not_pending(&self, t: &Tables<'_>, key: &Key, fp: Fingerprint) -> Fail {
+        let bytes = match t.records.get(key) {
+            Ok(b) => b.map(|g| g.value().to_vec()),
+            Err(e) => return Fail::Refused(db_error(e)),
+        };
+        match bytes.map(|b| self.decode(key, &b)) {
+            None => Fail::Refused(StoreError::NotFound { record: fp }),
+            Some(Err(e)) => Fail::Refused(e),
+            Some(Ok(r)) if r.is_finished() => {
+                Fail::Refused(StoreError::AlreadyFinished { record: fp })
+            }
+            Some(Ok(_)) => Fail::Refused(StoreError::corrupt(
+                Some(fp),
+                "an unfinished record is missing from the due index",
+            )),
+        }
+    }
+
+    fn op_update(
+        &self,
+        t: &mut Tables<'_>,
+        staged: &mut HashMap<Key, Option<u64>>,
+        old_due: Option<u64>,
+        key: &Key,
+        fp: Fingerprint,
+        machine: &PollMachine,
+    ) -> Result<Done, Fail> {
+        let Some(old_due) = old_due else {
+            return Err(self.not_pending(t, key, fp));
+        };
+        let new_due = due_of(machine).as_millis();
+        let value = seal_machine(self.sealer.as_deref(), key, machine)?;
+        t.pending.remove((old_due, *key)).map_err(fatal)?;
+        t.pending
+            .insert((new_due, *key), value.as_slice())
+            .map_err(fatal)?;
+        staged.insert(*key, Some(new_due));
+        Ok(Done::Unit)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn op_finish(
+        &self,
+        t: &mut Tables<'_>,
+        staged: &mut HashMap<Key, Option<u64>>,
+        old_due: Option<u64>,
+        key: &Key,
+        fp: Fingerprint,
+        machine: &PollMachine,
+        outcome: &StoredOutcome,
+    ) -> Result<Done, Fail> {
+        let bytes = t
+            .records
+            .get(key)
+            .map_err(db_error)?
+            .map(|g| g.value().to_vec())
+            .ok_or(StoreError::NotFound { record: fp })?;
+        let mut record = self.decode(key, &bytes)?;
+        if let Some(existing) = &record.outcome {
+            return if existing.outcome == outcome.outcome {
+                Ok(Done::Unit)
+            } else {
+                Err(Fail::Refused(StoreError::AlreadyFinished { record: fp }))
+            };
+        }
+        // Not in the index (written behind this store's back): at the due
+        // time the record itself names.
+        let old_due = old_due.or_else(|| record.due_at().map(|d| d.as_millis()));
+        record.machine = machine.clone();
+        record.outcome = Some(outcome.clone());
+        let value = self.encode(key, &record)?;
+        t.records.insert(key, value.as_slice()).map_err(fatal)?;
+        if let Some(d) = old_due {
+            t.pending.remove((d, *key)).map_err(fatal)?;
+        }
+        staged.insert(*key, None);
+        t.finished
+            .insert((outcome.finished_at.as_millis(), *key), ())
+            .map_err(fatal)?;
+        Ok(Done::Unit)
+    }
+
+    fn op_mark_delivered(&self, t: &mut Tables<'_>, key: &Key) -> Result<Done, Fail> {
+        let bytes = t
+            .records
             .get(key)
             .map_err(db_error)?
             .map(|g| g.value().to_vec());
-        bytes.map(|b| self.decode(key, &b)).transpose()
+        let Some(bytes) = bytes else {
+            return Ok(Done::Flag(false));
+        };
+        let mut record = self.decode(key, &bytes)?;
+        match record.outcome.as_mut() {
+            None => return Ok(Done::Flag(false)),
+            Some(o) if o.delivered => return Ok(Done::Flag(true)),
+            Some(o) => o.delivered = true,
+        }
+        let value = self.encode(key, &record)?;
+        t.records.insert(key, value.as_slice()).map_err(fatal)?;
+        Ok(Done::Flag(true))
     }
 
-    fn bind(&self, issuer: &str, client_id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let mut meta = txn.open_table(META).map_err(db_error)?;
-            if let Some((i, c)) = Self::owner(&meta)? {
-                return check_owner(Some((&i, &c)), issuer, client_id);
+    fn op_purge(&self, t: &mut Tables<'_>, finished_before: UnixTime) -> Result<Done, Fail> {
+        let expired: Vec<IndexKey> = t
+            .finished
+            .range(..(finished_before.as_millis(), [0u8; 32]))
+            .map_err(db_error)?
+            .map(|e| e.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()
+            .map_err(db_error)?;
+        let mut removed = 0;
+        for entry in expired {
+            if t.records.remove(&entry.1).map_err(fatal)?.is_some() {
+                removed += 1;
             }
-            meta.insert("issuer", issuer.as_bytes()).map_err(db_error)?;
-            meta.insert("client_id", client_id.as_bytes())
-                .map_err(db_error)?;
+            t.finished.remove(entry).map_err(fatal)?;
         }
-        self.commit(txn, true)
+        Ok(Done::Count(removed))
     }
 
-    fn insert(&self, record: Record) -> Result<(), StoreError> {
-        check_schema(&record)?;
-        let key = record_key(record.id());
-        let value = self.encode(&key, &record)?;
-        let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let meta = txn.open_table(META).map_err(db_error)?;
-            let owner = Self::owner(&meta)?;
-            check_owner(
-                owner.as_ref().map(|(i, c)| (i.as_str(), c.as_str())),
-                record.auth.issuer(),
-                record.auth.client_id(),
-            )?;
-            let mut records = txn.open_table(RECORDS).map_err(db_error)?;
-            if records.get(&key).map_err(db_error)?.is_some() {
-                return Err(StoreError::Duplicate {
-                    record: record.fingerprint(),
-                });
-            }
-            records.insert(&key, value.as_slice()).map_err(db_error)?;
-            if let Some(t) = record.due_at() {
-                let mut due = txn.open_table(DUE).map_err(db_error)?;
-                due.insert((t.as_millis(), key), ()).map_err(db_error)?;
-            }
-            if let Some(t) = record.finished_at() {
-                let mut finished = txn.open_table(FINISHED).map_err(db_error)?;
-                finished
-                    .insert((t.as_millis(), key), ())
-                    .map_err(db_error)?;
-            }
-        }
-        self.commit(txn, true)
-    }
-
-    fn update_state(&self, id: &DeferredAuthId, machine: PollMachine) -> Result<(), StoreError> {
-        let key = record_key(id);
-        let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let mut records = txn.open_table(RECORDS).map_err(db_error)?;
-            let mut record = self.load(&records, &key)?.ok_or(StoreError::NotFound {
-                record: id.fingerprint(),
-            })?;
-            if record.is_finished() {
-                return Err(StoreError::AlreadyFinished {
-                    record: id.fingerprint(),
-                });
-            }
-            let old_due = record.due_at();
-            record.machine = machine;
-            let new_due = record.due_at();
-            let value = self.encode(&key, &record)?;
-            records.insert(&key, value.as_slice()).map_err(db_error)?;
-            if old_due != new_due {
-                let mut due = txn.open_table(DUE).map_err(db_error)?;
-                if let Some(t) = old_due {
-                    due.remove((t.as_millis(), key)).map_err(db_error)?;
-                }
-                if let Some(t) = new_due {
-                    due.insert((t.as_millis(), key), ()).map_err(db_error)?;
-                }
-            }
-        }
-        self.commit(txn, false)
-    }
-
-    fn finish(
-        &self,
-        id: &DeferredAuthId,
-        machine: PollMachine,
-        outcome: StoredOutcome,
-    ) -> Result<(), StoreError> {
-        let key = record_key(id);
-        let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let mut records = txn.open_table(RECORDS).map_err(db_error)?;
-            let mut record = self.load(&records, &key)?.ok_or(StoreError::NotFound {
-                record: id.fingerprint(),
-            })?;
-            if let Some(existing) = &record.outcome {
-                // Dropping the transaction aborts it: nothing is written.
-                return if existing.outcome == outcome.outcome {
-                    Ok(())
-                } else {
-                    Err(StoreError::AlreadyFinished {
-                        record: id.fingerprint(),
-                    })
-                };
-            }
-            let old_due = record.due_at();
-            let finished_at = outcome.finished_at;
-            record.machine = machine;
-            record.outcome = Some(outcome);
-            let value = self.encode(&key, &record)?;
-            records.insert(&key, value.as_slice()).map_err(db_error)?;
-            if let Some(t) = old_due {
-                let mut due = txn.open_table(DUE).map_err(db_error)?;
-                due.remove((t.as_millis(), key)).map_err(db_error)?;
-            }
-            let mut finished = txn.open_table(FINISHED).map_err(db_error)?;
-            finished
-                .insert((finished_at.as_millis(), key), ())
-                .map_err(db_error)?;
-        }
-        self.commit(txn, true)
-    }
-
-    fn mark_delivered(&self, id: &DeferredAuthId) -> Result<bool, StoreError> {
-        let key = record_key(id);
-        let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let mut records = txn.open_table(RECORDS).map_err(db_error)?;
-            let Some(mut record) = self.load(&records, &key)? else {
-                return Ok(false);
-            };
-            match record.outcome.as_mut() {
-                None => return Ok(false),
-                Some(o) if o.delivered => return Ok(true),
-                Some(o) => o.delivered = true,
-            }
-            let value = self.encode(&key, &record)?;
-            records.insert(&key, value.as_slice()).map_err(db_error)?;
-        }
-        self.commit(txn, true)?;
-        Ok(true)
+    /// A read snapshot, with the due time of `key` as of that snapshot.
+    fn read_at(&self, key: Option<&Key>) -> Result<(ReadTransaction, Option<u64>), StoreError> {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let txn = self.db.begin_read().map_err(db_error)?;
+        Ok((txn, key.and_then(|k| index.get(k).copied())))
     }
 
     fn get(&self, id: &DeferredAuthId) -> Result<Option<Record>, StoreError> {
         let key = record_key(id);
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let (txn, due) = self.read_at(Some(&key))?;
         let records = txn.open_table(RECORDS).map_err(db_error)?;
+        let pending = txn.open_table(PENDING).map_err(db_error)?;
         let bytes = records
             .get(&key)
             .map_err(db_error)?
             .map(|g| g.value().to_vec());
-        bytes.map(|b| self.decode(&key, &b)).transpose()
+        let Some(bytes) = bytes else { return Ok(None) };
+        let state = match due {
+            Some(d) => pending
+                .get((d, key))
+                .map_err(db_error)?
+                .map(|g| g.value().to_vec()),
+            None => None,
+        };
+        self.decode_with_state(&key, &bytes, state.as_deref())
+            .map(Some)
     }
 
     fn due(&self, until: UnixTime, limit: usize) -> Result<Vec<Record>, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
-        let due = txn.open_table(DUE).map_err(db_error)?;
+        let pending = txn.open_table(PENDING).map_err(db_error)?;
         let records = txn.open_table(RECORDS).map_err(db_error)?;
         let mut out = Vec::new();
-        for entry in due
+        for entry in pending
             .range(..=(until.as_millis(), [0xff; 32]))
             .map_err(db_error)?
             .take(limit)
         {
-            let (k, _) = entry.map_err(db_error)?;
+            let (k, state) = entry.map_err(db_error)?;
             let (_, key) = k.value();
             let bytes = records
                 .get(&key)
@@ -626,7 +926,7 @@ impl Inner {
                         "the due index names a missing record",
                     )
                 })?;
-            out.push(self.decode(&key, &bytes)?);
+            out.push(self.decode_with_state(&key, &bytes, Some(state.value()))?);
         }
         Ok(out)
     }
@@ -634,54 +934,264 @@ impl Inner {
     fn load_active(&self) -> Result<Vec<Record>, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let records = txn.open_table(RECORDS).map_err(db_error)?;
+        let pending = txn.open_table(PENDING).map_err(db_error)?;
+        // The latest state of every unfinished record, from this snapshot.
+        let mut states: HashMap<Key, Vec<u8>> = HashMap::new();
+        for entry in pending.iter().map_err(db_error)? {
+            let (k, v) = entry.map_err(db_error)?;
+            if !v.value().is_empty() {
+                states.insert(k.value().1, v.value().to_vec());
+            }
+        }
         let mut out = Vec::new();
         for entry in records.iter().map_err(db_error)? {
             let (k, v) = entry.map_err(db_error)?;
-            let record = self.decode(&k.value(), v.value())?;
+            let key = k.value();
+            let state = states.remove(&key);
+            let record = self.decode_with_state(&key, v.value(), state.as_deref())?;
             if record.outcome.as_ref().is_none_or(|o| !o.delivered) {
                 out.push(record);
             }
         }
         Ok(out)
     }
+}
 
-    fn purge(&self, finished_before: UnixTime) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
-        let mut removed = 0;
-        {
-            let mut finished = txn.open_table(FINISHED).map_err(db_error)?;
-            let mut records = txn.open_table(RECORDS).map_err(db_error)?;
-            let expired: Vec<IndexKey> = finished
-                .range(..(finished_before.as_millis(), [0u8; 32]))
-                .map_err(db_error)?
-                .map(|e| e.map(|(k, _)| k.value()))
-                .collect::<Result<_, _>>()
-                .map_err(db_error)?;
-            for entry in expired {
-                if records.remove(&entry.1).map_err(db_error)?.is_some() {
-                    removed += 1;
-                }
-                finished.remove(entry).map_err(db_error)?;
+/// The tables a batch writes, opened once for all its writes.
+struct Tables<'t> {
+    meta: Table<'t, &'static str, &'static [u8]>,
+    records: Table<'t, Key, &'static [u8]>,
+    pending: Table<'t, IndexKey, &'static [u8]>,
+    finished: Table<'t, IndexKey, ()>,
+}
+
+/// Why a write of a batch failed.
+enum Fail {
+    /// This write is refused (nothing of it was written); the others go on.
+    Refused(StoreError),
+    /// The transaction failed: the batch is retried write by write.
+    Batch(StoreError),
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Refused(e)
+    }
+}
+
+/// A storage error while writing: the transaction holds part of a write.
+fn fatal(e: impl Into<redb::Error>) -> Fail {
+    Fail::Batch(db_error(e))
+}
+
+/// A write for the writer thread.
+enum Op {
+    Bind {
+        issuer: String,
+        client_id: String,
+    },
+    Insert(Box<Record>),
+    Update {
+        key: Key,
+        fp: Fingerprint,
+        machine: PollMachine,
+    },
+    Finish {
+        key: Key,
+        fp: Fingerprint,
+        machine: PollMachine,
+        outcome: StoredOutcome,
+    },
+    MarkDelivered {
+        key: Key,
+    },
+    Purge(UnixTime),
+}
+
+/// What a write answers.
+#[derive(Debug, Clone, Copy)]
+enum Done {
+    Unit,
+    Flag(bool),
+    Count(usize),
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+/// The writer's queue: two lanes, each bounded by a semaphore whose
+/// permits are the free places.
+struct Queue {
+    lanes: Mutex<Lanes>,
+    ready: Condvar,
+    /// Room for state updates.
+    update_room: Semaphore,
+    /// Room for everything else (inserts, outcomes, deliveries, purges).
+    urgent_room: Semaphore,
+}
+
+struct Lanes {
+    urgent: VecDeque<Job>,
+    updates: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    fn close(&self) {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.update_room.close();
+        self.urgent_room.close();
+        self.ready.notify_all();
+    }
+}
+
+/// The writer thread: takes every queued write in batches (urgent ones
+/// first, at most `max_batch` state updates), one transaction and at most
+/// one `fsync` per batch. Stops (after writing what is queued) when the
+/// queue is closed.
+struct Writer {
+    queue: Arc<Queue>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    fn start(inner: Arc<Inner>, options: &FileStoreOptions) -> Result<Writer, StoreError> {
+        let capacity = options.queue_capacity.max(1);
+        let queue = Arc::new(Queue {
+            lanes: Mutex::new(Lanes {
+                urgent: VecDeque::new(),
+                updates: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            update_room: Semaphore::new(capacity),
+            urgent_room: Semaphore::new(capacity),
+        });
+        let max_batch = options.max_batch.max(1);
+        let q = queue.clone();
+        let thread = std::thread::Builder::new()
+            .name("oidc-dtr-filestore".into())
+            .spawn(move || writer_loop(&inner, &q, max_batch))
+            .map_err(StoreError::from)?;
+        Ok(Writer {
+            queue,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Closes the queue and waits for the thread to write what is queued
+    /// and stop.
+    fn stop(&self) {
+        self.queue.close();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn writer_loop(inner: &Inner, queue: &Queue, max_batch: usize) {
+    loop {
+        let (urgent, updates) = {
+            let mut lanes = queue.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            while lanes.urgent.is_empty() && lanes.updates.is_empty() && !lanes.closed {
+                lanes = queue.ready.wait(lanes).unwrap_or_else(|e| e.into_inner());
             }
-        }
-        if removed == 0 {
-            // Nothing to purge (or only stale index entries): skip the fsync.
-            txn.abort().map_err(db_error)?;
-            return Ok(0);
-        }
-        self.commit(txn, true)?;
-        Ok(removed)
+            if lanes.urgent.is_empty() && lanes.updates.is_empty() {
+                break;
+            }
+            // State updates alone: wait a little for more, so that one
+            // transaction carries many of them (fewer pages rewritten per
+            // update). Their callers wait for the commit either way; an
+            // urgent write ends the wait at once.
+            let linger = Instant::now() + LINGER;
+            while lanes.urgent.is_empty() && lanes.updates.len() < max_batch && !lanes.closed {
+                let left = linger.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                lanes = queue
+                    .ready
+                    .wait_timeout(lanes, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            let n = lanes.urgent.len().min(max_batch);
+            let urgent: Vec<Job> = lanes.urgent.drain(..n).collect();
+            let n = lanes.updates.len().min(max_batch);
+            let updates: Vec<Job> = lanes.updates.drain(..n).collect();
+            (urgent, updates)
+        };
+        queue.urgent_room.add_permits(urgent.len());
+        queue.update_room.add_permits(updates.len());
+        inner.run_batch(urgent, updates);
+    }
+    match catch_unwind(AssertUnwindSafe(|| inner.sync())) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the store's last commit failed"),
+        Err(_) => tracing::error!("the store's last commit failed (a damaged file?)"),
+    }
+}
+
+impl FileStore {
+    /// Queues a write for the writer thread and waits for its answer: for
+    /// room in the queue first (backpressure), then for the commit.
+    fn submit(&self, op: Op) -> StoreFuture<Result<Done, StoreError>> {
+        let open = self.open_inner_arc().map(|_| self.writer.queue.clone());
+        Box::pin(async move {
+            let queue = open?;
+            let update = matches!(op, Op::Update { .. });
+            let room = if update {
+                &queue.update_room
+            } else {
+                &queue.urgent_room
+            };
+            room.acquire()
+                .await
+                .map_err(|_| StoreError::Closed)?
+                .forget();
+            let (reply, answer) = oneshot::channel();
+            {
+                let mut lanes = queue.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                if lanes.closed {
+                    return Err(StoreError::Closed);
+                }
+                let job = Job { op, reply };
+                if update {
+                    lanes.updates.push_back(job);
+                } else {
+                    lanes.urgent.push_back(job);
+                }
+            }
+            queue.ready.notify_one();
+            answer.await.unwrap_or_else(|_| Err(engine_panicked()))
+        })
+    }
+
+    fn submit_unit(&self, op: Op) -> StoreFuture<Result<(), StoreError>> {
+        let done = self.submit(op);
+        Box::pin(async move { done.await.map(|_| ()) })
     }
 }
 
 impl Store for FileStore {
     fn bind(&self, issuer: &str, client_id: &str) -> StoreFuture<Result<(), StoreError>> {
-        let (issuer, client_id) = (issuer.to_owned(), client_id.to_owned());
-        self.spawn(move |s| s.bind(&issuer, &client_id))
+        self.submit_unit(Op::Bind {
+            issuer: issuer.to_owned(),
+            client_id: client_id.to_owned(),
+        })
     }
 
     fn insert(&self, record: Record) -> StoreFuture<Result<(), StoreError>> {
-        self.spawn(move |s| s.insert(record))
+        self.submit_unit(Op::Insert(Box::new(record)))
     }
 
     fn update_state(
@@ -689,8 +1199,11 @@ impl Store for FileStore {
         id: &DeferredAuthId,
         machine: PollMachine,
     ) -> StoreFuture<Result<(), StoreError>> {
-        let id = id.clone();
-        self.spawn(move |s| s.update_state(&id, machine))
+        self.submit_unit(Op::Update {
+            key: record_key(id),
+            fp: id.fingerprint(),
+            machine,
+        })
     }
 
     fn finish(
@@ -699,13 +1212,19 @@ impl Store for FileStore {
         machine: PollMachine,
         outcome: StoredOutcome,
     ) -> StoreFuture<Result<(), StoreError>> {
-        let id = id.clone();
-        self.spawn(move |s| s.finish(&id, machine, outcome))
+        self.submit_unit(Op::Finish {
+            key: record_key(id),
+            fp: id.fingerprint(),
+            machine,
+            outcome,
+        })
     }
 
     fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
-        let id = id.clone();
-        self.spawn(move |s| s.mark_delivered(&id))
+        let done = self.submit(Op::MarkDelivered {
+            key: record_key(id),
+        });
+        Box::pin(async move { Ok(matches!(done.await?, Done::Flag(true))) })
     }
 
     fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
@@ -722,28 +1241,35 @@ impl Store for FileStore {
     }
 
     fn purge(&self, finished_before: UnixTime) -> StoreFuture<Result<usize, StoreError>> {
-        self.spawn(move |s| s.purge(finished_before))
+        let done = self.submit(Op::Purge(finished_before));
+        Box::pin(async move {
+            match done.await? {
+                Done::Count(n) => Ok(n),
+                _ => Ok(0),
+            }
+        })
     }
 
     fn close(&self) -> StoreFuture<Result<(), StoreError>> {
         let slot = self.inner.clone();
+        let writer = self.writer.clone();
         Box::pin(async move {
             let taken = slot.write().unwrap_or_else(|e| e.into_inner()).take();
             let Some(inner) = taken else {
                 return Ok(());
             };
             tokio::task::spawn_blocking(move || {
-                // Operations still on the blocking pool hold their own `Arc`:
+                // The writer writes what is queued, makes its last commit
+                // durable and lets go of the database.
+                writer.stop();
+                // Reads still on the blocking pool hold their own `Arc`:
                 // wait for them, so that dropping ours closes the database.
                 let mut inner = inner;
                 let deadline = Instant::now() + std::time::Duration::from_secs(30);
                 loop {
                     match Arc::try_unwrap(inner) {
                         Ok(owned) => {
-                            // One durable commit makes the relaxed
-                            // `update_state` commits before it durable too.
-                            let txn = owned.db.begin_write().map_err(db_error)?;
-                            txn.commit().map_err(db_error)?;
+                            owned.sync()?;
                             drop(owned);
                             return Ok(());
                         }
@@ -774,6 +1300,7 @@ mod tests {
     use crate::proto::poll::Outcome;
     use crate::proto::token::TokenSet;
     use crate::store::AesGcmSealer;
+    use crate::store::FileStoreOptions;
     use crate::store::test_records::{at, denied, finished_machine, id, record};
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -967,8 +1494,10 @@ mod tests {
         {
             let mut records = txn.open_table(RECORDS).unwrap();
             records.insert(&key, value).unwrap();
-            let mut due = txn.open_table(DUE).unwrap();
-            due.insert((at(1).as_millis(), key), ()).unwrap();
+            let mut pending = txn.open_table(PENDING).unwrap();
+            pending
+                .insert((at(1).as_millis(), key), [].as_slice())
+                .unwrap();
         }
         txn.commit().unwrap();
     }
@@ -1204,6 +1733,145 @@ mod tests {
             "{e}"
         );
         assert!(store.get(&id("r3")).await.unwrap().is_some());
+    }
+
+    /// A machine whose next poll is `s` seconds after `T0 + 1000`: each
+    /// value gives a different, recognisable state.
+    fn machine_at(r: &Record, s: u64) -> PollMachine {
+        let mut m = r.machine.clone();
+        let step = m.handle::<crate::proto::token::TokenSet>(
+            crate::proto::poll::Event::Wake,
+            at(1000 + s),
+            &crate::random::SystemRandom,
+        );
+        let _ = step;
+        m.set_config(
+            crate::proto::poll::PollConfig::default().backoff_cap(Duration::from_secs(s + 1)),
+        );
+        m
+    }
+
+    /// Issue 16: writes queued together share one transaction, and each
+    /// caller gets its own answer: refused writes (unknown, duplicate,
+    /// finished) fail alone, the others are written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_answers_each_write_on_its_own() {
+        let dir = TempDir::new();
+        let store = FileStore::open_with_options(
+            dir.file(),
+            None,
+            FileStoreOptions::default().max_batch(1000),
+        )
+        .unwrap();
+        store.bind("https://op.example", "client").await.unwrap();
+        let records: Vec<Record> = (0..40).map(|i| record(&format!("b{i}"), i)).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for r in records.clone() {
+            let s = store.clone();
+            set.spawn(async move { s.insert(r).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+        // Updates of every record (two for some: the last one queued wins),
+        // unknown ids, a duplicate insert and a finish, all at once.
+        let mut set = tokio::task::JoinSet::new();
+        for (i, r) in records.iter().enumerate() {
+            let (s, id, m) = (store.clone(), r.id().clone(), machine_at(r, i as u64));
+            set.spawn(async move { ("update", s.update_state(&id, m).await) });
+        }
+        for i in 0..5 {
+            let s = store.clone();
+            let m = records[0].machine.clone();
+            set.spawn(async move {
+                (
+                    "unknown",
+                    s.update_state(&id(&format!("nobody{i}")), m).await,
+                )
+            });
+        }
+        let (s, dup) = (store.clone(), records[3].clone());
+        set.spawn(async move { ("duplicate", s.insert(dup).await) });
+        let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+        while let Some(r) = set.join_next().await {
+            let (what, result) = r.unwrap();
+            let c = counts.entry(what).or_default();
+            match (what, result) {
+                ("update", Ok(())) => c.0 += 1,
+                ("unknown", Err(StoreError::NotFound { .. })) => c.0 += 1,
+                ("duplicate", Err(StoreError::Duplicate { .. })) => c.0 += 1,
+                (_, other) => panic!("{what}: {other:?}"),
+            }
+        }
+        assert_eq!(counts["update"].0, 40);
+        assert_eq!(counts["unknown"].0, 5);
+        assert_eq!(counts["duplicate"].0, 1);
+        for (i, r) in records.iter().enumerate() {
+            let got = store.get(r.id()).await.unwrap().unwrap();
+            assert_eq!(got.machine, machine_at(r, i as u64), "record {i}");
+        }
+        // Finished: later updates are refused, the outcome stays.
+        let r = &records[7];
+        store
+            .finish(r.id(), finished_machine(r), denied(70))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.update_state(r.id(), r.machine.clone()).await,
+            Err(StoreError::AlreadyFinished { .. })
+        ));
+        // `due` and `load_active` see the latest states; after a reopen too.
+        let due = store.due(UnixTime::MAX, 100).await.unwrap();
+        assert_eq!(due.len(), 39);
+        for d in &due {
+            let i = records.iter().position(|r| r.id() == d.id()).unwrap();
+            assert_eq!(d.machine, machine_at(&records[i], i as u64));
+        }
+        drop(store);
+        let store = FileStore::open(dir.file()).unwrap();
+        let active = store.load_active().await.unwrap();
+        assert_eq!(active.len(), 40);
+        for a in &active {
+            let i = records.iter().position(|r| r.id() == a.id()).unwrap();
+            if i == 7 {
+                assert_eq!(a.outcome, Some(denied(70)));
+            } else {
+                assert_eq!(a.machine, machine_at(&records[i], i as u64));
+            }
+        }
+    }
+
+    /// Issue 16: the queue is bounded. With room for one write per lane,
+    /// many concurrent writers wait for room instead of queueing without
+    /// limit, and every write is still made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_makes_writers_wait() {
+        let dir = TempDir::new();
+        let store = FileStore::open_with_options(
+            dir.file(),
+            None,
+            FileStoreOptions::default().queue_capacity(1).max_batch(2),
+        )
+        .unwrap();
+        let records: Vec<Record> = (0..30).map(|i| record(&format!("q{i}"), i)).collect();
+        for r in &records {
+            store.insert(r.clone()).await.unwrap();
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for round in 0..5u64 {
+            for (i, r) in records.iter().enumerate() {
+                let (s, id) = (store.clone(), r.id().clone());
+                let m = machine_at(r, round * 100 + i as u64);
+                set.spawn(async move { s.update_state(&id, m).await });
+            }
+        }
+        let lanes = store.writer.queue.lanes.lock().unwrap().updates.len();
+        assert!(lanes <= 1, "{lanes} updates queued");
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+        assert_eq!(store.writer.queue.update_room.available_permits(), 1);
+        assert_eq!(store.due(UnixTime::MAX, 100).await.unwrap().len(), 30);
     }
 
     #[tokio::test]

@@ -26,7 +26,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     owner: Option<(String, String)>,
-    records: HashMap<[u8; 32], Record>,
+    /// Boxed: the map's spare slots then cost a pointer, not a record.
+    records: HashMap<[u8; 32], Box<Compact>>,
     /// (due time in ms, record key) of every unfinished record.
     due: BTreeSet<(u64, [u8; 32])>,
 }
@@ -78,13 +79,56 @@ impl Inner {
     }
 }
 
-fn index(due: &mut BTreeSet<(u64, [u8; 32])>, key: [u8; 32], record: &Record) {
+/// A record as this store keeps it: the outcome (absent while pending) out
+/// of line. The authentication is shared with the poll driver's copy.
+struct Compact {
+    schema: u32,
+    auth: crate::proto::exchange::DeferredAuthentication,
+    machine: PollMachine,
+    outcome: Option<Box<StoredOutcome>>,
+}
+
+impl From<Record> for Compact {
+    fn from(r: Record) -> Self {
+        Compact {
+            schema: r.schema,
+            auth: r.auth,
+            machine: r.machine,
+            outcome: r.outcome.map(Box::new),
+        }
+    }
+}
+
+impl Compact {
+    fn record(&self) -> Record {
+        Record {
+            schema: self.schema,
+            auth: self.auth.clone(),
+            machine: self.machine.clone(),
+            outcome: self.outcome.as_deref().cloned(),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    fn due_at(&self) -> Option<UnixTime> {
+        (!self.is_finished()).then(|| super::due_of(&self.machine))
+    }
+
+    fn finished_at(&self) -> Option<UnixTime> {
+        self.outcome.as_ref().map(|o| o.finished_at)
+    }
+}
+
+fn index(due: &mut BTreeSet<(u64, [u8; 32])>, key: [u8; 32], record: &Compact) {
     if let Some(t) = record.due_at() {
         due.insert((t.as_millis(), key));
     }
 }
 
-fn unindex(due: &mut BTreeSet<(u64, [u8; 32])>, key: [u8; 32], record: &Record) {
+fn unindex(due: &mut BTreeSet<(u64, [u8; 32])>, key: [u8; 32], record: &Compact) {
     if let Some(t) = record.due_at() {
         due.remove(&(t.as_millis(), key));
     }
@@ -111,8 +155,9 @@ impl Store for MemoryStore {
                     record: record.fingerprint(),
                 });
             }
+            let record = Compact::from(record);
             index(&mut inner.due, key, &record);
-            inner.records.insert(key, record);
+            inner.records.insert(key, Box::new(record));
             Ok(())
         })
     }
@@ -161,7 +206,7 @@ impl Store for MemoryStore {
             }
             unindex(due, key, record);
             record.machine = machine;
-            record.outcome = Some(outcome);
+            record.outcome = Some(Box::new(outcome));
             Ok(())
         })
     }
@@ -183,7 +228,7 @@ impl Store for MemoryStore {
 
     fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let key = record_key(id);
-        self.run(move |inner| Ok(inner.records.get(&key).cloned()))
+        self.run(move |inner| Ok(inner.records.get(&key).map(|r| r.record())))
     }
 
     fn due(&self, until: UnixTime, limit: usize) -> StoreFuture<Result<Vec<Record>, StoreError>> {
@@ -197,7 +242,7 @@ impl Store for MemoryStore {
                         "the due index names a missing record",
                     )
                 })?;
-                out.push(record.clone());
+                out.push(record.record());
             }
             Ok(out)
         })
@@ -209,7 +254,7 @@ impl Store for MemoryStore {
                 .records
                 .values()
                 .filter(|r| r.outcome.as_ref().is_none_or(|o| !o.delivered))
-                .cloned()
+                .map(|r| r.record())
                 .collect())
         })
     }

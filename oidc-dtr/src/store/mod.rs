@@ -66,7 +66,7 @@ mod seal;
 pub(crate) mod test_records;
 
 pub(crate) use crate::error::StoreError;
-pub use file::FileStore;
+pub use file::{FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -167,17 +167,20 @@ impl Record {
         if self.is_finished() {
             return None;
         }
-        Some(
-            self.machine
-                .wake_at()
-                .unwrap_or_else(|| self.machine.next_poll().min(self.machine.deadline())),
-        )
+        Some(due_of(&self.machine))
     }
 
     /// The log-safe fingerprint of the `deferred_auth_id`.
     pub fn fingerprint(&self) -> Fingerprint {
         self.id().fingerprint()
     }
+}
+
+/// [`Record::due_at`] of an unfinished record with this poll state.
+pub(crate) fn due_of(machine: &PollMachine) -> UnixTime {
+    machine
+        .wake_at()
+        .unwrap_or_else(|| machine.next_poll().min(machine.deadline()))
 }
 
 /// The key under which a store may index a record: the SHA-256 of the

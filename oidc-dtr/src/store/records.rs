@@ -86,63 +86,56 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl From<Record> for RecordV1 {
-    fn from(r: Record) -> Self {
-        let m = r.machine.to_snapshot();
+impl From<&PollMachine> for MachineV1 {
+    fn from(machine: &PollMachine) -> Self {
+        let m = machine.to_snapshot();
         let c = &m.config;
-        RecordV1 {
-            schema: r.schema,
-            auth: r.auth,
-            machine: MachineV1 {
-                deadline_ms: m.deadline.as_millis(),
-                deadline_from_op: m.deadline_from_op,
-                floor_secs: m.floor_secs,
-                last_request_ms: m.last_request.as_millis(),
-                not_before_ms: m.not_before.as_millis(),
-                backoff_step: m.backoff_step,
-                next_poll_ms: m.next_poll.as_millis(),
-                next_is_final: m.next_is_final,
-                final_poll_sent: m.final_poll_sent,
-                dpop_retry_used: m.dpop_retry_used,
-                woken: m.woken,
-                wake_unserved: m.wake_unserved,
-                fate_unknown: m.fate_unknown,
-                cancel_requested: m.cancel_requested,
-                phase: match m.phase {
-                    0 => PhaseV1::Waiting,
-                    1 => PhaseV1::InFlight,
-                    _ => PhaseV1::Finished,
-                },
-                polls: m.polls,
-                slow_downs: m.slow_downs,
-                config: ConfigV1 {
-                    backoff_base_ms: ms(c.backoff_base),
-                    backoff_cap_ms: ms(c.backoff_cap),
-                    final_poll_margin_ms: ms(c.final_poll_margin),
-                    max_lifetime_ms: ms(c.max_lifetime),
-                    notified_cadence_ms: c.notified_cadence.map(ms),
-                },
-                last_error: m.last_error,
-                last_progress: m.last_progress,
-                interaction_uri: m.interaction_uri,
+        MachineV1 {
+            deadline_ms: m.deadline.as_millis(),
+            deadline_from_op: m.deadline_from_op,
+            floor_secs: m.floor_secs,
+            last_request_ms: m.last_request.as_millis(),
+            not_before_ms: m.not_before.as_millis(),
+            backoff_step: m.backoff_step,
+            next_poll_ms: m.next_poll.as_millis(),
+            next_is_final: m.next_is_final,
+            final_poll_sent: m.final_poll_sent,
+            dpop_retry_used: m.dpop_retry_used,
+            woken: m.woken,
+            wake_unserved: m.wake_unserved,
+            fate_unknown: m.fate_unknown,
+            cancel_requested: m.cancel_requested,
+            phase: match m.phase {
+                0 => PhaseV1::Waiting,
+                1 => PhaseV1::InFlight,
+                _ => PhaseV1::Finished,
             },
-            outcome: r.outcome,
+            polls: m.polls,
+            slow_downs: m.slow_downs,
+            config: ConfigV1 {
+                backoff_base_ms: ms(c.backoff_base),
+                backoff_cap_ms: ms(c.backoff_cap),
+                final_poll_margin_ms: ms(c.final_poll_margin),
+                max_lifetime_ms: ms(c.max_lifetime),
+                notified_cadence_ms: c.notified_cadence.map(ms),
+            },
+            last_error: m.last_error,
+            last_progress: m.last_progress,
+            interaction_uri: m.interaction_uri,
         }
     }
 }
 
-impl TryFrom<RecordV1> for Record {
-    type Error = String;
-
-    fn try_from(r: RecordV1) -> Result<Self, String> {
-        let m = r.machine;
+impl MachineV1 {
+    fn into_machine(self) -> Result<PollMachine, String> {
+        let m = self;
         let mut config = PollConfig::default();
         config.backoff_base = Duration::from_millis(m.config.backoff_base_ms);
         config.backoff_cap = Duration::from_millis(m.config.backoff_cap_ms);
         config.final_poll_margin = Duration::from_millis(m.config.final_poll_margin_ms);
         config.max_lifetime = Duration::from_millis(m.config.max_lifetime_ms);
         config.notified_cadence = m.config.notified_cadence_ms.map(Duration::from_millis);
-        let machine = PollMachine::from_snapshot(PollSnapshot {
+        PollMachine::from_snapshot(PollSnapshot {
             deadline: UnixTime::from_millis(m.deadline_ms),
             deadline_from_op: m.deadline_from_op,
             floor_secs: m.floor_secs,
@@ -169,7 +162,26 @@ impl TryFrom<RecordV1> for Record {
             interaction_uri: m.interaction_uri,
             config,
         })
-        .ok_or("unknown poll phase")?;
+        .ok_or_else(|| "unknown poll phase".to_owned())
+    }
+}
+
+impl From<Record> for RecordV1 {
+    fn from(r: Record) -> Self {
+        RecordV1 {
+            schema: r.schema,
+            machine: MachineV1::from(&r.machine),
+            auth: r.auth,
+            outcome: r.outcome,
+        }
+    }
+}
+
+impl TryFrom<RecordV1> for Record {
+    type Error = String;
+
+    fn try_from(r: RecordV1) -> Result<Self, String> {
+        let machine = r.machine.into_machine()?;
         if r.schema != SCHEMA_VERSION {
             // Kept as read: the stores refuse it with `UnsupportedSchema`.
         }
@@ -240,6 +252,55 @@ pub(crate) fn open_record(
         ));
     }
     Ok(record)
+}
+
+/// What a poll state is sealed to: its record's key and a label, so that
+/// a state cannot pass for a record (or another record's state).
+fn state_aad(key: &[u8; 32]) -> [u8; 38] {
+    let mut aad = [0u8; 38];
+    aad[..32].copy_from_slice(key);
+    aad[32..].copy_from_slice(b"/state");
+    aad
+}
+
+/// Serialises a poll state alone (the [`MachineV1`] layout) and seals it,
+/// bound to its record's key: what a store writes at a state update, a
+/// fraction of the whole record.
+pub(crate) fn seal_machine(
+    sealer: Option<&dyn super::Sealer>,
+    key: &[u8; 32],
+    machine: &PollMachine,
+) -> Result<Vec<u8>, StoreError> {
+    let json = Zeroizing::new(serde_json::to_vec(&MachineV1::from(machine)).map_err(|_| {
+        StoreError::Other(format!(
+            "the poll state of {:?} could not be serialised",
+            key_fingerprint(key)
+        ))
+    })?);
+    match sealer {
+        Some(s) => s.seal(&json, &state_aad(key)),
+        None => Ok(json.to_vec()),
+    }
+}
+
+/// Opens and decodes what [`seal_machine`] wrote for `key`.
+pub(crate) fn open_machine(
+    sealer: Option<&dyn super::Sealer>,
+    key: &[u8; 32],
+    bytes: &[u8],
+) -> Result<PollMachine, StoreError> {
+    let fp = key_fingerprint(key);
+    let plain = Zeroizing::new(match sealer {
+        Some(s) => s.open(bytes, &state_aad(key)).map_err(|e| match e {
+            StoreError::Sealing(m) => StoreError::Sealing(format!("record {fp:?}: {m}")),
+            other => other,
+        })?,
+        None => bytes.to_vec(),
+    });
+    let m: MachineV1 = serde_json::from_slice(&plain)
+        .map_err(|e| StoreError::corrupt(Some(fp), json_problem(&e)))?;
+    m.into_machine()
+        .map_err(|e| StoreError::corrupt(Some(fp), format!("the poll state: {e}")))
 }
 
 /// A JSON decoding failure, described without quoting the input (serde's
