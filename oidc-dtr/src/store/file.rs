@@ -780,6 +780,7 @@ impl Inner {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn op_update(
         &self,
         t: &mut Tables<'_>,
@@ -1008,8 +1009,8 @@ enum Op {
     Finish {
         key: Key,
         fp: Fingerprint,
-        machine: PollMachine,
-        outcome: StoredOutcome,
+        machine: Box<PollMachine>,
+        outcome: Box<StoredOutcome>,
     },
     MarkDelivered {
         key: Key,
@@ -1244,8 +1245,8 @@ impl Store for FileStore {
         self.submit_unit(Op::Finish {
             key: record_key(id),
             fp: id.fingerprint(),
-            machine,
-            outcome,
+            machine: Box::new(machine),
+            outcome: Box::new(outcome),
         })
     }
 
