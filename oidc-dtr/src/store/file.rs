@@ -676,10 +676,17 @@ impl Inner {
                 };
                 let answer = match &job.op {
                     Op::Bind { issuer, client_id } => self.op_bind(&mut t, issuer, client_id),
-                    Op::Insert(record) => self.op_insert(&mut t, &mut staged, record),
-                    Op::Update { key, fp, machine } => {
+                    Op::Insert { record, value } => {
+                        self.op_insert(&mut t, &mut staged, record, value)
+                    }
+                    Op::Update {
+                        key,
+                        fp,
+                        due: new_due,
+                        value,
+                    } => {
                         let old = due(key);
-                        self.op_update(&mut t, &mut staged, old, key, *fp, machine)
+                        self.op_update(&mut t, &mut staged, old, key, *fp, *new_due, value)
                     }
                     Op::Finish {
                         key,
@@ -727,10 +734,9 @@ impl Inner {
         t: &mut Tables<'_>,
         staged: &mut HashMap<Key, Option<u64>>,
         record: &Record,
+        value: &[u8],
     ) -> Result<Done, Fail> {
-        check_schema(record)?;
         let key = record_key(record.id());
-        let value = self.encode(&key, record)?;
         let owner = Self::owner(&t.meta)?;
         check_owner(
             owner.as_ref().map(|(i, c)| (i.as_str(), c.as_str())),
@@ -742,7 +748,7 @@ impl Inner {
                 record: record.fingerprint(),
             }));
         }
-        t.records.insert(&key, value.as_slice()).map_err(fatal)?;
+        t.records.insert(&key, value).map_err(fatal)?;
         if let Some(d) = record.due_at() {
             let d = d.as_millis();
             t.pending.insert((d, key), [].as_slice()).map_err(fatal)?;
@@ -774,6 +780,7 @@ impl Inner {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn op_update(
         &self,
         t: &mut Tables<'_>,
@@ -781,17 +788,14 @@ impl Inner {
         old_due: Option<u64>,
         key: &Key,
         fp: Fingerprint,
-        machine: &PollMachine,
+        new_due: u64,
+        value: &[u8],
     ) -> Result<Done, Fail> {
         let Some(old_due) = old_due else {
             return Err(self.not_pending(t, key, fp));
         };
-        let new_due = due_of(machine).as_millis();
-        let value = seal_machine(self.sealer.as_deref(), key, machine)?;
         t.pending.remove((old_due, *key)).map_err(fatal)?;
-        t.pending
-            .insert((new_due, *key), value.as_slice())
-            .map_err(fatal)?;
+        t.pending.insert((new_due, *key), value).map_err(fatal)?;
         staged.insert(*key, Some(new_due));
         Ok(Done::Unit)
     }
@@ -990,17 +994,23 @@ enum Op {
         issuer: String,
         client_id: String,
     },
-    Insert(Box<Record>),
+    /// With the record encoded (and sealed) by the caller.
+    Insert {
+        record: Box<Record>,
+        value: Vec<u8>,
+    },
+    /// The new due time and the encoded (and sealed) poll state.
     Update {
         key: Key,
         fp: Fingerprint,
-        machine: PollMachine,
+        due: u64,
+        value: Vec<u8>,
     },
     Finish {
         key: Key,
         fp: Fingerprint,
-        machine: PollMachine,
-        outcome: StoredOutcome,
+        machine: Box<PollMachine>,
+        outcome: Box<StoredOutcome>,
     },
     MarkDelivered {
         key: Key,
@@ -1191,7 +1201,19 @@ impl Store for FileStore {
     }
 
     fn insert(&self, record: Record) -> StoreFuture<Result<(), StoreError>> {
-        self.submit_unit(Op::Insert(Box::new(record)))
+        // Serialised and sealed here, on the caller's thread: the writer
+        // thread only writes.
+        let encoded = self.open_inner_arc().and_then(|inner| {
+            check_schema(&record)?;
+            inner.encode(&record_key(record.id()), &record)
+        });
+        match encoded {
+            Ok(value) => self.submit_unit(Op::Insert {
+                record: Box::new(record),
+                value,
+            }),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn update_state(
@@ -1199,11 +1221,19 @@ impl Store for FileStore {
         id: &DeferredAuthId,
         machine: PollMachine,
     ) -> StoreFuture<Result<(), StoreError>> {
-        self.submit_unit(Op::Update {
-            key: record_key(id),
-            fp: id.fingerprint(),
-            machine,
-        })
+        let key = record_key(id);
+        let encoded = self
+            .open_inner_arc()
+            .and_then(|inner| seal_machine(inner.sealer.as_deref(), &key, &machine));
+        match encoded {
+            Ok(value) => self.submit_unit(Op::Update {
+                key,
+                fp: id.fingerprint(),
+                due: due_of(&machine).as_millis(),
+                value,
+            }),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn finish(
@@ -1215,8 +1245,8 @@ impl Store for FileStore {
         self.submit_unit(Op::Finish {
             key: record_key(id),
             fp: id.fingerprint(),
-            machine,
-            outcome,
+            machine: Box::new(machine),
+            outcome: Box::new(outcome),
         })
     }
 
