@@ -35,6 +35,9 @@ const RECORDS: TableDefinition<Key, &[u8]> = TableDefinition::new("records");
 /// time rather than one random page per record.
 const PENDING: TableDefinition<IndexKey, &[u8]> = TableDefinition::new("pending");
 const FINISHED: TableDefinition<IndexKey, ()> = TableDefinition::new("finished");
+/// The index of unfinished records in files written before group commit
+/// (moved to `pending` at open).
+const LEGACY_DUE: TableDefinition<IndexKey, ()> = TableDefinition::new("due");
 
 /// `meta["kind"]`: marks a file as ours.
 const KIND: &[u8] = b"oidc-dtr store";
@@ -464,8 +467,27 @@ impl Inner {
             }
 
             let records = txn.open_table(RECORDS).map_err(db_error)?;
-            txn.open_table(PENDING).map_err(db_error)?;
+            let mut pending = txn.open_table(PENDING).map_err(db_error)?;
             txn.open_table(FINISHED).map_err(db_error)?;
+            // Files written before group commit index unfinished records in
+            // `due` (same keys, no value): move them to `pending` with an
+            // empty value ("the record's own poll state is current"), so no
+            // pending authentication of such a file goes unseen.
+            if txn
+                .list_tables()
+                .map_err(db_error)?
+                .any(|t| t.name() == LEGACY_DUE.name())
+            {
+                {
+                    let due = txn.open_table(LEGACY_DUE).map_err(db_error)?;
+                    for entry in due.iter().map_err(db_error)? {
+                        let (k, _) = entry.map_err(db_error)?;
+                        pending.insert(k.value(), [].as_slice()).map_err(db_error)?;
+                    }
+                }
+                txn.delete_table(LEGACY_DUE).map_err(db_error)?;
+            }
+            drop(pending);
 
             let check = meta
                 .get("seal_check")
@@ -1423,6 +1445,73 @@ mod tests {
         assert!(!other.with_file_name("new.redb.creating").exists());
         let store = FileStore::open(&other).unwrap();
         assert_eq!(store.load_active().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_file_with_the_legacy_due_index_keeps_its_pending_records() {
+        let dir = TempDir::new();
+        let records = populate(&dir.file(), None).await;
+        // Rewrite the file into the layout before group commit: unfinished
+        // records indexed in `due` (no value), no `pending` table.
+        {
+            let db = Database::open(dir.file()).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let pending = txn.open_table(PENDING).unwrap();
+                let mut due = txn.open_table(LEGACY_DUE).unwrap();
+                for entry in pending.iter().unwrap() {
+                    let (k, v) = entry.unwrap();
+                    assert!(
+                        v.value().is_empty(),
+                        "fresh inserts carry no separate state"
+                    );
+                    due.insert(k.value(), ()).unwrap();
+                }
+            }
+            txn.delete_table(PENDING).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = FileStore::open(dir.file()).unwrap();
+        let mut active: Vec<_> = store
+            .load_active()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id().clone())
+            .collect();
+        active.sort_by(|a, b| a.secret().cmp(b.secret()));
+        // Everything but the delivered one (an undelivered outcome is active).
+        let mut expected: Vec<_> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, r)| r.id().clone())
+            .collect();
+        expected.sort_by(|a, b| a.secret().cmp(b.secret()));
+        assert_eq!(active, expected);
+        // Still writable as usual, and the legacy table is gone.
+        let r = &records[7];
+        store
+            .finish(r.id(), finished_machine(r), denied(70))
+            .await
+            .unwrap();
+        assert!(store.get(r.id()).await.unwrap().unwrap().is_finished());
+        assert!(
+            store
+                .due(at(1_000_000), 100)
+                .await
+                .unwrap()
+                .iter()
+                .all(|d| d.id() != r.id())
+        );
+        drop(store);
+        let db = Database::open(dir.file()).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(
+            !txn.list_tables()
+                .unwrap()
+                .any(|t| t.name() == LEGACY_DUE.name())
+        );
     }
 
     #[tokio::test]
