@@ -38,6 +38,10 @@ pub(crate) const JWKS_RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// Attempts at storing an outcome before it is handed over regardless.
 const OUTCOME_STORE_RETRIES: u32 = 5;
 
+/// The same for a fleet member (about two minutes): its outcomes are only
+/// delivered from the shared store.
+const FLEET_OUTCOME_STORE_RETRIES: u32 = 60;
+
 /// `scheme://host:port`: DPoP nonces are remembered per server.
 fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
@@ -217,8 +221,24 @@ impl Poller for ClientInner {
         machine: PollMachine,
     ) -> BoxFuture<()> {
         Box::pin(async move {
-            if let Err(e) = self.store.update_state(auth.id(), machine).await {
-                tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
+            let written = match self
+                .fleet
+                .as_ref()
+                .and_then(|f| Some((f, f.lease(auth.id())?)))
+            {
+                Some((f, lease)) => {
+                    self.store
+                        .update_state_leased(auth.id(), machine, f.owner(), lease)
+                        .await
+                }
+                None => self.store.update_state(auth.id(), machine).await,
+            };
+            match written {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost { .. }) => self.lease_lost(&auth),
+                Err(e) => {
+                    tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
+                }
             }
         })
     }
@@ -232,10 +252,40 @@ impl Poller for ClientInner {
     ) -> BoxFuture<()> {
         Box::pin(async move {
             let mut attempt = 0u32;
+            let lease = self
+                .fleet
+                .as_ref()
+                .and_then(|f| Some((f.clone(), f.lease(auth.id())?)));
+            // A fleet member keeps trying while the store is unreachable
+            // (its outcome is only delivered from the store), until the
+            // lease is known lost.
+            let retries = if lease.is_some() {
+                FLEET_OUTCOME_STORE_RETRIES
+            } else {
+                OUTCOME_STORE_RETRIES
+            };
             loop {
                 let stored = StoredOutcome::new(finished_at, outcome.clone());
-                match self.store.finish(auth.id(), machine.clone(), stored).await {
-                    Ok(()) => return,
+                let written = match &lease {
+                    Some((f, l)) => {
+                        self.store
+                            .finish_leased(auth.id(), machine.clone(), stored, f.owner(), *l)
+                            .await
+                    }
+                    None => self.store.finish(auth.id(), machine.clone(), stored).await,
+                };
+                match written {
+                    Ok(()) => {
+                        if let Some((f, _)) = &lease {
+                            f.drop_lease(auth.id());
+                        }
+                        return;
+                    }
+                    Err(StoreError::LeaseLost { .. }) => {
+                        tracing::warn!(deferred_auth_id = %auth.id().fingerprint(), outcome = outcome.kind(), "the lease was lost before the outcome was stored; another instance carries on");
+                        self.lease_lost(&auth);
+                        return;
+                    }
                     // Not in this store (tracked with `resume` before a
                     // store was configured, say): add it, finished.
                     Err(StoreError::NotFound { .. }) if attempt == 0 => {
@@ -246,7 +296,7 @@ impl Poller for ClientInner {
                             return;
                         }
                     }
-                    Err(e) if attempt < OUTCOME_STORE_RETRIES => {
+                    Err(e) if attempt < retries => {
                         tracing::warn!(deferred_auth_id = %auth.id().fingerprint(), error = %e, attempt, "storing the outcome failed; retrying");
                     }
                     Err(e) => {
@@ -262,10 +312,14 @@ impl Poller for ClientInner {
                 let until = self
                     .clock
                     .now()
-                    .saturating_add(Duration::from_millis(200) * attempt);
+                    .saturating_add(Duration::from_millis(200) * attempt.min(10));
                 self.clock.sleep_until(until).await;
             }
         })
+    }
+
+    fn may_poll(&self, id: &crate::secret::DeferredAuthId) -> bool {
+        self.fleet.as_ref().is_none_or(|f| f.may_poll(id))
     }
 
     fn purge_stored(self: Arc<Self>, before: UnixTime) -> BoxFuture<()> {
@@ -337,6 +391,15 @@ fn is_success_json_object(resp: &HttpResponse) -> bool {
 }
 
 impl ClientInner {
+    /// Another instance took the authentication over: stop here.
+    fn lease_lost(&self, auth: &DeferredAuthentication) {
+        tracing::info!(deferred_auth_id = %auth.id().fingerprint(), "lease lost: another instance polls this authentication now");
+        if let Some(f) = &self.fleet {
+            f.drop_lease(auth.id());
+        }
+        self.driver.forget(auth.id());
+    }
+
     fn cancel_request(
         &self,
         cfg: &CancellationConfig,

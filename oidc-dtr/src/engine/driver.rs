@@ -78,6 +78,13 @@ pub(crate) trait Poller: Send + Sync + 'static {
     fn purge_stored(self: Arc<Self>, _before: UnixTime) -> BoxFuture<()> {
         Box::pin(async {})
     }
+
+    /// Whether this instance may send a poll for `id` now (a fleet member
+    /// must still hold its lease). When false, the driver forgets the
+    /// authentication without polling. The default always may.
+    fn may_poll(&self, _id: &DeferredAuthId) -> bool {
+        true
+    }
 }
 
 /// A write for the persistence task, in order.
@@ -242,6 +249,9 @@ enum Command<T> {
     Status(DeferredAuthId, oneshot::Sender<Option<PollStatus>>),
     Get(DeferredAuthId, oneshot::Sender<Option<Tracked>>),
     Idle(oneshot::Sender<bool>),
+    /// Drop an authentication without an outcome (another instance of the
+    /// fleet took it over): no more polls, no writes, no delivery.
+    Forget(DeferredAuthId),
     /// Stop sending polls, let the ones in flight finish and their writes
     /// reach the store, then stop; answered when all that is done.
     Shutdown(oneshot::Sender<()>),
@@ -429,6 +439,11 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
     /// No poll in flight, none due, no outcome waiting to be stored.
     pub(crate) async fn idle(&self) -> bool {
         self.ask(Command::Idle).await.unwrap_or(true)
+    }
+
+    /// Forgets an authentication locally (see `Command::Forget`).
+    pub(crate) fn forget(&self, id: &DeferredAuthId) {
+        let _ = self.tx.send(Command::Forget(id.clone()));
     }
 
     /// Subscribes to progress and outcome events.
@@ -771,6 +786,11 @@ impl<P: Poller> Engine<P> {
                     });
                 let _ = reply.send(found);
             }
+            Command::Forget(id) => {
+                if let Some(key) = self.keys.get(&id).copied() {
+                    self.forget(key);
+                }
+            }
             Command::Shutdown(reply) => {
                 self.stopping.get_or_insert_with(Vec::new).push(reply);
             }
@@ -790,6 +810,16 @@ impl<P: Poller> Engine<P> {
                     .values()
                     .any(|e| e.outcome.is_some() && !e.stored);
                 let _ = reply.send(self.in_flight.is_empty() && !due && !storing);
+            }
+        }
+    }
+
+    /// Drops an entry without delivering anything (fleet hand-over).
+    fn forget(&mut self, key: u64) {
+        if let Some(e) = self.entries.remove(&key) {
+            self.keys.remove(e.auth.id());
+            if e.outcome.is_none() {
+                self.counters.untracked();
             }
         }
     }
@@ -914,6 +944,11 @@ impl<P: Poller> Engine<P> {
                 let Some(poller) = self.poller.upgrade() else {
                     return;
                 };
+                if !poller.may_poll(entry.auth.id()) {
+                    tracing::debug!(deferred_auth_id = %entry.auth.id().fingerprint(), "lease not held: handing over");
+                    self.forget(key);
+                    return;
+                }
                 let auth = entry.auth.clone();
                 tracing::debug!(
                     deferred_auth_id = %auth.id().fingerprint(),
