@@ -221,25 +221,35 @@ impl Poller for ClientInner {
         machine: PollMachine,
     ) -> BoxFuture<()> {
         Box::pin(async move {
-            let written = match self
+            let leased = self
                 .fleet
                 .as_ref()
-                .and_then(|f| Some((f, f.lease(auth.id())?)))
-            {
-                Some((f, lease)) => {
-                    self.store
-                        .update_state_leased(auth.id(), machine, f.owner(), lease)
-                        .await
-                }
-                None => self.store.update_state(auth.id(), machine).await,
-            };
-            match written {
-                Ok(()) => {}
-                Err(StoreError::LeaseLost { .. }) => self.lease_lost(&auth),
-                Err(e) => {
+                .and_then(|f| Some((f.clone(), f.lease(auth.id())?)));
+            let Some((f, lease)) = leased else {
+                if let Err(e) = self.store.update_state(auth.id(), machine).await {
                     tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
                 }
-            }
+                return;
+            };
+            // A fleet member writes concurrently, a bounded number at once:
+            // writes of one id are a floor apart, so their order holds.
+            let Ok(slot) = f.write_slots.clone().acquire_owned().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let written = self
+                    .store
+                    .update_state_leased(auth.id(), machine, f.owner(), lease)
+                    .await;
+                drop(slot);
+                match written {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { .. }) => self.lease_lost(&auth),
+                    Err(e) => {
+                        tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
+                    }
+                }
+            });
         })
     }
 

@@ -123,6 +123,9 @@ pub(crate) struct Fleet {
     config: FleetConfig,
     held: Mutex<HashMap<RecordKey, Held>>,
     stop: Notify,
+    /// Poll-state writes run concurrently (one floor apart per id, so
+    /// their order does not matter), this many at once.
+    pub(crate) write_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -141,6 +144,7 @@ impl Fleet {
             config,
             held: Mutex::new(HashMap::new()),
             stop: Notify::new(),
+            write_slots: Arc::new(tokio::sync::Semaphore::new(16)),
         })
     }
 
@@ -269,7 +273,7 @@ impl Fleet {
             let sent = Instant::now();
             let batch = match self
                 .store
-                .claim_due(&self.owner, until, limit, self.config.lease_ttl)
+                .claim_due_unheld(&self.owner, until, limit, self.config.lease_ttl)
                 .await
             {
                 Ok(b) => b,

@@ -358,6 +358,20 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async move { Ok(due.await?.into_iter().map(|r| (r, Lease::SOLE)).collect()) })
     }
 
+    /// Like [`claim_due`](Self::claim_due) but skips the records `owner`
+    /// already holds a live lease on (so a batch is all new work, however
+    /// many records the instance already holds). The default is
+    /// `claim_due`.
+    fn claim_due_unheld(
+        &self,
+        owner: &str,
+        until: UnixTime,
+        limit: usize,
+        ttl: Duration,
+    ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
+        self.claim_due(owner, until, limit, ttl)
+    }
+
     /// Extends `owner`'s leases on these records by `ttl` from now (the
     /// store's clock). Returns, for each id in order, whether the lease is
     /// still held; `false` means the instance must stop polling it. The

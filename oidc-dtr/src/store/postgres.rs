@@ -692,6 +692,63 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// `claim_due` (`own`: the owner's live leases are renewed and
+    /// returned) or `claim_due_unheld` (they are skipped).
+    fn claim(
+        &self,
+        owner: &str,
+        until: UnixTime,
+        limit: usize,
+        ttl: Duration,
+        own: bool,
+    ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
+        let owner = owner.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.op(move |i| async move {
+            let client = i.client().await?;
+            let rows = client
+                .query(
+                    &i.sql(
+                        "WITH c AS (
+                             SELECT key FROM {s}.records
+                             WHERE due_at IS NOT NULL AND due_at <= $1
+                               AND (lease_owner IS NULL OR lease_expires <= now()
+                                    OR ($5 AND lease_owner = $2))
+                             ORDER BY due_at, key LIMIT $3
+                             FOR UPDATE SKIP LOCKED)
+                         UPDATE {s}.records r SET
+                             lease_epoch = CASE
+                                 WHEN r.lease_owner = $2 AND r.lease_expires > now()
+                                 THEN r.lease_epoch ELSE r.lease_epoch + 1 END,
+                             lease_owner = $2,
+                             lease_expires = now() + make_interval(secs => $4)
+                         FROM c WHERE r.key = c.key
+                         RETURNING r.key, r.body, r.delivered, r.lease_epoch, r.due_at",
+                    ),
+                    &[&ms(until), &owner, &limit, &ttl_secs(ttl), &own],
+                )
+                .await
+                .map_err(|e| pg_error("claiming due records", &e))?;
+            let mut out = rows
+                .iter()
+                .map(|r| {
+                    let epoch: i64 = r.get("lease_epoch");
+                    let due: i64 = r.get("due_at");
+                    Ok((
+                        due,
+                        i.decode_row(r)?,
+                        Lease::new(u64::try_from(epoch).unwrap_or(0)),
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // RETURNING has no order: earliest first, like `due`.
+            out.sort_by_key(|a| a.0);
+            Ok(out.into_iter().map(|(_, r, l)| (r, l)).collect())
+        })
+    }
+}
+
 impl Store for PostgresStore {
     fn bind(&self, issuer: &str, client_id: &str) -> StoreFuture<Result<(), StoreError>> {
         let (issuer, client_id) = (issuer.to_owned(), client_id.to_owned());
@@ -865,49 +922,17 @@ impl Store for PostgresStore {
         limit: usize,
         ttl: Duration,
     ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
-        let owner = owner.to_owned();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.op(move |i| async move {
-            let client = i.client().await?;
-            let rows = client
-                .query(
-                    &i.sql(
-                        "WITH c AS (
-                             SELECT key FROM {s}.records
-                             WHERE due_at IS NOT NULL AND due_at <= $1
-                               AND (lease_owner IS NULL OR lease_owner = $2
-                                    OR lease_expires <= now())
-                             ORDER BY due_at, key LIMIT $3
-                             FOR UPDATE SKIP LOCKED)
-                         UPDATE {s}.records r SET
-                             lease_epoch = CASE
-                                 WHEN r.lease_owner = $2 AND r.lease_expires > now()
-                                 THEN r.lease_epoch ELSE r.lease_epoch + 1 END,
-                             lease_owner = $2,
-                             lease_expires = now() + make_interval(secs => $4)
-                         FROM c WHERE r.key = c.key
-                         RETURNING r.key, r.body, r.delivered, r.lease_epoch, r.due_at",
-                    ),
-                    &[&ms(until), &owner, &limit, &ttl_secs(ttl)],
-                )
-                .await
-                .map_err(|e| pg_error("claiming due records", &e))?;
-            let mut out = rows
-                .iter()
-                .map(|r| {
-                    let epoch: i64 = r.get("lease_epoch");
-                    let due: i64 = r.get("due_at");
-                    Ok((
-                        due,
-                        i.decode_row(r)?,
-                        Lease::new(u64::try_from(epoch).unwrap_or(0)),
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            // RETURNING has no order: earliest first, like `due`.
-            out.sort_by_key(|a| a.0);
-            Ok(out.into_iter().map(|(_, r, l)| (r, l)).collect())
-        })
+        self.claim(owner, until, limit, ttl, true)
+    }
+
+    fn claim_due_unheld(
+        &self,
+        owner: &str,
+        until: UnixTime,
+        limit: usize,
+        ttl: Duration,
+    ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
+        self.claim(owner, until, limit, ttl, false)
     }
 
     fn renew_leases(
