@@ -89,9 +89,11 @@ impl FleetConfig {
         self
     }
 
-    /// The most authentications held at once.
+    /// The most authentications held at once. Zero makes an instance that
+    /// polls nothing itself but still answers `wait`, `undelivered` and
+    /// pings for the fleet (a front end).
     pub fn max_held(mut self, n: usize) -> Self {
-        self.max_held = n.max(1);
+        self.max_held = n;
         self
     }
 
@@ -122,6 +124,9 @@ pub(crate) struct Fleet {
     owner: String,
     config: FleetConfig,
     held: Mutex<HashMap<RecordKey, Held>>,
+    /// Wake-ups for records nobody here held when they came: whoever
+    /// claims such a record next wakes it.
+    recent_wakes: Mutex<HashMap<RecordKey, Instant>>,
     stop: Notify,
     /// Poll-state writes run concurrently (one floor apart per id, so
     /// their order does not matter), this many at once.
@@ -143,6 +148,7 @@ impl Fleet {
             owner: config.instance.clone().unwrap_or(owner),
             config,
             held: Mutex::new(HashMap::new()),
+            recent_wakes: Mutex::new(HashMap::new()),
             stop: Notify::new(),
             write_slots: Arc::new(tokio::sync::Semaphore::new(16)),
         })
@@ -150,6 +156,10 @@ impl Fleet {
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<RecordKey, Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wakes(&self) -> std::sync::MutexGuard<'_, HashMap<RecordKey, Instant>> {
+        self.recent_wakes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The instance's name in the leases.
@@ -221,8 +231,21 @@ impl Fleet {
                 n = recv_notice(&mut notices) => match n {
                     Some(StoreNotice::Wake(key)) => {
                         let id = self.held().get(&key).map(|h| h.id.clone());
-                        if let Some(id) = id {
-                            driver.wake(&id).await;
+                        match id {
+                            Some(id) => {
+                                driver.wake(&id).await;
+                            }
+                            None => {
+                                // Nobody polls it yet: the ping made it due;
+                                // claim now, and wake it if it is ours.
+                                {
+                                    let mut w = self.wakes();
+                                    let now = Instant::now();
+                                    w.retain(|_, at| now.duration_since(*at) < self.config.lease_ttl * 2);
+                                    w.insert(key, now);
+                                }
+                                self.claim(&driver, clock.as_ref()).await;
+                            }
                         }
                     }
                     Some(_) => {}
@@ -313,11 +336,15 @@ impl Fleet {
             }
             for r in fresh {
                 let id = r.id().clone();
+                let woken = self.wakes().remove(&RecordKey::of(&id)).is_some();
                 tracing::debug!(deferred_auth_id = %id.fingerprint(), "claimed");
                 // A full floor from now: a poll the previous owner sent
                 // just before its lease lapsed is not followed too soon.
                 if !matches!(driver.restore(r.auth, r.machine, None).await, Ok(true)) {
                     tracing::debug!(deferred_auth_id = %id.fingerprint(), "claimed but already tracked");
+                }
+                if woken {
+                    driver.wake(&id).await;
                 }
             }
             if n < limit {

@@ -864,10 +864,19 @@ impl Store for PostgresStore {
         let key = record_key(id);
         self.op(move |i| async move {
             let client = i.client().await?;
+            // Due now (on the database's clock), so that an instance claims
+            // it at once if nobody holds it; and the notice for the owner.
             client
                 .execute(
-                    "SELECT pg_notify($1, $2)",
-                    &[&i.channel, &notice_payload('w', &key)],
+                    &i.sql(
+                        "WITH d AS (
+                             UPDATE {s}.records
+                             SET due_at = least(due_at,
+                                 (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                             WHERE key = $3 AND due_at IS NOT NULL)
+                         SELECT pg_notify($1, $2)",
+                    ),
+                    &[&i.channel, &notice_payload('w', &key), &&key[..]],
                 )
                 .await
                 .map_err(|e| pg_error("notifying", &e))?;

@@ -488,3 +488,93 @@ async fn postgres_fleet_survives_a_kill_a_partition_and_a_restart() {
         inst.kill();
     }
 }
+
+/// Issue 13, item 4: a ping received by an instance that does not poll the
+/// authentication is checked against the token hash in the store and
+/// wakes the instance that holds the lease, which polls at once; `wait`
+/// on the first instance returns the validated tokens, and its
+/// `undelivered` hands the outcome over once (until `ack`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fleet_a_ping_on_one_instance_wakes_the_owner() {
+    let Some((_seed, guard)) = crate::postgres::fresh().await else {
+        return;
+    };
+    let mut config = OpConfig::default();
+    config.interval = Some(1);
+    let op = MockOp::builder().config(config).start().await.unwrap();
+    let (listener, ping_url) = crate::support::rp::bind().await;
+    op.register_client(
+        oidc_dtr_testkit::RegisteredClient::confidential("rp", "rp-secret")
+            .with_notification_endpoint(ping_url.clone()),
+    );
+    let build = |max_held: usize, name: &str| {
+        let (issuer, ping_url) = (op.issuer().to_owned(), ping_url.clone());
+        let options = guard.options();
+        let name = name.to_owned();
+        async move {
+            DtrClient::builder()
+                .issuer(issuer)
+                .client_id("rp")
+                .client_secret("rp-secret")
+                .redirect_uri("http://127.0.0.1/cb")
+                .notification_endpoint(ping_url)
+                // With pings, poll on a slow cadence: the ping brings the poll.
+                .notified_poll_cadence(Some(Duration::from_secs(600)))
+                .store(options.connect().await.unwrap())
+                .fleet(
+                    FleetConfig::default()
+                        .lease_ttl(Duration::from_secs(2))
+                        .max_held(max_held)
+                        .instance(name),
+                )
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let owner = build(100, "owner").await;
+    let front = build(0, "front").await;
+    crate::support::rp::serve(listener, front.ping_receiver());
+
+    // Exchanged on the front end, claimed and polled by the owner.
+    let auth = crate::support::flow::start(&op, &front).await;
+    let id = auth.id().clone();
+    let polls = || {
+        op.requests_to(oidc_dtr_testkit::Endpoint::Token)
+            .iter()
+            .filter(|r| r.param("deferred_auth_id") == Some(id.secret()))
+            .count()
+    };
+    // Nobody polls it yet: with pings expected the cadence is ten minutes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(polls(), 0);
+    // The OP approves and pings the front end, which finds the token hash
+    // in the store and wakes the fleet: the owner claims it and polls.
+    assert!(op.approve(&id));
+    let outcome = tokio::time::timeout(Duration::from_secs(10), front.wait(&id))
+        .await
+        .expect("the ping brought the poll")
+        .unwrap();
+    assert_eq!(outcome.kind(), "tokens");
+    assert_eq!(polls(), 1, "one poll, after the ping");
+    assert_eq!(owner.stats().polls, 1);
+    assert_eq!(front.stats().polls, 0, "the front end polls nothing");
+    assert!(
+        op.pings()
+            .iter()
+            .any(|p| p.status == Some(204) || p.status == Some(200)),
+        "{:?}",
+        op.pings()
+    );
+    // A forged ping is refused, from the store's hash.
+    let forged = op.send_forged_ping(&id, "not-the-token").await;
+    assert_eq!(forged, Some(401));
+    // Handed over once, until acknowledged.
+    let first = front.undelivered().await;
+    assert_eq!(first.len(), 1);
+    assert!(owner.undelivered().await.is_empty(), "hidden while claimed");
+    assert!(front.ack(&id).await.unwrap());
+    assert_eq!(owner.wait(&id).await.unwrap().kind(), "tokens");
+    owner.shutdown().await;
+    front.shutdown().await;
+}
