@@ -157,6 +157,9 @@ impl Proxy {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
                         return;
                     };
+                    // No Nagle: the proxy must not add delayed-ACK stalls.
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = killed.changed() => {}
