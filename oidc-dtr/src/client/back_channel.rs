@@ -231,9 +231,14 @@ impl Poller for ClientInner {
                 }
                 return;
             };
-            // A fleet member writes concurrently, a bounded number at once:
-            // writes of one id are a floor apart, so their order holds.
-            let Ok(slot) = f.write_slots.clone().acquire_owned().await else {
+            // A fleet member writes concurrently, a bounded number at once
+            // (writes of one id are a floor apart, so their order holds).
+            // When every slot is busy the write is skipped: poll states are
+            // best effort (the next one carries newer state, and whoever
+            // takes over waits a full floor), and outcome writes behind it
+            // in the queue must not wait for them.
+            let Ok(slot) = f.write_slots.clone().try_acquire_owned() else {
+                tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), "poll state not stored: the store is busy");
                 return;
             };
             tokio::spawn(async move {
