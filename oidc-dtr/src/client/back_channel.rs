@@ -226,6 +226,10 @@ impl Poller for ClientInner {
                 .as_ref()
                 .and_then(|f| Some((f.clone(), f.lease(auth.id())?)));
             let Some((f, lease)) = leased else {
+                if self.fleet.is_some() {
+                    // No lease any more (lost meanwhile): nothing to write.
+                    return;
+                }
                 if let Err(e) = self.store.update_state(auth.id(), machine).await {
                     tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
                 }
@@ -264,7 +268,7 @@ impl Poller for ClientInner {
         machine: PollMachine,
         outcome: Outcome<TokenSet>,
         finished_at: UnixTime,
-    ) -> BoxFuture<()> {
+    ) -> BoxFuture<bool> {
         Box::pin(async move {
             let mut attempt = 0u32;
             let lease = self
@@ -279,6 +283,13 @@ impl Poller for ClientInner {
             } else {
                 OUTCOME_STORE_RETRIES
             };
+            if self.fleet.is_some() && lease.is_none() {
+                // The lease was lost while the answer was on its way: the
+                // new owner carries on (never an unfenced write).
+                tracing::warn!(deferred_auth_id = %auth.id().fingerprint(), outcome = outcome.kind(), "the lease was lost before the outcome was stored; another instance carries on");
+                self.lease_lost(&auth);
+                return false;
+            }
             loop {
                 let stored = StoredOutcome::new(finished_at, outcome.clone());
                 let written = match &lease {
@@ -294,12 +305,14 @@ impl Poller for ClientInner {
                         if let Some((f, _)) = &lease {
                             f.drop_lease(auth.id());
                         }
-                        return;
+                        return true;
                     }
-                    Err(StoreError::LeaseLost { .. }) => {
+                    Err(StoreError::LeaseLost { .. } | StoreError::AlreadyFinished { .. })
+                        if lease.is_some() =>
+                    {
                         tracing::warn!(deferred_auth_id = %auth.id().fingerprint(), outcome = outcome.kind(), "the lease was lost before the outcome was stored; another instance carries on");
                         self.lease_lost(&auth);
-                        return;
+                        return false;
                     }
                     // Not in this store (tracked with `resume` before a
                     // store was configured, say): add it, finished.
@@ -308,7 +321,7 @@ impl Poller for ClientInner {
                             Record::new(DeferredAuthentication::clone(&auth), machine.clone());
                         r.outcome = Some(StoredOutcome::new(finished_at, outcome.clone()));
                         if self.store.insert(r).await.is_ok() {
-                            return;
+                            return true;
                         }
                     }
                     Err(e) if attempt < retries => {
@@ -320,7 +333,7 @@ impl Poller for ClientInner {
                             error = %e,
                             "the outcome could not be stored; handing it over anyway (a crash before the application acknowledges it would lose it)"
                         );
-                        return;
+                        return true;
                     }
                 }
                 attempt += 1;

@@ -63,14 +63,16 @@ pub(crate) trait Poller: Send + Sync + 'static {
     /// Saves the terminal outcome durably; the driver delivers it only once
     /// this completes. Implementations retry and log; they return when the
     /// outcome is safe (or when they gave up, having said so loudly).
+    /// `false`: the outcome is not this instance's to deliver (a fleet
+    /// member that lost its lease); the driver then keeps it to itself.
     fn persist_outcome(
         self: Arc<Self>,
         _auth: Arc<DeferredAuthentication>,
         _machine: PollMachine,
         _outcome: Outcome<Self::Tokens>,
         _finished_at: UnixTime,
-    ) -> BoxFuture<()> {
-        Box::pin(async {})
+    ) -> BoxFuture<bool> {
+        Box::pin(async { true })
     }
 
     /// Deletes stored outcomes that finished before `before` (the retention
@@ -1031,8 +1033,9 @@ async fn persist_task<P: Poller>(
             PersistJob::State(auth, machine) => p.persist_state(auth, machine).await,
             PersistJob::Purge(before) => p.purge_stored(before).await,
             PersistJob::Outcome(key, auth, machine, outcome, at) => {
-                p.persist_outcome(auth, machine, outcome, at).await;
-                let _ = stored.send(key);
+                if p.persist_outcome(auth, machine, outcome, at).await {
+                    let _ = stored.send(key);
+                }
             }
         }
     }
