@@ -358,12 +358,11 @@ async fn recv_notice(rx: &mut Option<broadcast::Receiver<StoreNotice>>) -> Optio
     let Some(r) = rx.as_mut() else {
         return std::future::pending().await;
     };
-    loop {
-        match r.recv().await {
-            Ok(n) => return Some(n),
-            Err(broadcast::error::RecvError::Lagged(_)) => return Some(StoreNotice::Reconnected),
-            Err(broadcast::error::RecvError::Closed) => return None,
-        }
+    match r.recv().await {
+        Ok(n) => Some(n),
+        // Missed notices: as after a reconnection, look again.
+        Err(broadcast::error::RecvError::Lagged(_)) => Some(StoreNotice::Reconnected),
+        Err(broadcast::error::RecvError::Closed) => None,
     }
 }
 

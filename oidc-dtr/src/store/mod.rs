@@ -503,9 +503,19 @@ pub enum StoreNotice {
 /// The SHA-256 of a `deferred_auth_id`: how shared stores and their
 /// notices name a record without revealing the id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RecordKey(pub [u8; 32]);
+pub struct RecordKey(pub(crate) [u8; 32]);
 
 impl RecordKey {
+    /// A key from its 32 bytes (for [`Store`] implementations).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        RecordKey(bytes)
+    }
+
+    /// Its 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The key of an id.
     pub fn of(id: &DeferredAuthId) -> Self {
         RecordKey(record_key(id))
