@@ -235,6 +235,20 @@ async fn polling(url: &str, schema: &str, n: usize) -> Result<(), Box<dyn std::e
         report.overlaps.len(),
         report.floor_violations.len()
     );
+    let held = admin(url)
+        .await?
+        .query(
+            &format!(
+                "SELECT lease_owner, count(*) FROM \"{schema}\".records
+                 WHERE lease_expires > now() GROUP BY 1 ORDER BY 1"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| format!("{}: {}", r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect::<Vec<_>>();
+    println!("  live leases per instance: {held:?}");
     for c in &fleet {
         let s = c.stats();
         println!(
