@@ -249,12 +249,15 @@ async fn polling(url: &str, schema: &str, n: usize) -> Result<(), Box<dyn std::e
         .map(|r| format!("{}: {}", r.get::<_, String>(0), r.get::<_, i64>(1)))
         .collect::<Vec<_>>();
     println!("  live leases per instance: {held:?}");
+    // All figures first: a shutdown releases leases, which the others claim.
     for c in &fleet {
         let s = c.stats();
         println!(
             "  instance: pending {}, polls {}, worst lateness {:?}",
             s.pending, s.polls, s.max_poll_lateness
         );
+    }
+    for c in &fleet {
         c.shutdown().await;
     }
     Ok(())
