@@ -76,7 +76,7 @@ mod pages;
 mod server;
 
 pub use assurance::AssuranceFault;
-pub use op::PingRecord;
+pub use op::{FlightReport, FloorViolation, PingRecord};
 
 use op::OpState;
 
@@ -292,6 +292,10 @@ pub struct OpConfig {
     /// buttons. Default false ([`MockOp::browse`] needs the immediate
     /// redirect).
     pub interactive_pages: bool,
+    /// How long the token endpoint takes to answer a deferred poll (the
+    /// request counts as in flight at the OP meanwhile; see
+    /// [`MockOp::flight_report`]). Default `None`: at once.
+    pub poll_latency: Option<Duration>,
 }
 
 impl Default for OpConfig {
@@ -331,6 +335,7 @@ impl Default for OpConfig {
             identity_assurance: true,
             assurance_fault: None,
             interactive_pages: false,
+            poll_latency: None,
         }
     }
 }
@@ -748,6 +753,7 @@ impl MockOpBuilder {
                 .map_err(std::io::Error::other)?,
             pages: Default::default(),
             devices: Default::default(),
+            flights: Default::default(),
         }));
         let (tx, rx) = oneshot::channel();
         server::spawn(listener, state.clone(), rx);
@@ -1087,6 +1093,15 @@ impl MockOp {
             .iter()
             .filter(|r| r.endpoint == endpoint)
             .count()
+    }
+
+    /// What the OP saw of deferred polls, per `deferred_auth_id`, across
+    /// every client instance: polls that arrived while another poll of the
+    /// same id was still being answered (two requests in flight), and
+    /// polls that arrived sooner after the OP's previous answer for that id
+    /// than the interval it enforced then (faster than the floor).
+    pub fn flight_report(&self) -> FlightReport {
+        self.lock().flights.report()
     }
 
     /// Forgets the request log.

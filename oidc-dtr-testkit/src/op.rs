@@ -164,6 +164,93 @@ pub(crate) struct OpState {
     pub pages: super::pages::PagesState,
     /// Device authorizations (RFC 8628), by device code.
     pub devices: HashMap<String, super::device::DeviceRecord>,
+    /// Deferred polls in flight and their timing, per id.
+    pub flights: Flights,
+}
+
+/// The OP's side of single flight and the floor, per `deferred_auth_id`
+/// (from [`MockOp::flight_report`](crate::MockOp::flight_report)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlightReport {
+    /// Deferred polls received.
+    pub polls: u64,
+    /// Ids that had a poll arrive while another of theirs was in flight,
+    /// once per such arrival.
+    pub overlaps: Vec<String>,
+    /// Polls that came sooner than the floor after the previous answer.
+    pub floor_violations: Vec<FloorViolation>,
+    /// The most polls (all ids) in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// A poll that came too soon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FloorViolation {
+    /// The `deferred_auth_id`.
+    pub deferred_auth_id: String,
+    /// Time from the OP's previous answer to this poll's arrival.
+    pub gap: Duration,
+    /// The interval the OP enforced at its previous answer.
+    pub floor: Duration,
+}
+
+#[derive(Default)]
+pub(crate) struct Flights {
+    in_flight: HashMap<String, u32>,
+    total_in_flight: usize,
+    /// Per id: when the OP last answered it, and the interval then.
+    last_answer: HashMap<String, (UnixTime, u64)>,
+    report: FlightReport,
+}
+
+impl Flights {
+    pub(crate) fn report(&self) -> FlightReport {
+        self.report.clone()
+    }
+}
+
+/// A deferred poll arrived (before it is processed).
+pub(crate) fn flight_begin(state: &Mutex<OpState>, id: &str) {
+    let mut st = lock(state);
+    let now = st.now();
+    let f = &mut st.flights;
+    f.report.polls += 1;
+    let n = f.in_flight.entry(id.to_owned()).or_default();
+    if *n > 0 {
+        f.report.overlaps.push(id.to_owned());
+    }
+    *n += 1;
+    f.total_in_flight += 1;
+    f.report.max_in_flight = f.report.max_in_flight.max(f.total_in_flight);
+    if let Some((at, interval)) = f.last_answer.get(id).copied() {
+        let floor = Duration::from_secs(interval);
+        let gap = now.saturating_duration_since(at);
+        if gap < floor {
+            f.report.floor_violations.push(FloorViolation {
+                deferred_auth_id: id.to_owned(),
+                gap,
+                floor,
+            });
+        }
+    }
+}
+
+/// Its answer left (or the connection was dropped).
+pub(crate) fn flight_end(state: &Mutex<OpState>, id: &str) {
+    let mut st = lock(state);
+    let now = st.now();
+    let interval = st.auths.get(id).map_or(0, |r| r.interval);
+    let f = &mut st.flights;
+    if let Some(n) = f.in_flight.get_mut(id) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            f.in_flight.remove(id);
+        }
+    }
+    f.total_in_flight = f.total_in_flight.saturating_sub(1);
+    f.last_answer.insert(id.to_owned(), (now, interval));
 }
 
 impl OpState {

@@ -76,8 +76,47 @@ async fn handle(
         headers: parts.headers,
         body,
     };
+    let poll = deferred_poll_id(&incoming);
+    let _flight = poll.map(|id| {
+        op::flight_begin(&state, &id);
+        FlightGuard {
+            state: state.clone(),
+            id,
+        }
+    });
+    let latency = _flight
+        .as_ref()
+        .and_then(|_| op::lock(&state).config.poll_latency);
     let plan = op::route(&state, incoming);
+    if let Some(d) = latency {
+        tokio::time::sleep(d).await;
+    }
     op::finish(plan).await
+}
+
+/// Ends a poll's flight when its answer is produced or the client went
+/// away (the future is dropped).
+struct FlightGuard {
+    state: Arc<Mutex<OpState>>,
+    id: String,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        op::flight_end(&self.state, &self.id);
+    }
+}
+
+/// The `deferred_auth_id` of a deferred poll to the token endpoint.
+fn deferred_poll_id(req: &Incoming) -> Option<String> {
+    if req.method != http::Method::POST || req.path != "/token" {
+        return None;
+    }
+    let params = op::parse_params(&req.body).ok()?;
+    if op::param(&params, "grant_type")? != super::GRANT_TYPE_DEFERRED {
+        return None;
+    }
+    op::param(&params, "deferred_auth_id").map(str::to_owned)
 }
 
 /// Serves a ping receiver, one task per connection.

@@ -12,6 +12,22 @@
 //! With `-- --self-test` it plays the browser itself and exits when the
 //! identity is verified.
 //!
+//! # Two replicas on one PostgreSQL
+//!
+//! With the `postgres` feature, `DTR_DATABASE_URL` puts the pending
+//! authentications in PostgreSQL, shared by every replica (a fleet: each
+//! authentication is polled by one replica at a time, pings and status
+//! pages work on any). The first replica starts the mock OP; the second
+//! one uses it (`DTR_OP_ISSUER`, printed by the first):
+//!
+//! ```sh
+//! export DTR_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test
+//! DTR_BIND=127.0.0.1:3000 cargo run --example axum_rp --features postgres
+//! # another terminal, with the OP address the first one printed:
+//! DTR_BIND=127.0.0.1:3001 DTR_OP_ISSUER=http://127.0.0.1:PORT \
+//!   cargo run --example axum_rp --features postgres
+//! ```
+//!
 //! axum is a dev-dependency only: the SDK itself depends on no web framework.
 
 use std::collections::HashMap;
@@ -54,8 +70,8 @@ pub struct App {
 
 /// A running demo: the mock OP, the RP's address, and the app.
 pub struct Demo {
-    /// The mock OP.
-    pub op: MockOp,
+    /// The mock OP (`None` when another replica's is used).
+    pub op: Option<MockOp>,
     /// Where the RP listens.
     pub addr: SocketAddr,
     /// The app.
@@ -64,32 +80,58 @@ pub struct Demo {
 
 /// Starts the mock OP and the RP on `bind` (port 0 picks one).
 pub async fn start(bind: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
+    start_replica(bind, None, None).await
+}
+
+/// Starts a replica: with `op_issuer`, on another replica's mock OP
+/// instead of a new one; with `database_url` (feature `postgres`), on the
+/// fleet's shared PostgreSQL instead of memory.
+pub async fn start_replica(
+    bind: SocketAddr,
+    op_issuer: Option<String>,
+    database_url: Option<String>,
+) -> Result<Demo, Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
+    let shared = database_url.is_some();
 
     let mut config = OpConfig::default();
     config.interval = Some(1);
     config.auto_approve = AutoApprove::AfterDelay(Duration::from_secs(2));
     config.progress = "A reviewer is looking at your documents".into();
-    let op = MockOp::builder()
-        .config(config)
-        .client(
-            RegisteredClient::confidential("axum-rp", "axum-rp-secret")
-                .with_redirect_uri(format!("{base}/callback"))
-                .with_notification_endpoint(format!("{base}/dtr/ping")),
-        )
-        .start()
-        .await?;
+    let mut registered = RegisteredClient::confidential("axum-rp", "axum-rp-secret")
+        .with_notification_endpoint(format!("{base}/dtr/ping"));
+    if !shared {
+        // Replicas each have their own callback address; one alone is pinned.
+        registered = registered.with_redirect_uri(format!("{base}/callback"));
+    }
+    let op = match &op_issuer {
+        Some(_) => None,
+        None => Some(
+            MockOp::builder()
+                .config(config)
+                .client(registered)
+                .start()
+                .await?,
+        ),
+    };
+    let issuer = match (&op, op_issuer) {
+        (Some(op), _) => op.issuer().to_owned(),
+        (None, Some(i)) => i,
+        (None, None) => unreachable!(),
+    };
 
-    let client = DtrClient::builder()
-        .issuer(op.issuer())
+    let mut builder = DtrClient::builder()
+        .issuer(issuer)
         .client_id("axum-rp")
         .client_secret("axum-rp-secret")
         .redirect_uri(format!("{base}/callback"))
-        .notification_endpoint(format!("{base}/dtr/ping"))
-        .build()
-        .await?;
+        .notification_endpoint(format!("{base}/dtr/ping"));
+    if let Some(url) = database_url {
+        builder = with_database(builder, &url).await?;
+    }
+    let client = builder.build().await?;
 
     let app = App {
         client: client.clone(),
@@ -113,6 +155,34 @@ pub async fn start(bind: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>>
     Ok(Demo { op, addr, app })
 }
 
+/// The fleet's shared store (the one environment variable:
+/// `DTR_DATABASE_URL`).
+#[cfg(feature = "postgres")]
+async fn with_database(
+    builder: oidc_dtr::DtrClientBuilder,
+    url: &str,
+) -> Result<oidc_dtr::DtrClientBuilder, Box<dyn std::error::Error>> {
+    Ok(builder.store(oidc_dtr::PostgresStore::connect(url).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn with_database(
+    _builder: oidc_dtr::DtrClientBuilder,
+    _url: &str,
+) -> Result<oidc_dtr::DtrClientBuilder, Box<dyn std::error::Error>> {
+    Err("DTR_DATABASE_URL needs the `postgres` feature".into())
+}
+
+fn status_of_outcome(outcome: Outcome<oidc_dtr::TokenSet>) -> (&'static str, Option<String>) {
+    match outcome {
+        Outcome::Tokens(t) => ("verified", Some(t.claims().subject().to_owned())),
+        Outcome::Denied { .. } => ("denied", None),
+        Outcome::ExpiredByOp | Outcome::DeadlineReached { .. } => ("expired", None),
+        Outcome::Cancelled => ("cancelled", None),
+        _ => ("failed", None),
+    }
+}
+
 /// Keeps the status of every verification up to date from the SDK's events.
 async fn track_events(app: App) {
     let mut events = app.client.subscribe();
@@ -126,13 +196,7 @@ async fn track_events(app: App) {
             }
             PollEvent::Finished { id, outcome, .. } => {
                 if let Some((_, s)) = v.iter_mut().find(|(i, _)| *i == id) {
-                    (s.state, s.subject) = match outcome {
-                        Outcome::Tokens(t) => ("verified", Some(t.claims().subject().to_owned())),
-                        Outcome::Denied { .. } => ("denied", None),
-                        Outcome::ExpiredByOp | Outcome::DeadlineReached { .. } => ("expired", None),
-                        Outcome::Cancelled => ("cancelled", None),
-                        _ => ("failed", None),
-                    };
+                    (s.state, s.subject) = status_of_outcome(outcome);
                 }
             }
             _ => {}
@@ -192,6 +256,20 @@ async fn callback(State(app): State<App>, RawQuery(query): RawQuery) -> Response
         ));
         v.len()
     };
+    // Events come from the replica that polls; `wait` answers on any (in
+    // a fleet, from the shared store).
+    let (client, verifications, id) = (
+        app.client.clone(),
+        app.verifications.clone(),
+        auth.id().clone(),
+    );
+    tokio::spawn(async move {
+        if let Ok(outcome) = client.wait(&id).await
+            && let Some((_, s)) = verifications.lock().unwrap().get_mut(n - 1)
+        {
+            (s.state, s.subject) = status_of_outcome(outcome);
+        }
+    });
     Redirect::to(&format!("/status/{n}")).into_response()
 }
 
@@ -272,12 +350,22 @@ pub async fn self_test(demo: &Demo) -> Result<Status, Box<dyn std::error::Error>
 #[allow(dead_code)]
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let demo = start("127.0.0.1:0".parse()?).await?;
-    println!(
-        "Example RP on http://{}  (mock OP at {})",
-        demo.addr,
-        demo.op.issuer()
-    );
+    let bind = std::env::var("DTR_BIND").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let demo = start_replica(
+        bind.parse()?,
+        std::env::var("DTR_OP_ISSUER").ok(),
+        std::env::var("DTR_DATABASE_URL").ok(),
+    )
+    .await?;
+    match &demo.op {
+        Some(op) => println!(
+            "Example RP on http://{}  (mock OP at {}; another replica: DTR_OP_ISSUER={})",
+            demo.addr,
+            op.issuer(),
+            op.issuer()
+        ),
+        None => println!("Example RP replica on http://{}", demo.addr),
+    }
     if std::env::args().any(|a| a == "--self-test") {
         let s = self_test(&demo).await?;
         println!("verification ended: {} (sub {:?})", s.state, s.subject);

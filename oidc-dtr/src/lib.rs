@@ -138,6 +138,7 @@ pub use proto::assurance::{
 
 // Polling: outcomes, events, the sans-IO machine.
 pub use engine::driver::{Delivery, DriverConfig, OutcomeId, PollEvent, PollStatus};
+pub use engine::fleet::FleetConfig;
 pub use engine::stats::EngineStats;
 pub use proto::poll::{
     Action, Event, InteractionChange, Outcome, PollConfig, PollFailure, PollMachine, PollResult,
@@ -155,8 +156,8 @@ pub use proto::id_token::{IdTokenValidator, ValidationOptions};
 
 // Durable state.
 pub use store::{
-    AesGcmSealer, FileStore, FileStoreOptions, Lease, MemoryStore, Record,
-    SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer, Store, StoreFuture, StoredOutcome,
+    AesGcmSealer, FileStore, FileStoreOptions, Lease, MemoryStore, Record, RecordKey,
+    SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer, Store, StoreFuture, StoreNotice, StoredOutcome,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

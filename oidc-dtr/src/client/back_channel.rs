@@ -37,6 +37,10 @@ pub(crate) const JWKS_RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// Attempts at storing an outcome before it is handed over regardless.
 const OUTCOME_STORE_RETRIES: u32 = 5;
 
+/// The same for a fleet member (about two minutes): its outcomes are only
+/// delivered from the shared store.
+const FLEET_OUTCOME_STORE_RETRIES: u32 = 60;
+
 /// `scheme://host:port`: DPoP nonces are remembered per server.
 fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
@@ -216,8 +220,40 @@ impl Poller for ClientInner {
         machine: PollMachine,
     ) -> BoxFuture<()> {
         Box::pin(async move {
-            if let Err(e) = self.store.update_state(auth.id(), machine).await {
-                tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
+            let leased = self
+                .fleet
+                .as_ref()
+                .and_then(|f| Some((f.clone(), f.lease(auth.id())?)));
+            let Some((f, lease)) = leased else {
+                if self.fleet.is_some() {
+                    // No lease any more (lost meanwhile): nothing to write.
+                    return;
+                }
+                if let Err(e) = self.store.update_state(auth.id(), machine).await {
+                    tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
+                }
+                return;
+            };
+            // The driver runs state writes concurrently (bounded by
+            // `DriverConfig::max_queued_writes`, and a full backlog holds new
+            // polls back); a fleet member also bounds how many hold a
+            // database connection at once. Never skipped: the floor a
+            // `slow_down` raised, the DPoP nonce and the schedule must reach
+            // whoever takes over.
+            let Ok(slot) = f.write_slots.clone().acquire_owned().await else {
+                return;
+            };
+            let written = self
+                .store
+                .update_state_leased(auth.id(), machine, f.owner(), lease)
+                .await;
+            drop(slot);
+            match written {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost { .. }) => self.lease_lost(&auth),
+                Err(e) => {
+                    tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");
+                }
             }
         })
     }
@@ -228,13 +264,54 @@ impl Poller for ClientInner {
         machine: PollMachine,
         outcome: Outcome<TokenSet>,
         finished_at: UnixTime,
-    ) -> BoxFuture<()> {
+    ) -> BoxFuture<bool> {
         Box::pin(async move {
             let mut attempt = 0u32;
+            let lease = self
+                .fleet
+                .as_ref()
+                .and_then(|f| Some((f.clone(), f.lease(auth.id())?)));
+            // A fleet member keeps trying while the store is unreachable
+            // (its outcome is only delivered from the store), until the
+            // lease is known lost.
+            let retries = if lease.is_some() {
+                FLEET_OUTCOME_STORE_RETRIES
+            } else {
+                OUTCOME_STORE_RETRIES
+            };
+            if self.fleet.is_some() && lease.is_none() {
+                // The lease was lost while the answer was on its way.
+                return self
+                    .outcome_without_lease(&auth, machine, outcome, finished_at)
+                    .await;
+            }
             loop {
                 let stored = StoredOutcome::new(finished_at, outcome.clone());
-                match self.store.finish(auth.id(), machine.clone(), stored).await {
-                    Ok(()) => return,
+                let written = match &lease {
+                    Some((f, l)) => {
+                        self.store
+                            .finish_leased(auth.id(), machine.clone(), stored, f.owner(), *l)
+                            .await
+                    }
+                    None => self.store.finish(auth.id(), machine.clone(), stored).await,
+                };
+                match written {
+                    Ok(()) => {
+                        if let Some((f, _)) = &lease {
+                            f.drop_lease(auth.id());
+                        }
+                        return true;
+                    }
+                    Err(StoreError::LeaseLost { .. }) if lease.is_some() => {
+                        return self
+                            .outcome_without_lease(&auth, machine, outcome, finished_at)
+                            .await;
+                    }
+                    Err(StoreError::AlreadyFinished { .. }) if lease.is_some() => {
+                        tracing::warn!(deferred_auth_id = %auth.id().fingerprint(), outcome = outcome.kind(), "another instance stored this authentication's outcome first");
+                        self.lease_lost(&auth);
+                        return false;
+                    }
                     // Not in this store (tracked with `resume` before a
                     // store was configured, say): add it, finished.
                     Err(StoreError::NotFound { .. }) if attempt == 0 => {
@@ -242,10 +319,10 @@ impl Poller for ClientInner {
                             Record::new(DeferredAuthentication::clone(&auth), machine.clone());
                         r.outcome = Some(StoredOutcome::new(finished_at, outcome.clone()));
                         if self.store.insert(r).await.is_ok() {
-                            return;
+                            return true;
                         }
                     }
-                    Err(e) if attempt < OUTCOME_STORE_RETRIES => {
+                    Err(e) if attempt < retries => {
                         tracing::warn!(deferred_auth_id = %auth.id().fingerprint(), error = %e, attempt, "storing the outcome failed; retrying");
                     }
                     Err(e) => {
@@ -254,17 +331,21 @@ impl Poller for ClientInner {
                             error = %e,
                             "the outcome could not be stored; handing it over anyway (a crash before the application acknowledges it would lose it)"
                         );
-                        return;
+                        return true;
                     }
                 }
                 attempt += 1;
                 let until = self
                     .clock
                     .now()
-                    .saturating_add(Duration::from_millis(200) * attempt);
+                    .saturating_add(Duration::from_millis(200) * attempt.min(10));
                 self.clock.sleep_until(until).await;
             }
         })
+    }
+
+    fn may_poll(&self, id: &crate::secret::DeferredAuthId) -> bool {
+        self.fleet.as_ref().is_none_or(|f| f.may_poll(id))
     }
 
     fn purge_stored(self: Arc<Self>, before: UnixTime) -> BoxFuture<()> {
@@ -344,6 +425,57 @@ fn is_success_json_object(resp: &HttpResponse) -> bool {
 }
 
 impl ClientInner {
+    /// Another instance took the authentication over: stop here.
+    /// An outcome reached after this instance lost the lease. Anything but
+    /// tokens is dropped: the new owner polls again and reaches its own
+    /// answer. Tokens are different: the OP has redeemed them, so the new
+    /// owner's poll can only get `invalid_grant`. They are stored unless
+    /// an outcome already is (an unfenced write that never replaces one:
+    /// the store refuses with `AlreadyFinished`, and the new owner's fenced
+    /// write of a later answer is refused the same way once this one is in).
+    async fn outcome_without_lease(
+        &self,
+        auth: &DeferredAuthentication,
+        machine: PollMachine,
+        outcome: Outcome<TokenSet>,
+        finished_at: UnixTime,
+    ) -> bool {
+        if matches!(outcome, Outcome::Tokens(_)) {
+            let stored = StoredOutcome::new(finished_at, outcome);
+            for _ in 0..FLEET_OUTCOME_STORE_RETRIES {
+                match self
+                    .store
+                    .finish(auth.id(), machine.clone(), stored.clone())
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(deferred_auth_id = %auth.id().fingerprint(), "the lease was lost but the tokens were stored");
+                        if let Some(f) = &self.fleet {
+                            f.drop_lease(auth.id());
+                        }
+                        return true;
+                    }
+                    Err(e) if e.is_retryable() => {
+                        let until = self.clock.now().saturating_add(Duration::from_millis(200));
+                        self.clock.sleep_until(until).await;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        tracing::warn!(deferred_auth_id = %auth.id().fingerprint(), "the lease was lost before the outcome was stored; another instance carries on");
+        self.lease_lost(auth);
+        false
+    }
+
+    fn lease_lost(&self, auth: &DeferredAuthentication) {
+        tracing::info!(deferred_auth_id = %auth.id().fingerprint(), "lease lost: another instance polls this authentication now");
+        if let Some(f) = &self.fleet {
+            f.drop_lease(auth.id());
+        }
+        self.driver.forget(auth.id());
+    }
+
     fn cancel_request(
         &self,
         cfg: &CancellationConfig,

@@ -9,6 +9,7 @@ use url::Url;
 
 use super::{ClientInner, DtrClient};
 use crate::engine::driver::{DriverConfig, DriverHandle};
+use crate::engine::fleet::{Fleet, FleetConfig};
 use crate::engine::jwks_cache::{JwksCache, JwksConfig};
 use crate::engine::transport::{HttpConfig, HttpEdge};
 use crate::error::{ConfigError, DiscoveryError, Error};
@@ -137,6 +138,7 @@ pub struct DtrClientBuilder {
     profile: Option<Profile>,
     accept_unauthenticated_callbacks: bool,
     no_completion_mode_hint: bool,
+    fleet: FleetConfig,
 }
 
 /// The cancellation endpoint, given or named in the metadata.
@@ -357,6 +359,15 @@ impl DtrClientBuilder {
         self
     }
 
+    /// How this instance shares a [shared](Store::is_shared) store (such as
+    /// a `PostgresStore`) with the other instances of a fleet: lease TTL,
+    /// claim batch, delivery visibility timeout. Ignored with a store of
+    /// one process.
+    pub fn fleet(mut self, config: FleetConfig) -> Self {
+        self.fleet = config;
+        self
+    }
+
     /// The poll driver's tuning (requests in flight, outcome retention,
     /// event channel capacity).
     pub fn driver_config(mut self, config: DriverConfig) -> Self {
@@ -498,7 +509,21 @@ impl DtrClientBuilder {
         let driver_config = self.driver;
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         store.bind(&metadata.issuer, &client_id).await?;
-        let records = store.load_active().await?;
+        // A fleet member claims its share as it goes; a sole owner loads
+        // everything now.
+        let fleet = store.is_shared().then(|| {
+            let name =
+                crate::random::random_b64url(rng.as_ref(), 9).unwrap_or_else(|_| "instance".into());
+            Fleet::new(
+                store.clone(),
+                self.fleet.clone(),
+                format!("{}-{name}", std::process::id()),
+            )
+        });
+        let records = match fleet {
+            Some(_) => Vec::new(),
+            None => store.load_active().await?,
+        };
         let retention = driver_config.finished_retention;
         let inner = Arc::new_cyclic(|weak| ClientInner {
             metadata,
@@ -522,7 +547,15 @@ impl DtrClientBuilder {
             accept_unauthenticated_callbacks: self.accept_unauthenticated_callbacks,
             completion_mode_hint: !self.no_completion_mode_hint,
             driver: DriverHandle::spawn(weak.clone(), clock.clone(), rng, driver_config, &runtime),
+            fleet: fleet.clone(),
         });
+        if let Some(f) = &fleet {
+            runtime.spawn(f.clone().run(inner.driver.clone(), clock.clone()));
+            tracing::info!(
+                instance = f.owner(),
+                "fleet member: claiming due authentications from the shared store"
+            );
+        }
         // Resume: pending authentications poll again (a full floor from
         // now), received-but-unacknowledged outcomes wait to be handed over.
         let (mut pending, mut finished) = (0usize, 0usize);

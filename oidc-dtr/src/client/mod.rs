@@ -121,6 +121,8 @@ pub(crate) struct ClientInner {
     /// Whether IETF authorization requests carry the hint.
     pub(crate) completion_mode_hint: bool,
     pub(crate) driver: DriverHandle<TokenSet>,
+    /// Set when the store is shared by a fleet of instances.
+    pub(crate) fleet: Option<Arc<crate::engine::fleet::Fleet>>,
 }
 
 impl fmt::Debug for DtrClient {
@@ -367,7 +369,13 @@ impl DtrClient {
     /// Cancel-safe: dropping the future loses nothing; the outcome stays
     /// available to later calls for the retention period
     /// ([`DriverConfig::finished_retention`](crate::DriverConfig::finished_retention)).
+    ///
+    /// With a shared store (a fleet), the outcome is read from the store,
+    /// whichever instance polled: this returns once it is stored there.
     pub async fn wait(&self, id: &DeferredAuthId) -> Result<Outcome<TokenSet>, Error> {
+        if self.inner.fleet.is_some() {
+            return Ok(crate::engine::fleet::wait_in_store(&self.inner.store, id).await??);
+        }
         Ok(self.inner.driver.wait(id).await?)
     }
 
@@ -395,6 +403,15 @@ impl DtrClient {
         }
         let machine =
             state.unwrap_or_else(|| PollMachine::new(&auth, self.inner.poll_config.clone()));
+        if self.inner.fleet.is_some() {
+            // A fleet polls what it claims from the store: insert, and the
+            // instance that claims it polls it.
+            return match self.inner.store.insert(Record::new(auth, machine)).await {
+                Ok(()) => Ok(true),
+                Err(StoreError::Duplicate { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
+            };
+        }
         match self
             .inner
             .store
@@ -427,7 +444,24 @@ impl DtrClient {
     /// [`PollEvent::Finished`] events.
     ///
     /// Cancel safety: safe (it only reads).
+    ///
+    /// With a shared store (a fleet), outcomes come from the store, each
+    /// to one consumer at a time: those returned here are hidden from other
+    /// instances for [`FleetConfig::delivery_visibility`](crate::FleetConfig::delivery_visibility),
+    /// then handed out again unless acknowledged. A store error gives an
+    /// empty list (logged); call again later.
     pub async fn undelivered(&self) -> Vec<crate::engine::driver::Delivery<TokenSet>> {
+        if let Some(f) = &self.inner.fleet {
+            let visibility = f.config().delivery_visibility;
+            return match crate::engine::fleet::claim_deliveries(&self.inner.store, visibility).await
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "undelivered: the store is unavailable");
+                    Vec::new()
+                }
+            };
+        }
         self.inner.driver.undelivered().await
     }
 
@@ -544,7 +578,18 @@ impl DtrClient {
     /// The Ping Callback receiver for this client's notification endpoint:
     /// a `tower::Service` and plain handler that checks each ping's bearer
     /// token and wakes the poller. See [`PingReceiver`].
+    ///
+    /// With a shared store (a fleet), a ping for an authentication another
+    /// instance polls is checked against the token hash in the store and
+    /// passed on to that instance, which polls at once (floor permitting).
     pub fn ping_receiver(&self) -> PingReceiver {
+        if self.inner.fleet.is_some() {
+            return PingReceiver::new(Arc::new(crate::engine::fleet::FleetPingSink {
+                driver: self.inner.driver.clone(),
+                store: self.inner.store.clone(),
+                accept_unauthenticated: self.inner.accept_unauthenticated_callbacks,
+            }));
+        }
         PingReceiver::new(Arc::new(ietf::ClientPings {
             driver: self.inner.driver.clone(),
             accept_unauthenticated: self.inner.accept_unauthenticated_callbacks,
@@ -647,6 +692,11 @@ impl DtrClient {
     /// [`FileStore`]: crate::FileStore
     pub async fn shutdown(&self) {
         self.inner.driver.shutdown().await;
+        if let Some(f) = &self.inner.fleet {
+            // Nothing in flight any more: hand the leases back at once.
+            f.stop();
+            f.release_all().await;
+        }
         if let Err(e) = self.inner.store.close().await {
             tracing::warn!(error = %e, "closing the store at shutdown failed");
         }
@@ -742,7 +792,9 @@ impl ClientInner {
             inner.driver.track(auth, machine).await?;
             return Err(e.into());
         }
-        inner.driver.track(auth.clone(), machine).await?;
+        if inner.fleet.is_none() {
+            inner.driver.track(auth.clone(), machine).await?;
+        }
         Ok(auth)
     }
 

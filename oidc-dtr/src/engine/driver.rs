@@ -63,20 +63,29 @@ pub(crate) trait Poller: Send + Sync + 'static {
     /// Saves the terminal outcome durably; the driver delivers it only once
     /// this completes. Implementations retry and log; they return when the
     /// outcome is safe (or when they gave up, having said so loudly).
+    /// `false`: the outcome is not this instance's to deliver (a fleet
+    /// member that lost its lease); the driver then keeps it to itself.
     fn persist_outcome(
         self: Arc<Self>,
         _auth: Arc<DeferredAuthentication>,
         _machine: PollMachine,
         _outcome: Outcome<Self::Tokens>,
         _finished_at: UnixTime,
-    ) -> BoxFuture<()> {
-        Box::pin(async {})
+    ) -> BoxFuture<bool> {
+        Box::pin(async { true })
     }
 
     /// Deletes stored outcomes that finished before `before` (the retention
     /// period has passed).
     fn purge_stored(self: Arc<Self>, _before: UnixTime) -> BoxFuture<()> {
         Box::pin(async {})
+    }
+
+    /// Whether this instance may send a poll for `id` now (a fleet member
+    /// must still hold its lease). When false, the driver forgets the
+    /// authentication without polling. The default always may.
+    fn may_poll(&self, _id: &DeferredAuthId) -> bool {
+        true
     }
 }
 
@@ -265,6 +274,9 @@ enum Command<T> {
     Status(DeferredAuthId, oneshot::Sender<Option<PollStatus>>),
     Get(DeferredAuthId, oneshot::Sender<Option<Tracked>>),
     Idle(oneshot::Sender<bool>),
+    /// Drop an authentication without an outcome (another instance of the
+    /// fleet took it over): no more polls, no writes, no delivery.
+    Forget(DeferredAuthId),
     /// Stop sending polls, let the ones in flight finish and their writes
     /// reach the store, then stop; answered when all that is done.
     Shutdown(oneshot::Sender<()>),
@@ -456,6 +468,11 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
     /// No poll in flight, none due, no outcome waiting to be stored.
     pub(crate) async fn idle(&self) -> bool {
         self.ask(Command::Idle).await.unwrap_or(true)
+    }
+
+    /// Forgets an authentication locally (see `Command::Forget`).
+    pub(crate) fn forget(&self, id: &DeferredAuthId) {
+        let _ = self.tx.send(Command::Forget(id.clone()));
     }
 
     /// Subscribes to progress and outcome events.
@@ -921,6 +938,11 @@ impl<P: Poller> Engine<P> {
                     });
                 let _ = reply.send(found);
             }
+            Command::Forget(id) => {
+                if let Some(key) = self.keys.get(&id, &self.entries) {
+                    self.forget(key);
+                }
+            }
             Command::Shutdown(reply) => {
                 self.stopping.get_or_insert_with(Vec::new).push(reply);
             }
@@ -940,6 +962,16 @@ impl<P: Poller> Engine<P> {
                     .values()
                     .any(|e| e.outcome().is_some() && !e.stored());
                 let _ = reply.send(self.in_flight.is_empty() && !due && !storing);
+            }
+        }
+    }
+
+    /// Drops an entry without delivering anything (fleet hand-over).
+    fn forget(&mut self, key: u64) {
+        if let Some(e) = self.entries.remove(&key) {
+            self.keys.remove(e.auth.id(), key);
+            if e.outcome().is_none() {
+                self.counters.untracked();
             }
         }
     }
@@ -1075,6 +1107,11 @@ impl<P: Poller> Engine<P> {
                 let Some(poller) = self.poller.upgrade() else {
                     return;
                 };
+                if !poller.may_poll(entry.auth.id()) {
+                    tracing::debug!(deferred_auth_id = %entry.auth.id().fingerprint(), "lease not held: handing over");
+                    self.forget(key);
+                    return;
+                }
                 let auth = entry.auth.clone();
                 tracing::debug!(
                     deferred_auth_id = %auth.id().fingerprint(),
@@ -1190,8 +1227,12 @@ async fn persist_task<P: Poller>(
                     }
                     PersistJob::Outcome(key, auth, machine, outcome, at) => {
                         let task = running.spawn(async move {
-                            p.persist_outcome(auth, machine, outcome, at).await;
-                            Written::Outcome(key)
+                            if p.persist_outcome(auth, machine, outcome, at).await {
+                                Written::Outcome(key)
+                            } else {
+                                // Another fleet instance carries it on.
+                                Written::State
+                            }
                         });
                         outcome_tasks.insert(task.id(), key);
                     }

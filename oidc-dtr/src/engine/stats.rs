@@ -89,6 +89,12 @@ impl Counters {
         metrics::gauge!("oidc_dtr_pending").set(n as f64);
     }
 
+    /// An authentication was handed to another instance without an outcome.
+    pub(crate) fn untracked(&self) {
+        let n = dec(&self.pending);
+        metrics::gauge!("oidc_dtr_pending").set(n as f64);
+    }
+
     /// An authentication reached its outcome (`stored`: already in the store).
     pub(crate) fn finished(&self, kind: &'static str, stored: bool) {
         let n = dec(&self.pending);

@@ -361,6 +361,20 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async move { Ok(due.await?.into_iter().map(|r| (r, Lease::SOLE)).collect()) })
     }
 
+    /// Like [`claim_due`](Self::claim_due) but skips the records `owner`
+    /// already holds a live lease on (so a batch is all new work, however
+    /// many records the instance already holds). The default is
+    /// `claim_due`.
+    fn claim_due_unheld(
+        &self,
+        owner: &str,
+        until: UnixTime,
+        limit: usize,
+        ttl: Duration,
+    ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
+        self.claim_due(owner, until, limit, ttl)
+    }
+
     /// Extends `owner`'s leases on these records by `ttl` from now (the
     /// store's clock). Returns, for each id in order, whether the lease is
     /// still held; `false` means the instance must stop polling it. The
@@ -416,6 +430,109 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<Result<bool, StoreError>> {
         let _ = (id, owner, lease);
         Box::pin(async { Ok(true) })
+    }
+
+    /// Whether several instances (processes) share this store. A shared
+    /// store's authentications are polled by whichever instance holds
+    /// their [`Lease`] ([`claim_due`](Self::claim_due)), not by the
+    /// instance that inserted them; the client then claims work in
+    /// batches, fences every write with the lease, and answers `wait`,
+    /// `undelivered` and pings from the store. The default is `false`
+    /// (one process owns everything in the store).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Asks the instance that holds `id`'s lease to poll it now (a ping
+    /// arrived at another instance). Delivered to every subscriber of
+    /// [`notices`](Self::notices) as [`StoreNotice::Wake`]. The default
+    /// does nothing.
+    fn publish_wake(&self, id: &DeferredAuthId) -> StoreFuture<Result<(), StoreError>> {
+        let _ = id;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A stream of [`StoreNotice`]s from every instance (wake-ups, stored
+    /// outcomes), or `None` if the store has none (the default). Notices
+    /// may be lost (a dropped connection); after a
+    /// [`StoreNotice::Reconnected`] a subscriber checks the store again.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<StoreNotice>> {
+        None
+    }
+
+    /// Finished records whose outcome is not yet delivered and not claimed
+    /// by another consumer, at most `limit` of them, each claimed for
+    /// `visibility`: another call does not return it again until that
+    /// time has passed (on the store's clock) without
+    /// [`mark_delivered`](Self::mark_delivered). So each outcome goes to one
+    /// consumer at a time, and one that died before acknowledging is handed
+    /// to another later. The default (single-process stores) returns every
+    /// undelivered outcome, unclaimed.
+    fn claim_undelivered(
+        &self,
+        limit: usize,
+        visibility: Duration,
+    ) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+        let _ = visibility;
+        let all = self.load_active();
+        Box::pin(async move {
+            let mut v: Vec<Record> = all
+                .await?
+                .into_iter()
+                .filter(|r| r.outcome.as_ref().is_some_and(|o| !o.delivered))
+                .collect();
+            v.sort_by_key(|r| (r.finished_at(), r.fingerprint().to_string()));
+            v.truncate(limit);
+            Ok(v)
+        })
+    }
+}
+
+/// Something another instance of a fleet did, as a shared store reports it
+/// ([`Store::notices`]). Records are named by their key (the SHA-256 of
+/// the `deferred_auth_id`), never by the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreNotice {
+    /// A ping for this record arrived somewhere: its owner should poll.
+    Wake(RecordKey),
+    /// This record's outcome was stored.
+    Finished(RecordKey),
+    /// The notice stream was interrupted and resumed: notices may have been
+    /// missed, so look at the store again.
+    Reconnected,
+}
+
+/// The SHA-256 of a `deferred_auth_id`: how shared stores and their
+/// notices name a record without revealing the id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordKey(pub(crate) [u8; 32]);
+
+impl RecordKey {
+    /// A key from its 32 bytes (for [`Store`] implementations).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        RecordKey(bytes)
+    }
+
+    /// Its 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The key of an id.
+    pub fn of(id: &DeferredAuthId) -> Self {
+        RecordKey(record_key(id))
+    }
+
+    /// Its log-safe fingerprint (the id's [`Fingerprint`]).
+    pub fn fingerprint(&self) -> Fingerprint {
+        key_fingerprint(&self.0)
+    }
+}
+
+impl fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecordKey({:?})", self.fingerprint())
     }
 }
 

@@ -37,19 +37,20 @@ use tokio_postgres::{GenericClient, NoTls};
 
 use super::records::{open_record, seal_record};
 use super::{
-    Lease, Record, Sealer, Store, StoreError, StoreFuture, StoredOutcome, check_owner,
-    check_schema, record_key,
+    Lease, Record, RecordKey, Sealer, Store, StoreError, StoreFuture, StoreNotice, StoredOutcome,
+    check_owner, check_schema, record_key,
 };
 use crate::proto::poll::PollMachine;
 use crate::secret::DeferredAuthId;
 use crate::time::UnixTime;
 
 /// The newest database schema version this release creates and reads.
-const DB_SCHEMA_VERSION: i32 = 1;
+const DB_SCHEMA_VERSION: i32 = 2;
 
 /// The migrations, in order: `MIGRATIONS[i]` takes the schema from version
 /// `i` to `i + 1`. `{s}` is replaced by the quoted schema name.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE {s}.meta (
         singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
         issuer text NOT NULL,
@@ -67,7 +68,13 @@ const MIGRATIONS: &[&str] = &["
     );
     CREATE INDEX records_due ON {s}.records (due_at, key) WHERE due_at IS NOT NULL;
     CREATE INDEX records_finished ON {s}.records (finished_at) WHERE finished_at IS NOT NULL;
-"];
+",
+    "
+    ALTER TABLE {s}.records ADD COLUMN delivery_claimed_until timestamptz;
+    CREATE INDEX records_undelivered ON {s}.records (finished_at, key)
+        WHERE finished_at IS NOT NULL AND NOT delivered;
+",
+];
 
 /// How to connect a [`PostgresStore`]: from [`PostgresStore::options`].
 #[derive(Clone)]
@@ -143,7 +150,7 @@ impl PostgresOptions {
             pg.application_name("oidc-dtr");
         }
         let manager = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -160,6 +167,9 @@ impl PostgresOptions {
         let inner = Arc::new(Inner {
             pool,
             schema: format!("\"{}\"", self.schema),
+            channel: self.schema.clone(),
+            pg_config: pg,
+            notices: OnceLock::new(),
             sealer: self.sealer,
             timeout: self.timeout,
             owner: OnceLock::new(),
@@ -205,6 +215,12 @@ struct Inner {
     pool: Pool,
     /// The quoted schema name.
     schema: String,
+    /// The LISTEN/NOTIFY channel of the fleet (the bare schema name).
+    channel: String,
+    /// To open the dedicated LISTEN connection.
+    pg_config: tokio_postgres::Config,
+    /// Where the LISTEN task sends notices, once started.
+    notices: OnceLock<tokio::sync::broadcast::Sender<StoreNotice>>,
     sealer: Option<Arc<dyn Sealer>>,
     timeout: Duration,
     /// The bound issuer and client id, once known (they never change).
@@ -289,6 +305,118 @@ fn ttl_secs(ttl: Duration) -> f64 {
 }
 
 type Key = [u8; 32];
+
+/// A NOTIFY payload: a kind letter and the record key in hex (never the id).
+fn notice_payload(kind: char, key: &Key) -> String {
+    let mut s = String::with_capacity(65);
+    s.push(kind);
+    for b in key {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn parse_notice(payload: &str) -> Option<StoreNotice> {
+    let mut chars = payload.chars();
+    let kind = chars.next()?;
+    let hex = chars.as_str();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    match kind {
+        'w' => Some(StoreNotice::Wake(RecordKey(key))),
+        'f' => Some(StoreNotice::Finished(RecordKey(key))),
+        _ => None,
+    }
+}
+
+/// The LISTEN connection: forwards the fleet's notices to `tx`, and
+/// reconnects (with a pause that grows to 5 s) whenever the connection
+/// drops or stops answering, announcing [`StoreNotice::Reconnected`] each
+/// time it is back. Ends when the store is dropped or closed, or nobody
+/// listens any more.
+async fn listen_task(
+    inner: std::sync::Weak<Inner>,
+    tx: tokio::sync::broadcast::Sender<StoreNotice>,
+) {
+    use tokio_postgres::AsyncMessage;
+    let mut pause = Duration::from_millis(100);
+    let mut first = true;
+    loop {
+        let Some((config, channel, timeout)) = inner.upgrade().and_then(|i| {
+            (!i.closed.load(Ordering::Acquire))
+                .then(|| (i.pg_config.clone(), i.channel.clone(), i.timeout))
+        }) else {
+            return;
+        };
+        let connected = tokio::time::timeout(timeout, config.connect(NoTls)).await;
+        if let Ok(Ok((client, mut conn))) = connected {
+            let (msg_tx, mut msg_rx) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                loop {
+                    match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                        Some(Ok(AsyncMessage::Notification(n))) => {
+                            if msg_tx.send(n.payload().to_owned()).is_err() {
+                                return;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => return,
+                    }
+                }
+            });
+            let listening = tokio::time::timeout(
+                timeout,
+                client.batch_execute(&format!("LISTEN \"{channel}\"")),
+            )
+            .await;
+            if matches!(listening, Ok(Ok(()))) {
+                pause = Duration::from_millis(100);
+                if !first {
+                    let _ = tx.send(StoreNotice::Reconnected);
+                }
+                first = false;
+                // A connection cut without a FIN is only noticed by asking:
+                // a cheap query every few seconds.
+                let mut probe = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    tokio::select! {
+                        m = msg_rx.recv() => match m {
+                            Some(p) => {
+                                if let Some(n) = parse_notice(&p)
+                                    && tx.send(n).is_err()
+                                {
+                                    driver.abort();
+                                    return;
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = probe.tick() => {
+                            let alive = inner.upgrade().is_some_and(|i| !i.closed.load(Ordering::Acquire));
+                            if !alive || tx.receiver_count() == 0 {
+                                driver.abort();
+                                return;
+                            }
+                            let ok = tokio::time::timeout(timeout.min(Duration::from_secs(5)), client.simple_query("SELECT 1")).await;
+                            if !matches!(ok, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            driver.abort();
+            tracing::warn!("the PostgreSQL notification connection dropped; reconnecting");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
 
 fn key_of(bytes: &[u8]) -> Result<Key, StoreError> {
     bytes
@@ -524,6 +652,15 @@ impl Inner {
         )
         .await
         .map_err(e("writing"))?;
+        if record.outcome.is_some() {
+            // Delivered to listeners at commit, not before.
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&self.channel, &notice_payload('f', &key)],
+            )
+            .await
+            .map_err(e("notifying"))?;
+        }
         tx.commit().await.map_err(e("committing"))
     }
 
@@ -552,6 +689,63 @@ impl PostgresStore {
         let inner = self.inner.clone();
         let fut = f(inner.clone());
         Box::pin(async move { inner.run(fut).await })
+    }
+}
+
+impl PostgresStore {
+    /// `claim_due` (`own`: the owner's live leases are renewed and
+    /// returned) or `claim_due_unheld` (they are skipped).
+    fn claim(
+        &self,
+        owner: &str,
+        until: UnixTime,
+        limit: usize,
+        ttl: Duration,
+        own: bool,
+    ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
+        let owner = owner.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.op(move |i| async move {
+            let client = i.client().await?;
+            let rows = client
+                .query(
+                    &i.sql(
+                        "WITH c AS (
+                             SELECT key FROM {s}.records
+                             WHERE due_at IS NOT NULL AND due_at <= $1
+                               AND (lease_owner IS NULL OR lease_expires <= now()
+                                    OR ($5 AND lease_owner = $2))
+                             ORDER BY due_at, key LIMIT $3
+                             FOR UPDATE SKIP LOCKED)
+                         UPDATE {s}.records r SET
+                             lease_epoch = CASE
+                                 WHEN r.lease_owner = $2 AND r.lease_expires > now()
+                                 THEN r.lease_epoch ELSE r.lease_epoch + 1 END,
+                             lease_owner = $2,
+                             lease_expires = now() + make_interval(secs => $4)
+                         FROM c WHERE r.key = c.key
+                         RETURNING r.key, r.body, r.delivered, r.lease_epoch, r.due_at",
+                    ),
+                    &[&ms(until), &owner, &limit, &ttl_secs(ttl), &own],
+                )
+                .await
+                .map_err(|e| pg_error("claiming due records", &e))?;
+            let mut out = rows
+                .iter()
+                .map(|r| {
+                    let epoch: i64 = r.get("lease_epoch");
+                    let due: i64 = r.get("due_at");
+                    Ok((
+                        due,
+                        i.decode_row(r)?,
+                        Lease::new(u64::try_from(epoch).unwrap_or(0)),
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // RETURNING has no order: earliest first, like `due`.
+            out.sort_by_key(|a| a.0);
+            Ok(out.into_iter().map(|(_, r, l)| (r, l)).collect())
+        })
     }
 }
 
@@ -662,6 +856,74 @@ impl Store for PostgresStore {
         })
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn publish_wake(&self, id: &DeferredAuthId) -> StoreFuture<Result<(), StoreError>> {
+        let key = record_key(id);
+        self.op(move |i| async move {
+            let client = i.client().await?;
+            // Due now (on the database's clock), so that an instance claims
+            // it at once if nobody holds it; and the notice for the owner.
+            client
+                .execute(
+                    &i.sql(
+                        "WITH d AS (
+                             UPDATE {s}.records
+                             SET due_at = least(due_at,
+                                 (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                             WHERE key = $3 AND due_at IS NOT NULL)
+                         SELECT pg_notify($1, $2)",
+                    ),
+                    &[&i.channel, &notice_payload('w', &key), &&key[..]],
+                )
+                .await
+                .map_err(|e| pg_error("notifying", &e))?;
+            Ok(())
+        })
+    }
+
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<StoreNotice>> {
+        let mut started = false;
+        let tx = self.inner.notices.get_or_init(|| {
+            started = true;
+            tokio::sync::broadcast::channel(4096).0
+        });
+        let rx = tx.subscribe();
+        if started {
+            // Needs a runtime: `notices` is called from the client's tasks.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(listen_task(Arc::downgrade(&self.inner), tx.clone()));
+            }
+        }
+        Some(rx)
+    }
+
+    fn claim_undelivered(
+        &self,
+        limit: usize,
+        visibility: Duration,
+    ) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.op(move |i| async move {
+            i.query_records(
+                "WITH c AS (
+                     SELECT key FROM {s}.records
+                     WHERE finished_at IS NOT NULL AND NOT delivered
+                       AND (delivery_claimed_until IS NULL OR delivery_claimed_until <= now())
+                     ORDER BY finished_at, key LIMIT $1
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE {s}.records r
+                 SET delivery_claimed_until = now() + make_interval(secs => $2)
+                 FROM c WHERE r.key = c.key
+                 RETURNING r.key, r.body, r.delivered",
+                &[&limit, &ttl_secs(visibility)],
+            )
+            .await
+        })
+    }
+
     fn claim_due(
         &self,
         owner: &str,
@@ -669,49 +931,17 @@ impl Store for PostgresStore {
         limit: usize,
         ttl: Duration,
     ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
-        let owner = owner.to_owned();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.op(move |i| async move {
-            let client = i.client().await?;
-            let rows = client
-                .query(
-                    &i.sql(
-                        "WITH c AS (
-                             SELECT key FROM {s}.records
-                             WHERE due_at IS NOT NULL AND due_at <= $1
-                               AND (lease_owner IS NULL OR lease_owner = $2
-                                    OR lease_expires <= now())
-                             ORDER BY due_at, key LIMIT $3
-                             FOR UPDATE SKIP LOCKED)
-                         UPDATE {s}.records r SET
-                             lease_epoch = CASE
-                                 WHEN r.lease_owner = $2 AND r.lease_expires > now()
-                                 THEN r.lease_epoch ELSE r.lease_epoch + 1 END,
-                             lease_owner = $2,
-                             lease_expires = now() + make_interval(secs => $4)
-                         FROM c WHERE r.key = c.key
-                         RETURNING r.key, r.body, r.delivered, r.lease_epoch, r.due_at",
-                    ),
-                    &[&ms(until), &owner, &limit, &ttl_secs(ttl)],
-                )
-                .await
-                .map_err(|e| pg_error("claiming due records", &e))?;
-            let mut out = rows
-                .iter()
-                .map(|r| {
-                    let epoch: i64 = r.get("lease_epoch");
-                    let due: i64 = r.get("due_at");
-                    Ok((
-                        due,
-                        i.decode_row(r)?,
-                        Lease::new(u64::try_from(epoch).unwrap_or(0)),
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            // RETURNING has no order: earliest first, like `due`.
-            out.sort_by_key(|a| a.0);
-            Ok(out.into_iter().map(|(_, r, l)| (r, l)).collect())
-        })
+        self.claim(owner, until, limit, ttl, true)
+    }
+
+    fn claim_due_unheld(
+        &self,
+        owner: &str,
+        until: UnixTime,
+        limit: usize,
+        ttl: Duration,
+    ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
+        self.claim(owner, until, limit, ttl, false)
     }
 
     fn renew_leases(

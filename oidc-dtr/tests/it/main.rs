@@ -26,6 +26,8 @@ mod poll_properties;
 mod polling;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_fleet;
 mod secrets;
 mod store;
 mod validation;

@@ -355,3 +355,52 @@ async fn shutdown_releases_the_file_and_keeps_the_authentication() {
     let outcome = run_to_outcome(&s, auth.id(), S, Duration::from_secs(600)).await;
     assert!(matches!(outcome, Outcome::Tokens(_)), "{outcome:?}");
 }
+
+/// The fleet methods of the `Store` trait, on stores of one process: not
+/// shared, no notices, and `claim_undelivered` hands out every undelivered
+/// outcome (there is no other consumer to hide it from).
+#[tokio::test]
+async fn single_process_stores_are_not_shared_and_hand_out_every_outcome() {
+    use oidc_dtr::{MemoryStore, Store};
+    use oidc_dtr_testkit::conformance::{denied, finished_machine, record};
+    let dir = TempPath::new("fleet-defaults");
+    let file = open(&dir.0, None).await;
+    let stores: Vec<Arc<dyn Store>> = vec![Arc::new(MemoryStore::new()), Arc::new(file)];
+    for store in stores {
+        assert!(!store.is_shared());
+        assert!(store.notices().is_none());
+        store.bind("https://op.example", "client").await.unwrap();
+        let (a, b) = (record("a", 0), record("b", 0));
+        for r in [&a, &b] {
+            store.insert(r.clone()).await.unwrap();
+        }
+        store
+            .finish(a.id(), finished_machine(&a), denied(10))
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_undelivered(10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id(), a.id());
+        // Not hidden: a second call returns it again, until it is delivered.
+        assert_eq!(
+            store
+                .claim_undelivered(10, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(store.mark_delivered(a.id()).await.unwrap());
+        assert!(
+            store
+                .claim_undelivered(10, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.publish_wake(b.id()).await.unwrap();
+    }
+}

@@ -1,0 +1,331 @@
+//! Fleet load on one PostgreSQL (issue 13, item 6): what a fleet of
+//! instances sharing a `PostgresStore` can keep up with.
+//!
+//! 1. Store writes: fenced poll-state writes (`update_state_leased`) per
+//!    second, 16 at once as an instance issues them; fenced outcome writes
+//!    (`finish_leased`) per second, one at a time as the persistence queue
+//!    issues them.
+//! 2. Polling: `N` pending authentications (OP interval 1 s, never
+//!    approved) on three instances; the polls per second the OP sees in
+//!    steady state, against the `N` per second asked for.
+//! 3. Pings: instance B (holds nothing) receives the OP's ping for an
+//!    authentication instance A holds; the time from the OP's approval to
+//!    `wait` on B returning the validated tokens, p50 / p99.
+//! 4. Rows and bytes per pending authentication.
+//!
+//! ```sh
+//! DTR_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!   cargo run --release --example fleet_load --features postgres -- 3000
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oidc_dtr::{
+    CallbackResponse, DtrClient, FleetConfig, PollConfig, PostgresStore, Record, Store,
+    StoredOutcome,
+};
+use oidc_dtr_testkit::{MockOp, OpConfig, RegisteredClient};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    let url = std::env::var("DTR_DATABASE_URL")
+        .or_else(|_| std::env::var("DTR_TEST_DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("bench_{}", std::process::id());
+    let admin = admin(&url).await?;
+
+    store_writes(&url, &format!("{schema}_w"), n).await?;
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}_w\" CASCADE"))
+        .await?;
+
+    polling(&url, &schema, n).await?;
+    let (rows, bytes): (i64, i64) = {
+        let r = admin
+            .query_one(
+                &format!(
+                    "SELECT count(*), pg_total_relation_size('\"{schema}\".records') FROM \"{schema}\".records"
+                ),
+                &[],
+            )
+            .await?;
+        (r.get(0), r.get(1))
+    };
+    println!(
+        "storage: {rows} rows for {n} pending authentications; {} bytes per authentication (table, TOAST and indexes)",
+        bytes / rows.max(1)
+    );
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await?;
+
+    pings(&url, &format!("{schema}_p")).await?;
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}_p\" CASCADE"))
+        .await?;
+    Ok(())
+}
+
+async fn admin(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+fn record(i: usize) -> Record {
+    let a = oidc_dtr::DeferredAuthentication::seeded(
+        oidc_dtr::DeferredAuthId::new(format!("bench-{i}-0123456789abcdef0123456789")),
+        "https://op.example".into(),
+        "client".into(),
+        oidc_dtr::UnixTime::from_millis(1_800_000_000_000),
+        Some(3600),
+        1,
+        oidc_dtr::Nonce::new("nonce"),
+    );
+    let m = oidc_dtr::PollMachine::new(&a, PollConfig::default());
+    Record::new(a, m)
+}
+
+async fn store_writes(url: &str, schema: &str, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let store = PostgresStore::options(url).schema(schema).connect().await?;
+    store.bind("https://op.example", "client").await?;
+    let records: Vec<Record> = (0..n).map(record).collect();
+    for chunk in records.chunks(64) {
+        let mut set = tokio::task::JoinSet::new();
+        for r in chunk.iter().cloned() {
+            let s = store.clone();
+            set.spawn(async move { s.insert(r).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+    }
+    let until = oidc_dtr::UnixTime::from_millis(1_900_000_000_000);
+    let mut leases = Vec::new();
+    loop {
+        let b = store
+            .claim_due_unheld("bench", until, 500, Duration::from_secs(300))
+            .await?;
+        if b.is_empty() {
+            break;
+        }
+        leases.extend(b);
+    }
+    // State writes, 16 at once.
+    let started = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut set = tokio::task::JoinSet::new();
+    for (r, l) in leases.iter().cloned() {
+        let permit = sem.clone().acquire_owned().await?;
+        let s = store.clone();
+        set.spawn(async move {
+            let _p = permit;
+            s.update_state_leased(r.id(), r.machine.clone(), "bench", l)
+                .await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "state writes (update_state_leased, 16 at once): {:.0}/s ({} in {secs:.2} s)",
+        leases.len() as f64 / secs,
+        leases.len()
+    );
+    // Outcome writes, one at a time.
+    let k = leases.len().min(1000);
+    let started = Instant::now();
+    for (r, l) in &leases[..k] {
+        let outcome = StoredOutcome::new(
+            oidc_dtr::UnixTime::from_millis(1_800_000_100_000),
+            oidc_dtr::Outcome::Denied { description: None },
+        );
+        store
+            .finish_leased(r.id(), r.machine.clone(), outcome, "bench", *l)
+            .await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "outcome writes (finish_leased, one at a time): {:.0}/s ({k} in {secs:.2} s)",
+        k as f64 / secs
+    );
+    store.close().await?;
+    Ok(())
+}
+
+async fn instance(
+    op: &MockOp,
+    url: &str,
+    schema: &str,
+    name: &str,
+    fleet: FleetConfig,
+    client: (&str, &str),
+    ping: Option<&str>,
+) -> Result<DtrClient, Box<dyn std::error::Error>> {
+    let store = PostgresStore::options(url)
+        .schema(schema)
+        .max_connections(8)
+        .connect()
+        .await?;
+    let mut b = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id(client.0)
+        .client_secret(client.1)
+        .redirect_uri("http://127.0.0.1/cb")
+        .store(store)
+        .fleet(fleet.instance(name));
+    if let Some(p) = ping {
+        b = b
+            .notification_endpoint(p)
+            .notified_poll_cadence(Some(Duration::from_secs(20)));
+    }
+    Ok(b.build().await?)
+}
+
+async fn polling(url: &str, schema: &str, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = OpConfig::default();
+    config.interval = Some(1);
+    let op = MockOp::builder().config(config).start().await?;
+    let fleet_cfg = FleetConfig::default()
+        .lease_ttl(Duration::from_secs(10))
+        .max_held(n / 2);
+    let mut fleet = Vec::new();
+    for i in 0..3 {
+        fleet.push(
+            instance(
+                &op,
+                url,
+                schema,
+                &format!("i{i}"),
+                fleet_cfg.clone(),
+                (MockOp::CLIENT_ID, MockOp::CLIENT_SECRET),
+                None,
+            )
+            .await?,
+        );
+    }
+    let seeded = op.seed_pending(&fleet[0], n);
+    for chunk in seeded.chunks(64) {
+        let mut set = tokio::task::JoinSet::new();
+        for a in chunk.iter().cloned() {
+            let c = fleet[0].clone();
+            set.spawn(async move { c.resume(a, None).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+    }
+    // Warm up (claims, first polls), then measure 10 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let polls0 = op.flight_report().polls;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let polls = op.flight_report().polls - polls0;
+    let secs = started.elapsed().as_secs_f64();
+    let report = op.flight_report();
+    println!(
+        "polling: {n} pending authentications, interval 1 s, 3 instances: {:.0} polls/s at the OP (asked: {n}/s); {} overlaps, {} floor violations",
+        polls as f64 / secs,
+        report.overlaps.len(),
+        report.floor_violations.len()
+    );
+    let held = admin(url)
+        .await?
+        .query(
+            &format!(
+                "SELECT lease_owner, count(*) FROM \"{schema}\".records
+                 WHERE lease_expires > now() GROUP BY 1 ORDER BY 1"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| format!("{}: {}", r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect::<Vec<_>>();
+    println!("  live leases per instance: {held:?}");
+    // All figures first: a shutdown releases leases, which the others claim.
+    for c in &fleet {
+        let s = c.stats();
+        println!(
+            "  instance: pending {}, polls {}, worst lateness {:?}",
+            s.pending, s.polls, s.max_poll_lateness
+        );
+    }
+    for c in &fleet {
+        c.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn pings(url: &str, schema: &str) -> Result<(), Box<dyn std::error::Error>> {
+    const K: usize = 100;
+    let mut config = OpConfig::default();
+    config.interval = Some(1);
+    let op = MockOp::builder().config(config).start().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ping_url = format!("http://{}/dtr/ping", listener.local_addr()?);
+    op.register_client(
+        RegisteredClient::confidential("rp", "rp-secret")
+            .with_notification_endpoint(ping_url.clone()),
+    );
+    let base = FleetConfig::default().lease_ttl(Duration::from_secs(30));
+    let a = instance(
+        &op,
+        url,
+        schema,
+        "A",
+        base.clone(),
+        ("rp", "rp-secret"),
+        Some(&ping_url),
+    )
+    .await?;
+    let b = instance(
+        &op,
+        url,
+        schema,
+        "B",
+        base.max_held(0),
+        ("rp", "rp-secret"),
+        Some(&ping_url),
+    )
+    .await?;
+    oidc_dtr_testkit::serve_ping_receiver(listener, b.ping_receiver());
+    let mut ids = Vec::new();
+    for _ in 0..K {
+        let (auth_url, pending) = b.authorize().build()?;
+        let cb = op.browse(&auth_url).await?;
+        let CallbackResponse::Acknowledgment(ack) = b.callback(&pending, cb.query())? else {
+            return Err("no acknowledgment".into());
+        };
+        ids.push(b.exchange(ack).await?.id().clone());
+    }
+    // A claims them (due within half the TTL: the 20 s cadence) and its
+    // floor after the claim passes.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let mut lat = Vec::new();
+    for id in &ids {
+        let t = Instant::now();
+        op.approve(id);
+        let o = b.wait(id).await?;
+        lat.push(t.elapsed());
+        assert_eq!(o.kind(), "tokens");
+    }
+    lat.sort();
+    println!(
+        "ping on B -> validated tokens via A ({K} authentications, one at a time): p50 {:?}, p99 {:?}, max {:?}; A polled {} times, B {}",
+        lat[K / 2],
+        lat[K * 99 / 100],
+        lat[K - 1],
+        a.stats().polls,
+        b.stats().polls
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}

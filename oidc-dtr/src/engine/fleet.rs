@@ -1,0 +1,527 @@
+//! Many instances on one shared store (a fleet): who polls what.
+//!
+//! With a store that [is shared](crate::Store::is_shared), an instance does
+//! not poll what it inserted, nor load everything at start. A background
+//! task of each instance instead:
+//!
+//! - claims due authentications in batches ([`Store::claim_due`]: a lease
+//!   of [`FleetConfig::lease_ttl`] on the store's clock, `SKIP LOCKED` so
+//!   instances get disjoint batches) and hands them to the local driver,
+//!   which resumes them a full floor after the claim;
+//! - renews the leases it holds every quarter of the TTL; a lease it could
+//!   not renew (lost to another instance, or the store unreachable for
+//!   too long) stops its polls: the driver asks [`Fleet::may_poll`] before
+//!   every request, which needs a lease valid for another third of the
+//!   TTL by this instance's monotonic clock, so a stalled or partitioned
+//!   instance stops polling before anyone else may start;
+//! - listens to the store's [`StoreNotice`]s: a wake-up for a record it
+//!   holds becomes a local wake (a ping received by another instance).
+//!
+//! Every state write and the outcome write are fenced by the lease
+//! ([`Store::update_state_leased`], [`Store::finish_leased`]); a
+//! [`StoreError::LeaseLost`] makes the driver forget the authentication.
+//! `wait`, `undelivered` and pings are answered from the store, so any
+//! instance can answer for any authentication.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, broadcast};
+
+use crate::engine::driver::{BoxFuture, Delivery, DriverHandle, OutcomeId, WaitError};
+use crate::error::StoreError;
+use crate::ping::{PingSink, PingVerdict};
+use crate::proto::poll::Outcome;
+use crate::proto::token::TokenSet;
+use crate::secret::{DeferredAuthId, SecretHash};
+use crate::store::{Lease, RecordKey, Store, StoreNotice};
+use crate::time::Clock;
+
+/// How an instance takes part in a fleet sharing one store (used only when
+/// the store [is shared](crate::Store::is_shared), such as a
+/// `PostgresStore`). Set with
+/// [`DtrClientBuilder::fleet`](crate::DtrClientBuilder::fleet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetConfig {
+    /// How long a claimed authentication stays this instance's without a
+    /// renewal (default 30 s). An instance that dies is replaced after at
+    /// most this long. It must exceed three times the longest token
+    /// request (the HTTP timeout): an instance stops sending polls when
+    /// less than a third of the TTL is left.
+    pub lease_ttl: Duration,
+    /// Authentications claimed per store round trip (default 256).
+    pub claim_batch: usize,
+    /// The most authentications this instance holds at once (default
+    /// 50 000); the rest is left to other instances.
+    pub max_held: usize,
+    /// How long an outcome handed out by
+    /// [`DtrClient::undelivered`](crate::DtrClient::undelivered) is hidden
+    /// from other consumers while waiting for its `ack` (default 60 s).
+    pub delivery_visibility: Duration,
+    /// This instance's name in the store's leases (default: random).
+    pub instance: Option<String>,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            lease_ttl: Duration::from_secs(30),
+            claim_batch: 256,
+            max_held: 50_000,
+            delivery_visibility: Duration::from_secs(60),
+            instance: None,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The lease TTL (see [`lease_ttl`](Self::lease_ttl)); at least 300 ms.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(300));
+        self
+    }
+
+    /// The claim batch size.
+    pub fn claim_batch(mut self, n: usize) -> Self {
+        self.claim_batch = n.max(1);
+        self
+    }
+
+    /// The most authentications held at once. Zero makes an instance that
+    /// polls nothing itself but still answers `wait`, `undelivered` and
+    /// pings for the fleet (a front end).
+    pub fn max_held(mut self, n: usize) -> Self {
+        self.max_held = n;
+        self
+    }
+
+    /// The visibility timeout of handed-out outcomes.
+    pub fn delivery_visibility(mut self, d: Duration) -> Self {
+        self.delivery_visibility = d;
+        self
+    }
+
+    /// This instance's name in the leases (for logs and tools).
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
+        self
+    }
+}
+
+struct Held {
+    id: DeferredAuthId,
+    lease: Lease,
+    /// Until when the lease is certainly ours (monotonic, local): the
+    /// instant the claim or renewal was *sent*, plus the TTL.
+    valid_until: Instant,
+}
+
+/// One instance's share of the fleet's work.
+pub(crate) struct Fleet {
+    store: Arc<dyn Store>,
+    owner: String,
+    config: FleetConfig,
+    held: Mutex<HashMap<RecordKey, Held>>,
+    /// Wake-ups for records nobody here held when they came: whoever
+    /// claims such a record next wakes it.
+    recent_wakes: Mutex<HashMap<RecordKey, Instant>>,
+    stop: Notify,
+    /// Poll-state writes run concurrently (one floor apart per id, so
+    /// their order does not matter), this many at once.
+    pub(crate) write_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    pub(crate) fn new(store: Arc<dyn Store>, config: FleetConfig, owner: String) -> Arc<Self> {
+        Arc::new(Fleet {
+            store,
+            owner: config.instance.clone().unwrap_or(owner),
+            config,
+            held: Mutex::new(HashMap::new()),
+            recent_wakes: Mutex::new(HashMap::new()),
+            stop: Notify::new(),
+            write_slots: Arc::new(tokio::sync::Semaphore::new(16)),
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<RecordKey, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wakes(&self) -> std::sync::MutexGuard<'_, HashMap<RecordKey, Instant>> {
+        self.recent_wakes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The instance's name in the leases.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub(crate) fn config(&self) -> &FleetConfig {
+        &self.config
+    }
+
+    /// The lease held on `id`, if any (valid or not: the store decides).
+    pub(crate) fn lease(&self, id: &DeferredAuthId) -> Option<Lease> {
+        self.held().get(&RecordKey::of(id)).map(|h| h.lease)
+    }
+
+    /// Whether a poll may be sent: the lease is held for at least another
+    /// third of the TTL.
+    pub(crate) fn may_poll(&self, id: &DeferredAuthId) -> bool {
+        let margin = self.config.lease_ttl / 3;
+        let ok = self
+            .held()
+            .get(&RecordKey::of(id))
+            .is_some_and(|h| h.valid_until > Instant::now() + margin);
+        if !ok {
+            self.held().remove(&RecordKey::of(id));
+        }
+        ok
+    }
+
+    /// The authentication ended or was lost: no lease to renew any more.
+    pub(crate) fn drop_lease(&self, id: &DeferredAuthId) {
+        self.held().remove(&RecordKey::of(id));
+    }
+
+    /// Stops the background task.
+    pub(crate) fn stop(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Gives back every lease still held (at shutdown, once no poll is in
+    /// flight), so other instances take over at once.
+    pub(crate) async fn release_all(&self) {
+        let held: Vec<(DeferredAuthId, Lease)> =
+            self.held().drain().map(|(_, h)| (h.id, h.lease)).collect();
+        for (id, lease) in held {
+            if let Err(e) = self.store.release_lease(&id, &self.owner, lease).await {
+                tracing::debug!(deferred_auth_id = %id.fingerprint(), error = %e, "lease not released (it will expire)");
+            }
+        }
+    }
+
+    /// The background task: claims, renews, listens.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        driver: DriverHandle<TokenSet>,
+        clock: Arc<dyn Clock>,
+    ) {
+        let mut notices = self.store.notices();
+        let mut tick = tokio::time::interval(self.config.lease_ttl / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.stop.notified() => return,
+                _ = tick.tick() => {
+                    self.renew(&driver).await;
+                    self.claim(&driver, clock.as_ref()).await;
+                }
+                n = recv_notice(&mut notices) => match n {
+                    Some(StoreNotice::Wake(key)) => {
+                        let id = self.held().get(&key).map(|h| h.id.clone());
+                        match id {
+                            Some(id) => {
+                                driver.wake(&id).await;
+                            }
+                            None => {
+                                // Nobody polls it yet: the ping made it due;
+                                // claim now, and wake it if it is ours.
+                                {
+                                    let mut w = self.wakes();
+                                    let now = Instant::now();
+                                    w.retain(|_, at| now.duration_since(*at) < self.config.lease_ttl * 2);
+                                    w.insert(key, now);
+                                }
+                                self.claim(&driver, clock.as_ref()).await;
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => notices = None,
+                },
+            }
+        }
+    }
+
+    async fn renew(&self, driver: &DriverHandle<TokenSet>) {
+        let ids: Vec<DeferredAuthId> = self.held().values().map(|h| h.id.clone()).collect();
+        for chunk in ids.chunks(1000) {
+            let sent = Instant::now();
+            match self
+                .store
+                .renew_leases(&self.owner, chunk, self.config.lease_ttl)
+                .await
+            {
+                Ok(held) => {
+                    let mut map = self.held();
+                    for (id, ok) in chunk.iter().zip(held) {
+                        let key = RecordKey::of(id);
+                        if ok {
+                            if let Some(h) = map.get_mut(&key) {
+                                h.valid_until = sent + self.config.lease_ttl;
+                            }
+                        } else if map.remove(&key).is_some() {
+                            driver.forget(id);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing leases failed; polls stop when they lapse");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn claim(&self, driver: &DriverHandle<TokenSet>, clock: &dyn Clock) {
+        loop {
+            let room = self.config.max_held.saturating_sub(self.held().len());
+            if room == 0 {
+                return;
+            }
+            let limit = room.min(self.config.claim_batch);
+            let until = clock.now().saturating_add(self.config.lease_ttl / 2);
+            let sent = Instant::now();
+            let batch = match self
+                .store
+                .claim_due_unheld(&self.owner, until, limit, self.config.lease_ttl)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming due authentications failed; retrying");
+                    return;
+                }
+            };
+            let n = batch.len();
+            let mut fresh = Vec::new();
+            {
+                let mut map = self.held();
+                for (r, lease) in batch {
+                    if r.is_finished() {
+                        continue;
+                    }
+                    let key = RecordKey::of(r.id());
+                    match map.get_mut(&key) {
+                        Some(h) if h.lease == lease => h.valid_until = sent + self.config.lease_ttl,
+                        other => {
+                            if other.is_some() {
+                                // Lost and taken back: the local state is stale.
+                                driver.forget(r.id());
+                            }
+                            map.insert(
+                                key,
+                                Held {
+                                    id: r.id().clone(),
+                                    lease,
+                                    valid_until: sent + self.config.lease_ttl,
+                                },
+                            );
+                            fresh.push(r);
+                        }
+                    }
+                }
+            }
+            for r in fresh {
+                let id = r.id().clone();
+                let woken = self.wakes().remove(&RecordKey::of(&id)).is_some();
+                tracing::debug!(deferred_auth_id = %id.fingerprint(), "claimed");
+                // A full floor from now: a poll the previous owner sent
+                // just before its lease lapsed is not followed too soon.
+                if !matches!(driver.restore(r.auth, r.machine, None).await, Ok(true)) {
+                    tracing::debug!(deferred_auth_id = %id.fingerprint(), "claimed but already tracked");
+                }
+                if woken {
+                    driver.wake(&id).await;
+                }
+            }
+            if n < limit {
+                return;
+            }
+        }
+    }
+}
+
+async fn recv_notice(rx: &mut Option<broadcast::Receiver<StoreNotice>>) -> Option<StoreNotice> {
+    let Some(r) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    match r.recv().await {
+        Ok(n) => Some(n),
+        // Missed notices: as after a reconnection, look again.
+        Err(broadcast::error::RecvError::Lagged(_)) => Some(StoreNotice::Reconnected),
+        Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
+/// `wait` on a shared store: the outcome, whoever polled.
+pub(crate) async fn wait_in_store(
+    store: &Arc<dyn Store>,
+    id: &DeferredAuthId,
+) -> Result<Result<Outcome<TokenSet>, WaitError>, StoreError> {
+    let key = RecordKey::of(id);
+    // Subscribe first: an outcome stored between the read and the
+    // subscription is not missed.
+    let mut notices = store.notices();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match store.get(id).await {
+            Ok(None) => return Ok(Err(WaitError::Unknown)),
+            Ok(Some(r)) => {
+                if let Some(o) = r.outcome {
+                    return Ok(Ok(o.outcome));
+                }
+                pause = Duration::from_millis(50);
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(error = %e, "wait: the store is unavailable; retrying");
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+        // Until a notice about this record, or a while (a missed notice).
+        let deadline = tokio::time::sleep(if notices.is_some() {
+            Duration::from_secs(2).max(pause)
+        } else {
+            pause.max(Duration::from_millis(500))
+        });
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                n = recv_notice(&mut notices) => match n {
+                    Some(StoreNotice::Finished(k)) if k == key => break,
+                    Some(StoreNotice::Reconnected) => break,
+                    Some(_) => {}
+                    None => notices = None,
+                },
+            }
+        }
+    }
+}
+
+/// `undelivered` on a shared store: outcomes claimed for this consumer.
+pub(crate) async fn claim_deliveries(
+    store: &Arc<dyn Store>,
+    visibility: Duration,
+) -> Result<Vec<Delivery<TokenSet>>, StoreError> {
+    let records = store.claim_undelivered(1000, visibility).await?;
+    Ok(records
+        .into_iter()
+        .filter_map(|r| {
+            let id = r.id().clone();
+            let o = r.outcome?;
+            Some(Delivery {
+                outcome_id: OutcomeId::of(&id),
+                id,
+                outcome: o.outcome,
+            })
+        })
+        .collect())
+}
+
+/// Pings on a fleet member: checked locally when this instance polls the
+/// authentication, else against the notification-token hash in the store,
+/// and then passed to the owner as a [`StoreNotice::Wake`].
+pub(crate) struct FleetPingSink {
+    pub(crate) driver: DriverHandle<TokenSet>,
+    pub(crate) store: Arc<dyn Store>,
+    /// Whether IETF callbacks without a bearer may wake a poll.
+    pub(crate) accept_unauthenticated: bool,
+}
+
+impl PingSink for FleetPingSink {
+    fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
+        let driver = self.driver.clone();
+        let store = self.store.clone();
+        Box::pin(async move {
+            let local = driver.ping(id.clone(), token.clone()).await;
+            if local != PingVerdict::Rejected {
+                return local;
+            }
+            let record = match store.get(&id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "ping: the store is unavailable");
+                    None
+                }
+            };
+            let hash = record
+                .as_ref()
+                .and_then(|r| r.auth.notification_token_hash().cloned());
+            // One hash and one comparison whatever the case.
+            let matches = match &hash {
+                Some(h) => h.matches(&token),
+                None => {
+                    let _ = unknown_hash().matches(&token);
+                    false
+                }
+            };
+            match record {
+                Some(r) if matches => {
+                    if r.is_finished() {
+                        PingVerdict::AlreadyFinished
+                    } else {
+                        match store.publish_wake(&id).await {
+                            Ok(()) => {
+                                tracing::debug!(deferred_auth_id = %id.fingerprint(), "authenticated ping passed to the owner");
+                                PingVerdict::Woken
+                            }
+                            Err(e) => {
+                                // Still correct: the owner polls at its cadence.
+                                tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "ping: could not wake the owner");
+                                PingVerdict::Woken
+                            }
+                        }
+                    }
+                }
+                _ => PingVerdict::Rejected,
+            }
+        })
+    }
+
+    fn advisory(&self, id: DeferredAuthId) -> BoxFuture<PingVerdict> {
+        let driver = self.driver.clone();
+        let store = self.store.clone();
+        let accept = self.accept_unauthenticated;
+        Box::pin(async move {
+            if !accept {
+                return PingVerdict::Rejected;
+            }
+            // Only an unfinished IETF authentication that sent no
+            // notification token, wherever it is polled.
+            let record = store.get(&id).await.ok().flatten();
+            let eligible = record.is_some_and(|r| {
+                !r.is_finished()
+                    && r.auth.profile() == crate::proto::profile::Profile::Ietf
+                    && r.auth.notification_token_hash().is_none()
+            });
+            if !eligible {
+                return PingVerdict::Rejected;
+            }
+            if !driver.wake(&id).await {
+                if let Err(e) = store.publish_wake(&id).await {
+                    tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "advisory callback: could not wake the owner");
+                }
+            }
+            PingVerdict::Woken
+        })
+    }
+}
+
+fn unknown_hash() -> &'static SecretHash {
+    static DUMMY: std::sync::OnceLock<SecretHash> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| SecretHash::of(b"oidc-dtr: fleet ping for an unknown id"))
+}
