@@ -40,6 +40,7 @@ macro_rules! store_conformance_tests {
                 finish_records_outcome_and_machine_together,
                 finish_twice,
                 mark_delivered,
+                mark_delivered_once,
                 due_is_ordered_limited_and_inclusive,
                 due_follows_update_state,
                 in_flight_records_stay_due,
@@ -293,6 +294,33 @@ pub async fn mark_delivered(store: &dyn Store) {
     assert!(o.delivered);
     assert_eq!(o.outcome, denied(10).outcome);
     // Idempotent.
+    assert!(store.mark_delivered(r.id()).await.unwrap());
+}
+
+/// Conformance check: only the first acknowledgment of an outcome is told
+/// it marked it delivered.
+pub async fn mark_delivered_once(store: &dyn Store) {
+    let r = record("once", 0);
+    assert!(!store.mark_delivered_once(r.id()).await.unwrap());
+    store.insert(r.clone()).await.unwrap();
+    assert!(!store.mark_delivered_once(r.id()).await.unwrap());
+    store
+        .finish(r.id(), finished_machine(&r), denied(10))
+        .await
+        .unwrap();
+    assert!(store.mark_delivered_once(r.id()).await.unwrap());
+    assert!(
+        store
+            .get(r.id())
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome
+            .unwrap()
+            .delivered
+    );
+    assert!(!store.mark_delivered_once(r.id()).await.unwrap());
+    // The plain mark stays idempotent.
     assert!(store.mark_delivered(r.id()).await.unwrap());
 }
 

@@ -432,7 +432,18 @@ impl DtrClient {
     ///
     /// Cancel safety: safe. Dropped, the acknowledgment may or may not be
     /// recorded; acknowledging twice is harmless.
+    ///
+    /// With a shared store (a fleet), `Ok(true)` only for the one
+    /// acknowledgment that marked the outcome delivered: a consumer whose
+    /// claim ran out (see [`undelivered`](Self::undelivered)) and that
+    /// acknowledges after another consumer did gets `Ok(false)` (a
+    /// duplicate, with the same [`OutcomeId`](crate::engine::driver::OutcomeId)).
     pub async fn ack(&self, id: &DeferredAuthId) -> Result<bool, Error> {
+        if self.inner.fleet.is_some() {
+            let first = self.inner.store.mark_delivered_once(id).await?;
+            self.inner.driver.ack(id).await;
+            return Ok(first);
+        }
         let stored = self.inner.store.mark_delivered(id).await?;
         let in_memory = self.inner.driver.ack(id).await;
         Ok(stored || in_memory)

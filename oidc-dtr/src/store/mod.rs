@@ -460,6 +460,27 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Marks the outcome delivered like [`mark_delivered`](Self::mark_delivered),
+    /// but `Ok(true)` only for the call that changed it from undelivered:
+    /// of two consumers that each [claimed](Self::claim_undelivered) the
+    /// outcome (the first's claim ran out before it acknowledged), exactly
+    /// one is told it acknowledged it; the other learns it was a duplicate.
+    /// The default reads the record first, which is exact only for a
+    /// store of one process (no other writer between the two calls);
+    /// shared stores override it with one conditional write.
+    fn mark_delivered_once(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+        let before = self.get(id);
+        let mark = self.mark_delivered(id);
+        Box::pin(async move {
+            let was_undelivered = before
+                .await?
+                .and_then(|r| r.outcome)
+                .is_some_and(|o| !o.delivered);
+            let marked = mark.await?;
+            Ok(marked && was_undelivered)
+        })
+    }
+
     /// Finished records whose outcome is not yet delivered and not claimed
     /// by another consumer, at most `limit` of them, each claimed for
     /// `visibility`: another call does not return it again until that

@@ -796,6 +796,24 @@ impl Store for PostgresStore {
         })
     }
 
+    fn mark_delivered_once(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+        let key = record_key(id);
+        self.op(|i| async move {
+            let client = i.client().await?;
+            let n = client
+                .execute(
+                    &i.sql(
+                        "UPDATE {s}.records SET delivered = true
+                         WHERE key = $1 AND finished_at IS NOT NULL AND NOT delivered",
+                    ),
+                    &[&&key[..]],
+                )
+                .await
+                .map_err(|e| pg_error("marking delivered", &e))?;
+            Ok(n > 0)
+        })
+    }
+
     fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let key = record_key(id);
         self.op(|i| async move {
