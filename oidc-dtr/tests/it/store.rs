@@ -404,3 +404,139 @@ async fn single_process_stores_are_not_shared_and_hand_out_every_outcome() {
         store.publish_wake(b.id()).await.unwrap();
     }
 }
+
+/// A fleet member that loses its lease between a poll and the write of its
+/// answer (the store refuses the fenced write with `LeaseLost`): tokens the
+/// OP has already redeemed are stored all the same (the next owner's poll
+/// could only get `invalid_grant`), and handed over once.
+mod lost_lease {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use oidc_dtr::{
+        DeferredAuthId, FleetConfig, Lease, MemoryStore, PollMachine, Record, Store, StoreFuture,
+        StoredOutcome, UnixTime,
+    };
+
+    /// A "shared" store over a `MemoryStore`: each record is claimed once,
+    /// and every fenced outcome write finds the lease gone.
+    #[derive(Default)]
+    struct LosesLeases {
+        inner: MemoryStore,
+        claimed: Arc<Mutex<HashSet<String>>>,
+        fenced_finishes: AtomicUsize,
+    }
+
+    impl Store for LosesLeases {
+        fn bind(&self, issuer: &str, client_id: &str) -> StoreFuture<Result<(), StoreError>> {
+            self.inner.bind(issuer, client_id)
+        }
+        fn insert(&self, record: Record) -> StoreFuture<Result<(), StoreError>> {
+            self.inner.insert(record)
+        }
+        fn update_state(
+            &self,
+            id: &DeferredAuthId,
+            machine: PollMachine,
+        ) -> StoreFuture<Result<(), StoreError>> {
+            self.inner.update_state(id, machine)
+        }
+        fn finish(
+            &self,
+            id: &DeferredAuthId,
+            machine: PollMachine,
+            outcome: StoredOutcome,
+        ) -> StoreFuture<Result<(), StoreError>> {
+            self.inner.finish(id, machine, outcome)
+        }
+        fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+            self.inner.mark_delivered(id)
+        }
+        fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+            self.inner.get(id)
+        }
+        fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+            self.inner.load_active()
+        }
+        fn purge(&self, finished_before: UnixTime) -> StoreFuture<Result<usize, StoreError>> {
+            self.inner.purge(finished_before)
+        }
+        fn is_shared(&self) -> bool {
+            true
+        }
+        fn claim_due_unheld(
+            &self,
+            _owner: &str,
+            until: UnixTime,
+            limit: usize,
+            _ttl: Duration,
+        ) -> StoreFuture<Result<Vec<(Record, Lease)>, StoreError>> {
+            let due = self.inner.due(until, limit);
+            let claimed = self.claimed.clone();
+            Box::pin(async move {
+                let due = due.await?;
+                let mut claimed = claimed.lock().unwrap();
+                Ok(due
+                    .into_iter()
+                    .filter(|r| claimed.insert(r.id().secret().to_owned()))
+                    .map(|r| (r, Lease::new(1)))
+                    .collect())
+            })
+        }
+        fn finish_leased(
+            &self,
+            id: &DeferredAuthId,
+            _machine: PollMachine,
+            _outcome: StoredOutcome,
+            _owner: &str,
+            _lease: Lease,
+        ) -> StoreFuture<Result<(), StoreError>> {
+            self.fenced_finishes.fetch_add(1, Ordering::SeqCst);
+            let record = id.fingerprint();
+            Box::pin(async move { Err(StoreError::LeaseLost { record }) })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_reached_after_the_lease_was_lost_are_kept() {
+        let mut config = OpConfig::default();
+        config.interval = Some(1);
+        config.auto_approve = AutoApprove::AfterPolls(1);
+        let op = MockOp::builder().config(config).start().await.unwrap();
+        let store = Arc::new(LosesLeases::default());
+        let client = DtrClient::builder()
+            .issuer(op.issuer())
+            .client_id(MockOp::CLIENT_ID)
+            .client_secret(MockOp::CLIENT_SECRET)
+            .redirect_uri(REDIRECT)
+            .store_arc(store.clone())
+            .fleet(FleetConfig::default().lease_ttl(Duration::from_secs(2)))
+            .build()
+            .await
+            .unwrap();
+        let auth = start(&op, &client).await;
+        let id = auth.id().clone();
+        let outcome = tokio::time::timeout(Duration::from_secs(20), client.wait(&id))
+            .await
+            .expect("the tokens are stored although the lease was lost")
+            .unwrap();
+        assert_eq!(outcome.kind(), "tokens");
+        assert!(
+            store.fenced_finishes.load(Ordering::SeqCst) >= 1,
+            "the fenced write was tried first"
+        );
+        let polls = op
+            .requests_to(Endpoint::Token)
+            .iter()
+            .filter(|r| r.param("deferred_auth_id") == Some(id.secret()))
+            .count();
+        assert_eq!(polls, 1, "redeemed once, never polled again");
+        let handed = client.undelivered().await;
+        assert_eq!(handed.len(), 1);
+        assert!(client.ack(&id).await.unwrap());
+        assert!(!client.ack(&id).await.unwrap(), "acknowledged once");
+        client.shutdown().await;
+    }
+}
