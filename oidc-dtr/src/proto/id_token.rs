@@ -36,7 +36,7 @@ use std::time::Duration;
 use crate::error::{ConfigError, ValidationError, sanitize};
 use crate::jose::jwk::KeySet;
 use crate::jose::jws::{self, Jws};
-use crate::jose::{AlgSet, Algorithm, half_hash};
+use crate::jose::{AlgSet, Algorithm};
 use crate::proto::claims::IdTokenClaims;
 use crate::proto::token::{IdToken, ValidationContext};
 use crate::secret::{AccessToken, ClientSecret, RawJwt, ct_eq};
@@ -199,6 +199,21 @@ fn hmac_alg(alg: Algorithm) -> Option<aws_lc_rs::hmac::Algorithm> {
     })
 }
 
+/// The longest `at_hash`: half a SHA-512, base64url (43 characters).
+const HALF_HASH_B64: usize = 44;
+
+/// [`half_hash`](crate::jose::half_hash) into a buffer on the stack (this runs for every token).
+fn half_hash_into<'b>(alg: Algorithm, value: &str, buf: &'b mut [u8; HALF_HASH_B64]) -> &'b [u8] {
+    use base64::Engine as _;
+    let d = aws_lc_rs::digest::digest(alg.digest(), value.as_bytes());
+    let half = &d.as_ref()[..d.as_ref().len() / 2];
+    // 32 bytes at most encode to 43 characters: always fits.
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(half, &mut buf[..])
+        .unwrap_or(0);
+    &buf[..n]
+}
+
 /// Milliseconds of a duration, saturating.
 fn ms(d: Duration) -> i128 {
     i128::try_from(d.as_millis()).unwrap_or(i128::MAX)
@@ -337,8 +352,10 @@ impl IdTokenValidator {
         access_token: Option<&AccessToken>,
         now: UnixTime,
     ) -> Result<IdTokenClaims, ValidationError> {
-        let payload = jws::b64_decode(jws.payload_b64, "claims")?;
-        let claims = IdTokenClaims::from_payload(&payload)?;
+        let mut stack = [0u8; 1024];
+        let mut heap = Vec::new();
+        let payload = jws::b64_decode_buf(jws.payload_b64, "claims", &mut stack, &mut heap)?;
+        let claims = IdTokenClaims::from_payload(payload)?;
         let o = &self.options;
 
         if claims.issuer() != self.issuer {
@@ -409,8 +426,9 @@ impl IdTokenValidator {
         }
 
         if let (Some(at_hash), Some(at)) = (claims.access_token_hash(), access_token) {
-            let expected = half_hash(jws.alg, at.secret());
-            if !ct_eq(at_hash.as_bytes(), expected.as_bytes()) {
+            let mut buf = [0u8; HALF_HASH_B64];
+            let expected = half_hash_into(jws.alg, at.secret(), &mut buf);
+            if !ct_eq(at_hash.as_bytes(), expected) {
                 return Err(ValidationError::AtHash);
             }
         }
@@ -445,7 +463,7 @@ impl IdTokenValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jose::{SigningKey, b64};
+    use crate::jose::{SigningKey, b64, half_hash};
     use crate::secret::Nonce;
     use serde_json::{Map, Value, json};
     use std::sync::OnceLock;
@@ -530,6 +548,18 @@ mod tests {
         let t = run(&raw).unwrap();
         assert_eq!(t.claims().subject(), "user-1");
         assert_eq!(t.raw(), &raw);
+    }
+
+    #[test]
+    fn at_hash_on_the_stack_matches_half_hash() {
+        for alg in Algorithm::ALL {
+            let mut buf = [0u8; HALF_HASH_B64];
+            assert_eq!(
+                half_hash_into(alg, AT, &mut buf),
+                half_hash(alg, AT).as_bytes(),
+                "{alg}"
+            );
+        }
     }
 
     #[test]
