@@ -113,13 +113,6 @@ struct Header<'a> {
     enc: Option<IgnoredAny>,
 }
 
-/// Decodes base64url without padding (strict: no padding, no stray bits).
-pub(crate) fn b64_decode(part: &str, what: &str) -> Result<Vec<u8>, ValidationError> {
-    URL_SAFE_NO_PAD
-        .decode(part.as_bytes())
-        .map_err(|_| ValidationError::malformed(what, "not base64url without padding"))
-}
-
 /// Splits and decodes a compact JWS, checking the header.
 pub(crate) fn decode(token: &str) -> Result<Jws<'_>, ValidationError> {
     if token.len() > MAX_JWS_BYTES {
