@@ -16,8 +16,9 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// A short, non-reversible tag for a secret: the first four bytes of its
 /// SHA-256, shown as eight hex digits. Safe to log for high-entropy values.
@@ -194,12 +195,79 @@ secret_string!(
     fingerprint
 );
 
-secret_string!(
-    /// A compact-serialised JWT as received (an ID token or interim ID token).
-    /// ID tokens carry personal data, so the raw form is kept out of `Debug`.
-    RawJwt,
-    fingerprint
-);
+/// A compact-serialised JWT as received (an ID token or interim ID token).
+/// ID tokens carry personal data, so the raw form is kept out of `Debug`.
+///
+/// Like the other secret types: no `Display`, a fingerprint as `Debug`,
+/// constant-time equality, transparent serialisation, wiped from memory
+/// when dropped. Unlike them, clones share one buffer (the validated
+/// [`IdToken`](crate::IdToken) keeps the token it was given without copying
+/// it), which is wiped once, when the last clone is dropped.
+#[derive(Clone)]
+pub struct RawJwt(Arc<Zeroizing<String>>);
+
+impl RawJwt {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        RawJwt(Arc::new(Zeroizing::new(value.into())))
+    }
+
+    /// The secret value itself. Every call site is a place where the
+    /// secret leaves its wrapper: keep them few.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// A log-safe tag for this value (see [`Fingerprint`]).
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for RawJwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawJwt({:?})", self.fingerprint())
+    }
+}
+
+impl PartialEq for RawJwt {
+    /// Constant-time comparison.
+    fn eq(&self, other: &Self) -> bool {
+        ct_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl Eq for RawJwt {}
+
+impl Hash for RawJwt {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.secret().hash(state)
+    }
+}
+
+impl From<String> for RawJwt {
+    fn from(s: String) -> Self {
+        RawJwt::new(s)
+    }
+}
+
+impl From<&str> for RawJwt {
+    fn from(s: &str) -> Self {
+        RawJwt::new(s)
+    }
+}
+
+impl serde::Serialize for RawJwt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.secret())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawJwt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(RawJwt::new)
+    }
+}
 
 /// The SHA-256 of a secret, kept instead of the secret where the SDK only
 /// ever needs to *check* a presented value (the `deferred_notification_token`
@@ -306,6 +374,23 @@ mod tests {
         assert!(!j.contains("token"));
         assert_eq!(serde_json::from_str::<SecretHash>(&j).unwrap(), h);
         assert!(serde_json::from_str::<SecretHash>("\"AAAA\"").is_err());
+    }
+
+    #[test]
+    fn raw_jwt_behaves_like_the_other_secrets() {
+        let t = RawJwt::new("eyJhbGciOiJSUzI1NiJ9.e30.c2ln");
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("eyJ"), "{dbg}");
+        assert!(dbg.starts_with("RawJwt(#"), "{dbg}");
+        let c = t.clone();
+        assert_eq!(c, t);
+        assert_eq!(c.secret(), t.secret());
+        // Clones share the buffer: no copy of the token.
+        assert!(std::ptr::eq(c.secret().as_ptr(), t.secret().as_ptr()));
+        assert_ne!(t, RawJwt::from("eyJhbGciOiJSUzI1NiJ9.e30.c2lm"));
+        let j = serde_json::to_string(&t).unwrap();
+        assert_eq!(j, "\"eyJhbGciOiJSUzI1NiJ9.e30.c2ln\"");
+        assert_eq!(serde_json::from_str::<RawJwt>(&j).unwrap(), t);
     }
 
     #[test]

@@ -4,9 +4,13 @@
 //! Decoding borrows from the input where it can: the signing input is a
 //! slice of the token, and the payload is base64-decoded only after the
 //! signature has been checked, so a forged token costs one header parse and
-//! one signature check.
+//! one signature check. Each part is decoded once, into a buffer on the
+//! stack when it fits (every signature of a supported algorithm does, and
+//! the header and payload of a typical ID token do): no heap allocation
+//! per part on the validation hot path.
 
 use std::borrow::Cow;
+use std::ops::Deref;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,7 +37,69 @@ pub(crate) struct Jws<'a> {
     /// The payload, still base64url-encoded.
     pub payload_b64: &'a str,
     /// The signature bytes.
-    pub signature: Vec<u8>,
+    pub signature: Signature,
+}
+
+/// The largest signature of a supported algorithm: RSA with an 8192-bit
+/// modulus, 1024 bytes (base64 estimates round up, hence the slack).
+const INLINE_SIGNATURE: usize = 1024 + 8;
+
+/// A decoded signature, on the stack unless it is longer than any
+/// supported key could produce (such a signature never verifies, but the
+/// error stays the one it was: a signature error after the key lookup).
+// Large on purpose: the inline buffer is what spares a heap allocation per
+// token; a `Jws` lives on the stack for one validation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Signature {
+    Inline([u8; INLINE_SIGNATURE], usize),
+    Heap(Vec<u8>),
+}
+
+impl Deref for Signature {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Signature::Inline(buf, len) => &buf[..*len],
+            Signature::Heap(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signature({} bytes)", self.len())
+    }
+}
+
+/// Decodes base64url without padding into `stack` when the decoded part
+/// fits, else into `heap`; returns the decoded bytes.
+pub(crate) fn b64_decode_buf<'b>(
+    part: &str,
+    what: &str,
+    stack: &'b mut [u8],
+    heap: &'b mut Vec<u8>,
+) -> Result<&'b [u8], ValidationError> {
+    let bad = || ValidationError::malformed(what, "not base64url without padding");
+    if base64::decoded_len_estimate(part.len()) <= stack.len() {
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(part.as_bytes(), stack)
+            .map_err(|_| bad())?;
+        Ok(&stack[..n])
+    } else {
+        *heap = URL_SAFE_NO_PAD.decode(part.as_bytes()).map_err(|_| bad())?;
+        Ok(heap)
+    }
+}
+
+fn decode_signature(part: &str) -> Result<Signature, ValidationError> {
+    let mut buf = [0u8; INLINE_SIGNATURE];
+    let mut heap = Vec::new();
+    let len = b64_decode_buf(part, "signature", &mut buf, &mut heap)?.len();
+    Ok(if heap.is_empty() {
+        Signature::Inline(buf, len)
+    } else {
+        Signature::Heap(heap)
+    })
 }
 
 #[derive(Deserialize)]
@@ -48,13 +114,6 @@ struct Header<'a> {
     crit: Option<serde_json::Value>,
     #[serde(default)]
     enc: Option<IgnoredAny>,
-}
-
-/// Decodes base64url without padding (strict: no padding, no stray bits).
-pub(crate) fn b64_decode(part: &str, what: &str) -> Result<Vec<u8>, ValidationError> {
-    URL_SAFE_NO_PAD
-        .decode(part.as_bytes())
-        .map_err(|_| ValidationError::malformed(what, "not base64url without padding"))
 }
 
 /// Splits and decodes a compact JWS, checking the header.
@@ -83,8 +142,10 @@ pub(crate) fn decode(token: &str) -> Result<Jws<'_>, ValidationError> {
             "not three dot-separated parts",
         ));
     }
-    let header_bytes = b64_decode(h, "header")?;
-    let header: Header<'_> = serde_json::from_slice(&header_bytes).map_err(|e| {
+    let mut header_buf = [0u8; 256];
+    let mut header_heap = Vec::new();
+    let header_bytes = b64_decode_buf(h, "header", &mut header_buf, &mut header_heap)?;
+    let header: Header<'_> = serde_json::from_slice(header_bytes).map_err(|e| {
         ValidationError::malformed(
             "header",
             format!(
@@ -123,7 +184,7 @@ pub(crate) fn decode(token: &str) -> Result<Jws<'_>, ValidationError> {
             typ: sanitize(typ, 40),
         });
     }
-    let signature = b64_decode(s, "signature")?;
+    let signature = decode_signature(s)?;
     let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
     let kid = header.kid.map(Cow::into_owned);
     Ok(Jws {
@@ -161,8 +222,34 @@ mod tests {
         let j = decode(&t).unwrap();
         assert_eq!(j.alg, Algorithm::RS256);
         assert_eq!(j.kid.as_deref(), Some("k1"));
-        assert_eq!(j.signature, b"sig");
+        assert_eq!(&*j.signature, b"sig");
         assert_eq!(j.signing_input, t.rsplit_once('.').unwrap().0.as_bytes());
+    }
+
+    #[test]
+    fn long_parts_fall_back_to_the_heap() {
+        // A signature longer than any supported key makes, and a long
+        // header: decoded exactly as the short ones.
+        let sig = vec![0xa5u8; INLINE_SIGNATURE + 100];
+        let kid = "k".repeat(400);
+        let t = token(&format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#), "{}", &sig);
+        let j = decode(&t).unwrap();
+        assert!(matches!(j.signature, Signature::Heap(_)));
+        assert_eq!(&*j.signature, &sig[..]);
+        assert_eq!(j.kid.as_deref(), Some(kid.as_str()));
+        let t = token(r#"{"alg":"RS256"}"#, "{}", &[7u8; 512]);
+        let j = decode(&t).unwrap();
+        assert!(matches!(j.signature, Signature::Inline(..)));
+        assert_eq!(&*j.signature, &[7u8; 512][..]);
+        // The stack path is as strict as the heap one.
+        let mut stack = [0u8; 8];
+        let mut heap = Vec::new();
+        for bad in ["c2ln==", "c2l+", "c2m", "c"] {
+            assert!(
+                b64_decode_buf(bad, "x", &mut stack, &mut heap).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

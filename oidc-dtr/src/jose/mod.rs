@@ -194,7 +194,28 @@ pub(crate) fn b64_decode(s: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s.as_bytes()).ok()
 }
 
-/// The left half of the hash of `value`, base64url: `at_hash` / `c_hash`.
+/// The longest `at_hash`: half a SHA-512, base64url (43 characters).
+pub(crate) const HALF_HASH_B64: usize = 44;
+
+/// The left half of the hash of `value`, base64url: `at_hash` / `c_hash`,
+/// written into `buf` (this runs for every validated ID token: no heap).
+pub(crate) fn half_hash_into<'b>(
+    alg: Algorithm,
+    value: &str,
+    buf: &'b mut [u8; HALF_HASH_B64],
+) -> &'b [u8] {
+    let d = aws_lc_rs::digest::digest(alg.digest(), value.as_bytes());
+    let bytes = d.as_ref();
+    // 32 bytes at most encode to 43 characters: always fits (and an empty
+    // result would only fail the comparison).
+    let n = URL_SAFE_NO_PAD
+        .encode_slice(&bytes[..bytes.len() / 2], &mut buf[..])
+        .unwrap_or(0);
+    &buf[..n]
+}
+
+/// [`half_hash_into`], as a string.
+#[cfg(test)]
 pub(crate) fn half_hash(alg: Algorithm, value: &str) -> String {
     let d = aws_lc_rs::digest::digest(alg.digest(), value.as_bytes());
     let bytes = d.as_ref();

@@ -36,7 +36,7 @@ use std::time::Duration;
 use crate::error::{ConfigError, ValidationError, sanitize};
 use crate::jose::jwk::KeySet;
 use crate::jose::jws::{self, Jws};
-use crate::jose::{AlgSet, Algorithm, half_hash};
+use crate::jose::{AlgSet, Algorithm, HALF_HASH_B64, half_hash_into};
 use crate::proto::claims::IdTokenClaims;
 use crate::proto::token::{IdToken, ValidationContext};
 use crate::secret::{AccessToken, ClientSecret, RawJwt, ct_eq};
@@ -337,8 +337,10 @@ impl IdTokenValidator {
         access_token: Option<&AccessToken>,
         now: UnixTime,
     ) -> Result<IdTokenClaims, ValidationError> {
-        let payload = jws::b64_decode(jws.payload_b64, "claims")?;
-        let claims = IdTokenClaims::from_payload(&payload)?;
+        let mut stack = [0u8; 1024];
+        let mut heap = Vec::new();
+        let payload = jws::b64_decode_buf(jws.payload_b64, "claims", &mut stack, &mut heap)?;
+        let claims = IdTokenClaims::from_payload(payload)?;
         let o = &self.options;
 
         if claims.issuer() != self.issuer {
@@ -409,8 +411,9 @@ impl IdTokenValidator {
         }
 
         if let (Some(at_hash), Some(at)) = (claims.access_token_hash(), access_token) {
-            let expected = half_hash(jws.alg, at.secret());
-            if !ct_eq(at_hash.as_bytes(), expected.as_bytes()) {
+            let mut buf = [0u8; HALF_HASH_B64];
+            let expected = half_hash_into(jws.alg, at.secret(), &mut buf);
+            if !ct_eq(at_hash.as_bytes(), expected) {
                 return Err(ValidationError::AtHash);
             }
         }
@@ -445,7 +448,7 @@ impl IdTokenValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jose::{SigningKey, b64};
+    use crate::jose::{SigningKey, b64, half_hash};
     use crate::secret::Nonce;
     use serde_json::{Map, Value, json};
     use std::sync::OnceLock;
@@ -530,6 +533,18 @@ mod tests {
         let t = run(&raw).unwrap();
         assert_eq!(t.claims().subject(), "user-1");
         assert_eq!(t.raw(), &raw);
+    }
+
+    #[test]
+    fn at_hash_on_the_stack_matches_half_hash() {
+        for alg in Algorithm::ALL {
+            let mut buf = [0u8; HALF_HASH_B64];
+            assert_eq!(
+                half_hash_into(alg, AT, &mut buf),
+                half_hash(alg, AT).as_bytes(),
+                "{alg}"
+            );
+        }
     }
 
     #[test]
@@ -651,7 +666,7 @@ mod tests {
     fn bad_signature() {
         let t = sign(&claims());
         let (input, sig) = t.secret().rsplit_once('.').unwrap();
-        let mut bytes = jws::b64_decode(sig, "x").unwrap();
+        let mut bytes = crate::jose::b64_decode(sig).unwrap();
         bytes[10] ^= 1;
         let forged = RawJwt::new(format!("{input}.{}", b64(&bytes)));
         assert_eq!(run(&forged).unwrap_err(), ValidationError::Signature);
