@@ -511,10 +511,10 @@ impl PingSink for FleetPingSink {
             if !eligible {
                 return PingVerdict::Rejected;
             }
-            if !driver.wake(&id).await {
-                if let Err(e) = store.publish_wake(&id).await {
-                    tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "advisory callback: could not wake the owner");
-                }
+            if !driver.wake(&id).await
+                && let Err(e) = store.publish_wake(&id).await
+            {
+                tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "advisory callback: could not wake the owner");
             }
             PingVerdict::Woken
         })
