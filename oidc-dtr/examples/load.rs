@@ -10,6 +10,7 @@
 //! cargo run --release -p oidc-dtr --example load -- 1000000               # a million
 //! cargo run --release -p oidc-dtr --example load -- 100000 file           # on a FileStore
 //! cargo run --release -p oidc-dtr --example load -- store 100000          # FileStore alone
+//! cargo run --release -p oidc-dtr --example load -- driver 100000         # the driver alone
 //! cargo run --release -p oidc-dtr --example load -- steady 100000 10 30   # lateness
 //! cargo run --release -p oidc-dtr --example load -- steady 100000 10 30 file
 //! ```
@@ -19,6 +20,11 @@
 //! one interval, run for S seconds: the polls per second the driver keeps
 //! up and the distribution of poll lateness (how long after its due time
 //! each poll went out, from the `oidc_dtr_poll_lateness_seconds` histogram).
+//!
+//! `driver N [F]`: the poll driver alone, without HTTP or a store: N
+//! authentications answered `authorization_pending` at once by an in-memory
+//! poller, all due at once, five rounds, at most F polls in flight (64):
+//! the polls per second the driver itself keeps up.
 //!
 //! `store N`: the durable store alone, without the driver: N inserts, then
 //! a state update of each (in due order, as polls make them), then N
@@ -84,6 +90,23 @@ fn io_written() -> (u64, u64) {
     (field("write_bytes:"), field("wchar:"))
 }
 
+/// CPU time this process has used so far (user + system, all threads),
+/// from `/proc/self/stat` (Linux; zero elsewhere). Unlike the wall time of
+/// a round, it does not grow when other processes take the cores.
+fn cpu_time() -> Duration {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')').
+    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here,
+    // in clock ticks (100 per second on Linux).
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 fn bench_dir() -> std::path::PathBuf {
     let base = std::env::var_os("DTR_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -100,6 +123,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
         let file = args.get(4).map(String::as_str) == Some("file");
         return steady(arg(1, 100_000) as usize, arg(2, 10), arg(3, 30), file).await;
+    }
+    if args.first().map(String::as_str) == Some("driver") {
+        let arg = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+        let (n, in_flight) = (arg(1, 100_000), arg(2, 64));
+        println!(
+            "driver alone: {n} authentications, all due at once, max_in_flight {in_flight}, answered at once in memory (no HTTP, no store)"
+        );
+        let rounds = oidc_dtr::__bench::driver_rounds(n, in_flight, 5, cpu_time).await;
+        for (i, (d, cpu)) in rounds.iter().enumerate() {
+            println!(
+                "  round {}: {:.3} s = {:.0} polls/s ({:.2} µs per poll); CPU {:.2} s = {:.2} µs per poll ({:.0} polls per CPU-second)",
+                i + 1,
+                d.as_secs_f64(),
+                n as f64 / d.as_secs_f64(),
+                d.as_secs_f64() * 1e6 / n as f64,
+                cpu.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / n as f64,
+                n as f64 / cpu.as_secs_f64().max(1e-9)
+            );
+        }
+        return Ok(());
     }
     if args.first().map(String::as_str) == Some("store") {
         let n = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
@@ -191,10 +235,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    for (round, expect) in [(1, "authorization_pending"), (2, "tokens")] {
+    // `DTR_LOAD_ROUNDS=1`: only the `authorization_pending` round (for a
+    // profile of the poll path alone).
+    let rounds: usize = std::env::var("DTR_LOAD_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
+    for (round, expect) in [(1, "authorization_pending"), (2, "tokens")]
+        .into_iter()
+        .take(rounds)
+    {
         let target = round * n;
         clock.advance(Duration::from_secs(60));
         let io_round = io_written();
+        let cpu0 = cpu_time();
         let t = Instant::now();
         loop {
             let polled = op.request_count(Endpoint::Token);
@@ -220,6 +274,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ""
             }
         );
+        let cpu = (cpu_time() - cpu0).as_secs_f64();
+        println!(
+            "  CPU time {cpu:.2} s = {:.1} µs per poll, both cores, OP included ({:.0} polls per CPU-second)",
+            cpu * 1e6 / n as f64,
+            n as f64 / cpu.max(1e-9)
+        );
         let stats = client.stats();
         println!(
             "  max lateness {:.2} s, polls sent {}",
@@ -234,8 +294,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    let outcome = client.wait(&ids[n / 2]).await?;
-    println!("a sample outcome: {}", outcome.kind());
+    if rounds >= 2 {
+        let outcome = client.wait(&ids[n / 2]).await?;
+        println!("a sample outcome: {}", outcome.kind());
+    }
     client.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

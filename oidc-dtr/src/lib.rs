@@ -179,6 +179,29 @@ pub use secret::{
 };
 pub use time::{Clock, ManualClock, SystemClock, UnixTime};
 
+/// Measurements of internal parts, for `examples/load.rs`.
+///
+/// **Not part of the public API**: not covered by semver, may change or
+/// vanish in any release. Applications must not use it.
+#[doc(hidden)]
+#[allow(missing_docs, unreachable_pub)]
+pub mod __bench {
+    use std::time::Duration;
+
+    /// The poll driver alone (no HTTP, no store): `n` authentications, all
+    /// due at once, `rounds` times, answered `authorization_pending` at
+    /// once by an in-memory poller; how long each round took (wall time,
+    /// and the time `cpu` reports, e.g. the process's CPU time).
+    pub async fn driver_rounds(
+        n: usize,
+        max_in_flight: usize,
+        rounds: u32,
+        cpu: impl Fn() -> Duration,
+    ) -> Vec<(Duration, Duration)> {
+        crate::engine::driver::bench_rounds(n, max_in_flight, rounds, cpu).await
+    }
+}
+
 /// Thin wrappers over internal parsers, for the fuzz targets in `fuzz/`.
 ///
 /// **Not part of the public API**: not covered by semver, may change or

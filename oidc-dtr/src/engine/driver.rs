@@ -89,6 +89,9 @@ pub(crate) trait Poller: Send + Sync + 'static {
     }
 }
 
+/// What a poll task returns: its entry's key and the answer.
+type PollDone<T> = (u64, PollResult<T>);
+
 /// A write for the persistence task, in order.
 enum PersistJob<T> {
     Purge(UnixTime),
@@ -631,17 +634,21 @@ struct Engine<P: Poller> {
 
 impl<P: Poller> Engine<P> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command<P::Tokens>>) {
-        loop {
+        // The sleep until the earliest timer, kept across turns of the loop
+        // while that time does not change (no new timer registration per
+        // event).
+        let mut timer: Option<(UnixTime, BoxFuture<()>)> = None;
+        'run: loop {
             let next = self.next_due();
+            if timer.as_ref().map(|(t, _)| *t) != next {
+                timer = next.map(|t| {
+                    let clock = self.clock.clone();
+                    let sleep: BoxFuture<()> = Box::pin(async move { clock.sleep_until(t).await });
+                    (t, sleep)
+                });
+            }
             let writes_full = self.writes_full();
-            let room = self.room.clone();
-            let clock = self.clock.clone();
-            let sleep = async move {
-                match next {
-                    Some(t) => clock.sleep_until(t).await,
-                    None => std::future::pending::<()>().await,
-                }
-            };
+            let mut fired = false;
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
@@ -649,26 +656,53 @@ impl<P: Poller> Engine<P> {
                 },
                 Some(key) = self.stored_rx.recv() => self.stored(key),
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
-                    self.counters.in_flight(self.in_flight.len());
-                    match done {
-                        Ok((task, (key, result))) => {
-                            self.task_keys.remove(&task);
-                            if let Some(e) = self.entries.get_mut(&key) {
-                                e.panics = 0;
-                            }
-                            self.completed(key, result);
+                    self.poll_done(done);
+                }
+                _ = self.room.notified(), if writes_full => {}
+                _ = async {
+                    match timer.as_mut() {
+                        Some((_, sleep)) => sleep.await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => fired = true,
+            }
+            if fired {
+                timer = None;
+            }
+            // Whatever else is ready now is taken in the same turn (in
+            // bounded batches), so that a burst of answers costs one turn
+            // of the loop, not one each.
+            let mut budget = 1024;
+            loop {
+                let mut more = false;
+                while budget > 0
+                    && let Some(done) = self.in_flight.try_join_next_with_id()
+                {
+                    budget -= 1;
+                    more = true;
+                    self.poll_done(done);
+                }
+                while budget > 0
+                    && let Ok(key) = self.stored_rx.try_recv()
+                {
+                    budget -= 1;
+                    more = true;
+                    self.stored(key);
+                }
+                while budget > 0 {
+                    match rx.try_recv() {
+                        Ok(cmd) => {
+                            budget -= 1;
+                            more = true;
+                            self.command(cmd);
                         }
-                        // A poll task that panicked (or was aborted): its
-                        // authentication must not stay in flight forever.
-                        Err(err) => {
-                            if let Some(key) = self.task_keys.remove(&err.id()) {
-                                self.poll_panicked(key, err.is_panic());
-                            }
-                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => break 'run,
                     }
                 }
-                _ = room.notified(), if writes_full => {}
-                _ = sleep => {}
+                if !more || budget == 0 {
+                    break;
+                }
             }
             if self.stopping.is_some() {
                 if self.in_flight.is_empty() {
@@ -692,6 +726,30 @@ impl<P: Poller> Engine<P> {
         }
         for done in self.stopping.take().into_iter().flatten() {
             let _ = done.send(());
+        }
+    }
+
+    /// A poll task ended: its answer (or its panic) goes to its machine.
+    fn poll_done(
+        &mut self,
+        done: Result<(tokio::task::Id, PollDone<P::Tokens>), tokio::task::JoinError>,
+    ) {
+        self.counters.in_flight(self.in_flight.len());
+        match done {
+            Ok((task, (key, result))) => {
+                self.task_keys.remove(&task);
+                if let Some(e) = self.entries.get_mut(&key) {
+                    e.panics = 0;
+                }
+                self.completed(key, result);
+            }
+            // A poll task that panicked (or was aborted): its
+            // authentication must not stay in flight forever.
+            Err(err) => {
+                if let Some(key) = self.task_keys.remove(&err.id()) {
+                    self.poll_panicked(key, err.is_panic());
+                }
+            }
         }
     }
 
@@ -1086,13 +1144,14 @@ impl<P: Poller> Engine<P> {
             progress,
             interaction,
         } = entry.machine.handle(event, now, self.rng.as_ref());
-        if let Some(description) = progress {
+        let listened = self.events.receiver_count() > 0;
+        if let Some(description) = progress.filter(|_| listened) {
             let _ = self.events.send(PollEvent::Progress {
                 id: entry.auth.id().clone(),
                 description,
             });
         }
-        if let Some(change) = interaction {
+        if let Some(change) = interaction.filter(|_| listened) {
             let uri = match change {
                 crate::proto::poll::InteractionChange::Required(u) => Some(u),
                 _ => None,
@@ -1214,10 +1273,28 @@ async fn persist_task<P: Poller>(
                 let Some(p) = poller.upgrade() else { break };
                 match job {
                     PersistJob::State(auth, machine) => {
-                        running.spawn(async move {
-                            p.persist_state(auth, machine).await;
-                            Written::State
-                        });
+                        // A store that answers at once (`MemoryStore`) is
+                        // not given a task of its own: the write is polled
+                        // once here, and spawned only if it has to wait.
+                        let mut write = p.persist_state(auth, machine);
+                        match poll_once(&mut write) {
+                            Some(Ok(())) => {
+                                counters.store_dequeued();
+                                room.notify_one();
+                            }
+                            Some(Err(_)) => {
+                                // It panicked: counted as done, as a spawned
+                                // write that panicked is.
+                                counters.store_dequeued();
+                                room.notify_one();
+                            }
+                            None => {
+                                running.spawn(async move {
+                                    write.await;
+                                    Written::State
+                                });
+                            }
+                        }
                     }
                     PersistJob::Purge(before) => {
                         running.spawn(async move {
@@ -1267,10 +1344,97 @@ async fn persist_task<P: Poller>(
     }
 }
 
+/// Polls a future once without a waker that does anything: `Some` if it
+/// finished at once (`Err` if it panicked), `None` if it must wait (it may
+/// then be polled on, with a real waker, elsewhere).
+fn poll_once<T>(f: &mut BoxFuture<T>) -> Option<std::thread::Result<T>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.as_mut().poll(&mut cx))) {
+        Ok(std::task::Poll::Ready(v)) => Some(Ok(v)),
+        Ok(std::task::Poll::Pending) => None,
+        Err(panic) => Some(Err(panic)),
+    }
+}
+
 /// The hash compared against when a ping names an unknown id.
 fn dummy_hash() -> &'static SecretHash {
     static DUMMY: std::sync::OnceLock<SecretHash> = std::sync::OnceLock::new();
     DUMMY.get_or_init(|| SecretHash::of(b"oidc-dtr: no notification token is bound to this id"))
+}
+
+/// The driver's own cost, without HTTP: `n` authentications tracked on a
+/// manual clock behind a poller that answers `authorization_pending` at
+/// once (and stores nothing), then `rounds` rounds in which all of them
+/// fall due at once. Returns how long each round took until every answer
+/// was back and handled, and the `cpu` time (a reading the caller
+/// supplies) it used. For `examples/load.rs` (`driver` mode).
+pub(crate) async fn bench_rounds(
+    n: usize,
+    max_in_flight: usize,
+    rounds: u32,
+    cpu: impl Fn() -> Duration,
+) -> Vec<(Duration, Duration)> {
+    use crate::error::{ErrorCode, OAuthError};
+    use crate::proto::poll::PollConfig;
+    use crate::time::ManualClock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct Pending(AtomicU64);
+    impl Poller for Pending {
+        type Tokens = ();
+        fn poll(self: Arc<Self>, _auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<()>> {
+            Box::pin(async move {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                PollResult::OAuth(OAuthError::new(ErrorCode::AuthorizationPending))
+            })
+        }
+    }
+
+    let t0 = UnixTime::from_secs(1_900_000_000);
+    let clock = Arc::new(ManualClock::new(t0));
+    let poller = Arc::new(Pending(AtomicU64::new(0)));
+    let config = DriverConfig {
+        max_in_flight,
+        ..DriverConfig::default()
+    };
+    let driver: DriverHandle<()> = DriverHandle::spawn(
+        Arc::downgrade(&poller),
+        clock.clone(),
+        Arc::new(crate::random::SystemRandom),
+        config,
+        &tokio::runtime::Handle::current(),
+    );
+    let poll_config = PollConfig::default();
+    for i in 0..n {
+        let a = DeferredAuthentication::seeded(
+            DeferredAuthId::new(format!("bench-{i:012}-0123456789abcdefghij")),
+            "https://op.example".into(),
+            "client".into(),
+            t0,
+            Some(86_400),
+            60,
+            crate::secret::Nonce::new("nonce"),
+        );
+        let m = PollMachine::new(&a, poll_config.clone());
+        let _ = driver.track(a, m).await;
+    }
+    let mut out = Vec::new();
+    for round in 1..=u64::from(rounds) {
+        clock.advance(Duration::from_secs(61));
+        let cpu0 = cpu();
+        let t = std::time::Instant::now();
+        loop {
+            let answered = poller.0.load(Ordering::Relaxed) >= round * n as u64;
+            let stats = driver.stats();
+            if answered && stats.in_flight == 0 && stats.store_queue_depth == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        out.push((t.elapsed(), cpu().saturating_sub(cpu0)));
+    }
+    driver.shutdown().await;
+    out
 }
 
 #[cfg(test)]
