@@ -19,7 +19,6 @@ use crate::proto::poll::PollMachine;
 use crate::proto::token::ValidationContext;
 use crate::random::random_b64url;
 use crate::secret::SecretHash;
-use crate::store::Record;
 
 impl DtrClient {
     /// Redeems an authorization `code` with the IETF opt-in
@@ -159,21 +158,7 @@ impl ClientInner {
         );
         let machine = PollMachine::new(&auth, self.poll_config.clone())
             .with_interaction(auth.initial_interaction_uri.clone());
-        // Durable before the application hears of it.
-        if let Err(e) = self
-            .store
-            .insert(Record::new(auth.clone(), machine.clone()))
-            .await
-        {
-            tracing::error!(
-                deferral_code = %auth.id.fingerprint(),
-                error = %e,
-                "the authentication could not be stored; it is polled in this process only"
-            );
-            self.driver.track(auth, machine).await?;
-            return Err(e.into());
-        }
-        self.driver.track(auth.clone(), machine).await?;
+        self.store_and_track(&auth, machine).await?;
         Ok(auth)
     }
 }

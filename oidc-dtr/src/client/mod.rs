@@ -789,23 +789,7 @@ impl ClientInner {
             "deferred code exchanged"
         );
         let machine = PollMachine::new(&auth, inner.poll_config.clone());
-        // Durable before the application hears of it (invariant 6).
-        if let Err(e) = inner
-            .store
-            .insert(Record::new(auth.clone(), machine.clone()))
-            .await
-        {
-            tracing::error!(
-                deferred_auth_id = %auth.id.fingerprint(),
-                error = %e,
-                "the authentication could not be stored; it is polled in this process only"
-            );
-            inner.driver.track(auth, machine).await?;
-            return Err(e.into());
-        }
-        if inner.fleet.is_none() {
-            inner.driver.track(auth.clone(), machine).await?;
-        }
+        inner.store_and_track(&auth, machine).await?;
         Ok(auth)
     }
 
@@ -958,3 +942,34 @@ impl ClientInner {
 /// Attempts at cancelling, at the OP, an authentication whose interim ID
 /// token was rejected, when the cancellation request fails transiently.
 const CANCEL_RETRIES: u32 = 3;
+
+impl ClientInner {
+    /// Stores a new authentication, durably before the application hears of
+    /// it (invariant 6), and hands it to the engine; a fleet member leaves
+    /// it to the claim loop (whichever instance claims it polls it). If it
+    /// cannot be stored it is still polled in this process, and the store's
+    /// error is returned.
+    pub(crate) async fn store_and_track(
+        &self,
+        auth: &DeferredAuthentication,
+        machine: PollMachine,
+    ) -> Result<(), Error> {
+        if let Err(e) = self
+            .store
+            .insert(Record::new(auth.clone(), machine.clone()))
+            .await
+        {
+            tracing::error!(
+                deferred_auth_id = %auth.id.fingerprint(),
+                error = %e,
+                "the authentication could not be stored; it is polled in this process only"
+            );
+            self.driver.track(auth.clone(), machine).await?;
+            return Err(e.into());
+        }
+        if self.fleet.is_none() {
+            self.driver.track(auth.clone(), machine).await?;
+        }
+        Ok(())
+    }
+}
