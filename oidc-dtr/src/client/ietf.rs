@@ -102,6 +102,7 @@ impl ClientInner {
             .inspect_err(|e| {
                 tracing::warn!(code = %code.code.fingerprint(), error = %e, "token request with completion_mode=deferred failed");
             })?;
+        let answered_at = self.clock.now();
         let ctx = ValidationContext::from(&code);
         match ietf::parse_initial_answer(&resp, &self.metadata.token_endpoint)? {
             InitialAnswer::Tokens => {
@@ -114,7 +115,14 @@ impl ClientInner {
             InitialAnswer::Deferred(d) => {
                 let origin = IetfOrigin::from(&code.pending);
                 let auth = self
-                    .track_deferred(origin, d, issued_at, notification_token, dpop_key)
+                    .track_deferred(
+                        origin,
+                        d,
+                        issued_at,
+                        answered_at,
+                        notification_token,
+                        dpop_key,
+                    )
                     .await?;
                 Ok(Redemption::Deferred(Box::new(auth)))
             }
@@ -131,18 +139,21 @@ impl ClientInner {
     }
 
     /// Creates, stores and hands to the engine the authentication of a
-    /// deferred response.
+    /// deferred response to a request sent at `issued_at` (the deadline's
+    /// anchor) whose answer arrived at `answered_at` (the first poll's
+    /// floor counts from it).
     pub(crate) async fn track_deferred(
         &self,
         origin: IetfOrigin,
         d: DeferredResponse,
         issued_at: crate::time::UnixTime,
+        answered_at: crate::time::UnixTime,
         notification_token: Option<String>,
         dpop_key: Option<DpopKey>,
     ) -> Result<DeferredAuthentication, Error> {
         let description = d.error.description.clone();
         let hash = notification_token.map(|t| SecretHash::of(t.as_bytes()));
-        let mut auth = DeferredAuthentication::from_ietf(origin, d, issued_at, hash);
+        let mut auth = DeferredAuthentication::from_ietf(origin, d, issued_at, answered_at, hash);
         auth.dpop_key = dpop_key.map(Box::new);
         tracing::Span::current().record(
             "deferral_code",
@@ -254,6 +265,7 @@ impl DtrClient {
         let requested_at = inner.clock.now();
         let req = inner.authed_form(&endpoint, params)?;
         let resp = inner.http.send(req).await?;
+        let answered_at = inner.clock.now();
         crate::proto::device::parse_device_authorization(
             &resp,
             &endpoint,
@@ -265,6 +277,7 @@ impl DtrClient {
                 completion_mode_hint: hint,
             },
         )
+        .map(|d| d.with_answered_at(answered_at))
     }
 
     /// Redeems a device authorization with `completion_mode=deferred`
@@ -313,7 +326,9 @@ impl ClientInner {
         let ctx = ValidationContext::new(device.nonce.clone(), device.requested_at)
             .with_optional_nonce(true);
         let mut interval = device.interval();
-        let mut last = device.requested_at;
+        // The first request waits the interval from the device authorization
+        // answer's arrival, as an OP may count it from there.
+        let mut last = device.answered_at();
         loop {
             let due = last.saturating_add(interval);
             if due >= device.expires_at() {
@@ -332,6 +347,8 @@ impl ClientInner {
             ietf::opt_in_params(&mut params, notification_token.as_deref());
             let issued_at = self.clock.now();
             let resp = self.send_token_request(&params, dpop_key.as_ref()).await?;
+            // The next request waits the interval from this answer's
+            // arrival (and so does the first poll of a deferral it creates).
             last = self.clock.now();
             match ietf::parse_initial_answer(&resp, &self.metadata.token_endpoint)? {
                 InitialAnswer::Tokens => {
@@ -342,7 +359,14 @@ impl ClientInner {
                 }
                 InitialAnswer::Deferred(d) => {
                     let auth = self
-                        .track_deferred(device.origin(), d, issued_at, notification_token, dpop_key)
+                        .track_deferred(
+                            device.origin(),
+                            d,
+                            issued_at,
+                            last,
+                            notification_token,
+                            dpop_key,
+                        )
                         .await?;
                     return Ok(Redemption::Deferred(Box::new(auth)));
                 }

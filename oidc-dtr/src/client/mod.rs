@@ -755,8 +755,11 @@ impl ClientInner {
             None => None,
         };
         let params = exchange::exchange_params(&ack, notification_token.as_ref(), &inner.compat);
+        // The deadline counts from the send, the first poll's floor from
+        // the answer's arrival (an OP may count the interval from its answer).
         let issued_at = inner.clock.now();
         let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
+        let answered_at = inner.clock.now();
         let parsed = exchange::parse_exchange_response(&resp, &inner.metadata.token_endpoint);
         let parsed = match parsed {
             Ok(p) => p,
@@ -767,8 +770,13 @@ impl ClientInner {
         };
         let ctx = ValidationContext::from(&ack);
         let interim = parsed.interim_id_token.clone();
-        let mut auth =
-            DeferredAuthentication::new(ack, parsed, issued_at, notification_token.as_ref());
+        let mut auth = DeferredAuthentication::new(
+            ack,
+            parsed,
+            issued_at,
+            answered_at,
+            notification_token.as_ref(),
+        );
         auth.dpop_key = dpop_key.map(Box::new);
         // PROTOCOL.md A.7: validate the interim ID token like the final one;
         // its nonce is the request's, and it comes with no access token.

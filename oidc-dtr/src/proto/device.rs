@@ -39,6 +39,11 @@ pub struct DeviceAuthorization {
     pub(crate) client_id: String,
     pub(crate) nonce: Nonce,
     pub(crate) requested_at: UnixTime,
+    /// When the device authorization answer arrived: the first device-code
+    /// token request waits the interval from here. Absent in values kept
+    /// from a version that did not record it (`requested_at` then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) answered_at: Option<UnixTime>,
     pub(crate) completion_mode_hint: bool,
 }
 
@@ -84,6 +89,19 @@ impl DeviceAuthorization {
     /// The device code (a secret: it redeems the tokens).
     pub(crate) fn device_code(&self) -> &str {
         &self.device_code
+    }
+
+    /// When the device authorization answer arrived (the first token
+    /// request's interval counts from it; an OP may count it from there).
+    pub(crate) fn answered_at(&self) -> UnixTime {
+        self.answered_at
+            .map_or(self.requested_at, |a| a.max(self.requested_at))
+    }
+
+    /// The same, answered at `answered_at`.
+    pub(crate) fn with_answered_at(mut self, answered_at: UnixTime) -> Self {
+        self.answered_at = Some(answered_at);
+        self
     }
 
     /// What a deferral of this device flow keeps.
@@ -158,6 +176,7 @@ pub(crate) fn parse_device_authorization(
         client_id: req.client_id,
         nonce: req.nonce,
         requested_at: req.requested_at,
+        answered_at: None,
         completion_mode_hint: req.completion_mode_hint,
     })
 }

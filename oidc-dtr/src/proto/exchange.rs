@@ -187,6 +187,12 @@ pub struct AuthFields {
     pub(crate) issuer: String,
     pub(crate) client_id: String,
     pub(crate) issued_at: UnixTime,
+    /// When the answer that created it arrived (the exchange's, or the
+    /// IETF initial token request's): the anchor of the first poll's
+    /// floor. Absent in records written before it existed (and in seeded
+    /// ones): `issued_at` then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) answered_at: Option<UnixTime>,
     pub(crate) expires_at: Option<UnixTime>,
     pub(crate) interval_secs: u64,
     pub(crate) nonce: Nonce,
@@ -225,6 +231,7 @@ impl fmt::Debug for DeferredAuthentication {
             .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
             .field("issued_at", &self.issued_at)
+            .field("answered_at", &self.answered_at)
             .field("expires_at", &self.expires_at)
             .field("interval_secs", &self.interval_secs)
             .field("nonce", &self.nonce)
@@ -246,6 +253,7 @@ impl DeferredAuthentication {
         ack: Acknowledgment,
         resp: ExchangeResponse,
         issued_at: UnixTime,
+        answered_at: UnixTime,
         notification_token: Option<&DeferredNotificationToken>,
     ) -> Self {
         let pending = ack.pending;
@@ -254,6 +262,7 @@ impl DeferredAuthentication {
             issuer: pending.issuer.clone(),
             client_id: pending.client_id.clone(),
             issued_at,
+            answered_at: Some(answered_at),
             expires_at: resp
                 .expires_in
                 .map(|s| issued_at.saturating_add(Duration::from_secs(s))),
@@ -282,6 +291,7 @@ impl DeferredAuthentication {
         origin: IetfOrigin,
         resp: crate::proto::ietf::DeferredResponse,
         issued_at: UnixTime,
+        answered_at: UnixTime,
         notification_token_hash: Option<SecretHash>,
     ) -> Self {
         DeferredAuthentication::from(AuthFields {
@@ -289,6 +299,7 @@ impl DeferredAuthentication {
             issuer: origin.issuer,
             client_id: origin.client_id,
             issued_at,
+            answered_at: Some(answered_at),
             expires_at: resp
                 .expires_in
                 .map(|s| issued_at.saturating_add(Duration::from_secs(s))),
@@ -327,6 +338,7 @@ impl DeferredAuthentication {
             issuer,
             client_id,
             issued_at,
+            answered_at: None,
             expires_at: expires_in.map(|s| issued_at.saturating_add(Duration::from_secs(s))),
             interval_secs: interval,
             nonce,
@@ -411,6 +423,24 @@ impl DeferredAuthentication {
     /// later than the OP's.)
     pub fn issued_at(&self) -> UnixTime {
         self.issued_at
+    }
+    /// When the answer that created it (the exchange's, or the IETF initial
+    /// token request's) arrived: the first poll waits one interval from
+    /// here, because an OP may count the interval from its answer. (The
+    /// answer time, not the request time, so a slow answer cannot make the
+    /// first poll early.) For an authentication made with
+    /// [`seeded`](Self::seeded) or kept from a version that did not record
+    /// it: [`issued_at`](Self::issued_at), or the time given to
+    /// [`with_answered_at`](Self::with_answered_at).
+    pub fn answered_at(&self) -> UnixTime {
+        self.answered_at
+            .map_or(self.issued_at, |a| a.max(self.issued_at))
+    }
+    /// [`seeded`](Self::seeded) with the time the answer that created it
+    /// arrived (see [`answered_at`](Self::answered_at)).
+    pub fn with_answered_at(mut self, answered_at: UnixTime) -> Self {
+        self.answered_at = Some(answered_at);
+        self
     }
     /// The absolute deadline (`issued_at + expires_in`); `None` when the OP
     /// set no lifetime.

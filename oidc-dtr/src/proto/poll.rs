@@ -13,7 +13,12 @@
 //!   the exchange's `interval` (5 s when absent), rises by 5 s on every
 //!   `slow_down` (or to the response's `interval` if that is larger), and
 //!   never falls. The exchange itself counts as the first request, so the
-//!   first poll waits one floor.
+//!   first poll waits one floor from the moment the exchange's answer
+//!   arrived (the deadline, by contrast, counts from when the exchange was
+//!   sent, so that it is never later than the OP's). Every later poll
+//!   waits one floor from the moment the previous poll's answer arrived:
+//!   the driver reads the clock after it, so a slow answer only pushes the
+//!   next poll later.
 //! - **Retry-After** on any answer pushes the next poll to at least that time.
 //! - **Transient failures** (connection errors, timeouts, 429, 5xx, bodies that
 //!   are not OAuth errors, `server_error`) add an exponential backoff with full
@@ -730,7 +735,8 @@ pub struct PollMachine {
     deadline_from_op: bool,
     /// The current floor, in seconds.
     floor_secs: u64,
-    /// When the last request (the exchange, then each poll) was sent.
+    /// The floor's anchor: when the last answer arrived (the exchange's,
+    /// then each poll's); while a poll is in flight, when it was sent.
     last_request: UnixTime,
     /// Not before this instant (Retry-After).
     not_before: UnixTime,
@@ -771,19 +777,51 @@ pub struct PollMachine {
 }
 
 impl PollMachine {
-    /// The machine for a freshly exchanged authentication.
+    /// The machine for a freshly exchanged authentication: the deadline
+    /// counts from when the exchange was sent
+    /// ([`issued_at`](DeferredAuthentication::issued_at)), the first poll's
+    /// floor from when its answer arrived
+    /// ([`answered_at`](DeferredAuthentication::answered_at)).
     pub fn new(auth: &DeferredAuthentication, config: PollConfig) -> Self {
-        Self::with_start(auth.issued_at(), auth.expires_at(), auth.interval(), config)
+        Self::anchored(
+            auth.issued_at(),
+            auth.answered_at(),
+            auth.expires_at(),
+            auth.interval(),
+            config,
+        )
     }
 
     /// The machine for an authentication issued at `issued_at`, with the
-    /// OP's deadline (if any) and interval.
+    /// OP's deadline (if any) and interval, when the time its answer arrived
+    /// is not known: both the deadline and the first poll's floor count from
+    /// `issued_at`. Prefer [`anchored`](Self::anchored) when it is known.
     pub fn with_start(
         issued_at: UnixTime,
         expires_at: Option<UnixTime>,
         interval: Duration,
         config: PollConfig,
     ) -> Self {
+        Self::anchored(issued_at, issued_at, expires_at, interval, config)
+    }
+
+    /// The machine for an authentication whose creating request (the
+    /// exchange, or the IETF initial token request) was sent at `sent_at`
+    /// and answered at `answered_at` (read from the clock after the answer
+    /// arrived). The local maximum lifetime counts from `sent_at`, so the
+    /// deadline is never later than the OP's; the first poll waits the
+    /// floor from `answered_at`, because an OP may count the interval from
+    /// its answer and a slow answer must not make the first poll early.
+    /// An `answered_at` before `sent_at` is read as `sent_at`.
+    pub fn anchored(
+        sent_at: UnixTime,
+        answered_at: UnixTime,
+        expires_at: Option<UnixTime>,
+        interval: Duration,
+        config: PollConfig,
+    ) -> Self {
+        let issued_at = sent_at;
+        let answered_at = answered_at.max(sent_at);
         // A huge `expires_in` is capped like a missing one: the local maximum
         // lifetime bounds every authentication.
         let cap = issued_at.saturating_add(config.max_lifetime);
@@ -795,10 +833,10 @@ impl PollMachine {
             deadline,
             deadline_from_op,
             floor_secs: interval.as_secs().max(1),
-            last_request: issued_at,
-            not_before: issued_at,
+            last_request: answered_at,
+            not_before: answered_at,
             backoff_step: 0,
-            next_poll: issued_at,
+            next_poll: answered_at,
             next_is_final: false,
             final_poll_sent: false,
             dpop_retry_used: false,
@@ -812,7 +850,7 @@ impl PollMachine {
             notes: Notes::default(),
             config: SharedConfig::new(config),
         };
-        m.schedule(issued_at, 0);
+        m.schedule(answered_at, 0);
         m
     }
 
@@ -894,9 +932,9 @@ impl PollMachine {
         Duration::from_secs(self.floor_secs)
     }
 
-    /// The instant the floor counts from: when the last answer arrived (or
-    /// the last request was sent, while it is in flight; the exchange, at
-    /// first).
+    /// The instant the floor counts from: when the last answer arrived (the
+    /// exchange's, at first), or when the last request was sent, while it
+    /// is in flight.
     pub fn last_request(&self) -> UnixTime {
         self.last_request
     }
@@ -966,10 +1004,13 @@ impl PollMachine {
 
     /// After a restart: a request that was in flight when the process
     /// stopped has an unknown fate. It is treated as a transient failure
-    /// ("interrupted"), so the next poll respects the floor.
+    /// ("interrupted") answered at `now`, so the next poll waits the floor
+    /// from `now`: the OP may have answered the lost request long after it
+    /// was sent, and counts the interval from that answer.
     pub fn recover_after_restart(&mut self, now: UnixTime, rng: &dyn RandomSource) {
         if self.phase == Phase::InFlight {
             self.phase = Phase::Waiting;
+            self.last_request = self.last_request.max(now);
             self.on_transient(
                 now,
                 "interrupted by a restart while a request was in flight".into(),
@@ -1927,6 +1968,93 @@ mod tests {
             Action::SendPoll
         );
         assert_eq!(back.deadline(), at(3600));
+    }
+
+    /// Issue 22, finding 1: a 1 s interval, an exchange the OP answered
+    /// 400 ms after it was sent: the first poll waits one interval from the
+    /// answer (an OP may count from there), the deadline counts from the
+    /// send.
+    #[test]
+    fn first_poll_waits_the_floor_from_the_exchange_answer() {
+        let sent = T0;
+        let answered = T0.saturating_add(Duration::from_millis(400));
+        let auth = DeferredAuthentication::for_tests(
+            crate::secret::DeferredAuthId::new("id"),
+            sent,
+            Some(60),
+            1,
+        )
+        .with_answered_at(answered);
+        assert_eq!(auth.issued_at(), sent);
+        assert_eq!(auth.answered_at(), answered);
+        let mut m = PollMachine::new(&auth, PollConfig::default());
+        let first = answered.saturating_add(secs(1));
+        assert_eq!(m.next_poll(), first);
+        assert_eq!(m.last_request(), answered);
+        assert_eq!(m.deadline(), at(60), "the deadline counts from the send");
+        // Not a millisecond early.
+        let just_before = UnixTime::from_millis(first.as_millis() - 1);
+        assert_eq!(
+            step(&mut m, Event::Timer, just_before).action,
+            Action::SleepUntil(first)
+        );
+        assert_eq!(step(&mut m, Event::Timer, first).action, Action::SendPoll);
+        // A wake-up before the floor does not bring it forward either.
+        let mut m = PollMachine::new(&auth, PollConfig::default());
+        assert_eq!(
+            step(&mut m, Event::Wake, answered).action,
+            Action::SleepUntil(first)
+        );
+        // The same through `anchored`; an answer "before" the send (a clock
+        // step) is read as the send.
+        let m = PollMachine::anchored(sent, answered, Some(at(60)), secs(1), PollConfig::default());
+        assert_eq!(m.next_poll(), first);
+        let m = PollMachine::anchored(answered, sent, Some(at(60)), secs(1), PollConfig::default());
+        assert_eq!(m.next_poll(), first);
+        // An authentication kept without the answer time: the send.
+        let old = DeferredAuthentication::for_tests(
+            crate::secret::DeferredAuthId::new("id"),
+            sent,
+            Some(60),
+            1,
+        );
+        let json = serde_json::to_value(&old).unwrap();
+        assert!(json.get("answered_at").is_none(), "{json}");
+        let back: DeferredAuthentication =
+            serde_json::from_str(&serde_json::to_string(&auth).unwrap()).unwrap();
+        assert_eq!(back.answered_at(), answered);
+        assert_eq!(old.answered_at(), sent);
+        assert_eq!(
+            PollMachine::new(&old, PollConfig::default()).next_poll(),
+            at(1)
+        );
+    }
+
+    /// Every later poll waits the floor from the previous answer's arrival,
+    /// however long that answer took; a restart while a poll was in flight
+    /// counts the floor from the restart (the lost answer may have come
+    /// late).
+    #[test]
+    fn later_polls_wait_the_floor_from_the_previous_answer() {
+        let mut m = machine(Some(3600), 5);
+        assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);
+        // The answer took 3.5 s.
+        let answer = at(8).saturating_add(Duration::from_millis(500));
+        step(
+            &mut m,
+            Event::Response(oauth("authorization_pending")),
+            answer,
+        );
+        assert_eq!(m.next_poll(), answer.saturating_add(secs(5)));
+        // Restart while the next poll is in flight, 4 s after it was sent.
+        let t = m.next_poll();
+        assert_eq!(step(&mut m, Event::Timer, t).action, Action::SendPoll);
+        let mut back: PollMachine =
+            serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        let restart = t.saturating_add(secs(4));
+        back.recover_after_restart(restart, &FixedRandom(0));
+        assert_eq!(back.last_request(), restart);
+        assert!(back.next_poll() >= restart.saturating_add(secs(5)));
     }
 
     #[test]
