@@ -387,3 +387,378 @@ fn op_that_never_expires_is_stopped_locally() {
     );
     assert_eq!(polls.len(), 24 * 3600 / 300 - 1);
 }
+
+// ---------------------------------------------------------------------------
+// Issue 22, finding 1: the gap at the OP. The model has two clocks on one
+// virtual time line: the client sends a request at `s`, it reaches the OP at
+// `s + up`, the OP answers at `s + up + work`, and the client reads the
+// answer (and feeds it to the machine) at `s + up + work + down`. An OP may
+// count the interval from its previous answer (the exchange's, for the first
+// poll), with no tolerance: every request that reaches it must arrive at
+// least the current floor after its previous answer.
+
+/// The delays of one request, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Latency {
+    /// Client to OP.
+    up: u64,
+    /// The OP's own processing time.
+    work: u64,
+    /// OP to client, plus the client's own delay before the machine hears
+    /// of it (a busy driver).
+    down: u64,
+}
+
+fn latency() -> impl Strategy<Value = Latency> {
+    prop_oneof![
+        // Mostly quick, sometimes slow in any leg.
+        3 => (0u64..50, 0u64..50, 0u64..50),
+        2 => (0u64..3_000, 0u64..3_000, 0u64..3_000),
+    ]
+    .prop_map(|(up, work, down)| Latency { up, work, down })
+}
+
+/// What happens to one poll at the OP.
+#[derive(Debug, Clone)]
+enum OpAnswer {
+    Pending,
+    /// `slow_down`, with the OP's new `interval` if it sends one.
+    SlowDown(Option<u64>),
+    /// 503 with `Retry-After` (seconds), answered by the OP.
+    Unavailable(Option<u64>),
+    /// The OP answered but the answer was lost (a reset connection).
+    Lost,
+    /// The request never reached the OP (connection refused, DNS).
+    NotReached,
+    Tokens,
+}
+
+fn op_answer() -> impl Strategy<Value = OpAnswer> {
+    prop_oneof![
+        12 => Just(OpAnswer::Pending),
+        3 => proptest::option::of(1u64..90).prop_map(OpAnswer::SlowDown),
+        2 => proptest::option::of(0u64..30).prop_map(OpAnswer::Unavailable),
+        1 => Just(OpAnswer::Lost),
+        1 => Just(OpAnswer::NotReached),
+        1 => Just(OpAnswer::Tokens),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum OpStimulus {
+    /// The next poll, with its delays; `dpop_nonce` first gets a
+    /// `use_dpop_nonce` answer that the client retries at once (the
+    /// documented exception: that retry does not count as a poll, and the
+    /// `use_dpop_nonce` answer is not one of the OP's poll answers).
+    Poll {
+        lat: Latency,
+        answer: OpAnswer,
+        dpop_nonce: bool,
+    },
+    /// A ping `offset_ms` after the current time.
+    Wake { offset_ms: u64, lat: Latency },
+    /// The process stops (with the next poll in flight, answered by the OP
+    /// before the restart, when `in_flight`) and restarts `offset_ms`
+    /// later; `resume` picks `resume_after_restart` (a store that may lose
+    /// the latest states) over `recover_after_restart`.
+    Restart {
+        offset_ms: u64,
+        in_flight: bool,
+        resume: bool,
+        lat: Latency,
+    },
+}
+
+fn op_stimulus() -> impl Strategy<Value = OpStimulus> {
+    prop_oneof![
+        20 => (latency(), op_answer(), proptest::bool::weighted(0.1))
+            .prop_map(|(lat, answer, dpop_nonce)| OpStimulus::Poll { lat, answer, dpop_nonce }),
+        3 => (0u64..20_000, latency()).prop_map(|(offset_ms, lat)| OpStimulus::Wake { offset_ms, lat }),
+        1 => (0u64..20_000, any::<bool>(), any::<bool>(), latency()).prop_map(
+            |(offset_ms, in_flight, resume, lat)| OpStimulus::Restart { offset_ms, in_flight, resume, lat }
+        ),
+    ]
+}
+
+/// The OP's side: when it last answered a poll (or the exchange) of this
+/// authentication, and the interval it enforces.
+struct StrictOp {
+    last_answer: UnixTime,
+    floor: Duration,
+    /// Every poll that reached it: (gap from its previous answer, floor).
+    gaps: Vec<(Duration, Duration)>,
+}
+
+impl StrictOp {
+    /// A request reaches the OP at `at`: the gap is checked.
+    fn arrive(&mut self, at: UnixTime) -> Result<(), TestCaseError> {
+        let gap = at.saturating_duration_since(self.last_answer);
+        prop_assert!(
+            at >= self.last_answer.saturating_add(self.floor),
+            "a poll reached the OP {gap:?} after its previous answer (floor {:?})",
+            self.floor
+        );
+        self.gaps.push((gap, self.floor));
+        Ok(())
+    }
+
+    /// It answers at `at`.
+    fn answer(&mut self, at: UnixTime, answer: &OpAnswer) {
+        self.last_answer = self.last_answer.max(at);
+        if let OpAnswer::SlowDown(i) = answer {
+            let raised = self.floor.saturating_add(Duration::from_secs(5));
+            self.floor = raised.max(Duration::from_secs(i.unwrap_or(0)));
+        }
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn op_result(a: &OpAnswer) -> PollResult<u32> {
+    match a {
+        OpAnswer::Pending => PollResult::OAuth(OAuthError::new(ErrorCode::AuthorizationPending)),
+        OpAnswer::SlowDown(i) => {
+            let mut e = OAuthError::new(ErrorCode::SlowDown);
+            e.interval = *i;
+            PollResult::OAuth(e)
+        }
+        OpAnswer::Unavailable(ra) => PollResult::Transient {
+            message: "HTTP 503".into(),
+            retry_after: ra.map(|s| RetryAfter::Delay(Duration::from_secs(s))),
+            cause: None,
+        },
+        OpAnswer::Lost => PollResult::Transient {
+            message: "connection reset".into(),
+            retry_after: None,
+            cause: None,
+        },
+        OpAnswer::NotReached => PollResult::Transient {
+            message: "connection refused".into(),
+            retry_after: None,
+            cause: None,
+        },
+        OpAnswer::Tokens => PollResult::Tokens(7),
+    }
+}
+
+/// One poll, from the send at `now` to the machine hearing the answer;
+/// returns when it heard it. With `crash`, the client stops after the OP
+/// answered and never hears the answer: returns when the OP answered.
+fn op_poll(
+    m: &mut PollMachine,
+    op: &mut StrictOp,
+    mut now: UnixTime,
+    lat: Latency,
+    answer: &OpAnswer,
+    dpop_nonce: bool,
+    crash: bool,
+) -> Result<UnixTime, TestCaseError> {
+    let rng = SystemRandom;
+    if dpop_nonce && !matches!(answer, OpAnswer::NotReached) {
+        // The OP checks the proof before anything else and answers
+        // `use_dpop_nonce`; the client resends at once, within one poll.
+        let reached = now.saturating_add(ms(lat.up));
+        op.arrive(reached)?;
+        now = reached.saturating_add(ms(lat.work + lat.down));
+    }
+    if let OpAnswer::NotReached = answer {
+        now = now.saturating_add(ms(lat.up + lat.work + lat.down));
+        if !crash {
+            m.handle(Event::Response(op_result(answer)), now, &rng);
+        }
+        return Ok(now);
+    }
+    let reached = now.saturating_add(ms(lat.up));
+    op.arrive(reached)?;
+    let answered_at = reached.saturating_add(ms(lat.work));
+    op.answer(answered_at, answer);
+    if crash {
+        return Ok(answered_at);
+    }
+    now = answered_at.saturating_add(ms(lat.down));
+    m.handle(Event::Response(op_result(answer)), now, &rng);
+    if let OpAnswer::SlowDown(_) = answer {
+        prop_assert_eq!(m.floor(), op.floor, "the client's floor follows the OP's");
+    }
+    Ok(now)
+}
+
+/// Runs one scenario against the strict OP model.
+fn run_against_strict_op(
+    expires_in: u64,
+    interval: u64,
+    cadence: Option<u64>,
+    exchange: Latency,
+    script: Vec<OpStimulus>,
+) -> Result<(), TestCaseError> {
+    let cfg = PollConfig::default().notified_cadence(cadence.map(Duration::from_secs));
+    let rng = SystemRandom;
+    // The exchange: sent at T0 (the deadline's anchor), answered by the OP
+    // at `op_answer`, read by the client at `answered_at`.
+    let op_answered = T0.saturating_add(ms(exchange.up + exchange.work));
+    let answered_at = op_answered.saturating_add(ms(exchange.down));
+    let expires_at = T0.saturating_add(Duration::from_secs(expires_in));
+    let mut m = PollMachine::anchored(
+        T0,
+        answered_at,
+        Some(expires_at),
+        Duration::from_secs(interval),
+        cfg,
+    );
+    prop_assert_eq!(
+        m.deadline(),
+        expires_at,
+        "the deadline counts from the send"
+    );
+    let mut op = StrictOp {
+        last_answer: op_answered,
+        floor: Duration::from_secs(interval),
+        gaps: Vec::new(),
+    };
+    let mut now = answered_at;
+    let mut script = script.into_iter();
+    let mut steps = 0;
+    while !m.is_finished() {
+        steps += 1;
+        prop_assert!(steps < 100_000, "runaway");
+        let stim = script.next().unwrap_or(OpStimulus::Poll {
+            lat: Latency {
+                up: 20,
+                work: 20,
+                down: 20,
+            },
+            answer: OpAnswer::Pending,
+            dpop_nonce: false,
+        });
+        match stim {
+            OpStimulus::Poll {
+                lat,
+                answer,
+                dpop_nonce,
+            } => loop {
+                // Run to the next poll (or the end).
+                match m.handle::<u32>(Event::Timer, now, &rng).action {
+                    Action::SleepUntil(t) => now = t,
+                    Action::SendPoll => {
+                        now = op_poll(&mut m, &mut op, now, lat, &answer, dpop_nonce, false)?;
+                        break;
+                    }
+                    Action::Deliver(_) | Action::Finished => break,
+                    other => prop_assert!(false, "unexpected {other:?}"),
+                }
+            },
+            OpStimulus::Wake { offset_ms, lat } => {
+                let t = now.saturating_add(ms(offset_ms));
+                if m.wake_at().is_some_and(|w| t > w) {
+                    continue; // the timer would have fired first
+                }
+                now = t;
+                if m.handle::<u32>(Event::Wake, now, &rng).action == Action::SendPoll {
+                    now = op_poll(&mut m, &mut op, now, lat, &OpAnswer::Pending, false, false)?;
+                }
+            }
+            OpStimulus::Restart {
+                offset_ms,
+                in_flight,
+                resume,
+                lat,
+            } => {
+                if in_flight {
+                    // Run to the next poll; the OP answers it, the client
+                    // dies before reading the answer.
+                    loop {
+                        match m.handle::<u32>(Event::Timer, now, &rng).action {
+                            Action::SleepUntil(t) => now = t,
+                            Action::SendPoll => {
+                                now = op_poll(
+                                    &mut m,
+                                    &mut op,
+                                    now,
+                                    lat,
+                                    &OpAnswer::Pending,
+                                    false,
+                                    true,
+                                )?;
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                    if m.is_finished() {
+                        break;
+                    }
+                    prop_assert!(m.in_flight());
+                }
+                let mut back: PollMachine =
+                    serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+                now = now.saturating_add(ms(offset_ms));
+                if resume {
+                    back.resume_after_restart(now, &rng);
+                } else {
+                    back.recover_after_restart(now, &rng);
+                }
+                prop_assert_eq!(back.deadline(), expires_at, "restart moved the deadline");
+                m = back;
+            }
+        }
+    }
+    // The OP saw every poll that reached it no sooner than its floor.
+    for (gap, floor) in &op.gaps {
+        prop_assert!(gap >= floor);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever the latencies of each leg of each request, `slow_down`,
+    /// Retry-After, transient failures, lost answers, pings, DPoP nonce
+    /// retries and restarts: no request reaches the OP sooner than the
+    /// current floor after the OP's previous answer (the exchange's, for the
+    /// first poll).
+    #[test]
+    fn no_poll_reaches_the_op_inside_the_floor(
+        expires_in in 30u64..1_500,
+        interval in 1u64..30,
+        cadence in proptest::option::of(1u64..120),
+        exchange in latency(),
+        script in proptest::collection::vec(op_stimulus(), 0..60),
+    ) {
+        run_against_strict_op(expires_in, interval, cadence, exchange, script)?;
+    }
+}
+
+/// Issue 22, finding 1, as reported: a 1 s interval and an exchange the OP
+/// answers 400 ms after receiving it. The first poll reaches the OP no
+/// sooner than one second after that answer.
+#[test]
+fn slow_exchange_answer_first_poll_waits_a_full_interval() {
+    let exchange = Latency {
+        up: 0,
+        work: 400,
+        down: 0,
+    };
+    let script = vec![OpStimulus::Poll {
+        lat: Latency {
+            up: 0,
+            work: 0,
+            down: 0,
+        },
+        answer: OpAnswer::Tokens,
+        dpop_nonce: false,
+    }];
+    // Checked inside: the OP model refuses a gap below the floor; the
+    // tokens end the run after one poll.
+    run_against_strict_op(60, 1, None, exchange, script).unwrap();
+    let m = PollMachine::anchored(
+        T0,
+        T0.saturating_add(ms(400)),
+        Some(T0.saturating_add(Duration::from_secs(60))),
+        Duration::from_secs(1),
+        PollConfig::default(),
+    );
+    assert_eq!(m.next_poll(), T0.saturating_add(ms(1_400)));
+}
