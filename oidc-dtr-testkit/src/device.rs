@@ -31,6 +31,9 @@ pub(crate) struct DeviceRecord {
     pub completed: bool,
     pub used: bool,
     pub created_at: UnixTime,
+    /// The interval it enforces in strict mode (seconds; raised by 5 on
+    /// each `slow_down`).
+    pub interval: u64,
 }
 
 /// `POST /device_authorization` (RFC 8628 §3.1–3.2).
@@ -69,6 +72,8 @@ pub(crate) fn device_authorization(
     let device_code = st.random(32);
     let user_code = st.random(6).to_uppercase().replace(['-', '_'], "X");
     let now = st.now();
+    let interval = st.config.interval.unwrap_or(5);
+    st.flights.mark_answer(&device_code);
     st.devices.insert(
         device_code.clone(),
         DeviceRecord {
@@ -80,6 +85,7 @@ pub(crate) fn device_authorization(
             completed: false,
             used: false,
             created_at: now,
+            interval,
         },
     );
     let verification_uri = format!("{}/device", st.issuer);
@@ -89,7 +95,7 @@ pub(crate) fn device_authorization(
         "verification_uri": verification_uri,
         "verification_uri_complete": format!("{verification_uri}?user_code={user_code}"),
         "expires_in": DEVICE_CODE_LIFETIME.as_secs(),
-        "interval": st.config.interval.unwrap_or(5),
+        "interval": interval,
     });
     (params, super::op::json_response(StatusCode::OK, &body))
 }
@@ -122,6 +128,15 @@ pub(crate) fn device_token(
     if rec.client_id != client_id || rec.used {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None);
     }
+    // Strict interval: from the moment the device authorization answer (then
+    // each answer to this device code) left, no tolerance (RFC 8628 §3.5).
+    if st.config.strict_interval && st.flights.strict_early(code, now, rec.interval) {
+        rec.interval = rec.interval.saturating_add(5);
+        st.flights.slow_down();
+        st.flights.mark_answer(code);
+        return oauth_error(StatusCode::BAD_REQUEST, "slow_down", None);
+    }
+    st.flights.mark_answer(code);
     if now > rec.created_at.saturating_add(DEVICE_CODE_LIFETIME) {
         return oauth_error(StatusCode::BAD_REQUEST, "expired_token", None);
     }

@@ -296,6 +296,23 @@ pub struct OpConfig {
     /// request counts as in flight at the OP meanwhile; see
     /// [`MockOp::flight_report`]). Default `None`: at once.
     pub poll_latency: Option<Duration>,
+    /// How long the OP takes to answer a request that starts or leads to a
+    /// deferral: the OIDC exchange (`deferred_code`), the IETF initial token
+    /// request (authorization code or device code) and the device
+    /// authorization request. The request is processed when it arrives; the
+    /// answer leaves this much later (what a slow OP does). Default `None`:
+    /// at once.
+    pub exchange_latency: Option<Duration>,
+    /// Count the interval the way a strict OP does: from the moment the OP
+    /// *answered* the request before (the exchange, the IETF initial token
+    /// request or the device authorization for the first poll; then each
+    /// poll, `slow_down` answers included), with no tolerance. A poll (or
+    /// device-code token request) that arrives sooner gets `slow_down`
+    /// (the interval rises by 5 s) and is recorded in
+    /// [`FlightReport::floor_violations`]. Replaces the lenient check of
+    /// [`enforce_interval`](Self::enforce_interval) (which counts from the
+    /// previous poll's arrival). Default false.
+    pub strict_interval: bool,
 }
 
 impl Default for OpConfig {
@@ -336,6 +353,8 @@ impl Default for OpConfig {
             assurance_fault: None,
             interactive_pages: false,
             poll_latency: None,
+            exchange_latency: None,
+            strict_interval: false,
         }
     }
 }
@@ -1095,11 +1114,14 @@ impl MockOp {
             .count()
     }
 
-    /// What the OP saw of deferred polls, per `deferred_auth_id`, across
-    /// every client instance: polls that arrived while another poll of the
-    /// same id was still being answered (two requests in flight), and
-    /// polls that arrived sooner after the OP's previous answer for that id
-    /// than the interval it enforced then (faster than the floor).
+    /// What the OP saw of deferred polls (OIDC `deferred_auth_id` and IETF
+    /// `deferral_code`), per id, across every client instance: polls that
+    /// arrived while another poll of the same id was still being answered
+    /// (two requests in flight), polls that arrived sooner after the OP's
+    /// previous answer for that id than the interval it enforced then
+    /// (faster than the floor; with [`OpConfig::strict_interval`], counted
+    /// from the exchange's answer too, and device-code requests included),
+    /// and the `slow_down` answers given.
     pub fn flight_report(&self) -> FlightReport {
         self.lock().flights.report()
     }

@@ -179,7 +179,14 @@ pub struct FlightReport {
     /// once per such arrival.
     pub overlaps: Vec<String>,
     /// Polls that came sooner than the floor after the previous answer.
+    /// With [`OpConfig::strict_interval`](crate::OpConfig::strict_interval):
+    /// every poll (and device-code token request) answered `slow_down`
+    /// because it came sooner than the interval after the answer the OP
+    /// counts from.
     pub floor_violations: Vec<FloorViolation>,
+    /// `slow_down` answers given (all ids; polls and device-code token
+    /// requests).
+    pub slow_downs: u64,
     /// The most polls (all ids) in flight at once.
     pub max_in_flight: usize,
 }
@@ -202,6 +209,13 @@ pub(crate) struct Flights {
     total_in_flight: usize,
     /// Per id: when the OP last answered it, and the interval then.
     last_answer: HashMap<String, (UnixTime, u64)>,
+    /// Strict interval: per id (or device code), when the answer the
+    /// interval counts from left the OP (the exchange's, the IETF initial
+    /// token request's, the device authorization's, then each poll's).
+    answered: HashMap<String, UnixTime>,
+    /// The id whose answer the request being routed is (set while it is
+    /// routed, under the lock; taken by `route`).
+    marked: Option<String>,
     report: FlightReport,
 }
 
@@ -209,12 +223,52 @@ impl Flights {
     pub(crate) fn report(&self) -> FlightReport {
         self.report.clone()
     }
+
+    /// The request being routed answers `key` (an id or a device code): in
+    /// strict interval mode, the next request for it counts from the moment
+    /// this answer leaves.
+    pub(crate) fn mark_answer(&mut self, key: &str) {
+        self.marked = Some(key.to_owned());
+    }
+
+    /// Strict interval: a request for `key` arrived at `now`; the OP's
+    /// interval for it is `interval` seconds. Records and returns the
+    /// violation when it came sooner than that after the counted answer.
+    pub(crate) fn strict_early(&mut self, key: &str, now: UnixTime, interval: u64) -> bool {
+        let Some(at) = self.answered.get(key).copied() else {
+            return false;
+        };
+        let floor = Duration::from_secs(interval);
+        if now >= at.saturating_add(floor) {
+            return false;
+        }
+        self.report.floor_violations.push(FloorViolation {
+            deferred_auth_id: key.to_owned(),
+            gap: now.saturating_duration_since(at),
+            floor,
+        });
+        true
+    }
+
+    /// A `slow_down` was answered.
+    pub(crate) fn slow_down(&mut self) {
+        self.report.slow_downs += 1;
+    }
+}
+
+/// The answer of a request routed with a mark (see
+/// [`Flights::mark_answer`]) left the OP (or its connection was dropped).
+pub(crate) fn answer_left(state: &Mutex<OpState>, key: &str) {
+    let mut st = lock(state);
+    let now = st.now();
+    st.flights.answered.insert(key.to_owned(), now);
 }
 
 /// A deferred poll arrived (before it is processed).
 pub(crate) fn flight_begin(state: &Mutex<OpState>, id: &str) {
     let mut st = lock(state);
     let now = st.now();
+    let strict = st.config.strict_interval;
     let f = &mut st.flights;
     f.report.polls += 1;
     let n = f.in_flight.entry(id.to_owned()).or_default();
@@ -224,7 +278,9 @@ pub(crate) fn flight_begin(state: &Mutex<OpState>, id: &str) {
     *n += 1;
     f.total_in_flight += 1;
     f.report.max_in_flight = f.report.max_in_flight.max(f.total_in_flight);
-    if let Some((at, interval)) = f.last_answer.get(id).copied() {
+    // In strict mode the poll handler checks (and records) the floor itself,
+    // from the answer the OP counts from.
+    if !strict && let Some((at, interval)) = f.last_answer.get(id).copied() {
         let floor = Duration::from_secs(interval);
         let gap = now.saturating_duration_since(at);
         if gap < floor {
@@ -434,23 +490,36 @@ pub(crate) enum Effect {
     Notify(String),
 }
 
-pub(crate) fn route(state: &Arc<Mutex<OpState>>, req: Incoming) -> Reply {
+/// Routes a request: the reply, and the id (or device code) whose answer
+/// it is, if the strict interval counts from it (call [`answer_left`] when
+/// the answer leaves).
+pub(crate) fn route(state: &Arc<Mutex<OpState>>, req: Incoming) -> (Reply, Option<String>) {
     let mut effects = Vec::new();
-    let reply = route_locked(state, req, &mut effects);
+    let (reply, answered) = route_locked(state, req, &mut effects);
     for e in effects {
         match e {
             Effect::ApproveAt(id, at) => schedule_approval(state.clone(), id, at),
             Effect::Notify(id) => notify(state, &id),
         }
     }
-    reply
+    (reply, answered)
 }
 
-fn route_locked(state: &Mutex<OpState>, req: Incoming, effects: &mut Vec<Effect>) -> Reply {
+fn route_locked(
+    state: &Mutex<OpState>,
+    req: Incoming,
+    effects: &mut Vec<Effect>,
+) -> (Reply, Option<String>) {
     let mut st = match state.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     };
+    st.flights.marked = None;
+    let reply = route_faulted(&mut st, req, effects);
+    (reply, st.flights.marked.take())
+}
+
+fn route_faulted(st: &mut OpState, req: Incoming, effects: &mut Vec<Effect>) -> Reply {
     let fault = if req.method == Method::POST && req.path == "/token" {
         st.token_faults.pop_front()
     } else {
@@ -458,17 +527,17 @@ fn route_locked(state: &Mutex<OpState>, req: Incoming, effects: &mut Vec<Effect>
     };
     match fault {
         None => {
-            let (endpoint, params, response) = dispatch(&mut st, &req, effects);
+            let (endpoint, params, response) = dispatch(st, &req, effects);
             st.log(&req, endpoint, &params, response.status().as_u16());
             Reply::Respond(response, None)
         }
         Some(Fault::Delay(d)) => {
-            let (endpoint, params, response) = dispatch(&mut st, &req, effects);
+            let (endpoint, params, response) = dispatch(st, &req, effects);
             st.log(&req, endpoint, &params, response.status().as_u16());
             Reply::Respond(response, Some(d))
         }
         Some(Fault::LostResponse) => {
-            let (endpoint, params, _lost) = dispatch(&mut st, &req, effects);
+            let (endpoint, params, _lost) = dispatch(st, &req, effects);
             st.log(&req, endpoint, &params, 0);
             Reply::Reset
         }
@@ -1175,6 +1244,7 @@ fn exchange(
             Err(_) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         }
     }
+    st.flights.mark_answer(&id);
     st.auths.insert(id, record);
     json_response(StatusCode::OK, &Value::Object(body))
 }
@@ -1465,6 +1535,7 @@ fn poll(
     let expire = st.config.expire_authentications;
     let redelivery = st.config.redelivery_window;
     let script = st.config.progress_script.clone();
+    let strict = st.config.strict_interval;
     let Some(rec) = st.auths.get_mut(id) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1482,6 +1553,9 @@ fn poll(
     if let Err(r) = check_binding(rec.jkt.as_deref(), proof) {
         return r;
     }
+    // A poll of this authentication, processed: in strict mode the next one
+    // counts from the moment this answer leaves.
+    st.flights.mark_answer(id);
     if expire && rec.state == AuthState::Pending && rec.expires_at.is_some_and(|e| now >= e) {
         rec.state = AuthState::Expired;
     }
@@ -1506,13 +1580,21 @@ fn poll(
         }
         _ => {}
     }
-    if enforce
-        && let Some(last) = rec.last_poll
-        && now < last.saturating_add(Duration::from_secs(rec.interval))
-    {
+    let early = if strict {
+        // From the moment the OP's previous answer (the exchange's or
+        // initial token request's, then each poll's) left, no tolerance.
+        st.flights.strict_early(id, now, rec.interval)
+    } else {
+        enforce
+            && rec
+                .last_poll
+                .is_some_and(|last| now < last.saturating_add(Duration::from_secs(rec.interval)))
+    };
+    if early {
         rec.interval = rec.interval.saturating_add(5);
         rec.slow_downs += 1;
         rec.last_poll = Some(now);
+        st.flights.slow_down();
         return oauth_error(StatusCode::BAD_REQUEST, "slow_down", None);
     }
     rec.last_poll = Some(now);
@@ -1682,6 +1764,7 @@ pub(crate) fn defer(
     if let AutoApprove::AfterDelay(d) = st.config.auto_approve {
         effects.push(Effect::ApproveAt(code.clone(), now.saturating_add(d)));
     }
+    st.flights.mark_answer(&code);
     let mut body = json!({
         "error": if interaction_uri.is_some() { "interaction_required" } else { "authorization_pending" },
         "error_description": progress,

@@ -77,6 +77,9 @@ async fn handle(
         body,
     };
     let poll = deferred_poll_id(&incoming);
+    let starts_deferral = poll.is_none()
+        && incoming.method == http::Method::POST
+        && (incoming.path == "/token" || incoming.path == "/device_authorization");
     let _flight = poll.map(|id| {
         op::flight_begin(&state, &id);
         FlightGuard {
@@ -84,14 +87,39 @@ async fn handle(
             id,
         }
     });
-    let latency = _flight
-        .as_ref()
-        .and_then(|_| op::lock(&state).config.poll_latency);
-    let plan = op::route(&state, incoming);
+    let latency = {
+        let st = op::lock(&state);
+        if _flight.is_some() {
+            st.config.poll_latency
+        } else if starts_deferral {
+            st.config.exchange_latency
+        } else {
+            None
+        }
+    };
+    let (plan, answered) = op::route(&state, incoming);
+    // The strict interval counts from the moment the answer leaves (after
+    // the latency), also when the client went away meanwhile.
+    let _answered = answered.map(|key| AnswerGuard {
+        state: state.clone(),
+        key,
+    });
     if let Some(d) = latency {
         tokio::time::sleep(d).await;
     }
     op::finish(plan).await
+}
+
+/// Records when an answer the strict interval counts from left.
+struct AnswerGuard {
+    state: Arc<Mutex<OpState>>,
+    key: String,
+}
+
+impl Drop for AnswerGuard {
+    fn drop(&mut self) {
+        op::answer_left(&self.state, &self.key);
+    }
 }
 
 /// Ends a poll's flight when its answer is produced or the client went
@@ -107,16 +135,18 @@ impl Drop for FlightGuard {
     }
 }
 
-/// The `deferred_auth_id` of a deferred poll to the token endpoint.
+/// The `deferred_auth_id` (or IETF `deferral_code`) of a deferred poll to
+/// the token endpoint.
 fn deferred_poll_id(req: &Incoming) -> Option<String> {
     if req.method != http::Method::POST || req.path != "/token" {
         return None;
     }
     let params = op::parse_params(&req.body).ok()?;
-    if op::param(&params, "grant_type")? != super::GRANT_TYPE_DEFERRED {
-        return None;
+    match op::param(&params, "grant_type")? {
+        super::GRANT_TYPE_DEFERRED => op::param(&params, "deferred_auth_id").map(str::to_owned),
+        super::GRANT_TYPE_IETF_DEFERRED => op::param(&params, "deferral_code").map(str::to_owned),
+        _ => None,
     }
-    op::param(&params, "deferred_auth_id").map(str::to_owned)
 }
 
 /// Serves a ping receiver, one task per connection.

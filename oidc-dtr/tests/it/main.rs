@@ -30,4 +30,5 @@ mod postgres;
 mod postgres_fleet;
 mod secrets;
 mod store;
+mod strict_interval;
 mod validation;
