@@ -228,3 +228,117 @@ async fn the_strict_op_counts_from_its_exchange_answer() {
     assert_eq!(report.floor_violations[0].gap, ms(600));
     assert_eq!(report.floor_violations[0].floor, ms(1_000));
 }
+
+/// One flow on the real clock: authorize, the browser's round trip (one
+/// shared HTTP client, no redirects), callback, exchange.
+async fn real_flow(
+    op: &MockOp,
+    client: &DtrClient,
+    browser: &reqwest::Client,
+) -> oidc_dtr::DeferredAuthentication {
+    let (url, pending) = client.authorize().build().unwrap();
+    let resp = browser.get(url).send().await.unwrap();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no redirect from {}", op.issuer()));
+    let back = url::Url::parse(&location).unwrap();
+    let CallbackResponse::Acknowledgment(ack) = client
+        .callback(&pending, back.query().unwrap_or(""))
+        .unwrap()
+    else {
+        panic!("a deferred code")
+    };
+    client.exchange(ack).await.unwrap()
+}
+
+/// Issue 22: 1 000 flows against the strict OP (1 s interval counted from
+/// its answers, no tolerance) on the real clock, the exchange answered
+/// after a different latency (0–400 ms) for each batch of 100: not one
+/// `slow_down`, not one poll inside the floor, every flow gets its tokens.
+/// `DTR_STRICT_FLOWS` changes the number of flows (for BENCHMARKS.md, run
+/// it with `--nocapture` to see the figures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_strict_op_1000_flows_zero_slow_down() {
+    let flows: usize = std::env::var("DTR_STRICT_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let mut cfg = strict_config(OpProfiles::Oidc);
+    cfg.auto_approve = AutoApprove::AfterPolls(2);
+    cfg.exchange_latency = None;
+    let op = MockOp::builder().config(cfg).start().await.unwrap();
+    let client = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id(MockOp::CLIENT_ID)
+        .client_secret(MockOp::CLIENT_SECRET)
+        .redirect_uri(REDIRECT)
+        .build()
+        .await
+        .unwrap();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut ids = Vec::with_capacity(flows);
+    // A fixed pseudo-random sequence of latencies (reproducible).
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut latencies = Vec::new();
+    let mut batch = 0;
+    while ids.len() < flows {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let latency = ms((seed >> 33) % 401);
+        latencies.push(latency);
+        op.configure(|c| c.exchange_latency = Some(latency));
+        let n = (flows - ids.len()).min(100);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (op, client, browser) = (op.clone(), client.clone(), browser.clone());
+            set.spawn(async move { real_flow(&op, &client, &browser).await.id().clone() });
+        }
+        while let Some(id) = set.join_next().await {
+            ids.push(id.unwrap());
+        }
+        batch += 1;
+    }
+    let mut tokens = 0;
+    for id in &ids {
+        let outcome = tokio::time::timeout(Duration::from_secs(120), client.wait(id))
+            .await
+            .expect("an outcome within two minutes")
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Tokens(_)), "{outcome:?}");
+        tokens += 1;
+    }
+    let report = op.flight_report();
+    let stats = client.stats();
+    eprintln!(
+        "strict OP load: {flows} flows in {batch} batches (exchange latency {:?}..{:?}), \
+         {tokens} with tokens, {} polls, {} slow_down (OP), {} slow_down (client), \
+         {} floor violations, {} overlaps, {:.1} s",
+        latencies.iter().min().unwrap(),
+        latencies.iter().max().unwrap(),
+        report.polls,
+        report.slow_downs,
+        stats.slow_downs,
+        report.floor_violations.len(),
+        report.overlaps.len(),
+        started.elapsed().as_secs_f64(),
+    );
+    assert_eq!(tokens, flows);
+    assert!(
+        report.floor_violations.is_empty(),
+        "{} violations, first {:?}",
+        report.floor_violations.len(),
+        report.floor_violations.first()
+    );
+    assert_eq!(report.slow_downs, 0);
+    assert_eq!(stats.slow_downs, 0);
+    assert!(report.overlaps.is_empty());
+    assert!(report.polls >= 2 * flows as u64);
+}
