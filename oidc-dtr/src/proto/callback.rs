@@ -11,7 +11,8 @@
 //! 4. `iss` (RFC 9207) equals the issuer when present, and is required when
 //!    the OP advertises `authorization_response_iss_parameter_supported`;
 //! 5. an `error` becomes [`CallbackResponse::Error`] (it must not come with a
-//!    code);
+//!    code, and must use only the characters RFC 6749 §4.1.2.1 allows:
+//!    printable ASCII without `"` and `\`, so no CR or LF);
 //! 6. `code` together with `deferred_code` is invalid; a `deferred_code`
 //!    must use only `A-Z a-z 0-9 . - _` and be at most
 //!    [`MAX_CODE_LEN`] long; a plain `code` is accepted only when
@@ -214,6 +215,7 @@ pub(crate) fn validate(
         if p.code.is_some() || p.deferred_code.is_some() {
             return Err(CallbackError::ErrorWithCode);
         }
+        crate::error::check_error_code(error).map_err(CallbackError::InvalidErrorCode)?;
         let mut e = OAuthError::new(ErrorCode::from(error));
         e.description = p.error_description.map(|d| crate::error::clean_op_text(&d));
         e.uri = p.error_uri.and_then(|u| crate::error::clean_op_uri(&u));

@@ -111,9 +111,9 @@ pub(crate) struct DeviceRequest {
     pub completion_mode_hint: bool,
 }
 
-/// Reads a device authorization response: `device_code`, `user_code`,
-/// `verification_uri` (https, or http to loopback) and `expires_in`
-/// required; `verification_uri_complete` and `interval` (default 5 s)
+/// Reads a device authorization response: `device_code`, `user_code`
+/// (each at most 4 KiB), `verification_uri` (https, or http to loopback)
+/// and `expires_in` required; `verification_uri_complete` and `interval` (default 5 s)
 /// optional.
 pub(crate) fn parse_device_authorization(
     resp: &HttpResponse,
@@ -144,8 +144,8 @@ pub(crate) fn parse_device_authorization(
         .optional_positive_int("expires_in")?
         .ok_or_else(|| obj.err("expires_in", "is missing"))?;
     Ok(DeviceAuthorization {
-        device_code: obj.required_str("device_code")?.to_owned(),
-        user_code: crate::error::sanitize(obj.required_str("user_code")?, 64),
+        device_code: obj.required_handle("device_code")?.to_owned(),
+        user_code: crate::error::sanitize(obj.required_handle("user_code")?, 64),
         verification_uri,
         verification_uri_complete,
         expires_at: req

@@ -105,8 +105,9 @@ pub(crate) struct ExchangeResponse {
     pub interim_id_token: Option<RawJwt>,
 }
 
-/// Parses the exchange response: `deferred_auth_id` required and non-empty;
-/// `expires_in` and `interval` positive integers when present (huge values
+/// Parses the exchange response: `deferred_auth_id` required, non-empty and
+/// at most 4 KiB; `expires_in` and `interval` positive integers when present
+/// (written as integers: `1e3` or `60.0` is refused; huge integers
 /// saturate); `interim_id_token` a string when present; unknown members
 /// ignored. Error statuses become the OP's OAuth error or an HTTP error.
 pub(crate) fn parse_exchange_response(
@@ -115,7 +116,7 @@ pub(crate) fn parse_exchange_response(
 ) -> Result<ExchangeResponse, Error> {
     let obj = success_object(resp, endpoint, CONTEXT, "deferred_auth_id")?;
     Ok(ExchangeResponse {
-        deferred_auth_id: DeferredAuthId::new(obj.required_str("deferred_auth_id")?),
+        deferred_auth_id: DeferredAuthId::new(obj.required_handle("deferred_auth_id")?),
         expires_in: obj.optional_positive_int("expires_in")?,
         interval: obj.optional_positive_int("interval")?,
         interim_id_token: match obj.optional_str("interim_id_token")? {

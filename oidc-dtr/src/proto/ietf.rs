@@ -13,12 +13,13 @@
 
 use std::fmt;
 
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, ErrorCode, OAuthError};
 use crate::json::JsonObject;
-use crate::proto::message::{HttpResponse, parse_oauth_error};
+use crate::proto::message::{HttpResponse, is_pending_code, read_oauth_error, status_error};
 
 /// The IETF polling grant type (B.5).
 pub(crate) const GRANT_TYPE_IETF_DEFERRED: &str = "urn:ietf:params:oauth:grant-type:deferred";
@@ -188,10 +189,11 @@ pub(crate) enum InitialAnswer {
     DevicePending(OAuthError),
 }
 
-/// Reads the answer to an initial token request. A 2xx is `Tokens`; a 4xx
-/// JSON `authorization_pending`/`interaction_required` with a
-/// `deferral_code` is `Deferred`; the same without one (device flow) is
-/// `DevicePending`; anything else is the error it is.
+/// Reads the answer to an initial token request. A 2xx is `Tokens`; an
+/// HTTP 400 JSON `authorization_pending`/`interaction_required` with a
+/// `deferral_code` (at most 4 KiB) is `Deferred`; the same without one
+/// (device flow) is `DevicePending`; anything else, the same body with
+/// another error status included, is the error it is.
 pub(crate) fn parse_initial_answer(
     resp: &HttpResponse,
     endpoint: &Url,
@@ -199,20 +201,17 @@ pub(crate) fn parse_initial_answer(
     if resp.status.is_success() {
         return Ok(InitialAnswer::Tokens);
     }
-    let Some(err) = parse_oauth_error(resp) else {
-        crate::proto::message::error_for_status(resp, endpoint)?;
-        return Ok(InitialAnswer::Tokens);
+    // A pending answer or a deferral comes with HTTP 400 only: the same
+    // body with a 500 (a failing server) or any other status is the error
+    // `status_error` makes of it, never a deferral.
+    let err = match read_oauth_error(resp) {
+        Some(Ok(err)) if resp.status == StatusCode::BAD_REQUEST && is_pending_code(&err.code) => {
+            err
+        }
+        _ => return Err(status_error(resp, endpoint)),
     };
-    let pending = matches!(
-        err.code,
-        ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired | ErrorCode::SlowDown
-    );
-    if !pending {
-        return Err(err.into());
-    }
     let obj = JsonObject::parse(&resp.body, "deferred response")?;
-    let code = match obj.optional_str("deferral_code")? {
-        Some("") => return Err(obj.err("deferral_code", "is empty").into()),
+    let code = match obj.optional_handle("deferral_code")? {
         Some(c) => c.to_owned(),
         None => return Ok(InitialAnswer::DevicePending(err)),
     };
