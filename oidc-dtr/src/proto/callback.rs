@@ -471,6 +471,38 @@ mod tests {
         }
     }
 
+    /// Issue 22: the callback's `error` code kept raw CR/LF.
+    #[test]
+    fn error_codes_outside_the_rfc_6749_charset_are_refused() {
+        for code in [
+            "access_denied%0D%0ASet-Cookie:+x",
+            "a%0Ab",
+            "a%09b",
+            "a%00",
+            "a%22b",
+            "a%5Cb",
+            "caf%C3%A9",
+            "x%E2%80%AEy",
+            "",
+        ] {
+            let q = format!("error={code}&state={STATE}");
+            match run(&q).unwrap_err() {
+                CallbackError::InvalidErrorCode(why) => {
+                    let text = CallbackError::InvalidErrorCode(why).to_string();
+                    assert!(text.starts_with("`error` is invalid"), "{text}");
+                    assert!(!text.contains("Set-Cookie"), "{text}");
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        // Spaces and the other printable characters are allowed.
+        let q = format!("error=odd+code!%23%24~&state={STATE}");
+        match run(&q).unwrap() {
+            CallbackResponse::Error(e) => assert_eq!(e.code.as_str(), "odd code!#$~"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn oversized_input() {
         let q = format!(

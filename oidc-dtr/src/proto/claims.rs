@@ -760,6 +760,53 @@ mod tests {
         }
     }
 
+    /// Issue 22: duplicate members inside non-registered claims and inside
+    /// `verified_claims` were accepted, the last one winning.
+    #[test]
+    fn duplicate_members_are_refused_at_every_depth() {
+        let head = r#""iss":"a","sub":"s","aud":"c","exp":2,"iat":1"#;
+        for (rest, name) in [
+            // A non-registered claim twice at the top level.
+            (r#""email":"a@x","email":"admin@x""#, "email"),
+            // Inside a non-registered claim.
+            (r#""address":{"country":"DE","country":"FR"}"#, "country"),
+            (r#""groups":[{"role":"user","role":"admin"}]"#, "role"),
+            // Inside verified_claims, at several depths.
+            (
+                r#""verified_claims":{"verification":{"trust_framework":"a"},"claims":{"given_name":"Max"},"claims":{}}"#,
+                "claims",
+            ),
+            (
+                r#""verified_claims":{"verification":{"trust_framework":"a","trust_framework":"b"},"claims":{"x":1}}"#,
+                "trust_framework",
+            ),
+            (
+                r#""verified_claims":[{"verification":{"trust_framework":"a"},"claims":{"given_name":"Max","given_name":"Eve"}}]"#,
+                "given_name",
+            ),
+            // An escaped spelling of the same name is the same name.
+            (r#""x":{"ab":1,"a\u0062":2}"#, "ab"),
+        ] {
+            let payload = format!("{{{head},{rest}}}");
+            assert_eq!(
+                IdTokenClaims::from_payload(payload.as_bytes()).unwrap_err(),
+                ValidationError::malformed("claims", format!("the member `{name}` appears twice")),
+                "{rest}"
+            );
+        }
+        // The same name in different objects is fine, and the values are
+        // those serde_json reads.
+        let payload = format!(
+            r#"{{{head},"a":{{"k":1}},"b":{{"k":[{{"k":2}},{{"k":3.5}}]}},"n":null}}"#
+        );
+        let c = IdTokenClaims::from_payload(payload.as_bytes()).unwrap();
+        assert_eq!(c.claim("b"), Some(&json!({"k": [{"k": 2}, {"k": 3.5}]})));
+        assert_eq!(c.claim("n"), Some(&Value::Null));
+        // Trailing garbage is still refused.
+        let payload = format!("{{{head}}} x");
+        assert!(IdTokenClaims::from_payload(payload.as_bytes()).is_err());
+    }
+
     #[test]
     fn serde_round_trip_and_debug() {
         let mut v = base();

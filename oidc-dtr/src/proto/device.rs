@@ -207,6 +207,42 @@ mod tests {
         assert_eq!(back, d);
     }
 
+    /// Issue 22: no size limit on `device_code` (600 KB accepted); exponent
+    /// forms of `interval` and `expires_in` accepted.
+    #[test]
+    fn oversized_codes_and_exponent_numbers_are_refused() {
+        let base = || {
+            json!({"device_code": "d", "user_code": "U",
+                   "verification_uri": "https://as.example/d", "expires_in": 5})
+        };
+        for field in ["device_code", "user_code"] {
+            let mut v = base();
+            v[field] = json!("c".repeat(600 * 1024));
+            match parse(v) {
+                Err(Error::Response(e)) => {
+                    assert_eq!(e.field, Some(field));
+                    assert!(e.to_string().contains("longer than 4096 bytes"), "{e}");
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        for (field, lit) in [("interval", "1e300"), ("expires_in", "1.8e3"), ("interval", "5.0")] {
+            let mut resp = HttpResponse::json(StatusCode::OK, &json!({}));
+            resp.body = bytes::Bytes::from(format!(
+                r#"{{"device_code":"d","user_code":"U","verification_uri":"https://as.example/d",{}"{field}":{lit}}}"#,
+                if field == "expires_in" { "" } else { r#""expires_in":5,"# }
+            ));
+            match parse_device_authorization(
+                &resp,
+                &Url::parse("https://as.example/device_authorization").unwrap(),
+                req(),
+            ) {
+                Err(Error::Response(e)) => assert_eq!(e.field, Some(field), "{lit}"),
+                other => panic!("{field} {lit}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn required_members_and_safe_urls() {
         for v in [

@@ -408,6 +408,67 @@ mod tests {
         }
     }
 
+    /// Issue 22: a 500 with a pending body and a `deferral_code` was taken
+    /// as a deferral; any error status other than 400 now is the error it
+    /// is (transient for a 5xx), never `Deferred` or `DevicePending`.
+    #[test]
+    fn a_pending_body_with_a_status_other_than_400_is_no_deferral() {
+        let body = json!({
+            "error": "authorization_pending",
+            "deferral_code": "dc-500",
+            "expires_in": 60,
+            "interval": 5
+        });
+        for status in [500, 502, 503, 401, 403, 429] {
+            match answer(status, body.clone()) {
+                Err(e @ Error::Http(crate::error::HttpError::PendingWithErrorStatus { .. })) => {
+                    assert!(e.is_retryable(), "{status}");
+                    assert!(!format!("{e} {e:?}").contains("dc-500"));
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+            match answer(status, json!({"error": "authorization_pending"})) {
+                Err(Error::Http(crate::error::HttpError::PendingWithErrorStatus { .. })) => {}
+                other => panic!("device {status}: {other:?}"),
+            }
+        }
+        assert!(matches!(answer(400, body), Ok(InitialAnswer::Deferred(_))));
+    }
+
+    /// Issue 22: no size limit on `deferral_code`; exponent forms of
+    /// `interval` and `expires_in` accepted.
+    #[test]
+    fn oversized_deferral_codes_and_exponent_numbers_are_refused() {
+        let pending = |code: String| {
+            answer(
+                400,
+                json!({"error": "authorization_pending", "deferral_code": code,
+                       "expires_in": 60, "interval": 5}),
+            )
+        };
+        assert!(matches!(
+            pending("d".repeat(crate::json::MAX_HANDLE_BYTES)),
+            Ok(InitialAnswer::Deferred(_))
+        ));
+        match pending("d".repeat(600 * 1024)) {
+            Err(Error::Response(e)) => {
+                assert_eq!(e.field, Some("deferral_code"));
+                assert!(e.to_string().contains("4096"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        for field in ["interval", "expires_in"] {
+            let mut resp = HttpResponse::json(StatusCode::BAD_REQUEST, &json!({}));
+            resp.body = bytes::Bytes::from(format!(
+                r#"{{"error":"authorization_pending","deferral_code":"dc","{field}":1e300}}"#
+            ));
+            match parse_initial_answer(&resp, &url()) {
+                Err(Error::Response(e)) => assert_eq!(e.field, Some(field)),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn opt_in_and_revocation_forms() {
         let mut p = vec![("grant_type", "authorization_code".to_owned())];

@@ -635,6 +635,101 @@ mod tests {
         assert_eq!(parse_retry_after(""), None);
     }
 
+    /// Issue 22: a 500 (any error status but 400) with a pending body was
+    /// read as a pending answer, so a failing server looked like "keep
+    /// waiting at the floor" (and the IETF initial answer as a deferral).
+    #[test]
+    fn a_pending_body_with_an_error_status_other_than_400_is_a_transient_failure() {
+        use crate::proto::poll::PollResult;
+        for code in ["authorization_pending", "slow_down", "interaction_required"] {
+            for status in [500, 502, 503, 401, 403, 429] {
+                let r = resp(
+                    status,
+                    Some("application/json"),
+                    &format!(r#"{{"error":"{code}","deferral_code":"dc"}}"#),
+                );
+                let e = error_for_status(&r, &url()).unwrap_err();
+                match &e {
+                    Error::Http(h @ HttpError::PendingWithErrorStatus { .. }) => {
+                        assert_eq!(h.status().map(|s| s.as_u16()), Some(status));
+                        assert!(h.is_transient());
+                        let text = h.to_string();
+                        assert!(text.contains(code) && text.contains("HTTP 400 only"), "{text}");
+                    }
+                    other => panic!("{code} {status}: {other:?}"),
+                }
+                assert!(e.is_retryable(), "{code} {status}");
+                assert!(matches!(
+                    PollResult::<()>::from_error(e),
+                    PollResult::Transient { .. }
+                ));
+            }
+            // With 400 it is the pending answer it says.
+            let r = resp(400, Some("application/json"), &format!(r#"{{"error":"{code}"}}"#));
+            assert!(matches!(
+                PollResult::<()>::from_error(error_for_status(&r, &url()).unwrap_err()),
+                PollResult::OAuth(_)
+            ));
+        }
+        // Other codes keep their meaning whatever the status.
+        let r = resp(500, Some("application/json"), r#"{"error":"server_error"}"#);
+        assert!(matches!(error_for_status(&r, &url()), Err(Error::OAuth(_))));
+        // The Retry-After of the failing answer is kept.
+        let mut r = resp(503, Some("application/json"), r#"{"error":"authorization_pending"}"#);
+        r.headers.insert(RETRY_AFTER, HeaderValue::from_static("9"));
+        match error_for_status(&r, &url()) {
+            Err(Error::Http(h)) => assert_eq!(
+                h.retry_after(),
+                Some(RetryAfter::Delay(Duration::from_secs(9)))
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 22: an `error` code with CR/LF (or `"`, `\`, non-ASCII) was
+    /// kept raw in the OAuth error; `interval: 1e300` on `slow_down` was
+    /// dropped silently instead of refused.
+    #[test]
+    fn a_malformed_oauth_error_body_is_a_typed_response_error() {
+        for (body, field) in [
+            (r#"{"error":"slow_down\r\nSet-Cookie: x"}"#, "error"),
+            (r#"{"error":"a\"b"}"#, "error"),
+            (r#"{"error":"a\\b"}"#, "error"),
+            (r#"{"error":"caf\u00e9"}"#, "error"),
+            (r#"{"error":"x\u0000"}"#, "error"),
+            (r#"{"error":"slow_down","interval":1e300}"#, "interval"),
+            (r#"{"error":"slow_down","interval":7.0}"#, "interval"),
+            (r#"{"error":"slow_down","interval":-5}"#, "interval"),
+        ] {
+            for status in [400, 200] {
+                let r = resp(status, Some("application/json"), body);
+                let e = if status == 200 {
+                    success_object(&r, &url(), "ctx", "access_token").err().unwrap()
+                } else {
+                    error_for_status(&r, &url()).unwrap_err()
+                };
+                match e {
+                    Error::Response(e) => {
+                        assert_eq!(e.field, Some(field), "{body}");
+                        assert!(!e.to_string().contains('\r'), "{e}");
+                        assert!(!e.to_string().contains("Set-Cookie"), "{e}");
+                    }
+                    other => panic!("{body} {status}: {other:?}"),
+                }
+            }
+            assert!(parse_oauth_error(&resp(400, Some("application/json"), body)).is_none());
+        }
+        // Every character RFC 6749 §5.2 allows is kept.
+        let allowed: String = (0x20u8..=0x7e)
+            .filter(|b| *b != b'"' && *b != b'\\')
+            .map(char::from)
+            .collect();
+        let body = serde_json::json!({"error": allowed, "interval": 12}).to_string();
+        let e = parse_oauth_error(&resp(400, Some("application/json"), &body)).unwrap();
+        assert_eq!(e.code.as_str(), allowed);
+        assert_eq!(e.interval, Some(12));
+    }
+
     #[test]
     fn form_encoding_escapes() {
         let r = HttpRequest::post_form(url(), [("a", "b c&d=e"), ("k", "ü")]);
