@@ -388,7 +388,9 @@ pub enum HttpError {
     /// (a 500 from a failing server or proxy, say). A pending answer or a
     /// deferral comes with HTTP 400 only (RFC 6749 §5.2), so this is not
     /// read as one: it is a failure that may go away, retried like a 5xx.
-    #[error("{endpoint} answered `{code}` with HTTP {status}; a pending answer comes with HTTP 400 only")]
+    #[error(
+        "{endpoint} answered `{code}` with HTTP {status}; a pending answer comes with HTTP 400 only"
+    )]
     PendingWithErrorStatus {
         /// The HTTP status.
         status: StatusCode,

@@ -268,10 +268,7 @@ impl JsonObject {
 
     fn check_handle(&self, field: &'static str, s: &str) -> Result<(), ResponseError> {
         if s.len() > MAX_HANDLE_BYTES {
-            return Err(self.err(
-                field,
-                format!("is longer than {MAX_HANDLE_BYTES} bytes"),
-            ));
+            return Err(self.err(field, format!("is longer than {MAX_HANDLE_BYTES} bytes")));
         }
         Ok(())
     }
@@ -427,7 +424,9 @@ mod tests {
         let e = JsonObject::parse(br#"{"t":1,"t":2}"#, "ctx").err().unwrap();
         assert!(e.to_string().contains("`t`"), "{e}");
         // The same name in two different objects is fine.
-        assert!(JsonObject::parse(br#"{"a":{"b":1},"c":{"b":2},"d":[{"b":1},{"b":2}]}"#, "ctx").is_ok());
+        assert!(
+            JsonObject::parse(br#"{"a":{"b":1},"c":{"b":2},"d":[{"b":1},{"b":2}]}"#, "ctx").is_ok()
+        );
     }
 
     /// Issue 22: a duplicate member inside a nested object (a JWK, a
@@ -442,7 +441,11 @@ mod tests {
         ] {
             let e = JsonObject::parse(body.as_bytes(), "ctx").err().unwrap();
             assert_eq!(e.field, None);
-            assert!(e.to_string().contains(&format!("`{name}` appears more than once")), "{e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("`{name}` appears more than once")),
+                "{e}"
+            );
         }
         match from_slice_strict(br#"{"a":{"b":1,"b":2}}"#) {
             Err(StrictJsonError::Duplicate(name)) => assert_eq!(name, "b"),
@@ -471,13 +474,19 @@ mod tests {
                 let o = JsonObject::parse(body.as_bytes(), "ctx").unwrap();
                 let e = o.optional_positive_int(field).unwrap_err();
                 assert_eq!(e.field, Some(field), "{lit}");
-                assert!(e.to_string().contains("fraction or an exponent"), "{lit}: {e}");
+                assert!(
+                    e.to_string().contains("fraction or an exponent"),
+                    "{lit}: {e}"
+                );
             }
         }
         // Another member's float does not taint an integer one.
         let o = obj(r#"{"interval":5,"ratio":0.5,"expires_in":99999999999999999999999999}"#);
         assert_eq!(o.optional_positive_int("interval").unwrap(), Some(5));
-        assert_eq!(o.optional_positive_int("expires_in").unwrap(), Some(u64::MAX));
+        assert_eq!(
+            o.optional_positive_int("expires_in").unwrap(),
+            Some(u64::MAX)
+        );
         let o = obj(r#"{"interval":-99999999999999999999999999}"#);
         assert!(o.optional_positive_int("interval").is_err());
     }

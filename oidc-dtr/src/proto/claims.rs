@@ -291,8 +291,9 @@ impl IdTokenClaims {
     pub(crate) fn from_payload(payload: &[u8]) -> Result<Self, ValidationError> {
         let slot = std::cell::RefCell::new(None);
         let mut de = serde_json::Deserializer::from_slice(payload);
-        let parsed = serde::de::DeserializeSeed::deserialize(ClaimsSeed(StrictValue(&slot)), &mut de)
-            .and_then(|c| de.end().map(|()| c));
+        let parsed =
+            serde::de::DeserializeSeed::deserialize(ClaimsSeed(StrictValue(&slot)), &mut de)
+                .and_then(|c| de.end().map(|()| c));
         let Claims(p, other) = parsed.map_err(|e| {
             let reason = match slot.into_inner() {
                 // A name, never a value.
@@ -796,9 +797,8 @@ mod tests {
         }
         // The same name in different objects is fine, and the values are
         // those serde_json reads.
-        let payload = format!(
-            r#"{{{head},"a":{{"k":1}},"b":{{"k":[{{"k":2}},{{"k":3.5}}]}},"n":null}}"#
-        );
+        let payload =
+            format!(r#"{{{head},"a":{{"k":1}},"b":{{"k":[{{"k":2}},{{"k":3.5}}]}},"n":null}}"#);
         let c = IdTokenClaims::from_payload(payload.as_bytes()).unwrap();
         assert_eq!(c.claim("b"), Some(&json!({"k": [{"k": 2}, {"k": 3.5}]})));
         assert_eq!(c.claim("n"), Some(&Value::Null));

@@ -226,11 +226,19 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
-        for (field, lit) in [("interval", "1e300"), ("expires_in", "1.8e3"), ("interval", "5.0")] {
+        for (field, lit) in [
+            ("interval", "1e300"),
+            ("expires_in", "1.8e3"),
+            ("interval", "5.0"),
+        ] {
             let mut resp = HttpResponse::json(StatusCode::OK, &json!({}));
             resp.body = bytes::Bytes::from(format!(
                 r#"{{"device_code":"d","user_code":"U","verification_uri":"https://as.example/d",{}"{field}":{lit}}}"#,
-                if field == "expires_in" { "" } else { r#""expires_in":5,"# }
+                if field == "expires_in" {
+                    ""
+                } else {
+                    r#""expires_in":5,"#
+                }
             ));
             match parse_device_authorization(
                 &resp,

@@ -609,7 +609,10 @@ mod tests {
     fn an_oversized_deferred_auth_id_is_refused() {
         let ok = "i".repeat(crate::json::MAX_HANDLE_BYTES);
         assert_eq!(
-            parse(json!({"deferred_auth_id": ok})).unwrap().deferred_auth_id.secret(),
+            parse(json!({"deferred_auth_id": ok}))
+                .unwrap()
+                .deferred_auth_id
+                .secret(),
             ok
         );
         for len in [crate::json::MAX_HANDLE_BYTES + 1, 600 * 1024] {
@@ -626,7 +629,10 @@ mod tests {
     fn exponent_and_fraction_forms_are_refused() {
         for field in ["interval", "expires_in"] {
             for lit in ["1e300", "6e1", "60.0", "1E2"] {
-                match raw(200, format!(r#"{{"deferred_auth_id":"x","{field}":{lit}}}"#)) {
+                match raw(
+                    200,
+                    format!(r#"{{"deferred_auth_id":"x","{field}":{lit}}}"#),
+                ) {
                     Err(Error::Response(e)) => {
                         assert_eq!(e.field, Some(field), "{lit}");
                         assert!(e.to_string().contains("fraction or an exponent"), "{e}");

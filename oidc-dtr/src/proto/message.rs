@@ -654,7 +654,10 @@ mod tests {
                         assert_eq!(h.status().map(|s| s.as_u16()), Some(status));
                         assert!(h.is_transient());
                         let text = h.to_string();
-                        assert!(text.contains(code) && text.contains("HTTP 400 only"), "{text}");
+                        assert!(
+                            text.contains(code) && text.contains("HTTP 400 only"),
+                            "{text}"
+                        );
                     }
                     other => panic!("{code} {status}: {other:?}"),
                 }
@@ -665,7 +668,11 @@ mod tests {
                 ));
             }
             // With 400 it is the pending answer it says.
-            let r = resp(400, Some("application/json"), &format!(r#"{{"error":"{code}"}}"#));
+            let r = resp(
+                400,
+                Some("application/json"),
+                &format!(r#"{{"error":"{code}"}}"#),
+            );
             assert!(matches!(
                 PollResult::<()>::from_error(error_for_status(&r, &url()).unwrap_err()),
                 PollResult::OAuth(_)
@@ -675,7 +682,11 @@ mod tests {
         let r = resp(500, Some("application/json"), r#"{"error":"server_error"}"#);
         assert!(matches!(error_for_status(&r, &url()), Err(Error::OAuth(_))));
         // The Retry-After of the failing answer is kept.
-        let mut r = resp(503, Some("application/json"), r#"{"error":"authorization_pending"}"#);
+        let mut r = resp(
+            503,
+            Some("application/json"),
+            r#"{"error":"authorization_pending"}"#,
+        );
         r.headers.insert(RETRY_AFTER, HeaderValue::from_static("9"));
         match error_for_status(&r, &url()) {
             Err(Error::Http(h)) => assert_eq!(
@@ -704,7 +715,9 @@ mod tests {
             for status in [400, 200] {
                 let r = resp(status, Some("application/json"), body);
                 let e = if status == 200 {
-                    success_object(&r, &url(), "ctx", "access_token").err().unwrap()
+                    success_object(&r, &url(), "ctx", "access_token")
+                        .err()
+                        .unwrap()
                 } else {
                     error_for_status(&r, &url()).unwrap_err()
                 };

@@ -701,13 +701,16 @@ mod tests {
     #[test]
     fn expires_in_in_exponent_or_fraction_form_is_refused() {
         for lit in ["1e300", "3.6e3", "3600.0"] {
-            let body = format!(r#"{{"access_token":"x","token_type":"Bearer","expires_in":{lit}}}"#);
+            let body =
+                format!(r#"{{"access_token":"x","token_type":"Bearer","expires_in":{lit}}}"#);
             let e = TokenResponse::from_json(body.as_bytes()).unwrap_err();
             assert_eq!(e.field, Some("expires_in"), "{lit}");
         }
         let body = r#"{"access_token":"x","token_type":"Bearer","expires_in":123456789012345678901234567890}"#;
         assert_eq!(
-            TokenResponse::from_json(body.as_bytes()).unwrap().expires_in,
+            TokenResponse::from_json(body.as_bytes())
+                .unwrap()
+                .expires_in,
             Some(u64::MAX)
         );
     }

@@ -559,15 +559,22 @@ fn an_element_without_claims_satisfies_no_request() {
         "verification": {"trust_framework": "gold", "time": "2023-12-01"},
         "claims": {}
     }));
-    let err = check_verified_claims(&[wants_gold()], &[gold_doc("2023-12-01"), empty.clone()], NOW)
-        .unwrap_err();
+    let err = check_verified_claims(
+        &[wants_gold()],
+        &[gold_doc("2023-12-01"), empty.clone()],
+        NOW,
+    )
+    .unwrap_err();
     assert_eq!(
         err,
         AssuranceError::EmptyClaims {
             path: "verified_claims[1].claims".into()
         }
     );
-    assert!(err.to_string().contains("verified_claims[1].claims"), "{err}");
+    assert!(
+        err.to_string().contains("verified_claims[1].claims"),
+        "{err}"
+    );
     // With nothing requested it is reported as it came (the specification's
     // minimal example has one), satisfying nothing.
     let got = check_verified_claims(&[], &[empty], NOW).unwrap();

@@ -337,7 +337,10 @@ async fn a_pending_body_on_a_500_is_a_transient_failure_not_a_pending_answer() {
 async fn oversized_handles_and_exponent_intervals_are_refused_at_the_exchange() {
     let huge = "i".repeat(600 * 1024);
     for (body, field) in [
-        (format!(r#"{{"deferred_auth_id":"{huge}"}}"#), "deferred_auth_id"),
+        (
+            format!(r#"{{"deferred_auth_id":"{huge}"}}"#),
+            "deferred_auth_id",
+        ),
         (
             r#"{"deferred_auth_id":"id-1","interval":1e300}"#.to_owned(),
             "interval",
