@@ -496,10 +496,11 @@ impl CheckedVerifiedClaims {
 ///
 /// Errors, in this order per element: a `verification.time` more than
 /// [`VERIFICATION_TIME_SKEW_SECS`] after `now` (whatever was requested); when there are
-/// requests, an empty `claims` object; a `trust_framework` no request allowed; an `assurance_level` no remaining request allowed; an evidence type no
-/// remaining request's filters selected; a `verification.time` missing or older than `max_age`
-/// for every remaining request. With no request at all, every element is returned as
-/// unrequested.
+/// requests, an empty `claims` object; a `trust_framework` no request allowed; an
+/// `assurance_level` no remaining request allowed; an evidence type no remaining request's
+/// filters selected; a `verification.time` missing or older than `max_age` for every remaining
+/// request. With no request at all, every element is returned as unrequested. An element none
+/// of whose claims was requested appears in `unrequested` only.
 pub fn check_verified_claims(
     requests: &[VerifiedClaimsRequest],
     received: &[VerifiedClaims],
