@@ -51,8 +51,8 @@ pub(crate) enum StrictJsonError {
 /// duplicate members silently, so `{"token_type":"DPoP","token_type":"Bearer"}`
 /// or two `claims` inside a `verified_claims` element would mean what the
 /// last one says, while another reader could take the first. Building the
-/// value and checking is one pass: `Map::insert` already says whether the
-/// name was there, so the check costs nothing per member.
+/// value and checking is one pass: inserting a member into the map already
+/// says whether the name was there, so the check costs nothing per member.
 ///
 /// The name of the first duplicate is left in the shared slot; the error
 /// itself is a serde_json "custom" error.
