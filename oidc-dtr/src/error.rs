@@ -383,6 +383,24 @@ pub enum HttpError {
         /// The URL, without query or fragment.
         endpoint: String,
     },
+    /// A "still pending" OAuth error (`authorization_pending`, `slow_down`,
+    /// `interaction_required`) arrived with an error status other than 400
+    /// (a 500 from a failing server or proxy, say). A pending answer or a
+    /// deferral comes with HTTP 400 only (RFC 6749 §5.2), so this is not
+    /// read as one: it is a failure that may go away, retried like a 5xx.
+    #[error(
+        "{endpoint} answered `{code}` with HTTP {status}; a pending answer comes with HTTP 400 only"
+    )]
+    PendingWithErrorStatus {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The endpoint, without query or fragment.
+        endpoint: String,
+        /// The `error` code in the body.
+        code: ErrorCode,
+        /// The `Retry-After` header, if any.
+        retry_after: Option<RetryAfter>,
+    },
 }
 
 fn preview_suffix(p: &str) -> String {
@@ -399,7 +417,9 @@ impl HttpError {
     pub fn is_transient(&self) -> bool {
         match self {
             HttpError::Transport { kind, .. } => kind.is_transient(),
-            HttpError::Status { .. } | HttpError::BodyTooLarge { .. } => true,
+            HttpError::Status { .. }
+            | HttpError::BodyTooLarge { .. }
+            | HttpError::PendingWithErrorStatus { .. } => true,
             HttpError::Redirect { .. } | HttpError::InsecureUrl { .. } => false,
         }
     }
@@ -407,7 +427,9 @@ impl HttpError {
     /// The HTTP status, if a response arrived.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            HttpError::Redirect { status, .. } | HttpError::Status { status, .. } => Some(*status),
+            HttpError::Redirect { status, .. }
+            | HttpError::Status { status, .. }
+            | HttpError::PendingWithErrorStatus { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -415,7 +437,8 @@ impl HttpError {
     /// The server's `Retry-After`, if it sent one.
     pub fn retry_after(&self) -> Option<RetryAfter> {
         match self {
-            HttpError::Status { retry_after, .. } => *retry_after,
+            HttpError::Status { retry_after, .. }
+            | HttpError::PendingWithErrorStatus { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -706,6 +729,11 @@ pub enum CallbackError {
     /// The `code` is empty or too long.
     #[error("`code` is invalid: {0}")]
     InvalidCode(&'static str),
+    /// The `error` code is empty or has characters outside the set RFC 6749
+    /// §4.1.2.1 allows (control characters such as CR and LF, `"`, `\`,
+    /// non-ASCII).
+    #[error("`error` is invalid: {0}")]
+    InvalidErrorCode(&'static str),
     /// The response arrived in another `response_mode` than requested (a
     /// query-string response to a `form_post` request, or the reverse).
     #[error("the response did not arrive in the requested `{expected}` response mode")]
@@ -964,6 +992,23 @@ pub(crate) fn is_bidi_control(c: char) -> bool {
         c,
         '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
     )
+}
+
+/// Checks an OAuth `error` code from the OP against RFC 6749 §5.2 / §4.1.2.1:
+/// non-empty, and only `%x20-21 / %x23-5B / %x5D-7E` (printable ASCII
+/// without `"` and `\`). A code with CR, LF or other control characters
+/// would reach logs, stores and pages raw.
+pub(crate) fn check_error_code(code: &str) -> Result<(), &'static str> {
+    if code.is_empty() {
+        return Err("is empty");
+    }
+    if !code
+        .bytes()
+        .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+    {
+        return Err("has characters outside the set RFC 6749 allows");
+    }
+    Ok(())
 }
 
 /// The most characters of OP text (`error_description`) kept.
@@ -1437,6 +1482,44 @@ pub enum AssuranceError {
     VerificationTimeMissing {
         /// Index of the element.
         index: usize,
+    },
+    /// `verification.time` is later than now plus the allowed clock skew
+    /// ([`VERIFICATION_TIME_SKEW_SECS`](crate::VERIFICATION_TIME_SKEW_SECS)):
+    /// a verification cannot have happened in the future, and such a time
+    /// would pass any `max_age`.
+    #[error(
+        "verified_claims[{index}]: verification.time is {ahead} s in the future (more than the allowed clock skew)"
+    )]
+    VerificationInFuture {
+        /// Index of the element.
+        index: usize,
+        /// Seconds from now to the first second the value covers.
+        ahead: u64,
+    },
+    /// A `verified_claims` element whose `claims` object has no member,
+    /// checked against a request: it verifies nothing, so it cannot satisfy
+    /// one (an OP leaves out an element it has no verified claims for).
+    #[error("{path}: claims must have at least one member to satisfy a request")]
+    EmptyClaims {
+        /// Where.
+        path: String,
+    },
+    /// An evidence attachment `url` that is not an absolute `https` URL
+    /// with a host (a `javascript:`, `data:`, `file:` or plain `http:` URL
+    /// must never be fetched or shown as a link). The URL is not repeated:
+    /// it may carry a token.
+    #[error("{path}: must be an absolute https URL")]
+    InsecureAttachmentUrl {
+        /// Where.
+        path: String,
+    },
+    /// A member name appears twice in one object of the input: JSON
+    /// parsers keep the last one silently, so which one the OP meant is
+    /// unknown.
+    #[error("member `{name}` appears more than once")]
+    DuplicateMember {
+        /// The member name (a name, never a value; sanitised).
+        name: String,
     },
 }
 

@@ -130,10 +130,10 @@ pub use proto::assurance::{
     DocumentDetails, DocumentEvidence, ElectronicRecord, ElectronicRecordEvidence,
     ElectronicSignatureEvidence, ElementRequest, EmbeddedAttachment, Evidence, EvidenceRef,
     EvidenceRequest, ExternalAttachment, PURPOSE_MAX_CHARS, PURPOSE_MIN_CHARS, Party,
-    ReceivedClaims, TargetRequest, VERIFIED_CLAIMS, Verification, VerificationRequest,
-    VerifiedClaims, VerifiedClaimsRequest, VouchEvidence, check_verified_claims,
-    find_misplaced_verified_claims, find_verified_claim, parse_verification_time,
-    parse_verified_claims, parse_verified_claims_value,
+    ReceivedClaims, TargetRequest, VERIFICATION_TIME_SKEW_SECS, VERIFIED_CLAIMS, Verification,
+    VerificationRequest, VerifiedClaims, VerifiedClaimsRequest, VouchEvidence,
+    check_verified_claims, find_misplaced_verified_claims, find_verified_claim,
+    parse_verification_time, parse_verified_claims, parse_verified_claims_value,
 };
 
 // Polling: outcomes, events, the sans-IO machine.

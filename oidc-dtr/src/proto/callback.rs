@@ -11,7 +11,8 @@
 //! 4. `iss` (RFC 9207) equals the issuer when present, and is required when
 //!    the OP advertises `authorization_response_iss_parameter_supported`;
 //! 5. an `error` becomes [`CallbackResponse::Error`] (it must not come with a
-//!    code);
+//!    code, and must use only the characters RFC 6749 §4.1.2.1 allows:
+//!    printable ASCII without `"` and `\`, so no CR or LF);
 //! 6. `code` together with `deferred_code` is invalid; a `deferred_code`
 //!    must use only `A-Z a-z 0-9 . - _` and be at most
 //!    [`MAX_CODE_LEN`] long; a plain `code` is accepted only when
@@ -214,6 +215,7 @@ pub(crate) fn validate(
         if p.code.is_some() || p.deferred_code.is_some() {
             return Err(CallbackError::ErrorWithCode);
         }
+        crate::error::check_error_code(error).map_err(CallbackError::InvalidErrorCode)?;
         let mut e = OAuthError::new(ErrorCode::from(error));
         e.description = p.error_description.map(|d| crate::error::clean_op_text(&d));
         e.uri = p.error_uri.and_then(|u| crate::error::clean_op_uri(&u));
@@ -465,6 +467,38 @@ mod tests {
                 assert_eq!(d.chars().count(), crate::error::MAX_OP_TEXT_CHARS + 1);
                 assert_eq!(e.uri, None);
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 22: the callback's `error` code kept raw CR/LF.
+    #[test]
+    fn error_codes_outside_the_rfc_6749_charset_are_refused() {
+        for code in [
+            "access_denied%0D%0ASet-Cookie:+x",
+            "a%0Ab",
+            "a%09b",
+            "a%00",
+            "a%22b",
+            "a%5Cb",
+            "caf%C3%A9",
+            "x%E2%80%AEy",
+            "",
+        ] {
+            let q = format!("error={code}&state={STATE}");
+            match run(&q).unwrap_err() {
+                CallbackError::InvalidErrorCode(why) => {
+                    let text = CallbackError::InvalidErrorCode(why).to_string();
+                    assert!(text.starts_with("`error` is invalid"), "{text}");
+                    assert!(!text.contains("Set-Cookie"), "{text}");
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        // Spaces and the other printable characters are allowed.
+        let q = format!("error=odd+code!%23%24~&state={STATE}");
+        match run(&q).unwrap() {
+            CallbackResponse::Error(e) => assert_eq!(e.code.as_str(), "odd code!#$~"),
             other => panic!("{other:?}"),
         }
     }

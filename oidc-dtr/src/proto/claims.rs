@@ -20,6 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::ValidationError;
+use crate::json::StrictValue;
 use crate::secret::Fingerprint;
 use crate::time::UnixTime;
 
@@ -167,42 +168,55 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// Reads a claims object in one pass: protocol claims into their slots
 /// (each at most once), everything else into the map. No intermediate map
 /// of all claims is built: this is on the validation hot path.
+///
+/// A member name twice, at any depth, is refused (the top-level claim
+/// names here, the members of every nested value by
+/// [`StrictValue`](crate::json::StrictValue)): serde_json would keep the
+/// last one, so `{"verified_claims": {"claims": {...}, "claims": {}}}`
+/// would mean what another reader might not see. The duplicate's name is
+/// left in the seed's slot.
 struct Claims(Protocol, Map<String, Value>);
 
-impl<'de> Deserialize<'de> for Claims {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Claims;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Claims, A::Error> {
-                let mut p = Protocol::default();
-                let mut other = Map::new();
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    match p.slot(&k) {
-                        Some(slot) => {
-                            if slot.is_some() {
-                                return Err(serde::de::Error::custom(format_args!(
-                                    "the claim `{k}` appears twice"
-                                )));
-                            }
-                            *slot = Some(map.next_value()?);
+struct ClaimsSeed<'a>(StrictValue<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ClaimsSeed<'_> {
+    type Value = Claims;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Claims, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
+    type Value = Claims;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+        let strict = self.0;
+        let mut p = Protocol::default();
+        let mut other = Map::new();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match p.slot(&k) {
+                Some(slot) => {
+                    if slot.is_some() {
+                        return Err(strict.duplicate(&k));
+                    }
+                    *slot = Some(map.next_value_seed(strict)?);
+                }
+                None => {
+                    let v = map.next_value_seed(strict)?;
+                    match other.entry(k.into_owned()) {
+                        serde_json::map::Entry::Occupied(e) => {
+                            return Err(strict.duplicate(e.key()));
                         }
-                        None => {
-                            let v = map.next_value()?;
-                            other.insert(k.into_owned(), v);
+                        serde_json::map::Entry::Vacant(e) => {
+                            e.insert(v);
                         }
                     }
                 }
-                Ok(Claims(p, other))
             }
         }
-        d.deserialize_map(V)
+        Ok(Claims(p, other))
     }
 }
 
@@ -275,14 +289,19 @@ impl IdTokenClaims {
     /// of the protocol claims and that `iss`, `sub`, `aud`, `exp` and `iat`
     /// are present. Does not check their values: that is the validator's job.
     pub(crate) fn from_payload(payload: &[u8]) -> Result<Self, ValidationError> {
-        let Claims(p, other) = serde_json::from_slice(payload).map_err(|e| {
-            let reason = match e.classify() {
-                // Our own message (a repeated claim) names no value.
-                serde_json::error::Category::Data if e.to_string().contains("appears twice") => {
-                    let msg = e.to_string();
-                    msg.split(" at line").next().unwrap_or(&msg).to_owned()
-                }
-                _ => format!("not a JSON object ({})", json_category(&e)),
+        let slot = std::cell::RefCell::new(None);
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let parsed =
+            serde::de::DeserializeSeed::deserialize(ClaimsSeed(StrictValue(&slot)), &mut de)
+                .and_then(|c| de.end().map(|()| c));
+        let Claims(p, other) = parsed.map_err(|e| {
+            let reason = match slot.into_inner() {
+                // A name, never a value.
+                Some(name) => format!(
+                    "the member `{}` appears twice",
+                    crate::error::sanitize(&name, 64)
+                ),
+                None => format!("not a JSON object ({})", json_category(&e)),
             };
             ValidationError::malformed("claims", reason)
         })?;
@@ -732,7 +751,7 @@ mod tests {
         let dup = br#"{"iss":"a","sub":"s","aud":"c","exp":2,"iat":1,"sub":"admin"}"#;
         assert_eq!(
             IdTokenClaims::from_payload(dup).unwrap_err(),
-            ValidationError::malformed("claims", "the claim `sub` appears twice")
+            ValidationError::malformed("claims", "the member `sub` appears twice")
         );
         for bad in ["[]", "1", "{", ""] {
             assert!(matches!(
@@ -740,6 +759,52 @@ mod tests {
                 ValidationError::Malformed { .. }
             ));
         }
+    }
+
+    /// Issue 22: duplicate members inside non-registered claims and inside
+    /// `verified_claims` were accepted, the last one winning.
+    #[test]
+    fn duplicate_members_are_refused_at_every_depth() {
+        let head = r#""iss":"a","sub":"s","aud":"c","exp":2,"iat":1"#;
+        for (rest, name) in [
+            // A non-registered claim twice at the top level.
+            (r#""email":"a@x","email":"admin@x""#, "email"),
+            // Inside a non-registered claim.
+            (r#""address":{"country":"DE","country":"FR"}"#, "country"),
+            (r#""groups":[{"role":"user","role":"admin"}]"#, "role"),
+            // Inside verified_claims, at several depths.
+            (
+                r#""verified_claims":{"verification":{"trust_framework":"a"},"claims":{"given_name":"Max"},"claims":{}}"#,
+                "claims",
+            ),
+            (
+                r#""verified_claims":{"verification":{"trust_framework":"a","trust_framework":"b"},"claims":{"x":1}}"#,
+                "trust_framework",
+            ),
+            (
+                r#""verified_claims":[{"verification":{"trust_framework":"a"},"claims":{"given_name":"Max","given_name":"Eve"}}]"#,
+                "given_name",
+            ),
+            // An escaped spelling of the same name is the same name.
+            (r#""x":{"ab":1,"a\u0062":2}"#, "ab"),
+        ] {
+            let payload = format!("{{{head},{rest}}}");
+            assert_eq!(
+                IdTokenClaims::from_payload(payload.as_bytes()).unwrap_err(),
+                ValidationError::malformed("claims", format!("the member `{name}` appears twice")),
+                "{rest}"
+            );
+        }
+        // The same name in different objects is fine, and the values are
+        // those serde_json reads.
+        let payload =
+            format!(r#"{{{head},"a":{{"k":1}},"b":{{"k":[{{"k":2}},{{"k":3.5}}]}},"n":null}}"#);
+        let c = IdTokenClaims::from_payload(payload.as_bytes()).unwrap();
+        assert_eq!(c.claim("b"), Some(&json!({"k": [{"k": 2}, {"k": 3.5}]})));
+        assert_eq!(c.claim("n"), Some(&Value::Null));
+        // Trailing garbage is still refused.
+        let payload = format!("{{{head}}} x");
+        assert!(IdTokenClaims::from_payload(payload.as_bytes()).is_err());
     }
 
     #[test]

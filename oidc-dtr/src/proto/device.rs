@@ -26,7 +26,10 @@ use crate::time::UnixTime;
 /// [`DtrClient::device_token`](crate::DtrClient::device_token).
 ///
 /// It serialises (a CLI can keep it between two invocations); `Debug`
-/// hides the device code.
+/// hides the device code. A response whose `device_code` or `user_code` is
+/// longer than 4 KiB, or whose `expires_in` or `interval` is not written as
+/// a JSON integer (`1e3`, `5.0`), is refused with a
+/// [`ResponseError`](crate::ResponseError) naming the member.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceAuthorization {
     pub(crate) device_code: String,
@@ -129,9 +132,9 @@ pub(crate) struct DeviceRequest {
     pub completion_mode_hint: bool,
 }
 
-/// Reads a device authorization response: `device_code`, `user_code`,
-/// `verification_uri` (https, or http to loopback) and `expires_in`
-/// required; `verification_uri_complete` and `interval` (default 5 s)
+/// Reads a device authorization response: `device_code`, `user_code`
+/// (each at most 4 KiB), `verification_uri` (https, or http to loopback)
+/// and `expires_in` required; `verification_uri_complete` and `interval` (default 5 s)
 /// optional.
 pub(crate) fn parse_device_authorization(
     resp: &HttpResponse,
@@ -162,8 +165,8 @@ pub(crate) fn parse_device_authorization(
         .optional_positive_int("expires_in")?
         .ok_or_else(|| obj.err("expires_in", "is missing"))?;
     Ok(DeviceAuthorization {
-        device_code: obj.required_str("device_code")?.to_owned(),
-        user_code: crate::error::sanitize(obj.required_str("user_code")?, 64),
+        device_code: obj.required_handle("device_code")?.to_owned(),
+        user_code: crate::error::sanitize(obj.required_handle("user_code")?, 64),
         verification_uri,
         verification_uri_complete,
         expires_at: req
@@ -224,6 +227,50 @@ mod tests {
         let back: DeviceAuthorization =
             serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
         assert_eq!(back, d);
+    }
+
+    /// Issue 22: no size limit on `device_code` (600 KB accepted); exponent
+    /// forms of `interval` and `expires_in` accepted.
+    #[test]
+    fn oversized_codes_and_exponent_numbers_are_refused() {
+        let base = || {
+            json!({"device_code": "d", "user_code": "U",
+                   "verification_uri": "https://as.example/d", "expires_in": 5})
+        };
+        for field in ["device_code", "user_code"] {
+            let mut v = base();
+            v[field] = json!("c".repeat(600 * 1024));
+            match parse(v) {
+                Err(Error::Response(e)) => {
+                    assert_eq!(e.field, Some(field));
+                    assert!(e.to_string().contains("longer than 4096 bytes"), "{e}");
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        for (field, lit) in [
+            ("interval", "1e300"),
+            ("expires_in", "1.8e3"),
+            ("interval", "5.0"),
+        ] {
+            let mut resp = HttpResponse::json(StatusCode::OK, &json!({}));
+            resp.body = bytes::Bytes::from(format!(
+                r#"{{"device_code":"d","user_code":"U","verification_uri":"https://as.example/d",{}"{field}":{lit}}}"#,
+                if field == "expires_in" {
+                    ""
+                } else {
+                    r#""expires_in":5,"#
+                }
+            ));
+            match parse_device_authorization(
+                &resp,
+                &Url::parse("https://as.example/device_authorization").unwrap(),
+                req(),
+            ) {
+                Err(Error::Response(e)) => assert_eq!(e.field, Some(field), "{lit}"),
+                other => panic!("{field} {lit}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -105,8 +105,9 @@ pub(crate) struct ExchangeResponse {
     pub interim_id_token: Option<RawJwt>,
 }
 
-/// Parses the exchange response: `deferred_auth_id` required and non-empty;
-/// `expires_in` and `interval` positive integers when present (huge values
+/// Parses the exchange response: `deferred_auth_id` required, non-empty and
+/// at most 4 KiB; `expires_in` and `interval` positive integers when present
+/// (written as integers: `1e3` or `60.0` is refused; huge integers
 /// saturate); `interim_id_token` a string when present; unknown members
 /// ignored. Error statuses become the OP's OAuth error or an HTTP error.
 pub(crate) fn parse_exchange_response(
@@ -115,7 +116,7 @@ pub(crate) fn parse_exchange_response(
 ) -> Result<ExchangeResponse, Error> {
     let obj = success_object(resp, endpoint, CONTEXT, "deferred_auth_id")?;
     Ok(ExchangeResponse {
-        deferred_auth_id: DeferredAuthId::new(obj.required_str("deferred_auth_id")?),
+        deferred_auth_id: DeferredAuthId::new(obj.required_handle("deferred_auth_id")?),
         expires_in: obj.optional_positive_int("expires_in")?,
         interval: obj.optional_positive_int("interval")?,
         interim_id_token: match obj.optional_str("interim_id_token")? {
@@ -626,12 +627,73 @@ mod tests {
         }
     }
 
+    fn raw(status: u16, body: String) -> Result<ExchangeResponse, Error> {
+        let mut resp = HttpResponse::json(StatusCode::from_u16(status).unwrap(), &json!({}));
+        resp.body = bytes::Bytes::from(body);
+        parse_exchange_response(&resp, &url())
+    }
+
+    /// Issue 22: a 600 KB `deferred_auth_id` was accepted (kept in memory
+    /// and in the store, sent with every poll).
+    #[test]
+    fn an_oversized_deferred_auth_id_is_refused() {
+        let ok = "i".repeat(crate::json::MAX_HANDLE_BYTES);
+        assert_eq!(
+            parse(json!({"deferred_auth_id": ok}))
+                .unwrap()
+                .deferred_auth_id
+                .secret(),
+            ok
+        );
+        for len in [crate::json::MAX_HANDLE_BYTES + 1, 600 * 1024] {
+            let (field, msg) = field_error(json!({"deferred_auth_id": "i".repeat(len)}));
+            assert_eq!(field, Some("deferred_auth_id"));
+            assert!(msg.contains("longer than 4096 bytes"), "{msg}");
+            assert!(!msg.contains("iiii"), "{msg}");
+        }
+    }
+
+    /// Issue 22: `interval: 1e300` (and any exponent or fraction form) was
+    /// accepted.
+    #[test]
+    fn exponent_and_fraction_forms_are_refused() {
+        for field in ["interval", "expires_in"] {
+            for lit in ["1e300", "6e1", "60.0", "1E2"] {
+                match raw(
+                    200,
+                    format!(r#"{{"deferred_auth_id":"x","{field}":{lit}}}"#),
+                ) {
+                    Err(Error::Response(e)) => {
+                        assert_eq!(e.field, Some(field), "{lit}");
+                        assert!(e.to_string().contains("fraction or an exponent"), "{e}");
+                    }
+                    other => panic!("{field} {lit}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Issue 22: a 5xx with a pending body is a failure that may go away,
+    /// never a pending answer.
+    #[test]
+    fn a_pending_body_on_a_5xx_is_a_transient_http_error() {
+        let r = raw(500, r#"{"error":"authorization_pending"}"#.into());
+        match r {
+            Err(e @ Error::Http(crate::error::HttpError::PendingWithErrorStatus { .. })) => {
+                assert!(e.is_retryable())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn duplicate_members_are_refused() {
         for body in [
             r#"{"deferred_auth_id":"a","deferred_auth_id":"b"}"#,
             r#"{"deferred_auth_id":"a","expires_in":10,"expires_in":99999}"#,
             r#"{"deferred_auth_id":"a","interval":5,"interval":1}"#,
+            // At any depth (issue 22).
+            r#"{"deferred_auth_id":"a","ext":{"k":1,"k":2}}"#,
         ] {
             let mut resp = HttpResponse::json(
                 StatusCode::OK,

@@ -1059,6 +1059,41 @@ mod tests {
         ));
     }
 
+    /// Issue 22: a correctly signed ID token whose payload repeats a member
+    /// inside a non-registered claim or inside `verified_claims` was
+    /// accepted, the last one winning.
+    #[test]
+    fn duplicate_members_at_any_depth_fail_validation() {
+        let good = claims().to_string();
+        let head = &good[..good.len() - 1];
+        for (extra, name) in [
+            (r#""email":"a@x","email":"admin@x""#, "email"),
+            (r#""address":{"country":"DE","country":"FR"}"#, "country"),
+            (
+                r#""verified_claims":{"verification":{"trust_framework":"de_aml"},"claims":{"given_name":"Max","given_name":"Eve"}}"#,
+                "given_name",
+            ),
+            (
+                r#""verified_claims":[{"verification":{"trust_framework":"de_aml","time":"2020-01-01","time":"2099-01-01"},"claims":{"x":1}}]"#,
+                "time",
+            ),
+        ] {
+            let payload = format!("{head},{extra}}}");
+            let input = format!(
+                "{}.{}",
+                crate::jose::b64(br#"{"alg":"RS256","kid":"rsa-1"}"#),
+                crate::jose::b64(payload.as_bytes())
+            );
+            let sig = rsa().sign(input.as_bytes()).unwrap();
+            let token = RawJwt::new(format!("{input}.{}", crate::jose::b64(&sig)));
+            assert_eq!(
+                run(&token).unwrap_err(),
+                ValidationError::malformed("claims", format!("the member `{name}` appears twice")),
+                "{extra}"
+            );
+        }
+    }
+
     #[test]
     fn errors_hold_no_secret_claim_values() {
         let t = with(|c| {

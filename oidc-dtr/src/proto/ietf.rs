@@ -13,12 +13,13 @@
 
 use std::fmt;
 
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, ErrorCode, OAuthError};
 use crate::json::JsonObject;
-use crate::proto::message::{HttpResponse, parse_oauth_error};
+use crate::proto::message::{HttpResponse, is_pending_code, read_oauth_error, status_error};
 
 /// The IETF polling grant type (B.5).
 pub(crate) const GRANT_TYPE_IETF_DEFERRED: &str = "urn:ietf:params:oauth:grant-type:deferred";
@@ -188,10 +189,11 @@ pub(crate) enum InitialAnswer {
     DevicePending(OAuthError),
 }
 
-/// Reads the answer to an initial token request. A 2xx is `Tokens`; a 4xx
-/// JSON `authorization_pending`/`interaction_required` with a
-/// `deferral_code` is `Deferred`; the same without one (device flow) is
-/// `DevicePending`; anything else is the error it is.
+/// Reads the answer to an initial token request. A 2xx is `Tokens`; an
+/// HTTP 400 JSON `authorization_pending`/`interaction_required` with a
+/// `deferral_code` (at most 4 KiB) is `Deferred`; the same without one
+/// (device flow) is `DevicePending`; anything else, the same body with
+/// another error status included, is the error it is.
 pub(crate) fn parse_initial_answer(
     resp: &HttpResponse,
     endpoint: &Url,
@@ -199,20 +201,17 @@ pub(crate) fn parse_initial_answer(
     if resp.status.is_success() {
         return Ok(InitialAnswer::Tokens);
     }
-    let Some(err) = parse_oauth_error(resp) else {
-        crate::proto::message::error_for_status(resp, endpoint)?;
-        return Ok(InitialAnswer::Tokens);
+    // A pending answer or a deferral comes with HTTP 400 only: the same
+    // body with a 500 (a failing server) or any other status is the error
+    // `status_error` makes of it, never a deferral.
+    let err = match read_oauth_error(resp) {
+        Some(Ok(err)) if resp.status == StatusCode::BAD_REQUEST && is_pending_code(&err.code) => {
+            err
+        }
+        _ => return Err(status_error(resp, endpoint)),
     };
-    let pending = matches!(
-        err.code,
-        ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired | ErrorCode::SlowDown
-    );
-    if !pending {
-        return Err(err.into());
-    }
     let obj = JsonObject::parse(&resp.body, "deferred response")?;
-    let code = match obj.optional_str("deferral_code")? {
-        Some("") => return Err(obj.err("deferral_code", "is empty").into()),
+    let code = match obj.optional_handle("deferral_code")? {
         Some(c) => c.to_owned(),
         None => return Ok(InitialAnswer::DevicePending(err)),
     };
@@ -406,6 +405,67 @@ mod tests {
         ) {
             Err(Error::Response(e)) => assert_eq!(e.field, Some("deferral_code")),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 22: a 500 with a pending body and a `deferral_code` was taken
+    /// as a deferral; any error status other than 400 now is the error it
+    /// is (transient for a 5xx), never `Deferred` or `DevicePending`.
+    #[test]
+    fn a_pending_body_with_a_status_other_than_400_is_no_deferral() {
+        let body = json!({
+            "error": "authorization_pending",
+            "deferral_code": "dc-500",
+            "expires_in": 60,
+            "interval": 5
+        });
+        for status in [500, 502, 503, 401, 403, 429] {
+            match answer(status, body.clone()) {
+                Err(e @ Error::Http(crate::error::HttpError::PendingWithErrorStatus { .. })) => {
+                    assert!(e.is_retryable(), "{status}");
+                    assert!(!format!("{e} {e:?}").contains("dc-500"));
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+            match answer(status, json!({"error": "authorization_pending"})) {
+                Err(Error::Http(crate::error::HttpError::PendingWithErrorStatus { .. })) => {}
+                other => panic!("device {status}: {other:?}"),
+            }
+        }
+        assert!(matches!(answer(400, body), Ok(InitialAnswer::Deferred(_))));
+    }
+
+    /// Issue 22: no size limit on `deferral_code`; exponent forms of
+    /// `interval` and `expires_in` accepted.
+    #[test]
+    fn oversized_deferral_codes_and_exponent_numbers_are_refused() {
+        let pending = |code: String| {
+            answer(
+                400,
+                json!({"error": "authorization_pending", "deferral_code": code,
+                       "expires_in": 60, "interval": 5}),
+            )
+        };
+        assert!(matches!(
+            pending("d".repeat(crate::json::MAX_HANDLE_BYTES)),
+            Ok(InitialAnswer::Deferred(_))
+        ));
+        match pending("d".repeat(600 * 1024)) {
+            Err(Error::Response(e)) => {
+                assert_eq!(e.field, Some("deferral_code"));
+                assert!(e.to_string().contains("4096"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        for field in ["interval", "expires_in"] {
+            let mut resp = HttpResponse::json(StatusCode::BAD_REQUEST, &json!({}));
+            resp.body = bytes::Bytes::from(format!(
+                r#"{{"error":"authorization_pending","deferral_code":"dc","{field}":1e300}}"#
+            ));
+            match parse_initial_answer(&resp, &url()) {
+                Err(Error::Response(e)) => assert_eq!(e.field, Some(field)),
+                other => panic!("{field}: {other:?}"),
+            }
         }
     }
 

@@ -15,7 +15,9 @@ use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use http::{Method, StatusCode};
 use url::Url;
 
-use crate::error::{ConfigError, Error, ErrorCode, HttpError, OAuthError, RetryAfter};
+use crate::error::{
+    ConfigError, Error, ErrorCode, HttpError, OAuthError, ResponseError, RetryAfter,
+};
 use crate::json::JsonObject;
 use crate::time::UnixTime;
 
@@ -244,12 +246,20 @@ pub(crate) fn parse_url(s: &str, field: &'static str) -> Result<Url, ConfigError
 }
 
 /// Parses an OAuth error body (`error`, `error_description`, `error_uri`)
-/// from a response with a JSON content type. `None` if it is not one.
+/// from a response with a JSON content type. `None` if it is not one, or is
+/// one that breaks a rule (see [`read_oauth_error`]).
 ///
 /// A body sent as `text/plain` (or with no `Content-Type`) is read too, as
 /// some servers label their JSON errors so: only a JSON object with a
 /// non-empty string `error` counts, so an HTML or text page never does.
 pub(crate) fn parse_oauth_error(resp: &HttpResponse) -> Option<OAuthError> {
+    read_oauth_error(resp)?.ok()
+}
+
+/// [`parse_oauth_error`], telling a malformed OAuth error body (an `error`
+/// code with control characters, an `interval` that is not a positive
+/// integer) apart from a body that is not an OAuth error at all.
+pub(crate) fn read_oauth_error(resp: &HttpResponse) -> Option<Result<OAuthError, ResponseError>> {
     let readable = resp.is_json()
         || resp.content_type().is_none_or(|ct| {
             ct.split(';')
@@ -264,27 +274,44 @@ pub(crate) fn parse_oauth_error(resp: &HttpResponse) -> Option<OAuthError> {
     oauth_error_from_body(resp)
 }
 
-/// An OAuth error from the body, whatever the `Content-Type`.
-fn oauth_error_from_body(resp: &HttpResponse) -> Option<OAuthError> {
+/// An OAuth error from the body, whatever the `Content-Type`: `None` when
+/// the body is not a JSON object with a non-empty string `error`.
+fn oauth_error_from_body(resp: &HttpResponse) -> Option<Result<OAuthError, ResponseError>> {
     let obj = JsonObject::parse(&resp.body, "error response").ok()?;
     let code = match obj.get("error") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => ErrorCode::from(s.as_str()),
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.as_str(),
         _ => return None,
+    };
+    if let Err(problem) = crate::error::check_error_code(code) {
+        return Some(Err(obj.err("error", problem)));
+    }
+    let interval = match obj.optional_positive_int("interval") {
+        Ok(i) => i,
+        Err(e) => return Some(Err(e)),
     };
     let text = |k: &str| match obj.get(k) {
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         _ => None,
     };
-    Some(OAuthError {
-        code,
+    Some(Ok(OAuthError {
+        code: ErrorCode::from(code),
         description: text("error_description").map(|d| crate::error::clean_op_text(&d)),
         uri: text("error_uri").and_then(|u| crate::error::clean_op_uri(&u)),
         status: Some(resp.status),
         retry_after: resp.retry_after(),
         dpop_nonce: resp.header("dpop-nonce").map(str::to_owned),
-        interval: obj.optional_positive_int("interval").ok().flatten(),
+        interval,
         interaction_uri: text("interaction_uri").filter(|u| u.len() <= 2048),
-    })
+    }))
+}
+
+/// Whether an OAuth error code says "not yet, ask again": the answers that
+/// keep a poll going or start a deferral.
+pub(crate) fn is_pending_code(code: &ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::AuthorizationPending | ErrorCode::SlowDown | ErrorCode::InteractionRequired
+    )
 }
 
 /// At most `max` printable characters of a body, for error messages about
@@ -304,31 +331,54 @@ fn body_preview(body: &[u8], max: usize) -> String {
 /// Turns any non-2xx response into the matching error: a redirect, an OAuth
 /// error (JSON with `error`, whatever the 4xx/5xx status), or a non-OAuth
 /// status error with a short preview.
+///
+/// A pending answer (`authorization_pending`, `slow_down`,
+/// `interaction_required`) counts as one only with HTTP 400 (RFC 6749
+/// §5.2): with another error status (a 500 from a failing server, a 403
+/// from a proxy) it is [`HttpError::PendingWithErrorStatus`], a failure
+/// that may go away, never a pending answer or a deferral. A malformed
+/// OAuth error body is a [`ResponseError`] naming the member.
 pub(crate) fn error_for_status(resp: &HttpResponse, endpoint: &Url) -> Result<(), Error> {
-    let status = resp.status;
-    if status.is_success() {
+    if resp.status.is_success() {
         return Ok(());
     }
+    Err(status_error(resp, endpoint))
+}
+
+/// The error a non-2xx response stands for (see [`error_for_status`]).
+pub(crate) fn status_error(resp: &HttpResponse, endpoint: &Url) -> Error {
+    let status = resp.status;
     if status.is_redirection() {
-        return Err(HttpError::Redirect {
+        return HttpError::Redirect {
             status,
             endpoint: endpoint_label(endpoint),
         }
-        .into());
+        .into();
     }
-    if (status.is_client_error() || status.is_server_error())
-        && let Some(e) = parse_oauth_error(resp)
-    {
-        return Err(e.into());
+    if status.is_client_error() || status.is_server_error() {
+        match read_oauth_error(resp) {
+            Some(Ok(e)) if is_pending_code(&e.code) && status != StatusCode::BAD_REQUEST => {
+                return HttpError::PendingWithErrorStatus {
+                    status,
+                    endpoint: endpoint_label(endpoint),
+                    code: e.code,
+                    retry_after: e.retry_after,
+                }
+                .into();
+            }
+            Some(Ok(e)) => return e.into(),
+            Some(Err(malformed)) => return malformed.into(),
+            None => {}
+        }
     }
-    Err(HttpError::Status {
+    HttpError::Status {
         status,
         endpoint: endpoint_label(endpoint),
         content_type: resp.content_type().map(|s| crate::error::sanitize(s, 100)),
         body_preview: body_preview(&resp.body, 200),
         retry_after: resp.retry_after(),
     }
-    .into())
+    .into()
 }
 
 /// Reads a 2xx JSON object. A 2xx body that is an OAuth error (has `error`
@@ -345,7 +395,10 @@ pub(crate) fn success_object(
     if !obj.map.contains_key(required_member)
         && let Some(e) = oauth_error_from_body(resp)
     {
-        return Err(e.into());
+        return Err(match e {
+            Ok(e) => e.into(),
+            Err(malformed) => malformed.into(),
+        });
     }
     Ok(obj)
 }
@@ -580,6 +633,114 @@ mod tests {
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after(""), None);
+    }
+
+    /// Issue 22: a 500 (any error status but 400) with a pending body was
+    /// read as a pending answer, so a failing server looked like "keep
+    /// waiting at the floor" (and the IETF initial answer as a deferral).
+    #[test]
+    fn a_pending_body_with_an_error_status_other_than_400_is_a_transient_failure() {
+        use crate::proto::poll::PollResult;
+        for code in ["authorization_pending", "slow_down", "interaction_required"] {
+            for status in [500, 502, 503, 401, 403, 429] {
+                let r = resp(
+                    status,
+                    Some("application/json"),
+                    &format!(r#"{{"error":"{code}","deferral_code":"dc"}}"#),
+                );
+                let e = error_for_status(&r, &url()).unwrap_err();
+                match &e {
+                    Error::Http(h @ HttpError::PendingWithErrorStatus { .. }) => {
+                        assert_eq!(h.status().map(|s| s.as_u16()), Some(status));
+                        assert!(h.is_transient());
+                        let text = h.to_string();
+                        assert!(
+                            text.contains(code) && text.contains("HTTP 400 only"),
+                            "{text}"
+                        );
+                    }
+                    other => panic!("{code} {status}: {other:?}"),
+                }
+                assert!(e.is_retryable(), "{code} {status}");
+                assert!(matches!(
+                    PollResult::<()>::from_error(e),
+                    PollResult::Transient { .. }
+                ));
+            }
+            // With 400 it is the pending answer it says.
+            let r = resp(
+                400,
+                Some("application/json"),
+                &format!(r#"{{"error":"{code}"}}"#),
+            );
+            assert!(matches!(
+                PollResult::<()>::from_error(error_for_status(&r, &url()).unwrap_err()),
+                PollResult::OAuth(_)
+            ));
+        }
+        // Other codes keep their meaning whatever the status.
+        let r = resp(500, Some("application/json"), r#"{"error":"server_error"}"#);
+        assert!(matches!(error_for_status(&r, &url()), Err(Error::OAuth(_))));
+        // The Retry-After of the failing answer is kept.
+        let mut r = resp(
+            503,
+            Some("application/json"),
+            r#"{"error":"authorization_pending"}"#,
+        );
+        r.headers.insert(RETRY_AFTER, HeaderValue::from_static("9"));
+        match error_for_status(&r, &url()) {
+            Err(Error::Http(h)) => assert_eq!(
+                h.retry_after(),
+                Some(RetryAfter::Delay(Duration::from_secs(9)))
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 22: an `error` code with CR/LF (or `"`, `\`, non-ASCII) was
+    /// kept raw in the OAuth error; `interval: 1e300` on `slow_down` was
+    /// dropped silently instead of refused.
+    #[test]
+    fn a_malformed_oauth_error_body_is_a_typed_response_error() {
+        for (body, field) in [
+            (r#"{"error":"slow_down\r\nSet-Cookie: x"}"#, "error"),
+            (r#"{"error":"a\"b"}"#, "error"),
+            (r#"{"error":"a\\b"}"#, "error"),
+            (r#"{"error":"caf\u00e9"}"#, "error"),
+            (r#"{"error":"x\u0000"}"#, "error"),
+            (r#"{"error":"slow_down","interval":1e300}"#, "interval"),
+            (r#"{"error":"slow_down","interval":7.0}"#, "interval"),
+            (r#"{"error":"slow_down","interval":-5}"#, "interval"),
+        ] {
+            for status in [400, 200] {
+                let r = resp(status, Some("application/json"), body);
+                let e = if status == 200 {
+                    success_object(&r, &url(), "ctx", "access_token")
+                        .err()
+                        .unwrap()
+                } else {
+                    error_for_status(&r, &url()).unwrap_err()
+                };
+                match e {
+                    Error::Response(e) => {
+                        assert_eq!(e.field, Some(field), "{body}");
+                        assert!(!e.to_string().contains('\r'), "{e}");
+                        assert!(!e.to_string().contains("Set-Cookie"), "{e}");
+                    }
+                    other => panic!("{body} {status}: {other:?}"),
+                }
+            }
+            assert!(parse_oauth_error(&resp(400, Some("application/json"), body)).is_none());
+        }
+        // Every character RFC 6749 §5.2 allows is kept.
+        let allowed: String = (0x20u8..=0x7e)
+            .filter(|b| *b != b'"' && *b != b'\\')
+            .map(char::from)
+            .collect();
+        let body = serde_json::json!({"error": allowed, "interval": 12}).to_string();
+        let e = parse_oauth_error(&resp(400, Some("application/json"), &body)).unwrap();
+        assert_eq!(e.code.as_str(), allowed);
+        assert_eq!(e.interval, Some(12));
     }
 
     #[test]

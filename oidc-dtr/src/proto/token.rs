@@ -697,6 +697,24 @@ mod tests {
         assert_eq!(r.expires_in, Some(3599));
     }
 
+    /// Issue 22: `expires_in` in exponent or fraction form was accepted.
+    #[test]
+    fn expires_in_in_exponent_or_fraction_form_is_refused() {
+        for lit in ["1e300", "3.6e3", "3600.0"] {
+            let body =
+                format!(r#"{{"access_token":"x","token_type":"Bearer","expires_in":{lit}}}"#);
+            let e = TokenResponse::from_json(body.as_bytes()).unwrap_err();
+            assert_eq!(e.field, Some("expires_in"), "{lit}");
+        }
+        let body = r#"{"access_token":"x","token_type":"Bearer","expires_in":123456789012345678901234567890}"#;
+        assert_eq!(
+            TokenResponse::from_json(body.as_bytes())
+                .unwrap()
+                .expires_in,
+            Some(u64::MAX)
+        );
+    }
+
     #[test]
     fn error_statuses_are_oauth_errors() {
         let resp = HttpResponse::json(StatusCode::BAD_REQUEST, &json!({"error": "invalid_grant"}));
@@ -774,6 +792,9 @@ mod tests {
             r#"{"access_token":"x","token_type":"DPoP","token_type":"Bearer"}"#,
             r#"{"access_token":"x","access_token":"y","token_type":"Bearer"}"#,
             r#"{"access_token":"x","token_type":"Bearer","id_token":"a.b.c","id_token":"d.e.f"}"#,
+            // At any depth (issue 22): an extension member the application
+            // reads through `extra`.
+            r#"{"access_token":"x","token_type":"Bearer","authorization_details":[{"type":"a","type":"b"}]}"#,
         ] {
             let e = TokenResponse::from_json(body.as_bytes()).unwrap_err();
             assert!(e.to_string().contains("more than once"), "{e}");

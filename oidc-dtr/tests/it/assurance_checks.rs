@@ -498,3 +498,161 @@ fn arbitrary_junk_never_panics() {
         }
     }
 }
+
+// ------------------------------------------------------------ issue 22, finding 9
+
+/// A `verification.time` in the future passed `max_age` (its age counted as 0).
+#[test]
+fn verification_time_in_the_future_is_refused() {
+    let skew = oidc_dtr::VERIFICATION_TIME_SKEW_SECS;
+    assert_eq!(skew, 60);
+    // An hour ahead: refused with and without max_age, and with no request at all.
+    for requests in [vec![wants_gold().max_age(3600)], vec![wants_gold()], vec![]] {
+        assert_eq!(
+            check_verified_claims(&requests, &[gold_doc("2024-01-01T01:00:00Z")], NOW),
+            Err(AssuranceError::VerificationInFuture {
+                index: 0,
+                ahead: 3600
+            })
+        );
+    }
+    // Far ahead (year 9999) does not overflow.
+    assert!(matches!(
+        check_verified_claims(&[wants_gold().max_age(60)], &[gold_doc("9999-12-31")], NOW),
+        Err(AssuranceError::VerificationInFuture { .. })
+    ));
+    // Within the skew: accepted.
+    check_verified_claims(
+        &[wants_gold().max_age(3600)],
+        &[gold_doc("2024-01-01T00:01:00Z")],
+        NOW,
+    )
+    .unwrap();
+    assert!(matches!(
+        check_verified_claims(&[wants_gold()], &[gold_doc("2024-01-01T00:01:01Z")], NOW),
+        Err(AssuranceError::VerificationInFuture { ahead: 61, .. })
+    ));
+    // A plain date of today, or a minute-precision time of this minute, covers
+    // now: its first second counts, so it is not "in the future".
+    check_verified_claims(&[wants_gold().max_age(60)], &[gold_doc("2024-01-01")], NOW).unwrap();
+    check_verified_claims(
+        &[wants_gold().max_age(60)],
+        &[gold_doc("2024-01-01T00:00Z")],
+        NOW,
+    )
+    .unwrap();
+    // The second element is the one named.
+    assert!(matches!(
+        check_verified_claims(
+            &[wants_gold()],
+            &[gold_doc("2023-12-01"), gold_doc("2024-01-02")],
+            NOW
+        ),
+        Err(AssuranceError::VerificationInFuture { index: 1, .. })
+    ));
+}
+
+/// An element with `"claims": {}` satisfied a request.
+#[test]
+fn an_element_without_claims_satisfies_no_request() {
+    let empty = element(json!({
+        "verification": {"trust_framework": "gold", "time": "2023-12-01"},
+        "claims": {}
+    }));
+    let err = check_verified_claims(
+        &[wants_gold()],
+        &[gold_doc("2023-12-01"), empty.clone()],
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        AssuranceError::EmptyClaims {
+            path: "verified_claims[1].claims".into()
+        }
+    );
+    assert!(
+        err.to_string().contains("verified_claims[1].claims"),
+        "{err}"
+    );
+    // With nothing requested it is reported as it came (the specification's
+    // minimal example has one), satisfying nothing.
+    let got = check_verified_claims(&[], &[empty], NOW).unwrap();
+    assert!(got.requested.is_empty());
+    assert!(got.unrequested[0].claims.is_empty());
+    // An element none of whose claims was asked for satisfies no request either.
+    let only_birthdate = element(json!({
+        "verification": {"trust_framework": "gold"},
+        "claims": {"birthdate": "1956-01-28"}
+    }));
+    let got = check_verified_claims(&[wants_gold()], &[only_birthdate], NOW).unwrap();
+    assert!(got.requested.is_empty(), "{:?}", got.requested);
+    assert_eq!(got.unrequested[0].claims.len(), 1);
+    assert!(got.get("birthdate").is_none());
+}
+
+/// An evidence attachment `url` of `javascript:` was accepted.
+#[test]
+fn attachment_urls_must_be_https() {
+    let with_url = |url: &str| {
+        VerifiedClaims::from_value(json!({
+            "verification": {"trust_framework": "x", "evidence": [{"type": "document",
+                "attachments": [{"url": url, "access_token": "secret-at",
+                    "digest": {"alg": "sha-256", "value": "qC1zE5AfxylOFLrCnOIURXJUvnZwSFe5uUj8t6hdQVM="}}]}]},
+            "claims": {"given_name": "Max"}
+        }))
+    };
+    with_url("https://op.example/attachments/1?t=2").unwrap();
+    for bad in [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        "data:text/html,<script>1</script>",
+        "http://op.example/a",
+        "file:///etc/passwd",
+        "ftp://op.example/a",
+        "/relative/path",
+        "https://op.example/a\nb",
+        "https://op.example/\u{202E}a",
+        "https://",
+    ] {
+        let err = with_url(bad).unwrap_err();
+        assert_eq!(
+            err,
+            AssuranceError::InsecureAttachmentUrl {
+                path: "verified_claims.verification.evidence[0].attachments[0].url".into()
+            },
+            "{bad:?}"
+        );
+        assert!(!err.to_string().contains("secret-at"), "{err}");
+        assert!(!err.to_string().contains("javascript"), "{err}");
+    }
+}
+
+/// Duplicate members inside `verified_claims` were accepted, the last one winning.
+#[test]
+fn duplicate_members_in_a_verified_claims_text_are_refused() {
+    for text in [
+        r#"{"sub":"1","verified_claims":{"verification":{"trust_framework":"gold"},"claims":{"given_name":"Max"},"claims":{}}}"#,
+        r#"{"sub":"1","verified_claims":{"verification":{"trust_framework":"gold"},"claims":{"given_name":"Max","given_name":"Eve"}}}"#,
+        r#"{"sub":"1","sub":"2"}"#,
+    ] {
+        assert!(
+            matches!(
+                ReceivedClaims::from_json_str(text, &AssuranceLimits::default()),
+                Err(AssuranceError::DuplicateMember { .. })
+            ),
+            "{text}"
+        );
+    }
+    let err = ReceivedClaims::from_json_str(
+        r#"{"verified_claims":{"verification":{"trust_framework":"a","trust_framework":"b"},"claims":{"x":1}}}"#,
+        &AssuranceLimits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        AssuranceError::DuplicateMember {
+            name: "trust_framework".into()
+        }
+    );
+}

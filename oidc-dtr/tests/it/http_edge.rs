@@ -304,3 +304,63 @@ async fn connection_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Issue 22: a 500 with a pending body was read as a pending answer; it is
+/// a failure that may go away, and says so.
+#[tokio::test]
+async fn a_pending_body_on_a_500_is_a_transient_failure_not_a_pending_answer() {
+    let (r, _) = exchange_with(
+        vec![Canned::Raw(json_response(
+            "500 Internal Server Error",
+            r#"{"error":"authorization_pending","deferred_auth_id":"id-500"}"#,
+        ))],
+        HttpConfig::default(),
+    )
+    .await;
+    let err = r.unwrap_err();
+    assert!(err.is_retryable());
+    assert!(err.oauth().is_none());
+    match &err {
+        Error::Http(h @ HttpError::PendingWithErrorStatus { status, code, .. }) => {
+            assert_eq!(status.as_u16(), 500);
+            assert_eq!(*code, ErrorCode::AuthorizationPending);
+            assert!(h.is_transient());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{err} {err:?}").contains("id-500"));
+}
+
+/// Issue 22: a 600 KB `deferred_auth_id` and `interval: 1e300` were
+/// accepted by the exchange.
+#[tokio::test]
+async fn oversized_handles_and_exponent_intervals_are_refused_at_the_exchange() {
+    let huge = "i".repeat(600 * 1024);
+    for (body, field) in [
+        (
+            format!(r#"{{"deferred_auth_id":"{huge}"}}"#),
+            "deferred_auth_id",
+        ),
+        (
+            r#"{"deferred_auth_id":"id-1","interval":1e300}"#.to_owned(),
+            "interval",
+        ),
+        (
+            r#"{"deferred_auth_id":"id-1","expires_in":3.6e3}"#.to_owned(),
+            "expires_in",
+        ),
+    ] {
+        let (r, _) = exchange_with(
+            vec![Canned::Raw(json_response("200 OK", &body))],
+            HttpConfig::default(),
+        )
+        .await;
+        match r {
+            Err(Error::Response(e)) => {
+                assert_eq!(e.field, Some(field));
+                assert!(!e.to_string().contains("iiii"), "{e}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}

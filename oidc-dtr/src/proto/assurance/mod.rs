@@ -67,6 +67,14 @@ pub use response::{
 /// The member name this module is about.
 pub const VERIFIED_CLAIMS: &str = "verified_claims";
 
+/// How far in the future a `verification.time` may lie, in seconds, before
+/// [`check_verified_claims`] refuses it
+/// ([`AssuranceError::VerificationInFuture`]): the clock skew allowed
+/// between the OP and the RP, the same as the ID token validation's default
+/// `auth_time` leeway (60 s). Compared with the first second the value
+/// covers, so a plain date of today is never "in the future".
+pub const VERIFICATION_TIME_SKEW_SECS: u64 = 60;
+
 pub use crate::error::{AssuranceError, AssuranceUnsupported};
 
 /// Bounds on received `verified_claims`, so hostile input fails with an error instead of
@@ -125,6 +133,13 @@ pub(crate) fn json_type(v: &Value) -> &'static str {
 ///
 /// where `TZD` is `Z`, `±hh:mm`, `±hhmm` or `±hh`. `T`/`Z` may be lower case (RFC 3339 §5.6).
 pub fn parse_verification_time(s: &str) -> Result<i64, &'static str> {
+    verification_time_range(s).map(|(_, last)| last)
+}
+
+/// The first and the last second (Unix seconds) a date/time value of
+/// [`parse_verification_time`]'s forms covers: a whole day for a plain date,
+/// a whole minute for a time without seconds, one second otherwise.
+fn verification_time_range(s: &str) -> Result<(i64, i64), &'static str> {
     let b = s.as_bytes();
     if b.len() > 64 {
         return Err("too long");
@@ -155,7 +170,7 @@ pub fn parse_verification_time(s: &str) -> Result<i64, &'static str> {
     }
     let midnight = days_from_civil(year, month, day) * 86_400;
     if b.len() == 10 {
-        return Ok(midnight + 86_399);
+        return Ok((midnight, midnight + 86_399));
     }
     expect(10, b"Tt")?;
     let hour = num(11, 2)?;
@@ -165,6 +180,7 @@ pub fn parse_verification_time(s: &str) -> Result<i64, &'static str> {
         return Err("time out of range");
     }
     let mut i = 16;
+    let whole_minute = b.get(i) != Some(&b':');
     let second = if b.get(i) == Some(&b':') {
         let sec = num(i + 1, 2)?;
         if sec > 60 {
@@ -207,7 +223,8 @@ pub fn parse_verification_time(s: &str) -> Result<i64, &'static str> {
         None => return Err("missing time zone"),
         _ => return Err("malformed time zone"),
     };
-    Ok(midnight + hour * 3600 + minute * 60 + second - offset)
+    let last = midnight + hour * 3600 + minute * 60 + second - offset;
+    Ok((if whole_minute { last - 59 } else { last }, last))
 }
 
 fn is_leap(y: i64) -> bool {
@@ -368,9 +385,15 @@ impl ReceivedClaims {
     }
 
     /// Parses a JSON text (e.g. a UserInfo body); serde_json's own nesting limit applies first.
+    /// A member name that appears twice in any object, at any depth, is refused
+    /// ([`AssuranceError::DuplicateMember`]).
     pub fn from_json_str(json: &str, limits: &AssuranceLimits) -> Result<Self, AssuranceError> {
-        let v: Value =
-            serde_json::from_str(json).map_err(|e| AssuranceError::Json(e.to_string()))?;
+        let v = crate::json::from_slice_strict(json.as_bytes()).map_err(|e| match e {
+            crate::json::StrictJsonError::Duplicate(name) => AssuranceError::DuplicateMember {
+                name: crate::error::sanitize(&name, 64),
+            },
+            crate::json::StrictJsonError::Json(e) => AssuranceError::Json(e.to_string()),
+        })?;
         match v {
             Value::Object(m) => Self::from_claims(&m, limits),
             other => Err(AssuranceError::WrongType {
@@ -471,10 +494,13 @@ impl CheckedVerifiedClaims {
 /// Matches the received `verified_claims` of one target against the requests sent for that
 /// target. `now` is Unix seconds.
 ///
-/// Errors, in this order per element: a `trust_framework` no request allowed; an
+/// Errors, in this order per element: a `verification.time` more than
+/// [`VERIFICATION_TIME_SKEW_SECS`] after `now` (whatever was requested); when there are
+/// requests, an empty `claims` object; a `trust_framework` no request allowed; an
 /// `assurance_level` no remaining request allowed; an evidence type no remaining request's
 /// filters selected; a `verification.time` missing or older than `max_age` for every remaining
-/// request. With no request at all, every element is returned as unrequested.
+/// request. With no request at all, every element is returned as unrequested. An element none
+/// of whose claims was requested appears in `unrequested` only.
 pub fn check_verified_claims(
     requests: &[VerifiedClaimsRequest],
     received: &[VerifiedClaims],
@@ -484,7 +510,29 @@ pub fn check_verified_claims(
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     for (index, vc) in received.iter().enumerate() {
         let v = &vc.verification;
+        let time = match v.time.as_deref().map(verification_time_range) {
+            None => None,
+            Some(Ok(range)) => Some(range),
+            Some(Err(reason)) => {
+                return Err(AssuranceError::InvalidTime {
+                    path: format!("verified_claims[{index}].verification.time"),
+                    reason,
+                });
+            }
+        };
+        // A verification cannot have taken place in the future; a time there
+        // would also pass any `max_age`.
+        if let Some((first, _)) = time {
+            let ahead = first.saturating_sub(now);
+            if ahead > i64::try_from(VERIFICATION_TIME_SKEW_SECS).unwrap_or(i64::MAX) {
+                return Err(AssuranceError::VerificationInFuture {
+                    index,
+                    ahead: u64::try_from(ahead).unwrap_or(u64::MAX),
+                });
+            }
+        }
         if requests.is_empty() {
+            // Nothing to satisfy: the element, empty or not, is reported as it came.
             out.unrequested.push(AssuredClaims {
                 index,
                 matched_requests: Vec::new(),
@@ -492,6 +540,12 @@ pub fn check_verified_claims(
                 claims: vc.claims.clone(),
             });
             continue;
+        }
+        // An element that verifies no claim cannot satisfy a request.
+        if vc.claims.is_empty() {
+            return Err(AssuranceError::EmptyClaims {
+                path: format!("verified_claims[{index}].claims"),
+            });
         }
         let cand: Vec<usize> = (0..requests.len())
             .filter(|&r| {
@@ -552,18 +606,7 @@ pub fn check_verified_claims(
                 evidence_type: bad_type.unwrap_or_default(),
             });
         }
-        let time = match v.time_unix() {
-            None => None,
-            Some(Ok(t)) => Some(t),
-            Some(Err(AssuranceError::InvalidTime { reason, .. })) => {
-                return Err(AssuranceError::InvalidTime {
-                    path: format!("verified_claims[{index}].verification.time"),
-                    reason,
-                });
-            }
-            Some(Err(e)) => return Err(e),
-        };
-        let age = time.map(|t| u64::try_from(now.saturating_sub(t)).unwrap_or(0));
+        let age = time.map(|(_, last)| u64::try_from(now.saturating_sub(last)).unwrap_or(0));
         let mut largest_max_age = 0;
         let cand: Vec<usize> = cand
             .into_iter()
@@ -605,12 +648,16 @@ pub fn check_verified_claims(
                 claims: extra,
             });
         }
-        out.requested.push(AssuredClaims {
-            index,
-            matched_requests: cand,
-            verification: v.clone(),
-            claims: wanted,
-        });
+        // An element none of whose claims was asked for satisfies no request
+        // either: it is reported with the unrequested claims only.
+        if !wanted.is_empty() {
+            out.requested.push(AssuredClaims {
+                index,
+                matched_requests: cand,
+                verification: v.clone(),
+                claims: wanted,
+            });
+        }
     }
     Ok(out)
 }

@@ -15,7 +15,9 @@ use super::{AssuranceError, AssuranceLimits, json_type};
 pub struct VerifiedClaims {
     /// How, when and under which rules the claims were verified.
     pub verification: Verification,
-    /// The verified claims about the end-user (may be empty).
+    /// The verified claims about the end-user (may be empty, as in the
+    /// specification's minimal example; such an element satisfies no request:
+    /// see [`check_verified_claims`](crate::check_verified_claims)).
     pub claims: Map<String, Value>,
     /// Members not modelled here, as received.
     #[serde(flatten)]
@@ -436,7 +438,8 @@ pub struct ExternalAttachment {
     /// Attachment type identifier.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub attachment_type: Option<String>,
-    /// Where to fetch it (required).
+    /// Where to fetch it (required; an absolute `https` URL, anything else is
+    /// refused at parse time).
     pub url: String,
     /// Token for fetching it, kept out of `Debug`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -810,7 +813,13 @@ fn parse_attachments(o: &mut Obj<'_>) -> Result<Option<Vec<Attachment>>, Assuran
             Ok(Attachment::External(ExternalAttachment {
                 desc: o.opt_str("desc")?,
                 attachment_type: o.opt_str("type")?,
-                url: o.req_str("url")?,
+                url: {
+                    let url = o.req_str("url")?;
+                    check_attachment_url(&url).map_err(|()| {
+                        AssuranceError::InsecureAttachmentUrl { path: o.sub("url") }
+                    })?;
+                    url
+                },
                 access_token: o.opt_str("access_token")?.map(AttachmentAccessToken),
                 exp: o.opt_i64("exp")?,
                 digest: o
@@ -832,6 +841,22 @@ fn parse_attachments(o: &mut Obj<'_>) -> Result<Option<Vec<Attachment>>, Assuran
             })
         }
     })
+}
+
+/// An attachment `url` must be an absolute `https` URL with a host and no
+/// control or bidirectional formatting characters: the RP fetches it (with
+/// the attachment's access token) or shows it as a link, so `javascript:`,
+/// `data:`, `file:` and plain `http:` are refused.
+fn check_attachment_url(s: &str) -> Result<(), ()> {
+    if s.chars()
+        .any(|c| c.is_control() || crate::error::is_bidi_control(c))
+    {
+        return Err(());
+    }
+    match url::Url::parse(s) {
+        Ok(u) if u.scheme() == "https" && u.host().is_some() => Ok(()),
+        _ => Err(()),
+    }
 }
 
 fn parse_evidence(
