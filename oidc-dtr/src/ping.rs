@@ -332,7 +332,7 @@ impl PingReceiver {
         };
         let id = DeferredAuthId::new(id);
         let Some(token) = bearer(authorization) else {
-            // IETF B.7: without a notification token the AS omits the
+            // The IETF draft: without a notification token the AS omits the
             // header; such a callback is advisory at most.
             if profile == Profile::Ietf && authorization.is_none() {
                 tracing::Span::current().record(

@@ -72,7 +72,7 @@ pub struct PollConfig {
     pub backoff_cap: Duration,
     /// How long before the deadline the final poll is sent (default 2 s).
     pub final_poll_margin: Duration,
-    /// The deadline when the OP sets no `expires_in` (G6; default 30 days).
+    /// The deadline when the OP sets no `expires_in` (the OIDC draft sets no default; 30 days here).
     pub max_lifetime: Duration,
     /// With a notification endpoint, pings make polling a safety net: the
     /// regular cadence is then at least this long (e.g. 60 s). A ping brings
@@ -475,8 +475,9 @@ pub struct Step<T> {
 }
 
 /// A change of the user interaction an authentication waits for (IETF
-/// profile, PROTOCOL.md B.6): `interaction_required` with a new
-/// `interaction_uri`, or back to plain `authorization_pending`.
+/// profile, where `interaction_required` means "still pending, waiting for
+/// the user"): `interaction_required` with a new `interaction_uri`, or back
+/// to plain `authorization_pending`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InteractionChange {
@@ -1032,7 +1033,7 @@ impl PollMachine {
                         interaction = i;
                     }
                     // The answer to a poll sent before the cancellation
-                    // reached the OP: `access_denied` or (IETF B.8, the AS
+                    // reached the OP: `access_denied` or (IETF revocation, when the AS
                     // dropped the record) `invalid_grant` is the
                     // cancellation itself.
                     Applied::End(Outcome::Denied { .. })
@@ -1137,7 +1138,7 @@ impl PollMachine {
         let mut interaction = None;
         match &e.code {
             // `interaction_required` reaches the machine only from a profile
-            // that reads it as pending (IETF B.6; see `Profile::classify`).
+            // that reads it as pending (the IETF draft's reading; see `Profile::classify`).
             ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired => {
                 if e.description.is_some() && e.description.as_deref() != self.notes.progress() {
                     self.notes.set_progress(e.description.clone());
