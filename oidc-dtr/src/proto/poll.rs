@@ -5,45 +5,11 @@
 //! and randomness (for backoff jitter) is injected. Its state serialises, so
 //! a process can stop and resume exactly where it was.
 //!
-//! # The rules
-//!
-//! - **Floor.** Never poll before `last answer + floor` (the answer, not the
-//!   send: the OP measures arrivals, so latency jitter must not squeeze two
-//!   requests closer than the floor). The floor starts at
-//!   the exchange's `interval` (5 s when absent), rises by 5 s on every
-//!   `slow_down` (or to the response's `interval` if that is larger), and
-//!   never falls. The exchange itself counts as the first request, so the
-//!   first poll waits one floor.
-//! - **Retry-After** on any answer pushes the next poll to at least that time.
-//! - **Transient failures** (connection errors, timeouts, 429, 5xx, bodies that
-//!   are not OAuth errors, `server_error`) add an exponential backoff with full
-//!   jitter *on top of* the floor, capped; any well-formed OAuth answer resets
-//!   it. They never end the authentication before its deadline.
-//! - **Permanent failures** (TLS, DNS, `invalid_client`, `unauthorized_client`,
-//!   `unsupported_grant_type`, invalid tokens) end it with the cause.
-//! - **Deadline.** The deadline is absolute (the OP's `expires_in`, or a
-//!   local maximum lifetime when the OP set none). When the regular cadence
-//!   would miss it, one final poll is sent at
-//!   `max(deadline − margin, last answer + floor)`, if that is still before
-//!   the deadline (never inside the floor); reaching the deadline ends the
-//!   authentication with [`Outcome::DeadlineReached`], distinct from the
-//!   OP's `expired_token` ([`Outcome::ExpiredByOp`]).
-//! - **Terminal answers.** `access_denied` → [`Outcome::Denied`];
-//!   `expired_token` → [`Outcome::ExpiredByOp`]; `invalid_grant`,
-//!   `invalid_request` and other errors → [`Outcome::Rejected`], after which
-//!   no request is ever sent for that id. An `invalid_grant` that follows a
-//!   poll whose fate is unknown (a transient failure after the request was
-//!   sent: the OP may have answered with tokens that never arrived) is
-//!   [`Outcome::PossiblyLostInTransit`] instead. `invalid_dpop_proof` allows one
-//!   retry (with a fresh proof) before it is terminal.
-//! - **Single flight.** While a request is in flight, timers and wake-ups do
-//!   nothing; the answer decides.
-//! - **Wake-ups** (pings) move the next poll to "now, or the floor if it has
-//!   not elapsed", skipping jitter and the notification cadence. Until a
-//!   poll after the ping gets a well-formed OAuth answer, failed polls are
-//!   retried at the floor plus backoff, not at the notification cadence.
-//! - **Exactly one outcome.** Once an outcome is delivered, every event is
-//!   ignored.
+//! The rules it follows (the floor counted from the previous answer's
+//! arrival, `slow_down`, `Retry-After`, backoff on top of the floor, the
+//! final poll, the absolute deadline, terminal and lost answers, single
+//! flight, wake-ups, exactly one outcome) are documented for users in
+//! [the polling guide](crate::guide::polling): change both together.
 
 use std::time::Duration;
 
