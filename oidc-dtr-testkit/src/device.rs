@@ -1,5 +1,5 @@
 //! The mock OP's RFC 8628 device authorization grant, with the IETF
-//! `completion_mode=deferred` opt-in (PROTOCOL.md B.2: the hint may come
+//! `completion_mode=deferred` opt-in (the IETF draft: the hint may come
 //! on the device authorization request, and the device-code token request
 //! may be deferred like any originating grant).
 

@@ -1,4 +1,6 @@
-//! The mock OP's protocol logic: the server side of PROTOCOL.md A.2–A.9.
+//! The mock OP's protocol logic: the server side of the OpenID Connect
+//! Deferred Token Response draft (discovery, the authorization endpoint, the
+//! Deferred Code Exchange, polling and its errors).
 //!
 //! Every handler takes the locked state and an [`Incoming`] request and
 //! returns a [`Reply`]; nothing here blocks or awaits while holding the lock.
@@ -1654,7 +1656,7 @@ fn poll(
 }
 
 /// Whether `completion_mode` lists `deferred` (space-separated; unknown
-/// values are ignored, B.2).
+/// values are ignored, as the IETF draft says).
 pub(crate) fn completion_mode_deferred(params: &[(String, String)]) -> bool {
     param(params, "completion_mode").is_some_and(|m| m.split(' ').any(|v| v == "deferred"))
 }
@@ -1724,7 +1726,7 @@ fn code_grant(
     token_response(st, client_id, &grant, proof)
 }
 
-/// The IETF deferred response (B.4): a new deferral, HTTP 400 with
+/// The IETF deferred response: a new deferral, HTTP 400 with
 /// `authorization_pending` (or `interaction_required`), `deferral_code`,
 /// `expires_in` and `interval`.
 pub(crate) fn defer(

@@ -746,9 +746,10 @@ pub enum CallbackError {
     WrongClient,
 }
 
-/// A token failed validation (OpenID Connect Core §3.1.3.7, PROTOCOL.md
-/// A.7/A.8, G16). One variant per check, so callers and tests can tell *which*
-/// rule the token broke.
+/// A token failed validation (OpenID Connect Core §3.1.3.7, applied to the
+/// interim and the final ID token alike, plus the rules a deferral adds:
+/// `max_age` against the request time, the interim `sub`). One variant per
+/// check, so callers and tests can tell *which* rule the token broke.
 ///
 /// Messages name the check and may quote non-secret values (issuer,
 /// audience, `kid`, `alg`, timestamps), never a token, a `nonce`, a `sub` or
@@ -951,7 +952,8 @@ pub enum ValidationError {
         requested_at: i64,
     },
     /// The final ID token names another `sub` than the interim ID token
-    /// (decision G16; see `ValidationOptions::require_same_subject`).
+    /// (the drafts leave this open; see
+    /// `ValidationOptions::require_same_subject`).
     #[error("the ID token `sub` differs from the interim ID token's")]
     SubjectChanged,
 }

@@ -56,6 +56,16 @@
 //! `private_key_jwt` ([`ClientAuth`]); [`DtrClient::cancel`] tells the OP
 //! the user gave up.
 //!
+//! ## Guide
+//!
+//! The [`guide`] teaches the flow a page per topic: [the flow](guide::flow),
+//! [polling](guide::polling), [pings](guide::pings),
+//! [durability](guide::durability), [fleets](guide::fleets), [the IETF
+//! profile](guide::ietf), [identity assurance](guide::identity_assurance),
+//! [security defaults](guide::security) and the [cargo
+//! features](guide::features) (`postgres`: a [`Store`] shared by a fleet, off
+//! by default).
+//!
 //! ## Design
 //!
 //! The protocol core is sans-IO: request builders return data, parsers take
@@ -88,6 +98,7 @@
 mod client;
 mod engine;
 mod error;
+pub mod guide;
 mod jose;
 mod json;
 mod ping;

@@ -1,39 +1,12 @@
 //! The Ping Callback receiver (draft §"Ping Callback"): the RP's
 //! `deferred_client_notification_endpoint`, with no web framework.
 //!
-//! A ping carries only `{"deferred_auth_id": "..."}` and the bearer
-//! `deferred_notification_token` the RP chose at the exchange. It never
-//! delivers a result: a valid ping only wakes the poller, which then asks the
-//! token endpoint. The receiver plugs in three ways:
-//!
-//! - as a [`tower_service::Service`] over `http::Request<B>` (axum's
-//!   `route_service`, hyper-util's `TowerToHyperService`, tonic);
-//! - through [`PingReceiver::handle`], an async function over `http` types;
-//! - through [`PingReceiver::handle_raw`], for frameworks with their own types
-//!   (actix-web, or anything): method, two headers and the body bytes in, a
-//!   status out.
-//!
-//! | request | answer |
-//! |---|---|
-//! | not `POST` | 405, `Allow: POST` |
-//! | `Content-Type` not JSON | 415 |
-//! | body over the cap (4 KiB default) | 413 |
-//! | body not a JSON object with exactly one string handle: `deferred_auth_id` (OIDC) or `deferral_code` (IETF) | 400 |
-//! | no `Authorization: Bearer`, a wrong token, or an unknown id | 401, `WWW-Authenticate: Bearer` (identical for all three) |
-//! | correct token | 204 (and a wake-up if the authentication is still pending) |
-//! | IETF `deferral_code`, no `Authorization`, the app opted in, and the authentication sent no notification token | 204, advisory: a wake-up at most |
-//!
-//! The bearer token authenticates the callback whatever the body key: it
-//! was bound to that handle when it was sent. A callback without one is
-//! accepted only under
-//! [`accept_unauthenticated_callbacks`](crate::DtrClientBuilder::accept_unauthenticated_callbacks),
-//! only with the IETF key, and only for an IETF authentication that sent
-//! no notification token (the draft has the AS omit the header exactly
-//! then); it can wake a poll, never more (unknown or not eligible: 401).
-//!
-//! Never a 3xx. The token is checked by hashing it and comparing the digest
-//! with the stored one in constant time; an unknown id costs the same work,
-//! so neither the answer nor its timing tells which ids exist.
+//! A ping only wakes the poller; it never delivers a result. The answer
+//! table (405, 415, 413, 400, one identical 401 for a missing or wrong
+//! token and an unknown id, 204), the IETF advisory callbacks and the
+//! no-oracle rules (hash, constant-time compare, the same work for an
+//! unknown id) are documented for users in
+//! [the pings guide](crate::guide::pings): change both together.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -332,7 +305,7 @@ impl PingReceiver {
         };
         let id = DeferredAuthId::new(id);
         let Some(token) = bearer(authorization) else {
-            // IETF B.7: without a notification token the AS omits the
+            // The IETF draft: without a notification token the AS omits the
             // header; such a callback is advisory at most.
             if profile == Profile::Ietf && authorization.is_none() {
                 tracing::Span::current().record(

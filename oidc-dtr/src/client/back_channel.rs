@@ -502,7 +502,7 @@ impl ClientInner {
     }
 
     /// Cancels an IETF authentication by RFC 7009 revocation of its
-    /// deferral code (B.8), with client authentication and, when the code
+    /// deferral code (as the IETF draft asks), with client authentication and, when the code
     /// is DPoP-bound, a proof from its key. Any 2xx is success.
     pub(crate) async fn send_revocation(
         &self,

@@ -1,4 +1,4 @@
-//! The IETF profile's initiation (PROTOCOL.md B.2–B.4): the originating
+//! The IETF profile's initiation (see `crate::guide::ietf`): the originating
 //! grant's token request with `completion_mode=deferred`, and its two
 //! outcomes (tokens at once, or a deferral code the engine then polls).
 
@@ -22,7 +22,7 @@ use crate::secret::SecretHash;
 
 impl DtrClient {
     /// Redeems an authorization `code` with the IETF opt-in
-    /// (`completion_mode=deferred`, PROTOCOL.md B.3): the token request of
+    /// (`completion_mode=deferred`): the token request of
     /// the authorization code grant (with the PKCE verifier and the
     /// redirect URI), plus a fresh 256-bit `client_notification_token` when
     /// a notification endpoint is configured (only its hash is kept).
@@ -281,7 +281,7 @@ impl DtrClient {
     }
 
     /// Redeems a device authorization with `completion_mode=deferred`
-    /// (PROTOCOL.md B.2): polls the device code at its interval (raised by
+    /// (the IETF opt-in, on the RFC 8628 grant): polls the device code at its interval (raised by
     /// 5 s on `slow_down`) while the AS answers the plain RFC 8628
     /// `authorization_pending` (the user has not finished at the
     /// verification URI), until the AS answers with tokens

@@ -326,7 +326,7 @@ impl DtrClient {
             return Err(CallbackError::WrongClient.into());
         }
         if code.pending.completion_mode_hint {
-            // IETF B.2: after the hint, a token request without the opt-in
+            // The IETF draft: after the hint, a token request without the opt-in
             // is refused by the AS (and the code would be spent for
             // nothing): refused here, before anything is sent.
             return Err(ConfigError::Invalid {
@@ -778,8 +778,9 @@ impl ClientInner {
             notification_token.as_ref(),
         );
         auth.dpop_key = dpop_key.map(Box::new);
-        // PROTOCOL.md A.7: validate the interim ID token like the final one;
-        // its nonce is the request's, and it comes with no access token.
+        // The draft's interim ID token is validated like the final one
+        // (OIDC Core §3.1.3.7); its nonce is the request's, and it comes
+        // with no access token.
         if let Some(raw) = &interim {
             match inner.validate_interim(raw, &ctx).await {
                 Ok(t) => auth.interim_claims = Some(Box::new(t.into_parts().1)),

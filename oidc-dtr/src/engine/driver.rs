@@ -1082,7 +1082,7 @@ impl<P: Poller> Engine<P> {
         }
         if let (Some(e), PollResult::Transient { message, .. }) = (self.entries.get(&key), &result)
         {
-            // G13: the request may have reached the OP. If it answered with
+            // A poll is not idempotent: the request may have reached the OP. If it answered with
             // tokens, they are gone: the id is dead after redemption.
             tracing::warn!(
                 deferred_auth_id = %e.auth.id().fingerprint(),

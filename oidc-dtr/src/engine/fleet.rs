@@ -1,27 +1,14 @@
 //! Many instances on one shared store (a fleet): who polls what.
 //!
-//! With a store that [is shared](crate::Store::is_shared), an instance does
-//! not poll what it inserted, nor load everything at start. A background
-//! task of each instance instead:
-//!
-//! - claims due authentications in batches ([`Store::claim_due`]: a lease
-//!   of [`FleetConfig::lease_ttl`] on the store's clock, `SKIP LOCKED` so
-//!   instances get disjoint batches) and hands them to the local driver,
-//!   which resumes them a full floor after the claim;
-//! - renews the leases it holds every quarter of the TTL; a lease it could
-//!   not renew (lost to another instance, or the store unreachable for
-//!   too long) stops its polls: the driver asks [`Fleet::may_poll`] before
-//!   every request, which needs a lease valid for another third of the
-//!   TTL by this instance's monotonic clock, so a stalled or partitioned
-//!   instance stops polling before anyone else may start;
-//! - listens to the store's [`StoreNotice`]s: a wake-up for a record it
-//!   holds becomes a local wake (a ping received by another instance).
-//!
-//! Every state write and the outcome write are fenced by the lease
-//! ([`Store::update_state_leased`], [`Store::finish_leased`]); a
-//! [`StoreError::LeaseLost`] makes the driver forget the authentication.
-//! `wait`, `undelivered` and pings are answered from the store, so any
-//! instance can answer for any authentication.
+//! With a store that [is shared](crate::Store::is_shared), a background task
+//! of each instance claims due authentications in batches
+//! ([`Store::claim_due`]), renews its leases every quarter of the TTL, lets
+//! the driver poll only while [`Fleet::may_poll`] (a lease valid for another
+//! third of the TTL by this instance's monotonic clock), and turns the
+//! store's [`StoreNotice`]s into local wake-ups. State and outcome writes are
+//! fenced by the lease ([`Store::update_state_leased`],
+//! [`Store::finish_leased`]). The design, as users see it, is
+//! [the fleets guide](crate::guide::fleets): change both together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

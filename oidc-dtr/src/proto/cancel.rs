@@ -1,10 +1,10 @@
 //! Cancellation (draft §"Authentication Cancellation"): tell the OP that the
 //! RP no longer wants an authentication (the user abandoned it).
 //!
-//! The draft defines no metadata name for the endpoint (G2), so it is
+//! The draft defines no metadata name for the endpoint, so it is
 //! configured explicitly, or read from a metadata member whose name the
 //! caller chooses. Its text says `application/x-www-form-urlencoded` and its
-//! example sends JSON (G1): form is the default, JSON an option, and with
+//! example sends JSON: form is the default, JSON an option, and with
 //! JSON only header-based client authentication is possible (a JSON body
 //! cannot carry `client_secret` or `client_assertion` as form parameters).
 //! Any 2xx is success; the body may be empty and is not read.
@@ -84,7 +84,8 @@ impl CancellationConfig {
         &self.endpoint
     }
 
-    /// Checks that the encoding works with the client authentication (G1).
+    /// Checks that the encoding works with the client authentication (JSON needs
+    /// header-based client authentication).
     pub(crate) fn check(&self, auth: &ClientAuth) -> Result<(), ConfigError> {
         if self.encoding == CancelEncoding::Json && !auth.is_header_based() {
             return Err(ConfigError::Invalid {

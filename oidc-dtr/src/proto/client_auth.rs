@@ -114,7 +114,7 @@ impl ClientAuth {
     }
 
     /// Whether the credentials travel only in headers (so a JSON body can be
-    /// used, as G1 requires for JSON cancellation requests).
+    /// used, as JSON cancellation requests need).
     pub fn is_header_based(&self) -> bool {
         matches!(self, ClientAuth::ClientSecretBasic(_))
     }

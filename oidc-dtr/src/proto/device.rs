@@ -1,5 +1,5 @@
 //! The device authorization grant (RFC 8628) as an originating grant of the
-//! IETF profile (PROTOCOL.md B.2): for CLIs and devices without a browser
+//! IETF profile (its opt-in works on any grant): for CLIs and devices without a browser
 //! on the same machine. The device authorization request may carry the
 //! `completion_mode=deferred` hint; the device-code token request opts in,
 //! and may get tokens, the plain RFC 8628 `authorization_pending` (the user

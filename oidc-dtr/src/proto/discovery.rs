@@ -199,7 +199,8 @@ impl ProviderMetadata {
     }
 
     /// `deferred_token_response_supported` (IETF OAuth Deferred Token
-    /// Response, PROTOCOL.md B.9): true only when the member is `true`.
+    /// Response, §"Authorization Server Metadata"): true only when the
+    /// member is `true`.
     pub fn deferred_token_response_supported(&self) -> bool {
         self.additional
             .get("deferred_token_response_supported")

@@ -23,8 +23,8 @@ use crate::secret::{
 };
 use crate::time::UnixTime;
 
-/// The poll interval when the OP sends none (G6: the RFC 8628 / CIBA
-/// convention).
+/// The poll interval when the OP sends none (the OIDC draft sets no
+/// default; this is the RFC 8628 / CIBA convention).
 pub(crate) const DEFAULT_INTERVAL_SECS: u64 = 5;
 
 /// Bytes of randomness in a `deferred_notification_token` (256 bits).
@@ -32,7 +32,10 @@ pub(crate) const NOTIFICATION_TOKEN_BYTES: usize = 32;
 
 const CONTEXT: &str = "deferred code exchange response";
 
-/// Switches for OPs built on earlier snapshots of the draft (PROTOCOL.md G7).
+/// Switches for OPs built on earlier snapshots of the draft, which sent
+/// `redirect_uri` (until the text of 2025-12-15) or expected `code_verifier`
+/// in the exchange; the current draft lists neither, so both are off by
+/// default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Compat {
@@ -466,7 +469,8 @@ impl DeferredAuthentication {
         self.max_age
     }
     /// When the original authentication request was built (the reference
-    /// for `max_age`, decision G16).
+    /// for `max_age`: a deferred authentication finishes late, so "now"
+    /// would fail every `max_age`).
     pub fn requested_at(&self) -> UnixTime {
         self.requested_at
     }
@@ -489,7 +493,7 @@ impl DeferredAuthentication {
         self.interim_claims.as_deref()
     }
     /// The interim ID token's `sub`: the final ID token must carry the same
-    /// one unless `ValidationOptions::require_same_subject` is off (G16).
+    /// one unless `ValidationOptions::require_same_subject` is off (the drafts leave this open; the SDK requires it by default).
     pub fn interim_subject(&self) -> Option<&str> {
         self.interim_claims.as_deref().map(IdTokenClaims::subject)
     }

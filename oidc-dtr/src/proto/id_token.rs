@@ -1,5 +1,6 @@
-//! ID token validation (OpenID Connect Core §3.1.3.7, with the DTR rules of
-//! PROTOCOL.md A.7, A.8 and G16).
+//! ID token validation (OpenID Connect Core §3.1.3.7, with the DTR rules:
+//! interim and final ID tokens are validated alike, the final one against
+//! the request's `nonce`, `max_age` and the interim `sub`).
 //!
 //! The checks, in order; each failure is its own
 //! [`ValidationError`] variant:
@@ -22,9 +23,10 @@
 //! 9. `nonce` equals the request's (constant time);
 //! 10. `at_hash` matches the access token, when both are present;
 //! 11. with `max_age` requested, `auth_time` is present and no older than
-//!     `max_age` *at the time of the request* (G16: deferred authentications
+//!     `max_age` *at the time of the request* (deferred authentications
 //!     finish late, so "now" would fail them all);
-//! 12. `sub` equals the interim ID token's, when one was received (G16).
+//! 12. `sub` equals the interim ID token's, when one was received (the drafts
+//!     leave this open; required by default).
 //!
 //! The signature is checked before any claim is looked at: a forged token
 //! learns nothing from the error, and costs one header parse and one
@@ -71,10 +73,11 @@ pub struct ValidationOptions {
     /// Audiences besides the client id that may appear in `aud`.
     pub trusted_audiences: Vec<String>,
     /// Require the final ID token's `sub` to equal the interim ID token's
-    /// (default true; G16).
+    /// (default true; the drafts leave this open).
     pub require_same_subject: bool,
     /// Check `auth_time` against a requested `max_age` (default true). The
-    /// reference is the time of the authentication request (G16).
+    /// reference is the time of the authentication request: a deferred
+    /// authentication finishes late, so "now" would fail every `max_age`.
     pub enforce_max_age: bool,
 }
 

@@ -1,5 +1,5 @@
 //! The IETF OAuth Deferred Token Response profile
-//! (draft-ietf-oauth-deferred-token-response; PROTOCOL.md part B), pure
+//! (draft-ietf-oauth-deferred-token-response; see `crate::guide::ietf`), pure
 //! parts: the opt-in parameters of the initial token request, the deferred
 //! response, `interaction_uri`, and the RFC 7009 revocation that cancels.
 //!
@@ -21,14 +21,14 @@ use crate::error::{Error, ErrorCode, OAuthError};
 use crate::json::JsonObject;
 use crate::proto::message::{HttpResponse, is_pending_code, read_oauth_error, status_error};
 
-/// The IETF polling grant type (B.5).
+/// The IETF polling grant type.
 pub(crate) const GRANT_TYPE_IETF_DEFERRED: &str = "urn:ietf:params:oauth:grant-type:deferred";
 /// The token type of a deferral code, as a revocation `token_type_hint`
-/// (B.8).
+/// (RFC 7009 revocation of a deferral).
 pub(crate) const DEFERRAL_CODE_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:deferral-code";
 /// The RFC 8628 device grant type.
 pub(crate) const GRANT_TYPE_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-/// The only `completion_mode` value defined (B.2).
+/// The only `completion_mode` value the IETF draft defines.
 pub(crate) const COMPLETION_MODE_DEFERRED: &str = "deferred";
 /// Bytes of randomness in a `client_notification_token` (256 bits; the
 /// draft asks for at least 128, 160 recommended).
@@ -36,7 +36,8 @@ pub(crate) const CLIENT_NOTIFICATION_TOKEN_BYTES: usize = 32;
 /// The longest `interaction_uri` accepted.
 const MAX_INTERACTION_URI_LEN: usize = 2048;
 
-/// An `interaction_uri` from the AS (B.4, B.6): where the user must go for
+/// An `interaction_uri` from the AS (in the deferred response or an
+/// `interaction_required` poll answer): where the user must go for
 /// the authorization to go on. Checked before it is handed to the
 /// application: absolute `https` with a host, no fragment, no user info, at
 /// most 2048 bytes, no control characters. Opening it does not complete
@@ -146,7 +147,8 @@ pub(crate) fn opt_in_params(
     }
 }
 
-/// The deferred response to an initial token request (B.4).
+/// The deferred response to an initial token request (HTTP 400 with a
+/// `deferral_code`).
 #[derive(Clone)]
 pub(crate) struct DeferredResponse {
     /// The handle to poll with.

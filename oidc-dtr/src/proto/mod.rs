@@ -17,8 +17,9 @@
 //! validation, OIDC Core §3.1.3.7), [`assurance`] (OpenID Connect for
 //! Identity Assurance: `verified_claims`), [`userinfo`] (the UserInfo
 //! response) and [`message`] (HTTP messages as data). [`profile`] and
-//! [`ietf`] hold what the IETF OAuth profile (PROTOCOL.md part B) does
-//! differently on the same engine.
+//! [`ietf`] hold what the IETF OAuth profile
+//! (draft-ietf-oauth-deferred-token-response) does differently on the same
+//! engine.
 
 pub(crate) mod assurance;
 pub(crate) mod authorize;

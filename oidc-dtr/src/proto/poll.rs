@@ -5,50 +5,11 @@
 //! and randomness (for backoff jitter) is injected. Its state serialises, so
 //! a process can stop and resume exactly where it was.
 //!
-//! # The rules
-//!
-//! - **Floor.** Never poll before `last answer + floor` (the answer, not the
-//!   send: the OP measures arrivals, so latency jitter must not squeeze two
-//!   requests closer than the floor). The floor starts at
-//!   the exchange's `interval` (5 s when absent), rises by 5 s on every
-//!   `slow_down` (or to the response's `interval` if that is larger), and
-//!   never falls. The exchange itself counts as the first request, so the
-//!   first poll waits one floor from the moment the exchange's answer
-//!   arrived (the deadline, by contrast, counts from when the exchange was
-//!   sent, so that it is never later than the OP's). Every later poll
-//!   waits one floor from the moment the previous poll's answer arrived:
-//!   the driver reads the clock after it, so a slow answer only pushes the
-//!   next poll later.
-//! - **Retry-After** on any answer pushes the next poll to at least that time.
-//! - **Transient failures** (connection errors, timeouts, 429, 5xx, bodies that
-//!   are not OAuth errors, `server_error`) add an exponential backoff with full
-//!   jitter *on top of* the floor, capped; any well-formed OAuth answer resets
-//!   it. They never end the authentication before its deadline.
-//! - **Permanent failures** (TLS, DNS, `invalid_client`, `unauthorized_client`,
-//!   `unsupported_grant_type`, invalid tokens) end it with the cause.
-//! - **Deadline.** The deadline is absolute (the OP's `expires_in`, or a
-//!   local maximum lifetime when the OP set none). When the regular cadence
-//!   would miss it, one final poll is sent at
-//!   `max(deadline − margin, last answer + floor)`, if that is still before
-//!   the deadline (never inside the floor); reaching the deadline ends the
-//!   authentication with [`Outcome::DeadlineReached`], distinct from the
-//!   OP's `expired_token` ([`Outcome::ExpiredByOp`]).
-//! - **Terminal answers.** `access_denied` → [`Outcome::Denied`];
-//!   `expired_token` → [`Outcome::ExpiredByOp`]; `invalid_grant`,
-//!   `invalid_request` and other errors → [`Outcome::Rejected`], after which
-//!   no request is ever sent for that id. An `invalid_grant` that follows a
-//!   poll whose fate is unknown (a transient failure after the request was
-//!   sent: the OP may have answered with tokens that never arrived) is
-//!   [`Outcome::PossiblyLostInTransit`] instead. `invalid_dpop_proof` allows one
-//!   retry (with a fresh proof) before it is terminal.
-//! - **Single flight.** While a request is in flight, timers and wake-ups do
-//!   nothing; the answer decides.
-//! - **Wake-ups** (pings) move the next poll to "now, or the floor if it has
-//!   not elapsed", skipping jitter and the notification cadence. Until a
-//!   poll after the ping gets a well-formed OAuth answer, failed polls are
-//!   retried at the floor plus backoff, not at the notification cadence.
-//! - **Exactly one outcome.** Once an outcome is delivered, every event is
-//!   ignored.
+//! The rules it follows (the floor counted from the previous answer's
+//! arrival, `slow_down`, `Retry-After`, backoff on top of the floor, the
+//! final poll, the absolute deadline, terminal and lost answers, single
+//! flight, wake-ups, exactly one outcome) are documented for users in
+//! [the polling guide](crate::guide::polling): change both together.
 
 use std::time::Duration;
 
@@ -77,7 +38,7 @@ pub struct PollConfig {
     pub backoff_cap: Duration,
     /// How long before the deadline the final poll is sent (default 2 s).
     pub final_poll_margin: Duration,
-    /// The deadline when the OP sets no `expires_in` (G6; default 30 days).
+    /// The deadline when the OP sets no `expires_in` (the OIDC draft sets no default; 30 days here).
     pub max_lifetime: Duration,
     /// With a notification endpoint, pings make polling a safety net: the
     /// regular cadence is then at least this long (e.g. 60 s). A ping brings
@@ -480,8 +441,9 @@ pub struct Step<T> {
 }
 
 /// A change of the user interaction an authentication waits for (IETF
-/// profile, PROTOCOL.md B.6): `interaction_required` with a new
-/// `interaction_uri`, or back to plain `authorization_pending`.
+/// profile, where `interaction_required` means "still pending, waiting for
+/// the user"): `interaction_required` with a new `interaction_uri`, or back
+/// to plain `authorization_pending`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InteractionChange {
@@ -1073,7 +1035,7 @@ impl PollMachine {
                         interaction = i;
                     }
                     // The answer to a poll sent before the cancellation
-                    // reached the OP: `access_denied` or (IETF B.8, the AS
+                    // reached the OP: `access_denied` or (IETF revocation, when the AS
                     // dropped the record) `invalid_grant` is the
                     // cancellation itself.
                     Applied::End(Outcome::Denied { .. })
@@ -1178,7 +1140,7 @@ impl PollMachine {
         let mut interaction = None;
         match &e.code {
             // `interaction_required` reaches the machine only from a profile
-            // that reads it as pending (IETF B.6; see `Profile::classify`).
+            // that reads it as pending (the IETF draft's reading; see `Profile::classify`).
             ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired => {
                 if e.description.is_some() && e.description.as_deref() != self.notes.progress() {
                     self.notes.set_progress(e.description.clone());

@@ -1,5 +1,7 @@
-//! Which Deferred Token Response draft a client speaks (PROTOCOL.md C.2,
-//! "OIDC on top of IETF").
+//! Which Deferred Token Response draft a client speaks: the OpenID Connect
+//! draft, or the IETF OAuth draft (on which an OIDC RP runs with a plain
+//! `code` and `completion_mode=deferred`; the final poll carries the
+//! `id_token`, validated by the same validator).
 //!
 //! The engine, the store, the ID-token validator and the ping receiver are
 //! shared. What differs between the profiles is small and lives here:
@@ -33,7 +35,7 @@ use crate::proto::poll::{PollFailure, PollResult};
 #[non_exhaustive]
 pub enum Profile {
     /// OpenID Connect Deferred Token Response (`response_type=deferred_code`,
-    /// the Deferred Code Exchange, `deferred_auth_id`): PROTOCOL.md part A.
+    /// the Deferred Code Exchange, `deferred_auth_id`).
     /// The default, and what every authentication stored before profiles
     /// existed is read as.
     #[default]
@@ -41,7 +43,7 @@ pub enum Profile {
     /// OAuth Deferred Token Response (draft-ietf-oauth-deferred-token-response):
     /// `completion_mode=deferred` on the token request of an ordinary grant,
     /// a `deferral_code` to poll with, cancellation by RFC 7009 revocation.
-    /// PROTOCOL.md part B.
+    /// See the [IETF profile guide](crate::guide::ietf).
     Ietf,
 }
 
@@ -72,7 +74,7 @@ impl Profile {
     }
 
     /// The form of a poll, before client authentication. Never
-    /// `completion_mode` (IETF B.2: polls must not carry it).
+    /// `completion_mode` (the IETF draft: polls must not carry it).
     pub(crate) fn poll_params(self, handle: &str) -> Vec<(&'static str, String)> {
         vec![
             ("grant_type", self.poll_grant_type().to_owned()),
@@ -82,7 +84,7 @@ impl Profile {
 
     /// The profile's reading of a poll's OAuth error. `interaction_required`
     /// is "still pending, waiting on the user at `interaction_uri`" in the
-    /// IETF profile (B.6) and a terminal error in the OIDC one (the OIDC
+    /// IETF profile and a terminal error in the OIDC one (the OIDC
     /// draft does not use it on polls).
     pub(crate) fn classify<T>(self, e: OAuthError) -> PollResult<T> {
         match (self, &e.code) {
@@ -147,7 +149,7 @@ impl std::str::FromStr for Profile {
 
 /// Whether the metadata lists the deferral-code token type among the
 /// revocation endpoint's (`revocation_endpoint_token_type_values_supported`,
-/// B.8). An AS that does not answers 200 to any revocation, so a 200 from
+/// as the IETF draft asks). An AS that does not answers 200 to any revocation, so a 200 from
 /// it proves nothing.
 pub(crate) fn revocation_supports_deferral_code(md: &ProviderMetadata) -> bool {
     md.additional

@@ -3,8 +3,8 @@
 //! A deferred authentication lives for hours or days, far longer than a
 //! process may. The SDK therefore writes each one down at the exchange,
 //! updates its poll state as it goes, and records its terminal outcome
-//! *before* handing it to the application (DESIGN invariant 6, "nothing
-//! lost"). A restarted process reads everything back with
+//! *before* handing it to the application: a token response that reached
+//! the RP is never lost. A restarted process reads everything back with
 //! [`Store::load_active`] and carries on where the old one stopped: the
 //! deadline is absolute, the interval floor is in the poll state, and an
 //! outcome that was recorded but never acknowledged is delivered again.

@@ -8,7 +8,8 @@
 //! The OP keeps token responses re-deliverable for a short window
 //! (`OpConfig::redelivery_window`): a kill can land after the OP sent the
 //! tokens and before the child stored them, and only an OP that answers a
-//! retried poll again can close that gap (PROTOCOL.md G13); everything after
+//! retried poll again can close that gap (the poll is not idempotent: once
+//! the OP issued the tokens, the id is spent); everything after
 //! the bytes arrive is the SDK's job, and that is what this test checks.
 //!
 //! The child is this test binary itself, re-run with an environment
@@ -183,7 +184,7 @@ async fn killed_at_random_and_restarted_nothing_is_lost() {
 
     // Run 1 starts the flows; it is not killed before they are all started
     // (a kill inside an exchange would spend a deferred_code the RP never
-    // hears of, which is the OP's G13, not this test's subject).
+    // hears of: a request that is not idempotent, not this test's subject).
     let mut run = spawn("start", &issuer, &store.0);
     let t = Instant::now();
     while !run

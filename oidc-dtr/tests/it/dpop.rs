@@ -368,7 +368,7 @@ async fn cancellation_end_to_end_then_a_late_ping() {
 
 #[tokio::test]
 async fn json_cancellation_and_dpop_bound_cancellation() {
-    // JSON needs header-based client authentication (G1).
+    // JSON needs header-based client authentication.
     let plain_op = MockOp::start().await.unwrap();
     let json = CancellationConfig::new(plain_op.url("/df-authentication/cancel").as_str())
         .unwrap()

@@ -81,8 +81,16 @@ async fn happy_path_query_mode() {
         Some("urn:openid:params:grant-type:deferred")
     );
     assert!(ex.param("deferred_code").is_some());
-    assert_eq!(ex.param("redirect_uri"), None, "G7: not sent by default");
-    assert_eq!(ex.param("code_verifier"), None, "G7: not sent by default");
+    assert_eq!(
+        ex.param("redirect_uri"),
+        None,
+        "not sent: not in the exchange"
+    );
+    assert_eq!(
+        ex.param("code_verifier"),
+        None,
+        "not sent: not in the exchange"
+    );
     assert_eq!(ex.param("client_secret"), None);
     assert!(ex.header("authorization").unwrap().starts_with("Basic "));
     assert_eq!(ex.header("accept"), Some("application/json"));

@@ -20,6 +20,8 @@ const RANKS: &[(&str, u8)] = &[
     ("store", 5),
     ("engine", 6),
     ("client", 7),
+    // Documentation only (no items): its pages may link to every layer.
+    ("guide", 8),
 ];
 
 /// What the pure layers must never contain (outside their unit tests).

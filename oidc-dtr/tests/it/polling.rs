@@ -272,7 +272,7 @@ async fn a_lost_success_is_reported_not_hidden() {
 }
 
 async fn a_lost_success_is_reported_not_hidden_in(op_profiles: OpProfiles, profile: Profile) {
-    // G13: the OP redeemed the id but the answer never arrived. The next poll
+    // A poll is not idempotent: the OP redeemed the id but the answer never arrived. The next poll
     // gets invalid_grant; the outcome says so rather than pretending it was
     // an ordinary refusal (issue 11, item 7).
     let mut cfg = OpConfig::default();
