@@ -97,7 +97,12 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// Starts showing progress of a verification started at `started`.
-    pub(crate) fn start(ui: Ui, started: UnixTime, deadline: Option<u64>, interval: Duration) -> Self {
+    pub(crate) fn start(
+        ui: Ui,
+        started: UnixTime,
+        deadline: Option<u64>,
+        interval: Duration,
+    ) -> Self {
         let bar = ui.live.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(

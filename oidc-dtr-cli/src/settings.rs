@@ -310,7 +310,10 @@ impl ConfigFile {
     }
 
     /// The profile to use: `name`, else `default_profile`, else none.
-    pub(crate) fn profile(&self, name: Option<&str>) -> Result<(Option<String>, Profile), CliError> {
+    pub(crate) fn profile(
+        &self,
+        name: Option<&str>,
+    ) -> Result<(Option<String>, Profile), CliError> {
         let name = name
             .map(str::to_owned)
             .or_else(|| self.default_profile.clone());
@@ -360,7 +363,11 @@ pub(crate) struct VerifySettings {
 }
 
 /// Merges flags/env over the profile.
-pub(crate) fn merge(c: &ClientArgs, r: &RequestArgs, mut p: Profile) -> Result<VerifySettings, CliError> {
+pub(crate) fn merge(
+    c: &ClientArgs,
+    r: &RequestArgs,
+    mut p: Profile,
+) -> Result<VerifySettings, CliError> {
     let assurance = assurance(r, &mut p)?;
     let issuer = c.issuer.clone().or(p.issuer).ok_or_else(|| {
         CliError::usage(

@@ -350,7 +350,11 @@ impl StateDir {
     }
 
     /// Updates one entry (no-op when it is gone).
-    pub(crate) fn update_entry(&self, id: &str, f: impl FnOnce(&mut Entry)) -> Result<(), CliError> {
+    pub(crate) fn update_entry(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Entry),
+    ) -> Result<(), CliError> {
         self.update_index(|idx| {
             if let Some(e) = idx.entries.iter_mut().find(|e| e.id == id) {
                 f(e);
