@@ -14,7 +14,7 @@ use crate::settings::{AssuranceSpec, Mode, VerifySettings};
 use crate::state::{AuthSpec, ClientSpec, StateDir};
 
 /// Runs the demo; the state lives in a temporary directory removed at the end.
-pub async fn run(
+pub(crate) async fn run(
     ui: Ui,
     approve_after: Duration,
     draft: Option<Profile>,
@@ -123,7 +123,7 @@ pub async fn run(
 
 /// Plays the browser's last step: sends the OP's redirect (or auto-posted
 /// form) to the loopback listener.
-pub async fn deliver(target: &Url, form_body: Option<&str>) -> std::io::Result<()> {
+pub(crate) async fn deliver(target: &Url, form_body: Option<&str>) -> std::io::Result<()> {
     let host = target.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = target.port_or_known_default().unwrap_or(80);
     let mut path = target.path().to_owned();

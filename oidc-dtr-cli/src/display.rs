@@ -13,7 +13,7 @@ use crate::state::Status;
 
 /// How `dtr` talks to the person (or script) running it.
 #[derive(Debug, Clone, Copy)]
-pub struct Ui {
+pub(crate) struct Ui {
     /// stderr is a terminal and `--quiet` is off: draw the live line.
     pub live: bool,
     /// `--quiet`: only errors on stderr.
@@ -24,7 +24,7 @@ pub struct Ui {
 
 impl Ui {
     /// A line of narration on stderr (not under `--quiet`).
-    pub fn say(&self, line: impl AsRef<str>) {
+    pub(crate) fn say(&self, line: impl AsRef<str>) {
         if !self.quiet {
             eprintln!("{}", line.as_ref());
         }
@@ -32,7 +32,7 @@ impl Ui {
 }
 
 /// Seconds since the epoch, now.
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -40,7 +40,7 @@ pub fn now_secs() -> u64 {
 }
 
 /// `1h02m03s`, `4m05s`, `6s`.
-pub fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs();
     let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
     if h > 0 {
@@ -53,7 +53,7 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 /// `2026-11-30 10:41:13 UTC`.
-pub fn fmt_time(secs: u64) -> String {
+pub(crate) fn fmt_time(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
@@ -75,7 +75,7 @@ pub fn fmt_time(secs: u64) -> String {
 }
 
 /// The deadline and how far away it is.
-pub fn fmt_deadline(deadline: u64, now: u64) -> String {
+pub(crate) fn fmt_deadline(deadline: u64, now: u64) -> String {
     if deadline > now {
         format!(
             "{} (in {})",
@@ -88,7 +88,7 @@ pub fn fmt_deadline(deadline: u64, now: u64) -> String {
 }
 
 /// The live progress of one wait.
-pub struct Progress {
+pub(crate) struct Progress {
     ui: Ui,
     bar: Option<ProgressBar>,
     started: u64,
@@ -97,7 +97,12 @@ pub struct Progress {
 
 impl Progress {
     /// Starts showing progress of a verification started at `started`.
-    pub fn start(ui: Ui, started: UnixTime, deadline: Option<u64>, interval: Duration) -> Self {
+    pub(crate) fn start(
+        ui: Ui,
+        started: UnixTime,
+        deadline: Option<u64>,
+        interval: Duration,
+    ) -> Self {
         let bar = ui.live.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
@@ -126,7 +131,7 @@ impl Progress {
     }
 
     /// A new progress text from the OP.
-    pub fn set_text(&mut self, text: &str) {
+    pub(crate) fn set_text(&mut self, text: &str) {
         let text = one_line(text);
         if self.text.as_deref() == Some(text.as_str()) {
             return;
@@ -140,7 +145,7 @@ impl Progress {
     }
 
     /// Redraws the live line from the poll status.
-    pub fn tick(&mut self, status: Option<&PollStatus>) {
+    pub(crate) fn tick(&mut self, status: Option<&PollStatus>) {
         let Some(bar) = &self.bar else { return };
         let now_ms = UnixTime::from_system_time(SystemTime::now());
         let now = now_ms.as_secs();
@@ -173,7 +178,7 @@ impl Progress {
     }
 
     /// Removes the live line.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -187,7 +192,7 @@ impl Drop for Progress {
 }
 
 /// The index status of an outcome.
-pub fn status_of(o: &Outcome) -> Status {
+pub(crate) fn status_of(o: &Outcome) -> Status {
     match o {
         Outcome::Tokens(_) => Status::Tokens,
         Outcome::Denied { .. } => Status::Denied,
@@ -199,7 +204,7 @@ pub fn status_of(o: &Outcome) -> Status {
 }
 
 /// The exit code of an outcome.
-pub fn exit_code(o: &Outcome) -> u8 {
+pub(crate) fn exit_code(o: &Outcome) -> u8 {
     match status_of(o) {
         Status::Tokens => exit::OK,
         Status::Denied => exit::DENIED,
@@ -211,7 +216,7 @@ pub fn exit_code(o: &Outcome) -> u8 {
 }
 
 /// The JSON document of an outcome (with the tokens, when there are).
-pub fn outcome_json(id: &str, o: &Outcome) -> Value {
+pub(crate) fn outcome_json(id: &str, o: &Outcome) -> Value {
     let status = status_of(o).as_str();
     match o {
         Outcome::Tokens(t) => {
@@ -320,7 +325,7 @@ fn verified_lines(s: &mut String, t: &crate::lib_api::TokenSet) {
 /// Prints an outcome: JSON on stdout, or a human summary (claims on
 /// stdout, other endings on stderr). `kept`: the tokens stay in the store
 /// (a hint says how to see them again). Returns the exit code.
-pub fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
+pub(crate) fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
     let mut out = std::io::stdout().lock();
     if ui.json {
         let _ = writeln!(out, "{}", outcome_json(id, o));

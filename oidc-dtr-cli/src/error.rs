@@ -3,32 +3,32 @@
 use std::fmt;
 
 /// The exit codes `dtr` documents (see `dtr --help` and the README).
-pub mod exit {
+pub(crate) mod exit {
     /// Tokens were received (or the command did what it was asked).
-    pub const OK: u8 = 0;
+    pub(crate) const OK: u8 = 0;
     /// An error: network, OP, store, or an answer that failed validation.
-    pub const ERROR: u8 = 1;
+    pub(crate) const ERROR: u8 = 1;
     /// A usage or configuration error: fix the command line or the config.
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// The OP denied the verification (`access_denied`).
-    pub const DENIED: u8 = 3;
+    pub(crate) const DENIED: u8 = 3;
     /// The OP said the verification expired (`expired_token`).
-    pub const EXPIRED: u8 = 4;
+    pub(crate) const EXPIRED: u8 = 4;
     /// The deadline passed before the OP decided.
-    pub const DEADLINE: u8 = 5;
+    pub(crate) const DEADLINE: u8 = 5;
     /// The verification was cancelled.
-    pub const CANCELLED: u8 = 6;
+    pub(crate) const CANCELLED: u8 = 6;
     /// Still pending (`--no-wait`): resume with `dtr wait`.
-    pub const PENDING: u8 = 7;
+    pub(crate) const PENDING: u8 = 7;
     /// Interrupted (Ctrl-C); a pending verification stays pending.
-    pub const INTERRUPTED: u8 = 130;
+    pub(crate) const INTERRUPTED: u8 = 130;
 }
 
 /// An error that ends the command: what went wrong, how to fix it, and the
 /// exit code. Never holds a secret: messages are built from library errors
 /// (which redact secrets) and from our own text.
 #[derive(Debug)]
-pub struct CliError {
+pub(crate) struct CliError {
     /// What went wrong.
     pub cause: String,
     /// What to do about it.
@@ -39,7 +39,7 @@ pub struct CliError {
 
 impl CliError {
     /// A runtime error (exit 1).
-    pub fn runtime(cause: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn runtime(cause: impl Into<String>, fix: impl Into<String>) -> Self {
         CliError {
             cause: cause.into(),
             fix: Some(fix.into()),
@@ -48,7 +48,7 @@ impl CliError {
     }
 
     /// A usage or configuration error (exit 2).
-    pub fn usage(cause: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn usage(cause: impl Into<String>, fix: impl Into<String>) -> Self {
         CliError {
             cause: cause.into(),
             fix: Some(fix.into()),
@@ -57,7 +57,7 @@ impl CliError {
     }
 
     /// Wraps a library error with a fix that fits where it happened.
-    pub fn from_lib(context: &str, e: &oidc_dtr::Error) -> Self {
+    pub(crate) fn from_lib(context: &str, e: &oidc_dtr::Error) -> Self {
         use oidc_dtr::Error as E;
         let (code, fix) = match e {
             E::Config(_) => (
@@ -115,7 +115,7 @@ impl fmt::Display for CliError {
 /// Text from outside (an OP's progress or error description) made safe to
 /// print on one terminal line: control characters (escape sequences,
 /// newlines) are replaced, and it is cut at 300 characters.
-pub fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -128,7 +128,7 @@ pub fn one_line(s: &str) -> String {
 }
 
 /// Converts io errors with a context.
-pub fn io(context: impl fmt::Display, e: std::io::Error) -> CliError {
+pub(crate) fn io(context: impl fmt::Display, e: std::io::Error) -> CliError {
     CliError::runtime(
         format!("{context}: {e}"),
         "check that the path exists and that you may read and write it",

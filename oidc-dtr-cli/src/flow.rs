@@ -18,7 +18,7 @@ use crate::settings::{Mode, VerifySettings, build_client};
 use crate::state::{Entry, StateDir, Status};
 
 /// Who plays the browser.
-pub enum Browser {
+pub(crate) enum Browser {
     /// The user: print the URL, and open the system browser when `open`.
     System {
         /// Try to open the system browser.
@@ -31,7 +31,7 @@ pub enum Browser {
 
 /// Options of `verify` and `wait`.
 #[derive(Debug, Clone)]
-pub struct WaitOpts {
+pub(crate) struct WaitOpts {
     /// Return once the OP acknowledged the request (`--no-wait`).
     pub no_wait: bool,
     /// Acknowledge (delete the stored tokens) once printed (`--ack`).
@@ -45,7 +45,7 @@ pub struct WaitOpts {
 }
 
 /// `dtr verify`.
-pub async fn verify(
+pub(crate) async fn verify(
     ui: Ui,
     state: &StateDir,
     mut s: VerifySettings,
@@ -544,7 +544,7 @@ async fn load_record(
 }
 
 /// `dtr wait`.
-pub async fn wait(
+pub(crate) async fn wait(
     ui: Ui,
     state: &StateDir,
     id: Option<&str>,
@@ -585,7 +585,7 @@ pub async fn wait(
 }
 
 /// `dtr cancel`.
-pub async fn cancel(
+pub(crate) async fn cancel(
     ui: Ui,
     state: &StateDir,
     id: &str,
@@ -651,7 +651,7 @@ pub async fn cancel(
 }
 
 /// `dtr show`.
-pub async fn show(
+pub(crate) async fn show(
     ui: Ui,
     state: &StateDir,
     id: Option<&str>,
@@ -682,7 +682,7 @@ pub async fn show(
 }
 
 /// `dtr ack`: the outcome has been taken; its tokens are deleted.
-pub async fn ack(ui: Ui, state: &StateDir, id: &str) -> Result<u8, CliError> {
+pub(crate) async fn ack(ui: Ui, state: &StateDir, id: &str) -> Result<u8, CliError> {
     let entry = pick(state, Some(id), false)?;
     if entry.acknowledged {
         ui.say(format!(
@@ -712,7 +712,7 @@ pub async fn ack(ui: Ui, state: &StateDir, id: &str) -> Result<u8, CliError> {
 }
 
 /// `dtr list`.
-pub fn list(ui: Ui, state: &StateDir) -> Result<u8, CliError> {
+pub(crate) fn list(ui: Ui, state: &StateDir) -> Result<u8, CliError> {
     let index = state.read_index()?;
     let now = now_secs();
     if ui.json {
@@ -765,7 +765,7 @@ pub fn list(ui: Ui, state: &StateDir) -> Result<u8, CliError> {
 }
 
 /// `dtr purge`: removes finished verifications (their stores and entries).
-pub fn purge(ui: Ui, state: &StateDir) -> Result<u8, CliError> {
+pub(crate) fn purge(ui: Ui, state: &StateDir) -> Result<u8, CliError> {
     let removed = state.update_index(|idx| {
         let (done, keep): (Vec<Entry>, Vec<Entry>) = idx
             .entries

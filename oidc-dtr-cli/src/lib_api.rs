@@ -1,7 +1,7 @@
 //! Every item `dtr` uses from the library, in one place: the only file to
 //! change when the library's paths move.
 
-pub use oidc_dtr::{
+pub(crate) use oidc_dtr::{
     AesGcmSealer, Algorithm, AssuranceError, AssuranceUnsupported, AssuredClaims, CallbackResponse,
     CancelResult, CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth, ConfigError,
     DeferredAuthId, DpopConfig, DtrClient, EvidenceRequest, FileStore, Outcome,
@@ -11,4 +11,4 @@ pub use oidc_dtr::{
 };
 
 #[cfg(feature = "demo")]
-pub use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, OpProfiles};
+pub(crate) use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, OpProfiles};

@@ -11,7 +11,7 @@ use crate::error::{CliError, io, one_line};
 use crate::lib_api::{CallbackResponse, DtrClient, PendingAuthorization};
 
 /// The path of the redirect URI.
-pub const CALLBACK_PATH: &str = "/callback";
+pub(crate) const CALLBACK_PATH: &str = "/callback";
 /// Request line and headers at most this long.
 const MAX_HEAD: usize = 16 * 1024;
 /// A `form_post` body at most this long.
@@ -21,7 +21,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A listener on the loopback interface.
 #[derive(Debug)]
-pub struct Loopback {
+pub(crate) struct Loopback {
     listener: TcpListener,
     redirect_uri: String,
 }
@@ -38,7 +38,7 @@ enum Request {
 
 impl Loopback {
     /// Binds `127.0.0.1:port` (0: a random free port).
-    pub async fn bind(port: u16) -> Result<Loopback, CliError> {
+    pub(crate) async fn bind(port: u16) -> Result<Loopback, CliError> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
             CliError::usage(
                 format!("cannot listen on 127.0.0.1:{port} for the redirect: {e}"),
@@ -55,14 +55,14 @@ impl Loopback {
     }
 
     /// The redirect URI to register with the request.
-    pub fn redirect_uri(&self) -> &str {
+    pub(crate) fn redirect_uri(&self) -> &str {
         &self.redirect_uri
     }
 
     /// Waits for a valid authorization response and answers the browser.
     /// Requests that fail validation (wrong `state`, say) get an error
     /// page and are otherwise ignored: only the real response ends the wait.
-    pub async fn receive(
+    pub(crate) async fn receive(
         &self,
         client: &DtrClient,
         pending: &PendingAuthorization,

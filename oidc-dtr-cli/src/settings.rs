@@ -17,7 +17,7 @@ use crate::state::{AuthSpec, ClientSpec};
 
 /// Who the client is and how it authenticates.
 #[derive(Args, Debug, Clone, Default)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// The OP's issuer URL (discovery runs on it).
     #[arg(long, env = "DTR_ISSUER", value_name = "URL")]
     pub issuer: Option<String>,
@@ -57,7 +57,7 @@ pub struct ClientArgs {
 /// The `response_mode` of the authorization request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Redirect with a query string (the default).
     Query,
     /// An auto-submitted form POST to the loopback listener.
@@ -66,7 +66,7 @@ pub enum Mode {
 
 /// What the verification asks for.
 #[derive(Args, Debug, Clone, Default)]
-pub struct RequestArgs {
+pub(crate) struct RequestArgs {
     /// Scopes to request besides `openid` (space-separated).
     #[arg(long, env = "DTR_SCOPE")]
     pub scope: Option<String>,
@@ -126,7 +126,7 @@ pub struct RequestArgs {
 /// A profile of the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
+pub(crate) struct Profile {
     issuer: Option<String>,
     client_id: Option<String>,
     client_secret_file: Option<PathBuf>,
@@ -171,7 +171,7 @@ impl StringList {
 
 /// The identity-assurance options (`--verified-claims` and its companions).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AssuranceSpec {
+pub(crate) struct AssuranceSpec {
     /// Claims wanted inside `verified_claims`.
     pub claims: Vec<String>,
     /// Allowed trust frameworks (any when empty).
@@ -188,7 +188,7 @@ impl AssuranceSpec {
     /// The typed `claims` request: one `verified_claims` request for the ID
     /// token, built with the library's builder (the library checks it
     /// against the OP's metadata when the authorization request is built).
-    pub fn claims_request(&self) -> ClaimsRequest {
+    pub(crate) fn claims_request(&self) -> ClaimsRequest {
         let mut vc = VerifiedClaimsRequest::new();
         vc = match self.trust_frameworks.as_slice() {
             [] => vc,
@@ -270,7 +270,7 @@ fn assurance(r: &RequestArgs, p: &mut Profile) -> Result<Option<AssuranceSpec>, 
 /// The config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// The profile used without --profile.
     default_profile: Option<String>,
     /// Named profiles.
@@ -281,7 +281,7 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Reads the config file: `given` (--config / DTR_CONFIG) must exist;
     /// the default location may not.
-    pub fn load(given: Option<&Path>) -> Result<(ConfigFile, Option<PathBuf>), CliError> {
+    pub(crate) fn load(given: Option<&Path>) -> Result<(ConfigFile, Option<PathBuf>), CliError> {
         let (path, required) = match given {
             Some(p) => (p.to_path_buf(), true),
             None => match directories::ProjectDirs::from("org", "oidc-dtr", "dtr") {
@@ -310,7 +310,10 @@ impl ConfigFile {
     }
 
     /// The profile to use: `name`, else `default_profile`, else none.
-    pub fn profile(&self, name: Option<&str>) -> Result<(Option<String>, Profile), CliError> {
+    pub(crate) fn profile(
+        &self,
+        name: Option<&str>,
+    ) -> Result<(Option<String>, Profile), CliError> {
         let name = name
             .map(str::to_owned)
             .or_else(|| self.default_profile.clone());
@@ -336,7 +339,7 @@ impl ConfigFile {
 
 /// Everything `dtr verify` needs, merged.
 #[derive(Debug, Clone)]
-pub struct VerifySettings {
+pub(crate) struct VerifySettings {
     /// The client (without the redirect URI yet).
     pub client: ClientSpec,
     /// Scopes.
@@ -360,7 +363,11 @@ pub struct VerifySettings {
 }
 
 /// Merges flags/env over the profile.
-pub fn merge(c: &ClientArgs, r: &RequestArgs, mut p: Profile) -> Result<VerifySettings, CliError> {
+pub(crate) fn merge(
+    c: &ClientArgs,
+    r: &RequestArgs,
+    mut p: Profile,
+) -> Result<VerifySettings, CliError> {
     let assurance = assurance(r, &mut p)?;
     let issuer = c.issuer.clone().or(p.issuer).ok_or_else(|| {
         CliError::usage(
@@ -558,7 +565,7 @@ fn client_auth(spec: &AuthSpec) -> Result<ClientAuth, CliError> {
 }
 
 /// Builds the client of a verification, on its store when given.
-pub async fn build_client(
+pub(crate) async fn build_client(
     spec: &ClientSpec,
     store: Option<FileStore>,
 ) -> Result<DtrClient, CliError> {

@@ -29,14 +29,14 @@ const STORES: &str = "verifications";
 
 /// The state directory.
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     root: PathBuf,
 }
 
 /// How the client authenticated (paths only: never a secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
-pub enum AuthSpec {
+pub(crate) enum AuthSpec {
     /// A public client.
     None,
     /// `client_secret_basic`, the secret read from this file.
@@ -55,7 +55,7 @@ pub enum AuthSpec {
 
 /// Everything needed to rebuild the client of a verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientSpec {
+pub(crate) struct ClientSpec {
     /// The issuer.
     pub issuer: String,
     /// The client id.
@@ -77,7 +77,7 @@ pub struct ClientSpec {
 /// Where a verification stands, as far as this machine knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     /// Waiting for the OP.
     Pending,
     /// Tokens received.
@@ -96,7 +96,7 @@ pub enum Status {
 
 impl Status {
     /// As shown by `dtr list`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
             Status::Tokens => "tokens",
@@ -111,7 +111,7 @@ impl Status {
 
 /// One verification in the index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The short id: the fingerprint of the `deferred_auth_id`.
     pub id: String,
     /// The store file name under `verifications/`.
@@ -135,7 +135,7 @@ pub struct Entry {
 
 /// The index file's content.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Index {
+pub(crate) struct Index {
     /// Layout version.
     pub version: u32,
     /// Verifications, oldest first.
@@ -144,7 +144,7 @@ pub struct Index {
 
 impl Index {
     /// Finds an entry by short id (or a unique prefix of at least 4).
-    pub fn find(&self, id: &str) -> Result<&Entry, CliError> {
+    pub(crate) fn find(&self, id: &str) -> Result<&Entry, CliError> {
         let id = id.to_ascii_lowercase();
         if let Some(e) = self.entries.iter().find(|e| e.id == id) {
             return Ok(e);
@@ -171,7 +171,7 @@ impl Index {
     }
 
     /// The most recently started entry.
-    pub fn latest(&self) -> Result<&Entry, CliError> {
+    pub(crate) fn latest(&self) -> Result<&Entry, CliError> {
         self.entries
             .iter()
             .max_by_key(|e| e.created_at)
@@ -187,7 +187,7 @@ impl Index {
 impl StateDir {
     /// The state directory: `--state-dir` / `DTR_STATE_DIR`, else the
     /// platform's (XDG state dir on Linux, the local data dir elsewhere).
-    pub fn resolve(given: Option<PathBuf>) -> Result<StateDir, CliError> {
+    pub(crate) fn resolve(given: Option<PathBuf>) -> Result<StateDir, CliError> {
         let root = match given {
             Some(p) => p,
             None => {
@@ -216,7 +216,7 @@ impl StateDir {
     }
 
     /// The sealer, from the key file (created on first use, owner-only).
-    pub fn sealer(&self) -> Result<Arc<AesGcmSealer>, CliError> {
+    pub(crate) fn sealer(&self) -> Result<Arc<AesGcmSealer>, CliError> {
         self.ensure()?;
         let path = self.root.join(KEY_FILE);
         let mut key = [0u8; 32];
@@ -254,7 +254,7 @@ impl StateDir {
     }
 
     /// A fresh store file name for a new verification.
-    pub fn new_store_name(&self) -> Result<String, CliError> {
+    pub(crate) fn new_store_name(&self) -> Result<String, CliError> {
         let mut r = [0u8; 6];
         SystemRandom
             .fill(&mut r)
@@ -264,12 +264,12 @@ impl StateDir {
     }
 
     /// The path of a store file.
-    pub fn store_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn store_path(&self, name: &str) -> PathBuf {
         self.root.join(STORES).join(name)
     }
 
     /// Opens (or creates) a verification's sealed store.
-    pub fn open_store(&self, name: &str) -> Result<FileStore, CliError> {
+    pub(crate) fn open_store(&self, name: &str) -> Result<FileStore, CliError> {
         let sealer = self.sealer()?;
         let path = self.store_path(name);
         FileStore::open_with_sealer(&path, sealer).map_err(|e| match e {
@@ -292,7 +292,7 @@ impl StateDir {
     }
 
     /// Deletes a store file (ignoring a missing one).
-    pub fn remove_store(&self, name: &str) -> Result<(), CliError> {
+    pub(crate) fn remove_store(&self, name: &str) -> Result<(), CliError> {
         match fs::remove_file(self.store_path(name)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -301,7 +301,7 @@ impl StateDir {
     }
 
     /// Reads the index (empty when there is none yet).
-    pub fn read_index(&self) -> Result<Index, CliError> {
+    pub(crate) fn read_index(&self) -> Result<Index, CliError> {
         let path = self.root.join(INDEX_FILE);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -319,7 +319,7 @@ impl StateDir {
     }
 
     /// Changes the index under an exclusive lock and writes it atomically.
-    pub fn update_index<T>(
+    pub(crate) fn update_index<T>(
         &self,
         f: impl FnOnce(&mut Index) -> Result<T, CliError>,
     ) -> Result<T, CliError> {
@@ -350,7 +350,11 @@ impl StateDir {
     }
 
     /// Updates one entry (no-op when it is gone).
-    pub fn update_entry(&self, id: &str, f: impl FnOnce(&mut Entry)) -> Result<(), CliError> {
+    pub(crate) fn update_entry(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Entry),
+    ) -> Result<(), CliError> {
         self.update_index(|idx| {
             if let Some(e) = idx.entries.iter_mut().find(|e| e.id == id) {
                 f(e);

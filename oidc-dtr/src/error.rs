@@ -956,6 +956,11 @@ pub enum ValidationError {
     /// `ValidationOptions::require_same_subject`).
     #[error("the ID token `sub` differs from the interim ID token's")]
     SubjectChanged,
+    /// The UserInfo response names another `sub` than the ID token (OpenID
+    /// Connect Core 1.0 §5.3.2: the UserInfo response must not be used then;
+    /// it may have been substituted).
+    #[error("the UserInfo `sub` differs from the ID token's")]
+    UserInfoSubjectMismatch,
 }
 
 impl ValidationError {

@@ -162,7 +162,7 @@ pub use ping::{PingBody, PingReceiver, PingReply, PingReplyKind};
 // JOSE and the JWKS cache.
 pub use engine::jwks_cache::{JwksConfig, JwksSnapshot};
 pub use engine::transport::HttpConfig;
-pub use jose::{Algorithm, DpopKey, KeyError, KeySet, SigningKey};
+pub use jose::{Algorithm, DpopKey, KeyError, KeySet, SigningKey, jwk_thumbprint};
 pub use proto::id_token::{IdTokenValidator, ValidationOptions};
 
 // Durable state.

@@ -8,22 +8,22 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, Command};
 
 // The mock OP.
-pub use oidc_dtr_testkit::{
+pub(crate) use oidc_dtr_testkit::{
     AssuranceFault, AuthSnapshot, AuthState, AuthorizeOutcome, Endpoint, MockOp, OpConfig,
     OpProfiles,
 };
 
 /// A guard against a hang (not a timing assertion): generous.
-pub const HANG: Duration = Duration::from_secs(60);
+pub(crate) const HANG: Duration = Duration::from_secs(60);
 
 /// A mock OP with a one-second interval, and a fresh state directory.
-pub struct Env {
+pub(crate) struct Env {
     pub op: MockOp,
     pub dir: tempfile::TempDir,
 }
 
 impl Env {
-    pub async fn new(f: impl FnOnce(&mut OpConfig)) -> Env {
+    pub(crate) async fn new(f: impl FnOnce(&mut OpConfig)) -> Env {
         let mut config = OpConfig::default();
         config.interval = Some(1);
         config.progress_script = vec!["Documents received".into(), "A reviewer is on it".into()];
@@ -35,12 +35,12 @@ impl Env {
         }
     }
 
-    pub fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
     /// `dtr` with the state dir set, no config file, nothing inherited.
-    pub fn dtr(&self) -> Command {
+    pub(crate) fn dtr(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_dtr"));
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -55,7 +55,7 @@ impl Env {
     }
 
     /// `dtr verify` for the OP's public client, not waiting.
-    pub fn verify(&self, extra: &[&str]) -> Running {
+    pub(crate) fn verify(&self, extra: &[&str]) -> Running {
         let mut c = self.dtr();
         c.args([
             "verify",
@@ -70,7 +70,7 @@ impl Env {
     }
 
     /// Runs `dtr args...` to the end.
-    pub async fn run(&self, args: &[&str]) -> Done {
+    pub(crate) async fn run(&self, args: &[&str]) -> Done {
         let out = tokio::time::timeout(HANG, self.dtr().args(args).output())
             .await
             .expect("dtr hung")
@@ -83,7 +83,7 @@ impl Env {
     }
 
     /// The only authentication at the OP.
-    pub fn the_auth(&self) -> AuthSnapshot {
+    pub(crate) fn the_auth(&self) -> AuthSnapshot {
         let all = self.op.authentications();
         assert_eq!(all.len(), 1, "one authentication at the OP");
         all.into_iter().next().unwrap()
@@ -92,28 +92,28 @@ impl Env {
 
 /// A finished run.
 #[derive(Debug)]
-pub struct Done {
+pub(crate) struct Done {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
 impl Done {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(self.stdout.trim())
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
 }
 
 /// A running `dtr` whose stderr is read line by line.
-pub struct Running {
+pub(crate) struct Running {
     pub child: Child,
     lines: Lines<BufReader<ChildStderr>>,
     pub stderr: String,
 }
 
 impl Running {
-    pub fn spawn(mut c: Command) -> Running {
+    pub(crate) fn spawn(mut c: Command) -> Running {
         let mut child = c.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         Running {
@@ -124,7 +124,7 @@ impl Running {
     }
 
     /// Reads stderr up to the first line containing `needle`.
-    pub async fn line_with(&mut self, needle: &str) -> String {
+    pub(crate) async fn line_with(&mut self, needle: &str) -> String {
         let fut = async {
             while let Some(line) = self.lines.next_line().await.unwrap() {
                 self.stderr.push_str(&line);
@@ -139,13 +139,13 @@ impl Running {
     }
 
     /// The authorization URL dtr printed.
-    pub async fn auth_url(&mut self) -> url::Url {
+    pub(crate) async fn auth_url(&mut self) -> url::Url {
         let line = self.line_with("/authorize?").await;
         url::Url::parse(line.trim()).unwrap()
     }
 
     /// Waits for the end: exit code, stdout, the rest of stderr.
-    pub async fn finish(mut self) -> Done {
+    pub(crate) async fn finish(mut self) -> Done {
         while let Some(line) = tokio::time::timeout(HANG, self.lines.next_line())
             .await
             .expect("dtr hung")
@@ -166,7 +166,7 @@ impl Running {
     }
 
     /// Sends SIGINT (as Ctrl-C does).
-    pub fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         use nix::sys::signal::{Signal, kill};
         let pid = i32::try_from(self.child.id().unwrap()).unwrap();
         kill(nix::unistd::Pid::from_raw(pid), Signal::SIGINT).unwrap();
@@ -175,7 +175,7 @@ impl Running {
 
 /// Plays the browser: the OP's UI, then the redirect (or auto-posted form)
 /// to dtr's loopback listener. Returns the listener's HTTP status.
-pub async fn play_browser(op: &MockOp, url: &url::Url) -> u16 {
+pub(crate) async fn play_browser(op: &MockOp, url: &url::Url) -> u16 {
     let cb = op.browse(url).await.unwrap();
     let http = reqwest::Client::new();
     let resp = match cb.form_body {
@@ -192,7 +192,7 @@ pub async fn play_browser(op: &MockOp, url: &url::Url) -> u16 {
 }
 
 /// Files under `dir`, recursively.
-pub fn files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -208,7 +208,7 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `dtr show ID` in a pseudo-terminal: the human summary (stdout and stderr).
-pub async fn show_in_terminal(env: &Env, id: &str) -> String {
+pub(crate) async fn show_in_terminal(env: &Env, id: &str) -> String {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dtr"));
     cmd.env("DTR_STATE_DIR", env.state_dir())
         .env("XDG_CONFIG_HOME", env.dir.path().join("config"))

@@ -127,10 +127,35 @@ pub(crate) fn ath(access_token: &str) -> String {
     b64(d.as_ref())
 }
 
-/// RFC 7638 thumbprint: SHA-256 over the required members in lexicographic
-/// order with no whitespace. Built by hand so that it does not depend on how
-/// `serde_json` orders object keys.
-pub(crate) fn jwk_thumbprint(jwk: &Value) -> Option<String> {
+/// The RFC 7638 SHA-256 thumbprint of a public JWK, base64url without
+/// padding: the `jkt` a DPoP-bound token or a PAR `dpop_jkt` names, for any
+/// key (a resource server checking a proof, an OP's key, a key from a KMS).
+///
+/// Only the required members of the key type count (`crv`, `kty`, `x`, `y`
+/// for EC; `e`, `kty`, `n` for RSA; `crv`, `kty`, `x` for OKP), in
+/// lexicographic order with no whitespace, so `kid`, `use` or member order do
+/// not change it. `None` when `kty` is another type or a required member is
+/// missing or not a string.
+///
+/// ```
+/// // The example of RFC 7638 §3.1.
+/// let jwk = serde_json::json!({
+///     "kty": "RSA",
+///     "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+///     "e": "AQAB",
+///     "alg": "RS256",
+///     "kid": "2011-04-29"
+/// });
+/// assert_eq!(
+///     oidc_dtr::jwk_thumbprint(&jwk).as_deref(),
+///     Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+/// );
+/// assert_eq!(oidc_dtr::jwk_thumbprint(&serde_json::json!({"kty": "oct", "k": "AA"})), None);
+/// ```
+// Built by hand so that it does not depend on how `serde_json` orders
+// object keys.
+#[must_use]
+pub fn jwk_thumbprint(jwk: &Value) -> Option<String> {
     let s = |k: &str| jwk.get(k).and_then(Value::as_str);
     let q = |v: &str| serde_json::to_string(v).ok();
     let canonical = match s("kty")? {

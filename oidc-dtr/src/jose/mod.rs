@@ -26,7 +26,7 @@ pub(crate) mod jwk;
 pub(crate) mod jws;
 pub(crate) mod sign;
 
-pub use dpop::DpopKey;
+pub use dpop::{DpopKey, jwk_thumbprint};
 pub use jwk::KeySet;
 pub use sign::{KeyError, SigningKey};
 

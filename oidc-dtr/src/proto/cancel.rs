@@ -18,6 +18,7 @@ use crate::proto::client_auth::ClientAuth;
 /// OP was told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[must_use = "the OP may not have been told: check `op_told()`"]
 pub enum CancelResult {
     /// The OP accepted the cancellation request, and polling stopped.
     ToldOp,

@@ -251,6 +251,7 @@ pub(crate) fn parse_initial_answer(
 /// What an initial token request with `completion_mode=deferred` came to.
 #[derive(Debug)]
 #[non_exhaustive]
+#[must_use = "either tokens to use or a deferral that is now being polled"]
 pub enum Redemption {
     /// The AS answered at once (it may always): validated tokens.
     Tokens(Box<crate::proto::token::TokenSet>),

@@ -156,7 +156,7 @@ pub(crate) fn parse_response(
     let sub = obj.required_str("sub")?;
     // OIDC Core §5.3.2: the sub must exactly match the ID token's.
     if !crate::secret::ct_eq(sub.as_bytes(), tokens.claims().subject().as_bytes()) {
-        return Err(obj.err("sub", "does not match the ID token's `sub`").into());
+        return Err(crate::error::ValidationError::UserInfoSubjectMismatch.into());
     }
     let claims = ReceivedClaims::from_claims(&obj.map, &AssuranceLimits::default())?;
     let requests = tokens

@@ -362,7 +362,8 @@ async fn cancellation_end_to_end_then_a_late_ping() {
             .all(|r| r.param("deferred_auth_id").is_none())
     );
     // Cancelling again sends nothing.
-    s.client.cancel(auth.id()).await.unwrap();
+    let again = s.client.cancel(auth.id()).await.unwrap();
+    assert!(!again.op_told(), "{again:?}");
     assert_eq!(s.op.requests_to(Endpoint::Cancel).len(), 1);
 }
 
@@ -408,7 +409,7 @@ async fn json_cancellation_and_dpop_bound_cancellation() {
         ..s
     };
     let auth = start(&s.op, &s.client).await;
-    s.client.cancel(auth.id()).await.unwrap();
+    assert!(s.client.cancel(auth.id()).await.unwrap().op_told());
     let r = &s.op.requests_to(Endpoint::Cancel)[0];
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.param("deferred_auth_id"), Some(auth.id().secret()));
@@ -435,7 +436,7 @@ async fn json_cancellation_and_dpop_bound_cancellation() {
         Setup { op, client, clock }
     };
     let auth = start(&s.op, &s.client).await;
-    s.client.cancel(auth.id()).await.unwrap();
+    assert!(s.client.cancel(auth.id()).await.unwrap().op_told());
     let reqs = s.op.requests_to(Endpoint::Cancel);
     assert_eq!(reqs.last().unwrap().status, 200);
     let proof = claims(reqs.last().unwrap().header("dpop").unwrap());

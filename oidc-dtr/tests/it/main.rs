@@ -2,6 +2,10 @@
 //! module per area. Everything runs against the in-process mock OP of
 //! `oidc-dtr-testkit`, over loopback.
 
+// Test helpers are `pub` for the modules of this one binary; nothing is
+// reachable from outside it, so the workspace's `unreachable_pub` is noise here.
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod assurance_checks;
