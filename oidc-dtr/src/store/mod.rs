@@ -29,8 +29,36 @@
 //! (which may hold the validated tokens). Every field is secret at rest;
 //! that is what the [`Sealer`] hook is for. Records carry a schema version
 //! ([`SCHEMA_VERSION`]) so that a later release can migrate them; a store
-//! never silently skips a record it does not understand, it reports
-//! [`StoreError::UnsupportedSchema`].
+//! never silently skips a record it does not understand.
+//!
+//! # Bad records are quarantined
+//!
+//! A record that cannot be read (damaged bytes, a layout this release does
+//! not know), that is not authentic (its seal does not open), or that is
+//! not this store's (another issuer's or client's, or a delivery state
+//! changed behind the store's back) is *quarantined* by the persistent
+//! stores the moment a read meets it: set aside, kept byte for byte for
+//! inspection, never claimed or handed out again, and reported through a
+//! [`StoreNotice::Quarantined`], the counter
+//! `oidc_dtr_store_quarantined_total` (labels `store`, `reason`) and a
+//! warning in the log that names the record by fingerprint. The read
+//! itself goes on with the other records, so one bad record does not stop
+//! the others from being polled. [`Store::quarantined`] lists what is set
+//! aside; [`Store::release_quarantined`] checks a record again (after a
+//! repair, or with the right key) and puts it back if it now reads. A
+//! quarantined record that is deleted from the store simply disappears;
+//! neither needs a restart.
+//!
+//! # Records are bound to their store and state
+//!
+//! A record's body (sealed when a [`Sealer`] is set) holds its issuer,
+//! client id and delivery state; the columns or indexes a store keeps
+//! beside it are only indexes. A record is refused (and quarantined) when
+//! its body names another issuer or client than the one the store is
+//! bound to ([`Store::bind`]) — a record copied from another client's
+//! store — or when an index says "not delivered" for an outcome whose body
+//! says "delivered" (an attempt to have acknowledged tokens handed out
+//! again).
 //!
 //! # Identifying records without leaking ids
 //!
@@ -71,6 +99,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use seal::{AesGcmSealer, Sealer};
+
 
 /// The version of the [`Record`] layout this release writes and reads.
 ///
@@ -230,7 +259,11 @@ pub(crate) fn key_fingerprint(key: &[u8; 32]) -> Fingerprint {
 ///   [`Fingerprint`] (the SHA-256 of the id), never by id or token.
 /// - Bad bytes never panic; a record that cannot be read is an error
 ///   ([`StoreError::Corrupt`], [`StoreError::UnsupportedSchema`]), never
-///   silently skipped.
+///   silently skipped. A persistent store quarantines it (see
+///   [`quarantined`](Self::quarantined)) so that the other records stay
+///   readable.
+/// - Once bound, a store never hands out a record of another issuer or
+///   client.
 pub trait Store: Send + Sync + 'static {
     /// Binds the store to one issuer and client id: the first call records
     /// them; every later call (this process, another one, after a restart)
@@ -320,8 +353,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Everything to resume at start: every unfinished record, and every
     /// finished one whose outcome is not yet delivered. In no particular
-    /// order. One unreadable record fails the whole call (it is not
-    /// skipped).
+    /// order. A record that cannot be read is not skipped silently: the
+    /// persistent stores of this crate quarantine it (reported, listed by
+    /// [`quarantined`](Self::quarantined)) and return the others; a store
+    /// without quarantine fails the whole call instead.
     fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>>;
 
     /// Deletes finished records whose `finished_at` is before
@@ -453,7 +488,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// A stream of [`StoreNotice`]s from every instance (wake-ups, stored
-    /// outcomes), or `None` if the store has none (the default). Notices
+    /// outcomes, quarantined records), or `None` if the store has none (the
+    /// default). Notices
     /// may be lost (a dropped connection); after a
     /// [`StoreNotice::Reconnected`] a subscriber checks the store again.
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<StoreNotice>> {
@@ -507,6 +543,109 @@ pub trait Store: Send + Sync + 'static {
             Ok(v)
         })
     }
+
+    /// The records set aside because they could not be read, were not
+    /// authentic or were not this store's (see the [module
+    /// docs](crate::store)), in no particular order. They are kept as they
+    /// were found, for inspection; no other method returns them. The
+    /// default (a store that never quarantines) is empty.
+    fn quarantined(&self) -> StoreFuture<Result<Vec<QuarantinedRecord>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Checks a quarantined record again and, if it now reads (it was
+    /// repaired, or the store now has the right key), puts it back:
+    /// `Ok(true)`. A pending record is then due again and claimed like any
+    /// other (with a new lease epoch in a shared store). `Ok(false)` if no
+    /// record with this key is quarantined. A record that still does not
+    /// read stays quarantined and the call fails with the reason. The
+    /// default (a store that never quarantines) is `Ok(false)`.
+    fn release_quarantined(&self, key: RecordKey) -> StoreFuture<Result<bool, StoreError>> {
+        let _ = key;
+        Box::pin(async { Ok(false) })
+    }
+}
+
+/// A record set aside by a store ([`Store::quarantined`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuarantinedRecord {
+    /// Its key (the SHA-256 of its `deferred_auth_id`).
+    pub key: RecordKey,
+    /// Why it was set aside (the read error, which holds no secret).
+    pub reason: String,
+}
+
+impl QuarantinedRecord {
+    /// A quarantined record (for [`Store`] implementations).
+    pub fn new(key: RecordKey, reason: impl Into<String>) -> Self {
+        QuarantinedRecord {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Whether a read error means "this record is bad" (quarantine it), as
+/// opposed to "the store cannot be read now" (retry the call).
+pub(crate) fn is_bad_record(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Corrupt {
+            record: Some(_),
+            ..
+        } | StoreError::Sealing(_)
+            | StoreError::UnsupportedSchema {
+                record: Some(_),
+                ..
+            }
+    )
+}
+
+/// The metric label of a quarantine reason.
+fn quarantine_label(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Sealing(_) => "seal",
+        StoreError::UnsupportedSchema { .. } => "schema",
+        StoreError::Corrupt { detail, .. } if detail.starts_with(FOREIGN_RECORD) => "foreign",
+        StoreError::Corrupt { detail, .. } if detail.starts_with(DELIVERY_STATE) => {
+            "delivery_state"
+        }
+        _ => "corrupt",
+    }
+}
+
+/// The detail of a record of another issuer or client.
+pub(crate) const FOREIGN_RECORD: &str = "the record belongs to another issuer or client";
+/// The detail of a record whose delivery index contradicts its body.
+pub(crate) const DELIVERY_STATE: &str = "the delivery state was changed outside the store";
+
+/// Reports a record a store has just quarantined: the counter and the log
+/// line (the notice is the store's to send). Names it by fingerprint only.
+pub(crate) fn report_quarantined(store: &'static str, key: &[u8; 32], e: &StoreError) {
+    let reason = quarantine_label(e);
+    metrics::counter!("oidc_dtr_store_quarantined_total", "store" => store, "reason" => reason)
+        .increment(1);
+    tracing::warn!(
+        deferred_auth_id = %key_fingerprint(key),
+        store,
+        reason,
+        error = %e,
+        "a stored record could not be used and was quarantined; the others go on"
+    );
+}
+
+/// Refuses a decoded record of another issuer or client than the store's.
+pub(crate) fn check_record_owner(
+    bound: Option<(&str, &str)>,
+    record: &Record,
+) -> Result<(), StoreError> {
+    match bound {
+        Some((i, c)) if record.auth.issuer() != i || record.auth.client_id() != c => Err(
+            StoreError::corrupt(Some(record.fingerprint()), format!("{FOREIGN_RECORD} (copied from another store?)")),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Something another instance of a fleet did, as a shared store reports it
@@ -519,6 +658,9 @@ pub enum StoreNotice {
     Wake(RecordKey),
     /// This record's outcome was stored.
     Finished(RecordKey),
+    /// This record could not be read, was not authentic or was not this
+    /// store's, and was set aside ([`Store::quarantined`]).
+    Quarantined(RecordKey),
     /// The notice stream was interrupted and resumed: notices may have been
     /// missed, so look at the store again.
     Reconnected,

@@ -215,12 +215,15 @@ pub(crate) fn seal_record(
 
 /// Opens and decodes what [`seal_record`] wrote under `key`: the schema is
 /// read first (a record of another layout is `UnsupportedSchema`, not
-/// "undecodable"), and the record must belong to the key it was stored
-/// under. Errors name the record by fingerprint only.
+/// "undecodable"), the record must belong to the key it was stored under,
+/// and, once the store is bound (`owner`), to the store's issuer and
+/// client (the body names them; sealed, they are authentic). Errors name
+/// the record by fingerprint only.
 pub(crate) fn open_record(
     sealer: Option<&dyn super::Sealer>,
     key: &[u8; 32],
     bytes: &[u8],
+    owner: Option<(&str, &str)>,
 ) -> Result<Record, StoreError> {
     let fp = key_fingerprint(key);
     let plain = Zeroizing::new(match sealer {
@@ -251,6 +254,7 @@ pub(crate) fn open_record(
             "the record is stored under another id's key",
         ));
     }
+    super::check_record_owner(owner, &record)?;
     Ok(record)
 }
 
