@@ -945,3 +945,96 @@ async fn postgres_a_version_2_schema_migrates_and_reseals_delivered_rows() {
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].key, oidc_dtr::RecordKey::of(acked.id()));
 }
+
+/// Issue 22, item 6, end to end: a fleet member whose claimed batch holds
+/// one row whose seal was broken still polls every other authentication
+/// of the batch, which end with tokens; the bad row is set aside and
+/// reported to every instance; once it is deleted, new authentications
+/// keep being polled by the same, never restarted, instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fleet_polls_the_rest_of_a_batch_with_a_tampered_row() {
+    use oidc_dtr::{DtrClient, FleetConfig};
+    use oidc_dtr_testkit::{MockOp, OpConfig};
+
+    let Some((watcher, guard)) = fresh().await else {
+        return;
+    };
+    let mut config = OpConfig::default();
+    config.interval = Some(1);
+    let op = MockOp::builder().config(config).start().await.unwrap();
+    let build = |max_held: usize, name: &str| {
+        let issuer = op.issuer().to_owned();
+        let options = guard.options().sealer(sealer());
+        let name = name.to_owned();
+        async move {
+            DtrClient::builder()
+                .issuer(issuer)
+                .client_id(MockOp::CLIENT_ID)
+                .client_secret(MockOp::CLIENT_SECRET)
+                .redirect_uri("http://127.0.0.1/cb")
+                .store(options.connect().await.unwrap())
+                .fleet(
+                    FleetConfig::default()
+                        .lease_ttl(Duration::from_secs(2))
+                        .max_held(max_held)
+                        .instance(name),
+                )
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    // The front end exchanges and polls nothing; the owner polls.
+    let front = build(0, "front").await;
+    let mut good = Vec::new();
+    for _ in 0..4 {
+        good.push(crate::support::flow::start(&op, &front).await);
+    }
+    let victim = crate::support::flow::start(&op, &front).await;
+    let vkey = oidc_dtr::RecordKey::of(victim.id());
+    assert_eq!(exec(&guard, TAMPER, vkey.as_bytes()).await, 1);
+    let watcher = {
+        drop(watcher);
+        sealed_store(&guard).await
+    };
+    let mut notices = watcher.notices().unwrap();
+    // Give the listener a moment to subscribe before the owner starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let owner = build(100, "owner").await;
+    for a in &good {
+        assert!(op.approve(a.id()));
+    }
+    for a in &good {
+        let outcome = tokio::time::timeout(Duration::from_secs(20), front.wait(a.id()))
+            .await
+            .expect("a good authentication of the batch was polled")
+            .unwrap();
+        assert_eq!(outcome.kind(), "tokens");
+    }
+    assert!(quarantine_notice(&mut notices, vkey).await, "reported");
+    let q = watcher.quarantined().await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].key, vkey);
+    let victim_polls = op
+        .requests_to(oidc_dtr_testkit::Endpoint::Token)
+        .iter()
+        .filter(|r| r.param("deferred_auth_id") == Some(victim.id().secret()))
+        .count();
+    assert_eq!(victim_polls, 0, "a row that does not open is never polled");
+
+    // Deleted by an operator: nothing to restart, new work flows.
+    assert_eq!(
+        exec(&guard, "DELETE FROM {s}.records WHERE key = $1", vkey.as_bytes()).await,
+        1
+    );
+    assert!(watcher.quarantined().await.unwrap().is_empty());
+    let later = crate::support::flow::start(&op, &front).await;
+    assert!(op.approve(later.id()));
+    let outcome = tokio::time::timeout(Duration::from_secs(20), front.wait(later.id()))
+        .await
+        .expect("polled after the deletion")
+        .unwrap();
+    assert_eq!(outcome.kind(), "tokens");
+    owner.shutdown().await;
+    front.shutdown().await;
+}
