@@ -593,7 +593,10 @@ pub async fn records_of_another_owner_are_never_handed_out(store: &dyn Store) {
     store.bind("https://op.example", "client").await.unwrap();
     let mine_only = vec![mine.id().clone()];
     assert_eq!(names(&store.load_active().await.unwrap()), mine_only);
-    assert_eq!(names(&store.due(UnixTime::MAX, 10).await.unwrap()), mine_only);
+    assert_eq!(
+        names(&store.due(UnixTime::MAX, 10).await.unwrap()),
+        mine_only
+    );
     let claimed: Vec<DeferredAuthId> = store
         .claim_due("instance-1", UnixTime::MAX, 10, Duration::from_secs(30))
         .await
@@ -627,7 +630,12 @@ pub async fn a_healthy_store_quarantines_nothing(store: &dyn Store) {
     store.insert(r.clone()).await.unwrap();
     assert_eq!(store.load_active().await.unwrap().len(), 1);
     assert!(store.quarantined().await.unwrap().is_empty());
-    assert!(!store.release_quarantined(RecordKey::of(r.id())).await.unwrap());
+    assert!(
+        !store
+            .release_quarantined(RecordKey::of(r.id()))
+            .await
+            .unwrap()
+    );
     assert!(
         !store
             .release_quarantined(RecordKey::of(&id("unknown")))

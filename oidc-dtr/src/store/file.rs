@@ -261,7 +261,12 @@ impl<'a> QuarantineEntry<'a> {
     }
 
     fn decode(bytes: &'a [u8], key: &Key) -> Result<QuarantineEntry<'a>, StoreError> {
-        let bad = || StoreError::corrupt(Some(key_fingerprint(key)), "a quarantine entry is malformed");
+        let bad = || {
+            StoreError::corrupt(
+                Some(key_fingerprint(key)),
+                "a quarantine entry is malformed",
+            )
+        };
         let mut rest = bytes;
         let mut part = || -> Result<&'a [u8], StoreError> {
             let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
@@ -839,8 +844,12 @@ impl Inner {
                 None => index.remove(&key),
             };
         }
-        let reports =
-            std::mem::take(&mut *self.quarantined_now.lock().unwrap_or_else(|e| e.into_inner()));
+        let reports = std::mem::take(
+            &mut *self
+                .quarantined_now
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         for (key, error) in reports {
             report_quarantined("file", &key, &error);
             let _ = self.notices.send(StoreNotice::Quarantined(RecordKey(key)));
@@ -932,7 +941,9 @@ impl Inner {
             staged.insert(*key, Some(d));
         }
         if let Some(f) = record.finished_at() {
-            t.finished.insert((f.as_millis(), *key), ()).map_err(fatal)?;
+            t.finished
+                .insert((f.as_millis(), *key), ())
+                .map_err(fatal)?;
         }
         t.quarantine.remove(key).map_err(fatal)?;
         tracing::info!(deferred_auth_id = %record.fingerprint(), "a quarantined record was released");
@@ -1693,12 +1704,12 @@ mod tests {
 
     use super::*;
     use crate::jose::{Algorithm, DpopKey};
+    use crate::proto::exchange::DeferredAuthentication;
     use crate::proto::poll::Outcome;
     use crate::proto::token::TokenSet;
+    use crate::secret::Nonce;
     use crate::store::AesGcmSealer;
     use crate::store::FileStoreOptions;
-    use crate::proto::exchange::DeferredAuthentication;
-    use crate::secret::Nonce;
     use crate::store::test_records::{at, denied, finished_machine, id, record};
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -2005,7 +2016,9 @@ mod tests {
         assert_eq!(store.due(UnixTime::MAX, 10).await.unwrap().len(), 1);
         assert!(store.get(&id("a")).await.unwrap().is_some());
         assert!(matches!(
-            store.update_state(&id("new"), record("new", 0).machine).await,
+            store
+                .update_state(&id("new"), record("new", 0).machine)
+                .await,
             Err(StoreError::NotFound { .. })
         ));
         // Still unreadable: stays quarantined.
@@ -2220,12 +2233,19 @@ mod tests {
                 );
                 assert!(notices.try_recv().is_err(), "reported once: {ctx}");
                 // Still bad: stays.
-                assert!(store.release_quarantined(RecordKey(key_bad)).await.is_err(), "{ctx}");
+                assert!(
+                    store.release_quarantined(RecordKey(key_bad)).await.is_err(),
+                    "{ctx}"
+                );
                 assert_eq!(store.quarantined().await.unwrap().len(), 1, "{ctx}");
                 // After a restart it is still set aside, not met again.
                 store.close().await.unwrap();
                 let store = FileStore::open_with_sealer(dir.file(), sealer.clone()).unwrap();
-                let active = if matches!(path, Path::MarkDelivered) { 2 } else { 3 };
+                let active = if matches!(path, Path::MarkDelivered) {
+                    2
+                } else {
+                    3
+                };
                 assert_eq!(store.load_active().await.unwrap().len(), active, "{ctx}");
                 assert_eq!(store.quarantined().await.unwrap().len(), 1, "{ctx}");
             }

@@ -564,7 +564,10 @@ impl Inner {
     /// (e.g. this instance has no key or another one) is left as it is:
     /// it reads as delivered, as before, and a read that cannot open it
     /// quarantines it.
-    async fn reseal_delivered(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    async fn reseal_delivered(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> Result<(), StoreError> {
         let e = |c: &'static str| move |e: tokio_postgres::Error| pg_error(c, &e);
         let owner = tx
             .query_opt(&self.sql("SELECT issuer, client_id FROM {s}.meta"), &[])
@@ -602,7 +605,10 @@ impl Inner {
             resealed += 1;
         }
         if resealed > 0 {
-            tracing::info!(rows = resealed, "delivered rows re-sealed with their delivery state");
+            tracing::info!(
+                rows = resealed,
+                "delivered rows re-sealed with their delivery state"
+            );
         }
         Ok(())
     }
@@ -624,7 +630,9 @@ impl Inner {
             if o.delivered && !delivered {
                 return Err(StoreError::corrupt(
                     Some(record.fingerprint()),
-                    format!("{DELIVERY_STATE} (the row says not delivered, its body says delivered)"),
+                    format!(
+                        "{DELIVERY_STATE} (the row says not delivered, its body says delivered)"
+                    ),
                 ));
             }
             o.delivered = delivered;

@@ -422,6 +422,40 @@ mod tests {
     }
 
     #[test]
+    fn a_record_opens_only_for_its_owner_and_the_seal_covers_the_delivery_state() {
+        use crate::store::{AesGcmSealer, Sealer};
+        let sealer = AesGcmSealer::new([1; 32]).unwrap();
+        let mut r = record("owned", 0);
+        r.outcome = Some(crate::store::test_records::denied(1));
+        r.outcome.as_mut().unwrap().delivered = true;
+        let key = record_key(r.id());
+        let sealed = seal_record(Some(&sealer), &key, &r).unwrap();
+        let mine = Some(("https://op.example", "client"));
+        assert_eq!(open_record(Some(&sealer), &key, &sealed, mine).unwrap(), r);
+        assert_eq!(open_record(Some(&sealer), &key, &sealed, None).unwrap(), r);
+        for other in [
+            ("https://other.example", "client"),
+            ("https://op.example", "c2"),
+        ] {
+            assert!(open_record(Some(&sealer), &key, &sealed, Some(other)).is_err());
+        }
+        // The delivery state is inside the seal: no bit of it can change.
+        let mut flipped = sealed.clone();
+        let n = flipped.len();
+        flipped[n / 2] ^= 1;
+        assert!(matches!(
+            open_record(Some(&sealer), &key, &flipped, mine),
+            Err(StoreError::Sealing(_))
+        ));
+        let plain = sealer.open(&sealed, &key).unwrap();
+        assert!(
+            String::from_utf8(plain)
+                .unwrap()
+                .contains("\"delivered\":true")
+        );
+    }
+
+    #[test]
     fn an_unknown_phase_is_an_error_not_a_guess() {
         let fresh = record("v1", 0);
         let auth = serde_json::to_string(&fresh.auth).unwrap();

@@ -578,7 +578,12 @@ async fn postgres_a_bad_row_is_quarantined_on_every_reading_path() {
     }
     use Path::*;
     let ttl = Duration::from_secs(60);
-    for bad in [Bad::Tampered, Bad::Garbage, Bad::OtherIssuer, Bad::Undelivered] {
+    for bad in [
+        Bad::Tampered,
+        Bad::Garbage,
+        Bad::OtherIssuer,
+        Bad::Undelivered,
+    ] {
         for path in [
             ClaimDue,
             ClaimDueUnheld,
@@ -620,8 +625,12 @@ async fn postgres_a_bad_row_is_quarantined_on_every_reading_path() {
                     assert_eq!(exec(&guard, TAMPER, &key).await, 1);
                 }
                 Bad::Garbage => {
-                    exec(&guard, "UPDATE {s}.records SET body = '\\x00ff' WHERE key = $1", &key)
-                        .await;
+                    exec(
+                        &guard,
+                        "UPDATE {s}.records SET body = '\\x00ff' WHERE key = $1",
+                        &key,
+                    )
+                    .await;
                 }
                 Bad::OtherIssuer => {
                     // The same id at another issuer, in another schema
@@ -644,7 +653,9 @@ async fn postgres_a_bad_row_is_quarantined_on_every_reading_path() {
                     );
                     o.insert(r.clone()).await.unwrap();
                     if outcome_path {
-                        o.finish(r.id(), finished_machine(&r), denied(1)).await.unwrap();
+                        o.finish(r.id(), finished_machine(&r), denied(1))
+                            .await
+                            .unwrap();
                     }
                     let sql = format!(
                         "UPDATE {{s}}.records SET body = (SELECT body FROM \"{}\".records WHERE key = $1) WHERE key = $1",
@@ -802,7 +813,12 @@ async fn postgres_a_flipped_delivered_flag_is_refused_and_a_repaired_row_release
         assert!(q[0].reason.contains("delivery state"), "{}", q[0].reason);
         assert!(store.load_active().await.unwrap().is_empty());
         // Repaired: the column says delivered again.
-        exec(&guard, "UPDATE {s}.records SET delivered = true WHERE key = $1", &key).await;
+        exec(
+            &guard,
+            "UPDATE {s}.records SET delivered = true WHERE key = $1",
+            &key,
+        )
+        .await;
         assert!(
             store
                 .release_quarantined(oidc_dtr::RecordKey::of(acked.id()))
@@ -821,10 +837,7 @@ async fn postgres_a_flipped_delivered_flag_is_refused_and_a_repaired_row_release
         let first = store.claim_due("me", at(1000), 10, ttl).await.unwrap();
         assert_eq!(first.len(), 1);
         let epoch = first[0].1.epoch;
-        store
-            .release_lease(p.id(), "me", first[0].1)
-            .await
-            .unwrap();
+        store.release_lease(p.id(), "me", first[0].1).await.unwrap();
         let pkey = key_of(&p);
         let schema = format!("\"{}\"", guard.schema);
         let client = guard.sql().await;
@@ -839,9 +852,20 @@ async fn postgres_a_flipped_delivered_flag_is_refused_and_a_repaired_row_release
         if sealed {
             exec(&guard, TAMPER, &pkey).await;
         } else {
-            exec(&guard, "UPDATE {s}.records SET body = '\\x7b7d' WHERE key = $1", &pkey).await;
+            exec(
+                &guard,
+                "UPDATE {s}.records SET body = '\\x7b7d' WHERE key = $1",
+                &pkey,
+            )
+            .await;
         }
-        assert!(store.claim_due("me", at(1000), 10, ttl).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_due("me", at(1000), 10, ttl)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.quarantined().await.unwrap().len(), 1);
         client
             .execute(
@@ -851,7 +875,13 @@ async fn postgres_a_flipped_delivered_flag_is_refused_and_a_repaired_row_release
             .await
             .unwrap();
         // Repaired but not released: still set aside.
-        assert!(store.claim_due("me", at(1000), 10, ttl).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_due("me", at(1000), 10, ttl)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(
             store
                 .release_quarantined(oidc_dtr::RecordKey::of(p.id()))
@@ -915,7 +945,10 @@ async fn postgres_a_version_2_schema_migrates_and_reseals_delivered_rows() {
     let versions: Vec<i32> = guard
         .sql()
         .await
-        .query(&format!("SELECT version FROM {schema}.migrations ORDER BY version"), &[])
+        .query(
+            &format!("SELECT version FROM {schema}.migrations ORDER BY version"),
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -923,12 +956,24 @@ async fn postgres_a_version_2_schema_migrates_and_reseals_delivered_rows() {
         .collect();
     assert_eq!(versions, vec![1, 2, 3]);
     store.bind("https://op.example", "client").await.unwrap();
-    assert!(store.get(acked.id()).await.unwrap().unwrap().outcome.unwrap().delivered);
+    assert!(
+        store
+            .get(acked.id())
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome
+            .unwrap()
+            .delivered
+    );
     let ttl = Duration::from_secs(30);
     let open_claimed = store.claim_undelivered(10, ttl).await.unwrap();
     assert_eq!(open_claimed.len(), 1);
     assert_eq!(open_claimed[0].id(), open.id());
-    assert_eq!(store.due(at(1000), 10).await.unwrap(), vec![pending.clone()]);
+    assert_eq!(
+        store.due(at(1000), 10).await.unwrap(),
+        vec![pending.clone()]
+    );
     // The re-sealed body now says delivered: the column cannot be set back.
     assert_eq!(exec(&guard, UNDELIVER, &key_of(&acked)).await, 1);
     let other = sealed_store(&guard).await;
@@ -1024,7 +1069,12 @@ async fn postgres_fleet_polls_the_rest_of_a_batch_with_a_tampered_row() {
 
     // Deleted by an operator: nothing to restart, new work flows.
     assert_eq!(
-        exec(&guard, "DELETE FROM {s}.records WHERE key = $1", vkey.as_bytes()).await,
+        exec(
+            &guard,
+            "DELETE FROM {s}.records WHERE key = $1",
+            vkey.as_bytes()
+        )
+        .await,
         1
     );
     assert!(watcher.quarantined().await.unwrap().is_empty());

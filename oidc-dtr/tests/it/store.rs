@@ -568,7 +568,10 @@ async fn a_record_of_another_issuer_in_the_file_is_set_aside_at_start_up() {
             Nonce::new("nonce"),
         );
         store
-            .insert(Record::new(a.clone(), PollMachine::new(&a, PollConfig::default())))
+            .insert(Record::new(
+                a.clone(),
+                PollMachine::new(&a, PollConfig::default()),
+            ))
             .await
             .unwrap();
         store.close().await.unwrap();
@@ -617,9 +620,15 @@ async fn the_client_does_not_resume_a_record_of_another_issuer() {
     impl Leaky {
         fn foreign(&self) -> Record {
             let (issuer, client) = if self.same_issuer {
-                (self.bound.lock().unwrap().clone(), "other-client".to_owned())
+                (
+                    self.bound.lock().unwrap().clone(),
+                    "other-client".to_owned(),
+                )
             } else {
-                ("https://other.example".to_owned(), MockOp::CLIENT_ID.to_owned())
+                (
+                    "https://other.example".to_owned(),
+                    MockOp::CLIENT_ID.to_owned(),
+                )
             };
             let a = DeferredAuthentication::seeded(
                 self.id.clone(),
