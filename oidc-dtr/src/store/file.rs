@@ -240,6 +240,10 @@ struct BadRecord {
 /// aside.
 type Read = (Vec<Record>, Vec<BadRecord>);
 
+/// What a read answers once the bad records are set aside: the records
+/// read, and why each of the others was.
+type Sorted = (Vec<Record>, Vec<StoreError>);
+
 /// The value of a `QUARANTINE` entry: `u32` (big-endian) length and bytes
 /// of the reason, of the record, then the poll state (empty if none).
 struct QuarantineEntry<'a> {
@@ -1518,7 +1522,7 @@ impl FileStore {
     fn read(
         &self,
         f: impl FnOnce(&Inner) -> Result<Read, StoreError> + Send + 'static,
-    ) -> StoreFuture<Result<(Vec<Record>, Vec<StoreError>), StoreError>> {
+    ) -> StoreFuture<Result<Sorted, StoreError>> {
         let read = self.spawn(f);
         let this = self.clone();
         Box::pin(async move {
@@ -2046,7 +2050,7 @@ mod tests {
             Schema,
             Tampered,
             OtherIssuer,
-            BadState,
+            State,
         }
         #[derive(Clone, Copy, Debug)]
         enum Path {
@@ -2065,7 +2069,7 @@ mod tests {
             Bad::Schema,
             Bad::Tampered,
             Bad::OtherIssuer,
-            Bad::BadState,
+            Bad::State,
         ] {
             for path in [
                 Path::Reopen,
@@ -2126,7 +2130,7 @@ mod tests {
                         );
                         sealed(&r)
                     }
-                    Bad::BadState => sealed(&victim),
+                    Bad::State => sealed(&victim),
                 };
                 {
                     let txn = store.inner().db.begin_write().unwrap();
@@ -2135,7 +2139,7 @@ mod tests {
                         records.insert(&key_bad, value.as_slice()).unwrap();
                         if let Some(d) = victim.due_at() {
                             let state: &[u8] = match bad {
-                                Bad::BadState => b"not a sealed state",
+                                Bad::State => b"not a sealed state",
                                 _ => &[],
                             };
                             txn.open_table(PENDING)
@@ -2151,7 +2155,7 @@ mod tests {
                     }
                     txn.commit().unwrap();
                 }
-                if matches!(bad, Bad::BadState)
+                if matches!(bad, Bad::State)
                     && (victim.is_finished() || matches!(path, Path::Finish))
                 {
                     // A finished record has no state, and a finish
