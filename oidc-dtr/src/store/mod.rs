@@ -321,7 +321,8 @@ pub trait Store: Send + Sync + 'static {
     /// default answers from [`load_active`](Self::load_active), so it only
     /// finds pending records and undelivered outcomes; the store conformance
     /// suite expects delivered ones too, so a store that runs the suite
-    /// implements it.
+    /// implements it. A record that does not read, or is quarantined
+    /// ([`quarantined`](Self::quarantined)), is an error, never `None`.
     fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let all = self.load_active();
         let id = id.clone();
