@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use oidc_dtr::{
     Action, DeferredAuthId, DeferredAuthentication, Event, Nonce, Outcome, PollConfig, PollMachine,
-    PollResult, Record, STORE_SCHEMA_VERSION, Store, StoreError, StoredOutcome, SystemRandom,
-    TokenSet, UnixTime,
+    PollResult, Record, RecordKey, STORE_SCHEMA_VERSION, Store, StoreError, StoredOutcome,
+    SystemRandom, TokenSet, UnixTime,
 };
 
 /// Instantiates the store conformance suite for a store constructor (see the
@@ -47,7 +47,10 @@ macro_rules! store_conformance_tests {
                 load_active_returns_pending_and_undelivered,
                 purge_by_finish_time,
                 bind_refuses_another_owner,
-                profile_and_interaction_round_trip
+                profile_and_interaction_round_trip,
+                a_delivered_outcome_stays_delivered,
+                records_of_another_owner_are_never_handed_out,
+                a_healthy_store_quarantines_nothing
             );
         }
     };
@@ -518,4 +521,126 @@ pub async fn profile_and_interaction_round_trip(store: &dyn Store) {
         store.get(o.id()).await.unwrap().unwrap().auth.profile(),
         oidc_dtr::Profile::Oidc
     );
+}
+
+/// Conformance check: an acknowledged outcome is never handed out again,
+/// whatever the application or a retry does next: a repeated `finish` (a
+/// retry of the write that stored it) leaves it delivered, and neither
+/// `load_active` nor `claim_undelivered` returns it.
+pub async fn a_delivered_outcome_stays_delivered(store: &dyn Store) {
+    let r = record("acked", 0);
+    let other = record("open", 0);
+    store.insert(r.clone()).await.unwrap();
+    store.insert(other.clone()).await.unwrap();
+    store
+        .finish(r.id(), finished_machine(&r), denied(10))
+        .await
+        .unwrap();
+    store
+        .finish(other.id(), finished_machine(&other), denied(11))
+        .await
+        .unwrap();
+    assert!(store.mark_delivered_once(r.id()).await.unwrap());
+    // A retry of the finish, as a client resuming after a crash sends it.
+    store
+        .finish(r.id(), finished_machine(&r), denied(20))
+        .await
+        .unwrap();
+    let got = store.get(r.id()).await.unwrap().unwrap();
+    assert!(got.outcome.unwrap().delivered);
+    assert!(!store.mark_delivered_once(r.id()).await.unwrap());
+    let active = names(&store.load_active().await.unwrap());
+    assert_eq!(active, vec![other.id().clone()]);
+    let claimed = names(
+        &store
+            .claim_undelivered(10, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(claimed, vec![other.id().clone()]);
+}
+
+/// Conformance check: once bound, a store never hands out a record of
+/// another issuer or client, not even one it took in before it was bound
+/// (a record of another client's store must not be polled at this
+/// issuer's token endpoint or handed to this client). Such a record may be
+/// set aside ([`Store::quarantined`]); reading it by id is an error or
+/// nothing, never the record.
+pub async fn records_of_another_owner_are_never_handed_out(store: &dyn Store) {
+    let mine = record("mine", 0);
+    store.insert(mine.clone()).await.unwrap();
+    let mut foreign = Vec::new();
+    for (n, (issuer, client)) in [
+        ("https://other.example", "client"),
+        ("https://op.example", "client-2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = DeferredAuthentication::seeded(
+            id(&format!("foreign-{n}")),
+            issuer.into(),
+            client.into(),
+            at(0),
+            Some(3600),
+            5,
+            Nonce::new("nonce"),
+        );
+        let r = Record::new(a.clone(), PollMachine::new(&a, PollConfig::default()));
+        store.insert(r.clone()).await.unwrap();
+        foreign.push(r);
+    }
+    store.bind("https://op.example", "client").await.unwrap();
+    let mine_only = vec![mine.id().clone()];
+    assert_eq!(names(&store.load_active().await.unwrap()), mine_only);
+    assert_eq!(
+        names(&store.due(UnixTime::MAX, 10).await.unwrap()),
+        mine_only
+    );
+    let claimed: Vec<DeferredAuthId> = store
+        .claim_due("instance-1", UnixTime::MAX, 10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r.id().clone())
+        .collect();
+    assert_eq!(claimed, mine_only);
+    for r in &foreign {
+        assert!(
+            !matches!(store.get(r.id()).await, Ok(Some(_))),
+            "a foreign record was read back"
+        );
+    }
+    // Whatever was set aside is named by key, never by id.
+    let keys: HashSet<RecordKey> = foreign.iter().map(|r| RecordKey::of(r.id())).collect();
+    for q in store.quarantined().await.unwrap() {
+        assert!(keys.contains(&q.key), "{q:?}");
+        assert!(!q.reason.contains(foreign[0].id().secret()));
+    }
+    // The store's own records are unaffected.
+    assert!(store.get(mine.id()).await.unwrap().is_some());
+}
+
+/// Conformance check: a store whose records all read quarantines nothing,
+/// and `release_quarantined` of a record that is not set aside is
+/// `Ok(false)` and changes nothing.
+pub async fn a_healthy_store_quarantines_nothing(store: &dyn Store) {
+    store.bind("https://op.example", "client").await.unwrap();
+    let r = record("fine", 0);
+    store.insert(r.clone()).await.unwrap();
+    assert_eq!(store.load_active().await.unwrap().len(), 1);
+    assert!(store.quarantined().await.unwrap().is_empty());
+    assert!(
+        !store
+            .release_quarantined(RecordKey::of(r.id()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .release_quarantined(RecordKey::of(&id("unknown")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get(r.id()).await.unwrap(), Some(r));
 }

@@ -167,8 +167,9 @@ pub use proto::id_token::{IdTokenValidator, ValidationOptions};
 
 // Durable state.
 pub use store::{
-    AesGcmSealer, FileStore, FileStoreOptions, Lease, MemoryStore, Record, RecordKey,
-    SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer, Store, StoreFuture, StoreNotice, StoredOutcome,
+    AesGcmSealer, FileStore, FileStoreOptions, Lease, MemoryStore, QuarantinedRecord, Record,
+    RecordKey, SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer, Store, StoreFuture, StoreNotice,
+    StoredOutcome,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -560,6 +560,23 @@ impl DtrClientBuilder {
         // now), received-but-unacknowledged outcomes wait to be handed over.
         let (mut pending, mut finished) = (0usize, 0usize);
         for r in records {
+            // A store of this crate never returns a record of another
+            // issuer or client once bound; one that does (a store of the
+            // application's) must not have it polled at this issuer's
+            // token endpoint or handed to this client.
+            if r.auth.issuer() != inner.metadata.issuer || r.auth.client_id() != inner.client_id {
+                metrics::counter!(
+                    "oidc_dtr_store_quarantined_total",
+                    "store" => "client",
+                    "reason" => "foreign"
+                )
+                .increment(1);
+                tracing::warn!(
+                    deferred_auth_id = %r.fingerprint(),
+                    "the store returned a record of another issuer or client; it is not resumed"
+                );
+                continue;
+            }
             let outcome = r.outcome.map(|o| (o.outcome, o.finished_at));
             if outcome.is_some() {
                 finished += 1;

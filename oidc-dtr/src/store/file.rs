@@ -15,8 +15,9 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::records::{open_machine, open_record, seal_machine, seal_record};
 use super::{
-    Record, SCHEMA_VERSION, Sealer, Store, StoreError, StoreFuture, StoredOutcome, check_owner,
-    check_schema, due_of, key_fingerprint, record_key,
+    QuarantinedRecord, Record, RecordKey, SCHEMA_VERSION, Sealer, Store, StoreError, StoreFuture,
+    StoreNotice, StoredOutcome, check_owner, check_schema, due_of, is_bad_record, key_fingerprint,
+    record_key, report_quarantined,
 };
 use crate::proto::poll::PollMachine;
 use crate::secret::DeferredAuthId;
@@ -35,6 +36,10 @@ const RECORDS: TableDefinition<Key, &[u8]> = TableDefinition::new("records");
 /// time rather than one random page per record.
 const PENDING: TableDefinition<IndexKey, &[u8]> = TableDefinition::new("pending");
 const FINISHED: TableDefinition<IndexKey, ()> = TableDefinition::new("finished");
+/// Records set aside because they could not be read (see
+/// [`Store::quarantined`]): the reason, the record's bytes and its latest
+/// poll state, as found (see [`QuarantineEntry`]).
+const QUARANTINE: TableDefinition<Key, &[u8]> = TableDefinition::new("quarantine");
 /// The index of unfinished records in files written before group commit
 /// (moved to `pending` at open).
 const LEGACY_DUE: TableDefinition<IndexKey, ()> = TableDefinition::new("due");
@@ -80,6 +85,7 @@ const MAX_BATCH: usize = 4096;
 /// | `records`  | SHA-256 of the `deferred_auth_id` | the [`Record`] as JSON, sealed if a [`Sealer`] is set |
 /// | `pending`  | (due time in ms, record key)     | every unfinished record, at [`Record::due_at`]: its latest poll state (sealed like the record), or empty while the record's own is current |
 /// | `finished` | (finish time in ms, record key)  | `()`: every finished record, for [`Store::purge`] |
+/// | `quarantine` | SHA-256 of the `deferred_auth_id` | a record that could not be read: the reason, its bytes and its latest poll state, as found |
 ///
 /// The id itself never appears in a key: it is inside the (sealable) value.
 /// A record and its index entries always change in one transaction. A
@@ -130,8 +136,16 @@ const MAX_BATCH: usize = 4096;
 /// with [`StoreError::Corrupt`], and the file is left byte for byte as it
 /// was: nothing is repaired, rewritten or deleted. Should the storage engine still panic on bad bytes, the panic
 /// is caught and reported as [`StoreError::Corrupt`] (this relies on
-/// unwinding: with `panic = "abort"` the process stops instead). A record
-/// that does not decode is reported, never skipped.
+/// unwinding: with `panic = "abort"` the process stops instead).
+///
+/// A record that does not decode, does not open with the store's key or
+/// belongs to another issuer or client is quarantined by the read that
+/// meets it: moved, bytes unchanged, from `records` and `pending` to
+/// `quarantine`, and reported (a [`StoreNotice::Quarantined`] to
+/// [`Store::notices`] subscribers, the `oidc_dtr_store_quarantined_total`
+/// counter, a warning naming its fingerprint); the read returns the other
+/// records. [`Store::release_quarantined`] puts it back once it reads.
+/// The delivery state of an outcome lives in the (sealed) record itself.
 ///
 /// # Ownership
 ///
@@ -203,6 +217,79 @@ struct Inner {
     /// The writer holds the lock from a batch's first change to its commit;
     /// a reader takes it to pair a due time with a read snapshot.
     index: Mutex<HashMap<Key, u64>>,
+    /// The issuer and client id the store is bound to, once known: every
+    /// record read must name them.
+    owner: Mutex<Option<(String, String)>>,
+    /// Where quarantine notices go ([`Store::notices`]).
+    notices: tokio::sync::broadcast::Sender<StoreNotice>,
+    /// Records quarantined by the batch being written, reported once it
+    /// is committed.
+    quarantined_now: Mutex<Vec<(Key, StoreError)>>,
+}
+
+/// A record a read could not use: what the quarantine needs.
+struct BadRecord {
+    key: Key,
+    /// The record's bytes as read: it is quarantined only if they are
+    /// still the same (a record changed meanwhile is left alone).
+    record: Vec<u8>,
+    error: StoreError,
+}
+
+/// What a read returns: the records it could use, and the ones to set
+/// aside.
+type Read = (Vec<Record>, Vec<BadRecord>);
+
+/// What a read answers once the bad records are set aside: the records
+/// read, and why each of the others was.
+type Sorted = (Vec<Record>, Vec<StoreError>);
+
+/// The value of a `QUARANTINE` entry: `u32` (big-endian) length and bytes
+/// of the reason, of the record, then the poll state (empty if none).
+struct QuarantineEntry<'a> {
+    reason: &'a str,
+    record: &'a [u8],
+    state: &'a [u8],
+}
+
+impl<'a> QuarantineEntry<'a> {
+    fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(8 + self.reason.len() + self.record.len() + self.state.len());
+        for part in [self.reason.as_bytes(), self.record] {
+            out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(self.state);
+        out
+    }
+
+    fn decode(bytes: &'a [u8], key: &Key) -> Result<QuarantineEntry<'a>, StoreError> {
+        let bad = || {
+            StoreError::corrupt(
+                Some(key_fingerprint(key)),
+                "a quarantine entry is malformed",
+            )
+        };
+        let mut rest = bytes;
+        let mut part = || -> Result<&'a [u8], StoreError> {
+            let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+            let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| bad())?;
+            if tail.len() < len {
+                return Err(bad());
+            }
+            let (p, tail) = tail.split_at(len);
+            rest = tail;
+            Ok(p)
+        };
+        let reason = std::str::from_utf8(part()?).map_err(|_| bad())?;
+        let record = part()?;
+        Ok(QuarantineEntry {
+            reason,
+            record,
+            state: rest,
+        })
+    }
 }
 
 impl fmt::Debug for FileStore {
@@ -466,9 +553,12 @@ impl Inner {
                 });
             }
 
+            *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = Self::owner(&meta)?;
             let records = txn.open_table(RECORDS).map_err(db_error)?;
             let mut pending = txn.open_table(PENDING).map_err(db_error)?;
             txn.open_table(FINISHED).map_err(db_error)?;
+            // Added after the first release: created in older files.
+            txn.open_table(QUARANTINE).map_err(db_error)?;
             // Files written before group commit index unfinished records in
             // `due` (same keys, no value): move them to `pending` with an
             // empty value ("the record's own poll state is current"), so no
@@ -537,6 +627,9 @@ impl Inner {
             last_durable: Mutex::new(Instant::now()),
             synced: std::sync::atomic::AtomicBool::new(true),
             index: Mutex::new(HashMap::new()),
+            owner: Mutex::new(None),
+            notices: tokio::sync::broadcast::channel(1024).0,
+            quarantined_now: Mutex::new(Vec::new()),
         }
     }
 
@@ -590,7 +683,13 @@ impl Inner {
     }
 
     fn decode(&self, key: &Key, bytes: &[u8]) -> Result<Record, StoreError> {
-        open_record(self.sealer.as_deref(), key, bytes)
+        let owner = self.owner.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        open_record(
+            self.sealer.as_deref(),
+            key,
+            bytes,
+            owner.as_ref().map(|(i, c)| (i.as_str(), c.as_str())),
+        )
     }
 
     /// A record as read, with its latest poll state (`state`: the value of
@@ -680,6 +779,10 @@ impl Inner {
     /// error that failed the transaction (nothing of it is written then).
     fn try_batch(&self, jobs: &[Job]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
         let durable = jobs.iter().any(|j| !matches!(j.op, Op::Update { .. }));
+        self.quarantined_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let txn = self.db.begin_write().map_err(db_error)?;
         let mut staged: HashMap<Key, Option<u64>> = HashMap::new();
         let mut answers = Vec::with_capacity(jobs.len());
@@ -690,6 +793,7 @@ impl Inner {
                 records: txn.open_table(RECORDS).map_err(db_error)?,
                 pending: txn.open_table(PENDING).map_err(db_error)?,
                 finished: txn.open_table(FINISHED).map_err(db_error)?,
+                quarantine: txn.open_table(QUARANTINE).map_err(db_error)?,
             };
             for job in jobs {
                 let due = |key: &Key| match staged.get(key) {
@@ -719,8 +823,16 @@ impl Inner {
                         let old = due(key);
                         self.op_finish(&mut t, &mut staged, old, key, *fp, machine, outcome)
                     }
-                    Op::MarkDelivered { key } => self.op_mark_delivered(&mut t, key),
+                    Op::MarkDelivered { key } => {
+                        let old = due(key);
+                        self.op_mark_delivered(&mut t, &mut staged, old, key)
+                    }
                     Op::Purge(before) => self.op_purge(&mut t, *before),
+                    Op::Quarantine { key, record, error } => {
+                        let old = due(key);
+                        self.op_quarantine(&mut t, &mut staged, old, key, Some(record), error)
+                    }
+                    Op::Release { key } => self.op_release(&mut t, &mut staged, key),
                 };
                 match answer {
                     Ok(done) => answers.push(Ok(done)),
@@ -736,7 +848,130 @@ impl Inner {
                 None => index.remove(&key),
             };
         }
+        let reports = std::mem::take(
+            &mut *self
+                .quarantined_now
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (key, error) in reports {
+            report_quarantined("file", &key, &error);
+            let _ = self.notices.send(StoreNotice::Quarantined(RecordKey(key)));
+        }
         Ok(answers)
+    }
+
+    /// Sets a record aside (see [`FileStore`]'s docs): moved with its
+    /// latest poll state to `QUARANTINE`, out of `records`, `pending` and
+    /// the due index. `expected`: the bytes the read that failed saw; if
+    /// the record changed since, it is left alone (`Flag(false)`).
+    #[allow(clippy::too_many_arguments)]
+    fn op_quarantine(
+        &self,
+        t: &mut Tables<'_>,
+        staged: &mut HashMap<Key, Option<u64>>,
+        old_due: Option<u64>,
+        key: &Key,
+        expected: Option<&[u8]>,
+        error: &StoreError,
+    ) -> Result<Done, Fail> {
+        let current = t
+            .records
+            .get(key)
+            .map_err(db_error)?
+            .map(|g| g.value().to_vec());
+        let Some(current) = current else {
+            return Ok(Done::Flag(false));
+        };
+        if expected.is_some_and(|e| e != current.as_slice()) {
+            return Ok(Done::Flag(false));
+        }
+        let state = match old_due {
+            Some(d) => t
+                .pending
+                .remove((d, *key))
+                .map_err(fatal)?
+                .map(|g| g.value().to_vec())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        staged.insert(*key, None);
+        t.records.remove(key).map_err(fatal)?;
+        let reason = error.to_string();
+        let entry = QuarantineEntry {
+            reason: &reason,
+            record: &current,
+            state: &state,
+        }
+        .encode();
+        t.quarantine.insert(key, entry.as_slice()).map_err(fatal)?;
+        self.quarantined_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((*key, error.clone()));
+        Ok(Done::Flag(true))
+    }
+
+    /// Puts a quarantined record back if it now reads: `Flag(true)`;
+    /// `Flag(false)` if it is not quarantined; refused with the reason if
+    /// it still does not read.
+    fn op_release(
+        &self,
+        t: &mut Tables<'_>,
+        staged: &mut HashMap<Key, Option<u64>>,
+        key: &Key,
+    ) -> Result<Done, Fail> {
+        let entry = t
+            .quarantine
+            .get(key)
+            .map_err(db_error)?
+            .map(|g| g.value().to_vec());
+        let Some(entry) = entry else {
+            return Ok(Done::Flag(false));
+        };
+        let q = QuarantineEntry::decode(&entry, key)?;
+        let record = self.decode_with_state(key, q.record, Some(q.state))?;
+        if t.records.get(key).map_err(db_error)?.is_some() {
+            return Err(Fail::Refused(StoreError::Duplicate {
+                record: record.fingerprint(),
+            }));
+        }
+        // Written back whole, its latest poll state included.
+        let value = self.encode(key, &record)?;
+        t.records.insert(key, value.as_slice()).map_err(fatal)?;
+        if let Some(d) = record.due_at() {
+            let d = d.as_millis();
+            t.pending.insert((d, *key), [].as_slice()).map_err(fatal)?;
+            staged.insert(*key, Some(d));
+        }
+        if let Some(f) = record.finished_at() {
+            t.finished
+                .insert((f.as_millis(), *key), ())
+                .map_err(fatal)?;
+        }
+        t.quarantine.remove(key).map_err(fatal)?;
+        tracing::info!(deferred_auth_id = %record.fingerprint(), "a quarantined record was released");
+        Ok(Done::Flag(true))
+    }
+
+    /// Decodes a record a write needs; one that does not read is
+    /// quarantined in the same transaction and the write refused.
+    fn decode_for_write(
+        &self,
+        t: &mut Tables<'_>,
+        staged: &mut HashMap<Key, Option<u64>>,
+        old_due: Option<u64>,
+        key: &Key,
+        bytes: &[u8],
+    ) -> Result<Record, Fail> {
+        match self.decode(key, bytes) {
+            Ok(r) => Ok(r),
+            Err(e) if is_bad_record(&e) => {
+                self.op_quarantine(t, staged, old_due, key, Some(bytes), &e)?;
+                Err(Fail::Refused(e))
+            }
+            Err(e) => Err(Fail::Refused(e)),
+        }
     }
 
     fn op_bind(&self, t: &mut Tables<'_>, issuer: &str, client_id: &str) -> Result<Done, Fail> {
@@ -748,6 +983,11 @@ impl Inner {
         t.meta
             .insert("client_id", client_id.as_bytes())
             .map_err(fatal)?;
+        // Reads check records against it from now on. (Set before the
+        // commit: a read that sees it early refuses a foreign record one
+        // commit sooner, which is harmless.)
+        *self.owner.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((issuer.to_owned(), client_id.to_owned()));
         Ok(Done::Unit)
     }
 
@@ -839,7 +1079,7 @@ impl Inner {
             .map_err(db_error)?
             .map(|g| g.value().to_vec())
             .ok_or(StoreError::NotFound { record: fp })?;
-        let mut record = self.decode(key, &bytes)?;
+        let mut record = self.decode_for_write(t, staged, old_due, key, &bytes)?;
         if let Some(existing) = &record.outcome {
             return if existing.outcome == outcome.outcome {
                 Ok(Done::Unit)
@@ -864,7 +1104,13 @@ impl Inner {
         Ok(Done::Unit)
     }
 
-    fn op_mark_delivered(&self, t: &mut Tables<'_>, key: &Key) -> Result<Done, Fail> {
+    fn op_mark_delivered(
+        &self,
+        t: &mut Tables<'_>,
+        staged: &mut HashMap<Key, Option<u64>>,
+        old_due: Option<u64>,
+        key: &Key,
+    ) -> Result<Done, Fail> {
         let bytes = t
             .records
             .get(key)
@@ -873,7 +1119,7 @@ impl Inner {
         let Some(bytes) = bytes else {
             return Ok(Done::Flag(false));
         };
-        let mut record = self.decode(key, &bytes)?;
+        let mut record = self.decode_for_write(t, staged, old_due, key, &bytes)?;
         match record.outcome.as_mut() {
             None => return Ok(Done::Flag(false)),
             Some(o) if o.delivered => return Ok(Done::Flag(true)),
@@ -909,7 +1155,7 @@ impl Inner {
         Ok((txn, key.and_then(|k| index.get(k).copied())))
     }
 
-    fn get(&self, id: &DeferredAuthId) -> Result<Option<Record>, StoreError> {
+    fn get(&self, id: &DeferredAuthId) -> Result<Read, StoreError> {
         let key = record_key(id);
         let (txn, due) = self.read_at(Some(&key))?;
         let records = txn.open_table(RECORDS).map_err(db_error)?;
@@ -918,7 +1164,17 @@ impl Inner {
             .get(&key)
             .map_err(db_error)?
             .map(|g| g.value().to_vec());
-        let Some(bytes) = bytes else { return Ok(None) };
+        let Some(bytes) = bytes else {
+            let quarantine = txn.open_table(QUARANTINE).map_err(db_error)?;
+            if quarantine.get(&key).map_err(db_error)?.is_some() {
+                return Err(StoreError::corrupt(
+                    Some(key_fingerprint(&key)),
+                    "the record is quarantined (see Store::quarantined and \
+                     Store::release_quarantined)",
+                ));
+            }
+            return Ok((Vec::new(), Vec::new()));
+        };
         let state = match due {
             Some(d) => pending
                 .get((d, key))
@@ -926,15 +1182,27 @@ impl Inner {
                 .map(|g| g.value().to_vec()),
             None => None,
         };
-        self.decode_with_state(&key, &bytes, state.as_deref())
-            .map(Some)
+        Ok(
+            match self.decode_with_state(&key, &bytes, state.as_deref()) {
+                Ok(r) => (vec![r], Vec::new()),
+                Err(error) => (
+                    Vec::new(),
+                    vec![BadRecord {
+                        key,
+                        record: bytes,
+                        error,
+                    }],
+                ),
+            },
+        )
     }
 
-    fn due(&self, until: UnixTime, limit: usize) -> Result<Vec<Record>, StoreError> {
+    fn due(&self, until: UnixTime, limit: usize) -> Result<Read, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let pending = txn.open_table(PENDING).map_err(db_error)?;
         let records = txn.open_table(RECORDS).map_err(db_error)?;
         let mut out = Vec::new();
+        let mut bad = Vec::new();
         for entry in pending
             .range(..=(until.as_millis(), [0xff; 32]))
             .map_err(db_error)?
@@ -952,12 +1220,19 @@ impl Inner {
                         "the due index names a missing record",
                     )
                 })?;
-            out.push(self.decode_with_state(&key, &bytes, Some(state.value()))?);
+            match self.decode_with_state(&key, &bytes, Some(state.value())) {
+                Ok(r) => out.push(r),
+                Err(error) => bad.push(BadRecord {
+                    key,
+                    record: bytes,
+                    error,
+                }),
+            }
         }
-        Ok(out)
+        Ok((out, bad))
     }
 
-    fn load_active(&self) -> Result<Vec<Record>, StoreError> {
+    fn load_active(&self) -> Result<Read, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let records = txn.open_table(RECORDS).map_err(db_error)?;
         let pending = txn.open_table(PENDING).map_err(db_error)?;
@@ -970,14 +1245,36 @@ impl Inner {
             }
         }
         let mut out = Vec::new();
+        let mut bad = Vec::new();
         for entry in records.iter().map_err(db_error)? {
             let (k, v) = entry.map_err(db_error)?;
             let key = k.value();
             let state = states.remove(&key);
-            let record = self.decode_with_state(&key, v.value(), state.as_deref())?;
-            if record.outcome.as_ref().is_none_or(|o| !o.delivered) {
-                out.push(record);
+            match self.decode_with_state(&key, v.value(), state.as_deref()) {
+                Ok(record) => {
+                    if record.outcome.as_ref().is_none_or(|o| !o.delivered) {
+                        out.push(record);
+                    }
+                }
+                Err(error) => bad.push(BadRecord {
+                    key,
+                    record: v.value().to_vec(),
+                    error,
+                }),
             }
+        }
+        Ok((out, bad))
+    }
+
+    fn quarantined(&self) -> Result<Vec<QuarantinedRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let quarantine = txn.open_table(QUARANTINE).map_err(db_error)?;
+        let mut out = Vec::new();
+        for entry in quarantine.iter().map_err(db_error)? {
+            let (k, v) = entry.map_err(db_error)?;
+            let key = k.value();
+            let q = QuarantineEntry::decode(v.value(), &key)?;
+            out.push(QuarantinedRecord::new(RecordKey(key), q.reason));
         }
         Ok(out)
     }
@@ -989,6 +1286,7 @@ struct Tables<'t> {
     records: Table<'t, Key, &'static [u8]>,
     pending: Table<'t, IndexKey, &'static [u8]>,
     finished: Table<'t, IndexKey, ()>,
+    quarantine: Table<'t, Key, &'static [u8]>,
 }
 
 /// Why a write of a batch failed.
@@ -1038,6 +1336,15 @@ enum Op {
         key: Key,
     },
     Purge(UnixTime),
+    /// A record a read could not use, with its bytes as read.
+    Quarantine {
+        key: Key,
+        record: Vec<u8>,
+        error: StoreError,
+    },
+    Release {
+        key: Key,
+    },
 }
 
 /// What a write answers.
@@ -1208,6 +1515,35 @@ impl FileStore {
         })
     }
 
+    /// Runs a read on the blocking pool, then quarantines the records it
+    /// could not use (through the writer, only if they have not changed
+    /// since): the records read, and the errors of the ones set aside. An
+    /// error that is not about a record's contents fails the call.
+    fn read(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<Read, StoreError> + Send + 'static,
+    ) -> StoreFuture<Result<Sorted, StoreError>> {
+        let read = self.spawn(f);
+        let this = self.clone();
+        Box::pin(async move {
+            let (good, bad) = read.await?;
+            let mut errors = Vec::with_capacity(bad.len());
+            for b in bad {
+                if !is_bad_record(&b.error) {
+                    return Err(b.error);
+                }
+                this.submit(Op::Quarantine {
+                    key: b.key,
+                    record: b.record,
+                    error: b.error.clone(),
+                })
+                .await?;
+                errors.push(b.error);
+            }
+            Ok((good, errors))
+        })
+    }
+
     fn submit_unit(&self, op: Op) -> StoreFuture<Result<(), StoreError>> {
         let done = self.submit(op);
         Box::pin(async move { done.await.map(|_| ()) })
@@ -1281,15 +1617,38 @@ impl Store for FileStore {
 
     fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let id = id.clone();
-        self.spawn(move |s| s.get(&id))
+        let read = self.read(move |s| s.get(&id));
+        Box::pin(async move {
+            let (mut found, mut bad) = read.await?;
+            // The one record asked for did not read: say why.
+            match bad.pop() {
+                Some(e) => Err(e),
+                None => Ok(found.pop()),
+            }
+        })
     }
 
     fn due(&self, until: UnixTime, limit: usize) -> StoreFuture<Result<Vec<Record>, StoreError>> {
-        self.spawn(move |s| s.due(until, limit))
+        let read = self.read(move |s| s.due(until, limit));
+        Box::pin(async move { Ok(read.await?.0) })
     }
 
     fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
-        self.spawn(|s| s.load_active())
+        let read = self.read(|s| s.load_active());
+        Box::pin(async move { Ok(read.await?.0) })
+    }
+
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<StoreNotice>> {
+        self.open_inner_arc().ok().map(|i| i.notices.subscribe())
+    }
+
+    fn quarantined(&self) -> StoreFuture<Result<Vec<QuarantinedRecord>, StoreError>> {
+        self.spawn(|s| s.quarantined())
+    }
+
+    fn release_quarantined(&self, key: RecordKey) -> StoreFuture<Result<bool, StoreError>> {
+        let done = self.submit(Op::Release { key: key.0 });
+        Box::pin(async move { Ok(matches!(done.await?, Done::Flag(true))) })
     }
 
     fn purge(&self, finished_before: UnixTime) -> StoreFuture<Result<usize, StoreError>> {
@@ -1349,8 +1708,10 @@ mod tests {
 
     use super::*;
     use crate::jose::{Algorithm, DpopKey};
+    use crate::proto::exchange::DeferredAuthentication;
     use crate::proto::poll::Outcome;
     use crate::proto::token::TokenSet;
+    use crate::secret::Nonce;
     use crate::store::AesGcmSealer;
     use crate::store::FileStoreOptions;
     use crate::store::test_records::{at, denied, finished_machine, id, record};
@@ -1614,16 +1975,19 @@ mod tests {
             let mut records = txn.open_table(RECORDS).unwrap();
             records.insert(&key, value).unwrap();
             let mut pending = txn.open_table(PENDING).unwrap();
+            pending.retain(|(_, k), _| k != key).unwrap();
             pending
                 .insert((at(1).as_millis(), key), [].as_slice())
                 .unwrap();
         }
         txn.commit().unwrap();
+        store.inner().load_index().unwrap();
     }
 
     #[tokio::test]
-    async fn unknown_record_schema_is_reported_not_skipped() {
+    async fn unknown_record_schema_is_reported_and_quarantined() {
         let (store, _dir) = temp_store();
+        let mut notices = store.notices().unwrap();
         store.insert(record("a", 0)).await.unwrap();
         let mut json = serde_json::to_value(record("new", 0)).unwrap();
         json["schema"] = 99.into();
@@ -1631,28 +1995,307 @@ mod tests {
         let key = record_key(&id("new"));
         write_raw(&store, key, &serde_json::to_vec(&json).unwrap());
 
-        let is_unsupported = |e: StoreError| {
-            assert!(
-                matches!(
-                    e,
-                    StoreError::UnsupportedSchema { found: 99, supported: 1, record: Some(fp) }
-                        if fp == id("new").fingerprint()
-                ),
-                "{e:?}"
-            );
-        };
-        is_unsupported(store.get(&id("new")).await.unwrap_err());
-        is_unsupported(store.load_active().await.unwrap_err());
-        is_unsupported(store.due(UnixTime::MAX, 10).await.unwrap_err());
-        is_unsupported(
+        let e = store.get(&id("new")).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::UnsupportedSchema { found: 99, supported: 1, record: Some(fp) }
+                    if fp == id("new").fingerprint()
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            notices.try_recv().unwrap(),
+            StoreNotice::Quarantined(RecordKey(key))
+        );
+        // Set aside, with the reason, and named as quarantined from now on.
+        let q = store.quarantined().await.unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].key, RecordKey(key));
+        assert!(q[0].reason.contains("99"), "{}", q[0].reason);
+        let e = store.get(&id("new")).await.unwrap_err();
+        assert!(e.to_string().contains("quarantined"), "{e}");
+        // The other record is still readable; every listing goes on.
+        assert_eq!(store.load_active().await.unwrap().len(), 1);
+        assert_eq!(store.due(UnixTime::MAX, 10).await.unwrap().len(), 1);
+        assert!(store.get(&id("a")).await.unwrap().is_some());
+        assert!(matches!(
             store
                 .update_state(&id("new"), record("new", 0).machine)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        // Still unreadable: stays quarantined.
+        assert!(
+            store
+                .release_quarantined(RecordKey(key))
                 .await
-                .unwrap_err(),
+                .unwrap_err()
+                .to_string()
+                .contains("99")
         );
-        // The other record is still readable, and nothing was removed.
-        assert!(store.get(&id("a")).await.unwrap().is_some());
-        is_unsupported(store.get(&id("new")).await.unwrap_err());
+        assert_eq!(store.quarantined().await.unwrap().len(), 1);
+    }
+
+    /// A bad record met on any reading path — a listing at start-up, the
+    /// due listing, a claim, the outcome listing, a read by id, a write —
+    /// is set aside and reported, and the path goes on with the others.
+    /// Bad: undecodable bytes, a layout from the future, a tampered seal,
+    /// a record of another issuer, a state that does not open.
+    #[tokio::test]
+    async fn a_bad_record_is_quarantined_on_every_reading_path() {
+        #[derive(Clone, Copy, Debug)]
+        enum Bad {
+            Garbage,
+            Schema,
+            Tampered,
+            OtherIssuer,
+            State,
+        }
+        #[derive(Clone, Copy, Debug)]
+        enum Path {
+            Reopen,
+            LoadActive,
+            Due,
+            ClaimDue,
+            ClaimUndelivered,
+            Get,
+            Finish,
+            MarkDelivered,
+        }
+        let key_bad = record_key(&id("bad"));
+        for bad in [
+            Bad::Garbage,
+            Bad::Schema,
+            Bad::Tampered,
+            Bad::OtherIssuer,
+            Bad::State,
+        ] {
+            for path in [
+                Path::Reopen,
+                Path::LoadActive,
+                Path::Due,
+                Path::ClaimDue,
+                Path::ClaimUndelivered,
+                Path::Get,
+                Path::Finish,
+                Path::MarkDelivered,
+            ] {
+                let dir = TempDir::new();
+                let sealer = sealer(5);
+                let mut store = FileStore::open_with_sealer(dir.file(), sealer.clone()).unwrap();
+                store.bind("https://op.example", "client").await.unwrap();
+                let good: Vec<Record> = (0..3).map(|i| record(&format!("g{i}"), i)).collect();
+                for r in &good {
+                    store.insert(r.clone()).await.unwrap();
+                }
+                // The bad one, finished for the outcome paths.
+                let mut victim = record("bad", 0);
+                if matches!(path, Path::ClaimUndelivered | Path::MarkDelivered) {
+                    victim.machine = finished_machine(&victim);
+                    victim.outcome = Some(denied(1));
+                    let mut g = good[0].clone();
+                    store
+                        .finish(g.id(), finished_machine(&g), denied(1))
+                        .await
+                        .unwrap();
+                    g.outcome = Some(denied(1));
+                }
+                let sealed = |r: &Record| seal_record(Some(sealer.as_ref()), &key_bad, r).unwrap();
+                let value = match bad {
+                    Bad::Garbage => sealer.seal(b"{\"schema\":1", &key_bad).unwrap(),
+                    Bad::Schema => {
+                        let mut json = serde_json::to_value(&victim).unwrap();
+                        json["schema"] = 99.into();
+                        sealer
+                            .seal(&serde_json::to_vec(&json).unwrap(), &key_bad)
+                            .unwrap()
+                    }
+                    Bad::Tampered => {
+                        let mut v = sealed(&victim);
+                        let n = v.len();
+                        v[n - 3] ^= 1;
+                        v
+                    }
+                    Bad::OtherIssuer => {
+                        let mut r = victim.clone();
+                        r.auth = DeferredAuthentication::seeded(
+                            id("bad"),
+                            "https://other.example".into(),
+                            "client".into(),
+                            at(0),
+                            Some(3600),
+                            5,
+                            Nonce::new("nonce"),
+                        );
+                        sealed(&r)
+                    }
+                    Bad::State => sealed(&victim),
+                };
+                {
+                    let txn = store.inner().db.begin_write().unwrap();
+                    {
+                        let mut records = txn.open_table(RECORDS).unwrap();
+                        records.insert(&key_bad, value.as_slice()).unwrap();
+                        if let Some(d) = victim.due_at() {
+                            let state: &[u8] = match bad {
+                                Bad::State => b"not a sealed state",
+                                _ => &[],
+                            };
+                            txn.open_table(PENDING)
+                                .unwrap()
+                                .insert((d.as_millis(), key_bad), state)
+                                .unwrap();
+                        } else {
+                            txn.open_table(FINISHED)
+                                .unwrap()
+                                .insert((at(1).as_millis(), key_bad), ())
+                                .unwrap();
+                        }
+                    }
+                    txn.commit().unwrap();
+                }
+                if matches!(bad, Bad::State)
+                    && (victim.is_finished() || matches!(path, Path::Finish))
+                {
+                    // A finished record has no state, and a finish
+                    // replaces it: nothing bad to find.
+                    continue;
+                }
+                store.inner().load_index().unwrap();
+                if matches!(path, Path::Reopen) {
+                    store.close().await.unwrap();
+                    store = FileStore::open_with_sealer(dir.file(), sealer.clone()).unwrap();
+                }
+                let mut notices = store.notices().unwrap();
+                let ctx = format!("{bad:?} via {path:?}");
+                let names = |rs: &[Record]| {
+                    let mut v: Vec<String> =
+                        rs.iter().map(|r| r.fingerprint().to_string()).collect();
+                    v.sort();
+                    v
+                };
+                let fp = |i: usize| good[i].fingerprint().to_string();
+                match path {
+                    Path::Reopen | Path::LoadActive => {
+                        let got = store.load_active().await.expect(&ctx);
+                        let mut want = vec![fp(0), fp(1), fp(2)];
+                        want.sort();
+                        assert_eq!(names(&got), want, "{ctx}");
+                    }
+                    Path::Due => {
+                        let got = store.due(UnixTime::MAX, 10).await.expect(&ctx);
+                        assert_eq!(got.len(), 3, "{ctx}");
+                    }
+                    Path::ClaimDue => {
+                        let got = store
+                            .claim_due("me", UnixTime::MAX, 10, Duration::from_secs(30))
+                            .await
+                            .expect(&ctx);
+                        assert_eq!(got.len(), 3, "{ctx}");
+                    }
+                    Path::ClaimUndelivered => {
+                        let got = store
+                            .claim_undelivered(10, Duration::from_secs(30))
+                            .await
+                            .expect(&ctx);
+                        assert_eq!(names(&got), vec![fp(0)], "{ctx}");
+                    }
+                    Path::Get => {
+                        assert!(store.get(&id("bad")).await.is_err(), "{ctx}");
+                        assert!(store.get(good[1].id()).await.unwrap().is_some(), "{ctx}");
+                    }
+                    Path::Finish => {
+                        let e = store
+                            .finish(&id("bad"), finished_machine(&victim), denied(2))
+                            .await
+                            .unwrap_err();
+                        assert!(crate::store::is_bad_record(&e), "{ctx}: {e:?}");
+                    }
+                    Path::MarkDelivered => {
+                        assert!(store.mark_delivered(&id("bad")).await.is_err(), "{ctx}");
+                        assert!(store.mark_delivered(good[0].id()).await.unwrap(), "{ctx}");
+                    }
+                }
+                assert_eq!(
+                    notices.try_recv().ok(),
+                    Some(StoreNotice::Quarantined(RecordKey(key_bad))),
+                    "{ctx}"
+                );
+                let q = store.quarantined().await.unwrap();
+                assert_eq!(q.len(), 1, "{ctx}");
+                assert_eq!(q[0].key, RecordKey(key_bad), "{ctx}");
+                assert!(!q[0].reason.contains(id("bad").secret()), "{ctx}");
+                // Gone from every listing, and the good records keep their
+                // place.
+                let outcome_path = matches!(path, Path::ClaimUndelivered | Path::MarkDelivered);
+                let pending = if outcome_path { 2 } else { 3 };
+                assert_eq!(
+                    store.due(UnixTime::MAX, 10).await.unwrap().len(),
+                    pending,
+                    "{ctx}"
+                );
+                assert!(notices.try_recv().is_err(), "reported once: {ctx}");
+                // Still bad: stays.
+                assert!(
+                    store.release_quarantined(RecordKey(key_bad)).await.is_err(),
+                    "{ctx}"
+                );
+                assert_eq!(store.quarantined().await.unwrap().len(), 1, "{ctx}");
+                // After a restart it is still set aside, not met again.
+                store.close().await.unwrap();
+                let store = FileStore::open_with_sealer(dir.file(), sealer.clone()).unwrap();
+                let active = if matches!(path, Path::MarkDelivered) {
+                    2
+                } else {
+                    3
+                };
+                assert_eq!(store.load_active().await.unwrap().len(), active, "{ctx}");
+                assert_eq!(store.quarantined().await.unwrap().len(), 1, "{ctx}");
+            }
+        }
+    }
+
+    /// A record refused because the store was opened with the wrong owner
+    /// data (here: one written before the store was bound, of another
+    /// issuer) is put back by `release_quarantined` once it reads.
+    #[tokio::test]
+    async fn a_repaired_record_is_released_without_a_restart() {
+        let (store, _dir) = temp_store();
+        store.bind("https://op.example", "client").await.unwrap();
+        let victim = record("v", 0);
+        let key = record_key(victim.id());
+        write_raw(&store, key, b"garbage");
+        store.inner().load_index().unwrap();
+        store.insert(record("a", 0)).await.unwrap();
+        assert_eq!(store.load_active().await.unwrap().len(), 1);
+        assert_eq!(store.quarantined().await.unwrap().len(), 1);
+        // Repaired in place (an operator restores the record's bytes).
+        {
+            let txn = store.inner().db.begin_write().unwrap();
+            {
+                let mut q = txn.open_table(QUARANTINE).unwrap();
+                let v = QuarantineEntry {
+                    reason: "x",
+                    record: &serde_json::to_vec(&victim).unwrap(),
+                    state: &[],
+                }
+                .encode();
+                q.insert(&key, v.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        assert!(store.release_quarantined(RecordKey(key)).await.unwrap());
+        assert!(!store.release_quarantined(RecordKey(key)).await.unwrap());
+        assert!(store.quarantined().await.unwrap().is_empty());
+        assert_eq!(store.get(victim.id()).await.unwrap(), Some(victim.clone()));
+        let due = store.due(UnixTime::MAX, 10).await.unwrap();
+        assert!(due.iter().any(|r| r.id() == victim.id()));
+        // And it is written like any other from now on.
+        store
+            .finish(victim.id(), finished_machine(&victim), denied(3))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Record, Store, StoreError, StoreFuture, StoredOutcome, check_owner, check_schema, record_key,
+    QuarantinedRecord, Record, RecordKey, Store, StoreError, StoreFuture, StoredOutcome,
+    check_owner, check_record_owner, check_schema, record_key, report_quarantined,
 };
 use crate::proto::poll::PollMachine;
 use crate::secret::DeferredAuthId;
@@ -14,6 +15,10 @@ use crate::time::UnixTime;
 /// A [`Store`] in memory: for tests and for applications that accept
 /// losing their pending authentications (and undelivered outcomes) on
 /// restart.
+///
+/// Records inserted before [`bind`](Store::bind) that name another issuer
+/// or client are quarantined when it binds ([`Store::quarantined`]), so
+/// that they are never handed out.
 ///
 /// Every operation is atomic (one mutex) and nothing is durable. `due` is
 /// answered from an ordered index, so it costs `O(log n + k)`. Cloning the
@@ -30,6 +35,8 @@ struct Inner {
     records: HashMap<[u8; 32], Box<Compact>>,
     /// (due time in ms, record key) of every unfinished record.
     due: BTreeSet<(u64, [u8; 32])>,
+    /// Records set aside at `bind`, with the reason.
+    quarantined: HashMap<[u8; 32], (Box<Compact>, String)>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -140,6 +147,24 @@ impl Store for MemoryStore {
             check_owner(inner.owner(), issuer, client_id)?;
             if inner.owner.is_none() {
                 inner.owner = Some((issuer.to_owned(), client_id.to_owned()));
+                // Records inserted before, of another issuer or client,
+                // are never handed out: set aside.
+                let foreign: Vec<([u8; 32], StoreError)> = inner
+                    .records
+                    .iter()
+                    .filter_map(|(k, r)| {
+                        check_record_owner(Some((issuer, client_id)), &r.record())
+                            .err()
+                            .map(|e| (*k, e))
+                    })
+                    .collect();
+                for (key, e) in foreign {
+                    if let Some(r) = inner.records.remove(&key) {
+                        unindex(&mut inner.due, key, &r);
+                        report_quarantined("memory", &key, &e);
+                        inner.quarantined.insert(key, (r, e.to_string()));
+                    }
+                }
             }
             Ok(())
         })
@@ -150,7 +175,7 @@ impl Store for MemoryStore {
             check_schema(&record)?;
             check_owner(inner.owner(), record.auth.issuer(), record.auth.client_id())?;
             let key = record_key(record.id());
-            if inner.records.contains_key(&key) {
+            if inner.records.contains_key(&key) || inner.quarantined.contains_key(&key) {
                 return Err(StoreError::Duplicate {
                     record: record.fingerprint(),
                 });
@@ -266,6 +291,30 @@ impl Store for MemoryStore {
                 .records
                 .retain(|_, r| r.finished_at().is_none_or(|t| t >= finished_before));
             Ok(before - inner.records.len())
+        })
+    }
+
+    fn quarantined(&self) -> StoreFuture<Result<Vec<QuarantinedRecord>, StoreError>> {
+        self.run(|inner| {
+            Ok(inner
+                .quarantined
+                .iter()
+                .map(|(k, (_, reason))| QuarantinedRecord::new(RecordKey(*k), reason.clone()))
+                .collect())
+        })
+    }
+
+    fn release_quarantined(&self, key: RecordKey) -> StoreFuture<Result<bool, StoreError>> {
+        self.run(move |inner| {
+            let Some((r, _)) = inner.quarantined.get(&key.0) else {
+                return Ok(false);
+            };
+            check_record_owner(inner.owner(), &r.record())?;
+            if let Some((r, _)) = inner.quarantined.remove(&key.0) {
+                index(&mut inner.due, key.0, &r);
+                inner.records.insert(key.0, r);
+            }
+            Ok(true)
         })
     }
 }

@@ -29,8 +29,36 @@
 //! (which may hold the validated tokens). Every field is secret at rest;
 //! that is what the [`Sealer`] hook is for. Records carry a schema version
 //! ([`SCHEMA_VERSION`]) so that a later release can migrate them; a store
-//! never silently skips a record it does not understand, it reports
-//! [`StoreError::UnsupportedSchema`].
+//! never silently skips a record it does not understand.
+//!
+//! # Bad records are quarantined
+//!
+//! A record that cannot be read (damaged bytes, a layout this release does
+//! not know), that is not authentic (its seal does not open), or that is
+//! not this store's (another issuer's or client's, or a delivery state
+//! changed behind the store's back) is *quarantined* by the persistent
+//! stores the moment a read meets it: set aside, kept byte for byte for
+//! inspection, never claimed or handed out again, and reported through a
+//! [`StoreNotice::Quarantined`], the counter
+//! `oidc_dtr_store_quarantined_total` (labels `store`, `reason`) and a
+//! warning in the log that names the record by fingerprint. The read
+//! itself goes on with the other records, so one bad record does not stop
+//! the others from being polled. [`Store::quarantined`] lists what is set
+//! aside; [`Store::release_quarantined`] checks a record again (after a
+//! repair, or with the right key) and puts it back if it now reads. A
+//! quarantined record that is deleted from the store simply disappears;
+//! neither needs a restart.
+//!
+//! # Records are bound to their store and state
+//!
+//! A record's body (sealed when a [`Sealer`] is set) holds its issuer,
+//! client id and delivery state; the columns or indexes a store keeps
+//! beside it are only indexes. A record is refused (and quarantined) when
+//! its body names another issuer or client than the one the store is
+//! bound to ([`Store::bind`]) — a record copied from another client's
+//! store — or when an index says "not delivered" for an outcome whose body
+//! says "delivered" (an attempt to have acknowledged tokens handed out
+//! again).
 //!
 //! # Identifying records without leaking ids
 //!
@@ -230,7 +258,11 @@ pub(crate) fn key_fingerprint(key: &[u8; 32]) -> Fingerprint {
 ///   [`Fingerprint`] (the SHA-256 of the id), never by id or token.
 /// - Bad bytes never panic; a record that cannot be read is an error
 ///   ([`StoreError::Corrupt`], [`StoreError::UnsupportedSchema`]), never
-///   silently skipped.
+///   silently skipped. A persistent store quarantines it (see
+///   [`quarantined`](Self::quarantined)) so that the other records stay
+///   readable.
+/// - Once bound, a store never hands out a record of another issuer or
+///   client.
 pub trait Store: Send + Sync + 'static {
     /// Binds the store to one issuer and client id: the first call records
     /// them; every later call (this process, another one, after a restart)
@@ -289,7 +321,8 @@ pub trait Store: Send + Sync + 'static {
     /// default answers from [`load_active`](Self::load_active), so it only
     /// finds pending records and undelivered outcomes; the store conformance
     /// suite expects delivered ones too, so a store that runs the suite
-    /// implements it.
+    /// implements it. A record that does not read, or is quarantined
+    /// ([`quarantined`](Self::quarantined)), is an error, never `None`.
     fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let all = self.load_active();
         let id = id.clone();
@@ -320,8 +353,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Everything to resume at start: every unfinished record, and every
     /// finished one whose outcome is not yet delivered. In no particular
-    /// order. One unreadable record fails the whole call (it is not
-    /// skipped).
+    /// order. A record that cannot be read is not skipped silently: the
+    /// persistent stores of this crate quarantine it (reported, listed by
+    /// [`quarantined`](Self::quarantined)) and return the others; a store
+    /// without quarantine fails the whole call instead.
     fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>>;
 
     /// Deletes finished records whose `finished_at` is before
@@ -453,7 +488,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// A stream of [`StoreNotice`]s from every instance (wake-ups, stored
-    /// outcomes), or `None` if the store has none (the default). Notices
+    /// outcomes, quarantined records), or `None` if the store has none (the
+    /// default). Notices
     /// may be lost (a dropped connection); after a
     /// [`StoreNotice::Reconnected`] a subscriber checks the store again.
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<StoreNotice>> {
@@ -507,6 +543,112 @@ pub trait Store: Send + Sync + 'static {
             Ok(v)
         })
     }
+
+    /// The records set aside because they could not be read, were not
+    /// authentic or were not this store's (see the [module
+    /// docs](crate::store)), in no particular order. They are kept as they
+    /// were found, for inspection; no other method returns them. The
+    /// default (a store that never quarantines) is empty.
+    fn quarantined(&self) -> StoreFuture<Result<Vec<QuarantinedRecord>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Checks a quarantined record again and, if it now reads (it was
+    /// repaired, or the store now has the right key), puts it back:
+    /// `Ok(true)`. A pending record is then due again and claimed like any
+    /// other (with a new lease epoch in a shared store). `Ok(false)` if no
+    /// record with this key is quarantined. A record that still does not
+    /// read stays quarantined and the call fails with the reason. The
+    /// default (a store that never quarantines) is `Ok(false)`.
+    fn release_quarantined(&self, key: RecordKey) -> StoreFuture<Result<bool, StoreError>> {
+        let _ = key;
+        Box::pin(async { Ok(false) })
+    }
+}
+
+/// A record set aside by a store ([`Store::quarantined`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuarantinedRecord {
+    /// Its key (the SHA-256 of its `deferred_auth_id`).
+    pub key: RecordKey,
+    /// Why it was set aside (the read error, which holds no secret).
+    pub reason: String,
+}
+
+impl QuarantinedRecord {
+    /// A quarantined record (for [`Store`] implementations).
+    pub fn new(key: RecordKey, reason: impl Into<String>) -> Self {
+        QuarantinedRecord {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Whether a read error means "this record is bad" (quarantine it), as
+/// opposed to "the store cannot be read now" (retry the call).
+pub(crate) fn is_bad_record(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Corrupt {
+            record: Some(_),
+            ..
+        } | StoreError::Sealing(_)
+            | StoreError::UnsupportedSchema {
+                record: Some(_),
+                ..
+            }
+    )
+}
+
+/// The metric label of a quarantine reason.
+fn quarantine_label(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Sealing(_) => "seal",
+        StoreError::UnsupportedSchema { .. } => "schema",
+        StoreError::Corrupt { detail, .. } if detail.starts_with(FOREIGN_RECORD) => "foreign",
+        StoreError::Corrupt { detail, .. } if detail.starts_with(DELIVERY_STATE) => {
+            "delivery_state"
+        }
+        _ => "corrupt",
+    }
+}
+
+/// The detail of a record of another issuer or client.
+pub(crate) const FOREIGN_RECORD: &str = "the record belongs to another issuer or client";
+/// The detail of a record whose delivery index contradicts its body.
+pub(crate) const DELIVERY_STATE: &str = "the delivery state was changed outside the store";
+
+/// Reports a record a store has just quarantined: the counter and the log
+/// line (the notice is the store's to send). Names it by fingerprint only.
+pub(crate) fn report_quarantined(store: &'static str, key: &[u8; 32], e: &StoreError) {
+    let reason = quarantine_label(e);
+    metrics::counter!("oidc_dtr_store_quarantined_total", "store" => store, "reason" => reason)
+        .increment(1);
+    tracing::warn!(
+        deferred_auth_id = %key_fingerprint(key),
+        store,
+        reason,
+        error = %e,
+        "a stored record could not be used and was quarantined; the others go on"
+    );
+}
+
+/// Refuses a decoded record of another issuer or client than the store's.
+pub(crate) fn check_record_owner(
+    bound: Option<(&str, &str)>,
+    record: &Record,
+) -> Result<(), StoreError> {
+    match bound {
+        Some((i, c)) if record.auth.issuer() != i || record.auth.client_id() != c => {
+            Err(StoreError::corrupt(
+                Some(record.fingerprint()),
+                format!("{FOREIGN_RECORD} (copied from another store?)"),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Something another instance of a fleet did, as a shared store reports it
@@ -519,6 +661,9 @@ pub enum StoreNotice {
     Wake(RecordKey),
     /// This record's outcome was stored.
     Finished(RecordKey),
+    /// This record could not be read, was not authentic or was not this
+    /// store's, and was set aside ([`Store::quarantined`]).
+    Quarantined(RecordKey),
     /// The notice stream was interrupted and resumed: notices may have been
     /// missed, so look at the store again.
     Reconnected,
@@ -628,6 +773,131 @@ impl fmt::Display for Record {
                 o.outcome.kind(),
                 if o.delivered { ", delivered" } else { "" }
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_records::{id, record};
+    use std::sync::{Arc, Mutex};
+
+    /// Records every counter key registered, as `name label=value ...`.
+    #[derive(Default, Clone)]
+    struct Keys(Arc<Mutex<Vec<String>>>);
+
+    impl metrics::Recorder for Keys {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            let mut s = key.name().to_owned();
+            for l in key.labels() {
+                s.push_str(&format!(" {}={}", l.key(), l.value()));
+            }
+            self.0.lock().unwrap().push(s);
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn a_quarantine_is_counted_with_fixed_labels_only() {
+        let keys = Keys::default();
+        let secret = id("secret");
+        let r = record("secret", 0);
+        let key = record_key(&secret);
+        let cases = [
+            (
+                StoreError::Sealing(format!("record {:?}: altered", secret.fingerprint())),
+                "seal",
+            ),
+            (
+                StoreError::UnsupportedSchema {
+                    found: 9,
+                    supported: 1,
+                    record: Some(secret.fingerprint()),
+                },
+                "schema",
+            ),
+            (
+                check_record_owner(Some(("https://x.example", "client")), &r).unwrap_err(),
+                "foreign",
+            ),
+            (
+                StoreError::corrupt(Some(secret.fingerprint()), format!("{DELIVERY_STATE} (x)")),
+                "delivery_state",
+            ),
+            (
+                StoreError::corrupt(Some(secret.fingerprint()), "truncated"),
+                "corrupt",
+            ),
+        ];
+        metrics::with_local_recorder(&keys, || {
+            for (e, _) in &cases {
+                assert!(is_bad_record(e), "{e:?}");
+                report_quarantined("file", &key, e);
+            }
+        });
+        let seen = keys.0.lock().unwrap().clone();
+        for (_, label) in &cases {
+            let want = format!("oidc_dtr_store_quarantined_total store=file reason={label}");
+            assert!(seen.contains(&want), "{want} not in {seen:?}");
+        }
+        assert!(seen.iter().all(|k| !k.contains(secret.secret())));
+        // Errors that say nothing about a record's contents are not bad
+        // records: the call fails (and is retried) instead.
+        assert!(!is_bad_record(&StoreError::Unavailable("down".into())));
+        assert!(!is_bad_record(&StoreError::corrupt(None, "damaged page")));
+        assert!(!is_bad_record(&StoreError::Closed));
+    }
+
+    #[test]
+    fn a_record_of_another_issuer_or_client_is_refused_once_bound() {
+        let r = record("r", 0);
+        assert!(check_record_owner(None, &r).is_ok());
+        assert!(check_record_owner(Some(("https://op.example", "client")), &r).is_ok());
+        for owner in [
+            ("https://other.example", "client"),
+            ("https://op.example", "client-2"),
+        ] {
+            let e = check_record_owner(Some(owner), &r).unwrap_err();
+            assert!(
+                matches!(e, StoreError::Corrupt { record: Some(fp), .. } if fp == r.fingerprint())
+            );
+            assert!(!e.to_string().contains(r.id().secret()));
         }
     }
 }

@@ -10,7 +10,27 @@
 //! |--------------|-------|
 //! | `migrations` | one row per applied migration (`version`, `applied_at`) |
 //! | `meta`       | the issuer and client id the store is bound to |
-//! | `records`    | `key` (SHA-256 of the id), `due_at` / `finished_at` (ms, indexed), `delivered`, `body` (the [`Record`] as JSON, sealed if a [`Sealer`] is set), `lease_owner`, `lease_expires`, `lease_epoch` |
+//! | `records`    | `key` (SHA-256 of the id), `due_at` / `finished_at` (ms, indexed), `delivered`, `body` (the [`Record`] as JSON, sealed if a [`Sealer`] is set), `lease_owner`, `lease_expires`, `lease_epoch`, `delivery_claimed_until`, `quarantined_at`, `quarantine_reason` |
+//!
+//! The body is the truth; the other columns are indexes. The body holds
+//! the record's issuer and client id and its delivery state: a row whose
+//! body names another issuer or client than the store is bound to (a row
+//! copied from another schema), or whose `delivered` column says "not
+//! delivered" for an outcome the body says was delivered (a replay of
+//! acknowledged tokens), is refused.
+//!
+//! # Bad rows
+//!
+//! A row that cannot be read or is refused is quarantined by whichever
+//! read meets it (a claim, `due`, `load_active`, `get`, an outcome claim,
+//! a write): `quarantined_at` and `quarantine_reason` are set and its
+//! `due_at`, `finished_at` and lease cleared, in one statement that only
+//! applies while the body is still the one that failed, so the row drops
+//! out of every index and is never claimed again; the body is kept for
+//! inspection. The rest of the batch is returned as usual. Every instance
+//! hears a [`StoreNotice::Quarantined`]. To repair a row, fix it (or the
+//! store's key) and call [`Store::release_quarantined`]; to discard it,
+//! delete it. Neither needs a restart.
 //!
 //! Migrations run in one transaction under `pg_advisory_xact_lock`, so
 //! instances that start together apply each migration once. A schema whose
@@ -37,15 +57,16 @@ use tokio_postgres::{GenericClient, NoTls};
 
 use super::records::{open_record, seal_record};
 use super::{
-    Lease, Record, RecordKey, Sealer, Store, StoreError, StoreFuture, StoreNotice, StoredOutcome,
-    check_owner, check_schema, record_key,
+    DELIVERY_STATE, Lease, QuarantinedRecord, Record, RecordKey, Sealer, Store, StoreError,
+    StoreFuture, StoreNotice, StoredOutcome, check_owner, check_schema, is_bad_record,
+    key_fingerprint, record_key, report_quarantined,
 };
 use crate::proto::poll::PollMachine;
 use crate::secret::DeferredAuthId;
 use crate::time::UnixTime;
 
 /// The newest database schema version this release creates and reads.
-const DB_SCHEMA_VERSION: i32 = 2;
+const DB_SCHEMA_VERSION: i32 = 3;
 
 /// The migrations, in order: `MIGRATIONS[i]` takes the schema from version
 /// `i` to `i + 1`. `{s}` is replaced by the quoted schema name.
@@ -74,7 +95,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX records_undelivered ON {s}.records (finished_at, key)
         WHERE finished_at IS NOT NULL AND NOT delivered;
 ",
+    // Version 3: quarantine. (The bodies of delivered rows are then
+    // re-sealed with their delivery state: `reseal_delivered`.)
+    "
+    ALTER TABLE {s}.records ADD COLUMN quarantined_at timestamptz,
+        ADD COLUMN quarantine_reason text;
+    CREATE INDEX records_quarantined ON {s}.records (key) WHERE quarantined_at IS NOT NULL;
+",
 ];
+
+/// The migration after which the delivered rows' bodies are re-sealed.
+const RESEAL_AFTER: usize = 2;
 
 /// How to connect a [`PostgresStore`]: from [`PostgresStore::options`].
 #[derive(Clone)]
@@ -296,6 +327,14 @@ fn pool_error(e: PoolError) -> StoreError {
     }
 }
 
+/// What a read or write of a quarantined record answers.
+fn quarantined_error(fp: crate::secret::Fingerprint) -> StoreError {
+    StoreError::corrupt(
+        Some(fp),
+        "the record is quarantined (see Store::quarantined and Store::release_quarantined)",
+    )
+}
+
 fn ms(t: UnixTime) -> i64 {
     i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
 }
@@ -330,6 +369,7 @@ fn parse_notice(payload: &str) -> Option<StoreNotice> {
     match kind {
         'w' => Some(StoreNotice::Wake(RecordKey(key))),
         'f' => Some(StoreNotice::Finished(RecordKey(key))),
+        'q' => Some(StoreNotice::Quarantined(RecordKey(key))),
         _ => None,
     }
 }
@@ -419,9 +459,12 @@ async fn listen_task(
 }
 
 fn key_of(bytes: &[u8]) -> Result<Key, StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError::corrupt(None, "a record key is not 32 bytes"))
+    bytes.try_into().map_err(|_| {
+        StoreError::corrupt(
+            Some(key_fingerprint(&padded_key(bytes))),
+            "a record key is not 32 bytes",
+        )
+    })
 }
 
 impl Inner {
@@ -503,19 +546,95 @@ impl Inner {
             )
             .await
             .map_err(e("recording a migration"))?;
+            if i == RESEAL_AFTER {
+                self.reseal_delivered(&tx).await?;
+            }
         }
-        tx.commit().await.map_err(e("committing the migration"))
+        tx.commit().await.map_err(e("committing the migration"))?;
+        // Known from now on, so that every read checks rows against it.
+        let client = self.client().await?;
+        self.bound_owner(&**client).await?;
+        Ok(())
+    }
+
+    /// Until schema version 3 an acknowledgment only set the `delivered`
+    /// column, so the bodies of delivered rows still say "not delivered":
+    /// they are rewritten (re-sealed) with the delivery state, so that
+    /// flipping the column back is refused. A row that does not open here
+    /// (e.g. this instance has no key or another one) is left as it is:
+    /// it reads as delivered, as before, and a read that cannot open it
+    /// quarantines it.
+    async fn reseal_delivered(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> Result<(), StoreError> {
+        let e = |c: &'static str| move |e: tokio_postgres::Error| pg_error(c, &e);
+        let owner = tx
+            .query_opt(&self.sql("SELECT issuer, client_id FROM {s}.meta"), &[])
+            .await
+            .map_err(e("reading the owner"))?
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)));
+        let owner = owner.as_ref().map(|(i, c)| (i.as_str(), c.as_str()));
+        let rows = tx
+            .query(
+                &self.sql("SELECT key, body FROM {s}.records WHERE delivered"),
+                &[],
+            )
+            .await
+            .map_err(e("reading delivered rows"))?;
+        let mut resealed = 0usize;
+        for row in rows {
+            let Ok(key) = key_of(row.get::<_, &[u8]>("key")) else {
+                continue;
+            };
+            let Ok(mut record) = open_record(self.sealer.as_deref(), &key, row.get("body"), owner)
+            else {
+                continue;
+            };
+            match record.outcome.as_mut() {
+                Some(o) if !o.delivered => o.delivered = true,
+                _ => continue,
+            }
+            let body = self.encode(&key, &record)?;
+            tx.execute(
+                &self.sql("UPDATE {s}.records SET body = $2 WHERE key = $1"),
+                &[&&key[..], &body],
+            )
+            .await
+            .map_err(e("re-sealing a delivered row"))?;
+            resealed += 1;
+        }
+        if resealed > 0 {
+            tracing::info!(
+                rows = resealed,
+                "delivered rows re-sealed with their delivery state"
+            );
+        }
+        Ok(())
     }
 
     fn encode(&self, key: &Key, record: &Record) -> Result<Vec<u8>, StoreError> {
         seal_record(self.sealer.as_deref(), key, record)
     }
 
-    /// Decodes a row's body; `delivered` (a column, the truth) overrides
-    /// the flag inside the body.
+    /// Decodes a row's body, checking it against the store's owner and
+    /// the `delivered` column. The body is the truth: a column that says
+    /// "not delivered" for an outcome whose body says "delivered" was
+    /// changed behind the store's back (to have acknowledged tokens handed
+    /// out again) and is refused. The other way round (a row acknowledged
+    /// before the body carried the state) reads as delivered.
     fn decode(&self, key: &Key, bytes: &[u8], delivered: bool) -> Result<Record, StoreError> {
-        let mut record = open_record(self.sealer.as_deref(), key, bytes)?;
+        let owner = self.owner.get().map(|(i, c)| (i.as_str(), c.as_str()));
+        let mut record = open_record(self.sealer.as_deref(), key, bytes, owner)?;
         if let Some(o) = record.outcome.as_mut() {
+            if o.delivered && !delivered {
+                return Err(StoreError::corrupt(
+                    Some(record.fingerprint()),
+                    format!(
+                        "{DELIVERY_STATE} (the row says not delivered, its body says delivered)"
+                    ),
+                ));
+            }
             o.delivered = delivered;
         }
         Ok(record)
@@ -524,6 +643,63 @@ impl Inner {
     fn decode_row(&self, row: &tokio_postgres::Row) -> Result<Record, StoreError> {
         let key = key_of(row.get::<_, &[u8]>("key"))?;
         self.decode(&key, row.get("body"), row.get("delivered"))
+    }
+
+    /// Decodes rows, setting the bad ones aside: each good record with its
+    /// row's index, and a [`BadRow`] for each row that is not.
+    fn decode_rows<'r>(
+        &self,
+        rows: &'r [tokio_postgres::Row],
+    ) -> (Vec<(&'r tokio_postgres::Row, Record)>, Vec<BadRow>) {
+        let mut good = Vec::with_capacity(rows.len());
+        let mut bad = Vec::new();
+        for row in rows {
+            match self.decode_row(row) {
+                Ok(r) => good.push((row, r)),
+                Err(e) => bad.push(BadRow::of(row, e)),
+            }
+        }
+        (good, bad)
+    }
+
+    /// Quarantines rows that did not read (see the module docs), each only
+    /// while its body is still the one that failed, and reports the ones
+    /// this call set aside. A row that is not bad in itself (the error
+    /// says the database failed) is left alone.
+    async fn quarantine(&self, bad: &[BadRow]) -> Result<(), StoreError> {
+        let bad: Vec<&BadRow> = bad.iter().filter(|b| is_bad_record(&b.error)).collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        for b in bad {
+            let rows = client
+                .query(
+                    &self.sql(
+                        "WITH q AS (
+                             UPDATE {s}.records SET quarantined_at = now(),
+                                 quarantine_reason = $2, due_at = NULL, finished_at = NULL,
+                                 lease_owner = NULL, lease_expires = NULL,
+                                 delivery_claimed_until = NULL
+                             WHERE key = $1 AND body = $3 AND quarantined_at IS NULL
+                             RETURNING key)
+                         SELECT pg_notify($4, $5) FROM q",
+                    ),
+                    &[
+                        &b.raw_key,
+                        &b.error.to_string(),
+                        &b.body,
+                        &self.channel,
+                        &notice_payload('q', &b.key),
+                    ],
+                )
+                .await
+                .map_err(|e| pg_error("quarantining a record", &e))?;
+            if !rows.is_empty() {
+                report_quarantined("postgres", &b.key, &b.error);
+            }
+        }
+        Ok(())
     }
 
     async fn bound_owner(
@@ -614,7 +790,8 @@ impl Inner {
             .query_opt(
                 &self.sql(
                     "SELECT key, body, delivered, lease_owner, lease_epoch,
-                            coalesce(lease_expires > now(), false) AS live
+                            coalesce(lease_expires > now(), false) AS live,
+                            quarantined_at IS NOT NULL AS quarantined
                      FROM {s}.records WHERE key = $1 FOR UPDATE",
                 ),
                 &[&&key[..]],
@@ -622,7 +799,19 @@ impl Inner {
             .await
             .map_err(e("reading for a write"))?
             .ok_or(StoreError::NotFound { record: fp })?;
-        let mut record = self.decode_row(&row)?;
+        if row.get::<_, bool>("quarantined") {
+            return Err(quarantined_error(fp));
+        }
+        let mut record = match self.decode_row(&row) {
+            Ok(r) => r,
+            Err(err) => {
+                let bad = [BadRow::of(&row, err.clone())];
+                drop(tx);
+                drop(client);
+                self.quarantine(&bad).await?;
+                return Err(err);
+            }
+        };
         if let Some(existing) = &record.outcome {
             return match &outcome {
                 Some(o) if o.outcome == existing.outcome => Ok(()),
@@ -664,18 +853,178 @@ impl Inner {
         tx.commit().await.map_err(e("committing"))
     }
 
+    /// Reads records; bad rows are quarantined and left out (their
+    /// errors are returned beside the records).
     async fn query_records(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Record>, StoreError> {
+    ) -> Result<(Vec<Record>, Vec<StoreError>), StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(&self.sql(sql), params)
             .await
             .map_err(|e| pg_error("reading", &e))?;
-        rows.iter().map(|r| self.decode_row(r)).collect()
+        drop(client);
+        let (good, bad) = self.decode_rows(&rows);
+        self.quarantine(&bad).await?;
+        // A row that failed for another reason than its contents fails the
+        // call (nothing is skipped silently).
+        if let Some(b) = bad.iter().find(|b| !is_bad_record(&b.error)) {
+            return Err(b.error.clone());
+        }
+        Ok((
+            good.into_iter().map(|(_, r)| r).collect(),
+            bad.into_iter().map(|b| b.error).collect(),
+        ))
     }
+
+    /// `mark_delivered` (`once`: only from undelivered) as one
+    /// read-modify-write: the body is re-sealed with the delivery state, so
+    /// the `delivered` column cannot be set back behind the store's back.
+    async fn mark_delivered(&self, key: Key, once: bool) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let e = |c: &'static str| move |e: tokio_postgres::Error| pg_error(c, &e);
+        let tx = client.transaction().await.map_err(e("marking delivered"))?;
+        let row = tx
+            .query_opt(
+                &self.sql(
+                    "SELECT key, body, delivered FROM {s}.records
+                     WHERE key = $1 AND finished_at IS NOT NULL AND quarantined_at IS NULL
+                     FOR UPDATE",
+                ),
+                &[&&key[..]],
+            )
+            .await
+            .map_err(e("reading for a delivery"))?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let mut record = match self.decode_row(&row) {
+            Ok(r) => r,
+            Err(err) => {
+                let bad = [BadRow::of(&row, err.clone())];
+                drop(tx);
+                drop(client);
+                self.quarantine(&bad).await?;
+                return Err(err);
+            }
+        };
+        let Some(o) = record.outcome.as_mut() else {
+            return Ok(false);
+        };
+        if o.delivered {
+            return Ok(!once);
+        }
+        o.delivered = true;
+        let body = self.encode(&key, &record)?;
+        tx.execute(
+            &self.sql("UPDATE {s}.records SET delivered = true, body = $2 WHERE key = $1"),
+            &[&&key[..], &body],
+        )
+        .await
+        .map_err(e("marking delivered"))?;
+        tx.commit().await.map_err(e("committing"))?;
+        Ok(true)
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantinedRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &self.sql(
+                    "SELECT key, coalesce(quarantine_reason, '') FROM {s}.records
+                     WHERE quarantined_at IS NOT NULL",
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error("listing quarantined records", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let raw: &[u8] = r.get(0);
+                QuarantinedRecord::new(RecordKey(padded_key(raw)), r.get::<_, String>(1))
+            })
+            .collect())
+    }
+
+    async fn release_quarantined(&self, key: Key) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let e = |c: &'static str| move |e: tokio_postgres::Error| pg_error(c, &e);
+        let tx = client.transaction().await.map_err(e("releasing"))?;
+        let row = tx
+            .query_opt(
+                &self.sql(
+                    "SELECT key, body, delivered FROM {s}.records
+                     WHERE key = $1 AND quarantined_at IS NOT NULL FOR UPDATE",
+                ),
+                &[&&key[..]],
+            )
+            .await
+            .map_err(e("reading a quarantined record"))?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let record = self.decode_row(&row)?;
+        // Re-sealed as read now (with its delivery state), back in the
+        // indexes, with a new epoch: whoever held it before is fenced.
+        let body = self.encode(&key, &record)?;
+        let delivered = record.outcome.as_ref().is_some_and(|o| o.delivered);
+        tx.execute(
+            &self.sql(
+                "UPDATE {s}.records SET quarantined_at = NULL, quarantine_reason = NULL,
+                     due_at = $2, finished_at = $3, delivered = $4, body = $5,
+                     lease_owner = NULL, lease_expires = NULL, lease_epoch = lease_epoch + 1
+                 WHERE key = $1",
+            ),
+            &[
+                &&key[..],
+                &record.due_at().map(ms),
+                &record.finished_at().map(ms),
+                &delivered,
+                &body,
+            ],
+        )
+        .await
+        .map_err(e("releasing a quarantined record"))?;
+        tx.commit().await.map_err(e("committing"))?;
+        tracing::info!(deferred_auth_id = %record.fingerprint(), "a quarantined record was released");
+        Ok(true)
+    }
+}
+
+/// A row that did not read: what the quarantine needs to set it aside.
+struct BadRow {
+    /// The key column as stored (it may not even be 32 bytes).
+    raw_key: Vec<u8>,
+    /// The key, for notices and fingerprints.
+    key: Key,
+    /// The body that failed: the quarantine applies only while it is still
+    /// this one (a row repaired meanwhile is not set aside).
+    body: Vec<u8>,
+    error: StoreError,
+}
+
+impl BadRow {
+    fn of(row: &tokio_postgres::Row, error: StoreError) -> BadRow {
+        let raw_key: Vec<u8> = row.get::<_, &[u8]>("key").to_vec();
+        BadRow {
+            key: padded_key(&raw_key),
+            raw_key,
+            body: row.get::<_, &[u8]>("body").to_vec(),
+            error,
+        }
+    }
+}
+
+/// A key column as a 32-byte key (a malformed one, cut or padded with
+/// zeros, only to name it).
+fn padded_key(raw: &[u8]) -> Key {
+    let mut key = [0u8; 32];
+    let n = raw.len().min(32);
+    key[..n].copy_from_slice(&raw[..n]);
+    key
 }
 
 impl PostgresStore {
@@ -730,18 +1079,18 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(|e| pg_error("claiming due records", &e))?;
-            let mut out = rows
-                .iter()
-                .map(|r| {
+            drop(client);
+            // A bad row is set aside; the rest of the batch is polled.
+            let (good, bad) = i.decode_rows(&rows);
+            i.quarantine(&bad).await?;
+            let mut out: Vec<_> = good
+                .into_iter()
+                .map(|(r, record)| {
                     let epoch: i64 = r.get("lease_epoch");
                     let due: i64 = r.get("due_at");
-                    Ok((
-                        due,
-                        i.decode_row(r)?,
-                        Lease::new(u64::try_from(epoch).unwrap_or(0)),
-                    ))
+                    (due, record, Lease::new(u64::try_from(epoch).unwrap_or(0)))
                 })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+                .collect();
             // RETURNING has no order: earliest first, like `due`.
             out.sort_by_key(|a| a.0);
             Ok(out.into_iter().map(|(_, r, l)| (r, l)).collect())
@@ -780,75 +1129,79 @@ impl Store for PostgresStore {
 
     fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
         let key = record_key(id);
-        self.op(|i| async move {
-            let client = i.client().await?;
-            let n = client
-                .execute(
-                    &i.sql(
-                        "UPDATE {s}.records SET delivered = true
-                         WHERE key = $1 AND finished_at IS NOT NULL",
-                    ),
-                    &[&&key[..]],
-                )
-                .await
-                .map_err(|e| pg_error("marking delivered", &e))?;
-            Ok(n > 0)
-        })
+        self.op(move |i| async move { i.mark_delivered(key, false).await })
     }
 
     fn mark_delivered_once(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
         let key = record_key(id);
-        self.op(|i| async move {
-            let client = i.client().await?;
-            let n = client
-                .execute(
-                    &i.sql(
-                        "UPDATE {s}.records SET delivered = true
-                         WHERE key = $1 AND finished_at IS NOT NULL AND NOT delivered",
-                    ),
-                    &[&&key[..]],
-                )
-                .await
-                .map_err(|e| pg_error("marking delivered", &e))?;
-            Ok(n > 0)
-        })
+        self.op(move |i| async move { i.mark_delivered(key, true).await })
     }
 
     fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let key = record_key(id);
-        self.op(|i| async move {
-            let mut v = i
+        let fp = id.fingerprint();
+        self.op(move |i| async move {
+            let client = i.client().await?;
+            let quarantined = client
+                .query_opt(
+                    &i.sql(
+                        "SELECT 1 FROM {s}.records WHERE key = $1 AND quarantined_at IS NOT NULL",
+                    ),
+                    &[&&key[..]],
+                )
+                .await
+                .map_err(|e| pg_error("reading", &e))?;
+            drop(client);
+            if quarantined.is_some() {
+                return Err(quarantined_error(fp));
+            }
+            let (mut v, mut bad) = i
                 .query_records(
-                    "SELECT key, body, delivered FROM {s}.records WHERE key = $1",
+                    "SELECT key, body, delivered FROM {s}.records
+                     WHERE key = $1 AND quarantined_at IS NULL",
                     &[&&key[..]],
                 )
                 .await?;
-            Ok(v.pop())
+            // The one record asked for did not read: say why.
+            match bad.pop() {
+                Some(e) => Err(e),
+                None => Ok(v.pop()),
+            }
         })
     }
 
     fn due(&self, until: UnixTime, limit: usize) -> StoreFuture<Result<Vec<Record>, StoreError>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.op(move |i| async move {
-            i.query_records(
+            Ok(i.query_records(
                 "SELECT key, body, delivered FROM {s}.records
                  WHERE due_at IS NOT NULL AND due_at <= $1
                  ORDER BY due_at, key LIMIT $2",
                 &[&ms(until), &limit],
             )
-            .await
+            .await?
+            .0)
         })
     }
 
     fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
         self.op(|i| async move {
-            i.query_records(
+            Ok(i.query_records(
                 "SELECT key, body, delivered FROM {s}.records
-                 WHERE finished_at IS NULL OR NOT delivered",
+                 WHERE (finished_at IS NULL OR NOT delivered) AND quarantined_at IS NULL",
                 &[],
             )
-            .await
+            .await?
+            .0)
         })
+    }
+
+    fn quarantined(&self) -> StoreFuture<Result<Vec<QuarantinedRecord>, StoreError>> {
+        self.op(|i| async move { i.quarantined().await })
+    }
+
+    fn release_quarantined(&self, key: RecordKey) -> StoreFuture<Result<bool, StoreError>> {
+        self.op(move |i| async move { i.release_quarantined(key.0).await })
     }
 
     fn purge(&self, finished_before: UnixTime) -> StoreFuture<Result<usize, StoreError>> {
@@ -925,7 +1278,7 @@ impl Store for PostgresStore {
     ) -> StoreFuture<Result<Vec<Record>, StoreError>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.op(move |i| async move {
-            i.query_records(
+            Ok(i.query_records(
                 "WITH c AS (
                      SELECT key FROM {s}.records
                      WHERE finished_at IS NOT NULL AND NOT delivered
@@ -938,7 +1291,8 @@ impl Store for PostgresStore {
                  RETURNING r.key, r.body, r.delivered",
                 &[&limit, &ttl_secs(visibility)],
             )
-            .await
+            .await?
+            .0)
         })
     }
 

@@ -215,12 +215,15 @@ pub(crate) fn seal_record(
 
 /// Opens and decodes what [`seal_record`] wrote under `key`: the schema is
 /// read first (a record of another layout is `UnsupportedSchema`, not
-/// "undecodable"), and the record must belong to the key it was stored
-/// under. Errors name the record by fingerprint only.
+/// "undecodable"), the record must belong to the key it was stored under,
+/// and, once the store is bound (`owner`), to the store's issuer and
+/// client (the body names them; sealed, they are authentic). Errors name
+/// the record by fingerprint only.
 pub(crate) fn open_record(
     sealer: Option<&dyn super::Sealer>,
     key: &[u8; 32],
     bytes: &[u8],
+    owner: Option<(&str, &str)>,
 ) -> Result<Record, StoreError> {
     let fp = key_fingerprint(key);
     let plain = Zeroizing::new(match sealer {
@@ -251,6 +254,7 @@ pub(crate) fn open_record(
             "the record is stored under another id's key",
         ));
     }
+    super::check_record_owner(owner, &record)?;
     Ok(record)
 }
 
@@ -414,6 +418,40 @@ mod tests {
                 "wake_unserved",
                 "woken",
             ]
+        );
+    }
+
+    #[test]
+    fn a_record_opens_only_for_its_owner_and_the_seal_covers_the_delivery_state() {
+        use crate::store::{AesGcmSealer, Sealer};
+        let sealer = AesGcmSealer::new([1; 32]).unwrap();
+        let mut r = record("owned", 0);
+        r.outcome = Some(crate::store::test_records::denied(1));
+        r.outcome.as_mut().unwrap().delivered = true;
+        let key = record_key(r.id());
+        let sealed = seal_record(Some(&sealer), &key, &r).unwrap();
+        let mine = Some(("https://op.example", "client"));
+        assert_eq!(open_record(Some(&sealer), &key, &sealed, mine).unwrap(), r);
+        assert_eq!(open_record(Some(&sealer), &key, &sealed, None).unwrap(), r);
+        for other in [
+            ("https://other.example", "client"),
+            ("https://op.example", "c2"),
+        ] {
+            assert!(open_record(Some(&sealer), &key, &sealed, Some(other)).is_err());
+        }
+        // The delivery state is inside the seal: no bit of it can change.
+        let mut flipped = sealed.clone();
+        let n = flipped.len();
+        flipped[n / 2] ^= 1;
+        assert!(matches!(
+            open_record(Some(&sealer), &key, &flipped, mine),
+            Err(StoreError::Sealing(_))
+        ));
+        let plain = sealer.open(&sealed, &key).unwrap();
+        assert!(
+            String::from_utf8(plain)
+                .unwrap()
+                .contains("\"delivered\":true")
         );
     }
 

@@ -500,3 +500,591 @@ async fn a_fleet_shares_the_work_and_survives_a_dead_instance() {
     let spread: std::collections::HashSet<_> = finished.values().map(|(o, _)| o).collect();
     assert!(spread.len() >= 2, "the work was shared: {spread:?}");
 }
+
+// Issue 22: a bad row is quarantined, not contagious; rows are bound to
+// their store and their delivery state.
+
+/// Runs one SQL statement on the test's schema (`{s}`: the schema).
+async fn exec(guard: &SchemaGuard, sql: &str, key: &[u8]) -> u64 {
+    let sql = sql.replace("{s}", &format!("\"{}\"", guard.schema));
+    guard.sql().await.execute(&sql, &[&key]).await.unwrap()
+}
+
+/// Flips one bit of a row's body: its seal no longer opens.
+const TAMPER: &str = "UPDATE {s}.records
+    SET body = set_byte(body, length(body) - 3, get_byte(body, length(body) - 3) # 1)
+    WHERE key = $1";
+/// Sets the `delivered` column back (a replay of acknowledged tokens).
+const UNDELIVER: &str = "UPDATE {s}.records SET delivered = false WHERE key = $1";
+
+fn key_of(r: &oidc_dtr::Record) -> Vec<u8> {
+    oidc_dtr::RecordKey::of(r.id()).as_bytes().to_vec()
+}
+
+fn sealer() -> Arc<dyn oidc_dtr::Sealer> {
+    Arc::new(AesGcmSealer::new([9; 32]).unwrap())
+}
+
+async fn sealed_store(guard: &SchemaGuard) -> PostgresStore {
+    guard.options().sealer(sealer()).connect().await.unwrap()
+}
+
+/// Waits (a few seconds at most) for the notice that `key` was set aside.
+async fn quarantine_notice(
+    rx: &mut tokio::sync::broadcast::Receiver<oidc_dtr::StoreNotice>,
+    key: oidc_dtr::RecordKey,
+) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rx.recv().await {
+                Ok(oidc_dtr::StoreNotice::Quarantined(k)) if k == key => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Issue 22, item 6: one bad row, met on any reading path of the store
+/// (a claim, the due and start-up listings, a read by id, the outcome
+/// claim, a write, an acknowledgment), is set aside and reported; the
+/// path answers for the other rows as usual; the bad row is named by the
+/// quarantine list and by nothing else, and deleting it needs no restart.
+#[tokio::test]
+async fn postgres_a_bad_row_is_quarantined_on_every_reading_path() {
+    let Some(url) = database_url().await else {
+        return;
+    };
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Bad {
+        Tampered,
+        Garbage,
+        OtherIssuer,
+        Undelivered,
+    }
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Path {
+        ClaimDue,
+        ClaimDueUnheld,
+        Due,
+        LoadActive,
+        Get,
+        ClaimUndelivered,
+        UpdateState,
+        Finish,
+        MarkDelivered,
+    }
+    use Path::*;
+    let ttl = Duration::from_secs(60);
+    for bad in [
+        Bad::Tampered,
+        Bad::Garbage,
+        Bad::OtherIssuer,
+        Bad::Undelivered,
+    ] {
+        for path in [
+            ClaimDue,
+            ClaimDueUnheld,
+            Due,
+            LoadActive,
+            Get,
+            ClaimUndelivered,
+            UpdateState,
+            Finish,
+            MarkDelivered,
+        ] {
+            let outcome_path = matches!(path, ClaimUndelivered | MarkDelivered);
+            // A flipped delivery flag only means something on an outcome.
+            if bad == Bad::Undelivered && !matches!(path, ClaimUndelivered | LoadActive | Get) {
+                continue;
+            }
+            let ctx = format!("{bad:?} via {path:?}");
+            let guard = SchemaGuard::new(&url);
+            let store = sealed_store(&guard).await;
+            store.bind("https://op.example", "client").await.unwrap();
+            let mut notices = store.notices().unwrap();
+            let good: Vec<_> = (0..4).map(|i| record(&format!("g{i}"), i)).collect();
+            for g in &good {
+                store.insert(g.clone()).await.unwrap();
+            }
+            let victim = record("bad", 0);
+            let key = key_of(&victim);
+            store.insert(victim.clone()).await.unwrap();
+            if outcome_path || bad == Bad::Undelivered {
+                for r in [&victim, &good[0]] {
+                    store
+                        .finish(r.id(), finished_machine(r), denied(1))
+                        .await
+                        .unwrap();
+                }
+            }
+            match bad {
+                Bad::Tampered => {
+                    assert_eq!(exec(&guard, TAMPER, &key).await, 1);
+                }
+                Bad::Garbage => {
+                    exec(
+                        &guard,
+                        "UPDATE {s}.records SET body = '\\x00ff' WHERE key = $1",
+                        &key,
+                    )
+                    .await;
+                }
+                Bad::OtherIssuer => {
+                    // The same id at another issuer, in another schema
+                    // sealed with the same key: its row copied over ours.
+                    let other = SchemaGuard::new(&url);
+                    let o = sealed_store(&other).await;
+                    o.bind("https://other.example", "client").await.unwrap();
+                    let a = oidc_dtr::DeferredAuthentication::seeded(
+                        victim.id().clone(),
+                        "https://other.example".into(),
+                        "client".into(),
+                        at(0),
+                        Some(3600),
+                        5,
+                        oidc_dtr::Nonce::new("nonce"),
+                    );
+                    let r = oidc_dtr::Record::new(
+                        a.clone(),
+                        oidc_dtr::PollMachine::new(&a, oidc_dtr::PollConfig::default()),
+                    );
+                    o.insert(r.clone()).await.unwrap();
+                    if outcome_path {
+                        o.finish(r.id(), finished_machine(&r), denied(1))
+                            .await
+                            .unwrap();
+                    }
+                    let sql = format!(
+                        "UPDATE {{s}}.records SET body = (SELECT body FROM \"{}\".records WHERE key = $1) WHERE key = $1",
+                        other.schema
+                    );
+                    assert_eq!(exec(&guard, &sql, &key).await, 1);
+                }
+                Bad::Undelivered => {
+                    assert!(store.mark_delivered(victim.id()).await.unwrap());
+                    assert_eq!(exec(&guard, UNDELIVER, &key).await, 1);
+                }
+            }
+            let ids = |rs: Vec<oidc_dtr::Record>| {
+                let mut v: Vec<String> = rs.iter().map(|r| r.fingerprint().to_string()).collect();
+                v.sort();
+                v
+            };
+            let fps = |gs: &[oidc_dtr::Record]| {
+                let mut v: Vec<String> = gs.iter().map(|r| r.fingerprint().to_string()).collect();
+                v.sort();
+                v
+            };
+            let pending: Vec<oidc_dtr::Record> = if outcome_path || bad == Bad::Undelivered {
+                good[1..].to_vec()
+            } else {
+                good.clone()
+            };
+            match path {
+                ClaimDue | ClaimDueUnheld => {
+                    let got = if path == ClaimDue {
+                        store.claim_due("me", at(1000), 10, ttl).await
+                    } else {
+                        store.claim_due_unheld("me", at(1000), 10, ttl).await
+                    };
+                    let got: Vec<_> = got.expect(&ctx).into_iter().map(|(r, _)| r).collect();
+                    assert_eq!(ids(got), fps(&pending), "{ctx}");
+                }
+                Due => {
+                    let got = store.due(at(1000), 10).await.expect(&ctx);
+                    assert_eq!(ids(got), fps(&pending), "{ctx}");
+                }
+                LoadActive => {
+                    let got = store.load_active().await.expect(&ctx);
+                    assert_eq!(ids(got), fps(&good), "{ctx}");
+                }
+                Get => {
+                    assert!(store.get(victim.id()).await.is_err(), "{ctx}");
+                    assert!(store.get(good[1].id()).await.unwrap().is_some(), "{ctx}");
+                }
+                ClaimUndelivered => {
+                    let got = store.claim_undelivered(10, ttl).await.expect(&ctx);
+                    assert_eq!(ids(got), fps(&good[..1]), "{ctx}");
+                }
+                UpdateState => {
+                    assert!(
+                        store
+                            .update_state(victim.id(), victim.machine.clone())
+                            .await
+                            .is_err(),
+                        "{ctx}"
+                    );
+                }
+                Finish => {
+                    assert!(
+                        store
+                            .finish(victim.id(), finished_machine(&victim), denied(2))
+                            .await
+                            .is_err(),
+                        "{ctx}"
+                    );
+                }
+                MarkDelivered => {
+                    assert!(store.mark_delivered(victim.id()).await.is_err(), "{ctx}");
+                    assert!(store.mark_delivered(good[0].id()).await.unwrap(), "{ctx}");
+                }
+            }
+            let vkey = oidc_dtr::RecordKey::of(victim.id());
+            assert!(quarantine_notice(&mut notices, vkey).await, "{ctx}: notice");
+            let q = store.quarantined().await.unwrap();
+            assert_eq!(q.len(), 1, "{ctx}");
+            assert_eq!(q[0].key, vkey, "{ctx}");
+            assert!(!q[0].reason.contains(victim.id().secret()), "{ctx}");
+            // Out of every listing, for every instance; the rest as usual.
+            let other_instance = sealed_store(&guard).await;
+            let claimed = other_instance.due(at(1000), 10).await.unwrap();
+            let want = if outcome_path || bad == Bad::Undelivered {
+                fps(&good[1..])
+            } else {
+                fps(&good)
+            };
+            assert_eq!(ids(claimed), want, "{ctx}");
+            assert!(
+                other_instance
+                    .load_active()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .all(|r| r.id() != victim.id()),
+                "{ctx}"
+            );
+            assert!(store.get(victim.id()).await.is_err(), "{ctx}");
+            // Still bad: it stays set aside.
+            assert!(store.release_quarantined(vkey).await.is_err(), "{ctx}");
+            // Deleted: gone, nothing else changes, no restart.
+            assert_eq!(
+                exec(&guard, "DELETE FROM {s}.records WHERE key = $1", &key).await,
+                1
+            );
+            assert!(store.quarantined().await.unwrap().is_empty(), "{ctx}");
+            assert_eq!(store.get(victim.id()).await.unwrap(), None, "{ctx}");
+            assert_eq!(
+                store.due(at(1000), 10).await.unwrap().len(),
+                want.len(),
+                "{ctx}"
+            );
+        }
+    }
+}
+
+/// Issue 22, item 7: the `delivered` column is only an index; the body
+/// (sealed or not) carries the delivery state. Setting the column back
+/// after an acknowledgment is refused: the outcome is not handed out
+/// again, the row is set aside, and once repaired it is released without
+/// a restart. A pending row whose seal was broken and then restored is
+/// released too, and claimed again with a new lease epoch.
+#[tokio::test]
+async fn postgres_a_flipped_delivered_flag_is_refused_and_a_repaired_row_released() {
+    let Some(url) = database_url().await else {
+        return;
+    };
+    for sealed in [true, false] {
+        let guard = SchemaGuard::new(&url);
+        let store = if sealed {
+            sealed_store(&guard).await
+        } else {
+            guard.store().await
+        };
+        store.bind("https://op.example", "client").await.unwrap();
+        let acked = record("acked", 0);
+        store.insert(acked.clone()).await.unwrap();
+        store
+            .finish(acked.id(), finished_machine(&acked), denied(1))
+            .await
+            .unwrap();
+        assert!(store.mark_delivered_once(acked.id()).await.unwrap());
+        let key = key_of(&acked);
+        assert_eq!(exec(&guard, UNDELIVER, &key).await, 1);
+        let ttl = Duration::from_secs(30);
+        assert!(
+            store.claim_undelivered(10, ttl).await.unwrap().is_empty(),
+            "sealed: {sealed}"
+        );
+        let q = store.quarantined().await.unwrap();
+        assert_eq!(q.len(), 1);
+        assert!(q[0].reason.contains("delivery state"), "{}", q[0].reason);
+        assert!(store.load_active().await.unwrap().is_empty());
+        // Repaired: the column says delivered again.
+        exec(
+            &guard,
+            "UPDATE {s}.records SET delivered = true WHERE key = $1",
+            &key,
+        )
+        .await;
+        assert!(
+            store
+                .release_quarantined(oidc_dtr::RecordKey::of(acked.id()))
+                .await
+                .unwrap()
+        );
+        assert!(store.quarantined().await.unwrap().is_empty());
+        let back = store.get(acked.id()).await.unwrap().unwrap();
+        assert!(back.outcome.unwrap().delivered);
+        assert!(store.claim_undelivered(10, ttl).await.unwrap().is_empty());
+        assert!(!store.mark_delivered_once(acked.id()).await.unwrap());
+
+        // A pending row, tampered, then restored by an operator.
+        let p = record("pending", 0);
+        store.insert(p.clone()).await.unwrap();
+        let first = store.claim_due("me", at(1000), 10, ttl).await.unwrap();
+        assert_eq!(first.len(), 1);
+        let epoch = first[0].1.epoch;
+        store.release_lease(p.id(), "me", first[0].1).await.unwrap();
+        let pkey = key_of(&p);
+        let schema = format!("\"{}\"", guard.schema);
+        let client = guard.sql().await;
+        let body: Vec<u8> = client
+            .query_one(
+                &format!("SELECT body FROM {schema}.records WHERE key = $1"),
+                &[&pkey],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if sealed {
+            exec(&guard, TAMPER, &pkey).await;
+        } else {
+            exec(
+                &guard,
+                "UPDATE {s}.records SET body = '\\x7b7d' WHERE key = $1",
+                &pkey,
+            )
+            .await;
+        }
+        assert!(
+            store
+                .claim_due("me", at(1000), 10, ttl)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.quarantined().await.unwrap().len(), 1);
+        client
+            .execute(
+                &format!("UPDATE {schema}.records SET body = $2 WHERE key = $1"),
+                &[&pkey, &body],
+            )
+            .await
+            .unwrap();
+        // Repaired but not released: still set aside.
+        assert!(
+            store
+                .claim_due("me", at(1000), 10, ttl)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .release_quarantined(oidc_dtr::RecordKey::of(p.id()))
+                .await
+                .unwrap()
+        );
+        let again = store.claim_due("me", at(1000), 10, ttl).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].0, p);
+        assert!(again[0].1.epoch > epoch, "a new epoch fences older holders");
+    }
+}
+
+/// Issue 22, item 7: a database written by the previous release (schema
+/// version 2: the acknowledgment set only the `delivered` column, the body
+/// still says "not delivered") migrates to version 3 at `connect`: its
+/// delivered rows are re-sealed with the delivery state, so that setting
+/// the column back afterwards is refused; undelivered outcomes and pending
+/// rows read as before.
+#[tokio::test]
+async fn postgres_a_version_2_schema_migrates_and_reseals_delivered_rows() {
+    let Some(url) = database_url().await else {
+        return;
+    };
+    let guard = SchemaGuard::new(&url);
+    let store = sealed_store(&guard).await;
+    store.bind("https://op.example", "client").await.unwrap();
+    let (acked, open, pending) = (record("acked", 0), record("open", 0), record("pending", 0));
+    for r in [&acked, &open, &pending] {
+        store.insert(r.clone()).await.unwrap();
+    }
+    for r in [&acked, &open] {
+        store
+            .finish(r.id(), finished_machine(r), denied(1))
+            .await
+            .unwrap();
+    }
+    drop(store);
+    // Back to what version 2 left: no quarantine columns, and the
+    // acknowledgment in the column only.
+    let schema = format!("\"{}\"", guard.schema);
+    guard
+        .sql()
+        .await
+        .batch_execute(&format!(
+            "DROP INDEX {schema}.records_quarantined;
+             ALTER TABLE {schema}.records DROP COLUMN quarantined_at,
+                 DROP COLUMN quarantine_reason;
+             DELETE FROM {schema}.migrations WHERE version = 3;"
+        ))
+        .await
+        .unwrap();
+    exec(
+        &guard,
+        "UPDATE {s}.records SET delivered = true WHERE key = $1",
+        &key_of(&acked),
+    )
+    .await;
+
+    let store = sealed_store(&guard).await;
+    let versions: Vec<i32> = guard
+        .sql()
+        .await
+        .query(
+            &format!("SELECT version FROM {schema}.migrations ORDER BY version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    store.bind("https://op.example", "client").await.unwrap();
+    assert!(
+        store
+            .get(acked.id())
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome
+            .unwrap()
+            .delivered
+    );
+    let ttl = Duration::from_secs(30);
+    let open_claimed = store.claim_undelivered(10, ttl).await.unwrap();
+    assert_eq!(open_claimed.len(), 1);
+    assert_eq!(open_claimed[0].id(), open.id());
+    assert_eq!(
+        store.due(at(1000), 10).await.unwrap(),
+        vec![pending.clone()]
+    );
+    // The re-sealed body now says delivered: the column cannot be set back.
+    assert_eq!(exec(&guard, UNDELIVER, &key_of(&acked)).await, 1);
+    let other = sealed_store(&guard).await;
+    other.bind("https://op.example", "client").await.unwrap();
+    assert!(
+        other
+            .claim_undelivered(10, Duration::from_millis(1))
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.id() != acked.id())
+    );
+    let q = other.quarantined().await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].key, oidc_dtr::RecordKey::of(acked.id()));
+}
+
+/// Issue 22, item 6, end to end: a fleet member whose claimed batch holds
+/// one row whose seal was broken still polls every other authentication
+/// of the batch, which end with tokens; the bad row is set aside and
+/// reported to every instance; once it is deleted, new authentications
+/// keep being polled by the same, never restarted, instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fleet_polls_the_rest_of_a_batch_with_a_tampered_row() {
+    use oidc_dtr::{DtrClient, FleetConfig};
+    use oidc_dtr_testkit::{MockOp, OpConfig};
+
+    let Some((watcher, guard)) = fresh().await else {
+        return;
+    };
+    let mut config = OpConfig::default();
+    config.interval = Some(1);
+    let op = MockOp::builder().config(config).start().await.unwrap();
+    let build = |max_held: usize, name: &str| {
+        let issuer = op.issuer().to_owned();
+        let options = guard.options().sealer(sealer());
+        let name = name.to_owned();
+        async move {
+            DtrClient::builder()
+                .issuer(issuer)
+                .client_id(MockOp::CLIENT_ID)
+                .client_secret(MockOp::CLIENT_SECRET)
+                .redirect_uri("http://127.0.0.1/cb")
+                .store(options.connect().await.unwrap())
+                .fleet(
+                    FleetConfig::default()
+                        .lease_ttl(Duration::from_secs(2))
+                        .max_held(max_held)
+                        .instance(name),
+                )
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    // The front end exchanges and polls nothing; the owner polls.
+    let front = build(0, "front").await;
+    let mut good = Vec::new();
+    for _ in 0..4 {
+        good.push(crate::support::flow::start(&op, &front).await);
+    }
+    let victim = crate::support::flow::start(&op, &front).await;
+    let vkey = oidc_dtr::RecordKey::of(victim.id());
+    assert_eq!(exec(&guard, TAMPER, vkey.as_bytes()).await, 1);
+    let watcher = {
+        drop(watcher);
+        sealed_store(&guard).await
+    };
+    let mut notices = watcher.notices().unwrap();
+    // Give the listener a moment to subscribe before the owner starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let owner = build(100, "owner").await;
+    for a in &good {
+        assert!(op.approve(a.id()));
+    }
+    for a in &good {
+        let outcome = tokio::time::timeout(Duration::from_secs(20), front.wait(a.id()))
+            .await
+            .expect("a good authentication of the batch was polled")
+            .unwrap();
+        assert_eq!(outcome.kind(), "tokens");
+    }
+    assert!(quarantine_notice(&mut notices, vkey).await, "reported");
+    let q = watcher.quarantined().await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].key, vkey);
+    let victim_polls = op
+        .requests_to(oidc_dtr_testkit::Endpoint::Token)
+        .iter()
+        .filter(|r| r.param("deferred_auth_id") == Some(victim.id().secret()))
+        .count();
+    assert_eq!(victim_polls, 0, "a row that does not open is never polled");
+
+    // Deleted by an operator: nothing to restart, new work flows.
+    assert_eq!(
+        exec(
+            &guard,
+            "DELETE FROM {s}.records WHERE key = $1",
+            vkey.as_bytes()
+        )
+        .await,
+        1
+    );
+    assert!(watcher.quarantined().await.unwrap().is_empty());
+    let later = crate::support::flow::start(&op, &front).await;
+    assert!(op.approve(later.id()));
+    let outcome = tokio::time::timeout(Duration::from_secs(20), front.wait(later.id()))
+        .await
+        .expect("polled after the deletion")
+        .unwrap();
+    assert_eq!(outcome.kind(), "tokens");
+    owner.shutdown().await;
+    front.shutdown().await;
+}

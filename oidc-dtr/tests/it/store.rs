@@ -357,8 +357,9 @@ async fn shutdown_releases_the_file_and_keeps_the_authentication() {
 }
 
 /// The fleet methods of the `Store` trait, on stores of one process: not
-/// shared, no notices, and `claim_undelivered` hands out every undelivered
-/// outcome (there is no other consumer to hide it from).
+/// shared, no notices from other instances, and `claim_undelivered` hands
+/// out every undelivered outcome (there is no other consumer to hide it
+/// from).
 #[tokio::test]
 async fn single_process_stores_are_not_shared_and_hand_out_every_outcome() {
     use oidc_dtr::{MemoryStore, Store};
@@ -368,7 +369,11 @@ async fn single_process_stores_are_not_shared_and_hand_out_every_outcome() {
     let stores: Vec<Arc<dyn Store>> = vec![Arc::new(MemoryStore::new()), Arc::new(file)];
     for store in stores {
         assert!(!store.is_shared());
-        assert!(store.notices().is_none());
+        // No wake-ups or outcomes from other instances; a file store only
+        // reports the records it sets aside.
+        if let Some(mut n) = store.notices() {
+            assert!(n.try_recv().is_err());
+        }
         store.bind("https://op.example", "client").await.unwrap();
         let (a, b) = (record("a", 0), record("b", 0));
         for r in [&a, &b] {
@@ -538,5 +543,156 @@ mod lost_lease {
         assert!(client.ack(&id).await.unwrap());
         assert!(!client.ack(&id).await.unwrap(), "acknowledged once");
         client.shutdown().await;
+    }
+}
+
+/// Issue 22, item 6, at start-up: a store file holding a record the client
+/// cannot use (here one of another issuer, taken in before the store was
+/// bound) does not stop the client: it starts, resumes its own pending
+/// authentications after a restart, never polls the foreign one, and the
+/// record stays set aside across restarts.
+#[tokio::test]
+async fn a_record_of_another_issuer_in_the_file_is_set_aside_at_start_up() {
+    use oidc_dtr::{DeferredAuthentication, Nonce, PollConfig, PollMachine, Record, Store};
+    let path = TempPath::new("foreign-at-start");
+    let foreign_id = oidc_dtr::DeferredAuthId::new("dai-foreign-0123456789abcdef");
+    {
+        let store = FileStore::open(&path.0).unwrap();
+        let a = DeferredAuthentication::seeded(
+            foreign_id.clone(),
+            "https://other.example".into(),
+            MockOp::CLIENT_ID.into(),
+            T0,
+            Some(3600),
+            1,
+            Nonce::new("nonce"),
+        );
+        store
+            .insert(Record::new(
+                a.clone(),
+                PollMachine::new(&a, PollConfig::default()),
+            ))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    }
+    let mut cfg = OpConfig::default();
+    cfg.auto_approve = AutoApprove::AfterPolls(1);
+    let s = setup_on(cfg, &path.0, None).await;
+    assert!(s.client.poll_status(&foreign_id).await.is_none());
+    let a = start(&s.op, &s.client).await;
+    let s = restart(s, &path.0, None).await;
+    assert!(s.client.poll_status(a.id()).await.is_some(), "resumed");
+    let outcome = run_to_outcome(&s, a.id(), S, Duration::from_secs(60)).await;
+    assert!(matches!(outcome, Outcome::Tokens(_)), "{outcome:?}");
+    assert!(
+        s.op.requests_to(Endpoint::Token)
+            .iter()
+            .all(|r| r.param("deferred_auth_id") != Some(foreign_id.secret())),
+        "never polled at this issuer"
+    );
+    drop(s);
+    let store = open(&path.0, None).await;
+    let q = store.quarantined().await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].key, oidc_dtr::RecordKey::of(&foreign_id));
+}
+
+/// Issue 22, item 7, for stores of the application's: a record of another
+/// issuer or client that a store returns at start-up is not resumed (it
+/// would be polled at this issuer's token endpoint with this client's
+/// credentials).
+#[tokio::test]
+async fn the_client_does_not_resume_a_record_of_another_issuer() {
+    use oidc_dtr::{
+        DeferredAuthId, DeferredAuthentication, MemoryStore, Nonce, PollConfig, PollMachine,
+        Record, Store, StoreFuture, StoredOutcome, UnixTime,
+    };
+    /// Hands out a foreign record beside its own (a store that does not
+    /// check what it reads): of another issuer, or (`same_issuer`) of
+    /// another client at the bound issuer.
+    struct Leaky {
+        inner: MemoryStore,
+        same_issuer: bool,
+        id: DeferredAuthId,
+        bound: std::sync::Mutex<String>,
+    }
+    impl Leaky {
+        fn foreign(&self) -> Record {
+            let (issuer, client) = if self.same_issuer {
+                (
+                    self.bound.lock().unwrap().clone(),
+                    "other-client".to_owned(),
+                )
+            } else {
+                (
+                    "https://other.example".to_owned(),
+                    MockOp::CLIENT_ID.to_owned(),
+                )
+            };
+            let a = DeferredAuthentication::seeded(
+                self.id.clone(),
+                issuer,
+                client,
+                T0,
+                Some(3600),
+                1,
+                Nonce::new("nonce"),
+            );
+            Record::new(a.clone(), PollMachine::new(&a, PollConfig::default()))
+        }
+    }
+    impl Store for Leaky {
+        fn bind(&self, issuer: &str, client_id: &str) -> StoreFuture<Result<(), StoreError>> {
+            *self.bound.lock().unwrap() = issuer.to_owned();
+            self.inner.bind(issuer, client_id)
+        }
+        fn insert(&self, record: Record) -> StoreFuture<Result<(), StoreError>> {
+            self.inner.insert(record)
+        }
+        fn update_state(
+            &self,
+            id: &DeferredAuthId,
+            machine: PollMachine,
+        ) -> StoreFuture<Result<(), StoreError>> {
+            self.inner.update_state(id, machine)
+        }
+        fn finish(
+            &self,
+            id: &DeferredAuthId,
+            machine: PollMachine,
+            outcome: StoredOutcome,
+        ) -> StoreFuture<Result<(), StoreError>> {
+            self.inner.finish(id, machine, outcome)
+        }
+        fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+            self.inner.mark_delivered(id)
+        }
+        fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
+            let all = self.inner.load_active();
+            let extra = self.foreign();
+            Box::pin(async move {
+                let mut v = all.await?;
+                v.push(extra);
+                Ok(v)
+            })
+        }
+        fn purge(&self, finished_before: UnixTime) -> StoreFuture<Result<usize, StoreError>> {
+            self.inner.purge(finished_before)
+        }
+    }
+    let foreign_id = DeferredAuthId::new("dai-leaked-0123456789abcdef");
+    for same_issuer in [false, true] {
+        let store = Leaky {
+            inner: MemoryStore::new(),
+            same_issuer,
+            id: foreign_id.clone(),
+            bound: std::sync::Mutex::default(),
+        };
+        let s = setup_with(OpConfig::default(), |b| b.store(store)).await;
+        assert!(s.client.poll_status(&foreign_id).await.is_none());
+        s.clock.advance(Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(s.op.requests_to(Endpoint::Token).is_empty());
     }
 }
