@@ -289,8 +289,11 @@ fn floor_before_send(m: &PollMachine) -> Duration {
     m.floor()
 }
 
+// The default failure persistence replays the seeds committed in
+// `poll_properties.proptest-regressions` (next to this file) before any new
+// case, and records a new failure there.
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
     #[test]
     fn invariants_hold(
@@ -712,7 +715,7 @@ fn run_against_strict_op(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     /// Whatever the latencies of each leg of each request, `slow_down`,
     /// Retry-After, transient failures, lost answers, pings, DPoP nonce
