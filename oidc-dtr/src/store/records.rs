@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 use super::{Record, SCHEMA_VERSION, StoreError, StoredOutcome, key_fingerprint, record_key};
 use crate::proto::exchange::DeferredAuthentication;
 use crate::proto::poll::{PollConfig, PollMachine, PollSnapshot};
+use crate::proto::token::HeldTokens;
 use crate::time::UnixTime;
 
 /// A record as written: version 1.
@@ -61,6 +62,25 @@ struct MachineV1 {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interaction_uri: Option<crate::proto::ietf::InteractionUri>,
     config: ConfigV1,
+    /// Tokens in hand whose ID token could not be validated yet (the JWK
+    /// Set was unreachable), sealed with the rest of the record (added
+    /// within version 1: absent in older records and when there are none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held_tokens: Option<HeldV1>,
+}
+
+/// Held tokens, version 1: the token response's JSON body as received, and
+/// when (milliseconds since the Unix epoch).
+#[derive(Serialize, Deserialize)]
+struct HeldV1 {
+    token_response: String,
+    received_at_ms: u64,
+}
+
+impl Drop for HeldV1 {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token_response);
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
@@ -122,6 +142,10 @@ impl From<&PollMachine> for MachineV1 {
             last_error: m.last_error,
             last_progress: m.last_progress,
             interaction_uri: m.interaction_uri,
+            held_tokens: m.held.as_ref().map(|h| HeldV1 {
+                token_response: h.body().to_owned(),
+                received_at_ms: h.received_at().as_millis(),
+            }),
         }
     }
 }
@@ -161,6 +185,16 @@ impl MachineV1 {
             last_progress: m.last_progress,
             interaction_uri: m.interaction_uri,
             config,
+            held: match m.held_tokens {
+                Some(h) => Some(
+                    HeldTokens::new(
+                        h.token_response.as_bytes(),
+                        UnixTime::from_millis(h.received_at_ms),
+                    )
+                    .ok_or_else(|| "held tokens that are not text".to_owned())?,
+                ),
+                None => None,
+            },
         })
         .ok_or_else(|| "unknown poll phase".to_owned())
     }
