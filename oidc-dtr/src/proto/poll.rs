@@ -367,6 +367,11 @@ impl<T: PartialEq> PartialEq for Outcome<T> {
     }
 }
 
+/// The longest pause between two validation attempts of held tokens: the
+/// user is waiting for them, and an attempt costs the OP at most one JWK Set
+/// fetch.
+const MAX_HELD_RETRY: Duration = Duration::from_secs(60);
+
 /// The result of one Token Request, as the driver classified it.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -984,7 +989,10 @@ impl PollMachine {
         self.held = Some(Box::new(tokens));
         self.notes.set_error(reason, None);
         self.backoff_step = self.backoff_step.saturating_add(1);
-        let wait = self.backoff_window().max(Duration::from_secs(1));
+        let wait = self
+            .backoff_window()
+            .min(MAX_HELD_RETRY)
+            .max(Duration::from_secs(1));
         self.next_poll = now.saturating_add(wait);
         self.next_is_final = false;
     }

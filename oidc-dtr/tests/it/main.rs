@@ -30,4 +30,5 @@ mod postgres;
 mod postgres_fleet;
 mod secrets;
 mod store;
+mod tokens_in_hand;
 mod validation;
