@@ -1630,7 +1630,7 @@ mod tests {
                     PollEvent::Progress { .. } => {
                         p.fetch_add(1, Ordering::SeqCst);
                     }
-                    PollEvent::Interaction { .. } => {}
+                    PollEvent::Interaction { .. } | PollEvent::TokensHeld { .. } => {}
                 }
             }
         });
