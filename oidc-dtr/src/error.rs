@@ -83,7 +83,9 @@ pub enum Error {
     /// [`Outcome::Rejected`](crate::Outcome::Rejected) if they turn out
     /// invalid. `handle` names the kept tokens only; it is never sent to
     /// the OP.
-    #[error("tokens received but not validated yet (the OP's keys are unreachable); they are kept, wait on the handle for them")]
+    #[error(
+        "tokens received but not validated yet (the OP's keys are unreachable); they are kept, wait on the handle for them"
+    )]
     TokensHeld {
         /// What to `wait` on (a secret like a `deferred_auth_id`; its
         /// `Debug` is a fingerprint).
@@ -100,7 +102,9 @@ pub enum Error {
     /// full. What it lacks is the interim claims
     /// ([`DeferredAuthentication::interim_claims`](crate::DeferredAuthentication::interim_claims)
     /// is `None`), so the final `sub` is not compared with the interim one.
-    #[error("the deferred authentication is tracked, but its interim ID token could not be checked yet (the OP's keys are unreachable)")]
+    #[error(
+        "the deferred authentication is tracked, but its interim ID token could not be checked yet (the OP's keys are unreachable)"
+    )]
     InterimIdTokenUnverified {
         /// The authentication, stored and tracked (boxed: it is large).
         authentication: Box<crate::proto::exchange::DeferredAuthentication>,

@@ -214,11 +214,9 @@ impl ClientInner {
             InHand::Tokens(t) => return Ok(*t),
             InHand::Held { tokens, reason } => (tokens, reason),
         };
-        let handle = DeferredAuthId::new(format!(
-            "held-{}",
-            random_b64url(self.rng.as_ref(), 32)?
-        ));
-        let mut auth = DeferredAuthentication::holding(origin, handle.clone(), received_at, profile);
+        let handle = DeferredAuthId::new(format!("held-{}", random_b64url(self.rng.as_ref(), 32)?));
+        let mut auth =
+            DeferredAuthentication::holding(origin, handle.clone(), received_at, profile);
         auth.dpop_key = dpop_key.map(Box::new);
         let machine = PollMachine::new(&auth, self.poll_config.clone()).holding(
             tokens,

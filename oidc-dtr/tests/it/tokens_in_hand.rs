@@ -81,16 +81,16 @@ async fn drive_until(clock: &ManualClock, max: Duration, mut done: impl AsyncFnM
         if done().await {
             return;
         }
-        assert!(clock.now() < until, "not reached within {max:?} of virtual time");
+        assert!(
+            clock.now() < until,
+            "not reached within {max:?} of virtual time"
+        );
         clock.advance(S);
     }
 }
 
 /// Runs a spawned call to its end, moving virtual time meanwhile.
-async fn drive_call<T: Send + 'static>(
-    clock: &ManualClock,
-    call: tokio::task::JoinHandle<T>,
-) -> T {
+async fn drive_call<T: Send + 'static>(clock: &ManualClock, call: tokio::task::JoinHandle<T>) -> T {
     let mut call = Some(call);
     let mut out = None;
     drive_until(clock, Duration::from_secs(600), async || {
@@ -105,12 +105,7 @@ async fn drive_call<T: Send + 'static>(
 
 /// The handle that `wait` delivers the tokens on, once the path has hit the
 /// outage (its tokens, or its interim token, not validated).
-async fn start(
-    path: Path,
-    op: &MockOp,
-    client: &DtrClient,
-    clock: &ManualClock,
-) -> DeferredAuthId {
+async fn start(path: Path, op: &MockOp, client: &DtrClient, clock: &ManualClock) -> DeferredAuthId {
     let code = || async {
         let mut req = client.authorize();
         if client.profile() == oidc_dtr::Profile::Oidc {
@@ -164,12 +159,22 @@ async fn start(
         Path::ExchangeCode => {
             let code = code().await;
             let c = client.clone();
-            held(drive_call(clock, tokio::spawn(async move { c.exchange_code(code).await })).await)
+            held(
+                drive_call(
+                    clock,
+                    tokio::spawn(async move { c.exchange_code(code).await }),
+                )
+                .await,
+            )
         }
         Path::RedeemCode => {
             let code = code().await;
             let c = client.clone();
-            let r = drive_call(clock, tokio::spawn(async move { c.redeem_code(code).await })).await;
+            let r = drive_call(
+                clock,
+                tokio::spawn(async move { c.redeem_code(code).await }),
+            )
+            .await;
             held(r.map(|r| match r {
                 Redemption::Tokens(t) => *t,
                 other => panic!("{other:?}"),
@@ -179,8 +184,11 @@ async fn start(
             let device = client.device_authorization("").await.unwrap();
             assert!(op.complete_device(device.user_code()));
             let c = client.clone();
-            let r =
-                drive_call(clock, tokio::spawn(async move { c.device_token(&device).await })).await;
+            let r = drive_call(
+                clock,
+                tokio::spawn(async move { c.device_token(&device).await }),
+            )
+            .await;
             held(r.map(|r| match r {
                 Redemption::Tokens(t) => *t,
                 other => panic!("{other:?}"),
@@ -376,7 +384,10 @@ async fn an_unknown_kid_costs_one_fetch_per_token_response() {
     for n in 1..=3 {
         let r = flow().await;
         assert!(
-            matches!(r, Err(Error::Validation(ValidationError::UnknownKid { .. }))),
+            matches!(
+                r,
+                Err(Error::Validation(ValidationError::UnknownKid { .. }))
+            ),
             "{r:?}"
         );
         assert_eq!(jwks(&op), 1 + n, "one forced fetch per response");

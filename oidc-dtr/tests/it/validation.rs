@@ -678,7 +678,10 @@ async fn stale_if_error() {
     op.configure(|c| c.jwks_unavailable = true);
     clock.advance(Duration::from_secs(60 + 3601));
     let (_, e) = held_code_flow(&op, &client, &clock).await;
-    assert!(matches!(e, ValidationError::JwksUnavailable { .. }), "{e:?}");
+    assert!(
+        matches!(e, ValidationError::JwksUnavailable { .. }),
+        "{e:?}"
+    );
 }
 
 /// [`code_flow`] while the JWK Set cannot be fetched: virtual time moves
