@@ -258,6 +258,12 @@ impl DtrClient {
     /// The authentication is then handed to the poll engine: get its
     /// outcome with [`wait`](Self::wait) or [`subscribe`](Self::subscribe).
     ///
+    /// An interim ID token is validated like final tokens. If it is
+    /// invalid, [`Error::InterimIdTokenRejected`]; if it cannot be checked
+    /// because the OP's JWK Set stays unreachable through the retries, the
+    /// authentication is still stored and tracked (the OP's id is never
+    /// dropped) and [`Error::InterimIdTokenUnverified`] carries it.
+    ///
     /// # Cancel safety
     ///
     /// Dropping the returned future before it completes does not lose the
@@ -539,7 +545,9 @@ impl DtrClient {
         let Some(tracked) = inner.driver.get(id).await else {
             return Err(WaitError::Unknown.into());
         };
-        if tracked.finished {
+        if tracked.finished || tracked.machine.held_tokens().is_some() {
+            // Held tokens: the OP has already answered with them (nothing
+            // left to cancel there); they are delivered once validated.
             return Ok(CancelResult::AlreadyFinished);
         }
         let auth = tracked.auth;

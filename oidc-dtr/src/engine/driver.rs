@@ -271,6 +271,9 @@ pub struct PollStatus {
     /// The `interaction_uri` the AS currently waits at (IETF
     /// `interaction_required`), if any.
     pub interaction_uri: Option<crate::proto::ietf::InteractionUri>,
+    /// Whether the OP has answered with tokens that await validation (their
+    /// JWK Set was unreachable; see [`PollEvent::TokensHeld`]).
+    pub tokens_held: bool,
 }
 
 /// A tracked authentication, as the driver holds it.
@@ -1010,6 +1013,7 @@ impl<P: Poller> Engine<P> {
                             in_flight: m.in_flight(),
                             finished: m.is_finished(),
                             interaction_uri: m.interaction_uri().cloned(),
+                            tokens_held: m.held_tokens().is_some(),
                         }
                     });
                 let _ = reply.send(status);

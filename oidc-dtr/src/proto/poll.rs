@@ -1442,6 +1442,79 @@ mod tests {
     }
 
     #[test]
+    fn held_tokens_outlive_the_deadline_and_are_validated_again() {
+        let mut m = machine(Some(60), 5);
+        assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);
+        let held = HeldTokens::new(br#"{"access_token":"a"}"#, at(6)).unwrap();
+        let again = || PollResult::Held {
+            tokens: held.clone(),
+            reason: "the JWK Set is unreachable".into(),
+        };
+        let s = step(&mut m, Event::Response(again()), at(6));
+        assert!(
+            matches!(s.action, Action::SleepUntil(t) if t > at(6)),
+            "{s:?}"
+        );
+        assert_eq!(m.held_tokens(), Some(&held));
+        // Far past the deadline: validated again and again, never given up,
+        // never polled for (no request counted), at most a minute apart.
+        let mut now = at(6);
+        for _ in 0..10 {
+            let next = m.wake_at().unwrap();
+            assert!(next.saturating_duration_since(now) <= secs(60));
+            now = next;
+            assert_eq!(step(&mut m, Event::Timer, now).action, Action::SendPoll);
+            let s = step(&mut m, Event::Response(again()), now);
+            assert!(matches!(s.action, Action::SleepUntil(_)), "{s:?}");
+        }
+        assert!(now > at(120), "{now:?}");
+        assert_eq!(m.polls(), 1);
+        // A cancellation does not drop tokens the OP has issued.
+        let s = step(&mut m, Event::Cancel, now);
+        assert!(!matches!(s.action, Action::Deliver(_)), "{s:?}");
+        // They survive a store round trip.
+        let back = PollMachine::from_snapshot(m.to_snapshot()).unwrap();
+        assert_eq!(back, m);
+        // Validated at last: delivered.
+        let now = m.wake_at().unwrap();
+        assert_eq!(step(&mut m, Event::Timer, now).action, Action::SendPoll);
+        let s = step(&mut m, Event::Response(PollResult::Tokens("t")), now);
+        assert_eq!(s.action, Action::Deliver(Outcome::Tokens("t")));
+        assert!(m.held_tokens().is_none());
+    }
+
+    #[test]
+    fn held_tokens_found_invalid_end_the_authentication() {
+        let mut m = machine(Some(60), 5);
+        assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);
+        let held = HeldTokens::new(b"{}", at(6)).unwrap();
+        step(
+            &mut m,
+            Event::Response(PollResult::Held {
+                tokens: held,
+                reason: "down".into(),
+            }),
+            at(6),
+        );
+        let now = m.wake_at().unwrap();
+        assert_eq!(step(&mut m, Event::Timer, now).action, Action::SendPoll);
+        let s = step(
+            &mut m,
+            Event::Response(PollResult::Permanent(PollFailure::InvalidTokens(
+                crate::error::ValidationError::Nonce,
+            ))),
+            now,
+        );
+        assert!(
+            matches!(
+                s.action,
+                Action::Deliver(Outcome::Rejected(PollFailure::InvalidTokens(_)))
+            ),
+            "{s:?}"
+        );
+    }
+
+    #[test]
     fn interaction_required_keeps_polling_and_flips_back() {
         let mut m = machine(Some(3600), 5);
         assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);

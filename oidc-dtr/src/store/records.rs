@@ -398,6 +398,39 @@ mod tests {
     }
 
     #[test]
+    fn held_tokens_are_written_and_read_back_and_absent_when_none() {
+        use crate::proto::poll::{Action, Event, PollResult};
+        use crate::random::SystemRandom;
+        let fresh = record("held", 0);
+        assert!(fresh.machine.held_tokens().is_none());
+        let text = serde_json::to_value(&fresh).unwrap();
+        assert!(text["machine"].get("held_tokens").is_none());
+        let mut r = fresh.clone();
+        let due = r.machine.next_poll();
+        let step =
+            r.machine
+                .handle::<crate::proto::token::TokenSet>(Event::Timer, due, &SystemRandom);
+        assert_eq!(step.action, Action::SendPoll);
+        let held = HeldTokens::new(br#"{"access_token":"secret-at"}"#, due).unwrap();
+        r.machine.handle::<crate::proto::token::TokenSet>(
+            Event::Response(PollResult::Held {
+                tokens: held.clone(),
+                reason: "down".into(),
+            }),
+            due,
+            &SystemRandom,
+        );
+        let text = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            text["machine"]["held_tokens"]["received_at_ms"],
+            due.as_millis()
+        );
+        let read: Record = serde_json::from_value(text).unwrap();
+        assert_eq!(read.machine.held_tokens(), Some(&held));
+        assert_eq!(read, r);
+    }
+
+    #[test]
     fn an_authentication_written_before_profiles_reads_as_oidc() {
         let fresh = record("v1", 0);
         let mut auth = serde_json::to_value(&fresh.auth).unwrap();
