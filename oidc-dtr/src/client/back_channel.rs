@@ -223,11 +223,6 @@ impl ClientInner {
             reason.to_string(),
             self.clock.now(),
         );
-        tracing::warn!(
-            handle = %handle.fingerprint(),
-            error = %reason,
-            "tokens received but not validated yet (the JWK Set is unreachable); they are kept and validated when it is back"
-        );
         let stored = self.store_and_track(&auth, machine).await;
         if let Err(e) = &stored {
             // Still tracked in this process (see `store_and_track`).

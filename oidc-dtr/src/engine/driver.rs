@@ -872,6 +872,13 @@ impl<P: Poller> Engine<P> {
                 machine.recover_after_restart(now, self.rng.as_ref());
                 let key = self.insert(*auth, *machine);
                 let _ = reply.send(true);
+                if let Some(e) = self
+                    .entries
+                    .get(&key)
+                    .filter(|e| e.machine.held_tokens().is_some())
+                {
+                    Self::announce_held(&self.events, e);
+                }
                 self.step(key, Event::Timer, now);
             }
             Command::Restore(auth, mut machine, outcome, reply) => {
@@ -898,6 +905,13 @@ impl<P: Poller> Engine<P> {
                     None => {
                         machine.resume_after_restart(now, self.rng.as_ref());
                         let key = self.insert(*auth, *machine);
+                        if let Some(e) = self
+                            .entries
+                            .get(&key)
+                            .filter(|e| e.machine.held_tokens().is_some())
+                        {
+                            Self::announce_held(&self.events, e);
+                        }
                         self.step(key, Event::Timer, now);
                     }
                 }
@@ -1168,6 +1182,22 @@ impl<P: Poller> Engine<P> {
         });
     }
 
+    /// Says (log and event) that an entry holds tokens awaiting validation.
+    fn announce_held(events: &broadcast::Sender<PollEvent<P::Tokens>>, entry: &Entry<P::Tokens>) {
+        let reason = entry.machine.last_error().unwrap_or_default().to_owned();
+        tracing::warn!(
+            deferred_auth_id = %entry.auth.id().fingerprint(),
+            error = %reason,
+            "tokens received but not validated yet (the JWK Set is unreachable); they are kept and validated when it is back"
+        );
+        if events.receiver_count() > 0 {
+            let _ = events.send(PollEvent::TokensHeld {
+                id: entry.auth.id().clone(),
+                reason,
+            });
+        }
+    }
+
     fn step(&mut self, key: u64, event: Event<P::Tokens>, now: UnixTime) {
         let answered = matches!(event, Event::Response(_));
         let Some(entry) = self.entries.get_mut(&key) else {
@@ -1197,18 +1227,7 @@ impl<P: Poller> Engine<P> {
             });
         }
         if !was_held && entry.machine.held_tokens().is_some() {
-            let reason = entry.machine.last_error().unwrap_or_default().to_owned();
-            tracing::warn!(
-                deferred_auth_id = %entry.auth.id().fingerprint(),
-                error = %reason,
-                "tokens received but not validated yet (the JWK Set is unreachable); they are kept and validated when it is back"
-            );
-            if listened {
-                let _ = self.events.send(PollEvent::TokensHeld {
-                    id: entry.auth.id().clone(),
-                    reason,
-                });
-            }
+            Self::announce_held(&self.events, entry);
         }
         match action {
             Action::SendPoll => {

@@ -26,6 +26,8 @@ const S: Duration = Duration::from_secs(1);
 enum Path {
     /// The engine's poll of a deferred authentication.
     Poll,
+    /// The engine's poll of an IETF deferral (`redeem_code` deferred).
+    IetfPoll,
     /// `exchange_code` (OIDC `deferred_code code`, answered with a code).
     ExchangeCode,
     /// `redeem_code` answered at once (IETF).
@@ -36,8 +38,9 @@ enum Path {
     Interim,
 }
 
-const PATHS: [Path; 5] = [
+const PATHS: [Path; 6] = [
     Path::Poll,
+    Path::IetfPoll,
     Path::ExchangeCode,
     Path::RedeemCode,
     Path::DeviceToken,
@@ -46,7 +49,7 @@ const PATHS: [Path; 5] = [
 
 fn config(path: Path) -> OpConfig {
     let mut c = match path {
-        Path::RedeemCode | Path::DeviceToken => ietf_config(),
+        Path::RedeemCode | Path::DeviceToken | Path::IetfPoll => ietf_config(),
         _ => OpConfig::default(),
     };
     match path {
@@ -54,7 +57,7 @@ fn config(path: Path) -> OpConfig {
             c.authorize_outcome = AuthorizeOutcome::Code;
         }
         Path::Interim => c.interim_id_token = true,
-        Path::Poll => {}
+        Path::Poll | Path::IetfPoll => {}
     }
     c
 }
@@ -167,6 +170,20 @@ async fn start(path: Path, op: &MockOp, client: &DtrClient, clock: &ManualClock)
                 .await,
             )
         }
+        Path::IetfPoll => {
+            let code = code().await;
+            let c = client.clone();
+            let r = drive_call(
+                clock,
+                tokio::spawn(async move { c.redeem_code(code).await }),
+            )
+            .await;
+            let Ok(Redemption::Deferred(auth)) = r else {
+                panic!("{path:?}: {r:?}")
+            };
+            assert!(op.approve(auth.id()));
+            auth.id().clone()
+        }
         Path::RedeemCode => {
             let code = code().await;
             let c = client.clone();
@@ -230,7 +247,7 @@ async fn outage_loses_nothing(path: Path, restart: bool) {
 
     let id = start(path, &op, &client, &clock).await;
     if path != Path::Interim {
-        // The poll's tokens are held: the engine says so.
+        // The tokens are held: the engine says so.
         let mut held = false;
         drive_until(&clock, Duration::from_secs(120), async || {
             while let Ok(ev) = events.try_recv() {
@@ -240,7 +257,7 @@ async fn outage_loses_nothing(path: Path, restart: bool) {
                     held = true;
                 }
             }
-            held || path != Path::Poll
+            held
         })
         .await;
     }
