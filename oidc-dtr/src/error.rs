@@ -98,16 +98,17 @@ pub enum Error {
     /// be checked: the OP's JWK Set stayed unreachable through the retries
     /// (the `source`). The authentication is **stored and tracked** like
     /// any other: its outcome comes from [`DtrClient::wait`](crate::DtrClient::wait)
-    /// on `authentication.id()`, and the final ID token is validated in
-    /// full. What it lacks is the interim claims
+    /// on `id` (its `deferred_auth_id`), and the final ID token is
+    /// validated in full. What it lacks is the interim claims
     /// ([`DeferredAuthentication::interim_claims`](crate::DeferredAuthentication::interim_claims)
     /// is `None`), so the final `sub` is not compared with the interim one.
     #[error(
         "the deferred authentication is tracked, but its interim ID token could not be checked yet (the OP's keys are unreachable)"
     )]
     InterimIdTokenUnverified {
-        /// The authentication, stored and tracked (boxed: it is large).
-        authentication: Box<crate::proto::exchange::DeferredAuthentication>,
+        /// The authentication's `deferred_auth_id` (a secret; its `Debug`
+        /// is a fingerprint): stored and tracked.
+        id: crate::secret::DeferredAuthId,
         /// Why the interim ID token could not be checked (retryable).
         #[source]
         source: ValidationError,

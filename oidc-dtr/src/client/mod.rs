@@ -262,7 +262,7 @@ impl DtrClient {
     /// invalid, [`Error::InterimIdTokenRejected`]; if it cannot be checked
     /// because the OP's JWK Set stays unreachable through the retries, the
     /// authentication is still stored and tracked (the OP's id is never
-    /// dropped) and [`Error::InterimIdTokenUnverified`] carries it.
+    /// dropped) and [`Error::InterimIdTokenUnverified`] carries its id.
     ///
     /// # Cancel safety
     ///
@@ -814,7 +814,7 @@ impl ClientInner {
         inner.store_and_track(&auth, machine).await?;
         match unverified {
             Some(source) => Err(Error::InterimIdTokenUnverified {
-                authentication: Box::new(auth),
+                id: auth.id.clone(),
                 source,
             }),
             None => Ok(auth),

@@ -139,25 +139,18 @@ async fn start(path: Path, op: &MockOp, client: &DtrClient, clock: &ManualClock)
             };
             let c = client.clone();
             let r = drive_call(clock, tokio::spawn(async move { c.exchange(ack).await })).await;
-            let auth = match (path, r) {
-                (Path::Poll, Ok(auth)) => auth,
-                (
-                    Path::Interim,
-                    Err(Error::InterimIdTokenUnverified {
-                        authentication,
-                        source,
-                    }),
-                ) => {
+            let id = match (path, r) {
+                (Path::Poll, Ok(auth)) => auth.id().clone(),
+                (Path::Interim, Err(Error::InterimIdTokenUnverified { id, source })) => {
                     assert!(source.is_retryable(), "{source:?}");
-                    assert!(authentication.interim_claims().is_none());
-                    *authentication
+                    id
                 }
                 (_, other) => panic!("{path:?}: {other:?}"),
             };
             // Tracked, whatever the interim check said.
-            assert!(client.poll_status(auth.id()).await.is_some(), "{path:?}");
-            assert!(op.approve(auth.id()));
-            auth.id().clone()
+            assert!(client.poll_status(&id).await.is_some(), "{path:?}");
+            assert!(op.approve(&id));
+            id
         }
         Path::ExchangeCode => {
             let code = code().await;
