@@ -45,7 +45,8 @@
 //!   key rotation ([`rotate_key`](MockOp::rotate_key): the new key signs, the
 //!   old one stays published until [`retire_old_keys`](MockOp::retire_old_keys)
 //!   or [`OpConfig::key_retire_delay`]), and an outage switch
-//!   ([`OpConfig::jwks_unavailable`]);
+//!   ([`OpConfig::jwks_unavailable`]), or served from a port of its own
+//!   that can be closed and opened ([`JwksPort`]: real connection failures);
 //! - broken ID tokens on demand ([`OpConfig::id_token_fault`],
 //!   [`OpConfig::interim_id_token_fault`]: see [`IdTokenFault`]);
 //! - optional HTML pages for people ([`OpConfig::interactive_pages`]): a
@@ -71,11 +72,13 @@ pub mod assurance;
 mod checks;
 pub mod conformance;
 mod device;
+mod jwks_port;
 mod op;
 mod pages;
 mod server;
 
 pub use assurance::AssuranceFault;
+pub use jwks_port::JwksPort;
 pub use op::{FlightReport, FloorViolation, PingRecord};
 
 use op::OpState;
@@ -250,6 +253,10 @@ pub struct OpConfig {
     pub jwks_max_age: Option<u64>,
     /// Answer `/jwks` with 503 (an outage). Default false.
     pub jwks_unavailable: bool,
+    /// The `jwks_uri` the metadata advertises instead of the OP's own
+    /// `/jwks` (e.g. a [`JwksPort`], whose port can be closed to refuse
+    /// connections). Default `None`.
+    pub jwks_uri: Option<String>,
     /// After [`MockOp::rotate_key`], how long the old key stays published;
     /// `None` (the default) keeps it until [`MockOp::retire_old_keys`].
     pub key_retire_delay: Option<Duration>,
@@ -341,6 +348,7 @@ impl Default for OpConfig {
             extra_claims: serde_json::Map::new(),
             jwks_max_age: Some(300),
             jwks_unavailable: false,
+            jwks_uri: None,
             key_retire_delay: None,
             progress_script: Vec::new(),
             expire_authentications: true,

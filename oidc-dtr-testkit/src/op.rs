@@ -356,7 +356,7 @@ impl OpState {
             "authorization_endpoint": self.url("/authorize"),
             "token_endpoint": self.url("/token"),
             "userinfo_endpoint": self.url("/userinfo"),
-            "jwks_uri": self.url("/jwks"),
+            "jwks_uri": cfg.jwks_uri.clone().unwrap_or_else(|| self.url("/jwks")),
             "response_types_supported": response_types,
             "response_modes_supported": ["query", "form_post"],
             "grant_types_supported": grant_types,

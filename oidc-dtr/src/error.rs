@@ -71,6 +71,48 @@ pub enum Error {
         /// What became of the authentication the OP created.
         live_authentication: LiveAuthentication,
     },
+    /// The OP answered with tokens at once (`exchange_code`, `redeem_code`,
+    /// `device_token`), but their ID token could not be validated: the
+    /// OP's JWK Set stayed unreachable through the quick retries (the
+    /// `source`). The tokens are **not lost**: they are kept under `handle`
+    /// (in the store, sealed, where one is configured, so a restart keeps
+    /// them too) and the engine validates them once the keys can be
+    /// fetched. Get them with [`DtrClient::wait`](crate::DtrClient::wait)
+    /// on `handle` (or from [`subscribe`](crate::DtrClient::subscribe)):
+    /// [`Outcome::Tokens`](crate::Outcome::Tokens), or
+    /// [`Outcome::Rejected`](crate::Outcome::Rejected) if they turn out
+    /// invalid. `handle` names the kept tokens only; it is never sent to
+    /// the OP.
+    #[error(
+        "tokens received but not validated yet (the OP's keys are unreachable); they are kept, wait on the handle for them"
+    )]
+    TokensHeld {
+        /// What to `wait` on (a secret like a `deferred_auth_id`; its
+        /// `Debug` is a fingerprint).
+        handle: crate::secret::DeferredAuthId,
+        /// Why the tokens could not be validated (retryable).
+        #[source]
+        source: ValidationError,
+    },
+    /// `exchange` succeeded at the OP, but the interim ID token could not
+    /// be checked: the OP's JWK Set stayed unreachable through the retries
+    /// (the `source`). The authentication is **stored and tracked** like
+    /// any other: its outcome comes from [`DtrClient::wait`](crate::DtrClient::wait)
+    /// on `id` (its `deferred_auth_id`), and the final ID token is
+    /// validated in full. What it lacks is the interim claims
+    /// ([`DeferredAuthentication::interim_claims`](crate::DeferredAuthentication::interim_claims)
+    /// is `None`), so the final `sub` is not compared with the interim one.
+    #[error(
+        "the deferred authentication is tracked, but its interim ID token could not be checked yet (the OP's keys are unreachable)"
+    )]
+    InterimIdTokenUnverified {
+        /// The authentication's `deferred_auth_id` (a secret; its `Debug`
+        /// is a fingerprint): stored and tracked.
+        id: crate::secret::DeferredAuthId,
+        /// Why the interim ID token could not be checked (retryable).
+        #[source]
+        source: ValidationError,
+    },
 }
 
 /// What became of an authentication the OP created when `exchange` could
@@ -118,7 +160,10 @@ impl Error {
     /// [`Error::InterimIdTokenRejected`], the interim ID token's).
     pub fn validation(&self) -> Option<&ValidationError> {
         match self {
-            Error::Validation(e) | Error::InterimIdTokenRejected { source: e, .. } => Some(e),
+            Error::Validation(e)
+            | Error::InterimIdTokenRejected { source: e, .. }
+            | Error::TokensHeld { source: e, .. }
+            | Error::InterimIdTokenUnverified { source: e, .. } => Some(e),
             _ => None,
         }
     }

@@ -129,7 +129,7 @@ pub use proto::discovery::ProviderMetadata;
 pub use proto::exchange::{Compat, DeferredAuthentication};
 pub use proto::ietf::{InteractionUri, InvalidInteractionUri, Redemption};
 pub use proto::profile::Profile;
-pub use proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
+pub use proto::token::{HeldTokens, IdToken, TokenResponse, TokenSet, ValidationContext};
 pub use proto::userinfo::UserInfo;
 
 // Identity assurance (OpenID Connect for Identity Assurance 1.0): requesting,

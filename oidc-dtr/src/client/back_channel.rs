@@ -20,17 +20,19 @@ use crate::engine::driver::{BoxFuture, Poller};
 use crate::error::{Error, ErrorCode, SharedError, ValidationError};
 use crate::jose::DpopKey;
 use crate::proto::cancel::{CancelEncoding, CancellationConfig};
-use crate::proto::exchange::DeferredAuthentication;
+use crate::proto::exchange::{DeferredAuthentication, IetfOrigin};
 use crate::proto::message::{HttpRequest, HttpResponse, error_for_status, parse_oauth_error};
 use crate::proto::poll::{Outcome, PollFailure, PollMachine, PollResult};
-use crate::proto::token::{self, TokenSet, ValidationContext};
+use crate::proto::token::{self, HeldTokens, TokenSet, ValidationContext};
 use crate::random::random_b64url;
+use crate::secret::DeferredAuthId;
 use crate::store::{Record, StoreError, StoredOutcome};
 use crate::time::UnixTime;
 
-/// Attempts at validating tokens whose JWK Set could not be fetched, and the
-/// pause between them. The tokens are in hand and the OP will not issue them
-/// again, so the SDK tries harder than for an ordinary request.
+/// Quick attempts at validating tokens whose JWK Set could not be fetched,
+/// and the pause between them (growing: 2, 4, 6 s), before the tokens are
+/// kept for a later validation. The tokens are in hand and the OP will not
+/// issue them again.
 pub(crate) const JWKS_RETRIES: u32 = 4;
 pub(crate) const JWKS_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
@@ -143,15 +145,22 @@ impl ClientInner {
             .await
     }
 
-    /// Checks the token type against the DPoP expectation, validates the ID
-    /// token, and attaches the DPoP key.
-    pub(crate) async fn finish_token_response(
+    /// Reads a token response in hand and validates it: token type against
+    /// the DPoP expectation, then the ID token through
+    /// [`validate_in_hand`](Self::validate_in_hand) (the one
+    /// validate-with-retry of every path that receives tokens: `attempts`
+    /// in all while the JWK Set is unreachable, one forced refresh for an
+    /// unknown `kid`), checked as of `received_at`; attaches the DPoP key.
+    /// Tokens whose validation cannot finish now come back as
+    /// [`InHand::Held`], for the caller to keep.
+    pub(crate) async fn receive_tokens(
         &self,
         resp: &HttpResponse,
+        received_at: UnixTime,
         ctx: &ValidationContext,
         dpop: Option<&DpopKey>,
-    ) -> Result<TokenSet, Error> {
-        let received_at = self.clock.now();
+        attempts: u32,
+    ) -> Result<InHand, Error> {
         let parsed = token::parse_token_response(resp, &self.metadata.token_endpoint)?;
         if dpop.is_some() && !parsed.is_dpop() && self.dpop.reject_downgrade {
             return Err(ValidationError::DpopDowngrade {
@@ -159,56 +168,85 @@ impl ClientInner {
             }
             .into());
         }
-        let tokens = self.validate_tokens(ctx, parsed, received_at).await?;
-        Ok(tokens.with_dpop_key(dpop.cloned()))
+        let Some(raw) = parsed.id_token.clone() else {
+            tracing::warn!("token response without id_token");
+            return Err(ValidationError::MissingIdToken.into());
+        };
+        match self
+            .validate_in_hand(&raw, ctx, Some(&parsed.access_token), received_at, attempts)
+            .await
+        {
+            Ok(id_token) => {
+                tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
+                let tokens = TokenSet::new(parsed, id_token, received_at)
+                    .with_claims_request_of(ctx)
+                    .with_dpop_key(dpop.cloned());
+                Ok(InHand::Tokens(Box::new(tokens)))
+            }
+            Err(e) if e.is_retryable() => match HeldTokens::new(&resp.body, received_at) {
+                Some(tokens) => Ok(InHand::Held { tokens, reason: e }),
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Validates tokens, retrying a few times when the JWK Set cannot be
-    /// fetched: the OP has redeemed the id, so these tokens are the only ones.
-    async fn validate_with_retry(
+    /// Tokens answered at once (the plain-code fallback, an IETF
+    /// redemption, the device flow), validated with the quick retries.
+    /// When their validation cannot finish now (the JWK Set is
+    /// unreachable), they are not dropped: they are stored under a new
+    /// handle (durably where a store is configured) and handed to the
+    /// engine, which validates them once the keys can be fetched; the
+    /// caller gets [`Error::TokensHeld`] with the handle to `wait` on.
+    pub(crate) async fn tokens_answered_at_once(
         &self,
         resp: &HttpResponse,
         ctx: &ValidationContext,
-        dpop: Option<&DpopKey>,
+        dpop_key: Option<DpopKey>,
+        origin: IetfOrigin,
+        profile: crate::proto::profile::Profile,
     ) -> Result<TokenSet, Error> {
-        let mut attempt = 0;
-        let mut kid_refreshed = false;
-        loop {
-            let started = self.clock.now();
-            match self.finish_token_response(resp, ctx, dpop).await {
-                // A key the cached set lacks: before these tokens are
-                // declared invalid, the set gets a refresh, waiting out the
-                // unknown-kid cooldown if needed (the OP may have rotated
-                // twice within it).
-                Err(Error::Validation(ValidationError::UnknownKid { .. })) if !kid_refreshed => {
-                    kid_refreshed = true;
-                    if let Err(e) = self
-                        .jwks
-                        .refresh_for_tokens(&self.http, self.clock.as_ref(), started)
-                        .await
-                    {
-                        // The set could not be fetched: a transient cause,
-                        // retried like one.
-                        if attempt + 1 >= JWKS_RETRIES {
-                            return Err(e.into());
-                        }
-                        attempt += 1;
-                        kid_refreshed = false;
-                        tracing::warn!(error = %e, attempt, "refreshing the JWK Set for tokens in hand failed; retrying");
-                        let until = self.clock.now().saturating_add(JWKS_RETRY_PAUSE * attempt);
-                        self.clock.sleep_until(until).await;
-                    }
-                }
-                Err(Error::Validation(v)) if v.is_retryable() && attempt + 1 < JWKS_RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(error = %v, attempt, "tokens received but the JWK Set is unavailable; retrying validation");
-                    let until = self.clock.now().saturating_add(JWKS_RETRY_PAUSE * attempt);
-                    self.clock.sleep_until(until).await;
-                }
-                other => return other,
-            }
+        let received_at = self.clock.now();
+        let (tokens, reason) = match self
+            .receive_tokens(resp, received_at, ctx, dpop_key.as_ref(), JWKS_RETRIES)
+            .await?
+        {
+            InHand::Tokens(t) => return Ok(*t),
+            InHand::Held { tokens, reason } => (tokens, reason),
+        };
+        let handle = DeferredAuthId::new(format!("held-{}", random_b64url(self.rng.as_ref(), 32)?));
+        let mut auth =
+            DeferredAuthentication::holding(origin, handle.clone(), received_at, profile);
+        auth.dpop_key = dpop_key.map(Box::new);
+        let machine = PollMachine::new(&auth, self.poll_config.clone()).holding(
+            tokens,
+            reason.to_string(),
+            self.clock.now(),
+        );
+        let stored = self.store_and_track(&auth, machine).await;
+        if let Err(e) = &stored {
+            // Still tracked in this process (see `store_and_track`).
+            tracing::error!(handle = %handle.fingerprint(), error = %e, "held tokens could not be stored; they are kept in memory only");
         }
+        Err(Error::TokensHeld {
+            handle,
+            source: reason,
+        })
     }
+}
+
+/// What became of a token response in hand.
+pub(crate) enum InHand {
+    /// Validated (boxed: a token set is large).
+    Tokens(Box<TokenSet>),
+    /// Its ID token could not be validated now (the JWK Set was
+    /// unreachable after the retries): kept, to be validated later.
+    Held {
+        /// The token response as received.
+        tokens: HeldTokens,
+        /// The last validation error (retryable).
+        reason: ValidationError,
+    },
 }
 
 impl Poller for ClientInner {
@@ -344,6 +382,36 @@ impl Poller for ClientInner {
         })
     }
 
+    fn validate_held(
+        self: Arc<Self>,
+        auth: Arc<DeferredAuthentication>,
+        tokens: HeldTokens,
+    ) -> BoxFuture<PollResult<TokenSet>> {
+        Box::pin(async move {
+            let ctx = ValidationContext::from(&*auth);
+            let resp = tokens.response();
+            // One attempt: the engine's schedule is the backoff.
+            match self
+                .receive_tokens(&resp, tokens.received_at(), &ctx, auth.dpop_key(), 1)
+                .await
+            {
+                Ok(InHand::Tokens(t)) => {
+                    tracing::info!(deferred_auth_id = %auth.id().fingerprint(), "held tokens validated");
+                    PollResult::Tokens(*t)
+                }
+                Ok(InHand::Held { tokens, reason }) => PollResult::Held {
+                    tokens,
+                    reason: reason.to_string(),
+                },
+                Err(Error::Validation(v)) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
+                Err(e) => PollResult::Permanent(PollFailure::TokensRefused {
+                    reason: e.to_string(),
+                    cause: Some(SharedError::new(e)),
+                }),
+            }
+        })
+    }
+
     fn may_poll(&self, id: &crate::secret::DeferredAuthId) -> bool {
         self.fleet.as_ref().is_none_or(|f| f.may_poll(id))
     }
@@ -388,8 +456,18 @@ impl ClientInner {
         // Error statuses come back from the token-response parser as
         // OAuth or HTTP errors and are classified below.
         let ctx = ValidationContext::from(auth);
-        match self.validate_with_retry(&resp, &ctx, dpop).await {
-            Ok(tokens) => PollResult::Tokens(tokens),
+        let received_at = self.clock.now();
+        match self
+            .receive_tokens(&resp, received_at, &ctx, dpop, JWKS_RETRIES)
+            .await
+        {
+            Ok(InHand::Tokens(tokens)) => PollResult::Tokens(*tokens),
+            // The OP redeemed the id and answered with tokens that cannot
+            // be validated now: the machine keeps them.
+            Ok(InHand::Held { tokens, reason }) => PollResult::Held {
+                tokens,
+                reason: reason.to_string(),
+            },
             // A 2xx JSON object that is not an OAuth error: the OP
             // answered with tokens and has redeemed the id. Polling
             // again would only earn `invalid_grant`: the tokens were

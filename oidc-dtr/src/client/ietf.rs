@@ -16,6 +16,7 @@ use crate::proto::ietf::{
     self, CLIENT_NOTIFICATION_TOKEN_BYTES, DeferredResponse, InitialAnswer, Redemption,
 };
 use crate::proto::poll::PollMachine;
+use crate::proto::profile::Profile;
 use crate::proto::token::ValidationContext;
 use crate::random::random_b64url;
 use crate::secret::SecretHash;
@@ -28,7 +29,9 @@ impl DtrClient {
     /// a notification endpoint is configured (only its hash is kept).
     ///
     /// The AS may answer at once: [`Redemption::Tokens`], validated exactly
-    /// as a poll's (ID token, `nonce` included). Or it defers:
+    /// as a poll's (ID token, `nonce` included; if the AS's JWK Set stays
+    /// unreachable, the tokens are kept and [`Error::TokensHeld`] says
+    /// where to [`wait`](Self::wait) for them). Or it defers:
     /// [`Redemption::Deferred`], with the `deferral_code` as the handle and
     /// the `interval` of that answer remembered (later pending answers do
     /// not repeat it); the authentication is stored and polled by the
@@ -106,10 +109,11 @@ impl ClientInner {
         let ctx = ValidationContext::from(&code);
         match ietf::parse_initial_answer(&resp, &self.metadata.token_endpoint)? {
             InitialAnswer::Tokens => {
-                let tokens = self
-                    .finish_token_response(&resp, &ctx, dpop_key.as_ref())
-                    .await?;
                 tracing::info!("the AS answered at once despite completion_mode=deferred");
+                let origin = IetfOrigin::from(&code.pending);
+                let tokens = self
+                    .tokens_answered_at_once(&resp, &ctx, dpop_key, origin, Profile::Ietf)
+                    .await?;
                 Ok(Redemption::Tokens(Box::new(tokens)))
             }
             InitialAnswer::Deferred(d) => {
@@ -285,7 +289,8 @@ impl DtrClient {
     /// 5 s on `slow_down`) while the AS answers the plain RFC 8628
     /// `authorization_pending` (the user has not finished at the
     /// verification URI), until the AS answers with tokens
-    /// ([`Redemption::Tokens`], validated) or with a deferral
+    /// ([`Redemption::Tokens`], validated; or [`Error::TokensHeld`], kept
+    /// for later, when the JWK Set is unreachable) or with a deferral
     /// ([`Redemption::Deferred`]: stored, and continued by the engine like
     /// any other). Fails with the AS's error (`access_denied`,
     /// `expired_token`, ...) or when the device code expires.
@@ -353,7 +358,13 @@ impl ClientInner {
             match ietf::parse_initial_answer(&resp, &self.metadata.token_endpoint)? {
                 InitialAnswer::Tokens => {
                     let tokens = self
-                        .finish_token_response(&resp, &ctx, dpop_key.as_ref())
+                        .tokens_answered_at_once(
+                            &resp,
+                            &ctx,
+                            dpop_key,
+                            device.origin(),
+                            Profile::Ietf,
+                        )
                         .await?;
                     return Ok(Redemption::Tokens(Box::new(tokens)));
                 }

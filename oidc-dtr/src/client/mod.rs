@@ -258,6 +258,12 @@ impl DtrClient {
     /// The authentication is then handed to the poll engine: get its
     /// outcome with [`wait`](Self::wait) or [`subscribe`](Self::subscribe).
     ///
+    /// An interim ID token is validated like final tokens. If it is
+    /// invalid, [`Error::InterimIdTokenRejected`]; if it cannot be checked
+    /// because the OP's JWK Set stays unreachable through the retries, the
+    /// authentication is still stored and tracked (the OP's id is never
+    /// dropped) and [`Error::InterimIdTokenUnverified`] carries its id.
+    ///
     /// # Cancel safety
     ///
     /// Dropping the returned future before it completes does not lose the
@@ -317,6 +323,10 @@ impl DtrClient {
     /// validates the tokens exactly as a deferred poll's, so the application
     /// handles both answers with one [`TokenSet`].
     ///
+    /// When the OP's JWK Set stays unreachable through the quick retries,
+    /// the tokens are kept, not dropped: [`Error::TokensHeld`] carries the
+    /// handle to [`wait`](Self::wait) on for them once the keys are back.
+    ///
     /// Cancel safety: not cancel safe: the code is single-use and spent
     /// once the request is sent.
     pub async fn exchange_code(&self, code: CodeResponse) -> Result<TokenSet, Error> {
@@ -351,8 +361,9 @@ impl DtrClient {
         let dpop_key = inner.new_dpop_key()?;
         let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
         let ctx = ValidationContext::from(&code);
+        let origin = crate::proto::exchange::IetfOrigin::from(&code.pending);
         match inner
-            .finish_token_response(&resp, &ctx, dpop_key.as_ref())
+            .tokens_answered_at_once(&resp, &ctx, dpop_key, origin, Profile::Oidc)
             .await
         {
             Ok(t) => Ok(t),
@@ -534,7 +545,9 @@ impl DtrClient {
         let Some(tracked) = inner.driver.get(id).await else {
             return Err(WaitError::Unknown.into());
         };
-        if tracked.finished {
+        if tracked.finished || tracked.machine.held_tokens().is_some() {
+            // Held tokens: the OP has already answered with them (nothing
+            // left to cancel there); they are delivered once validated.
             return Ok(CancelResult::AlreadyFinished);
         }
         let auth = tracked.auth;
@@ -781,9 +794,18 @@ impl ClientInner {
         // The draft's interim ID token is validated like the final one
         // (OIDC Core §3.1.3.7); its nonce is the request's, and it comes
         // with no access token.
+        let mut unverified = None;
         if let Some(raw) = &interim {
             match inner.validate_interim(raw, &ctx).await {
                 Ok(t) => auth.interim_claims = Some(Box::new(t.into_parts().1)),
+                // The keys are unreachable, however long: the id is live at
+                // the OP and must not be dropped. Tracked as usual; the
+                // caller hears that the interim token went unchecked.
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(deferred_auth_id = %auth.id.fingerprint(), error = %e, "the interim ID token could not be checked (the JWK Set is unreachable); the authentication is tracked regardless");
+                    unverified = Some(e);
+                }
+                // Invalid: its identity cannot be trusted.
                 Err(e) => return Err(inner.give_up_live(&auth, e).await),
             }
         }
@@ -799,49 +821,29 @@ impl ClientInner {
         );
         let machine = PollMachine::new(&auth, inner.poll_config.clone());
         inner.store_and_track(&auth, machine).await?;
-        Ok(auth)
+        match unverified {
+            Some(source) => Err(Error::InterimIdTokenUnverified {
+                id: auth.id.clone(),
+                source,
+            }),
+            None => Ok(auth),
+        }
     }
 
     /// Validates the interim ID token. The code is spent and the OP holds a
-    /// live `deferred_auth_id`, so this tries as hard as for final tokens:
-    /// an unknown `kid` gets a refresh (waiting out the cooldown if needed),
-    /// and a JWK Set that cannot be fetched is retried with the same pauses.
+    /// live `deferred_auth_id`, so this tries as hard as for final tokens
+    /// (the same validate-with-retry): an unknown `kid` gets a forced
+    /// refresh, and a JWK Set that cannot be fetched is retried with the
+    /// same pauses. It comes with no access token; its nonce is the
+    /// request's.
     async fn validate_interim(
         &self,
         raw: &RawJwt,
         ctx: &ValidationContext,
     ) -> Result<IdToken, ValidationError> {
-        let mut attempt = 0;
-        let mut kid_refreshed = false;
-        loop {
-            let started = self.clock.now();
-            let result = match self.validate_jwt(raw, ctx, None, started).await {
-                Err(ValidationError::UnknownKid { .. }) if !kid_refreshed => {
-                    kid_refreshed = true;
-                    match self
-                        .jwks
-                        .refresh_for_tokens(&self.http, self.clock.as_ref(), started)
-                        .await
-                    {
-                        Ok(()) => continue,
-                        Err(e) => {
-                            kid_refreshed = false;
-                            Err(e)
-                        }
-                    }
-                }
-                other => other,
-            };
-            match result {
-                Err(e) if e.is_retryable() && attempt + 1 < JWKS_RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "interim ID token: the JWK Set is unavailable; retrying");
-                    let until = self.clock.now().saturating_add(JWKS_RETRY_PAUSE * attempt);
-                    self.clock.sleep_until(until).await;
-                }
-                other => return other,
-            }
-        }
+        let received_at = self.clock.now();
+        self.validate_in_hand(raw, ctx, None, received_at, JWKS_RETRIES)
+            .await
     }
 
     /// `exchange` cannot take on an authentication the OP created (its

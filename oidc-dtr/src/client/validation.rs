@@ -1,6 +1,7 @@
 //! ID token validation through the client's JWKS cache.
 
 use super::ClientInner;
+use crate::client::back_channel::JWKS_RETRY_PAUSE;
 use crate::error::{Error, ValidationError};
 use crate::proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
 use crate::secret::{AccessToken, RawJwt};
@@ -30,6 +31,66 @@ impl ClientInner {
         };
         tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
         Ok(TokenSet::new(resp, id_token, received_at).with_claims_request_of(ctx))
+    }
+
+    /// Validates an ID token the SDK holds from the token endpoint (final or
+    /// interim): the OP will not issue it again, so this tries harder than
+    /// [`validate_jwt`](Self::validate_jwt). The one validate-with-retry of
+    /// every path that receives tokens:
+    ///
+    /// - a `kid` the cached set lacks gets one forced JWK Set refresh, at
+    ///   once, whatever the unknown-`kid` cooldown (one per call, that is
+    ///   per token response: a made-up `kid` costs the OP one fetch);
+    /// - a JWK Set that cannot be fetched is retried up to `attempts` times
+    ///   in all, with growing pauses on the client's clock; the last
+    ///   error is then returned (retryable: [`ValidationError::is_retryable`]),
+    ///   and the caller keeps the tokens for later.
+    ///
+    /// Times are checked at `received_at`, when the tokens arrived.
+    pub(crate) async fn validate_in_hand(
+        &self,
+        raw: &RawJwt,
+        ctx: &ValidationContext,
+        access_token: Option<&AccessToken>,
+        received_at: UnixTime,
+        attempts: u32,
+    ) -> Result<IdToken, ValidationError> {
+        let mut attempt = 0;
+        let mut kid_refreshed = false;
+        loop {
+            let generation = self.jwks.generation();
+            let result = match self.validate_jwt(raw, ctx, access_token, received_at).await {
+                Err(ValidationError::UnknownKid { .. }) if !kid_refreshed => {
+                    match self
+                        .jwks
+                        .refresh_for_tokens(&self.http, self.clock.as_ref(), generation)
+                        .await
+                    {
+                        Ok(()) => {
+                            kid_refreshed = true;
+                            continue;
+                        }
+                        // Unreachable: retried like any unreachable set,
+                        // and the forced refresh is still owed.
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match result {
+                Err(e) if e.is_retryable() && attempt + 1 < attempts => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "tokens in hand: the JWK Set is unavailable; retrying validation");
+                    let until = self.clock.now().saturating_add(JWKS_RETRY_PAUSE * attempt);
+                    self.clock.sleep_until(until).await;
+                }
+                Err(e) => {
+                    tracing::warn!(id_token = %raw.fingerprint(), error = %e, "ID token not validated");
+                    return Err(e);
+                }
+                Ok(t) => return Ok(t),
+            }
+        }
     }
 
     /// Validates a JWT: header and `alg`, key (through the JWKS cache),

@@ -51,6 +51,23 @@ pub(crate) trait Poller: Send + Sync + 'static {
         auth: Arc<DeferredAuthentication>,
     ) -> BoxFuture<PollResult<Self::Tokens>>;
 
+    /// Validates again tokens in hand whose validation could not finish
+    /// before (their JWK Set was unreachable): `Tokens`, `Permanent` (they
+    /// are invalid) or `Held` (not yet). Nothing is sent to the OP. The
+    /// default refuses them (for pollers that never hold tokens).
+    fn validate_held(
+        self: Arc<Self>,
+        _auth: Arc<DeferredAuthentication>,
+        _tokens: crate::proto::token::HeldTokens,
+    ) -> BoxFuture<PollResult<Self::Tokens>> {
+        Box::pin(async {
+            PollResult::Permanent(PollFailure::Other {
+                message: "held tokens cannot be validated by this poller".into(),
+                cause: None,
+            })
+        })
+    }
+
     /// Saves the poll state after an answer (best effort; may be relaxed).
     fn persist_state(
         self: Arc<Self>,
@@ -208,6 +225,19 @@ pub enum PollEvent<T = crate::proto::token::TokenSet> {
         /// Where the user must go, if anywhere.
         uri: Option<crate::proto::ietf::InteractionUri>,
     },
+    /// The OP answered with tokens, but their ID token could not be
+    /// validated yet: the OP's JWK Set is unreachable. The tokens are kept
+    /// (in the store, sealed, where one is configured) and validated again
+    /// with backoff until the keys can be fetched; the authentication then
+    /// ends with them (or, if they turn out invalid, with
+    /// [`PollFailure::InvalidTokens`](crate::PollFailure::InvalidTokens)).
+    TokensHeld {
+        /// Which authentication (or the handle of an
+        /// [`Error::TokensHeld`](crate::Error::TokensHeld)).
+        id: DeferredAuthId,
+        /// Why they could not be validated (no secrets).
+        reason: String,
+    },
     /// The authentication ended (and its outcome is stored).
     Finished {
         /// Which authentication.
@@ -241,6 +271,9 @@ pub struct PollStatus {
     /// The `interaction_uri` the AS currently waits at (IETF
     /// `interaction_required`), if any.
     pub interaction_uri: Option<crate::proto::ietf::InteractionUri>,
+    /// Whether the OP has answered with tokens that await validation (their
+    /// JWK Set was unreachable; see [`PollEvent::TokensHeld`]).
+    pub tokens_held: bool,
 }
 
 /// A tracked authentication, as the driver holds it.
@@ -839,6 +872,13 @@ impl<P: Poller> Engine<P> {
                 machine.recover_after_restart(now, self.rng.as_ref());
                 let key = self.insert(*auth, *machine);
                 let _ = reply.send(true);
+                if let Some(e) = self
+                    .entries
+                    .get(&key)
+                    .filter(|e| e.machine.held_tokens().is_some())
+                {
+                    Self::announce_held(&self.events, e);
+                }
                 self.step(key, Event::Timer, now);
             }
             Command::Restore(auth, mut machine, outcome, reply) => {
@@ -865,6 +905,13 @@ impl<P: Poller> Engine<P> {
                     None => {
                         machine.resume_after_restart(now, self.rng.as_ref());
                         let key = self.insert(*auth, *machine);
+                        if let Some(e) = self
+                            .entries
+                            .get(&key)
+                            .filter(|e| e.machine.held_tokens().is_some())
+                        {
+                            Self::announce_held(&self.events, e);
+                        }
                         self.step(key, Event::Timer, now);
                     }
                 }
@@ -980,6 +1027,7 @@ impl<P: Poller> Engine<P> {
                             in_flight: m.in_flight(),
                             finished: m.is_finished(),
                             interaction_uri: m.interaction_uri().cloned(),
+                            tokens_held: m.held_tokens().is_some(),
                         }
                     });
                 let _ = reply.send(status);
@@ -1134,11 +1182,28 @@ impl<P: Poller> Engine<P> {
         });
     }
 
+    /// Says (log and event) that an entry holds tokens awaiting validation.
+    fn announce_held(events: &broadcast::Sender<PollEvent<P::Tokens>>, entry: &Entry<P::Tokens>) {
+        let reason = entry.machine.last_error().unwrap_or_default().to_owned();
+        tracing::warn!(
+            deferred_auth_id = %entry.auth.id().fingerprint(),
+            error = %reason,
+            "tokens received but not validated yet (the JWK Set is unreachable); they are kept and validated when it is back"
+        );
+        if events.receiver_count() > 0 {
+            let _ = events.send(PollEvent::TokensHeld {
+                id: entry.auth.id().clone(),
+                reason,
+            });
+        }
+    }
+
     fn step(&mut self, key: u64, event: Event<P::Tokens>, now: UnixTime) {
         let answered = matches!(event, Event::Response(_));
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
+        let was_held = entry.machine.held_tokens().is_some();
         let Step {
             action,
             progress,
@@ -1161,6 +1226,9 @@ impl<P: Poller> Engine<P> {
                 uri,
             });
         }
+        if !was_held && entry.machine.held_tokens().is_some() {
+            Self::announce_held(&self.events, entry);
+        }
         match action {
             Action::SendPoll => {
                 let Some(poller) = self.poller.upgrade() else {
@@ -1169,6 +1237,18 @@ impl<P: Poller> Engine<P> {
                 if !poller.may_poll(entry.auth.id()) {
                     tracing::debug!(deferred_auth_id = %entry.auth.id().fingerprint(), "lease not held: handing over");
                     self.forget(key);
+                    return;
+                }
+                if let Some(held) = entry.machine.held_tokens().cloned() {
+                    // Tokens in hand: validated again, nothing sent to the
+                    // OP.
+                    let auth = entry.auth.clone();
+                    tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), "validating held tokens again");
+                    let task = self
+                        .in_flight
+                        .spawn(async move { (key, poller.validate_held(auth, held).await) });
+                    self.task_keys.insert(task.id(), key);
+                    self.counters.in_flight(self.in_flight.len());
                     return;
                 }
                 let auth = entry.auth.clone();
@@ -1573,7 +1653,7 @@ mod tests {
                     PollEvent::Progress { .. } => {
                         p.fetch_add(1, Ordering::SeqCst);
                     }
-                    PollEvent::Interaction { .. } => {}
+                    PollEvent::Interaction { .. } | PollEvent::TokensHeld { .. } => {}
                 }
             }
         });

@@ -437,41 +437,46 @@ impl JwksCache {
         }
     }
 
+    /// The cache's generation: bumped by every fetch attempt and import.
+    /// Taken before a validation, it tells [`refresh_for_tokens`] whether
+    /// the set changed since.
+    ///
+    /// [`refresh_for_tokens`]: Self::refresh_for_tokens
+    pub(crate) fn generation(&self) -> u64 {
+        self.snapshot().generation
+    }
+
     /// Tokens in hand from the token endpoint name a `kid` the set lacks:
-    /// the OP will not issue them again, so they get a forced refresh before
-    /// being declared invalid, waiting out the unknown-`kid` cooldown if one
-    /// runs (the memory of unknown kids is bypassed). Nothing is fetched if
-    /// a forced refresh already started at or after `since` (the validation
-    /// that failed made one).
+    /// the OP will not issue them again, so they get one forced refresh
+    /// before being declared invalid, at once, whatever the unknown-`kid`
+    /// cooldown and the memory of unknown kids say (an OP may rotate twice
+    /// within the cooldown). The caller bounds it: one call per token
+    /// response, so a response with a made-up `kid` costs the OP at most one
+    /// fetch. Nothing is fetched when a successful fetch happened since
+    /// `seen_generation` (taken before the validation that failed: that
+    /// validation's own forced refresh, or a concurrent caller's, already
+    /// brought the newest set).
     pub(crate) async fn refresh_for_tokens(
         &self,
         http: &HttpEdge,
         clock: &dyn Clock,
-        since: UnixTime,
+        seen_generation: u64,
     ) -> Result<(), ValidationError> {
         if self.uri.is_none() {
             return Err(ValidationError::NoJwks);
         }
-        let last_forced = self.snapshot().last_forced;
-        if last_forced.is_some_and(|t| t >= since) {
+        let fresh_since = |st: &CacheState| {
+            st.generation != seen_generation && st.last_error.is_none() && st.keys.is_some()
+        };
+        if fresh_since(&self.snapshot()) {
             return Ok(());
-        }
-        if let Some(t) = last_forced {
-            let until = t.saturating_add(self.config.refresh_cooldown);
-            if clock.now() < until {
-                tracing::info!(
-                    wait_secs = until.saturating_duration_since(clock.now()).as_secs(),
-                    "tokens name an unknown key; waiting out the JWK Set refresh cooldown"
-                );
-                clock.sleep_until(until).await;
-            }
         }
         let guard = self.refresh.lock().await;
-        // Someone else may have refreshed while this one waited.
-        let now_forced = self.snapshot().last_forced;
-        if now_forced != last_forced && now_forced.is_some_and(|t| t >= since) {
+        // Someone else may have fetched while this one waited for the lock.
+        if fresh_since(&self.snapshot()) {
             return Ok(());
         }
+        tracing::info!("tokens in hand name an unknown key; refreshing the JWK Set");
         self.fetch_locked(http, clock, Refresh::Forced, &guard)
             .await
             .map(|_| ())

@@ -323,6 +323,39 @@ impl DeferredAuthentication {
         })
     }
 
+    /// The record of tokens answered at once (a code redemption or the
+    /// device flow) whose ID token could not be validated yet: `id` is a
+    /// handle made up by the SDK (never sent to the OP), the validation
+    /// context that of the originating request. Never polled: the engine
+    /// only validates its held tokens again.
+    pub(crate) fn holding(
+        origin: IetfOrigin,
+        id: DeferredAuthId,
+        received_at: UnixTime,
+        profile: Profile,
+    ) -> Self {
+        DeferredAuthentication::from(AuthFields {
+            id,
+            issuer: origin.issuer,
+            client_id: origin.client_id,
+            issued_at: received_at,
+            expires_at: None,
+            interval_secs: DEFAULT_INTERVAL_SECS,
+            nonce: origin.nonce,
+            pkce_verifier: origin.pkce_verifier,
+            max_age: origin.max_age,
+            requested_at: origin.requested_at,
+            notification_token_hash: None,
+            interim_id_token: None,
+            interim_claims: None,
+            dpop_key: None,
+            claims_request: origin.claims_request,
+            profile,
+            initial_interaction_uri: None,
+            device_flow: origin.device_flow,
+        })
+    }
+
     /// An authentication created directly, without an exchange: for load
     /// tests (the mock OP's `seed_pending`), store conformance tests and
     /// migrations from another system. The SDK cannot check that the OP knows

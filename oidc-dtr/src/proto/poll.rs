@@ -20,6 +20,7 @@ use crate::error::{
 };
 use crate::proto::exchange::DeferredAuthentication;
 use crate::proto::ietf::{InteractionUri, interaction_uri_of};
+use crate::proto::token::HeldTokens;
 use crate::random::{RandomSource, random_u64_inclusive};
 use crate::time::UnixTime;
 
@@ -332,6 +333,11 @@ impl<T: PartialEq> PartialEq for Outcome<T> {
     }
 }
 
+/// The longest pause between two validation attempts of held tokens: the
+/// user is waiting for them, and an attempt costs the OP at most one JWK Set
+/// fetch.
+const MAX_HELD_RETRY: Duration = Duration::from_secs(60);
+
 /// The result of one Token Request, as the driver classified it.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -353,6 +359,16 @@ pub enum PollResult<T = crate::proto::token::TokenSet> {
     },
     /// A failure that will not go away.
     Permanent(PollFailure),
+    /// Tokens the OP issued whose ID token could not be validated yet (the
+    /// JWK Set was unreachable): the machine keeps them and asks for their
+    /// validation again later, past the deadline if need be (the OP has
+    /// redeemed the id; these tokens are the only ones).
+    Held {
+        /// The token response, as received.
+        tokens: HeldTokens,
+        /// Why they could not be validated (no secrets).
+        reason: String,
+    },
 }
 
 impl<T> PollResult<T> {
@@ -505,6 +521,8 @@ pub(crate) struct PollSnapshot {
     pub(crate) last_progress: Option<String>,
     pub(crate) interaction_uri: Option<InteractionUri>,
     pub(crate) config: PollConfig,
+    /// Tokens in hand awaiting validation.
+    pub(crate) held: Option<HeldTokens>,
 }
 
 /// A [`PollConfig`] shared by the machines that use the same one (a
@@ -736,6 +754,10 @@ pub struct PollMachine {
     notes: Notes,
     /// The schedule's tuning.
     config: SharedConfig,
+    /// Tokens in hand whose validation could not finish yet: while set,
+    /// each "poll" validates them again instead of asking the OP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held: Option<Box<HeldTokens>>,
 }
 
 impl PollMachine {
@@ -811,6 +833,7 @@ impl PollMachine {
             slow_downs: 0,
             notes: Notes::default(),
             config: SharedConfig::new(config),
+            held: None,
         };
         m.schedule(answered_at, 0);
         m
@@ -844,6 +867,7 @@ impl PollMachine {
             last_progress: self.notes.progress().map(str::to_owned),
             interaction_uri: self.notes.interaction_uri().cloned(),
             config: PollConfig::clone(&self.config),
+            held: self.held.as_deref().cloned(),
         }
     }
 
@@ -875,6 +899,7 @@ impl PollMachine {
             notes: Notes::new(s.last_error, None, s.last_progress)
                 .with_interaction_uri(s.interaction_uri),
             config: SharedConfig::new(s.config),
+            held: s.held.map(Box::new),
         })
     }
 
@@ -939,6 +964,39 @@ impl PollMachine {
 
     /// Starts with the interaction of the deferred response (IETF
     /// `interaction_required` on the initial token request).
+    /// The last transient problem noted (no secrets), if any.
+    pub(crate) fn last_error(&self) -> Option<&str> {
+        self.notes.error()
+    }
+
+    /// Tokens in hand awaiting validation (their JWK Set was unreachable),
+    /// if any: the driver then validates them instead of polling.
+    pub fn held_tokens(&self) -> Option<&HeldTokens> {
+        self.held.as_deref()
+    }
+
+    /// A machine that holds tokens from the start (tokens answered at once
+    /// whose validation could not finish): the first validation attempt is
+    /// one backoff step from `now`.
+    pub(crate) fn holding(mut self, tokens: HeldTokens, reason: String, now: UnixTime) -> Self {
+        self.hold(tokens, reason, now);
+        self
+    }
+
+    /// Keeps `tokens` and schedules their next validation attempt with
+    /// backoff (at least a second away).
+    fn hold(&mut self, tokens: HeldTokens, reason: String, now: UnixTime) {
+        self.held = Some(Box::new(tokens));
+        self.notes.set_error(reason, None);
+        self.backoff_step = self.backoff_step.saturating_add(1);
+        let wait = self
+            .backoff_window()
+            .min(MAX_HELD_RETRY)
+            .max(Duration::from_secs(1));
+        self.next_poll = now.saturating_add(wait);
+        self.next_is_final = false;
+    }
+
     pub(crate) fn with_interaction(mut self, uri: Option<InteractionUri>) -> Self {
         self.notes.set_interaction_uri(uri);
         self
@@ -959,6 +1017,7 @@ impl PollMachine {
     /// [`Event::Timer`]: `None` while a request is in flight or after the end.
     pub fn wake_at(&self) -> Option<UnixTime> {
         match self.phase {
+            Phase::Waiting if self.held.is_some() => Some(self.next_poll),
             Phase::Waiting => Some(self.next_poll.min(self.deadline)),
             Phase::InFlight | Phase::Finished => None,
         }
@@ -970,6 +1029,14 @@ impl PollMachine {
     /// from `now`: the OP may have answered the lost request long after it
     /// was sent, and counts the interval from that answer.
     pub fn recover_after_restart(&mut self, now: UnixTime, rng: &dyn RandomSource) {
+        if self.held.is_some() {
+            // Nothing was sent to the OP: validate the held tokens again.
+            if self.phase == Phase::InFlight {
+                self.phase = Phase::Waiting;
+                self.next_poll = now;
+            }
+            return;
+        }
         if self.phase == Phase::InFlight {
             self.phase = Phase::Waiting;
             self.last_request = self.last_request.max(now);
@@ -990,6 +1057,13 @@ impl PollMachine {
     /// The deadline does not move.
     pub fn resume_after_restart(&mut self, now: UnixTime, rng: &dyn RandomSource) {
         self.recover_after_restart(now, rng);
+        if self.held.is_some() {
+            // Held tokens are validated, not polled: no floor to respect.
+            if self.phase == Phase::Waiting {
+                self.next_poll = self.next_poll.min(now);
+            }
+            return;
+        }
         if self.phase == Phase::Waiting {
             self.not_before = self.not_before.max(now.saturating_add(self.floor()));
             self.schedule(now, 0);
@@ -1007,6 +1081,12 @@ impl PollMachine {
             Event::Timer => {}
             Event::Wake => self.on_wake(now),
             Event::Cancel => {
+                if self.held.is_some() {
+                    // The OP has already answered with tokens: as for an
+                    // answer in flight, they win over the cancellation.
+                    self.cancel_requested = true;
+                    return Step::new(self.next_action(now));
+                }
                 if self.phase == Phase::InFlight {
                     // The answer may carry tokens the OP will never issue
                     // again: wait for it, then cancel unless it has them.
@@ -1028,6 +1108,9 @@ impl PollMachine {
                 // would otherwise arrive closer than the floor and earn a
                 // slow_down). The OP has processed the request once it
                 // answered, so the next one arrives at least a floor later.
+                if self.held.is_some() {
+                    return self.on_held_response(result, now);
+                }
                 self.last_request = self.last_request.max(now);
                 match self.on_response(result, now, rng) {
                     Applied::Continue(p, i) => {
@@ -1051,7 +1134,7 @@ impl PollMachine {
                     }
                     Applied::End(outcome) => return self.finish(outcome),
                 }
-                if self.cancel_requested {
+                if self.cancel_requested && self.held.is_none() {
                     return self.finish(Outcome::Cancelled);
                 }
             }
@@ -1073,6 +1156,15 @@ impl PollMachine {
             Phase::Finished => return Action::Finished,
             Phase::InFlight => return Action::AwaitResponse,
             Phase::Waiting => {}
+        }
+        if self.held.is_some() {
+            // Tokens in hand: validated again at `next_poll`, whatever the
+            // deadline (it bounds the wait for the OP, which has answered).
+            if now >= self.next_poll {
+                self.phase = Phase::InFlight;
+                return Action::SendPoll;
+            }
+            return Action::SleepUntil(self.next_poll);
         }
         if now >= self.deadline {
             self.phase = Phase::Finished;
@@ -1113,6 +1205,37 @@ impl PollMachine {
         }
     }
 
+    /// The result of validating held tokens again: the tokens, a
+    /// definitive refusal, or (anything else) still held, tried again
+    /// with backoff.
+    fn on_held_response<T>(&mut self, result: PollResult<T>, now: UnixTime) -> Step<T> {
+        match result {
+            PollResult::Tokens(t) => {
+                self.held = None;
+                self.finish(Outcome::Tokens(t))
+            }
+            PollResult::Permanent(f) => {
+                self.held = None;
+                self.finish(Outcome::Rejected(f))
+            }
+            other => {
+                let (tokens, reason) = match other {
+                    PollResult::Held { tokens, reason } => (tokens, reason),
+                    PollResult::Transient { message, .. } => match self.held.take() {
+                        Some(t) => (*t, message),
+                        None => return Step::new(self.next_action(now)),
+                    },
+                    _ => match self.held.take() {
+                        Some(t) => (*t, "the held tokens could not be validated".into()),
+                        None => return Step::new(self.next_action(now)),
+                    },
+                };
+                self.hold(tokens, reason, now);
+                Step::new(self.next_action(now))
+            }
+        }
+    }
+
     /// Applies an answer.
     fn on_response<T>(
         &mut self,
@@ -1123,6 +1246,14 @@ impl PollMachine {
         let e = match result {
             PollResult::Tokens(t) => return Applied::End(Outcome::Tokens(t)),
             PollResult::Permanent(f) => return Applied::End(Outcome::Rejected(f)),
+            PollResult::Held { tokens, reason } => {
+                // The OP has answered with tokens (the id is redeemed);
+                // they are kept until they can be validated.
+                self.fate_unknown = false;
+                self.backoff_step = 0;
+                self.hold(tokens, reason, now);
+                return Applied::Continue(None, None);
+            }
             PollResult::Transient {
                 message,
                 retry_after,
@@ -1311,6 +1442,79 @@ mod tests {
         let mut e = OAuthError::new(ErrorCode::InteractionRequired);
         e.interaction_uri = uri.map(str::to_owned);
         PollResult::OAuth(e)
+    }
+
+    #[test]
+    fn held_tokens_outlive_the_deadline_and_are_validated_again() {
+        let mut m = machine(Some(60), 5);
+        assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);
+        let held = HeldTokens::new(br#"{"access_token":"a"}"#, at(6)).unwrap();
+        let again = || PollResult::Held {
+            tokens: held.clone(),
+            reason: "the JWK Set is unreachable".into(),
+        };
+        let s = step(&mut m, Event::Response(again()), at(6));
+        assert!(
+            matches!(s.action, Action::SleepUntil(t) if t > at(6)),
+            "{s:?}"
+        );
+        assert_eq!(m.held_tokens(), Some(&held));
+        // Far past the deadline: validated again and again, never given up,
+        // never polled for (no request counted), at most a minute apart.
+        let mut now = at(6);
+        for _ in 0..10 {
+            let next = m.wake_at().unwrap();
+            assert!(next.saturating_duration_since(now) <= secs(60));
+            now = next;
+            assert_eq!(step(&mut m, Event::Timer, now).action, Action::SendPoll);
+            let s = step(&mut m, Event::Response(again()), now);
+            assert!(matches!(s.action, Action::SleepUntil(_)), "{s:?}");
+        }
+        assert!(now > at(120), "{now:?}");
+        assert_eq!(m.polls(), 1);
+        // A cancellation does not drop tokens the OP has issued.
+        let s = step(&mut m, Event::Cancel, now);
+        assert!(!matches!(s.action, Action::Deliver(_)), "{s:?}");
+        // They survive a store round trip.
+        let back = PollMachine::from_snapshot(m.to_snapshot()).unwrap();
+        assert_eq!(back, m);
+        // Validated at last: delivered.
+        let now = m.wake_at().unwrap();
+        assert_eq!(step(&mut m, Event::Timer, now).action, Action::SendPoll);
+        let s = step(&mut m, Event::Response(PollResult::Tokens("t")), now);
+        assert_eq!(s.action, Action::Deliver(Outcome::Tokens("t")));
+        assert!(m.held_tokens().is_none());
+    }
+
+    #[test]
+    fn held_tokens_found_invalid_end_the_authentication() {
+        let mut m = machine(Some(60), 5);
+        assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);
+        let held = HeldTokens::new(b"{}", at(6)).unwrap();
+        step(
+            &mut m,
+            Event::Response(PollResult::Held {
+                tokens: held,
+                reason: "down".into(),
+            }),
+            at(6),
+        );
+        let now = m.wake_at().unwrap();
+        assert_eq!(step(&mut m, Event::Timer, now).action, Action::SendPoll);
+        let s = step(
+            &mut m,
+            Event::Response(PollResult::Permanent(PollFailure::InvalidTokens(
+                crate::error::ValidationError::Nonce,
+            ))),
+            now,
+        );
+        assert!(
+            matches!(
+                s.action,
+                Action::Deliver(Outcome::Rejected(PollFailure::InvalidTokens(_)))
+            ),
+            "{s:?}"
+        );
     }
 
     #[test]

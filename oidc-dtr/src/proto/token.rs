@@ -171,6 +171,81 @@ pub(crate) fn parse_token_response(
     Ok(TokenResponse::from_object(obj)?)
 }
 
+/// A token response the OP issued whose ID token could not be validated
+/// yet: the OP's JWK Set was unreachable. The OP will not issue these tokens
+/// again, so they are kept (in the authentication's stored record, sealed
+/// like the rest of it, where a store is configured) and validated once the
+/// keys can be fetched, with the times checked as of `received_at`.
+///
+/// `Debug` shows no token.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct HeldTokens {
+    /// The token response's JSON body, as received.
+    body: String,
+    /// When it was received: the ID token's times are checked at this
+    /// instant, and the access token's expiry counts from it.
+    received_at: UnixTime,
+}
+
+impl HeldTokens {
+    /// Tokens from `body` (a 2xx token response's JSON), received at
+    /// `received_at`. `None` if the body is not UTF-8 (it could not be JSON).
+    pub(crate) fn new(body: &[u8], received_at: UnixTime) -> Option<Self> {
+        Some(HeldTokens {
+            body: String::from_utf8(body.to_vec()).ok()?,
+            received_at,
+        })
+    }
+
+    /// When the token response was received.
+    pub fn received_at(&self) -> UnixTime {
+        self.received_at
+    }
+
+    /// The body as received (a secret).
+    pub(crate) fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// The token response as an HTTP answer again, to validate it.
+    pub(crate) fn response(&self) -> HttpResponse {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        HttpResponse {
+            status: http::StatusCode::OK,
+            headers,
+            body: bytes::Bytes::from(self.body.clone().into_bytes()),
+        }
+    }
+}
+
+impl fmt::Debug for HeldTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldTokens")
+            .field("received_at", &self.received_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for HeldTokens {
+    /// Constant-time on the body.
+    fn eq(&self, other: &Self) -> bool {
+        self.received_at == other.received_at
+            && crate::secret::ct_eq(self.body.as_bytes(), other.body.as_bytes())
+    }
+}
+
+impl Eq for HeldTokens {}
+
+impl Drop for HeldTokens {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.body);
+    }
+}
+
 /// What an ID token of one flow is checked against, besides the client's
 /// own settings: the `nonce` sent, the `max_age` requested and when, and the
 /// interim ID token's `sub`, if there was one.

@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 use super::{Record, SCHEMA_VERSION, StoreError, StoredOutcome, key_fingerprint, record_key};
 use crate::proto::exchange::DeferredAuthentication;
 use crate::proto::poll::{PollConfig, PollMachine, PollSnapshot};
+use crate::proto::token::HeldTokens;
 use crate::time::UnixTime;
 
 /// A record as written: version 1.
@@ -61,6 +62,25 @@ struct MachineV1 {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interaction_uri: Option<crate::proto::ietf::InteractionUri>,
     config: ConfigV1,
+    /// Tokens in hand whose ID token could not be validated yet (the JWK
+    /// Set was unreachable), sealed with the rest of the record (added
+    /// within version 1: absent in older records and when there are none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held_tokens: Option<HeldV1>,
+}
+
+/// Held tokens, version 1: the token response's JSON body as received, and
+/// when (milliseconds since the Unix epoch).
+#[derive(Serialize, Deserialize)]
+struct HeldV1 {
+    token_response: String,
+    received_at_ms: u64,
+}
+
+impl Drop for HeldV1 {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token_response);
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
@@ -122,6 +142,10 @@ impl From<&PollMachine> for MachineV1 {
             last_error: m.last_error,
             last_progress: m.last_progress,
             interaction_uri: m.interaction_uri,
+            held_tokens: m.held.as_ref().map(|h| HeldV1 {
+                token_response: h.body().to_owned(),
+                received_at_ms: h.received_at().as_millis(),
+            }),
         }
     }
 }
@@ -161,6 +185,16 @@ impl MachineV1 {
             last_progress: m.last_progress,
             interaction_uri: m.interaction_uri,
             config,
+            held: match m.held_tokens {
+                Some(h) => Some(
+                    HeldTokens::new(
+                        h.token_response.as_bytes(),
+                        UnixTime::from_millis(h.received_at_ms),
+                    )
+                    .ok_or_else(|| "held tokens that are not text".to_owned())?,
+                ),
+                None => None,
+            },
         })
         .ok_or_else(|| "unknown poll phase".to_owned())
     }
@@ -365,6 +399,39 @@ mod tests {
         // And what this version writes reads back equal.
         let again: Record = serde_json::from_str(&serde_json::to_string(&read).unwrap()).unwrap();
         assert_eq!(again, read);
+    }
+
+    #[test]
+    fn held_tokens_are_written_and_read_back_and_absent_when_none() {
+        use crate::proto::poll::{Action, Event, PollResult};
+        use crate::random::SystemRandom;
+        let fresh = record("held", 0);
+        assert!(fresh.machine.held_tokens().is_none());
+        let text = serde_json::to_value(&fresh).unwrap();
+        assert!(text["machine"].get("held_tokens").is_none());
+        let mut r = fresh.clone();
+        let due = r.machine.next_poll();
+        let step =
+            r.machine
+                .handle::<crate::proto::token::TokenSet>(Event::Timer, due, &SystemRandom);
+        assert_eq!(step.action, Action::SendPoll);
+        let held = HeldTokens::new(br#"{"access_token":"secret-at"}"#, due).unwrap();
+        r.machine.handle::<crate::proto::token::TokenSet>(
+            Event::Response(PollResult::Held {
+                tokens: held.clone(),
+                reason: "down".into(),
+            }),
+            due,
+            &SystemRandom,
+        );
+        let text = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            text["machine"]["held_tokens"]["received_at_ms"],
+            due.as_millis()
+        );
+        let read: Record = serde_json::from_value(text).unwrap();
+        assert_eq!(read.machine.held_tokens(), Some(&held));
+        assert_eq!(read, r);
     }
 
     #[test]

@@ -35,4 +35,5 @@ mod postgres_fleet;
 mod secrets;
 mod store;
 mod strict_interval;
+mod tokens_in_hand;
 mod validation;

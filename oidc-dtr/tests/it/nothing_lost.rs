@@ -195,8 +195,9 @@ async fn a_bare_secret_uses_the_method_the_op_supports() {
 
 /// Item 2: the OP rotates its keys twice within the unknown-`kid` refresh
 /// cooldown. The second authentication's final tokens name a key the cache
-/// lacks while the cooldown runs: they get a refresh after it (they used to
-/// end as `InvalidTokens(UnknownKid)`, the tokens lost).
+/// lacks while the cooldown runs: they force one refresh at once (they used
+/// to end as `InvalidTokens(UnknownKid)`, the tokens lost, and later waited
+/// out the cooldown).
 #[tokio::test]
 async fn final_tokens_survive_two_rotations_within_the_cooldown() {
     let s = setup(OpConfig::default()).await;
@@ -215,8 +216,8 @@ async fn final_tokens_survive_two_rotations_within_the_cooldown() {
     // Second rotation, seconds after the forced refresh the first made.
     s.op.rotate_key();
     s.op.approve(a2.id());
-    // The poll waits on the virtual clock for the cooldown: move it without
-    // waiting for the engine to be idle.
+    // Move the virtual clock without waiting for the engine to be idle (a
+    // poll that waited for the cooldown would need it).
     let mut outcome = None;
     for _ in 0..400 {
         if s.client

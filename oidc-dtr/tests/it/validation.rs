@@ -654,27 +654,72 @@ async fn stale_if_error() {
     code_flow(&op, &client).await.unwrap();
     assert_eq!(jwks_hits(&op), 2);
 
-    // A rotation during the outage cannot be followed: a retryable error.
+    // A rotation during the outage cannot be followed: the tokens are
+    // kept (a retryable error says where), not dropped.
     op.rotate_key();
-    let e = validation_error(code_flow(&op, &client).await);
+    let (handle, e) = held_code_flow(&op, &client, &clock).await;
     assert!(
         matches!(e, ValidationError::JwksUnavailable { ref reason } if reason.contains("503")),
         "{e:?}"
     );
     assert!(e.is_retryable());
 
-    // The outage ends: after the cooldown, the new key is fetched.
+    // The outage ends: the held tokens are validated and delivered, and
+    // the new key serves new flows.
     op.configure(|c| c.jwks_unavailable = false);
-    clock.advance(Duration::from_secs(61));
+    assert!(matches!(
+        held_outcome(&client, &clock, &handle).await,
+        oidc_dtr::Outcome::Tokens(_)
+    ));
     code_flow(&op, &client).await.unwrap();
 
-    // Stale beyond `max_stale`: refused rather than trusted forever.
+    // Stale beyond `max_stale`: refused rather than trusted forever (the
+    // tokens of the flow are kept until the keys can be fetched again).
     op.configure(|c| c.jwks_unavailable = true);
     clock.advance(Duration::from_secs(60 + 3601));
-    assert!(matches!(
-        validation_error(code_flow(&op, &client).await),
-        ValidationError::JwksUnavailable { .. }
-    ));
+    let (_, e) = held_code_flow(&op, &client, &clock).await;
+    assert!(
+        matches!(e, ValidationError::JwksUnavailable { .. }),
+        "{e:?}"
+    );
+}
+
+/// [`code_flow`] while the JWK Set cannot be fetched: virtual time moves
+/// through the quick retries, and the tokens come back held.
+async fn held_code_flow(
+    op: &MockOp,
+    client: &DtrClient,
+    clock: &ManualClock,
+) -> (oidc_dtr::DeferredAuthId, ValidationError) {
+    let (op2, client2) = (op.clone(), client.clone());
+    let call = tokio::spawn(async move { code_flow(&op2, &client2).await });
+    for _ in 0..600 {
+        if call.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        clock.advance(Duration::from_secs(1));
+    }
+    match call.await.unwrap() {
+        Err(Error::TokensHeld { handle, source }) => (handle, source),
+        other => panic!("expected held tokens, got {other:?}"),
+    }
+}
+
+/// The outcome of held tokens, moving virtual time until it is there.
+async fn held_outcome(
+    client: &DtrClient,
+    clock: &ManualClock,
+    handle: &oidc_dtr::DeferredAuthId,
+) -> oidc_dtr::Outcome {
+    for _ in 0..600 {
+        if client.poll_status(handle).await.is_some_and(|s| s.finished) {
+            return client.wait(handle).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        clock.advance(Duration::from_secs(1));
+    }
+    panic!("the held tokens were never validated");
 }
 
 #[tokio::test]
