@@ -339,6 +339,7 @@ impl DeferredAuthentication {
             issuer: origin.issuer,
             client_id: origin.client_id,
             issued_at: received_at,
+            answered_at: None,
             expires_at: None,
             interval_secs: DEFAULT_INTERVAL_SECS,
             nonce: origin.nonce,
