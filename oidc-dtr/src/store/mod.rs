@@ -545,8 +545,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The records set aside because they could not be read, were not
-    /// authentic or were not this store's (see the [module
-    /// docs](crate::store)), in no particular order. They are kept as they
+    /// authentic or were not this store's (see [the durability
+    /// guide](crate::guide::durability)), in no particular order. They are kept as they
     /// were found, for inspection; no other method returns them. The
     /// default (a store that never quarantines) is empty.
     fn quarantined(&self) -> StoreFuture<Result<Vec<QuarantinedRecord>, StoreError>> {
