@@ -227,30 +227,61 @@ impl Fleet {
         let mut notices = self.store.notices();
         let mut tick = tokio::time::interval(self.config.lease_ttl / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Renewals and claims run one round at a time in a task of their
+        // own, so that a wake-up (a ping received by another instance) is
+        // passed on at once, not after a round that waits for the store.
+        let mut round: Option<tokio::task::JoinHandle<()>> = None;
+        // Work asked for while a round ran: `Some(renew)`.
+        let mut next: Option<bool> = None;
         loop {
             tokio::select! {
-                _ = self.stop.notified() => return,
+                _ = self.stop.notified() => {
+                    if let Some(r) = round.take() {
+                        r.abort();
+                    }
+                    return;
+                }
                 _ = tick.tick() => {
-                    self.guarded("renewing leases", self.renew(&driver)).await;
-                    self.guarded("claiming", self.claim(&driver, clock.as_ref())).await;
+                    if round.is_none() {
+                        round = Some(self.spawn_round(&driver, &clock, true));
+                    } else {
+                        next = Some(true);
+                    }
+                }
+                _ = async {
+                    match round.as_mut() {
+                        Some(r) => {
+                            let _ = r.await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    round = next.take().map(|renew| self.spawn_round(&driver, &clock, renew));
                 }
                 n = recv_notice(&mut notices) => match n {
                     Some(StoreNotice::Wake(key)) => {
                         let id = self.held().get(&key).map(|h| h.id.clone());
                         match id {
                             Some(id) => {
-                                driver.wake(&id).await;
+                                // Claimed by the round running now but not
+                                // yet handed to the driver: the round wakes
+                                // it when it does.
+                                if !driver.wake(&id).await {
+                                    self.remember_wake(key);
+                                    if driver.wake(&id).await {
+                                        self.wakes().remove(&key);
+                                    }
+                                }
                             }
                             None => {
                                 // Nobody polls it yet: the ping made it due;
                                 // claim now, and wake it if it is ours.
-                                {
-                                    let mut w = self.wakes();
-                                    let now = Instant::now();
-                                    w.retain(|_, at| now.duration_since(*at) < self.config.lease_ttl * 2);
-                                    w.insert(key, now);
+                                self.remember_wake(key);
+                                if round.is_none() {
+                                    round = Some(self.spawn_round(&driver, &clock, false));
+                                } else {
+                                    next = Some(next.unwrap_or(false));
                                 }
-                                self.guarded("claiming", self.claim(&driver, clock.as_ref())).await;
                             }
                         }
                     }
@@ -259,6 +290,32 @@ impl Fleet {
                 },
             }
         }
+    }
+
+    /// A wake-up for a record not (yet) polled here: whoever claims it
+    /// next wakes it.
+    fn remember_wake(&self, key: RecordKey) {
+        let mut w = self.wakes();
+        let now = Instant::now();
+        w.retain(|_, at| now.duration_since(*at) < self.config.lease_ttl * 2);
+        w.insert(key, now);
+    }
+
+    /// One round: renew the leases held (if `renew`), then claim.
+    fn spawn_round(
+        self: &Arc<Self>,
+        driver: &DriverHandle<TokenSet>,
+        clock: &Arc<dyn Clock>,
+        renew: bool,
+    ) -> tokio::task::JoinHandle<()> {
+        let (this, driver, clock) = (self.clone(), driver.clone(), clock.clone());
+        tokio::spawn(async move {
+            if renew {
+                this.guarded("renewing leases", this.renew(&driver)).await;
+            }
+            this.guarded("claiming", this.claim(&driver, clock.as_ref()))
+                .await;
+        })
     }
 
     /// Runs one round of work whose store calls may panic (a store or its
