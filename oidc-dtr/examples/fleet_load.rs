@@ -17,12 +17,16 @@
 //! DTR_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //!   cargo run --release --example fleet_load --features postgres -- 3000
 //! ```
+//!
+//! A second argument `pings` runs part 3 only. `DTR_BUSY_CORES=n` keeps `n`
+//! threads spinning for the whole run (a loaded machine; `all` for one per
+//! core).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oidc_dtr::{
-    CallbackResponse, DtrClient, FleetConfig, PollConfig, PostgresStore, Record, Store,
+    CallbackResponse, Clock, DtrClient, FleetConfig, PollConfig, PostgresStore, Record, Store,
     StoredOutcome,
 };
 use oidc_dtr_testkit::{MockOp, OpConfig, RegisteredClient};
@@ -38,6 +42,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("bench_{}", std::process::id());
     let admin = admin(&url).await?;
+    let busy = std::env::var("DTR_BUSY_CORES").ok().map(|v| {
+        if v == "all" {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            v.parse().unwrap_or(0)
+        }
+    });
+    for _ in 0..busy.unwrap_or(0) {
+        std::thread::spawn(|| {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        });
+    }
+    if let Some(b) = busy {
+        println!("{b} threads spinning throughout");
+    }
+    if std::env::args().nth(2).as_deref() == Some("pings") {
+        pings(&url, &format!("{schema}_p")).await?;
+        admin
+            .batch_execute(&format!("DROP SCHEMA \"{schema}_p\" CASCADE"))
+            .await?;
+        return Ok(());
+    }
 
     store_writes(&url, &format!("{schema}_w"), n).await?;
     admin
@@ -309,14 +338,41 @@ async fn pings(url: &str, schema: &str) -> Result<(), Box<dyn std::error::Error>
     // floor after the claim passes.
     tokio::time::sleep(Duration::from_secs(9)).await;
     let mut lat = Vec::new();
+    // Approval to the poll's arrival at the OP (the ping, its check on B,
+    // the notice to A, A's wake), and the rest (the answer, validation,
+    // the outcome write, the notice to B, B's read).
+    let (mut to_poll, mut after_poll) = (Vec::new(), Vec::new());
     for id in &ids {
         let t = Instant::now();
+        let wall = oidc_dtr::SystemClock.now();
         op.approve(id);
         let o = b.wait(id).await?;
-        lat.push(t.elapsed());
+        let total = t.elapsed();
+        lat.push(total);
         assert_eq!(o.kind(), "tokens");
+        if let Some(arrived) = op
+            .requests_to(oidc_dtr_testkit::Endpoint::Token)
+            .iter()
+            .filter(|r| r.param("deferred_auth_id") == Some(id.secret()))
+            .map(|r| r.at)
+            .max()
+        {
+            let first = arrived.saturating_duration_since(wall);
+            to_poll.push(first);
+            after_poll.push(total.saturating_sub(first));
+        }
     }
     lat.sort();
+    to_poll.sort();
+    after_poll.sort();
+    let pct = |v: &[Duration], p: usize| v.get(v.len().saturating_sub(1) * p / 100).copied();
+    println!(
+        "  approval -> poll at the OP: p50 {:?}, p99 {:?}; poll -> tokens on B: p50 {:?}, p99 {:?}",
+        pct(&to_poll, 50),
+        pct(&to_poll, 99),
+        pct(&after_poll, 50),
+        pct(&after_poll, 99)
+    );
     println!(
         "ping on B -> validated tokens via A ({K} authentications, one at a time): p50 {:?}, p99 {:?}, max {:?}; A polled {} times, B {}",
         lat[K / 2],

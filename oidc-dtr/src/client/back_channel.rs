@@ -505,8 +505,9 @@ fn is_success_json_object(resp: &HttpResponse) -> bool {
 impl ClientInner {
     /// Another instance took the authentication over: stop here.
     /// An outcome reached after this instance lost the lease. Anything but
-    /// tokens is dropped: the new owner polls again and reaches its own
-    /// answer. Tokens are different: the OP has redeemed them, so the new
+    /// an answer that redeemed the id (tokens, or tokens refused) is
+    /// dropped: the new owner polls again and reaches its own answer.
+    /// Those are different: the OP has redeemed the id, so the new
     /// owner's poll can only get `invalid_grant`. They are stored unless
     /// an outcome already is (an unfenced write that never replaces one:
     /// the store refuses with `AlreadyFinished`, and the new owner's fenced
@@ -518,7 +519,7 @@ impl ClientInner {
         outcome: Outcome<TokenSet>,
         finished_at: UnixTime,
     ) -> bool {
-        if matches!(outcome, Outcome::Tokens(_)) {
+        if crate::engine::driver::redeemed_the_id(&outcome) {
             let stored = StoredOutcome::new(finished_at, outcome);
             for _ in 0..FLEET_OUTCOME_STORE_RETRIES {
                 match self

@@ -504,8 +504,16 @@ impl DtrClientBuilder {
             field: "runtime",
             reason: "DtrClient::build must run inside a tokio runtime".into(),
         })?;
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(SystemRandom));
+        // What the application supplies is called from the engine's own
+        // tasks: a panic in it must not stop the engine.
+        let clock: Arc<dyn Clock> = match self.clock {
+            Some(c) => Arc::new(crate::engine::guard::GuardedClock::new(c)),
+            None => Arc::new(SystemClock),
+        };
+        let rng: Arc<dyn RandomSource> = match self.rng {
+            Some(r) => Arc::new(crate::engine::guard::GuardedRandom::new(r)),
+            None => Arc::new(SystemRandom),
+        };
         let driver_config = self.driver;
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         store.bind(&metadata.issuer, &client_id).await?;
@@ -514,10 +522,29 @@ impl DtrClientBuilder {
         let fleet = store.is_shared().then(|| {
             let name =
                 crate::random::random_b64url(rng.as_ref(), 9).unwrap_or_else(|_| "instance".into());
+            let budget = crate::engine::fleet::request_budget(self.fleet.lease_ttl, self.http.timeout);
+            if budget < self.http.timeout {
+                let ttl_ms = u64::try_from(self.fleet.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+                let timeout_ms = u64::try_from(self.http.timeout.as_millis()).unwrap_or(u64::MAX);
+                if budget < Duration::from_secs(2) {
+                    tracing::warn!(
+                        lease_ttl_ms = ttl_ms,
+                        http_timeout_ms = timeout_ms,
+                        "fleet: the lease TTL is short: a poll whose token request takes over a third of it outlives its lease (its answer is still handled, but another instance may poll meanwhile); raise FleetConfig::lease_ttl"
+                    );
+                } else {
+                    tracing::info!(
+                        lease_ttl_ms = ttl_ms,
+                        http_timeout_ms = timeout_ms,
+                        "fleet: polls are sent while a third of the lease TTL is left, less than the HTTP timeout: a token request slower than that outlives its lease (its answer is still handled)"
+                    );
+                }
+            }
             Fleet::new(
                 store.clone(),
                 self.fleet.clone(),
                 format!("{}-{name}", std::process::id()),
+                self.http.timeout,
             )
         });
         let records = match fleet {

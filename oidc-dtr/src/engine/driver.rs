@@ -385,6 +385,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             counters: counters.clone(),
             scheduled: None,
             room,
+            orphans: HashMap::new(),
         };
         runtime.spawn(engine.run(rx));
         DriverHandle {
@@ -663,6 +664,35 @@ struct Engine<P: Poller> {
     scheduled: Option<UnixTime>,
     /// Signalled by the persistence task when a write completes.
     room: Arc<tokio::sync::Notify>,
+    /// Authentications forgotten (their lease lost) while a poll of theirs
+    /// was in flight, by the key of that poll: its answer is still handled
+    /// (see [`Orphan`]).
+    orphans: HashMap<u64, Orphan>,
+}
+
+/// An authentication forgotten while a poll of its was in flight (a fleet
+/// member lost its lease). The poll's answer is still this instance's to
+/// handle: an answer that redeemed the id (tokens, or tokens refused) is
+/// the only one there will ever be, so it is stored through the lost-lease
+/// path and handed over; any other answer is dropped (whoever holds the
+/// lease now polls again).
+struct Orphan {
+    auth: Arc<DeferredAuthentication>,
+    machine: Box<PollMachine>,
+    /// The same authentication claimed again by this instance while the
+    /// poll was in flight: taken on once the answer is handled, so that
+    /// this instance never has two polls of one id in flight.
+    reclaimed: Option<(Box<DeferredAuthentication>, Box<PollMachine>)>,
+}
+
+/// Whether an outcome means the OP redeemed the id: tokens, or tokens
+/// received but refused. No later poll can get anything but `invalid_grant`.
+pub(crate) fn redeemed_the_id<T>(outcome: &Outcome<T>) -> bool {
+    matches!(
+        outcome,
+        Outcome::Tokens(_)
+            | Outcome::Rejected(PollFailure::InvalidTokens(_) | PollFailure::TokensRefused { .. })
+    )
 }
 
 impl<P: Poller> Engine<P> {
@@ -869,6 +899,14 @@ impl<P: Poller> Engine<P> {
                     let _ = reply.send(false);
                     return;
                 }
+                if let Some(o) = self.orphans.values_mut().find(|o| o.auth.id() == auth.id()) {
+                    // Its poll of a lost lease is in flight: taken on after
+                    // the answer (one poll of an id in flight at a time).
+                    machine.recover_after_restart(now, self.rng.as_ref());
+                    o.reclaimed = Some((auth, machine));
+                    let _ = reply.send(true);
+                    return;
+                }
                 machine.recover_after_restart(now, self.rng.as_ref());
                 let key = self.insert(*auth, *machine);
                 let _ = reply.send(true);
@@ -884,6 +922,15 @@ impl<P: Poller> Engine<P> {
             Command::Restore(auth, mut machine, outcome, reply) => {
                 if self.keys.get(auth.id(), &self.entries).is_some() {
                     let _ = reply.send(false);
+                    return;
+                }
+                if outcome.is_none()
+                    && let Some(o) = self.orphans.values_mut().find(|o| o.auth.id() == auth.id())
+                {
+                    // Claimed again while the poll of the lost lease is in
+                    // flight: taken on after its answer.
+                    o.reclaimed = Some((auth, machine));
+                    let _ = reply.send(true);
                     return;
                 }
                 let _ = reply.send(true);
@@ -1072,12 +1119,68 @@ impl<P: Poller> Engine<P> {
         }
     }
 
-    /// Drops an entry without delivering anything (fleet hand-over).
+    /// Drops an entry without delivering anything (fleet hand-over). One
+    /// with a poll in flight becomes an [`Orphan`] until the answer comes.
     fn forget(&mut self, key: u64) {
         if let Some(e) = self.entries.remove(&key) {
             self.keys.remove(e.auth.id(), key);
             if e.outcome().is_none() {
                 self.counters.untracked();
+                if self.task_keys.values().any(|k| *k == key) {
+                    tracing::debug!(deferred_auth_id = %e.auth.id().fingerprint(), "lease lost with a poll in flight: its answer is still handled");
+                    self.orphans.insert(
+                        key,
+                        Orphan {
+                            auth: e.auth,
+                            machine: e.machine,
+                            reclaimed: None,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The answer to the poll of an [`Orphan`]: stored and handed over if
+    /// it redeemed the id, else dropped; then a claim that came meanwhile
+    /// is taken on.
+    fn orphan_answered(&mut self, key: u64, result: Option<PollResult<P::Tokens>>) {
+        let Some(mut orphan) = self.orphans.remove(&key) else {
+            return;
+        };
+        let now = self.clock.now();
+        let outcome = result.and_then(|result| {
+            match orphan
+                .machine
+                .handle(Event::Response(result), now, self.rng.as_ref())
+                .action
+            {
+                Action::Deliver(o) if redeemed_the_id(&o) => Some(o),
+                _ => None,
+            }
+        });
+        match outcome {
+            Some(outcome) => {
+                tracing::info!(deferred_auth_id = %orphan.auth.id().fingerprint(), outcome = outcome.kind(), "the lease was lost while the poll was in flight; its answer redeemed the id: storing it");
+                let id = orphan.auth.id().clone();
+                if self.keys.get(&id, &self.entries).is_some() {
+                    // Tracked again meanwhile: cannot happen (a track or
+                    // claim of an orphan waits for its answer).
+                    tracing::error!(deferred_auth_id = %id.fingerprint(), "the answer of a poll whose lease was lost came for an authentication tracked again (a bug)");
+                    return;
+                }
+                let key = self.insert(Arc::unwrap_or_clone(orphan.auth), *orphan.machine);
+                self.deliver(key, outcome, now);
+            }
+            None => {
+                tracing::debug!(deferred_auth_id = %orphan.auth.id().fingerprint(), "the lease was lost while the poll was in flight; its answer is left to the new owner");
+                if let Some((auth, mut machine)) = orphan.reclaimed.take()
+                    && self.stopping.is_none()
+                {
+                    machine.resume_after_restart(now, self.rng.as_ref());
+                    let key = self.insert(*auth, *machine);
+                    self.step(key, Event::Timer, now);
+                }
             }
         }
     }
@@ -1096,6 +1199,10 @@ impl<P: Poller> Engine<P> {
     /// the authentication instead of looping until the deadline. The panic
     /// message is not repeated (it could hold anything).
     fn poll_panicked(&mut self, key: u64, panicked: bool) {
+        if self.orphans.contains_key(&key) {
+            self.orphan_answered(key, None);
+            return;
+        }
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
@@ -1124,6 +1231,10 @@ impl<P: Poller> Engine<P> {
     }
 
     fn completed(&mut self, key: u64, result: PollResult<P::Tokens>) {
+        if self.orphans.contains_key(&key) {
+            self.orphan_answered(key, Some(result));
+            return;
+        }
         let now = self.clock.now();
         if matches!(&result, PollResult::OAuth(e) if e.code == crate::error::ErrorCode::SlowDown) {
             self.counters.slow_down();
@@ -1282,32 +1393,39 @@ impl<P: Poller> Engine<P> {
                 }
             }
             Action::AwaitResponse | Action::Finished => {}
-            Action::Deliver(outcome) => {
-                tracing::info!(
-                    deferred_auth_id = %entry.auth.id().fingerprint(),
-                    outcome = outcome.kind(),
-                    polls = entry.machine.polls(),
-                    "deferred authentication finished"
-                );
-                self.counters.finished(outcome.kind(), false);
-                // Stored first, handed over second (invariant 6): waiters and
-                // subscribers hear of it when the persistence task says so.
-                self.counters.store_queued();
-                let _ = self.persist.send(PersistJob::Outcome(
-                    key,
-                    entry.auth.clone(),
-                    PollMachine::clone(&entry.machine),
-                    outcome.clone(),
-                    now,
-                ));
-                let end = entry.end_mut();
-                end.outcome = Some(outcome);
-                end.finished_at = Some(now);
-                entry.timer_gen = entry.timer_gen.wrapping_add(1);
-                let purge_at = now.saturating_add(self.config.finished_retention);
-                self.timers.push(Reverse((purge_at, key, entry.timer_gen)));
-            }
+            Action::Deliver(outcome) => self.deliver(key, outcome, now),
         }
+    }
+
+    /// An authentication ended: its outcome goes to the store, and is
+    /// handed over once stored.
+    fn deliver(&mut self, key: u64, outcome: Outcome<P::Tokens>, now: UnixTime) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        tracing::info!(
+            deferred_auth_id = %entry.auth.id().fingerprint(),
+            outcome = outcome.kind(),
+            polls = entry.machine.polls(),
+            "deferred authentication finished"
+        );
+        self.counters.finished(outcome.kind(), false);
+        // Stored first, handed over second: waiters and subscribers hear of
+        // it when the persistence task says so.
+        self.counters.store_queued();
+        let _ = self.persist.send(PersistJob::Outcome(
+            key,
+            entry.auth.clone(),
+            PollMachine::clone(&entry.machine),
+            outcome.clone(),
+            now,
+        ));
+        let end = entry.end_mut();
+        end.outcome = Some(outcome);
+        end.finished_at = Some(now);
+        entry.timer_gen = entry.timer_gen.wrapping_add(1);
+        let purge_at = now.saturating_add(self.config.finished_retention);
+        self.timers.push(Reverse((purge_at, key, entry.timer_gen)));
     }
 }
 
@@ -1929,6 +2047,125 @@ mod tests {
                 assert_eq!(polls, panics + 1);
             }
             assert_eq!(driver.counts(), (0, 0));
+        }
+    }
+
+    /// Answers each poll once its gate opens: `tokens` or pending; records
+    /// the outcomes the driver asks it to store.
+    struct GatedOp {
+        tokens: bool,
+        gate: tokio::sync::Semaphore,
+        polls: AtomicUsize,
+        stored: Mutex<Vec<Outcome<String>>>,
+    }
+
+    impl Poller for GatedOp {
+        type Tokens = String;
+        fn poll(
+            self: Arc<Self>,
+            auth: Arc<DeferredAuthentication>,
+        ) -> BoxFuture<PollResult<String>> {
+            Box::pin(async move {
+                self.polls.fetch_add(1, Ordering::SeqCst);
+                let _permit = self.gate.acquire().await;
+                if self.tokens {
+                    PollResult::Tokens(format!("tokens-for-{}", auth.id().secret()))
+                } else {
+                    PollResult::OAuth(OAuthError::new(ErrorCode::AuthorizationPending))
+                }
+            })
+        }
+
+        fn persist_outcome(
+            self: Arc<Self>,
+            _auth: Arc<DeferredAuthentication>,
+            _machine: PollMachine,
+            outcome: Outcome<String>,
+            _finished_at: UnixTime,
+        ) -> BoxFuture<bool> {
+            Box::pin(async move {
+                self.stored.lock().unwrap().push(outcome);
+                true
+            })
+        }
+    }
+
+    /// Issue 22, item 5: an authentication forgotten (its fleet lease lost)
+    /// while its poll is in flight still has that poll's answer handled:
+    /// tokens are stored and handed over once; a pending answer is dropped,
+    /// and a claim of the same id that came meanwhile is taken on only
+    /// after it (never two polls of one id in flight).
+    #[tokio::test]
+    async fn a_poll_in_flight_when_the_lease_is_lost_is_still_handled() {
+        for tokens in [true, false] {
+            let clock = Arc::new(ManualClock::new(T0));
+            let op = Arc::new(GatedOp {
+                tokens,
+                gate: tokio::sync::Semaphore::new(0),
+                polls: AtomicUsize::new(0),
+                stored: Mutex::default(),
+            });
+            let driver: DriverHandle<String> = DriverHandle::spawn(
+                Arc::downgrade(&op),
+                clock.clone(),
+                Arc::new(SystemRandom),
+                DriverConfig::default(),
+                &tokio::runtime::Handle::current(),
+            );
+            let mut events = driver.subscribe();
+            let (a, m) = auth("orphan", 5, 3600);
+            let (again, again_m) = (a.clone(), m.clone());
+            driver.track(a, m).await.unwrap();
+            let id = DeferredAuthId::new("orphan");
+            run_until(&clock, Duration::from_secs(1), || {
+                op.polls.load(Ordering::SeqCst) == 1
+            })
+            .await;
+            driver.forget(&id);
+            // Claimed again by this instance while the poll is in flight.
+            assert!(driver.restore(again, again_m, None).await.unwrap());
+            assert!(driver.status(&id).await.is_none(), "not tracked meanwhile");
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(
+                op.polls.load(Ordering::SeqCst),
+                1,
+                "no second poll in flight"
+            );
+            op.gate.add_permits(1);
+            if tokens {
+                let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                    .await
+                    .expect("the tokens are handed over")
+                    .unwrap();
+                assert!(matches!(
+                    ev,
+                    PollEvent::Finished { outcome: Outcome::Tokens(ref t), .. } if t == "tokens-for-orphan"
+                ));
+                assert_eq!(
+                    driver.wait(&id).await,
+                    Ok(Outcome::Tokens("tokens-for-orphan".into()))
+                );
+                assert_eq!(op.stored.lock().unwrap().len(), 1, "stored once");
+                // Finished: the claim that came meanwhile polls nothing.
+                clock.advance(Duration::from_secs(60));
+                for _ in 0..20 {
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(op.polls.load(Ordering::SeqCst), 1);
+            } else {
+                // The pending answer is dropped; the claim that came
+                // meanwhile resumes, a floor after it.
+                op.gate.add_permits(10);
+                run_until(&clock, Duration::from_secs(1), || {
+                    op.polls.load(Ordering::SeqCst) == 2
+                })
+                .await;
+                assert!(op.stored.lock().unwrap().is_empty());
+                assert!(driver.status(&id).await.is_some());
+            }
+            assert_eq!(driver.undelivered().await.len(), usize::from(tokens));
         }
     }
 

@@ -3,12 +3,15 @@
 //! With a store that [is shared](crate::Store::is_shared), a background task
 //! of each instance claims due authentications in batches
 //! ([`Store::claim_due`]), renews its leases every quarter of the TTL, lets
-//! the driver poll only while [`Fleet::may_poll`] (a lease valid for another
-//! third of the TTL by this instance's monotonic clock), and turns the
-//! store's [`StoreNotice`]s into local wake-ups. State and outcome writes are
-//! fenced by the lease ([`Store::update_state_leased`],
-//! [`Store::finish_leased`]). The design, as users see it, is
-//! [the fleets guide](crate::guide::fleets): change both together.
+//! the driver poll only while [`Fleet::may_poll`] (a lease that outlasts the
+//! poll's token request: the HTTP timeout, at most a third of the TTL less a
+//! margin, plus that margin, by this instance's monotonic clock), and turns
+//! the store's [`StoreNotice`]s into local wake-ups. State and outcome
+//! writes are fenced by the lease ([`Store::update_state_leased`],
+//! [`Store::finish_leased`]); a poll in flight when the lease is lost still
+//! has its answer handled (tokens are stored through the lost-lease path,
+//! unless an outcome already is, and handed over once). The design, as users
+//! see it, is [the fleets guide](crate::guide::fleets): change both together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,9 +37,14 @@ use crate::time::Clock;
 pub struct FleetConfig {
     /// How long a claimed authentication stays this instance's without a
     /// renewal (default 30 s). An instance that dies is replaced after at
-    /// most this long. It must exceed three times the longest token
-    /// request (the HTTP timeout): an instance stops sending polls when
-    /// less than a third of the TTL is left.
+    /// most this long. A poll is sent only while the lease outlasts its
+    /// token request: the HTTP timeout plus a twelfth of the TTL, or a
+    /// third of the TTL if the HTTP timeout does not fit in it (the
+    /// default: 10 s of a 30 s lease). Renewals come every quarter of the
+    /// TTL, so polls go out whenever renewals succeed. A request that
+    /// outlives the lease anyway (an OP slower than a third of the TTL, a
+    /// stalled instance) still has its answer handled: tokens are stored
+    /// unless another instance stored an outcome first.
     pub lease_ttl: Duration,
     /// Authentications claimed per store round trip (default 256).
     pub claim_batch: usize,
@@ -115,6 +123,9 @@ pub(crate) struct Fleet {
     /// claims such a record next wakes it.
     recent_wakes: Mutex<HashMap<RecordKey, Instant>>,
     stop: Notify,
+    /// How long a poll's token request is expected to take at most (see
+    /// [`FleetConfig::lease_ttl`]).
+    request_budget: Duration,
     /// Poll-state writes run concurrently (one floor apart per id, so
     /// their order does not matter), this many at once.
     pub(crate) write_slots: Arc<tokio::sync::Semaphore>,
@@ -129,8 +140,15 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
-    pub(crate) fn new(store: Arc<dyn Store>, config: FleetConfig, owner: String) -> Arc<Self> {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        config: FleetConfig,
+        owner: String,
+        http_timeout: Duration,
+    ) -> Arc<Self> {
+        let request_budget = request_budget(config.lease_ttl, http_timeout);
         Arc::new(Fleet {
+            request_budget,
             store,
             owner: config.instance.clone().unwrap_or(owner),
             config,
@@ -163,10 +181,11 @@ impl Fleet {
         self.held().get(&RecordKey::of(id)).map(|h| h.lease)
     }
 
-    /// Whether a poll may be sent: the lease is held for at least another
-    /// third of the TTL.
+    /// Whether a poll may be sent: the lease is held (by this instance's
+    /// monotonic clock, counted from when the claim or renewal was sent)
+    /// for longer than the poll's request budget plus a margin.
     pub(crate) fn may_poll(&self, id: &DeferredAuthId) -> bool {
-        let margin = self.config.lease_ttl / 3;
+        let margin = self.request_budget + lease_margin(self.config.lease_ttl);
         let ok = self
             .held()
             .get(&RecordKey::of(id))
@@ -208,30 +227,61 @@ impl Fleet {
         let mut notices = self.store.notices();
         let mut tick = tokio::time::interval(self.config.lease_ttl / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Renewals and claims run one round at a time in a task of their
+        // own, so that a wake-up (a ping received by another instance) is
+        // passed on at once, not after a round that waits for the store.
+        let mut round: Option<tokio::task::JoinHandle<()>> = None;
+        // Work asked for while a round ran: `Some(renew)`.
+        let mut next: Option<bool> = None;
         loop {
             tokio::select! {
-                _ = self.stop.notified() => return,
+                _ = self.stop.notified() => {
+                    if let Some(r) = round.take() {
+                        r.abort();
+                    }
+                    return;
+                }
                 _ = tick.tick() => {
-                    self.renew(&driver).await;
-                    self.claim(&driver, clock.as_ref()).await;
+                    if round.is_none() {
+                        round = Some(self.spawn_round(&driver, &clock, true));
+                    } else {
+                        next = Some(true);
+                    }
+                }
+                _ = async {
+                    match round.as_mut() {
+                        Some(r) => {
+                            let _ = r.await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    round = next.take().map(|renew| self.spawn_round(&driver, &clock, renew));
                 }
                 n = recv_notice(&mut notices) => match n {
                     Some(StoreNotice::Wake(key)) => {
                         let id = self.held().get(&key).map(|h| h.id.clone());
                         match id {
                             Some(id) => {
-                                driver.wake(&id).await;
+                                // Claimed by the round running now but not
+                                // yet handed to the driver: the round wakes
+                                // it when it does.
+                                if !driver.wake(&id).await {
+                                    self.remember_wake(key);
+                                    if driver.wake(&id).await {
+                                        self.wakes().remove(&key);
+                                    }
+                                }
                             }
                             None => {
                                 // Nobody polls it yet: the ping made it due;
                                 // claim now, and wake it if it is ours.
-                                {
-                                    let mut w = self.wakes();
-                                    let now = Instant::now();
-                                    w.retain(|_, at| now.duration_since(*at) < self.config.lease_ttl * 2);
-                                    w.insert(key, now);
+                                self.remember_wake(key);
+                                if round.is_none() {
+                                    round = Some(self.spawn_round(&driver, &clock, false));
+                                } else {
+                                    next = Some(next.unwrap_or(false));
                                 }
-                                self.claim(&driver, clock.as_ref()).await;
                             }
                         }
                     }
@@ -239,6 +289,42 @@ impl Fleet {
                     None => notices = None,
                 },
             }
+        }
+    }
+
+    /// A wake-up for a record not (yet) polled here: whoever claims it
+    /// next wakes it.
+    fn remember_wake(&self, key: RecordKey) {
+        let mut w = self.wakes();
+        let now = Instant::now();
+        w.retain(|_, at| now.duration_since(*at) < self.config.lease_ttl * 2);
+        w.insert(key, now);
+    }
+
+    /// One round: renew the leases held (if `renew`), then claim.
+    fn spawn_round(
+        self: &Arc<Self>,
+        driver: &DriverHandle<TokenSet>,
+        clock: &Arc<dyn Clock>,
+        renew: bool,
+    ) -> tokio::task::JoinHandle<()> {
+        let (this, driver, clock) = (self.clone(), driver.clone(), clock.clone());
+        tokio::spawn(async move {
+            if renew {
+                this.guarded("renewing leases", this.renew(&driver)).await;
+            }
+            this.guarded("claiming", this.claim(&driver, clock.as_ref()))
+                .await;
+        })
+    }
+
+    /// Runs one round of work whose store calls may panic (a store or its
+    /// sealer is application code): a panic ends the round, not the task.
+    async fn guarded(&self, what: &str, work: impl std::future::Future<Output = ()> + Send) {
+        let work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+            Box::pin(work);
+        if crate::engine::guard::CatchUnwind(work).await.is_err() {
+            tracing::error!("fleet: {what} panicked (in the store?); retrying at the next round");
         }
     }
 
@@ -339,6 +425,21 @@ impl Fleet {
             }
         }
     }
+}
+
+/// The slack kept between the end of a poll's request budget and the
+/// lapse of the lease: the time between the check and the send, the
+/// renewal's round trip, clocks that run at slightly different rates.
+fn lease_margin(ttl: Duration) -> Duration {
+    ttl / 12
+}
+
+/// How long a poll's token request is expected to take at most: the HTTP
+/// timeout, but no more than a third of the TTL less the margin (renewals
+/// every quarter of the TTL keep more than that left, so polls go out
+/// whenever renewals succeed).
+pub(crate) fn request_budget(ttl: Duration, http_timeout: Duration) -> Duration {
+    http_timeout.min((ttl / 3).saturating_sub(lease_margin(ttl)))
 }
 
 async fn recv_notice(rx: &mut Option<broadcast::Receiver<StoreNotice>>) -> Option<StoreNotice> {
@@ -511,4 +612,100 @@ impl PingSink for FleetPingSink {
 fn unknown_hash() -> &'static SecretHash {
     static DUMMY: std::sync::OnceLock<SecretHash> = std::sync::OnceLock::new();
     DUMMY.get_or_init(|| SecretHash::of(b"oidc-dtr: fleet ping for an unknown id"))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::{ErrorCode, OAuthError};
+    use crate::proto::poll::{Action, Event, Outcome, PollConfig, PollMachine, PollResult};
+    use crate::random::SystemRandom;
+    use crate::time::UnixTime;
+    use std::time::Duration;
+
+    const T0: UnixTime = UnixTime::from_millis(1_800_000_000_000);
+
+    /// A machine that was answered `authorization_pending` at `answered`
+    /// (floor 5 s), as its last stored state says.
+    fn answered_at(answered: UnixTime) -> PollMachine {
+        let mut m = PollMachine::with_start(
+            T0,
+            Some(T0.saturating_add(Duration::from_secs(3600))),
+            Duration::from_secs(5),
+            PollConfig::default(),
+        );
+        let rng = SystemRandom;
+        assert!(matches!(
+            m.handle::<()>(Event::Timer, answered, &rng).action,
+            Action::SendPoll
+        ));
+        m.handle::<()>(
+            Event::Response(PollResult::OAuth(OAuthError::new(
+                ErrorCode::AuthorizationPending,
+            ))),
+            answered,
+            &rng,
+        );
+        m
+    }
+
+    /// The first answer after the takeover is `invalid_grant`.
+    fn first_answer_invalid_grant(mut m: PollMachine) -> Outcome<()> {
+        let rng = SystemRandom;
+        let later = T0.saturating_add(Duration::from_secs(600));
+        assert!(matches!(
+            m.handle::<()>(Event::Timer, later, &rng).action,
+            Action::SendPoll
+        ));
+        match m
+            .handle::<()>(
+                Event::Response(PollResult::OAuth(OAuthError::new(ErrorCode::InvalidGrant))),
+                later,
+                &rng,
+            )
+            .action
+        {
+            Action::Deliver(o) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 22, item 5: a takeover of a lease that lapsed after the
+    /// previous holder could have sent a poll (a floor after its last
+    /// stored answer, the earliest a ping brings it) reports a first
+    /// `invalid_grant` as possibly lost in transit; one that lapsed before
+    /// any poll could go out, as the refusal it is.
+    #[test]
+    fn a_lapsed_lease_marks_the_fate_of_a_possible_poll_unknown() {
+        let answered = T0.saturating_add(Duration::from_secs(10));
+        // The previous holder could poll from answered + 5 s on.
+        for (lapsed_after, lost) in [(6, true), (60, true), (5, false), (2, false)] {
+            let mut m = answered_at(answered);
+            m.taken_over_from_lapsed_lease(
+                answered.saturating_add(Duration::from_secs(lapsed_after)),
+            );
+            let o = first_answer_invalid_grant(m);
+            assert_eq!(
+                matches!(o, Outcome::PossiblyLostInTransit { .. }),
+                lost,
+                "lapsed {lapsed_after} s after the answer: {o:?}"
+            );
+        }
+        // A pending answer after the takeover clears the mark.
+        let mut m = answered_at(answered);
+        m.taken_over_from_lapsed_lease(answered.saturating_add(Duration::from_secs(60)));
+        let rng = SystemRandom;
+        let t = T0.saturating_add(Duration::from_secs(100));
+        m.handle::<()>(Event::Timer, t, &rng);
+        m.handle::<()>(
+            Event::Response(PollResult::OAuth(OAuthError::new(
+                ErrorCode::AuthorizationPending,
+            ))),
+            t,
+            &rng,
+        );
+        assert!(matches!(
+            first_answer_invalid_grant(m),
+            Outcome::Rejected(_)
+        ));
+    }
 }

@@ -6,6 +6,7 @@
 pub(crate) mod discovery;
 pub(crate) mod driver;
 pub(crate) mod fleet;
+pub(crate) mod guard;
 pub(crate) mod jwks_cache;
 pub(crate) mod stats;
 pub(crate) mod transport;

@@ -38,11 +38,15 @@
 //!   arrived are still stored for the new owner to deliver, never thrown
 //!   away.
 //! - **No poll near the end of a lease.** An instance sends a poll only
-//!   while its lease has more than a third of the TTL left, by its own
-//!   monotonic clock. An instance that stalls or loses the database
-//!   therefore stops polling before another one may start. Keep the HTTP
-//!   timeout ([`HttpConfig`](crate::HttpConfig), 30 s total by default)
-//!   under a third of the TTL.
+//!   while its lease outlasts the poll's token request, by its own
+//!   monotonic clock: the HTTP timeout ([`HttpConfig`](crate::HttpConfig),
+//!   30 s total by default) plus a twelfth of the TTL, or a third of the
+//!   TTL when the timeout does not fit in that (10 s of the default 30 s).
+//!   An instance that stalls or loses the database therefore stops polling
+//!   before another one may start. A request slower than a third of the
+//!   TTL may outlive its lease: its answer is still handled, but another
+//!   instance may poll meanwhile, so keep the HTTP timeout under a third
+//!   of the TTL less a twelfth, or the lease long enough.
 //! - **Takeover.** When an instance dies, its leases run out and another
 //!   instance claims the authentications, with the same deadline and DPoP
 //!   key; the first poll waits a full floor after the claim. If the dead

@@ -1070,6 +1070,40 @@ impl PollMachine {
         }
     }
 
+    /// For [`Store`](crate::Store) implementations shared by several
+    /// instances: the record is being taken over from a lease that lapsed
+    /// at `lapsed_at` (it expired and was never released: its holder died
+    /// or lost the store). The holder may have sent a poll after the state
+    /// read here was written, from the earliest instant a ping could bring
+    /// that poll (a floor after the last answer) until its lease lapsed,
+    /// and its answer (the tokens, maybe) may never have been read or
+    /// stored. If that window is not empty, the poll's fate is unknown: a
+    /// first answer of `invalid_grant` then ends the authentication as
+    /// [`Outcome::PossiblyLostInTransit`], not as a refusal (any
+    /// well-formed OAuth answer clears the mark).
+    ///
+    /// The comparison mixes the instances' clocks (the state) and the
+    /// store's (`lapsed_at`); it holds while they agree to within the part
+    /// of the lease a poll never uses (an instance sends no poll in the
+    /// last third of its lease).
+    pub fn taken_over_from_lapsed_lease(&mut self, lapsed_at: UnixTime) {
+        if self.phase != Phase::Waiting || self.fate_unknown {
+            return;
+        }
+        let earliest = self
+            .last_request
+            .saturating_add(self.floor())
+            .max(self.not_before);
+        if earliest < lapsed_at {
+            self.fate_unknown = true;
+            self.notes.set_error(
+                "the previous owner's lease lapsed while one of its polls may have been in flight"
+                    .into(),
+                None,
+            );
+        }
+    }
+
     /// Feeds one event; returns what to do next.
     pub fn handle<T>(&mut self, event: Event<T>, now: UnixTime, rng: &dyn RandomSource) -> Step<T> {
         if self.phase == Phase::Finished {

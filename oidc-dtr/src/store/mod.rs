@@ -380,7 +380,12 @@ pub trait Store: Send + Sync + 'static {
     /// another instance whose lease has not expired is skipped (without
     /// waiting for it), one whose lease expired is taken over with a
     /// higher epoch, and `owner`'s own leases are renewed. Shared stores
-    /// decide expiry on their own clock, never the instances'.
+    /// decide expiry on their own clock, never the instances'. A record
+    /// taken over from a lease that expired without being released is
+    /// returned with
+    /// [`PollMachine::taken_over_from_lapsed_lease`](crate::PollMachine::taken_over_from_lapsed_lease)
+    /// applied (the expiry on the store's clock), so that a poll its
+    /// previous holder may have had in flight is not taken for a refusal.
     ///
     /// The default (for single-process stores) is `due` with
     /// [`Lease::SOLE`] on every record.

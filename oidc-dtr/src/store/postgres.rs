@@ -43,7 +43,11 @@
 //! (instances claiming at once get disjoint batches, none waits) and sets
 //! `lease_owner`, `lease_expires = now() + ttl` (the database's clock) and,
 //! on a change of owner, `lease_epoch + 1`. The `*_leased` writes check
-//! owner, epoch and expiry in the same transaction as the write.
+//! owner, epoch and expiry in the same transaction as the write. A record
+//! taken over from a lease that expired without being released (its holder
+//! died or lost the database) comes back with its poll state marked by
+//! [`PollMachine::taken_over_from_lapsed_lease`]: the holder may have had a
+//! poll in flight whose answer nobody read.
 
 use std::fmt;
 use std::future::Future;
@@ -1060,7 +1064,11 @@ impl PostgresStore {
                 .query(
                     &i.sql(
                         "WITH c AS (
-                             SELECT key FROM {s}.records
+                             SELECT key,
+                                    CASE WHEN lease_owner IS NOT NULL AND lease_expires <= now()
+                                    THEN (extract(epoch FROM lease_expires) * 1000)::bigint
+                                    END AS lapsed_ms
+                             FROM {s}.records
                              WHERE due_at IS NOT NULL AND due_at <= $1
                                AND (lease_owner IS NULL OR lease_expires <= now()
                                     OR ($5 AND lease_owner = $2))
@@ -1073,7 +1081,7 @@ impl PostgresStore {
                              lease_owner = $2,
                              lease_expires = now() + make_interval(secs => $4)
                          FROM c WHERE r.key = c.key
-                         RETURNING r.key, r.body, r.delivered, r.lease_epoch, r.due_at",
+                         RETURNING r.key, r.body, r.delivered, r.lease_epoch, r.due_at, c.lapsed_ms",
                     ),
                     &[&ms(until), &owner, &limit, &ttl_secs(ttl), &own],
                 )
@@ -1088,6 +1096,17 @@ impl PostgresStore {
                 .map(|(r, record)| {
                     let epoch: i64 = r.get("lease_epoch");
                     let due: i64 = r.get("due_at");
+                    let mut record = record;
+                    // Taken over from a lease that expired without being
+                    // released: its holder may have had a poll in flight
+                    // (no write marks a poll before it is sent; this
+                    // derives it from the lapsed lease and the state).
+                    let lapsed: Option<i64> = r.get("lapsed_ms");
+                    if let Some(at) = lapsed.and_then(|ms| u64::try_from(ms).ok()) {
+                        record
+                            .machine
+                            .taken_over_from_lapsed_lease(UnixTime::from_millis(at));
+                    }
                     (due, record, Lease::new(u64::try_from(epoch).unwrap_or(0)))
                 })
                 .collect();

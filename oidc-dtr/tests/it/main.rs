@@ -25,6 +25,7 @@ mod jose_vectors;
 mod layers;
 mod metrics;
 mod nothing_lost;
+mod panics;
 mod ping;
 mod poll_properties;
 mod polling;
