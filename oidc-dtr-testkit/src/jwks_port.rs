@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
@@ -29,14 +29,35 @@ use crate::MockOp;
 /// // ... the client fails to fetch keys ...
 /// port.open().await?;
 /// // ... now it succeeds ...
-/// port.close().await;
+/// port.close().await?;
 /// # Ok(()) }
 /// ```
 pub struct JwksPort {
     addr: SocketAddr,
     op: MockOp,
-    server: Mutex<Option<JoinHandle<()>>>,
+    state: Mutex<PortState>,
     served: Arc<AtomicUsize>,
+}
+
+/// Closed, the port stays bound by a socket that does not listen: the
+/// kernel refuses connections to it, and no other socket (an outgoing
+/// connection's ephemeral port, another test's listener) can take it
+/// before it opens again.
+enum PortState {
+    Closed(TcpSocket),
+    Open(JoinHandle<()>),
+    /// Only while `open` holds the lock.
+    Switching,
+}
+
+/// A socket bound to `addr` (any free port for port 0) that does not listen.
+fn reserve(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    // Reopening after `close` binds again while the old connections may
+    // still be in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 impl std::fmt::Debug for JwksPort {
@@ -53,11 +74,12 @@ impl JwksPort {
     /// (so create it before the client reads the OP's metadata). The port
     /// starts **closed**.
     pub async fn new(op: &MockOp) -> std::io::Result<JwksPort> {
-        let addr = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+        let socket = reserve(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let addr = socket.local_addr()?;
         let port = JwksPort {
             addr,
             op: op.clone(),
-            server: Mutex::new(None),
+            state: Mutex::new(PortState::Closed(socket)),
             served: Arc::new(AtomicUsize::new(0)),
         };
         let uri = port.url();
@@ -77,14 +99,25 @@ impl JwksPort {
 
     /// Starts listening (no-op if open already).
     pub async fn open(&self) -> std::io::Result<()> {
-        let mut server = self.server.lock().await;
-        if server.is_some() {
-            return Ok(());
-        }
-        let listener = TcpListener::bind(self.addr).await?;
+        let mut state = self.state.lock().await;
+        let socket = match std::mem::replace(&mut *state, PortState::Switching) {
+            PortState::Closed(socket) => socket,
+            open => {
+                *state = open;
+                return Ok(());
+            }
+        };
+        // The bound socket becomes the listener: the port is never free.
+        let listener = match socket.listen(1024) {
+            Ok(l) => l,
+            Err(e) => {
+                *state = PortState::Closed(reserve(self.addr)?);
+                return Err(e);
+            }
+        };
         let op = self.op.clone();
         let served = self.served.clone();
-        *server = Some(tokio::spawn(async move {
+        *state = PortState::Open(tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 // One connection at a time, in this task: aborting it
                 // closes the listener and every connection at once.
@@ -96,12 +129,20 @@ impl JwksPort {
         Ok(())
     }
 
-    /// Stops listening: from its return on, connections are refused.
-    pub async fn close(&self) {
-        if let Some(task) = self.server.lock().await.take() {
-            task.abort();
-            let _ = task.await;
+    /// Stops listening: from its return on, connections are refused. The
+    /// port is bound again at once (without listening), so it stays this
+    /// test's; that bind is the only thing that can fail.
+    pub async fn close(&self) -> std::io::Result<()> {
+        let mut state = self.state.lock().await;
+        match std::mem::replace(&mut *state, PortState::Switching) {
+            PortState::Open(task) => {
+                task.abort();
+                let _ = task.await;
+                *state = PortState::Closed(reserve(self.addr)?);
+            }
+            closed => *state = closed,
         }
+        Ok(())
     }
 }
 

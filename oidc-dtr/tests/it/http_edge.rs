@@ -286,11 +286,11 @@ async fn total_timeout() {
 
 #[tokio::test]
 async fn connection_refused() {
-    // Bind then drop a listener to get a port nobody listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A socket bound but not listening: the kernel refuses connections to
+    // its port, and no other socket can take the port while it is held.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let server = CannedServer {
         base: format!("http://127.0.0.1:{port}"),
         requests: Default::default(),
