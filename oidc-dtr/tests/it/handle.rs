@@ -49,7 +49,7 @@ fn the_outcome(events: &[PollEvent]) -> &Outcome {
     finished[0]
 }
 
-fn ids_of<'a>(events: &'a [PollEvent]) -> Vec<&'a oidc_dtr::DeferredAuthId> {
+fn ids_of(events: &[PollEvent]) -> Vec<&oidc_dtr::DeferredAuthId> {
     events
         .iter()
         .map(|e| match e {
