@@ -213,3 +213,56 @@ async fn an_unknown_id_gives_an_empty_stream_and_an_error() {
         "{debug}"
     );
 }
+
+/// A fleet: the front end that exchanged the authentication does not poll
+/// it (another instance does), yet its handle's stream ends with the
+/// outcome, read from the shared store.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_the_handle_ends_with_the_outcome_from_the_store() {
+    use oidc_dtr::FleetConfig;
+    use oidc_dtr_testkit::MockOp;
+    let Some((_seed, guard)) = crate::postgres::fresh().await else {
+        return;
+    };
+    let mut config = OpConfig::default();
+    config.interval = Some(1);
+    let op = MockOp::builder().config(config).start().await.unwrap();
+    let build = |max_held: usize, name: &str| {
+        let issuer = op.issuer().to_owned();
+        let options = guard.options();
+        let name = name.to_owned();
+        async move {
+            oidc_dtr::DtrClient::builder()
+                .issuer(issuer)
+                .client_id(MockOp::CLIENT_ID)
+                .client_secret(MockOp::CLIENT_SECRET)
+                .redirect_uri(REDIRECT)
+                .store(options.connect().await.unwrap())
+                .fleet(
+                    FleetConfig::default()
+                        .lease_ttl(Duration::from_secs(2))
+                        .max_held(max_held)
+                        .instance(name),
+                )
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let owner = build(100, "owner").await;
+    let front = build(0, "front").await;
+    let auth = start(&op, &front).await;
+    let mut h = front.watch(auth.id());
+    assert!(op.approve(auth.id()));
+    let events = tokio::time::timeout(Duration::from_secs(20), drain(&mut h))
+        .await
+        .expect("the outcome reaches the store");
+    assert!(matches!(the_outcome(&events), Outcome::Tokens(_)));
+    assert!(h.status().await.is_none(), "the front end polls nothing");
+    assert_eq!(front.stats().polls, 0);
+    assert!(owner.stats().polls >= 1);
+    assert!(matches!(h.wait().await.unwrap(), Outcome::Tokens(_)));
+    owner.shutdown().await;
+    front.shutdown().await;
+}
