@@ -50,7 +50,9 @@ use crate::secret::DeferredAuthId;
 /// - **With a shared store (a fleet)**, progress events come only from
 ///   the instance that polls the authentication (as with
 ///   [`subscribe`](DtrClient::subscribe)); the outcome is read from the
-///   store, whichever instance polled, so the stream still ends with it.
+///   store, whichever instance polled, so the stream still ends with it
+///   (each [`next_event`](Self::next_event) call waits on the store as
+///   [`wait`](Self::wait) does, alongside the events).
 ///
 /// A handle costs one subscription to the client's event channel; drop it
 /// when done. Cloning it subscribes anew: the clone's stream starts at
@@ -191,7 +193,9 @@ impl AuthHandle {
             let received = if fleet {
                 // Another instance may poll it: its outcome comes from the
                 // store, and events from here only if this instance polls.
+                // Events first: those already received come before the end.
                 let from_store = tokio::select! {
+                    biased;
                     r = self.events.recv() => Ok(r),
                     o = self.client.wait(&self.id) => Err(o),
                 };
