@@ -93,6 +93,8 @@ pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     started: u64,
     text: Option<String>,
+    /// The last known poll status, and when it was read.
+    status: Option<(PollStatus, UnixTime)>,
 }
 
 impl Progress {
@@ -117,6 +119,7 @@ impl Progress {
             bar,
             started: started.as_secs(),
             text: None,
+            status: None,
         };
         if p.bar.is_none() {
             let deadline = deadline
@@ -144,8 +147,17 @@ impl Progress {
         self.text = Some(text);
     }
 
-    /// Redraws the live line from the poll status.
-    pub(crate) fn tick(&mut self, status: Option<&PollStatus>) {
+    /// A fresh poll status (read when an event arrived), then a redraw.
+    pub(crate) fn set_status(&mut self, status: Option<PollStatus>) {
+        let now = UnixTime::from_system_time(SystemTime::now());
+        self.status = status.map(|s| (s, now));
+        self.tick();
+    }
+
+    /// Redraws the live line from the last known poll status: only the
+    /// clock moves (the elapsed time, the countdown to a poll known to be
+    /// due); nothing is asked of the client.
+    pub(crate) fn tick(&mut self) {
         let Some(bar) = &self.bar else { return };
         let now_ms = UnixTime::from_system_time(SystemTime::now());
         let now = now_ms.as_secs();
@@ -158,16 +170,20 @@ impl Progress {
                 fmt_duration(Duration::from_secs(now.saturating_sub(self.started)))
             ),
         ];
-        if let Some(st) = status {
+        if let Some((st, read_at)) = &self.status {
+            // The status is as of the last event: once the poll it knew
+            // about is past, say how often the engine polls instead.
+            let fresh = now_ms.as_millis().saturating_sub(read_at.as_millis()) < 2000;
             parts.push(match (st.in_flight, st.next_poll) {
-                (true, _) => "polling now".to_owned(),
-                (false, Some(next)) => format!(
+                (true, _) if fresh => "polling now".to_owned(),
+                (false, Some(next)) if next > now_ms => format!(
                     "next poll in {}",
                     fmt_duration(Duration::from_millis(
                         next.as_millis().saturating_sub(now_ms.as_millis()) + 999
                     ))
                 ),
-                (false, None) => "finishing".to_owned(),
+                (false, None) if st.finished => "finishing".to_owned(),
+                _ => format!("polling every {}", fmt_duration(st.floor)),
             });
             parts.push(format!(
                 "deadline {}",

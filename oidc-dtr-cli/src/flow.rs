@@ -2,16 +2,13 @@
 
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
-
 use crate::display::{self, Progress, Ui, fmt_deadline, fmt_time, now_secs, print_outcome};
 use crate::error::{CliError, exit, one_line};
 #[cfg(feature = "demo")]
 use crate::lib_api::MockOp;
 use crate::lib_api::{
-    AssuranceError, AssuranceUnsupported, CallbackResponse, CancelResult, ConfigError,
-    DeferredAuthId, DtrClient, Outcome, PollEvent, Profile, Record, Redemption, ResponseMode,
-    Store, UnixTime,
+    AssuranceError, AssuranceUnsupported, AuthHandle, CallbackResponse, CancelResult, ConfigError,
+    DtrClient, Outcome, PollEvent, Profile, Record, Redemption, ResponseMode, Store, UnixTime,
 };
 use crate::loopback::Loopback;
 use crate::settings::{Mode, VerifySettings, build_client};
@@ -67,7 +64,6 @@ pub(crate) async fn verify(
     // Stop the poll driver and close the store before the process exits,
     // whichever way this ends.
     let result: Result<u8, CliError> = async {
-    let events = client.subscribe();
     let auth = if opts.device {
         match device_verification(&ui, &client, &s, &browser).await? {
             Ok(auth) => auth,
@@ -203,7 +199,11 @@ pub(crate) async fn verify(
     };
     cleanup.name = None;
     let short = auth.id().fingerprint().to_string();
-    let status = client.poll_status(auth.id()).await;
+    // Follow this one authentication from here on. Its first poll (and so
+    // its first event) comes no sooner than its interval after the
+    // exchange: nothing can have been missed.
+    let handle = client.watch(auth.id());
+    let status = handle.status().await;
     let deadline = status
         .as_ref()
         .map(|s| s.deadline.as_secs())
@@ -248,10 +248,8 @@ pub(crate) async fn verify(
     wait_loop(
         ui,
         state,
-        &client,
-        auth.id(),
+        handle,
         &short,
-        events,
         auth.issued_at(),
         auth.interval(),
         opts,
@@ -400,23 +398,23 @@ fn spawn_mock_browser(op: MockOp, url: url::Url) {
 }
 
 /// Waits for the outcome with live progress; Ctrl-C leaves it pending.
-#[allow(clippy::too_many_arguments)]
+///
+/// The authentication's own events (through its handle) drive the live
+/// line; the timer only redraws it from the last known status.
 async fn wait_loop(
     ui: Ui,
     state: &StateDir,
-    client: &DtrClient,
-    auth_id: &DeferredAuthId,
+    mut handle: AuthHandle,
     short: &str,
-    mut events: tokio::sync::broadcast::Receiver<PollEvent>,
     started: UnixTime,
     interval: Duration,
     opts: &WaitOpts,
 ) -> Result<u8, CliError> {
-    let status = client.poll_status(auth_id).await;
+    let status = handle.status().await;
     let deadline = status.as_ref().map(|s| s.deadline.as_secs());
     let mut progress = Progress::start(ui, started, deadline, interval);
-    progress.tick(status.as_ref());
-    let waiter = client.wait(auth_id);
+    progress.set_status(status);
+    let waiter = handle.wait();
     tokio::pin!(waiter);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -429,25 +427,26 @@ async fn wait_loop(
                 let outcome = r.map_err(|e| CliError::from_lib("waiting for the outcome", &e))?;
                 return finish(ui, state, short, &outcome, opts);
             }
-            ev = events.recv(), if events_open => match ev {
-                Ok(PollEvent::Progress { id, description }) if &id == auth_id => {
+            ev = handle.next_event(), if events_open => match ev {
+                Some(PollEvent::Progress { description, .. }) => {
                     progress.set_text(&description);
-                    progress.tick(client.poll_status(auth_id).await.as_ref());
+                    progress.set_status(handle.status().await);
                 }
                 // IETF `interaction_required`: the user must act at the OP.
                 // Printed even under --quiet: without it nothing moves.
-                Ok(PollEvent::Interaction { id, uri }) if &id == auth_id => {
+                Some(PollEvent::Interaction { uri, .. }) => {
                     match uri {
                         Some(uri) => eprintln!("\nThe OP needs you at this URL to go on:\n\n  {uri}\n"),
                         None => ui.say("The OP no longer needs anything from you; waiting."),
                     }
+                    progress.set_status(handle.status().await);
                 }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => events_open = false,
+                // Held tokens, the outcome (the waiter returns it), or an
+                // event newer than this `dtr`.
+                Some(_) => progress.set_status(handle.status().await),
+                None => events_open = false,
             },
-            _ = tick.tick() => {
-                progress.tick(client.poll_status(auth_id).await.as_ref());
-            }
+            _ = tick.tick() => progress.tick(),
             _ = &mut ctrl_c => {
                 progress.finish();
                 eprintln!(
@@ -555,7 +554,7 @@ pub(crate) async fn wait(
     let (store, record) = load_record(state, &entry).await?;
     let auth_id = record.id().clone();
     let client = build_client(&entry.client, Some(store)).await?;
-    let events = client.subscribe();
+    let handle = client.watch(&auth_id);
     // Stop the poll driver and close the store before the process exits,
     // whichever way this ends.
     let result: Result<u8, CliError> = async {
@@ -569,10 +568,8 @@ pub(crate) async fn wait(
         wait_loop(
             ui,
             state,
-            &client,
-            &auth_id,
+            handle,
             &entry.id,
-            events,
             record.auth.issued_at(),
             record.auth.interval(),
             opts,

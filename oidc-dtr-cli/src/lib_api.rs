@@ -2,12 +2,11 @@
 //! change when the library's paths move.
 
 pub(crate) use oidc_dtr::{
-    AesGcmSealer, Algorithm, AssuranceError, AssuranceUnsupported, AssuredClaims, CallbackResponse,
-    CancelResult, CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth, ConfigError,
-    DeferredAuthId, DpopConfig, DtrClient, EvidenceRequest, FileStore, Outcome,
-    PendingAuthorization, PollEvent, PollStatus, Profile, RandomSource, Record, Redemption,
-    ResponseMode, SigningKey, Store, StoreError, SystemRandom, TokenSet, UnixTime,
-    VerifiedClaimsRequest,
+    AesGcmSealer, Algorithm, AssuranceError, AssuranceUnsupported, AssuredClaims, AuthHandle,
+    CallbackResponse, CancelResult, CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth,
+    ConfigError, DpopConfig, DtrClient, EvidenceRequest, FileStore, Outcome, PendingAuthorization,
+    PollEvent, PollStatus, Profile, RandomSource, Record, Redemption, ResponseMode, SigningKey,
+    Store, StoreError, SystemRandom, TokenSet, UnixTime, VerifiedClaimsRequest,
 };
 
 #[cfg(feature = "demo")]

@@ -114,7 +114,7 @@ mod time;
 struct ReadmeDoctests;
 
 // The client facade.
-pub use client::{DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClient, DtrClientBuilder};
+pub use client::{AuthHandle, DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClient, DtrClientBuilder};
 
 // Authentication request, callback, exchange, tokens.
 pub use proto::authorize::{

@@ -2,11 +2,13 @@
 
 mod back_channel;
 mod builder;
+mod handle;
 mod ietf;
 mod userinfo;
 mod validation;
 
 pub use builder::{DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClientBuilder};
+pub use handle::AuthHandle;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -388,6 +390,28 @@ impl DtrClient {
             return Ok(crate::engine::fleet::wait_in_store(&self.inner.store, id).await??);
         }
         Ok(self.inner.driver.wait(id).await?)
+    }
+
+    /// A handle to one authentication: its own events, its status, its
+    /// outcome, its cancellation (see [`AuthHandle`]). For following one
+    /// authentication, this replaces filtering [`subscribe`](Self::subscribe)
+    /// by id and polling [`poll_status`](Self::poll_status).
+    ///
+    /// The handle subscribes to the events here, before anything can be
+    /// read through it: no event fired after `watch` returns is missed, and
+    /// a [`AuthHandle::status`] read afterwards leaves no gap. Call it right
+    /// after [`exchange`](Self::exchange) (`client.watch(auth.id())`), or
+    /// later, after a restart, with a kept id: an authentication that has
+    /// already ended gives a stream with just its outcome.
+    ///
+    /// With a shared store (a fleet), events come only from the instance
+    /// that polls the authentication; the outcome is read from the store.
+    ///
+    /// An id this client does not know gives a handle whose stream is
+    /// empty and whose [`wait`](AuthHandle::wait) fails.
+    #[must_use = "a handle does nothing unless its events or outcome are read"]
+    pub fn watch(&self, id: &DeferredAuthId) -> AuthHandle {
+        AuthHandle::new(self, id)
     }
 
     /// Progress descriptions and outcomes of every authentication, as they

@@ -93,9 +93,13 @@
 //! 3. Remember which user the [`DeferredAuthId`](crate::DeferredAuthId)
 //!    belongs to (it serialises; treat it as a secret, it is a bearer
 //!    handle at the OP). Show the user "we will let you know".
-//! 4. Take the outcome: [`DtrClient::wait`](crate::DtrClient::wait) for one
-//!    authentication, or [`DtrClient::subscribe`](crate::DtrClient::subscribe)
-//!    for progress texts and the outcomes of all of them. Every
+//! 4. Take the outcome: [`DtrClient::watch`](crate::DtrClient::watch)
+//!    gives an [`AuthHandle`](crate::AuthHandle) that follows one
+//!    authentication (its progress texts, its status, its outcome, its
+//!    cancellation; see [Following one authentication](#following-one-authentication)),
+//!    [`DtrClient::wait`](crate::DtrClient::wait) just its outcome, and
+//!    [`DtrClient::subscribe`](crate::DtrClient::subscribe) the progress
+//!    texts and outcomes of all of them (for a server serving many users). Every
 //!    authentication ends in exactly one [`Outcome`](crate::Outcome):
 //!    `Tokens`, `Denied` (the OP said `access_denied`), `ExpiredByOp`
 //!    (`expired_token`), `DeadlineReached` (the deadline passed locally),
@@ -163,6 +167,57 @@
 //! }
 //! // Our database has it: it need not be handed over again.
 //! client.ack(auth.id()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Following one authentication
+//!
+//! To show one user how their authentication goes (a command-line tool,
+//! a page that streams updates), take a handle to it with
+//! [`DtrClient::watch`](crate::DtrClient::watch). Its
+//! [`next_event`](crate::AuthHandle::next_event) gives only this
+//! authentication's events and ends with its outcome;
+//! [`status`](crate::AuthHandle::status) says where polling stands
+//! (the deadline, when the next poll is due);
+//! [`wait`](crate::AuthHandle::wait) and
+//! [`cancel`](crate::AuthHandle::cancel) act on it alone. The handle
+//! subscribes when it is made, so no event after `watch` is missed, and a
+//! handle that falls behind still ends with the outcome.
+//!
+//! ```
+//! # use oidc_dtr::{CallbackResponse, DtrClient, Outcome, PollEvent};
+//! # use oidc_dtr_testkit::{MockOp, OpConfig};
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut config = OpConfig::default();
+//! # config.interval = Some(1);
+//! # let op = MockOp::builder().config(config).start().await?;
+//! # let client = DtrClient::builder()
+//! #     .issuer(op.issuer())
+//! #     .client_id(MockOp::CLIENT_ID)
+//! #     .client_secret(MockOp::CLIENT_SECRET)
+//! #     .redirect_uri("http://127.0.0.1:9/callback")
+//! #     .build()
+//! #     .await?;
+//! # let (url, pending) = client.authorize().build()?;
+//! # let back = op.browse(&url).await?;
+//! # let CallbackResponse::Acknowledgment(ack) = client.callback(&pending, back.query())? else {
+//! #     panic!()
+//! # };
+//! let auth = client.exchange(ack).await?;
+//! let mut handle = client.watch(auth.id());
+//! if let Some(status) = handle.status().await {
+//!     println!("deadline: {:?}", status.deadline);
+//! }
+//! # op.approve(auth.id());
+//! while let Some(event) = handle.next_event().await {
+//!     match event {
+//!         PollEvent::Progress { description, .. } => println!("OP: {description}"),
+//!         PollEvent::Finished { outcome, .. } => println!("ended: {}", outcome.kind()),
+//!         _ => {}
+//!     }
+//! }
+//! assert!(matches!(handle.wait().await?, Outcome::Tokens(_)));
 //! # Ok(()) }
 //! ```
 //!

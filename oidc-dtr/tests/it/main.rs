@@ -17,6 +17,7 @@ mod axum_example;
 mod crash;
 mod dpop;
 mod foundation;
+mod handle;
 mod http_edge;
 mod hygiene;
 mod ietf;
