@@ -329,6 +329,28 @@ impl DtrClient {
     /// the tokens are kept, not dropped: [`Error::TokensHeld`] carries the
     /// handle to [`wait`](Self::wait) on for them once the keys are back.
     ///
+    /// ```no_run
+    /// # async fn at_the_callback(client: oidc_dtr::DtrClient, code: oidc_dtr::CodeResponse)
+    /// # -> Result<(), oidc_dtr::Error> {
+    /// use oidc_dtr::{Error, Outcome};
+    /// let tokens = match client.exchange_code(code).await {
+    ///     Ok(tokens) => tokens,
+    ///     // The OP answered, but its keys are unreachable: the tokens are
+    ///     // kept (in the store, if any) and validated when the keys are
+    ///     // back. Tell the user "almost done", then:
+    ///     Err(Error::TokensHeld { handle, .. }) => match client.wait(&handle).await? {
+    ///         Outcome::Tokens(tokens) => tokens,
+    ///         other => return Err(Error::from(oidc_dtr::ConfigError::Invalid {
+    ///             field: "example",
+    ///             reason: format!("no tokens: {}", other.kind()),
+    ///         })),
+    ///     },
+    ///     Err(other) => return Err(other),
+    /// };
+    /// println!("signed in: {}", tokens.claims().subject());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// Cancel safety: not cancel safe: the code is single-use and spent
     /// once the request is sent.
     pub async fn exchange_code(&self, code: CodeResponse) -> Result<TokenSet, Error> {

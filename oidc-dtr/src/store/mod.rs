@@ -554,6 +554,20 @@ pub trait Store: Send + Sync + 'static {
     /// guide](crate::guide::durability)), in no particular order. They are kept as they
     /// were found, for inspection; no other method returns them. The
     /// default (a store that never quarantines) is empty.
+    ///
+    /// ```no_run
+    /// # async fn admin(store: &dyn oidc_dtr::Store) -> Result<(), oidc_dtr::StoreError> {
+    /// for q in store.quarantined().await? {
+    ///     // `key` names the record by its hash; `reason` says what failed.
+    ///     println!("{:?}: {}", q.key, q.reason);
+    ///     // After repairing the row (or giving the store the right sealing
+    ///     // key), take it back without a restart:
+    ///     if store.release_quarantined(q.key).await? {
+    ///         println!("released");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     fn quarantined(&self) -> StoreFuture<Result<Vec<QuarantinedRecord>, StoreError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
