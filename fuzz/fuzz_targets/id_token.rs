@@ -3,10 +3,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use oidc_dtr::{
-    Algorithm, IdTokenValidator, KeySet, Nonce, RawJwt, SigningKey, UnixTime, ValidationContext,
-    ValidationOptions,
-};
+use oidc_dtr::{UnixTime, jose::{Algorithm, KeySet, SigningKey}, tokens::{IdTokenValidator, ValidationContext, ValidationOptions}, secret::{Nonce, RawJwt}};
 
 struct Fixture {
     validator: IdTokenValidator,

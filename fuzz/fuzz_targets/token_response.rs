@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = oidc_dtr::TokenResponse::from_json(data);
+    let _ = oidc_dtr::tokens::TokenResponse::from_json(data);
     for status in [200, 400, 401, 503] {
         let _ = oidc_dtr::__fuzz::token_response(status, data);
     }

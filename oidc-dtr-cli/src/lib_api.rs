@@ -2,11 +2,17 @@
 //! change when the library's paths move.
 
 pub(crate) use oidc_dtr::{
-    AesGcmSealer, Algorithm, AssuranceError, AssuranceUnsupported, AssuredClaims, AuthHandle,
-    CallbackResponse, CancelResult, CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth,
-    ConfigError, DpopConfig, DtrClient, EvidenceRequest, FileStore, Outcome, PendingAuthorization,
-    PollEvent, PollStatus, Profile, RandomSource, Record, Redemption, ResponseMode, SigningKey,
-    Store, StoreError, SystemRandom, TokenSet, UnixTime, VerifiedClaimsRequest,
+    AuthHandle, CallbackResponse, CancelResult, ClientAuth, DtrClient, Outcome,
+    PendingAuthorization, PollEvent, PollStatus, Profile, Redemption, TokenSet, UnixTime,
+    assurance::{
+        AssuranceError, AssuranceUnsupported, AssuredClaims, ClaimsRequest, ClaimsTarget,
+        EvidenceRequest, VerifiedClaimsRequest,
+    },
+    client::{CancellationConfig, DpopConfig, ResponseMode},
+    error::{ConfigError, StoreError},
+    jose::{Algorithm, SigningKey},
+    random::{RandomSource, SystemRandom},
+    store::{AesGcmSealer, FileStore, Record, Store},
 };
 
 #[cfg(feature = "demo")]

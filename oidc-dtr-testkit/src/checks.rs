@@ -4,7 +4,10 @@
 
 use serde_json::Value;
 
-use oidc_dtr::{Algorithm, KeySet, UnixTime};
+use oidc_dtr::{
+    UnixTime,
+    jose::{Algorithm, KeySet},
+};
 
 use crate::{b64, b64_decode};
 

@@ -20,9 +20,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use oidc_dtr::{
-    Action, DeferredAuthId, DeferredAuthentication, Event, Nonce, Outcome, PollConfig, PollMachine,
-    PollResult, Record, RecordKey, STORE_SCHEMA_VERSION, Store, StoreError, StoredOutcome,
-    SystemRandom, TokenSet, UnixTime,
+    DeferredAuthentication, DeferredId, Outcome, TokenSet, UnixTime,
+    error::StoreError,
+    poll::{Action, Event, PollConfig, PollMachine, PollResult},
+    random::SystemRandom,
+    secret::Nonce,
+    store::{Record, RecordKey, SCHEMA_VERSION as STORE_SCHEMA_VERSION, Store, StoredOutcome},
 };
 
 /// Instantiates the store conformance suite for a store constructor (see the
@@ -74,8 +77,8 @@ pub fn at(s: u64) -> UnixTime {
 }
 
 /// Suite helper: id.
-pub fn id(s: &str) -> DeferredAuthId {
-    DeferredAuthId::new(format!("dai-{s}-0123456789abcdef"))
+pub fn id(s: &str) -> DeferredId {
+    DeferredId::new(format!("dai-{s}-0123456789abcdef"))
 }
 
 /// An authentication issued at `T0 + issued` s, interval 5 s, one hour to
@@ -133,7 +136,7 @@ fn polled_machine(r: &Record) -> PollMachine {
     m
 }
 
-fn names(records: &[Record]) -> Vec<DeferredAuthId> {
+fn names(records: &[Record]) -> Vec<DeferredId> {
     records.iter().map(|r| r.id().clone()).collect()
 }
 
@@ -337,8 +340,8 @@ pub async fn due_is_ordered_limited_and_inclusive(store: &dyn Store) {
     assert_eq!(due(at(40), 10).await, vec![id("a"), id("b"), id("c")]);
     assert_eq!(due(at(25), 10).await, vec![id("a"), id("b")], "inclusive");
     assert_eq!(due(at(40), 2).await, vec![id("a"), id("b")]);
-    assert_eq!(due(at(14), 10).await, Vec::<DeferredAuthId>::new());
-    assert_eq!(due(at(40), 0).await, Vec::<DeferredAuthId>::new());
+    assert_eq!(due(at(14), 10).await, Vec::<DeferredId>::new());
+    assert_eq!(due(at(40), 0).await, Vec::<DeferredId>::new());
     assert_eq!(due(UnixTime::MAX, 100).await.len(), 4);
     // Finished records are never due.
     let a = record("a", 10);
@@ -371,7 +374,7 @@ pub async fn due_follows_update_state(store: &dyn Store) {
     let due = |until| async move { names(&store.due(until, 10).await.unwrap()) };
     assert_eq!(due(at(30)).await, vec![id("b")]);
     assert_eq!(due(at(50)).await, vec![id("b"), id("a")]);
-    assert_eq!(due(at(15)).await, Vec::<DeferredAuthId>::new());
+    assert_eq!(due(at(15)).await, Vec::<DeferredId>::new());
 }
 
 /// Conformance check: in flight records stay due.
@@ -506,7 +509,7 @@ pub async fn profile_and_interaction_round_trip(store: &dyn Store) {
             .action,
         Action::SendPoll
     );
-    let mut e = oidc_dtr::OAuthError::new(oidc_dtr::ErrorCode::InteractionRequired);
+    let mut e = oidc_dtr::error::OAuthError::new(oidc_dtr::error::ErrorCode::InteractionRequired);
     e.interaction_uri = Some("https://as.example/interact/1".into());
     m.handle::<TokenSet>(Event::Response(PollResult::OAuth(e)), due, &SystemRandom);
     let uri = m.interaction_uri().cloned().expect("interaction surfaced");
@@ -597,7 +600,7 @@ pub async fn records_of_another_owner_are_never_handed_out(store: &dyn Store) {
         names(&store.due(UnixTime::MAX, 10).await.unwrap()),
         mine_only
     );
-    let claimed: Vec<DeferredAuthId> = store
+    let claimed: Vec<DeferredId> = store
         .claim_due("instance-1", UnixTime::MAX, 10, Duration::from_secs(30))
         .await
         .unwrap()

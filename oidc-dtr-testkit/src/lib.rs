@@ -66,7 +66,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use url::Url;
 
-use oidc_dtr::{Algorithm, Clock, DeferredAuthId, SystemClock, UnixTime};
+use oidc_dtr::{
+    DeferredId, UnixTime,
+    jose::Algorithm,
+    time::{Clock, SystemClock},
+};
 
 pub mod assurance;
 mod checks;
@@ -623,7 +627,7 @@ pub struct AuthSnapshot {
 }
 
 /// Something that names an authentication: a `&str`, `String` or
-/// [`DeferredAuthId`].
+/// [`DeferredId`].
 pub trait AuthIdRef {
     /// The id as text.
     fn id_str(&self) -> &str;
@@ -639,7 +643,7 @@ impl AuthIdRef for String {
         self
     }
 }
-impl AuthIdRef for DeferredAuthId {
+impl AuthIdRef for DeferredId {
     fn id_str(&self) -> &str {
         self.secret()
     }
@@ -999,13 +1003,13 @@ impl MockOp {
                 },
             );
             out.push(oidc_dtr::DeferredAuthentication::seeded(
-                DeferredAuthId::new(id),
+                DeferredId::new(id),
                 st.issuer.clone(),
                 client.client_id().to_owned(),
                 now,
                 expires_in,
                 interval,
-                oidc_dtr::Nonce::new(nonce),
+                oidc_dtr::secret::Nonce::new(nonce),
             ));
         }
         out
@@ -1182,11 +1186,14 @@ impl MockOp {
     }
 }
 
-/// Serves a [`PingReceiver`](oidc_dtr::PingReceiver) on `listener` with a
+/// Serves a [`PingReceiver`](oidc_dtr::ping::PingReceiver) on `listener` with a
 /// bare hyper/1 server, in the background: the RP side of Ping Callbacks for
 /// tests. (`examples/hyper_ping.rs` shows the same few lines for production
 /// use.)
-pub fn serve_ping_receiver(listener: tokio::net::TcpListener, receiver: oidc_dtr::PingReceiver) {
+pub fn serve_ping_receiver(
+    listener: tokio::net::TcpListener,
+    receiver: oidc_dtr::ping::PingReceiver,
+) {
     server::serve_receiver(listener, receiver);
 }
 

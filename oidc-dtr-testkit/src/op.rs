@@ -27,7 +27,11 @@ use super::{
     AuthState, AuthorizeOutcome, AutoApprove, Endpoint, Fault, IdTokenFault, LoggedRequest,
     OpConfig, RegisteredClient,
 };
-use oidc_dtr::{Algorithm, Clock, KeyError, SigningKey, UnixTime};
+use oidc_dtr::{
+    UnixTime,
+    jose::{Algorithm, KeyError, SigningKey},
+    time::Clock,
+};
 
 use super::{
     DEFERRAL_CODE_TOKEN_TYPE, GRANT_TYPE_DEFERRED, GRANT_TYPE_DEVICE_CODE,

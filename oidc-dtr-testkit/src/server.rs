@@ -150,7 +150,7 @@ fn deferred_poll_id(req: &Incoming) -> Option<String> {
 }
 
 /// Serves a ping receiver, one task per connection.
-pub(crate) fn serve_receiver(listener: TcpListener, receiver: oidc_dtr::PingReceiver) {
+pub(crate) fn serve_receiver(listener: TcpListener, receiver: oidc_dtr::ping::PingReceiver) {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {

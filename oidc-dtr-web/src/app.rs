@@ -18,8 +18,8 @@ use tower_sessions::cookie::{Key, SameSite};
 use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer};
 
 use oidc_dtr::{
-    CallbackResponse, DeferredAuthId, DtrClient, Outcome, OutcomeId, PendingAuthorization,
-    PollEvent, ResponseMode,
+    CallbackResponse, DeferredId, DtrClient, Outcome, OutcomeId, PendingAuthorization, PollEvent,
+    client::ResponseMode,
 };
 
 use crate::html;
@@ -70,7 +70,7 @@ impl AppOptions {
 
 /// One verification the app follows.
 struct Entry {
-    id: DeferredAuthId,
+    id: DeferredId,
     view: watch::Sender<View>,
 }
 
@@ -132,7 +132,7 @@ impl App {
 
     /// Starts following an authentication (idempotent: events may have
     /// created the entry already).
-    fn register(&self, id: &DeferredAuthId) -> OutcomeId {
+    fn register(&self, id: &DeferredId) -> OutcomeId {
         let oid = OutcomeId::of(id);
         self.lock().entry(oid.clone()).or_insert_with(|| Entry {
             id: id.clone(),
@@ -142,7 +142,7 @@ impl App {
     }
 
     /// Sets a view; a final view is never replaced.
-    fn set(&self, id: &DeferredAuthId, view: View) {
+    fn set(&self, id: &DeferredId, view: View) {
         let oid = self.register(id);
         if let Some(e) = self.lock().get(&oid) {
             e.view.send_if_modified(|current| {
@@ -156,7 +156,7 @@ impl App {
         }
     }
 
-    async fn finish(&self, id: &DeferredAuthId, outcome: &Outcome) {
+    async fn finish(&self, id: &DeferredId, outcome: &Outcome) {
         self.set(id, View::of_outcome(outcome));
         // The app has taken the outcome (a real app commits it to its
         // database first): the SDK need not hand it over again.
@@ -187,7 +187,7 @@ impl App {
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     // Outcomes stay available through `wait`.
                     tracing::warn!(missed, "fell behind the SDK's events");
-                    let open: Vec<DeferredAuthId> = self
+                    let open: Vec<DeferredId> = self
                         .lock()
                         .values()
                         .filter(|e| !e.view.borrow().is_final())

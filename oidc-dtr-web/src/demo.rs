@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use oidc_dtr::{CancellationConfig, DtrClient, PollConfig};
+use oidc_dtr::{DtrClient, client::CancellationConfig, poll::PollConfig};
 use oidc_dtr_testkit::{MockOp, OpConfig, RegisteredClient};
 
 use crate::app::{App, AppOptions};

@@ -22,7 +22,7 @@
 //!   its decision arrive.
 //! - `POST /verification/cancel`: cancels at the OP and stops polling.
 //! - `POST /dtr/ping`: the notification endpoint, the SDK's
-//!   [`PingReceiver`](oidc_dtr::PingReceiver) mounted as a tower
+//!   [`PingReceiver`](oidc_dtr::ping::PingReceiver) mounted as a tower
 //!   service.
 //!
 //! No URL names a verification: every page finds it through the session, so

@@ -24,11 +24,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use oidc_dtr::UnixTime;
-use oidc_dtr::{AccessToken, ClientSecret, Nonce, RawJwt};
+use oidc_dtr::secret::{AccessToken, ClientSecret, Nonce, RawJwt};
 use oidc_dtr::{
-    Algorithm, DtrClient, JwksSnapshot, ProviderMetadata, ValidationContext, ValidationOptions,
+    DtrClient, ProviderMetadata,
+    jose::Algorithm,
+    tokens::{JwksSnapshot, ValidationContext, ValidationOptions},
 };
-use oidc_dtr::{IdTokenValidator, KeySet, SigningKey};
+use oidc_dtr::{
+    jose::{KeySet, SigningKey},
+    tokens::IdTokenValidator,
+};
 use serde_json::{Map, Value, json};
 
 const ISS: &str = "https://op.example.com";

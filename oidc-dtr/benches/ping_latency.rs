@@ -12,9 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use oidc_dtr::Algorithm;
 use oidc_dtr::Outcome;
-use oidc_dtr::{CallbackResponse, DtrClient, ValidationOptions};
+use oidc_dtr::jose::Algorithm;
+use oidc_dtr::{CallbackResponse, DtrClient, tokens::ValidationOptions};
 use oidc_dtr_testkit::{MockOp, OpConfig, RegisteredClient};
 
 const N: usize = 400;

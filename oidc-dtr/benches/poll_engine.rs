@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use oidc_dtr::SystemRandom;
 use oidc_dtr::UnixTime;
-use oidc_dtr::{Action, Event, PollConfig, PollMachine, PollResult};
-use oidc_dtr::{ErrorCode, OAuthError};
+use oidc_dtr::error::{ErrorCode, OAuthError};
+use oidc_dtr::poll::{Action, Event, PollConfig, PollMachine, PollResult};
+use oidc_dtr::random::SystemRandom;
 
 fn bench(c: &mut Criterion) {
     let t0 = UnixTime::from_secs(1_900_000_000);

@@ -40,7 +40,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use oidc_dtr::{CallbackResponse, DeferredAuthId, DtrClient, PendingAuthorization};
+use oidc_dtr::{CallbackResponse, DeferredId, DtrClient, PendingAuthorization};
 use oidc_dtr::{Outcome, PollEvent};
 use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, RegisteredClient};
 
@@ -65,7 +65,7 @@ pub struct App {
     /// back; the SDK then compares it in constant time).
     pending: Arc<Mutex<HashMap<String, PendingAuthorization>>>,
     /// Verification number -> deferred_auth_id and status.
-    verifications: Arc<Mutex<Vec<(DeferredAuthId, Status)>>>,
+    verifications: Arc<Mutex<Vec<(DeferredId, Status)>>>,
 }
 
 /// A running demo: the mock OP, the RP's address, and the app.
@@ -162,7 +162,7 @@ async fn with_database(
     builder: oidc_dtr::DtrClientBuilder,
     url: &str,
 ) -> Result<oidc_dtr::DtrClientBuilder, Box<dyn std::error::Error>> {
-    Ok(builder.store(oidc_dtr::PostgresStore::connect(url).await?))
+    Ok(builder.store(oidc_dtr::store::PostgresStore::connect(url).await?))
 }
 
 #[cfg(not(feature = "postgres"))]

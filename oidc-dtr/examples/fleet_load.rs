@@ -26,8 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oidc_dtr::{
-    CallbackResponse, Clock, DtrClient, FleetConfig, PollConfig, PostgresStore, Record, Store,
-    StoredOutcome,
+    CallbackResponse, DtrClient,
+    poll::{FleetConfig, PollConfig},
+    store::{PostgresStore, Record, Store, StoredOutcome},
+    time::Clock,
 };
 use oidc_dtr_testkit::{MockOp, OpConfig, RegisteredClient};
 
@@ -108,15 +110,15 @@ async fn admin(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Erro
 
 fn record(i: usize) -> Record {
     let a = oidc_dtr::DeferredAuthentication::seeded(
-        oidc_dtr::DeferredAuthId::new(format!("bench-{i}-0123456789abcdef0123456789")),
+        oidc_dtr::DeferredId::new(format!("bench-{i}-0123456789abcdef0123456789")),
         "https://op.example".into(),
         "client".into(),
         oidc_dtr::UnixTime::from_millis(1_800_000_000_000),
         Some(3600),
         1,
-        oidc_dtr::Nonce::new("nonce"),
+        oidc_dtr::secret::Nonce::new("nonce"),
     );
-    let m = oidc_dtr::PollMachine::new(&a, PollConfig::default());
+    let m = oidc_dtr::poll::PollMachine::new(&a, PollConfig::default());
     Record::new(a, m)
 }
 
@@ -344,7 +346,7 @@ async fn pings(url: &str, schema: &str) -> Result<(), Box<dyn std::error::Error>
     let (mut to_poll, mut after_poll) = (Vec::new(), Vec::new());
     for id in &ids {
         let t = Instant::now();
-        let wall = oidc_dtr::SystemClock.now();
+        let wall = oidc_dtr::time::SystemClock.now();
         op.approve(id);
         let o = b.wait(id).await?;
         let total = t.elapsed();

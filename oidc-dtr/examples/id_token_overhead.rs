@@ -17,8 +17,15 @@ use std::time::Instant;
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use oidc_dtr::{AccessToken, Algorithm, IdTokenValidator, KeySet, Nonce, RawJwt, SigningKey};
-use oidc_dtr::{UnixTime, ValidationContext, ValidationOptions};
+use oidc_dtr::{
+    UnixTime,
+    tokens::{ValidationContext, ValidationOptions},
+};
+use oidc_dtr::{
+    jose::{Algorithm, KeySet, SigningKey},
+    secret::{AccessToken, Nonce, RawJwt},
+    tokens::IdTokenValidator,
+};
 use serde_json::{Map, json};
 
 const ISS: &str = "https://op.example.com";

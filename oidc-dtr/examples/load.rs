@@ -39,12 +39,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use oidc_dtr::DriverConfig;
-use oidc_dtr::{Algorithm, Event, Outcome, PollConfig, PollMachine, SystemRandom};
-use oidc_dtr::{Clock, ManualClock, UnixTime};
-use oidc_dtr::{DtrClient, ValidationOptions};
-use oidc_dtr::{ErrorCode, OAuthError, PollResult, TokenSet};
-use oidc_dtr::{FileStore, Record, Store, StoredOutcome};
+use oidc_dtr::poll::DriverConfig;
+use oidc_dtr::store::{FileStore, Record, Store, StoredOutcome};
+use oidc_dtr::{DtrClient, tokens::ValidationOptions};
+use oidc_dtr::{
+    Outcome,
+    jose::Algorithm,
+    poll::{Event, PollConfig, PollMachine},
+    random::SystemRandom,
+};
+use oidc_dtr::{
+    TokenSet,
+    error::{ErrorCode, OAuthError},
+    poll::PollResult,
+};
+use oidc_dtr::{
+    UnixTime,
+    time::{Clock, ManualClock},
+};
 use oidc_dtr_testkit::{AutoApprove, Endpoint, MockOp, OpConfig};
 
 /// Counts live heap bytes.
@@ -488,11 +500,11 @@ async fn store_bench(n: usize) -> Result<(), Box<dyn std::error::Error>> {
     /// bytes per write.
     async fn phase<F>(what: &str, n: usize, mut write: impl FnMut(usize) -> F)
     where
-        F: std::future::Future<Output = Result<(), oidc_dtr::StoreError>> + Send + 'static,
+        F: std::future::Future<Output = Result<(), oidc_dtr::error::StoreError>> + Send + 'static,
     {
         let (disk0, wchar0) = io_written();
         let t = Instant::now();
-        let mut set: tokio::task::JoinSet<Result<(), oidc_dtr::StoreError>> =
+        let mut set: tokio::task::JoinSet<Result<(), oidc_dtr::error::StoreError>> =
             tokio::task::JoinSet::new();
         for i in 0..n {
             if set.len() >= WRITERS {

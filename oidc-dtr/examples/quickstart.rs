@@ -14,9 +14,9 @@
 
 use std::time::Duration;
 
-use oidc_dtr::FileStore;
+use oidc_dtr::assurance::{ClaimsRequest, ClaimsTarget, EvidenceRequest, VerifiedClaimsRequest};
+use oidc_dtr::store::FileStore;
 use oidc_dtr::{CallbackResponse, DtrClient, Profile, Redemption};
-use oidc_dtr::{ClaimsRequest, ClaimsTarget, EvidenceRequest, VerifiedClaimsRequest};
 use oidc_dtr::{Outcome, PollEvent};
 use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, OpProfiles};
 

@@ -1,10 +1,44 @@
-//! The error taxonomy.
+//! Errors, by what failed.
 //!
-//! One [`Error`] enum whose variants say *what failed and what the caller can
-//! do about it*. Every error that comes from the network names the field or
-//! check that failed, keeps the underlying cause as its `source()`, and never
-//! contains a secret (tokens, codes, `deferred_auth_id`s, client secrets) or a
-//! success response body.
+//! Every fallible call returns the one [`Error`] enum (also
+//! at the root). Its variants say *what failed and what the caller can do*;
+//! each wraps a more precise type from this module:
+//!
+//! | variant | type | what failed |
+//! |---|---|---|
+//! | [`Error::Config`] | [`ConfigError`] | the client was configured wrongly (fix the code or the deployment) |
+//! | [`Error::Discovery`] | [`DiscoveryError`] | the OP's metadata could not be fetched or does not fit |
+//! | [`Error::Http`] | [`HttpError`] | the network exchange: transport ([`TransportErrorKind`]), redirects, caps, non-OAuth answers; [`HttpError::is_transient`] says whether to retry |
+//! | [`Error::OAuth`] | [`OAuthError`] | the OP answered with an OAuth error; match on its [`ErrorCode`] |
+//! | [`Error::Response`] | [`ResponseError`] | the OP's answer is malformed |
+//! | [`Error::Validation`] | [`ValidationError`] | a token failed a check (which one is the variant) |
+//! | [`Error::Callback`] | [`CallbackError`] | the redirect back from the OP is not acceptable (state, `iss`, codes) |
+//! | [`Error::Store`] | [`StoreError`] | the store failed |
+//!
+//! plus variants for the lifecycle of one authentication (it is unknown,
+//! still live ([`LiveAuthentication`]), was not cancelled at the OP
+//! ([`NotCancelledReason`]), its tokens are held until the OP's keys can be
+//! fetched). [`WaitError`] is what waiting for an outcome can end with.
+//!
+//! Errors that come from the network name the field or check that failed
+//! and keep the underlying cause as their `source()` (shared across clones
+//! by [`SharedError`]). None of them contains a secret (tokens, codes,
+//! deferred ids, client secrets) or a success response body.
+//!
+//! ```
+//! use oidc_dtr::Error;
+//! use oidc_dtr::error::{ErrorCode, ValidationError};
+//!
+//! fn advice(err: &Error) -> &'static str {
+//!     match err {
+//!         Error::OAuth(e) if e.code == ErrorCode::InvalidClient => "check the client credentials",
+//!         Error::Validation(ValidationError::Nonce) => "a replayed or foreign ID token",
+//!         Error::Http(e) if e.is_transient() => "try again later",
+//!         _ => "see the error's message",
+//!     }
+//! }
+//! # let _ = advice;
+//! ```
 
 use std::fmt;
 use std::time::Duration;
@@ -89,7 +123,7 @@ pub enum Error {
     TokensHeld {
         /// What to `wait` on (a secret like a `deferred_auth_id`; its
         /// `Debug` is a fingerprint).
-        handle: crate::secret::DeferredAuthId,
+        handle: crate::secret::DeferredId,
         /// Why the tokens could not be validated (retryable).
         #[source]
         source: ValidationError,
@@ -108,7 +142,7 @@ pub enum Error {
     InterimIdTokenUnverified {
         /// The authentication's `deferred_auth_id` (a secret; its `Debug`
         /// is a fingerprint): stored and tracked.
-        id: crate::secret::DeferredAuthId,
+        id: crate::secret::DeferredId,
         /// Why the interim ID token could not be checked (retryable).
         #[source]
         source: ValidationError,
@@ -629,7 +663,7 @@ pub struct OAuthError {
     pub interval: Option<u64>,
     /// An `interaction_uri` member (IETF Deferred Token Response, with
     /// `interaction_required`), as sent; checked into an
-    /// [`InteractionUri`](crate::InteractionUri) before the SDK surfaces it.
+    /// [`InteractionUri`](crate::ietf::InteractionUri) before the SDK surfaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interaction_uri: Option<String>,
 }
@@ -1244,7 +1278,7 @@ mod tests {
     }
 }
 
-/// What can go wrong in a [`Store`](crate::Store).
+/// What can go wrong in a [`Store`](crate::store::Store).
 ///
 /// No variant shows a secret: records are named by the
 /// [`Fingerprint`] of their id, the issuer and client id (not secrets) are
@@ -1315,13 +1349,13 @@ pub enum StoreError {
         record: Fingerprint,
     },
     /// The store file is open elsewhere (another process, or another
-    /// [`FileStore`](crate::FileStore) in this one). A file store has one owner at a time.
+    /// [`FileStore`](crate::store::FileStore) in this one). A file store has one owner at a time.
     #[error("the store file {} is already open (in this or another process)", .path.display())]
     Locked {
         /// The file.
         path: std::path::PathBuf,
     },
-    /// The store was closed ([`Store::close`](crate::Store::close), e.g. by
+    /// The store was closed ([`Store::close`](crate::store::Store::close), e.g. by
     /// [`DtrClient::shutdown`](crate::DtrClient::shutdown)).
     #[error("the store is closed")]
     Closed,
@@ -1336,7 +1370,7 @@ pub enum StoreError {
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
     /// The write was refused because this instance no longer holds the
-    /// authentication's [`Lease`](crate::Lease): it expired and another
+    /// authentication's [`Lease`](crate::store::Lease): it expired and another
     /// instance took the authentication over. Stop polling it.
     #[error("the lease on deferred authentication {record:?} was lost to another instance")]
     LeaseLost {
@@ -1536,7 +1570,7 @@ pub enum AssuranceError {
         index: usize,
     },
     /// `verification.time` is later than now plus the allowed clock skew
-    /// ([`VERIFICATION_TIME_SKEW_SECS`](crate::VERIFICATION_TIME_SKEW_SECS)):
+    /// ([`VERIFICATION_TIME_SKEW_SECS`](crate::assurance::VERIFICATION_TIME_SKEW_SECS)):
     /// a verification cannot have happened in the future, and such a time
     /// would pass any `max_age`.
     #[error(

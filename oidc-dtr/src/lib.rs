@@ -26,13 +26,13 @@
 //! 3. [`DtrClient::exchange`] trades the `deferred_code` for a
 //!    [`DeferredAuthentication`] whose deadline is absolute, so that it
 //!    survives restarts unchanged. An `interim_id_token` is validated there.
-//!    The exchange stores it (see [`Store`]) and hands it to the client's
+//!    The exchange stores it (see [`store`]) and hands it to the client's
 //!    poll engine.
-//! 4. The poll engine (a sans-IO state machine per authentication ([`PollMachine`]),
+//! 4. The poll engine (a sans-IO state machine per authentication ([`poll::PollMachine`]),
 //!    one driver task for all of them) polls no faster than the OP's
 //!    interval (raised on `slow_down`, never lowered), backs off on network
 //!    trouble on top of that floor, stops at the deadline, and is woken early
-//!    by pings ([`DtrClient::ping_receiver`], [`PingReceiver`]).
+//!    by pings ([`DtrClient::ping_receiver`], [`ping::PingReceiver`]).
 //! 5. When the OP answers with tokens, the ID token is validated (always:
 //!    signature against the OP's JWK Set, `iss`, `aud`, `azp`,
 //!    `exp`/`nbf`/`iat`, the request's `nonce`, `at_hash`, `auth_time`
@@ -63,133 +63,98 @@
 //! [durability](guide::durability), [fleets](guide::fleets), [the IETF
 //! profile](guide::ietf), [identity assurance](guide::identity_assurance),
 //! [security defaults](guide::security) and the [cargo
-//! features](guide::features) (`postgres`: a [`Store`] shared by a fleet, off
-//! by default).
+//! features](guide::features).
 //!
-//! ## Design
+//! ## Where things are
+//!
+//! The root holds what one authentication goes through, start to end. The
+//! rest is in modules, each with a page that explains its part:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`client`] | the client, its builder and the configuration it takes (HTTP, DPoP, client authentication, cancellation) |
+//! | [`poll`] | polling: events, status, the engine's settings, and the sans-IO [`poll::PollMachine`] for other runtimes |
+//! | [`tokens`] | tokens, ID token claims and their validation, the JWKS cache |
+//! | [`ping`] | the receiver for the OP's pings (notification endpoint), with no web framework |
+//! | [`store`] | durable state: the [`store::Store`] trait, memory, file and PostgreSQL stores, sealing |
+//! | [`ietf`] | the IETF OAuth profile and the device grant |
+//! | [`assurance`] | identity assurance: asking for, reading and checking `verified_claims` |
+//! | [`jose`] | keys: signing keys for client assertions, DPoP keys, JWK Sets, thumbprints |
+//! | [`error`] | every error type, by what failed |
+//! | [`secret`] | the newtypes that keep secrets out of logs |
+//! | [`time`], [`random`] | the injectable clock and random source |
+//! | [`guide`] | the guide: no API, only text |
 //!
 //! The protocol core is sans-IO: request builders return data, parsers take
-//! bytes, and the clock ([`Clock`]) and random source
-//! ([`RandomSource`]) are injected. One HTTP edge talks to the network
-//! with secure defaults: no redirects, https only (loopback excepted), capped
-//! bodies, timeouts. Secrets live in newtypes (e.g. [`DeferredAuthId`]) that never print.
+//! bytes, and the clock ([`time::Clock`]) and random source
+//! ([`random::RandomSource`]) are injected. One HTTP edge talks to the
+//! network with secure defaults: no redirects, https only (loopback
+//! excepted), capped bodies, timeouts. Secrets live in newtypes (e.g.
+//! [`DeferredId`]) that never print.
 //!
-//! ## Layers
+//! ## Optional features
 //!
-//! - `proto` and `jose`: the pure protocol core (no IO, no tokio, no clock
-//!   reads), one file per part of the draft;
-//! - `engine`: the IO edge: the HTTP transport, the JWKS cache and the poll
-//!   driver;
-//! - `client`: the [`DtrClient`] facade; [`PingReceiver`]; `store`.
+//! - `file-store` (on by default): [`store::FileStore`], the embedded
+//!   durable store (one file, built on `redb`). Turn default features off
+//!   if you only use PostgreSQL or your own store.
+//! - `postgres` (off by default): [`store::PostgresStore`], one PostgreSQL
+//!   database shared by a fleet of instances (leases, fenced writes).
 //!
-//! Lower layers never name higher ones (a test checks it). The sans-IO
-//! [`PollMachine`] is a supported API of its own for other runtimes.
+//! See [the features page](guide::features) for what each brings in.
 //!
 //! The `oidc-dtr-testkit` crate is an in-process mock OP for tests (yours
 //! and ours): discovery, JWKS with rotation, the whole DTR server side, DPoP,
 //! client assertions, cancellation, pings, fault injection, a request log,
-//! and the conformance suite for your own [`Store`].
+//! and the conformance suite for your own [`store::Store`].
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, unreachable_pub)]
 #![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 #![forbid(unsafe_code)]
 
-mod client;
+// Private modules first; the public ones are the API's pages.
+pub mod assurance;
+pub mod client;
 mod engine;
-mod error;
+pub mod error;
 pub mod guide;
-mod jose;
+pub mod ietf;
+pub mod jose;
 mod json;
-mod ping;
+pub mod ping;
+pub mod poll;
 mod proto;
-mod random;
-mod secret;
-mod store;
-mod time;
+pub mod random;
+pub mod secret;
+pub mod store;
+pub mod time;
+pub mod tokens;
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
-// The client facade.
-pub use client::{AuthHandle, DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClient, DtrClientBuilder};
-
-// Authentication request, callback, exchange, tokens.
-pub use proto::authorize::{
-    AuthorizationRequestBuilder, PendingAuthorization, ResponseMode, ResponseType,
-};
+// The root: what one authentication goes through, start to end. Everything
+// else lives in the modules above, each with a page that explains it.
+pub use client::{AuthHandle, DtrClient, DtrClientBuilder};
+pub use engine::driver::{Delivery, OutcomeId, PollEvent, PollStatus};
+pub use error::Error;
+pub use proto::authorize::PendingAuthorization;
 pub use proto::callback::{Acknowledgment, CallbackResponse, CodeResponse};
-pub use proto::cancel::{CancelEncoding, CancelResult, CancellationConfig};
-pub use proto::claims::{Address, IdTokenClaims};
-pub use proto::client_auth::{AssertionAudience, ClientAuth};
+pub use proto::cancel::CancelResult;
+pub use proto::claims::IdTokenClaims;
+pub use proto::client_auth::ClientAuth;
 pub use proto::device::DeviceAuthorization;
 pub use proto::discovery::ProviderMetadata;
-pub use proto::exchange::{Compat, DeferredAuthentication};
-pub use proto::ietf::{InteractionUri, InvalidInteractionUri, Redemption};
+pub use proto::exchange::DeferredAuthentication;
+pub use proto::ietf::Redemption;
+pub use proto::poll::Outcome;
 pub use proto::profile::Profile;
-pub use proto::token::{HeldTokens, IdToken, TokenResponse, TokenSet, ValidationContext};
+pub use proto::token::{HeldTokens, TokenSet};
 pub use proto::userinfo::UserInfo;
-
-// Identity assurance (OpenID Connect for Identity Assurance 1.0): requesting,
-// receiving and checking `verified_claims`.
-pub use proto::assurance::{
-    AssuranceDetail, AssuranceError, AssuranceLimits, AssuranceProcess, AssuranceUnsupported,
-    AssuredClaims, Attachment, AttachmentAccessToken, Attestation, CLAIMS_REQUEST_MAX_DEPTH,
-    CheckDetail, CheckedVerifiedClaims, ClaimConstraint, ClaimsRequest, ClaimsTarget, Digest,
-    DocumentDetails, DocumentEvidence, ElectronicRecord, ElectronicRecordEvidence,
-    ElectronicSignatureEvidence, ElementRequest, EmbeddedAttachment, Evidence, EvidenceRef,
-    EvidenceRequest, ExternalAttachment, PURPOSE_MAX_CHARS, PURPOSE_MIN_CHARS, Party,
-    ReceivedClaims, TargetRequest, VERIFICATION_TIME_SKEW_SECS, VERIFIED_CLAIMS, Verification,
-    VerificationRequest, VerifiedClaims, VerifiedClaimsRequest, VouchEvidence,
-    check_verified_claims, find_misplaced_verified_claims, find_verified_claim,
-    parse_verification_time, parse_verified_claims, parse_verified_claims_value,
-};
-
-// Polling: outcomes, events, the sans-IO machine.
-pub use engine::driver::{Delivery, DriverConfig, OutcomeId, PollEvent, PollStatus};
-pub use engine::fleet::FleetConfig;
-pub use engine::stats::EngineStats;
-pub use proto::poll::{
-    Action, Event, InteractionChange, Outcome, PollConfig, PollFailure, PollMachine, PollResult,
-    Step,
-};
-
-// The ping receiver.
-pub use ping::{PingBody, PingReceiver, PingReply, PingReplyKind};
-
-// JOSE and the JWKS cache.
-pub use engine::jwks_cache::{JwksConfig, JwksSnapshot};
-pub use engine::transport::HttpConfig;
-pub use jose::{Algorithm, DpopKey, KeyError, KeySet, SigningKey, jwk_thumbprint};
-pub use proto::id_token::{IdTokenValidator, ValidationOptions};
-
-// Durable state.
-pub use store::{
-    AesGcmSealer, FileStore, FileStoreOptions, Lease, MemoryStore, QuarantinedRecord, Record,
-    RecordKey, SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer, Store, StoreFuture, StoreNotice,
-    StoredOutcome,
-};
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use store::{PostgresOptions, PostgresStore};
-
-// Errors.
-pub use error::{
-    CallbackError, ConfigError, DiscoveryError, Error, ErrorCode, HttpError, LiveAuthentication,
-    NotCancelledReason, OAuthError, ResponseError, RetryAfter, SharedError, StoreError,
-    TransportErrorKind, ValidationError, WaitError,
-};
-
-// Secrets, time and randomness.
-pub use random::{RandomError, RandomSource, SystemRandom};
-pub use secret::{
-    AccessToken, AuthorizationCode, ClientSecret, DeferredAuthId, DeferredCode,
-    DeferredNotificationToken, Fingerprint, Nonce, PkceVerifier, RawJwt, RefreshToken, SecretHash,
-    State,
-};
-pub use time::{Clock, ManualClock, SystemClock, UnixTime};
+pub use secret::DeferredId;
+pub use time::UnixTime;
 
 /// Measurements of internal parts, for `examples/load.rs`.
 ///
@@ -227,7 +192,7 @@ pub mod __fuzz {
     use crate::ping::{PingReceiver, PingSink, PingVerdict};
     use crate::proto::authorize::{PendingAuthorization, ResponseMode, ResponseType};
     use crate::proto::message::HttpResponse;
-    use crate::secret::{DeferredAuthId, Nonce, PkceVerifier, State};
+    use crate::secret::{DeferredId, Nonce, PkceVerifier, State};
 
     /// The issuer the wrappers expect.
     pub const ISSUER: &str = "https://op.example";
@@ -334,7 +299,7 @@ pub mod __fuzz {
     struct Sink;
 
     impl PingSink for Sink {
-        fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> crate::ping::BoxFuture<PingVerdict> {
+        fn ping(&self, id: DeferredId, token: Vec<u8>) -> crate::ping::BoxFuture<PingVerdict> {
             let known = crate::secret::ct_eq(id.secret().as_bytes(), b"live")
                 && crate::secret::ct_eq(&token, b"right");
             let verdict = if known {

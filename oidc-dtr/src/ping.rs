@@ -1,12 +1,32 @@
-//! The Ping Callback receiver (draft §"Ping Callback"): the RP's
-//! `deferred_client_notification_endpoint`, with no web framework.
+//! The receiver for the OP's pings: the RP's notification endpoint
+//! (`deferred_client_notification_endpoint`), with no web framework.
 //!
-//! A ping only wakes the poller; it never delivers a result. The answer
-//! table (405, 415, 413, 400, one identical 401 for a missing or wrong
-//! token and an unknown id, 204), the IETF advisory callbacks and the
-//! no-oracle rules (hash, constant-time compare, the same work for an
-//! unknown id) are documented for users in
-//! [the pings guide](crate::guide::pings): change both together.
+//! When the client has a notification endpoint, the OP may call it the
+//! moment a decision is ready, and the engine polls at once instead of
+//! waiting for the next scheduled poll. A ping only wakes the poller: it
+//! never carries or completes a result; tokens come only from the token
+//! endpoint.
+//!
+//! [`DtrClient::ping_receiver`](crate::DtrClient::ping_receiver) gives a
+//! [`PingReceiver`]. Mount it at the notification endpoint's path in any
+//! server: it is a `tower::Service` over `http` requests (axum, hyper,
+//! tonic), and [`PingReceiver::handle_raw`] takes plain method, header and
+//! body values for anything else. It answers with a [`PingReply`]:
+//!
+//! | request | answer ([`PingReplyKind`]) |
+//! |---|---|
+//! | not `POST` | 405 |
+//! | not `application/json` | 415 |
+//! | body over the cap ([`PingReceiver::max_body`]) | 413 |
+//! | malformed body | 400 |
+//! | missing or wrong bearer token, *or* an unknown id | 401, identical |
+//! | right token, live authentication | 204, the poller wakes |
+//! | right token, authentication already ended | 204, nothing wakes |
+//!
+//! The 401 for an unknown id is the same, byte for byte and in the work
+//! done, as the one for a wrong token, so the endpoint is no oracle for
+//! which ids exist; tokens are compared as hashes, in constant time. The
+//! [pings guide](crate::guide::pings) shows it mounted in axum and hyper.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -21,7 +41,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::proto::profile::Profile;
-use crate::secret::DeferredAuthId;
+use crate::secret::DeferredId;
 
 /// A boxed, sendable future (what [`PingSink`] returns).
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -76,11 +96,11 @@ pub(crate) const DEFAULT_MAX_BODY: usize = 4 * 1024;
 /// Checks a ping's credentials and wakes the poller (the driver does both
 /// in one step).
 pub(crate) trait PingSink: Send + Sync + 'static {
-    fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict>;
+    fn ping(&self, id: DeferredId, token: Vec<u8>) -> BoxFuture<PingVerdict>;
 
     /// A callback without a bearer token (IETF, advisory): wakes the
     /// authentication if the application opted in and it is eligible.
-    fn advisory(&self, _id: DeferredAuthId) -> BoxFuture<PingVerdict> {
+    fn advisory(&self, _id: DeferredId) -> BoxFuture<PingVerdict> {
         Box::pin(async { PingVerdict::Rejected })
     }
 }
@@ -303,7 +323,7 @@ impl PingReceiver {
         let Some((id, profile)) = handle_of(body) else {
             return PingReply::of(PingReplyKind::BadRequest);
         };
-        let id = DeferredAuthId::new(id);
+        let id = DeferredId::new(id);
         let Some(token) = bearer(authorization) else {
             // The IETF draft: without a notification token the AS omits the
             // header; such a callback is advisory at most.
@@ -459,7 +479,7 @@ mod tests {
     }
 
     impl PingSink for FakeSink {
-        fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
+        fn ping(&self, id: DeferredId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
             let verdict = match (id.secret(), token.as_slice()) {
                 ("live", b"right") => {
                     self.woken.lock().unwrap().push(id.secret().to_owned());
@@ -473,7 +493,7 @@ mod tests {
 
         /// "open" is an IETF authentication without a notification token
         /// whose app opted in.
-        fn advisory(&self, id: DeferredAuthId) -> BoxFuture<PingVerdict> {
+        fn advisory(&self, id: DeferredId) -> BoxFuture<PingVerdict> {
             let verdict = if id.secret() == "open" {
                 self.woken
                     .lock()

@@ -171,11 +171,23 @@ secret_string!(
     fingerprint
 );
 secret_string!(
-    /// The `deferred_auth_id` naming one Authentication Process at the OP: the
-    /// key for polls, pings and cancellation. Whoever holds it (and the client
-    /// credentials) can redeem the tokens, so it is treated as a secret and
-    /// logged only as a fingerprint.
-    DeferredAuthId,
+    /// The identifier the OP gave one deferred authentication: the
+    /// `deferred_auth_id` of the OpenID Connect profile, or the
+    /// `deferral_code` of the IETF profile. It is the key for polls, pings,
+    /// cancellation, [`DtrClient::watch`](crate::DtrClient::watch) and the
+    /// store. Whoever holds it (and the client credentials) can redeem the
+    /// tokens, so it is treated as a secret and logged only as a
+    /// fingerprint.
+    ///
+    /// ```
+    /// use oidc_dtr::DeferredId;
+    ///
+    /// let id = DeferredId::new("f4oirNBUlM-abcdef");
+    /// assert_eq!(id.secret(), "f4oirNBUlM-abcdef");
+    /// // Debug never shows the value, only a fingerprint.
+    /// assert!(!format!("{id:?}").contains("f4oirNBUlM"));
+    /// ```
+    DeferredId,
     fingerprint
 );
 secret_string!(
@@ -201,7 +213,7 @@ secret_string!(
 /// Like the other secret types: no `Display`, a fingerprint as `Debug`,
 /// constant-time equality, transparent serialisation, wiped from memory
 /// when dropped. Unlike them, clones share one buffer (the validated
-/// [`IdToken`](crate::IdToken) keeps the token it was given without copying
+/// [`IdToken`](crate::tokens::IdToken) keeps the token it was given without copying
 /// it), which is wiped once, when the last clone is dropped.
 #[derive(Clone)]
 pub struct RawJwt(Arc<Zeroizing<String>>);
@@ -336,22 +348,22 @@ mod tests {
     fn debug_never_shows_the_value() {
         let s = ClientSecret::new("hunter2-very-secret");
         assert_eq!(format!("{s:?}"), "ClientSecret([redacted])");
-        let id = DeferredAuthId::new("f4oirNBUlM-abcdef");
+        let id = DeferredId::new("f4oirNBUlM-abcdef");
         let dbg = format!("{id:?}");
         assert!(!dbg.contains("f4oirNBUlM"), "{dbg}");
-        assert!(dbg.starts_with("DeferredAuthId(#"), "{dbg}");
+        assert!(dbg.starts_with("DeferredId(#"), "{dbg}");
         assert_eq!(format!("{:?}", id.fingerprint()).len(), 9);
     }
 
     #[test]
     fn equality_and_hash_follow_the_value() {
         use std::collections::HashSet;
-        let a = DeferredAuthId::new("abc");
-        let b = DeferredAuthId::new("abc");
-        let c = DeferredAuthId::new("abd");
+        let a = DeferredId::new("abc");
+        let b = DeferredId::new("abc");
+        let c = DeferredId::new("abd");
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_ne!(a, DeferredAuthId::new("ab"));
+        assert_ne!(a, DeferredId::new("ab"));
         let set: HashSet<_> = [a, b, c].into_iter().collect();
         assert_eq!(set.len(), 2);
     }

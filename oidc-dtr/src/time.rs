@@ -127,7 +127,7 @@ impl Clock for SystemClock {
 /// A clock that only moves when told to: for tests.
 ///
 /// ```
-/// use oidc_dtr::{Clock, ManualClock, UnixTime};
+/// use oidc_dtr::{UnixTime, time::{Clock, ManualClock}};
 /// use std::time::Duration;
 /// let clock = ManualClock::new(UnixTime::from_secs(1_700_000_000));
 /// clock.advance(Duration::from_secs(5));

@@ -25,7 +25,7 @@ use crate::proto::message::{HttpRequest, HttpResponse, error_for_status, parse_o
 use crate::proto::poll::{Outcome, PollFailure, PollMachine, PollResult};
 use crate::proto::token::{self, HeldTokens, TokenSet, ValidationContext};
 use crate::random::random_b64url;
-use crate::secret::DeferredAuthId;
+use crate::secret::DeferredId;
 use crate::store::{Record, StoreError, StoredOutcome};
 use crate::time::UnixTime;
 
@@ -214,7 +214,7 @@ impl ClientInner {
             InHand::Tokens(t) => return Ok(*t),
             InHand::Held { tokens, reason } => (tokens, reason),
         };
-        let handle = DeferredAuthId::new(format!("held-{}", random_b64url(self.rng.as_ref(), 32)?));
+        let handle = DeferredId::new(format!("held-{}", random_b64url(self.rng.as_ref(), 32)?));
         let mut auth =
             DeferredAuthentication::holding(origin, handle.clone(), received_at, profile);
         auth.dpop_key = dpop_key.map(Box::new);
@@ -412,7 +412,7 @@ impl Poller for ClientInner {
         })
     }
 
-    fn may_poll(&self, id: &crate::secret::DeferredAuthId) -> bool {
+    fn may_poll(&self, id: &crate::secret::DeferredId) -> bool {
         self.fleet.as_ref().is_none_or(|f| f.may_poll(id))
     }
 

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::proto::cancel::CancelResult;
 use crate::proto::poll::Outcome;
 use crate::proto::token::TokenSet;
-use crate::secret::DeferredAuthId;
+use crate::secret::DeferredId;
 
 /// A handle to one deferred authentication: its own events, its current
 /// status, its outcome, its cancellation. Get one with
@@ -41,7 +41,7 @@ use crate::secret::DeferredAuthId;
 ///   [`PollEvent::Finished`]: if the authentication had already ended
 ///   when the handle was made, or if this handle fell so far behind that
 ///   the client's event channel
-///   ([`DriverConfig::event_capacity`](crate::DriverConfig::event_capacity))
+///   ([`DriverConfig::event_capacity`](crate::poll::DriverConfig::event_capacity))
 ///   dropped events before it read them (it *lags*), the handle reads the
 ///   outcome from the poll engine (or the store), as [`wait`](Self::wait)
 ///   does. Only progress texts and interaction changes can be lost to a
@@ -112,7 +112,7 @@ use crate::secret::DeferredAuthId;
 /// ```
 pub struct AuthHandle {
     client: DtrClient,
-    id: DeferredAuthId,
+    id: DeferredId,
     events: broadcast::Receiver<PollEvent<TokenSet>>,
     /// The stream has ended (its `Finished` was returned, or the engine
     /// stopped).
@@ -127,7 +127,7 @@ pub struct AuthHandle {
 }
 
 impl AuthHandle {
-    pub(crate) fn new(client: &DtrClient, id: &DeferredAuthId) -> Self {
+    pub(crate) fn new(client: &DtrClient, id: &DeferredId) -> Self {
         // Subscribe first: every event from now on is in this receiver,
         // so a status read afterwards leaves no gap.
         let events = client.subscribe();
@@ -142,8 +142,8 @@ impl AuthHandle {
     }
 
     /// The authentication's `deferred_auth_id` (a secret: log its
-    /// [`fingerprint`](DeferredAuthId::fingerprint)).
-    pub fn id(&self) -> &DeferredAuthId {
+    /// [`fingerprint`](DeferredId::fingerprint)).
+    pub fn id(&self) -> &DeferredId {
         &self.id
     }
 
@@ -318,7 +318,7 @@ impl fmt::Debug for AuthHandle {
 }
 
 /// The authentication an event is about.
-fn event_id<T>(event: &PollEvent<T>) -> &DeferredAuthId {
+fn event_id<T>(event: &PollEvent<T>) -> &DeferredId {
     match event {
         PollEvent::Progress { id, .. }
         | PollEvent::Interaction { id, .. }

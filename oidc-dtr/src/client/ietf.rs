@@ -189,7 +189,7 @@ pub(crate) struct ClientPings {
 impl crate::ping::PingSink for ClientPings {
     fn ping(
         &self,
-        id: crate::secret::DeferredAuthId,
+        id: crate::secret::DeferredId,
         token: Vec<u8>,
     ) -> crate::ping::BoxFuture<crate::ping::PingVerdict> {
         let driver = self.driver.clone();
@@ -198,7 +198,7 @@ impl crate::ping::PingSink for ClientPings {
 
     fn advisory(
         &self,
-        id: crate::secret::DeferredAuthId,
+        id: crate::secret::DeferredId,
     ) -> crate::ping::BoxFuture<crate::ping::PingVerdict> {
         use crate::ping::PingVerdict;
         let driver = self.driver.clone();

@@ -1,4 +1,41 @@
-//! [`DtrClient`]: one Relying Party's view of one OpenID Provider.
+//! The client: one Relying Party's view of one OpenID Provider, and how
+//! to configure it.
+//!
+//! [`DtrClient`] is built once per OP with [`DtrClientBuilder`] (usually
+//! from the OP's discovery document) and shared: it is cheap to clone and
+//! every method takes `&self`. An [`AuthHandle`] follows one pending
+//! authentication.
+//!
+//! The configuration types the builder takes live here too:
+//!
+//! - [`HttpConfig`]: timeouts, body caps, extra trust roots of the one HTTP
+//!   client the SDK uses (no redirects, https only except loopback);
+//! - [`DpopConfig`]: sender-constrained tokens (RFC 9449), on by default for
+//!   public clients;
+//! - [`ClientAuth`] and [`AssertionAudience`]: how the
+//!   client authenticates at the token endpoint;
+//! - [`AuthorizationRequestBuilder`], [`ResponseType`] and [`ResponseMode`]:
+//!   the authorization request;
+//! - [`CancellationConfig`] and [`CancelEncoding`]: how the OP is told that
+//!   the user gave up;
+//! - [`Compat`]: tolerances for OPs that bend the draft.
+//!
+//! ```no_run
+//! use oidc_dtr::DtrClient;
+//! use oidc_dtr::client::HttpConfig;
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), oidc_dtr::Error> {
+//! let client = DtrClient::builder()
+//!     .issuer("https://op.example")
+//!     .client_id("my-rp")
+//!     .redirect_uri("https://rp.example/callback")
+//!     .http_config(HttpConfig::default())
+//!     .build()
+//!     .await?;
+//! # let _ = client; Ok(())
+//! # }
+//! ```
 
 mod back_channel;
 mod builder;
@@ -9,6 +46,12 @@ mod validation;
 
 pub use builder::{DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClientBuilder};
 pub use handle::AuthHandle;
+
+pub use crate::engine::transport::HttpConfig;
+pub use crate::proto::authorize::{AuthorizationRequestBuilder, ResponseMode, ResponseType};
+pub use crate::proto::cancel::{CancelEncoding, CancellationConfig};
+pub use crate::proto::client_auth::AssertionAudience;
+pub use crate::proto::exchange::Compat;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,21 +70,19 @@ use crate::error::{
 };
 use crate::jose::DpopKey;
 use crate::ping::PingReceiver;
-use crate::proto::authorize::{
-    AuthorizationRequestBuilder, AuthorizeContext, PendingAuthorization, ResponseMode,
-};
+use crate::proto::authorize::{AuthorizeContext, PendingAuthorization};
 use crate::proto::callback::{self, Acknowledgment, CallbackResponse, CodeResponse};
-use crate::proto::cancel::{CancelResult, CancellationConfig};
+use crate::proto::cancel::CancelResult;
 use crate::proto::client_auth::ClientAuth;
 use crate::proto::discovery::ProviderMetadata;
-use crate::proto::exchange::{self, Compat, DeferredAuthentication, NOTIFICATION_TOKEN_BYTES};
+use crate::proto::exchange::{self, DeferredAuthentication, NOTIFICATION_TOKEN_BYTES};
 use crate::proto::id_token::{IdTokenValidator, ValidationOptions};
 use crate::proto::message::HttpRequest;
 use crate::proto::poll::{Outcome, PollConfig, PollMachine};
 use crate::proto::profile::Profile;
 use crate::proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
 use crate::random::{RandomSource, random_b64url};
-use crate::secret::DeferredAuthId;
+use crate::secret::DeferredId;
 use crate::secret::{AccessToken, DeferredNotificationToken, RawJwt};
 use crate::store::{Record, Store, StoreError};
 use crate::time::{Clock, UnixTime};
@@ -340,7 +381,7 @@ impl DtrClient {
     ///     // back. Tell the user "almost done", then:
     ///     Err(Error::TokensHeld { handle, .. }) => match client.wait(&handle).await? {
     ///         Outcome::Tokens(tokens) => tokens,
-    ///         other => return Err(Error::from(oidc_dtr::ConfigError::Invalid {
+    ///         other => return Err(Error::from(oidc_dtr::error::ConfigError::Invalid {
     ///             field: "example",
     ///             reason: format!("no tokens: {}", other.kind()),
     ///         })),
@@ -403,11 +444,11 @@ impl DtrClient {
     ///
     /// Cancel-safe: dropping the future loses nothing; the outcome stays
     /// available to later calls for the retention period
-    /// ([`DriverConfig::finished_retention`](crate::DriverConfig::finished_retention)).
+    /// ([`DriverConfig::finished_retention`](crate::poll::DriverConfig::finished_retention)).
     ///
     /// With a shared store (a fleet), the outcome is read from the store,
     /// whichever instance polled: this returns once it is stored there.
-    pub async fn wait(&self, id: &DeferredAuthId) -> Result<Outcome<TokenSet>, Error> {
+    pub async fn wait(&self, id: &DeferredId) -> Result<Outcome<TokenSet>, Error> {
         if self.inner.fleet.is_some() {
             return Ok(crate::engine::fleet::wait_in_store(&self.inner.store, id).await??);
         }
@@ -432,7 +473,7 @@ impl DtrClient {
     /// An id this client does not know gives a handle whose stream is
     /// empty and whose [`wait`](AuthHandle::wait) fails.
     #[must_use = "a handle does nothing unless its events or outcome are read"]
-    pub fn watch(&self, id: &DeferredAuthId) -> AuthHandle {
+    pub fn watch(&self, id: &DeferredId) -> AuthHandle {
         AuthHandle::new(self, id)
     }
 
@@ -495,7 +536,7 @@ impl DtrClient {
     /// claim ran out (see [`undelivered`](Self::undelivered)) and that
     /// acknowledges after another consumer did gets `Ok(false)` (a
     /// duplicate, with the same [`OutcomeId`](crate::engine::driver::OutcomeId)).
-    pub async fn ack(&self, id: &DeferredAuthId) -> Result<bool, Error> {
+    pub async fn ack(&self, id: &DeferredId) -> Result<bool, Error> {
         if self.inner.fleet.is_some() {
             let first = self.inner.store.mark_delivered_once(id).await?;
             self.inner.driver.ack(id).await;
@@ -515,7 +556,7 @@ impl DtrClient {
     ///
     /// With a shared store (a fleet), outcomes come from the store, each
     /// to one consumer at a time: those returned here are hidden from other
-    /// instances for [`FleetConfig::delivery_visibility`](crate::FleetConfig::delivery_visibility),
+    /// instances for [`FleetConfig::delivery_visibility`](crate::poll::FleetConfig::delivery_visibility),
     /// then handed out again unless acknowledged. A store error gives an
     /// empty list (logged); call again later.
     pub async fn undelivered(&self) -> Vec<crate::engine::driver::Delivery<TokenSet>> {
@@ -538,10 +579,7 @@ impl DtrClient {
     /// durable store configured, the SDK does this itself.
     ///
     /// Cancel safety: safe (it only reads).
-    pub async fn snapshot(
-        &self,
-        id: &DeferredAuthId,
-    ) -> Option<(DeferredAuthentication, PollMachine)> {
+    pub async fn snapshot(&self, id: &DeferredId) -> Option<(DeferredAuthentication, PollMachine)> {
         let t = self.inner.driver.get(id).await?;
         Some((DeferredAuthentication::clone(&t.auth), t.machine))
     }
@@ -549,7 +587,7 @@ impl DtrClient {
     /// Where polling of an authentication stands.
     ///
     /// Cancel safety: safe (it only reads).
-    pub async fn poll_status(&self, id: &DeferredAuthId) -> Option<PollStatus> {
+    pub async fn poll_status(&self, id: &DeferredId) -> Option<PollStatus> {
         self.inner.driver.status(id).await
     }
 
@@ -561,7 +599,7 @@ impl DtrClient {
     ///
     /// Cancel safety: safe. Dropped, the wake-up may or may not have been
     /// delivered.
-    pub async fn wake(&self, id: &DeferredAuthId) -> bool {
+    pub async fn wake(&self, id: &DeferredId) -> bool {
         self.inner.driver.wake(id).await
     }
 
@@ -586,7 +624,7 @@ impl DtrClient {
     /// If the OP refuses or cannot be reached, the error is returned and
     /// polling goes on: retry, or stop locally with
     /// [`cancel_locally`](Self::cancel_locally).
-    pub async fn cancel(&self, id: &DeferredAuthId) -> Result<CancelResult, Error> {
+    pub async fn cancel(&self, id: &DeferredId) -> Result<CancelResult, Error> {
         let inner = &self.inner;
         let Some(tracked) = inner.driver.get(id).await else {
             return Err(WaitError::Unknown.into());
@@ -641,7 +679,7 @@ impl DtrClient {
     ///
     /// Cancel safety: safe. Dropped, the cancellation may or may not have
     /// happened; [`poll_status`](Self::poll_status) tells.
-    pub async fn cancel_locally(&self, id: &DeferredAuthId) -> bool {
+    pub async fn cancel_locally(&self, id: &DeferredId) -> bool {
         self.inner.driver.cancel(id).await
     }
 
@@ -690,7 +728,7 @@ impl DtrClient {
     /// (names in the crate docs of `EngineStats`); no label holds a secret.
     ///
     /// [`metrics`]: https://docs.rs/metrics
-    pub fn stats(&self) -> crate::EngineStats {
+    pub fn stats(&self) -> crate::poll::EngineStats {
         self.inner.driver.stats()
     }
 
@@ -713,7 +751,7 @@ impl DtrClient {
     }
 
     /// Validates one ID token (every check of
-    /// [`IdTokenValidator`](crate::IdTokenValidator)) at time `now`.
+    /// [`IdTokenValidator`]) at time `now`.
     /// `access_token`, when given, is checked against `at_hash`.
     ///
     /// Cancel safety: safe, as
@@ -738,7 +776,7 @@ impl DtrClient {
     }
 
     /// Loads an exported JWK Set into the cache. A snapshot past its
-    /// freshness is used (within [`JwksConfig::max_stale`](crate::JwksConfig::max_stale)) until the next
+    /// freshness is used (within [`JwksConfig::max_stale`](crate::tokens::JwksConfig::max_stale)) until the next
     /// refresh succeeds. For an OP without `jwks_uri`, this is how its keys
     /// are given (they then never expire).
     pub fn import_jwks(&self, snapshot: JwksSnapshot) -> Result<(), Error> {
@@ -759,7 +797,7 @@ impl DtrClient {
     /// future; dropping it after that lets the shutdown complete in the
     /// background, but then nothing tells you when the file is released.
     ///
-    /// [`FileStore`]: crate::FileStore
+    /// [`FileStore`]: crate::store::FileStore
     pub async fn shutdown(&self) {
         self.inner.driver.shutdown().await;
         if let Some(f) = &self.inner.fleet {

@@ -16,9 +16,9 @@ impl DtrClient {
     /// `DPoP`.
     ///
     /// The answer must be JSON (signed or encrypted `application/jwt`
-    /// responses are refused with a [`ResponseError`](crate::ResponseError)
+    /// responses are refused with a [`ResponseError`](crate::error::ResponseError)
     /// saying so), its `sub` must equal the ID token's (else
-    /// [`ValidationError::UserInfoSubjectMismatch`](crate::ValidationError::UserInfoSubjectMismatch)), and its `verified_claims` are parsed and
+    /// [`ValidationError::UserInfoSubjectMismatch`](crate::error::ValidationError::UserInfoSubjectMismatch)), and its `verified_claims` are parsed and
     /// checked against the flow's `claims` request for `userinfo`, as
     /// [`TokenSet::verified_claims`] does for the ID token; a failed check is
     /// [`Error::Assurance`]. The tokens are not affected: call again at will.

@@ -29,7 +29,7 @@ use crate::ping::PingVerdict;
 use crate::proto::exchange::DeferredAuthentication;
 use crate::proto::poll::{Action, Event, Outcome, PollFailure, PollMachine, PollResult, Step};
 use crate::random::RandomSource;
-use crate::secret::{DeferredAuthId, SecretHash};
+use crate::secret::{DeferredId, SecretHash};
 use crate::time::{Clock, UnixTime};
 
 /// Consecutive panicking polls after which an authentication ends (as
@@ -101,7 +101,7 @@ pub(crate) trait Poller: Send + Sync + 'static {
     /// Whether this instance may send a poll for `id` now (a fleet member
     /// must still hold its lease). When false, the driver forgets the
     /// authentication without polling. The default always may.
-    fn may_poll(&self, _id: &DeferredAuthId) -> bool {
+    fn may_poll(&self, _id: &DeferredId) -> bool {
         true
     }
 }
@@ -127,7 +127,7 @@ enum PersistJob<T> {
 #[non_exhaustive]
 pub struct Delivery<T = crate::proto::token::TokenSet> {
     /// The authentication.
-    pub id: DeferredAuthId,
+    pub id: DeferredId,
     /// A stable, non-secret id for this outcome (the same across restarts
     /// and re-deliveries): key the application's idempotency on it.
     pub outcome_id: OutcomeId,
@@ -146,7 +146,7 @@ pub struct OutcomeId(String);
 
 impl OutcomeId {
     /// The outcome id of an authentication.
-    pub fn of(id: &DeferredAuthId) -> Self {
+    pub fn of(id: &DeferredId) -> Self {
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.secret().as_bytes());
         OutcomeId(
             d.as_ref()[..16]
@@ -209,7 +209,7 @@ pub enum PollEvent<T = crate::proto::token::TokenSet> {
     /// (e.g. "documents in review, position 3 in queue").
     Progress {
         /// Which authentication.
-        id: DeferredAuthId,
+        id: DeferredId,
         /// The OP's text (display it escaped).
         description: String,
     },
@@ -221,7 +221,7 @@ pub enum PollEvent<T = crate::proto::token::TokenSet> {
     /// authentication: [`DeferredAuthentication::interaction_uri`](crate::DeferredAuthentication::interaction_uri).)
     Interaction {
         /// Which authentication.
-        id: DeferredAuthId,
+        id: DeferredId,
         /// Where the user must go, if anywhere.
         uri: Option<crate::proto::ietf::InteractionUri>,
     },
@@ -230,18 +230,18 @@ pub enum PollEvent<T = crate::proto::token::TokenSet> {
     /// (in the store, sealed, where one is configured) and validated again
     /// with backoff until the keys can be fetched; the authentication then
     /// ends with them (or, if they turn out invalid, with
-    /// [`PollFailure::InvalidTokens`](crate::PollFailure::InvalidTokens)).
+    /// [`PollFailure::InvalidTokens`](crate::poll::PollFailure::InvalidTokens)).
     TokensHeld {
         /// Which authentication (or the handle of an
         /// [`Error::TokensHeld`](crate::Error::TokensHeld)).
-        id: DeferredAuthId,
+        id: DeferredId,
         /// Why they could not be validated (no secrets).
         reason: String,
     },
     /// The authentication ended (and its outcome is stored).
     Finished {
         /// Which authentication.
-        id: DeferredAuthId,
+        id: DeferredId,
         /// The outcome's stable id (see [`OutcomeId`]).
         outcome_id: OutcomeId,
         /// How.
@@ -285,7 +285,7 @@ pub(crate) struct Tracked {
 }
 
 enum Command<T> {
-    Ping(DeferredAuthId, Vec<u8>, oneshot::Sender<PingVerdict>),
+    Ping(DeferredId, Vec<u8>, oneshot::Sender<PingVerdict>),
     Track(
         Box<DeferredAuthentication>,
         Box<PollMachine>,
@@ -299,20 +299,17 @@ enum Command<T> {
         Option<(Outcome<T>, UnixTime)>,
         oneshot::Sender<bool>,
     ),
-    Ack(DeferredAuthId, oneshot::Sender<bool>),
+    Ack(DeferredId, oneshot::Sender<bool>),
     Undelivered(oneshot::Sender<Vec<Delivery<T>>>),
-    Wake(DeferredAuthId, oneshot::Sender<bool>),
-    Cancel(DeferredAuthId, oneshot::Sender<bool>),
-    Wait(
-        DeferredAuthId,
-        oneshot::Sender<Result<Outcome<T>, WaitError>>,
-    ),
-    Status(DeferredAuthId, oneshot::Sender<Option<PollStatus>>),
-    Get(DeferredAuthId, oneshot::Sender<Option<Tracked>>),
+    Wake(DeferredId, oneshot::Sender<bool>),
+    Cancel(DeferredId, oneshot::Sender<bool>),
+    Wait(DeferredId, oneshot::Sender<Result<Outcome<T>, WaitError>>),
+    Status(DeferredId, oneshot::Sender<Option<PollStatus>>),
+    Get(DeferredId, oneshot::Sender<Option<Tracked>>),
     Idle(oneshot::Sender<bool>),
     /// Drop an authentication without an outcome (another instance of the
     /// fleet took it over): no more polls, no writes, no delivery.
-    Forget(DeferredAuthId),
+    Forget(DeferredId),
     /// Stop sending polls, let the ones in flight finish and their writes
     /// reach the store, then stop; answered when all that is done.
     Shutdown(oneshot::Sender<()>),
@@ -432,7 +429,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
     }
 
     /// Marks an outcome acknowledged. False if unknown or unfinished.
-    pub(crate) async fn ack(&self, id: &DeferredAuthId) -> bool {
+    pub(crate) async fn ack(&self, id: &DeferredId) -> bool {
         self.ask(|tx| Command::Ack(id.clone(), tx))
             .await
             .unwrap_or(false)
@@ -445,7 +442,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
 
     /// A ping: poll now if the floor has elapsed, else at the floor. False
     /// for an unknown or finished authentication.
-    pub(crate) async fn wake(&self, id: &DeferredAuthId) -> bool {
+    pub(crate) async fn wake(&self, id: &DeferredId) -> bool {
         self.ask(|tx| Command::Wake(id.clone(), tx))
             .await
             .unwrap_or(false)
@@ -454,35 +451,35 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
     /// Checks a ping's bearer token against the hash bound at the exchange
     /// (constant time, the same work for unknown ids) and wakes the
     /// authentication if it is correct and still pending.
-    pub(crate) async fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> PingVerdict {
+    pub(crate) async fn ping(&self, id: DeferredId, token: Vec<u8>) -> PingVerdict {
         self.ask(|tx| Command::Ping(id, token, tx))
             .await
             .unwrap_or(PingVerdict::Rejected)
     }
 
     /// Cancels locally. False for an unknown or finished authentication.
-    pub(crate) async fn cancel(&self, id: &DeferredAuthId) -> bool {
+    pub(crate) async fn cancel(&self, id: &DeferredId) -> bool {
         self.ask(|tx| Command::Cancel(id.clone(), tx))
             .await
             .unwrap_or(false)
     }
 
     /// Waits for the outcome. Cancel-safe: the outcome stays available.
-    pub(crate) async fn wait(&self, id: &DeferredAuthId) -> Result<Outcome<T>, WaitError> {
+    pub(crate) async fn wait(&self, id: &DeferredId) -> Result<Outcome<T>, WaitError> {
         self.ask(|tx| Command::Wait(id.clone(), tx))
             .await
             .ok_or(WaitError::Stopped)?
     }
 
     /// The polling status.
-    pub(crate) async fn status(&self, id: &DeferredAuthId) -> Option<PollStatus> {
+    pub(crate) async fn status(&self, id: &DeferredId) -> Option<PollStatus> {
         self.ask(|tx| Command::Status(id.clone(), tx))
             .await
             .flatten()
     }
 
     /// The authentication, its poll state, and whether it has ended.
-    pub(crate) async fn get(&self, id: &DeferredAuthId) -> Option<Tracked> {
+    pub(crate) async fn get(&self, id: &DeferredId) -> Option<Tracked> {
         self.ask(|tx| Command::Get(id.clone(), tx)).await.flatten()
     }
 
@@ -508,7 +505,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
     }
 
     /// Forgets an authentication locally (see `Command::Forget`).
-    pub(crate) fn forget(&self, id: &DeferredAuthId) {
+    pub(crate) fn forget(&self, id: &DeferredId) {
         let _ = self.tx.send(Command::Forget(id.clone()));
     }
 
@@ -576,7 +573,7 @@ impl<T> Entry<T> {
 /// second map.
 struct IdIndex {
     by_hash: HashMap<u64, u64>,
-    collided: HashMap<DeferredAuthId, u64>,
+    collided: HashMap<DeferredId, u64>,
     hasher: std::collections::hash_map::RandomState,
     /// Tests: every id hashes alike, so that the collision path runs.
     #[cfg(test)]
@@ -594,7 +591,7 @@ impl IdIndex {
         }
     }
 
-    fn hash(&self, id: &DeferredAuthId) -> u64 {
+    fn hash(&self, id: &DeferredId) -> u64 {
         use std::hash::BuildHasher;
         #[cfg(test)]
         if self.all_collide {
@@ -603,7 +600,7 @@ impl IdIndex {
         self.hasher.hash_one(id.secret())
     }
 
-    fn get<T>(&self, id: &DeferredAuthId, entries: &HashMap<u64, Entry<T>>) -> Option<u64> {
+    fn get<T>(&self, id: &DeferredId, entries: &HashMap<u64, Entry<T>>) -> Option<u64> {
         if let Some(&key) = self.by_hash.get(&self.hash(id))
             && entries.get(&key).is_some_and(|e| e.auth.id() == id)
         {
@@ -615,7 +612,7 @@ impl IdIndex {
         self.collided.get(id).copied()
     }
 
-    fn insert(&mut self, id: &DeferredAuthId, key: u64) {
+    fn insert(&mut self, id: &DeferredId, key: u64) {
         match self.by_hash.entry(self.hash(id)) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(key);
@@ -626,7 +623,7 @@ impl IdIndex {
         }
     }
 
-    fn remove(&mut self, id: &DeferredAuthId, key: u64) {
+    fn remove(&mut self, id: &DeferredId, key: u64) {
         let h = self.hash(id);
         if self.by_hash.get(&h) == Some(&key) {
             self.by_hash.remove(&h);
@@ -1185,7 +1182,7 @@ impl<P: Poller> Engine<P> {
         }
     }
 
-    fn active_key(&self, id: &DeferredAuthId) -> Option<u64> {
+    fn active_key(&self, id: &DeferredId) -> Option<u64> {
         let key = self.keys.get(id, &self.entries)?;
         self.entries
             .get(&key)
@@ -1430,7 +1427,7 @@ impl<P: Poller> Engine<P> {
 }
 
 impl<T: Clone + Send + Sync + fmt::Debug + 'static> crate::ping::PingSink for DriverHandle<T> {
-    fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
+    fn ping(&self, id: DeferredId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
         let this = self.clone();
         Box::pin(async move { DriverHandle::ping(&this, id, token).await })
     }
@@ -1605,7 +1602,7 @@ pub(crate) async fn bench_rounds(
     let poll_config = PollConfig::default();
     for i in 0..n {
         let a = DeferredAuthentication::seeded(
-            DeferredAuthId::new(format!("bench-{i:012}-0123456789abcdefghij")),
+            DeferredId::new(format!("bench-{i:012}-0123456789abcdefghij")),
             "https://op.example".into(),
             "client".into(),
             t0,
@@ -1712,12 +1709,8 @@ mod tests {
     }
 
     fn auth(id: &str, interval: u64, expires_in: u64) -> (DeferredAuthentication, PollMachine) {
-        let a = DeferredAuthentication::for_tests(
-            DeferredAuthId::new(id),
-            T0,
-            Some(expires_in),
-            interval,
-        );
+        let a =
+            DeferredAuthentication::for_tests(DeferredId::new(id), T0, Some(expires_in), interval);
         let m = PollMachine::new(&a, PollConfig::default());
         (a, m)
     }
@@ -1754,7 +1747,7 @@ mod tests {
 
         let waiter = {
             let d = driver.clone();
-            tokio::spawn(async move { d.wait(&DeferredAuthId::new("id-7")).await })
+            tokio::spawn(async move { d.wait(&DeferredId::new("id-7")).await })
         };
         let finished = Arc::new(AtomicUsize::new(0));
         let f = finished.clone();
@@ -1795,11 +1788,11 @@ mod tests {
         assert!(op.polls.lock().unwrap().values().all(|&n| n == 3));
         // A late wait still gets the outcome (kept for the retention period).
         assert_eq!(
-            driver.wait(&DeferredAuthId::new("id-3")).await,
+            driver.wait(&DeferredId::new("id-3")).await,
             Ok(Outcome::Tokens("tokens-for-id-3".into()))
         );
         assert_eq!(
-            driver.wait(&DeferredAuthId::new("nope")).await,
+            driver.wait(&DeferredId::new("nope")).await,
             Err(WaitError::Unknown)
         );
         assert_eq!(driver.counts(), (0, 0));
@@ -1812,8 +1805,8 @@ mod tests {
         let mut index = IdIndex::new();
         index.all_collide = true;
         let mut entries: HashMap<u64, Entry<String>> = HashMap::new();
-        let ids: Vec<DeferredAuthId> = (0..4)
-            .map(|i| DeferredAuthId::new(format!("collide-{i}")))
+        let ids: Vec<DeferredId> = (0..4)
+            .map(|i| DeferredId::new(format!("collide-{i}")))
             .collect();
         for (key, id) in ids.iter().enumerate() {
             let (a, m) = auth(id.secret(), 5, 3600);
@@ -1834,7 +1827,7 @@ mod tests {
         for (key, id) in ids.iter().enumerate() {
             assert_eq!(index.get(id, &entries), Some(key as u64 + 10));
         }
-        let stranger = DeferredAuthId::new("collide-9");
+        let stranger = DeferredId::new("collide-9");
         assert_eq!(index.get(&stranger, &entries), None);
         // Remove the one that holds the hash slot, then a collided one.
         for (key, gone) in [(10u64, 0usize), (12, 2)] {
@@ -1954,7 +1947,7 @@ mod tests {
         let driver = spawn_driver(&op, &clock, DriverConfig::default());
         let (a, m) = auth("x", 60, 3600);
         driver.track(a, m).await.unwrap();
-        let id = DeferredAuthId::new("x");
+        let id = DeferredId::new("x");
         // A wait that is dropped before the outcome.
         let w = driver.wait(&id);
         let _ = tokio::time::timeout(Duration::from_millis(5), w).await;
@@ -2027,7 +2020,7 @@ mod tests {
             );
             let (a, m) = auth("boom", 5, 3600);
             driver.track(a, m).await.unwrap();
-            let id = DeferredAuthId::new("boom");
+            let id = DeferredId::new("boom");
             let waiter = {
                 let d = driver.clone();
                 let id = id.clone();
@@ -2116,7 +2109,7 @@ mod tests {
             let (a, m) = auth("orphan", 5, 3600);
             let (again, again_m) = (a.clone(), m.clone());
             driver.track(a, m).await.unwrap();
-            let id = DeferredAuthId::new("orphan");
+            let id = DeferredId::new("orphan");
             run_until(&clock, Duration::from_secs(1), || {
                 op.polls.load(Ordering::SeqCst) == 1
             })
@@ -2176,7 +2169,7 @@ mod tests {
         let driver = spawn_driver(&op, &clock, DriverConfig::default());
         let (a, m) = auth("c", 5, 3600);
         driver.track(a, m).await.unwrap();
-        let id = DeferredAuthId::new("c");
+        let id = DeferredId::new("c");
         assert!(driver.cancel(&id).await);
         assert_eq!(driver.wait(&id).await, Ok(Outcome::Cancelled));
         assert!(!driver.cancel(&id).await);
@@ -2193,7 +2186,7 @@ mod tests {
         let driver = spawn_driver(&op, &clock, cfg);
         let (a, m) = auth("p", 5, 3600);
         driver.track(a, m).await.unwrap();
-        let id = DeferredAuthId::new("p");
+        let id = DeferredId::new("p");
         assert!(driver.cancel(&id).await);
         assert_eq!(driver.wait(&id).await, Ok(Outcome::Cancelled));
         clock.advance(Duration::from_secs(101));
@@ -2212,7 +2205,7 @@ mod tests {
         driver.track(a, m).await.unwrap();
         let tx = driver.tx.clone();
         let (otx, orx) = oneshot::channel();
-        tx.send(Command::Wait(DeferredAuthId::new("s"), otx))
+        tx.send(Command::Wait(DeferredId::new("s"), otx))
             .ok()
             .unwrap();
         drop(tx);

@@ -1,6 +1,6 @@
 //! Many instances on one shared store (a fleet): who polls what.
 //!
-//! With a store that [is shared](crate::Store::is_shared), a background task
+//! With a store that [is shared](crate::store::Store::is_shared), a background task
 //! of each instance claims due authentications in batches
 //! ([`Store::claim_due`]), renews its leases every quarter of the TTL, lets
 //! the driver poll only while [`Fleet::may_poll`] (a lease that outlasts the
@@ -24,12 +24,12 @@ use crate::error::StoreError;
 use crate::ping::{PingSink, PingVerdict};
 use crate::proto::poll::Outcome;
 use crate::proto::token::TokenSet;
-use crate::secret::{DeferredAuthId, SecretHash};
+use crate::secret::{DeferredId, SecretHash};
 use crate::store::{Lease, RecordKey, Store, StoreNotice};
 use crate::time::Clock;
 
 /// How an instance takes part in a fleet sharing one store (used only when
-/// the store [is shared](crate::Store::is_shared), such as a
+/// the store [is shared](crate::store::Store::is_shared), such as a
 /// `PostgresStore`). Set with
 /// [`DtrClientBuilder::fleet`](crate::DtrClientBuilder::fleet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl FleetConfig {
 }
 
 struct Held {
-    id: DeferredAuthId,
+    id: DeferredId,
     lease: Lease,
     /// Until when the lease is certainly ours (monotonic, local): the
     /// instant the claim or renewal was *sent*, plus the TTL.
@@ -177,14 +177,14 @@ impl Fleet {
     }
 
     /// The lease held on `id`, if any (valid or not: the store decides).
-    pub(crate) fn lease(&self, id: &DeferredAuthId) -> Option<Lease> {
+    pub(crate) fn lease(&self, id: &DeferredId) -> Option<Lease> {
         self.held().get(&RecordKey::of(id)).map(|h| h.lease)
     }
 
     /// Whether a poll may be sent: the lease is held (by this instance's
     /// monotonic clock, counted from when the claim or renewal was sent)
     /// for longer than the poll's request budget plus a margin.
-    pub(crate) fn may_poll(&self, id: &DeferredAuthId) -> bool {
+    pub(crate) fn may_poll(&self, id: &DeferredId) -> bool {
         let margin = self.request_budget + lease_margin(self.config.lease_ttl);
         let ok = self
             .held()
@@ -197,7 +197,7 @@ impl Fleet {
     }
 
     /// The authentication ended or was lost: no lease to renew any more.
-    pub(crate) fn drop_lease(&self, id: &DeferredAuthId) {
+    pub(crate) fn drop_lease(&self, id: &DeferredId) {
         self.held().remove(&RecordKey::of(id));
     }
 
@@ -209,7 +209,7 @@ impl Fleet {
     /// Gives back every lease still held (at shutdown, once no poll is in
     /// flight), so other instances take over at once.
     pub(crate) async fn release_all(&self) {
-        let held: Vec<(DeferredAuthId, Lease)> =
+        let held: Vec<(DeferredId, Lease)> =
             self.held().drain().map(|(_, h)| (h.id, h.lease)).collect();
         for (id, lease) in held {
             if let Err(e) = self.store.release_lease(&id, &self.owner, lease).await {
@@ -329,7 +329,7 @@ impl Fleet {
     }
 
     async fn renew(&self, driver: &DriverHandle<TokenSet>) {
-        let ids: Vec<DeferredAuthId> = self.held().values().map(|h| h.id.clone()).collect();
+        let ids: Vec<DeferredId> = self.held().values().map(|h| h.id.clone()).collect();
         for chunk in ids.chunks(1000) {
             let sent = Instant::now();
             match self
@@ -457,7 +457,7 @@ async fn recv_notice(rx: &mut Option<broadcast::Receiver<StoreNotice>>) -> Optio
 /// `wait` on a shared store: the outcome, whoever polled.
 pub(crate) async fn wait_in_store(
     store: &Arc<dyn Store>,
-    id: &DeferredAuthId,
+    id: &DeferredId,
 ) -> Result<Result<Outcome<TokenSet>, WaitError>, StoreError> {
     let key = RecordKey::of(id);
     // Subscribe first: an outcome stored between the read and the
@@ -531,7 +531,7 @@ pub(crate) struct FleetPingSink {
 }
 
 impl PingSink for FleetPingSink {
-    fn ping(&self, id: DeferredAuthId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
+    fn ping(&self, id: DeferredId, token: Vec<u8>) -> BoxFuture<PingVerdict> {
         let driver = self.driver.clone();
         let store = self.store.clone();
         Box::pin(async move {
@@ -580,7 +580,7 @@ impl PingSink for FleetPingSink {
         })
     }
 
-    fn advisory(&self, id: DeferredAuthId) -> BoxFuture<PingVerdict> {
+    fn advisory(&self, id: DeferredId) -> BoxFuture<PingVerdict> {
         let driver = self.driver.clone();
         let store = self.store.clone();
         let accept = self.accept_unauthenticated;

@@ -2,8 +2,8 @@
 //!
 //! The engine calls application code from its own tasks: the [`Clock`] and
 //! the [`RandomSource`] from the driver task (every timer, every backoff
-//! draw), the [`Store`](crate::Store) (and through it a
-//! [`Sealer`](crate::Sealer)) from the persistence and fleet tasks, signers
+//! draw), the [`Store`](crate::store::Store) (and through it a
+//! [`Sealer`](crate::store::Sealer)) from the persistence and fleet tasks, signers
 //! from the poll tasks. A panic in any of them must not stop the engine for
 //! every authentication: poll tasks and store writes run as tasks of their
 //! own (a panic there is an answer of unknown fate, or a write that did not

@@ -41,7 +41,7 @@ pub struct EngineStats {
     /// Outcomes reached but not yet stored (and so not yet handed over).
     pub outcomes_unstored: u64,
     /// Writes queued for the store or in progress (bounded by
-    /// [`DriverConfig::max_queued_writes`](crate::DriverConfig::max_queued_writes)
+    /// [`DriverConfig::max_queued_writes`](crate::poll::DriverConfig::max_queued_writes)
     /// plus the polls in flight).
     pub store_queue_depth: u64,
     /// Polls sent since the client started.

@@ -15,7 +15,7 @@
 //!
 //! # What the SDK does
 //!
-//! The client writes to a [`Store`](crate::Store) at fixed points:
+//! The client writes to a [`Store`](crate::store::Store) at fixed points:
 //!
 //! 1. the authentication, when the exchange is answered, *before*
 //!    `exchange` returns (so an authentication you were told about is never
@@ -46,8 +46,8 @@
 //!
 //! **Bad records stay put.** A stored record that cannot be decoded, or
 //! whose seal does not verify, is quarantined: reported (as a
-//! [`StoreError`](crate::StoreError) and in the logs, naming the record by
-//! its [`Fingerprint`](crate::Fingerprint), never by its id), kept in the
+//! [`StoreError`](crate::error::StoreError) and in the logs, naming the record by
+//! its [`Fingerprint`](crate::secret::Fingerprint), never by its id), kept in the
 //! store for inspection, and never allowed to stop the other
 //! authentications from loading. Nothing is silently skipped or deleted.
 //!
@@ -61,10 +61,10 @@
 //!
 //! | store | for | durable |
 //! |---|---|---|
-//! | [`MemoryStore`](crate::MemoryStore) (the default) | tests, and applications that accept losing pending authentications on restart | no |
-//! | [`FileStore`](crate::FileStore) | one process: a single file, no server | yes |
+//! | [`MemoryStore`](crate::store::MemoryStore) (the default) | tests, and applications that accept losing pending authentications on restart | no |
+//! | [`FileStore`](crate::store::FileStore) | one process: a single file, no server | yes |
 //! | `PostgresStore` (feature `postgres`) | a fleet of instances on one database (see [`fleets`](super::fleets)) | yes |
-//! | your own [`Store`](crate::Store) | anything else | as you implement it |
+//! | your own [`Store`](crate::store::Store) | anything else | as you implement it |
 //!
 //! **The `FileStore` contract.** The file is a redb database (copy-on-write
 //! B-trees, checksummed commits): a crash or power loss never leaves a
@@ -74,27 +74,27 @@
 //! durable at least once a second, so a crash loses at most about a second
 //! of poll state, never a record and never an outcome; that is why a
 //! resumed authentication waits a full floor. Only one process opens a file
-//! at a time ([`StoreError::Locked`](crate::StoreError::Locked) for the
+//! at a time ([`StoreError::Locked`](crate::error::StoreError::Locked) for the
 //! second). A damaged or foreign file fails to open with
-//! [`StoreError::Corrupt`](crate::StoreError::Corrupt) and is left byte
+//! [`StoreError::Corrupt`](crate::error::StoreError::Corrupt) and is left byte
 //! for byte as it was. `FileStore::open` checks every page, so it blocks:
 //! call it before the runtime starts or in `spawn_blocking`.
 //!
 //! **Encryption at rest.** A record holds every secret of an
 //! authentication (the id, the PKCE verifier, the nonce, the DPoP private
 //! key) and, once it succeeded, the tokens. Give the store a
-//! [`Sealer`](crate::Sealer), such as [`AesGcmSealer`](crate::AesGcmSealer)
+//! [`Sealer`](crate::store::Sealer), such as [`AesGcmSealer`](crate::store::AesGcmSealer)
 //! with a 256-bit key from your secret manager, and every record is sealed
 //! as a whole. The seal also binds the record to the store's issuer and
 //! client and to its delivery state, so a sealed record copied into another
 //! store, or rolled back to "not yet delivered", does not verify. A store
 //! created sealed stays sealed; opening it with another key fails with
-//! [`StoreError::Sealing`](crate::StoreError::Sealing).
+//! [`StoreError::Sealing`](crate::error::StoreError::Sealing).
 //!
 //! Records carry a schema version
-//! ([`STORE_SCHEMA_VERSION`](crate::STORE_SCHEMA_VERSION)); a store written
+//! ([`STORE_SCHEMA_VERSION`](crate::store::SCHEMA_VERSION)); a store written
 //! by a newer release is refused with
-//! [`StoreError::UnsupportedSchema`](crate::StoreError::UnsupportedSchema)
+//! [`StoreError::UnsupportedSchema`](crate::error::StoreError::UnsupportedSchema)
 //! rather than guessed at.
 //!
 //! # What your application does
@@ -109,7 +109,7 @@
 //! - Call [`DtrClient::shutdown`](crate::DtrClient::shutdown) on a graceful
 //!   stop: polls in flight finish and their results are stored, and the
 //!   file is released.
-//! - Writing your own [`Store`](crate::Store)? Its docs state what each
+//! - Writing your own [`Store`](crate::store::Store)? Its docs state what each
 //!   method must make atomic and durable; the `oidc-dtr-testkit` crate's
 //!   `store_conformance_tests!` macro runs the behaviour every store must
 //!   show against yours.
@@ -117,7 +117,7 @@
 //! # Example: a restart in the middle of an authentication
 //!
 //! ```
-//! use oidc_dtr::{CallbackResponse, DtrClient, FileStore, Outcome};
+//! use oidc_dtr::{CallbackResponse, DtrClient, Outcome, store::FileStore};
 //! use oidc_dtr_testkit::{MockOp, OpConfig};
 //!
 //! # #[tokio::main]

@@ -8,7 +8,7 @@
 //!
 //! Everything else is always built: the client, the poll engine, the ping
 //! receiver, the identity-assurance types, the in-memory store and the
-//! [`FileStore`](crate::FileStore) (on redb, pure Rust).
+//! [`FileStore`](crate::store::FileStore) (on redb, pure Rust).
 //!
 //! ```toml
 //! [dependencies]
@@ -33,7 +33,7 @@
 //!   server side, DPoP, client assertions, cancellation, pings, fault
 //!   injection (lost answers, 5xx, slow answers, broken ID tokens) and a
 //!   request log; plus `store_conformance_tests!`, the behaviour every
-//!   [`Store`](crate::Store) must show, to run against your own. The
+//!   [`Store`](crate::store::Store) must show, to run against your own. The
 //!   runnable examples of this guide use it.
 //! - **`oidc-dtr-cli`**: `dtr`, a command-line RP (`dtr verify`, `dtr wait`,
 //!   `dtr demo`).

@@ -14,32 +14,32 @@
 //! # What the SDK does
 //!
 //! With a store that is shared between instances
-//! ([`Store::is_shared`](crate::Store::is_shared); `PostgresStore`, cargo
+//! ([`Store::is_shared`](crate::store::Store::is_shared); `PostgresStore`, cargo
 //! feature `postgres`, is the one this crate ships) and
 //! [`DtrClientBuilder::fleet`](crate::DtrClientBuilder::fleet), each client
 //! is a member of a fleet:
 //!
 //! - **Leases.** An instance does not poll what it inserted, nor load
 //!   everything at start. A background task claims due authentications in
-//!   batches ([`Store::claim_due`](crate::Store::claim_due): `FOR UPDATE
+//!   batches ([`Store::claim_due`](crate::store::Store::claim_due): `FOR UPDATE
 //!   SKIP LOCKED`, so instances claiming at once get disjoint batches and
 //!   none waits), each with a lease of
-//!   [`FleetConfig::lease_ttl`](crate::FleetConfig::lease_ttl()) (30 s by
+//!   [`FleetConfig::lease_ttl`](crate::poll::FleetConfig::lease_ttl()) (30 s by
 //!   default) measured on the database's clock. It renews the leases it
 //!   holds every quarter of the TTL.
 //! - **Fencing.** Every poll-state write and the outcome write go through
-//!   the lease ([`Store::update_state_leased`](crate::Store::update_state_leased),
-//!   [`Store::finish_leased`](crate::Store::finish_leased)), checked against
+//!   the lease ([`Store::update_state_leased`](crate::store::Store::update_state_leased),
+//!   [`Store::finish_leased`](crate::store::Store::finish_leased)), checked against
 //!   the lease's owner, expiry and *epoch* (a counter raised at each change
 //!   of owner) in the same transaction. An instance that stalled past its
-//!   lease gets [`StoreError::LeaseLost`](crate::StoreError::LeaseLost)
+//!   lease gets [`StoreError::LeaseLost`](crate::error::StoreError::LeaseLost)
 //!   instead of overwriting newer state, and stops polling that
 //!   authentication. A lost lease never drops a poll's result: tokens that
 //!   arrived are still stored for the new owner to deliver, never thrown
 //!   away.
 //! - **No poll near the end of a lease.** An instance sends a poll only
 //!   while its lease outlasts the poll's token request, by its own
-//!   monotonic clock: the HTTP timeout ([`HttpConfig`](crate::HttpConfig),
+//!   monotonic clock: the HTTP timeout ([`HttpConfig`](crate::client::HttpConfig),
 //!   30 s total by default) plus a twelfth of the TTL, or a third of the
 //!   TTL when the timeout does not fit in that (10 s of the default 30 s).
 //!   An instance that stalls or loses the database therefore stops polling
@@ -64,12 +64,12 @@
 //!   instance returns once the outcome is stored, whoever polled.
 //!   [`undelivered`](crate::DtrClient::undelivered) hands each stored
 //!   outcome to one consumer at a time: a claim hidden from the others for
-//!   [`FleetConfig::delivery_visibility`](crate::FleetConfig::delivery_visibility())
+//!   [`FleetConfig::delivery_visibility`](crate::poll::FleetConfig::delivery_visibility())
 //!   (60 s by default), so an outcome whose consumer died before
 //!   [`ack`](crate::DtrClient::ack) is handed out again.
 //!
-//! Single-process stores ([`MemoryStore`](crate::MemoryStore),
-//! [`FileStore`](crate::FileStore)) hold every lease; the same engine runs
+//! Single-process stores ([`MemoryStore`](crate::store::MemoryStore),
+//! [`FileStore`](crate::store::FileStore)) hold every lease; the same engine runs
 //! without a fleet.
 //!
 //! # The PostgreSQL store
@@ -78,13 +78,13 @@
 //! migrates it, once, even when many replicas start together (a versioned
 //! `migrations` table, under `pg_advisory_xact_lock`). A schema written by a
 //! newer release is refused with
-//! [`StoreError::UnsupportedSchema`](crate::StoreError::UnsupportedSchema).
+//! [`StoreError::UnsupportedSchema`](crate::error::StoreError::UnsupportedSchema).
 //! The store is bound to one issuer and one client id. Records are keyed
 //! by the SHA-256 of their id, and sealed when you give a
-//! [`Sealer`](crate::Sealer). A database that is down, drops connections or
+//! [`Sealer`](crate::store::Sealer). A database that is down, drops connections or
 //! does not answer in time gives
-//! [`StoreError::Unavailable`](crate::StoreError::Unavailable), which
-//! [`is_retryable`](crate::StoreError::is_retryable): the engine keeps
+//! [`StoreError::Unavailable`](crate::error::StoreError::Unavailable), which
+//! [`is_retryable`](crate::error::StoreError::is_retryable): the engine keeps
 //! polling what it holds while its leases last, and retries the store.
 //!
 //! # What your application does
@@ -92,11 +92,11 @@
 //! - Enable the `postgres` feature; connect one `PostgresStore` per
 //!   instance to the same database and schema, with the same sealing key.
 //! - Build every instance's client with the same issuer, client id and
-//!   [`FleetConfig`](crate::FleetConfig) (the defaults suit most); give each
-//!   a distinct [`instance`](crate::FleetConfig::instance()) name if you want
+//!   [`FleetConfig`](crate::poll::FleetConfig) (the defaults suit most); give each
+//!   a distinct [`instance`](crate::poll::FleetConfig::instance()) name if you want
 //!   readable leases.
 //! - Route the ping endpoint and the status pages to any instance.
-//! - An instance with [`max_held(0)`](crate::FleetConfig::max_held()) polls
+//! - An instance with [`max_held(0)`](crate::poll::FleetConfig::max_held()) polls
 //!   nothing itself but still answers `wait`, `undelivered` and pings: a
 //!   pure front end.
 //!
@@ -105,7 +105,7 @@
 //! # async fn f(key: [u8; 32]) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use oidc_dtr::{AesGcmSealer, DtrClient, FleetConfig, PostgresStore};
+//! use oidc_dtr::{DtrClient, store::{AesGcmSealer, PostgresStore}, poll::FleetConfig};
 //!
 //! let store = PostgresStore::options(std::env::var("DTR_DATABASE_URL")?)
 //!     .sealer(Arc::new(AesGcmSealer::new(key)?)) // the same key on every instance

@@ -90,7 +90,7 @@
 //!    [`exchange_code`](crate::DtrClient::exchange_code) for a plain code
 //!    (`deferred_code code` and the OP answered at once: ordinary tokens,
 //!    validated the same way).
-//! 3. Remember which user the [`DeferredAuthId`](crate::DeferredAuthId)
+//! 3. Remember which user the [`DeferredId`](crate::DeferredId)
 //!    belongs to (it serialises; treat it as a secret, it is a bearer
 //!    handle at the OP). Show the user "we will let you know".
 //! 4. Take the outcome: [`DtrClient::watch`](crate::DtrClient::watch)

@@ -27,37 +27,37 @@
 //!
 //! # What the SDK does
 //!
-//! - **Requesting.** [`ClaimsRequest`](crate::ClaimsRequest) and
-//!   [`VerifiedClaimsRequest`](crate::VerifiedClaimsRequest) build the
+//! - **Requesting.** [`ClaimsRequest`](crate::assurance::ClaimsRequest) and
+//!   [`VerifiedClaimsRequest`](crate::assurance::VerifiedClaimsRequest) build the
 //!   `claims` parameter in types. Hand it to
-//!   [`AuthorizationRequestBuilder::claims_request`](crate::AuthorizationRequestBuilder::claims_request):
+//!   [`AuthorizationRequestBuilder::claims_request`](crate::client::AuthorizationRequestBuilder::claims_request):
 //!   it is checked against the OP's metadata first
 //!   (`verified_claims_supported`, `trust_frameworks_supported`,
 //!   `evidence_supported`, `claims_in_verified_claims_supported`, ...), so
 //!   a request the OP cannot honour fails at once with a
-//!   [`ConfigError`](crate::ConfigError) naming what is missing, not days
+//!   [`ConfigError`](crate::error::ConfigError) naming what is missing, not days
 //!   later.
-//! - **Receiving.** [`ReceivedClaims`](crate::ReceivedClaims) splits an ID
+//! - **Receiving.** [`ReceivedClaims`](crate::assurance::ReceivedClaims) splits an ID
 //!   token's claims (or a UserInfo response) into the unverified claims
-//!   and typed [`VerifiedClaims`](crate::VerifiedClaims). The two are never
+//!   and typed [`VerifiedClaims`](crate::assurance::VerifiedClaims). The two are never
 //!   merged: a top-level `given_name` and a verified one are read through
 //!   different methods. `verified_claims` found anywhere but the two places
 //!   the specification allows is refused. Parsing is bounded
-//!   ([`AssuranceLimits`](crate::AssuranceLimits)) against hostile input,
+//!   ([`AssuranceLimits`](crate::assurance::AssuranceLimits)) against hostile input,
 //!   and members not modelled are kept, so nothing is lost.
 //! - **Checking.** [`TokenSet::verified_claims`](crate::TokenSet::verified_claims)
-//!   (or [`ClaimsRequest::check_received`](crate::ClaimsRequest::check_received),
-//!   or [`check_verified_claims`](crate::check_verified_claims)) matches
+//!   (or [`ClaimsRequest::check_received`](crate::assurance::ClaimsRequest::check_received),
+//!   or [`check_verified_claims`](crate::assurance::check_verified_claims)) matches
 //!   what came back with what was asked for: every trust framework,
 //!   assurance level and evidence type must be one the request allowed,
 //!   and the verification no older than its `max_age`. Verified claims
 //!   nobody asked for are returned apart
-//!   ([`CheckedVerifiedClaims::unrequested`](crate::CheckedVerifiedClaims::unrequested)).
+//!   ([`CheckedVerifiedClaims::unrequested`](crate::assurance::CheckedVerifiedClaims::unrequested)).
 //!
 //! A failed assurance check does **not** fail the authentication: the ID
 //! token passed OpenID Connect validation, the tokens stay usable and
 //! stored. The check fails every time you ask, with a typed
-//! [`AssuranceError`](crate::AssuranceError). Treat that as "no verified
+//! [`AssuranceError`](crate::assurance::AssuranceError). Treat that as "no verified
 //! identity".
 //!
 //! # What your application does
@@ -75,8 +75,8 @@
 //! for:
 //!
 //! ```
-//! use oidc_dtr::{AssuranceLimits, ClaimsRequest, ClaimsTarget, EvidenceRequest};
-//! use oidc_dtr::{ReceivedClaims, VerifiedClaimsRequest};
+//! use oidc_dtr::{assurance::{AssuranceLimits, ClaimsRequest, ClaimsTarget, EvidenceRequest}};
+//! use oidc_dtr::{assurance::{ReceivedClaims, VerifiedClaimsRequest}};
 //! use serde_json::json;
 //!
 //! // Name and birthdate, verified under German anti-money-laundering rules,
@@ -120,14 +120,14 @@
 //! let refused = request.check_received(ClaimsTarget::IdToken, &received, now);
 //! assert!(refused.is_err());
 //! println!("no verified identity: {}", refused.unwrap_err());
-//! # Ok::<(), oidc_dtr::AssuranceError>(())
+//! # Ok::<(), oidc_dtr::assurance::AssuranceError>(())
 //! ```
 //!
 //! With a client, the request travels through the whole flow and the check
 //! runs on the tokens:
 //!
 //! ```no_run
-//! # async fn f(client: oidc_dtr::DtrClient, request: oidc_dtr::ClaimsRequest, tokens: oidc_dtr::TokenSet) -> Result<(), oidc_dtr::Error> {
+//! # async fn f(client: oidc_dtr::DtrClient, request: oidc_dtr::assurance::ClaimsRequest, tokens: oidc_dtr::TokenSet) -> Result<(), oidc_dtr::Error> {
 //! let (_url, _pending) = client.authorize().scope("profile").claims_request(request).build()?;
 //! // ... callback, exchange, wait: Outcome::Tokens(tokens) ...
 //! match tokens.verified_claims() {

@@ -68,7 +68,7 @@
 //!   continues a deferral.
 //! - `interaction_required` keeps polling. Its `interaction_uri` is
 //!   checked (absolute `https`, no fragment, no user info, at most 2048
-//!   bytes) into an [`InteractionUri`](crate::InteractionUri), and arrives
+//!   bytes) into an [`InteractionUri`](crate::ietf::InteractionUri), and arrives
 //!   as [`PollEvent::Interaction`](crate::PollEvent::Interaction) and in
 //!   [`PollStatus::interaction_uri`](crate::PollStatus::interaction_uri);
 //!   `None` when the AS flips back. The URI of the deferred response itself

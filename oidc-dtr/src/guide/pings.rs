@@ -33,7 +33,7 @@
 //!
 //! With [`DtrClientBuilder::notification_endpoint`](crate::DtrClientBuilder::notification_endpoint)
 //! set, every exchange sends a fresh 256-bit notification token and keeps
-//! only its SHA-256 hash. The [`PingReceiver`](crate::PingReceiver)
+//! only its SHA-256 hash. The [`PingReceiver`](crate::ping::PingReceiver)
 //! ([`DtrClient::ping_receiver`](crate::DtrClient::ping_receiver)) answers
 //! the OP:
 //!
@@ -74,11 +74,11 @@
 //! - as a `tower::Service` over `http::Request` (axum:
 //!   `Router::new().route_service("/dtr/ping", client.ping_receiver())`;
 //!   hyper through hyper-util's `TowerToHyperService`);
-//! - [`PingReceiver::handle`](crate::PingReceiver::handle), an async
+//! - [`PingReceiver::handle`](crate::ping::PingReceiver::handle), an async
 //!   function over `http` types;
-//! - [`PingReceiver::handle_raw`](crate::PingReceiver::handle_raw), for
+//! - [`PingReceiver::handle_raw`](crate::ping::PingReceiver::handle_raw), for
 //!   anything else (actix-web, a serverless function): the method, the two
-//!   headers and the body in, a [`PingReply`](crate::PingReply) (status and
+//!   headers and the body in, a [`PingReply`](crate::ping::PingReply) (status and
 //!   headers) out.
 //!
 //! Keep the endpoint on HTTPS. For an IETF authorization server that sends
@@ -92,7 +92,7 @@
 //! hyper server; the mock OP pings it when it approves:
 //!
 //! ```
-//! use oidc_dtr::{CallbackResponse, DtrClient, Outcome, PingReplyKind};
+//! use oidc_dtr::{CallbackResponse, DtrClient, Outcome, ping::PingReplyKind};
 //! use oidc_dtr_testkit::{MockOp, OpConfig, RegisteredClient};
 //!
 //! # #[tokio::main]

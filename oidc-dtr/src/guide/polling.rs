@@ -25,7 +25,7 @@
 //!
 //! # What the SDK does
 //!
-//! Each authentication has a [`PollMachine`](crate::PollMachine): a pure
+//! Each authentication has a [`PollMachine`](crate::poll::PollMachine): a pure
 //! state machine that decides *when* to send the next request and *what*
 //! each answer means. It reads no clock and does no IO; the client's poll
 //! engine (one tokio task with one timer queue for every pending
@@ -51,13 +51,13 @@
 //!   bodies that are not OAuth errors, `server_error`,
 //!   `temporarily_unavailable`) add an exponential backoff with full jitter
 //!   *on top of* the floor (2 s doubling to 5 min by default:
-//!   [`PollConfig`](crate::PollConfig)). Any well-formed OAuth answer
+//!   [`PollConfig`](crate::poll::PollConfig)). Any well-formed OAuth answer
 //!   resets it. They never end an authentication before its deadline.
 //! - **Permanent failures** (TLS or DNS failures, `invalid_client`,
 //!   `unauthorized_client`, `unsupported_grant_type`, tokens that fail
 //!   validation) end it at once with
 //!   [`Outcome::Rejected`](crate::Outcome::Rejected), which keeps the
-//!   cause ([`PollFailure`](crate::PollFailure)).
+//!   cause ([`PollFailure`](crate::poll::PollFailure)).
 //! - **Deadline.** The deadline is absolute: the OP's `expires_in`, counted
 //!   from *before* the exchange request was sent, so it is never later than
 //!   the OP's own; or, when the OP sets none, a local maximum lifetime (30
@@ -114,9 +114,9 @@
 //!   [`DtrClient::poll_status`](crate::DtrClient::poll_status) gives a
 //!   [`PollStatus`](crate::PollStatus) (floor, next poll, deadline, polls
 //!   and `slow_down`s so far);
-//! - tune the schedule with [`PollConfig`](crate::PollConfig) (backoff,
+//! - tune the schedule with [`PollConfig`](crate::poll::PollConfig) (backoff,
 //!   final-poll margin, maximum lifetime) and the engine with
-//!   [`DriverConfig`](crate::DriverConfig) (polls in flight at once);
+//!   [`DriverConfig`](crate::poll::DriverConfig) (polls in flight at once);
 //! - handle each [`Outcome`](crate::Outcome): tell the user, and offer a
 //!   new authentication after `ExpiredByOp`, `DeadlineReached` or
 //!   `PossiblyLostInTransit`.
@@ -129,8 +129,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use oidc_dtr::{Action, ErrorCode, Event, OAuthError, Outcome, PollConfig};
-//! use oidc_dtr::{PollMachine, PollResult, SystemRandom, UnixTime};
+//! use oidc_dtr::{Outcome, poll::{Action, Event, PollConfig}, error::{ErrorCode, OAuthError}};
+//! use oidc_dtr::{UnixTime, poll::{PollMachine, PollResult}, random::SystemRandom};
 //!
 //! let rng = SystemRandom;
 //! let secs = Duration::from_secs;
@@ -172,5 +172,5 @@
 //!
 //! The machine serialises (serde): store it with the authentication, and
 //! after a restart call
-//! [`resume_after_restart`](crate::PollMachine::resume_after_restart)
+//! [`resume_after_restart`](crate::poll::PollMachine::resume_after_restart)
 //! before feeding it events again.

@@ -9,17 +9,17 @@
 //!
 //! Client secrets, codes, `deferred_auth_id`s, tokens, notification tokens,
 //! PKCE verifiers, `state` and `nonce` live in newtypes
-//! ([`DeferredAuthId`](crate::DeferredAuthId),
-//! [`AccessToken`](crate::AccessToken), ...) whose `Debug` shows at most a
-//! 32-bit [`Fingerprint`](crate::Fingerprint), which compare in constant
+//! ([`DeferredId`](crate::DeferredId),
+//! [`AccessToken`](crate::secret::AccessToken), ...) whose `Debug` shows at most a
+//! 32-bit [`Fingerprint`](crate::secret::Fingerprint), which compare in constant
 //! time and are wiped on drop. No error, log line or `Display` of this
 //! crate contains one. Log `.fingerprint()` yourself when you need to
 //! correlate:
 //!
 //! ```
-//! use oidc_dtr::DeferredAuthId;
+//! use oidc_dtr::DeferredId;
 //!
-//! let id = DeferredAuthId::new("f4oirNBUlM-a-bearer-handle");
+//! let id = DeferredId::new("f4oirNBUlM-a-bearer-handle");
 //! let shown = format!("{id:?} {}", id.fingerprint());
 //! assert!(!shown.contains("f4oirNBUlM"));
 //! ```
@@ -30,7 +30,7 @@
 //! redirects (a redirected token request could leak client credentials),
 //! refuses `http://` except to loopback hosts, caps response bodies at
 //! 1 MiB, and has a 10 s connect and a 30 s total timeout
-//! ([`HttpConfig`](crate::HttpConfig)). Every answer goes through a parser
+//! ([`HttpConfig`](crate::client::HttpConfig)). Every answer goes through a parser
 //! that returns a typed error naming the field at fault; nothing panics on
 //! bytes from the network (the parsers are fuzzed). Duplicate JSON members
 //! are refused. The OP's `error_description` reaches you capped at 512
@@ -51,7 +51,7 @@
 //!
 //! Every ID token the SDK hands out is validated, interim ones included
 //! (OpenID Connect Core §3.1.3.7), in this order; each failure is its own
-//! [`ValidationError`](crate::ValidationError):
+//! [`ValidationError`](crate::error::ValidationError):
 //!
 //! 1. a compact JWS (a JWE is refused), no `crit` header, a `typ` (if any)
 //!    that is an ID token's;
@@ -76,7 +76,7 @@
 //!     measuring it from "now" would fail every one of them;
 //! 12. `sub` equals the interim ID token's, when one was received (the
 //!     drafts leave this open; the SDK requires it by default,
-//!     [`ValidationOptions::require_same_subject`](crate::ValidationOptions::require_same_subject)).
+//!     [`ValidationOptions::require_same_subject`](crate::tokens::ValidationOptions::require_same_subject)).
 //!
 //! The OP's JWK Set is cached per client: kept for the OP's
 //! `Cache-Control` (clamped between 1 minute and 24 hours), refreshed when
@@ -84,7 +84,7 @@
 //! once per cooldown for unknown `kid`s in general (a flood of forged
 //! tokens costs the OP one request a minute), and served stale for up to
 //! 24 hours while the OP's JWKS endpoint fails
-//! ([`JwksConfig`](crate::JwksConfig)). Tokens already received are never
+//! ([`JwksConfig`](crate::tokens::JwksConfig)). Tokens already received are never
 //! dropped because the keys are unreachable: they wait, stored, until they
 //! can be validated (see [`durability`](super::durability)). The JOSE layer
 //! is checked against the RFC 7515 and RFC 8037 examples, Wycheproof
@@ -93,7 +93,7 @@
 //!
 //! # Sender-constrained tokens and client authentication
 //!
-//! Public clients use DPoP (RFC 9449) by default ([`DpopConfig`](crate::DpopConfig)):
+//! Public clients use DPoP (RFC 9449) by default ([`DpopConfig`](crate::client::DpopConfig)):
 //! a key per authentication (stored with it, so the same key proves every
 //! poll after a restart, as the OIDC draft requires of public clients), a
 //! fresh proof (new `jti` and `iat`) for every request, server nonces
@@ -109,7 +109,7 @@
 //! hash in constant time, answers an unknown id exactly like a wrong token,
 //! and never lets a ping deliver anything (see [`pings`](super::pings)).
 //! Stores key records by a hash of the id, and a
-//! [`Sealer`](crate::Sealer) such as [`AesGcmSealer`](crate::AesGcmSealer)
+//! [`Sealer`](crate::store::Sealer) such as [`AesGcmSealer`](crate::store::AesGcmSealer)
 //! encrypts every record at rest (see [`durability`](super::durability)).
 //!
 //! # What your application does
@@ -130,8 +130,8 @@
 //! # async fn f(pem: &str, key: [u8; 32]) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use oidc_dtr::{AesGcmSealer, Algorithm, ClientAuth, DpopConfig, DtrClient, FileStore};
-//! use oidc_dtr::{HttpConfig, SigningKey, ValidationOptions};
+//! use oidc_dtr::{ClientAuth, DtrClient, store::{AesGcmSealer, FileStore}, jose::Algorithm, client::DpopConfig};
+//! use oidc_dtr::{client::HttpConfig, jose::SigningKey, tokens::ValidationOptions};
 //!
 //! let client_key = SigningKey::from_pem(Algorithm::ES256, pem)?.with_kid("rp-2026");
 //! let store = FileStore::open_with_sealer("dtr-state.redb", Arc::new(AesGcmSealer::new(key)?))?;

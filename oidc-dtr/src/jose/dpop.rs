@@ -147,10 +147,10 @@ pub(crate) fn ath(access_token: &str) -> String {
 ///     "kid": "2011-04-29"
 /// });
 /// assert_eq!(
-///     oidc_dtr::jwk_thumbprint(&jwk).as_deref(),
+///     oidc_dtr::jose::jwk_thumbprint(&jwk).as_deref(),
 ///     Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
 /// );
-/// assert_eq!(oidc_dtr::jwk_thumbprint(&serde_json::json!({"kty": "oct", "k": "AA"})), None);
+/// assert_eq!(oidc_dtr::jose::jwk_thumbprint(&serde_json::json!({"kty": "oct", "k": "AA"})), None);
 /// ```
 // Built by hand so that it does not depend on how `serde_json` orders
 // object keys.

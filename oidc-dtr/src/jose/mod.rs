@@ -1,19 +1,26 @@
-//! JOSE, on aws-lc-rs directly: JWS compact signing (for the mock OP, DPoP
-//! proofs and client assertions) and verification against a JWK Set.
+//! Keys: signing keys for client assertions, DPoP keys, JWK Sets.
 //!
-//! The SDK does not use a general JWT crate: keys are parsed once into
-//! aws-lc-rs's pre-parsed form and reused for every token, and the few JWS
-//! rules an ID token needs are easier to audit here than behind a generic
-//! `decode`.
+//! The SDK signs two things itself: `private_key_jwt` client assertions
+//! ([`SigningKey`], given to [`ClientAuth`](crate::ClientAuth)) and DPoP
+//! proofs ([`DpopKey`], one per authentication by default, generated for
+//! you). It verifies ID tokens against the OP's JWK Set ([`KeySet`]), and
+//! [`jwk_thumbprint`] computes the RFC 7638 thumbprint of any public JWK,
+//! e.g. to check a DPoP-bound token's `cnf.jkt`.
 //!
-//! - `jws`: compact JWS decoding with the few header rules we allow;
-//! - `jwk`: JWK Sets ([`KeySet`]), parsed once into verifiers;
-//! - `sign`: signing keys ([`SigningKey`]); `dpop`: DPoP keys and proofs.
+//! ID tokens are verified with asymmetric algorithms only ([`Algorithm`]:
+//! RS, PS, ES and EdDSA); `none` does not exist here, and HMAC keys serve
+//! only for `client_secret_jwt` assertions. Everything runs on aws-lc-rs;
+//! keys are parsed once and reused.
 //!
-//! Everything here is pure: no IO, no clock reads (the caller passes `now`).
-//! The JWKS cache that fetches key sets is in `engine::jwks_cache`; ID
-//! token validation (OpenID Connect Core §3.1.3.7), which applies these
-//! primitives to OIDC's claims, is in `proto::id_token`.
+//! ```
+//! use oidc_dtr::jose::{Algorithm, SigningKey};
+//!
+//! let key = SigningKey::generate(Algorithm::ES256)?.with_kid("rp-2026");
+//! let jwk = key.public_jwk().expect("an asymmetric key has a public JWK");
+//! assert_eq!(jwk["kty"], "EC");
+//! assert_eq!(jwk["kid"], "rp-2026");
+//! # Ok::<(), oidc_dtr::jose::KeyError>(())
+//! ```
 
 use std::fmt;
 

@@ -29,7 +29,7 @@ use crate::time::UnixTime;
 /// hides the device code. A response whose `device_code` or `user_code` is
 /// longer than 4 KiB, or whose `expires_in` or `interval` is not written as
 /// a JSON integer (`1e3`, `5.0`), is refused with a
-/// [`ResponseError`](crate::ResponseError) naming the member.
+/// [`ResponseError`](crate::error::ResponseError) naming the member.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceAuthorization {
     pub(crate) device_code: String,

@@ -19,7 +19,7 @@ use crate::proto::ietf::InteractionUri;
 use crate::proto::message::{HttpResponse, success_object};
 use crate::proto::profile::Profile;
 use crate::secret::{
-    DeferredAuthId, DeferredNotificationToken, Nonce, PkceVerifier, RawJwt, SecretHash,
+    DeferredId, DeferredNotificationToken, Nonce, PkceVerifier, RawJwt, SecretHash,
 };
 use crate::time::UnixTime;
 
@@ -102,7 +102,7 @@ impl From<&crate::proto::authorize::PendingAuthorization> for IetfOrigin {
 /// A parsed Successful Deferred Code Exchange Response.
 #[derive(Debug, Clone)]
 pub(crate) struct ExchangeResponse {
-    pub deferred_auth_id: DeferredAuthId,
+    pub deferred_auth_id: DeferredId,
     pub expires_in: Option<u64>,
     pub interval: Option<u64>,
     pub interim_id_token: Option<RawJwt>,
@@ -119,7 +119,7 @@ pub(crate) fn parse_exchange_response(
 ) -> Result<ExchangeResponse, Error> {
     let obj = success_object(resp, endpoint, CONTEXT, "deferred_auth_id")?;
     Ok(ExchangeResponse {
-        deferred_auth_id: DeferredAuthId::new(obj.required_handle("deferred_auth_id")?),
+        deferred_auth_id: DeferredId::new(obj.required_handle("deferred_auth_id")?),
         expires_in: obj.optional_positive_int("expires_in")?,
         interval: obj.optional_positive_int("interval")?,
         interim_id_token: match obj.optional_str("interim_id_token")? {
@@ -187,7 +187,7 @@ impl From<AuthFields> for DeferredAuthentication {
 #[allow(unreachable_pub)]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthFields {
-    pub(crate) id: DeferredAuthId,
+    pub(crate) id: DeferredId,
     pub(crate) issuer: String,
     pub(crate) client_id: String,
     pub(crate) issued_at: UnixTime,
@@ -299,7 +299,7 @@ impl DeferredAuthentication {
         notification_token_hash: Option<SecretHash>,
     ) -> Self {
         DeferredAuthentication::from(AuthFields {
-            id: DeferredAuthId::new(resp.deferral_code),
+            id: DeferredId::new(resp.deferral_code),
             issuer: origin.issuer,
             client_id: origin.client_id,
             issued_at,
@@ -330,7 +330,7 @@ impl DeferredAuthentication {
     /// only validates its held tokens again.
     pub(crate) fn holding(
         origin: IetfOrigin,
-        id: DeferredAuthId,
+        id: DeferredId,
         received_at: UnixTime,
         profile: Profile,
     ) -> Self {
@@ -363,7 +363,7 @@ impl DeferredAuthentication {
     /// this id; an unknown one ends in `Rejected(invalid_grant)` at its first
     /// poll. No DPoP key, no interim ID token, no notification token.
     pub fn seeded(
-        id: DeferredAuthId,
+        id: DeferredId,
         issuer: String,
         client_id: String,
         issued_at: UnixTime,
@@ -405,7 +405,7 @@ impl DeferredAuthentication {
     /// stores.
     #[cfg(test)]
     pub(crate) fn for_tests(
-        id: DeferredAuthId,
+        id: DeferredId,
         issued_at: UnixTime,
         expires_in: Option<u64>,
         interval: u64,
@@ -434,7 +434,7 @@ impl DeferredAuthentication {
 
     /// The polling handle: the `deferred_auth_id` (OIDC profile) or the
     /// `deferral_code` (IETF profile).
-    pub fn id(&self) -> &DeferredAuthId {
+    pub fn id(&self) -> &DeferredId {
         &self.id
     }
     /// The profile this authentication runs under.

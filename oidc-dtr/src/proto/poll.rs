@@ -98,7 +98,7 @@ impl PollConfig {
 /// `Transport`, `TokensRefused` and `Other` keep their cause's text (what is
 /// persisted with the outcome) and, in the process that classified the
 /// failure, the cause itself ([`cause`](Self::cause): the typed error, e.g.
-/// an [`HttpError`](crate::HttpError) to downcast). `Display` prints the
+/// an [`HttpError`](crate::error::HttpError) to downcast). `Display` prints the
 /// text, which is the cause's own message, so [`source`](std::error::Error::source)
 /// continues the chain *below* the cause (for a transport failure: the HTTP
 /// client's error, then the `std::io::Error`). After a restart (an outcome
@@ -279,7 +279,7 @@ impl<T> Outcome<T> {
     /// [`Rejected`](Self::Rejected) outcome (always), or the typed error
     /// behind a [`DeadlineReached`](Self::DeadlineReached)'s `last_error`
     /// (its text is `last_error`: walk on with `source()`, or downcast it,
-    /// e.g. to [`HttpError`](crate::HttpError)). An outcome read back from
+    /// e.g. to [`HttpError`](crate::error::HttpError)). An outcome read back from
     /// a store after a restart keeps only the text: `DeadlineReached` then
     /// has no cause.
     pub fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
@@ -1070,7 +1070,7 @@ impl PollMachine {
         }
     }
 
-    /// For [`Store`](crate::Store) implementations shared by several
+    /// For [`Store`](crate::store::Store) implementations shared by several
     /// instances: the record is being taken over from a lease that lapsed
     /// at `lapsed_at` (it expired and was never released: its holder died
     /// or lost the store). The holder may have sent a poll after the state
@@ -2179,7 +2179,7 @@ mod tests {
         let sent = T0;
         let answered = T0.saturating_add(Duration::from_millis(400));
         let auth = DeferredAuthentication::for_tests(
-            crate::secret::DeferredAuthId::new("id"),
+            crate::secret::DeferredId::new("id"),
             sent,
             Some(60),
             1,
@@ -2213,7 +2213,7 @@ mod tests {
         assert_eq!(m.next_poll(), first);
         // An authentication kept without the answer time: the send.
         let old = DeferredAuthentication::for_tests(
-            crate::secret::DeferredAuthId::new("id"),
+            crate::secret::DeferredId::new("id"),
             sent,
             Some(60),
             1,

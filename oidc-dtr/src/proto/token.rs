@@ -545,7 +545,7 @@ impl TokenSet {
     }
 
     /// The ID token's verified claims, checked against the `claims` request
-    /// of the flow ([`AuthorizationRequestBuilder::claims_request`](crate::AuthorizationRequestBuilder::claims_request))
+    /// of the flow ([`AuthorizationRequestBuilder::claims_request`](crate::client::AuthorizationRequestBuilder::claims_request))
     /// at the time the tokens were received: every returned
     /// `trust_framework`, `assurance_level` and evidence type must be one the
     /// request allowed, and `verification.time` no older than its `max_age`.

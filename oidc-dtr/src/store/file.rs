@@ -20,7 +20,7 @@ use super::{
     record_key, report_quarantined,
 };
 use crate::proto::poll::PollMachine;
-use crate::secret::DeferredAuthId;
+use crate::secret::DeferredId;
 use crate::secret::Fingerprint;
 use crate::time::UnixTime;
 
@@ -1155,7 +1155,7 @@ impl Inner {
         Ok((txn, key.and_then(|k| index.get(k).copied())))
     }
 
-    fn get(&self, id: &DeferredAuthId) -> Result<Read, StoreError> {
+    fn get(&self, id: &DeferredId) -> Result<Read, StoreError> {
         let key = record_key(id);
         let (txn, due) = self.read_at(Some(&key))?;
         let records = txn.open_table(RECORDS).map_err(db_error)?;
@@ -1576,7 +1576,7 @@ impl Store for FileStore {
 
     fn update_state(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
     ) -> StoreFuture<Result<(), StoreError>> {
         let key = record_key(id);
@@ -1596,7 +1596,7 @@ impl Store for FileStore {
 
     fn finish(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
         outcome: StoredOutcome,
     ) -> StoreFuture<Result<(), StoreError>> {
@@ -1608,14 +1608,14 @@ impl Store for FileStore {
         })
     }
 
-    fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+    fn mark_delivered(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>> {
         let done = self.submit(Op::MarkDelivered {
             key: record_key(id),
         });
         Box::pin(async move { Ok(matches!(done.await?, Done::Flag(true))) })
     }
 
-    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+    fn get(&self, id: &DeferredId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let id = id.clone();
         let read = self.read(move |s| s.get(&id));
         Box::pin(async move {

@@ -9,7 +9,7 @@ use super::{
     check_owner, check_record_owner, check_schema, record_key, report_quarantined,
 };
 use crate::proto::poll::PollMachine;
-use crate::secret::DeferredAuthId;
+use crate::secret::DeferredId;
 use crate::time::UnixTime;
 
 /// A [`Store`] in memory: for tests and for applications that accept
@@ -189,7 +189,7 @@ impl Store for MemoryStore {
 
     fn update_state(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
     ) -> StoreFuture<Result<(), StoreError>> {
         let fp = id.fingerprint();
@@ -211,7 +211,7 @@ impl Store for MemoryStore {
 
     fn finish(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
         outcome: StoredOutcome,
     ) -> StoreFuture<Result<(), StoreError>> {
@@ -236,7 +236,7 @@ impl Store for MemoryStore {
         })
     }
 
-    fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+    fn mark_delivered(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>> {
         let key = record_key(id);
         self.run(move |inner| {
             Ok(
@@ -251,7 +251,7 @@ impl Store for MemoryStore {
         })
     }
 
-    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+    fn get(&self, id: &DeferredId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let key = record_key(id);
         self.run(move |inner| Ok(inner.records.get(&key).map(|r| r.record())))
     }

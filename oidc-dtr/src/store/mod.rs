@@ -62,9 +62,9 @@
 //!
 //! # Identifying records without leaking ids
 //!
-//! The `deferred_auth_id` is a bearer secret, so stores that index records
-//! should not use it as a key in clear: [`record_key`] gives the SHA-256 of
-//! the id, whose first four bytes are the id's log-safe
+//! The [`DeferredId`] is a bearer secret, so stores that
+//! index records should not use it as a key in clear: [`RecordKey::of`]
+//! gives the SHA-256 of the id, whose first four bytes are the id's log-safe
 //! [`Fingerprint`], so an error about a stored
 //! record names it the way log lines do.
 
@@ -78,7 +78,7 @@ use serde::{Deserialize, Serialize};
 use crate::proto::exchange::DeferredAuthentication;
 use crate::proto::poll::{Outcome, PollMachine};
 use crate::proto::token::TokenSet;
-use crate::secret::{DeferredAuthId, Fingerprint};
+use crate::secret::{DeferredId, Fingerprint};
 use crate::time::UnixTime;
 
 // Record builders for this crate's own unit tests (the public conformance
@@ -93,7 +93,7 @@ mod seal;
 #[cfg(test)]
 pub(crate) mod test_records;
 
-pub(crate) use crate::error::StoreError;
+pub use crate::error::StoreError;
 pub use file::{FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -168,7 +168,7 @@ impl Record {
     }
 
     /// The `deferred_auth_id`.
-    pub fn id(&self) -> &DeferredAuthId {
+    pub fn id(&self) -> &DeferredId {
         self.auth.id()
     }
 
@@ -215,7 +215,7 @@ pub(crate) fn due_of(machine: &PollMachine) -> UnixTime {
 /// `deferred_auth_id`. Its first four bytes are the id's
 /// [`Fingerprint`], so [`key_fingerprint`] names a stored record the way
 /// the logs do.
-pub(crate) fn record_key(id: &DeferredAuthId) -> [u8; 32] {
+pub(crate) fn record_key(id: &DeferredId) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.secret().as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -291,7 +291,7 @@ pub trait Store: Send + Sync + 'static {
     /// an outcome is recorded.
     fn update_state(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
     ) -> StoreFuture<Result<(), StoreError>>;
 
@@ -304,7 +304,7 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::AlreadyFinished`] if a different outcome is recorded.
     fn finish(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
         outcome: StoredOutcome,
     ) -> StoreFuture<Result<(), StoreError>>;
@@ -313,7 +313,7 @@ pub trait Store: Send + Sync + 'static {
     /// that [`load_active`](Self::load_active) no longer returns it.
     /// Durable. `Ok(true)` if the record is finished (delivered now or
     /// before), `Ok(false)` if it is unknown or not finished.
-    fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>>;
+    fn mark_delivered(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>>;
 
     /// The record with this id, if any.
     ///
@@ -323,7 +323,7 @@ pub trait Store: Send + Sync + 'static {
     /// suite expects delivered ones too, so a store that runs the suite
     /// implements it. A record that does not read, or is quarantined
     /// ([`quarantined`](Self::quarantined)), is an error, never `None`.
-    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+    fn get(&self, id: &DeferredId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let all = self.load_active();
         let id = id.clone();
         Box::pin(async move { Ok(all.await?.into_iter().find(|r| r.id() == &id)) })
@@ -383,7 +383,7 @@ pub trait Store: Send + Sync + 'static {
     /// decide expiry on their own clock, never the instances'. A record
     /// taken over from a lease that expired without being released is
     /// returned with
-    /// [`PollMachine::taken_over_from_lapsed_lease`](crate::PollMachine::taken_over_from_lapsed_lease)
+    /// [`PollMachine::taken_over_from_lapsed_lease`](crate::poll::PollMachine::taken_over_from_lapsed_lease)
     /// applied (the expiry on the store's clock), so that a poll its
     /// previous holder may have had in flight is not taken for a refusal.
     ///
@@ -422,7 +422,7 @@ pub trait Store: Send + Sync + 'static {
     fn renew_leases(
         &self,
         owner: &str,
-        ids: &[DeferredAuthId],
+        ids: &[DeferredId],
         ttl: Duration,
     ) -> StoreFuture<Result<Vec<bool>, StoreError>> {
         let _ = (owner, ttl);
@@ -435,7 +435,7 @@ pub trait Store: Send + Sync + 'static {
     /// epoch, not expired). The default ignores the lease.
     fn update_state_leased(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
         owner: &str,
         lease: Lease,
@@ -449,7 +449,7 @@ pub trait Store: Send + Sync + 'static {
     /// ignores the lease.
     fn finish_leased(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
         outcome: StoredOutcome,
         owner: &str,
@@ -464,7 +464,7 @@ pub trait Store: Send + Sync + 'static {
     /// if the lease was not held. The default does nothing.
     fn release_lease(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         owner: &str,
         lease: Lease,
     ) -> StoreFuture<Result<bool, StoreError>> {
@@ -487,7 +487,7 @@ pub trait Store: Send + Sync + 'static {
     /// arrived at another instance). Delivered to every subscriber of
     /// [`notices`](Self::notices) as [`StoreNotice::Wake`]. The default
     /// does nothing.
-    fn publish_wake(&self, id: &DeferredAuthId) -> StoreFuture<Result<(), StoreError>> {
+    fn publish_wake(&self, id: &DeferredId) -> StoreFuture<Result<(), StoreError>> {
         let _ = id;
         Box::pin(async { Ok(()) })
     }
@@ -509,7 +509,7 @@ pub trait Store: Send + Sync + 'static {
     /// The default reads the record first, which is exact only for a
     /// store of one process (no other writer between the two calls);
     /// shared stores override it with one conditional write.
-    fn mark_delivered_once(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+    fn mark_delivered_once(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>> {
         let before = self.get(id);
         let mark = self.mark_delivered(id);
         Box::pin(async move {
@@ -556,7 +556,7 @@ pub trait Store: Send + Sync + 'static {
     /// default (a store that never quarantines) is empty.
     ///
     /// ```no_run
-    /// # async fn admin(store: &dyn oidc_dtr::Store) -> Result<(), oidc_dtr::StoreError> {
+    /// # async fn admin(store: &dyn oidc_dtr::store::Store) -> Result<(), oidc_dtr::error::StoreError> {
     /// for q in store.quarantined().await? {
     ///     // `key` names the record by its hash; `reason` says what failed.
     ///     println!("{:?}: {}", q.key, q.reason);
@@ -705,7 +705,7 @@ impl RecordKey {
     }
 
     /// The key of an id.
-    pub fn of(id: &DeferredAuthId) -> Self {
+    pub fn of(id: &DeferredId) -> Self {
         RecordKey(record_key(id))
     }
 

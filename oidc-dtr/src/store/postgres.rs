@@ -66,7 +66,7 @@ use super::{
     key_fingerprint, record_key, report_quarantined,
 };
 use crate::proto::poll::PollMachine;
-use crate::secret::DeferredAuthId;
+use crate::secret::DeferredId;
 use crate::time::UnixTime;
 
 /// The newest database schema version this release creates and reads.
@@ -237,8 +237,8 @@ fn valid_schema_name(s: &str) -> bool {
 /// Cloning gives another handle on the same pool.
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), oidc_dtr::StoreError> {
-/// let store = oidc_dtr::PostgresStore::connect("postgres://rp@db.internal/rp").await?;
+/// # async fn f() -> Result<(), oidc_dtr::error::StoreError> {
+/// let store = oidc_dtr::store::PostgresStore::connect("postgres://rp@db.internal/rp").await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -780,7 +780,7 @@ impl Inner {
     /// transaction, fenced by `lease` when given.
     async fn write(
         &self,
-        id: DeferredAuthId,
+        id: DeferredId,
         machine: PollMachine,
         outcome: Option<StoredOutcome>,
         lease: Option<(String, Lease)>,
@@ -1129,7 +1129,7 @@ impl Store for PostgresStore {
 
     fn update_state(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
     ) -> StoreFuture<Result<(), StoreError>> {
         let id = id.clone();
@@ -1138,7 +1138,7 @@ impl Store for PostgresStore {
 
     fn finish(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
         outcome: StoredOutcome,
     ) -> StoreFuture<Result<(), StoreError>> {
@@ -1146,17 +1146,17 @@ impl Store for PostgresStore {
         self.op(|i| async move { i.write(id, machine, Some(outcome), None).await })
     }
 
-    fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+    fn mark_delivered(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>> {
         let key = record_key(id);
         self.op(move |i| async move { i.mark_delivered(key, false).await })
     }
 
-    fn mark_delivered_once(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+    fn mark_delivered_once(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>> {
         let key = record_key(id);
         self.op(move |i| async move { i.mark_delivered(key, true).await })
     }
 
-    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+    fn get(&self, id: &DeferredId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         let key = record_key(id);
         let fp = id.fingerprint();
         self.op(move |i| async move {
@@ -1250,7 +1250,7 @@ impl Store for PostgresStore {
         true
     }
 
-    fn publish_wake(&self, id: &DeferredAuthId) -> StoreFuture<Result<(), StoreError>> {
+    fn publish_wake(&self, id: &DeferredId) -> StoreFuture<Result<(), StoreError>> {
         let key = record_key(id);
         self.op(move |i| async move {
             let client = i.client().await?;
@@ -1338,7 +1338,7 @@ impl Store for PostgresStore {
     fn renew_leases(
         &self,
         owner: &str,
-        ids: &[DeferredAuthId],
+        ids: &[DeferredId],
         ttl: Duration,
     ) -> StoreFuture<Result<Vec<bool>, StoreError>> {
         let owner = owner.to_owned();
@@ -1368,7 +1368,7 @@ impl Store for PostgresStore {
 
     fn update_state_leased(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
         owner: &str,
         lease: Lease,
@@ -1380,7 +1380,7 @@ impl Store for PostgresStore {
 
     fn finish_leased(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
         outcome: StoredOutcome,
         owner: &str,
@@ -1396,7 +1396,7 @@ impl Store for PostgresStore {
 
     fn release_lease(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         owner: &str,
         lease: Lease,
     ) -> StoreFuture<Result<bool, StoreError>> {

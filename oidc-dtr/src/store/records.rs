@@ -448,7 +448,7 @@ mod tests {
         // An IETF authentication keeps its profile and interaction.
         let mut ietf = record("v1", 0);
         ietf.auth = ietf.auth.with_profile(crate::Profile::Ietf);
-        let uri = crate::InteractionUri::parse("https://as.example/i/1").unwrap();
+        let uri = crate::ietf::InteractionUri::parse("https://as.example/i/1").unwrap();
         ietf.machine = ietf.machine.with_interaction(Some(uri.clone()));
         let back: Record = serde_json::from_str(&serde_json::to_string(&ietf).unwrap()).unwrap();
         assert_eq!(back.auth.profile(), crate::Profile::Ietf);

@@ -7,7 +7,7 @@ use crate::proto::exchange::DeferredAuthentication;
 use crate::proto::poll::{Action, Event, Outcome, PollConfig, PollMachine};
 use crate::proto::token::TokenSet;
 use crate::random::SystemRandom;
-use crate::secret::DeferredAuthId;
+use crate::secret::DeferredId;
 use crate::time::UnixTime;
 
 /// `T0 + s` seconds.
@@ -15,8 +15,8 @@ pub(crate) fn at(s: u64) -> UnixTime {
     UnixTime::from_millis(1_800_000_000_000).saturating_add(Duration::from_secs(s))
 }
 
-pub(crate) fn id(s: &str) -> DeferredAuthId {
-    DeferredAuthId::new(format!("dai-{s}-0123456789abcdef"))
+pub(crate) fn id(s: &str) -> DeferredId {
+    DeferredId::new(format!("dai-{s}-0123456789abcdef"))
 }
 
 /// A fresh record issued at `T0 + issued` s (interval 5 s, one hour to live).

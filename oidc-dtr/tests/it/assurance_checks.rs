@@ -1,6 +1,6 @@
 //! One test per check of issue 18 item 3, plus the hostile-input properties.
 
-use oidc_dtr::{
+use oidc_dtr::assurance::{
     AssuranceError, AssuranceLimits, EvidenceRequest, ReceivedClaims, VerifiedClaims,
     VerifiedClaimsRequest, check_verified_claims, find_misplaced_verified_claims,
     find_verified_claim, parse_verification_time, parse_verified_claims_value,
@@ -504,7 +504,7 @@ fn arbitrary_junk_never_panics() {
 /// A `verification.time` in the future passed `max_age` (its age counted as 0).
 #[test]
 fn verification_time_in_the_future_is_refused() {
-    let skew = oidc_dtr::VERIFICATION_TIME_SKEW_SECS;
+    let skew = oidc_dtr::assurance::VERIFICATION_TIME_SKEW_SECS;
     assert_eq!(skew, 60);
     // An hour ahead: refused with and without max_age, and with no request at all.
     for requests in [vec![wants_gold().max_age(3600)], vec![wants_gold()], vec![]] {

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use crate::support::flow::*;
 use oidc_dtr::{
-    AssuranceError, AssuranceUnsupported, CallbackResponse, ClaimsRequest, ClaimsTarget,
-    ConfigError, DeferredAuthentication, DtrClient, Error, Evidence, EvidenceRequest, Outcome,
-    TokenSet, ValidationError, VerifiedClaimsRequest,
+    CallbackResponse, DeferredAuthentication, DtrClient, Error, Outcome, TokenSet,
+    assurance::{
+        AssuranceError, AssuranceUnsupported, ClaimsRequest, ClaimsTarget, Evidence,
+        EvidenceRequest, VerifiedClaimsRequest,
+    },
+    error::{ConfigError, ValidationError},
 };
 use oidc_dtr_testkit::{AssuranceFault, AutoApprove, Endpoint, MockOp, OpConfig};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use oidc_dtr::{
+use oidc_dtr::assurance::{
     AssuranceError, AssuranceUnsupported, ClaimConstraint, ClaimsRequest, ClaimsTarget,
     ElementRequest, EvidenceRequest, VerifiedClaimsRequest,
 };

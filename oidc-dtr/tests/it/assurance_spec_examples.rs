@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use oidc_dtr::{
+use oidc_dtr::assurance::{
     AssuranceLimits, Attachment, ClaimsRequest, ClaimsTarget, Evidence, ReceivedClaims,
 };
 use serde_json::Value;
@@ -76,7 +76,7 @@ fn every_response_example_round_trips() {
         // Element by element too, through the public Serialize/Deserialize impls.
         for vc in &received.verified {
             let v = serde_json::to_value(vc).expect("serialise");
-            let again: oidc_dtr::VerifiedClaims =
+            let again: oidc_dtr::assurance::VerifiedClaims =
                 serde_json::from_value(v.clone()).expect("reparse");
             assert_eq!(&again, vc, "{name}");
         }

@@ -21,9 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oidc_dtr::{CallbackResponse, DeferredAuthId, DtrClient};
-use oidc_dtr::{FileStore, StoreError};
+use oidc_dtr::{CallbackResponse, DeferredId, DtrClient};
 use oidc_dtr::{Outcome, OutcomeId, PollEvent};
+use oidc_dtr::{error::StoreError, store::FileStore};
 use oidc_dtr_testkit::{AuthState, AutoApprove, MockOp, OpConfig};
 
 const ENV_ROLE: &str = "OIDC_DTR_CRASH_CHILD";
@@ -273,7 +273,7 @@ async fn killed_at_random_and_restarted_nothing_is_lost() {
         }
     }
     for a in &auths {
-        let oid = OutcomeId::of(&DeferredAuthId::new(a.deferred_auth_id.clone())).to_string();
+        let oid = OutcomeId::of(&DeferredId::new(a.deferred_auth_id.clone())).to_string();
         assert!(started.contains(&oid));
         let seen = delivered
             .get(&oid)

@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::support::flow::*;
-use oidc_dtr::DpopConfig;
-use oidc_dtr::{Algorithm, SigningKey};
-use oidc_dtr::{CancelEncoding, CancellationConfig};
-use oidc_dtr::{ClientAuth, DtrClient, Error, ValidationError};
-use oidc_dtr::{ConfigError, ErrorCode};
-use oidc_dtr::{Outcome, PollFailure};
+use oidc_dtr::client::DpopConfig;
+use oidc_dtr::client::{CancelEncoding, CancellationConfig};
+use oidc_dtr::error::{ConfigError, ErrorCode};
+use oidc_dtr::jose::{Algorithm, SigningKey};
+use oidc_dtr::{ClientAuth, DtrClient, Error, error::ValidationError};
+use oidc_dtr::{Outcome, poll::PollFailure};
 use oidc_dtr_testkit::{
     AuthState, AutoApprove, Endpoint, LoggedRequest, MockOp, OpConfig, RegisteredClient,
 };
@@ -173,7 +173,7 @@ async fn a_proof_from_the_wrong_key_gets_one_retry_then_ends() {
     s.client.cancel_locally(auth.id()).await;
     // Swap the key, as a broken persistence layer might.
     let mut json: Value = serde_json::to_value(&saved).unwrap();
-    let other = oidc_dtr::DpopKey::generate(Algorithm::ES256).unwrap();
+    let other = oidc_dtr::jose::DpopKey::generate(Algorithm::ES256).unwrap();
     json["dpop_key"] = serde_json::to_value(&other).unwrap();
     let tampered: oidc_dtr::DeferredAuthentication = serde_json::from_value(json).unwrap();
     let client = DtrClient::builder()
@@ -308,7 +308,7 @@ async fn cancellation_end_to_end_then_a_late_ping() {
     let (listener, ping_url) = crate::support::rp::bind().await;
     let s = {
         let u = ping_url.clone();
-        let clock = std::sync::Arc::new(oidc_dtr::ManualClock::new(T0));
+        let clock = std::sync::Arc::new(oidc_dtr::time::ManualClock::new(T0));
         let op = op(OpConfig::default(), &clock).await;
         let cancel = CancellationConfig::new(op.url("/df-authentication/cancel").as_str()).unwrap();
         let client = DtrClient::builder()
@@ -421,7 +421,7 @@ async fn json_cancellation_and_dpop_bound_cancellation() {
     // A public DPoP client: the cancellation carries a proof from the
     // authentication's key (the OP checks the binding).
     let s = {
-        let clock = std::sync::Arc::new(oidc_dtr::ManualClock::new(T0));
+        let clock = std::sync::Arc::new(oidc_dtr::time::ManualClock::new(T0));
         let op = op(strict_dpop(), &clock).await;
         let cancel = CancellationConfig::new(op.url("/df-authentication/cancel").as_str()).unwrap();
         let client = DtrClient::builder()

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use oidc_dtr::SecretHash;
-use oidc_dtr::{CallbackError, ConfigError, DiscoveryError, ErrorCode};
+use oidc_dtr::error::{CallbackError, ConfigError, DiscoveryError, ErrorCode};
+use oidc_dtr::secret::SecretHash;
 use oidc_dtr::{
-    CallbackResponse, ClientAuth, Compat, DtrClient, Error, ProviderMetadata, ResponseMode,
-    ResponseType,
+    CallbackResponse, ClientAuth, DtrClient, Error, ProviderMetadata,
+    client::{Compat, ResponseMode, ResponseType},
 };
-use oidc_dtr::{ManualClock, UnixTime};
+use oidc_dtr::{UnixTime, time::ManualClock};
 use oidc_dtr_testkit::{AuthorizeOutcome, Endpoint, MockOp, RegisteredClient};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::flow::*;
-use oidc_dtr::{AuthHandle, CancelResult, DriverConfig, Outcome, PollEvent};
+use oidc_dtr::{AuthHandle, CancelResult, Outcome, PollEvent, poll::DriverConfig};
 use oidc_dtr_testkit::OpConfig;
 
 const S: Duration = Duration::from_secs(1);
@@ -49,7 +49,7 @@ fn the_outcome(events: &[PollEvent]) -> &Outcome {
     finished[0]
 }
 
-fn ids_of(events: &[PollEvent]) -> Vec<&oidc_dtr::DeferredAuthId> {
+fn ids_of(events: &[PollEvent]) -> Vec<&oidc_dtr::DeferredId> {
     events
         .iter()
         .map(|e| match e {
@@ -198,7 +198,7 @@ async fn cancel_through_the_handle() {
 async fn an_unknown_id_gives_an_empty_stream_and_an_error() {
     let s = setup(OpConfig::default()).await;
     let auth = start(&s.op, &s.client).await;
-    let unknown: oidc_dtr::DeferredAuthId =
+    let unknown: oidc_dtr::DeferredId =
         serde_json::from_str("\"not-an-authentication-of-this-client\"").unwrap();
     let mut h = s.client.watch(&unknown);
     assert!(h.status().await.is_none());
@@ -220,7 +220,7 @@ async fn an_unknown_id_gives_an_empty_stream_and_an_error() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_fleet_the_handle_ends_with_the_outcome_from_the_store() {
-    use oidc_dtr::FleetConfig;
+    use oidc_dtr::poll::FleetConfig;
     use oidc_dtr_testkit::MockOp;
     let Some((_seed, guard)) = crate::postgres::fresh().await else {
         return;

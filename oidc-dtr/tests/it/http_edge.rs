@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use crate::support::{Canned, CannedServer, http_response, json_response};
-use oidc_dtr::{Acknowledgment, CallbackResponse, DtrClient, Error, HttpConfig, ProviderMetadata};
-use oidc_dtr::{ErrorCode, HttpError, RetryAfter, TransportErrorKind};
+use oidc_dtr::error::{ErrorCode, HttpError, RetryAfter, TransportErrorKind};
+use oidc_dtr::{
+    Acknowledgment, CallbackResponse, DtrClient, Error, ProviderMetadata, client::HttpConfig,
+};
 
 async fn client_for(token_server: &CannedServer, http: HttpConfig) -> DtrClient {
     let md = ProviderMetadata::new(

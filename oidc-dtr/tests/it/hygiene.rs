@@ -82,15 +82,15 @@ fn public_types_are_send_and_sync() {
     send_sync::<oidc_dtr::DtrClient>();
     send_sync::<oidc_dtr::DtrClientBuilder>();
     send_sync::<oidc_dtr::Error>();
-    send_sync::<oidc_dtr::StoreError>();
-    send_sync::<oidc_dtr::PingReceiver>();
+    send_sync::<oidc_dtr::error::StoreError>();
+    send_sync::<oidc_dtr::ping::PingReceiver>();
     send_sync::<oidc_dtr::Outcome>();
     send_sync::<oidc_dtr::TokenSet>();
     send_sync::<oidc_dtr::DeferredAuthentication>();
-    send_sync::<oidc_dtr::FileStore>();
-    send_sync::<oidc_dtr::MemoryStore>();
+    send_sync::<oidc_dtr::store::FileStore>();
+    send_sync::<oidc_dtr::store::MemoryStore>();
 
-    async fn futures(c: oidc_dtr::DtrClient, id: oidc_dtr::DeferredAuthId) {
+    async fn futures(c: oidc_dtr::DtrClient, id: oidc_dtr::DeferredId) {
         send(&oidc_dtr::DtrClient::builder().build());
         send(&c.wait(&id));
         send(&c.cancel(&id));

@@ -477,7 +477,7 @@ async fn a_restart_resumes_an_ietf_deferral_from_the_store() {
     let path = crate::support::TempPath::new("ietf-resume");
     let mut cfg = ietf_config();
     cfg.auto_approve = AutoApprove::AfterPolls(2);
-    let clock = std::sync::Arc::new(oidc_dtr::ManualClock::new(T0));
+    let clock = std::sync::Arc::new(oidc_dtr::time::ManualClock::new(T0));
     let op = op(cfg, &clock).await;
     let build = || {
         DtrClient::builder()
@@ -486,7 +486,7 @@ async fn a_restart_resumes_an_ietf_deferral_from_the_store() {
             .client_secret(MockOp::CLIENT_SECRET)
             .redirect_uri(REDIRECT)
             .clock(clock.clone())
-            .store(oidc_dtr::FileStore::open(&path.0).unwrap())
+            .store(oidc_dtr::store::FileStore::open(&path.0).unwrap())
             .build()
     };
     let client = build().await.unwrap();
@@ -592,7 +592,7 @@ async fn the_device_grant_may_answer_at_once_or_expire() {
     let err = redeem.await.unwrap().unwrap_err();
     assert_eq!(
         err.oauth().unwrap().code,
-        oidc_dtr::ErrorCode::ExpiredToken,
+        oidc_dtr::error::ErrorCode::ExpiredToken,
         "{err}"
     );
 }
@@ -636,8 +636,8 @@ async fn tokens_that_fail_validation_end_it_in_both_profiles() {
         assert!(
             matches!(
                 outcome,
-                Outcome::Rejected(oidc_dtr::PollFailure::InvalidTokens(
-                    oidc_dtr::ValidationError::Nonce
+                Outcome::Rejected(oidc_dtr::poll::PollFailure::InvalidTokens(
+                    oidc_dtr::error::ValidationError::Nonce
                 ))
             ),
             "{profile}: {outcome:?}"
@@ -751,7 +751,7 @@ async fn a_dropped_redeem_future_loses_no_deferral() {
     for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(10)).await;
         if let Some(a) = s.op.authentications().first() {
-            let id = oidc_dtr::DeferredAuthId::new(a.deferred_auth_id.clone());
+            let id = oidc_dtr::DeferredId::new(a.deferred_auth_id.clone());
             if s.client.poll_status(&id).await.is_some() {
                 tracked = Some(id);
                 break;

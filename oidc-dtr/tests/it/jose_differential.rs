@@ -8,8 +8,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken as jwt;
 use oidc_dtr::{
-    Algorithm, DpopKey, IdTokenValidator, KeySet, Nonce, RawJwt, SigningKey, UnixTime,
-    ValidationContext, ValidationOptions,
+    UnixTime,
+    jose::{Algorithm, DpopKey, KeySet, SigningKey},
+    secret::{Nonce, RawJwt},
+    tokens::{IdTokenValidator, ValidationContext, ValidationOptions},
 };
 use serde_json::{Map, Value, json};
 

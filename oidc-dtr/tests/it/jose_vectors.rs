@@ -6,8 +6,11 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oidc_dtr::{
-    Algorithm, IdTokenValidator, KeySet, Nonce, RawJwt, UnixTime, ValidationContext,
-    ValidationError, ValidationOptions,
+    UnixTime,
+    error::ValidationError,
+    jose::{Algorithm, KeySet},
+    secret::{Nonce, RawJwt},
+    tokens::{IdTokenValidator, ValidationContext, ValidationOptions},
 };
 use serde_json::{Value, json};
 
@@ -106,7 +109,7 @@ fn validator() -> IdTokenValidator {
     .unwrap()
 }
 
-fn validate(token: &str, keys: &KeySet) -> Result<oidc_dtr::IdToken, ValidationError> {
+fn validate(token: &str, keys: &KeySet) -> Result<oidc_dtr::tokens::IdToken, ValidationError> {
     let ctx = ValidationContext::new(Nonce::new("n"), UnixTime::from_secs(1_300_819_000));
     validator().validate(
         &RawJwt::new(token),

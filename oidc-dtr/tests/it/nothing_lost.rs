@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use crate::support::flow::*;
-use oidc_dtr::{LiveAuthentication, NotCancelledReason, Outcome, PollFailure, ValidationError};
+use oidc_dtr::{
+    Outcome,
+    error::{LiveAuthentication, NotCancelledReason, ValidationError},
+    poll::PollFailure,
+};
 use oidc_dtr_testkit::{AuthState, AutoApprove, Endpoint, Fault, IdTokenFault, OpConfig};
 
 const S: Duration = Duration::from_secs(1);
@@ -120,11 +124,15 @@ async fn the_notified_cadence_is_explicit() {
     type Configure = fn(oidc_dtr::DtrClientBuilder) -> oidc_dtr::DtrClientBuilder;
     let cases: [(Configure, u64); 5] = [
         (|b| b, 60),
-        (|b| b.poll_config(oidc_dtr::PollConfig::default()), 60),
+        (|b| b.poll_config(oidc_dtr::poll::PollConfig::default()), 60),
         (|b| b.notified_poll_cadence(None), 5),
         (|b| b.notified_poll_cadence(Some(secs(30))), 30),
         (
-            |b| b.poll_config(oidc_dtr::PollConfig::default().notified_cadence(Some(secs(20)))),
+            |b| {
+                b.poll_config(
+                    oidc_dtr::poll::PollConfig::default().notified_cadence(Some(secs(20))),
+                )
+            },
             20,
         ),
     ];
@@ -169,7 +177,7 @@ async fn the_notified_cadence_is_explicit() {
 /// the body, not a Basic header.
 #[tokio::test]
 async fn a_bare_secret_uses_the_method_the_op_supports() {
-    let clock = std::sync::Arc::new(oidc_dtr::ManualClock::new(T0));
+    let clock = std::sync::Arc::new(oidc_dtr::time::ManualClock::new(T0));
     let op = crate::support::flow::op(OpConfig::default(), &clock).await;
     let mut md = op.metadata_json();
     md["token_endpoint_auth_methods_supported"] = serde_json::json!(["client_secret_post"]);
@@ -262,7 +270,7 @@ async fn a_dropped_exchange_future_loses_nothing() {
                 .map(|a| a.deferred_auth_id)
                 .collect();
         if let Some(id) = ids.first() {
-            let id = oidc_dtr::DeferredAuthId::new(id.clone());
+            let id = oidc_dtr::DeferredId::new(id.clone());
             if s.client.poll_status(&id).await.is_some() {
                 tracked = Some(id);
                 break;
@@ -315,10 +323,10 @@ async fn many_authentications_each_end_in_exactly_one_honest_outcome() {
             start(&s.op, &s.client).await;
         }
     }
-    let ids: Vec<oidc_dtr::DeferredAuthId> =
+    let ids: Vec<oidc_dtr::DeferredId> =
         s.op.authentications()
             .into_iter()
-            .map(|a| oidc_dtr::DeferredAuthId::new(a.deferred_auth_id))
+            .map(|a| oidc_dtr::DeferredId::new(a.deferred_auth_id))
             .collect();
     assert_eq!(ids.len(), N);
     let refused = r#"{"access_token":"at","token_type":"Bearer","expires_in":"1.5"}"#;
@@ -444,10 +452,11 @@ async fn a_rejected_interim_token_is_cancelled_at_the_op() {
     let mut cfg = OpConfig::default();
     cfg.interim_id_token = true;
     cfg.interim_id_token_fault = Some(IdTokenFault::WrongNonce);
-    let clock = std::sync::Arc::new(oidc_dtr::ManualClock::new(T0));
+    let clock = std::sync::Arc::new(oidc_dtr::time::ManualClock::new(T0));
     let op = op(cfg, &clock).await;
     let cancel =
-        oidc_dtr::CancellationConfig::new(op.url("/df-authentication/cancel").as_str()).unwrap();
+        oidc_dtr::client::CancellationConfig::new(op.url("/df-authentication/cancel").as_str())
+            .unwrap();
     let client = oidc_dtr::DtrClient::builder()
         .issuer(op.issuer())
         .client_id(oidc_dtr_testkit::MockOp::CLIENT_ID)
@@ -485,7 +494,7 @@ async fn a_rejected_interim_token_is_cancelled_at_the_op() {
         Some(at_op.deferred_auth_id.as_str())
     );
     assert_eq!(at_op.state, AuthState::Cancelled);
-    let id = oidc_dtr::DeferredAuthId::new(at_op.deferred_auth_id.clone());
+    let id = oidc_dtr::DeferredId::new(at_op.deferred_auth_id.clone());
     assert!(s.client.poll_status(&id).await.is_none(), "not tracked");
 }
 

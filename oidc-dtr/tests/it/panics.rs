@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use crate::support::flow::{REDIRECT, start};
 use oidc_dtr::{
-    Clock, DeferredAuthId, DtrClient, DtrClientBuilder, MemoryStore, PollMachine, RandomError,
-    RandomSource, Record, Store, StoreError, StoreFuture, StoredOutcome, SystemClock, SystemRandom,
-    UnixTime,
+    DeferredId, DtrClient, DtrClientBuilder, UnixTime,
+    error::StoreError,
+    poll::PollMachine,
+    random::{RandomError, RandomSource, SystemRandom},
+    store::{MemoryStore, Record, Store, StoreFuture, StoredOutcome},
+    time::{Clock, SystemClock},
 };
 use oidc_dtr_testkit::{AutoApprove, Fault, MockOp, OpConfig};
 
@@ -56,7 +59,7 @@ impl Store for BreakableStore {
     }
     fn update_state(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
     ) -> StoreFuture<Result<(), StoreError>> {
         self.broken.check();
@@ -64,17 +67,17 @@ impl Store for BreakableStore {
     }
     fn finish(
         &self,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         machine: PollMachine,
         outcome: StoredOutcome,
     ) -> StoreFuture<Result<(), StoreError>> {
         self.broken.check();
         self.inner.finish(id, machine, outcome)
     }
-    fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+    fn mark_delivered(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>> {
         self.inner.mark_delivered(id)
     }
-    fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+    fn get(&self, id: &DeferredId) -> StoreFuture<Result<Option<Record>, StoreError>> {
         self.inner.get(id)
     }
     fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use oidc_dtr::SystemRandom;
 use oidc_dtr::UnixTime;
-use oidc_dtr::{Action, Event, Outcome, PollConfig, PollMachine, PollResult};
-use oidc_dtr::{ErrorCode, OAuthError, RetryAfter};
+use oidc_dtr::error::{ErrorCode, OAuthError, RetryAfter};
+use oidc_dtr::random::SystemRandom;
+use oidc_dtr::{
+    Outcome,
+    poll::{Action, Event, PollConfig, PollMachine, PollResult},
+};
 use proptest::prelude::*;
 
 const T0: UnixTime = UnixTime::from_millis(1_800_000_000_000);

@@ -5,11 +5,14 @@
 use std::time::Duration;
 
 use crate::support::flow::*;
-use oidc_dtr::ErrorCode;
 use oidc_dtr::Profile;
-use oidc_dtr::{Clock, UnixTime};
-use oidc_dtr::{DtrClient, ValidationError};
-use oidc_dtr::{Outcome, PollConfig, PollFailure};
+use oidc_dtr::error::ErrorCode;
+use oidc_dtr::{DtrClient, error::ValidationError};
+use oidc_dtr::{
+    Outcome,
+    poll::{PollConfig, PollFailure},
+};
+use oidc_dtr::{UnixTime, time::Clock};
 use oidc_dtr_testkit::{AutoApprove, Endpoint, Fault, IdTokenFault, OpConfig, OpProfiles};
 
 const S: Duration = Duration::from_secs(1);
@@ -395,7 +398,7 @@ async fn a_resumed_authentication_keeps_its_deadline_and_floor_in(
         .await
         .unwrap();
     let back: oidc_dtr::DeferredAuthentication = serde_json::from_str(&auth_json).unwrap();
-    let state: oidc_dtr::PollMachine = serde_json::from_str(&state_json).unwrap();
+    let state: oidc_dtr::poll::PollMachine = serde_json::from_str(&state_json).unwrap();
     assert!(resumed.resume(back, Some(state)).await.unwrap());
     let st = resumed.poll_status(auth.id()).await.unwrap();
     assert_eq!(
@@ -472,10 +475,10 @@ async fn a_deadline_after_transport_failures_keeps_the_typed_cause_in_memory_in(
     let text = last_error.clone().expect("the resets are recorded");
     let cause = outcome.cause().expect("the cause is kept in memory");
     let http = cause
-        .downcast_ref::<oidc_dtr::HttpError>()
+        .downcast_ref::<oidc_dtr::error::HttpError>()
         .expect("the cause is the typed HTTP error");
     assert!(
-        matches!(http, oidc_dtr::HttpError::Transport { .. }),
+        matches!(http, oidc_dtr::error::HttpError::Transport { .. }),
         "{http:?}"
     );
     // The text is the cause's own message; the chain goes on below it (the

@@ -10,7 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use oidc_dtr::{AesGcmSealer, Lease, PostgresStore, Store, StoreError};
+use oidc_dtr::{
+    error::StoreError,
+    store::{AesGcmSealer, Lease, PostgresStore, Store},
+};
 use oidc_dtr_testkit::conformance::{at, denied, finished_machine, record};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -65,7 +68,7 @@ impl SchemaGuard {
         }
     }
 
-    pub(crate) fn options(&self) -> oidc_dtr::PostgresOptions {
+    pub(crate) fn options(&self) -> oidc_dtr::store::PostgresOptions {
         PostgresStore::options(self.url.clone()).schema(self.schema.clone())
     }
 
@@ -440,8 +443,8 @@ async fn a_fleet_shares_the_work_and_survives_a_dead_instance() {
     drop(dead);
 
     // Per id: how many instances are working on it now; finishes seen.
-    let in_flight: Arc<Mutex<HashMap<oidc_dtr::DeferredAuthId, u32>>> = Arc::default();
-    let finished: Arc<Mutex<HashMap<oidc_dtr::DeferredAuthId, (String, u64)>>> = Arc::default();
+    let in_flight: Arc<Mutex<HashMap<oidc_dtr::DeferredId, u32>>> = Arc::default();
+    let finished: Arc<Mutex<HashMap<oidc_dtr::DeferredId, (String, u64)>>> = Arc::default();
     let mut workers = Vec::new();
     for w in 0..3 {
         let store = guard.store().await;
@@ -517,11 +520,11 @@ const TAMPER: &str = "UPDATE {s}.records
 /// Sets the `delivered` column back (a replay of acknowledged tokens).
 const UNDELIVER: &str = "UPDATE {s}.records SET delivered = false WHERE key = $1";
 
-fn key_of(r: &oidc_dtr::Record) -> Vec<u8> {
-    oidc_dtr::RecordKey::of(r.id()).as_bytes().to_vec()
+fn key_of(r: &oidc_dtr::store::Record) -> Vec<u8> {
+    oidc_dtr::store::RecordKey::of(r.id()).as_bytes().to_vec()
 }
 
-fn sealer() -> Arc<dyn oidc_dtr::Sealer> {
+fn sealer() -> Arc<dyn oidc_dtr::store::Sealer> {
     Arc::new(AesGcmSealer::new([9; 32]).unwrap())
 }
 
@@ -531,13 +534,13 @@ async fn sealed_store(guard: &SchemaGuard) -> PostgresStore {
 
 /// Waits (a few seconds at most) for the notice that `key` was set aside.
 async fn quarantine_notice(
-    rx: &mut tokio::sync::broadcast::Receiver<oidc_dtr::StoreNotice>,
-    key: oidc_dtr::RecordKey,
+    rx: &mut tokio::sync::broadcast::Receiver<oidc_dtr::store::StoreNotice>,
+    key: oidc_dtr::store::RecordKey,
 ) -> bool {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match rx.recv().await {
-                Ok(oidc_dtr::StoreNotice::Quarantined(k)) if k == key => return true,
+                Ok(oidc_dtr::store::StoreNotice::Quarantined(k)) if k == key => return true,
                 Ok(_) => {}
                 Err(_) => return false,
             }
@@ -645,11 +648,11 @@ async fn postgres_a_bad_row_is_quarantined_on_every_reading_path() {
                         at(0),
                         Some(3600),
                         5,
-                        oidc_dtr::Nonce::new("nonce"),
+                        oidc_dtr::secret::Nonce::new("nonce"),
                     );
-                    let r = oidc_dtr::Record::new(
+                    let r = oidc_dtr::store::Record::new(
                         a.clone(),
-                        oidc_dtr::PollMachine::new(&a, oidc_dtr::PollConfig::default()),
+                        oidc_dtr::poll::PollMachine::new(&a, oidc_dtr::poll::PollConfig::default()),
                     );
                     o.insert(r.clone()).await.unwrap();
                     if outcome_path {
@@ -668,17 +671,17 @@ async fn postgres_a_bad_row_is_quarantined_on_every_reading_path() {
                     assert_eq!(exec(&guard, UNDELIVER, &key).await, 1);
                 }
             }
-            let ids = |rs: Vec<oidc_dtr::Record>| {
+            let ids = |rs: Vec<oidc_dtr::store::Record>| {
                 let mut v: Vec<String> = rs.iter().map(|r| r.fingerprint().to_string()).collect();
                 v.sort();
                 v
             };
-            let fps = |gs: &[oidc_dtr::Record]| {
+            let fps = |gs: &[oidc_dtr::store::Record]| {
                 let mut v: Vec<String> = gs.iter().map(|r| r.fingerprint().to_string()).collect();
                 v.sort();
                 v
             };
-            let pending: Vec<oidc_dtr::Record> = if outcome_path || bad == Bad::Undelivered {
+            let pending: Vec<oidc_dtr::store::Record> = if outcome_path || bad == Bad::Undelivered {
                 good[1..].to_vec()
             } else {
                 good.clone()
@@ -732,7 +735,7 @@ async fn postgres_a_bad_row_is_quarantined_on_every_reading_path() {
                     assert!(store.mark_delivered(good[0].id()).await.unwrap(), "{ctx}");
                 }
             }
-            let vkey = oidc_dtr::RecordKey::of(victim.id());
+            let vkey = oidc_dtr::store::RecordKey::of(victim.id());
             assert!(quarantine_notice(&mut notices, vkey).await, "{ctx}: notice");
             let q = store.quarantined().await.unwrap();
             assert_eq!(q.len(), 1, "{ctx}");
@@ -821,7 +824,7 @@ async fn postgres_a_flipped_delivered_flag_is_refused_and_a_repaired_row_release
         .await;
         assert!(
             store
-                .release_quarantined(oidc_dtr::RecordKey::of(acked.id()))
+                .release_quarantined(oidc_dtr::store::RecordKey::of(acked.id()))
                 .await
                 .unwrap()
         );
@@ -884,7 +887,7 @@ async fn postgres_a_flipped_delivered_flag_is_refused_and_a_repaired_row_release
         );
         assert!(
             store
-                .release_quarantined(oidc_dtr::RecordKey::of(p.id()))
+                .release_quarantined(oidc_dtr::store::RecordKey::of(p.id()))
                 .await
                 .unwrap()
         );
@@ -988,7 +991,7 @@ async fn postgres_a_version_2_schema_migrates_and_reseals_delivered_rows() {
     );
     let q = other.quarantined().await.unwrap();
     assert_eq!(q.len(), 1);
-    assert_eq!(q[0].key, oidc_dtr::RecordKey::of(acked.id()));
+    assert_eq!(q[0].key, oidc_dtr::store::RecordKey::of(acked.id()));
 }
 
 /// Issue 22, item 6, end to end: a fleet member whose claimed batch holds
@@ -998,7 +1001,7 @@ async fn postgres_a_version_2_schema_migrates_and_reseals_delivered_rows() {
 /// keep being polled by the same, never restarted, instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_fleet_polls_the_rest_of_a_batch_with_a_tampered_row() {
-    use oidc_dtr::{DtrClient, FleetConfig};
+    use oidc_dtr::{DtrClient, poll::FleetConfig};
     use oidc_dtr_testkit::{MockOp, OpConfig};
 
     let Some((watcher, guard)) = fresh().await else {
@@ -1036,7 +1039,7 @@ async fn postgres_fleet_polls_the_rest_of_a_batch_with_a_tampered_row() {
         good.push(crate::support::flow::start(&op, &front).await);
     }
     let victim = crate::support::flow::start(&op, &front).await;
-    let vkey = oidc_dtr::RecordKey::of(victim.id());
+    let vkey = oidc_dtr::store::RecordKey::of(victim.id());
     assert_eq!(exec(&guard, TAMPER, vkey.as_bytes()).await, 1);
     let watcher = {
         drop(watcher);

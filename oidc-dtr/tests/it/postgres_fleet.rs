@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oidc_dtr::{DtrClient, FleetConfig, PostgresStore};
+use oidc_dtr::{DtrClient, poll::FleetConfig, store::PostgresStore};
 use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -734,7 +734,7 @@ fn postgres_fleet_child_process() {
         });
 }
 
-fn token_polls(op: &MockOp, id: &oidc_dtr::DeferredAuthId) -> usize {
+fn token_polls(op: &MockOp, id: &oidc_dtr::DeferredId) -> usize {
     op.requests_to(oidc_dtr_testkit::Endpoint::Token)
         .iter()
         .filter(|r| r.param("deferred_auth_id") == Some(id.secret()))
@@ -866,7 +866,7 @@ async fn postgres_fleet_tokens_of_a_poll_in_flight_when_the_lease_is_lost_are_de
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let key = oidc_dtr::RecordKey::of(id);
+        let key = oidc_dtr::store::RecordKey::of(id);
         let stolen = sql
             .execute(
                 &format!(

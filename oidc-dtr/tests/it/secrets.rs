@@ -80,7 +80,7 @@ async fn no_secret_reaches_logs_debug_or_errors() {
         b.client_id("rp")
             .client_secret("rp-client-secret-0123456789")
             .notification_endpoint(u)
-            .dpop(oidc_dtr::DpopConfig::enabled())
+            .dpop(oidc_dtr::client::DpopConfig::enabled())
     })
     .await;
     s.op.register_client(

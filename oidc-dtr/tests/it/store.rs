@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use crate::support::TempPath;
 use crate::support::flow::*;
-use oidc_dtr::{AesGcmSealer, FileStore, StoreError};
-use oidc_dtr::{Clock, ManualClock};
+use oidc_dtr::time::{Clock, ManualClock};
 use oidc_dtr::{DtrClient, Error};
 use oidc_dtr::{Outcome, OutcomeId, PollEvent};
+use oidc_dtr::{
+    error::StoreError,
+    store::{AesGcmSealer, FileStore},
+};
 use oidc_dtr_testkit::{AutoApprove, Endpoint, Fault, MockOp, OpConfig};
 
 const S: Duration = Duration::from_secs(1);
@@ -248,13 +251,13 @@ async fn a_corrupt_store_file_is_a_clear_error() {
 
 /// The public conformance suite of `oidc-dtr-testkit`, on both stores.
 mod memory_store_conformance {
-    oidc_dtr_testkit::store_conformance_tests!((oidc_dtr::MemoryStore::new(), ()));
+    oidc_dtr_testkit::store_conformance_tests!((oidc_dtr::store::MemoryStore::new(), ()));
 }
 
 mod file_store_conformance {
-    fn temp_store() -> (oidc_dtr::FileStore, crate::support::TempPath) {
+    fn temp_store() -> (oidc_dtr::store::FileStore, crate::support::TempPath) {
         let path = crate::support::TempPath::new("conformance");
-        (oidc_dtr::FileStore::open(&path.0).unwrap(), path)
+        (oidc_dtr::store::FileStore::open(&path.0).unwrap(), path)
     }
     oidc_dtr_testkit::store_conformance_tests!(temp_store());
 }
@@ -264,8 +267,10 @@ mod file_store_conformance {
 /// suite asks for the records the client keeps.
 mod minimal_store {
     use oidc_dtr::{
-        DeferredAuthId, MemoryStore, PollMachine, Record, Store, StoreError, StoreFuture,
-        StoredOutcome, UnixTime,
+        DeferredId, UnixTime,
+        error::StoreError,
+        poll::PollMachine,
+        store::{MemoryStore, Record, Store, StoreFuture, StoredOutcome},
     };
 
     struct Minimal(MemoryStore);
@@ -279,20 +284,20 @@ mod minimal_store {
         }
         fn update_state(
             &self,
-            id: &DeferredAuthId,
+            id: &DeferredId,
             machine: PollMachine,
         ) -> StoreFuture<Result<(), StoreError>> {
             self.0.update_state(id, machine)
         }
         fn finish(
             &self,
-            id: &DeferredAuthId,
+            id: &DeferredId,
             machine: PollMachine,
             outcome: StoredOutcome,
         ) -> StoreFuture<Result<(), StoreError>> {
             self.0.finish(id, machine, outcome)
         }
-        fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+        fn mark_delivered(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>> {
             self.0.mark_delivered(id)
         }
         fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
@@ -342,7 +347,7 @@ async fn shutdown_releases_the_file_and_keeps_the_authentication() {
     s.client.shutdown().await;
     assert!(matches!(
         waiter.await.unwrap(),
-        Err(oidc_dtr::Error::Poll(oidc_dtr::WaitError::Stopped))
+        Err(oidc_dtr::Error::Poll(oidc_dtr::error::WaitError::Stopped))
     ));
     // Released: a new store opens at the first attempt, with the record.
     let reopened = FileStore::open(&path.0).expect("the file was released by shutdown");
@@ -362,7 +367,7 @@ async fn shutdown_releases_the_file_and_keeps_the_authentication() {
 /// from).
 #[tokio::test]
 async fn single_process_stores_are_not_shared_and_hand_out_every_outcome() {
-    use oidc_dtr::{MemoryStore, Store};
+    use oidc_dtr::store::{MemoryStore, Store};
     use oidc_dtr_testkit::conformance::{denied, finished_machine, record};
     let dir = TempPath::new("fleet-defaults");
     let file = open(&dir.0, None).await;
@@ -421,8 +426,9 @@ mod lost_lease {
 
     use super::*;
     use oidc_dtr::{
-        DeferredAuthId, FleetConfig, Lease, MemoryStore, PollMachine, Record, Store, StoreFuture,
-        StoredOutcome, UnixTime,
+        DeferredId, UnixTime,
+        poll::{FleetConfig, PollMachine},
+        store::{Lease, MemoryStore, Record, Store, StoreFuture, StoredOutcome},
     };
 
     /// A "shared" store over a `MemoryStore`: each record is claimed once,
@@ -443,23 +449,23 @@ mod lost_lease {
         }
         fn update_state(
             &self,
-            id: &DeferredAuthId,
+            id: &DeferredId,
             machine: PollMachine,
         ) -> StoreFuture<Result<(), StoreError>> {
             self.inner.update_state(id, machine)
         }
         fn finish(
             &self,
-            id: &DeferredAuthId,
+            id: &DeferredId,
             machine: PollMachine,
             outcome: StoredOutcome,
         ) -> StoreFuture<Result<(), StoreError>> {
             self.inner.finish(id, machine, outcome)
         }
-        fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+        fn mark_delivered(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>> {
             self.inner.mark_delivered(id)
         }
-        fn get(&self, id: &DeferredAuthId) -> StoreFuture<Result<Option<Record>, StoreError>> {
+        fn get(&self, id: &DeferredId) -> StoreFuture<Result<Option<Record>, StoreError>> {
             self.inner.get(id)
         }
         fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
@@ -492,7 +498,7 @@ mod lost_lease {
         }
         fn finish_leased(
             &self,
-            id: &DeferredAuthId,
+            id: &DeferredId,
             _machine: PollMachine,
             _outcome: StoredOutcome,
             _owner: &str,
@@ -553,9 +559,14 @@ mod lost_lease {
 /// record stays set aside across restarts.
 #[tokio::test]
 async fn a_record_of_another_issuer_in_the_file_is_set_aside_at_start_up() {
-    use oidc_dtr::{DeferredAuthentication, Nonce, PollConfig, PollMachine, Record, Store};
+    use oidc_dtr::{
+        DeferredAuthentication,
+        poll::{PollConfig, PollMachine},
+        secret::Nonce,
+        store::{Record, Store},
+    };
     let path = TempPath::new("foreign-at-start");
-    let foreign_id = oidc_dtr::DeferredAuthId::new("dai-foreign-0123456789abcdef");
+    let foreign_id = oidc_dtr::DeferredId::new("dai-foreign-0123456789abcdef");
     {
         let store = FileStore::open(&path.0).unwrap();
         let a = DeferredAuthentication::seeded(
@@ -595,7 +606,7 @@ async fn a_record_of_another_issuer_in_the_file_is_set_aside_at_start_up() {
     let store = open(&path.0, None).await;
     let q = store.quarantined().await.unwrap();
     assert_eq!(q.len(), 1);
-    assert_eq!(q[0].key, oidc_dtr::RecordKey::of(&foreign_id));
+    assert_eq!(q[0].key, oidc_dtr::store::RecordKey::of(&foreign_id));
 }
 
 /// Issue 22, item 7, for stores of the application's: a record of another
@@ -605,8 +616,10 @@ async fn a_record_of_another_issuer_in_the_file_is_set_aside_at_start_up() {
 #[tokio::test]
 async fn the_client_does_not_resume_a_record_of_another_issuer() {
     use oidc_dtr::{
-        DeferredAuthId, DeferredAuthentication, MemoryStore, Nonce, PollConfig, PollMachine,
-        Record, Store, StoreFuture, StoredOutcome, UnixTime,
+        DeferredAuthentication, DeferredId, UnixTime,
+        poll::{PollConfig, PollMachine},
+        secret::Nonce,
+        store::{MemoryStore, Record, Store, StoreFuture, StoredOutcome},
     };
     /// Hands out a foreign record beside its own (a store that does not
     /// check what it reads): of another issuer, or (`same_issuer`) of
@@ -614,7 +627,7 @@ async fn the_client_does_not_resume_a_record_of_another_issuer() {
     struct Leaky {
         inner: MemoryStore,
         same_issuer: bool,
-        id: DeferredAuthId,
+        id: DeferredId,
         bound: std::sync::Mutex<String>,
     }
     impl Leaky {
@@ -652,20 +665,20 @@ async fn the_client_does_not_resume_a_record_of_another_issuer() {
         }
         fn update_state(
             &self,
-            id: &DeferredAuthId,
+            id: &DeferredId,
             machine: PollMachine,
         ) -> StoreFuture<Result<(), StoreError>> {
             self.inner.update_state(id, machine)
         }
         fn finish(
             &self,
-            id: &DeferredAuthId,
+            id: &DeferredId,
             machine: PollMachine,
             outcome: StoredOutcome,
         ) -> StoreFuture<Result<(), StoreError>> {
             self.inner.finish(id, machine, outcome)
         }
-        fn mark_delivered(&self, id: &DeferredAuthId) -> StoreFuture<Result<bool, StoreError>> {
+        fn mark_delivered(&self, id: &DeferredId) -> StoreFuture<Result<bool, StoreError>> {
             self.inner.mark_delivered(id)
         }
         fn load_active(&self) -> StoreFuture<Result<Vec<Record>, StoreError>> {
@@ -681,7 +694,7 @@ async fn the_client_does_not_resume_a_record_of_another_issuer() {
             self.inner.purge(finished_before)
         }
     }
-    let foreign_id = DeferredAuthId::new("dai-leaked-0123456789abcdef");
+    let foreign_id = DeferredId::new("dai-leaked-0123456789abcdef");
     for same_issuer in [false, true] {
         let store = Leaky {
             inner: MemoryStore::new(),

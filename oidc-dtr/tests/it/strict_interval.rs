@@ -12,7 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::support::flow::*;
-use oidc_dtr::{CallbackResponse, Clock, DtrClient, Outcome, Profile, Redemption};
+use oidc_dtr::{CallbackResponse, DtrClient, Outcome, Profile, Redemption, time::Clock};
 use oidc_dtr_testkit::{AutoApprove, Endpoint, MockOp, OpConfig, OpProfiles};
 
 fn ms(n: u64) -> Duration {
@@ -56,7 +56,7 @@ async fn slow_answer<T>(s: &Setup, endpoint: Endpoint, fut: impl Future<Output =
 
 /// The OP saw no poll inside its floor and answered no `slow_down`; the
 /// client saw none either.
-fn assert_never_early(s: &Setup, id: &oidc_dtr::DeferredAuthId) {
+fn assert_never_early(s: &Setup, id: &oidc_dtr::DeferredId) {
     let report = s.op.flight_report();
     assert!(
         report.floor_violations.is_empty(),
@@ -212,11 +212,11 @@ async fn the_strict_op_counts_from_its_exchange_answer() {
         .build()
         .await
         .unwrap();
-    let early = oidc_dtr::PollMachine::with_start(
+    let early = oidc_dtr::poll::PollMachine::with_start(
         auth.issued_at(),
         auth.expires_at(),
         auth.interval(),
-        oidc_dtr::PollConfig::default(),
+        oidc_dtr::poll::PollConfig::default(),
     );
     s.client.shutdown().await;
     assert!(other.resume(auth.clone(), Some(early)).await.unwrap());

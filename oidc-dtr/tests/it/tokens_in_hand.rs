@@ -11,8 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oidc_dtr::{
-    CallbackResponse, Clock, DeferredAuthId, DtrClient, Error, JwksConfig, ManualClock, Outcome,
-    PollEvent, Redemption, ResponseType, TokenSet, ValidationError,
+    CallbackResponse, DeferredId, DtrClient, Error, Outcome, PollEvent, Redemption, TokenSet,
+    client::ResponseType,
+    error::ValidationError,
+    time::{Clock, ManualClock},
+    tokens::JwksConfig,
 };
 use oidc_dtr_testkit::{AuthorizeOutcome, Endpoint, IdTokenFault, JwksPort, MockOp, OpConfig};
 
@@ -70,7 +73,7 @@ async fn build(op: &MockOp, clock: &Arc<ManualClock>, store: Option<&TempPath>) 
         .redirect_uri(REDIRECT)
         .clock(clock.clone());
     if let Some(path) = store {
-        b = b.store(oidc_dtr::FileStore::open(&path.0).unwrap());
+        b = b.store(oidc_dtr::store::FileStore::open(&path.0).unwrap());
     }
     b.build().await.unwrap()
 }
@@ -108,7 +111,7 @@ async fn drive_call<T: Send + 'static>(clock: &ManualClock, call: tokio::task::J
 
 /// The handle that `wait` delivers the tokens on, once the path has hit the
 /// outage (its tokens, or its interim token, not validated).
-async fn start(path: Path, op: &MockOp, client: &DtrClient, clock: &ManualClock) -> DeferredAuthId {
+async fn start(path: Path, op: &MockOp, client: &DtrClient, clock: &ManualClock) -> DeferredId {
     let code = || async {
         let mut req = client.authorize();
         if client.profile() == oidc_dtr::Profile::Oidc {
@@ -208,7 +211,7 @@ async fn start(path: Path, op: &MockOp, client: &DtrClient, clock: &ManualClock)
 }
 
 /// The outcome of `id`, moving virtual time until it is there.
-async fn outcome(client: &DtrClient, clock: &ManualClock, id: &DeferredAuthId) -> Outcome {
+async fn outcome(client: &DtrClient, clock: &ManualClock, id: &DeferredId) -> Outcome {
     let mut out = None;
     drive_until(clock, Duration::from_secs(600), async || {
         if client.poll_status(id).await.is_some_and(|s| s.finished) {

@@ -4,14 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use oidc_dtr::RawJwt;
-use oidc_dtr::SigningKey;
+use oidc_dtr::error::{ConfigError, ValidationError};
+use oidc_dtr::jose::SigningKey;
+use oidc_dtr::secret::RawJwt;
 use oidc_dtr::{
-    Algorithm, CallbackResponse, DeferredAuthentication, DtrClient, DtrClientBuilder, Error,
-    JwksConfig, ResponseType, TokenResponse, TokenSet, ValidationContext, ValidationOptions,
+    CallbackResponse, DeferredAuthentication, DtrClient, DtrClientBuilder, Error, TokenSet,
+    client::ResponseType,
+    jose::Algorithm,
+    tokens::{JwksConfig, TokenResponse, ValidationContext, ValidationOptions},
 };
-use oidc_dtr::{Clock, ManualClock, UnixTime};
-use oidc_dtr::{ConfigError, ValidationError};
+use oidc_dtr::{
+    UnixTime,
+    time::{Clock, ManualClock},
+};
 use oidc_dtr_testkit::{AuthorizeOutcome, Endpoint, IdTokenFault, MockOp};
 use serde_json::json;
 
@@ -57,8 +62,8 @@ async fn code_flow_with(
     op: &MockOp,
     client: &DtrClient,
     f: impl FnOnce(
-        oidc_dtr::AuthorizationRequestBuilder<'_>,
-    ) -> oidc_dtr::AuthorizationRequestBuilder<'_>,
+        oidc_dtr::client::AuthorizationRequestBuilder<'_>,
+    ) -> oidc_dtr::client::AuthorizationRequestBuilder<'_>,
 ) -> Result<TokenSet, Error> {
     op.configure(|c| c.authorize_outcome = AuthorizeOutcome::Code);
     let (url, pending) = f(client
@@ -177,11 +182,14 @@ async fn code_is_single_use_and_bound_to_its_client() {
         .unwrap();
     assert!(matches!(
         other.exchange_code(code.clone()).await,
-        Err(Error::Callback(oidc_dtr::CallbackError::WrongClient))
+        Err(Error::Callback(oidc_dtr::error::CallbackError::WrongClient))
     ));
     client.exchange_code(code.clone()).await.unwrap();
     let err = client.exchange_code(code).await.unwrap_err();
-    assert_eq!(err.oauth().unwrap().code, oidc_dtr::ErrorCode::InvalidGrant);
+    assert_eq!(
+        err.oauth().unwrap().code,
+        oidc_dtr::error::ErrorCode::InvalidGrant
+    );
 }
 
 /// Every check of the validator, fed a token that breaks exactly that
@@ -313,7 +321,7 @@ async fn deferred_flow_validates_interim_and_final_tokens() {
     let resp = poll_once(&op, &auth).await;
     let ctx = ValidationContext::from(&auth);
     assert_eq!(ctx.expected_subject(), Some(sub.as_str()));
-    let client_clock_now = oidc_dtr::SystemClock.now();
+    let client_clock_now = oidc_dtr::time::SystemClock.now();
     let tokens = client
         .validate_token_response(&ctx, resp, client_clock_now)
         .await
@@ -379,7 +387,7 @@ async fn final_subject_must_match_the_interim_one() {
             .validate_token_response(
                 &ValidationContext::from(&auth),
                 resp,
-                oidc_dtr::SystemClock.now(),
+                oidc_dtr::time::SystemClock.now(),
             )
             .await;
         if ok {
@@ -483,7 +491,7 @@ async fn key_rotation_mid_flow_needs_no_restart() {
         .validate_token_response(
             &ValidationContext::from(&auth),
             resp,
-            oidc_dtr::SystemClock.now(),
+            oidc_dtr::time::SystemClock.now(),
         )
         .await
         .unwrap();
@@ -559,7 +567,7 @@ async fn unknown_kid_flood_fetches_at_most_once_per_cooldown() {
     })
     .await;
     let ctx = ValidationContext::new(
-        oidc_dtr::Nonce::new("n"),
+        oidc_dtr::secret::Nonce::new("n"),
         UnixTime::from_secs(1_900_000_000),
     );
     // Warm the cache with a real flow.
@@ -690,7 +698,7 @@ async fn held_code_flow(
     op: &MockOp,
     client: &DtrClient,
     clock: &ManualClock,
-) -> (oidc_dtr::DeferredAuthId, ValidationError) {
+) -> (oidc_dtr::DeferredId, ValidationError) {
     let (op2, client2) = (op.clone(), client.clone());
     let call = tokio::spawn(async move { code_flow(&op2, &client2).await });
     for _ in 0..600 {
@@ -710,7 +718,7 @@ async fn held_code_flow(
 async fn held_outcome(
     client: &DtrClient,
     clock: &ManualClock,
-    handle: &oidc_dtr::DeferredAuthId,
+    handle: &oidc_dtr::DeferredId,
 ) -> oidc_dtr::Outcome {
     for _ in 0..600 {
         if client.poll_status(handle).await.is_some_and(|s| s.finished) {
@@ -825,7 +833,7 @@ async fn op_without_jwks_uri_uses_imported_keys() {
         ValidationError::NoJwks
     );
     client
-        .import_jwks(oidc_dtr::JwksSnapshot::new(
+        .import_jwks(oidc_dtr::tokens::JwksSnapshot::new(
             None,
             op.jwks_json()["keys"].as_array().unwrap().clone(),
             UnixTime::EPOCH,
@@ -846,9 +854,9 @@ fn validation_futures_are_send() {
     rt.block_on(async {
         let op = MockOp::start().await.unwrap();
         let client = client(&op).await;
-        let ctx = ValidationContext::new(oidc_dtr::Nonce::new("n"), UnixTime::EPOCH);
+        let ctx = ValidationContext::new(oidc_dtr::secret::Nonce::new("n"), UnixTime::EPOCH);
         let raw = RawJwt::new("a.b.c");
-        let resp = TokenResponse::new(oidc_dtr::AccessToken::new("x"), "Bearer");
+        let resp = TokenResponse::new(oidc_dtr::secret::AccessToken::new("x"), "Bearer");
         is_send(&client.validate_id_token(&ctx, &raw, None, UnixTime::EPOCH));
         is_send(&client.validate_token_response(&ctx, resp, UnixTime::EPOCH));
     });

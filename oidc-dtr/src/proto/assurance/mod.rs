@@ -12,8 +12,9 @@
 //! * Checking: [`check_verified_claims`] matches what came back with what was asked for.
 //!
 //! ```
-//! use oidc_dtr::{
-//!     ClaimsRequest, EvidenceRequest, AssuranceLimits, ReceivedClaims, ClaimsTarget, VerifiedClaimsRequest,
+//! use oidc_dtr::assurance::{
+//!     AssuranceLimits, ClaimsRequest, ClaimsTarget, EvidenceRequest, ReceivedClaims,
+//!     VerifiedClaimsRequest,
 //! };
 //! use serde_json::json;
 //!
@@ -44,7 +45,7 @@
 //! assert_eq!(checked.get("given_name").unwrap().0, "Max"); // verified
 //! assert_eq!(received.unverified_claim("given_name").unwrap(), "Maxi"); // not verified
 //! assert_eq!(checked.unrequested[0].claims["birthdate"], "1956-01-28"); // not asked for
-//! # Ok::<(), oidc_dtr::AssuranceError>(())
+//! # Ok::<(), oidc_dtr::assurance::AssuranceError>(())
 //! ```
 
 mod request;

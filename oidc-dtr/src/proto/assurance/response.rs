@@ -17,7 +17,7 @@ pub struct VerifiedClaims {
     pub verification: Verification,
     /// The verified claims about the end-user (may be empty, as in the
     /// specification's minimal example; such an element satisfies no request:
-    /// see [`check_verified_claims`](crate::check_verified_claims)).
+    /// see [`check_verified_claims`](crate::assurance::check_verified_claims)).
     pub claims: Map<String, Value>,
     /// Members not modelled here, as received.
     #[serde(flatten)]

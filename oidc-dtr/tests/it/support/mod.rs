@@ -129,9 +129,12 @@ pub mod flow {
     use oidc_dtr::Outcome;
     use oidc_dtr::TokenSet;
     use oidc_dtr::{
-        CallbackResponse, DeferredAuthId, DeferredAuthentication, DtrClient, DtrClientBuilder,
+        CallbackResponse, DeferredAuthentication, DeferredId, DtrClient, DtrClientBuilder,
     };
-    use oidc_dtr::{Clock, ManualClock, UnixTime};
+    use oidc_dtr::{
+        UnixTime,
+        time::{Clock, ManualClock},
+    };
     use oidc_dtr_testkit::{MockOp, OpConfig};
 
     pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -261,7 +264,7 @@ pub mod flow {
     /// `max` virtual time has passed); returns the outcome.
     pub async fn run_to_outcome(
         s: &Setup,
-        id: &DeferredAuthId,
+        id: &DeferredId,
         step: Duration,
         max: Duration,
     ) -> Outcome<TokenSet> {
@@ -293,7 +296,7 @@ pub mod rp {
     //! A minimal RP notification endpoint: the SDK's ping receiver on a bare
     //! hyper server (no web framework).
 
-    use oidc_dtr::PingReceiver;
+    use oidc_dtr::ping::PingReceiver;
     use tokio::net::TcpListener;
 
     /// Binds a port first, so the client can be configured with the URL
