@@ -1,7 +1,6 @@
 //! The authorization endpoint: request checks, the redirect back to the
 //! client, and the plain HTML page shown for a bad request.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) fn bad_request_page(msg: &str) -> http::Response<Full<Bytes>> {

@@ -1,6 +1,5 @@
 //! Cancelling a deferred authentication, and token revocation.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// The Authentication Cancellation Endpoint: form or JSON body, client

@@ -1,7 +1,6 @@
 //! The plain authorization code grant, and the `completion_mode` hint that
 //! asks for a deferred answer.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Whether `completion_mode` lists `deferred` (space-separated; unknown

@@ -1,6 +1,5 @@
 //! Discovery: the OP's metadata document (`/.well-known/openid-configuration`).
 
-#[allow(unused_imports)]
 use super::*;
 
 impl OpState {

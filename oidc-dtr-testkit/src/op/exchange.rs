@@ -1,7 +1,6 @@
 //! The Deferred Code Exchange: redeeming a deferred code for a
 //! `deferred_auth_id` (or the tokens at once).
 
-#[allow(unused_imports)]
 use super::*;
 
 /// How long codes (deferred or plain) stay redeemable.

@@ -1,6 +1,5 @@
 //! Issuing tokens: ID Token claims and signing, and the token response.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) fn id_token_claims(

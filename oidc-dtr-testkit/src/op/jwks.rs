@@ -1,6 +1,5 @@
 //! The JWKS endpoint's document and the OP's signing keys.
 
-#[allow(unused_imports)]
 use super::*;
 
 impl OpState {

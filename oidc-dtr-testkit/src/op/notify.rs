@@ -1,7 +1,6 @@
 //! Approval on a schedule, and the ping callbacks sent to the client
 //! (`notify`, `ping_now`).
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Approves `id` at `at` (by the OP's clock), then pings.

@@ -1,7 +1,6 @@
 //! Polling with a `deferred_auth_id` (or deferral code) and its errors, and
 //! the start of a deferred authentication (`defer`).
 
-#[allow(unused_imports)]
 use super::*;
 
 /// A poll under one profile: a handle of the other profile is unknown here.

@@ -2,7 +2,6 @@
 //! the locked [`OpState`], codes, deferred authentications and their grants,
 //! the pings sent, and the poll-flight bookkeeping behind [`FlightReport`].
 
-#[allow(unused_imports)]
 use super::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,6 @@
 //! The token endpoint: client authentication (secret, private key JWT,
 //! DPoP proofs and binding) and the dispatch by grant type.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Client authentication: Basic header, or `client_id` (+ `client_secret`)

@@ -1,6 +1,5 @@
 //! The UserInfo endpoint (bearer and DPoP-bound access tokens).
 
-#[allow(unused_imports)]
 use super::*;
 
 /// The UserInfo endpoint (OIDC Core §5.3): a bearer token, or a DPoP-bound
