@@ -640,7 +640,6 @@ mod tests {
     /// waiting at the floor" (and the IETF initial answer as a deferral).
     #[test]
     fn a_pending_body_with_an_error_status_other_than_400_is_a_transient_failure() {
-        use crate::proto::poll::PollResult;
         for code in ["authorization_pending", "slow_down", "interaction_required"] {
             for status in [500, 502, 503, 401, 403, 429] {
                 let r = resp(
@@ -662,10 +661,6 @@ mod tests {
                     other => panic!("{code} {status}: {other:?}"),
                 }
                 assert!(e.is_retryable(), "{code} {status}");
-                assert!(matches!(
-                    PollResult::<()>::from_error(e),
-                    PollResult::Transient { .. }
-                ));
             }
             // With 400 it is the pending answer it says.
             let r = resp(
@@ -673,10 +668,7 @@ mod tests {
                 Some("application/json"),
                 &format!(r#"{{"error":"{code}"}}"#),
             );
-            assert!(matches!(
-                PollResult::<()>::from_error(error_for_status(&r, &url()).unwrap_err()),
-                PollResult::OAuth(_)
-            ));
+            assert!(matches!(error_for_status(&r, &url()), Err(Error::OAuth(_))));
         }
         // Other codes keep their meaning whatever the status.
         let r = resp(500, Some("application/json"), r#"{"error":"server_error"}"#);
