@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::client::ClientInner;
 use crate::engine::driver::{BoxFuture, Poller};
+use crate::engine::outcome_map::poll_result_of;
 use crate::error::{Error, ErrorCode, SharedError, ValidationError};
 use crate::jose::DpopKey;
 use crate::proto::cancel::{CancelEncoding, CancellationConfig};
@@ -451,7 +452,7 @@ impl ClientInner {
         let dpop = auth.dpop_key();
         let resp = match self.send_token_request(&params, dpop).await {
             Ok(r) => r,
-            Err(e) => return PollResult::from_error(e),
+            Err(e) => return poll_result_of(e),
         };
         // Error statuses come back from the token-response parser as
         // OAuth or HTTP errors and are classified below.
@@ -486,11 +487,11 @@ impl ClientInner {
             // A 2xx that is not JSON at all (a proxy page): the OP may
             // not have redeemed anything; poll again (its fate is
             // unknown, so a later `invalid_grant` says so).
-            Err(e @ (Error::Response(_) | Error::OAuth(_))) => PollResult::from_error(e),
+            Err(e @ (Error::Response(_) | Error::OAuth(_))) => poll_result_of(e),
             // Tokens that fail validation end the authentication: the id
             // is spent and the tokens are not to be trusted.
             Err(Error::Validation(v)) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
-            Err(e) => PollResult::from_error(e),
+            Err(e) => poll_result_of(e),
         }
     }
 }

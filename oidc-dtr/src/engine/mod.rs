@@ -8,5 +8,6 @@ pub(crate) mod driver;
 pub(crate) mod fleet;
 pub(crate) mod guard;
 pub(crate) mod jwks_cache;
+pub(crate) mod outcome_map;
 pub(crate) mod stats;
 pub(crate) mod transport;

@@ -1,0 +1,130 @@
+//! The poll driver: one tokio task that drives any number of pending
+//! authentications from one timer queue.
+//!
+//! Each authentication is a [`PollMachine`] (pure state) in a map; the task
+//! keeps a single binary heap of due times and sleeps until the earliest one
+//! on the client's [`Clock`]. There is no task and no sleeping future per
+//! authentication: a pending authentication costs a map entry and a heap
+//! slot. Token requests in flight run in a `JoinSet` owned by the task, at
+//! most one per `deferred_auth_id` (the machine refuses a second while one is
+//! in flight), and at most [`DriverConfig::max_in_flight`] overall.
+//!
+//! Outcomes are kept until the retention period ends, so a `wait` that was
+//! dropped (or started late) still finds its outcome: waiting is cancel-safe.
+//!
+//! The module's files: [`types`] the public values (deliveries, outcome
+//! ids, the configuration, events, status), [`handle`] the application's
+//! side of the task, [`run`] the task's loop, [`index`] the entries, their
+//! index by id and the timer queue, [`commands`] what the task does for each
+//! request of the handle, [`steps`] feeding answers to the machines and
+//! delivering outcomes, [`persist`] the store writes, and [`bench`] a
+//! measurement of the driver's own cost.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub(crate) use crate::error::WaitError;
+use crate::proto::exchange::DeferredAuthentication;
+use crate::proto::poll::{Outcome, PollFailure, PollMachine, PollResult};
+use crate::secret::DeferredId;
+use crate::time::UnixTime;
+
+mod bench;
+mod commands;
+mod handle;
+mod index;
+mod persist;
+mod run;
+mod steps;
+#[cfg(test)]
+mod tests;
+mod types;
+
+pub(crate) use bench::bench_rounds;
+use handle::Command;
+pub(crate) use handle::DriverHandle;
+use index::{Entry, IdIndex};
+use persist::{PersistJob, persist_task};
+pub(crate) use run::redeemed_the_id;
+use run::{Engine, Orphan};
+pub(crate) use types::Tracked;
+pub use types::{Delivery, DriverConfig, OutcomeId, PollEvent, PollStatus};
+
+/// Consecutive panicking polls after which an authentication ends (as
+/// `Rejected(Other)`) rather than being retried.
+const MAX_CONSECUTIVE_PANICS: u32 = 3;
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Sends one Token Request for an authentication and classifies the answer.
+/// The client implements it; tests use fakes.
+pub(crate) trait Poller: Send + Sync + 'static {
+    /// What a successful poll yields (validated tokens).
+    type Tokens: Clone + Send + Sync + fmt::Debug + 'static;
+
+    /// One poll.
+    fn poll(
+        self: Arc<Self>,
+        auth: Arc<DeferredAuthentication>,
+    ) -> BoxFuture<PollResult<Self::Tokens>>;
+
+    /// Validates again tokens in hand whose validation could not finish
+    /// before (their JWK Set was unreachable): `Tokens`, `Permanent` (they
+    /// are invalid) or `Held` (not yet). Nothing is sent to the OP. The
+    /// default refuses them (for pollers that never hold tokens).
+    fn validate_held(
+        self: Arc<Self>,
+        _auth: Arc<DeferredAuthentication>,
+        _tokens: crate::proto::token::HeldTokens,
+    ) -> BoxFuture<PollResult<Self::Tokens>> {
+        Box::pin(async {
+            PollResult::Permanent(PollFailure::Other {
+                message: "held tokens cannot be validated by this poller".into(),
+                cause: None,
+            })
+        })
+    }
+
+    /// Saves the poll state after an answer (best effort; may be relaxed).
+    fn persist_state(
+        self: Arc<Self>,
+        _auth: Arc<DeferredAuthentication>,
+        _machine: PollMachine,
+    ) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
+    /// Saves the terminal outcome durably; the driver delivers it only once
+    /// this completes. Implementations retry and log; they return when the
+    /// outcome is safe (or when they gave up, having said so loudly).
+    /// `false`: the outcome is not this instance's to deliver (a fleet
+    /// member that lost its lease); the driver then keeps it to itself.
+    fn persist_outcome(
+        self: Arc<Self>,
+        _auth: Arc<DeferredAuthentication>,
+        _machine: PollMachine,
+        _outcome: Outcome<Self::Tokens>,
+        _finished_at: UnixTime,
+    ) -> BoxFuture<bool> {
+        Box::pin(async { true })
+    }
+
+    /// Deletes stored outcomes that finished before `before` (the retention
+    /// period has passed).
+    fn purge_stored(self: Arc<Self>, _before: UnixTime) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
+    /// Whether this instance may send a poll for `id` now (a fleet member
+    /// must still hold its lease). When false, the driver forgets the
+    /// authentication without polling. The default always may.
+    fn may_poll(&self, _id: &DeferredId) -> bool {
+        true
+    }
+}
+
+/// What a poll task returns: its entry's key and the answer.
+type PollDone<T> = (u64, PollResult<T>);

@@ -1,0 +1,174 @@
+//! The driver's public values: a [`Delivery`] and its [`OutcomeId`], the
+//! [`DriverConfig`], the [`PollEvent`]s it broadcasts, a [`PollStatus`], and
+//! the [`Tracked`] view of one authentication.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proto::exchange::DeferredAuthentication;
+use crate::proto::poll::{Outcome, PollMachine};
+use crate::secret::DeferredId;
+use crate::time::UnixTime;
+
+/// A delivered (or deliverable) outcome with its stable id.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Delivery<T = crate::proto::token::TokenSet> {
+    /// The authentication.
+    pub id: DeferredId,
+    /// A stable, non-secret id for this outcome (the same across restarts
+    /// and re-deliveries): key the application's idempotency on it.
+    pub outcome_id: OutcomeId,
+    /// How it ended.
+    pub outcome: Outcome<T>,
+}
+
+/// A stable, non-secret identifier of an authentication's outcome: 128 bits
+/// of the SHA-256 of its `deferred_auth_id`, in hex. Every delivery of the
+/// same outcome (including re-deliveries after a restart) carries the same
+/// one.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct OutcomeId(String);
+
+impl OutcomeId {
+    /// The outcome id of an authentication.
+    pub fn of(id: &DeferredId) -> Self {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.secret().as_bytes());
+        OutcomeId(
+            d.as_ref()[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    /// As text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OutcomeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Tuning of the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverConfig {
+    /// Token requests in flight at once, across all authentications
+    /// (default 64).
+    pub max_in_flight: usize,
+    /// How long a finished authentication's outcome stays available to
+    /// `wait` (default 24 h).
+    pub finished_retention: Duration,
+    /// Capacity of the event channel; a subscriber that falls further
+    /// behind misses events (outcomes stay available through `wait`).
+    pub event_capacity: usize,
+    /// Store writes (poll states, outcomes) queued or in progress at once
+    /// (default 8192). They run concurrently, so that a store can group
+    /// them into one transaction; when this many are outstanding the driver
+    /// sends no new poll until one completes: a slow store slows polling
+    /// down (polls go out late, never early) instead of queueing writes in
+    /// memory without limit.
+    pub max_queued_writes: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            max_in_flight: 64,
+            finished_retention: Duration::from_secs(24 * 3600),
+            event_capacity: 1024,
+            max_queued_writes: 8192,
+        }
+    }
+}
+
+/// Something that happened to a pending authentication.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PollEvent<T = crate::proto::token::TokenSet> {
+    /// The OP sent a new progress description with `authorization_pending`
+    /// (e.g. "documents in review, position 3 in queue").
+    Progress {
+        /// Which authentication.
+        id: DeferredId,
+        /// The OP's text (display it escaped).
+        description: String,
+    },
+    /// The user interaction the AS waits for changed (IETF profile,
+    /// `interaction_required`): `Some` is a (validated) URI to show the
+    /// user; `None` means the answer flipped back to
+    /// `authorization_pending`. Polling goes on either way. (The URI of an
+    /// `interaction_required` deferred response itself comes with the
+    /// authentication: [`DeferredAuthentication::interaction_uri`](crate::DeferredAuthentication::interaction_uri).)
+    Interaction {
+        /// Which authentication.
+        id: DeferredId,
+        /// Where the user must go, if anywhere.
+        uri: Option<crate::proto::ietf::InteractionUri>,
+    },
+    /// The OP answered with tokens, but their ID token could not be
+    /// validated yet: the OP's JWK Set is unreachable. The tokens are kept
+    /// (in the store, sealed, where one is configured) and validated again
+    /// with backoff until the keys can be fetched; the authentication then
+    /// ends with them (or, if they turn out invalid, with
+    /// [`PollFailure::InvalidTokens`](crate::poll::PollFailure::InvalidTokens)).
+    TokensHeld {
+        /// Which authentication (or the handle of an
+        /// [`Error::TokensHeld`](crate::Error::TokensHeld)).
+        id: DeferredId,
+        /// Why they could not be validated (no secrets).
+        reason: String,
+    },
+    /// The authentication ended (and its outcome is stored).
+    Finished {
+        /// Which authentication.
+        id: DeferredId,
+        /// The outcome's stable id (see [`OutcomeId`]).
+        outcome_id: OutcomeId,
+        /// How.
+        outcome: Outcome<T>,
+    },
+}
+
+/// A snapshot of one authentication's polling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PollStatus {
+    /// The current minimum time between polls.
+    pub floor: Duration,
+    /// When the next poll is due (`None` while one is in flight or after
+    /// the end).
+    pub next_poll: Option<UnixTime>,
+    /// The absolute deadline.
+    pub deadline: UnixTime,
+    /// Polls sent so far.
+    pub polls: u32,
+    /// `slow_down` answers so far.
+    pub slow_downs: u32,
+    /// Whether a poll is in flight.
+    pub in_flight: bool,
+    /// Whether it has ended.
+    pub finished: bool,
+    /// The `interaction_uri` the AS currently waits at (IETF
+    /// `interaction_required`), if any.
+    pub interaction_uri: Option<crate::proto::ietf::InteractionUri>,
+    /// Whether the OP has answered with tokens that await validation (their
+    /// JWK Set was unreachable; see [`PollEvent::TokensHeld`]).
+    pub tokens_held: bool,
+}
+
+/// A tracked authentication, as the driver holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracked {
+    pub auth: Arc<DeferredAuthentication>,
+    pub machine: PollMachine,
+    pub finished: bool,
+}
