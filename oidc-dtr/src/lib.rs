@@ -166,8 +166,11 @@ pub use jose::{Algorithm, DpopKey, KeyError, KeySet, SigningKey, jwk_thumbprint}
 pub use proto::id_token::{IdTokenValidator, ValidationOptions};
 
 // Durable state.
+#[cfg(feature = "file-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
+pub use store::{FileStore, FileStoreOptions};
 pub use store::{
-    AesGcmSealer, FileStore, FileStoreOptions, Lease, MemoryStore, QuarantinedRecord, Record,
+    AesGcmSealer, Lease, MemoryStore, QuarantinedRecord, Record,
     RecordKey, SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer, Store, StoreFuture, StoreNotice,
     StoredOutcome,
 };
