@@ -114,7 +114,7 @@ mod time;
 struct ReadmeDoctests;
 
 // The client facade.
-pub use client::{AuthHandle, DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClient, DtrClientBuilder};
+pub use client::{AuthHandle, DpopConfig, DtrClient, DtrClientBuilder};
 
 // Authentication request, callback, exchange, tokens.
 pub use proto::authorize::{
@@ -166,14 +166,13 @@ pub use jose::{Algorithm, DpopKey, KeyError, KeySet, SigningKey, jwk_thumbprint}
 pub use proto::id_token::{IdTokenValidator, ValidationOptions};
 
 // Durable state.
+pub use store::{
+    AesGcmSealer, Lease, MemoryStore, QuarantinedRecord, Record, RecordKey,
+    SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer, Store, StoreFuture, StoreNotice, StoredOutcome,
+};
 #[cfg(feature = "file-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
 pub use store::{FileStore, FileStoreOptions};
-pub use store::{
-    AesGcmSealer, Lease, MemoryStore, QuarantinedRecord, Record,
-    RecordKey, SCHEMA_VERSION as STORE_SCHEMA_VERSION, Sealer, Store, StoreFuture, StoreNotice,
-    StoredOutcome,
-};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::{PostgresOptions, PostgresStore};

@@ -7,7 +7,7 @@ mod ietf;
 mod userinfo;
 mod validation;
 
-pub use builder::{DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClientBuilder};
+pub use builder::{DpopConfig, DtrClientBuilder};
 pub use handle::AuthHandle;
 
 use std::collections::HashMap;

@@ -28,26 +28,35 @@ use crate::time::UnixTime;
 /// Request errors).
 pub(crate) const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 
-/// Tuning of the poll schedule.
+/// Tuning of the poll schedule, shared by every authentication of a client
+/// (set with [`DtrClientBuilder::poll_config`](crate::DtrClientBuilder::poll_config))
+/// or given to each [`PollMachine`] driven directly.
+///
+/// The cadence while pings are expected is not here: it depends on whether
+/// the client has a notification endpoint, so it is set with
+/// [`DtrClientBuilder::notified_poll_cadence`](crate::DtrClientBuilder::notified_poll_cadence)
+/// (or, for a machine driven directly, [`PollMachine::notified_cadence`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::PollConfig;
+///
+/// let config = PollConfig::default()
+///     .backoff_base(Duration::from_secs(1))
+///     .backoff_cap(Duration::from_secs(120))
+///     .max_lifetime(Duration::from_secs(24 * 3600));
+/// assert_ne!(config, PollConfig::default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PollConfig {
-    /// The first backoff window after a transient failure; it doubles with
-    /// each consecutive failure (default 2 s).
-    pub backoff_base: Duration,
-    /// The largest backoff window (default 5 min).
-    pub backoff_cap: Duration,
-    /// How long before the deadline the final poll is sent (default 2 s).
-    pub final_poll_margin: Duration,
-    /// The deadline when the OP sets no `expires_in` (the OIDC draft sets no default; 30 days here).
-    pub max_lifetime: Duration,
-    /// With a notification endpoint, pings make polling a safety net: the
-    /// regular cadence is then at least this long (e.g. 60 s). A ping brings
-    /// the next poll back to the floor. `None` polls at the floor (the
-    /// default here). The client sets it from
-    /// [`DtrClientBuilder::notified_poll_cadence`](crate::DtrClientBuilder::notified_poll_cadence)
-    /// (60 s by default, and only when it has a notification endpoint).
-    pub notified_cadence: Option<Duration>,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_cap: Duration,
+    pub(crate) final_poll_margin: Duration,
+    pub(crate) max_lifetime: Duration,
+    /// Set from the client builder's `notified_poll_cadence` (or
+    /// `PollMachine::notified_cadence`), never by an application directly.
+    pub(crate) notified_cadence: Option<Duration>,
 }
 
 impl Default for PollConfig {
@@ -63,28 +72,36 @@ impl Default for PollConfig {
 }
 
 impl PollConfig {
-    /// Sets the backoff cap.
-    pub fn backoff_cap(mut self, d: Duration) -> Self {
-        self.backoff_cap = d;
-        self
-    }
-    /// Sets the first backoff window.
+    /// The first backoff window after a transient failure; it doubles with
+    /// each consecutive failure up to the [cap](Self::backoff_cap).
+    /// Default: 2 s.
+    #[must_use]
     pub fn backoff_base(mut self, d: Duration) -> Self {
         self.backoff_base = d;
         self
     }
-    /// Sets the final-poll margin.
+    /// The largest backoff window. Default: 5 min.
+    #[must_use]
+    pub fn backoff_cap(mut self, d: Duration) -> Self {
+        self.backoff_cap = d;
+        self
+    }
+    /// How long before the deadline the final poll is sent. Default: 2 s.
+    #[must_use]
     pub fn final_poll_margin(mut self, d: Duration) -> Self {
         self.final_poll_margin = d;
         self
     }
-    /// Sets the lifetime used when the OP sends no `expires_in`.
+    /// The deadline when the OP sends no `expires_in` (the OIDC draft sets
+    /// no default), and the cap of a longer one. Default: 30 days.
+    #[must_use]
     pub fn max_lifetime(mut self, d: Duration) -> Self {
         self.max_lifetime = d;
         self
     }
-    /// Sets the notification cadence (see the field).
-    pub fn notified_cadence(mut self, d: Option<Duration>) -> Self {
+    /// This config with the cadence while pings are expected (for the
+    /// client builder and the machine).
+    pub(crate) fn with_notified_cadence(mut self, d: Option<Duration>) -> Self {
         self.notified_cadence = d;
         self
     }
@@ -837,6 +854,25 @@ impl PollMachine {
         };
         m.schedule(answered_at, 0);
         m
+    }
+
+    /// For a machine driven directly: the cadence while pings are expected
+    /// (`None`, the default, polls at the floor). With pings, polling is a
+    /// safety net: the regular cadence is then at least this long, and a
+    /// wake-up ([`Event::Wake`]) brings the next poll back to the floor.
+    /// Call it on a new machine, before its first step; the first poll is
+    /// scheduled again. A [`DtrClient`](crate::DtrClient) sets it itself from
+    /// [`DtrClientBuilder::notified_poll_cadence`](crate::DtrClientBuilder::notified_poll_cadence).
+    #[must_use]
+    pub fn notified_cadence(mut self, cadence: Option<Duration>) -> Self {
+        if self.config.notified_cadence != cadence {
+            let config = (*self.config).clone().with_notified_cadence(cadence);
+            self.config = SharedConfig::new(config);
+            if self.polls == 0 && matches!(self.phase, Phase::Waiting) && !self.woken {
+                self.schedule(self.last_request, 0);
+            }
+        }
+        self
     }
 
     /// The machine as plain data (for the stores' record types).
@@ -1828,7 +1864,7 @@ mod tests {
     /// The polls sent (seconds after T0) when every poll is answered
     /// `authorization_pending` at once, until the deadline.
     fn polls_until_the_deadline(expires_in: u64, interval: u64, cadence: Option<u64>) -> Vec<u64> {
-        let cfg = PollConfig::default().notified_cadence(cadence.map(secs));
+        let cfg = PollConfig::default().with_notified_cadence(cadence.map(secs));
         let mut m = PollMachine::with_start(T0, Some(at(expires_in)), secs(interval), cfg);
         let mut sent = Vec::new();
         let mut now = T0;
@@ -1979,7 +2015,7 @@ mod tests {
 
     #[test]
     fn wake_polls_at_once_after_the_floor_else_at_the_floor() {
-        let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
+        let cfg = PollConfig::default().with_notified_cadence(Some(secs(60)));
         let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
         assert_eq!(m.next_poll(), at(60), "with pings, polling is a safety net");
         // A ping before the floor: poll at the floor.
@@ -2012,7 +2048,7 @@ mod tests {
     /// brings the cadence back.
     #[test]
     fn failed_poll_after_a_ping_retries_at_the_floor_plus_backoff() {
-        let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
+        let cfg = PollConfig::default().with_notified_cadence(Some(secs(60)));
         let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
         assert_eq!(step(&mut m, Event::Timer, at(60)).action, Action::SendPoll);
         step(
@@ -2085,7 +2121,7 @@ mod tests {
 
     #[test]
     fn wake_during_flight_skips_the_stretched_cadence_next_time() {
-        let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
+        let cfg = PollConfig::default().with_notified_cadence(Some(secs(60)));
         let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
         step(&mut m, Event::Timer, at(60));
         step(&mut m, Event::Wake, at(61));

@@ -124,7 +124,10 @@ async fn the_notified_cadence_is_explicit() {
         (|b| b.notified_poll_cadence(None), 5),
         (|b| b.notified_poll_cadence(Some(secs(30))), 30),
         (
-            |b| b.poll_config(oidc_dtr::PollConfig::default().notified_cadence(Some(secs(20)))),
+            |b| {
+                b.poll_config(oidc_dtr::PollConfig::default())
+                    .notified_poll_cadence(Some(secs(20)))
+            },
             20,
         ),
     ];
