@@ -27,17 +27,24 @@ use crate::secret::ClientSecret;
 use crate::store::{MemoryStore, Store};
 use crate::time::{Clock, SystemClock};
 
-/// DPoP (RFC 9449) settings.
+/// DPoP (RFC 9449) settings, handed to
+/// [`DtrClientBuilder::dpop`](crate::DtrClientBuilder::dpop). The default
+/// decides by client type (public clients use DPoP, confidential ones do
+/// not), with ES256 keys, and refuses a `Bearer` token when DPoP was used.
+///
+/// ```
+/// use oidc_dtr::{Algorithm, DpopConfig};
+///
+/// let dpop = DpopConfig::enabled().algorithm(Algorithm::EdDSA);
+/// assert_ne!(dpop, DpopConfig::default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DpopConfig {
-    /// Use DPoP: `None` decides by client type (public clients use it,
-    /// confidential ones do not).
-    pub enabled: Option<bool>,
-    /// The algorithm of the per-authentication key (default ES256).
-    pub algorithm: Algorithm,
-    /// Refuse a `Bearer` token when DPoP was used (default true).
-    pub reject_downgrade: bool,
+    /// Use DPoP: `None` decides by client type.
+    pub(crate) enabled: Option<bool>,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) reject_downgrade: bool,
 }
 
 impl Default for DpopConfig {
@@ -52,6 +59,7 @@ impl Default for DpopConfig {
 
 impl DpopConfig {
     /// DPoP on, whatever the client type.
+    #[must_use]
     pub fn enabled() -> Self {
         DpopConfig {
             enabled: Some(true),
@@ -60,6 +68,7 @@ impl DpopConfig {
     }
 
     /// DPoP off, whatever the client type.
+    #[must_use]
     pub fn disabled() -> Self {
         DpopConfig {
             enabled: Some(false),
@@ -67,13 +76,17 @@ impl DpopConfig {
         }
     }
 
-    /// Sets the key algorithm (ES256, ES384, EdDSA, RS256, PS256, ...).
+    /// The algorithm of the per-authentication key (ES256, ES384, EdDSA,
+    /// RS256, PS256, ...). Default: ES256.
+    #[must_use]
     pub fn algorithm(mut self, alg: Algorithm) -> Self {
         self.algorithm = alg;
         self
     }
 
-    /// Accepts a `Bearer` token even though DPoP was used.
+    /// Accepts a `Bearer` token even though DPoP was used (refused by
+    /// default).
+    #[must_use]
     pub fn allow_bearer_downgrade(mut self) -> Self {
         self.reject_downgrade = false;
         self

@@ -145,7 +145,6 @@ impl fmt::Debug for DtrClient {
 
 impl DtrClient {
     /// Starts configuring a client.
-    #[must_use]
     pub fn builder() -> DtrClientBuilder {
         DtrClientBuilder::default()
     }
@@ -182,7 +181,6 @@ impl DtrClient {
     }
 
     /// Starts an Authentication Request.
-    #[must_use = "call .build() to get the URL"]
     pub fn authorize(&self) -> AuthorizationRequestBuilder<'_> {
         let inner = &self.inner;
         AuthorizationRequestBuilder::new(AuthorizeContext {
