@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use oidc_dtr::{DtrClient, client::CancellationConfig, poll::PollConfig};
+use oidc_dtr::{DtrClient, client::CancellationConfig};
 use oidc_dtr_testkit::{MockOp, OpConfig, RegisteredClient};
 
 use crate::app::{App, AppOptions};
@@ -115,7 +115,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, Box<dyn std::error::Err
         .cancellation(CancellationConfig::new(
             op.url("/df-authentication/cancel").as_str(),
         )?)
-        .poll_config(PollConfig::default().notified_cadence(Some(options.notified_cadence)))
+        .notified_poll_cadence(Some(options.notified_cadence))
         .build()
         .await?;
 

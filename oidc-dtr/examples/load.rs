@@ -178,9 +178,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .signing_alg(Algorithm::ES256)
         .start()
         .await?;
-    let mut driver = DriverConfig::default();
-    driver.max_in_flight = 64;
-    driver.event_capacity = 16;
+    let driver = DriverConfig::default().max_in_flight(64).event_capacity(16);
     let dir = bench_dir();
     let mut builder = DtrClient::builder();
     if file {
@@ -384,8 +382,7 @@ async fn steady(
     config.interval = Some(interval);
     config.expires_in = Some(86_400);
     let op = MockOp::builder().config(config).start().await?;
-    let mut driver = DriverConfig::default();
-    driver.max_in_flight = 64;
+    let driver = DriverConfig::default().max_in_flight(64);
     let dir = bench_dir();
     let mut builder = DtrClient::builder();
     if file {

@@ -108,6 +108,7 @@ pub(crate) trait PingSink: Send + Sync + 'static {
 /// The answer to a ping, independent of any HTTP library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[must_use = "the reply must be sent to the OP"]
 pub struct PingReply {
     /// The HTTP status to answer with.
     pub status: u16,
@@ -161,6 +162,7 @@ impl PingReply {
     }
 
     /// As an `http::Response` with an empty body.
+    #[must_use = "the reply must be sent to the OP"]
     pub fn into_response(self) -> http::Response<PingBody> {
         let mut r = http::Response::new(PingBody::empty());
         *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -372,6 +374,7 @@ impl PingReceiver {
     /// The same over `http` types, with the body already read.
     ///
     /// Cancel safety: safe, as [`handle_raw`](Self::handle_raw).
+    #[must_use = "the reply must be sent to the OP"]
     pub async fn handle_parts(
         &self,
         method: &Method,
@@ -396,6 +399,7 @@ impl PingReceiver {
     /// reading at most the body cap.
     ///
     /// Cancel safety: safe, as [`handle_raw`](Self::handle_raw).
+    #[must_use = "the reply must be sent to the OP"]
     pub async fn handle<B>(&self, req: http::Request<B>) -> http::Response<PingBody>
     where
         B: http_body::Body,

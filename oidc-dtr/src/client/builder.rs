@@ -27,17 +27,24 @@ use crate::secret::ClientSecret;
 use crate::store::{MemoryStore, Store};
 use crate::time::{Clock, SystemClock};
 
-/// DPoP (RFC 9449) settings.
+/// DPoP (RFC 9449) settings, handed to
+/// [`DtrClientBuilder::dpop`](crate::DtrClientBuilder::dpop). The default
+/// decides by client type (public clients use DPoP, confidential ones do
+/// not), with ES256 keys, and refuses a `Bearer` token when DPoP was used.
+///
+/// ```
+/// use oidc_dtr::{jose::Algorithm, client::DpopConfig};
+///
+/// let dpop = DpopConfig::enabled().algorithm(Algorithm::EdDSA);
+/// assert_ne!(dpop, DpopConfig::default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DpopConfig {
-    /// Use DPoP: `None` decides by client type (public clients use it,
-    /// confidential ones do not).
-    pub enabled: Option<bool>,
-    /// The algorithm of the per-authentication key (default ES256).
-    pub algorithm: Algorithm,
-    /// Refuse a `Bearer` token when DPoP was used (default true).
-    pub reject_downgrade: bool,
+    /// Use DPoP: `None` decides by client type.
+    pub(crate) enabled: Option<bool>,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) reject_downgrade: bool,
 }
 
 impl Default for DpopConfig {
@@ -52,6 +59,7 @@ impl Default for DpopConfig {
 
 impl DpopConfig {
     /// DPoP on, whatever the client type.
+    #[must_use]
     pub fn enabled() -> Self {
         DpopConfig {
             enabled: Some(true),
@@ -60,6 +68,7 @@ impl DpopConfig {
     }
 
     /// DPoP off, whatever the client type.
+    #[must_use]
     pub fn disabled() -> Self {
         DpopConfig {
             enabled: Some(false),
@@ -67,13 +76,17 @@ impl DpopConfig {
         }
     }
 
-    /// Sets the key algorithm (ES256, ES384, EdDSA, RS256, PS256, ...).
+    /// The algorithm of the per-authentication key (ES256, ES384, EdDSA,
+    /// RS256, PS256, ...). Default: ES256.
+    #[must_use]
     pub fn algorithm(mut self, alg: Algorithm) -> Self {
         self.algorithm = alg;
         self
     }
 
-    /// Accepts a `Bearer` token even though DPoP was used.
+    /// Accepts a `Bearer` token even though DPoP was used (refused by
+    /// default).
+    #[must_use]
     pub fn allow_bearer_downgrade(mut self) -> Self {
         self.reject_downgrade = false;
         self
@@ -82,7 +95,7 @@ impl DpopConfig {
 
 /// The poll cadence while pings are expected, unless configured otherwise
 /// (see [`DtrClientBuilder::notified_poll_cadence`]).
-pub const DEFAULT_NOTIFIED_CADENCE: Duration = Duration::from_secs(60);
+const DEFAULT_NOTIFIED_CADENCE: Duration = Duration::from_secs(60);
 
 /// The method for a client that gave only a secret: `client_secret_basic`
 /// if the OP lists it or lists nothing (RFC 8414 §2 default), else
@@ -286,8 +299,7 @@ impl DtrClientBuilder {
     /// The poll schedule's tuning: backoff, final-poll margin, maximum
     /// lifetime (default: [`PollConfig::default`]). The cadence while pings
     /// are expected is set with
-    /// [`notified_poll_cadence`](Self::notified_poll_cadence), not here,
-    /// unless this config sets one (`PollConfig::notified_cadence(Some(..))`).
+    /// [`notified_poll_cadence`](Self::notified_poll_cadence).
     pub fn poll_config(mut self, config: PollConfig) -> Self {
         self.poll = Some(config);
         self
@@ -296,10 +308,9 @@ impl DtrClientBuilder {
     /// How often to poll while pings are expected (only with a
     /// [`notification_endpoint`](Self::notification_endpoint)): polling is
     /// then a safety net, and a ping brings the next poll back to the
-    /// OP's interval. Default: 60 s ([`DEFAULT_NOTIFIED_CADENCE`]), or the
-    /// `notified_cadence` of the [`poll_config`](Self::poll_config) if it
-    /// sets one. `None` polls at the OP's interval, as without pings.
-    /// Without a notification endpoint, polls are always at the interval.
+    /// OP's interval. Default: 60 s. `None` polls at the OP's interval, as
+    /// without pings. Without a notification endpoint, polls are always at
+    /// the interval. This is the only setting of this cadence for a client.
     pub fn notified_poll_cadence(mut self, cadence: Option<Duration>) -> Self {
         self.notified_cadence = Some(cadence);
         self
@@ -488,18 +499,16 @@ impl DtrClientBuilder {
         if let Some(c) = &cancellation {
             c.check(&auth)?;
         }
-        // The cadence is explicit: the builder's setting, else the poll
-        // config's, else the default; and only when pings can arrive.
-        let mut poll_config = self.poll.unwrap_or_default();
-        poll_config.notified_cadence = match &notification_endpoint {
-            None => None,
-            Some(_) => match self.notified_cadence {
-                Some(explicit) => explicit,
-                None => poll_config
-                    .notified_cadence
-                    .or(Some(DEFAULT_NOTIFIED_CADENCE)),
-            },
-        };
+        // The cadence applies only when pings can arrive.
+        let poll_config =
+            self.poll
+                .unwrap_or_default()
+                .with_notified_cadence(match &notification_endpoint {
+                    None => None,
+                    Some(_) => self
+                        .notified_cadence
+                        .unwrap_or(Some(DEFAULT_NOTIFIED_CADENCE)),
+                });
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::Invalid {
             field: "runtime",
             reason: "DtrClient::build must run inside a tokio runtime".into(),

@@ -165,6 +165,7 @@ impl AuthHandle {
     ///
     /// Cancel safety: safe. Dropped before it returns, no event of this
     /// authentication is lost: the next call returns it.
+    #[must_use = "an event read and dropped is lost to this handle"]
     pub async fn next_event(&mut self) -> Option<PollEvent<TokenSet>> {
         if self.done {
             return None;
@@ -265,6 +266,7 @@ impl AuthHandle {
     /// or, with a shared store, polled by another instance of the fleet.
     ///
     /// Cancel safety: safe (it only reads).
+    #[must_use]
     pub async fn status(&self) -> Option<PollStatus> {
         self.client.poll_status(&self.id).await
     }

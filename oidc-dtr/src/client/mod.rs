@@ -44,7 +44,7 @@ mod ietf;
 mod userinfo;
 mod validation;
 
-pub use builder::{DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClientBuilder};
+pub use builder::{DpopConfig, DtrClientBuilder};
 pub use handle::AuthHandle;
 
 pub use crate::engine::transport::HttpConfig;
@@ -480,6 +480,7 @@ impl DtrClient {
     /// Progress descriptions and outcomes of every authentication, as they
     /// happen. A subscriber that falls far behind misses events; outcomes
     /// stay available through [`wait`](Self::wait).
+    #[must_use = "events are sent only to a receiver that is kept"]
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PollEvent<TokenSet>> {
         self.inner.driver.subscribe()
     }
@@ -559,6 +560,7 @@ impl DtrClient {
     /// instances for [`FleetConfig::delivery_visibility`](crate::poll::FleetConfig::delivery_visibility),
     /// then handed out again unless acknowledged. A store error gives an
     /// empty list (logged); call again later.
+    #[must_use = "these outcomes were never handed to the application"]
     pub async fn undelivered(&self) -> Vec<crate::engine::driver::Delivery<TokenSet>> {
         if let Some(f) = &self.inner.fleet {
             let visibility = f.config().delivery_visibility;
@@ -587,6 +589,7 @@ impl DtrClient {
     /// Where polling of an authentication stands.
     ///
     /// Cancel safety: safe (it only reads).
+    #[must_use]
     pub async fn poll_status(&self, id: &DeferredId) -> Option<PollStatus> {
         self.inner.driver.status(id).await
     }
@@ -599,6 +602,7 @@ impl DtrClient {
     ///
     /// Cancel safety: safe. Dropped, the wake-up may or may not have been
     /// delivered.
+    #[must_use = "false: no pending authentication has this id"]
     pub async fn wake(&self, id: &DeferredId) -> bool {
         self.inner.driver.wake(id).await
     }
@@ -679,6 +683,7 @@ impl DtrClient {
     ///
     /// Cancel safety: safe. Dropped, the cancellation may or may not have
     /// happened; [`poll_status`](Self::poll_status) tells.
+    #[must_use = "false: no pending authentication had this id"]
     pub async fn cancel_locally(&self, id: &DeferredId) -> bool {
         self.inner.driver.cancel(id).await
     }
@@ -690,6 +695,7 @@ impl DtrClient {
     /// With a shared store (a fleet), a ping for an authentication another
     /// instance polls is checked against the token hash in the store and
     /// passed on to that instance, which polls at once (floor permitting).
+    #[must_use]
     pub fn ping_receiver(&self) -> PingReceiver {
         if self.inner.fleet.is_some() {
             return PingReceiver::new(Arc::new(crate::engine::fleet::FleetPingSink {
@@ -709,6 +715,7 @@ impl DtrClient {
     /// that move a virtual clock.)
     ///
     /// Cancel safety: safe (it only reads).
+    #[must_use]
     pub async fn is_idle(&self) -> bool {
         self.inner.driver.idle().await
     }
@@ -718,6 +725,7 @@ impl DtrClient {
     /// read from counters, without asking the driver task.
     ///
     /// Cancel safety: safe (it only reads).
+    #[must_use]
     pub async fn pending_count(&self) -> (usize, usize) {
         self.inner.driver.counts()
     }
@@ -728,6 +736,7 @@ impl DtrClient {
     /// (names in the crate docs of `EngineStats`); no label holds a secret.
     ///
     /// [`metrics`]: https://docs.rs/metrics
+    #[must_use]
     pub fn stats(&self) -> crate::poll::EngineStats {
         self.inner.driver.stats()
     }
@@ -771,6 +780,7 @@ impl DtrClient {
 
     /// The cached JWK Set, to warm another instance's cache (serverless cold
     /// starts, restarts). `None` before the first fetch.
+    #[must_use]
     pub fn export_jwks(&self) -> Option<JwksSnapshot> {
         self.inner.jwks.export()
     }

@@ -30,33 +30,27 @@ use crate::time::Clock;
 
 /// How an instance takes part in a fleet sharing one store (used only when
 /// the store [is shared](crate::store::Store::is_shared), such as a
-/// `PostgresStore`). Set with
+/// `PostgresStore`): [`FleetConfig::default`] and the setters, handed to
 /// [`DtrClientBuilder::fleet`](crate::DtrClientBuilder::fleet).
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::poll::FleetConfig;
+///
+/// let fleet = FleetConfig::default()
+///     .lease_ttl(Duration::from_secs(20))
+///     .max_held(10_000)
+///     .instance("web-1");
+/// assert_ne!(fleet, FleetConfig::default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FleetConfig {
-    /// How long a claimed authentication stays this instance's without a
-    /// renewal (default 30 s). An instance that dies is replaced after at
-    /// most this long. A poll is sent only while the lease outlasts its
-    /// token request: the HTTP timeout plus a twelfth of the TTL, or a
-    /// third of the TTL if the HTTP timeout does not fit in it (the
-    /// default: 10 s of a 30 s lease). Renewals come every quarter of the
-    /// TTL, so polls go out whenever renewals succeed. A request that
-    /// outlives the lease anyway (an OP slower than a third of the TTL, a
-    /// stalled instance) still has its answer handled: tokens are stored
-    /// unless another instance stored an outcome first.
-    pub lease_ttl: Duration,
-    /// Authentications claimed per store round trip (default 256).
-    pub claim_batch: usize,
-    /// The most authentications this instance holds at once (default
-    /// 50 000); the rest is left to other instances.
-    pub max_held: usize,
-    /// How long an outcome handed out by
-    /// [`DtrClient::undelivered`](crate::DtrClient::undelivered) is hidden
-    /// from other consumers while waiting for its `ack` (default 60 s).
-    pub delivery_visibility: Duration,
-    /// This instance's name in the store's leases (default: random).
-    pub instance: Option<String>,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) claim_batch: usize,
+    pub(crate) max_held: usize,
+    pub(crate) delivery_visibility: Duration,
+    pub(crate) instance: Option<String>,
 }
 
 impl Default for FleetConfig {
@@ -72,33 +66,52 @@ impl Default for FleetConfig {
 }
 
 impl FleetConfig {
-    /// The lease TTL (see [`lease_ttl`](Self::lease_ttl)); at least 300 ms.
+    /// How long a claimed authentication stays this instance's without a
+    /// renewal (at least 300 ms). Default: 30 s. An instance that dies is
+    /// replaced after at most this long. A poll is sent only while the
+    /// lease outlasts its token request: the HTTP timeout plus a twelfth
+    /// of the TTL, or a third of the TTL if the HTTP timeout does not fit
+    /// in it (the default: 10 s of a 30 s lease). Renewals come every
+    /// quarter of the TTL, so polls go out whenever renewals succeed. A
+    /// request that outlives the lease anyway (an OP slower than a third of
+    /// the TTL, a stalled instance) still has its answer handled: tokens
+    /// are stored unless another instance stored an outcome first.
+    #[must_use]
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(300));
         self
     }
 
-    /// The claim batch size.
+    /// Authentications claimed per store round trip (at least 1).
+    /// Default: 256.
+    #[must_use]
     pub fn claim_batch(mut self, n: usize) -> Self {
         self.claim_batch = n.max(1);
         self
     }
 
-    /// The most authentications held at once. Zero makes an instance that
-    /// polls nothing itself but still answers `wait`, `undelivered` and
-    /// pings for the fleet (a front end).
+    /// The most authentications this instance holds at once; the rest is
+    /// left to other instances. Default: 50 000. Zero makes an instance
+    /// that polls nothing itself but still answers `wait`, `undelivered`
+    /// and pings for the fleet (a front end).
+    #[must_use]
     pub fn max_held(mut self, n: usize) -> Self {
         self.max_held = n;
         self
     }
 
-    /// The visibility timeout of handed-out outcomes.
+    /// How long an outcome handed out by
+    /// [`DtrClient::undelivered`](crate::DtrClient::undelivered) is hidden
+    /// from other consumers while waiting for its `ack`. Default: 60 s.
+    #[must_use]
     pub fn delivery_visibility(mut self, d: Duration) -> Self {
         self.delivery_visibility = d;
         self
     }
 
-    /// This instance's name in the leases (for logs and tools).
+    /// This instance's name in the store's leases (for logs and tools).
+    /// Default: a random name.
+    #[must_use]
     pub fn instance(mut self, name: impl Into<String>) -> Self {
         self.instance = Some(name.into());
         self

@@ -44,28 +44,26 @@ const MAX_UNKNOWN_KIDS: usize = 256;
 /// Longest kid remembered as unknown.
 const MAX_REMEMBERED_KID_LEN: usize = 256;
 
-/// Settings of the JWKS cache. Build with [`JwksConfig::default`] and the
-/// setters.
+/// Settings of the JWKS cache: [`JwksConfig::default`] and the setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::tokens::JwksConfig;
+///
+/// let jwks = JwksConfig::default()
+///     .ttl_bounds(Duration::from_secs(30), Duration::from_secs(3600))
+///     .max_stale(Duration::from_secs(6 * 3600));
+/// assert_ne!(jwks, JwksConfig::default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JwksConfig {
-    /// Shortest time a fetched set is considered fresh, whatever the OP's
-    /// cache headers say (default 60 s).
-    pub min_ttl: Duration,
-    /// Longest time a fetched set is considered fresh (default 24 h).
-    pub max_ttl: Duration,
-    /// Freshness when the OP sends neither `Cache-Control: max-age` nor
-    /// `Expires` (default 10 min).
-    pub default_ttl: Duration,
-    /// Least time between two refreshes triggered by an unknown `kid`, and
-    /// how long an unknown `kid` is remembered (default 60 s).
-    pub refresh_cooldown: Duration,
-    /// How long to wait after a failed fetch before trying again (default
-    /// 10 s).
-    pub error_retry: Duration,
-    /// How long past its expiry a set keeps serving while refreshes fail
-    /// (stale-if-error; default 24 h).
-    pub max_stale: Duration,
+    pub(crate) min_ttl: Duration,
+    pub(crate) max_ttl: Duration,
+    pub(crate) default_ttl: Duration,
+    pub(crate) refresh_cooldown: Duration,
+    pub(crate) error_retry: Duration,
+    pub(crate) max_stale: Duration,
 }
 
 impl Default for JwksConfig {
@@ -82,32 +80,43 @@ impl Default for JwksConfig {
 }
 
 impl JwksConfig {
-    /// Sets the freshness bounds applied to the OP's cache headers.
+    /// The bounds applied to the freshness the OP's cache headers give a
+    /// fetched set: at least `min`, at most `max`. Defaults: 60 s and 24 h.
+    /// `min` larger than `max` is refused when the client is built.
+    #[must_use]
     pub fn ttl_bounds(mut self, min: Duration, max: Duration) -> Self {
         self.min_ttl = min;
         self.max_ttl = max;
         self
     }
 
-    /// Sets the freshness used when the OP sends no cache headers.
+    /// The freshness when the OP sends neither `Cache-Control: max-age` nor
+    /// `Expires`. Default: 10 min.
+    #[must_use]
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = ttl;
         self
     }
 
-    /// Sets the unknown-`kid` refresh cooldown.
+    /// The least time between two refreshes triggered by an unknown `kid`,
+    /// and how long an unknown `kid` is remembered. Default: 60 s.
+    #[must_use]
     pub fn refresh_cooldown(mut self, d: Duration) -> Self {
         self.refresh_cooldown = d;
         self
     }
 
-    /// Sets the wait after a failed fetch.
+    /// How long to wait after a failed fetch before trying again.
+    /// Default: 10 s.
+    #[must_use]
     pub fn error_retry(mut self, d: Duration) -> Self {
         self.error_retry = d;
         self
     }
 
-    /// Sets how long an expired set keeps serving while refreshes fail.
+    /// How long past its expiry a set keeps serving while refreshes fail
+    /// (stale-if-error). Default: 24 h.
+    #[must_use]
     pub fn max_stale(mut self, d: Duration) -> Self {
         self.max_stale = d;
         self

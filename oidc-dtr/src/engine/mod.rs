@@ -3,6 +3,7 @@
 //! authentication). It drives the pure protocol core (`crate::proto`) and
 //! never names the client facade.
 
+pub(crate) mod config;
 pub(crate) mod discovery;
 pub(crate) mod driver;
 pub(crate) mod fleet;

@@ -19,18 +19,26 @@ use http::header::{ACCEPT, HeaderValue};
 use crate::error::{ConfigError, HttpError, SharedError, TransportErrorKind};
 use crate::proto::message::{HttpRequest, HttpResponse, endpoint_label, is_loopback};
 
-/// Settings of the HTTP edge.
+/// Settings of the HTTP edge: [`HttpConfig::default`] and the setters,
+/// handed to [`DtrClientBuilder::http_config`](crate::DtrClientBuilder::http_config).
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::client::HttpConfig;
+///
+/// let http = HttpConfig::default()
+///     .connect_timeout(Duration::from_secs(5))
+///     .timeout(Duration::from_secs(15))
+///     .user_agent("my-rp/1.0");
+/// # let _ = http;
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HttpConfig {
-    /// Time allowed to establish a connection (default 10 s).
-    pub connect_timeout: Duration,
-    /// Time allowed for a whole request, body included (default 30 s).
-    pub timeout: Duration,
-    /// Largest response body accepted, in bytes (default 1 MiB).
-    pub max_body_bytes: usize,
-    /// The `User-Agent` header.
-    pub user_agent: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) user_agent: String,
 }
 
 impl Default for HttpConfig {
@@ -45,21 +53,32 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    /// Sets the connect timeout.
+    /// Time allowed to establish a connection. Default: 10 s.
+    #[must_use]
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self
     }
 
-    /// Sets the total timeout.
+    /// Time allowed for a whole request, body included. Default: 30 s.
+    #[must_use]
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self
     }
 
-    /// Sets the response body cap.
+    /// Largest response body accepted, in bytes. Default: 1 MiB.
+    #[must_use]
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = n;
+        self
+    }
+
+    /// The `User-Agent` header. Default: `oidc-dtr/` and this crate's
+    /// version.
+    #[must_use]
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = ua.into();
         self
     }
 }

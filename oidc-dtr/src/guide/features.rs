@@ -4,15 +4,27 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
+//! | `file-store` | **on** | `FileStore` and `FileStoreOptions`: the embedded durable store, one file, no server (see [`durability`](super::durability)); pulls in `redb` (pure Rust) |
 //! | `postgres` | off | `PostgresStore` and `PostgresOptions`: a store shared by a fleet of instances on one PostgreSQL database (see [`fleets`](super::fleets)); pulls in `tokio-postgres` and `deadpool-postgres` |
 //!
 //! Everything else is always built: the client, the poll engine, the ping
-//! receiver, the identity-assurance types, the in-memory store and the
-//! [`FileStore`](crate::store::FileStore) (on redb, pure Rust).
+//! receiver, the identity-assurance types, the in-memory store, the
+//! [`Sealer`](crate::store::Sealer) trait and [`AesGcmSealer`](crate::store::AesGcmSealer)
+//! (both durable stores seal with it).
+//!
+//! A single instance keeps the defaults:
 //!
 //! ```toml
 //! [dependencies]
-//! oidc-dtr = { version = "0.1", features = ["postgres"] }
+//! oidc-dtr = "0.1"
+//! ```
+//!
+//! A fleet on PostgreSQL adds `postgres`, and can leave out the file store
+//! so that redb is not compiled at all:
+//!
+//! ```toml
+//! [dependencies]
+//! oidc-dtr = { version = "0.1", default-features = false, features = ["postgres"] }
 //! ```
 //!
 //! Items that need a feature are marked with it on docs.rs, which builds

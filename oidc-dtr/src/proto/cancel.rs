@@ -58,8 +58,19 @@ pub enum CancelEncoding {
     Json,
 }
 
-/// Where and how to send cancellation requests.
+/// Where and how to send cancellation requests: [`CancellationConfig::new`]
+/// with the endpoint, then the setters.
+///
+/// ```
+/// use oidc_dtr::{client::{CancelEncoding, CancellationConfig}};
+///
+/// let cancel = CancellationConfig::new("https://op.example.com/cancel")?
+///     .encoding(CancelEncoding::Json);
+/// assert_eq!(cancel.endpoint().as_str(), "https://op.example.com/cancel");
+/// # Ok::<(), oidc_dtr::error::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CancellationConfig {
     pub(crate) endpoint: Url,
     pub(crate) encoding: CancelEncoding,
@@ -74,7 +85,8 @@ impl CancellationConfig {
         })
     }
 
-    /// Sets the body encoding.
+    /// The body encoding. Default: [`CancelEncoding::Form`].
+    #[must_use]
     pub fn encoding(mut self, encoding: CancelEncoding) -> Self {
         self.encoding = encoding;
         self

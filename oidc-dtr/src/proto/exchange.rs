@@ -35,15 +35,39 @@ const CONTEXT: &str = "deferred code exchange response";
 /// Switches for OPs built on earlier snapshots of the draft, which sent
 /// `redirect_uri` (until the text of 2025-12-15) or expected `code_verifier`
 /// in the exchange; the current draft lists neither, so both are off by
-/// default.
+/// default. Handed to
+/// [`DtrClientBuilder::compat`](crate::DtrClientBuilder::compat).
+///
+/// ```
+/// use oidc_dtr::client::Compat;
+///
+/// let compat = Compat::default().exchange_send_redirect_uri(true);
+/// assert_ne!(compat, Compat::default());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Compat {
+    pub(crate) exchange_send_redirect_uri: bool,
+    pub(crate) exchange_send_code_verifier: bool,
+}
+
+impl Compat {
     /// Send `redirect_uri` in the exchange (drafts before 2025-12-15 did).
-    pub exchange_send_redirect_uri: bool,
-    /// Send the PKCE `code_verifier` in the exchange (binds the public-client
-    /// instance; no draft revision requires it).
-    pub exchange_send_code_verifier: bool,
+    /// Default: false.
+    #[must_use]
+    pub fn exchange_send_redirect_uri(mut self, yes: bool) -> Self {
+        self.exchange_send_redirect_uri = yes;
+        self
+    }
+
+    /// Send the PKCE `code_verifier` in the exchange (binds the
+    /// public-client instance; no draft revision requires it). Default:
+    /// false.
+    #[must_use]
+    pub fn exchange_send_code_verifier(mut self, yes: bool) -> Self {
+        self.exchange_send_code_verifier = yes;
+        self
+    }
 }
 
 /// The form parameters of a Deferred Code Exchange Request (before client

@@ -47,38 +47,30 @@ use crate::time::UnixTime;
 /// How ID tokens are validated. Start from [`ValidationOptions::default`]
 /// and adjust with the setters; hand it to
 /// [`DtrClientBuilder::validation`](crate::DtrClientBuilder::validation).
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::{jose::Algorithm, tokens::ValidationOptions};
+///
+/// let options = ValidationOptions::default()
+///     .algorithms([Algorithm::ES256, Algorithm::PS256])
+///     .leeway(Duration::from_secs(30))
+///     .trust_audience("https://api.example.com");
+/// assert_ne!(options, ValidationOptions::default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ValidationOptions {
-    /// The algorithms accepted (default: `RS256`, the OpenID Connect
-    /// default). The effective list is this ∩ the OP's
-    /// `id_token_signing_alg_values_supported`. HMAC algorithms (`HS256`,
-    /// ...) require a client secret, which becomes the key.
-    pub algorithms: Vec<Algorithm>,
-    /// Leeway for `exp` (default 60 s).
-    pub exp_leeway: Duration,
-    /// Leeway for `nbf` (default 60 s).
-    pub nbf_leeway: Duration,
-    /// How far in the future `iat` may be (default 60 s).
-    pub iat_leeway: Duration,
-    /// Leeway for the `auth_time` + `max_age` check (default 60 s).
-    pub max_age_leeway: Duration,
-    /// How far in the future `auth_time` may be, whenever it is present
-    /// (default 60 s).
-    pub auth_time_leeway: Duration,
-    /// How far in the past `iat` may be (default 24 h): an ID token is
-    /// validated when it arrives, so an old one is a replay or a broken OP
-    /// clock.
-    pub max_iat_age: Duration,
-    /// Audiences besides the client id that may appear in `aud`.
-    pub trusted_audiences: Vec<String>,
-    /// Require the final ID token's `sub` to equal the interim ID token's
-    /// (default true; the drafts leave this open).
-    pub require_same_subject: bool,
-    /// Check `auth_time` against a requested `max_age` (default true). The
-    /// reference is the time of the authentication request: a deferred
-    /// authentication finishes late, so "now" would fail every `max_age`.
-    pub enforce_max_age: bool,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) exp_leeway: Duration,
+    pub(crate) nbf_leeway: Duration,
+    pub(crate) iat_leeway: Duration,
+    pub(crate) max_age_leeway: Duration,
+    pub(crate) auth_time_leeway: Duration,
+    pub(crate) max_iat_age: Duration,
+    pub(crate) trusted_audiences: Vec<String>,
+    pub(crate) require_same_subject: bool,
+    pub(crate) enforce_max_age: bool,
 }
 
 impl Default for ValidationOptions {
@@ -99,13 +91,19 @@ impl Default for ValidationOptions {
 }
 
 impl ValidationOptions {
-    /// Sets the accepted algorithms.
+    /// The algorithms accepted. Default: `RS256`, the OpenID Connect
+    /// default. The effective list is this ∩ the OP's
+    /// `id_token_signing_alg_values_supported`. HMAC algorithms (`HS256`,
+    /// ...) require a client secret, which becomes the key.
+    #[must_use]
     pub fn algorithms(mut self, algs: impl IntoIterator<Item = Algorithm>) -> Self {
         self.algorithms = algs.into_iter().collect();
         self
     }
 
-    /// Sets the same leeway for `exp`, `nbf`, `iat` and `max_age`.
+    /// The same leeway for `exp`, `nbf`, `iat` and `max_age` (each 60 s by
+    /// default; see the setters of each).
+    #[must_use]
     pub fn leeway(mut self, d: Duration) -> Self {
         self.exp_leeway = d;
         self.nbf_leeway = d;
@@ -114,55 +112,72 @@ impl ValidationOptions {
         self
     }
 
-    /// Sets the `exp` leeway.
+    /// The leeway for `exp`. Default: 60 s.
+    #[must_use]
     pub fn exp_leeway(mut self, d: Duration) -> Self {
         self.exp_leeway = d;
         self
     }
 
-    /// Sets the `nbf` leeway.
+    /// The leeway for `nbf`. Default: 60 s.
+    #[must_use]
     pub fn nbf_leeway(mut self, d: Duration) -> Self {
         self.nbf_leeway = d;
         self
     }
 
-    /// Sets the `iat` leeway.
+    /// How far in the future `iat` may be. Default: 60 s.
+    #[must_use]
     pub fn iat_leeway(mut self, d: Duration) -> Self {
         self.iat_leeway = d;
         self
     }
 
-    /// Sets the `max_age` leeway.
+    /// The leeway for the `auth_time` + `max_age` check. Default: 60 s.
+    #[must_use]
     pub fn max_age_leeway(mut self, d: Duration) -> Self {
         self.max_age_leeway = d;
         self
     }
 
-    /// Sets how far in the future `auth_time` may be.
+    /// How far in the future `auth_time` may be, whenever it is present.
+    /// Default: 60 s.
+    #[must_use]
     pub fn auth_time_leeway(mut self, d: Duration) -> Self {
         self.auth_time_leeway = d;
         self
     }
 
-    /// Sets how far in the past `iat` may be.
+    /// How far in the past `iat` may be: an ID token is validated when it
+    /// arrives, so an old one is a replay or a broken OP clock. Default:
+    /// 24 h.
+    #[must_use]
     pub fn max_iat_age(mut self, d: Duration) -> Self {
         self.max_iat_age = d;
         self
     }
 
-    /// Trusts another audience in `aud`.
+    /// Trusts another audience besides the client id in `aud` (none by
+    /// default); call once per audience.
+    #[must_use]
     pub fn trust_audience(mut self, aud: impl Into<String>) -> Self {
         self.trusted_audiences.push(aud.into());
         self
     }
 
-    /// Sets whether the final `sub` must equal the interim one.
+    /// Whether the final ID token's `sub` must equal the interim ID
+    /// token's (the drafts leave this open). Default: true.
+    #[must_use]
     pub fn require_same_subject(mut self, yes: bool) -> Self {
         self.require_same_subject = yes;
         self
     }
 
-    /// Sets whether `auth_time` is checked against `max_age`.
+    /// Whether `auth_time` is checked against a requested `max_age`. The
+    /// reference is the time of the authentication request: a deferred
+    /// authentication finishes late, so "now" would fail every `max_age`.
+    /// Default: true.
+    #[must_use]
     pub fn enforce_max_age(mut self, yes: bool) -> Self {
         self.enforce_max_age = yes;
         self

@@ -84,6 +84,7 @@ use crate::time::UnixTime;
 // Record builders for this crate's own unit tests (the public conformance
 // suite in `oidc-dtr-testkit` has its own: a unit test here cannot use the
 // testkit, which depends on this crate).
+#[cfg(feature = "file-store")]
 mod file;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -94,6 +95,8 @@ mod seal;
 pub(crate) mod test_records;
 
 pub use crate::error::StoreError;
+#[cfg(feature = "file-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
 pub use file::{FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -607,6 +610,10 @@ impl QuarantinedRecord {
 
 /// Whether a read error means "this record is bad" (quarantine it), as
 /// opposed to "the store cannot be read now" (retry the call).
+#[cfg_attr(
+    not(any(feature = "file-store", feature = "postgres")),
+    allow(dead_code)
+)]
 pub(crate) fn is_bad_record(e: &StoreError) -> bool {
     matches!(
         e,

@@ -134,7 +134,7 @@ async fn a_restart_keeps_the_dpop_key_and_the_op_accepts_the_next_poll() {
     let (saved, state) = s.client.snapshot(auth.id()).await.unwrap();
     let json = serde_json::to_string(&saved).unwrap();
     assert!(!format!("{saved:?}").contains("pkcs8"));
-    s.client.cancel_locally(auth.id()).await;
+    assert!(s.client.cancel_locally(auth.id()).await, "it was pending");
 
     let client = DtrClient::builder()
         .issuer(s.op.issuer())
@@ -170,7 +170,7 @@ async fn a_proof_from_the_wrong_key_gets_one_retry_then_ends() {
     let s = public(strict_dpop()).await;
     let auth = start(&s.op, &s.client).await;
     let (saved, _) = s.client.snapshot(auth.id()).await.unwrap();
-    s.client.cancel_locally(auth.id()).await;
+    assert!(s.client.cancel_locally(auth.id()).await, "it was pending");
     // Swap the key, as a broken persistence layer might.
     let mut json: Value = serde_json::to_value(&saved).unwrap();
     let other = oidc_dtr::jose::DpopKey::generate(Algorithm::ES256).unwrap();

@@ -196,9 +196,9 @@ async fn notification_token_is_fresh_strong_and_only_hashed() {
 #[tokio::test]
 async fn compat_switches_send_redirect_uri_and_verifier() {
     let op = MockOp::start().await.unwrap();
-    let mut compat = Compat::default();
-    compat.exchange_send_redirect_uri = true;
-    compat.exchange_send_code_verifier = true;
+    let compat = Compat::default()
+        .exchange_send_redirect_uri(true)
+        .exchange_send_code_verifier(true);
     let client = DtrClient::builder()
         .issuer(op.issuer())
         .client_id(MockOp::CLIENT_ID)

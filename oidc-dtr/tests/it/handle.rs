@@ -127,8 +127,7 @@ async fn a_handle_made_after_the_end_gives_the_outcome() {
 async fn a_lagging_handle_still_ends_with_the_outcome() {
     // A channel of one event: the handle, not read while several
     // authentications report, falls behind and its events are dropped.
-    let mut driver = DriverConfig::default();
-    driver.event_capacity = 1;
+    let driver = DriverConfig::default().event_capacity(1);
     let s = setup_with(OpConfig::default(), |b| b.driver_config(driver)).await;
     let auth = start(&s.op, &s.client).await;
     let others = [

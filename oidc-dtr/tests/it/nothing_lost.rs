@@ -129,9 +129,8 @@ async fn the_notified_cadence_is_explicit() {
         (|b| b.notified_poll_cadence(Some(secs(30))), 30),
         (
             |b| {
-                b.poll_config(
-                    oidc_dtr::poll::PollConfig::default().notified_cadence(Some(secs(20))),
-                )
+                b.poll_config(oidc_dtr::poll::PollConfig::default())
+                    .notified_poll_cadence(Some(secs(20)))
             },
             20,
         ),

@@ -101,16 +101,16 @@ fn run(
     cadence: Option<u64>,
     script: Vec<Stimulus>,
 ) -> Result<(), TestCaseError> {
-    let cfg = PollConfig::default()
-        .notified_cadence(cadence.map(Duration::from_secs))
-        .max_lifetime(Duration::from_secs(20_000));
-    let margin = cfg.final_poll_margin;
+    let cfg = PollConfig::default().max_lifetime(Duration::from_secs(20_000));
+    // The default final-poll margin.
+    let margin = Duration::from_secs(2);
     let mut m = PollMachine::with_start(
         T0,
         expires_in.map(|e| T0.saturating_add(Duration::from_secs(e))),
         Duration::from_secs(interval),
         cfg,
-    );
+    )
+    .notified_cadence(cadence.map(Duration::from_secs));
     let deadline = m.deadline();
     let rng = SystemRandom;
     let mut now = T0;
@@ -599,7 +599,7 @@ fn run_against_strict_op(
     exchange: Latency,
     script: Vec<OpStimulus>,
 ) -> Result<(), TestCaseError> {
-    let cfg = PollConfig::default().notified_cadence(cadence.map(Duration::from_secs));
+    let cfg = PollConfig::default();
     let rng = SystemRandom;
     // The exchange: sent at T0 (the deadline's anchor), answered by the OP
     // at `op_answer`, read by the client at `answered_at`.
@@ -612,7 +612,8 @@ fn run_against_strict_op(
         Some(expires_at),
         Duration::from_secs(interval),
         cfg,
-    );
+    )
+    .notified_cadence(cadence.map(Duration::from_secs));
     prop_assert_eq!(
         m.deadline(),
         expires_at,

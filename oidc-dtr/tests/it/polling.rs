@@ -385,7 +385,7 @@ async fn a_resumed_authentication_keeps_its_deadline_and_floor_in(
     // Serialise both, as an application without a store would, and stop.
     let auth_json = serde_json::to_string(&saved_auth).unwrap();
     let state_json = serde_json::to_string(&saved_state).unwrap();
-    s.client.cancel_locally(auth.id()).await;
+    assert!(s.client.cancel_locally(auth.id()).await, "it was pending");
     s.clock.advance(secs(600));
 
     let resumed = DtrClient::builder()
@@ -433,7 +433,8 @@ async fn wake_storms_keep_a_single_request_in_flight_in(op_profiles: OpProfiles,
     s.op.inject_faults((0..5).map(|_| Fault::Delay(Duration::from_millis(40))));
     for _ in 0..40 {
         for _ in 0..5 {
-            s.client.wake(auth.id()).await;
+            // False once the authentication has finished.
+            let _pending = s.client.wake(auth.id()).await;
         }
         s.clock.advance(S);
         tokio::time::sleep(Duration::from_millis(10)).await;

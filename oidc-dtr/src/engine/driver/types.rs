@@ -57,38 +57,7 @@ impl fmt::Display for OutcomeId {
     }
 }
 
-/// Tuning of the driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DriverConfig {
-    /// Token requests in flight at once, across all authentications
-    /// (default 64).
-    pub max_in_flight: usize,
-    /// How long a finished authentication's outcome stays available to
-    /// `wait` (default 24 h).
-    pub finished_retention: Duration,
-    /// Capacity of the event channel; a subscriber that falls further
-    /// behind misses events (outcomes stay available through `wait`).
-    pub event_capacity: usize,
-    /// Store writes (poll states, outcomes) queued or in progress at once
-    /// (default 8192). They run concurrently, so that a store can group
-    /// them into one transaction; when this many are outstanding the driver
-    /// sends no new poll until one completes: a slow store slows polling
-    /// down (polls go out late, never early) instead of queueing writes in
-    /// memory without limit.
-    pub max_queued_writes: usize,
-}
-
-impl Default for DriverConfig {
-    fn default() -> Self {
-        DriverConfig {
-            max_in_flight: 64,
-            finished_retention: Duration::from_secs(24 * 3600),
-            event_capacity: 1024,
-            max_queued_writes: 8192,
-        }
-    }
-}
+pub use crate::engine::config::DriverConfig;
 
 /// Something that happened to a pending authentication.
 #[derive(Debug, Clone)]

@@ -79,22 +79,73 @@ pub const VERIFICATION_TIME_SKEW_SECS: u64 = 60;
 pub use crate::error::{AssuranceError, AssuranceUnsupported};
 
 /// Bounds on received `verified_claims`, so hostile input fails with an error instead of
-/// exhausting memory or stack.
+/// exhausting memory or stack: [`AssuranceLimits::default`] and the
+/// setters.
+///
+/// ```
+/// use oidc_dtr::assurance::AssuranceLimits;
+///
+/// let limits = AssuranceLimits::default()
+///     .max_elements(8)
+///     .max_string_bytes(1024 * 1024);
+/// assert_ne!(limits, AssuranceLimits::default());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AssuranceLimits {
-    /// Most elements in a `verified_claims` array.
-    pub max_elements: usize,
-    /// Most members of any array (evidence, check_details, attachments, claim values, …).
-    pub max_array_len: usize,
-    /// Most members of any object.
-    pub max_members: usize,
-    /// Deepest nesting inside free-form members (claims, derived claims, unknown members).
-    pub max_depth: usize,
+    pub(crate) max_elements: usize,
+    pub(crate) max_array_len: usize,
+    pub(crate) max_members: usize,
+    pub(crate) max_depth: usize,
+    pub(crate) max_string_bytes: usize,
+    pub(crate) max_scan_depth: usize,
+}
+
+impl AssuranceLimits {
+    /// Most elements in a `verified_claims` array. Default: 32.
+    #[must_use]
+    pub fn max_elements(mut self, n: usize) -> Self {
+        self.max_elements = n;
+        self
+    }
+
+    /// Most members of any array (evidence, check_details, attachments,
+    /// claim values, …). Default: 256.
+    #[must_use]
+    pub fn max_array_len(mut self, n: usize) -> Self {
+        self.max_array_len = n;
+        self
+    }
+
+    /// Most members of any object. Default: 512.
+    #[must_use]
+    pub fn max_members(mut self, n: usize) -> Self {
+        self.max_members = n;
+        self
+    }
+
+    /// Deepest nesting inside free-form members (claims, derived claims,
+    /// unknown members). Default: 16.
+    #[must_use]
+    pub fn max_depth(mut self, n: usize) -> Self {
+        self.max_depth = n;
+        self
+    }
+
     /// Longest string, in bytes (embedded attachments are the large ones).
-    pub max_string_bytes: usize,
-    /// Deepest nesting scanned for misplaced `verified_claims`.
-    pub max_scan_depth: usize,
+    /// Default: 16 MiB.
+    #[must_use]
+    pub fn max_string_bytes(mut self, n: usize) -> Self {
+        self.max_string_bytes = n;
+        self
+    }
+
+    /// Deepest nesting scanned for misplaced `verified_claims`. Default: 64.
+    #[must_use]
+    pub fn max_scan_depth(mut self, n: usize) -> Self {
+        self.max_scan_depth = n;
+        self
+    }
 }
 
 impl Default for AssuranceLimits {

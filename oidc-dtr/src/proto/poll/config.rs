@@ -4,26 +4,35 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Tuning of the poll schedule.
+/// Tuning of the poll schedule, shared by every authentication of a client
+/// (set with [`DtrClientBuilder::poll_config`](crate::DtrClientBuilder::poll_config))
+/// or given to each [`PollMachine`] driven directly.
+///
+/// The cadence while pings are expected is not here: it depends on whether
+/// the client has a notification endpoint, so it is set with
+/// [`DtrClientBuilder::notified_poll_cadence`](crate::DtrClientBuilder::notified_poll_cadence)
+/// (or, for a machine driven directly, [`PollMachine::notified_cadence`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::poll::PollConfig;
+///
+/// let config = PollConfig::default()
+///     .backoff_base(Duration::from_secs(1))
+///     .backoff_cap(Duration::from_secs(120))
+///     .max_lifetime(Duration::from_secs(24 * 3600));
+/// assert_ne!(config, PollConfig::default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PollConfig {
-    /// The first backoff window after a transient failure; it doubles with
-    /// each consecutive failure (default 2 s).
-    pub backoff_base: Duration,
-    /// The largest backoff window (default 5 min).
-    pub backoff_cap: Duration,
-    /// How long before the deadline the final poll is sent (default 2 s).
-    pub final_poll_margin: Duration,
-    /// The deadline when the OP sets no `expires_in` (the OIDC draft sets no default; 30 days here).
-    pub max_lifetime: Duration,
-    /// With a notification endpoint, pings make polling a safety net: the
-    /// regular cadence is then at least this long (e.g. 60 s). A ping brings
-    /// the next poll back to the floor. `None` polls at the floor (the
-    /// default here). The client sets it from
-    /// [`DtrClientBuilder::notified_poll_cadence`](crate::DtrClientBuilder::notified_poll_cadence)
-    /// (60 s by default, and only when it has a notification endpoint).
-    pub notified_cadence: Option<Duration>,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_cap: Duration,
+    pub(crate) final_poll_margin: Duration,
+    pub(crate) max_lifetime: Duration,
+    /// Set from the client builder's `notified_poll_cadence` (or
+    /// `PollMachine::notified_cadence`), never by an application directly.
+    pub(crate) notified_cadence: Option<Duration>,
 }
 
 impl Default for PollConfig {
@@ -39,28 +48,36 @@ impl Default for PollConfig {
 }
 
 impl PollConfig {
-    /// Sets the backoff cap.
-    pub fn backoff_cap(mut self, d: Duration) -> Self {
-        self.backoff_cap = d;
-        self
-    }
-    /// Sets the first backoff window.
+    /// The first backoff window after a transient failure; it doubles with
+    /// each consecutive failure up to the [cap](Self::backoff_cap).
+    /// Default: 2 s.
+    #[must_use]
     pub fn backoff_base(mut self, d: Duration) -> Self {
         self.backoff_base = d;
         self
     }
-    /// Sets the final-poll margin.
+    /// The largest backoff window. Default: 5 min.
+    #[must_use]
+    pub fn backoff_cap(mut self, d: Duration) -> Self {
+        self.backoff_cap = d;
+        self
+    }
+    /// How long before the deadline the final poll is sent. Default: 2 s.
+    #[must_use]
     pub fn final_poll_margin(mut self, d: Duration) -> Self {
         self.final_poll_margin = d;
         self
     }
-    /// Sets the lifetime used when the OP sends no `expires_in`.
+    /// The deadline when the OP sends no `expires_in` (the OIDC draft sets
+    /// no default), and the cap of a longer one. Default: 30 days.
+    #[must_use]
     pub fn max_lifetime(mut self, d: Duration) -> Self {
         self.max_lifetime = d;
         self
     }
-    /// Sets the notification cadence (see the field).
-    pub fn notified_cadence(mut self, d: Option<Duration>) -> Self {
+    /// This config with the cadence while pings are expected (for the
+    /// client builder and the machine).
+    pub(crate) fn with_notified_cadence(mut self, d: Option<Duration>) -> Self {
         self.notified_cadence = d;
         self
     }

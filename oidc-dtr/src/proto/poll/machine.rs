@@ -157,6 +157,25 @@ impl PollMachine {
         m
     }
 
+    /// For a machine driven directly: the cadence while pings are expected
+    /// (`None`, the default, polls at the floor). With pings, polling is a
+    /// safety net: the regular cadence is then at least this long, and a
+    /// wake-up ([`Event::Wake`]) brings the next poll back to the floor.
+    /// Call it on a new machine, before its first step; the first poll is
+    /// scheduled again. A [`DtrClient`](crate::DtrClient) sets it itself from
+    /// [`DtrClientBuilder::notified_poll_cadence`](crate::DtrClientBuilder::notified_poll_cadence).
+    #[must_use]
+    pub fn notified_cadence(mut self, cadence: Option<Duration>) -> Self {
+        if self.config.notified_cadence != cadence {
+            let config = (*self.config).clone().with_notified_cadence(cadence);
+            self.config = SharedConfig::new(config);
+            if self.polls == 0 && matches!(self.phase, Phase::Waiting) && !self.woken {
+                self.schedule(self.last_request, 0);
+            }
+        }
+        self
+    }
+
     /// The machine as plain data (for the stores' record types).
     pub(crate) fn to_snapshot(&self) -> PollSnapshot {
         PollSnapshot {

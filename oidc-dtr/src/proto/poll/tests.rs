@@ -402,7 +402,7 @@ fn invalid_dpop_proof_allows_exactly_one_retry() {
 /// The polls sent (seconds after T0) when every poll is answered
 /// `authorization_pending` at once, until the deadline.
 fn polls_until_the_deadline(expires_in: u64, interval: u64, cadence: Option<u64>) -> Vec<u64> {
-    let cfg = PollConfig::default().notified_cadence(cadence.map(secs));
+    let cfg = PollConfig::default().with_notified_cadence(cadence.map(secs));
     let mut m = PollMachine::with_start(T0, Some(at(expires_in)), secs(interval), cfg);
     let mut sent = Vec::new();
     let mut now = T0;
@@ -553,7 +553,7 @@ fn huge_values_do_not_overflow() {
 
 #[test]
 fn wake_polls_at_once_after_the_floor_else_at_the_floor() {
-    let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
+    let cfg = PollConfig::default().with_notified_cadence(Some(secs(60)));
     let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
     assert_eq!(m.next_poll(), at(60), "with pings, polling is a safety net");
     // A ping before the floor: poll at the floor.
@@ -586,7 +586,7 @@ fn transient() -> PollResult<&'static str> {
 /// brings the cadence back.
 #[test]
 fn failed_poll_after_a_ping_retries_at_the_floor_plus_backoff() {
-    let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
+    let cfg = PollConfig::default().with_notified_cadence(Some(secs(60)));
     let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
     assert_eq!(step(&mut m, Event::Timer, at(60)).action, Action::SendPoll);
     step(
@@ -659,7 +659,7 @@ fn invalid_grant_after_a_lost_answer_is_possibly_lost_in_transit() {
 
 #[test]
 fn wake_during_flight_skips_the_stretched_cadence_next_time() {
-    let cfg = PollConfig::default().notified_cadence(Some(secs(60)));
+    let cfg = PollConfig::default().with_notified_cadence(Some(secs(60)));
     let mut m = PollMachine::with_start(T0, Some(at(3600)), secs(5), cfg);
     step(&mut m, Event::Timer, at(60));
     step(&mut m, Event::Wake, at(61));

@@ -8,20 +8,20 @@ pub(super) const QUEUE_CAPACITY: usize = 8192;
 /// [`FileStoreOptions::max_batch`]).
 pub(super) const MAX_BATCH: usize = 4096;
 
-/// Tuning of a [`FileStore`](super::FileStore)'s writer.
+/// Tuning of a [`FileStore`]'s writer: [`FileStoreOptions::default`] and
+/// the setters.
+///
+/// ```
+/// use oidc_dtr::store::FileStoreOptions;
+///
+/// let options = FileStoreOptions::default().max_batch(1024);
+/// assert_ne!(options, FileStoreOptions::default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FileStoreOptions {
-    /// Writes waiting for the writer, per lane (state updates; everything
-    /// else), before a caller waits for room (default 8192). This bounds the
-    /// memory a store can hold in queued writes: a driver whose polls
-    /// answer faster than the disk takes their states slows its polls down.
-    pub queue_capacity: usize,
-    /// State updates written in one transaction, with one `fsync` when it
-    /// is durable (default 4096). Inserts, outcomes and deliveries go
-    /// first, into the same transaction, so they wait at most for one
-    /// batch, never for the whole queue.
-    pub max_batch: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_batch: usize,
 }
 
 impl Default for FileStoreOptions {
@@ -34,13 +34,22 @@ impl Default for FileStoreOptions {
 }
 
 impl FileStoreOptions {
-    /// Sets [`queue_capacity`](Self::queue_capacity) (at least 1).
+    /// Writes waiting for the writer, per lane (state updates; everything
+    /// else), before a caller waits for room (at least 1). Default: 8192.
+    /// This bounds the memory a store can hold in queued writes: a driver
+    /// whose polls answer faster than the disk takes their states slows its
+    /// polls down.
+    #[must_use]
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
         self
     }
 
-    /// Sets [`max_batch`](Self::max_batch) (at least 1).
+    /// State updates written in one transaction, with one `fsync` when it
+    /// is durable (at least 1). Default: 4096. Inserts, outcomes and
+    /// deliveries go first, into the same transaction, so they wait at most
+    /// for one batch, never for the whole queue.
+    #[must_use]
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n.max(1);
         self
