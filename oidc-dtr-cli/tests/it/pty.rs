@@ -35,8 +35,18 @@ async fn progress_is_live_in_a_terminal() {
         session.exp_string("deadline").unwrap();
     });
     env.op.approve(&env.the_auth().deferred_auth_id);
-    let (before, _) =
-        tokio::task::block_in_place(|| session.exp_regex("Verified: the OP approved").unwrap());
+    let before = tokio::task::block_in_place(|| {
+        session
+            .exp_string("the OP approved and the ID token was validated")
+            .unwrap()
+    });
+    // The status word is green on a terminal.
+    assert!(
+        before.ends_with("\x1b[1;32mVerified\x1b[0m: "),
+        "{before:?}"
+    );
+    // The live line: the times first, the OP's text last.
+    assert!(before.contains("elapsed "), "{before:?}");
     // The spinner redraws in place (carriage returns / escape sequences).
     assert!(before.contains('\r') || before.contains('\x1b'));
     let rest = tokio::task::block_in_place(|| session.exp_eof().unwrap());
