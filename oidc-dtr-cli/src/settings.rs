@@ -50,7 +50,7 @@ pub(crate) struct ClientArgs {
     /// Which Deferred Token Response draft to speak: `oidc` (OpenID
     /// Connect: deferred_code) or `ietf` (IETF OAuth: completion_mode=deferred
     /// on the token request). Default: what the OP's metadata advertises
-    /// (oidc when both).
+    /// (oidc when both). Not a config profile (that is --profile).
     #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf", value_parser = parse_draft)]
     pub draft: Option<crate::lib_api::Profile>,
 }
