@@ -13,10 +13,24 @@ use crate::lib_api::{AutoApprove, MockOp, OpConfig, OpProfiles, Profile};
 use crate::settings::{AssuranceSpec, Mode, VerifySettings};
 use crate::state::{AuthSpec, ClientSpec, StateDir};
 
+/// What the mock OP decides after its review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Approve (exit 0).
+    Approve,
+    /// Deny (exit 3).
+    Deny,
+    /// Let the verification expire at the OP (exit 4).
+    Expire,
+    /// Never decide: dtr's deadline passes (exit 5).
+    None,
+}
+
 /// Runs the demo; the state lives in a temporary directory removed at the end.
 pub(crate) async fn run(
     ui: Ui,
     approve_after: Duration,
+    decision: Decision,
     draft: Option<Profile>,
     device: bool,
 ) -> Result<u8, CliError> {
@@ -28,7 +42,16 @@ pub(crate) async fn run(
     }
     config.interval = Some(1);
     config.expires_in = Some(300);
-    config.auto_approve = AutoApprove::AfterDelay(approve_after);
+    match decision {
+        Decision::Approve => config.auto_approve = AutoApprove::AfterDelay(approve_after),
+        Decision::Deny | Decision::Expire => config.auto_approve = AutoApprove::Never,
+        Decision::None => {
+            // The OP's own lifetime is the deadline; it never says expired_token.
+            config.auto_approve = AutoApprove::Never;
+            config.expires_in = Some(approve_after.as_secs().max(1));
+            config.expire_authentications = false;
+        }
+    }
     config.require_dpop = true;
     config.progress_script = vec![
         "Documents received; waiting for a reviewer".into(),
@@ -59,11 +82,20 @@ pub(crate) async fn run(
         })?;
     ui.say(format!(
         "dtr demo: a mock OpenID Provider is running at {} (in this process).\n\
-         It asks for documents in the \"browser\", reviews them for {}, then approves.\n\
+         It asks for documents in the \"browser\", reviews them for {}, then {}.\n\
          The same steps run against a real OP with `dtr verify --issuer URL --client-id ID`.\n",
         op.issuer(),
-        crate::display::fmt_duration(approve_after)
+        crate::display::fmt_duration(approve_after),
+        match decision {
+            Decision::Approve => "approves",
+            Decision::Deny => "denies (exit 3)",
+            Decision::Expire => "lets it expire (exit 4)",
+            Decision::None => "never decides: the deadline passes (exit 5)",
+        }
     ));
+    if matches!(decision, Decision::Deny | Decision::Expire) {
+        spawn_decision(op.clone(), approve_after, decision);
+    }
     let dir = std::env::temp_dir().join(format!(
         "dtr-demo-{}-{}",
         std::process::id(),
@@ -111,6 +143,7 @@ pub(crate) async fn run(
         login_timeout: Duration::from_secs(60),
         state_flag: String::new(),
         device,
+        open_browser: false,
     };
     let r = flow::verify(ui, &state, settings, None, Browser::Mock(op), &opts).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -119,6 +152,24 @@ pub(crate) async fn run(
         ui.say("\ndtr demo: done. The ID token's signature, issuer, audience, expiry, nonce and DPoP binding were checked.");
     }
     Ok(code)
+}
+
+/// Denies or expires the demo's verification `after` its deferral began.
+fn spawn_decision(op: MockOp, after: Duration, decision: Decision) {
+    tokio::spawn(async move {
+        let id = loop {
+            if let Some(a) = op.authentications().into_iter().next() {
+                break a.deferred_auth_id;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        tokio::time::sleep(after).await;
+        if decision == Decision::Deny {
+            op.deny(&id, Some("the mock OP's reviewer rejected the documents"));
+        } else {
+            op.expire(&id);
+        }
+    });
 }
 
 /// Plays the browser's last step: sends the OP's redirect (or auto-posted

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::error::{exit, one_line};
+use crate::error::{exit, json_line, one_line};
 use crate::lib_api::{AssuredClaims, ClaimsTarget, Outcome, PollStatus, UnixTime};
 use crate::state::Status;
 
@@ -20,6 +20,52 @@ pub(crate) struct Ui {
     pub quiet: bool,
     /// Outcomes as JSON on stdout (`--json`, or stdout is not a terminal).
     pub json: bool,
+    /// Colour the status words on stdout (see [`colour_wanted`]).
+    pub colour_out: bool,
+    /// Colour the status words on stderr.
+    pub colour_err: bool,
+}
+
+/// Whether a stream gets colour: it is a terminal, `TERM` is not `dumb`,
+/// and `NO_COLOR` is unset or empty (<https://no-color.org>).
+pub(crate) fn colour_wanted(is_terminal: bool) -> bool {
+    is_terminal
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The colours of status words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Colour {
+    /// Success.
+    Green,
+    /// Waiting, or a result that needs a look.
+    Yellow,
+    /// A refusal or failure.
+    Red,
+}
+
+/// `word` in `colour` when `on` (SGR codes; only our own words are
+/// painted, never text from outside).
+pub(crate) fn paint(on: bool, colour: Colour, word: &str) -> String {
+    if !on {
+        return word.to_owned();
+    }
+    let code = match colour {
+        Colour::Green => 32,
+        Colour::Yellow => 33,
+        Colour::Red => 31,
+    };
+    format!("\x1b[1;{code}m{word}\x1b[0m")
+}
+
+/// The colour of an index status.
+pub(crate) fn status_colour(s: Status) -> Colour {
+    match s {
+        Status::Tokens => Colour::Green,
+        Status::Pending | Status::Cancelled | Status::Deadline => Colour::Yellow,
+        Status::Denied | Status::Expired | Status::Rejected => Colour::Red,
+    }
 }
 
 impl Ui {
@@ -87,6 +133,51 @@ pub(crate) fn fmt_deadline(deadline: u64, now: u64) -> String {
     }
 }
 
+/// The width the live line is cut to when the terminal's is not known to
+/// be wider: the times always fit in it (the progress bar then cuts the
+/// line at the terminal's width, from the end: the OP's text goes first).
+const LIVE_WIDTH: usize = 78;
+
+/// The room for the live line's message: the terminal's width less the
+/// spinner, or [`LIVE_WIDTH`] when unknown.
+fn live_width() -> usize {
+    console::Term::stderr()
+        .size_checked()
+        .map_or(LIVE_WIDTH, |(_, cols)| usize::from(cols).saturating_sub(2))
+}
+
+/// `deadline in 4m58s` (or `deadline passed`): short enough for the live
+/// line; the absolute time is printed once when the wait starts.
+pub(crate) fn fmt_deadline_short(deadline: u64, now: u64) -> String {
+    if deadline > now {
+        format!(
+            "deadline in {}",
+            fmt_duration(Duration::from_secs(deadline - now))
+        )
+    } else {
+        "deadline passed".to_owned()
+    }
+}
+
+/// The live line's text: the times first (never cut), then the OP's
+/// progress text (already made terminal-safe), cut with `…` so the whole
+/// fits in `width` characters.
+pub(crate) fn live_message(times: &[String], text: Option<&str>, width: usize) -> String {
+    let mut line = times.join(" · ");
+    let text = text.unwrap_or("waiting for the OP");
+    let room = width.saturating_sub(line.chars().count() + 3);
+    if room >= 2 {
+        line.push_str(" · ");
+        if text.chars().count() <= room {
+            line.push_str(text);
+        } else {
+            line.extend(text.chars().take(room - 1));
+            line.push('…');
+        }
+    }
+    line
+}
+
 /// The live progress of one wait.
 pub(crate) struct Progress {
     ui: Ui,
@@ -105,15 +196,7 @@ impl Progress {
         deadline: Option<u64>,
         interval: Duration,
     ) -> Self {
-        let bar = ui.live.then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
+        let bar = ui.live.then(spinner);
         let p = Progress {
             ui,
             bar,
@@ -161,20 +244,15 @@ impl Progress {
         let Some(bar) = &self.bar else { return };
         let now_ms = UnixTime::from_system_time(SystemTime::now());
         let now = now_ms.as_secs();
-        let mut parts = vec![
-            self.text
-                .clone()
-                .unwrap_or_else(|| "waiting for the OP".to_owned()),
-            format!(
-                "elapsed {}",
-                fmt_duration(Duration::from_secs(now.saturating_sub(self.started)))
-            ),
-        ];
+        let mut times = vec![format!(
+            "elapsed {}",
+            fmt_duration(Duration::from_secs(now.saturating_sub(self.started)))
+        )];
         if let Some((st, read_at)) = &self.status {
             // The status is as of the last event: once the poll it knew
             // about is past, say how often the engine polls instead.
             let fresh = now_ms.as_millis().saturating_sub(read_at.as_millis()) < 2000;
-            parts.push(match (st.in_flight, st.next_poll) {
+            times.push(match (st.in_flight, st.next_poll) {
                 (true, _) if fresh => "polling now".to_owned(),
                 (false, Some(next)) if next > now_ms => format!(
                     "next poll in {}",
@@ -185,12 +263,25 @@ impl Progress {
                 (false, None) if st.finished => "finishing".to_owned(),
                 _ => format!("polling every {}", fmt_duration(st.floor)),
             });
-            parts.push(format!(
-                "deadline {}",
-                fmt_deadline(st.deadline.as_secs(), now)
-            ));
+            // ----------------------------------------------------------
+            // RETRY HOOK (waiting for a library event): when the engine
+            // reports a failed poll it will retry (cause and next attempt),
+            // replace the entry above with
+            //     "retrying after <cause> · next attempt in Ns"
+            // (the cause through `one_line`). No such event exists yet:
+            // `PollStatus` and `PollEvent` carry no retry information.
+            // ----------------------------------------------------------
+            times.push(fmt_deadline_short(st.deadline.as_secs(), now));
         }
-        bar.set_message(parts.join(" · "));
+        bar.set_message(live_message(&times, self.text.as_deref(), live_width()));
+    }
+
+    /// Runs `f` (which prints) with the live line out of the way.
+    pub(crate) fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
     }
 
     /// Removes the live line.
@@ -207,6 +298,89 @@ impl Drop for Progress {
     }
 }
 
+/// The countdown of a device flow's user code, while the user enters it.
+pub(crate) struct Countdown {
+    bar: Option<ProgressBar>,
+    started: u64,
+    expires_at: u64,
+    text: String,
+}
+
+impl Countdown {
+    /// Starts the countdown to `expires_at` (unix seconds); `text` (made
+    /// terminal-safe by the caller) tells what to do. Without a live line,
+    /// one plain line says when the code expires.
+    pub(crate) fn start(ui: Ui, expires_at: u64, text: String) -> Self {
+        let now = now_secs();
+        ui.say(format!(
+            "The code expires {}.",
+            if expires_at > now {
+                format!(
+                    "in {} (at {})",
+                    fmt_duration(Duration::from_secs(expires_at - now)),
+                    fmt_time(expires_at)
+                )
+            } else {
+                "now".to_owned()
+            }
+        ));
+        let mut c = Countdown {
+            bar: ui.live.then(spinner),
+            started: now,
+            expires_at,
+            text,
+        };
+        c.tick();
+        c
+    }
+
+    /// Redraws the countdown.
+    pub(crate) fn tick(&mut self) {
+        let Some(bar) = &self.bar else { return };
+        let now = now_secs();
+        let left = if self.expires_at > now {
+            format!(
+                "code expires in {}",
+                fmt_duration(Duration::from_secs(self.expires_at - now))
+            )
+        } else {
+            "code expired".to_owned()
+        };
+        let times = [
+            left,
+            format!(
+                "elapsed {}",
+                fmt_duration(Duration::from_secs(now.saturating_sub(self.started)))
+            ),
+        ];
+        bar.set_message(live_message(&times, Some(&self.text), live_width()));
+    }
+
+    /// Removes the live line.
+    pub(crate) fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Countdown {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// A live spinner line on stderr.
+fn spinner() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 /// The index status of an outcome.
 pub(crate) fn status_of(o: &Outcome) -> Status {
     match o {
@@ -219,10 +393,26 @@ pub(crate) fn status_of(o: &Outcome) -> Status {
     }
 }
 
+/// Whether verified claims were asked for (`--verified-claims`) and the
+/// tokens carry none that passed the checks.
+pub(crate) fn verified_claims_missing(t: &crate::lib_api::TokenSet) -> bool {
+    let asked = t
+        .claims_request()
+        .is_some_and(|r| !r.verified_claims(ClaimsTarget::IdToken).is_empty());
+    asked
+        && match t.verified_claims() {
+            Ok(checked) => checked.requested.is_empty(),
+            Err(_) => true,
+        }
+}
+
 /// The exit code of an outcome.
 pub(crate) fn exit_code(o: &Outcome) -> u8 {
     match status_of(o) {
-        Status::Tokens => exit::OK,
+        Status::Tokens => match o {
+            Outcome::Tokens(t) if verified_claims_missing(t) => exit::UNVERIFIED,
+            _ => exit::OK,
+        },
         Status::Denied => exit::DENIED,
         Status::Expired => exit::EXPIRED,
         Status::Deadline => exit::DEADLINE,
@@ -273,7 +463,7 @@ pub(crate) fn outcome_json(id: &str, o: &Outcome) -> Value {
 }
 
 /// One checked `verified_claims` element as JSON.
-fn assured_json(a: &AssuredClaims) -> Value {
+pub(crate) fn assured_json(a: &AssuredClaims) -> Value {
     json!({
         "index": a.index,
         "verification": serde_json::to_value(&a.verification).unwrap_or(Value::Null),
@@ -313,18 +503,22 @@ fn assured_lines(s: &mut String, a: &AssuredClaims) {
 }
 
 /// The verified-claims part of the human summary.
-fn verified_lines(s: &mut String, t: &crate::lib_api::TokenSet) {
+fn verified_lines(s: &mut String, t: &crate::lib_api::TokenSet, colour: bool) {
     let asked = t
         .claims_request()
         .is_some_and(|r| !r.verified_claims(ClaimsTarget::IdToken).is_empty());
     match t.verified_claims() {
         Err(e) => s.push_str(&format!(
-            "  verified claims REFUSED: {} (the tokens are valid, but treat the identity as not verified)\n",
+            "  verified claims {}: {} (the tokens are valid, but treat the identity as not verified)\n",
+            paint(colour, Colour::Red, "REFUSED"),
             one_line(&e.to_string())
         )),
         Ok(checked) => {
             if checked.requested.is_empty() && asked {
-                s.push_str("  verified claims: none returned\n");
+                s.push_str(&format!(
+                    "  verified claims: {} (treat the identity as not verified)\n",
+                    paint(colour, Colour::Red, "none returned")
+                ));
             }
             for a in &checked.requested {
                 s.push_str("  verified claims:\n");
@@ -344,7 +538,7 @@ fn verified_lines(s: &mut String, t: &crate::lib_api::TokenSet) {
 pub(crate) fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
     let mut out = std::io::stdout().lock();
     if ui.json {
-        let _ = writeln!(out, "{}", outcome_json(id, o));
+        let _ = writeln!(out, "{}", json_line(&outcome_json(id, o)));
         let _ = out.flush();
         return exit_code(o);
     }
@@ -352,7 +546,10 @@ pub(crate) fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
         Outcome::Tokens(t) => {
             let c = t.claims();
             let mut s = String::new();
-            s.push_str("Verified: the OP approved and the ID token was validated.\n");
+            s.push_str(&format!(
+                "{}: the OP approved and the ID token was validated.\n",
+                paint(ui.colour_out, Colour::Green, "Verified")
+            ));
             s.push_str(&format!("  subject:  {}\n", one_line(c.subject())));
             s.push_str(&format!("  issuer:   {}\n", one_line(c.issuer())));
             for (label, v) in [
@@ -371,7 +568,7 @@ pub(crate) fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
             if let Some(acr) = c.acr() {
                 s.push_str(&format!("  acr:      {}\n", one_line(acr)));
             }
-            verified_lines(&mut s, t);
+            verified_lines(&mut s, t, ui.colour_out);
             s.push_str(&format!(
                 "  token:    {}{}\n",
                 one_line(t.token_type()),
@@ -388,25 +585,34 @@ pub(crate) fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
             }
         }
         Outcome::Denied { description } => eprintln!(
-            "dtr: verification {id} was denied by the OP{}",
+            "dtr: verification {id} was {} by the OP{}",
+            paint(ui.colour_err, Colour::Red, "denied"),
             description
                 .as_deref()
                 .map(|d| format!(": {}", one_line(d)))
                 .unwrap_or_default()
         ),
         Outcome::ExpiredByOp => {
-            eprintln!("dtr: verification {id} expired at the OP before it was decided")
+            eprintln!(
+                "dtr: verification {id} {} at the OP before it was decided",
+                paint(ui.colour_err, Colour::Red, "expired")
+            )
         }
         Outcome::DeadlineReached { last_error, .. } => eprintln!(
-            "dtr: verification {id} reached its deadline before the OP decided{}",
+            "dtr: verification {id} reached its {} before the OP decided{}",
+            paint(ui.colour_err, Colour::Yellow, "deadline"),
             last_error
                 .as_deref()
                 .map(|e| format!(" (last problem: {})", one_line(e)))
                 .unwrap_or_default()
         ),
-        Outcome::Cancelled => eprintln!("dtr: verification {id} was cancelled"),
+        Outcome::Cancelled => eprintln!(
+            "dtr: verification {id} was {}",
+            paint(ui.colour_err, Colour::Yellow, "cancelled")
+        ),
         Outcome::Rejected(f) => eprintln!(
-            "dtr: verification {id} failed: {} (fix: report it to the OP's operator)",
+            "dtr: verification {id} {}: {} (fix: report it to the OP's operator)",
+            paint(ui.colour_err, Colour::Red, "failed"),
             one_line(&f.to_string())
         ),
         _ => eprintln!("dtr: verification {id} ended: {}", o.kind()),
@@ -431,6 +637,40 @@ mod tests {
     }
 
     #[test]
+    fn the_live_line_keeps_the_times_and_cuts_the_op_text() {
+        let times = vec![
+            "elapsed 1h02m03s".to_owned(),
+            "next poll in 1m05s".to_owned(),
+            fmt_deadline_short(10_000, 100),
+        ];
+        let long = "Documents received; a reviewer is comparing the selfie with the passport photo and checking the address history".repeat(2);
+        // 80 columns: the spinner and a space, then the message.
+        let line = live_message(&times, Some(&long), 78);
+        assert!(line.chars().count() <= 78, "{line}");
+        assert!(
+            line.starts_with(
+                "elapsed 1h02m03s · next poll in 1m05s · deadline in 2h45m00s · Documents"
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with('…'), "{line}");
+        // A short text is kept whole; no text: a placeholder.
+        assert!(live_message(&times, Some("Final checks"), 78).ends_with(" · Final checks"));
+        assert!(live_message(&times, None, 100).ends_with(" · waiting for the OP"));
+        assert_eq!(fmt_deadline_short(5, 10), "deadline passed");
+    }
+
+    #[test]
+    fn colour_only_when_asked_for() {
+        assert_eq!(paint(false, Colour::Green, "Verified"), "Verified");
+        assert_eq!(
+            paint(true, Colour::Red, "denied"),
+            "\x1b[1;31mdenied\x1b[0m"
+        );
+        assert!(!colour_wanted(false), "never without a terminal");
+    }
+
+    #[test]
     fn exit_codes_are_distinct() {
         let outcomes: Vec<Outcome> = vec![
             Outcome::Denied { description: None },
@@ -442,7 +682,14 @@ mod tests {
             Outcome::Cancelled,
         ];
         let mut codes: Vec<u8> = outcomes.iter().map(exit_code).collect();
-        codes.extend([exit::OK, exit::ERROR, exit::USAGE, exit::PENDING]);
+        codes.extend([
+            exit::OK,
+            exit::ERROR,
+            exit::USAGE,
+            exit::PENDING,
+            exit::UNVERIFIED,
+            exit::INTERRUPTED,
+        ]);
         let n = codes.len();
         codes.sort_unstable();
         codes.dedup();

@@ -20,6 +20,10 @@ pub(crate) mod exit {
     pub(crate) const CANCELLED: u8 = 6;
     /// Still pending (`--no-wait`): resume with `dtr wait`.
     pub(crate) const PENDING: u8 = 7;
+    /// Tokens were received, but the verified claims asked for
+    /// (`--verified-claims`) were not delivered, or failed the checks: the
+    /// identity is not verified.
+    pub(crate) const UNVERIFIED: u8 = 8;
     /// Interrupted (Ctrl-C); a pending verification stays pending.
     pub(crate) const INTERRUPTED: u8 = 130;
 }
@@ -112,17 +116,80 @@ impl fmt::Display for CliError {
     }
 }
 
-/// Text from outside (an OP's progress or error description) made safe to
-/// print on one terminal line: control characters (escape sequences,
-/// newlines) are replaced, and it is cut at 300 characters.
+/// Whether a character must not reach a terminal as it is: C0 controls
+/// (ESC, BEL, backspace, ...) and DEL, C1 controls (U+0080 to U+009F: CSI
+/// U+009B drives many terminals), the bidirectional controls and isolates
+/// (U+202A to U+202E, U+2066 to U+2069, U+200E, U+200F, U+061C) and the
+/// other invisible format characters (zero-width joiners and spaces, word
+/// joiner, BOM, soft hyphen, interlinear annotations, tag characters).
+pub(crate) fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+}
+
+/// The one function every string from outside (the OP's texts, claims,
+/// URLs, error descriptions) goes through before it reaches the terminal,
+/// in every output mode (JSON goes through [`json_line`], on the same
+/// [`is_unsafe_char`]): line breaks and tabs become spaces, every other
+/// character of [`is_unsafe_char`] is shown escaped as `\u{..}` (visible,
+/// inert). Nothing is cut: URLs stay whole ([`one_line`] cuts).
+pub(crate) fn term_safe(s: &str) -> String {
+    term_safe_cut(s, usize::MAX)
+}
+
+/// [`term_safe`], cut at 300 characters (`…`): for free text from outside
+/// (progress texts, error descriptions) on one line.
 pub(crate) fn one_line(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect();
-    if s.chars().count() > 300 {
-        out.push('…');
+    term_safe_cut(s, 300)
+}
+
+fn term_safe_cut(s: &str, limit: usize) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        if i == limit {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JSON document as one terminal-safe line: serialised, then every
+/// character of [`is_unsafe_char`] inside it written as a `\uXXXX` escape
+/// (serde_json escapes only the C0 controls). A JSON reader gets the very
+/// same strings back; a terminal gets no control sequence.
+pub(crate) fn json_line(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_unsafe_char(c) {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
     }
     out
 }
@@ -141,9 +208,37 @@ mod tests {
 
     #[test]
     fn outside_text_cannot_break_the_line_or_drive_the_terminal() {
-        assert_eq!(one_line("a\nb\x1b[2Jc\r"), "a b [2Jc ");
+        assert_eq!(one_line("a\nb\x1b[2Jc\r"), "a b\\u{1b}[2Jc ");
         let long = "x".repeat(400);
         assert_eq!(one_line(&long).chars().count(), 301);
+        // Bidi override, C1 CSI, ESC, isolates, zero-width and tag characters.
+        let evil =
+            "ok\u{202E}gnp.exe\u{9b}31m\u{1b}]0;t\u{7}\u{2066}x\u{2069}\u{200B}\u{E0041}\u{FEFF}";
+        let safe = one_line(evil);
+        assert!(!safe.chars().any(is_unsafe_char), "{safe:?}");
+        assert!(
+            safe.contains("\\u{202e}") && safe.contains("\\u{9b}"),
+            "{safe}"
+        );
+        assert!(safe.starts_with("ok"));
+        // Ordinary text of any script passes untouched.
+        let url = format!("https://op.example/authorize?x={}", "a".repeat(500));
+        assert_eq!(term_safe(&url), url, "URLs are not cut");
+        assert_eq!(one_line("Müller, 李, عربي ✓"), "Müller, 李, عربي ✓");
+    }
+
+    #[test]
+    fn json_lines_escape_what_serde_json_leaves_raw() {
+        let v = serde_json::json!({"d": "a\u{202E}b\u{9b}c\u{1b}d\u{E0041}é"});
+        let line = json_line(&v);
+        assert!(!line.chars().any(is_unsafe_char), "{line:?}");
+        assert!(
+            line.contains("\\u202e") && line.contains("\\u009b"),
+            "{line}"
+        );
+        assert!(line.contains("\\udb40\\udc41"), "a surrogate pair: {line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, v, "a JSON reader gets the same strings");
     }
 
     #[test]

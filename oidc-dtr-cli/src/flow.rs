@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use crate::display::{self, Progress, Ui, fmt_deadline, fmt_time, now_secs, print_outcome};
-use crate::error::{CliError, exit, one_line};
+use crate::display::{
+    self, Colour, Countdown, Progress, Ui, fmt_deadline, fmt_time, now_secs, paint, print_outcome,
+};
+use crate::error::{CliError, exit, json_line, one_line, term_safe};
 #[cfg(feature = "demo")]
 use crate::lib_api::MockOp;
 use crate::lib_api::{
@@ -39,6 +41,32 @@ pub(crate) struct WaitOpts {
     pub device: bool,
     /// ` --state-dir DIR` when one was given, for resume hints (else empty).
     pub state_flag: String,
+    /// Open URIs the OP sends the user to (interaction) in a browser: a
+    /// terminal, a browser available, not `--no-browser`.
+    pub open_browser: bool,
+}
+
+/// Prints a URI from the OP that the user must visit (terminal-safe, even
+/// under --quiet: without it nothing moves), and opens it in a browser
+/// when `open` (the system's, or `BROWSER`); says why when that fails.
+fn show_uri(ui: &Ui, intro: &str, uri: &str, open: bool) {
+    eprintln!("{intro}\n\n  {}\n", term_safe(uri));
+    if !open {
+        return;
+    }
+    if !(uri.starts_with("https://") || uri.starts_with("http://")) {
+        ui.say(
+            "(not opened in a browser: it is not an http(s) URL; open it yourself if you trust it)",
+        );
+        return;
+    }
+    match webbrowser::open(uri) {
+        Ok(()) => ui.say("(opened in your browser)"),
+        Err(e) => ui.say(format!(
+            "(could not open a browser: {}; open the URL yourself, or set BROWSER)",
+            one_line(&e.to_string())
+        )),
+    }
 }
 
 /// `dtr verify`.
@@ -98,18 +126,18 @@ pub(crate) async fn verify(
         let (url, pending) = req.build().map_err(|e| request_error(&client, &e))?;
 
         // The URL is what the user needs most: printed even under --quiet.
-        eprintln!("Open this URL in a browser to verify your identity:\n\n  {url}\n");
         match &browser {
-            Browser::System { open: true } => {
-                if webbrowser::open(url.as_str()).is_ok() {
-                    ui.say("(opened in your browser)");
-                }
-            }
-            Browser::System { open: false } => {}
+            Browser::System { open } => show_uri(
+                &ui,
+                "Open this URL in a browser to verify your identity:",
+                url.as_str(),
+                *open,
+            ),
             #[cfg(feature = "demo")]
             Browser::Mock(op) => {
+                eprintln!("Open this URL in a browser to verify your identity:\n\n  {}\n", term_safe(url.as_str()));
                 ui.say(
-                    "(dtr demo plays the browser: the mock OP approves the request and redirects back)",
+                    "(dtr demo plays the browser: the mock OP accepts the request and redirects back)",
                 );
                 spawn_mock_browser(op.clone(), url.clone());
             }
@@ -148,7 +176,12 @@ pub(crate) async fn verify(
                 {
                     Redemption::Deferred(auth) => {
                         if let Some(uri) = auth.interaction_uri() {
-                            eprintln!("The OP needs you at this URL to go on:\n\n  {uri}\n");
+                            show_uri(
+                                &ui,
+                                "The OP needs you at this URL to go on:",
+                                &uri.to_string(),
+                                opts.open_browser,
+                            );
                         }
                         *auth
                     }
@@ -180,7 +213,10 @@ pub(crate) async fn verify(
                 let denied = e.code.as_str() == "access_denied";
                 let msg = format!("the OP refused the request: {}", one_line(&e.to_string()));
                 if denied {
-                    eprintln!("dtr: {msg}");
+                    eprintln!(
+                        "dtr: {msg} ({}: the user or the OP declined at the authorization step; nothing was kept)",
+                        paint(ui.colour_err, Colour::Red, "denied")
+                    );
                     return Ok(exit::DENIED);
                 }
                 return Err(CliError::runtime(
@@ -225,7 +261,8 @@ pub(crate) async fn verify(
         Ok(())
     })?;
     ui.say(format!(
-        "The OP accepted the request: verification {short} is pending{}.",
+        "The OP accepted the request: verification {short} is {}{}.",
+        paint(ui.colour_err, Colour::Yellow, "pending"),
         deadline
             .map(|d| format!(", deadline {}", fmt_deadline(d, now_secs())))
             .unwrap_or_default()
@@ -234,7 +271,7 @@ pub(crate) async fn verify(
         if ui.json {
             println!(
                 "{}",
-                serde_json::json!({"id": short, "status": "pending", "deadline": deadline})
+                json_line(&serde_json::json!({"id": short, "status": "pending", "deadline": deadline}))
             );
         } else {
             println!("{short}");
@@ -276,13 +313,11 @@ async fn device_verification(
         .await
         .map_err(|e| CliError::from_lib("starting the device flow", &e))?;
     // What the user needs most: printed even under --quiet.
-    eprintln!(
-        "On any device, open:\n\n  {}\n\nand enter the code: {}\n",
-        device.verification_uri(),
-        device.user_code()
-    );
+    let uri = term_safe(device.verification_uri().as_str());
+    let code = one_line(device.user_code());
+    eprintln!("On any device, open:\n\n  {uri}\n\nand enter the code: {code}\n");
     if let Some(c) = device.verification_uri_complete() {
-        eprintln!("(or open {c} directly)\n");
+        eprintln!("(or open {} directly)\n", term_safe(c.as_str()));
     }
     match browser {
         #[cfg(feature = "demo")]
@@ -298,11 +333,22 @@ async fn device_verification(
         _ => {}
     }
     ui.say("Waiting for you to finish at that URL ...");
-    match client
-        .device_token(&device)
-        .await
-        .map_err(|e| CliError::from_lib("redeeming the device code", &e))?
-    {
+    let mut countdown = Countdown::start(
+        *ui,
+        device.expires_at().as_secs(),
+        format!("enter {code} at {uri}"),
+    );
+    let redeem = client.device_token(&device);
+    tokio::pin!(redeem);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let redeemed = loop {
+        tokio::select! {
+            r = &mut redeem => break r,
+            _ = tick.tick() => countdown.tick(),
+        }
+    };
+    countdown.finish();
+    match redeemed.map_err(|e| CliError::from_lib("redeeming the device code", &e))? {
         Redemption::Deferred(auth) => Ok(Ok(*auth)),
         Redemption::Tokens(tokens) => Ok(Err(print_outcome(
             ui,
@@ -436,8 +482,15 @@ async fn wait_loop(
                 // Printed even under --quiet: without it nothing moves.
                 Some(PollEvent::Interaction { uri, .. }) => {
                     match uri {
-                        Some(uri) => eprintln!("\nThe OP needs you at this URL to go on:\n\n  {uri}\n"),
-                        None => ui.say("The OP no longer needs anything from you; waiting."),
+                        Some(uri) => {
+                            progress.suspend(|| show_uri(
+                                &ui,
+                                "\nThe OP needs you at this URL to go on:",
+                                &uri.to_string(),
+                                opts.open_browser,
+                            ));
+                        }
+                        None => progress.suspend(|| ui.say("The OP no longer needs anything from you; waiting.")),
                     }
                     progress.set_status(handle.status().await);
                 }
@@ -581,12 +634,14 @@ pub(crate) async fn wait(
     result
 }
 
-/// `dtr cancel`.
+/// `dtr cancel`: tells the OP, and only then stops waiting. When no way
+/// to tell the OP is known, nothing changes (exit 2) unless `local_only`.
 pub(crate) async fn cancel(
     ui: Ui,
     state: &StateDir,
     id: &str,
     cancel_endpoint: Option<String>,
+    local_only: bool,
 ) -> Result<u8, CliError> {
     let mut entry = pick(state, Some(id), false)?;
     let (store, record) = load_record(state, &entry).await?;
@@ -605,16 +660,43 @@ pub(crate) async fn cancel(
     let client = build_client(&entry.client, Some(store)).await?;
     let result: Result<u8, CliError> = async {
         // The IETF draft cancels at the AS's revocation endpoint (from its
-        // metadata); the OIDC one needs the endpoint configured.
+        // metadata); the OIDC one needs the endpoint configured. Without
+        // either, the library would stop polling without telling the OP:
+        // the verification would look cancelled here while the OP still
+        // has it open, and could no longer be cancelled there.
+        let can_tell = match record.auth.profile() {
+            Profile::Ietf => client.metadata().revocation_endpoint().is_some(),
+            _ => entry.client.cancel_endpoint.is_some(),
+        };
+        if !can_tell && !local_only {
+            let how = match record.auth.profile() {
+                Profile::Ietf => "the AS publishes no revocation_endpoint",
+                _ => "no cancellation endpoint is known (--cancel-endpoint, DTR_CANCEL_ENDPOINT, or the profile's cancel_endpoint)",
+            };
+            return Err(CliError::usage(
+                format!(
+                    "verification {} cannot be cancelled at the OP: {how}; nothing was changed, it is still pending",
+                    entry.id
+                ),
+                format!(
+                    "pass --cancel-endpoint URL (the OP's cancellation endpoint), or `dtr cancel {} --local-only` to stop waiting here while the OP keeps it open",
+                    entry.id
+                ),
+            ));
+        }
         let told = client
             .cancel(&auth_id)
             .await
-            .map_err(|e| CliError::from_lib("cancelling at the OP", &e))?;
+            .map_err(|e| {
+                let mut err = CliError::from_lib("cancelling at the OP", &e);
+                err.cause.push_str("; nothing was changed here: the verification is still pending");
+                err
+            })?;
         match told {
-            CancelResult::LocalOnly => ui.say(
-                "dtr: no cancellation endpoint is known (--cancel-endpoint, DTR_CANCEL_ENDPOINT, \
-                 or the AS's revocation_endpoint): stopped locally; the OP was not told",
-            ),
+            CancelResult::LocalOnly => ui.say(format!(
+                "dtr: stopped waiting here only (--local-only): the OP was not told and keeps verification {} open until it expires there",
+                entry.id
+            )),
             CancelResult::SentUnconfirmed => ui.say(
                 "dtr: the revocation was sent, but the AS does not say it supports revoking \
                  deferral codes: its answer does not confirm the cancellation",
@@ -631,7 +713,12 @@ pub(crate) async fn cancel(
             e.finished_at.get_or_insert(now_secs());
         })?;
         if status == Status::Cancelled {
-            ui.say(format!("Verification {} is cancelled.", entry.id));
+            ui.say(format!(
+                "Verification {} is {}{}.",
+                entry.id,
+                paint(ui.colour_err, Colour::Yellow, "cancelled"),
+                if told == CancelResult::LocalOnly { " here (not at the OP)" } else { "" }
+            ));
             Ok(exit::OK)
         } else {
             // A poll in flight brought the outcome first.
@@ -645,6 +732,68 @@ pub(crate) async fn cancel(
     .await;
     client.shutdown().await;
     result
+}
+
+/// `dtr userinfo`: the UserInfo endpoint, called with a finished
+/// verification's stored access token (and its DPoP key when bound).
+pub(crate) async fn userinfo(
+    ui: Ui,
+    state: &StateDir,
+    id: Option<&str>,
+    latest: bool,
+) -> Result<u8, CliError> {
+    let entry = pick(state, id, latest)?;
+    let (store, record) = load_record(state, &entry).await?;
+    let tokens = match record.outcome.as_ref().map(|o| &o.outcome) {
+        Some(Outcome::Tokens(t)) => t.clone(),
+        Some(_) => {
+            return Err(CliError::usage(
+                format!(
+                    "verification {} ended without tokens ({})",
+                    entry.id,
+                    entry.status.as_str()
+                ),
+                "only a verification that received tokens has an access token to call UserInfo with",
+            ));
+        }
+        None => {
+            return Err(CliError::usage(
+                format!("verification {} is still pending", entry.id),
+                format!("wait for it first: `dtr wait {}`", entry.id),
+            ));
+        }
+    };
+    drop(store);
+    let client = build_client(&entry.client, None).await?;
+    let result = client.userinfo(&tokens).await;
+    client.shutdown().await;
+    let info = result.map_err(|e| CliError::from_lib("calling the UserInfo endpoint", &e))?;
+    let claims = serde_json::Value::Object(info.claims().unverified.clone());
+    if ui.json {
+        let checked = info.verified_claims();
+        let doc = serde_json::json!({
+            "id": entry.id,
+            "subject": info.subject(),
+            "claims": claims,
+            "verified_claims": {
+                "requested": checked.requested.iter().map(display::assured_json).collect::<Vec<_>>(),
+                "unrequested": checked.unrequested.iter().map(display::assured_json).collect::<Vec<_>>(),
+            },
+        });
+        println!("{}", json_line(&doc));
+    } else {
+        println!("UserInfo of verification {}:", entry.id);
+        if let Some(map) = claims.as_object() {
+            for (name, value) in map {
+                let text = match value {
+                    serde_json::Value::String(t) => t.clone(),
+                    other => other.to_string(),
+                };
+                println!("  {}: {}", one_line(name), one_line(&text));
+            }
+        }
+    }
+    Ok(exit::OK)
 }
 
 /// `dtr show`.
@@ -663,7 +812,9 @@ pub(crate) async fn show(
             if ui.json {
                 println!(
                     "{}",
-                    serde_json::json!({"id": entry.id, "status": "pending", "deadline": deadline})
+                    json_line(
+                        &serde_json::json!({"id": entry.id, "status": "pending", "deadline": deadline})
+                    )
                 );
             } else {
                 eprintln!(
@@ -725,7 +876,7 @@ pub(crate) fn list(ui: Ui, state: &StateDir) -> Result<u8, CliError> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(items));
+        println!("{}", json_line(&serde_json::Value::Array(items)));
         return Ok(exit::OK);
     }
     if index.entries.is_empty() {
@@ -733,32 +884,58 @@ pub(crate) fn list(ui: Ui, state: &StateDir) -> Result<u8, CliError> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<8}  {:<22}  {:<23}  {:<30}  ISSUER / CLIENT",
-        "ID", "STATUS", "STARTED", "DEADLINE"
+        "{:<8}  {:<STATUS_W$}  {:<16}  {:<16}  ISSUER / CLIENT",
+        "ID", "STATUS", "STARTED (UTC)", "DEADLINE"
     );
     for e in &index.entries {
         let mut status = e.status.as_str().to_owned();
         if e.acknowledged {
             status.push_str(" (acked)");
         } else if e.status == Status::Pending && e.deadline.is_some_and(|d| d <= now) {
-            status.push_str(" (deadline passed)");
+            status.push_str(" (overdue)");
         }
         let deadline = match (e.status, e.deadline) {
-            (Status::Pending, Some(d)) => fmt_deadline(d, now),
-            (_, Some(d)) => fmt_time(d),
+            (Status::Pending, Some(d)) if d > now => {
+                format!("in {}", display::fmt_duration(Duration::from_secs(d - now)))
+            }
+            (Status::Pending, Some(_)) => "passed".to_owned(),
+            (_, Some(d)) => fmt_minute(d),
             (_, None) => "-".to_owned(),
         };
+        let pad = " ".repeat(STATUS_W.saturating_sub(status.chars().count()));
+        let who = one_line(&format!("{} / {}", e.client.issuer, e.client.client_id));
         println!(
-            "{:<8}  {:<22}  {:<23}  {:<30}  {} / {}",
+            "{:<8}  {}{pad}  {:<16}  {:<16}  {}",
             e.id,
-            status,
-            fmt_time(e.created_at),
+            paint(ui.colour_out, display::status_colour(e.status), &status),
+            fmt_minute(e.created_at),
             deadline,
-            e.client.issuer,
-            e.client.client_id
+            cut(&who, LIST_WIDTH - LIST_FIXED)
         );
     }
     Ok(exit::OK)
+}
+
+/// `dtr list` fits this many columns.
+const LIST_WIDTH: usize = 100;
+/// The width of its STATUS column.
+const STATUS_W: usize = 17;
+/// The columns before ISSUER / CLIENT (with their separators).
+const LIST_FIXED: usize = 8 + 2 + STATUS_W + 2 + 16 + 2 + 16 + 2;
+
+/// `2026-11-30 10:41` (UTC).
+fn fmt_minute(secs: u64) -> String {
+    fmt_time(secs).chars().take(16).collect()
+}
+
+/// `s` cut to `width` characters, with `…` when cut.
+fn cut(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// `dtr purge`: removes finished verifications (their stores and entries).

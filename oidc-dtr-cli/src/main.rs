@@ -31,16 +31,24 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0    tokens received (or the command did what was asked)
   1    error (network, OP, store, or an answer that failed validation)
-  2    usage or configuration error
+  2    usage or configuration error: a bad flag, a missing or invalid
+       config file, an unknown id, a verification already acknowledged,
+       a cancellation the OP cannot be told of (see `dtr cancel --help`)
   3    denied by the OP
   4    expired at the OP
   5    deadline reached before the OP decided
   6    cancelled
   7    still pending (--no-wait; `dtr show` of a pending verification)
+  8    tokens received, but the verified claims asked for (--verified-claims)
+       were not delivered or failed the checks: the identity is not verified
   130  interrupted (Ctrl-C): a pending verification stays pending; resume with `dtr wait`
 
-Configuration: flags, then DTR_* environment variables, then the profile
-(--profile, DTR_PROFILE, or `default_profile`) of the config file
+Output: colour (status words only) on a terminal, unless NO_COLOR is set
+or TERM=dumb; none when piped. Text from the OP is shown with control,
+bidi and invisible format characters escaped, in JSON as well.
+
+Configuration: flags, then DTR_* environment variables, then the config
+profile (--profile, DTR_PROFILE, or `default_profile`) of the config file
 (--config, DTR_CONFIG, default: the platform's config dir, e.g.
 ~/.config/dtr/config.toml):
 
@@ -60,25 +68,85 @@ Secrets are only read from files, never from the command line.
 State (sealed with a key file beside it, mode 0600) lives in the platform's
 state dir (e.g. ~/.local/state/dtr), or --state-dir / DTR_STATE_DIR.";
 
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+/// The help heading of `dtr verify`'s own options.
+const FLOW: &str = "Flow";
+
+const VERIFY_HELP: &str = "\
+Examples:
+  # A typed identity-assurance request, waiting for the decision:
+  dtr verify --issuer https://op.example.com --client-id s6BhdRkqt3 \\
+      --verified-claims given_name,family_name,birthdate --trust-framework eidas
+
+  # A config profile, return at once, wait later (exit 7 now):
+  dtr --profile acme verify --no-wait
+  dtr wait --latest
+
+  # The IETF draft's device flow on a machine without a browser:
+  dtr verify --issuer https://as.example.com --client-id c1 --draft ietf --device
+
+Global options (--state-dir, --config, --profile, --json, --quiet) may come
+before or after `verify`. Exit codes: see `dtr --help`.";
+
+const CANCEL_HELP: &str = "\
+Examples:
+  dtr cancel 6e94c9ba --cancel-endpoint https://op.example.com/df-authentication/cancel
+  dtr cancel 6e94c9ba --local-only   # the OP is not told; it stays open there
+
+Exit codes: 0 cancelled at the OP (or, with --local-only, here); 2 the OP
+cannot be told (no --cancel-endpoint / DTR_CANCEL_ENDPOINT, no revocation
+endpoint): nothing was changed, the verification stays pending and can be
+cancelled later; 1 the OP could not be reached or refused: nothing was
+changed either.";
+
+#[cfg(feature = "demo")]
+const DEMO_HELP: &str = "\
+Examples:
+  dtr demo                      # approved: exit 0
+  dtr demo --deny               # exit 3
+  dtr demo --expire             # exit 4
+  dtr demo --no-decision --review-time 3   # dtr's deadline passes: exit 5
+  dtr demo --draft ietf --device";
+
 /// Deferred identity verification from a terminal: asks an OpenID Provider
 /// to verify someone and waits, for hours if need be, for its decision.
 #[derive(Parser, Debug)]
 #[command(name = "dtr", version, after_help = AFTER_HELP)]
 struct Cli {
     /// Where pending verifications are kept.
-    #[arg(long, global = true, env = "DTR_STATE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "DTR_STATE_DIR",
+        value_name = "DIR",
+        help_heading = GLOBAL
+    )]
     state_dir: Option<PathBuf>,
     /// The config file with named profiles.
-    #[arg(long, global = true, env = "DTR_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "DTR_CONFIG",
+        value_name = "FILE",
+        help_heading = GLOBAL
+    )]
     config: Option<PathBuf>,
-    /// The profile of the config file to use.
-    #[arg(long, global = true, env = "DTR_PROFILE", value_name = "NAME")]
+    /// The config profile (a `[profile.NAME]` table of the config file) to
+    /// use. Not the protocol draft: that is --draft / DTR_DRAFT.
+    #[arg(
+        long,
+        global = true,
+        env = "DTR_PROFILE",
+        value_name = "NAME",
+        help_heading = GLOBAL
+    )]
     profile: Option<String>,
     /// Print outcomes as JSON on stdout (the default when stdout is not a terminal).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
     /// Print only the essentials (the URL to open, outcomes, errors).
-    #[arg(long, short, global = true, env = "DTR_QUIET")]
+    #[arg(long, short, global = true, env = "DTR_QUIET", help_heading = GLOBAL)]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
@@ -113,13 +181,30 @@ enum Command {
         #[arg(long, conflicts_with = "id")]
         latest: bool,
     },
-    /// Cancels a pending verification at the OP.
+    /// Cancels a pending verification at the OP. When the OP cannot be
+    /// told (no cancellation endpoint known), nothing changes and dtr exits
+    /// 2, unless --local-only asks to stop waiting here only.
+    #[command(after_help = CANCEL_HELP)]
     Cancel {
         /// The verification's id.
         id: String,
         /// The OP's cancellation endpoint, if not given at `dtr verify`.
         #[arg(long, env = "DTR_CANCEL_ENDPOINT", value_name = "URL")]
         cancel_endpoint: Option<String>,
+        /// Stop waiting here even though the OP cannot be told: the
+        /// verification stays open at the OP until it expires there.
+        #[arg(long)]
+        local_only: bool,
+    },
+    /// Calls the OP's UserInfo endpoint with a finished verification's
+    /// stored access token (DPoP-bound when it is) and prints the claims.
+    Userinfo {
+        /// The verification's id.
+        #[arg(required_unless_present = "latest")]
+        id: Option<String>,
+        /// The most recently started verification.
+        #[arg(long, conflicts_with = "id")]
+        latest: bool,
     },
     /// Acknowledges a finished verification: deletes its stored tokens.
     Ack {
@@ -130,12 +215,22 @@ enum Command {
     Purge,
     /// Runs the whole flow against a mock OP started in this process.
     #[cfg(feature = "demo")]
+    #[command(after_help = DEMO_HELP)]
     Demo {
-        /// How long the mock OP "reviews" before approving, in seconds.
+        /// How long the mock OP "reviews" before deciding, in seconds.
         #[arg(long, default_value_t = 6, value_name = "SECONDS")]
         review_time: u64,
+        /// The mock OP denies after its review (exit 3).
+        #[arg(long, conflicts_with_all = ["expire", "no_decision"])]
+        deny: bool,
+        /// The mock OP lets the verification expire after its review (exit 4).
+        #[arg(long, conflicts_with = "no_decision")]
+        expire: bool,
+        /// The mock OP never decides: dtr's deadline (the review time) passes (exit 5).
+        #[arg(long)]
+        no_decision: bool,
         /// Which draft the mock OP and dtr speak (`oidc` or `ietf`).
-        #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf")]
+        #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf", value_parser = settings::parse_draft)]
         draft: Option<crate::lib_api::Profile>,
         /// Use the device flow (implies `--draft ietf`).
         #[arg(long)]
@@ -145,31 +240,33 @@ enum Command {
 
 /// The options of `dtr verify`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = VERIFY_HELP)]
 struct VerifyArgs {
     #[command(flatten)]
     client: ClientArgs,
     #[command(flatten)]
     request: RequestArgs,
     /// Do not open a browser; only print the URL.
-    #[arg(long, env = "DTR_NO_BROWSER")]
+    #[arg(long, env = "DTR_NO_BROWSER", help_heading = FLOW)]
     no_browser: bool,
     /// Return once the OP accepted the request (exit 7); `dtr wait` later.
-    #[arg(long)]
+    #[arg(long, help_heading = FLOW)]
     no_wait: bool,
     /// Delete the stored tokens once printed.
-    #[arg(long)]
+    #[arg(long, help_heading = FLOW)]
     ack: bool,
     /// Use the device flow (RFC 8628, with the IETF draft's
     /// completion_mode=deferred): print a code to enter at the OP on any
     /// device, for machines without a browser.
-    #[arg(long, env = "DTR_DEVICE")]
+    #[arg(long, env = "DTR_DEVICE", help_heading = FLOW)]
     device: bool,
     /// How long the browser step may take, in seconds.
     #[arg(
         long,
         env = "DTR_LOGIN_TIMEOUT",
         default_value_t = 1800,
-        value_name = "SECONDS"
+        value_name = "SECONDS",
+        help_heading = FLOW
     )]
     login_timeout: u64,
 }
@@ -205,7 +302,11 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         live: !cli.quiet && terminal_ok && std::io::stderr().is_terminal(),
         quiet: cli.quiet,
         json: cli.json || !std::io::stdout().is_terminal(),
+        colour_out: display::colour_wanted(std::io::stdout().is_terminal()),
+        colour_err: display::colour_wanted(std::io::stderr().is_terminal()),
     };
+    let can_open =
+        std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && has_display();
     let state_flag = cli
         .state_dir
         .as_ref()
@@ -226,16 +327,14 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             let (config, _) = ConfigFile::load(cli.config.as_deref())?;
             let (profile_name, profile) = config.profile(cli.profile.as_deref())?;
             let settings = settings::merge(&client, &request, profile)?;
-            let open = !no_browser
-                && std::io::stdin().is_terminal()
-                && std::io::stderr().is_terminal()
-                && has_display();
+            let open = !no_browser && can_open;
             let opts = WaitOpts {
                 no_wait,
                 ack,
                 login_timeout: Duration::from_secs(login_timeout),
                 state_flag,
                 device,
+                open_browser: open,
             };
             flow::verify(
                 ui,
@@ -254,6 +353,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 login_timeout: Duration::ZERO,
                 state_flag,
                 device: false,
+                open_browser: can_open,
             };
             flow::wait(ui, &state, id.as_deref(), latest, &opts).await
         }
@@ -262,20 +362,47 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Cancel {
             id,
             cancel_endpoint,
-        } => flow::cancel(ui, &state, &id, cancel_endpoint).await,
+            local_only,
+        } => flow::cancel(ui, &state, &id, cancel_endpoint, local_only).await,
+        Command::Userinfo { id, latest } => flow::userinfo(ui, &state, id.as_deref(), latest).await,
         Command::Ack { id } => flow::ack(ui, &state, &id).await,
         Command::Purge => flow::purge(ui, &state),
         #[cfg(feature = "demo")]
         Command::Demo {
             review_time,
+            deny,
+            expire,
+            no_decision,
             draft,
             device,
-        } => demo::run(ui, Duration::from_secs(review_time), draft, device).await,
+        } => {
+            let decision = if deny {
+                demo::Decision::Deny
+            } else if expire {
+                demo::Decision::Expire
+            } else if no_decision {
+                demo::Decision::None
+            } else {
+                demo::Decision::Approve
+            };
+            demo::run(
+                ui,
+                Duration::from_secs(review_time),
+                decision,
+                draft,
+                device,
+            )
+            .await
+        }
     }
 }
 
-/// Whether a graphical browser could show up.
+/// Whether a browser could show up: `BROWSER` names one, or (on Linux and
+/// the BSDs) there is a graphical display.
 fn has_display() -> bool {
+    if std::env::var_os("BROWSER").is_some_and(|b| !b.is_empty()) {
+        return true;
+    }
     if cfg!(target_os = "linux") || cfg!(target_os = "freebsd") {
         std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
     } else {
@@ -284,7 +411,7 @@ fn has_display() -> bool {
 }
 
 /// Quotes a path for a copy-pasteable shell hint.
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
     {

@@ -17,6 +17,7 @@ use crate::state::{AuthSpec, ClientSpec};
 
 /// Who the client is and how it authenticates.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Client")]
 pub(crate) struct ClientArgs {
     /// The OP's issuer URL (discovery runs on it).
     #[arg(long, env = "DTR_ISSUER", value_name = "URL")]
@@ -49,9 +50,22 @@ pub(crate) struct ClientArgs {
     /// Which Deferred Token Response draft to speak: `oidc` (OpenID
     /// Connect: deferred_code) or `ietf` (IETF OAuth: completion_mode=deferred
     /// on the token request). Default: what the OP's metadata advertises
-    /// (oidc when both).
-    #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf")]
+    /// (oidc when both). Not a config profile (that is --profile).
+    #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf", value_parser = parse_draft)]
     pub draft: Option<crate::lib_api::Profile>,
+}
+
+/// The Deferred Token Response draft named by `--draft`, `DTR_DRAFT` or a
+/// config profile's `draft` (not to be confused with a config profile).
+pub(crate) fn parse_draft(s: &str) -> Result<crate::lib_api::Profile, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "oidc" => Ok(crate::lib_api::Profile::Oidc),
+        "ietf" => Ok(crate::lib_api::Profile::Ietf),
+        other => Err(format!(
+            "unknown draft `{}`: expected `oidc` (OpenID Connect, deferred_code) or `ietf` (IETF OAuth, completion_mode=deferred)",
+            crate::error::one_line(other)
+        )),
+    }
 }
 
 /// The `response_mode` of the authorization request.
@@ -66,6 +80,7 @@ pub(crate) enum Mode {
 
 /// What the verification asks for.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Request")]
 pub(crate) struct RequestArgs {
     /// Scopes to request besides `openid` (space-separated).
     #[arg(long, env = "DTR_SCOPE")]
@@ -80,7 +95,8 @@ pub(crate) struct RequestArgs {
         long,
         env = "DTR_VERIFIED_CLAIMS",
         value_name = "CLAIM[,CLAIM...]",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = ASSURANCE
     )]
     pub verified_claims: Vec<String>,
     /// Trust frameworks the verification may be done under (repeat it, or
@@ -89,19 +105,31 @@ pub(crate) struct RequestArgs {
         long,
         env = "DTR_TRUST_FRAMEWORK",
         value_name = "TF",
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = ASSURANCE
     )]
     pub trust_framework: Vec<String>,
     /// The assurance level asked for; with --verified-claims.
-    #[arg(long, env = "DTR_ASSURANCE_LEVEL", value_name = "L")]
+    #[arg(long, env = "DTR_ASSURANCE_LEVEL", value_name = "L", help_heading = ASSURANCE)]
     pub assurance_level: Option<String>,
     /// The oldest verification accepted, in seconds; with --verified-claims.
-    #[arg(long, env = "DTR_VERIFICATION_MAX_AGE", value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "DTR_VERIFICATION_MAX_AGE",
+        value_name = "SECONDS",
+        help_heading = ASSURANCE
+    )]
     pub verification_max_age: Option<u64>,
     /// Evidence types accepted (document, electronic_record, vouch,
     /// electronic_signature; repeat it, or a comma list); with
     /// --verified-claims.
-    #[arg(long, env = "DTR_EVIDENCE", value_name = "TYPE", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "DTR_EVIDENCE",
+        value_name = "TYPE",
+        value_delimiter = ',',
+        help_heading = ASSURANCE
+    )]
     pub evidence: Vec<String>,
     /// `acr_values` (space-separated, preferred first).
     #[arg(long, env = "DTR_ACR_VALUES")]
@@ -168,6 +196,9 @@ impl StringList {
         }
     }
 }
+
+/// The help heading of the identity-assurance options.
+const ASSURANCE: &str = "Identity assurance (exit 8 when not delivered)";
 
 /// The identity-assurance options (`--verified-claims` and its companions).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -294,7 +325,12 @@ impl ConfigFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 return Ok((ConfigFile::default(), None));
             }
-            Err(e) => return Err(io(format!("reading the config file {}", path.display()), e)),
+            Err(e) => {
+                return Err(CliError::usage(
+                    format!("cannot read the config file {}: {e}", path.display()),
+                    "check --config (DTR_CONFIG): the file must exist and be readable by you",
+                ));
+            }
         };
         let cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
             CliError::usage(
@@ -414,9 +450,9 @@ pub(crate) fn merge(
     let dpop = !c.no_dpop && p.dpop.unwrap_or(true);
     let draft = match (c.draft, p.draft) {
         (Some(d), _) => Some(d),
-        (None, Some(text)) => Some(text.parse().map_err(|e: String| {
+        (None, Some(text)) => Some(parse_draft(&text).map_err(|e| {
             CliError::usage(
-                format!("`draft` in the profile: {e}"),
+                format!("`draft` in the config profile: {e}"),
                 "set draft = \"oidc\" or draft = \"ietf\"",
             )
         })?),
@@ -507,13 +543,36 @@ fn toml_to_json(name: &str, v: toml::Value) -> Result<serde_json::Value, CliErro
 }
 
 /// Reads a secret file: the whole file, without the trailing newline.
+/// A file that other users may read (group or world bits, on Unix) is
+/// refused: the secret may already be known to them.
 fn read_secret(path: &Path, what: &str, flag: &str) -> Result<String, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let cannot = |e: std::io::Error| {
         CliError::usage(
             format!("cannot read the {what} file {}: {e}", path.display()),
             format!("check {flag}: the file must exist and be readable by you"),
         )
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(cannot)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(CliError::usage(
+                format!(
+                    "the {what} file {} may be read by other users (mode {:o}): refusing to use it",
+                    path.display(),
+                    mode & 0o777
+                ),
+                format!(
+                    "run `chmod 600 {}`, and replace the {what} if others may have read it",
+                    crate::shell_quote(&path.display().to_string())
+                ),
+            ));
+        }
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(cannot)?;
     let trimmed = text.trim_end_matches(['\r', '\n']).to_owned();
     if trimmed.is_empty() {
         return Err(CliError::usage(

@@ -268,11 +268,12 @@ impl StateDir {
         self.root.join(STORES).join(name)
     }
 
-    /// Opens (or creates) a verification's sealed store.
+    /// Opens (or creates) a verification's sealed store, owner-only (mode
+    /// 0600 on Unix, whatever the umask).
     pub(crate) fn open_store(&self, name: &str) -> Result<FileStore, CliError> {
         let sealer = self.sealer()?;
         let path = self.store_path(name);
-        FileStore::open_with_sealer(&path, sealer).map_err(|e| match e {
+        let store = FileStore::open_with_sealer(&path, sealer).map_err(|e| match e {
             StoreError::Locked { .. } => CliError::runtime(
                 format!("{} is in use by another dtr process", path.display()),
                 "wait for that `dtr verify`/`dtr wait` to end, or stop it with Ctrl-C",
@@ -288,7 +289,16 @@ impl StateDir {
                 format!("opening {}: {other}", path.display()),
                 "check the state directory; `dtr purge` removes finished verifications",
             ),
-        })
+        })?;
+        // The file is in a 0700 directory from its creation on; its own
+        // mode is narrowed too, for copies and backups of the directory.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(|e| io(format!("restricting {}", path.display()), e))?;
+        }
+        Ok(store)
     }
 
     /// Deletes a store file (ignoring a missing one).
@@ -325,10 +335,14 @@ impl StateDir {
     ) -> Result<T, CliError> {
         self.ensure()?;
         let lock_path = self.root.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut lock_opts = OpenOptions::new();
+        lock_opts.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            lock_opts.mode(0o600);
+        }
+        let lock = lock_opts
             .open(&lock_path)
             .map_err(|e| io(format!("opening {}", lock_path.display()), e))?;
         lock.lock()

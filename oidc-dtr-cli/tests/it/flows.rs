@@ -4,7 +4,7 @@ use crate::support::*;
 
 /// Starts `dtr verify`, plays the browser, and returns once dtr says the
 /// verification is pending (with its short id).
-async fn started(env: &Env, extra: &[&str]) -> (Running, String) {
+pub(crate) async fn started(env: &Env, extra: &[&str]) -> (Running, String) {
     let mut run = env.verify(extra);
     let url = run.auth_url().await;
     assert_eq!(play_browser(&env.op, &url).await, 200);
@@ -251,6 +251,10 @@ async fn confidential_client_from_a_profile_with_a_secret_file() {
     let env = Env::new(|_| {}).await;
     let secret = env.dir.path().join("secret");
     std::fs::write(&secret, format!("{}\n", MockOp::CLIENT_SECRET)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let config = env.dir.path().join("dtr.toml");
     std::fs::write(
         &config,
@@ -464,8 +468,8 @@ async fn verified_claims_the_op_got_wrong_are_refused_but_the_tokens_are_kept() 
     run.line_with("OP: ").await;
     env.op.approve(&env.the_auth().deferred_auth_id);
     let done = run.finish().await;
-    // The ID token is valid: the verification succeeded, the identity is not verified.
-    assert_eq!(done.code, Some(0), "{done:?}");
+    // The ID token is valid, the identity is not verified: exit 8.
+    assert_eq!(done.code, Some(8), "{done:?}");
     let out = done.json();
     assert_eq!(out["status"], "tokens");
     assert!(out["access_token"].as_str().is_some_and(|t| !t.is_empty()));
@@ -477,7 +481,8 @@ async fn verified_claims_the_op_got_wrong_are_refused_but_the_tokens_are_kept() 
         "{err}"
     );
 
-    let human = show_in_terminal(&env, &id).await;
+    let (code, human) = in_terminal(&env, &["show", &id], &[("TERM", "dumb")]).await;
+    assert_eq!(code, 8, "{human}");
     assert!(
         human.contains(
             "verified claims REFUSED: verified_claims[0]: trust_framework `xx_unrequested`"

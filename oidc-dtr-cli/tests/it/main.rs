@@ -10,3 +10,5 @@ mod support;
 mod flows;
 #[cfg(unix)]
 mod pty;
+#[cfg(unix)]
+mod ux;

@@ -35,8 +35,18 @@ async fn progress_is_live_in_a_terminal() {
         session.exp_string("deadline").unwrap();
     });
     env.op.approve(&env.the_auth().deferred_auth_id);
-    let (before, _) =
-        tokio::task::block_in_place(|| session.exp_regex("Verified: the OP approved").unwrap());
+    let before = tokio::task::block_in_place(|| {
+        session
+            .exp_string("the OP approved and the ID token was validated")
+            .unwrap()
+    });
+    // The status word is green on a terminal.
+    assert!(
+        before.ends_with("\x1b[1;32mVerified\x1b[0m: "),
+        "{before:?}"
+    );
+    // The live line: the times first, the OP's text last.
+    assert!(before.contains("elapsed "), "{before:?}");
     // The spinner redraws in place (carriage returns / escape sequences).
     assert!(before.contains('\r') || before.contains('\x1b'));
     let rest = tokio::task::block_in_place(|| session.exp_eof().unwrap());
@@ -47,4 +57,93 @@ async fn progress_is_live_in_a_terminal() {
         matches!(status, rexpect::process::wait::WaitStatus::Exited(_, 0)),
         "{status:?}"
     );
+}
+
+/// A `BROWSER` that records the URLs it is asked to open.
+fn recording_browser(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("opened.txt");
+    let script = dir.join("browser.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1\" >> '{}'\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interaction_uris_are_shown_and_opened_in_the_browser() {
+    const CONTINUE: &str = "https://op.example/continue/abc";
+    let env = Env::new(|c| c.profiles = OpProfiles::Ietf).await;
+    let (script, log) = recording_browser(env.dir.path());
+    let opened = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Without a terminal: printed, never opened.
+    let mut c = env.dtr();
+    c.env("BROWSER", &script).args([
+        "verify",
+        "--issuer",
+        env.op.issuer(),
+        "--client-id",
+        MockOp::PUBLIC_CLIENT_ID,
+        "--draft",
+        "ietf",
+    ]);
+    let mut run = Running::spawn(c);
+    let url = run.auth_url().await;
+    assert_eq!(play_browser(&env.op, &url).await, 200);
+    run.line_with("is pending").await;
+    env.op
+        .set_interaction(&env.the_auth().deferred_auth_id, Some(CONTINUE));
+    run.line_with("The OP needs you at this URL").await;
+    run.line_with(CONTINUE).await;
+    env.op.approve(&env.the_auth().deferred_auth_id);
+    assert_eq!(run.finish().await.code, Some(0));
+    assert_eq!(opened(), "", "nothing is opened without a terminal");
+
+    // In a terminal with a BROWSER: the authorization URL, then the
+    // interaction URI, are opened.
+    let env = Env::new(|c| c.profiles = OpProfiles::Ietf).await;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dtr"));
+    cmd.env("DTR_STATE_DIR", env.state_dir())
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env("TERM", "xterm")
+        .env("BROWSER", &script)
+        .args([
+            "verify",
+            "--issuer",
+            env.op.issuer(),
+            "--client-id",
+            MockOp::PUBLIC_CLIENT_ID,
+            "--draft",
+            "ietf",
+        ]);
+    let mut session = rexpect::session::spawn_command(cmd, Some(HANG.as_millis() as u64)).unwrap();
+    let url = tokio::task::block_in_place(|| {
+        session
+            .exp_regex(r"http://127\.0\.0\.1:\d+/authorize\?[^\s]+")
+            .unwrap()
+            .1
+    });
+    tokio::task::block_in_place(|| session.exp_string("(opened in your browser)").unwrap());
+    let url = url::Url::parse(&url).unwrap();
+    assert_eq!(play_browser(&env.op, &url).await, 200);
+    tokio::task::block_in_place(|| session.exp_string("is ").unwrap());
+    while env.op.authentications().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    env.op
+        .set_interaction(&env.the_auth().deferred_auth_id, Some(CONTINUE));
+    tokio::task::block_in_place(|| {
+        session.exp_string("The OP needs you at this URL").unwrap();
+        session.exp_string(CONTINUE).unwrap();
+        session.exp_string("(opened in your browser)").unwrap();
+    });
+    env.op.approve(&env.the_auth().deferred_auth_id);
+    tokio::task::block_in_place(|| session.exp_eof().unwrap());
+    let lines: Vec<String> = opened().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("/authorize?"), "{lines:?}");
+    assert_eq!(lines[1], CONTINUE);
 }

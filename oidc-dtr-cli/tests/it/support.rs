@@ -227,3 +227,56 @@ pub(crate) async fn show_in_terminal(env: &Env, id: &str) -> String {
     .await
     .unwrap()
 }
+
+/// `dtr args...` in a pseudo-terminal (stdin, stdout and stderr), with
+/// `TERM=xterm`, `NO_COLOR` unset unless in `vars`: the exit code and
+/// everything it printed.
+pub(crate) async fn in_terminal(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dtr"));
+    cmd.env("DTR_STATE_DIR", env.state_dir())
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .env_remove("BROWSER")
+        .args(args);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut s = rexpect::session::spawn_command(cmd, Some(HANG.as_millis() as u64)).unwrap();
+        // rexpect hands bytes over as one char each: decode them as UTF-8.
+        let raw = s.exp_eof().unwrap();
+        let out = match raw
+            .chars()
+            .map(u8::try_from)
+            .collect::<Result<Vec<u8>, _>>()
+        {
+            Ok(bytes) => String::from_utf8(bytes).unwrap_or(raw),
+            Err(_) => raw,
+        };
+        match s.process.wait().unwrap() {
+            rexpect::process::wait::WaitStatus::Exited(_, code) => (code, out),
+            other => panic!("{other:?}: {out}"),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// `text` without SGR colour sequences.
+pub(crate) fn strip_sgr(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
