@@ -37,6 +37,7 @@
 mod app;
 pub mod demo;
 mod html;
+mod sessions;
 mod view;
 
 pub use app::{App, AppOptions};
