@@ -2,6 +2,7 @@
 //! end user and a reviewer) in one process.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use oidc_dtr::{DtrClient, client::CancellationConfig};
@@ -28,6 +29,11 @@ pub struct DemoOptions {
     pub expires_in: Duration,
     /// Progress texts the OP answers, one per poll (the last one repeats).
     pub progress_script: Vec<String>,
+    /// Where the app keeps its sessions, their signing key and the
+    /// verifications' states, so that a restart keeps them (`None`: in
+    /// memory only). The mock OP itself keeps nothing: a verification still
+    /// pending at a restart is shown as lost.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -42,6 +48,7 @@ impl Default for DemoOptions {
                 "Your documents are in the review queue".into(),
                 "A reviewer is looking at your documents".into(),
             ],
+            state_dir: None,
         }
     }
 }
@@ -83,10 +90,86 @@ impl Drop for Demo {
     }
 }
 
+/// Why the demo could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// Another program listens on the app's port already.
+    PortInUse {
+        /// The port.
+        port: u16,
+    },
+    /// The app could not listen for another reason.
+    Listen {
+        /// Where it tried.
+        addr: SocketAddr,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The state directory could not be used.
+    StateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The mock OP or the SDK client could not be set up.
+    Setup(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl std::fmt::Display for DemoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DemoError::PortInUse { port } => {
+                write!(f, "port {port} is in use; pick another with --port")
+            }
+            DemoError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            DemoError::StateDir { dir, source } => {
+                write!(
+                    f,
+                    "cannot use the state directory {}: {source}",
+                    dir.display()
+                )
+            }
+            DemoError::Setup(e) => write!(f, "cannot start the demo: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DemoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DemoError::PortInUse { .. } => None,
+            DemoError::Listen { source, .. } | DemoError::StateDir { source, .. } => Some(source),
+            DemoError::Setup(e) => Some(&**e),
+        }
+    }
+}
+
+fn setup(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DemoError {
+    DemoError::Setup(e.into())
+}
+
 /// Starts the mock OP and the app; returns once both listen.
-pub async fn start(options: DemoOptions) -> Result<Demo, Box<dyn std::error::Error + Send + Sync>> {
-    let listener = tokio::net::TcpListener::bind(options.bind).await?;
-    let addr = listener.local_addr()?;
+pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
+    let listener = match tokio::net::TcpListener::bind(options.bind).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(DemoError::PortInUse {
+                port: options.bind.port(),
+            });
+        }
+        Err(source) => {
+            return Err(DemoError::Listen {
+                addr: options.bind,
+                source,
+            });
+        }
+    };
+    let addr = listener.local_addr().map_err(|source| DemoError::Listen {
+        addr: options.bind,
+        source,
+    })?;
     let base = format!("http://{addr}");
     let redirect_uri = format!("{base}/callback");
     let ping_uri = format!("{base}/dtr/ping");
@@ -104,7 +187,8 @@ pub async fn start(options: DemoOptions) -> Result<Demo, Box<dyn std::error::Err
                 .with_notification_endpoint(ping_uri.clone()),
         )
         .start()
-        .await?;
+        .await
+        .map_err(setup)?;
 
     let client = DtrClient::builder()
         .issuer(op.issuer())
@@ -112,15 +196,26 @@ pub async fn start(options: DemoOptions) -> Result<Demo, Box<dyn std::error::Err
         .client_secret(CLIENT_SECRET)
         .redirect_uri(redirect_uri)
         .notification_endpoint(ping_uri)
-        .cancellation(CancellationConfig::new(
-            op.url("/df-authentication/cancel").as_str(),
-        )?)
+        .cancellation(
+            CancellationConfig::new(op.url("/df-authentication/cancel").as_str()).map_err(setup)?,
+        )
         .notified_poll_cadence(Some(options.notified_cadence))
         .build()
-        .await?;
+        .await
+        .map_err(setup)?;
 
-    let app = App::new(client);
-    let router = app.router(AppOptions::new(false));
+    let (app, app_options) = match &options.state_dir {
+        None => (App::new(client), AppOptions::new(false)),
+        Some(dir) => {
+            let state_dir = |source| DemoError::StateDir {
+                dir: dir.clone(),
+                source,
+            };
+            let app = App::with_state_dir(client, dir).await.map_err(state_dir)?;
+            (app, AppOptions::persistent(false, dir).map_err(state_dir)?)
+        }
+    };
+    let router = app.router(app_options);
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "the app's server stopped");

@@ -95,36 +95,44 @@ pub(crate) fn status_inner(view: &View, csrf: &str) -> String {
                 let _ = write!(s, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(v));
             }
             s.push_str("</dl>");
+            s.push_str(&next_steps(csrf, "Verify again"));
             s
         }
         View::Denied { reason } => format!(
             "<h2>Verification denied</h2><p>The provider could not verify your identity.</p>\
              <p class=\"reason\">Reason: {}</p>{}",
             escape(reason.as_deref().unwrap_or("none given")),
-            again(csrf)
+            next_steps(csrf, "Try again")
         ),
         View::Expired { reason } => format!(
             "<h2>Verification expired</h2><p class=\"reason\">{}</p>{}",
             escape(reason),
-            again(csrf)
+            next_steps(csrf, "Try again")
         ),
         View::Cancelled => format!(
             "<h2>Verification cancelled</h2><p>You cancelled the verification.</p>{}",
-            again(csrf)
+            next_steps(csrf, "Try again")
         ),
         View::Failed { reason } => format!(
             "<h2>Verification failed</h2><p class=\"reason\">{}</p>{}",
             escape(reason),
-            again(csrf)
+            next_steps(csrf, "Try again")
         ),
     }
 }
 
-fn again(csrf: &str) -> String {
+/// What a user can do once a verification has ended: start another one,
+/// go back to the start, or sign out.
+fn next_steps(csrf: &str, again: &str) -> String {
     format!(
-        "<form method=\"post\" action=\"/verify\">{}\
-         <button type=\"submit\" id=\"verify\">Try again</button></form>",
-        csrf_field(csrf)
+        "<div class=\"next-steps\">\
+         <form method=\"post\" action=\"/verify\">{csrf}\
+         <button type=\"submit\" id=\"verify\">{again}</button></form>\
+         <form method=\"post\" action=\"/signout\">{csrf}\
+         <button type=\"submit\" id=\"sign-out\">Sign out</button></form>\
+         <p><a href=\"/\" id=\"back-to-start\">Back to the start</a></p></div>",
+        csrf = csrf_field(csrf),
+        again = escape(again),
     )
 }
 
@@ -198,6 +206,30 @@ mod tests {
         assert!(!s.contains("<script>"), "{s}");
         assert!(s.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
         assert!(s.contains("value=\"c&quot;sr&lt;f\""), "{s}");
+    }
+
+    #[test]
+    fn every_final_page_offers_a_next_step() {
+        for v in [
+            View::Verified {
+                display_name: "A".into(),
+                claims: vec![],
+            },
+            View::Denied { reason: None },
+            View::Expired { reason: "r".into() },
+            View::Cancelled,
+            View::Failed { reason: "r".into() },
+        ] {
+            let s = status_inner(&v, "t");
+            for what in ["action=\"/verify\"", "action=\"/signout\"", "href=\"/\""] {
+                assert!(s.contains(what), "{} lacks {what}: {s}", v.kind());
+            }
+        }
+        let pending = status_inner(&View::Pending { progress: None }, "t");
+        assert!(
+            !pending.contains("/signout"),
+            "no way out while pending but cancel"
+        );
     }
 
     #[test]

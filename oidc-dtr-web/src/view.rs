@@ -2,8 +2,31 @@
 
 use oidc_dtr::Outcome;
 
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// A Unix time for people: "6 Dec 2026, 10:15 UTC".
+pub(crate) fn human_utc(secs: u64) -> String {
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok());
+    match t {
+        Some(t) => format!(
+            "{} {} {}, {:02}:{:02} UTC",
+            t.day(),
+            MONTHS[usize::from(u8::from(t.month())) - 1],
+            t.year(),
+            t.hour(),
+            t.minute()
+        ),
+        None => format!("{secs} (Unix time)"),
+    }
+}
+
 /// The state of one verification, as its pages show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum View {
     /// The OP is still deciding.
@@ -76,10 +99,7 @@ impl View {
                     }
                 }
                 if let Some(t) = c.auth_time() {
-                    claims.push((
-                        "Authenticated at (Unix time)".to_owned(),
-                        t.as_secs().to_string(),
-                    ));
+                    claims.push(("Authenticated at".to_owned(), human_utc(t.as_secs())));
                 }
                 View::Verified {
                     display_name: c.name().unwrap_or(c.subject()).to_owned(),
@@ -103,5 +123,18 @@ impl View {
                 reason: "The verification ended unexpectedly.".into(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_utc;
+
+    #[test]
+    fn times_are_shown_as_dates_in_utc() {
+        assert_eq!(human_utc(0), "1 Jan 1970, 00:00 UTC");
+        assert_eq!(human_utc(1_796_538_180), "6 Dec 2026, 06:23 UTC");
+        assert_eq!(human_utc(951_782_400), "29 Feb 2000, 00:00 UTC");
+        assert_eq!(human_utc(u64::MAX), format!("{} (Unix time)", u64::MAX));
     }
 }

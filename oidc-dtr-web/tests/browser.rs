@@ -3,13 +3,16 @@
 //!
 //! User A verifies (query response mode): start → the OP's page → submit →
 //! back on the pending page → an early ping brings a progress text → a
-//! reviewer approves in a second tab → the page shows "verified" without a
-//! reload. The SDK is configured to poll only every 300 s without pings, and
+//! reviewer approves (in a browser of their own) → the page shows
+//! "verified" without a reload. The SDK is configured to poll only every 300 s without pings, and
 //! the OP's request log shows exactly one poll per ping, the successful one
 //! after the reviewer's decision: only the ping can have caused it.
 //!
 //! User B (another browser profile, so other cookies; `form_post` mode) is
 //! denied, and never sees A's result (nor A B's).
+//!
+//! Both browsers are 390 px wide (a phone): every page of the app must fit
+//! without horizontal scrolling.
 //!
 //! Without `chromium` and `chromedriver` on PATH (or `CHROMIUM` /
 //! `CHROMEDRIVER` set) the test prints why and passes, except with
@@ -36,6 +39,10 @@ const PATIENCE: Duration = Duration::from_secs(20);
 const CADENCE: Duration = Duration::from_secs(300);
 const GRANT_DEFERRED: &str = "urn:openid:params:grant-type:deferred";
 const PROGRESS: &str = "Your documents are in the review queue";
+const DENIAL: &str =
+    "Document expired (reference DOC-2026-7F3A9C2E1B5D4F6A8C0E2B4D6F8A0C2E4A6B8D0F)";
+/// The browsers' width: a phone's.
+const WIDTH: u32 = 390;
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -90,8 +97,14 @@ async fn start_driver(chromedriver: &Path) -> Result<Driver, BoxError> {
     Err("chromedriver did not start listening".into())
 }
 
-async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Result<Client, BoxError> {
-    let caps = json!({
+/// A browser with its own profile; `phone`: a 390 px wide viewport.
+async fn browser(
+    driver: &Driver,
+    chromium: &Path,
+    profile: &Path,
+    phone: bool,
+) -> Result<Client, BoxError> {
+    let mut caps = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
             "binary": chromium,
@@ -108,6 +121,12 @@ async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Result<Cli
             ],
         },
     });
+    if phone {
+        // A phone's viewport (a desktop window cannot be made this narrow).
+        caps["goog:chromeOptions"]["mobileEmulation"] = json!({
+            "deviceMetrics": { "width": WIDTH, "height": 844, "pixelRatio": 1.0 },
+        });
+    }
     let Value::Object(caps) = caps else {
         unreachable!()
     };
@@ -161,6 +180,33 @@ async fn wait_for(c: &Client, css: &str) -> Result<fantoccini::elements::Element
         .map_err(|e| format!("waiting for `{css}`: {e}"))?)
 }
 
+/// Checks that the page fits the viewport: no horizontal scrolling.
+async fn fits(c: &Client, what: &str) -> Result<(), BoxError> {
+    let v = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await?;
+    let (scroll, inner) = match v.as_array().map(Vec::as_slice) {
+        Some([a, b]) => (a.as_u64().unwrap_or(u64::MAX), b.as_u64().unwrap_or(0)),
+        _ => return Err(format!("unexpected widths: {v}").into()),
+    };
+    // A phone zooms out to show a page wider than its screen: the layout
+    // viewport then grows past WIDTH. That is an overflow too.
+    if inner != u64::from(WIDTH) {
+        return Err(format!(
+            "{what}: the viewport is {inner} px wide, not {WIDTH} (a page too wide for \
+             the phone, or no phone emulation)"
+        )
+        .into());
+    }
+    if scroll > inner {
+        return Err(format!("{what}: {scroll} px wide in a {inner} px viewport").into());
+    }
+    Ok(())
+}
+
 async fn text_of(c: &Client, css: &str) -> Result<String, BoxError> {
     Ok(c.find(Locator::Css(css)).await?.text().await?)
 }
@@ -169,6 +215,7 @@ async fn text_of(c: &Client, css: &str) -> Result<String, BoxError> {
 /// ends on the pending page.
 async fn verify_as(c: &Client, demo: &Demo, name: &str, form_post: bool) -> Result<(), BoxError> {
     c.goto(&demo.url()).await?;
+    fits(c, "the start page").await?;
     if form_post {
         c.find(Locator::Css("details summary"))
             .await?
@@ -195,15 +242,13 @@ async fn verify_as(c: &Client, demo: &Demo, name: &str, form_post: bool) -> Resu
     if here.path() != "/verification" || here.query().is_some() {
         return Err(format!("expected the pending page, got {here}").into());
     }
+    fits(c, "the pending page").await?;
     Ok(())
 }
 
-/// As the reviewer, in a new tab of `c`: decides on the verification of the
-/// user who typed `name`, then goes back to the first tab.
+/// As the reviewer (in the reviewer's own browser `c`): decides on the
+/// verification of the user who typed `name`.
 async fn review(c: &Client, demo: &Demo, name: &str, deny: Option<&str>) -> Result<(), BoxError> {
-    let first = c.window().await?;
-    let tab = c.new_window(true).await?;
-    c.switch_to_window(tab.handle).await?;
     c.goto(&demo.review_url()).await?;
     let row = format!("tr[data-name=\"{name}\"]");
     wait_for(c, &row).await?;
@@ -225,7 +270,6 @@ async fn review(c: &Client, demo: &Demo, name: &str, deny: Option<&str>) -> Resu
         }
     }
     wait_for(c, "#review-result").await?;
-    c.switch_to_window(first).await?;
     Ok(())
 }
 
@@ -274,7 +318,7 @@ async fn still_same_document(c: &Client) -> Result<bool, BoxError> {
 
 // --------------------------------------------------------------- scenario
 
-async fn scenario(demo: &Demo, a: &Client, b: &Client) -> Result<(), BoxError> {
+async fn scenario(demo: &Demo, a: &Client, b: &Client, r: &Client) -> Result<(), BoxError> {
     // ---- user A: verify, live progress, approval by ping.
     verify_as(a, demo, "Ada Lovelace", false).await?;
     let id_a = new_auth(&demo.op, &[])?;
@@ -295,12 +339,13 @@ async fn scenario(demo: &Demo, a: &Client, b: &Client) -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("waiting for the progress text: {e}"))?;
 
-    review(a, demo, "Ada Lovelace", None).await?;
+    review(r, demo, "Ada Lovelace", None).await?;
     wait_for(a, "#status[data-state=\"verified\"]").await?;
     let shown = text_of(a, "#status").await?;
     if !shown.contains("Verified as Ada Lovelace") {
         return Err(format!("A's page says: {shown}").into());
     }
+    fits(a, "the verified page").await?;
     if !still_same_document(a).await? {
         return Err("A's page was reloaded; it should have updated in place".into());
     }
@@ -361,11 +406,17 @@ async fn scenario(demo: &Demo, a: &Client, b: &Client) -> Result<(), BoxError> {
             format!("B without a verification should land on the start page, got {here}").into(),
         );
     }
+    fits(b, "the start page").await?;
+    // An error page.
+    b.goto(&format!("{}callback", demo.url())).await?;
+    wait_for(b, "main h1").await?;
+    fits(b, "an error page").await?;
     // B starts once and cancels (the page's button; the OP is told).
     verify_as(b, demo, "Grace B. Hopper", false).await?;
     let id_cancelled = new_auth(&demo.op, std::slice::from_ref(&id_a))?;
     b.find(Locator::Id("cancel")).await?.click().await?;
     wait_for(b, "#status[data-state=\"cancelled\"]").await?;
+    fits(b, "the cancelled page").await?;
     let at_op = demo.op.authentication(&id_cancelled).map(|s| s.state);
     if at_op != Some(AuthState::Cancelled) {
         return Err(format!("the OP was not told of the cancellation: {at_op:?}").into());
@@ -378,12 +429,15 @@ async fn scenario(demo: &Demo, a: &Client, b: &Client) -> Result<(), BoxError> {
     if before.contains("Ada") || before.contains("Verified") {
         return Err(format!("B sees A's result: {before}").into());
     }
-    review(b, demo, "Grace Hopper", Some("Document expired")).await?;
+    // A long unbroken value (a document reference) must wrap, not widen the
+    // page.
+    review(r, demo, "Grace Hopper", Some(DENIAL)).await?;
     wait_for(b, "#status[data-state=\"denied\"]").await?;
     let shown = text_of(b, "#status").await?;
     if !shown.contains("Document expired") {
         return Err(format!("B's page says: {shown}").into());
     }
+    fits(b, "the denied page").await?;
     let log = demo.op.requests();
     let polls = polls_of(&log, &id_b);
     let decided = decision_of(&log, &id_b).ok_or("no decision on B in the OP's log")?;
@@ -409,6 +463,7 @@ async fn scenario(demo: &Demo, a: &Client, b: &Client) -> Result<(), BoxError> {
     if !a_source.contains("Ada Lovelace") {
         return Err("A's page lost A's result after a reload".into());
     }
+    fits(a, "the verified page, reloaded").await?;
     Ok(())
 }
 
@@ -438,20 +493,26 @@ async fn verification_updates_live_in_a_real_browser() {
         .expect("chromedriver starts");
     let profile_a = tempfile::tempdir().expect("a temporary directory");
     let profile_b = tempfile::tempdir().expect("a temporary directory");
-    let a = browser(&driver, &chromium, profile_a.path())
+    let profile_r = tempfile::tempdir().expect("a temporary directory");
+    let a = browser(&driver, &chromium, profile_a.path(), true)
         .await
         .expect("browser A starts");
-    let b = browser(&driver, &chromium, profile_b.path())
+    let b = browser(&driver, &chromium, profile_b.path(), true)
         .await
         .expect("browser B starts");
+    // The reviewer, at the OP, on a desktop.
+    let r = browser(&driver, &chromium, profile_r.path(), false)
+        .await
+        .expect("the reviewer's browser starts");
 
-    let result = scenario(&demo, &a, &b).await;
+    let result = scenario(&demo, &a, &b, &r).await;
     if let Err(e) = &result {
         eprintln!("browser scenario failed: {e}; saving artifacts");
-        save_artifacts(&[("user-a", &a), ("user-b", &b)]).await;
+        save_artifacts(&[("user-a", &a), ("user-b", &b), ("reviewer", &r)]).await;
     }
     let _ = a.close().await;
     let _ = b.close().await;
+    let _ = r.close().await;
     drop(driver);
     demo.shutdown().await;
     if let Err(e) = result {
