@@ -114,7 +114,11 @@ mod time;
 struct ReadmeDoctests;
 
 // The client facade.
-pub use client::{AuthHandle, DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClient, DtrClientBuilder};
+pub use client::{
+    AuthHandle, DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClient, DtrClientBuilder,
+    FAPI2_ALGORITHMS, SecurityProfile,
+};
+pub use proto::request_object::{DEFAULT_REQUEST_OBJECT_LIFETIME, MAX_REQUEST_OBJECT_LIFETIME};
 
 // Authentication request, callback, exchange, tokens.
 pub use proto::authorize::{
@@ -178,7 +182,7 @@ pub use store::{PostgresOptions, PostgresStore};
 // Errors.
 pub use error::{
     CallbackError, ConfigError, DiscoveryError, Error, ErrorCode, HttpError, LiveAuthentication,
-    NotCancelledReason, OAuthError, ResponseError, RetryAfter, SharedError, StoreError,
+    NotCancelledReason, OAuthError, ParError, ResponseError, RetryAfter, SharedError, StoreError,
     TransportErrorKind, ValidationError, WaitError,
 };
 
@@ -259,6 +263,8 @@ pub mod __fuzz {
             created_at: crate::UnixTime::from_secs(1),
             claims_request: None,
             completion_mode_hint: false,
+            request_uri_expires_at: None,
+            dpop_key: None,
         };
         crate::proto::callback::validate(
             &pending,

@@ -2,12 +2,15 @@
 
 mod back_channel;
 mod builder;
+mod fapi;
 mod handle;
 mod ietf;
+mod par;
 mod userinfo;
 mod validation;
 
 pub use builder::{DEFAULT_NOTIFIED_CADENCE, DpopConfig, DtrClientBuilder};
+pub use fapi::{FAPI2_ALGORITHMS, SecurityProfile};
 pub use handle::AuthHandle;
 
 use std::collections::HashMap;
@@ -125,6 +128,12 @@ pub(crate) struct ClientInner {
     pub(crate) driver: DriverHandle<TokenSet>,
     /// Set when the store is shared by a fleet of instances.
     pub(crate) fleet: Option<Arc<crate::engine::fleet::Fleet>>,
+    /// Whether authorization requests are pushed (PAR, RFC 9126).
+    pub(crate) push_requests: bool,
+    /// The key that signs request objects (JAR), and their lifetime.
+    pub(crate) request_object: Option<(crate::jose::SigningKey, std::time::Duration)>,
+    /// FAPI 2.0 mode (run-time checks: `iss` required, ...).
+    pub(crate) fapi2: bool,
 }
 
 impl fmt::Debug for DtrClient {
@@ -175,12 +184,27 @@ impl DtrClient {
         self.inner.profile
     }
 
+    /// Whether authorization requests are pushed (PAR, RFC 9126): set on
+    /// the builder, by FAPI 2.0 mode, or by the OP's
+    /// `require_pushed_authorization_requests`.
+    pub fn pushes_requests(&self) -> bool {
+        self.inner.push_requests
+    }
+
     /// The notification endpoint, when pings are wanted.
     pub fn notification_endpoint(&self) -> Option<&Url> {
         self.inner.notification_endpoint.as_ref()
     }
 
-    /// Starts an Authentication Request.
+    /// Starts an Authentication Request. Finish it with
+    /// [`build`](AuthorizationRequestBuilder::build) (the URL at once), or,
+    /// when the client pushes its requests (PAR: the builder's
+    /// [`pushed_authorization_requests`](DtrClientBuilder::pushed_authorization_requests),
+    /// [`fapi2`](DtrClientBuilder::fapi2), or an OP that requires it; see
+    /// [`pushes_requests`](Self::pushes_requests)), with
+    /// [`push`](AuthorizationRequestBuilder::push)`.await`;
+    /// [`build_or_push`](AuthorizationRequestBuilder::build_or_push)`.await`
+    /// does whichever applies.
     pub fn authorize(&self) -> AuthorizationRequestBuilder<'_> {
         let inner = &self.inner;
         AuthorizationRequestBuilder::new(AuthorizeContext {
@@ -191,6 +215,10 @@ impl DtrClient {
             now: inner.clock.now(),
             profile: inner.profile,
             completion_mode_hint: inner.completion_mode_hint,
+            par_required: inner.push_requests,
+            pusher: Some(inner.as_ref()),
+            request_object: inner.request_object.as_ref().map(|(k, l)| (k, *l)),
+            dpop_algorithm: inner.uses_dpop().then_some(inner.dpop.algorithm),
         })
     }
 
@@ -227,7 +255,8 @@ impl DtrClient {
             callback::Expect {
                 issuer: &md.issuer,
                 client_id: &self.inner.client_id,
-                iss_required: md.authorization_response_iss_parameter_supported,
+                // FAPI 2.0 §5.3.2.2: the `iss` of RFC 9207 is required.
+                iss_required: md.authorization_response_iss_parameter_supported || self.inner.fapi2,
                 mode,
             },
         );
@@ -255,7 +284,9 @@ impl DtrClient {
     /// is kept.
     ///
     /// When DPoP is in use (by default for public clients), a fresh key is
-    /// generated for this authentication process and kept in the result.
+    /// generated for this authentication process and kept in the result;
+    /// after a DPoP-bound pushed request, the key its `dpop_jkt` named
+    /// (kept in the [`PendingAuthorization`]) is used instead.
     ///
     /// The authentication is then handed to the poll engine: get its
     /// outcome with [`wait`](Self::wait) or [`subscribe`](Self::subscribe).
@@ -275,7 +306,7 @@ impl DtrClient {
     /// the store ([`pending_count`](Self::pending_count), events from
     /// [`subscribe`](Self::subscribe)); its outcome is delivered as usual.
     pub async fn exchange(&self, ack: Acknowledgment) -> Result<DeferredAuthentication, Error> {
-        let key = self.inner.new_dpop_key()?;
+        let key = self.inner.flow_dpop_key(&ack.pending)?;
         let span = exchange_span(&ack);
         self.exchange_inner(ack, key).instrument(span).await
     }
@@ -382,7 +413,7 @@ impl DtrClient {
             ),
         ];
         // A DPoP-bound token from the code flow gets its own fresh key.
-        let dpop_key = inner.new_dpop_key()?;
+        let dpop_key = inner.flow_dpop_key(&code.pending)?;
         let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
         let ctx = ValidationContext::from(&code);
         let origin = crate::proto::exchange::IetfOrigin::from(&code.pending);
@@ -977,6 +1008,19 @@ impl ClientInner {
     /// Whether requests of this client carry DPoP proofs.
     pub(crate) fn uses_dpop(&self) -> bool {
         self.dpop.enabled.unwrap_or(self.auth.is_public())
+    }
+
+    /// The DPoP key of the token requests of a flow: the key a pushed
+    /// request bound its code to (`dpop_jkt`, RFC 9449 §10), else a fresh
+    /// one when DPoP is on.
+    pub(crate) fn flow_dpop_key(
+        &self,
+        pending: &PendingAuthorization,
+    ) -> Result<Option<DpopKey>, Error> {
+        match &pending.dpop_key {
+            Some(k) => Ok(Some((**k).clone())),
+            None => self.new_dpop_key(),
+        }
     }
 
     /// A fresh DPoP key for a new authentication process, when DPoP is on.
