@@ -89,6 +89,8 @@ pub(crate) struct CodeRecord {
     pub used: bool,
     /// The authorization request carried `completion_mode=deferred`.
     pub completion_mode_hint: bool,
+    /// The `dpop_jkt` of the request (RFC 9449 §10): the code is bound to it.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Who authenticated and what was asked: the input of an ID token.
@@ -168,6 +170,8 @@ pub(crate) struct OpState {
     pub devices: HashMap<String, super::device::DeviceRecord>,
     /// Deferred polls in flight and their timing, per id.
     pub flights: Flights,
+    /// Pushed authorization requests (RFC 9126).
+    pub par: super::par::ParState,
 }
 
 /// The OP's side of single flight and the floor, per `deferred_auth_id`
@@ -379,6 +383,7 @@ impl OpState {
             }
             md["revocation_endpoint_token_type_values_supported"] = json!(types);
         }
+        super::par::advertise(self, &mut md);
         md
     }
 
@@ -629,7 +634,10 @@ fn dispatch(
             };
             match parse_params(&raw) {
                 Ok(params) => {
-                    let r = authorize(st, &params);
+                    let r = match super::par::resolve(st, params.clone()) {
+                        Ok(resolved) => authorize(st, &resolved),
+                        Err(r) => r,
+                    };
                     (Endpoint::Authorize, params, r)
                 }
                 Err(name) => (
@@ -657,6 +665,10 @@ fn dispatch(
         (Method::POST, "/device_authorization") if st.config.profiles.ietf() => {
             let (params, r) = crate::device::device_authorization(st, req);
             (Endpoint::DeviceAuthorization, params, r)
+        }
+        (Method::POST, "/par") => {
+            let (params, r) = super::par::endpoint(st, req);
+            (Endpoint::PushedAuthorization, params, r)
         }
         (Method::POST, "/token") => match parse_params(&req.body) {
             Ok(params) => {
@@ -708,7 +720,7 @@ fn html_escape(s: &str) -> String {
 }
 
 /// Sends the browser back to the RP with `params` in the requested mode.
-fn redirect_back(
+pub(crate) fn redirect_back(
     redirect_uri: &str,
     form_post: bool,
     params: &[(&str, String)],
@@ -841,6 +853,7 @@ pub(super) fn authorize(
             created_at: now,
             used: false,
             completion_mode_hint: completion_mode_deferred(params),
+            dpop_jkt: param(params, "dpop_jkt").map(str::to_owned),
         },
     );
     let name = if kind == CodeKind::Deferred {
@@ -927,7 +940,7 @@ fn invalid_dpop(why: &str) -> http::Response<Full<Bytes>> {
 
 /// RFC 9449 §4.3 on a request to `path`: `Ok(None)` without a proof (when
 /// none is required), `Err` with the error answer.
-fn check_dpop(
+pub(crate) fn check_dpop(
     st: &mut OpState,
     req: &Incoming,
     path: &str,
@@ -1021,6 +1034,9 @@ fn token(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Err(r) = super::par::check_code_binding(st, params, proof.as_ref()) {
+        return r;
+    }
     match param(params, "grant_type") {
         Some(GRANT_TYPE_DEFERRED) => match (
             param(params, "deferred_code"),
