@@ -312,7 +312,10 @@ impl DtrClient {
     }
 
     /// [`exchange`](Self::exchange) with a caller-supplied DPoP key (from an
-    /// HSM, say) instead of a generated one.
+    /// HSM, say) instead of a generated one. After a DPoP-bound pushed
+    /// request the code is bound to the key named by `dpop_jkt`: another
+    /// key is refused ([`ConfigError::Invalid`], field `dpop`) before
+    /// anything is sent.
     ///
     /// Cancel safety: as [`exchange`](Self::exchange).
     pub async fn exchange_with_dpop_key(
@@ -320,6 +323,17 @@ impl DtrClient {
         ack: Acknowledgment,
         key: DpopKey,
     ) -> Result<DeferredAuthentication, Error> {
+        if let Some(bound) = ack.pending.dpop_jkt()
+            && bound != key.thumbprint()
+        {
+            return Err(ConfigError::Invalid {
+                field: "dpop",
+                reason:
+                    "the code is bound to the key of the pushed request (dpop_jkt); use exchange()"
+                        .into(),
+            }
+            .into());
+        }
         let span = exchange_span(&ack);
         self.exchange_inner(ack, Some(key)).instrument(span).await
     }

@@ -496,6 +496,14 @@ impl<'a> AuthorizationRequestBuilder<'a> {
     ///
     /// Cancel safety: safe; dropped, the pushed request is simply never
     /// used (it expires at the OP).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: oidc_dtr::DtrClient) -> Result<(), oidc_dtr::Error> {
+    /// let (url, pending) = client.authorize().scope("profile").push().await?;
+    /// // Send the browser to `url` (only `client_id` and `request_uri`) before
+    /// // `pending.request_uri_expires_at()`; keep `pending` in the session.
+    /// # let _ = (url, pending); Ok(()) }
+    /// ```
     pub fn push(
         self,
     ) -> impl Future<Output = Result<(Url, PendingAuthorization), Error>> + Send + 'a {
