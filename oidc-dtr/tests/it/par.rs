@@ -121,8 +121,23 @@ async fn a_dpop_bound_push_sends_dpop_jkt_and_the_code_is_bound_to_that_key() {
     let p = &par_requests(&s.op)[0];
     assert_eq!(p.param("dpop_jkt"), Some(jkt.as_str()));
     assert!(p.header("dpop").is_some(), "the push carries a DPoP proof");
-    // The pending authorization (kept in the session) keeps the key.
+    // The pending authorization (kept in the session) keeps the key; its
+    // Debug shows the thumbprint, never the private key.
     let json = serde_json::to_string(&pending).unwrap();
+    let stored = serde_json::to_value(&pending).unwrap()["dpop_key"].clone();
+    let debug = format!("{pending:?}");
+    assert!(debug.contains(&jkt), "{debug}");
+    let private: Vec<String> = match &stored {
+        serde_json::Value::Object(m) => m
+            .values()
+            .filter_map(|v| v.as_str())
+            .filter(|v| v.len() > 60)
+            .map(str::to_owned)
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert!(!private.is_empty(), "{stored}");
+    assert!(private.iter().all(|p| !debug.contains(p.as_str())));
     let pending: oidc_dtr::PendingAuthorization = serde_json::from_str(&json).unwrap();
     assert_eq!(pending.dpop_jkt(), Some(jkt.as_str()));
     let cb = s.op.browse(&url).await.unwrap();
