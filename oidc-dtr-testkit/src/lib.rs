@@ -79,6 +79,8 @@ mod device;
 mod jwks_port;
 mod op;
 mod pages;
+mod par;
+mod request_object;
 mod server;
 
 pub use assurance::AssuranceFault;
@@ -324,6 +326,13 @@ pub struct OpConfig {
     /// [`enforce_interval`](Self::enforce_interval) (which counts from the
     /// previous poll's arrival). Default false.
     pub strict_interval: bool,
+    /// Accept authorization requests only through PAR (RFC 9126 §5,
+    /// advertised as `require_pushed_authorization_requests`). The PAR
+    /// endpoint (`/par`) is always served. Default false.
+    pub require_pushed_authorization_requests: bool,
+    /// The lifetime of a pushed request's `request_uri`, in seconds (the
+    /// `expires_in` of the PAR answer). Default 60.
+    pub par_lifetime: u64,
 }
 
 impl Default for OpConfig {
@@ -367,6 +376,8 @@ impl Default for OpConfig {
             poll_latency: None,
             exchange_latency: None,
             strict_interval: false,
+            require_pushed_authorization_requests: false,
+            par_lifetime: 60,
         }
     }
 }
@@ -542,6 +553,8 @@ pub enum Endpoint {
     /// The device authorization endpoint (`/device_authorization`,
     /// RFC 8628).
     DeviceAuthorization,
+    /// The pushed authorization request endpoint (`/par`, RFC 9126).
+    PushedAuthorization,
     /// Anything else.
     Other,
 }
@@ -785,6 +798,7 @@ impl MockOpBuilder {
             pages: Default::default(),
             devices: Default::default(),
             flights: Default::default(),
+            par: Default::default(),
         }));
         let (tx, rx) = oneshot::channel();
         server::spawn(listener, state.clone(), rx);

@@ -67,6 +67,10 @@ pub enum Error {
     /// largest variant).
     #[error(transparent)]
     OAuth(Box<OAuthError>),
+    /// The pushed authorization request (RFC 9126) failed: the OP refused
+    /// it, or its answer breaks RFC 9126 §2.2.
+    #[error(transparent)]
+    PushedAuthorization(#[from] ParError),
     /// The OP answered with a success status but a malformed body.
     #[error(transparent)]
     Response(#[from] ResponseError),
@@ -202,10 +206,12 @@ impl Error {
         }
     }
 
-    /// The OAuth error the OP answered with, if that is what this is.
+    /// The OAuth error the OP answered with, if that is what this is (a
+    /// refused pushed authorization request included).
     pub fn oauth(&self) -> Option<&OAuthError> {
         match self {
             Error::OAuth(e) => Some(e),
+            Error::PushedAuthorization(ParError::Refused { error, .. }) => Some(error),
             _ => None,
         }
     }
@@ -218,6 +224,10 @@ impl Error {
             Error::Http(e) => e.is_transient(),
             Error::OAuth(e) => matches!(
                 e.code,
+                ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
+            ),
+            Error::PushedAuthorization(ParError::Refused { error, .. }) => matches!(
+                error.code,
                 ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
             ),
             _ => false,
@@ -266,6 +276,61 @@ pub enum ConfigError {
     /// ([`AssuranceError::Unsupported`] names it).
     #[error("`claims`: {0}")]
     ClaimsRequest(AssuranceError),
+    /// A setting the FAPI 2.0 Security Profile forbids, refused at build
+    /// time by [`fapi2`](crate::DtrClientBuilder::fapi2).
+    #[error("FAPI 2.0 ({section}) forbids {forbidden}; {fix}")]
+    Fapi2 {
+        /// The section of the FAPI 2.0 Security Profile.
+        section: &'static str,
+        /// What the configuration uses that the profile forbids.
+        forbidden: String,
+        /// What to change.
+        fix: String,
+    },
+}
+
+/// A pushed authorization request (RFC 9126) that did not give a
+/// `request_uri`. Transport failures are [`Error::Http`], as for every other
+/// endpoint. Nothing was sent to the browser: push again (each push gets a
+/// fresh `request_uri`; none is ever reused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParError {
+    /// The OP publishes no `pushed_authorization_request_endpoint`
+    /// (RFC 9126 §5) but pushing is required (by the builder's
+    /// [`pushed_authorization_requests`](crate::DtrClientBuilder::pushed_authorization_requests),
+    /// FAPI 2.0, or a call to
+    /// [`push`](crate::client::AuthorizationRequestBuilder::push)).
+    #[error("the OP publishes no pushed_authorization_request_endpoint")]
+    NoEndpoint,
+    /// The PAR endpoint answered with an OAuth error (RFC 9126 §2.3), e.g.
+    /// `invalid_request_object` for a refused request object.
+    #[error("the pushed authorization request was refused at {endpoint}: {error}")]
+    Refused {
+        /// The endpoint (scheme, host and path).
+        endpoint: String,
+        /// The OP's error.
+        error: Box<OAuthError>,
+    },
+    /// A success status other than `201 Created` (RFC 9126 §2.2).
+    #[error(
+        "the pushed authorization response from {endpoint} has status {status}, not 201 Created"
+    )]
+    UnexpectedStatus {
+        /// The endpoint (scheme, host and path).
+        endpoint: String,
+        /// The status received.
+        status: StatusCode,
+    },
+    /// A `201` answer that is not a valid pushed authorization response:
+    /// not a JSON object, no string `request_uri`, no positive `expires_in`.
+    #[error("the pushed authorization response from {endpoint} is malformed: {reason}")]
+    Malformed {
+        /// The endpoint (scheme, host and path).
+        endpoint: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// A cause shared between clones of an error (errors are `Clone`, so that a
@@ -564,6 +629,13 @@ pub enum ErrorCode {
     InteractionRequired,
     /// `consent_required` (OIDC)
     ConsentRequired,
+    /// `invalid_request_object` (RFC 9101 §6.3, OIDC Core §6.4): the OP
+    /// refused the signed request object (its signature, `aud`, `exp`,
+    /// `nbf`, `jti`, `typ`, ...).
+    InvalidRequestObject,
+    /// `invalid_request_uri` (OIDC Core §6.4): the `request_uri` is unknown,
+    /// expired or already used (RFC 9126 §4).
+    InvalidRequestUri,
     /// Any other code, as sent.
     Other(String),
 }
@@ -590,6 +662,8 @@ impl ErrorCode {
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::InteractionRequired => "interaction_required",
             ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::InvalidRequestObject => "invalid_request_object",
+            ErrorCode::InvalidRequestUri => "invalid_request_uri",
             ErrorCode::Other(s) => s,
         }
     }
@@ -616,6 +690,8 @@ impl From<&str> for ErrorCode {
             "login_required" => ErrorCode::LoginRequired,
             "interaction_required" => ErrorCode::InteractionRequired,
             "consent_required" => ErrorCode::ConsentRequired,
+            "invalid_request_object" => ErrorCode::InvalidRequestObject,
+            "invalid_request_uri" => ErrorCode::InvalidRequestUri,
             other => ErrorCode::Other(other.to_owned()),
         }
     }

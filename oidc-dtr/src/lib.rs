@@ -224,6 +224,8 @@ pub mod __fuzz {
             created_at: crate::UnixTime::from_secs(1),
             claims_request: None,
             completion_mode_hint: false,
+            request_uri_expires_at: None,
+            dpop_key: None,
         };
         crate::proto::callback::validate(
             &pending,

@@ -23,7 +23,7 @@ pub(super) fn html_escape(s: &str) -> String {
 }
 
 /// Sends the browser back to the RP with `params` in the requested mode.
-pub(super) fn redirect_back(
+pub(crate) fn redirect_back(
     redirect_uri: &str,
     form_post: bool,
     params: &[(&str, String)],
@@ -156,6 +156,7 @@ pub(crate) fn authorize(
             created_at: now,
             used: false,
             completion_mode_hint: completion_mode_deferred(params),
+            dpop_jkt: param(params, "dpop_jkt").map(str::to_owned),
         },
     );
     let name = if kind == CodeKind::Deferred {

@@ -42,6 +42,7 @@ impl OpState {
             }
             md["revocation_endpoint_token_type_values_supported"] = json!(types);
         }
+        crate::par::advertise(self, &mut md);
         md
     }
 }

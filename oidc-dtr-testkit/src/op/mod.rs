@@ -301,7 +301,10 @@ fn dispatch(
             };
             match parse_params(&raw) {
                 Ok(params) => {
-                    let r = authorize(st, &params);
+                    let r = match crate::par::resolve(st, params.clone()) {
+                        Ok(resolved) => authorize(st, &resolved),
+                        Err(r) => r,
+                    };
                     (Endpoint::Authorize, params, r)
                 }
                 Err(name) => (
@@ -329,6 +332,10 @@ fn dispatch(
         (Method::POST, "/device_authorization") if st.config.profiles.ietf() => {
             let (params, r) = crate::device::device_authorization(st, req);
             (Endpoint::DeviceAuthorization, params, r)
+        }
+        (Method::POST, "/par") => {
+            let (params, r) = crate::par::endpoint(st, req);
+            (Endpoint::PushedAuthorization, params, r)
         }
         (Method::POST, "/token") => match parse_params(&req.body) {
             Ok(params) => {

@@ -24,6 +24,8 @@ pub(crate) struct CodeRecord {
     pub used: bool,
     /// The authorization request carried `completion_mode=deferred`.
     pub completion_mode_hint: bool,
+    /// The `dpop_jkt` of the request (RFC 9449 §10): the code is bound to it.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Who authenticated and what was asked: the input of an ID token.
@@ -103,6 +105,8 @@ pub(crate) struct OpState {
     pub devices: HashMap<String, crate::device::DeviceRecord>,
     /// Deferred polls in flight and their timing, per id.
     pub flights: Flights,
+    /// Pushed authorization requests (RFC 9126).
+    pub par: crate::par::ParState,
 }
 
 /// The OP's side of single flight and the floor, per `deferred_auth_id`

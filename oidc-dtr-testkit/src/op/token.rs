@@ -70,7 +70,7 @@ pub(super) fn invalid_dpop(why: &str) -> http::Response<Full<Bytes>> {
 
 /// RFC 9449 §4.3 on a request to `path`: `Ok(None)` without a proof (when
 /// none is required), `Err` with the error answer.
-pub(super) fn check_dpop(
+pub(crate) fn check_dpop(
     st: &mut OpState,
     req: &Incoming,
     path: &str,
@@ -164,6 +164,9 @@ pub(super) fn token(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Err(r) = crate::par::check_code_binding(st, params, proof.as_ref()) {
+        return r;
+    }
     match param(params, "grant_type") {
         Some(GRANT_TYPE_DEFERRED) => match (
             param(params, "deferred_code"),

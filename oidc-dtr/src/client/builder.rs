@@ -152,6 +152,10 @@ pub struct DtrClientBuilder {
     accept_unauthenticated_callbacks: bool,
     no_completion_mode_hint: bool,
     fleet: FleetConfig,
+    pushed_authorization_requests: bool,
+    request_object_key: Option<crate::jose::SigningKey>,
+    request_object_lifetime: Option<Duration>,
+    security_profile: super::fapi::SecurityProfile,
 }
 
 /// The cancellation endpoint, given or named in the metadata.
@@ -379,6 +383,66 @@ impl DtrClientBuilder {
         self
     }
 
+    /// Pushes every authorization request to the OP's
+    /// `pushed_authorization_request_endpoint` (PAR, RFC 9126) before the
+    /// browser is sent there with only `client_id` and `request_uri`: the
+    /// parameters travel on the back channel, authenticated, and cannot be
+    /// tampered with in the browser. Get the URL with
+    /// [`AuthorizationRequestBuilder::push`](crate::client::AuthorizationRequestBuilder::push)
+    /// (or `build_or_push`). Off by default; always on when the OP's
+    /// metadata says `require_pushed_authorization_requests`, and in
+    /// [FAPI 2.0 mode](Self::fapi2).
+    pub fn pushed_authorization_requests(mut self, on: bool) -> Self {
+        self.pushed_authorization_requests = on;
+        self
+    }
+
+    /// Signs every authorization request as a request object (JAR,
+    /// RFC 9101) with this key: `typ` `oauth-authz-req+jwt`, `iss` = the
+    /// client id, `aud` = the issuer, `iat`, `nbf`, `exp`, a fresh `jti`, and
+    /// every authorization parameter inside. Sent by value (`request`) in
+    /// the URL, or inside the push with PAR (as the FAPI 2.0 Message
+    /// Signing profile has it). The key's public half must be registered at
+    /// the OP (the client's JWKS). Asymmetric keys only: PS256, ES256,
+    /// EdDSA, or RS256 outside FAPI 2.0; an HMAC key is refused at build.
+    pub fn request_object_signing_key(mut self, key: crate::jose::SigningKey) -> Self {
+        self.request_object_key = Some(key);
+        self
+    }
+
+    /// The lifetime of request objects (`exp` - `nbf`): default
+    /// 5 minutes, at most 60 (the FAPI 2.0 Message Signing limit).
+    pub fn request_object_lifetime(mut self, lifetime: Duration) -> Self {
+        self.request_object_lifetime = Some(lifetime);
+        self
+    }
+
+    /// The security profile to follow (default: the SDK's defaults).
+    pub fn security_profile(mut self, profile: super::fapi::SecurityProfile) -> Self {
+        self.security_profile = profile;
+        self
+    }
+
+    /// Follows the FAPI 2.0 Security Profile. At build time it refuses,
+    /// with [`ConfigError::Fapi2`] saying what to change, what the profile
+    /// forbids: client secrets (`client_secret_basic`, `_post`, `_jwt`) and
+    /// public clients (§5.3.2.1: `private_key_jwt` only, as mTLS is not
+    /// supported yet), a client assertion `aud` other than the issuer alone
+    /// (§5.3.2.1), tokens without a sender constraint (DPoP disabled), and
+    /// RS256 or any algorithm but PS256, ES256 and EdDSA for the client
+    /// assertion, DPoP, request objects and ID tokens (§5.4.1); an OP
+    /// without a PAR endpoint is refused too (§5.3.2.2).
+    ///
+    /// At run time: every authorization request is pushed (PAR, §5.3.2.2)
+    /// and DPoP-bound (`dpop_jkt`); PKCE is S256 (as always with this SDK,
+    /// which never sends `plain`); an authorization response without `iss`
+    /// (RFC 9207) is refused (§5.3.2.2); ID tokens signed with anything but
+    /// PS256, ES256 or EdDSA are refused (§5.4.1). ID token validation's
+    /// default algorithm list becomes those three.
+    pub fn fapi2(self) -> Self {
+        self.security_profile(super::fapi::SecurityProfile::Fapi2)
+    }
+
     /// The poll driver's tuning (requests in flight, outcome retention,
     /// event channel capacity).
     pub fn driver_config(mut self, config: DriverConfig) -> Self {
@@ -467,11 +531,36 @@ impl DtrClientBuilder {
             Some(a) => a,
             None => ClientAuth::None,
         };
+        let fapi2 = self.security_profile == super::fapi::SecurityProfile::Fapi2;
+        let mut dpop = self.dpop;
+        let mut validation = self.validation;
+        if fapi2 {
+            super::fapi::apply(super::fapi::Fapi2Settings {
+                auth: &auth,
+                dpop: &mut dpop,
+                validation: &mut validation,
+                request_object_key: self.request_object_key.as_ref(),
+                metadata: &metadata,
+            })?;
+        }
+        if let Some(key) = &self.request_object_key {
+            crate::proto::request_object::check_request_object_alg(key.algorithm())?;
+        }
+        let request_object_lifetime = self
+            .request_object_lifetime
+            .unwrap_or(crate::proto::request_object::DEFAULT_REQUEST_OBJECT_LIFETIME);
+        crate::proto::request_object::check_lifetime(request_object_lifetime)?;
+        let request_object = self
+            .request_object_key
+            .map(|k| (k, request_object_lifetime));
+        let push_requests = self.pushed_authorization_requests
+            || fapi2
+            || metadata.require_pushed_authorization_requests;
         let secret = auth.client_secret();
         let validator = IdTokenValidator::new(
             metadata.issuer.clone(),
             client_id.clone(),
-            self.validation,
+            validation,
             metadata.id_token_signing_alg_values_supported.as_deref(),
             secret,
         )?;
@@ -573,7 +662,7 @@ impl DtrClientBuilder {
             compat: self.compat,
             validator,
             jwks,
-            dpop: self.dpop,
+            dpop,
             dpop_nonces: Mutex::new(HashMap::new()),
             cancellation,
             poll_config,
@@ -584,6 +673,9 @@ impl DtrClientBuilder {
             completion_mode_hint: !self.no_completion_mode_hint,
             driver: DriverHandle::spawn(weak.clone(), clock.clone(), rng, driver_config, &runtime),
             fleet: fleet.clone(),
+            push_requests,
+            request_object,
+            fapi2,
         });
         if let Some(f) = &fleet {
             runtime.spawn(f.clone().run(inner.driver.clone(), clock.clone()));

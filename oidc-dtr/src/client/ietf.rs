@@ -52,7 +52,7 @@ impl DtrClient {
         {
             return Err(CallbackError::WrongClient.into());
         }
-        let key = inner.new_dpop_key()?;
+        let key = inner.flow_dpop_key(&code.pending)?;
         let span = tracing::info_span!(
             "dtr.redeem",
             state = %code.pending.state.fingerprint(),

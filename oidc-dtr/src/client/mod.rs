@@ -39,12 +39,15 @@
 
 mod back_channel;
 mod builder;
+mod fapi;
 mod handle;
 mod ietf;
+mod par;
 mod userinfo;
 mod validation;
 
 pub use builder::{DpopConfig, DtrClientBuilder};
+pub use fapi::{FAPI2_ALGORITHMS, SecurityProfile};
 pub use handle::AuthHandle;
 
 pub use crate::engine::transport::HttpConfig;
@@ -52,6 +55,9 @@ pub use crate::proto::authorize::{AuthorizationRequestBuilder, ResponseMode, Res
 pub use crate::proto::cancel::{CancelEncoding, CancellationConfig};
 pub use crate::proto::client_auth::AssertionAudience;
 pub use crate::proto::exchange::Compat;
+pub use crate::proto::request_object::{
+    DEFAULT_REQUEST_OBJECT_LIFETIME, MAX_REQUEST_OBJECT_LIFETIME,
+};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -166,6 +172,12 @@ pub(crate) struct ClientInner {
     pub(crate) driver: DriverHandle<TokenSet>,
     /// Set when the store is shared by a fleet of instances.
     pub(crate) fleet: Option<Arc<crate::engine::fleet::Fleet>>,
+    /// Whether authorization requests are pushed (PAR, RFC 9126).
+    pub(crate) push_requests: bool,
+    /// The key that signs request objects (JAR), and their lifetime.
+    pub(crate) request_object: Option<(crate::jose::SigningKey, std::time::Duration)>,
+    /// FAPI 2.0 mode (run-time checks: `iss` required, ...).
+    pub(crate) fapi2: bool,
 }
 
 impl fmt::Debug for DtrClient {
@@ -216,12 +228,27 @@ impl DtrClient {
         self.inner.profile
     }
 
+    /// Whether authorization requests are pushed (PAR, RFC 9126): set on
+    /// the builder, by FAPI 2.0 mode, or by the OP's
+    /// `require_pushed_authorization_requests`.
+    pub fn pushes_requests(&self) -> bool {
+        self.inner.push_requests
+    }
+
     /// The notification endpoint, when pings are wanted.
     pub fn notification_endpoint(&self) -> Option<&Url> {
         self.inner.notification_endpoint.as_ref()
     }
 
-    /// Starts an Authentication Request.
+    /// Starts an Authentication Request. Finish it with
+    /// [`build`](AuthorizationRequestBuilder::build) (the URL at once), or,
+    /// when the client pushes its requests (PAR: the builder's
+    /// [`pushed_authorization_requests`](DtrClientBuilder::pushed_authorization_requests),
+    /// [`fapi2`](DtrClientBuilder::fapi2), or an OP that requires it; see
+    /// [`pushes_requests`](Self::pushes_requests)), with
+    /// [`push`](AuthorizationRequestBuilder::push)`.await`;
+    /// [`build_or_push`](AuthorizationRequestBuilder::build_or_push)`.await`
+    /// does whichever applies.
     pub fn authorize(&self) -> AuthorizationRequestBuilder<'_> {
         let inner = &self.inner;
         AuthorizationRequestBuilder::new(AuthorizeContext {
@@ -232,6 +259,10 @@ impl DtrClient {
             now: inner.clock.now(),
             profile: inner.profile,
             completion_mode_hint: inner.completion_mode_hint,
+            par_required: inner.push_requests,
+            pusher: Some(inner.as_ref()),
+            request_object: inner.request_object.as_ref().map(|(k, l)| (k, *l)),
+            dpop_algorithm: inner.uses_dpop().then_some(inner.dpop.algorithm),
         })
     }
 
@@ -268,7 +299,8 @@ impl DtrClient {
             callback::Expect {
                 issuer: &md.issuer,
                 client_id: &self.inner.client_id,
-                iss_required: md.authorization_response_iss_parameter_supported,
+                // FAPI 2.0 §5.3.2.2: the `iss` of RFC 9207 is required.
+                iss_required: md.authorization_response_iss_parameter_supported || self.inner.fapi2,
                 mode,
             },
         );
@@ -296,7 +328,9 @@ impl DtrClient {
     /// is kept.
     ///
     /// When DPoP is in use (by default for public clients), a fresh key is
-    /// generated for this authentication process and kept in the result.
+    /// generated for this authentication process and kept in the result;
+    /// after a DPoP-bound pushed request, the key its `dpop_jkt` named
+    /// (kept in the [`PendingAuthorization`]) is used instead.
     ///
     /// The authentication is then handed to the poll engine: get its
     /// outcome with [`wait`](Self::wait) or [`subscribe`](Self::subscribe).
@@ -316,13 +350,16 @@ impl DtrClient {
     /// the store ([`pending_count`](Self::pending_count), events from
     /// [`subscribe`](Self::subscribe)); its outcome is delivered as usual.
     pub async fn exchange(&self, ack: Acknowledgment) -> Result<DeferredAuthentication, Error> {
-        let key = self.inner.new_dpop_key()?;
+        let key = self.inner.flow_dpop_key(&ack.pending)?;
         let span = exchange_span(&ack);
         self.exchange_inner(ack, key).instrument(span).await
     }
 
     /// [`exchange`](Self::exchange) with a caller-supplied DPoP key (from an
-    /// HSM, say) instead of a generated one.
+    /// HSM, say) instead of a generated one. After a DPoP-bound pushed
+    /// request the code is bound to the key named by `dpop_jkt`: another
+    /// key is refused ([`ConfigError::Invalid`], field `dpop`) before
+    /// anything is sent.
     ///
     /// Cancel safety: as [`exchange`](Self::exchange).
     pub async fn exchange_with_dpop_key(
@@ -330,6 +367,17 @@ impl DtrClient {
         ack: Acknowledgment,
         key: DpopKey,
     ) -> Result<DeferredAuthentication, Error> {
+        if let Some(bound) = ack.pending.dpop_jkt()
+            && bound != key.thumbprint()
+        {
+            return Err(ConfigError::Invalid {
+                field: "dpop",
+                reason:
+                    "the code is bound to the key of the pushed request (dpop_jkt); use exchange()"
+                        .into(),
+            }
+            .into());
+        }
         let span = exchange_span(&ack);
         self.exchange_inner(ack, Some(key)).instrument(span).await
     }
@@ -423,7 +471,7 @@ impl DtrClient {
             ),
         ];
         // A DPoP-bound token from the code flow gets its own fresh key.
-        let dpop_key = inner.new_dpop_key()?;
+        let dpop_key = inner.flow_dpop_key(&code.pending)?;
         let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
         let ctx = ValidationContext::from(&code);
         let origin = crate::proto::exchange::IetfOrigin::from(&code.pending);
@@ -1025,6 +1073,19 @@ impl ClientInner {
     /// Whether requests of this client carry DPoP proofs.
     pub(crate) fn uses_dpop(&self) -> bool {
         self.dpop.enabled.unwrap_or(self.auth.is_public())
+    }
+
+    /// The DPoP key of the token requests of a flow: the key a pushed
+    /// request bound its code to (`dpop_jkt`, RFC 9449 §10), else a fresh
+    /// one when DPoP is on.
+    pub(crate) fn flow_dpop_key(
+        &self,
+        pending: &PendingAuthorization,
+    ) -> Result<Option<DpopKey>, Error> {
+        match &pending.dpop_key {
+            Some(k) => Ok(Some((**k).clone())),
+            None => self.new_dpop_key(),
+        }
     }
 
     /// A fresh DPoP key for a new authentication process, when DPoP is on.

@@ -47,6 +47,21 @@
 //! response that carries both `code` and `deferred_code`. Discovery checks
 //! that the metadata's `issuer` is exactly the one configured.
 //!
+//! # Pushed and signed requests, FAPI 2.0
+//!
+//! With [`pushed_authorization_requests`](crate::DtrClientBuilder::pushed_authorization_requests)
+//! (or an OP whose metadata says `require_pushed_authorization_requests`),
+//! every request is pushed (PAR, RFC 9126) with the client's authentication
+//! and the browser carries only `client_id` and a one-time `request_uri`
+//! ([`push`](crate::client::AuthorizationRequestBuilder::push)); a DPoP client binds
+//! the code to its key with `dpop_jkt` (RFC 9449 §10). With
+//! [`request_object_signing_key`](crate::DtrClientBuilder::request_object_signing_key)
+//! the parameters travel in a signed request object (JAR, RFC 9101), by
+//! value or inside the push. [`fapi2`](crate::DtrClientBuilder::fapi2)
+//! turns on the FAPI 2.0 Security Profile: PAR, DPoP, `private_key_jwt`,
+//! PS256/ES256/EdDSA only and a required `iss`, and refuses at build time
+//! whatever the profile forbids.
+//!
 //! # ID tokens
 //!
 //! Every ID token the SDK hands out is validated, interim ones included
@@ -116,7 +131,8 @@
 //!
 //! - Keep the [`PendingAuthorization`](crate::PendingAuthorization) where
 //!   the user cannot change it (a server-side session, or an encrypted
-//!   cookie): it holds the `state`, `nonce` and PKCE verifier.
+//!   cookie): it holds the `state`, `nonce` and PKCE verifier (and, after a
+//!   DPoP-bound push, the DPoP private key the code is bound to).
 //! - Serve the redirect URI and the notification endpoint over HTTPS.
 //! - Protect the store and its sealing key: they hold bearer secrets and,
 //!   after success, tokens.

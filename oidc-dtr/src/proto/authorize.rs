@@ -3,15 +3,19 @@
 //! the browser comes back.
 
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::error::{ConfigError, Error};
+use crate::error::{ConfigError, Error, ParError};
+use crate::jose::{Algorithm, DpopKey, SigningKey};
 use crate::proto::assurance::ClaimsRequest;
 use crate::proto::discovery::ProviderMetadata;
+use crate::proto::par::{ParRequest, PushTransport};
 use crate::random::RandomSource;
 use crate::random::random_b64url;
 use crate::secret::{Nonce, PkceVerifier, State};
@@ -99,6 +103,16 @@ pub struct PendingAuthorization {
     /// (IETF profile): the token request must then opt in too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) completion_mode_hint: bool,
+    /// A pushed request (RFC 9126): until when its `request_uri` is valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) request_uri_expires_at: Option<UnixTime>,
+    /// A DPoP-bound pushed request (RFC 9449 §10): the key whose thumbprint
+    /// was sent as `dpop_jkt`. The OP binds the code to it, so the token
+    /// requests of this flow are signed with it. A private key: keep the
+    /// pending authorization server-side or encrypted, as its other
+    /// secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dpop_key: Option<Box<DpopKey>>,
 }
 
 impl fmt::Debug for PendingAuthorization {
@@ -119,6 +133,11 @@ impl fmt::Debug for PendingAuthorization {
             .field("created_at", &self.created_at)
             .field("claims_request", &self.claims_request.is_some())
             .field("completion_mode_hint", &self.completion_mode_hint)
+            .field("request_uri_expires_at", &self.request_uri_expires_at)
+            .field(
+                "dpop_jkt",
+                &self.dpop_key.as_ref().map(|k| k.thumbprint().to_owned()),
+            )
             .finish()
     }
 }
@@ -175,6 +194,22 @@ impl PendingAuthorization {
     pub fn claims_request(&self) -> Option<&ClaimsRequest> {
         self.claims_request.as_deref()
     }
+    /// Whether the request was pushed (RFC 9126).
+    pub fn is_pushed(&self) -> bool {
+        self.request_uri_expires_at.is_some()
+    }
+    /// For a pushed request: until when the redirect URL (its
+    /// `request_uri`, from the OP's `expires_in`, RFC 9126 §2.2) is valid.
+    /// A browser that reaches the OP later gets an error: push again (a
+    /// `request_uri` is never reused).
+    pub fn request_uri_expires_at(&self) -> Option<UnixTime> {
+        self.request_uri_expires_at
+    }
+    /// For a DPoP-bound pushed request: the thumbprint sent as `dpop_jkt`
+    /// (RFC 9449 §10), which the code is bound to.
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.dpop_key.as_deref().map(DpopKey::thumbprint)
+    }
 }
 
 /// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).
@@ -201,6 +236,9 @@ const RESERVED: &[&str] = &[
     "login_hint",
     "ui_locales",
     "completion_mode",
+    "request",
+    "request_uri",
+    "dpop_jkt",
 ];
 
 /// What an authentication request needs from the client that sends it: the
@@ -216,6 +254,23 @@ pub(crate) struct AuthorizeContext<'a> {
     pub(crate) profile: crate::proto::profile::Profile,
     /// Whether IETF requests carry the `completion_mode=deferred` hint.
     pub(crate) completion_mode_hint: bool,
+    /// Whether requests must be pushed (the builder's setting, FAPI 2.0, or
+    /// the OP's `require_pushed_authorization_requests`).
+    pub(crate) par_required: bool,
+    /// Sends pushed requests (the client layer).
+    pub(crate) pusher: Option<&'a dyn PushTransport>,
+    /// The key that signs request objects (JAR), and their lifetime.
+    pub(crate) request_object: Option<(&'a SigningKey, Duration)>,
+    /// The DPoP algorithm, when the client uses DPoP: a pushed request is
+    /// then bound to a fresh key (`dpop_jkt`).
+    pub(crate) dpop_algorithm: Option<Algorithm>,
+}
+
+/// The parameters of a request, before they are put in a URL, a request
+/// object or a push.
+struct Prepared {
+    params: Vec<(String, String)>,
+    pending: PendingAuthorization,
 }
 
 /// Builds an Authentication Request. Get one from
@@ -371,8 +426,178 @@ impl<'a> AuthorizationRequestBuilder<'a> {
         self
     }
 
-    /// Builds the URL to send the browser to and the state to keep.
+    /// Builds the URL to send the browser to and the state to keep: every
+    /// parameter in the query, or, when the client signs request objects
+    /// (JAR, RFC 9101), a `request` parameter holding them all.
+    ///
+    /// When the client pushes its requests (the builder's
+    /// [`pushed_authorization_requests`](crate::DtrClientBuilder::pushed_authorization_requests),
+    /// [`fapi2`](crate::DtrClientBuilder::fapi2), or an OP that says
+    /// `require_pushed_authorization_requests`), this is refused with
+    /// [`ConfigError::Invalid`] (field `pushed_authorization_requests`):
+    /// use [`push`](Self::push) or [`build_or_push`](Self::build_or_push).
     pub fn build(self) -> Result<(Url, PendingAuthorization), Error> {
+        if self.ctx.par_required {
+            return Err(ConfigError::Invalid {
+                field: "pushed_authorization_requests",
+                reason: "this client pushes its authorization requests (PAR, RFC 9126): use push().await or build_or_push().await".into(),
+            }
+            .into());
+        }
+        let ctx = self.ctx;
+        let Prepared { params, pending } = self.prepare()?;
+        let mut url = ctx.metadata.authorization_endpoint.clone();
+        match ctx.request_object {
+            None => {
+                url.query_pairs_mut().extend_pairs(params.iter());
+            }
+            Some((key, lifetime)) => {
+                let jwt = signed_request(&ctx, key, lifetime, &params)?;
+                // RFC 9101 §5 keeps `client_id` outside; OpenID Connect
+                // Core §6.1 also requires `response_type` and a `scope`
+                // with `openid` there, matching the request object's.
+                let outer = |name: &str| {
+                    params
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_str())
+                        .unwrap_or_default()
+                };
+                url.query_pairs_mut()
+                    .append_pair("client_id", ctx.client_id)
+                    .append_pair("response_type", outer("response_type"))
+                    .append_pair("scope", outer("scope"))
+                    .append_pair("request", &jwt);
+            }
+        }
+        Ok((url, pending))
+    }
+
+    /// Pushes the request to the OP's `pushed_authorization_request_endpoint`
+    /// (PAR, RFC 9126 §2) and returns the URL to send the browser to, which
+    /// carries only `client_id` and the one-time `request_uri` (RFC 9126 §4),
+    /// and the state to keep.
+    ///
+    /// The push is authenticated as the token endpoint's requests are. With
+    /// a request-object key, the pushed form holds one signed `request`
+    /// (RFC 9126 §3). When the client uses DPoP, a fresh key is generated,
+    /// its thumbprint is sent as `dpop_jkt` and the push carries a DPoP
+    /// proof of it (RFC 9449 §10): the OP binds the code to that key, which
+    /// the [`PendingAuthorization`] keeps for the token requests of this
+    /// flow.
+    ///
+    /// Every call pushes again: a `request_uri` is never reused. How long
+    /// the URL stays valid is
+    /// [`PendingAuthorization::request_uri_expires_at`].
+    ///
+    /// Errors: [`ParError`] (no endpoint, an OAuth error such as
+    /// `invalid_request_object`, a status other than `201`, no
+    /// `request_uri`), or the usual HTTP errors.
+    ///
+    /// Cancel safety: safe; dropped, the pushed request is simply never
+    /// used (it expires at the OP).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: oidc_dtr::DtrClient) -> Result<(), oidc_dtr::Error> {
+    /// let (url, pending) = client.authorize().scope("profile").push().await?;
+    /// // Send the browser to `url` (only `client_id` and `request_uri`) before
+    /// // `pending.request_uri_expires_at()`; keep `pending` in the session.
+    /// # let _ = (url, pending); Ok(()) }
+    /// ```
+    pub fn push(
+        self,
+    ) -> impl Future<Output = Result<(Url, PendingAuthorization), Error>> + Send + 'a {
+        let ready = self.prepare_push();
+        async move {
+            let (pusher, request, mut pending, key, authorization_endpoint, now) = ready?;
+            let endpoint = request.endpoint.clone();
+            let resp = pusher.send_par(request, key.as_ref()).await?;
+            let answer = crate::proto::par::parse_par_response(&resp, &endpoint)?;
+            pending.request_uri_expires_at = Some(now.saturating_add(answer.expires_in));
+            pending.dpop_key = key.map(Box::new);
+            let url = crate::proto::par::redirect_url(
+                &authorization_endpoint,
+                &pending.client_id,
+                &answer.request_uri,
+            );
+            tracing::debug!(
+                state = %pending.state.fingerprint(),
+                expires_in_secs = answer.expires_in.as_secs(),
+                "pushed authorization request"
+            );
+            Ok((url, pending))
+        }
+    }
+
+    /// [`push`](Self::push) when the client pushes its requests,
+    /// [`build`](Self::build) otherwise.
+    pub async fn build_or_push(self) -> Result<(Url, PendingAuthorization), Error> {
+        if self.ctx.par_required {
+            self.push().await
+        } else {
+            self.build()
+        }
+    }
+
+    /// Everything a push needs, checked before anything is sent.
+    #[allow(clippy::type_complexity)]
+    fn prepare_push(
+        self,
+    ) -> Result<
+        (
+            &'a dyn PushTransport,
+            ParRequest,
+            PendingAuthorization,
+            Option<DpopKey>,
+            Url,
+            UnixTime,
+        ),
+        Error,
+    > {
+        let ctx = self.ctx;
+        let endpoint = ctx
+            .metadata
+            .pushed_authorization_request_endpoint
+            .clone()
+            .ok_or(ParError::NoEndpoint)?;
+        let pusher = ctx.pusher.ok_or(ParError::NoEndpoint)?;
+        let Prepared {
+            mut params,
+            pending,
+        } = self.prepare()?;
+        let key = match ctx.dpop_algorithm {
+            None => None,
+            Some(alg) => {
+                let key = DpopKey::generate(alg).map_err(|e| ConfigError::Invalid {
+                    field: "dpop",
+                    reason: e.to_string(),
+                })?;
+                params.push(("dpop_jkt".to_owned(), key.thumbprint().to_owned()));
+                Some(key)
+            }
+        };
+        let request_object = match ctx.request_object {
+            None => None,
+            Some((signing_key, lifetime)) => {
+                Some(signed_request(&ctx, signing_key, lifetime, &params)?)
+            }
+        };
+        let form = crate::proto::par::par_form(&params, request_object);
+        Ok((
+            pusher,
+            ParRequest {
+                endpoint,
+                params: form,
+            },
+            pending,
+            key,
+            ctx.metadata.authorization_endpoint.clone(),
+            ctx.now,
+        ))
+    }
+
+    /// The parameters and the state to keep, checked.
+    fn prepare(self) -> Result<Prepared, Error> {
         let inner = &self.ctx;
         for (name, _) in &self.extra {
             if RESERVED.contains(&name.as_str()) {
@@ -412,44 +637,44 @@ impl<'a> AuthorizationRequestBuilder<'a> {
         let nonce = Nonce::new(random_b64url(rng, RANDOM_BYTES)?);
         let pkce_verifier = PkceVerifier::new(random_b64url(rng, RANDOM_BYTES)?);
 
-        let mut url = inner.metadata.authorization_endpoint.clone();
+        let mut params: Vec<(String, String)> = Vec::with_capacity(16);
         {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", self.response_type.as_str())
-                .append_pair("client_id", inner.client_id)
-                .append_pair("redirect_uri", inner.redirect_uri.as_str())
-                .append_pair("scope", &self.scopes.join(" "))
-                .append_pair("state", state.secret())
-                .append_pair("nonce", nonce.secret())
-                .append_pair("code_challenge", &pkce_challenge(&pkce_verifier))
-                .append_pair("code_challenge_method", "S256")
-                .append_pair("response_mode", self.response_mode.as_str());
+            let mut q = |k: &str, v: &str| params.push((k.to_owned(), v.to_owned()));
+            q("response_type", self.response_type.as_str());
+            q("client_id", inner.client_id);
+            q("redirect_uri", inner.redirect_uri.as_str());
+            q("scope", &self.scopes.join(" "));
+            q("state", state.secret());
+            q("nonce", nonce.secret());
+            q("code_challenge", &pkce_challenge(&pkce_verifier));
+            q("code_challenge_method", "S256");
+            q("response_mode", self.response_mode.as_str());
             if let Some(p) = &self.prompt {
-                q.append_pair("prompt", p);
+                q("prompt", p);
             }
             if let Some(m) = self.max_age {
-                q.append_pair("max_age", &m.to_string());
+                q("max_age", &m.to_string());
             }
             if let Some(a) = &self.acr_values {
-                q.append_pair("acr_values", a);
+                q("acr_values", a);
             }
             if let Some(c) = &claims_param {
-                q.append_pair("claims", c);
+                q("claims", c);
             }
             if let Some(h) = &self.login_hint {
-                q.append_pair("login_hint", h);
+                q("login_hint", h);
             }
             if let Some(l) = &self.ui_locales {
-                q.append_pair("ui_locales", l);
+                q("ui_locales", l);
             }
             if self.completion_mode_hint {
-                q.append_pair(
+                q(
                     "completion_mode",
                     crate::proto::ietf::COMPLETION_MODE_DEFERRED,
                 );
             }
             for (k, v) in &self.extra {
-                q.append_pair(k, v);
+                q(k, v);
             }
         }
         let pending = PendingAuthorization {
@@ -465,14 +690,39 @@ impl<'a> AuthorizationRequestBuilder<'a> {
             created_at: inner.now,
             claims_request: self.claims_request.map(Box::new),
             completion_mode_hint: self.completion_mode_hint,
+            request_uri_expires_at: None,
+            dpop_key: None,
         };
         tracing::debug!(
             state = %pending.state.fingerprint(),
             response_type = pending.response_type.as_str(),
             "built authorization request"
         );
-        Ok((url, pending))
+        Ok(Prepared { params, pending })
     }
+}
+
+/// A signed request object (RFC 9101) holding `params`.
+fn signed_request(
+    ctx: &AuthorizeContext<'_>,
+    key: &SigningKey,
+    lifetime: Duration,
+    params: &[(String, String)],
+) -> Result<String, Error> {
+    use crate::proto::request_object::{
+        RequestObjectContext, request_object_claims, sign_request_object,
+    };
+    let claims = request_object_claims(
+        params,
+        &RequestObjectContext {
+            client_id: ctx.client_id,
+            issuer: &ctx.metadata.issuer,
+            now: ctx.now,
+            lifetime,
+            jti: random_b64url(ctx.rng, 16)?,
+        },
+    )?;
+    sign_request_object(key, &claims)
 }
 
 #[cfg(test)]

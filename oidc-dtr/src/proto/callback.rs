@@ -274,6 +274,8 @@ mod tests {
             created_at: UnixTime::from_secs(1),
             claims_request: None,
             completion_mode_hint: false,
+            request_uri_expires_at: None,
+            dpop_key: None,
         }
     }
 

@@ -50,6 +50,15 @@ pub struct ProviderMetadata {
     /// `authorization_response_iss_parameter_supported` (RFC 9207): when true,
     /// every authorization response must carry `iss`.
     pub authorization_response_iss_parameter_supported: bool,
+    /// `pushed_authorization_request_endpoint` (RFC 9126 §5): where
+    /// authorization requests are pushed.
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    /// `require_pushed_authorization_requests` (RFC 9126 §5): when true, the
+    /// OP accepts authorization requests only through PAR, and the client
+    /// always pushes.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
     /// Every other member, as sent (e.g. a vendor's cancellation endpoint).
     pub additional: Map<String, Value>,
 }
@@ -76,6 +85,8 @@ impl ProviderMetadata {
             code_challenge_methods_supported: None,
             dpop_signing_alg_values_supported: None,
             authorization_response_iss_parameter_supported: false,
+            pushed_authorization_request_endpoint: None,
+            require_pushed_authorization_requests: false,
             additional: Map::new(),
         }
     }
@@ -89,6 +100,14 @@ impl ProviderMetadata {
     /// Sets `response_types_supported`.
     pub fn with_response_types(mut self, v: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.response_types_supported = v.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets `pushed_authorization_request_endpoint` and
+    /// `require_pushed_authorization_requests` (RFC 9126 §5).
+    pub fn with_pushed_authorization_request_endpoint(mut self, url: Url, required: bool) -> Self {
+        self.pushed_authorization_request_endpoint = Some(url);
+        self.require_pushed_authorization_requests = required;
         self
     }
 
@@ -132,6 +151,8 @@ impl ProviderMetadata {
             "code_challenge_methods_supported",
             "dpop_signing_alg_values_supported",
             "authorization_response_iss_parameter_supported",
+            "pushed_authorization_request_endpoint",
+            "require_pushed_authorization_requests",
         ];
         let md = ProviderMetadata {
             issuer,
@@ -156,6 +177,10 @@ impl ProviderMetadata {
             authorization_response_iss_parameter_supported: obj
                 .optional_bool("authorization_response_iss_parameter_supported")?
                 .unwrap_or(false),
+            pushed_authorization_request_endpoint: url("pushed_authorization_request_endpoint")?,
+            require_pushed_authorization_requests: obj
+                .optional_bool("require_pushed_authorization_requests")?
+                .unwrap_or(false),
             additional: Map::new(),
         };
         let mut md = md;
@@ -173,6 +198,9 @@ impl ProviderMetadata {
         check_url(&self.token_endpoint, "token_endpoint")?;
         if let Some(j) = &self.jwks_uri {
             check_url(j, "jwks_uri")?;
+        }
+        if let Some(p) = &self.pushed_authorization_request_endpoint {
+            check_url(p, "pushed_authorization_request_endpoint")?;
         }
         Ok(())
     }

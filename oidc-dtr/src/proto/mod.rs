@@ -16,7 +16,9 @@
 //! authentication), [`claims`] and [`id_token`] (ID token claims and their
 //! validation, OIDC Core §3.1.3.7), [`assurance`] (OpenID Connect for
 //! Identity Assurance: `verified_claims`), [`userinfo`] (the UserInfo
-//! response) and [`message`] (HTTP messages as data). [`profile`] and
+//! response), [`par`] (Pushed Authorization Requests, RFC 9126),
+//! [`request_object`] (signed request objects, RFC 9101) and [`message`]
+//! (HTTP messages as data). [`profile`] and
 //! [`ietf`] hold what the IETF OAuth profile
 //! (draft-ietf-oauth-deferred-token-response) does differently on the same
 //! engine.
@@ -33,7 +35,9 @@ pub(crate) mod exchange;
 pub(crate) mod id_token;
 pub(crate) mod ietf;
 pub(crate) mod message;
+pub(crate) mod par;
 pub(crate) mod poll;
 pub(crate) mod profile;
+pub(crate) mod request_object;
 pub(crate) mod token;
 pub(crate) mod userinfo;
