@@ -120,7 +120,12 @@ fn html(status: StatusCode, title: &str, body: &str) -> http::Response<Full<Byte
          <title>{} · Mock OpenID Provider</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem}}\
          table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ccc;padding:.4rem;text-align:left}}\
-         label{{display:block;margin:.6rem 0 .2rem}}button{{margin:.3rem .3rem .3rem 0}}</style>\
+         label{{display:block;margin:.6rem 0 .2rem}}button{{margin:.3rem .3rem .3rem 0}}\
+         *,*::before,*::after{{box-sizing:border-box}}body{{overflow-wrap:anywhere}}\
+         input,select,button{{max-width:100%}}\
+         @media (max-width:40rem){{table,tbody,tr,th,td{{display:block}}\
+         thead{{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}}\
+         tr{{border-bottom:1px solid #ccc;padding:.4rem 0}}td,th{{border:0;padding:.1rem 0}}}}</style>\
          </head><body><header><p>Mock OpenID Provider (test double)</p></header>\
          <main>{body}</main></body></html>\n",
         escape(title)

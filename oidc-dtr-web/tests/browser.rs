@@ -226,6 +226,7 @@ async fn verify_as(c: &Client, demo: &Demo, name: &str, form_post: bool) -> Resu
     c.find(Locator::Id("verify")).await?.click().await?;
     // The OP's page.
     let field = wait_for(c, "input#name").await?;
+    fits(c, "the OP's documents page").await?;
     let op_origin = demo.op.issuer().to_owned();
     let here = c.current_url().await?;
     if !here.as_str().starts_with(&op_origin) {
@@ -252,6 +253,7 @@ async fn review(c: &Client, demo: &Demo, name: &str, deny: Option<&str>) -> Resu
     c.goto(&demo.review_url()).await?;
     let row = format!("tr[data-name=\"{name}\"]");
     wait_for(c, &row).await?;
+    fits(c, "the OP's reviewer page").await?;
     match deny {
         None => {
             c.find(Locator::Css(&format!("{row} button.approve")))
@@ -270,6 +272,7 @@ async fn review(c: &Client, demo: &Demo, name: &str, deny: Option<&str>) -> Resu
         }
     }
     wait_for(c, "#review-result").await?;
+    fits(c, "the OP's reviewer page after a decision").await?;
     Ok(())
 }
 
@@ -501,7 +504,7 @@ async fn verification_updates_live_in_a_real_browser() {
         .await
         .expect("browser B starts");
     // The reviewer, at the OP, on a desktop.
-    let r = browser(&driver, &chromium, profile_r.path(), false)
+    let r = browser(&driver, &chromium, profile_r.path(), true)
         .await
         .expect("the reviewer's browser starts");
 

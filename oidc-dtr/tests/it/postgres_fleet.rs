@@ -386,7 +386,13 @@ async fn fleet_faults(n: usize, busy: bool) {
         let port = cfg.get_ports().first().copied().unwrap_or(5432);
         SocketAddr::from(([127, 0, 0, 1], port))
     };
-    let schema = format!("fleet_{}", std::process::id());
+    // Both variants of this test run in one process, possibly at once:
+    // each gets a schema of its own.
+    let schema = format!(
+        "fleet_{}_{}",
+        std::process::id(),
+        if busy { "busy" } else { "calm" }
+    );
     let mut config = OpConfig::default();
     config.interval = Some(1);
     config.poll_latency = Some(Duration::from_millis(20));
