@@ -503,7 +503,7 @@ async fn verification_updates_live_in_a_real_browser() {
     let b = browser(&driver, &chromium, profile_b.path(), true)
         .await
         .expect("browser B starts");
-    // The reviewer, at the OP, on a desktop.
+    // The reviewer, at the OP, on a phone too.
     let r = browser(&driver, &chromium, profile_r.path(), true)
         .await
         .expect("the reviewer's browser starts");
