@@ -3,7 +3,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use oidc_dtr::{UnixTime, jose::{Algorithm, KeySet, SigningKey}, tokens::{IdTokenValidator, ValidationContext, ValidationOptions}, secret::{Nonce, RawJwt}};
+use oidc_dtr::{
+    UnixTime,
+    jose::{Algorithm, KeySet, SigningKey},
+    secret::{Nonce, RawJwt},
+    tokens::{IdTokenValidator, ValidationContext, ValidationOptions},
+};
 
 struct Fixture {
     validator: IdTokenValidator,

@@ -1,7 +1,7 @@
 //! JWK Set parsing (public API), then a verification with every key found.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use oidc_dtr::{jose::{Algorithm, KeySet}};
+use oidc_dtr::jose::{Algorithm, KeySet};
 
 const ALGS: &[Algorithm] = &[
     Algorithm::RS256,

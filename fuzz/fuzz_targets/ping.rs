@@ -5,7 +5,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     // Layout: method \n content-type \n authorization \n body.
     let mut parts = data.splitn(4, |&b| b == b'\n');
-    let method = parts.next().and_then(|p| std::str::from_utf8(p).ok()).unwrap_or("POST");
+    let method = parts
+        .next()
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .unwrap_or("POST");
     let ct = parts.next().and_then(|p| std::str::from_utf8(p).ok());
     let auth = parts.next().and_then(|p| std::str::from_utf8(p).ok());
     let body = parts.next().unwrap_or(&[]);

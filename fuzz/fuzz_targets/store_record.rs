@@ -2,7 +2,7 @@
 //! sealed record.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use oidc_dtr::{store::{AesGcmSealer, Record, Sealer}};
+use oidc_dtr::store::{AesGcmSealer, Record, Sealer};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = serde_json::from_slice::<Record>(data) {

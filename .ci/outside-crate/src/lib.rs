@@ -3,7 +3,13 @@
 use oidc_dtr::{CallbackResponse, DtrClient, Error, Outcome};
 
 /// What the flow ended with.
-pub async fn run(issuer: &str, client_id: &str, secret: &str, browse: impl AsyncFnOnce(&str) -> String, decide: impl FnOnce(&oidc_dtr::DeferredId)) -> Result<String, Error> {
+pub async fn run(
+    issuer: &str,
+    client_id: &str,
+    secret: &str,
+    browse: impl AsyncFnOnce(&str) -> String,
+    decide: impl FnOnce(&oidc_dtr::DeferredId),
+) -> Result<String, Error> {
     let client = DtrClient::builder()
         .issuer(issuer)
         .client_id(client_id)

@@ -7,7 +7,13 @@ async fn the_quickstart_calls_work_from_outside_the_workspace() {
         op.issuer(),
         MockOp::CLIENT_ID,
         MockOp::CLIENT_SECRET,
-        async |url: &str| op.browse(&url.parse().unwrap()).await.unwrap().query().to_owned(),
+        async |url: &str| {
+            op.browse(&url.parse().unwrap())
+                .await
+                .unwrap()
+                .query()
+                .to_owned()
+        },
         |id| assert!(op.approve(id)),
     )
     .await
