@@ -16,6 +16,7 @@ mod axum_example;
 #[cfg(unix)]
 mod crash;
 mod dpop;
+mod examples;
 mod foundation;
 mod handle;
 mod http_edge;
