@@ -50,9 +50,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
+use oidc_dtr::Profile;
 use oidc_dtr::{CallbackResponse, DeferredAuthId, DtrClient, PendingAuthorization};
 use oidc_dtr::{Outcome, PollEvent};
-use oidc_dtr::Profile;
 use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, RegisteredClient};
 
 mod common;

@@ -38,7 +38,9 @@ async fn main() -> Result<()> {
 /// Logs in, in the draft `profile`, and returns how it ended.
 pub async fn run(profile: Profile) -> Result<Outcome<TokenSet>> {
     // The loopback listener first: its port goes into the redirect URI.
-    let fixed = common::var("DTR_REDIRECT_URI").map(|u| url::Url::parse(&u)).transpose()?;
+    let fixed = common::var("DTR_REDIRECT_URI")
+        .map(|u| url::Url::parse(&u))
+        .transpose()?;
     let bind = match &fixed {
         Some(u) => format!(
             "{}:{}",
@@ -117,7 +119,9 @@ async fn receive_callback(listener: &TcpListener) -> Result<String> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         if path != "/callback" {
             let _ = stream
-                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
                 .await;
             continue;
         }

@@ -52,7 +52,10 @@ pub async fn run() -> Result<Outcome<TokenSet>> {
         .await?;
 
     let device = client.device_authorization("profile").await?;
-    println!("On your phone or computer, go to:\n  {}", device.verification_uri());
+    println!(
+        "On your phone or computer, go to:\n  {}",
+        device.verification_uri()
+    );
     println!("and enter the code:  {}", device.user_code());
     if let Some(complete) = device.verification_uri_complete() {
         println!("(or open {complete})");

@@ -262,8 +262,13 @@ fn credentials_of(client: &RegisteredClient) -> Credentials {
 /// Loads the PEM private key at `path`, with the algorithm its kind takes.
 fn load_key(path: &str) -> Result<SigningKey> {
     let pem = std::fs::read_to_string(path).map_err(|e| format!("DTR_CLIENT_KEY {path}: {e}"))?;
-    [Algorithm::RS256, Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA]
-        .into_iter()
-        .find_map(|alg| SigningKey::from_pem(alg, &pem).ok())
-        .ok_or_else(|| format!("DTR_CLIENT_KEY {path}: not an RSA, EC or Ed25519 private key").into())
+    [
+        Algorithm::RS256,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ]
+    .into_iter()
+    .find_map(|alg| SigningKey::from_pem(alg, &pem).ok())
+    .ok_or_else(|| format!("DTR_CLIENT_KEY {path}: not an RSA, EC or Ed25519 private key").into())
 }

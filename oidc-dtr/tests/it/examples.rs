@@ -120,6 +120,7 @@ fn every_example_header_has_a_cargo_run_command_that_works() {
         for run in runs {
             let args: Vec<&str> = run
                 .split_ascii_whitespace()
+                .map(|w| w.trim_matches('`'))
                 .skip_while(|w| *w != "run")
                 .take_while(|w| *w != "--")
                 .collect();
@@ -148,9 +149,13 @@ fn every_example_header_has_a_cargo_run_command_that_works() {
 
 #[test]
 fn the_header_parser_sees_a_bad_command() {
-    let cmds = header_commands("//! ```sh\n//! X=1 \\\n//!   cargo run --example quickstart --features testkit\n//! ```\nuse x;\n//! cargo run --example later\n");
+    let cmds = header_commands(
+        "//! ```sh\n//! X=1 \\\n//!   cargo run --example quickstart --features testkit\n//! ```\nuse x;\n//! cargo run --example later\n",
+    );
     assert_eq!(
-        cmds.iter().filter(|c| c.contains("cargo run")).collect::<Vec<_>>(),
+        cmds.iter()
+            .filter(|c| c.contains("cargo run"))
+            .collect::<Vec<_>>(),
         ["X=1  cargo run --example quickstart --features testkit"]
     );
     assert!(!manifest().0.contains("testkit"));
