@@ -7,7 +7,7 @@
 //! and signing an ES256 ID token, and the SDK validating it (cached JWKS).
 //!
 //! ```sh
-//! cargo bench --bench ping_latency --features testkit
+//! cargo bench -p oidc-dtr --bench ping_latency
 //! ```
 
 use std::time::{Duration, Instant};

@@ -6,7 +6,17 @@
 //! Run it, then open the printed URL in a browser:
 //!
 //! ```sh
-//! cargo run --example axum_rp --features testkit
+//! cargo run -p oidc-dtr --example axum_rp
+//! ```
+//!
+//! Against a real OP (variables: `examples/common/mod.rs`), with the RP on
+//! `DTR_BIND`; the OP must know `DTR_REDIRECT_URI` (default
+//! `http://<bind>/callback`) and reach `DTR_NOTIFICATION_ENDPOINT`
+//! (default `http://<bind>/dtr/ping`):
+//!
+//! ```sh
+//! DTR_ISSUER=https://op.example DTR_CLIENT_ID=rp DTR_CLIENT_SECRET=... \
+//!   DTR_BIND=127.0.0.1:3000 cargo run -p oidc-dtr --example axum_rp
 //! ```
 //!
 //! With `-- --self-test` it plays the browser itself and exits when the
@@ -22,10 +32,10 @@
 //!
 //! ```sh
 //! export DTR_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test
-//! DTR_BIND=127.0.0.1:3000 cargo run --example axum_rp --features postgres
+//! DTR_BIND=127.0.0.1:3000 cargo run -p oidc-dtr --example axum_rp --features postgres
 //! # another terminal, with the OP address the first one printed:
 //! DTR_BIND=127.0.0.1:3001 DTR_OP_ISSUER=http://127.0.0.1:PORT \
-//!   cargo run --example axum_rp --features postgres
+//!   cargo run -p oidc-dtr --example axum_rp --features postgres
 //! ```
 //!
 //! axum is a dev-dependency only: the SDK itself depends on no web framework.
@@ -40,9 +50,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
+use oidc_dtr::Profile;
 use oidc_dtr::{CallbackResponse, DeferredId, DtrClient, PendingAuthorization};
 use oidc_dtr::{Outcome, PollEvent};
 use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, RegisteredClient};
+
+mod common;
+use common::Op;
 
 /// What the status page shows for one verification.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -106,28 +120,22 @@ pub async fn start_replica(
         // Replicas each have their own callback address; one alone is pinned.
         registered = registered.with_redirect_uri(format!("{base}/callback"));
     }
-    let op = match &op_issuer {
-        Some(_) => None,
-        None => Some(
-            MockOp::builder()
-                .config(config)
-                .client(registered)
-                .start()
-                .await?,
-        ),
+    let op = match op_issuer {
+        Some(issuer) => Op::at(issuer, &registered)?,
+        None => Op::start(config, registered, Profile::Oidc).await?,
     };
-    let issuer = match (&op, op_issuer) {
-        (Some(op), _) => op.issuer().to_owned(),
-        (None, Some(i)) => i,
-        (None, None) => unreachable!(),
-    };
-
-    let mut builder = DtrClient::builder()
-        .issuer(issuer)
-        .client_id("axum-rp")
-        .client_secret("axum-rp-secret")
-        .redirect_uri(format!("{base}/callback"))
-        .notification_endpoint(format!("{base}/dtr/ping"));
+    let redirect_uri = op
+        .redirect_uri
+        .clone()
+        .unwrap_or_else(|| format!("{base}/callback"));
+    let ping_url = op
+        .notification_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("{base}/dtr/ping"));
+    let mut builder = op
+        .client_builder()
+        .redirect_uri(redirect_uri)
+        .notification_endpoint(ping_url);
     if let Some(url) = database_url {
         builder = with_database(builder, &url).await?;
     }
@@ -152,7 +160,11 @@ pub async fn start_replica(
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    Ok(Demo { op, addr, app })
+    Ok(Demo {
+        op: op.mock,
+        addr,
+        app,
+    })
 }
 
 /// The fleet's shared store (the one environment variable:
@@ -364,7 +376,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             op.issuer(),
             op.issuer()
         ),
-        None => println!("Example RP replica on http://{}", demo.addr),
+        None => println!("Example RP on http://{}", demo.addr),
     }
     if std::env::args().any(|a| a == "--self-test") {
         let s = self_test(&demo).await?;

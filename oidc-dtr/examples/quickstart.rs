@@ -1,13 +1,25 @@
 //! The Deferred Token Response flow, end to end, against the in-process mock
-//! OP of the `testkit` feature.
+//! OP of `oidc-dtr-testkit` (a dev-dependency: nothing to enable).
 //!
-//! Run it with: `cargo run --example quickstart --features testkit`
+//! ```sh
+//! cargo run -p oidc-dtr --example quickstart
+//! ```
+//!
+//! Against a real OP (see `examples/common/mod.rs` for every variable): the
+//! example prints the authorization URL and asks for the URL the browser
+//! was sent back to.
+//!
+//! ```sh
+//! DTR_ISSUER=https://op.example DTR_CLIENT_ID=rp DTR_CLIENT_SECRET=... \
+//!   DTR_REDIRECT_URI=https://rp.example/callback \
+//!   cargo run -p oidc-dtr --example quickstart
+//! ```
 //!
 //! With `-- --restart`, the pending authentication is kept in a store file,
 //! and the client is stopped and rebuilt halfway, as a deployment or a
 //! crash would: the new client resumes it and finishes with tokens.
 //!
-//! With `-- --ietf` (or `DTR_PROFILE=ietf`), the same flow runs under the
+//! With `-- --ietf` (or `DTR_DRAFT=ietf`), the same flow runs under the
 //! IETF OAuth Deferred Token Response profile: a plain `code` comes back,
 //! and the token request with `completion_mode=deferred` is deferred; the
 //! same engine polls the `deferral_code` and validates the same tokens.
@@ -18,19 +30,24 @@ use oidc_dtr::assurance::{ClaimsRequest, ClaimsTarget, EvidenceRequest, Verified
 use oidc_dtr::store::FileStore;
 use oidc_dtr::{CallbackResponse, DtrClient, Profile, Redemption};
 use oidc_dtr::{Outcome, PollEvent};
-use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, OpProfiles};
+use oidc_dtr_testkit::{AutoApprove, MockOp, OpConfig, RegisteredClient};
+
+mod common;
+use common::{Op, Result};
 
 /// The client of this example, on a store file when one is given.
 async fn build_client(
-    op: &MockOp,
+    op: &Op,
     store: Option<&std::path::Path>,
     profile: Profile,
-) -> Result<DtrClient, Box<dyn std::error::Error>> {
-    let mut builder = DtrClient::builder()
-        .issuer(op.issuer())
-        .client_id(MockOp::CLIENT_ID)
-        .client_secret(MockOp::CLIENT_SECRET)
-        .redirect_uri("http://127.0.0.1:8080/callback")
+) -> Result<DtrClient> {
+    let redirect_uri = op
+        .redirect_uri
+        .as_deref()
+        .unwrap_or("http://127.0.0.1:8080/callback");
+    let mut builder = op
+        .client_builder()
+        .redirect_uri(redirect_uri)
         .profile(profile);
     if let Some(path) = store {
         // `DtrClient::shutdown` released the file, so this open succeeds.
@@ -40,7 +57,14 @@ async fn build_client(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<()> {
+    let restart = std::env::args().any(|a| a == "--restart");
+    run(common::draft()?, restart).await
+}
+
+/// The whole flow, in the draft `profile`; with `restart`, on a store file,
+/// with the client stopped and rebuilt halfway.
+pub async fn run(profile: Profile, restart: bool) -> Result<()> {
     println!("oidc-dtr quickstart: a Relying Party asks an OpenID Provider to verify a user,");
     println!("and the Provider may take hours or days to decide. (Here: a few seconds.)\n");
 
@@ -48,17 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     //    in production it is your identity-verification provider. This one
     //    reviews documents for five seconds, then approves.
     // The one option: which draft the Provider and the client speak.
-    let profile = if std::env::args().any(|a| a == "--ietf")
-        || std::env::var("DTR_PROFILE").is_ok_and(|p| p.eq_ignore_ascii_case("ietf"))
-    {
-        Profile::Ietf
-    } else {
-        Profile::Oidc
-    };
     let mut config = OpConfig::default();
-    if profile == Profile::Ietf {
-        config.profiles = OpProfiles::Ietf;
-    }
     config.interval = Some(2);
     config.auto_approve = AutoApprove::AfterDelay(Duration::from_secs(5));
     config.progress_script = vec![
@@ -66,12 +80,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "A reviewer is checking your passport".into(),
         "Checking the selfie against the passport photo".into(),
     ];
-    let op = MockOp::builder().config(config).start().await?;
-    println!("0. A mock OpenID Provider is listening at {}", op.issuer());
+    let registered = RegisteredClient::confidential(MockOp::CLIENT_ID, MockOp::CLIENT_SECRET);
+    let op = Op::start(config, registered, profile).await?;
+    if op.is_mock() {
+        println!("0. A mock OpenID Provider is listening at {}", op.issuer());
+    } else {
+        println!("0. The OpenID Provider is {}", op.issuer());
+    }
 
     // 1. The client: it reads the Provider's metadata (discovery) and checks
     //    that the Provider supports Deferred Token Response.
-    let restart = std::env::args().any(|a| a == "--restart");
     let store_path = restart.then(|| {
         std::env::temp_dir().join(format!("oidc-dtr-quickstart-{}.redb", std::process::id()))
     });
@@ -111,13 +129,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. The user uploads documents at the Provider. The mock skips that and
     //    redirects the browser straight back to our redirect URI.
-    let back = op.browse(&url).await?;
-    println!("3. The browser came back to {}", back.url.path());
+    let query = op.user_signs_in(&url).await?;
+    println!("3. The browser came back to the redirect URI");
 
     // 4. Validate that redirect: state, issuer, and the code itself.
     //    OIDC profile: a deferred_code. IETF profile: a plain code.
     let mut events = client.subscribe();
-    let auth = match client.callback(&pending, back.query())? {
+    let auth = match client.callback(&pending, &query)? {
         CallbackResponse::Acknowledgment(ack) => {
             println!(
                 "4. The Provider acknowledged the request: it will decide later (deferred_code received)"

@@ -5,6 +5,10 @@
 // Test helpers are `pub` for the modules of this one binary; nothing is
 // reachable from outside it, so the workspace's `unreachable_pub` is noise here.
 #![allow(unreachable_pub)]
+// The examples run here (`examples.rs`, `axum_example.rs`) each bring
+// their own copy of the examples' shared module, as they do when built
+// alone.
+#![allow(clippy::duplicate_mod)]
 
 mod support;
 
@@ -16,6 +20,7 @@ mod axum_example;
 #[cfg(unix)]
 mod crash;
 mod dpop;
+mod examples;
 mod fapi;
 mod foundation;
 mod handle;
