@@ -157,11 +157,11 @@ pub use proto::poll::{
 };
 
 // The ping receiver.
-pub use ping::{PingBody, PingReceiver, PingReply, PingReplyKind};
+pub use ping::{PeerCertificate, PingBody, PingMtls, PingReceiver, PingReply, PingReplyKind};
 
 // JOSE and the JWKS cache.
 pub use engine::jwks_cache::{JwksConfig, JwksSnapshot};
-pub use engine::transport::HttpConfig;
+pub use engine::transport::{ClientIdentity, HttpConfig};
 pub use jose::{Algorithm, DpopKey, KeyError, KeySet, SigningKey, jwk_thumbprint};
 pub use proto::id_token::{IdTokenValidator, ValidationOptions};
 

@@ -4,6 +4,7 @@ mod back_channel;
 mod builder;
 mod handle;
 mod ietf;
+pub(crate) use ietf::transport_authenticated_local;
 mod userinfo;
 mod validation;
 
@@ -836,6 +837,8 @@ impl ClientInner {
             answered_at,
             notification_token.as_ref(),
         );
+        // Polled with the certificate the exchange was sent with.
+        auth.client_cert_thumbprint = inner.http.current_identity().map(str::to_owned);
         auth.dpop_key = dpop_key.map(Box::new);
         // The draft's interim ID token is validated like the final one
         // (OIDC Core §3.1.3.7); its nonce is the request's, and it comes
@@ -938,7 +941,22 @@ impl ClientInner {
         &self,
         params: Vec<(&'static str, String)>,
     ) -> Result<HttpRequest, Error> {
-        self.authed_form(&self.metadata.token_endpoint, params)
+        let endpoint = self.back_channel_endpoint("token_endpoint", &self.metadata.token_endpoint);
+        self.authed_form(&endpoint, params)
+    }
+
+    /// Where a back-channel request for the endpoint `name` (its metadata
+    /// name) goes: under mutual TLS, the OP's `mtls_endpoint_aliases`
+    /// entry when it publishes one (RFC 8705 §5), else `plain`.
+    pub(crate) fn back_channel_endpoint(&self, name: &str, plain: &Url) -> Url {
+        match self.http.current_identity() {
+            Some(_) => self
+                .metadata
+                .mtls_endpoint_alias(name)
+                .unwrap_or(plain)
+                .clone(),
+            None => plain.clone(),
+        }
     }
 
     /// Adds fresh client credentials for a request to `endpoint`.

@@ -50,6 +50,13 @@ pub struct ProviderMetadata {
     /// `authorization_response_iss_parameter_supported` (RFC 9207): when true,
     /// every authorization response must carry `iss`.
     pub authorization_response_iss_parameter_supported: bool,
+    /// `mtls_endpoint_aliases` (RFC 8705 §5): the endpoints a client using
+    /// mutual TLS calls instead of the plain ones, by metadata name
+    /// (`token_endpoint`, `revocation_endpoint`, `userinfo_endpoint`,
+    /// `device_authorization_endpoint`,
+    /// `pushed_authorization_request_endpoint`, ...). Empty when absent.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub mtls_endpoint_aliases: std::collections::BTreeMap<String, Url>,
     /// Every other member, as sent (e.g. a vendor's cancellation endpoint).
     pub additional: Map<String, Value>,
 }
@@ -76,6 +83,7 @@ impl ProviderMetadata {
             code_challenge_methods_supported: None,
             dpop_signing_alg_values_supported: None,
             authorization_response_iss_parameter_supported: false,
+            mtls_endpoint_aliases: Default::default(),
             additional: Map::new(),
         }
     }
@@ -132,7 +140,23 @@ impl ProviderMetadata {
             "code_challenge_methods_supported",
             "dpop_signing_alg_values_supported",
             "authorization_response_iss_parameter_supported",
+            "mtls_endpoint_aliases",
         ];
+        let mut mtls_endpoint_aliases = std::collections::BTreeMap::new();
+        match obj.map.get("mtls_endpoint_aliases") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (name, v) in m {
+                    let u = v.as_str().and_then(|s| Url::parse(s).ok()).ok_or_else(|| {
+                        obj.err("mtls_endpoint_aliases", format!("`{name}` is not a URL"))
+                    })?;
+                    check_url(&u, "mtls_endpoint_aliases")
+                        .map_err(|e| obj.err("mtls_endpoint_aliases", e.to_string()))?;
+                    mtls_endpoint_aliases.insert(name.clone(), u);
+                }
+            }
+            Some(_) => return Err(obj.err("mtls_endpoint_aliases", "is not an object")),
+        }
         let md = ProviderMetadata {
             issuer,
             authorization_endpoint,
@@ -156,6 +180,7 @@ impl ProviderMetadata {
             authorization_response_iss_parameter_supported: obj
                 .optional_bool("authorization_response_iss_parameter_supported")?
                 .unwrap_or(false),
+            mtls_endpoint_aliases,
             additional: Map::new(),
         };
         let mut md = md;
@@ -174,7 +199,23 @@ impl ProviderMetadata {
         if let Some(j) = &self.jwks_uri {
             check_url(j, "jwks_uri")?;
         }
+        for u in self.mtls_endpoint_aliases.values() {
+            check_url(u, "mtls_endpoint_aliases")?;
+        }
         Ok(())
+    }
+
+    /// Adds an `mtls_endpoint_aliases` entry (RFC 8705 §5): `name` is the
+    /// metadata name of the plain endpoint (`token_endpoint`, ...).
+    pub fn with_mtls_endpoint_alias(mut self, name: impl Into<String>, url: Url) -> Self {
+        self.mtls_endpoint_aliases.insert(name.into(), url);
+        self
+    }
+
+    /// The `mtls_endpoint_aliases` entry for the endpoint named `name`
+    /// (RFC 8705 §5), if the OP publishes one.
+    pub fn mtls_endpoint_alias(&self, name: &str) -> Option<&Url> {
+        self.mtls_endpoint_aliases.get(name)
     }
 
     /// Whether `response_types_supported` lists `deferred_code` (in any

@@ -226,6 +226,13 @@ pub struct AuthFields {
     /// Started by the device flow (RFC 8628): ID tokens may lack `nonce`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) device_flow: bool,
+    /// The `x5t#S256` of the client certificate (mutual TLS, RFC 8705) it
+    /// was started with: every later request for it (polls, cancellation)
+    /// presents that certificate, whatever the current one is (RFC 8705
+    /// §3: its tokens are bound to it). Absent without mutual TLS and in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_cert_thumbprint: Option<String>,
 }
 
 impl fmt::Debug for DeferredAuthentication {
@@ -248,6 +255,7 @@ impl fmt::Debug for DeferredAuthentication {
             .field("claims_request", &self.claims_request.is_some())
             .field("profile", &self.profile)
             .field("initial_interaction_uri", &self.initial_interaction_uri)
+            .field("client_cert_thumbprint", &self.client_cert_thumbprint)
             .finish_non_exhaustive()
     }
 }
@@ -284,6 +292,7 @@ impl DeferredAuthentication {
             profile: Profile::Oidc,
             initial_interaction_uri: None,
             device_flow: false,
+            client_cert_thumbprint: None,
         })
     }
 
@@ -320,6 +329,7 @@ impl DeferredAuthentication {
             profile: Profile::Ietf,
             initial_interaction_uri: resp.interaction_uri,
             device_flow: origin.device_flow,
+            client_cert_thumbprint: None,
         })
     }
 
@@ -354,6 +364,7 @@ impl DeferredAuthentication {
             profile,
             initial_interaction_uri: None,
             device_flow: origin.device_flow,
+            client_cert_thumbprint: None,
         })
     }
 
@@ -391,6 +402,7 @@ impl DeferredAuthentication {
             profile: Profile::Oidc,
             initial_interaction_uri: None,
             device_flow: false,
+            client_cert_thumbprint: None,
         })
     }
 
@@ -419,6 +431,13 @@ impl DeferredAuthentication {
             interval,
             Nonce::new("nonce"),
         )
+    }
+
+    /// The `x5t#S256` (RFC 8705 §3.1) of the client certificate this
+    /// authentication was started with, when mutual TLS is configured: it
+    /// is polled (and cancelled) with that certificate only.
+    pub fn client_cert_thumbprint(&self) -> Option<&str> {
+        self.client_cert_thumbprint.as_deref()
     }
 
     /// The DPoP key bound to this authentication process, if DPoP is used.
