@@ -97,7 +97,21 @@ pub(crate) trait PingSink: Send + Sync + 'static {
 /// request of a connection, and [`PingReceiver::handle`] reads it (see
 /// [`PingMtls`] and the pings guide).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCertificate(pub Vec<u8>);
+pub struct PeerCertificate {
+    der: Vec<u8>,
+}
+
+impl PeerCertificate {
+    /// The peer's leaf certificate, DER-encoded.
+    pub fn new(der: impl Into<Vec<u8>>) -> Self {
+        PeerCertificate { der: der.into() }
+    }
+
+    /// The DER bytes.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+}
 
 /// Mutual TLS at the notification endpoint: which OP certificates may
 /// deliver pings, and whether a bearer token is also required.
@@ -621,7 +635,7 @@ impl PingReceiver {
             header(CONTENT_TYPE),
             header(AUTHORIZATION),
             &bytes,
-            peer.map(|p| p.0.as_slice()),
+            peer.map(PeerCertificate::der),
         )
         .await
         .into_response()

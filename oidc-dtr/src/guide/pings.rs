@@ -137,7 +137,7 @@
 //!             .1
 //!             .peer_certificates()
 //!             .and_then(|chain| chain.first())
-//!             .map(|cert| PeerCertificate(cert.to_vec()));
+//!             .map(|cert| PeerCertificate::new(cert.to_vec()));
 //!         let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
 //!             if let Some(p) = peer.clone() {
 //!                 req.extensions_mut().insert(p);

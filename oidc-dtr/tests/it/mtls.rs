@@ -148,7 +148,7 @@ where
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .map(|c| PeerCertificate(c.to_vec()));
+                    .map(|c| PeerCertificate::new(c.to_vec()));
                 let svc =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let handler = handler.clone();
@@ -205,7 +205,7 @@ async fn alias_server(pki: &Pki, op_base: String) -> (String, Arc<Mutex<Vec<Seen
         let op_base = op_base.clone();
         async move {
             let thumbprint = req.extensions().get::<PeerCertificate>().map(|p| {
-                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &p.0);
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, p.der());
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
             });
             let path = req.uri().path().to_owned();
