@@ -338,6 +338,36 @@ mod tests {
     }
 
     #[test]
+    fn mtls_endpoint_aliases_are_parsed_and_checked() {
+        let mut d = doc();
+        d["mtls_endpoint_aliases"] = serde_json::json!({
+            "token_endpoint": "https://mtls.op.example/token",
+            "userinfo_endpoint": "https://mtls.op.example/userinfo"
+        });
+        let md = ProviderMetadata::from_json(d.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            md.mtls_endpoint_alias("token_endpoint").map(Url::as_str),
+            Some("https://mtls.op.example/token")
+        );
+        assert!(md.mtls_endpoint_alias("revocation_endpoint").is_none());
+        assert!(!md.additional.contains_key("mtls_endpoint_aliases"));
+        // Round trip through serde (stored metadata).
+        let back: ProviderMetadata =
+            serde_json::from_str(&serde_json::to_string(&md).unwrap()).unwrap();
+        assert_eq!(back, md);
+        for bad in [
+            serde_json::json!({ "token_endpoint": 7 }),
+            serde_json::json!({ "token_endpoint": "http://mtls.op.example/token" }),
+            serde_json::json!(["https://mtls.op.example/token"]),
+        ] {
+            let mut d = doc();
+            d["mtls_endpoint_aliases"] = bad;
+            let e = ProviderMetadata::from_json(d.to_string().as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("mtls_endpoint_aliases"), "{e}");
+        }
+    }
+
+    #[test]
     fn dtr_check_names_what_is_missing() {
         let mut d = doc();
         d["response_types_supported"] = serde_json::json!(["code"]);
