@@ -3,12 +3,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use oidc_dtr::{
-    UnixTime,
-    jose::{Algorithm, KeySet, SigningKey},
-    secret::{Nonce, RawJwt},
-    tokens::{IdTokenValidator, ValidationContext, ValidationOptions},
-};
+use oidc_dtr::{UnixTime, jose::{Algorithm, KeySet, SigningKey}, secret::{Nonce, RawJwt}, tokens::{IdTokenValidator, ValidationContext, ValidationOptions}};
 
 struct Fixture {
     validator: IdTokenValidator,

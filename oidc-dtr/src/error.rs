@@ -268,6 +268,18 @@ pub enum ConfigError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// An authentication was started with a client certificate (mutual
+    /// TLS, RFC 8705) that is no longer configured, neither as the current
+    /// [`HttpConfig::client_identity`](crate::client::HttpConfig::client_identity)
+    /// nor among the previous ones. Its tokens would be bound to that
+    /// certificate (RFC 8705 §3), so it is never polled with another.
+    #[error(
+        "the client certificate this authentication started with (x5t#S256 {thumbprint}) is no longer configured"
+    )]
+    ClientIdentityNotConfigured {
+        /// The certificate's `x5t#S256` (not a secret).
+        thumbprint: String,
+    },
     /// The HTTP client could not be built (the cause is the `source`).
     #[error("invalid configuration: could not build the HTTP client")]
     HttpClient(#[source] SharedError),

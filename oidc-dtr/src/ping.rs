@@ -103,6 +103,156 @@ pub(crate) trait PingSink: Send + Sync + 'static {
     fn advisory(&self, _id: DeferredId) -> BoxFuture<PingVerdict> {
         Box::pin(async { PingVerdict::Rejected })
     }
+
+    /// A ping without a bearer token from a peer whose client certificate
+    /// was accepted (see [`PingMtls`]): wakes the authentication if it is
+    /// known and pending.
+    fn transport_authenticated(&self, _id: DeferredId) -> BoxFuture<PingVerdict> {
+        Box::pin(async { PingVerdict::Rejected })
+    }
+}
+
+/// The peer's TLS client certificate (DER of the leaf), as a request
+/// extension: a server that terminates TLS itself inserts it into each
+/// request of a connection, and [`PingReceiver::handle`] reads it (see
+/// [`PingMtls`] and the pings guide).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    der: Vec<u8>,
+}
+
+impl PeerCertificate {
+    /// The peer's leaf certificate, DER-encoded.
+    pub fn new(der: impl Into<Vec<u8>>) -> Self {
+        PeerCertificate { der: der.into() }
+    }
+
+    /// The DER bytes.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+}
+
+/// Mutual TLS at the notification endpoint: which OP certificates may
+/// deliver pings, and whether a bearer token is also required.
+///
+/// The Deferred Token Response drafts let the OP authenticate to the
+/// client's notification endpoint with mutual TLS instead of the bearer
+/// token. With this set on a [`PingReceiver`], a ping is accepted only
+/// from a peer whose certificate (handed over by the application: see
+/// [`PingReceiver::handle_raw_with_peer`] and [`PeerCertificate`]) has the
+/// SHA-256 thumbprint (`x5t#S256`, RFC 8705 §3.1) of one of the trusted
+/// certificates, compared in constant time. Then:
+///
+/// - with [`require_bearer(true)`](Self::require_bearer) (the default),
+///   the bearer token is checked as without mutual TLS;
+/// - with `require_bearer(false)`, a ping without `Authorization` wakes
+///   the named authentication if it is pending (one with a bearer token
+///   still has it checked).
+///
+/// A wrong certificate, no certificate, a wrong token and an unknown id
+/// all get the same `401`: the answer tells a caller nothing.
+///
+/// The TLS server must request (and verify against the OP's CA, or
+/// accept any and leave the decision here) client certificates; this type
+/// only matches what it hands over.
+#[derive(Clone, Default)]
+#[must_use]
+pub struct PingMtls {
+    thumbprints: Vec<[u8; 32]>,
+    allow_without_bearer: bool,
+}
+
+impl fmt::Debug for PingMtls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PingMtls")
+            .field("trusted", &self.thumbprints.len())
+            .field("require_bearer", &!self.allow_without_bearer)
+            .finish()
+    }
+}
+
+impl PingMtls {
+    /// Nothing trusted yet; a bearer token required.
+    pub fn new() -> Self {
+        PingMtls::default()
+    }
+
+    /// Trusts the OP certificate `der` (DER).
+    pub fn trust_certificate_der(mut self, der: impl AsRef<[u8]>) -> Self {
+        self.thumbprints.push(sha256(der.as_ref()));
+        self
+    }
+
+    /// Trusts every certificate of `pem` (PEM `CERTIFICATE` blocks).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`](crate::error::ConfigError::Invalid) (field
+    /// `ping_mtls`) when `pem` holds no certificate or is not valid PEM.
+    pub fn trust_certificates_pem(
+        mut self,
+        pem: impl AsRef<[u8]>,
+    ) -> Result<Self, crate::error::ConfigError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let invalid = |reason: &str| crate::error::ConfigError::Invalid {
+            field: "ping_mtls",
+            reason: reason.to_owned(),
+        };
+        let before = self.thumbprints.len();
+        for cert in CertificateDer::pem_slice_iter(pem.as_ref()) {
+            let cert = cert.map_err(|_| invalid("not valid PEM"))?;
+            self.thumbprints.push(sha256(&cert));
+        }
+        if self.thumbprints.len() == before {
+            return Err(invalid("no PEM certificate was found"));
+        }
+        Ok(self)
+    }
+
+    /// Trusts the certificate whose `x5t#S256` (base64url SHA-256 of its
+    /// DER, RFC 8705 §3.1) is `thumbprint`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`](crate::error::ConfigError::Invalid) (field
+    /// `ping_mtls`) when it is not 32 bytes of base64url.
+    pub fn trust_thumbprint(mut self, thumbprint: &str) -> Result<Self, crate::error::ConfigError> {
+        let bytes = crate::jose::b64_decode(thumbprint)
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .ok_or_else(|| crate::error::ConfigError::Invalid {
+                field: "ping_mtls",
+                reason: "an x5t#S256 thumbprint is 32 bytes of base64url".into(),
+            })?;
+        self.thumbprints.push(bytes);
+        Ok(self)
+    }
+
+    /// Whether a bearer token is required as well as the certificate
+    /// (default true).
+    pub fn require_bearer(mut self, required: bool) -> Self {
+        self.allow_without_bearer = !required;
+        self
+    }
+
+    /// Whether `peer` is one of the trusted certificates: every
+    /// thumbprint is compared, in constant time.
+    fn accepts(&self, peer: Option<&[u8]>) -> bool {
+        let presented = sha256(peer.unwrap_or_default());
+        let mut found = false;
+        for t in &self.thumbprints {
+            found |= crate::secret::ct_eq(t, &presented);
+        }
+        found && peer.is_some()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// The answer to a ping, independent of any HTTP library.
@@ -192,6 +342,7 @@ impl PingReply {
 pub struct PingReceiver {
     sink: Arc<dyn PingSink>,
     max_body: usize,
+    mtls: Option<Arc<PingMtls>>,
     warnings: Arc<std::sync::Mutex<WarnGate>>,
 }
 
@@ -235,6 +386,7 @@ impl fmt::Debug for PingReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PingReceiver")
             .field("max_body", &self.max_body)
+            .field("mtls", &self.mtls)
             .finish()
     }
 }
@@ -277,8 +429,21 @@ impl PingReceiver {
         PingReceiver {
             sink,
             max_body: DEFAULT_MAX_BODY,
+            mtls: None,
             warnings: Arc::default(),
         }
+    }
+
+    /// Requires mutual TLS from the OP (see [`PingMtls`]): pings are then
+    /// accepted only with a trusted peer certificate, handed over through
+    /// [`handle_raw_with_peer`](Self::handle_raw_with_peer) or the
+    /// [`PeerCertificate`] extension of the request given to
+    /// [`handle`](Self::handle); [`handle_raw`](Self::handle_raw) and
+    /// [`handle_parts`](Self::handle_parts), which have no peer
+    /// certificate, then answer every ping with `401`.
+    pub fn mtls(mut self, config: PingMtls) -> Self {
+        self.mtls = Some(Arc::new(config));
+        self
     }
 
     /// Sets the body cap (default 4 KiB).
@@ -299,9 +464,27 @@ impl PingReceiver {
         authorization: Option<&str>,
         body: &[u8],
     ) -> PingReply {
+        self.handle_raw_with_peer(method, content_type, authorization, body, None)
+            .await
+    }
+
+    /// [`handle_raw`](Self::handle_raw) with the peer's TLS client
+    /// certificate (DER of the leaf, from the TLS terminator), for an
+    /// endpoint protected by mutual TLS (see [`PingMtls`]). Without
+    /// [`mtls`](Self::mtls) configured, `peer_certificate` is ignored.
+    ///
+    /// Cancel safety: safe, as [`handle_raw`](Self::handle_raw).
+    pub async fn handle_raw_with_peer(
+        &self,
+        method: &str,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        body: &[u8],
+        peer_certificate: Option<&[u8]>,
+    ) -> PingReply {
         use tracing::Instrument as _;
         let span = tracing::info_span!("dtr.ping", deferred_auth_id = tracing::field::Empty);
-        self.check(method, content_type, authorization, body)
+        self.check(method, content_type, authorization, body, peer_certificate)
             .instrument(span)
             .await
     }
@@ -312,6 +495,7 @@ impl PingReceiver {
         content_type: Option<&str>,
         authorization: Option<&str>,
         body: &[u8],
+        peer_certificate: Option<&[u8]>,
     ) -> PingReply {
         if !method.eq_ignore_ascii_case("POST") {
             return PingReply::of(PingReplyKind::MethodNotAllowed);
@@ -326,6 +510,24 @@ impl PingReceiver {
             return PingReply::of(PingReplyKind::BadRequest);
         };
         let id = DeferredId::new(id);
+        if let Some(mtls) = &self.mtls {
+            if !mtls.accepts(peer_certificate) {
+                tracing::debug!("ping rejected: no trusted client certificate");
+                return PingReply::of(PingReplyKind::Unauthorized);
+            }
+            if authorization.is_none() && mtls.allow_without_bearer {
+                tracing::Span::current().record(
+                    "deferred_auth_id",
+                    tracing::field::display(id.fingerprint()),
+                );
+                let kind = match self.sink.transport_authenticated(id.clone()).await {
+                    PingVerdict::Woken => PingReplyKind::Woken,
+                    PingVerdict::AlreadyFinished => PingReplyKind::AlreadyFinished,
+                    PingVerdict::Rejected => PingReplyKind::Unauthorized,
+                };
+                return PingReply::of(kind);
+            }
+        }
         let Some(token) = bearer(authorization) else {
             // The IETF draft: without a notification token the AS omits the
             // header; such a callback is advisory at most.
@@ -445,9 +647,22 @@ impl PingReceiver {
                 return PingReply::of(kind).into_response();
             }
         };
-        self.handle_parts(&parts.method, &parts.headers, &bytes)
-            .await
-            .into_response()
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let peer = parts.extensions.get::<PeerCertificate>();
+        self.handle_raw_with_peer(
+            parts.method.as_str(),
+            header(CONTENT_TYPE),
+            header(AUTHORIZATION),
+            &bytes,
+            peer.map(PeerCertificate::der),
+        )
+        .await
+        .into_response()
     }
 }
 

@@ -108,9 +108,24 @@ impl ClientInner {
 
     /// Sends a request built by `build` (called once per attempt, so every
     /// attempt gets fresh credentials), adding a DPoP proof when a key is
-    /// given, and retrying once at once on `use_dpop_nonce`.
+    /// given, and retrying once at once on `use_dpop_nonce`; with the
+    /// current client certificate when mutual TLS is configured.
     pub(crate) async fn send_with_dpop(
         &self,
+        dpop: Option<&DpopKey>,
+        build: impl Fn() -> Result<HttpRequest, Error>,
+    ) -> Result<HttpResponse, Error> {
+        self.send_with_dpop_as(None, dpop, build).await
+    }
+
+    /// [`send_with_dpop`](Self::send_with_dpop) presenting the client
+    /// certificate whose thumbprint is `identity` (`None`: the current
+    /// one). A certificate no longer configured is
+    /// [`ConfigError::ClientIdentityNotConfigured`](crate::error::ConfigError::ClientIdentityNotConfigured):
+    /// nothing is sent.
+    pub(crate) async fn send_with_dpop_as(
+        &self,
+        identity: Option<&str>,
         dpop: Option<&DpopKey>,
         build: impl Fn() -> Result<HttpRequest, Error>,
     ) -> Result<HttpResponse, Error> {
@@ -122,7 +137,7 @@ impl ClientInner {
                 req.headers.insert("dpop", proof);
             }
             let url = req.url.clone();
-            let resp = self.http.send(req).await?;
+            let resp = self.http.send_as(identity, req).await?;
             let new_nonce = self.remember_dpop_nonce(&url, &resp);
             let wants_nonce = dpop.is_some()
                 && !resp.status.is_success()
@@ -136,7 +151,8 @@ impl ClientInner {
         }
     }
 
-    /// A token-endpoint request with fresh client authentication and DPoP.
+    /// A token-endpoint request with fresh client authentication and DPoP
+    /// (and the current client certificate, under mutual TLS).
     pub(crate) async fn send_token_request(
         &self,
         params: &[(&'static str, String)],
@@ -144,6 +160,19 @@ impl ClientInner {
     ) -> Result<HttpResponse, Error> {
         self.send_with_dpop(dpop, || self.token_request(params.to_vec()))
             .await
+    }
+
+    /// A token-endpoint request for an authentication in progress: with
+    /// the client certificate it started with (RFC 8705 §3).
+    pub(crate) async fn send_token_request_for(
+        &self,
+        auth: &DeferredAuthentication,
+        params: &[(&'static str, String)],
+    ) -> Result<HttpResponse, Error> {
+        self.send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop_key(), || {
+            self.token_request(params.to_vec())
+        })
+        .await
     }
 
     /// Reads a token response in hand and validates it: token type against
@@ -218,6 +247,7 @@ impl ClientInner {
         let handle = DeferredId::new(format!("held-{}", random_b64url(self.rng.as_ref(), 32)?));
         let mut auth =
             DeferredAuthentication::holding(origin, handle.clone(), received_at, profile);
+        auth.client_cert_thumbprint = self.http.current_identity().map(str::to_owned);
         auth.dpop_key = dpop_key.map(Box::new);
         let machine = PollMachine::new(&auth, self.poll_config.clone()).holding(
             tokens,
@@ -450,7 +480,7 @@ impl ClientInner {
     async fn poll_once(&self, auth: &DeferredAuthentication) -> PollResult<TokenSet> {
         let params = auth.profile().poll_params(auth.id().secret());
         let dpop = auth.dpop_key();
-        let resp = match self.send_token_request(&params, dpop).await {
+        let resp = match self.send_token_request_for(auth, &params).await {
             Ok(r) => r,
             Err(e) => return poll_result_of(e),
         };
@@ -590,7 +620,7 @@ impl ClientInner {
         auth: &DeferredAuthentication,
     ) -> Result<(), Error> {
         let resp = self
-            .send_with_dpop(auth.dpop_key(), || {
+            .send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop_key(), || {
                 self.authed_form(
                     endpoint,
                     crate::proto::ietf::revocation_params(auth.id().secret()),
@@ -608,7 +638,9 @@ impl ClientInner {
         auth: &DeferredAuthentication,
     ) -> Result<(), Error> {
         let resp = self
-            .send_with_dpop(auth.dpop_key(), || self.cancel_request(cfg, auth))
+            .send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop_key(), || {
+                self.cancel_request(cfg, auth)
+            })
             .await?;
         error_for_status(&resp, &cfg.endpoint)
     }

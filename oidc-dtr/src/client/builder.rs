@@ -240,7 +240,9 @@ impl DtrClientBuilder {
         self
     }
 
-    /// HTTP timeouts and body cap.
+    /// HTTP timeouts, body cap, and mutual TLS: the client certificate
+    /// (and earlier ones still used by pending authentications) and extra
+    /// trust anchors (see [`HttpConfig`]).
     pub fn http_config(mut self, cfg: HttpConfig) -> Self {
         self.http = cfg;
         self
@@ -510,7 +512,15 @@ impl DtrClientBuilder {
                 }
             },
         };
-        let revocation_endpoint = metadata.revocation_endpoint();
+        // Under mutual TLS, back-channel endpoints go to the OP's
+        // `mtls_endpoint_aliases` (RFC 8705 §5) where it publishes one.
+        let mtls_alias = |name: &str, plain: Url| match http.current_identity() {
+            Some(_) => metadata.mtls_endpoint_alias(name).cloned().unwrap_or(plain),
+            None => plain,
+        };
+        let revocation_endpoint = metadata
+            .revocation_endpoint()
+            .map(|u| mtls_alias("revocation_endpoint", u));
         if profile == Profile::Ietf {
             match &revocation_endpoint {
                 None => tracing::warn!(
@@ -556,6 +566,9 @@ impl DtrClientBuilder {
         let push_requests = self.pushed_authorization_requests
             || fapi2
             || metadata.require_pushed_authorization_requests;
+        if auth.is_mutual_tls() && http.current_identity().is_none() {
+            return Err(ConfigError::Missing("client_identity").into());
+        }
         let secret = auth.client_secret();
         let validator = IdTokenValidator::new(
             metadata.issuer.clone(),
@@ -582,7 +595,9 @@ impl DtrClientBuilder {
                         field: "cancellation",
                         reason: format!("the metadata has no string member `{member}`"),
                     })?;
-                Some(CancellationConfig::new(url)?.encoding(encoding))
+                let mut c = CancellationConfig::new(url)?.encoding(encoding);
+                c.endpoint = mtls_alias(&member, c.endpoint);
+                Some(c)
             }
         };
         if let Some(c) = &cancellation {

@@ -88,6 +88,9 @@ pub(crate) fn apply(s: Fapi2Settings<'_>) -> Result<(), ConfigError> {
                 "authenticate with ClientAuth::private_key_jwt and a PS256, ES256 or EdDSA key",
             ));
         }
+        // Mutual TLS client authentication (RFC 8705 §2) is one of the two
+        // methods FAPI 2.0 allows, and binds tokens to the certificate.
+        ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth => {}
         ClientAuth::PrivateKeyJwt { key, audience } => {
             check_alg(key.algorithm(), "the client assertion (private_key_jwt)")?;
             if *audience != AssertionAudience::Issuer {
@@ -100,6 +103,8 @@ pub(crate) fn apply(s: Fapi2Settings<'_>) -> Result<(), ConfigError> {
         }
     }
     match s.dpop.enabled {
+        // Certificate-bound tokens (RFC 8705 §3) are the sender constraint.
+        _ if s.auth.is_mutual_tls() => {}
         Some(false) => {
             return Err(refuse(
                 CLIENTS,

@@ -158,6 +158,7 @@ impl ClientInner {
         let description = d.error.description.clone();
         let hash = notification_token.map(|t| SecretHash::of(t.as_bytes()));
         let mut auth = DeferredAuthentication::from_ietf(origin, d, issued_at, answered_at, hash);
+        auth.client_cert_thumbprint = self.http.current_identity().map(str::to_owned);
         auth.dpop_key = dpop_key.map(Box::new);
         tracing::Span::current().record(
             "deferral_code",
@@ -221,6 +222,30 @@ impl crate::ping::PingSink for ClientPings {
             }
         })
     }
+
+    fn transport_authenticated(
+        &self,
+        id: crate::secret::DeferredId,
+    ) -> crate::ping::BoxFuture<crate::ping::PingVerdict> {
+        let driver = self.driver.clone();
+        Box::pin(async move { transport_authenticated_local(&driver, &id).await })
+    }
+}
+
+/// A ping authenticated by the peer's certificate: wakes a pending
+/// authentication this instance tracks.
+pub(crate) async fn transport_authenticated_local(
+    driver: &crate::engine::driver::DriverHandle<crate::proto::token::TokenSet>,
+    id: &crate::secret::DeferredId,
+) -> crate::ping::PingVerdict {
+    use crate::ping::PingVerdict;
+    match driver.get(id).await {
+        Some(t) if t.finished => PingVerdict::AlreadyFinished,
+        Some(_) if driver.wake(id).await => PingVerdict::Woken,
+        // Ended meanwhile.
+        Some(_) => PingVerdict::AlreadyFinished,
+        None => PingVerdict::Rejected,
+    }
 }
 
 impl DtrClient {
@@ -248,6 +273,7 @@ impl DtrClient {
                 reason: "the AS publishes no device_authorization_endpoint".into(),
             },
         )?;
+        let endpoint = inner.back_channel_endpoint("device_authorization_endpoint", &endpoint);
         let mut scopes = vec!["openid".to_owned()];
         for s in scope.split_ascii_whitespace() {
             if !scopes.iter().any(|have| have == s) {
@@ -268,7 +294,7 @@ impl DtrClient {
         }
         let requested_at = inner.clock.now();
         let req = inner.authed_form(&endpoint, params)?;
-        let resp = inner.http.send(req).await?;
+        let resp = inner.http.send_as(None, req).await?;
         let answered_at = inner.clock.now();
         crate::proto::device::parse_device_authorization(
             &resp,

@@ -43,6 +43,7 @@ mod fapi;
 mod handle;
 mod ietf;
 mod par;
+pub(crate) use ietf::transport_authenticated_local;
 mod userinfo;
 mod validation;
 
@@ -50,7 +51,7 @@ pub use builder::{DpopConfig, DtrClientBuilder};
 pub use fapi::{FAPI2_ALGORITHMS, SecurityProfile};
 pub use handle::AuthHandle;
 
-pub use crate::engine::transport::HttpConfig;
+pub use crate::engine::transport::{ClientIdentity, HttpConfig};
 pub use crate::proto::authorize::{AuthorizationRequestBuilder, ResponseMode, ResponseType};
 pub use crate::proto::cancel::{CancelEncoding, CancellationConfig};
 pub use crate::proto::client_auth::AssertionAudience;
@@ -932,6 +933,8 @@ impl ClientInner {
             answered_at,
             notification_token.as_ref(),
         );
+        // Polled with the certificate the exchange was sent with.
+        auth.client_cert_thumbprint = inner.http.current_identity().map(str::to_owned);
         auth.dpop_key = dpop_key.map(Box::new);
         // The draft's interim ID token is validated like the final one
         // (OIDC Core §3.1.3.7); its nonce is the request's, and it comes
@@ -1034,7 +1037,22 @@ impl ClientInner {
         &self,
         params: Vec<(&'static str, String)>,
     ) -> Result<HttpRequest, Error> {
-        self.authed_form(&self.metadata.token_endpoint, params)
+        let endpoint = self.back_channel_endpoint("token_endpoint", &self.metadata.token_endpoint);
+        self.authed_form(&endpoint, params)
+    }
+
+    /// Where a back-channel request for the endpoint `name` (its metadata
+    /// name) goes: under mutual TLS, the OP's `mtls_endpoint_aliases`
+    /// entry when it publishes one (RFC 8705 §5), else `plain`.
+    pub(crate) fn back_channel_endpoint(&self, name: &str, plain: &Url) -> Url {
+        match self.http.current_identity() {
+            Some(_) => self
+                .metadata
+                .mtls_endpoint_alias(name)
+                .unwrap_or(plain)
+                .clone(),
+            None => plain.clone(),
+        }
     }
 
     /// Adds fresh client credentials for a request to `endpoint`.

@@ -22,9 +22,18 @@ impl DtrClient {
     /// checked against the flow's `claims` request for `userinfo`, as
     /// [`TokenSet::verified_claims`] does for the ID token; a failed check is
     /// [`Error::Assurance`]. The tokens are not affected: call again at will.
+    ///
+    /// Under mutual TLS ([`HttpConfig::client_identity`](crate::client::HttpConfig::client_identity))
+    /// the call goes to the `userinfo_endpoint` of the OP's
+    /// `mtls_endpoint_aliases` (RFC 8705 §5) with the current client
+    /// certificate, the one certificate-bound access tokens (RFC 8705 §3)
+    /// of new authentications are bound to.
     pub async fn userinfo(&self, tokens: &TokenSet) -> Result<UserInfo, Error> {
         let inner = &self.inner;
         let endpoint = userinfo::endpoint(&inner.metadata)?;
+        // Under mutual TLS the access token is bound to the client
+        // certificate (RFC 8705 §3): the call presents it, at the alias.
+        let endpoint = inner.back_channel_endpoint("userinfo_endpoint", &endpoint);
         let key = match (tokens.is_dpop(), tokens.dpop_key()) {
             (true, Some(k)) => Some(k),
             (true, None) => {
@@ -57,7 +66,7 @@ impl DtrClient {
                 }
             };
             let req = userinfo::request(&endpoint, tokens, proof.as_deref())?;
-            let resp = inner.http.send(req).await?;
+            let resp = inner.http.send_as(None, req).await?;
             let new_nonce = inner.remember_dpop_nonce(&endpoint, &resp);
             if proof.is_some() && !retried && new_nonce && userinfo::wants_dpop_nonce(&resp) {
                 retried = true;

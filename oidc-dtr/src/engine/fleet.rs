@@ -620,6 +620,28 @@ impl PingSink for FleetPingSink {
             PingVerdict::Woken
         })
     }
+
+    fn transport_authenticated(&self, id: DeferredId) -> BoxFuture<PingVerdict> {
+        let driver = self.driver.clone();
+        let store = self.store.clone();
+        Box::pin(async move {
+            let local = crate::client::transport_authenticated_local(&driver, &id).await;
+            if local != PingVerdict::Rejected {
+                return local;
+            }
+            // Polled by another instance: pass the wake-up on.
+            match store.get(&id).await.ok().flatten() {
+                Some(r) if r.is_finished() => PingVerdict::AlreadyFinished,
+                Some(_) => {
+                    if let Err(e) = store.publish_wake(&id).await {
+                        tracing::warn!(deferred_auth_id = %id.fingerprint(), error = %e, "ping: could not wake the owner");
+                    }
+                    PingVerdict::Woken
+                }
+                None => PingVerdict::Rejected,
+            }
+        })
+    }
 }
 
 fn unknown_hash() -> &'static SecretHash {

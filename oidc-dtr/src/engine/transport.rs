@@ -19,6 +19,108 @@ use http::header::{ACCEPT, HeaderValue};
 use crate::error::{ConfigError, HttpError, SharedError, TransportErrorKind};
 use crate::proto::message::{HttpRequest, HttpResponse, endpoint_label, is_loopback};
 
+/// A client certificate chain and its private key, for mutual TLS at the
+/// OP's back-channel endpoints (RFC 8705).
+///
+/// Built from PEM ([`from_pem`](Self::from_pem)); no type of the TLS stack
+/// appears in the API. Its [`thumbprint`](Self::thumbprint) is the
+/// `x5t#S256` of the leaf certificate (RFC 8705 §3.1): the value an OP
+/// binds certificate-bound access tokens to, and the one a
+/// [`DeferredAuthentication`](crate::DeferredAuthentication) remembers so
+/// that it is always polled with the certificate it started with.
+///
+/// `Debug` shows the thumbprint only; the key never leaves this value.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// The chain then the key, as PEM, for the TLS stack.
+    pem: zeroize::Zeroizing<Vec<u8>>,
+    thumbprint: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("x5t#S256", &self.thumbprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ClientIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.thumbprint == other.thumbprint
+    }
+}
+
+impl ClientIdentity {
+    /// A certificate chain (leaf first, PEM `CERTIFICATE` blocks) and its
+    /// private key (PEM: PKCS#8 `PRIVATE KEY`, `RSA PRIVATE KEY` or
+    /// `EC PRIVATE KEY`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] (field `client_identity`) when the chain
+    /// has no certificate, the key is missing or not one of those forms,
+    /// or the TLS stack refuses the pair.
+    pub fn from_pem(
+        cert_chain_pem: impl AsRef<[u8]>,
+        private_key_pem: impl AsRef<[u8]>,
+    ) -> Result<Self, ConfigError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |reason: &str| ConfigError::Invalid {
+            field: "client_identity",
+            reason: reason.to_owned(),
+        };
+        let chain = cert_chain_pem.as_ref();
+        let leaf = CertificateDer::pem_slice_iter(chain)
+            .next()
+            .ok_or_else(|| invalid("the certificate chain has no PEM certificate"))?
+            .map_err(|_| invalid("the certificate chain is not valid PEM"))?;
+        PrivateKeyDer::from_pem_slice(private_key_pem.as_ref())
+            .map_err(|_| invalid("no PEM private key (PKCS#8, PKCS#1 or SEC1) was found"))?;
+        let mut pem = zeroize::Zeroizing::new(Vec::with_capacity(
+            chain.len() + private_key_pem.as_ref().len() + 1,
+        ));
+        // Only the certificates and the key: reqwest refuses other blocks.
+        for cert in CertificateDer::pem_slice_iter(chain) {
+            let cert = cert.map_err(|_| invalid("the certificate chain is not valid PEM"))?;
+            pem.extend_from_slice(pem_block("CERTIFICATE", &cert).as_bytes());
+        }
+        pem.extend_from_slice(private_key_pem.as_ref());
+        pem.push(b'\n');
+        reqwest::Identity::from_pem(&pem)
+            .map_err(|_| invalid("the TLS stack refuses this certificate and key"))?;
+        Ok(ClientIdentity {
+            pem,
+            thumbprint: cert_thumbprint(&leaf),
+        })
+    }
+
+    /// The `x5t#S256` of the leaf certificate: base64url (no padding) of
+    /// the SHA-256 of its DER (RFC 8705 §3.1).
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+}
+
+/// `x5t#S256` (RFC 8705 §3.1) of a DER certificate.
+pub(crate) fn cert_thumbprint(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    crate::jose::b64(digest.as_ref())
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// Settings of the HTTP edge: [`HttpConfig::default`] and the setters,
 /// handed to [`DtrClientBuilder::http_config`](crate::DtrClientBuilder::http_config).
 ///
@@ -39,6 +141,9 @@ pub struct HttpConfig {
     pub(crate) timeout: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) user_agent: String,
+    pub(crate) client_identity: Option<ClientIdentity>,
+    pub(crate) previous_client_identities: Vec<ClientIdentity>,
+    pub(crate) extra_root_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for HttpConfig {
@@ -48,6 +153,9 @@ impl Default for HttpConfig {
             timeout: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
             user_agent: concat!("oidc-dtr/", env!("CARGO_PKG_VERSION")).to_owned(),
+            client_identity: None,
+            previous_client_identities: Vec::new(),
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -81,12 +189,78 @@ impl HttpConfig {
         self.user_agent = ua.into();
         self
     }
+
+    /// The client certificate presented at the OP's back-channel endpoints
+    /// (mutual TLS, RFC 8705): every token, device-authorization,
+    /// revocation, cancellation and UserInfo request then goes to the
+    /// endpoint's `mtls_endpoint_aliases` entry when the OP publishes one
+    /// (RFC 8705 §5), and new authentications are bound to it. Default:
+    /// none.
+    #[must_use]
+    pub fn client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.client_identity = Some(identity);
+        self
+    }
+
+    /// An earlier client certificate still used by pending authentications
+    /// (certificate rotation): each authentication keeps polling with the
+    /// certificate it started with (RFC 8705 §3: its tokens are bound to
+    /// that certificate) until it ends. Remove one only when no
+    /// authentication started with it is pending: such an authentication
+    /// then fails with
+    /// [`ConfigError::ClientIdentityNotConfigured`] (never a silent switch
+    /// to another certificate).
+    ///
+    /// ```
+    /// # fn demo(new: oidc_dtr::client::ClientIdentity, old: oidc_dtr::client::ClientIdentity) {
+    /// use oidc_dtr::client::HttpConfig;
+    /// // New authentications use `new`; those started with `old` keep it.
+    /// let http = HttpConfig::default()
+    ///     .client_identity(new)
+    ///     .previous_client_identity(old);
+    /// # drop(http); }
+    /// ```
+    #[must_use]
+    pub fn previous_client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.previous_client_identities.push(identity);
+        self
+    }
+
+    /// Adds trust anchors (PEM `CERTIFICATE` blocks) to the platform's,
+    /// e.g. the private CA of an OP's mTLS endpoints.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] (field `root_certificates`) when `pem`
+    /// holds no certificate or is not valid PEM.
+    pub fn add_root_certificates_pem(mut self, pem: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let invalid = |reason: &str| ConfigError::Invalid {
+            field: "root_certificates",
+            reason: reason.to_owned(),
+        };
+        let mut n = 0;
+        for cert in CertificateDer::pem_slice_iter(pem.as_ref()) {
+            let cert = cert.map_err(|_| invalid("not valid PEM"))?;
+            self.extra_root_certificates.push(cert.to_vec());
+            n += 1;
+        }
+        if n == 0 {
+            return Err(invalid("no PEM certificate was found"));
+        }
+        Ok(self)
+    }
 }
 
 /// The HTTP client, with the secure defaults described in the module docs.
 #[derive(Clone)]
 pub(crate) struct HttpEdge {
+    /// Without a client certificate (discovery, JWK Sets).
     client: reqwest::Client,
+    /// One client per configured certificate, the current one first
+    /// (thumbprint, client).
+    mtls: Vec<(String, reqwest::Client)>,
     max_body: usize,
 }
 
@@ -100,30 +274,100 @@ impl std::fmt::Debug for HttpEdge {
 
 impl HttpEdge {
     pub(crate) fn new(cfg: &HttpConfig) -> Result<Self, ConfigError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.timeout)
-            .user_agent(cfg.user_agent.clone())
-            .build()
-            .map_err(|e| ConfigError::HttpClient(SharedError::new(e)))?;
+        let build = |identity: Option<&ClientIdentity>| {
+            let mut b = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .retry(reqwest::retry::never())
+                .connect_timeout(cfg.connect_timeout)
+                .timeout(cfg.timeout)
+                .user_agent(cfg.user_agent.clone());
+            if !cfg.extra_root_certificates.is_empty() {
+                let certs = cfg
+                    .extra_root_certificates
+                    .iter()
+                    .map(|der| reqwest::Certificate::from_der(der))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ConfigError::HttpClient(SharedError::new(e)))?;
+                b = b.tls_certs_merge(certs);
+            }
+            if let Some(id) = identity {
+                let identity = reqwest::Identity::from_pem(&id.pem)
+                    .map_err(|e| ConfigError::HttpClient(SharedError::new(e)))?;
+                b = b.identity(identity);
+            }
+            b.build()
+                .map_err(|e| ConfigError::HttpClient(SharedError::new(e)))
+        };
+        let mut mtls = Vec::new();
+        for id in cfg
+            .client_identity
+            .iter()
+            .chain(&cfg.previous_client_identities)
+        {
+            if !mtls.iter().any(|(t, _)| t == id.thumbprint()) {
+                mtls.push((id.thumbprint().to_owned(), build(Some(id))?));
+            }
+        }
+        if cfg.client_identity.is_none() && !mtls.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "client_identity",
+                reason: "previous client identities are given but no current one".into(),
+            });
+        }
         Ok(HttpEdge {
-            client,
+            client: build(None)?,
+            mtls,
             max_body: cfg.max_body_bytes,
         })
     }
 
-    /// Sends a request and reads the (capped) response.
+    /// The thumbprint of the current client certificate, when mutual TLS
+    /// is configured.
+    pub(crate) fn current_identity(&self) -> Option<&str> {
+        self.mtls.first().map(|(t, _)| t.as_str())
+    }
+
+    /// Sends a request and reads the (capped) response, without a client
+    /// certificate.
     pub(crate) async fn send(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.send_with(&self.client, req).await
+    }
+
+    /// Sends a back-channel request with the client certificate whose
+    /// thumbprint is `identity` (RFC 8705): `None` is the current one (or
+    /// none, when mutual TLS is not configured).
+    pub(crate) async fn send_as(
+        &self,
+        identity: Option<&str>,
+        req: HttpRequest,
+    ) -> Result<HttpResponse, crate::error::Error> {
+        let client = match identity {
+            None => self.mtls.first().map_or(&self.client, |(_, c)| c),
+            Some(t) => match self.mtls.iter().find(|(x, _)| x == t) {
+                Some((_, c)) => c,
+                None => {
+                    return Err(ConfigError::ClientIdentityNotConfigured {
+                        thumbprint: t.to_owned(),
+                    }
+                    .into());
+                }
+            },
+        };
+        Ok(self.send_with(client, req).await?)
+    }
+
+    async fn send_with(
+        &self,
+        client: &reqwest::Client,
+        req: HttpRequest,
+    ) -> Result<HttpResponse, HttpError> {
         let endpoint = endpoint_label(&req.url);
         if req.url.scheme() != "https" && !(req.url.scheme() == "http" && is_loopback(&req.url)) {
             return Err(HttpError::InsecureUrl { endpoint });
         }
         let mut headers = req.headers;
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let mut resp = self
-            .client
+        let mut resp = client
             .request(req.method, req.url)
             .headers(headers)
             .body(req.body)

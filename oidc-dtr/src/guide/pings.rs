@@ -86,6 +86,78 @@
 //! (mTLS, a private network); only then opt in with
 //! [`accept_unauthenticated_callbacks`](crate::DtrClientBuilder::accept_unauthenticated_callbacks).
 //!
+//! # Mutual TLS instead of (or besides) the bearer token
+//!
+//! The DTR drafts let the OP authenticate to the notification endpoint
+//! with mutual TLS instead of the bearer token. Terminate TLS yourself
+//! (rustls), ask for client certificates, and hand the peer's leaf
+//! certificate (DER) to the receiver; configure which OP certificates are
+//! trusted with [`PingReceiver::mtls`](crate::ping::PingReceiver::mtls) and a
+//! [`PingMtls`](crate::ping::PingMtls) (SHA-256 thumbprints, `x5t#S256` of
+//! RFC 8705 §3.1, compared in constant time):
+//!
+//! - `require_bearer(true)` (the default): the certificate *and* the
+//!   bearer token must be right;
+//! - `require_bearer(false)`: a ping without `Authorization` from a trusted
+//!   certificate wakes the named pending authentication.
+//!
+//! A wrong certificate, no certificate, a wrong token and an unknown id all
+//! get the same 401. Hand the certificate over either as the
+//! [`PeerCertificate`](crate::ping::PeerCertificate) extension of the request
+//! given to [`handle`](crate::ping::PingReceiver::handle) (or to the tower
+//! service), or as the last argument of
+//! [`handle_raw_with_peer`](crate::ping::PingReceiver::handle_raw_with_peer).
+//! With rustls (tokio-rustls) and hyper:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use oidc_dtr::{ping::{PeerCertificate, PingMtls, PingReceiver}};
+//!
+//! # async fn demo(
+//! #     receiver: PingReceiver,
+//! #     tls: Arc<rustls::ServerConfig>, // with a client certificate verifier
+//! #     op_certificate_der: Vec<u8>,
+//! # ) -> std::io::Result<()> {
+//! let receiver = receiver.mtls(
+//!     PingMtls::new()
+//!         .trust_certificate_der(&op_certificate_der)
+//!         .require_bearer(false),
+//! );
+//! let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let (acceptor, receiver) = (acceptor.clone(), receiver.clone());
+//!     tokio::spawn(async move {
+//!         let Ok(tls) = acceptor.accept(tcp).await else { return };
+//!         // The leaf certificate the peer presented, from the rustls
+//!         // server connection.
+//!         let peer = tls
+//!             .get_ref()
+//!             .1
+//!             .peer_certificates()
+//!             .and_then(|chain| chain.first())
+//!             .map(|cert| PeerCertificate::new(cert.to_vec()));
+//!         let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+//!             if let Some(p) = peer.clone() {
+//!                 req.extensions_mut().insert(p);
+//!             }
+//!             let receiver = receiver.clone();
+//!             async move { Ok::<_, std::convert::Infallible>(receiver.handle(req).await) }
+//!         });
+//!         let _ = hyper::server::conn::http1::Builder::new()
+//!             .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+//!             .await;
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! With axum, do the same in a middleware or in the `tower` service that
+//! wraps the router per connection. A TLS-terminating proxy in front can
+//! instead forward the certificate (e.g. in a header it alone may set):
+//! decode it and call [`handle_raw_with_peer`](crate::ping::PingReceiver::handle_raw_with_peer).
+//!
 //! # Example
 //!
 //! A client with a notification endpoint, served by the testkit's bare

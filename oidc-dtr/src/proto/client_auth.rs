@@ -67,6 +67,16 @@ pub enum ClientAuth {
         /// The assertion's audience.
         audience: AssertionAudience,
     },
+    /// `tls_client_auth` (RFC 8705 §2.1): mutual TLS with a certificate
+    /// issued by a CA the OP trusts, registered by its subject. The form
+    /// carries `client_id` and no secret or assertion (RFC 8705 §2); the
+    /// certificate is [`HttpConfig::client_identity`](crate::client::HttpConfig::client_identity),
+    /// which `build` then requires.
+    TlsClientAuth,
+    /// `self_signed_tls_client_auth` (RFC 8705 §2.2): mutual TLS with a
+    /// self-signed certificate registered with the OP (in the client's
+    /// `jwks`). Sent like [`TlsClientAuth`](Self::TlsClientAuth).
+    SelfSignedTlsClientAuth,
 }
 
 impl fmt::Debug for ClientAuth {
@@ -110,6 +120,8 @@ impl ClientAuth {
             ClientAuth::ClientSecretPost(_) => "client_secret_post",
             ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
             ClientAuth::ClientSecretJwt { .. } => "client_secret_jwt",
+            ClientAuth::TlsClientAuth => "tls_client_auth",
+            ClientAuth::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
 
@@ -117,6 +129,15 @@ impl ClientAuth {
     /// used, as JSON cancellation requests need).
     pub fn is_header_based(&self) -> bool {
         matches!(self, ClientAuth::ClientSecretBasic(_))
+    }
+
+    /// Whether the client authenticates with its TLS certificate (RFC 8705
+    /// §2).
+    pub fn is_mutual_tls(&self) -> bool {
+        matches!(
+            self,
+            ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth
+        )
     }
 
     /// Whether this is a public client.
@@ -142,7 +163,11 @@ impl ClientAuth {
     ) -> Result<(), Error> {
         let client_id = ctx.client_id;
         match self {
-            ClientAuth::None => params.push(("client_id", client_id.to_owned())),
+            // RFC 8705 §2: the certificate authenticates; the form names
+            // the client.
+            ClientAuth::None | ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth => {
+                params.push(("client_id", client_id.to_owned()))
+            }
             ClientAuth::ClientSecretPost(secret) => {
                 params.push(("client_id", client_id.to_owned()));
                 params.push(("client_secret", secret.secret().to_owned()));
@@ -340,6 +365,28 @@ mod tests {
             assert_eq!(claims_of(jwt)["aud"], want);
             assert!(!jwt.contains("s3cr3t"));
         }
+    }
+
+    #[test]
+    fn tls_methods_send_only_the_client_id() {
+        let u = token_url();
+        for auth in [
+            ClientAuth::TlsClientAuth,
+            ClientAuth::SelfSignedTlsClientAuth,
+        ] {
+            let mut h = HeaderMap::new();
+            let mut p = Vec::new();
+            auth.apply(&ctx("c", &u), &mut h, &mut p).unwrap();
+            assert_eq!(p, vec![("client_id", "c".to_owned())]);
+            assert!(h.is_empty());
+            assert!(auth.is_mutual_tls() && !auth.is_public());
+            assert!(auth.client_secret().is_none());
+        }
+        assert_eq!(ClientAuth::TlsClientAuth.method_name(), "tls_client_auth");
+        assert_eq!(
+            ClientAuth::SelfSignedTlsClientAuth.method_name(),
+            "self_signed_tls_client_auth"
+        );
     }
 
     #[test]

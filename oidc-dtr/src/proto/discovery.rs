@@ -59,6 +59,13 @@ pub struct ProviderMetadata {
     /// always pushes.
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
+    /// `mtls_endpoint_aliases` (RFC 8705 §5): the endpoints a client using
+    /// mutual TLS calls instead of the plain ones, by metadata name
+    /// (`token_endpoint`, `revocation_endpoint`, `userinfo_endpoint`,
+    /// `device_authorization_endpoint`,
+    /// `pushed_authorization_request_endpoint`, ...). Empty when absent.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub mtls_endpoint_aliases: std::collections::BTreeMap<String, Url>,
     /// Every other member, as sent (e.g. a vendor's cancellation endpoint).
     pub additional: Map<String, Value>,
 }
@@ -87,6 +94,7 @@ impl ProviderMetadata {
             authorization_response_iss_parameter_supported: false,
             pushed_authorization_request_endpoint: None,
             require_pushed_authorization_requests: false,
+            mtls_endpoint_aliases: Default::default(),
             additional: Map::new(),
         }
     }
@@ -153,7 +161,23 @@ impl ProviderMetadata {
             "authorization_response_iss_parameter_supported",
             "pushed_authorization_request_endpoint",
             "require_pushed_authorization_requests",
+            "mtls_endpoint_aliases",
         ];
+        let mut mtls_endpoint_aliases = std::collections::BTreeMap::new();
+        match obj.map.get("mtls_endpoint_aliases") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (name, v) in m {
+                    let u = v.as_str().and_then(|s| Url::parse(s).ok()).ok_or_else(|| {
+                        obj.err("mtls_endpoint_aliases", format!("`{name}` is not a URL"))
+                    })?;
+                    check_url(&u, "mtls_endpoint_aliases")
+                        .map_err(|e| obj.err("mtls_endpoint_aliases", e.to_string()))?;
+                    mtls_endpoint_aliases.insert(name.clone(), u);
+                }
+            }
+            Some(_) => return Err(obj.err("mtls_endpoint_aliases", "is not an object")),
+        }
         let md = ProviderMetadata {
             issuer,
             authorization_endpoint,
@@ -181,6 +205,7 @@ impl ProviderMetadata {
             require_pushed_authorization_requests: obj
                 .optional_bool("require_pushed_authorization_requests")?
                 .unwrap_or(false),
+            mtls_endpoint_aliases,
             additional: Map::new(),
         };
         let mut md = md;
@@ -202,7 +227,23 @@ impl ProviderMetadata {
         if let Some(p) = &self.pushed_authorization_request_endpoint {
             check_url(p, "pushed_authorization_request_endpoint")?;
         }
+        for u in self.mtls_endpoint_aliases.values() {
+            check_url(u, "mtls_endpoint_aliases")?;
+        }
         Ok(())
+    }
+
+    /// Adds an `mtls_endpoint_aliases` entry (RFC 8705 §5): `name` is the
+    /// metadata name of the plain endpoint (`token_endpoint`, ...).
+    pub fn with_mtls_endpoint_alias(mut self, name: impl Into<String>, url: Url) -> Self {
+        self.mtls_endpoint_aliases.insert(name.into(), url);
+        self
+    }
+
+    /// The `mtls_endpoint_aliases` entry for the endpoint named `name`
+    /// (RFC 8705 §5), if the OP publishes one.
+    pub fn mtls_endpoint_alias(&self, name: &str) -> Option<&Url> {
+        self.mtls_endpoint_aliases.get(name)
     }
 
     /// Whether `response_types_supported` lists `deferred_code` (in any
@@ -322,6 +363,36 @@ mod tests {
         );
         assert!(md.check_dtr_support().is_ok());
         assert!(md.supports_response_type("deferred_code code"));
+    }
+
+    #[test]
+    fn mtls_endpoint_aliases_are_parsed_and_checked() {
+        let mut d = doc();
+        d["mtls_endpoint_aliases"] = serde_json::json!({
+            "token_endpoint": "https://mtls.op.example/token",
+            "userinfo_endpoint": "https://mtls.op.example/userinfo"
+        });
+        let md = ProviderMetadata::from_json(d.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            md.mtls_endpoint_alias("token_endpoint").map(Url::as_str),
+            Some("https://mtls.op.example/token")
+        );
+        assert!(md.mtls_endpoint_alias("revocation_endpoint").is_none());
+        assert!(!md.additional.contains_key("mtls_endpoint_aliases"));
+        // Round trip through serde (stored metadata).
+        let back: ProviderMetadata =
+            serde_json::from_str(&serde_json::to_string(&md).unwrap()).unwrap();
+        assert_eq!(back, md);
+        for bad in [
+            serde_json::json!({ "token_endpoint": 7 }),
+            serde_json::json!({ "token_endpoint": "http://mtls.op.example/token" }),
+            serde_json::json!(["https://mtls.op.example/token"]),
+        ] {
+            let mut d = doc();
+            d["mtls_endpoint_aliases"] = bad;
+            let e = ProviderMetadata::from_json(d.to_string().as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("mtls_endpoint_aliases"), "{e}");
+        }
     }
 
     #[test]

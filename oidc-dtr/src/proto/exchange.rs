@@ -250,6 +250,13 @@ pub struct AuthFields {
     /// Started by the device flow (RFC 8628): ID tokens may lack `nonce`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) device_flow: bool,
+    /// The `x5t#S256` of the client certificate (mutual TLS, RFC 8705) it
+    /// was started with: every later request for it (polls, cancellation)
+    /// presents that certificate, whatever the current one is (RFC 8705
+    /// §3: its tokens are bound to it). Absent without mutual TLS and in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_cert_thumbprint: Option<String>,
 }
 
 impl fmt::Debug for DeferredAuthentication {
@@ -272,6 +279,7 @@ impl fmt::Debug for DeferredAuthentication {
             .field("claims_request", &self.claims_request.is_some())
             .field("profile", &self.profile)
             .field("initial_interaction_uri", &self.initial_interaction_uri)
+            .field("client_cert_thumbprint", &self.client_cert_thumbprint)
             .finish_non_exhaustive()
     }
 }
@@ -308,6 +316,7 @@ impl DeferredAuthentication {
             profile: Profile::Oidc,
             initial_interaction_uri: None,
             device_flow: false,
+            client_cert_thumbprint: None,
         })
     }
 
@@ -344,6 +353,7 @@ impl DeferredAuthentication {
             profile: Profile::Ietf,
             initial_interaction_uri: resp.interaction_uri,
             device_flow: origin.device_flow,
+            client_cert_thumbprint: None,
         })
     }
 
@@ -378,6 +388,7 @@ impl DeferredAuthentication {
             profile,
             initial_interaction_uri: None,
             device_flow: origin.device_flow,
+            client_cert_thumbprint: None,
         })
     }
 
@@ -415,6 +426,7 @@ impl DeferredAuthentication {
             profile: Profile::Oidc,
             initial_interaction_uri: None,
             device_flow: false,
+            client_cert_thumbprint: None,
         })
     }
 
@@ -443,6 +455,13 @@ impl DeferredAuthentication {
             interval,
             Nonce::new("nonce"),
         )
+    }
+
+    /// The `x5t#S256` (RFC 8705 §3.1) of the client certificate this
+    /// authentication was started with, when mutual TLS is configured: it
+    /// is polled (and cancelled) with that certificate only.
+    pub fn client_cert_thumbprint(&self) -> Option<&str> {
+        self.client_cert_thumbprint.as_deref()
     }
 
     /// The DPoP key bound to this authentication process, if DPoP is used.

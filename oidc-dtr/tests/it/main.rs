@@ -32,6 +32,7 @@ mod jose_differential;
 mod jose_vectors;
 mod layers;
 mod metrics;
+mod mtls;
 mod nothing_lost;
 mod panics;
 mod par;
