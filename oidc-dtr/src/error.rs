@@ -50,6 +50,25 @@ use crate::secret::Fingerprint;
 use crate::time::UnixTime;
 
 /// Everything that can go wrong in this crate.
+///
+/// ```
+/// use oidc_dtr::DtrClient;
+/// use oidc_dtr::Error;
+/// use oidc_dtr::error::ConfigError;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A builder without a client id fails before any network traffic.
+/// let err = DtrClient::builder().build().await.unwrap_err();
+/// match &err {
+///     Error::Config(ConfigError::Missing(what)) => assert_eq!(*what, "client_id"),
+///     Error::Http(e) if e.is_transient() => println!("retry later: {e}"),
+///     Error::OAuth(e) => println!("the OP said {}", e.code),
+///     other => panic!("unexpected: {other}"),
+/// }
+/// assert!(!err.is_retryable());
+/// # }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -155,6 +174,21 @@ pub enum Error {
 
 /// What became of an authentication the OP created when `exchange` could
 /// not take it on (see [`Error::InterimIdTokenRejected`]).
+///
+/// ```
+/// use oidc_dtr::error::{LiveAuthentication, NotCancelledReason};
+///
+/// fn advice(live: &LiveAuthentication) -> &'static str {
+///     match live {
+///         LiveAuthentication::CancelledAtOp => "start a new authentication",
+///         LiveAuthentication::NotCancelled(_) => "start a new one; the old stays open at the OP",
+///         _ => "start a new authentication",
+///     }
+/// }
+/// let live = LiveAuthentication::NotCancelled(NotCancelledReason::NoCancellationEndpoint);
+/// assert!(live.is_live_at_op());
+/// println!("{}", advice(&live));
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum LiveAuthentication {
@@ -175,6 +209,22 @@ impl LiveAuthentication {
 }
 
 /// Why an authentication the SDK gave up on was not cancelled at the OP.
+///
+/// ```
+/// use oidc_dtr::error::NotCancelledReason;
+///
+/// fn describe(reason: &NotCancelledReason) -> String {
+///     match reason {
+///         NotCancelledReason::NoCancellationEndpoint => "configure a cancellation endpoint".into(),
+///         NotCancelledReason::CancellationFailed(e) => format!("the OP refused: {e}"),
+///         _ => reason.to_string(),
+///     }
+/// }
+/// assert_eq!(
+///     describe(&NotCancelledReason::NoCancellationEndpoint),
+///     "configure a cancellation endpoint"
+/// );
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum NotCancelledReason {
@@ -237,6 +287,29 @@ impl Error {
 
 /// A configuration mistake, found when the client is built or a request is
 /// prepared.
+///
+/// ```
+/// use oidc_dtr::{DtrClient, Error};
+/// use oidc_dtr::error::ConfigError;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = DtrClient::builder()
+///     .client_id("my-rp")
+///     .redirect_uri("https://rp.example/callback")
+///     .build()
+///     .await
+///     .unwrap_err();
+/// match err {
+///     Error::Config(ConfigError::Missing(what)) => assert_eq!(what, "issuer"),
+///     Error::Config(ConfigError::InvalidUrl { .. } | ConfigError::InsecureUrl { .. }) => {
+///         panic!("a URL is wrong")
+///     }
+///     Error::Config(other) => panic!("misconfigured: {other}"),
+///     other => panic!("not a configuration error: {other}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -305,6 +378,21 @@ pub enum ConfigError {
 /// `request_uri`. Transport failures are [`Error::Http`], as for every other
 /// endpoint. Nothing was sent to the browser: push again (each push gets a
 /// fresh `request_uri`; none is ever reused).
+///
+/// ```
+/// use oidc_dtr::Error;
+/// use oidc_dtr::error::ParError;
+///
+/// fn advice(err: &Error) -> &'static str {
+///     match err {
+///         Error::PushedAuthorization(ParError::NoEndpoint) => "the OP has no PAR endpoint",
+///         Error::PushedAuthorization(ParError::Refused { .. }) => "the OP refused the request",
+///         Error::PushedAuthorization(_) => "the OP's PAR answer was unusable",
+///         _ => "not a PAR error",
+///     }
+/// }
+/// assert_eq!(advice(&ParError::NoEndpoint.into()), "the OP has no PAR endpoint");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParError {
@@ -348,6 +436,16 @@ pub enum ParError {
 /// A cause shared between clones of an error (errors are `Clone`, so that a
 /// failure can be handed to every waiter). Displays as its cause; two are
 /// equal when they share the same cause.
+///
+/// ```
+/// use std::error::Error as _;
+/// use oidc_dtr::error::SharedError;
+///
+/// let shared = SharedError::new(std::io::Error::other("connection reset"));
+/// let copy = shared.clone(); // both point at the same cause
+/// assert_eq!(copy.to_string(), "connection reset");
+/// assert!(shared.get().source().is_none());
+/// ```
 #[derive(Clone)]
 pub struct SharedError(std::sync::Arc<dyn std::error::Error + Send + Sync>);
 
@@ -393,6 +491,22 @@ impl PartialEq for SharedError {
 impl Eq for SharedError {}
 
 /// The OP's metadata could not be obtained or does not fit this client.
+///
+/// ```
+/// use oidc_dtr::Error;
+/// use oidc_dtr::error::DiscoveryError;
+///
+/// fn advice(err: &Error) -> &'static str {
+///     match err {
+///         Error::Discovery(DiscoveryError::IssuerMismatch { .. }) => "check the issuer URL",
+///         Error::Discovery(DiscoveryError::DtrNotAdvertised { .. }) => "the OP does not offer DTR",
+///         Error::Discovery(DiscoveryError::Unavailable { .. }) => "try again later",
+///         Error::Discovery(_) => "the OP's metadata is unusable",
+///         _ => "not a discovery error",
+///     }
+/// }
+/// # let _ = advice;
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
@@ -423,6 +537,21 @@ pub enum DiscoveryError {
 }
 
 /// How a request failed below the OAuth layer.
+///
+/// ```
+/// use oidc_dtr::error::TransportErrorKind;
+///
+/// fn label(kind: TransportErrorKind) -> &'static str {
+///     match kind {
+///         TransportErrorKind::Dns | TransportErrorKind::Connect => "unreachable",
+///         TransportErrorKind::Tls => "TLS",
+///         TransportErrorKind::Timeout => "slow",
+///         _ => "other",
+///     }
+/// }
+/// assert_eq!(label(TransportErrorKind::Timeout), "slow");
+/// assert!(TransportErrorKind::Timeout.is_transient());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum TransportErrorKind {
@@ -464,6 +593,20 @@ impl fmt::Display for TransportErrorKind {
 }
 
 /// A `Retry-After` header value (RFC 9110 §10.2.3).
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::UnixTime;
+/// use oidc_dtr::error::RetryAfter;
+///
+/// let received = UnixTime::from_secs(1_000);
+/// let after = RetryAfter::Delay(Duration::from_secs(30));
+/// assert_eq!(after.not_before(received), UnixTime::from_secs(1_030));
+/// match after {
+///     RetryAfter::Delay(d) => println!("retry in {d:?}"),
+///     RetryAfter::At(t) => println!("retry at {t}"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[allow(clippy::exhaustive_enums)] // exactly the two forms of RFC 9110 §10.2.3
 pub enum RetryAfter {
@@ -484,6 +627,24 @@ impl RetryAfter {
 }
 
 /// The request did not produce a usable HTTP answer.
+///
+/// ```
+/// use oidc_dtr::Error;
+/// use oidc_dtr::error::HttpError;
+///
+/// fn describe(err: &Error) -> String {
+///     match err {
+///         Error::Http(HttpError::Transport { kind, .. }) => format!("network: {kind}"),
+///         Error::Http(e @ HttpError::Status { .. }) => {
+///             format!("HTTP {:?}, retry after {:?}", e.status(), e.retry_after())
+///         }
+///         Error::Http(e) if e.is_transient() => format!("transient: {e}"),
+///         Error::Http(e) => format!("unusable answer: {e}"),
+///         _ => "not an HTTP error".into(),
+///     }
+/// }
+/// # let _ = describe;
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
@@ -601,6 +762,20 @@ impl HttpError {
 }
 
 /// An OAuth 2.0 `error` code.
+///
+/// ```
+/// use oidc_dtr::error::ErrorCode;
+///
+/// assert_eq!(ErrorCode::from("slow_down"), ErrorCode::SlowDown);
+/// let custom = ErrorCode::from("x_review_queue_full");
+/// assert_eq!(custom.as_str(), "x_review_queue_full");
+/// match custom {
+///     ErrorCode::AccessDenied => println!("the user or the OP said no"),
+///     ErrorCode::ExpiredToken => println!("too late"),
+///     ErrorCode::Other(code) => println!("extension code {code}"),
+///     _ => println!("another registered code"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(into = "String", from = "String")]
 #[non_exhaustive]
@@ -728,6 +903,18 @@ impl fmt::Display for ErrorCode {
 }
 
 /// An OAuth error response (RFC 6749 §5.2, OIDC Core §3.1.2.6 / §3.1.3.4).
+///
+/// ```
+/// use oidc_dtr::Error;
+/// use oidc_dtr::error::{ErrorCode, OAuthError};
+///
+/// let mut e = OAuthError::new(ErrorCode::AccessDenied);
+/// e.description = Some("the reviewer declined".into());
+/// let err = Error::from(e);
+/// let oauth = err.oauth().expect("an OAuth error");
+/// assert_eq!(oauth.code, ErrorCode::AccessDenied);
+/// assert_eq!(oauth.description.as_deref(), Some("the reviewer declined"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct OAuthError {
@@ -811,6 +998,18 @@ mod opt_status {
 }
 
 /// A success response whose body does not follow the protocol.
+///
+/// ```
+/// use oidc_dtr::Error;
+///
+/// fn log(err: &Error) {
+///     if let Error::Response(e) = err {
+///         // Which message and member were wrong; never the value.
+///         eprintln!("{}: {:?}: {}", e.context, e.field, e.problem);
+///     }
+/// }
+/// # let _ = log;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {context}: {}{problem}", field.map(|f| format!("`{f}` ")).unwrap_or_default())]
 #[non_exhaustive]
@@ -839,6 +1038,32 @@ impl ResponseError {
 }
 
 /// The redirect back to the RP does not pass validation.
+///
+/// ```
+/// use oidc_dtr::{DtrClient, Error};
+/// use oidc_dtr::error::CallbackError;
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// # let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+/// #     .build()
+/// #     .await?;
+/// let (_url, pending) = client.authorize().build()?;
+/// // A redirect that does not carry this session's `state`.
+/// let forged = "deferred_code=abc&state=someone-elses";
+/// match client.callback(&pending, forged) {
+///     Err(Error::Callback(CallbackError::StateMismatch | CallbackError::MissingState)) => {}
+///     Err(Error::Callback(other)) => panic!("another rejection: {other}"),
+///     other => panic!("accepted: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallbackError {
@@ -921,6 +1146,23 @@ pub enum CallbackError {
 /// Messages name the check and may quote non-secret values (issuer,
 /// audience, `kid`, `alg`, timestamps), never a token, a `nonce`, a `sub` or
 /// any other claim value.
+///
+/// ```
+/// use oidc_dtr::Error;
+/// use oidc_dtr::error::ValidationError;
+///
+/// fn advice(err: &ValidationError) -> &'static str {
+///     match err {
+///         ValidationError::Nonce | ValidationError::MissingNonce => "a replayed or foreign ID token",
+///         ValidationError::Expired { .. } => "check the server's clock",
+///         ValidationError::Signature => "forged or corrupted",
+///         e if e.is_retryable() => "try again later",
+///         _ => "rejected",
+///     }
+/// }
+/// let err = Error::from(ValidationError::Nonce);
+/// assert_eq!(advice(err.validation().unwrap()), "a replayed or foreign ID token");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ValidationError {
@@ -1371,6 +1613,22 @@ mod tests {
 /// No variant shows a secret: records are named by the
 /// [`Fingerprint`] of their id, the issuer and client id (not secrets) are
 /// shown where they explain the error.
+///
+/// ```
+/// use oidc_dtr::error::StoreError;
+///
+/// fn advice(err: &StoreError) -> &'static str {
+///     match err {
+///         StoreError::Io(_) => "check the disk",
+///         StoreError::Locked { .. } => "another process owns the store",
+///         StoreError::Closed => "the store was shut down",
+///         e if e.is_retryable() => "try again",
+///         _ => "see the message",
+///     }
+/// }
+/// let err = StoreError::from(std::io::Error::other("disk full"));
+/// assert_eq!(advice(&err), "check the disk");
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -1471,6 +1729,30 @@ pub enum StoreError {
 }
 
 /// Why `wait` could not produce an outcome.
+///
+/// ```
+/// use oidc_dtr::{DeferredId, DtrClient, Error};
+/// use oidc_dtr::error::WaitError;
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// # let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+/// #     .build()
+/// #     .await?;
+/// // An id this client never tracked (or whose outcome was purged).
+/// match client.wait(&DeferredId::new("never-seen")).await {
+///     Err(Error::Poll(WaitError::Unknown)) => println!("no such authentication"),
+///     Err(Error::Poll(WaitError::Stopped)) => println!("the client is shutting down"),
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WaitError {
@@ -1518,6 +1800,24 @@ impl From<std::io::Error> for StoreError {
 
 /// Errors of requesting, parsing and checking verified claims. Paths name the member
 /// (`verified_claims[1].verification.evidence[0].type`); no claim value is ever included.
+///
+/// ```
+/// use oidc_dtr::Error;
+/// use oidc_dtr::error::{AssuranceError, AssuranceUnsupported};
+///
+/// fn advice(err: &Error) -> String {
+///     match err {
+///         Error::Assurance(AssuranceError::Unsupported(what)) => format!("the OP cannot: {what}"),
+///         Error::Assurance(AssuranceError::TrustFrameworkNotAllowed { .. }) => {
+///             "verified under a framework we do not accept".into()
+///         }
+///         Error::Assurance(e) => format!("unusable verified claims: {e}"),
+///         _ => "not an assurance error".into(),
+///     }
+/// }
+/// let err = Error::from(AssuranceError::Unsupported(AssuranceUnsupported::VerifiedClaims));
+/// assert!(advice(&err).starts_with("the OP cannot"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AssuranceError {
@@ -1698,6 +1998,19 @@ pub enum AssuranceError {
 }
 
 /// What the OP does not support, by its metadata.
+///
+/// ```
+/// use oidc_dtr::error::AssuranceUnsupported;
+///
+/// let missing = AssuranceUnsupported::TrustFramework("eidas".into());
+/// match &missing {
+///     AssuranceUnsupported::ClaimsParameter | AssuranceUnsupported::VerifiedClaims => {
+///         println!("the OP does not do identity assurance at all")
+///     }
+///     AssuranceUnsupported::TrustFramework(name) => assert_eq!(name, "eidas"),
+///     other => println!("not offered: {other}"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AssuranceUnsupported {

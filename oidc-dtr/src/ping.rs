@@ -256,6 +256,28 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// The answer to a ping, independent of any HTTP library.
+///
+/// ```
+/// use oidc_dtr::DtrClient;
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// # let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+/// #     .build()
+/// #     .await?;
+/// let reply = client.ping_receiver().handle_raw("GET", None, None, b"").await;
+/// assert_eq!(reply.status, 405);
+/// assert_eq!(reply.headers(), &[("allow", "POST")]);
+/// let response = reply.into_response(); // an `http::Response` to send back
+/// assert_eq!(response.status(), 405);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 #[must_use = "the reply must be sent to the OP"]
@@ -267,6 +289,25 @@ pub struct PingReply {
 }
 
 /// What a ping amounted to.
+///
+/// ```
+/// use oidc_dtr::ping::{PingReply, PingReplyKind};
+///
+/// /// A metrics label per reply.
+/// fn label(reply: &PingReply) -> &'static str {
+///     match reply.kind {
+///         PingReplyKind::Woken | PingReplyKind::Advisory => "woken",
+///         PingReplyKind::AlreadyFinished => "late",
+///         PingReplyKind::Unauthorized => "unauthorized",
+///         PingReplyKind::MethodNotAllowed
+///         | PingReplyKind::UnsupportedMediaType
+///         | PingReplyKind::PayloadTooLarge
+///         | PingReplyKind::BadRequest => "malformed",
+///         _ => "other",
+///     }
+/// }
+/// # let _ = label;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PingReplyKind {
@@ -338,6 +379,32 @@ impl PingReply {
 /// The notification endpoint. Get one from
 /// [`DtrClient::ping_receiver`](crate::DtrClient::ping_receiver); clones
 /// share the client.
+///
+/// ```
+/// use oidc_dtr::DtrClient;
+/// use oidc_dtr::ping::PingReplyKind;
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// # let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+/// #     .notification_endpoint("http://127.0.0.1:9/dtr/ping")
+/// #     .build()
+/// #     .await?;
+/// let receiver = client.ping_receiver();
+/// // In the web framework's handler for the notification endpoint:
+/// let body = br#"{"deferred_auth_id":"not-one-of-ours"}"#;
+/// let reply = receiver
+///     .handle_raw("POST", Some("application/json"), Some("Bearer wrong"), body)
+///     .await;
+/// assert_eq!((reply.status, reply.kind), (401, PingReplyKind::Unauthorized));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PingReceiver {
     sink: Arc<dyn PingSink>,

@@ -15,6 +15,58 @@
 //!   [`PollFailure`]) and outputs ([`Step`], [`Action`],
 //!   [`InteractionChange`]).
 //!
+//! # Events, status and deliveries
+//!
+//! [`DtrClient::subscribe`](crate::DtrClient::subscribe) streams every
+//! authentication's [`PollEvent`]s (an [`AuthHandle`](crate::AuthHandle)
+//! only its own); [`DtrClient::poll_status`](crate::DtrClient::poll_status)
+//! gives a [`PollStatus`]; [`DtrClient::undelivered`](crate::DtrClient::undelivered)
+//! lists the outcomes not yet [acknowledged](crate::DtrClient::ack), each a
+//! [`Delivery`] with its stable [`OutcomeId`].
+//!
+//! ```
+//! use oidc_dtr::{CallbackResponse, DtrClient, Outcome, PollEvent};
+//! use oidc_dtr_testkit::{MockOp, OpConfig};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut config = OpConfig::default();
+//! # config.interval = Some(1);
+//! # let op = MockOp::builder().config(config).start().await?;
+//! # let client = DtrClient::builder()
+//! #     .issuer(op.issuer())
+//! #     .client_id(MockOp::CLIENT_ID)
+//! #     .client_secret(MockOp::CLIENT_SECRET)
+//! #     .redirect_uri("http://127.0.0.1:9/callback")
+//! #     .build()
+//! #     .await?;
+//! # let (url, pending) = client.authorize().build()?;
+//! # let back = op.browse(&url).await?;
+//! # let CallbackResponse::Acknowledgment(ack) = client.callback(&pending, back.query())? else { panic!() };
+//! let mut events = client.subscribe();
+//! let auth = client.exchange(ack).await?;
+//! let status = client.poll_status(auth.id()).await.expect("tracked");
+//! assert!(!status.finished && status.next_poll.is_some());
+//! println!("next poll {:?}, deadline {}", status.next_poll, status.deadline);
+//! # op.approve(auth.id());
+//! loop {
+//!     match events.recv().await? {
+//!         PollEvent::Progress { description, .. } => println!("OP: {description}"),
+//!         PollEvent::Interaction { uri: Some(uri), .. } => println!("go to {}", uri.as_str()),
+//!         PollEvent::TokensHeld { reason, .. } => println!("tokens held: {reason}"),
+//!         PollEvent::Finished { id, .. } if &id == auth.id() => break,
+//!         _ => {}
+//!     }
+//! }
+//! // Stored, and handed over until acknowledged: after a crash, too.
+//! for delivery in client.undelivered().await {
+//!     assert!(matches!(delivery.outcome, Outcome::Tokens(_)));
+//!     println!("outcome {} of {:?}", delivery.outcome_id, delivery.id);
+//!     client.ack(&delivery.id).await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # The machine, for other runtimes
 //!
 //! [`PollMachine`] does no IO and reads no clock: every call takes `now`,

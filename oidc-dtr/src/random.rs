@@ -10,6 +10,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 ///
 /// With the operating system's generator this does not happen in practice;
 /// it is an error rather than a panic so that no code path can abort.
+///
+/// ```
+/// use oidc_dtr::random::{RandomError, RandomSource, SystemRandom};
+///
+/// let mut nonce = [0u8; 32];
+/// match SystemRandom.fill(&mut nonce) {
+///     Ok(()) => {}
+///     Err(RandomError) => eprintln!("no randomness: refuse to go on"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the random number generator failed")]
 #[allow(clippy::exhaustive_structs)] // a unit type, complete by nature
@@ -20,12 +30,42 @@ pub struct RandomError;
 /// The default, [`SystemRandom`], is the operating system's generator via
 /// aws-lc-rs. Tests may inject a deterministic source; production code never
 /// should.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use oidc_dtr::DtrClient;
+/// use oidc_dtr::random::{RandomError, RandomSource, SystemRandom};
+///
+/// /// Counts how often the SDK draws randomness (still from the OS).
+/// #[derive(Default)]
+/// struct Counting(AtomicUsize);
+///
+/// impl RandomSource for Counting {
+///     fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError> {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         SystemRandom.fill(dest)
+///     }
+/// }
+/// let rng = Arc::new(Counting::default());
+/// let builder = DtrClient::builder().random(rng.clone());
+/// # let _ = builder;
+/// ```
 pub trait RandomSource: Send + Sync + 'static {
     /// Fills `dest` with random bytes.
     fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError>;
 }
 
 /// The operating system's CSPRNG (through aws-lc-rs).
+///
+/// ```
+/// use oidc_dtr::random::{RandomSource, SystemRandom};
+///
+/// let mut key = [0u8; 32];
+/// SystemRandom.fill(&mut key)?;
+/// assert_ne!(key, [0u8; 32]);
+/// # Ok::<(), oidc_dtr::random::RandomError>(())
+/// ```
 #[derive(Clone, Copy, Default)]
 #[allow(clippy::exhaustive_structs)] // a unit type, complete by nature
 pub struct SystemRandom;

@@ -22,6 +22,16 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// A short, non-reversible tag for a secret: the first four bytes of its
 /// SHA-256, shown as eight hex digits. Safe to log for high-entropy values.
+///
+/// ```
+/// use oidc_dtr::DeferredId;
+/// use oidc_dtr::secret::Fingerprint;
+///
+/// let id = DeferredId::new("f4oirNBUlM-abcdef");
+/// // Safe to log: four bytes of the SHA-256, not the value.
+/// assert_eq!(id.fingerprint(), Fingerprint::of(b"f4oirNBUlM-abcdef"));
+/// println!("polling {:?}", id.fingerprint());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 4]);
 
@@ -137,6 +147,16 @@ secret_string!(
     /// The client's shared secret (`client_secret_basic`, `client_secret_post`,
     /// `client_secret_jwt`). Its `Debug` shows nothing: client secrets may have
     /// low entropy, so not even a fingerprint is printed.
+    ///
+    /// ```
+    /// use oidc_dtr::ClientAuth;
+    /// use oidc_dtr::secret::ClientSecret;
+    ///
+    /// let secret = ClientSecret::new("s3cret-from-the-vault");
+    /// assert_eq!(format!("{secret:?}"), "ClientSecret([redacted])");
+    /// let auth = ClientAuth::ClientSecretBasic(secret);
+    /// assert_eq!(auth.method_name(), "client_secret_basic");
+    /// ```
     ClientSecret,
     redacted
 );

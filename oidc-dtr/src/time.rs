@@ -19,6 +19,17 @@ use serde::{Deserialize, Serialize};
 /// Eight bytes, `Copy`, serialised as a plain integer. Arithmetic saturates,
 /// so an OP that sends an absurdly large `expires_in` yields the far future
 /// rather than an overflow.
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::UnixTime;
+///
+/// let t = UnixTime::from_secs(1_700_000_000);
+/// assert_eq!(t.as_millis(), 1_700_000_000_000);
+/// let later = t.saturating_add(Duration::from_secs(90));
+/// assert_eq!(later.saturating_duration_since(t), Duration::from_secs(90));
+/// assert!(UnixTime::EPOCH < t && t < UnixTime::MAX);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct UnixTime(u64);
@@ -98,6 +109,25 @@ impl fmt::Display for UnixTime {
 ///
 /// The client reads it at the edges (before a request, when a response
 /// arrives) and hands the value to the pure protocol core.
+///
+/// ```
+/// use std::sync::Arc;
+/// use oidc_dtr::DtrClient;
+/// use oidc_dtr::time::{Clock, UnixTime};
+///
+/// /// A clock that always says the same (a test's frozen time).
+/// struct Frozen(UnixTime);
+///
+/// impl Clock for Frozen {
+///     fn now(&self) -> UnixTime {
+///         self.0
+///     }
+/// }
+/// let clock = Arc::new(Frozen(UnixTime::from_secs(1_700_000_000)));
+/// assert_eq!(clock.now().as_secs(), 1_700_000_000);
+/// let builder = DtrClient::builder().clock(clock);
+/// # let _ = builder;
+/// ```
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> UnixTime;
@@ -114,6 +144,14 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// The operating system's clock.
+///
+/// ```
+/// use oidc_dtr::UnixTime;
+/// use oidc_dtr::time::{Clock, SystemClock};
+///
+/// let now = SystemClock.now();
+/// assert!(now > UnixTime::from_secs(1_600_000_000));
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 #[allow(clippy::exhaustive_structs)] // a unit type, complete by nature
 pub struct SystemClock;

@@ -122,6 +122,29 @@ fn secret_method_from_metadata(metadata: &ProviderMetadata, secret: ClientSecret
 }
 
 /// Configures a [`DtrClient`].
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::DtrClient;
+/// use oidc_dtr::poll::PollConfig;
+/// use oidc_dtr::store::MemoryStore;
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let op = MockOp::start().await?;
+/// let client = DtrClient::builder()
+///     .issuer(op.issuer()) // discovery runs in `build`
+///     .client_id(MockOp::CLIENT_ID)
+///     .client_secret(MockOp::CLIENT_SECRET)
+///     .redirect_uri("http://127.0.0.1:9/callback")
+///     .store(MemoryStore::new())
+///     .poll_config(PollConfig::default().max_lifetime(Duration::from_secs(3_600)))
+///     .build()
+///     .await?;
+/// assert_eq!(client.issuer(), op.issuer());
+/// # Ok(()) }
+/// ```
 #[derive(Default)]
 #[must_use]
 pub struct DtrClientBuilder {

@@ -17,6 +17,20 @@ use crate::proto::discovery::ProviderMetadata;
 use crate::proto::id_token::ValidationOptions;
 
 /// The security profile a client follows.
+///
+/// ```
+/// use oidc_dtr::DtrClient;
+/// use oidc_dtr::client::SecurityProfile;
+///
+/// let profile = SecurityProfile::Fapi2; // e.g. from the deployment's configuration
+/// let builder = DtrClient::builder().security_profile(profile);
+/// match profile {
+///     SecurityProfile::Default => println!("the SDK's defaults"),
+///     SecurityProfile::Fapi2 => println!("FAPI 2.0: PAR, PKCE, sender-constrained tokens"),
+///     _ => println!("another profile"),
+/// }
+/// # let _ = builder;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SecurityProfile {

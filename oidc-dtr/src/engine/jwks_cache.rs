@@ -186,6 +186,30 @@ pub(crate) fn ttl_from_headers(resp: &HttpResponse, now: UnixTime, cfg: &JwksCon
 /// [`DtrClient::import_jwks`](crate::DtrClient::import_jwks).
 ///
 /// It holds only public keys.
+///
+/// ```
+/// use oidc_dtr::DtrClient;
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// # let build = || {
+/// #     DtrClient::builder()
+/// #         .issuer(op.issuer())
+/// #         .client_id(MockOp::CLIENT_ID)
+/// #         .client_secret(MockOp::CLIENT_SECRET)
+/// #         .redirect_uri("http://127.0.0.1:9/callback")
+/// #         .build()
+/// # };
+/// # let (running, starting) = (build().await?, build().await?);
+/// // Warm a starting instance's key cache from a running one (public keys only).
+/// if let Some(snapshot) = running.export_jwks() {
+///     let saved = serde_json::to_string(&snapshot)?;
+///     starting.import_jwks(serde_json::from_str(&saved)?)?;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct JwksSnapshot {

@@ -20,6 +20,16 @@ use crate::time::UnixTime;
 /// process can resume after a restart and the OP still recognises it.
 /// It serialises (the private key as PKCS#8, base64url: a secret at rest);
 /// `Debug` shows only the algorithm and thumbprint.
+///
+/// ```
+/// use oidc_dtr::jose::{Algorithm, DpopKey, jwk_thumbprint};
+///
+/// let key = DpopKey::generate(Algorithm::ES256)?;
+/// // The `jkt` that access tokens bound to this key carry.
+/// assert_eq!(Some(key.thumbprint().to_owned()), jwk_thumbprint(key.public_jwk()));
+/// assert_eq!(key.algorithm(), Algorithm::ES256);
+/// # Ok::<(), oidc_dtr::jose::KeyError>(())
+/// ```
 #[derive(Clone)]
 pub struct DpopKey {
     key: SigningKey,

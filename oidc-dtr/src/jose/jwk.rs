@@ -38,6 +38,18 @@ impl Key {
 /// A parsed JWK Set: the OP's public signing keys, ready to verify.
 ///
 /// Built once per fetch; verification reuses the parsed keys.
+///
+/// ```
+/// use oidc_dtr::jose::{Algorithm, KeySet, SigningKey};
+///
+/// let key = SigningKey::generate(Algorithm::ES256)?.with_kid("k1");
+/// let jwks = KeySet::from_keys([key.public_jwk().unwrap()], &[Algorithm::ES256]);
+/// assert_eq!(jwks.len(), 1);
+/// assert_eq!(jwks.kids().collect::<Vec<_>>(), [Some("k1")]);
+/// // Keys for algorithms not allowed are skipped, not errors.
+/// assert!(KeySet::from_keys([key.public_jwk().unwrap()], &[Algorithm::RS256]).is_empty());
+/// # Ok::<(), oidc_dtr::jose::KeyError>(())
+/// ```
 pub struct KeySet {
     keys: Vec<Key>,
     /// The usable keys as received (for export).

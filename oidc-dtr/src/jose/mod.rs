@@ -38,6 +38,15 @@ pub use jwk::KeySet;
 pub use sign::{KeyError, SigningKey};
 
 /// A JWS algorithm (RFC 7518 §3, RFC 8037). `none` is deliberately absent.
+///
+/// ```
+/// use oidc_dtr::jose::Algorithm;
+///
+/// assert_eq!(Algorithm::parse("PS256"), Some(Algorithm::PS256));
+/// assert_eq!(Algorithm::parse("none"), None); // never accepted
+/// assert_eq!(Algorithm::ES256.as_str(), "ES256");
+/// assert!(Algorithm::HS256.is_hmac());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[allow(clippy::upper_case_acronyms)]
 #[non_exhaustive]

@@ -10,6 +10,17 @@ use serde_json::{Map, Value, json};
 use super::{Algorithm, b64};
 
 /// A key could not be generated, loaded or used for signing.
+///
+/// ```
+/// use oidc_dtr::jose::{Algorithm, KeyError, SigningKey};
+///
+/// match SigningKey::from_pem(Algorithm::ES256, "not a PEM key") {
+///     Err(KeyError::Rejected(why)) => println!("bad key material: {why}"),
+///     Err(KeyError::WrongAlgorithm(alg)) => println!("{alg} does not fit this key"),
+///     Err(other) => println!("{other}"),
+///     Ok(_) => unreachable!("garbage is not a key"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
@@ -35,6 +46,22 @@ enum Kind {
 /// A private key plus the JWS algorithm it signs with.
 ///
 /// `Debug` shows the algorithm and `kid` only.
+///
+/// ```
+/// use oidc_dtr::jose::{Algorithm, SigningKey};
+///
+/// let key = SigningKey::generate(Algorithm::ES256)?.with_kid("rp-key-1");
+/// assert_eq!(key.algorithm(), Algorithm::ES256);
+/// // Publish the public half in the RP's JWK Set (for `private_key_jwt`).
+/// let jwk = key.public_jwk().expect("an asymmetric key");
+/// assert_eq!(jwk["kid"], "rp-key-1");
+/// assert!(jwk.get("d").is_none()); // no private part
+/// // Keep the private key, e.g. as PKCS#8 in a secret manager.
+/// let der = key.to_pkcs8_der()?;
+/// let restored = SigningKey::from_pkcs8_der(Algorithm::ES256, &der)?;
+/// assert_eq!(restored.public_jwk_minimal(), key.public_jwk_minimal());
+/// # Ok::<(), oidc_dtr::jose::KeyError>(())
+/// ```
 #[derive(Clone)]
 pub struct SigningKey {
     kind: Kind,

@@ -26,6 +26,20 @@ use crate::time::UnixTime;
 pub(crate) const RANDOM_BYTES: usize = 32;
 
 /// The `response_type` of the request.
+///
+/// ```
+/// use oidc_dtr::client::ResponseType;
+///
+/// // Let the OP answer at once with a plain `code` when it can.
+/// let rt = ResponseType::DeferredCodeOrCode;
+/// assert_eq!(rt.as_str(), "deferred_code code");
+/// match rt {
+///     ResponseType::DeferredCode => println!("always deferred"),
+///     ResponseType::DeferredCodeOrCode => println!("deferred, or a code at once"),
+///     ResponseType::Code => println!("the IETF profile's plain code flow"),
+///     _ => println!("a newer response type"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ResponseType {
@@ -56,6 +70,14 @@ impl ResponseType {
 }
 
 /// How the OP returns the response to the redirect URI.
+///
+/// ```
+/// use oidc_dtr::client::ResponseMode;
+///
+/// let mode = ResponseMode::FormPost; // parameters in a POST body, not the URL
+/// assert_eq!(mode.as_str(), "form_post");
+/// assert_eq!(ResponseMode::Query.as_str(), "query");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -83,6 +105,28 @@ impl ResponseMode {
 ///
 /// It serialises with serde; its `Debug` shows only fingerprints of `state`,
 /// `nonce` and the PKCE verifier.
+///
+/// ```
+/// use oidc_dtr::{DtrClient, PendingAuthorization};
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// # let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+/// #     .build()
+/// #     .await?;
+/// let (_url, pending) = client.authorize().build()?;
+/// // Kept in the user's (server-side or encrypted) session until the redirect returns.
+/// let session_value = serde_json::to_string(&pending)?;
+/// let restored: PendingAuthorization = serde_json::from_str(&session_value)?;
+/// assert_eq!(restored, pending);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingAuthorization {
     pub(crate) issuer: String,
@@ -278,6 +322,33 @@ struct Prepared {
 ///
 /// `state`, `nonce` and a PKCE S256 challenge are always generated fresh;
 /// `scope` always contains `openid`.
+///
+/// ```
+/// use oidc_dtr::DtrClient;
+/// use oidc_dtr::client::ResponseType;
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// # let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+/// #     .build()
+/// #     .await?;
+/// let (url, pending) = client
+///     .authorize()
+///     .scope("profile email")
+///     .response_type(ResponseType::DeferredCodeOrCode)
+///     .max_age(3_600)
+///     .login_hint("alice@example.com")
+///     .build()?;
+/// assert!(url.query().unwrap().contains("scope=openid+profile+email"));
+/// assert_eq!(pending.max_age(), Some(3_600));
+/// # Ok(()) }
+/// ```
 #[must_use = "call .build() to get the URL"]
 pub struct AuthorizationRequestBuilder<'a> {
     ctx: AuthorizeContext<'a>,

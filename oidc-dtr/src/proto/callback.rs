@@ -70,6 +70,34 @@ impl CodeResponse {
 }
 
 /// What the redirect carried, once validated.
+///
+/// ```
+/// use oidc_dtr::{CallbackResponse, DtrClient};
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// # let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+/// #     .build()
+/// #     .await?;
+/// let (url, pending) = client.authorize().build()?;
+/// let back = op.browse(&url).await?; // the browser returns to the redirect URI
+/// match client.callback(&pending, back.query())? {
+///     CallbackResponse::Acknowledgment(ack) => {
+///         let auth = client.exchange(ack).await?;
+///         println!("deferred: the OP decides by {:?}", auth.expires_at());
+///     }
+///     CallbackResponse::Code(code) => println!("answered at once: {:?}", code.code()),
+///     CallbackResponse::Error(e) => println!("the OP refused: {e}"),
+///     _ => println!("an answer this version does not know"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CallbackResponse {

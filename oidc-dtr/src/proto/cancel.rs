@@ -16,6 +16,34 @@ use crate::proto::client_auth::ClientAuth;
 
 /// What [`DtrClient::cancel`](crate::DtrClient::cancel) did: whether the
 /// OP was told.
+///
+/// ```
+/// use oidc_dtr::{CallbackResponse, CancelResult, DtrClient};
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// # let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+/// #     .build()
+/// #     .await?;
+/// # let (url, pending) = client.authorize().build()?;
+/// # let back = op.browse(&url).await?;
+/// # let CallbackResponse::Acknowledgment(ack) = client.callback(&pending, back.query())? else { panic!() };
+/// let auth = client.exchange(ack).await?;
+/// // This client has no cancellation endpoint configured.
+/// match client.cancel(auth.id()).await? {
+///     CancelResult::ToldOp => println!("the OP stopped too"),
+///     CancelResult::LocalOnly => println!("polling stopped; the OP was not told"),
+///     CancelResult::AlreadyFinished => println!("too late: it had ended"),
+///     other => println!("sent, unconfirmed: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 #[must_use = "the OP may not have been told: check `op_told()`"]
@@ -47,6 +75,16 @@ impl CancelResult {
 }
 
 /// How the cancellation request carries `deferred_auth_id`.
+///
+/// ```
+/// use oidc_dtr::client::{CancelEncoding, CancellationConfig};
+///
+/// // An OP that follows the draft's JSON example.
+/// let cancel = CancellationConfig::new("https://op.example/cancel")?.encoding(CancelEncoding::Json);
+/// # let _ = cancel;
+/// assert_eq!(CancelEncoding::default(), CancelEncoding::Form);
+/// # Ok::<(), oidc_dtr::error::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum CancelEncoding {

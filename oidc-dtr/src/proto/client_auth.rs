@@ -27,6 +27,20 @@ pub(crate) const JWT_BEARER_ASSERTION: &str =
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Which `aud` a client assertion names.
+///
+/// ```
+/// use oidc_dtr::ClientAuth;
+/// use oidc_dtr::client::AssertionAudience;
+/// use oidc_dtr::jose::{Algorithm, SigningKey};
+///
+/// // An OP that still expects the token endpoint as `aud`.
+/// let auth = ClientAuth::PrivateKeyJwt {
+///     key: SigningKey::generate(Algorithm::ES256)?.with_kid("rp-key-1"),
+///     audience: AssertionAudience::Endpoint,
+/// };
+/// assert_eq!(auth.method_name(), "private_key_jwt");
+/// # Ok::<(), oidc_dtr::jose::KeyError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum AssertionAudience {
@@ -40,6 +54,23 @@ pub enum AssertionAudience {
 }
 
 /// How the client authenticates to the token endpoint.
+///
+/// ```
+/// use oidc_dtr::{ClientAuth, DtrClient};
+/// use oidc_dtr::jose::{Algorithm, SigningKey};
+/// use oidc_dtr::secret::ClientSecret;
+///
+/// let post = ClientAuth::ClientSecretPost(ClientSecret::new("s3cret"));
+/// assert_eq!(post.method_name(), "client_secret_post");
+/// assert!(!post.is_header_based());
+///
+/// // private_key_jwt with the issuer as audience (the default).
+/// let key = SigningKey::generate(Algorithm::ES256)?.with_kid("rp-key-1");
+/// let builder = DtrClient::builder().client_auth(ClientAuth::private_key_jwt(key));
+/// # let _ = builder;
+/// assert!(ClientAuth::None.is_public());
+/// # Ok::<(), oidc_dtr::jose::KeyError>(())
+/// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum ClientAuth {

@@ -19,6 +19,24 @@ pub(crate) const CONTEXT: &str = "provider metadata";
 /// What the OP says about itself (OpenID Connect Discovery 1.0 §3 /
 /// RFC 8414 §2), limited to what an RP of this flow uses; every other member
 /// is kept in [`additional`](Self::additional).
+///
+/// ```
+/// use oidc_dtr::{DtrClient, ProviderMetadata};
+/// use url::Url;
+///
+/// // An OP without a discovery document: give its metadata by hand.
+/// let metadata = ProviderMetadata::new(
+///     "https://op.example",
+///     Url::parse("https://op.example/authorize")?,
+///     Url::parse("https://op.example/token")?,
+/// )
+/// .with_jwks_uri(Url::parse("https://op.example/jwks")?)
+/// .with_response_types(["deferred_code"]);
+/// assert!(metadata.supports_response_type("deferred_code"));
+/// let builder = DtrClient::builder().metadata(metadata); // instead of `.issuer(..)`
+/// # let _ = builder;
+/// # Ok::<(), url::ParseError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ProviderMetadata {

@@ -189,6 +189,22 @@ impl ValidationOptions {
 ///
 /// Use it directly with a [`KeySet`] you manage (tests, custom caches,
 /// benchmarks); the client adds the JWKS cache.
+///
+/// ```
+/// use oidc_dtr::jose::Algorithm;
+/// use oidc_dtr::tokens::{IdTokenValidator, ValidationOptions};
+///
+/// let validator = IdTokenValidator::new(
+///     "https://op.example",
+///     "my-rp",
+///     ValidationOptions::default().algorithms([Algorithm::ES256, Algorithm::PS256]),
+///     Some(&["ES256".to_owned(), "RS256".to_owned()]), // what the OP publishes
+///     None,                                            // no client secret: no HMAC
+/// )?;
+/// // Only what both sides allow.
+/// assert_eq!(validator.allowed_algorithms(), [Algorithm::ES256]);
+/// # Ok::<(), oidc_dtr::error::ConfigError>(())
+/// ```
 pub struct IdTokenValidator {
     issuer: String,
     client_id: String,

@@ -45,11 +45,29 @@ const MAX_INTERACTION_URI_LEN: usize = 2048;
 ///
 /// The AS says it is single-use and lives no longer than the deferral
 /// code; show it to the user, do not log it at length.
+///
+/// ```
+/// use oidc_dtr::ietf::InteractionUri;
+///
+/// let uri = InteractionUri::parse("https://as.example/interact?id=42")?;
+/// assert_eq!(uri.as_url().host_str(), Some("as.example"));
+/// // Only absolute https URIs without user info or fragment pass.
+/// assert!(InteractionUri::parse("http://as.example/interact").is_err());
+/// assert!(InteractionUri::parse("https://user@as.example/").is_err());
+/// # Ok::<(), oidc_dtr::ietf::InvalidInteractionUri>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct InteractionUri(Url);
 
 /// Why an `interaction_uri` was refused.
+///
+/// ```
+/// use oidc_dtr::ietf::InteractionUri;
+///
+/// let err = InteractionUri::parse("javascript:alert(1)").unwrap_err();
+/// println!("refused: {err}"); // says why, without echoing the URI
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid interaction_uri: {0}")]
 pub struct InvalidInteractionUri(&'static str);
@@ -249,6 +267,36 @@ pub(crate) fn parse_initial_answer(
 }
 
 /// What an initial token request with `completion_mode=deferred` came to.
+///
+/// ```
+/// use oidc_dtr::{CallbackResponse, DtrClient, Redemption};
+/// use oidc_dtr_testkit::{MockOp, OpConfig, OpProfiles};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let mut config = OpConfig::default();
+/// # config.profiles = OpProfiles::Ietf;
+/// # let op = MockOp::builder().config(config).start().await?;
+/// # let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+/// #     .build()
+/// #     .await?;
+/// # let (url, pending) = client.authorize().build()?;
+/// # let back = op.browse(&url).await?;
+/// # let CallbackResponse::Code(code) = client.callback(&pending, back.query())? else { panic!() };
+/// match client.redeem_code(code).await? {
+///     Redemption::Tokens(tokens) => println!("at once: {}", tokens.claims().subject()),
+///     Redemption::Deferred(auth) => {
+///         // Stored and being polled; `client.wait(auth.id())` gives the outcome.
+///         println!("deferred until {:?}", auth.expires_at());
+///     }
+///     _ => unreachable!("a redemption this version does not know"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 #[must_use = "either tokens to use or a deferral that is now being polled"]

@@ -30,6 +30,22 @@ use crate::proto::ietf::{DEFERRAL_CODE_TOKEN_TYPE, GRANT_TYPE_IETF_DEFERRED};
 use crate::proto::poll::{PollFailure, PollResult};
 
 /// A Deferred Token Response profile.
+///
+/// ```
+/// use oidc_dtr::{DtrClient, Profile};
+///
+/// let profile: Profile = "ietf".parse().expect("a profile name");
+/// assert_eq!(profile, Profile::Ietf);
+/// assert_eq!(Profile::default().as_str(), "oidc");
+/// // Without `.profile(..)`, the client picks what the OP's metadata offers.
+/// let builder = DtrClient::builder().profile(profile);
+/// # let _ = builder;
+/// match profile {
+///     Profile::Oidc => println!("deferred_code, deferred_auth_id"),
+///     Profile::Ietf => println!("completion_mode=deferred, deferral_code"),
+///     _ => println!("a newer profile"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -23,6 +23,33 @@ use crate::time::UnixTime;
 /// Every operation is atomic (one mutex) and nothing is durable. `due` is
 /// answered from an ordered index, so it costs `O(log n + k)`. Cloning the
 /// store clones a handle to the same records.
+///
+/// ```
+/// use oidc_dtr::{CallbackResponse, DtrClient};
+/// use oidc_dtr::store::MemoryStore;
+/// use oidc_dtr_testkit::MockOp;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let op = MockOp::start().await?;
+/// let store = MemoryStore::new(); // clones share the records
+/// let client = DtrClient::builder()
+/// #     .issuer(op.issuer())
+/// #     .client_id(MockOp::CLIENT_ID)
+/// #     .client_secret(MockOp::CLIENT_SECRET)
+/// #     .redirect_uri("http://127.0.0.1:9/callback")
+///     // issuer, client id, ...
+///     .store(store.clone())
+///     .build()
+///     .await?;
+/// # let (url, pending) = client.authorize().build()?;
+/// # let back = op.browse(&url).await?;
+/// # let CallbackResponse::Acknowledgment(ack) = client.callback(&pending, back.query())? else { panic!() };
+/// let auth = client.exchange(ack).await?;
+/// assert_eq!(store.len(), 1); // written before `exchange` returned
+/// # let _ = auth;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,

@@ -680,6 +680,23 @@ pub(crate) fn check_record_owner(
 /// Something another instance of a fleet did, as a shared store reports it
 /// ([`Store::notices`]). Records are named by their key (the SHA-256 of
 /// the `deferred_auth_id`), never by the id.
+///
+/// ```
+/// use oidc_dtr::DeferredId;
+/// use oidc_dtr::store::{RecordKey, StoreNotice};
+///
+/// fn describe(notice: StoreNotice) -> String {
+///     match notice {
+///         StoreNotice::Wake(key) => format!("poll {:?} now", key.fingerprint()),
+///         StoreNotice::Finished(key) => format!("{:?} has its outcome", key.fingerprint()),
+///         StoreNotice::Quarantined(key) => format!("{:?} was set aside", key.fingerprint()),
+///         StoreNotice::Reconnected => "look at the store again".into(),
+///         _ => "a newer notice".into(),
+///     }
+/// }
+/// let key = RecordKey::of(&DeferredId::new("f4oirNBUlM-abcdef"));
+/// assert!(describe(StoreNotice::Wake(key)).starts_with("poll"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreNotice {
@@ -697,6 +714,16 @@ pub enum StoreNotice {
 
 /// The SHA-256 of a `deferred_auth_id`: how shared stores and their
 /// notices name a record without revealing the id.
+///
+/// ```
+/// use oidc_dtr::DeferredId;
+/// use oidc_dtr::store::RecordKey;
+///
+/// let id = DeferredId::new("f4oirNBUlM-abcdef");
+/// let key = RecordKey::of(&id); // what a shared store indexes by
+/// assert_eq!(RecordKey::from_bytes(*key.as_bytes()), key);
+/// assert_eq!(key.fingerprint(), id.fingerprint());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RecordKey(pub(crate) [u8; 32]);
 
@@ -737,6 +764,16 @@ impl fmt::Debug for RecordKey {
 /// with [`StoreError::LeaseLost`] once another instance has taken the
 /// authentication over (its epoch went up). Single-process stores give the
 /// [`Lease::SOLE`] lease and never refuse it.
+///
+/// ```
+/// use oidc_dtr::store::Lease;
+///
+/// // A single-process store always holds the lease...
+/// assert_eq!(Lease::SOLE.epoch, 0);
+/// // ...a shared one hands out a higher epoch at each change of owner.
+/// let taken_over = Lease::new(Lease::SOLE.epoch + 1);
+/// assert!(taken_over.epoch > Lease::SOLE.epoch);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Lease {

@@ -21,6 +21,30 @@ use crate::error::StoreError;
 /// record's key fails to open. Implementations must authenticate it (an
 /// AEAD does). Errors are [`StoreError::Sealing`] and must not contain the
 /// plaintext or the key.
+///
+/// ```
+/// use std::sync::Arc;
+/// use oidc_dtr::error::StoreError;
+/// use oidc_dtr::store::{AesGcmSealer, Sealer};
+///
+/// /// Logs every use of the key (a KMS-backed sealer would call out here).
+/// struct Audited(AesGcmSealer);
+///
+/// impl Sealer for Audited {
+///     fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, StoreError> {
+///         println!("seal");
+///         self.0.seal(plaintext, aad)
+///     }
+///     fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, StoreError> {
+///         println!("open");
+///         self.0.open(sealed, aad)
+///     }
+/// }
+/// let sealer: Arc<dyn Sealer> = Arc::new(Audited(AesGcmSealer::new([7; 32])?));
+/// // e.g. `FileStore::open_with_sealer(path, sealer)`
+/// # let _ = sealer;
+/// # Ok::<(), StoreError>(())
+/// ```
 pub trait Sealer: Send + Sync + 'static {
     /// Encrypts `plaintext`, bound to `aad`.
     fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, StoreError>;
@@ -34,6 +58,18 @@ pub trait Sealer: Send + Sync + 'static {
 /// Output: `nonce (12 bytes) || ciphertext || tag (16 bytes)`. Random
 /// nonces are safe for about 2³² seals under one key; rotate the key well
 /// before that (a store writes one seal per record change).
+///
+/// ```
+/// use oidc_dtr::store::{AesGcmSealer, Sealer};
+///
+/// // In production: 32 random bytes from a secret manager, never in code.
+/// let sealer = AesGcmSealer::new([7; 32])?;
+/// let sealed = sealer.seal(b"record", b"record-key")?;
+/// assert_eq!(sealer.open(&sealed, b"record-key")?, b"record");
+/// // Bound to its record: another key's `aad` does not open it.
+/// assert!(sealer.open(&sealed, b"another-record").is_err());
+/// # Ok::<(), oidc_dtr::error::StoreError>(())
+/// ```
 pub struct AesGcmSealer {
     key: LessSafeKey,
 }

@@ -408,6 +408,24 @@ pub fn parse_verified_claims_value(
 /// A claims object (ID token claims or UserInfo response) split into its unverified claims
 /// and its typed verified claims. The two are never merged: `given_name` at the top level and
 /// `given_name` inside `verified_claims` are read through different methods.
+///
+/// ```
+/// use oidc_dtr::assurance::{AssuranceLimits, ReceivedClaims};
+/// use serde_json::json;
+///
+/// let claims = json!({
+///     "sub": "248289761001",
+///     "given_name": "Max", // what the user typed: unverified
+///     "verified_claims": {
+///         "verification": {"trust_framework": "de_aml"},
+///         "claims": {"given_name": "Maximilian"}
+///     }
+/// });
+/// let received = ReceivedClaims::from_claims(claims.as_object().unwrap(), &AssuranceLimits::default())?;
+/// assert_eq!(received.unverified_claim("given_name"), Some(&json!("Max")));
+/// assert_eq!(received.verified[0].claim("given_name"), Some(&json!("Maximilian")));
+/// # Ok::<(), oidc_dtr::assurance::AssuranceError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ReceivedClaims {

@@ -35,6 +35,21 @@ fn check_purpose(purpose: &str, path: &str) -> Result<(), AssuranceError> {
 
 /// The request for one element: a claim, a member of `verification`, or a sub-element of
 /// an `evidence` filter.
+///
+/// ```
+/// use oidc_dtr::assurance::ElementRequest;
+///
+/// let any = ElementRequest::Null; // `"email": null`: asked for, no restriction
+/// assert!(any.as_constraint().is_none());
+/// let level = ElementRequest::values(["substantial", "high"]);
+/// assert!(level.allows("high") && !level.allows("low"));
+/// match &level {
+///     ElementRequest::Null => println!("anything"),
+///     ElementRequest::ClaimConstraint(c) => println!("restricted: {:?}", c.values),
+///     ElementRequest::Nested(members) => println!("{} members", members.len()),
+///     _ => println!("a newer form"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ElementRequest {
@@ -186,6 +201,18 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ElementRequest>, D:
 
 /// The restrictions on one requested element (OpenID Connect Core 1.0 §5.5.1, OpenID Connect
 /// for Identity Assurance 1.0 §6).
+///
+/// ```
+/// use oidc_dtr::assurance::{ClaimConstraint, ElementRequest};
+///
+/// let birthdate = ClaimConstraint::default()
+///     .essential(true)
+///     .with_max_age(10 * 365 * 86_400)
+///     .with_purpose("To check that you are of age")?;
+/// let request = ElementRequest::ClaimConstraint(birthdate);
+/// assert_eq!(request.as_constraint().unwrap().essential, Some(true));
+/// # Ok::<(), oidc_dtr::assurance::AssuranceError>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ClaimConstraint {
@@ -260,6 +287,22 @@ impl ClaimConstraint {
 }
 
 /// The `claims` request parameter: what to return in the ID token and at the UserInfo endpoint.
+///
+/// ```
+/// use oidc_dtr::assurance::{ClaimsRequest, ClaimsTarget, ElementRequest, VerifiedClaimsRequest};
+///
+/// let request = ClaimsRequest::new()
+///     .verified_claims_in(
+///         ClaimsTarget::IdToken,
+///         VerifiedClaimsRequest::new().trust_framework("de_aml").essential_claim("family_name"),
+///     )
+///     .claim_in(ClaimsTarget::UserInfo, "email", ElementRequest::essential());
+/// request.validate()?;
+/// let json = request.to_json()?; // the `claims` parameter
+/// assert_eq!(json["userinfo"]["email"]["essential"], true);
+/// // Then: `client.authorize().claims_request(request)`.
+/// # Ok::<(), oidc_dtr::assurance::AssuranceError>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ClaimsRequest {
@@ -275,6 +318,15 @@ pub struct ClaimsRequest {
 }
 
 /// Where a claim is delivered.
+///
+/// ```
+/// use oidc_dtr::assurance::{ClaimsRequest, ClaimsTarget, ElementRequest};
+///
+/// let request = ClaimsRequest::new().claim_in(ClaimsTarget::IdToken, "email", ElementRequest::Null);
+/// assert_eq!(ClaimsTarget::IdToken.as_str(), "id_token");
+/// assert!(request.target(ClaimsTarget::IdToken).is_some());
+/// assert!(request.target(ClaimsTarget::UserInfo).is_none());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ClaimsTarget {
@@ -455,6 +507,16 @@ impl Metadata<'_> {
 }
 
 /// The claims requested for one target (`userinfo` or `id_token`).
+///
+/// ```
+/// use oidc_dtr::assurance::{ClaimsRequest, ClaimsTarget, VerifiedClaimsRequest};
+///
+/// let request = ClaimsRequest::new()
+///     .verified_claims_in(ClaimsTarget::IdToken, VerifiedClaimsRequest::new().claim("family_name"));
+/// let id_token = request.target(ClaimsTarget::IdToken).unwrap();
+/// assert_eq!(id_token.verified_claims.len(), 1);
+/// assert!(id_token.claims.is_empty());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TargetRequest {
@@ -542,6 +604,20 @@ impl<'de> Deserialize<'de> for TargetRequest {
 
 /// One `verified_claims` request: the verification data wanted (with constraints) and the
 /// claims wanted inside `claims`.
+///
+/// ```
+/// use oidc_dtr::assurance::{EvidenceRequest, VerifiedClaimsRequest};
+///
+/// let request = VerifiedClaimsRequest::new()
+///     .trust_frameworks(["de_aml", "eidas"])
+///     .max_age(365 * 86_400) // verified within a year
+///     .evidence(EvidenceRequest::document())
+///     .essential_claim("given_name")
+///     .claim("birthdate")
+///     .with_purpose("To open your account")?;
+/// assert!(request.requests_claim("birthdate"));
+/// # Ok::<(), oidc_dtr::assurance::AssuranceError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct VerifiedClaimsRequest {
@@ -839,6 +915,17 @@ impl VerificationRequest {
 
 /// One `evidence` filter: an evidence `type` (restricted with a single `value`) and the
 /// sub-elements wanted for evidence of that type.
+///
+/// ```
+/// use oidc_dtr::assurance::EvidenceRequest;
+///
+/// let passport = EvidenceRequest::document()
+///     .document_types(["passport", "idcard"])
+///     .check_methods(["vpip"]);
+/// assert_eq!(passport.type_value(), Some("document"));
+/// let custom = EvidenceRequest::of_type("x_bank_account");
+/// assert_eq!(custom.type_value(), Some("x_bank_account"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct EvidenceRequest {

@@ -10,6 +10,19 @@ use serde_json::{Map, Value};
 use super::{AssuranceError, AssuranceLimits, json_type};
 
 /// One `verified_claims` element: the verified claims and how they were verified.
+///
+/// ```
+/// use oidc_dtr::assurance::VerifiedClaims;
+/// use serde_json::json;
+///
+/// let vc = VerifiedClaims::from_value(json!({
+///     "verification": {"trust_framework": "de_aml", "time": "2026-09-01T10:00Z"},
+///     "claims": {"family_name": "Meier"}
+/// }))?;
+/// assert_eq!(vc.verification.trust_framework, "de_aml");
+/// assert_eq!(vc.claim("family_name"), Some(&json!("Meier")));
+/// # Ok::<(), oidc_dtr::assurance::AssuranceError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct VerifiedClaims {
@@ -133,6 +146,27 @@ pub struct EvidenceRef {
 }
 
 /// A member of the `evidence` array, by its `type`.
+///
+/// ```
+/// use oidc_dtr::assurance::{Evidence, VerifiedClaims};
+/// use serde_json::json;
+///
+/// let vc = VerifiedClaims::from_value(json!({
+///     "verification": {
+///         "trust_framework": "de_aml",
+///         "evidence": [{"type": "document", "document_details": {"type": "passport"}}]
+///     },
+///     "claims": {"family_name": "Meier"}
+/// }))?;
+/// for evidence in vc.verification.evidence.iter().flatten() {
+///     match evidence {
+///         Evidence::Document(doc) => println!("document: {:?}", doc.document_details),
+///         Evidence::ElectronicRecord(_) | Evidence::Vouch(_) => println!("a record or a voucher"),
+///         other => println!("{} evidence", other.evidence_type()),
+///     }
+/// }
+/// # Ok::<(), oidc_dtr::assurance::AssuranceError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Evidence {
@@ -399,6 +433,21 @@ pub struct ElectronicSignatureEvidence {
 }
 
 /// An attachment (OpenID Attachments 1.0): embedded content or a reference to fetch.
+///
+/// ```
+/// use oidc_dtr::assurance::{Attachment, Evidence};
+///
+/// fn list(evidence: &Evidence) {
+///     for attachment in evidence.attachments() {
+///         match attachment {
+///             Attachment::Embedded(a) => println!("embedded {}", a.content_type),
+///             Attachment::External(a) => println!("to fetch from {}", a.url),
+///             _ => println!("a newer kind of attachment"),
+///         }
+///     }
+/// }
+/// # let _ = list;
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 #[non_exhaustive]

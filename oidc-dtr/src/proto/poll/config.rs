@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 
 /// Tuning of the poll schedule, shared by every authentication of a client
 /// (set with [`DtrClientBuilder::poll_config`](crate::DtrClientBuilder::poll_config))
-/// or given to each [`PollMachine`] driven directly.
+/// or given to each [`PollMachine`](crate::poll::PollMachine) driven directly.
 ///
 /// The cadence while pings are expected is not here: it depends on whether
 /// the client has a notification endpoint, so it is set with
 /// [`DtrClientBuilder::notified_poll_cadence`](crate::DtrClientBuilder::notified_poll_cadence)
-/// (or, for a machine driven directly, [`PollMachine::notified_cadence`]).
+/// (or, for a machine driven directly, [`PollMachine::notified_cadence`](crate::poll::PollMachine::notified_cadence)).
 ///
 /// ```
 /// use std::time::Duration;

@@ -25,6 +25,25 @@ pub(super) enum Phase {
 }
 
 /// The persisted state of one authentication's polling.
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::UnixTime;
+/// use oidc_dtr::poll::{PollConfig, PollMachine};
+///
+/// let t = UnixTime::from_secs;
+/// // Issued at t = 100 s, the OP's deadline at t = 700 s, its interval 5 s.
+/// let interval = Duration::from_secs(5);
+/// let m = PollMachine::with_start(t(100), Some(t(700)), interval, PollConfig::default());
+/// assert_eq!(m.deadline(), t(700));
+/// assert_eq!(m.floor(), Duration::from_secs(5));
+/// assert!(!m.is_finished() && !m.in_flight());
+/// // Its state serialises, to resume after a restart.
+/// let saved = serde_json::to_string(&m)?;
+/// let back: PollMachine = serde_json::from_str(&saved)?;
+/// assert_eq!(back.deadline(), m.deadline());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollMachine {
     /// The absolute deadline.

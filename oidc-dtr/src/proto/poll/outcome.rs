@@ -23,6 +23,22 @@ use crate::proto::token::HeldTokens;
 /// read back from a store) only the text remains: `cause()` and `source()`
 /// are `None`. Two failures compare equal when their text is equal, whether
 /// or not a cause is attached.
+///
+/// ```
+/// use oidc_dtr::Outcome;
+/// use oidc_dtr::poll::PollFailure;
+///
+/// fn why<T>(outcome: &Outcome<T>) -> Option<String> {
+///     let Outcome::Rejected(failure) = outcome else { return None };
+///     Some(match failure {
+///         PollFailure::OAuth(e) => format!("the OP said {}", e.code),
+///         PollFailure::InvalidTokens(e) => format!("invalid ID token: {e}"),
+///         PollFailure::Transport { kind, .. } => format!("network: {kind}"),
+///         other => other.to_string(),
+///     })
+/// }
+/// assert_eq!(why(&Outcome::<()>::Cancelled), None);
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum PollFailure {
@@ -143,6 +159,24 @@ impl Eq for PollFailure {}
 ///
 /// Equality compares what is persisted (an in-memory cause is ignored: see
 /// [`cause`](Self::cause)).
+///
+/// ```
+/// use oidc_dtr::Outcome;
+///
+/// fn message<T>(outcome: &Outcome<T>) -> String {
+///     match outcome {
+///         Outcome::Tokens(_) => "signed in".into(),
+///         Outcome::Denied { description } => format!("denied: {description:?}"),
+///         Outcome::ExpiredByOp | Outcome::DeadlineReached { .. } => "took too long".into(),
+///         Outcome::Cancelled => "cancelled".into(),
+///         Outcome::PossiblyLostInTransit { .. } => "please start again".into(),
+///         other => format!("failed ({})", other.kind()),
+///     }
+/// }
+/// let denied: Outcome<()> = Outcome::Denied { description: Some("not attested".into()) };
+/// assert_eq!(message(&denied), r#"denied: Some("not attested")"#);
+/// assert_eq!(message(&Outcome::Tokens(())), "signed in");
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Outcome<T = crate::proto::token::TokenSet> {
@@ -257,6 +291,22 @@ impl<T: PartialEq> PartialEq for Outcome<T> {
 pub(super) const MAX_HELD_RETRY: Duration = Duration::from_secs(60);
 
 /// The result of one Token Request, as the driver classified it.
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::UnixTime;
+/// use oidc_dtr::error::{ErrorCode, OAuthError};
+/// use oidc_dtr::poll::{Action, Event, PollConfig, PollMachine, PollResult};
+/// use oidc_dtr::random::SystemRandom;
+///
+/// let t = UnixTime::from_secs;
+/// let mut m = PollMachine::with_start(t(0), None, Duration::from_secs(5), PollConfig::default());
+/// assert_eq!(m.handle::<()>(Event::Timer, t(5), &SystemRandom).action, Action::SendPoll);
+/// // The driver classified the answer: `authorization_pending`.
+/// let pending = PollResult::<()>::OAuth(OAuthError::new(ErrorCode::AuthorizationPending));
+/// let step = m.handle(Event::Response(pending), t(6), &SystemRandom);
+/// assert_eq!(step.action, Action::SleepUntil(t(11))); // 5 s after the answer
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum PollResult<T = crate::proto::token::TokenSet> {

@@ -6,6 +6,22 @@ use crate::proto::ietf::InteractionUri;
 use crate::time::UnixTime;
 
 /// An input to the machine.
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::UnixTime;
+/// use oidc_dtr::poll::{Action, Event, PollConfig, PollMachine};
+/// use oidc_dtr::random::SystemRandom;
+///
+/// let t = UnixTime::from_secs;
+/// let mut m = PollMachine::with_start(t(0), None, Duration::from_secs(5), PollConfig::default());
+/// // A ping does not let the client poll inside the OP's interval...
+/// let step = m.handle::<()>(Event::Wake, t(1), &SystemRandom);
+/// assert_eq!(step.action, Action::SleepUntil(t(5)));
+/// // ...and a cancellation ends the authentication.
+/// let step = m.handle::<()>(Event::Cancel, t(2), &SystemRandom);
+/// assert!(matches!(step.action, Action::Deliver(oidc_dtr::Outcome::Cancelled)));
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event<T = crate::proto::token::TokenSet> {
@@ -20,6 +36,23 @@ pub enum Event<T = crate::proto::token::TokenSet> {
 }
 
 /// What the driver must do next.
+///
+/// ```
+/// use oidc_dtr::poll::Action;
+///
+/// /// What a hand-written driver does with each action.
+/// fn describe<T>(action: &Action<T>) -> String {
+///     match action {
+///         Action::SendPoll => "send a Token Request now".into(),
+///         Action::SleepUntil(t) => format!("sleep until {t}"),
+///         Action::AwaitResponse => "wait for the answer in flight".into(),
+///         Action::Deliver(outcome) => format!("deliver: {}", outcome.kind()),
+///         Action::Finished => "nothing left to do".into(),
+///         _ => "unknown action".into(),
+///     }
+/// }
+/// assert_eq!(describe::<()>(&Action::SendPoll), "send a Token Request now");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Action<T> {
@@ -39,6 +72,22 @@ pub enum Action<T> {
 /// One step's result: the action, plus a progress text to surface when the
 /// OP sent a new one with `authorization_pending`, and a change of the
 /// user interaction the AS waits for (IETF `interaction_required`).
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::UnixTime;
+/// use oidc_dtr::poll::{Action, Event, PollConfig, PollMachine};
+/// use oidc_dtr::random::SystemRandom;
+///
+/// let t = UnixTime::from_secs;
+/// let mut m = PollMachine::with_start(t(0), None, Duration::from_secs(5), PollConfig::default());
+/// let step = m.handle::<()>(Event::Timer, t(5), &SystemRandom);
+/// assert_eq!(step.action, Action::SendPoll);
+/// if let Some(text) = &step.progress {
+///     println!("OP: {text}");
+/// }
+/// assert!(step.interaction.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Step<T> {
@@ -54,6 +103,25 @@ pub struct Step<T> {
 /// profile, where `interaction_required` means "still pending, waiting for
 /// the user"): `interaction_required` with a new `interaction_uri`, or back
 /// to plain `authorization_pending`.
+///
+/// ```
+/// use oidc_dtr::ietf::InteractionUri;
+/// use oidc_dtr::poll::InteractionChange;
+///
+/// fn show(change: &InteractionChange) -> String {
+///     match change {
+///         InteractionChange::Required(uri) => format!("please continue at {}", uri.as_str()),
+///         InteractionChange::Resolved => "thanks, the AS carries on".into(),
+///         _ => String::new(),
+///     }
+/// }
+/// let uri = InteractionUri::parse("https://as.example/interact/42")?;
+/// assert_eq!(
+///     show(&InteractionChange::Required(uri)),
+///     "please continue at https://as.example/interact/42"
+/// );
+/// # Ok::<(), oidc_dtr::ietf::InvalidInteractionUri>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InteractionChange {

@@ -138,6 +138,24 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Cloning it clones a handle to the same open file. Writes run on the
 /// store's writer thread, reads on tokio's blocking pool, so the methods
 /// need a tokio runtime.
+///
+/// ```
+/// use oidc_dtr::error::StoreError;
+/// use oidc_dtr::store::FileStore;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), StoreError> {
+/// # let dir = std::env::temp_dir().join(format!("oidc-dtr-doc-filestore-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("pending.db");
+/// let store = FileStore::open(&path)?; // then `DtrClient::builder().store(store)`
+/// assert_eq!(store.path(), path.as_path());
+/// // One process owns the file at a time.
+/// assert!(matches!(FileStore::open(&path), Err(StoreError::Locked { .. })));
+/// # drop(store);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct FileStore {
     /// `None` once closed. Operations clone the `Arc` for their time on the

@@ -8,7 +8,7 @@ pub(super) const QUEUE_CAPACITY: usize = 8192;
 /// [`FileStoreOptions::max_batch`]).
 pub(super) const MAX_BATCH: usize = 4096;
 
-/// Tuning of a [`FileStore`]'s writer: [`FileStoreOptions::default`] and
+/// Tuning of a [`FileStore`](super::FileStore)'s writer: [`FileStoreOptions::default`] and
 /// the setters.
 ///
 /// ```

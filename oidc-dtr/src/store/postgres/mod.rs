@@ -85,6 +85,21 @@ use notify::{listen_task, notice_payload};
 use schema::DB_SCHEMA_VERSION;
 
 /// How to connect a [`PostgresStore`]: from [`PostgresStore::options`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use oidc_dtr::store::PostgresStore;
+///
+/// # async fn run() -> Result<(), oidc_dtr::error::StoreError> {
+/// let store = PostgresStore::options("postgres://dtr@db.internal/rp")
+///     .schema("dtr")
+///     .max_connections(8)
+///     .timeout(Duration::from_secs(5))
+///     .connect()
+///     .await?;
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 #[must_use]
 pub struct PostgresOptions {
