@@ -109,14 +109,17 @@ impl ClientInner {
     /// Sends a request built by `build` (called once per attempt, so every
     /// attempt gets fresh credentials), adding a DPoP proof when a key is
     /// given, and retrying once at once on `use_dpop_nonce`.
-    pub(crate) async fn send_with_dpop(
+    pub(crate) async fn send_with_dpop<F>(
         &self,
         dpop: Option<&DpopKey>,
-        build: impl Fn() -> Result<HttpRequest, Error>,
-    ) -> Result<HttpResponse, Error> {
+        build: impl Fn() -> F,
+    ) -> Result<HttpResponse, Error>
+    where
+        F: std::future::Future<Output = Result<HttpRequest, Error>>,
+    {
         let mut retried = false;
         loop {
-            let mut req = build()?;
+            let mut req = build().await?;
             if let Some(key) = dpop {
                 let proof = self.dpop_proof(key, &req.method, &req.url)?;
                 req.headers.insert("dpop", proof);
@@ -556,21 +559,25 @@ impl ClientInner {
         self.driver.forget(auth.id());
     }
 
-    fn cancel_request(
+    async fn cancel_request(
         &self,
         cfg: &CancellationConfig,
         auth: &DeferredAuthentication,
     ) -> Result<HttpRequest, Error> {
         match cfg.encoding {
-            CancelEncoding::Form => self.authed_form(
-                &cfg.endpoint,
-                vec![("deferred_auth_id", auth.id().secret().to_owned())],
-            ),
+            CancelEncoding::Form => {
+                self.authed_form(
+                    &cfg.endpoint,
+                    vec![("deferred_auth_id", auth.id().secret().to_owned())],
+                )
+                .await
+            }
             CancelEncoding::Json => {
                 // Header-based authentication only (checked at build), so
                 // no body parameter is produced.
                 let mut headers = http::HeaderMap::new();
-                self.apply_client_auth(&cfg.endpoint, &mut headers, &mut Vec::new())?;
+                self.apply_client_auth(&cfg.endpoint, &mut headers, &mut Vec::new())
+                    .await?;
                 let mut req = HttpRequest::post_json(
                     cfg.endpoint.clone(),
                     &json!({ "deferred_auth_id": auth.id().secret() }),
