@@ -123,7 +123,8 @@ impl Signer for SigningKey {
     }
 
     fn sign<'a>(&'a self, signing_input: &'a [u8]) -> SignFuture<'a> {
-        let r = SigningKey::sign(self, signing_input).map_err(|e| SignerError::permanent(e.to_string()));
+        let r = SigningKey::sign(self, signing_input)
+            .map_err(|e| SignerError::permanent(e.to_string()));
         Box::pin(std::future::ready(r))
     }
 }

@@ -13,10 +13,10 @@ use url::Url;
 use crate::error::{ConfigError, Error, ParError};
 use crate::jose::signer::UnsignedJws;
 use crate::jose::{Algorithm, DpopKey};
-use crate::proto::request_object::RequestObjectSigning;
 use crate::proto::assurance::ClaimsRequest;
 use crate::proto::discovery::ProviderMetadata;
 use crate::proto::par::{ParRequest, PushTransport};
+use crate::proto::request_object::RequestObjectSigning;
 use crate::random::RandomSource;
 use crate::random::random_b64url;
 use crate::secret::{Nonce, PkceVerifier, State};
@@ -755,7 +755,11 @@ fn signed_request(
 /// The URL of a front-channel request: every parameter in the query, or,
 /// with a signed request object, `client_id`, `response_type`, `scope` and
 /// `request`.
-fn front_channel_url(ctx: &AuthorizeContext<'_>, params: &[(String, String)], jwt: Option<&str>) -> Url {
+fn front_channel_url(
+    ctx: &AuthorizeContext<'_>,
+    params: &[(String, String)],
+    jwt: Option<&str>,
+) -> Url {
     let mut url = ctx.metadata.authorization_endpoint.clone();
     match jwt {
         None => {

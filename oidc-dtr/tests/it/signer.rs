@@ -130,7 +130,11 @@ async fn a_signer_failing_while_polling_loses_nothing() {
         other => panic!("{other:?}"),
     }
     let polls = poll_requests(&s.op);
-    assert_eq!(polls.len(), 2, "AfterPolls(2): one pending, one with tokens");
+    assert_eq!(
+        polls.len(),
+        2,
+        "AfterPolls(2): one pending, one with tokens"
+    );
     assert_eq!(
         polls.iter().filter(|r| r.status == 200).count(),
         1,
