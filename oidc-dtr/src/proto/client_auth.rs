@@ -432,6 +432,40 @@ mod tests {
     }
 
     #[test]
+    fn an_external_signer_gets_the_assertion_to_sign() {
+        let key = SigningKey::generate(Algorithm::EdDSA)
+            .unwrap()
+            .with_kid("kms-1");
+        let auth = ClientAuth::private_key_jwt_signer(Arc::new(key.clone()));
+        assert_eq!(auth.method_name(), "private_key_jwt");
+        let u = token_url();
+        let mut h = HeaderMap::new();
+        let mut p = Vec::new();
+        let pending = auth
+            .apply(&ctx("c1", &u), &mut h, &mut p)
+            .unwrap()
+            .expect("the assertion waits for the signer");
+        assert!(p.iter().all(|(n, _)| *n != "client_assertion"));
+        let sig = key.sign(pending.signing_input()).unwrap();
+        pending.finish(&sig, &mut p);
+        let jwt = &p.iter().find(|(n, _)| *n == "client_assertion").unwrap().1;
+        let c = claims_of(jwt);
+        assert_eq!(
+            (c["iss"].as_str(), c["sub"].as_str()),
+            (Some("c1"), Some("c1"))
+        );
+        assert_eq!(c["aud"], "https://op.example");
+        let header = claims_of(&format!("x.{}", jwt.split('.').next().unwrap()));
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header["kid"], "kms-1");
+        assert_eq!(header["typ"], "JWT");
+        assert!(
+            p.iter()
+                .any(|(n, v)| *n == "client_assertion_type" && v == JWT_BEARER_ASSERTION)
+        );
+    }
+
+    #[test]
     fn debug_shows_only_the_method() {
         let a = ClientAuth::ClientSecretPost(ClientSecret::new("topsecret"));
         assert_eq!(format!("{a:?}"), "client_secret_post");
