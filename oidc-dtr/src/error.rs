@@ -99,6 +99,14 @@ pub enum Error {
     /// The random number generator failed.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// A [`Signer`](crate::jose::Signer) (a key outside the process: a KMS,
+    /// an HSM) could not sign a client assertion or a request object.
+    /// Nothing was sent; a pending authorization or a deferred code is
+    /// still usable, so the call can be retried. While an authentication is
+    /// polled, a [retryable](crate::jose::SignerError::retryable) failure
+    /// is retried with backoff instead.
+    #[error(transparent)]
+    Signer(#[from] crate::jose::SignerError),
     /// The poll engine could not answer (unknown authentication, or the
     /// engine stopped).
     #[error(transparent)]
@@ -272,6 +280,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Http(e) => e.is_transient(),
+            Error::Signer(e) => e.retryable,
             Error::OAuth(e) => matches!(
                 e.code,
                 ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable

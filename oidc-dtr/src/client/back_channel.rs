@@ -110,11 +110,14 @@ impl ClientInner {
     /// attempt gets fresh credentials), adding a DPoP proof when a key is
     /// given, and retrying once at once on `use_dpop_nonce`; with the
     /// current client certificate when mutual TLS is configured.
-    pub(crate) async fn send_with_dpop(
+    pub(crate) async fn send_with_dpop<F>(
         &self,
         dpop: Option<&DpopKey>,
-        build: impl Fn() -> Result<HttpRequest, Error>,
-    ) -> Result<HttpResponse, Error> {
+        build: impl Fn() -> F,
+    ) -> Result<HttpResponse, Error>
+    where
+        F: std::future::Future<Output = Result<HttpRequest, Error>>,
+    {
         self.send_with_dpop_as(None, dpop, build).await
     }
 
@@ -123,15 +126,18 @@ impl ClientInner {
     /// one). A certificate no longer configured is
     /// [`ConfigError::ClientIdentityNotConfigured`](crate::error::ConfigError::ClientIdentityNotConfigured):
     /// nothing is sent.
-    pub(crate) async fn send_with_dpop_as(
+    pub(crate) async fn send_with_dpop_as<F>(
         &self,
         identity: Option<&str>,
         dpop: Option<&DpopKey>,
-        build: impl Fn() -> Result<HttpRequest, Error>,
-    ) -> Result<HttpResponse, Error> {
+        build: impl Fn() -> F,
+    ) -> Result<HttpResponse, Error>
+    where
+        F: std::future::Future<Output = Result<HttpRequest, Error>>,
+    {
         let mut retried = false;
         loop {
-            let mut req = build()?;
+            let mut req = build().await?;
             if let Some(key) = dpop {
                 let proof = self.dpop_proof(key, &req.method, &req.url)?;
                 req.headers.insert("dpop", proof);
@@ -586,21 +592,25 @@ impl ClientInner {
         self.driver.forget(auth.id());
     }
 
-    fn cancel_request(
+    async fn cancel_request(
         &self,
         cfg: &CancellationConfig,
         auth: &DeferredAuthentication,
     ) -> Result<HttpRequest, Error> {
         match cfg.encoding {
-            CancelEncoding::Form => self.authed_form(
-                &cfg.endpoint,
-                vec![("deferred_auth_id", auth.id().secret().to_owned())],
-            ),
+            CancelEncoding::Form => {
+                self.authed_form(
+                    &cfg.endpoint,
+                    vec![("deferred_auth_id", auth.id().secret().to_owned())],
+                )
+                .await
+            }
             CancelEncoding::Json => {
                 // Header-based authentication only (checked at build), so
                 // no body parameter is produced.
                 let mut headers = http::HeaderMap::new();
-                self.apply_client_auth(&cfg.endpoint, &mut headers, &mut Vec::new())?;
+                self.apply_client_auth(&cfg.endpoint, &mut headers, &mut Vec::new())
+                    .await?;
                 let mut req = HttpRequest::post_json(
                     cfg.endpoint.clone(),
                     &json!({ "deferred_auth_id": auth.id().secret() }),

@@ -176,7 +176,8 @@ pub struct DtrClientBuilder {
     no_completion_mode_hint: bool,
     fleet: FleetConfig,
     pushed_authorization_requests: bool,
-    request_object_key: Option<crate::jose::SigningKey>,
+    /// The request-object signer, and whether it is an in-process key.
+    request_object_key: Option<(Arc<dyn crate::jose::Signer>, bool)>,
     request_object_lifetime: Option<Duration>,
     security_profile: super::fapi::SecurityProfile,
 }
@@ -431,7 +432,22 @@ impl DtrClientBuilder {
     /// the OP (the client's JWKS). Asymmetric keys only: PS256, ES256,
     /// EdDSA, or RS256 outside FAPI 2.0; an HMAC key is refused at build.
     pub fn request_object_signing_key(mut self, key: crate::jose::SigningKey) -> Self {
-        self.request_object_key = Some(key);
+        self.request_object_key = Some((Arc::new(key), true));
+        self
+    }
+
+    /// Signs request objects, as
+    /// [`request_object_signing_key`](Self::request_object_signing_key)
+    /// does, with a key outside the process (a KMS, an HSM): the request
+    /// object is built here and its signing input handed to `signer`,
+    /// awaited. Since signing is then asynchronous, finish authorization
+    /// requests with [`build_or_push`](crate::client::AuthorizationRequestBuilder::build_or_push)`.await`
+    /// or [`push`](crate::client::AuthorizationRequestBuilder::push)`.await`
+    /// (the synchronous `build` refuses). A failing signer gives
+    /// [`Error::Signer`](crate::Error::Signer) and nothing is sent.
+    /// Asymmetric algorithms only, as for a key.
+    pub fn request_object_signer(mut self, signer: Arc<dyn crate::jose::Signer>) -> Self {
+        self.request_object_key = Some((signer, false));
         self
     }
 
@@ -572,20 +588,24 @@ impl DtrClientBuilder {
                 auth: &auth,
                 dpop: &mut dpop,
                 validation: &mut validation,
-                request_object_key: self.request_object_key.as_ref(),
+                request_object_alg: self.request_object_key.as_ref().map(|(s, _)| s.algorithm()),
                 metadata: &metadata,
             })?;
         }
-        if let Some(key) = &self.request_object_key {
-            crate::proto::request_object::check_request_object_alg(key.algorithm())?;
+        if let Some((signer, _)) = &self.request_object_key {
+            crate::proto::request_object::check_request_object_alg(signer.algorithm())?;
         }
         let request_object_lifetime = self
             .request_object_lifetime
             .unwrap_or(crate::proto::request_object::DEFAULT_REQUEST_OBJECT_LIFETIME);
         crate::proto::request_object::check_lifetime(request_object_lifetime)?;
-        let request_object = self
-            .request_object_key
-            .map(|k| (k, request_object_lifetime));
+        let request_object = self.request_object_key.map(|(signer, in_process)| {
+            crate::proto::request_object::RequestObjectSigning {
+                signer,
+                in_process,
+                lifetime: request_object_lifetime,
+            }
+        });
         let push_requests = self.pushed_authorization_requests
             || fapi2
             || metadata.require_pushed_authorization_requests;

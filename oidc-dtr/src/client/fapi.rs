@@ -11,7 +11,7 @@
 
 use crate::client::DpopConfig;
 use crate::error::ConfigError;
-use crate::jose::{Algorithm, SigningKey};
+use crate::jose::Algorithm;
 use crate::proto::client_auth::{AssertionAudience, ClientAuth};
 use crate::proto::discovery::ProviderMetadata;
 use crate::proto::id_token::ValidationOptions;
@@ -72,12 +72,25 @@ fn check_alg(alg: Algorithm, what: &str) -> Result<(), ConfigError> {
     ))
 }
 
+/// The client assertion's algorithm and audience under FAPI 2.0.
+fn check_assertion(alg: Algorithm, audience: AssertionAudience) -> Result<(), ConfigError> {
+    check_alg(alg, "the client assertion (private_key_jwt)")?;
+    if audience != AssertionAudience::Issuer {
+        return Err(refuse(
+            CLIENTS,
+            "a client assertion `aud` other than the issuer alone",
+            "use AssertionAudience::Issuer (the default of ClientAuth::private_key_jwt)",
+        ));
+    }
+    Ok(())
+}
+
 /// What the FAPI 2.0 mode checks and adjusts at build time.
 pub(crate) struct Fapi2Settings<'a> {
     pub auth: &'a ClientAuth,
     pub dpop: &'a mut DpopConfig,
     pub validation: &'a mut ValidationOptions,
-    pub request_object_key: Option<&'a SigningKey>,
+    pub request_object_alg: Option<Algorithm>,
     pub metadata: &'a ProviderMetadata,
 }
 
@@ -106,14 +119,10 @@ pub(crate) fn apply(s: Fapi2Settings<'_>) -> Result<(), ConfigError> {
         // methods FAPI 2.0 allows, and binds tokens to the certificate.
         ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth => {}
         ClientAuth::PrivateKeyJwt { key, audience } => {
-            check_alg(key.algorithm(), "the client assertion (private_key_jwt)")?;
-            if *audience != AssertionAudience::Issuer {
-                return Err(refuse(
-                    CLIENTS,
-                    "a client assertion `aud` other than the issuer alone",
-                    "use AssertionAudience::Issuer (the default of ClientAuth::private_key_jwt)",
-                ));
-            }
+            check_assertion(key.algorithm(), *audience)?;
+        }
+        ClientAuth::PrivateKeyJwtSigner { signer, audience } => {
+            check_assertion(signer.algorithm(), *audience)?;
         }
     }
     match s.dpop.enabled {
@@ -129,8 +138,8 @@ pub(crate) fn apply(s: Fapi2Settings<'_>) -> Result<(), ConfigError> {
         _ => s.dpop.enabled = Some(true),
     }
     check_alg(s.dpop.algorithm, "DPoP proofs")?;
-    if let Some(key) = s.request_object_key {
-        check_alg(key.algorithm(), "request objects")?;
+    if let Some(alg) = s.request_object_alg {
+        check_alg(alg, "request objects")?;
     }
     if s.validation.algorithms == ValidationOptions::default().algorithms {
         // The SDK's default (RS256, OpenID Connect's) gives way to FAPI's.

@@ -293,7 +293,7 @@ impl DtrClient {
             params.push(("completion_mode", ietf::COMPLETION_MODE_DEFERRED.to_owned()));
         }
         let requested_at = inner.clock.now();
-        let req = inner.authed_form(&endpoint, params)?;
+        let req = inner.authed_form(&endpoint, params).await?;
         let resp = inner.http.send_as(None, req).await?;
         let answered_at = inner.clock.now();
         crate::proto::device::parse_device_authorization(

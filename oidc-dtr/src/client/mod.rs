@@ -175,8 +175,8 @@ pub(crate) struct ClientInner {
     pub(crate) fleet: Option<Arc<crate::engine::fleet::Fleet>>,
     /// Whether authorization requests are pushed (PAR, RFC 9126).
     pub(crate) push_requests: bool,
-    /// The key that signs request objects (JAR), and their lifetime.
-    pub(crate) request_object: Option<(crate::jose::SigningKey, std::time::Duration)>,
+    /// Who signs request objects (JAR), and their lifetime.
+    pub(crate) request_object: Option<crate::proto::request_object::RequestObjectSigning>,
     /// FAPI 2.0 mode (run-time checks: `iss` required, ...).
     pub(crate) fapi2: bool,
 }
@@ -262,7 +262,7 @@ impl DtrClient {
             completion_mode_hint: inner.completion_mode_hint,
             par_required: inner.push_requests,
             pusher: Some(inner.as_ref()),
-            request_object: inner.request_object.as_ref().map(|(k, l)| (k, *l)),
+            request_object: inner.request_object.as_ref(),
             dpop_algorithm: inner.uses_dpop().then_some(inner.dpop.algorithm),
         })
     }
@@ -1033,12 +1033,12 @@ impl ClientInner {
     }
 
     /// A token-endpoint request with client authentication applied.
-    pub(crate) fn token_request(
+    pub(crate) async fn token_request(
         &self,
         params: Vec<(&'static str, String)>,
     ) -> Result<HttpRequest, Error> {
         let endpoint = self.back_channel_endpoint("token_endpoint", &self.metadata.token_endpoint);
-        self.authed_form(&endpoint, params)
+        self.authed_form(&endpoint, params).await
     }
 
     /// Where a back-channel request for the endpoint `name` (its metadata
@@ -1055,8 +1055,10 @@ impl ClientInner {
         }
     }
 
-    /// Adds fresh client credentials for a request to `endpoint`.
-    pub(crate) fn apply_client_auth(
+    /// Adds fresh client credentials for a request to `endpoint`; an
+    /// external signer's assertion is awaited here (its failure is
+    /// [`Error::Signer`], and nothing is sent).
+    pub(crate) async fn apply_client_auth(
         &self,
         endpoint: &Url,
         headers: &mut HeaderMap,
@@ -1069,17 +1071,26 @@ impl ClientInner {
             now: self.clock.now(),
             rng: self.rng.as_ref(),
         };
-        self.auth.apply(&ctx, headers, params)
+        if let Some(pending) = self.auth.apply(&ctx, headers, params)? {
+            let signer = std::sync::Arc::clone(&pending.signer);
+            let signature = signer.sign(pending.signing_input()).await.map_err(|e| {
+                tracing::warn!(error = %e, "the signer could not sign the client assertion");
+                Error::Signer(e)
+            })?;
+            pending.finish(&signature, params);
+        }
+        Ok(())
     }
 
     /// A form POST to `endpoint` with client authentication applied.
-    pub(crate) fn authed_form(
+    pub(crate) async fn authed_form(
         &self,
         endpoint: &Url,
         mut params: Vec<(&'static str, String)>,
     ) -> Result<HttpRequest, Error> {
         let mut headers = HeaderMap::new();
-        self.apply_client_auth(endpoint, &mut headers, &mut params)?;
+        self.apply_client_auth(endpoint, &mut headers, &mut params)
+            .await?;
         let mut req = HttpRequest::post_form(
             endpoint.clone(),
             params.iter().map(|(k, v)| (*k, v.as_str())),

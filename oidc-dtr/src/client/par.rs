@@ -23,11 +23,13 @@ impl PushTransport for ClientInner {
         dpop: Option<&'a DpopKey>,
     ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, Error>> + Send + 'a>> {
         Box::pin(async move {
-            let build = || {
+            let request = &request;
+            let build = move || async move {
                 // Fresh credentials for every attempt (a new assertion).
                 let mut headers = HeaderMap::new();
                 let mut auth: Vec<(&'static str, String)> = Vec::new();
-                self.apply_client_auth(&request.endpoint, &mut headers, &mut auth)?;
+                self.apply_client_auth(&request.endpoint, &mut headers, &mut auth)
+                    .await?;
                 let mut req = HttpRequest::post_form(
                     request.endpoint.clone(),
                     auth.iter()

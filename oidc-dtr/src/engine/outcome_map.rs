@@ -41,6 +41,13 @@ pub(crate) fn poll_result_of<T>(e: Error) -> PollResult<T> {
             cause: Some(SharedError::new(r)),
         },
         Error::Validation(v) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
+        // A key outside the process (a KMS) that cannot sign for now:
+        // nothing was sent, so poll again later, as after a network
+        // failure (but the OP has seen nothing).
+        Error::Signer(e) if e.retryable => PollResult::NotSent {
+            message: e.to_string(),
+            cause: Some(SharedError::new(e)),
+        },
         other => PollResult::Permanent(PollFailure::Other {
             message: other.to_string(),
             cause: Some(SharedError::new(other)),

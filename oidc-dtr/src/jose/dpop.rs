@@ -86,6 +86,11 @@ impl DpopKey {
         &self.thumbprint
     }
 
+    /// The private key (crate-internal: it signs the proofs).
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The public JWK placed in every proof's header.
     pub fn public_jwk(&self) -> &Value {
         &self.jwk

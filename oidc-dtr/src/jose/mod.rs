@@ -7,6 +7,11 @@
 //! [`jwk_thumbprint`] computes the RFC 7638 thumbprint of any public JWK,
 //! e.g. to check a DPoP-bound token's `cnf.jkt`.
 //!
+//! A key that lives outside the process (a KMS, an HSM) signs through the
+//! [`Signer`] trait, which [`SigningKey`] and [`DpopKey`] implement too:
+//! see [`ClientAuth::private_key_jwt_signer`](crate::ClientAuth::private_key_jwt_signer)
+//! and [`DtrClientBuilder::request_object_signer`](crate::DtrClientBuilder::request_object_signer).
+//!
 //! ID tokens are verified with asymmetric algorithms only ([`Algorithm`]:
 //! RS, PS, ES and EdDSA); `none` does not exist here, and HMAC keys serve
 //! only for `client_secret_jwt` assertions. Everything runs on aws-lc-rs;
@@ -32,10 +37,12 @@ pub(crate) mod dpop;
 pub(crate) mod jwk;
 pub(crate) mod jws;
 pub(crate) mod sign;
+pub(crate) mod signer;
 
 pub use dpop::{DpopKey, jwk_thumbprint};
 pub use jwk::KeySet;
 pub use sign::{KeyError, SigningKey};
+pub use signer::{SignFuture, Signer, SignerError};
 
 /// A JWS algorithm (RFC 7518 §3, RFC 8037). `none` is deliberately absent.
 ///

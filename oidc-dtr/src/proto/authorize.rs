@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{ConfigError, Error, ParError};
-use crate::jose::{Algorithm, DpopKey, SigningKey};
+use crate::jose::signer::UnsignedJws;
+use crate::jose::{Algorithm, DpopKey};
 use crate::proto::assurance::ClaimsRequest;
 use crate::proto::discovery::ProviderMetadata;
 use crate::proto::par::{ParRequest, PushTransport};
+use crate::proto::request_object::RequestObjectSigning;
 use crate::random::RandomSource;
 use crate::random::random_b64url;
 use crate::secret::{Nonce, PkceVerifier, State};
@@ -303,11 +304,24 @@ pub(crate) struct AuthorizeContext<'a> {
     pub(crate) par_required: bool,
     /// Sends pushed requests (the client layer).
     pub(crate) pusher: Option<&'a dyn PushTransport>,
-    /// The key that signs request objects (JAR), and their lifetime.
-    pub(crate) request_object: Option<(&'a SigningKey, Duration)>,
+    /// Who signs request objects (JAR), and their lifetime.
+    pub(crate) request_object: Option<&'a RequestObjectSigning>,
     /// The DPoP algorithm, when the client uses DPoP: a pushed request is
     /// then bound to a fresh key (`dpop_jkt`).
     pub(crate) dpop_algorithm: Option<Algorithm>,
+}
+
+/// A push, checked and ready to be signed and sent.
+struct ReadyPush<'a> {
+    pusher: &'a dyn PushTransport,
+    endpoint: Url,
+    params: Vec<(String, String)>,
+    /// The request object to sign, and its signer.
+    unsigned: Option<(UnsignedJws, &'a dyn crate::jose::Signer)>,
+    pending: PendingAuthorization,
+    key: Option<DpopKey>,
+    authorization_endpoint: Url,
+    now: UnixTime,
 }
 
 /// The parameters of a request, before they are put in a URL, a request
@@ -517,31 +531,43 @@ impl<'a> AuthorizationRequestBuilder<'a> {
         }
         let ctx = self.ctx;
         let Prepared { params, pending } = self.prepare()?;
-        let mut url = ctx.metadata.authorization_endpoint.clone();
-        match ctx.request_object {
-            None => {
-                url.query_pairs_mut().extend_pairs(params.iter());
-            }
-            Some((key, lifetime)) => {
-                let jwt = signed_request(&ctx, key, lifetime, &params)?;
-                // RFC 9101 §5 keeps `client_id` outside; OpenID Connect
-                // Core §6.1 also requires `response_type` and a `scope`
-                // with `openid` there, matching the request object's.
-                let outer = |name: &str| {
-                    params
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.as_str())
-                        .unwrap_or_default()
+        let jwt = match ctx.request_object {
+            None => None,
+            Some(ro) => {
+                let unsigned = signed_request(&ctx, ro, &params)?;
+                let ready = if ro.in_process {
+                    unsigned.sign_now(ro.signer.as_ref())
+                } else {
+                    None
                 };
-                url.query_pairs_mut()
-                    .append_pair("client_id", ctx.client_id)
-                    .append_pair("response_type", outer("response_type"))
-                    .append_pair("scope", outer("scope"))
-                    .append_pair("request", &jwt);
+                match ready {
+                    Some(r) => Some(r?),
+                    None => {
+                        return Err(ConfigError::Invalid {
+                            field: "request_object",
+                            reason: "the request-object signer is asynchronous (a key outside the process): use build_or_push().await".into(),
+                        }
+                        .into());
+                    }
+                }
             }
-        }
-        Ok((url, pending))
+        };
+        Ok((front_channel_url(&ctx, &params, jwt.as_deref()), pending))
+    }
+
+    /// [`build`](Self::build), awaiting the request-object signer.
+    async fn build_awaiting_signer(self) -> Result<(Url, PendingAuthorization), Error> {
+        let ctx = self.ctx;
+        let Prepared { params, pending } = self.prepare()?;
+        let jwt = match ctx.request_object {
+            None => None,
+            Some(ro) => Some(
+                signed_request(&ctx, ro, &params)?
+                    .sign_with(ro.signer.as_ref())
+                    .await?,
+            ),
+        };
+        Ok((front_channel_url(&ctx, &params, jwt.as_deref()), pending))
     }
 
     /// Pushes the request to the OP's `pushed_authorization_request_endpoint`
@@ -580,8 +606,27 @@ impl<'a> AuthorizationRequestBuilder<'a> {
     ) -> impl Future<Output = Result<(Url, PendingAuthorization), Error>> + Send + 'a {
         let ready = self.prepare_push();
         async move {
-            let (pusher, request, mut pending, key, authorization_endpoint, now) = ready?;
-            let endpoint = request.endpoint.clone();
+            let ReadyPush {
+                pusher,
+                endpoint,
+                params,
+                unsigned,
+                mut pending,
+                key,
+                authorization_endpoint,
+                now,
+            } = ready?;
+            // A request object is signed (and, by an external signer,
+            // awaited) before anything is sent: a failing signer gives
+            // `Error::Signer` and the builder's inputs can be pushed again.
+            let request_object = match unsigned {
+                None => None,
+                Some((unsigned, signer)) => Some(unsigned.sign_with(signer).await?),
+            };
+            let request = ParRequest {
+                endpoint: endpoint.clone(),
+                params: crate::proto::par::par_form(&params, request_object),
+            };
             let resp = pusher.send_par(request, key.as_ref()).await?;
             let answer = crate::proto::par::parse_par_response(&resp, &endpoint)?;
             pending.request_uri_expires_at = Some(now.saturating_add(answer.expires_in));
@@ -606,25 +651,12 @@ impl<'a> AuthorizationRequestBuilder<'a> {
         if self.ctx.par_required {
             self.push().await
         } else {
-            self.build()
+            self.build_awaiting_signer().await
         }
     }
 
     /// Everything a push needs, checked before anything is sent.
-    #[allow(clippy::type_complexity)]
-    fn prepare_push(
-        self,
-    ) -> Result<
-        (
-            &'a dyn PushTransport,
-            ParRequest,
-            PendingAuthorization,
-            Option<DpopKey>,
-            Url,
-            UnixTime,
-        ),
-        Error,
-    > {
+    fn prepare_push(self) -> Result<ReadyPush<'a>, Error> {
         let ctx = self.ctx;
         let endpoint = ctx
             .metadata
@@ -647,24 +679,20 @@ impl<'a> AuthorizationRequestBuilder<'a> {
                 Some(key)
             }
         };
-        let request_object = match ctx.request_object {
+        let unsigned = match ctx.request_object {
             None => None,
-            Some((signing_key, lifetime)) => {
-                Some(signed_request(&ctx, signing_key, lifetime, &params)?)
-            }
+            Some(ro) => Some((signed_request(&ctx, ro, &params)?, ro.signer.as_ref())),
         };
-        let form = crate::proto::par::par_form(&params, request_object);
-        Ok((
+        Ok(ReadyPush {
             pusher,
-            ParRequest {
-                endpoint,
-                params: form,
-            },
+            endpoint,
+            params,
+            unsigned,
             pending,
             key,
-            ctx.metadata.authorization_endpoint.clone(),
-            ctx.now,
-        ))
+            authorization_endpoint: ctx.metadata.authorization_endpoint.clone(),
+            now: ctx.now,
+        })
     }
 
     /// The parameters and the state to keep, checked.
@@ -773,15 +801,14 @@ impl<'a> AuthorizationRequestBuilder<'a> {
     }
 }
 
-/// A signed request object (RFC 9101) holding `params`.
+/// The request object (RFC 9101) holding `params`, to be signed.
 fn signed_request(
     ctx: &AuthorizeContext<'_>,
-    key: &SigningKey,
-    lifetime: Duration,
+    ro: &RequestObjectSigning,
     params: &[(String, String)],
-) -> Result<String, Error> {
+) -> Result<UnsignedJws, Error> {
     use crate::proto::request_object::{
-        RequestObjectContext, request_object_claims, sign_request_object,
+        RequestObjectContext, request_object_claims, unsigned_request_object,
     };
     let claims = request_object_claims(
         params,
@@ -789,11 +816,45 @@ fn signed_request(
             client_id: ctx.client_id,
             issuer: &ctx.metadata.issuer,
             now: ctx.now,
-            lifetime,
+            lifetime: ro.lifetime,
             jti: random_b64url(ctx.rng, 16)?,
         },
     )?;
-    sign_request_object(key, &claims)
+    unsigned_request_object(ro.signer.as_ref(), &claims)
+}
+
+/// The URL of a front-channel request: every parameter in the query, or,
+/// with a signed request object, `client_id`, `response_type`, `scope` and
+/// `request`.
+fn front_channel_url(
+    ctx: &AuthorizeContext<'_>,
+    params: &[(String, String)],
+    jwt: Option<&str>,
+) -> Url {
+    let mut url = ctx.metadata.authorization_endpoint.clone();
+    match jwt {
+        None => {
+            url.query_pairs_mut().extend_pairs(params.iter());
+        }
+        Some(jwt) => {
+            // RFC 9101 §5 keeps `client_id` outside; OpenID Connect
+            // Core §6.1 also requires `response_type` and a `scope`
+            // with `openid` there, matching the request object's.
+            let outer = |name: &str| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_default()
+            };
+            url.query_pairs_mut()
+                .append_pair("client_id", ctx.client_id)
+                .append_pair("response_type", outer("response_type"))
+                .append_pair("scope", outer("scope"))
+                .append_pair("request", jwt);
+        }
+    }
+    url
 }
 
 #[cfg(test)]

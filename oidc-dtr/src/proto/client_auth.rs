@@ -4,6 +4,7 @@
 //! lets the JWT-based methods mint a new assertion per poll.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,7 +14,8 @@ use serde_json::{Map, json};
 use url::Url;
 
 use crate::error::{ConfigError, Error};
-use crate::jose::{Algorithm, SigningKey};
+use crate::jose::signer::UnsignedJws;
+use crate::jose::{Algorithm, Signer, SigningKey};
 use crate::random::{RandomSource, random_b64url};
 use crate::secret::ClientSecret;
 use crate::time::UnixTime;
@@ -90,6 +92,17 @@ pub enum ClientAuth {
         /// The assertion's audience.
         audience: AssertionAudience,
     },
+    /// `private_key_jwt` with a key outside the process (a KMS, an HSM):
+    /// the assertion is built here and its signing input handed to the
+    /// [`Signer`], awaited, for every request. A failing signer gives
+    /// [`Error::Signer`] (and, while polling, a retryable failure is
+    /// retried with backoff).
+    PrivateKeyJwtSigner {
+        /// Signs the assertions.
+        signer: Arc<dyn Signer>,
+        /// The assertion's audience.
+        audience: AssertionAudience,
+    },
     /// `client_secret_jwt`: a JWT MACed with the client secret (HS256),
     /// minted fresh for every request.
     ClientSecretJwt {
@@ -134,6 +147,29 @@ impl ClientAuth {
         }
     }
 
+    /// `private_key_jwt` signed by `signer`, e.g. a key in a KMS or an HSM
+    /// (the assertion audience is the issuer). The signer's algorithm must
+    /// be asymmetric, and the OP must know its public key (registered JWK
+    /// or `jwks_uri`).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use oidc_dtr::ClientAuth;
+    /// use oidc_dtr::jose::{Algorithm, SigningKey};
+    ///
+    /// // Any `Signer` will do; a `SigningKey` is one.
+    /// let signer = Arc::new(SigningKey::generate(Algorithm::ES256)?.with_kid("kms-1"));
+    /// let auth = ClientAuth::private_key_jwt_signer(signer);
+    /// assert_eq!(auth.method_name(), "private_key_jwt");
+    /// # Ok::<(), oidc_dtr::jose::KeyError>(())
+    /// ```
+    pub fn private_key_jwt_signer(signer: Arc<dyn Signer>) -> Self {
+        ClientAuth::PrivateKeyJwtSigner {
+            signer,
+            audience: AssertionAudience::Issuer,
+        }
+    }
+
     /// `client_secret_jwt` (HS256) with the assertion audience set to the
     /// issuer.
     pub fn client_secret_jwt(secret: impl Into<String>) -> Self {
@@ -149,7 +185,9 @@ impl ClientAuth {
             ClientAuth::None => "none",
             ClientAuth::ClientSecretBasic(_) => "client_secret_basic",
             ClientAuth::ClientSecretPost(_) => "client_secret_post",
-            ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
+            ClientAuth::PrivateKeyJwt { .. } | ClientAuth::PrivateKeyJwtSigner { .. } => {
+                "private_key_jwt"
+            }
             ClientAuth::ClientSecretJwt { .. } => "client_secret_jwt",
             ClientAuth::TlsClientAuth => "tls_client_auth",
             ClientAuth::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
@@ -186,12 +224,15 @@ impl ClientAuth {
     }
 
     /// Adds the credentials to a request's headers and form parameters.
+    /// With an external [`Signer`], the assertion still has to be signed:
+    /// it comes back as a [`PendingAssertion`] for the caller to await
+    /// (every other parameter is already in place).
     pub(crate) fn apply(
         &self,
         ctx: &AuthContext<'_>,
         headers: &mut HeaderMap,
         params: &mut Vec<(&'static str, String)>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<PendingAssertion>, Error> {
         let client_id = ctx.client_id;
         match self {
             // RFC 8705 §2: the certificate authenticates; the form names
@@ -205,6 +246,19 @@ impl ClientAuth {
             }
             ClientAuth::ClientSecretBasic(secret) => {
                 headers.insert(AUTHORIZATION, basic_header(client_id, secret.secret())?);
+            }
+            ClientAuth::PrivateKeyJwtSigner { signer, audience } => {
+                let jws = UnsignedJws::for_signer(
+                    signer.as_ref(),
+                    assertion_header(),
+                    &assertion_claims(*audience, ctx)?,
+                );
+                params.push(("client_id", client_id.to_owned()));
+                params.push(("client_assertion_type", JWT_BEARER_ASSERTION.to_owned()));
+                return Ok(Some(PendingAssertion {
+                    signer: Arc::clone(signer),
+                    jws,
+                }));
             }
             ClientAuth::PrivateKeyJwt { key, audience } => {
                 let jwt = assertion(key, *audience, ctx)?;
@@ -225,17 +279,44 @@ impl ClientAuth {
                 params.push(("client_assertion", jwt));
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
-/// A client assertion (RFC 7523 §3): `iss` = `sub` = client id, `aud`, a
-/// fresh `jti`, `iat`, and a short `exp`.
-fn assertion(
-    key: &SigningKey,
+/// A client assertion waiting for an external [`Signer`]: sign
+/// [`signing_input`](Self::signing_input), then
+/// [`finish`](Self::finish).
+pub(crate) struct PendingAssertion {
+    /// Signs the assertion.
+    pub(crate) signer: Arc<dyn Signer>,
+    jws: UnsignedJws,
+}
+
+impl PendingAssertion {
+    /// The bytes the signer signs.
+    pub(crate) fn signing_input(&self) -> &[u8] {
+        self.jws.signing_input()
+    }
+
+    /// Adds the signed assertion to the form parameters.
+    pub(crate) fn finish(self, signature: &[u8], params: &mut Vec<(&'static str, String)>) {
+        params.push(("client_assertion", self.jws.complete(signature)));
+    }
+}
+
+/// The header of a client assertion (besides `alg` and `kid`).
+fn assertion_header() -> Map<String, serde_json::Value> {
+    let mut header = Map::new();
+    header.insert("typ".into(), json!("JWT"));
+    header
+}
+
+/// The claims of a client assertion (RFC 7523 §3): `iss` = `sub` = client
+/// id, `aud`, a fresh `jti`, `iat`, and a short `exp`.
+fn assertion_claims(
     audience: AssertionAudience,
     ctx: &AuthContext<'_>,
-) -> Result<String, Error> {
+) -> Result<serde_json::Value, Error> {
     let aud = match audience {
         AssertionAudience::Issuer => json!(ctx.issuer),
         AssertionAudience::Endpoint => json!(crate::jose::dpop::htu(ctx.endpoint)),
@@ -249,9 +330,17 @@ fn assertion(
         "iat": ctx.now.as_secs(),
         "exp": ctx.now.saturating_add(ASSERTION_LIFETIME).as_secs(),
     });
-    let mut header = Map::new();
-    header.insert("typ".into(), json!("JWT"));
-    key.sign_jwt(header, &claims).map_err(|e| {
+    Ok(claims)
+}
+
+/// A client assertion signed with an in-process key.
+fn assertion(
+    key: &SigningKey,
+    audience: AssertionAudience,
+    ctx: &AuthContext<'_>,
+) -> Result<String, Error> {
+    let claims = assertion_claims(audience, ctx)?;
+    key.sign_jwt(assertion_header(), &claims).map_err(|e| {
         ConfigError::Invalid {
             field: "client_auth",
             reason: format!("cannot sign the client assertion: {e}"),
@@ -407,7 +496,7 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             let mut p = Vec::new();
-            auth.apply(&ctx("c", &u), &mut h, &mut p).unwrap();
+            assert!(auth.apply(&ctx("c", &u), &mut h, &mut p).unwrap().is_none());
             assert_eq!(p, vec![("client_id", "c".to_owned())]);
             assert!(h.is_empty());
             assert!(auth.is_mutual_tls() && !auth.is_public());
@@ -417,6 +506,40 @@ mod tests {
         assert_eq!(
             ClientAuth::SelfSignedTlsClientAuth.method_name(),
             "self_signed_tls_client_auth"
+        );
+    }
+
+    #[test]
+    fn an_external_signer_gets_the_assertion_to_sign() {
+        let key = SigningKey::generate(Algorithm::EdDSA)
+            .unwrap()
+            .with_kid("kms-1");
+        let auth = ClientAuth::private_key_jwt_signer(Arc::new(key.clone()));
+        assert_eq!(auth.method_name(), "private_key_jwt");
+        let u = token_url();
+        let mut h = HeaderMap::new();
+        let mut p = Vec::new();
+        let pending = auth
+            .apply(&ctx("c1", &u), &mut h, &mut p)
+            .unwrap()
+            .expect("the assertion waits for the signer");
+        assert!(p.iter().all(|(n, _)| *n != "client_assertion"));
+        let sig = key.sign(pending.signing_input()).unwrap();
+        pending.finish(&sig, &mut p);
+        let jwt = &p.iter().find(|(n, _)| *n == "client_assertion").unwrap().1;
+        let c = claims_of(jwt);
+        assert_eq!(
+            (c["iss"].as_str(), c["sub"].as_str()),
+            (Some("c1"), Some("c1"))
+        );
+        assert_eq!(c["aud"], "https://op.example");
+        let header = claims_of(&format!("x.{}", jwt.split('.').next().unwrap()));
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header["kid"], "kms-1");
+        assert_eq!(header["typ"], "JWT");
+        assert!(
+            p.iter()
+                .any(|(n, v)| *n == "client_assertion_type" && v == JWT_BEARER_ASSERTION)
         );
     }
 

@@ -11,13 +11,38 @@
 //!
 //! Pure: the time and the `jti` come in as arguments; the key signs.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use crate::error::{ConfigError, Error};
-use crate::jose::{Algorithm, SigningKey};
+use crate::jose::signer::UnsignedJws;
+use crate::jose::{Algorithm, Signer};
 use crate::time::UnixTime;
+
+/// Who signs the client's request objects, and their lifetime.
+#[derive(Clone)]
+pub(crate) struct RequestObjectSigning {
+    /// The key (in process) or the external signer (a KMS, an HSM).
+    pub(crate) signer: Arc<dyn Signer>,
+    /// Whether the signer is an in-process key, whose signature is ready
+    /// at once (so a URL can be built without awaiting).
+    pub(crate) in_process: bool,
+    /// `exp` - `nbf`.
+    pub(crate) lifetime: Duration,
+}
+
+impl fmt::Debug for RequestObjectSigning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestObjectSigning")
+            .field("alg", &self.signer.algorithm())
+            .field("in_process", &self.in_process)
+            .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
 
 /// The `typ` of a request object (RFC 9101 §4).
 pub(crate) const REQUEST_OBJECT_TYP: &str = "oauth-authz-req+jwt";
@@ -103,18 +128,16 @@ pub(crate) fn request_object_claims(
     Ok(Value::Object(claims))
 }
 
-/// Signs request-object claims with `typ: oauth-authz-req+jwt`.
-pub(crate) fn sign_request_object(key: &SigningKey, claims: &Value) -> Result<String, Error> {
-    check_request_object_alg(key.algorithm())?;
+/// A request object to sign: `typ: oauth-authz-req+jwt`, the signer's
+/// `alg` and `kid`, and `claims`.
+pub(crate) fn unsigned_request_object(
+    signer: &dyn Signer,
+    claims: &Value,
+) -> Result<UnsignedJws, Error> {
+    check_request_object_alg(signer.algorithm())?;
     let mut header = Map::new();
     header.insert("typ".into(), json!(REQUEST_OBJECT_TYP));
-    key.sign_jwt(header, claims).map_err(|e| {
-        ConfigError::Invalid {
-            field: "request_object",
-            reason: e.to_string(),
-        }
-        .into()
-    })
+    Ok(UnsignedJws::for_signer(signer, header, claims))
 }
 
 #[cfg(test)]
@@ -182,15 +205,20 @@ mod tests {
 
     #[test]
     fn signed_with_the_jar_typ_and_never_hmac() {
+        use crate::jose::SigningKey;
         let key = SigningKey::generate(Algorithm::ES256)
             .unwrap()
             .with_kid("k1");
-        let jwt = sign_request_object(&key, &json!({"iss": "c1"})).unwrap();
+        let jwt = unsigned_request_object(&key, &json!({"iss": "c1"}))
+            .unwrap()
+            .sign_now(&key)
+            .unwrap()
+            .unwrap();
         let header = decode(jwt.split('.').next().unwrap());
         assert_eq!(header["typ"], REQUEST_OBJECT_TYP);
         assert_eq!(header["alg"], "ES256");
         assert_eq!(header["kid"], "k1");
         let mac = SigningKey::hmac(Algorithm::HS256, &[7u8; 32]).unwrap();
-        assert!(sign_request_object(&mac, &json!({})).is_err());
+        assert!(unsigned_request_object(&mac, &json!({})).is_err());
     }
 }

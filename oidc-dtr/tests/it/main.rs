@@ -44,6 +44,7 @@ mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_fleet;
 mod secrets;
+mod signer;
 mod store;
 mod strict_interval;
 mod tokens_in_hand;

@@ -401,6 +401,7 @@ impl PollMachine {
                 "interrupted by a restart while a request was in flight".into(),
                 None,
                 None,
+                true,
                 rng,
             );
         }
@@ -649,7 +650,11 @@ impl PollMachine {
                 retry_after,
                 cause,
             } => {
-                self.on_transient(now, message, cause, retry_after, rng);
+                self.on_transient(now, message, cause, retry_after, true, rng);
+                return Applied::Continue(None, None);
+            }
+            PollResult::NotSent { message, cause } => {
+                self.on_transient(now, message, cause, None, false, rng);
                 return Applied::Continue(None, None);
             }
             PollResult::OAuth(e) => e,
@@ -691,7 +696,7 @@ impl PollMachine {
                 let message = e.to_string();
                 let retry_after = e.retry_after;
                 let cause = Some(SharedError::new(e));
-                self.on_transient(now, message, cause, retry_after, rng);
+                self.on_transient(now, message, cause, retry_after, true, rng);
                 return Applied::Continue(None, None);
             }
             ErrorCode::ExpiredToken => return Applied::End(Outcome::ExpiredByOp),
@@ -727,13 +732,18 @@ impl PollMachine {
         message: String,
         cause: Option<SharedError>,
         retry_after: Option<RetryAfter>,
+        sent: bool,
         rng: &dyn RandomSource,
     ) {
         if let Some(ra) = retry_after {
             self.not_before = self.not_before.max(ra.not_before(now));
         }
         self.notes.set_error(message, cause);
-        self.fate_unknown = true;
+        // A request that may have reached the OP leaves its fate unknown;
+        // one that was never sent changes nothing there.
+        if sent {
+            self.fate_unknown = true;
+        }
         self.backoff_step = self.backoff_step.saturating_add(1);
         let window = self.backoff_window();
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);

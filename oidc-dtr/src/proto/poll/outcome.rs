@@ -325,6 +325,17 @@ pub enum PollResult<T = crate::proto::token::TokenSet> {
         /// the cause of a [`Outcome::DeadlineReached`] it leads to.
         cause: Option<SharedError>,
     },
+    /// The request could not be made, and nothing reached the OP (a
+    /// [`Signer`](crate::jose::Signer) outside the process could not sign
+    /// the client assertion for now): like [`Transient`](Self::Transient),
+    /// polled again after a backoff, but the OP's state is known to be
+    /// unchanged.
+    NotSent {
+        /// What happened (no secrets).
+        message: String,
+        /// The error `message` was made from, if any.
+        cause: Option<SharedError>,
+    },
     /// A failure that will not go away.
     Permanent(PollFailure),
     /// Tokens the OP issued whose ID token could not be validated yet (the

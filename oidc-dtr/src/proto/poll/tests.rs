@@ -832,3 +832,25 @@ fn restart_while_in_flight_counts_as_transient() {
     assert_eq!(back.backoff_step(), 1);
     assert!(back.next_poll() >= at(10));
 }
+
+/// A poll that was never sent (an external signer could not sign) backs
+/// off like a transient failure, but leaves the OP's state known: a later
+/// `invalid_grant` is a refusal, not a possibly lost answer.
+#[test]
+fn a_poll_that_was_never_sent_backs_off_and_loses_nothing() {
+    let not_sent = || PollResult::<&'static str>::NotSent {
+        message: "the signer failed (retryable): kms timeout".into(),
+        cause: None,
+    };
+    let mut m = machine(Some(3600), 5);
+    assert_eq!(step(&mut m, Event::Timer, at(5)).action, Action::SendPoll);
+    let s = step(&mut m, Event::Response(not_sent()), at(5));
+    assert!(!matches!(s.action, Action::Deliver(_)), "not an outcome");
+    assert!(m.next_poll() > at(5), "polled again later");
+    let t = m.next_poll();
+    assert_eq!(step(&mut m, Event::Timer, t).action, Action::SendPoll);
+    assert!(matches!(
+        step(&mut m, Event::Response(oauth("invalid_grant")), t).action,
+        Action::Deliver(Outcome::Rejected(_))
+    ));
+}
