@@ -13,7 +13,10 @@
 //! as `None` from its typed accessor but stays available as raw JSON, so an
 //! OP that sends `"email_verified": "true"` does not fail the login.
 
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -30,8 +33,32 @@ use crate::time::UnixTime;
 /// never personal data (`sub` appears as a fingerprint).
 ///
 /// Serialises to the JSON object it was read from.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Validation reads the protocol claims it checks straight from the payload
+/// (borrowed strings, no JSON tree); this value keeps the payload text and
+/// builds the typed claims and the map of the other claims the first time
+/// an accessor needs them.
+#[derive(Clone)]
 pub struct IdTokenClaims {
+    /// The payload: a JSON object, valid UTF-8, parsed once already.
+    payload: Box<str>,
+    times: Times,
+    full: OnceLock<Full>,
+}
+
+/// The NumericDate claims, read eagerly (the validator and the engine use
+/// them on every token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Times {
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) nbf: Option<i64>,
+    pub(crate) auth_time: Option<i64>,
+}
+
+/// Every claim, typed: built on first use from the payload.
+#[derive(Clone, PartialEq, Eq)]
+struct Full {
     iss: String,
     sub: String,
     aud: Vec<String>,
@@ -51,7 +78,21 @@ pub struct IdTokenClaims {
     other: Map<String, Value>,
 }
 
+impl PartialEq for IdTokenClaims {
+    fn eq(&self, other: &Self) -> bool {
+        self.times == other.times && self.full() == other.full()
+    }
+}
+
+impl Eq for IdTokenClaims {}
+
 impl fmt::Debug for IdTokenClaims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.full().fmt(f)
+    }
+}
+
+impl fmt::Debug for Full {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdTokenClaims")
             .field("iss", &self.iss)
@@ -220,6 +261,447 @@ impl<'de> serde::de::Visitor<'de> for ClaimsSeed<'_> {
     }
 }
 
+/// The error of a failed claims parse: the duplicate member's name when
+/// that is what stopped it (a name, never a value), else the JSON error's
+/// category.
+fn parse_error(
+    slot: &std::cell::RefCell<Option<String>>,
+    e: &serde_json::Error,
+) -> ValidationError {
+    let reason = match slot.borrow_mut().take() {
+        Some(name) => format!(
+            "the member `{}` appears twice",
+            crate::error::sanitize(&name, 64)
+        ),
+        None => format!("not a JSON object ({})", json_category(e)),
+    };
+    ValidationError::malformed("claims", reason)
+}
+
+/// The payload as text. Invalid UTF-8 gets the error the byte reader gives
+/// (it may meet a duplicate member or a syntax error first).
+pub(crate) fn payload_text(payload: Vec<u8>) -> Result<String, ValidationError> {
+    String::from_utf8(payload).map_err(|e| {
+        let bytes = e.into_bytes();
+        match ClaimsView::read(serde_json::Deserializer::from_slice(&bytes)) {
+            Err(e) => e,
+            Ok(_) => ValidationError::malformed("claims", "not a JSON object (syntax error)"),
+        }
+    })
+}
+
+/// A protocol claim's value as the validation path reads it: strings
+/// borrowed from the payload, numbers, and only the type of anything else.
+enum Lite<'de> {
+    Null,
+    Bool,
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(Cow<'de, str>),
+    /// An array: its items when they are all strings, else `None`.
+    Arr(Option<Vec<Cow<'de, str>>>),
+    Obj,
+}
+
+impl Lite<'_> {
+    /// As [`crate::json::type_name`] names the same value.
+    fn type_name(&self) -> &'static str {
+        match self {
+            Lite::Null => "null",
+            Lite::Bool => "a boolean",
+            Lite::F64(_) => "a fractional number",
+            Lite::I64(i) if *i < 0 => "a negative number",
+            Lite::I64(_) | Lite::U64(_) => "a number",
+            Lite::Str(_) => "a string",
+            Lite::Arr(_) => "an array",
+            Lite::Obj => "an object",
+        }
+    }
+}
+
+/// Reads a [`Lite`], refusing duplicate members in nested objects.
+#[derive(Clone, Copy)]
+struct LiteSeed<'a>(StrictValue<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for LiteSeed<'_> {
+    type Value = Lite<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Lite<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for LiteSeed<'_> {
+    type Value = Lite<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Lite<'de>, E> {
+        Ok(Lite::Bool)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Lite<'de>, E> {
+        Ok(Lite::I64(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Lite<'de>, E> {
+        Ok(Lite::U64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Lite<'de>, E> {
+        // As `Value`: a non-finite number reads as null.
+        Ok(if v.is_finite() {
+            Lite::F64(v)
+        } else {
+            Lite::Null
+        })
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Lite<'de>, E> {
+        Ok(Lite::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Lite<'de>, E> {
+        Ok(Lite::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Lite<'de>, E> {
+        Ok(Lite::Str(Cow::Owned(v)))
+    }
+    fn visit_none<E>(self) -> Result<Lite<'de>, E> {
+        Ok(Lite::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Lite<'de>, E> {
+        Ok(Lite::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Lite<'de>, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Lite<'de>, A::Error> {
+        let mut items = Some(Vec::new());
+        while let Some(v) = seq.next_element_seed(self)? {
+            match (v, &mut items) {
+                (Lite::Str(s), Some(items)) => items.push(s),
+                _ => items = None,
+            }
+        }
+        Ok(Lite::Arr(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Lite<'de>, A::Error> {
+        Skip(self.0).visit_map(map)?;
+        Ok(Lite::Obj)
+    }
+}
+
+/// Member names seen in one object: a few on the stack, many in a set.
+struct Names<'de> {
+    few: [Cow<'de, str>; 8],
+    len: usize,
+    many: BTreeSet<Cow<'de, str>>,
+}
+
+impl<'de> Names<'de> {
+    fn new() -> Self {
+        Names {
+            few: Default::default(),
+            len: 0,
+            many: BTreeSet::new(),
+        }
+    }
+
+    /// Adds `name`; gives it back if it was there already.
+    fn insert(&mut self, name: Cow<'de, str>) -> Result<(), Cow<'de, str>> {
+        if self.len < self.few.len() {
+            if self.few[..self.len].contains(&name) {
+                return Err(name);
+            }
+            self.few[self.len] = name;
+            self.len += 1;
+            return Ok(());
+        }
+        if self.many.is_empty() {
+            self.many.extend(self.few.iter_mut().map(std::mem::take));
+        }
+        if self.many.contains(&name) {
+            return Err(name);
+        }
+        self.many.insert(name);
+        Ok(())
+    }
+}
+
+/// Reads any JSON value and drops it, refusing an object with the same
+/// member name twice at any depth, as [`StrictValue`] does, without
+/// building the value.
+#[derive(Clone, Copy)]
+struct Skip<'a>(StrictValue<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Skip<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Skip<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut names = Names::new();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            map.next_value_seed(self)?;
+            if let Err(k) = names.insert(k) {
+                return Err(self.0.duplicate(&k));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The protocol claims as the validation path reads them.
+#[derive(Default)]
+struct LiteProtocol<'de> {
+    iss: Option<Lite<'de>>,
+    sub: Option<Lite<'de>>,
+    aud: Option<Lite<'de>>,
+    exp: Option<Lite<'de>>,
+    iat: Option<Lite<'de>>,
+    nbf: Option<Lite<'de>>,
+    auth_time: Option<Lite<'de>>,
+    nonce: Option<Lite<'de>>,
+    azp: Option<Lite<'de>>,
+    at_hash: Option<Lite<'de>>,
+    acr: Option<Lite<'de>>,
+    amr: Option<Lite<'de>>,
+    sid: Option<Lite<'de>>,
+}
+
+impl<'de> LiteProtocol<'de> {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<Lite<'de>>> {
+        Some(match name {
+            "iss" => &mut self.iss,
+            "sub" => &mut self.sub,
+            "aud" => &mut self.aud,
+            "exp" => &mut self.exp,
+            "iat" => &mut self.iat,
+            "nbf" => &mut self.nbf,
+            "auth_time" => &mut self.auth_time,
+            "nonce" => &mut self.nonce,
+            "azp" => &mut self.azp,
+            "at_hash" => &mut self.at_hash,
+            "acr" => &mut self.acr,
+            "amr" => &mut self.amr,
+            "sid" => &mut self.sid,
+            _ => return None,
+        })
+    }
+}
+
+/// Reads the claims object for validation: protocol claims into their
+/// slots (each at most once), every other member checked and dropped.
+struct ViewSeed<'a>(StrictValue<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ViewSeed<'_> {
+    type Value = LiteProtocol<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ViewSeed<'_> {
+    type Value = LiteProtocol<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let strict = self.0;
+        let mut p = LiteProtocol::default();
+        let mut names = Names::new();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match p.slot(&k) {
+                Some(slot) => {
+                    if slot.is_some() {
+                        return Err(strict.duplicate(&k));
+                    }
+                    *slot = Some(map.next_value_seed(LiteSeed(strict))?);
+                }
+                None => {
+                    map.next_value_seed(Skip(strict))?;
+                    if let Err(k) = names.insert(k) {
+                        return Err(strict.duplicate(&k));
+                    }
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// The audiences of a token, borrowed.
+pub(crate) enum Audiences<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl<'a> Audiences<'a> {
+    pub(crate) fn as_slice(&self) -> &[Cow<'a, str>] {
+        match self {
+            Audiences::One(a) => std::slice::from_ref(a),
+            Audiences::Many(v) => v,
+        }
+    }
+}
+
+/// The protocol claims the validator checks, read from the payload without
+/// building a JSON tree or copying the strings it can borrow. Accepts and
+/// refuses exactly what the full reader does (the same duplicate rule at
+/// every depth, the same type checks in the same order, the same errors).
+pub(crate) struct ClaimsView<'a> {
+    pub(crate) iss: Cow<'a, str>,
+    pub(crate) sub: Cow<'a, str>,
+    pub(crate) aud: Audiences<'a>,
+    pub(crate) nonce: Option<Cow<'a, str>>,
+    pub(crate) azp: Option<Cow<'a, str>>,
+    pub(crate) at_hash: Option<Cow<'a, str>>,
+    pub(crate) times: Times,
+}
+
+fn lite_string<'a>(
+    v: Option<Lite<'a>>,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, ValidationError> {
+    match v {
+        None | Some(Lite::Null) => Ok(None),
+        Some(Lite::Str(s)) => Ok(Some(s)),
+        Some(v) => Err(ValidationError::invalid_claim(
+            name,
+            format!("must be a string, got {}", v.type_name()),
+        )),
+    }
+}
+
+fn lite_required_string<'a>(
+    v: Option<Lite<'a>>,
+    name: &str,
+) -> Result<Cow<'a, str>, ValidationError> {
+    match lite_string(v, name)? {
+        None => Err(ValidationError::missing_claim(name)),
+        Some(s) if s.is_empty() => Err(ValidationError::invalid_claim(name, "is empty")),
+        Some(s) => Ok(s),
+    }
+}
+
+/// As [`time`].
+fn lite_time(v: Option<Lite<'_>>, name: &str) -> Result<Option<i64>, ValidationError> {
+    match v {
+        None | Some(Lite::Null) => Ok(None),
+        Some(Lite::I64(i)) => Ok(Some(i)),
+        Some(Lite::U64(u)) => Ok(Some(i64::try_from(u).unwrap_or(i64::MAX))),
+        // `as` saturates for out-of-range floats; only finite ones get here.
+        Some(Lite::F64(f)) => Ok(Some(f.floor() as i64)),
+        Some(v) => Err(ValidationError::invalid_claim(
+            name,
+            format!("must be a number (NumericDate), got {}", v.type_name()),
+        )),
+    }
+}
+
+impl<'a> ClaimsView<'a> {
+    /// Reads and type-checks the protocol claims of `payload`.
+    pub(crate) fn parse(payload: &'a str) -> Result<Self, ValidationError> {
+        Self::read(serde_json::Deserializer::from_str(payload))
+    }
+
+    fn read<R: serde_json::de::Read<'a>>(
+        mut de: serde_json::Deserializer<R>,
+    ) -> Result<Self, ValidationError> {
+        let slot = std::cell::RefCell::new(None);
+        let parsed = serde::de::DeserializeSeed::deserialize(ViewSeed(StrictValue(&slot)), &mut de)
+            .and_then(|c| de.end().map(|()| c));
+        let p = parsed.map_err(|e| parse_error(&slot, &e))?;
+        // The checks of `Full::from_parts`, in its order.
+        let iss = lite_required_string(p.iss, "iss")?;
+        let sub = lite_required_string(p.sub, "sub")?;
+        let aud = match p.aud {
+            None | Some(Lite::Null) => return Err(ValidationError::missing_claim("aud")),
+            Some(Lite::Str(s)) => Audiences::One(s),
+            Some(Lite::Arr(Some(items))) => {
+                if items.is_empty() {
+                    return Err(ValidationError::invalid_claim("aud", "is an empty array"));
+                }
+                Audiences::Many(items)
+            }
+            Some(_) => {
+                return Err(ValidationError::invalid_claim(
+                    "aud",
+                    "must be a string or an array of strings",
+                ));
+            }
+        };
+        let exp = lite_time(p.exp, "exp")?.ok_or_else(|| ValidationError::missing_claim("exp"))?;
+        let iat = lite_time(p.iat, "iat")?.ok_or_else(|| ValidationError::missing_claim("iat"))?;
+        match p.amr {
+            None | Some(Lite::Null) | Some(Lite::Arr(Some(_))) => {}
+            Some(_) => {
+                return Err(ValidationError::invalid_claim(
+                    "amr",
+                    "must be an array of strings",
+                ));
+            }
+        }
+        let nbf = lite_time(p.nbf, "nbf")?;
+        let auth_time = lite_time(p.auth_time, "auth_time")?;
+        let nonce = lite_string(p.nonce, "nonce")?;
+        let azp = lite_string(p.azp, "azp")?;
+        let at_hash = lite_string(p.at_hash, "at_hash")?;
+        lite_string(p.acr, "acr")?;
+        lite_string(p.sid, "sid")?;
+        Ok(ClaimsView {
+            iss,
+            sub,
+            aud,
+            nonce,
+            azp,
+            at_hash,
+            times: Times {
+                exp,
+                iat,
+                nbf,
+                auth_time,
+            },
+        })
+    }
+
+    /// The NumericDate claims.
+    pub(crate) fn times(&self) -> Times {
+        self.times
+    }
+}
+
 fn string(v: Option<Value>, name: &str) -> Result<Option<String>, ValidationError> {
     match v {
         None | Some(Value::Null) => Ok(None),
@@ -284,38 +766,17 @@ fn strings(items: Vec<Value>, name: &str, what: &str) -> Result<Vec<String>, Val
         .collect()
 }
 
-impl IdTokenClaims {
-    /// Reads the claims from a JWT payload (JSON bytes), checking the types
-    /// of the protocol claims and that `iss`, `sub`, `aud`, `exp` and `iat`
-    /// are present. Does not check their values: that is the validator's job.
-    pub(crate) fn from_payload(payload: &[u8]) -> Result<Self, ValidationError> {
+impl Full {
+    /// Reads every claim, typed; the old single-pass reader, now run once
+    /// on a payload [`ClaimsView::parse`] accepted.
+    fn parse(payload: &str) -> Result<Self, ValidationError> {
         let slot = std::cell::RefCell::new(None);
-        let mut de = serde_json::Deserializer::from_slice(payload);
+        let mut de = serde_json::Deserializer::from_str(payload);
         let parsed =
             serde::de::DeserializeSeed::deserialize(ClaimsSeed(StrictValue(&slot)), &mut de)
                 .and_then(|c| de.end().map(|()| c));
-        let Claims(p, other) = parsed.map_err(|e| {
-            let reason = match slot.into_inner() {
-                // A name, never a value.
-                Some(name) => format!(
-                    "the member `{}` appears twice",
-                    crate::error::sanitize(&name, 64)
-                ),
-                None => format!("not a JSON object ({})", json_category(&e)),
-            };
-            ValidationError::malformed("claims", reason)
-        })?;
+        let Claims(p, other) = parsed.map_err(|e| parse_error(&slot, &e))?;
         Self::from_parts(p, other)
-    }
-
-    pub(crate) fn from_map(mut m: Map<String, Value>) -> Result<Self, ValidationError> {
-        let mut p = Protocol::default();
-        for name in PROTOCOL {
-            if let Some(slot) = p.slot(name) {
-                *slot = m.remove(name);
-            }
-        }
-        Self::from_parts(p, m)
     }
 
     fn from_parts(p: Protocol, other: Map<String, Value>) -> Result<Self, ValidationError> {
@@ -349,7 +810,7 @@ impl IdTokenClaims {
                 ));
             }
         };
-        Ok(IdTokenClaims {
+        Ok(Full {
             iss,
             sub,
             aud,
@@ -369,7 +830,7 @@ impl IdTokenClaims {
     }
 
     /// All claims as one JSON object, as the OP sent them.
-    pub fn to_json(&self) -> Map<String, Value> {
+    fn to_json(&self) -> Map<String, Value> {
         let mut m = self.other.clone();
         m.insert("iss".into(), Value::String(self.iss.clone()));
         m.insert("sub".into(), Value::String(self.sub.clone()));
@@ -403,6 +864,76 @@ impl IdTokenClaims {
         opt("sid", self.sid.clone().map(Value::String));
         m
     }
+}
+
+impl IdTokenClaims {
+    /// Reads the claims from a JWT payload (JSON bytes), checking the types
+    /// of the protocol claims and that `iss`, `sub`, `aud`, `exp` and `iat`
+    /// are present. Does not check their values: that is the validator's job.
+    #[cfg(test)]
+    pub(crate) fn from_payload(payload: &[u8]) -> Result<Self, ValidationError> {
+        Self::from_payload_vec(payload.to_vec())
+    }
+
+    /// [`from_payload`](Self::from_payload), keeping the buffer.
+    pub(crate) fn from_payload_vec(payload: Vec<u8>) -> Result<Self, ValidationError> {
+        let payload = payload_text(payload)?;
+        let times = ClaimsView::parse(&payload)?.times();
+        Ok(Self::validated(payload, times))
+    }
+
+    /// The claims of `payload`, which [`ClaimsView::parse`] accepted with
+    /// these `times`.
+    pub(crate) fn validated(payload: String, times: Times) -> Self {
+        IdTokenClaims {
+            payload: payload.into_boxed_str(),
+            times,
+            full: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn from_map(m: Map<String, Value>) -> Result<Self, ValidationError> {
+        let text = serde_json::to_vec(&m)
+            .map_err(|_| ValidationError::malformed("claims", "not serialisable"))?;
+        Self::from_payload_vec(text)
+    }
+
+    /// The typed claims, built on first use.
+    fn full(&self) -> &Full {
+        self.full.get_or_init(|| {
+            // The payload passed `ClaimsView::parse`, which refuses
+            // everything `Full::parse` refuses (the same reader rules, the
+            // same type checks), so the fallback is never taken; it keeps
+            // this path free of panics all the same.
+            Full::parse(&self.payload).unwrap_or_else(|_| Full {
+                iss: String::new(),
+                sub: String::new(),
+                aud: Vec::new(),
+                aud_single: false,
+                exp: self.times.exp,
+                iat: self.times.iat,
+                nbf: self.times.nbf,
+                auth_time: self.times.auth_time,
+                nonce: None,
+                azp: None,
+                at_hash: None,
+                acr: None,
+                amr: None,
+                sid: None,
+                other: Map::new(),
+            })
+        })
+    }
+
+    /// The payload as the OP sent it (JSON text).
+    pub(crate) fn payload(&self) -> &str {
+        &self.payload
+    }
+
+    /// All claims as one JSON object, as the OP sent them.
+    pub fn to_json(&self) -> Map<String, Value> {
+        self.full().to_json()
+    }
 
     /// Deserialises all claims into the caller's own type (for example a
     /// struct with the profile claims the application uses, or a
@@ -415,68 +946,56 @@ impl IdTokenClaims {
 
     /// `iss`: the issuer identifier (checked to be the OP's).
     pub fn issuer(&self) -> &str {
-        &self.iss
+        &self.full().iss
     }
     /// `sub`: the End-User's identifier at the issuer. With `iss`, the only
     /// stable key for a user account.
     pub fn subject(&self) -> &str {
-        &self.sub
+        &self.full().sub
     }
     /// `aud`: the audiences (the client id among them).
     pub fn audiences(&self) -> &[String] {
-        &self.aud
+        &self.full().aud
     }
     /// `exp`: when the token expires.
     pub fn expiration(&self) -> UnixTime {
-        secs_to_time(self.exp)
+        secs_to_time(self.times.exp)
     }
     /// `iat`: when the token was issued.
     pub fn issued_at(&self) -> UnixTime {
-        secs_to_time(self.iat)
+        secs_to_time(self.times.iat)
     }
     /// `nbf`: not valid before, if present.
     pub fn not_before(&self) -> Option<UnixTime> {
-        self.nbf.map(secs_to_time)
+        self.times.nbf.map(secs_to_time)
     }
     /// `auth_time`: when the End-User authenticated, if present.
     pub fn auth_time(&self) -> Option<UnixTime> {
-        self.auth_time.map(secs_to_time)
+        self.times.auth_time.map(secs_to_time)
     }
     /// `azp`: the authorized party, if present.
     pub fn authorized_party(&self) -> Option<&str> {
-        self.azp.as_deref()
+        self.full().azp.as_deref()
     }
     /// `acr`: the Authentication Context Class Reference, if present.
     pub fn acr(&self) -> Option<&str> {
-        self.acr.as_deref()
+        self.full().acr.as_deref()
     }
     /// `amr`: the Authentication Methods References, if present.
     pub fn amr(&self) -> Option<&[String]> {
-        self.amr.as_deref()
+        self.full().amr.as_deref()
     }
     /// `sid`: the session id (Front-/Back-Channel Logout), if present.
     pub fn session_id(&self) -> Option<&str> {
-        self.sid.as_deref()
+        self.full().sid.as_deref()
     }
     /// `at_hash`, if present (already checked against the access token).
     pub fn access_token_hash(&self) -> Option<&str> {
-        self.at_hash.as_deref()
+        self.full().at_hash.as_deref()
     }
     /// `nonce` (already checked against the authentication request's).
     pub fn nonce(&self) -> Option<&str> {
-        self.nonce.as_deref()
-    }
-    pub(crate) fn raw_exp(&self) -> i64 {
-        self.exp
-    }
-    pub(crate) fn raw_iat(&self) -> i64 {
-        self.iat
-    }
-    pub(crate) fn raw_nbf(&self) -> Option<i64> {
-        self.nbf
-    }
-    pub(crate) fn raw_auth_time(&self) -> Option<i64> {
-        self.auth_time
+        self.full().nonce.as_deref()
     }
 
     // ------------------------------------------------ any claim, as JSON
@@ -484,13 +1003,13 @@ impl IdTokenClaims {
     /// Any claim other than the protocol claims, as JSON (`None` if absent).
     /// Protocol claims have typed accessors.
     pub fn claim(&self, name: &str) -> Option<&Value> {
-        self.other.get(name)
+        self.full().other.get(name)
     }
 
     /// Every claim other than the protocol claims (profile claims,
     /// `verified_claims`, the OP's own).
     pub fn other_claims(&self) -> &Map<String, Value> {
-        &self.other
+        &self.full().other
     }
 
     /// Whether `name` is one of the typed protocol claims.
@@ -501,17 +1020,17 @@ impl IdTokenClaims {
     /// OpenID Connect for Identity Assurance `verified_claims` (an object or
     /// an array of objects), if present.
     pub fn verified_claims(&self) -> Option<&Value> {
-        self.other.get("verified_claims")
+        self.full().other.get("verified_claims")
     }
 
     // ------------------------------------- standard claims (Core §5.1)
 
     fn text(&self, name: &str) -> Option<&str> {
-        self.other.get(name).and_then(Value::as_str)
+        self.full().other.get(name).and_then(Value::as_str)
     }
 
     fn flag(&self, name: &str) -> Option<bool> {
-        match self.other.get(name)? {
+        match self.full().other.get(name)? {
             Value::Bool(b) => Some(*b),
             // Some OPs send booleans as strings.
             Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
@@ -591,14 +1110,14 @@ impl IdTokenClaims {
     }
     /// `address`, if present and an object.
     pub fn address(&self) -> Option<Address> {
-        match self.other.get("address")? {
+        match self.full().other.get("address")? {
             v @ Value::Object(_) => serde_json::from_value(v.clone()).ok(),
             _ => None,
         }
     }
     /// `updated_at`.
     pub fn updated_at(&self) -> Option<UnixTime> {
-        let v = self.other.get("updated_at")?;
+        let v = self.full().other.get("updated_at")?;
         v.as_i64()
             .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
             .map(secs_to_time)
@@ -805,6 +1324,66 @@ mod tests {
         // Trailing garbage is still refused.
         let payload = format!("{{{head}}} x");
         assert!(IdTokenClaims::from_payload(payload.as_bytes()).is_err());
+    }
+
+    /// The validation reader and the full reader accept the same payloads
+    /// and refuse the others with the same error.
+    #[test]
+    fn view_and_full_reader_agree() {
+        let head = r#""iss":"a","sub":"s","aud":"c","exp":2,"iat":1"#;
+        let many: String = (0..20).map(|i| format!(r#","c{i}":{i}"#)).collect();
+        let mut payloads: Vec<String> = [
+            "{}",
+            "[]",
+            "{",
+            "",
+            r#"{"iss":"a"}"#,
+            r#"{"iss":"","sub":"s","aud":"c","exp":2,"iat":1}"#,
+            r#"{"iss":"a","sub":"s","aud":["c","d"],"exp":2.9,"iat":-1}"#,
+            r#"{"iss":"a","sub":"s","aud":[],"exp":2,"iat":1}"#,
+            r#"{"iss":"a","sub":"s","aud":["c",["d"]],"exp":2,"iat":1}"#,
+            r#"{"iss":"a","sub":"s","aud":"c","exp":18446744073709551615,"iat":1e3}"#,
+            r#"{"iss":"a","sub":"s","aud":"c","exp":-5,"iat":1,"nonce":-1}"#,
+            r#"{"iss":"a","sub":"s","aud":"c","exp":2,"iat":1,"acr":2.5}"#,
+            r#"{"iss":"a","sub":"s","aud":"c","exp":2,"iat":1,"sid":{}}"#,
+            r#"{"iss":"a","sub":"s","aud":"c","exp":2,"iat":1,"amr":["x",1]}"#,
+            r#"{"iss":"a","sub":"s","aud":"c","exp":2,"iat":1,"nbf":null,"nonce":null}"#,
+            r#"{"iss":"a","sub":"s","aud":"c","exp":2,"iat":1,"x":{"k":[1,{"k":2,"k":3}]}}"#,
+            r#"{"iss":"a\u0062","s\u0075b":"s","aud":"c","exp":2,"iat":1}"#,
+            r#"{"iss":"a","sub":"s","aud":"c","exp":2,"iat":1} x"#,
+            r#"{"iss":"a","sub":"s","aud":"c","exp":"2","iat":1}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // More members than the stack list holds: the set takes over.
+        payloads.push(format!("{{{head}{many}}}"));
+        payloads.push(format!(r#"{{{head}{many},"c3":0}}"#));
+        payloads.push(format!(r#"{{{head},"o":{{"a":1{many},"c19":1}}}}"#));
+        for p in &payloads {
+            let view = ClaimsView::parse(p).map(|v| {
+                let aud: Vec<String> = v.aud.as_slice().iter().map(|a| a.to_string()).collect();
+                (v.iss.to_string(), v.sub.to_string(), aud, v.times())
+            });
+            let full = Full::parse(p).map(|f| {
+                let times = Times {
+                    exp: f.exp,
+                    iat: f.iat,
+                    nbf: f.nbf,
+                    auth_time: f.auth_time,
+                };
+                (f.iss, f.sub, f.aud, times)
+            });
+            assert_eq!(view, full, "{p}");
+        }
+        // Invalid UTF-8 gets the byte reader's error.
+        let mut bad = br#"{"iss":"a","iss":"#.to_vec();
+        bad.extend([b'"', 0xff, b'"', b'}']);
+        assert_eq!(
+            IdTokenClaims::from_payload(&bad).unwrap_err(),
+            ValidationError::malformed("claims", "the member `iss` appears twice")
+        );
+        assert!(IdTokenClaims::from_payload(&[b'{', 0xff, b'}']).is_err());
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::error::{ConfigError, ValidationError, sanitize};
 use crate::jose::jwk::KeySet;
 use crate::jose::jws::{self, Jws};
 use crate::jose::{AlgSet, Algorithm, HALF_HASH_B64, half_hash_into};
-use crate::proto::claims::IdTokenClaims;
+use crate::proto::claims::{self, ClaimsView, IdTokenClaims, Times};
 use crate::proto::token::{IdToken, ValidationContext};
 use crate::secret::{AccessToken, ClientSecret, RawJwt, ct_eq};
 use crate::time::UnixTime;
@@ -371,33 +371,50 @@ impl IdTokenValidator {
         access_token: Option<&AccessToken>,
         now: UnixTime,
     ) -> Result<IdTokenClaims, ValidationError> {
-        let mut stack = [0u8; 1024];
-        let mut heap = Vec::new();
-        let payload = jws::b64_decode_buf(jws.payload_b64, "claims", &mut stack, &mut heap)?;
-        let claims = IdTokenClaims::from_payload(payload)?;
+        let payload = jws::b64_decode_vec(jws.payload_b64, "claims")?;
+        let payload = claims::payload_text(payload)?;
+        let times = self.check_view(
+            &ClaimsView::parse(&payload)?,
+            jws.alg,
+            ctx,
+            access_token,
+            now,
+        )?;
+        Ok(IdTokenClaims::validated(payload, times))
+    }
+
+    /// Steps 5 to 12 on the claims read for validation.
+    fn check_view(
+        &self,
+        claims: &ClaimsView<'_>,
+        alg: Algorithm,
+        ctx: &ValidationContext,
+        access_token: Option<&AccessToken>,
+        now: UnixTime,
+    ) -> Result<Times, ValidationError> {
         let o = &self.options;
 
-        if claims.issuer() != self.issuer {
+        if claims.iss != self.issuer {
             return Err(ValidationError::Issuer {
                 expected: self.issuer.clone(),
-                found: sanitize(claims.issuer(), 200),
+                found: sanitize(&claims.iss, 200),
             });
         }
-        let aud = claims.audiences();
-        if !aud.contains(&self.client_id) {
+        let aud = claims.aud.as_slice();
+        if !aud.iter().any(|a| *a == self.client_id) {
             return Err(ValidationError::Audience {
                 client_id: self.client_id.clone(),
             });
         }
         if let Some(untrusted) = aud
             .iter()
-            .find(|a| **a != self.client_id && !o.trusted_audiences.contains(a))
+            .find(|a| **a != self.client_id && !o.trusted_audiences.iter().any(|t| *t == **a))
         {
             return Err(ValidationError::UntrustedAudience {
                 audience: sanitize(untrusted, 200),
             });
         }
-        match claims.authorized_party() {
+        match claims.azp.as_deref() {
             None if aud.len() > 1 => return Err(ValidationError::MissingAzp),
             Some(azp) if azp != self.client_id => {
                 return Err(ValidationError::Azp {
@@ -407,26 +424,27 @@ impl IdTokenValidator {
             _ => {}
         }
 
+        let t = claims.times;
         let now_ms = i128::from(now.as_millis());
         let secs_ms = |s: i64| i128::from(s) * 1000;
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let exp = claims.raw_exp();
+        let exp = t.exp;
         if now_ms >= secs_ms(exp) + ms(o.exp_leeway) {
             return Err(ValidationError::Expired { exp, now: now_secs });
         }
-        if let Some(nbf) = claims.raw_nbf()
+        if let Some(nbf) = t.nbf
             && now_ms < secs_ms(nbf) - ms(o.nbf_leeway)
         {
             return Err(ValidationError::NotYetValid { nbf, now: now_secs });
         }
-        let iat = claims.raw_iat();
+        let iat = t.iat;
         if secs_ms(iat) > now_ms + ms(o.iat_leeway) {
             return Err(ValidationError::IssuedInFuture { iat, now: now_secs });
         }
         if secs_ms(iat) < now_ms - ms(o.max_iat_age) {
             return Err(ValidationError::IssuedTooLongAgo { iat, now: now_secs });
         }
-        if let Some(auth_time) = claims.raw_auth_time()
+        if let Some(auth_time) = t.auth_time
             && secs_ms(auth_time) > now_ms + ms(o.auth_time_leeway)
         {
             return Err(ValidationError::AuthTimeInFuture {
@@ -435,7 +453,7 @@ impl IdTokenValidator {
             });
         }
 
-        match claims.nonce() {
+        match claims.nonce.as_deref() {
             None if ctx.nonce_optional() => {}
             None => return Err(ValidationError::MissingNonce),
             Some(n) if !ct_eq(n.as_bytes(), ctx.nonce().secret().as_bytes()) => {
@@ -444,9 +462,9 @@ impl IdTokenValidator {
             Some(_) => {}
         }
 
-        if let (Some(at_hash), Some(at)) = (claims.access_token_hash(), access_token) {
+        if let (Some(at_hash), Some(at)) = (claims.at_hash.as_deref(), access_token) {
             let mut buf = [0u8; HALF_HASH_B64];
-            let expected = half_hash_into(jws.alg, at.secret(), &mut buf);
+            let expected = half_hash_into(alg, at.secret(), &mut buf);
             if !ct_eq(at_hash.as_bytes(), expected) {
                 return Err(ValidationError::AtHash);
             }
@@ -455,9 +473,7 @@ impl IdTokenValidator {
         if let Some(max_age) = ctx.max_age()
             && o.enforce_max_age
         {
-            let auth_time = claims
-                .raw_auth_time()
-                .ok_or(ValidationError::MissingAuthTime)?;
+            let auth_time = t.auth_time.ok_or(ValidationError::MissingAuthTime)?;
             let requested_ms = i128::from(ctx.requested_at().as_millis());
             let max_age_ms = i128::from(max_age) * 1000;
             if secs_ms(auth_time) + max_age_ms + ms(o.max_age_leeway) < requested_ms {
@@ -471,11 +487,11 @@ impl IdTokenValidator {
 
         if o.require_same_subject
             && let Some(expected) = ctx.expected_subject()
-            && claims.subject() != expected
+            && claims.sub != expected
         {
             return Err(ValidationError::SubjectChanged);
         }
-        Ok(claims)
+        Ok(t)
     }
 }
 

@@ -426,7 +426,7 @@ impl IdToken {
     /// The payload deserialised into the caller's own type, exactly as the
     /// OP sent it.
     pub fn claims_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&payload_bytes(&self.raw).map_err(serde::de::Error::custom)?)
+        serde_json::from_str(self.claims.payload())
     }
 
     pub(crate) fn into_parts(self) -> (RawJwt, IdTokenClaims) {
@@ -463,7 +463,7 @@ impl<'de> Deserialize<'de> for IdToken {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let repr = IdTokenRepr::deserialize(d)?;
         let claims = payload_bytes(&repr.jwt)
-            .and_then(|p| IdTokenClaims::from_payload(&p))
+            .and_then(IdTokenClaims::from_payload_vec)
             .map_err(serde::de::Error::custom)?;
         Ok(IdToken::new(repr.jwt, claims))
     }
