@@ -193,6 +193,51 @@ impl From<OAuthError> for Error {
     }
 }
 
+/// Constructors for the HTTP-status errors the protocol core finds in a
+/// response. The core builds its errors through these, so it never names
+/// [`HttpError`] (the transport layer's type) itself.
+impl Error {
+    /// A 3xx answer on a back channel: [`HttpError::Redirect`].
+    pub(crate) fn redirect(status: StatusCode, endpoint: String) -> Self {
+        HttpError::Redirect { status, endpoint }.into()
+    }
+
+    /// A pending OAuth code with an error status other than 400:
+    /// [`HttpError::PendingWithErrorStatus`].
+    pub(crate) fn pending_with_error_status(
+        status: StatusCode,
+        endpoint: String,
+        code: ErrorCode,
+        retry_after: Option<RetryAfter>,
+    ) -> Self {
+        HttpError::PendingWithErrorStatus {
+            status,
+            endpoint,
+            code,
+            retry_after,
+        }
+        .into()
+    }
+
+    /// An error status without an OAuth error body: [`HttpError::Status`].
+    pub(crate) fn http_status(
+        status: StatusCode,
+        endpoint: String,
+        content_type: Option<String>,
+        body_preview: String,
+        retry_after: Option<RetryAfter>,
+    ) -> Self {
+        HttpError::Status {
+            status,
+            endpoint,
+            content_type,
+            body_preview,
+            retry_after,
+        }
+        .into()
+    }
+}
+
 impl Error {
     /// The validation check that failed, if that is what this is (for
     /// [`Error::InterimIdTokenRejected`], the interim ID token's).
