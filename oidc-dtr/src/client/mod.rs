@@ -785,7 +785,7 @@ impl DtrClient {
     ///
     /// [`metrics`]: https://docs.rs/metrics
     #[must_use]
-    pub fn stats(&self) -> crate::poll::EngineStats {
+    pub fn stats(&self) -> crate::engine::stats::EngineStats {
         self.inner.driver.stats()
     }
 
