@@ -37,6 +37,10 @@
 //! # }
 //! ```
 
+// Size note: Kept whole (~1140 lines): this is the `DtrClient` type and its methods;
+// the builder, the handle and the feature-specific methods live in sibling
+// files already.
+
 mod back_channel;
 mod builder;
 mod fapi;
