@@ -1,6 +1,9 @@
 //! The Relying-Party app: routes, the session, and the verifications' live
 //! state fed by the SDK's events.
 
+// Size note: Kept whole (~900 lines): the routes share the session and the live-state
+// types, and reading one page's handler next to the others is the point.
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write as _;
