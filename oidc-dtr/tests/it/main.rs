@@ -16,6 +16,7 @@ mod axum_example;
 #[cfg(unix)]
 mod crash;
 mod dpop;
+mod events;
 mod fapi;
 mod foundation;
 mod handle;

@@ -185,6 +185,7 @@ fn the_id_index_survives_hash_collisions() {
                 machine: Box::new(m),
                 timer_gen: 0,
                 panics: 0,
+                last_failure: None,
                 end: None,
             },
         );
@@ -214,6 +215,7 @@ fn the_id_index_survives_hash_collisions() {
             machine: Box::new(m),
             timer_gen: 0,
             panics: 0,
+            last_failure: None,
             end: None,
         },
     );
