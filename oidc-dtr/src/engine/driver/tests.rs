@@ -130,7 +130,10 @@ async fn drives_many_authentications_to_their_outcomes() {
                 PollEvent::Progress { .. } => {
                     p.fetch_add(1, Ordering::SeqCst);
                 }
-                PollEvent::Interaction { .. } | PollEvent::TokensHeld { .. } => {}
+                PollEvent::Interaction { .. }
+                | PollEvent::InteractionRefused { .. }
+                | PollEvent::Retrying { .. }
+                | PollEvent::TokensHeld { .. } => {}
             }
         }
     });
