@@ -497,6 +497,22 @@ async fn wait_loop(
                     }
                     progress.set_status(handle.status().await);
                 }
+                // IETF: the AS named a URL that the SDK refuses to show
+                // (not https, user info, ...): say why nothing is shown.
+                Some(PollEvent::InteractionRefused { reason, .. }) => {
+                    progress.suspend(|| ui.say(format!(
+                        "The OP asked you to act at a URL that dtr refuses to show ({}); \
+                         waiting. Ask the OP's operator if nothing moves.",
+                        one_line(&reason.to_string())
+                    )));
+                    progress.set_status(handle.status().await);
+                }
+                // A failed poll the engine retries: the live line shows it
+                // (from the status); without one, a plain line.
+                Some(PollEvent::Retrying { cause, next_attempt, .. }) => {
+                    progress.retrying(cause, next_attempt);
+                    progress.set_status(handle.status().await);
+                }
                 // Held tokens, the outcome (the waiter returns it), or an
                 // event newer than this `dtr`.
                 Some(_) => progress.set_status(handle.status().await),

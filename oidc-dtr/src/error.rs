@@ -1547,6 +1547,85 @@ pub(crate) fn sanitize(s: &str, max: usize) -> String {
     out
 }
 
+/// Why a poll failed in a way that is retried: a class, with nothing from
+/// the OP's body and no secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryCause {
+    /// The connection could not be established, or broke before the answer.
+    Connect,
+    /// The request timed out.
+    Timeout,
+    /// The OP failed: an HTTP 5xx without an OAuth body (`status`), or an
+    /// OAuth `server_error` or `temporarily_unavailable` answer (`status`
+    /// is then the HTTP status it came with, if known).
+    ServerError {
+        /// The HTTP status.
+        status: Option<u16>,
+    },
+    /// The OP (or a proxy) rate-limited the client: HTTP 429.
+    TooManyRequests,
+    /// The answer was not an OAuth answer: an error page (a proxy, a
+    /// captive portal), a body too large, a success body that is not a token
+    /// response.
+    NotOAuth,
+    /// Anything else (e.g. an interrupted poll).
+    Other,
+}
+
+impl RetryCause {
+    fn of_http(h: &HttpError) -> RetryCause {
+        match h {
+            HttpError::Transport { kind, .. } => match kind {
+                TransportErrorKind::Timeout => RetryCause::Timeout,
+                TransportErrorKind::Connect | TransportErrorKind::Io => RetryCause::Connect,
+                _ => RetryCause::Other,
+            },
+            HttpError::BodyTooLarge { .. } => RetryCause::NotOAuth,
+            other => match other.status().map(|s| s.as_u16()) {
+                Some(429) => RetryCause::TooManyRequests,
+                Some(s @ 500..=599) => RetryCause::ServerError { status: Some(s) },
+                Some(_) => RetryCause::NotOAuth,
+                None => RetryCause::Other,
+            },
+        }
+    }
+}
+
+impl fmt::Display for RetryCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryCause::Connect => f.write_str("connection failed"),
+            RetryCause::Timeout => f.write_str("timed out"),
+            RetryCause::ServerError { status: Some(s) } => write!(f, "server error (HTTP {s})"),
+            RetryCause::ServerError { status: None } => f.write_str("server error"),
+            RetryCause::TooManyRequests => f.write_str("rate limited (HTTP 429)"),
+            RetryCause::NotOAuth => f.write_str("not an OAuth answer"),
+            RetryCause::Other => f.write_str("request failed"),
+        }
+    }
+}
+
+impl SharedError {
+    /// The retry class of a transient failure this error caused (the
+    /// engine keeps the HTTP or OAuth error as the cause).
+    pub(crate) fn retry_cause(&self) -> RetryCause {
+        let e = self.get();
+        if let Some(h) = e.downcast_ref::<HttpError>() {
+            return RetryCause::of_http(h);
+        }
+        if let Some(o) = e.downcast_ref::<OAuthError>() {
+            return RetryCause::ServerError {
+                status: o.status.map(|s| s.as_u16()),
+            };
+        }
+        if e.downcast_ref::<ResponseError>().is_some() {
+            return RetryCause::NotOAuth;
+        }
+        RetryCause::Other
+    }
+}
+
 mod assurance;
 mod store;
 
