@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::error::{exit, json_line, one_line};
-use crate::lib_api::{AssuredClaims, ClaimsTarget, Outcome, PollStatus, UnixTime};
+use crate::lib_api::{AssuredClaims, ClaimsTarget, Outcome, PollStatus, RetryCause, UnixTime};
 use crate::state::Status;
 
 /// How `dtr` talks to the person (or script) running it.
@@ -178,6 +178,57 @@ pub(crate) fn live_message(times: &[String], text: Option<&str>, width: usize) -
     line
 }
 
+/// The width of " · ", the live line's separator.
+const SEPARATOR_WIDTH: usize = 3;
+
+/// A retry cause in a few words (the status code, the failure's kind).
+fn short_cause(cause: RetryCause) -> String {
+    match cause {
+        RetryCause::ServerError { status: Some(s) } => format!("HTTP {s}"),
+        RetryCause::TooManyRequests => "HTTP 429".to_owned(),
+        RetryCause::Connect => "connection failure".to_owned(),
+        RetryCause::Timeout => "timeout".to_owned(),
+        RetryCause::NotOAuth => "non-OAuth answer".to_owned(),
+        RetryCause::ServerError { status: None } => "server error".to_owned(),
+        _ => "error".to_owned(),
+    }
+}
+
+/// The live line's entries while a failed poll is retried:
+/// `retrying after <cause> · next attempt in <n>`, in shorter words when
+/// the line (whose other entries take `fixed` characters) would not fit in
+/// `width`.
+pub(crate) fn retry_entries(
+    cause: RetryCause,
+    next_in: &str,
+    width: usize,
+    fixed: usize,
+) -> Vec<String> {
+    let long = one_line(&cause.to_string());
+    let short = short_cause(cause);
+    let forms = [
+        [
+            format!("retrying after {long}"),
+            format!("next attempt in {next_in}"),
+        ],
+        [
+            format!("retrying after {short}"),
+            format!("next attempt in {next_in}"),
+        ],
+        [
+            format!("retrying after {short}"),
+            format!("next in {next_in}"),
+        ],
+        [format!("retrying after {short}"), format!("in {next_in}")],
+    ];
+    let len = |f: &[String; 2]| f[0].chars().count() + f[1].chars().count() + SEPARATOR_WIDTH;
+    let pick = forms
+        .iter()
+        .position(|f| fixed + len(f) <= width)
+        .unwrap_or(forms.len() - 1);
+    forms[pick].to_vec()
+}
+
 /// The live progress of one wait.
 pub(crate) struct Progress {
     ui: Ui,
@@ -230,6 +281,26 @@ impl Progress {
         self.text = Some(text);
     }
 
+    /// A failed poll the engine retries at `next_attempt`: without a live
+    /// line (which shows it from the status), one plain line.
+    pub(crate) fn retrying(&self, cause: RetryCause, next_attempt: UnixTime) {
+        if self.bar.is_some() {
+            return;
+        }
+        let now = UnixTime::from_system_time(SystemTime::now());
+        let wait = Duration::from_millis(
+            next_attempt
+                .as_millis()
+                .saturating_sub(now.as_millis())
+                .saturating_add(999),
+        );
+        self.ui.say(format!(
+            "Poll failed ({}); retrying in {}.",
+            one_line(&cause.to_string()),
+            fmt_duration(wait)
+        ));
+    }
+
     /// A fresh poll status (read when an event arrived), then a redraw.
     pub(crate) fn set_status(&mut self, status: Option<PollStatus>) {
         let now = UnixTime::from_system_time(SystemTime::now());
@@ -252,26 +323,29 @@ impl Progress {
             // The status is as of the last event: once the poll it knew
             // about is past, say how often the engine polls instead.
             let fresh = now_ms.as_millis().saturating_sub(read_at.as_millis()) < 2000;
-            times.push(match (st.in_flight, st.next_poll) {
-                (true, _) if fresh => "polling now".to_owned(),
-                (false, Some(next)) if next > now_ms => format!(
-                    "next poll in {}",
-                    fmt_duration(Duration::from_millis(
-                        next.as_millis().saturating_sub(now_ms.as_millis()) + 999
-                    ))
-                ),
-                (false, None) if st.finished => "finishing".to_owned(),
-                _ => format!("polling every {}", fmt_duration(st.floor)),
-            });
-            // ----------------------------------------------------------
-            // RETRY HOOK (waiting for a library event): when the engine
-            // reports a failed poll it will retry (cause and next attempt),
-            // replace the entry above with
-            //     "retrying after <cause> · next attempt in Ns"
-            // (the cause through `one_line`). No such event exists yet:
-            // `PollStatus` and `PollEvent` carry no retry information.
-            // ----------------------------------------------------------
-            times.push(fmt_deadline_short(st.deadline.as_secs(), now));
+            let until_next = |next: UnixTime| {
+                fmt_duration(Duration::from_millis(
+                    next.as_millis().saturating_sub(now_ms.as_millis()) + 999,
+                ))
+            };
+            let deadline = fmt_deadline_short(st.deadline.as_secs(), now);
+            match (st.in_flight, st.next_poll, st.last_failure) {
+                (true, _, _) if fresh => times.push("polling now".to_owned()),
+                // A failed poll the engine retries: why, and when.
+                (false, Some(next), Some(cause)) if next > now_ms => {
+                    let width = live_width();
+                    let fixed = times.join(" · ").chars().count()
+                        + deadline.chars().count()
+                        + 2 * SEPARATOR_WIDTH;
+                    times.extend(retry_entries(cause, &until_next(next), width, fixed));
+                }
+                (false, Some(next), _) if next > now_ms => {
+                    times.push(format!("next poll in {}", until_next(next)));
+                }
+                (false, None, _) if st.finished => times.push("finishing".to_owned()),
+                _ => times.push(format!("polling every {}", fmt_duration(st.floor))),
+            }
+            times.push(deadline);
         }
         bar.set_message(live_message(&times, self.text.as_deref(), live_width()));
     }
@@ -623,6 +697,44 @@ pub(crate) fn print_outcome(ui: &Ui, id: &str, o: &Outcome, kept: bool) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_retry_entries_shrink_to_keep_the_times_on_an_80_column_line() {
+        let cause = RetryCause::ServerError { status: Some(503) };
+        let times = |retry: Vec<String>| {
+            let mut t = vec!["elapsed 1h02m05s".to_owned()];
+            t.extend(retry);
+            t.push("deadline in 1h02m05s".to_owned());
+            t
+        };
+        let fixed = "elapsed 1h02m05s".len() + "deadline in 1h02m05s".len() + 6;
+        // Room enough: the whole cause.
+        let wide = retry_entries(cause, "28s", 200, fixed);
+        assert_eq!(
+            wide,
+            [
+                "retrying after server error (HTTP 503)",
+                "next attempt in 28s"
+            ]
+        );
+        // 78 columns: shorter words, every time still there.
+        let narrow = retry_entries(cause, "28s", LIVE_WIDTH, fixed);
+        assert_eq!(narrow, ["retrying after HTTP 503", "in 28s"]);
+        let shorter = fixed - "1h02m".len();
+        assert_eq!(
+            retry_entries(cause, "28s", LIVE_WIDTH, shorter),
+            ["retrying after HTTP 503", "next in 28s"]
+        );
+        let line = live_message(&times(narrow), Some("documents in review"), LIVE_WIDTH);
+        assert!(line.chars().count() <= LIVE_WIDTH, "{line}");
+        assert!(
+            line.starts_with("elapsed 1h02m05s · retrying after HTTP 503"),
+            "{line}"
+        );
+        assert!(line.contains("deadline in 1h02m05s"), "{line}");
+        let short = retry_entries(RetryCause::Connect, "3s", 60, 30);
+        assert_eq!(short, ["retrying after connection failure", "in 3s"]);
+    }
 
     #[test]
     fn times_and_durations() {

@@ -11,6 +11,7 @@ pub(crate) use oidc_dtr::{
     client::{CancellationConfig, DpopConfig, ResponseMode},
     error::{ConfigError, StoreError},
     jose::{Algorithm, SigningKey},
+    poll::RetryCause,
     random::{RandomSource, SystemRandom},
     store::{AesGcmSealer, FileStore, Record, Store},
 };

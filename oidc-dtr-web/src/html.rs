@@ -69,9 +69,9 @@ pub(crate) fn start(csrf: &str, has_verification: bool) -> String {
 /// The inner markup of the live status region.
 pub(crate) fn status_inner(view: &View, csrf: &str) -> String {
     match view {
-        View::Pending { progress } => format!(
+        View::Pending { progress, retrying } => format!(
             "<h2>We are checking your documents</h2>\
-             <p class=\"progress\">{}</p>\
+             <p class=\"progress\">{}</p>{}\
              <p>This page updates by itself when the provider decides.</p>\
              <form method=\"post\" action=\"/verification/cancel\">{}\
              <button type=\"submit\" id=\"cancel\">Cancel the verification</button></form>",
@@ -80,6 +80,14 @@ pub(crate) fn status_inner(view: &View, csrf: &str) -> String {
                     .as_deref()
                     .unwrap_or("Your documents were sent to the provider.")
             ),
+            retrying
+                .as_deref()
+                .map(|cause| format!(
+                    "<p class=\"retrying\">Retrying… the provider did not answer our last \
+                     check ({}); we keep trying.</p>",
+                    escape(cause)
+                ))
+                .unwrap_or_default(),
             csrf_field(csrf)
         ),
         View::Verified {
@@ -225,7 +233,13 @@ mod tests {
                 assert!(s.contains(what), "{} lacks {what}: {s}", v.kind());
             }
         }
-        let pending = status_inner(&View::Pending { progress: None }, "t");
+        let pending = status_inner(
+            &View::Pending {
+                progress: None,
+                retrying: None,
+            },
+            "t",
+        );
         assert!(
             !pending.contains("/signout"),
             "no way out while pending but cancel"
@@ -234,7 +248,13 @@ mod tests {
 
     #[test]
     fn pending_page_has_a_live_region_and_a_no_script_refresh() {
-        let s = verification(&View::Pending { progress: None }, "t");
+        let s = verification(
+            &View::Pending {
+                progress: None,
+                retrying: None,
+            },
+            "t",
+        );
         assert!(s.contains("aria-live=\"polite\""));
         assert!(s.contains("<noscript><meta http-equiv=\"refresh\""));
         let done = verification(

@@ -33,6 +33,11 @@ pub enum View {
     Pending {
         /// The OP's latest progress text, if it sent one.
         progress: Option<String>,
+        /// Why the last check with the OP failed, while the SDK retries it
+        /// (its [`PollEvent::Retrying`](oidc_dtr::PollEvent::Retrying));
+        /// `None` once the OP answers again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retrying: Option<String>,
     },
     /// The OP verified the user; the ID token was validated.
     Verified {

@@ -386,3 +386,30 @@ async fn with_a_state_dir_a_restart_keeps_the_session() {
     assert_eq!(r.status, 303);
     demo.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_retried_check_shows_a_retrying_line() {
+    let demo = start_demo(|_| {}).await;
+    let mut agent = Agent::new();
+    verify_as(&mut agent, &demo, "Ada Lovelace").await;
+    demo.op
+        .inject_faults((0..3).map(|_| oidc_dtr_testkit::Fault::service_unavailable(2)));
+    let url = format!("{}verification", demo.url());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = agent.get(&url).await;
+        if r.body.contains("class=\"retrying\"") {
+            assert!(r.body.contains("Retrying…"), "{}", r.body);
+            assert!(r.body.contains("server error (HTTP 503)"), "{}", r.body);
+            assert!(r.body.contains("data-state=\"pending\""), "{}", r.body);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retrying line: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    demo.shutdown().await;
+}

@@ -40,6 +40,10 @@
 //! # let _ = advice;
 //! ```
 
+// Size note: Kept whole (~1290 lines): the crate's main error enums (`Error`,
+// `ValidationError`, `HttpError`, `CallbackError`) and their shared text
+// cleaning; the store and assurance errors live in `error/`.
+
 use std::fmt;
 use std::time::Duration;
 
@@ -248,6 +252,51 @@ pub enum NotCancelledReason {
 impl From<OAuthError> for Error {
     fn from(e: OAuthError) -> Self {
         Error::OAuth(Box::new(e))
+    }
+}
+
+/// Constructors for the HTTP-status errors the protocol core finds in a
+/// response. The core builds its errors through these, so it never names
+/// [`HttpError`] (the transport layer's type) itself.
+impl Error {
+    /// A 3xx answer on a back channel: [`HttpError::Redirect`].
+    pub(crate) fn redirect(status: StatusCode, endpoint: String) -> Self {
+        HttpError::Redirect { status, endpoint }.into()
+    }
+
+    /// A pending OAuth code with an error status other than 400:
+    /// [`HttpError::PendingWithErrorStatus`].
+    pub(crate) fn pending_with_error_status(
+        status: StatusCode,
+        endpoint: String,
+        code: ErrorCode,
+        retry_after: Option<RetryAfter>,
+    ) -> Self {
+        HttpError::PendingWithErrorStatus {
+            status,
+            endpoint,
+            code,
+            retry_after,
+        }
+        .into()
+    }
+
+    /// An error status without an OAuth error body: [`HttpError::Status`].
+    pub(crate) fn http_status(
+        status: StatusCode,
+        endpoint: String,
+        content_type: Option<String>,
+        body_preview: String,
+        retry_after: Option<RetryAfter>,
+    ) -> Self {
+        HttpError::Status {
+            status,
+            endpoint,
+            content_type,
+            body_preview,
+            retry_after,
+        }
+        .into()
     }
 }
 
@@ -1498,553 +1547,90 @@ pub(crate) fn sanitize(s: &str, max: usize) -> String {
     out
 }
 
+/// Why a poll failed in a way that is retried: a class, with nothing from
+/// the OP's body and no secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryCause {
+    /// The connection could not be established, or broke before the answer.
+    Connect,
+    /// The request timed out.
+    Timeout,
+    /// The OP failed: an HTTP 5xx without an OAuth body (`status`), or an
+    /// OAuth `server_error` or `temporarily_unavailable` answer (`status`
+    /// is then the HTTP status it came with, if known).
+    ServerError {
+        /// The HTTP status.
+        status: Option<u16>,
+    },
+    /// The OP (or a proxy) rate-limited the client: HTTP 429.
+    TooManyRequests,
+    /// The answer was not an OAuth answer: an error page (a proxy, a
+    /// captive portal), a body too large, a success body that is not a token
+    /// response.
+    NotOAuth,
+    /// Anything else (e.g. an interrupted poll).
+    Other,
+}
+
+impl RetryCause {
+    fn of_http(h: &HttpError) -> RetryCause {
+        match h {
+            HttpError::Transport { kind, .. } => match kind {
+                TransportErrorKind::Timeout => RetryCause::Timeout,
+                TransportErrorKind::Connect | TransportErrorKind::Io => RetryCause::Connect,
+                _ => RetryCause::Other,
+            },
+            HttpError::BodyTooLarge { .. } => RetryCause::NotOAuth,
+            other => match other.status().map(|s| s.as_u16()) {
+                Some(429) => RetryCause::TooManyRequests,
+                Some(s @ 500..=599) => RetryCause::ServerError { status: Some(s) },
+                Some(_) => RetryCause::NotOAuth,
+                None => RetryCause::Other,
+            },
+        }
+    }
+}
+
+impl fmt::Display for RetryCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryCause::Connect => f.write_str("connection failed"),
+            RetryCause::Timeout => f.write_str("timed out"),
+            RetryCause::ServerError { status: Some(s) } => write!(f, "server error (HTTP {s})"),
+            RetryCause::ServerError { status: None } => f.write_str("server error"),
+            RetryCause::TooManyRequests => f.write_str("rate limited (HTTP 429)"),
+            RetryCause::NotOAuth => f.write_str("not an OAuth answer"),
+            RetryCause::Other => f.write_str("request failed"),
+        }
+    }
+}
+
+impl SharedError {
+    /// The retry class of a transient failure this error caused (the
+    /// engine keeps the HTTP or OAuth error as the cause).
+    pub(crate) fn retry_cause(&self) -> RetryCause {
+        let e = self.get();
+        if let Some(h) = e.downcast_ref::<HttpError>() {
+            return RetryCause::of_http(h);
+        }
+        if let Some(o) = e.downcast_ref::<OAuthError>() {
+            return RetryCause::ServerError {
+                status: o.status.map(|s| s.as_u16()),
+            };
+        }
+        if e.downcast_ref::<ResponseError>().is_some() {
+            return RetryCause::NotOAuth;
+        }
+        RetryCause::Other
+    }
+}
+
+mod assurance;
+mod store;
+
+pub use assurance::{AssuranceError, AssuranceUnsupported};
+pub use store::{StoreError, WaitError};
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_codes_round_trip() {
-        for s in [
-            "invalid_request",
-            "invalid_client",
-            "invalid_grant",
-            "unauthorized_client",
-            "unsupported_grant_type",
-            "access_denied",
-            "authorization_pending",
-            "slow_down",
-            "expired_token",
-            "invalid_dpop_proof",
-            "use_dpop_nonce",
-            "something_else",
-        ] {
-            assert_eq!(ErrorCode::from(s).as_str(), s);
-        }
-        assert_eq!(ErrorCode::from("x"), ErrorCode::Other("x".into()));
-    }
-
-    #[test]
-    fn display_escapes_op_text() {
-        let mut e = OAuthError::new(ErrorCode::AuthorizationPending);
-        e.description = Some("step 2\r\nSet-Cookie: x".into());
-        e.status = Some(StatusCode::BAD_REQUEST);
-        let s = e.to_string();
-        assert_eq!(
-            s,
-            "the OP answered `authorization_pending` (HTTP 400): step 2??Set-Cookie: x"
-        );
-        assert_eq!(sanitize(&"a".repeat(10), 3), "aaa…");
-    }
-
-    #[test]
-    fn display_strips_bidi_overrides() {
-        let mut e = OAuthError::new(ErrorCode::AccessDenied);
-        e.description = Some("abc\u{202E}fed\u{2066}x\u{200F}".into());
-        let s = e.to_string();
-        assert!(!s.chars().any(is_bidi_control), "{s:?}");
-        assert!(s.ends_with("abc?fed?x?"), "{s:?}");
-        let code = ErrorCode::from("x\u{202E}y");
-        assert_eq!(code.to_string(), "x?y");
-        let r = ResponseError::new("ctx", None, "member `a\u{202E}b` is odd");
-        assert!(!r.to_string().contains('\u{202E}'), "{r}");
-    }
-
-    #[test]
-    fn op_text_is_capped_and_cleaned() {
-        let t = clean_op_text("a\r\nb\u{202E}c\u{0007}");
-        assert_eq!(t, "a  bc ");
-        let long = clean_op_text(&"x".repeat(1_000_000));
-        assert_eq!(long.chars().count(), MAX_OP_TEXT_CHARS + 1);
-        assert!(long.ends_with('…'));
-        assert_eq!(
-            clean_op_text(&"y".repeat(MAX_OP_TEXT_CHARS)).len(),
-            MAX_OP_TEXT_CHARS
-        );
-    }
-
-    #[test]
-    fn only_https_error_uris_are_kept() {
-        assert_eq!(
-            clean_op_uri("https://op.example/e?x=1").as_deref(),
-            Some("https://op.example/e?x=1")
-        );
-        for bad in [
-            "javascript:alert(1)",
-            "http://op.example/e",
-            "data:text/html,x",
-            "/relative",
-            "https://op.example/\u{202E}x",
-            "https://op.example/a\nb",
-        ] {
-            assert_eq!(clean_op_uri(bad), None, "{bad}");
-        }
-        assert_eq!(
-            clean_op_uri(&format!("https://op.example/{}", "a".repeat(3000))),
-            None
-        );
-    }
-
-    #[test]
-    fn retryability() {
-        let status = |s: u16| HttpError::Status {
-            status: StatusCode::from_u16(s).unwrap(),
-            endpoint: "https://op/token".into(),
-            content_type: None,
-            body_preview: String::new(),
-            retry_after: None,
-        };
-        assert!(Error::from(status(503)).is_retryable());
-        assert!(
-            !Error::from(HttpError::Redirect {
-                status: StatusCode::FOUND,
-                endpoint: "x".into()
-            })
-            .is_retryable()
-        );
-        assert!(!Error::from(OAuthError::new(ErrorCode::InvalidGrant)).is_retryable());
-        assert!(TransportErrorKind::Timeout.is_transient());
-        assert!(!TransportErrorKind::Tls.is_transient());
-        assert!(!TransportErrorKind::Dns.is_transient());
-    }
-
-    #[test]
-    fn oauth_error_serde_round_trip() {
-        let mut e = OAuthError::new(ErrorCode::SlowDown);
-        e.status = Some(StatusCode::BAD_REQUEST);
-        e.retry_after = Some(RetryAfter::Delay(Duration::from_secs(3)));
-        let j = serde_json::to_string(&e).unwrap();
-        assert_eq!(serde_json::from_str::<OAuthError>(&j).unwrap(), e);
-    }
-}
-
-/// What can go wrong in a [`Store`](crate::store::Store).
-///
-/// No variant shows a secret: records are named by the
-/// [`Fingerprint`] of their id, the issuer and client id (not secrets) are
-/// shown where they explain the error.
-///
-/// ```
-/// use oidc_dtr::error::StoreError;
-///
-/// fn advice(err: &StoreError) -> &'static str {
-///     match err {
-///         StoreError::Io(_) => "check the disk",
-///         StoreError::Locked { .. } => "another process owns the store",
-///         StoreError::Closed => "the store was shut down",
-///         e if e.is_retryable() => "try again",
-///         _ => "see the message",
-///     }
-/// }
-/// let err = StoreError::from(std::io::Error::other("disk full"));
-/// assert_eq!(advice(&err), "check the disk");
-/// ```
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Reading or writing the store failed (disk full, permissions, a
-    /// vanished directory). May be retried. The cause is the `source`.
-    #[error("store I/O error")]
-    Io(#[source] std::sync::Arc<std::io::Error>),
-    /// The store holds bytes it did not write, or could not have: a
-    /// truncated or damaged file, a record that does not decode. Nothing was
-    /// changed or deleted; restore the file from a backup or investigate.
-    #[error("the store is corrupt{}: {detail}", fp_suffix(.record))]
-    Corrupt {
-        /// The record concerned, if one is.
-        record: Option<Fingerprint>,
-        /// What is wrong (no secrets).
-        detail: String,
-    },
-    /// A record or a store file of a layout version this release does not
-    /// know (written by a newer release, or damaged).
-    #[error(
-        "unsupported store schema version {found}{} (this release supports {supported})",
-        fp_suffix(.record)
-    )]
-    UnsupportedSchema {
-        /// The version found.
-        found: u32,
-        /// The version this release reads and writes.
-        supported: u32,
-        /// The record concerned, or `None` for the store file as a whole.
-        record: Option<Fingerprint>,
-    },
-    /// The store belongs to another issuer or client: using it would mix
-    /// up two clients' authentications.
-    #[error(
-        "the store belongs to issuer `{found_issuer}` and client `{found_client_id}`, \
-         not issuer `{expected_issuer}` and client `{expected_client_id}`"
-    )]
-    WrongOwner {
-        /// The issuer asked for.
-        expected_issuer: String,
-        /// The client id asked for.
-        expected_client_id: String,
-        /// The issuer the store is bound to.
-        found_issuer: String,
-        /// The client id the store is bound to.
-        found_client_id: String,
-    },
-    /// A record with this id already exists.
-    #[error("a record for deferred authentication {record:?} already exists")]
-    Duplicate {
-        /// The record.
-        record: Fingerprint,
-    },
-    /// No record with this id.
-    #[error("no record for deferred authentication {record:?}")]
-    NotFound {
-        /// The id asked for.
-        record: Fingerprint,
-    },
-    /// The record already has a (different) outcome.
-    #[error("deferred authentication {record:?} has already finished")]
-    AlreadyFinished {
-        /// The record.
-        record: Fingerprint,
-    },
-    /// The store file is open elsewhere (another process, or another
-    /// [`FileStore`](crate::store::FileStore) in this one). A file store has one owner at a time.
-    #[error("the store file {} is already open (in this or another process)", .path.display())]
-    Locked {
-        /// The file.
-        path: std::path::PathBuf,
-    },
-    /// The store was closed ([`Store::close`](crate::store::Store::close), e.g. by
-    /// [`DtrClient::shutdown`](crate::DtrClient::shutdown)).
-    #[error("the store is closed")]
-    Closed,
-    /// Sealing or unsealing failed: a wrong key, a store written with
-    /// encryption opened without it (or the reverse), a tampered record.
-    #[error("store encryption: {0}")]
-    Sealing(String),
-    /// The store's server cannot be reached or did not answer in time: it
-    /// is down, restarting, dropped the connection, or is overloaded. May
-    /// be retried; nothing was changed unless the server committed before
-    /// the connection dropped (every write is safe to repeat).
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
-    /// The write was refused because this instance no longer holds the
-    /// authentication's [`Lease`](crate::store::Lease): it expired and another
-    /// instance took the authentication over. Stop polling it.
-    #[error("the lease on deferred authentication {record:?} was lost to another instance")]
-    LeaseLost {
-        /// The record.
-        record: Fingerprint,
-    },
-    /// Anything else (no secrets).
-    #[error("store error: {0}")]
-    Other(String),
-}
-
-/// Why `wait` could not produce an outcome.
-///
-/// ```
-/// use oidc_dtr::{DeferredId, DtrClient, Error};
-/// use oidc_dtr::error::WaitError;
-/// use oidc_dtr_testkit::MockOp;
-///
-/// # #[tokio::main]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let op = MockOp::start().await?;
-/// # let client = DtrClient::builder()
-/// #     .issuer(op.issuer())
-/// #     .client_id(MockOp::CLIENT_ID)
-/// #     .client_secret(MockOp::CLIENT_SECRET)
-/// #     .redirect_uri("http://127.0.0.1:9/callback")
-/// #     .build()
-/// #     .await?;
-/// // An id this client never tracked (or whose outcome was purged).
-/// match client.wait(&DeferredId::new("never-seen")).await {
-///     Err(Error::Poll(WaitError::Unknown)) => println!("no such authentication"),
-///     Err(Error::Poll(WaitError::Stopped)) => println!("the client is shutting down"),
-///     other => panic!("unexpected: {other:?}"),
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WaitError {
-    /// No such authentication (never tracked, or its outcome was purged).
-    #[error("unknown deferred authentication")]
-    Unknown,
-    /// The driver stopped (the client was dropped or the runtime shut down).
-    #[error("the poll driver has stopped")]
-    Stopped,
-}
-
-fn fp_suffix(record: &Option<Fingerprint>) -> String {
-    match record {
-        Some(fp) => format!(" (record {fp:?})"),
-        None => String::new(),
-    }
-}
-
-impl StoreError {
-    pub(crate) fn corrupt(record: Option<Fingerprint>, detail: impl Into<String>) -> Self {
-        StoreError::Corrupt {
-            record,
-            detail: detail.into(),
-        }
-    }
-
-    /// Whether retrying the same call later may succeed (an I/O error, a
-    /// store that is busy or locked).
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Io(_) | StoreError::Locked { .. } | StoreError::Unavailable(_)
-        )
-    }
-}
-
-impl From<std::io::Error> for StoreError {
-    fn from(e: std::io::Error) -> Self {
-        StoreError::Io(std::sync::Arc::new(e))
-    }
-}
-
-// Identity assurance. Defined here (not in `proto::assurance`) so that
-// `ConfigError` and `Error` can carry them without naming a higher layer.
-
-/// Errors of requesting, parsing and checking verified claims. Paths name the member
-/// (`verified_claims[1].verification.evidence[0].type`); no claim value is ever included.
-///
-/// ```
-/// use oidc_dtr::Error;
-/// use oidc_dtr::error::{AssuranceError, AssuranceUnsupported};
-///
-/// fn advice(err: &Error) -> String {
-///     match err {
-///         Error::Assurance(AssuranceError::Unsupported(what)) => format!("the OP cannot: {what}"),
-///         Error::Assurance(AssuranceError::TrustFrameworkNotAllowed { .. }) => {
-///             "verified under a framework we do not accept".into()
-///         }
-///         Error::Assurance(e) => format!("unusable verified claims: {e}"),
-///         _ => "not an assurance error".into(),
-///     }
-/// }
-/// let err = Error::from(AssuranceError::Unsupported(AssuranceUnsupported::VerifiedClaims));
-/// assert!(advice(&err).starts_with("the OP cannot"));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AssuranceError {
-    /// A `purpose` outside 3..=300 characters.
-    #[error("{path}: purpose is {chars} characters, must be 3 to 300")]
-    PurposeLength {
-        /// Where.
-        path: String,
-        /// Its length in characters.
-        chars: usize,
-    },
-    /// A `values` array with no member.
-    #[error("{path}: values must have at least one member")]
-    EmptyValues {
-        /// Where.
-        path: String,
-    },
-    /// An evidence filter whose `type` is not restricted by a single string `value`.
-    #[error("{path}: an evidence filter must name its type with a single string `value`")]
-    EvidenceTypeFilter {
-        /// Where.
-        path: String,
-    },
-    /// The request could not be serialised.
-    #[error("claims request could not be serialised: {0}")]
-    Serialize(String),
-    /// The OP does not support something the request needs.
-    #[error("the OP does not support {0}")]
-    Unsupported(AssuranceUnsupported),
-    /// The OP metadata lacks a member needed to check the request.
-    #[error("OP metadata lacks `{member}`")]
-    MetadataMissing {
-        /// The metadata member.
-        member: &'static str,
-    },
-    /// An OP metadata member has the wrong shape.
-    #[error("OP metadata `{member}` is not an array of strings")]
-    MetadataMalformed {
-        /// The metadata member.
-        member: &'static str,
-    },
-    /// A required member is absent (or `null`).
-    #[error("{path}: required member missing")]
-    Missing {
-        /// Where.
-        path: String,
-    },
-    /// A member has the wrong JSON type.
-    #[error("{path}: expected {expected}, found {found}")]
-    WrongType {
-        /// Where.
-        path: String,
-        /// The JSON type expected.
-        expected: &'static str,
-        /// The JSON type found.
-        found: &'static str,
-    },
-    /// An array or object has more members than the limit.
-    #[error("{path}: more than {max} members")]
-    TooMany {
-        /// Where.
-        path: String,
-        /// The limit.
-        max: usize,
-    },
-    /// Nesting deeper than the limit.
-    #[error("{path}: nested deeper than {max}")]
-    TooDeep {
-        /// Where.
-        path: String,
-        /// The limit.
-        max: usize,
-    },
-    /// A string longer than the limit.
-    #[error("{path}: string longer than {max} bytes")]
-    TooLong {
-        /// Where.
-        path: String,
-        /// The limit.
-        max: usize,
-    },
-    /// A date or time that is not in a form the spec allows.
-    #[error("{path}: invalid date/time ({reason})")]
-    InvalidTime {
-        /// Where.
-        path: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// The input is not JSON (or nests beyond serde_json's own limit).
-    #[error("not valid JSON: {0}")]
-    Json(String),
-    /// `verified_claims` found somewhere other than the top level of the claims object or
-    /// `_claim_names`.
-    #[error("{path}: verified_claims is not allowed here")]
-    MisplacedVerifiedClaims {
-        /// Where (a JSON pointer).
-        path: String,
-    },
-    /// A returned `trust_framework` no request allowed.
-    #[error("verified_claims[{index}]: trust_framework `{trust_framework}` was not requested")]
-    TrustFrameworkNotAllowed {
-        /// Index of the element in the received `verified_claims`.
-        index: usize,
-        /// The trust framework returned.
-        trust_framework: String,
-    },
-    /// A returned `assurance_level` (or its absence) no request allowed.
-    #[error("verified_claims[{index}]: assurance_level {assurance_level:?} was not requested")]
-    AssuranceLevelNotAllowed {
-        /// Index of the element.
-        index: usize,
-        /// The assurance level returned.
-        assurance_level: Option<String>,
-    },
-    /// A returned evidence type no evidence filter of the request selected.
-    #[error("verified_claims[{index}]: evidence type `{evidence_type}` was not requested")]
-    EvidenceTypeNotAllowed {
-        /// Index of the element.
-        index: usize,
-        /// The evidence type returned.
-        evidence_type: String,
-    },
-    /// `verification.time` older than the requested `max_age`.
-    #[error("verified_claims[{index}]: verification is {age} s old, max_age is {max_age} s")]
-    VerificationTooOld {
-        /// Index of the element.
-        index: usize,
-        /// Seconds elapsed since the verification (last second of the value).
-        age: u64,
-        /// The largest `max_age` among the matching requests.
-        max_age: u64,
-    },
-    /// `max_age` was requested but `verification.time` was not returned.
-    #[error("verified_claims[{index}]: max_age was requested but verification.time is absent")]
-    VerificationTimeMissing {
-        /// Index of the element.
-        index: usize,
-    },
-    /// `verification.time` is later than now plus the allowed clock skew
-    /// ([`VERIFICATION_TIME_SKEW_SECS`](crate::assurance::VERIFICATION_TIME_SKEW_SECS)):
-    /// a verification cannot have happened in the future, and such a time
-    /// would pass any `max_age`.
-    #[error(
-        "verified_claims[{index}]: verification.time is {ahead} s in the future (more than the allowed clock skew)"
-    )]
-    VerificationInFuture {
-        /// Index of the element.
-        index: usize,
-        /// Seconds from now to the first second the value covers.
-        ahead: u64,
-    },
-    /// A `verified_claims` element whose `claims` object has no member,
-    /// checked against a request: it verifies nothing, so it cannot satisfy
-    /// one (an OP leaves out an element it has no verified claims for).
-    #[error("{path}: claims must have at least one member to satisfy a request")]
-    EmptyClaims {
-        /// Where.
-        path: String,
-    },
-    /// An evidence attachment `url` that is not an absolute `https` URL
-    /// with a host (a `javascript:`, `data:`, `file:` or plain `http:` URL
-    /// must never be fetched or shown as a link). The URL is not repeated:
-    /// it may carry a token.
-    #[error("{path}: must be an absolute https URL")]
-    InsecureAttachmentUrl {
-        /// Where.
-        path: String,
-    },
-    /// A member name appears twice in one object of the input: JSON
-    /// parsers keep the last one silently, so which one the OP meant is
-    /// unknown.
-    #[error("member `{name}` appears more than once")]
-    DuplicateMember {
-        /// The member name (a name, never a value; sanitised).
-        name: String,
-    },
-}
-
-/// What the OP does not support, by its metadata.
-///
-/// ```
-/// use oidc_dtr::error::AssuranceUnsupported;
-///
-/// let missing = AssuranceUnsupported::TrustFramework("eidas".into());
-/// match &missing {
-///     AssuranceUnsupported::ClaimsParameter | AssuranceUnsupported::VerifiedClaims => {
-///         println!("the OP does not do identity assurance at all")
-///     }
-///     AssuranceUnsupported::TrustFramework(name) => assert_eq!(name, "eidas"),
-///     other => println!("not offered: {other}"),
-/// }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AssuranceUnsupported {
-    /// `claims_parameter_supported` is not `true`.
-    #[error("the claims parameter (claims_parameter_supported)")]
-    ClaimsParameter,
-    /// `verified_claims_supported` is not `true`.
-    #[error("verified claims (verified_claims_supported)")]
-    VerifiedClaims,
-    /// A trust framework missing from `trust_frameworks_supported`.
-    #[error("trust framework `{0}` (trust_frameworks_supported)")]
-    TrustFramework(String),
-    /// An evidence type missing from `evidence_supported`.
-    #[error("evidence type `{0}` (evidence_supported)")]
-    EvidenceType(String),
-    /// A document type missing from `documents_supported`.
-    #[error("document type `{0}` (documents_supported)")]
-    DocumentType(String),
-    /// An electronic record type missing from `electronic_records_supported`.
-    #[error("electronic record type `{0}` (electronic_records_supported)")]
-    ElectronicRecordType(String),
-    /// A document check method missing from `documents_check_methods_supported`.
-    #[error("document check method `{0}` (documents_check_methods_supported)")]
-    CheckMethod(String),
-    /// A claim missing from `claims_in_verified_claims_supported`.
-    #[error("claim `{0}` in verified_claims (claims_in_verified_claims_supported)")]
-    ClaimInVerifiedClaims(String),
-}
+mod tests;

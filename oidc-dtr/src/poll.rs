@@ -13,7 +13,7 @@
 //! - [`PollMachine`], the state machine that decides *when* to poll and
 //!   *what* each answer means, with its inputs ([`Event`], [`PollResult`],
 //!   [`PollFailure`]) and outputs ([`Step`], [`Action`],
-//!   [`InteractionChange`]).
+//!   [`InteractionChange`], [`Retry`] with its [`RetryCause`]).
 //!
 //! # Events, status and deliveries
 //!
@@ -110,5 +110,5 @@ pub use crate::engine::fleet::FleetConfig;
 pub use crate::engine::stats::EngineStats;
 pub use crate::proto::poll::{
     Action, Event, InteractionChange, Outcome, PollConfig, PollFailure, PollMachine, PollResult,
-    Step,
+    Retry, RetryCause, Step,
 };

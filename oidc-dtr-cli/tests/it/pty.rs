@@ -147,3 +147,91 @@ async fn interaction_uris_are_shown_and_opened_in_the_browser() {
     assert!(lines[0].contains("/authorize?"), "{lines:?}");
     assert_eq!(lines[1], CONTINUE);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_poll_shows_its_cause_and_next_attempt_in_the_live_line() {
+    let env = Env::new(|_| {}).await;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dtr"));
+    cmd.env("DTR_STATE_DIR", env.state_dir())
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env("TERM", "xterm")
+        .args([
+            "verify",
+            "--issuer",
+            env.op.issuer(),
+            "--client-id",
+            MockOp::PUBLIC_CLIENT_ID,
+            "--no-browser",
+        ]);
+    let mut session = rexpect::session::spawn_command(cmd, Some(HANG.as_millis() as u64)).unwrap();
+    let url = tokio::task::block_in_place(|| {
+        session
+            .exp_regex(r"http://127\.0\.0\.1:\d+/authorize\?[^\s]+")
+            .unwrap()
+            .1
+    });
+    let url = url::Url::parse(&url).unwrap();
+    assert_eq!(play_browser(&env.op, &url).await, 200);
+    while env.op.authentications().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    env.op.inject_faults([
+        oidc_dtr_testkit::Fault::service_unavailable(4),
+        oidc_dtr_testkit::Fault::service_unavailable(4),
+    ]);
+    // The live line: the cause, the countdown to the next attempt, with the
+    // elapsed time and the deadline still there.
+    let (_, line) = tokio::task::block_in_place(|| {
+        session
+            .exp_regex(
+                // (rexpect reads bytes as Latin-1: " · " is " Â· " here)
+                r"elapsed [0-9hms]+ \S+ retrying after HTTP 503 \S+ (next (attempt )?)?in \d+s \S+ deadline in [0-9hms]+",
+            )
+            .unwrap()
+    });
+    let line = line.replace("Â·", "·");
+    assert!(line.chars().count() <= 78, "{line:?}");
+    while env.op.pending_faults() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    env.op.approve(&env.the_auth().deferred_auth_id);
+    tokio::task::block_in_place(|| {
+        session
+            .exp_string("the OP approved and the ID token was validated")
+            .unwrap()
+    });
+    tokio::task::block_in_place(|| session.exp_eof().unwrap());
+}
+
+#[tokio::test]
+async fn retries_and_refused_interaction_uris_are_explained_without_a_terminal() {
+    let env = Env::new(|c| c.profiles = OpProfiles::Ietf).await;
+    let mut c = env.dtr();
+    c.args([
+        "verify",
+        "--issuer",
+        env.op.issuer(),
+        "--client-id",
+        MockOp::PUBLIC_CLIENT_ID,
+        "--draft",
+        "ietf",
+    ]);
+    let mut run = Running::spawn(c);
+    let url = run.auth_url().await;
+    assert_eq!(play_browser(&env.op, &url).await, 200);
+    run.line_with("is pending").await;
+    let id = env.the_auth().deferred_auth_id;
+    env.op
+        .set_interaction(&id, Some("http://op.example/continue?otp=s3cret"));
+    let line = run.line_with("refuses to show").await;
+    assert!(line.contains("not https"), "{line}");
+    assert!(!line.contains("s3cret"), "{line}");
+    env.op.set_interaction(&id, None);
+    env.op
+        .inject_faults([oidc_dtr_testkit::Fault::service_unavailable(2)]);
+    let line = run.line_with("Poll failed").await;
+    assert!(line.contains("server error (HTTP 503)"), "{line}");
+    assert!(line.contains("retrying in "), "{line}");
+    env.op.approve(&id);
+    assert_eq!(run.finish().await.code, Some(0));
+}

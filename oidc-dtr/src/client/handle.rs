@@ -324,6 +324,8 @@ fn event_id<T>(event: &PollEvent<T>) -> &DeferredId {
     match event {
         PollEvent::Progress { id, .. }
         | PollEvent::Interaction { id, .. }
+        | PollEvent::InteractionRefused { id, .. }
+        | PollEvent::Retrying { id, .. }
         | PollEvent::TokensHeld { id, .. }
         | PollEvent::Finished { id, .. } => id,
     }

@@ -37,6 +37,10 @@
 //! # }
 //! ```
 
+// Size note: Kept whole (~1140 lines): this is the `DtrClient` type and its methods;
+// the builder, the handle and the feature-specific methods live in sibling
+// files already.
+
 mod back_channel;
 mod builder;
 mod fapi;
@@ -786,7 +790,7 @@ impl DtrClient {
     ///
     /// [`metrics`]: https://docs.rs/metrics
     #[must_use]
-    pub fn stats(&self) -> crate::poll::EngineStats {
+    pub fn stats(&self) -> crate::engine::stats::EngineStats {
         self.inner.driver.stats()
     }
 

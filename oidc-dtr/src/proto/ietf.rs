@@ -142,14 +142,20 @@ impl From<InteractionUri> for String {
 
 /// The validated `interaction_uri` of an OAuth error, if it has a valid one.
 pub(crate) fn interaction_uri_of(e: &OAuthError) -> Option<InteractionUri> {
+    check_interaction_uri(e).and_then(Result::ok)
+}
+
+/// The `interaction_uri` of an OAuth error, checked: `None` without one,
+/// and why it is refused (logged, without the URI) for an invalid one.
+pub(crate) fn check_interaction_uri(
+    e: &OAuthError,
+) -> Option<Result<InteractionUri, InvalidInteractionUri>> {
     let raw = e.interaction_uri.as_deref()?;
-    match InteractionUri::parse(raw) {
-        Ok(u) => Some(u),
-        Err(err) => {
-            tracing::warn!(error = %err, "the AS sent an interaction_uri that is refused");
-            None
-        }
+    let checked = InteractionUri::parse(raw);
+    if let Err(err) = &checked {
+        tracing::warn!(error = %err, "the AS sent an interaction_uri that is refused");
     }
+    Some(checked)
 }
 
 /// Adds the IETF opt-in to an originating grant's token request:

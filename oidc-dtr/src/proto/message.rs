@@ -14,9 +14,7 @@ use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use http::{Method, StatusCode};
 use url::Url;
 
-use crate::error::{
-    ConfigError, Error, ErrorCode, HttpError, OAuthError, ResponseError, RetryAfter,
-};
+use crate::error::{ConfigError, Error, ErrorCode, OAuthError, ResponseError, RetryAfter};
 use crate::json::JsonObject;
 use crate::time::UnixTime;
 
@@ -334,7 +332,7 @@ fn body_preview(body: &[u8], max: usize) -> String {
 /// A pending answer (`authorization_pending`, `slow_down`,
 /// `interaction_required`) counts as one only with HTTP 400 (RFC 6749
 /// §5.2): with another error status (a 500 from a failing server, a 403
-/// from a proxy) it is [`HttpError::PendingWithErrorStatus`], a failure
+/// from a proxy) it is [`crate::error::HttpError::PendingWithErrorStatus`], a failure
 /// that may go away, never a pending answer or a deferral. A malformed
 /// OAuth error body is a [`ResponseError`] naming the member.
 pub(crate) fn error_for_status(resp: &HttpResponse, endpoint: &Url) -> Result<(), Error> {
@@ -348,36 +346,30 @@ pub(crate) fn error_for_status(resp: &HttpResponse, endpoint: &Url) -> Result<()
 pub(crate) fn status_error(resp: &HttpResponse, endpoint: &Url) -> Error {
     let status = resp.status;
     if status.is_redirection() {
-        return HttpError::Redirect {
-            status,
-            endpoint: endpoint_label(endpoint),
-        }
-        .into();
+        return Error::redirect(status, endpoint_label(endpoint));
     }
     if status.is_client_error() || status.is_server_error() {
         match read_oauth_error(resp) {
             Some(Ok(e)) if is_pending_code(&e.code) && status != StatusCode::BAD_REQUEST => {
-                return HttpError::PendingWithErrorStatus {
+                return Error::pending_with_error_status(
                     status,
-                    endpoint: endpoint_label(endpoint),
-                    code: e.code,
-                    retry_after: e.retry_after,
-                }
-                .into();
+                    endpoint_label(endpoint),
+                    e.code,
+                    e.retry_after,
+                );
             }
             Some(Ok(e)) => return e.into(),
             Some(Err(malformed)) => return malformed.into(),
             None => {}
         }
     }
-    HttpError::Status {
+    Error::http_status(
         status,
-        endpoint: endpoint_label(endpoint),
-        content_type: resp.content_type().map(|s| crate::error::sanitize(s, 100)),
-        body_preview: body_preview(&resp.body, 200),
-        retry_after: resp.retry_after(),
-    }
-    .into()
+        endpoint_label(endpoint),
+        resp.content_type().map(|s| crate::error::sanitize(s, 100)),
+        body_preview(&resp.body, 200),
+        resp.retry_after(),
+    )
 }
 
 /// Reads a 2xx JSON object. A 2xx body that is an OAuth error (has `error`
@@ -404,6 +396,7 @@ pub(crate) fn success_object(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::HttpError;
 
     fn resp(status: u16, ct: Option<&str>, body: &str) -> HttpResponse {
         let mut headers = HeaderMap::new();

@@ -99,6 +99,23 @@ fn header_commands(source: &str) -> Vec<String> {
     commands
 }
 
+/// The features `default` turns on, from the library's Cargo.toml.
+fn default_features() -> Vec<String> {
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"),
+    )
+    .unwrap();
+    let line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("default ="))
+        .expect("a `default` feature list");
+    line.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn every_example_header_has_a_cargo_run_command_that_works() {
     let (features, required) = manifest();
@@ -134,9 +151,12 @@ fn every_example_header_has_a_cargo_run_command_that_works() {
             if let Some(package) = after("-p") {
                 assert_eq!(package, "oidc-dtr", "{name}: `{run}`");
             }
-            let enabled: BTreeSet<String> = after("--features")
+            let mut enabled: BTreeSet<String> = after("--features")
                 .map(|f| f.split(',').map(str::to_owned).collect())
                 .unwrap_or_default();
+            if !args.contains(&"--no-default-features") {
+                enabled.extend(default_features());
+            }
             for f in &enabled {
                 assert!(features.contains(f), "{name}: no feature `{f}`: `{run}`");
             }

@@ -15,6 +15,10 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 /// The library code of a file (its `#[cfg(test)] mod tests` cut off).
 fn library_code(path: &Path) -> String {
+    // Unit tests moved to a file of their own (`mod tests;`) are test code.
+    if path.file_name().is_some_and(|n| n == "tests.rs") {
+        return String::new();
+    }
     let text = std::fs::read_to_string(path).unwrap();
     match text.find("#[cfg(test)]\nmod tests") {
         Some(i) => text[..i].to_owned(),

@@ -196,6 +196,7 @@ impl<P: Poller> Engine<P> {
                             finished: m.is_finished(),
                             interaction_uri: m.interaction_uri().cloned(),
                             tokens_held: m.held_tokens().is_some(),
+                            last_failure: e.last_failure,
                         }
                     });
                 let _ = reply.send(status);

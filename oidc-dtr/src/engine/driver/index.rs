@@ -27,6 +27,8 @@ pub(super) struct Entry<T> {
     pub(super) timer_gen: u32,
     /// Consecutive poll tasks of this authentication that panicked.
     pub(super) panics: u32,
+    /// Why the last poll failed, while it is retried.
+    pub(super) last_failure: Option<crate::proto::poll::RetryCause>,
     /// The outcome and the waiters, once there are any.
     pub(super) end: Option<Box<End<T>>>,
 }

@@ -85,6 +85,7 @@ impl<P: Poller> Engine<P> {
                 machine: Box::new(machine),
                 timer_gen: 0,
                 panics: 0,
+                last_failure: None,
                 end: None,
             },
         );
@@ -143,7 +144,14 @@ impl<P: Poller> Engine<P> {
             action,
             progress,
             interaction,
+            interaction_refused,
+            retry,
+            ..
         } = entry.machine.handle(event, now, self.rng.as_ref());
+        if answered {
+            // Set by a retried failure, cleared by any other answer.
+            entry.last_failure = retry.map(|r| r.cause);
+        }
         let listened = self.events.receiver_count() > 0;
         if let Some(description) = progress.filter(|_| listened) {
             let _ = self.events.send(PollEvent::Progress {
@@ -159,6 +167,19 @@ impl<P: Poller> Engine<P> {
             let _ = self.events.send(PollEvent::Interaction {
                 id: entry.auth.id().clone(),
                 uri,
+            });
+        }
+        if let Some(reason) = interaction_refused.filter(|_| listened) {
+            let _ = self.events.send(PollEvent::InteractionRefused {
+                id: entry.auth.id().clone(),
+                reason,
+            });
+        }
+        if let Some(r) = retry.filter(|_| listened) {
+            let _ = self.events.send(PollEvent::Retrying {
+                id: entry.auth.id().clone(),
+                cause: r.cause,
+                next_attempt: r.next_attempt,
             });
         }
         if !was_held && entry.machine.held_tokens().is_some() {

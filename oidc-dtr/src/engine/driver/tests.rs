@@ -130,7 +130,10 @@ async fn drives_many_authentications_to_their_outcomes() {
                 PollEvent::Progress { .. } => {
                     p.fetch_add(1, Ordering::SeqCst);
                 }
-                PollEvent::Interaction { .. } | PollEvent::TokensHeld { .. } => {}
+                PollEvent::Interaction { .. }
+                | PollEvent::InteractionRefused { .. }
+                | PollEvent::Retrying { .. }
+                | PollEvent::TokensHeld { .. } => {}
             }
         }
     });
@@ -185,6 +188,7 @@ fn the_id_index_survives_hash_collisions() {
                 machine: Box::new(m),
                 timer_gen: 0,
                 panics: 0,
+                last_failure: None,
                 end: None,
             },
         );
@@ -214,6 +218,7 @@ fn the_id_index_survives_hash_collisions() {
             machine: Box::new(m),
             timer_gen: 0,
             panics: 0,
+            last_failure: None,
             end: None,
         },
     );

@@ -63,8 +63,10 @@ pub use crate::engine::config::DriverConfig;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum PollEvent<T = crate::proto::token::TokenSet> {
-    /// The OP sent a new progress description with `authorization_pending`
-    /// (e.g. "documents in review, position 3 in queue").
+    /// The OP sent a new progress description (its `error_description`)
+    /// with a pending answer: `authorization_pending` in either profile, or
+    /// (IETF) `interaction_required` (e.g. "documents in review, position 3
+    /// in queue"). Emitted when the text changes, not on every poll.
     Progress {
         /// Which authentication.
         id: DeferredId,
@@ -82,6 +84,34 @@ pub enum PollEvent<T = crate::proto::token::TokenSet> {
         id: DeferredId,
         /// Where the user must go, if anywhere.
         uri: Option<crate::proto::ietf::InteractionUri>,
+    },
+    /// The AS answered `interaction_required` (IETF profile) with an
+    /// `interaction_uri` the SDK refuses (not absolute `https` with a host,
+    /// a fragment, user info, too long, control characters): it is not shown
+    /// to the user, and polling goes on. Emitted on the first answer with a
+    /// refused URI after one without (not on every poll); the
+    /// [`PollStatus::interaction_uri`] is then `None`.
+    InteractionRefused {
+        /// Which authentication.
+        id: DeferredId,
+        /// Why (a short class; the URI itself is not repeated: it may hold
+        /// a one-time value).
+        reason: crate::proto::ietf::InvalidInteractionUri,
+    },
+    /// A poll failed in a way that may go away (see
+    /// [`RetryCause`](crate::poll::RetryCause)), and will be retried at
+    /// `next_attempt`: the floor, the backoff with its jitter and any
+    /// `Retry-After`, as the poll machine decided. Emitted once per failed
+    /// poll that leaves an attempt before the deadline;
+    /// [`PollStatus::last_failure`] holds the cause until the next
+    /// well-formed answer.
+    Retrying {
+        /// Which authentication.
+        id: DeferredId,
+        /// Why the poll failed (a class: nothing from the OP's body).
+        cause: crate::proto::poll::RetryCause,
+        /// When the next poll is due.
+        next_attempt: UnixTime,
     },
     /// The OP answered with tokens, but their ID token could not be
     /// validated yet: the OP's JWK Set is unreachable. The tokens are kept
@@ -132,6 +162,11 @@ pub struct PollStatus {
     /// Whether the OP has answered with tokens that await validation (their
     /// JWK Set was unreachable; see [`PollEvent::TokensHeld`]).
     pub tokens_held: bool,
+    /// Why the last poll failed, while it is being retried (see
+    /// [`PollEvent::Retrying`]; the attempt is due at
+    /// [`next_poll`](Self::next_poll)): `None` once a well-formed answer
+    /// arrived since. Kept in memory only: `None` after a restart.
+    pub last_failure: Option<crate::proto::poll::RetryCause>,
 }
 
 /// A tracked authentication, as the driver holds it.

@@ -2,6 +2,10 @@
 //! Schema Definition 1.0, parsed into types. Members not modelled here are kept in `other`
 //! maps (and members sent as `null` stay there too), so parse → serialise loses nothing.
 
+// Size note: Kept whole (~950 lines): the schema's types are one tree (verified claims →
+// verification → evidence), parsed by one recursive reader; split, every
+// part would import every other.
+
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -12,7 +12,7 @@ use super::step::Applied;
 use super::*;
 use crate::error::{ErrorCode, RetryAfter, SharedError};
 use crate::proto::exchange::DeferredAuthentication;
-use crate::proto::ietf::{InteractionUri, interaction_uri_of};
+use crate::proto::ietf::{InteractionUri, check_interaction_uri};
 use crate::proto::token::HeldTokens;
 use crate::random::{RandomSource, random_u64_inclusive};
 use crate::time::UnixTime;
@@ -91,6 +91,11 @@ pub struct PollMachine {
     notes: Notes,
     /// The schedule's tuning.
     config: SharedConfig,
+    /// Whether the last pending answer carried an `interaction_uri` that was
+    /// refused (so that the refusal is surfaced once, not on every poll).
+    /// Not persisted: after a restart it is surfaced again.
+    #[serde(skip)]
+    interaction_refused: bool,
     /// Tokens in hand whose validation could not finish yet: while set,
     /// each "poll" validates them again instead of asking the OP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +175,7 @@ impl PollMachine {
             slow_downs: 0,
             notes: Notes::default(),
             config: SharedConfig::new(config),
+            interaction_refused: false,
             held: None,
         };
         m.schedule(answered_at, 0);
@@ -255,6 +261,7 @@ impl PollMachine {
             notes: Notes::new(s.last_error, None, s.last_progress)
                 .with_interaction_uri(s.interaction_uri),
             config: SharedConfig::new(s.config),
+            interaction_refused: false,
             held: s.held.map(Box::new),
         })
     }
@@ -468,6 +475,8 @@ impl PollMachine {
         }
         let mut progress = None;
         let mut interaction = None;
+        let mut interaction_refused = None;
+        let mut failed = None;
         match event {
             Event::Timer => {}
             Event::Wake => self.on_wake(now),
@@ -503,10 +512,12 @@ impl PollMachine {
                     return self.on_held_response(result, now);
                 }
                 self.last_request = self.last_request.max(now);
+                failed = RetryCause::of(&result);
                 match self.on_response(result, now, rng) {
-                    Applied::Continue(p, i) => {
+                    Applied::Continue(p, i, r) => {
                         progress = p;
                         interaction = i;
+                        interaction_refused = r;
                     }
                     // The answer to a poll sent before the cancellation
                     // reached the OP: `access_denied` or (IETF revocation, when the AS
@@ -530,10 +541,22 @@ impl PollMachine {
                 }
             }
         }
+        let action = self.next_action(now);
+        // A retried failure, when an attempt remains before the deadline
+        // (at the deadline the machine ends instead of polling).
+        let retry = match (&action, failed) {
+            (Action::SleepUntil(t), Some(cause)) if *t < self.deadline => Some(Retry {
+                cause,
+                next_attempt: *t,
+            }),
+            _ => None,
+        };
         Step {
-            action: self.next_action(now),
+            action,
             progress,
             interaction,
+            interaction_refused,
+            retry,
         }
     }
 
@@ -643,7 +666,7 @@ impl PollMachine {
                 self.fate_unknown = false;
                 self.backoff_step = 0;
                 self.hold(tokens, reason, now);
-                return Applied::Continue(None, None);
+                return Applied::Continue(None, None, None);
             }
             PollResult::Transient {
                 message,
@@ -651,11 +674,11 @@ impl PollMachine {
                 cause,
             } => {
                 self.on_transient(now, message, cause, retry_after, true, rng);
-                return Applied::Continue(None, None);
+                return Applied::Continue(None, None, None);
             }
             PollResult::NotSent { message, cause } => {
                 self.on_transient(now, message, cause, None, false, rng);
-                return Applied::Continue(None, None);
+                return Applied::Continue(None, None, None);
             }
             PollResult::OAuth(e) => e,
         };
@@ -664,6 +687,7 @@ impl PollMachine {
         }
         let mut progress = None;
         let mut interaction = None;
+        let mut refused = None;
         match &e.code {
             // `interaction_required` reaches the machine only from a profile
             // that reads it as pending (the IETF draft's reading; see `Profile::classify`).
@@ -672,10 +696,20 @@ impl PollMachine {
                     self.notes.set_progress(e.description.clone());
                     progress = e.description.clone();
                 }
-                let uri = match e.code {
-                    ErrorCode::InteractionRequired => interaction_uri_of(&e),
+                let checked = match e.code {
+                    ErrorCode::InteractionRequired => check_interaction_uri(&e),
                     _ => None,
                 };
+                let (uri, why) = match checked {
+                    Some(Ok(u)) => (Some(u), None),
+                    Some(Err(why)) => (None, Some(why)),
+                    None => (None, None),
+                };
+                // Said once per run of answers with a refused URI.
+                if why.is_some() && !self.interaction_refused {
+                    refused = why.clone();
+                }
+                self.interaction_refused = why.is_some();
                 if uri.as_ref() != self.notes.interaction_uri() {
                     interaction = Some(match &uri {
                         Some(u) => InteractionChange::Required(u.clone()),
@@ -697,7 +731,7 @@ impl PollMachine {
                 let retry_after = e.retry_after;
                 let cause = Some(SharedError::new(e));
                 self.on_transient(now, message, cause, retry_after, true, rng);
-                return Applied::Continue(None, None);
+                return Applied::Continue(None, None, None);
             }
             ErrorCode::ExpiredToken => return Applied::End(Outcome::ExpiredByOp),
             ErrorCode::AccessDenied => {
@@ -723,7 +757,7 @@ impl PollMachine {
         self.fate_unknown = false;
         self.wake_unserved = false;
         self.schedule(now, 0);
-        Applied::Continue(progress, interaction)
+        Applied::Continue(progress, interaction, refused)
     }
 
     fn on_transient(

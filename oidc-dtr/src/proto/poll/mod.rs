@@ -30,7 +30,7 @@ pub use config::PollConfig;
 pub use machine::PollMachine;
 pub use outcome::{Outcome, PollFailure, PollResult};
 pub(crate) use snapshot::PollSnapshot;
-pub use step::{Action, Event, InteractionChange, Step};
+pub use step::{Action, Event, InteractionChange, Retry, RetryCause, Step};
 
 /// How much a `slow_down` raises the floor (RFC 8628 §3.5, draft §Token
 /// Request errors).

@@ -2,7 +2,9 @@
 //! [`InteractionChange`]).
 
 use super::outcome::*;
-use crate::proto::ietf::InteractionUri;
+pub use crate::error::RetryCause;
+use crate::error::{ErrorCode, SharedError};
+use crate::proto::ietf::{InteractionUri, InvalidInteractionUri};
 use crate::time::UnixTime;
 
 /// An input to the machine.
@@ -70,8 +72,10 @@ pub enum Action<T> {
 }
 
 /// One step's result: the action, plus a progress text to surface when the
-/// OP sent a new one with `authorization_pending`, and a change of the
-/// user interaction the AS waits for (IETF `interaction_required`).
+/// OP sent a new one with `authorization_pending` (or, IETF,
+/// `interaction_required`), a change of the user interaction the AS waits
+/// for (IETF `interaction_required`), an `interaction_uri` that was refused,
+/// and the retry of a poll that failed.
 ///
 /// ```
 /// use std::time::Duration;
@@ -97,6 +101,53 @@ pub struct Step<T> {
     pub progress: Option<String>,
     /// The interaction the AS waits for, if that changed.
     pub interaction: Option<InteractionChange>,
+    /// The AS sent an `interaction_uri` the SDK refuses (IETF
+    /// `interaction_required`): why. Set on the first answer that carries a
+    /// refused URI after one that did not; polling goes on.
+    pub interaction_refused: Option<InvalidInteractionUri>,
+    /// The answer was a failure that may go away (a transport failure, a
+    /// 5xx or 429, a body that is not OAuth, `server_error` or
+    /// `temporarily_unavailable`): the poll is retried at
+    /// [`Retry::next_attempt`]. `None` when the failure leaves no attempt
+    /// before the deadline.
+    pub retry: Option<Retry>,
+}
+
+/// A failed poll the machine retries: why it failed, and when the next
+/// attempt is due (the floor, the backoff with its jitter and any
+/// `Retry-After`, as the machine decided).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retry {
+    /// Why the poll failed.
+    pub cause: RetryCause,
+    /// When the next poll is due.
+    pub next_attempt: UnixTime,
+}
+
+impl RetryCause {
+    /// The class of a poll answer that the machine retries, or `None` for
+    /// any other answer (tokens, a pending answer, a terminal error).
+    pub fn of<T>(result: &PollResult<T>) -> Option<RetryCause> {
+        match result {
+            PollResult::Transient { cause, .. } => Some(
+                cause
+                    .as_ref()
+                    .map_or(RetryCause::Other, SharedError::retry_cause),
+            ),
+            PollResult::OAuth(e)
+                if matches!(
+                    e.code,
+                    ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
+                ) =>
+            {
+                Some(RetryCause::ServerError {
+                    status: e.status.map(|s| s.as_u16()),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A change of the user interaction an authentication waits for (IETF
@@ -138,6 +189,8 @@ impl<T> Step<T> {
             action,
             progress: None,
             interaction: None,
+            interaction_refused: None,
+            retry: None,
         }
     }
 }
@@ -145,6 +198,10 @@ impl<T> Step<T> {
 /// What an answer did: the authentication goes on (with a new progress text
 /// or interaction to surface, maybe), or it ended.
 pub(super) enum Applied<T> {
-    Continue(Option<String>, Option<InteractionChange>),
+    Continue(
+        Option<String>,
+        Option<InteractionChange>,
+        Option<InvalidInteractionUri>,
+    ),
     End(Outcome<T>),
 }
