@@ -10,9 +10,7 @@ use http::StatusCode;
 use http_body_util::Full;
 use serde_json::json;
 
-use super::op::{
-    Effect, Grant, OpState, completion_mode_deferred, defer, oauth_error, param, parse_params,
-};
+use super::op::{Effect, Grant, OpState, completion_mode_deferred, defer, oauth_error, param};
 use super::server::Incoming;
 use super::{AuthorizeOutcome, checks};
 use oidc_dtr::UnixTime;
@@ -41,18 +39,9 @@ pub(crate) fn device_authorization(
     st: &mut OpState,
     req: &Incoming,
 ) -> (Vec<(String, String)>, http::Response<Full<Bytes>>) {
-    let params = match parse_params(&req.body) {
+    let params = match crate::op::form_params(&req.body) {
         Ok(p) => p,
-        Err(_) => {
-            return (
-                Vec::new(),
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    Some("repeated parameter"),
-                ),
-            );
-        }
+        Err(answer) => return answer,
     };
     let client_id = match super::op::authenticate(st, req, &params) {
         Ok(c) => c,

@@ -28,9 +28,7 @@ use serde_json::{Value, json};
 use oidc_dtr::UnixTime;
 
 use crate::checks;
-use crate::op::{
-    OpState, authenticate, check_dpop, json_response, oauth_error, param, parse_params,
-};
+use crate::op::{OpState, authenticate, check_dpop, json_response, oauth_error, param};
 use crate::server::Incoming;
 
 /// The prefix of the mock's request URIs (RFC 9126 §2.2).
@@ -68,18 +66,9 @@ pub(crate) fn endpoint(
     st: &mut OpState,
     req: &Incoming,
 ) -> (Vec<(String, String)>, http::Response<Full<Bytes>>) {
-    let params = match parse_params(&req.body) {
+    let params = match crate::op::form_params(&req.body) {
         Ok(p) => p,
-        Err(_) => {
-            return (
-                Vec::new(),
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    Some("repeated parameter"),
-                ),
-            );
-        }
+        Err(answer) => return answer,
     };
     let r = push(st, req, &params);
     let mut r = r;

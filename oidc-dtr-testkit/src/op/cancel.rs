@@ -85,18 +85,9 @@ pub(super) fn revoke(
     st: &mut OpState,
     req: &Incoming,
 ) -> (Vec<(String, String)>, http::Response<Full<Bytes>>) {
-    let params = match parse_params(&req.body) {
+    let params = match super::form_params(&req.body) {
         Ok(p) => p,
-        Err(_) => {
-            return (
-                Vec::new(),
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    Some("repeated parameter"),
-                ),
-            );
-        }
+        Err(answer) => return answer,
     };
     let client_id = match authenticate(st, req, &params) {
         Ok(c) => c,

@@ -149,6 +149,26 @@ pub(super) fn parse_params(bytes: &[u8]) -> Result<Vec<(String, String)>, String
     Ok(out)
 }
 
+/// A request's form parameters, or the answer to a form that repeats one
+/// (with the empty parameter list the request log records for it).
+pub(crate) type FormResult =
+    Result<Vec<(String, String)>, (Vec<(String, String)>, http::Response<Full<Bytes>>)>;
+
+/// [`parse_params`] for an endpoint: a repeated parameter is answered
+/// `invalid_request` (RFC 6749 §3.1, §3.2).
+pub(crate) fn form_params(bytes: &[u8]) -> FormResult {
+    parse_params(bytes).map_err(|_| {
+        (
+            Vec::new(),
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                Some("repeated parameter"),
+            ),
+        )
+    })
+}
+
 pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
