@@ -107,10 +107,10 @@ pub enum Error {
     /// an HSM) could not sign a client assertion or a request object.
     /// Nothing was sent; a pending authorization or a deferred code is
     /// still usable, so the call can be retried. While an authentication is
-    /// polled, a [retryable](crate::jose::SignerError::retryable) failure
+    /// polled, a [retryable](SignerError::retryable) failure
     /// is retried with backoff instead.
     #[error(transparent)]
-    Signer(#[from] crate::jose::SignerError),
+    Signer(#[from] SignerError),
     /// The poll engine could not answer (unknown authentication, or the
     /// engine stopped).
     #[error(transparent)]
@@ -1623,6 +1623,47 @@ impl SharedError {
             return RetryCause::NotOAuth;
         }
         RetryCause::Other
+    }
+}
+
+/// A [`Signer`](crate::jose::Signer) could not sign. Its text is the signer's message, which
+/// must name no secret.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the signer failed ({}): {message}", if *.retryable { "retryable" } else { "permanent" })]
+#[non_exhaustive]
+pub struct SignerError {
+    /// Whether trying again later may succeed (a timeout, a throttled or
+    /// unreachable KMS), as opposed to a refusal (a disabled key, a
+    /// missing permission).
+    pub retryable: bool,
+    /// What went wrong, for logs (never key material or credentials).
+    pub message: String,
+}
+
+impl fmt::Debug for SignerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignerError")
+            .field("retryable", &self.retryable)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl SignerError {
+    /// A failure that may go away (retried while polling).
+    pub fn retryable(message: impl Into<String>) -> Self {
+        SignerError {
+            retryable: true,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that will not go away by itself.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        SignerError {
+            retryable: false,
+            message: message.into(),
+        }
     }
 }
 

@@ -228,23 +228,9 @@ impl crate::ping::PingSink for ClientPings {
         id: crate::secret::DeferredId,
     ) -> crate::ping::BoxFuture<crate::ping::PingVerdict> {
         let driver = self.driver.clone();
-        Box::pin(async move { transport_authenticated_local(&driver, &id).await })
-    }
-}
-
-/// A ping authenticated by the peer's certificate: wakes a pending
-/// authentication this instance tracks.
-pub(crate) async fn transport_authenticated_local(
-    driver: &crate::engine::driver::DriverHandle<crate::proto::token::TokenSet>,
-    id: &crate::secret::DeferredId,
-) -> crate::ping::PingVerdict {
-    use crate::ping::PingVerdict;
-    match driver.get(id).await {
-        Some(t) if t.finished => PingVerdict::AlreadyFinished,
-        Some(_) if driver.wake(id).await => PingVerdict::Woken,
-        // Ended meanwhile.
-        Some(_) => PingVerdict::AlreadyFinished,
-        None => PingVerdict::Rejected,
+        Box::pin(
+            async move { crate::engine::driver::transport_authenticated_local(&driver, &id).await },
+        )
     }
 }
 

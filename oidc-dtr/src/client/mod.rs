@@ -47,7 +47,6 @@ mod fapi;
 mod handle;
 mod ietf;
 mod par;
-pub(crate) use ietf::transport_authenticated_local;
 mod userinfo;
 mod validation;
 

@@ -625,7 +625,7 @@ impl PingSink for FleetPingSink {
         let driver = self.driver.clone();
         let store = self.store.clone();
         Box::pin(async move {
-            let local = crate::client::transport_authenticated_local(&driver, &id).await;
+            let local = crate::engine::driver::transport_authenticated_local(&driver, &id).await;
             if local != PingVerdict::Rejected {
                 return local;
             }

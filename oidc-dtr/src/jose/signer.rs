@@ -11,7 +11,7 @@
 //! Pure: this module only defines the signature of the operation; it
 //! neither spawns nor sleeps.
 
-use std::fmt;
+pub use crate::error::SignerError;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -66,47 +66,6 @@ pub trait Signer: Send + Sync + 'static {
 
     /// Signs the JWS signing input.
     fn sign<'a>(&'a self, signing_input: &'a [u8]) -> SignFuture<'a>;
-}
-
-/// A [`Signer`] could not sign. Its text is the signer's message, which
-/// must name no secret.
-#[derive(Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the signer failed ({}): {message}", if *.retryable { "retryable" } else { "permanent" })]
-#[non_exhaustive]
-pub struct SignerError {
-    /// Whether trying again later may succeed (a timeout, a throttled or
-    /// unreachable KMS), as opposed to a refusal (a disabled key, a
-    /// missing permission).
-    pub retryable: bool,
-    /// What went wrong, for logs (never key material or credentials).
-    pub message: String,
-}
-
-impl fmt::Debug for SignerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignerError")
-            .field("retryable", &self.retryable)
-            .field("message", &self.message)
-            .finish()
-    }
-}
-
-impl SignerError {
-    /// A failure that may go away (retried while polling).
-    pub fn retryable(message: impl Into<String>) -> Self {
-        SignerError {
-            retryable: true,
-            message: message.into(),
-        }
-    }
-
-    /// A failure that will not go away by itself.
-    pub fn permanent(message: impl Into<String>) -> Self {
-        SignerError {
-            retryable: false,
-            message: message.into(),
-        }
-    }
 }
 
 impl Signer for SigningKey {

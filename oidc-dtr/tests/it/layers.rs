@@ -75,9 +75,10 @@ const FORBIDDEN_TYPES_IN_CORE: &[&str] = &[
 
 /// Names a higher layer declares a type of its own with, that the core
 /// uses for something else: the `base64::Engine` trait, the
-/// `serde_json::map::Entry` enum, and the `End` variant of the poll
-/// machine's steps. They are not forbidden.
-const HOMONYMS: &[&str] = &["Engine", "Entry", "End"];
+/// `serde_json::map::Entry` enum, the `End` variant of the poll machine's
+/// steps, and the `serde_json::de::Read` trait (the file store has a
+/// private `Read` alias). They are not forbidden.
+const HOMONYMS: &[&str] = &["Engine", "Entry", "End", "Read"];
 
 /// Names from [`FORBIDDEN_TYPES_IN_CORE`] one core file may use, and why.
 const ALLOWED_IN_CORE: &[(&str, &str)] = &[

@@ -256,3 +256,19 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> crate::ping::PingSink for Dr
         Box::pin(async move { DriverHandle::ping(&this, id, token).await })
     }
 }
+
+/// A ping authenticated by the peer's certificate: wakes a pending
+/// authentication this instance tracks.
+pub(crate) async fn transport_authenticated_local(
+    driver: &crate::engine::driver::DriverHandle<crate::proto::token::TokenSet>,
+    id: &crate::secret::DeferredId,
+) -> crate::ping::PingVerdict {
+    use crate::ping::PingVerdict;
+    match driver.get(id).await {
+        Some(t) if t.finished => PingVerdict::AlreadyFinished,
+        Some(_) if driver.wake(id).await => PingVerdict::Woken,
+        // Ended meanwhile.
+        Some(_) => PingVerdict::AlreadyFinished,
+        None => PingVerdict::Rejected,
+    }
+}

@@ -45,6 +45,7 @@ mod types;
 pub(crate) use bench::bench_rounds;
 use handle::Command;
 pub(crate) use handle::DriverHandle;
+pub(crate) use handle::transport_authenticated_local;
 use index::{Entry, IdIndex};
 use persist::{PersistJob, persist_task};
 pub(crate) use run::redeemed_the_id;
