@@ -1549,6 +1549,19 @@ pub(crate) fn sanitize(s: &str, max: usize) -> String {
 
 /// Why a poll failed in a way that is retried: a class, with nothing from
 /// the OP's body and no secret.
+///
+/// ```
+/// use oidc_dtr::poll::RetryCause;
+///
+/// fn line(cause: RetryCause) -> String {
+///     match cause {
+///         RetryCause::TooManyRequests => "the OP asks us to slow down".into(),
+///         RetryCause::ServerError { status: Some(s) } => format!("the OP failed (HTTP {s})"),
+///         other => format!("retrying: {other}"),
+///     }
+/// }
+/// assert_eq!(line(RetryCause::Timeout), "retrying: timed out");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RetryCause {
@@ -1628,6 +1641,15 @@ impl SharedError {
 
 /// A [`Signer`](crate::jose::Signer) could not sign. Its text is the signer's message, which
 /// must name no secret.
+///
+/// ```
+/// use oidc_dtr::jose::SignerError;
+///
+/// let e = SignerError::retryable("the KMS timed out");
+/// assert!(e.retryable);
+/// assert!(!SignerError::permanent("the key is disabled").retryable);
+/// assert!(e.to_string().contains("the KMS timed out"));
+/// ```
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the signer failed ({}): {message}", if *.retryable { "retryable" } else { "permanent" })]
 #[non_exhaustive]

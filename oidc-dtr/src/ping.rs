@@ -116,6 +116,17 @@ pub(crate) trait PingSink: Send + Sync + 'static {
 /// extension: a server that terminates TLS itself inserts it into each
 /// request of a connection, and [`PingReceiver::handle`] reads it (see
 /// [`PingMtls`] and the pings guide).
+///
+/// ```
+/// use oidc_dtr::ping::PeerCertificate;
+///
+/// // In the server, per request of a TLS connection: the leaf the client
+/// // presented (e.g. rustls' `peer_certificates()[0]`).
+/// let leaf_der: Vec<u8> = vec![0x30, 0x82, 0x01, 0x0a];
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(PeerCertificate::new(leaf_der.clone()));
+/// assert_eq!(request.extensions().get::<PeerCertificate>().unwrap().der(), &leaf_der[..]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertificate {
     der: Vec<u8>,
@@ -156,6 +167,23 @@ impl PeerCertificate {
 /// The TLS server must request (and verify against the OP's CA, or
 /// accept any and leave the decision here) client certificates; this type
 /// only matches what it hands over.
+///
+/// ```
+/// use oidc_dtr::ping::PingMtls;
+///
+/// # let key = rcgen::KeyPair::generate().unwrap();
+/// # let op_cert_pem = rcgen::CertificateParams::new(vec!["op.example".to_owned()])
+/// #     .unwrap()
+/// #     .self_signed(&key)
+/// #     .unwrap()
+/// #     .pem();
+/// // Trust the OP's client certificate; pings need no bearer token then.
+/// let mtls = PingMtls::new()
+///     .trust_certificates_pem(&op_cert_pem)?
+///     .require_bearer(false);
+/// # let _ = mtls;
+/// # Ok::<(), oidc_dtr::error::ConfigError>(())
+/// ```
 #[derive(Clone, Default)]
 #[must_use]
 pub struct PingMtls {

@@ -30,6 +30,24 @@ use crate::proto::message::{HttpRequest, HttpResponse, endpoint_label, is_loopba
 /// that it is always polled with the certificate it started with.
 ///
 /// `Debug` shows the thumbprint only; the key never leaves this value.
+///
+/// ```
+/// use oidc_dtr::client::{ClientIdentity, HttpConfig};
+///
+/// # let key = rcgen::KeyPair::generate().unwrap();
+/// # let cert = rcgen::CertificateParams::new(vec!["rp.example".to_owned()])
+/// #     .unwrap()
+/// #     .self_signed(&key)
+/// #     .unwrap();
+/// # let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+/// // The certificate chain and its key, as PEM (e.g. read from files).
+/// let identity = ClientIdentity::from_pem(&cert_pem, &key_pem)?;
+/// assert_eq!(identity.thumbprint().len(), 43); // base64url of a SHA-256
+/// assert!(!format!("{identity:?}").contains("PRIVATE KEY"));
+/// let http = HttpConfig::default().client_identity(identity);
+/// # let _ = http;
+/// # Ok::<(), oidc_dtr::error::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct ClientIdentity {
     /// The chain then the key, as PEM, for the TLS stack.

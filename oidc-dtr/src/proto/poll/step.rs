@@ -116,6 +116,21 @@ pub struct Step<T> {
 /// A failed poll the machine retries: why it failed, and when the next
 /// attempt is due (the floor, the backoff with its jitter and any
 /// `Retry-After`, as the machine decided).
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_dtr::UnixTime;
+/// use oidc_dtr::poll::{Event, PollConfig, PollMachine, PollResult};
+/// use oidc_dtr::random::SystemRandom;
+///
+/// let t = UnixTime::from_secs;
+/// let mut m = PollMachine::with_start(t(0), None, Duration::from_secs(5), PollConfig::default());
+/// m.handle::<()>(Event::Timer, t(5), &SystemRandom); // sends the first poll
+/// let failed = PollResult::Transient { message: "connection reset".into(), retry_after: None, cause: None };
+/// let step = m.handle::<()>(Event::Response(failed), t(6), &SystemRandom);
+/// let retry = step.retry.expect("a failed poll is retried");
+/// assert!(retry.next_attempt >= t(11)); // never inside the floor
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Retry {
