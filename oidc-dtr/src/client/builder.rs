@@ -467,19 +467,23 @@ impl DtrClientBuilder {
     /// Follows the FAPI 2.0 Security Profile. At build time it refuses,
     /// with [`ConfigError::Fapi2`] saying what to change, what the profile
     /// forbids: client secrets (`client_secret_basic`, `_post`, `_jwt`) and
-    /// public clients (§5.3.2.1: `private_key_jwt` only, as mTLS is not
-    /// supported yet), a client assertion `aud` other than the issuer alone
-    /// (§5.3.2.1), tokens without a sender constraint (DPoP disabled), and
-    /// RS256 or any algorithm but PS256, ES256 and EdDSA for the client
-    /// assertion, DPoP, request objects and ID tokens (§5.4.1); an OP
-    /// without a PAR endpoint is refused too (§5.3.2.2).
+    /// public clients (§5.3.3.1: mutual TLS or `private_key_jwt` only), a
+    /// client assertion `aud` other than the issuer as a single string
+    /// (§5.3.3.1), access tokens without a sender constraint (DPoP
+    /// disabled without mutual TLS, §5.3.3.1), and RS256 or any algorithm
+    /// but PS256, ES256 and EdDSA for the client assertion, DPoP, request
+    /// objects and ID tokens (§5.4); an OP without a PAR endpoint is
+    /// refused too (§5.3.3.2).
     ///
-    /// At run time: every authorization request is pushed (PAR, §5.3.2.2)
-    /// and DPoP-bound (`dpop_jkt`); PKCE is S256 (as always with this SDK,
-    /// which never sends `plain`); an authorization response without `iss`
-    /// (RFC 9207) is refused (§5.3.2.2); ID tokens signed with anything but
-    /// PS256, ES256 or EdDSA are refused (§5.4.1). ID token validation's
-    /// default algorithm list becomes those three.
+    /// At run time: every authorization request is pushed (PAR, §5.3.3.2)
+    /// and, with DPoP, bound to its key (`dpop_jkt`); the redirect carries
+    /// only `client_id` and `request_uri`; PKCE is S256 (as always with
+    /// this SDK, which never sends `plain`); an authorization response
+    /// without `iss` (RFC 9207) is refused (§5.3.3.2); ID tokens signed
+    /// with anything but PS256, ES256 or EdDSA are refused (§5.4). ID token
+    /// validation's default algorithm list becomes those three.
+    ///
+    /// Sections are those of the FAPI 2.0 Security Profile.
     pub fn fapi2(self) -> Self {
         self.security_profile(super::fapi::SecurityProfile::Fapi2)
     }

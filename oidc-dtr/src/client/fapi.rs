@@ -1,13 +1,15 @@
 //! The FAPI 2.0 Security Profile mode of the builder: what it refuses when
 //! the client is built, and what it turns on.
 //!
-//! Sections cited are those of the FAPI 2.0 Security Profile (final):
-//! §5.3.2.1 (requirements for clients: confidential clients authenticating
-//! with `private_key_jwt` or mTLS, sender-constrained access tokens, the
-//! issuer as the sole `aud` of client assertions), §5.3.2.2 (authorization
-//! code flow: PAR, PKCE with S256, the `iss` authorization response
-//! parameter of RFC 9207) and §5.4.1 (cryptography: PS256, ES256 and EdDSA
-//! with Ed25519 only).
+//! Sections cited are those of the FAPI 2.0 Security Profile:
+//! §5.3.3.1 (requirements for clients, general: sender-constrained access
+//! tokens by mTLS or DPoP, client authentication by mTLS or
+//! `private_key_jwt`, the issuer as the `aud` of client assertions, sent as
+//! a string), §5.3.3.2 (requirements for clients, authorization code flow:
+//! PAR, PKCE with S256, the `iss` authorization response parameter of
+//! RFC 9207, only `client_id` and `request_uri` at the authorization
+//! endpoint) and §5.4 (cryptography and secrets: PS256, ES256 and EdDSA
+//! with Ed25519 only, never `none`).
 
 use crate::client::DpopConfig;
 use crate::error::ConfigError;
@@ -42,12 +44,13 @@ pub enum SecurityProfile {
     Fapi2,
 }
 
-/// The only signature algorithms FAPI 2.0 allows (§5.4.1).
+/// The only signature algorithms FAPI 2.0 allows (§5.4, cryptography and
+/// secrets).
 pub const FAPI2_ALGORITHMS: [Algorithm; 3] = [Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA];
 
-const CLIENTS: &str = "§5.3.2.1";
-const CODE_FLOW: &str = "§5.3.2.2";
-const ALGORITHMS: &str = "§5.4.1";
+const CLIENTS: &str = "§5.3.3.1";
+const CODE_FLOW: &str = "§5.3.3.2";
+const ALGORITHMS: &str = "§5.4";
 
 fn refuse(
     section: &'static str,

@@ -303,7 +303,7 @@ impl DtrClient {
             callback::Expect {
                 issuer: &md.issuer,
                 client_id: &self.inner.client_id,
-                // FAPI 2.0 §5.3.2.2: the `iss` of RFC 9207 is required.
+                // FAPI 2.0 Security Profile §5.3.3.2: the `iss` of RFC 9207 is required.
                 iss_required: md.authorization_response_iss_parameter_supported || self.inner.fapi2,
                 mode,
             },

@@ -1,6 +1,8 @@
 //! Signed request objects: JWT-Secured Authorization Requests (JAR,
 //! RFC 9101), as OpenID Connect Core §6.1 and the FAPI 2.0 Message Signing
-//! profile (§5.3.1, signed authorization requests) use them.
+//! profile (signing authorization requests, requirements for clients: a
+//! JAR sent to the PAR endpoint, `aud` the issuer, an `nbf`, and an `exp`
+//! at most 60 minutes later) use them.
 //!
 //! Every authorization parameter goes inside the JWT (RFC 9101 §4): state,
 //! nonce, the PKCE challenge, `claims`, `response_type`, `redirect_uri`,

@@ -63,7 +63,7 @@ async fn fapi2_refuses_what_the_profile_forbids_at_build_time() {
     let op = op_with(OpConfig::default(), Algorithm::ES256, &clock).await;
 
     let (section, msg) = refusal(base(&op, &clock).client_secret("s3cret")).await;
-    assert_eq!(section, "§5.3.2.1");
+    assert_eq!(section, "§5.3.3.1");
     assert!(
         msg.contains("client secrets") && msg.contains("private_key_jwt"),
         "{msg}"
@@ -84,7 +84,7 @@ async fn fapi2_refuses_what_the_profile_forbids_at_build_time() {
     let rs = SigningKey::generate(Algorithm::RS256).unwrap();
     let (section, msg) =
         refusal(base(&op, &clock).client_auth(ClientAuth::private_key_jwt(rs.clone()))).await;
-    assert_eq!(section, "§5.4.1");
+    assert_eq!(section, "§5.4");
     assert!(
         msg.contains("RS256") && msg.contains("PS256, ES256 or EdDSA"),
         "{msg}"
@@ -148,7 +148,7 @@ async fn fapi2_refuses_what_the_profile_forbids_at_build_time() {
             .client_auth(ClientAuth::private_key_jwt(es256())),
     )
     .await;
-    assert_eq!(section, "§5.3.2.2");
+    assert_eq!(section, "§5.3.3.2");
     assert!(msg.contains("PAR"), "{msg}");
 }
 
