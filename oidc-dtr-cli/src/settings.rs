@@ -10,10 +10,43 @@ use serde::Deserialize;
 
 use crate::error::{CliError, io};
 use crate::lib_api::{
-    Algorithm, CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth, DpopConfig, DtrClient,
-    EvidenceRequest, FileStore, SigningKey, VerifiedClaimsRequest,
+    Algorithm, CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth, ClientIdentity,
+    ConfigError, DpopConfig, DtrClient, EvidenceRequest, FileStore, HttpConfig, SigningKey,
+    VerifiedClaimsRequest,
 };
-use crate::state::{AuthSpec, ClientSpec};
+use crate::state::{AuthSpec, CertSpec, ClientSpec, KeySpec};
+
+/// The help heading of the high-assurance options (FAPI 2.0, PAR, JAR,
+/// mutual TLS).
+pub(crate) const HIGH: &str = "High assurance (FAPI 2.0, PAR, JAR, mTLS)";
+
+/// The TLS identity and trust options: taken by `dtr verify`, and by the
+/// commands that talk to the OP again (`wait`, `cancel`, `userinfo`),
+/// where they replace the files recorded at `dtr verify` (files moved, or
+/// a renewed certificate).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct TlsArgs {
+    /// The client certificate chain (PEM, leaf first) for mutual TLS
+    /// (RFC 8705), with --client-key. Without --client-secret-file and
+    /// --private-key-file it authenticates the client (`tls_client_auth`);
+    /// tokens are bound to it. Back-channel calls go to the OP's
+    /// mtls_endpoint_aliases.
+    #[arg(long, env = "DTR_CLIENT_CERT", value_name = "PATH", help_heading = HIGH)]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM). A secret file: refused when
+    /// others may read it.
+    #[arg(
+        long,
+        env = "DTR_CLIENT_CERT_KEY",
+        value_name = "PATH",
+        help_heading = HIGH
+    )]
+    pub client_key: Option<PathBuf>,
+    /// Extra trust roots (PEM certificates) for the OP's TLS endpoints,
+    /// e.g. the private CA of its mTLS endpoints.
+    #[arg(long, env = "DTR_CA", value_name = "PATH", help_heading = HIGH)]
+    pub ca: Option<PathBuf>,
+}
 
 /// Who the client is and how it authenticates.
 #[derive(Args, Debug, Clone, Default)]
@@ -38,7 +71,9 @@ pub(crate) struct ClientArgs {
         conflicts_with = "client_secret_file"
     )]
     pub private_key_file: Option<PathBuf>,
-    /// The algorithm of a PEM private key (RS256, PS256, ES256, ES384, EdDSA).
+    /// The algorithm of the private key (RS256, PS256, ES256, ES384,
+    /// EdDSA). Default: a JWK's `alg`, else from the key (RSA: RS256, or
+    /// PS256 with --fapi2).
     #[arg(long, env = "DTR_PRIVATE_KEY_ALG", value_name = "ALG")]
     pub private_key_alg: Option<String>,
     /// The OP's cancellation endpoint (used by `dtr cancel`).
@@ -53,6 +88,44 @@ pub(crate) struct ClientArgs {
     /// (oidc when both). Not a config profile (that is --profile).
     #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf", value_parser = parse_draft)]
     pub draft: Option<crate::lib_api::Profile>,
+    /// Follow the FAPI 2.0 Security Profile: PAR, PKCE S256,
+    /// sender-constrained tokens (DPoP, or mTLS with --client-cert), the
+    /// `iss` of the redirect, PS256/ES256/EdDSA only; client secrets and
+    /// public clients are refused (exit 2): authenticate with
+    /// --private-key-file or --client-cert.
+    #[arg(long, env = "DTR_FAPI2", help_heading = HIGH)]
+    pub fapi2: bool,
+    /// Push the authorization request to the OP first (PAR, RFC 9126): the
+    /// browser carries only a `request_uri`. On anyway when the OP's
+    /// metadata has require_pushed_authorization_requests, and with
+    /// --fapi2.
+    #[arg(long, env = "DTR_PAR", help_heading = HIGH)]
+    pub par: bool,
+    /// Sign the authorization request as a request object (JAR, RFC 9101)
+    /// with --request-object-key, else with the --private-key-file key.
+    #[arg(long, env = "DTR_REQUEST_OBJECT", help_heading = HIGH)]
+    pub request_object: bool,
+    /// A file holding the key that signs request objects (PEM or JWK; its
+    /// public half registered at the OP). Implies --request-object.
+    #[arg(
+        long,
+        env = "DTR_REQUEST_OBJECT_KEY",
+        value_name = "PATH",
+        help_heading = HIGH
+    )]
+    pub request_object_key: Option<PathBuf>,
+    /// The algorithm of the request-object key (PS256, ES256, EdDSA, RS256,
+    /// ES384). Default: --private-key-alg for the --private-key-file key,
+    /// else from the key.
+    #[arg(
+        long,
+        env = "DTR_REQUEST_OBJECT_ALG",
+        value_name = "ALG",
+        help_heading = HIGH
+    )]
+    pub request_object_alg: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// The Deferred Token Response draft named by `--draft`, `DTR_DRAFT` or a
@@ -177,6 +250,22 @@ pub(crate) struct Profile {
     redirect_port: Option<u16>,
     /// `oidc` or `ietf` (as --draft).
     draft: Option<String>,
+    /// As --fapi2.
+    fapi2: Option<bool>,
+    /// As --par.
+    par: Option<bool>,
+    /// As --request-object.
+    request_object: Option<bool>,
+    /// As --request-object-key.
+    request_object_key_file: Option<PathBuf>,
+    /// As --request-object-alg.
+    request_object_alg: Option<String>,
+    /// As --client-cert.
+    client_cert_file: Option<PathBuf>,
+    /// As --client-key.
+    client_key_file: Option<PathBuf>,
+    /// As --ca.
+    ca_file: Option<PathBuf>,
 }
 
 /// A list in the config file: an array of strings, or one comma-separated
@@ -417,11 +506,7 @@ pub(crate) fn merge(
             "pass --client-id ID, set DTR_CLIENT_ID, or use a profile with `client_id`",
         )
     })?;
-    let alg = c
-        .private_key_alg
-        .clone()
-        .or(p.private_key_alg)
-        .unwrap_or_else(|| "RS256".to_owned());
+    let alg = c.private_key_alg.clone().or(p.private_key_alg);
     let auth = match (c.client_secret_file.clone(), c.private_key_file.clone()) {
         (Some(s), _) => AuthSpec::SecretFile {
             path: absolute(&s)?,
@@ -448,6 +533,34 @@ pub(crate) fn merge(
         },
     };
     let dpop = !c.no_dpop && p.dpop.unwrap_or(true);
+    let client_cert = cert_spec(
+        c.tls.client_cert.clone().or(p.client_cert_file),
+        c.tls.client_key.clone().or(p.client_key_file),
+    )?;
+    // A client certificate without a secret or a private key
+    // authenticates the client (RFC 8705 §2).
+    let auth = match auth {
+        AuthSpec::None if client_cert.is_some() => AuthSpec::TlsClientAuth,
+        other => other,
+    };
+    let ca = c
+        .tls
+        .ca
+        .clone()
+        .or(p.ca_file)
+        .map(|p| absolute(&p))
+        .transpose()?;
+    let fapi2 = c.fapi2 || p.fapi2.unwrap_or(false);
+    let par = c.par || p.par.unwrap_or(false);
+    let request_object_key = request_object_key(
+        c.request_object || p.request_object.unwrap_or(false),
+        c.request_object_key.clone().or(p.request_object_key_file),
+        c.request_object_alg.clone().or(p.request_object_alg),
+        &auth,
+    )?;
+    if fapi2 {
+        fapi2_precheck(&auth, dpop)?;
+    }
     let draft = match (c.draft, p.draft) {
         (Some(d), _) => Some(d),
         (None, Some(text)) => Some(parse_draft(&text).map_err(|e| {
@@ -501,6 +614,11 @@ pub(crate) fn merge(
             cancel_endpoint: c.cancel_endpoint.clone().or(p.cancel_endpoint),
             redirect_uri: String::new(),
             draft,
+            par,
+            request_object_key,
+            client_cert,
+            ca,
+            fapi2,
         },
         scope: r.scope.clone().or(p.scope),
         claims,
@@ -512,6 +630,89 @@ pub(crate) fn merge(
         response_mode: r.response_mode.or(p.response_mode).unwrap_or(Mode::Query),
         redirect_port: r.redirect_port.or(p.redirect_port).unwrap_or(0),
     })
+}
+
+/// The client certificate and its key: both or neither.
+fn cert_spec(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<CertSpec>, CliError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(CertSpec {
+            cert: absolute(&cert)?,
+            key: absolute(&key)?,
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(CliError::usage(
+            "--client-cert needs --client-key",
+            "give the certificate's private key with --client-key PATH (DTR_CLIENT_CERT_KEY)",
+        )),
+        (None, Some(_)) => Err(CliError::usage(
+            "--client-key needs --client-cert",
+            "give the certificate chain with --client-cert PATH (DTR_CLIENT_CERT)",
+        )),
+    }
+}
+
+/// The request-object key: `--request-object-key`, else the
+/// `private_key_jwt` key, when request objects are asked for (the key
+/// flag asks for them too).
+fn request_object_key(
+    wanted: bool,
+    path: Option<PathBuf>,
+    alg: Option<String>,
+    auth: &AuthSpec,
+) -> Result<Option<KeySpec>, CliError> {
+    if let Some(path) = path {
+        return Ok(Some(KeySpec {
+            path: absolute(&path)?,
+            alg,
+        }));
+    }
+    if !wanted {
+        return Ok(None);
+    }
+    match auth {
+        AuthSpec::PrivateKeyFile { path, alg: key_alg } => Ok(Some(KeySpec {
+            path: path.clone(),
+            alg: alg.or_else(|| key_alg.clone()),
+        })),
+        _ => Err(CliError::usage(
+            "--request-object needs a signing key",
+            "give --request-object-key PATH (PEM or JWK, its public half registered at the OP), or --private-key-file to sign with the client's private_key_jwt key",
+        )),
+    }
+}
+
+/// What FAPI 2.0 refuses, said in flags before anything is sent (the
+/// library refuses it too, at build, in its own terms).
+fn fapi2_precheck(auth: &AuthSpec, dpop: bool) -> Result<(), CliError> {
+    const HOW: &str = "--private-key-file (a PS256, ES256 or EdDSA key: private_key_jwt) or --client-cert and --client-key (tls_client_auth)";
+    const OR_DROP: &str =
+        "or drop --fapi2 (DTR_FAPI2, the profile's fapi2) for an OP that does not require FAPI 2.0";
+    match auth {
+        AuthSpec::SecretFile { .. } => {
+            return Err(CliError::usage(
+                "--fapi2 forbids client secrets (client_secret_basic): FAPI 2.0 clients authenticate with private_key_jwt or mutual TLS",
+                format!(
+                    "drop --client-secret-file (DTR_CLIENT_SECRET_FILE, the profile's client_secret_file) and give {HOW}; {OR_DROP}"
+                ),
+            ));
+        }
+        AuthSpec::None => {
+            return Err(CliError::usage(
+                "--fapi2 forbids public clients: FAPI 2.0 clients authenticate with private_key_jwt or mutual TLS",
+                format!("give {HOW}; {OR_DROP}"),
+            ));
+        }
+        AuthSpec::PrivateKeyFile { .. } | AuthSpec::TlsClientAuth => {}
+    }
+    if !dpop && *auth != AuthSpec::TlsClientAuth {
+        return Err(CliError::usage(
+            "--fapi2 needs sender-constrained tokens, and --no-dpop leaves them unbound",
+            format!(
+                "drop --no-dpop (DTR_NO_DPOP, the profile's dpop = false), or authenticate with --client-cert and --client-key (certificate-bound tokens); {OR_DROP}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, CliError> {
@@ -583,44 +784,166 @@ fn read_secret(path: &Path, what: &str, flag: &str) -> Result<String, CliError> 
     Ok(trimmed)
 }
 
-fn client_auth(spec: &AuthSpec) -> Result<ClientAuth, CliError> {
-    Ok(match spec {
+/// Reads a public file (a certificate, trust roots): no permission check.
+fn read_public(path: &Path, what: &str, flag: &str) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        CliError::usage(
+            format!("cannot read the {what} file {}: {e}", path.display()),
+            format!("check {flag}: the file must exist and be readable by you"),
+        )
+    })
+}
+
+/// Loads a signing key file (PEM or JWK, a secret file). Without `alg`,
+/// the algorithm comes from the key: a JWK's `alg` or type, or the first
+/// that loads a PEM key (FAPI 2.0 allows only PS256, ES256 and EdDSA).
+fn load_key(
+    spec: &KeySpec,
+    fapi2: bool,
+    what: &str,
+    flag: &str,
+    alg_flag: &str,
+) -> Result<SigningKey, CliError> {
+    let path = &spec.path;
+    let text = read_secret(path, what, flag)?;
+    let alg = match &spec.alg {
+        Some(a) => Some(Algorithm::parse(a).ok_or_else(|| {
+            CliError::usage(
+                format!("unknown key algorithm `{}`", crate::error::one_line(a)),
+                format!("use {alg_flag} with RS256, PS256, ES256, ES384 or EdDSA"),
+            )
+        })?),
+        None => None,
+    };
+    let unusable = |e: &dyn std::fmt::Display| {
+        CliError::usage(
+            format!("the {what} in {} cannot be used: {e}", path.display()),
+            format!("check the file and {alg_flag}"),
+        )
+    };
+    if text.trim_start().starts_with('{') {
+        let jwk: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            CliError::usage(
+                format!("the {what} file {} is not a valid JWK: {e}", path.display()),
+                "give a PEM file or a JWK with the private members",
+            )
+        })?;
+        // An RSA JWK without `alg` is RS256, which FAPI 2.0 forbids: PS256.
+        let rsa = jwk.get("kty").and_then(|k| k.as_str()) == Some("RSA");
+        let default = alg.or((fapi2 && rsa).then_some(Algorithm::PS256));
+        return SigningKey::from_jwk(&jwk, default).map_err(|e| unusable(&e));
+    }
+    if let Some(alg) = alg {
+        return SigningKey::from_pem(alg, &text).map_err(|e| unusable(&e));
+    }
+    let candidates: &[Algorithm] = if fapi2 {
+        &[Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA]
+    } else {
+        &[
+            Algorithm::RS256,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+        ]
+    };
+    candidates
+        .iter()
+        .find_map(|&a| SigningKey::from_pem(a, &text).ok())
+        .ok_or_else(|| {
+            unusable(&format!(
+                "not a {} private key",
+                if fapi2 {
+                    "RSA, EC P-256 or Ed25519 (FAPI 2.0)"
+                } else {
+                    "RSA, EC P-256/P-384 or Ed25519"
+                }
+            ))
+        })
+}
+
+fn client_auth(spec: &ClientSpec) -> Result<ClientAuth, CliError> {
+    Ok(match &spec.auth {
         AuthSpec::None => ClientAuth::None,
         AuthSpec::SecretFile { path } => {
             let secret = read_secret(path, "client secret", "--client-secret-file")?;
             ClientAuth::ClientSecretBasic(secret.into())
         }
         AuthSpec::PrivateKeyFile { path, alg } => {
-            let text = read_secret(path, "private key", "--private-key-file")?;
-            let alg_parsed = Algorithm::parse(alg).ok_or_else(|| {
-                CliError::usage(
-                    format!("unknown key algorithm `{alg}`"),
-                    "use --private-key-alg with RS256, PS256, ES256, ES384 or EdDSA",
-                )
-            })?;
-            let key = if text.trim_start().starts_with('{') {
-                let jwk: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                    CliError::usage(
-                        format!(
-                            "the private key file {} is not a valid JWK: {e}",
-                            path.display()
-                        ),
-                        "give a PEM file or a JWK with the private members",
-                    )
-                })?;
-                SigningKey::from_jwk(&jwk, Some(alg_parsed))
-            } else {
-                SigningKey::from_pem(alg_parsed, &text)
-            }
-            .map_err(|e| {
-                CliError::usage(
-                    format!("the private key in {} cannot be used: {e}", path.display()),
-                    "check the file and --private-key-alg",
-                )
-            })?;
-            ClientAuth::private_key_jwt(key)
+            let key = KeySpec {
+                path: path.clone(),
+                alg: alg.clone(),
+            };
+            ClientAuth::private_key_jwt(load_key(
+                &key,
+                spec.fapi2,
+                "private key",
+                "--private-key-file",
+                "--private-key-alg",
+            )?)
         }
+        AuthSpec::TlsClientAuth => ClientAuth::TlsClientAuth,
     })
+}
+
+/// The client certificate and its key (a secret file).
+fn load_identity(c: &CertSpec) -> Result<ClientIdentity, CliError> {
+    let cert = read_public(&c.cert, "client certificate", "--client-cert")?;
+    let key = read_secret(&c.key, "client certificate key", "--client-key")?;
+    ClientIdentity::from_pem(cert, key).map_err(|e| {
+        CliError::usage(
+            format!(
+                "the client certificate {} and key {} cannot be used: {e}",
+                c.cert.display(),
+                c.key.display()
+            ),
+            "give the PEM certificate chain (leaf first) with --client-cert and its PEM private key with --client-key",
+        )
+    })
+}
+
+/// The HTTP settings: the client certificate (and an earlier one that
+/// authentications started with it still need), extra trust roots.
+fn http_config(spec: &ClientSpec, previous: Option<&CertSpec>) -> Result<HttpConfig, CliError> {
+    let mut http = HttpConfig::default();
+    if let Some(c) = &spec.client_cert {
+        http = http.client_identity(load_identity(c)?);
+    }
+    if let Some(p) = previous
+        && spec.client_cert.as_ref() != Some(p)
+    {
+        http = http.previous_client_identity(load_identity(p)?);
+    }
+    if let Some(ca) = &spec.ca {
+        let pem = read_public(ca, "CA certificates", "--ca")?;
+        http = http.add_root_certificates_pem(pem).map_err(|e| {
+            CliError::usage(
+                format!("the CA file {} cannot be used: {e}", ca.display()),
+                "give PEM CERTIFICATE blocks with --ca",
+            )
+        })?;
+    }
+    Ok(http)
+}
+
+/// The TLS files of `args` over those a verification recorded: for the
+/// commands that talk to the OP again. Returns the recorded certificate
+/// when it is replaced (authentications started with it keep it).
+pub(crate) fn override_tls(
+    spec: &mut ClientSpec,
+    args: &TlsArgs,
+) -> Result<Option<CertSpec>, CliError> {
+    let mut previous = None;
+    if let Some(cert) = cert_spec(args.client_cert.clone(), args.client_key.clone())? {
+        previous = spec.client_cert.replace(cert);
+        if spec.auth == AuthSpec::None {
+            spec.auth = AuthSpec::TlsClientAuth;
+        }
+    }
+    if let Some(ca) = &args.ca {
+        spec.ca = Some(absolute(ca)?);
+    }
+    // The recorded pair is only worth keeping when its files still load.
+    Ok(previous.filter(|p| load_identity(p).is_ok()))
 }
 
 /// Builds the client of a verification, on its store when given.
@@ -628,16 +951,40 @@ pub(crate) async fn build_client(
     spec: &ClientSpec,
     store: Option<FileStore>,
 ) -> Result<DtrClient, CliError> {
+    build_client_with(spec, store, None).await
+}
+
+/// [`build_client`], keeping an earlier client certificate (see
+/// [`override_tls`]).
+pub(crate) async fn build_client_with(
+    spec: &ClientSpec,
+    store: Option<FileStore>,
+    previous_cert: Option<&CertSpec>,
+) -> Result<DtrClient, CliError> {
     let mut b = DtrClient::builder()
         .issuer(spec.issuer.clone())
         .client_id(spec.client_id.clone())
-        .client_auth(client_auth(&spec.auth)?)
+        .client_auth(client_auth(spec)?)
         .redirect_uri(spec.redirect_uri.clone())
+        .http_config(http_config(spec, previous_cert)?)
+        .pushed_authorization_requests(spec.par)
         .dpop(if spec.dpop {
             DpopConfig::enabled()
         } else {
             DpopConfig::disabled()
         });
+    if let Some(k) = &spec.request_object_key {
+        b = b.request_object_signing_key(load_key(
+            k,
+            spec.fapi2,
+            "request-object key",
+            "--request-object-key",
+            "--request-object-alg",
+        )?);
+    }
+    if spec.fapi2 {
+        b = b.fapi2();
+    }
     if let Some(url) = &spec.cancel_endpoint {
         let cfg = CancellationConfig::new(url).map_err(|e| {
             CliError::usage(
@@ -653,9 +1000,13 @@ pub(crate) async fn build_client(
     if let Some(d) = spec.draft {
         b = b.profile(d);
     }
-    b.build()
-        .await
-        .map_err(|e| CliError::from_lib(&format!("setting up the client for {}", spec.issuer), &e))
+    b.build().await.map_err(|e| match &e {
+        oidc_dtr::Error::Config(ConfigError::Fapi2 { .. }) => CliError::usage(
+            format!("--fapi2: {e}"),
+            "change what is named: key algorithms with --private-key-alg or --request-object-alg (PS256, ES256 or EdDSA), DPoP by dropping --no-dpop; or drop --fapi2 (DTR_FAPI2) for an OP that does not require FAPI 2.0",
+        ),
+        _ => CliError::from_lib(&format!("setting up the client for {}", spec.issuer), &e),
+    })
 }
 
 #[cfg(test)]
