@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::connect::{build_client, build_client_with, override_tls};
 use crate::display::{
     self, Colour, Countdown, Progress, Ui, fmt_deadline, fmt_time, now_secs, paint, print_outcome,
 };
@@ -16,9 +17,7 @@ use crate::lib_api::{
     DtrClient, Outcome, PollEvent, Profile, Record, Redemption, ResponseMode, Store, UnixTime,
 };
 use crate::loopback::Loopback;
-use crate::settings::{
-    Mode, TlsArgs, VerifySettings, build_client, build_client_with, override_tls,
-};
+use crate::settings::{Mode, TlsArgs, VerifySettings};
 use crate::state::{Entry, StateDir, Status};
 
 /// Who plays the browser.

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod connect;
 mod display;
 mod error;
 mod flow;
