@@ -216,6 +216,34 @@ pub(crate) fn override_tls(
     Ok(previous.filter(|p| load_identity(p).is_ok()))
 }
 
+/// Refuses (exit 2, nothing changed) to go on with a verification bound
+/// to a client certificate (`bound`, its `x5t#S256`) that neither the
+/// recorded nor the given files hold: the library would end it, rejected,
+/// rather than poll with another certificate.
+pub(crate) fn check_bound_certificate(
+    spec: &ClientSpec,
+    previous: Option<&CertSpec>,
+    bound: Option<&str>,
+    id: &str,
+) -> Result<(), CliError> {
+    let Some(bound) = bound else {
+        return Ok(());
+    };
+    for c in spec.client_cert.iter().chain(previous) {
+        if load_identity(c)?.thumbprint() == bound {
+            return Ok(());
+        }
+    }
+    Err(CliError::usage(
+        format!(
+            "verification {id} is bound to the client certificate with x5t#S256 {bound}, which none of the certificate files given or recorded holds (any more)"
+        ),
+        format!(
+            "give that certificate and its key to this command: `--client-cert PATH --client-key PATH`; nothing was changed, verification {id} is still as it was"
+        ),
+    ))
+}
+
 /// Builds the client of a verification, on its store when given.
 pub(crate) async fn build_client(
     spec: &ClientSpec,

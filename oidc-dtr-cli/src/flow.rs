@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::connect::{build_client, build_client_with, override_tls};
+use crate::connect::{build_client, build_client_with, check_bound_certificate, override_tls};
 use crate::display::{
     self, Colour, Countdown, Progress, Ui, fmt_deadline, fmt_time, now_secs, paint, print_outcome,
 };
@@ -638,6 +638,14 @@ pub(crate) async fn wait(
     let mut entry = pick(state, id, latest)?;
     let previous = override_tls(&mut entry.client, tls)?;
     let (store, record) = load_record(state, &entry).await?;
+    if !record.is_finished() {
+        check_bound_certificate(
+            &entry.client,
+            previous.as_ref(),
+            record.auth.client_cert_thumbprint(),
+            &entry.id,
+        )?;
+    }
     let auth_id = record.id().clone();
     let client = build_client_with(&entry.client, Some(store), previous.as_ref()).await?;
     let handle = client.watch(&auth_id);
@@ -691,6 +699,12 @@ pub(crate) async fn cancel(
     if cancel_endpoint.is_some() {
         entry.client.cancel_endpoint = cancel_endpoint;
     }
+    check_bound_certificate(
+        &entry.client,
+        previous.as_ref(),
+        record.auth.client_cert_thumbprint(),
+        &entry.id,
+    )?;
     let auth_id = record.id().clone();
     let client = build_client_with(&entry.client, Some(store), previous.as_ref()).await?;
     let result: Result<u8, CliError> = async {

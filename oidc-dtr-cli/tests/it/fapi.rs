@@ -466,4 +466,46 @@ async fn mutual_tls_with_fapi2_through_the_ops_aliases_and_after_a_restart() {
             && !certs_seen.contains(&der_b),
         "polled with the certificate it started with"
     );
+
+    // The certificate a verification started with is gone, another one
+    // is given: refused (exit 2), nothing changed; with it back, it goes on.
+    let mut c = env.dtr();
+    c.args(&refs);
+    let mut run = Running::spawn(c);
+    let url = run.auth_url().await;
+    assert_eq!(play_browser(&env.op, &url).await, 200);
+    let done = run.finish().await;
+    assert_eq!(done.code, Some(7), "{done:?}");
+    let id3 = id_of(&done);
+    let moved = key_a.with_extension("moved");
+    std::fs::rename(&key_a, &moved).unwrap();
+    let with_b = [
+        "wait",
+        &id3,
+        "--client-cert",
+        &path(&cert_b),
+        "--client-key",
+        &path(&key_b),
+    ];
+    let d = env.run(&with_b).await;
+    assert_eq!(d.code, Some(2), "{d:?}");
+    assert!(
+        d.stderr.contains("bound to the client certificate") && d.stderr.contains("--client-cert"),
+        "{}",
+        d.stderr
+    );
+    assert_eq!(
+        env.run(&["list", "--json"]).await.json()[2]["status"],
+        "pending"
+    );
+    std::fs::rename(&moved, &key_a).unwrap();
+    let pending = env
+        .op
+        .authentications()
+        .into_iter()
+        .find(|a| a.state == AuthState::Pending)
+        .unwrap();
+    env.op.approve(&pending.deferred_auth_id);
+    let d = env.run(&with_b).await;
+    assert_eq!(d.code, Some(0), "{d:?}");
 }
