@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::connect::{build_client, build_client_with, check_bound_certificate, override_tls};
 use crate::display::{
     self, Colour, Countdown, Progress, Ui, fmt_deadline, fmt_time, now_secs, paint, print_outcome,
 };
@@ -16,7 +17,7 @@ use crate::lib_api::{
     DtrClient, Outcome, PollEvent, Profile, Record, Redemption, ResponseMode, Store, UnixTime,
 };
 use crate::loopback::Loopback;
-use crate::settings::{Mode, VerifySettings, build_client};
+use crate::settings::{Mode, TlsArgs, VerifySettings};
 use crate::state::{Entry, StateDir, Status};
 
 /// Who plays the browser.
@@ -126,7 +127,13 @@ pub(crate) async fn verify(
         if s.response_mode == Mode::FormPost {
             req = req.response_mode(ResponseMode::FormPost);
         }
-        let (url, pending) = req.build().map_err(|e| request_error(&client, &e))?;
+        // Pushed first (PAR) when asked for, required by the OP's
+        // metadata, or under FAPI 2.0; signed as a request object when a
+        // key is set.
+        let (url, pending) = req
+            .build_or_push()
+            .await
+            .map_err(|e| request_error(&client, &e))?;
 
         // The URL is what the user needs most: printed even under --quiet.
         match &browser {
@@ -370,7 +377,12 @@ async fn device_verification(
 /// ones name the flag to change and what the OP offers instead.
 fn request_error(client: &DtrClient, e: &oidc_dtr::Error) -> CliError {
     let oidc_dtr::Error::Config(ConfigError::ClaimsRequest(a)) = e else {
-        return CliError::from_lib("building the authorization request", e);
+        let what = if client.pushes_requests() {
+            "pushing the authorization request (PAR)"
+        } else {
+            "building the authorization request"
+        };
+        return CliError::from_lib(what, e);
     };
     let offered = |member: &str| -> String {
         match client
@@ -620,12 +632,22 @@ pub(crate) async fn wait(
     state: &StateDir,
     id: Option<&str>,
     latest: bool,
+    tls: &TlsArgs,
     opts: &WaitOpts,
 ) -> Result<u8, CliError> {
-    let entry = pick(state, id, latest)?;
+    let mut entry = pick(state, id, latest)?;
+    let previous = override_tls(&mut entry.client, tls)?;
     let (store, record) = load_record(state, &entry).await?;
+    if !record.is_finished() {
+        check_bound_certificate(
+            &entry.client,
+            previous.as_ref(),
+            record.auth.client_cert_thumbprint(),
+            &entry.id,
+        )?;
+    }
     let auth_id = record.id().clone();
-    let client = build_client(&entry.client, Some(store)).await?;
+    let client = build_client_with(&entry.client, Some(store), previous.as_ref()).await?;
     let handle = client.watch(&auth_id);
     // Stop the poll driver and close the store before the process exits,
     // whichever way this ends.
@@ -661,8 +683,10 @@ pub(crate) async fn cancel(
     id: &str,
     cancel_endpoint: Option<String>,
     local_only: bool,
+    tls: &TlsArgs,
 ) -> Result<u8, CliError> {
     let mut entry = pick(state, Some(id), false)?;
+    let previous = override_tls(&mut entry.client, tls)?;
     let (store, record) = load_record(state, &entry).await?;
     if record.is_finished() {
         ui.say(format!(
@@ -675,8 +699,14 @@ pub(crate) async fn cancel(
     if cancel_endpoint.is_some() {
         entry.client.cancel_endpoint = cancel_endpoint;
     }
+    check_bound_certificate(
+        &entry.client,
+        previous.as_ref(),
+        record.auth.client_cert_thumbprint(),
+        &entry.id,
+    )?;
     let auth_id = record.id().clone();
-    let client = build_client(&entry.client, Some(store)).await?;
+    let client = build_client_with(&entry.client, Some(store), previous.as_ref()).await?;
     let result: Result<u8, CliError> = async {
         // The IETF draft cancels at the AS's revocation endpoint (from its
         // metadata); the OIDC one needs the endpoint configured. Without
@@ -760,8 +790,10 @@ pub(crate) async fn userinfo(
     state: &StateDir,
     id: Option<&str>,
     latest: bool,
+    tls: &TlsArgs,
 ) -> Result<u8, CliError> {
-    let entry = pick(state, id, latest)?;
+    let mut entry = pick(state, id, latest)?;
+    let previous = override_tls(&mut entry.client, tls)?;
     let (store, record) = load_record(state, &entry).await?;
     let tokens = match record.outcome.as_ref().map(|o| &o.outcome) {
         Some(Outcome::Tokens(t)) => t.clone(),
@@ -783,7 +815,7 @@ pub(crate) async fn userinfo(
         }
     };
     drop(store);
-    let client = build_client(&entry.client, None).await?;
+    let client = build_client_with(&entry.client, None, previous.as_ref()).await?;
     let result = client.userinfo(&tokens).await;
     client.shutdown().await;
     let info = result.map_err(|e| CliError::from_lib("calling the UserInfo endpoint", &e))?;

@@ -8,7 +8,7 @@ pub(crate) use oidc_dtr::{
         AssuranceError, AssuranceUnsupported, AssuredClaims, ClaimsRequest, ClaimsTarget,
         EvidenceRequest, VerifiedClaimsRequest,
     },
-    client::{CancellationConfig, DpopConfig, ResponseMode},
+    client::{CancellationConfig, ClientIdentity, DpopConfig, HttpConfig, ResponseMode},
     error::{ConfigError, StoreError},
     jose::{Algorithm, SigningKey},
     poll::RetryCause,

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod connect;
 mod display;
 mod error;
 mod flow;
@@ -24,7 +25,7 @@ use clap::{Parser, Subcommand};
 use crate::display::Ui;
 use crate::error::CliError;
 use crate::flow::{Browser, WaitOpts};
-use crate::settings::{ClientArgs, ConfigFile, RequestArgs};
+use crate::settings::{ClientArgs, ConfigFile, RequestArgs, TlsArgs};
 use crate::state::StateDir;
 
 const AFTER_HELP: &str = "\
@@ -33,7 +34,9 @@ Exit codes:
   1    error (network, OP, store, or an answer that failed validation)
   2    usage or configuration error: a bad flag, a missing or invalid
        config file, an unknown id, a verification already acknowledged,
-       a cancellation the OP cannot be told of (see `dtr cancel --help`)
+       a cancellation the OP cannot be told of (see `dtr cancel --help`),
+       a key file others may read, a setting --fapi2 forbids (a client
+       secret, a public client, --no-dpop, an RS256 key)
   3    denied by the OP
   4    expired at the OP
   5    deadline reached before the OP decided
@@ -57,6 +60,9 @@ profile (--profile, DTR_PROFILE, or `default_profile`) of the config file
   issuer = \"https://op.example.com\"
   client_id = \"s6BhdRkqt3\"
   client_secret_file = \"~/.secrets/acme\"   # or private_key_file + private_key_alg
+  # FAPI 2.0 / high assurance: fapi2 = true, par = true, request_object = true,
+  # request_object_key_file, request_object_alg, client_cert_file,
+  # client_key_file, ca_file
   scope = \"profile email\"
   draft = \"ietf\"                          # or \"oidc\"; default: what the OP advertises
   acr_values = \"urn:example:loa:high\"
@@ -85,6 +91,16 @@ Examples:
 
   # The IETF draft's device flow on a machine without a browser:
   dtr verify --issuer https://as.example.com --client-id c1 --draft ietf --device
+
+  # A FAPI 2.0 OP: private_key_jwt with an ES256 key, PAR, a signed request
+  # object, DPoP (on by default):
+  dtr verify --issuer https://op.example.com --client-id c1 --fapi2 \
+      --private-key-file ~/.keys/c1.pem --request-object
+
+  # Mutual TLS (tls_client_auth, certificate-bound tokens) at an OP with a
+  # private CA; `dtr wait` later uses the same certificate:
+  dtr verify --issuer https://op.example.com --client-id c1 --fapi2 \
+      --client-cert c1.crt --client-key c1.key --ca op-ca.pem --no-dpop
 
 Global options (--state-dir, --config, --profile, --json, --quiet) may come
 before or after `verify`. Exit codes: see `dtr --help`.";
@@ -168,6 +184,8 @@ enum Command {
         /// Delete the stored tokens once printed.
         #[arg(long)]
         ack: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Lists pending and finished verifications.
     List,
@@ -195,6 +213,8 @@ enum Command {
         /// verification stays open at the OP until it expires there.
         #[arg(long)]
         local_only: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Calls the OP's UserInfo endpoint with a finished verification's
     /// stored access token (DPoP-bound when it is) and prints the claims.
@@ -205,6 +225,8 @@ enum Command {
         /// The most recently started verification.
         #[arg(long, conflicts_with = "id")]
         latest: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Acknowledges a finished verification: deletes its stored tokens.
     Ack {
@@ -346,7 +368,12 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             )
             .await
         }
-        Command::Wait { id, latest, ack } => {
+        Command::Wait {
+            id,
+            latest,
+            ack,
+            tls,
+        } => {
             let opts = WaitOpts {
                 no_wait: false,
                 ack,
@@ -355,7 +382,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 device: false,
                 open_browser: can_open,
             };
-            flow::wait(ui, &state, id.as_deref(), latest, &opts).await
+            flow::wait(ui, &state, id.as_deref(), latest, &tls, &opts).await
         }
         Command::List => flow::list(ui, &state),
         Command::Show { id, latest } => flow::show(ui, &state, id.as_deref(), latest).await,
@@ -363,8 +390,11 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             id,
             cancel_endpoint,
             local_only,
-        } => flow::cancel(ui, &state, &id, cancel_endpoint, local_only).await,
-        Command::Userinfo { id, latest } => flow::userinfo(ui, &state, id.as_deref(), latest).await,
+            tls,
+        } => flow::cancel(ui, &state, &id, cancel_endpoint, local_only, &tls).await,
+        Command::Userinfo { id, latest, tls } => {
+            flow::userinfo(ui, &state, id.as_deref(), latest, &tls).await
+        }
         Command::Ack { id } => flow::ack(ui, &state, &id).await,
         Command::Purge => flow::purge(ui, &state),
         #[cfg(feature = "demo")]

@@ -9,11 +9,40 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use crate::error::{CliError, io};
-use crate::lib_api::{
-    Algorithm, CancellationConfig, ClaimsRequest, ClaimsTarget, ClientAuth, DpopConfig, DtrClient,
-    EvidenceRequest, FileStore, SigningKey, VerifiedClaimsRequest,
-};
-use crate::state::{AuthSpec, ClientSpec};
+use crate::lib_api::{ClaimsRequest, ClaimsTarget, EvidenceRequest, VerifiedClaimsRequest};
+use crate::state::{AuthSpec, CertSpec, ClientSpec, KeySpec};
+
+/// The help heading of the high-assurance options (FAPI 2.0, PAR, JAR,
+/// mutual TLS).
+pub(crate) const HIGH: &str = "High assurance (FAPI 2.0, PAR, JAR, mTLS)";
+
+/// The TLS identity and trust options: taken by `dtr verify`, and by the
+/// commands that talk to the OP again (`wait`, `cancel`, `userinfo`),
+/// where they replace the files recorded at `dtr verify` (files moved, or
+/// a renewed certificate).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct TlsArgs {
+    /// The client certificate chain (PEM, leaf first) for mutual TLS
+    /// (RFC 8705), with --client-key. Without --client-secret-file and
+    /// --private-key-file it authenticates the client (`tls_client_auth`);
+    /// tokens are bound to it. Back-channel calls go to the OP's
+    /// mtls_endpoint_aliases.
+    #[arg(long, env = "DTR_CLIENT_CERT", value_name = "PATH", help_heading = HIGH)]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM). A secret file: refused when
+    /// others may read it.
+    #[arg(
+        long,
+        env = "DTR_CLIENT_CERT_KEY",
+        value_name = "PATH",
+        help_heading = HIGH
+    )]
+    pub client_key: Option<PathBuf>,
+    /// Extra trust roots (PEM certificates) for the OP's TLS endpoints,
+    /// e.g. the private CA of its mTLS endpoints.
+    #[arg(long, env = "DTR_CA", value_name = "PATH", help_heading = HIGH)]
+    pub ca: Option<PathBuf>,
+}
 
 /// Who the client is and how it authenticates.
 #[derive(Args, Debug, Clone, Default)]
@@ -38,7 +67,9 @@ pub(crate) struct ClientArgs {
         conflicts_with = "client_secret_file"
     )]
     pub private_key_file: Option<PathBuf>,
-    /// The algorithm of a PEM private key (RS256, PS256, ES256, ES384, EdDSA).
+    /// The algorithm of the private key (RS256, PS256, ES256, ES384,
+    /// EdDSA). Default: a JWK's `alg`, else from the key (RSA: RS256, or
+    /// PS256 with --fapi2).
     #[arg(long, env = "DTR_PRIVATE_KEY_ALG", value_name = "ALG")]
     pub private_key_alg: Option<String>,
     /// The OP's cancellation endpoint (used by `dtr cancel`).
@@ -53,6 +84,44 @@ pub(crate) struct ClientArgs {
     /// (oidc when both). Not a config profile (that is --profile).
     #[arg(long, env = "DTR_DRAFT", value_name = "oidc|ietf", value_parser = parse_draft)]
     pub draft: Option<crate::lib_api::Profile>,
+    /// Follow the FAPI 2.0 Security Profile: PAR, PKCE S256,
+    /// sender-constrained tokens (DPoP, or mTLS with --client-cert), the
+    /// `iss` of the redirect, PS256/ES256/EdDSA only; client secrets and
+    /// public clients are refused (exit 2): authenticate with
+    /// --private-key-file or --client-cert.
+    #[arg(long, env = "DTR_FAPI2", help_heading = HIGH)]
+    pub fapi2: bool,
+    /// Push the authorization request to the OP first (PAR, RFC 9126): the
+    /// browser carries only a `request_uri`. On anyway when the OP's
+    /// metadata has require_pushed_authorization_requests, and with
+    /// --fapi2.
+    #[arg(long, env = "DTR_PAR", help_heading = HIGH)]
+    pub par: bool,
+    /// Sign the authorization request as a request object (JAR, RFC 9101)
+    /// with --request-object-key, else with the --private-key-file key.
+    #[arg(long, env = "DTR_REQUEST_OBJECT", help_heading = HIGH)]
+    pub request_object: bool,
+    /// A file holding the key that signs request objects (PEM or JWK; its
+    /// public half registered at the OP). Implies --request-object.
+    #[arg(
+        long,
+        env = "DTR_REQUEST_OBJECT_KEY",
+        value_name = "PATH",
+        help_heading = HIGH
+    )]
+    pub request_object_key: Option<PathBuf>,
+    /// The algorithm of the request-object key (PS256, ES256, EdDSA, RS256,
+    /// ES384). Default: --private-key-alg for the --private-key-file key,
+    /// else from the key.
+    #[arg(
+        long,
+        env = "DTR_REQUEST_OBJECT_ALG",
+        value_name = "ALG",
+        help_heading = HIGH
+    )]
+    pub request_object_alg: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// The Deferred Token Response draft named by `--draft`, `DTR_DRAFT` or a
@@ -177,6 +246,22 @@ pub(crate) struct Profile {
     redirect_port: Option<u16>,
     /// `oidc` or `ietf` (as --draft).
     draft: Option<String>,
+    /// As --fapi2.
+    fapi2: Option<bool>,
+    /// As --par.
+    par: Option<bool>,
+    /// As --request-object.
+    request_object: Option<bool>,
+    /// As --request-object-key.
+    request_object_key_file: Option<PathBuf>,
+    /// As --request-object-alg.
+    request_object_alg: Option<String>,
+    /// As --client-cert.
+    client_cert_file: Option<PathBuf>,
+    /// As --client-key.
+    client_key_file: Option<PathBuf>,
+    /// As --ca.
+    ca_file: Option<PathBuf>,
 }
 
 /// A list in the config file: an array of strings, or one comma-separated
@@ -417,11 +502,7 @@ pub(crate) fn merge(
             "pass --client-id ID, set DTR_CLIENT_ID, or use a profile with `client_id`",
         )
     })?;
-    let alg = c
-        .private_key_alg
-        .clone()
-        .or(p.private_key_alg)
-        .unwrap_or_else(|| "RS256".to_owned());
+    let alg = c.private_key_alg.clone().or(p.private_key_alg);
     let auth = match (c.client_secret_file.clone(), c.private_key_file.clone()) {
         (Some(s), _) => AuthSpec::SecretFile {
             path: absolute(&s)?,
@@ -448,6 +529,34 @@ pub(crate) fn merge(
         },
     };
     let dpop = !c.no_dpop && p.dpop.unwrap_or(true);
+    let client_cert = cert_spec(
+        c.tls.client_cert.clone().or(p.client_cert_file),
+        c.tls.client_key.clone().or(p.client_key_file),
+    )?;
+    // A client certificate without a secret or a private key
+    // authenticates the client (RFC 8705 §2).
+    let auth = match auth {
+        AuthSpec::None if client_cert.is_some() => AuthSpec::TlsClientAuth,
+        other => other,
+    };
+    let ca = c
+        .tls
+        .ca
+        .clone()
+        .or(p.ca_file)
+        .map(|p| absolute(&p))
+        .transpose()?;
+    let fapi2 = c.fapi2 || p.fapi2.unwrap_or(false);
+    let par = c.par || p.par.unwrap_or(false);
+    let request_object_key = request_object_key(
+        c.request_object || p.request_object.unwrap_or(false),
+        c.request_object_key.clone().or(p.request_object_key_file),
+        c.request_object_alg.clone().or(p.request_object_alg),
+        &auth,
+    )?;
+    if fapi2 {
+        fapi2_precheck(&auth, dpop)?;
+    }
     let draft = match (c.draft, p.draft) {
         (Some(d), _) => Some(d),
         (None, Some(text)) => Some(parse_draft(&text).map_err(|e| {
@@ -501,6 +610,11 @@ pub(crate) fn merge(
             cancel_endpoint: c.cancel_endpoint.clone().or(p.cancel_endpoint),
             redirect_uri: String::new(),
             draft,
+            par,
+            request_object_key,
+            client_cert,
+            ca,
+            fapi2,
         },
         scope: r.scope.clone().or(p.scope),
         claims,
@@ -514,7 +628,93 @@ pub(crate) fn merge(
     })
 }
 
-fn absolute(p: &Path) -> Result<PathBuf, CliError> {
+/// The client certificate and its key: both or neither.
+pub(crate) fn cert_spec(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<CertSpec>, CliError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(CertSpec {
+            cert: absolute(&cert)?,
+            key: absolute(&key)?,
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(CliError::usage(
+            "--client-cert needs --client-key",
+            "give the certificate's private key with --client-key PATH (DTR_CLIENT_CERT_KEY)",
+        )),
+        (None, Some(_)) => Err(CliError::usage(
+            "--client-key needs --client-cert",
+            "give the certificate chain with --client-cert PATH (DTR_CLIENT_CERT)",
+        )),
+    }
+}
+
+/// The request-object key: `--request-object-key`, else the
+/// `private_key_jwt` key, when request objects are asked for (the key
+/// flag asks for them too).
+fn request_object_key(
+    wanted: bool,
+    path: Option<PathBuf>,
+    alg: Option<String>,
+    auth: &AuthSpec,
+) -> Result<Option<KeySpec>, CliError> {
+    if let Some(path) = path {
+        return Ok(Some(KeySpec {
+            path: absolute(&path)?,
+            alg,
+        }));
+    }
+    if !wanted {
+        return Ok(None);
+    }
+    match auth {
+        AuthSpec::PrivateKeyFile { path, alg: key_alg } => Ok(Some(KeySpec {
+            path: path.clone(),
+            alg: alg.or_else(|| key_alg.clone()),
+        })),
+        _ => Err(CliError::usage(
+            "--request-object needs a signing key",
+            "give --request-object-key PATH (PEM or JWK, its public half registered at the OP), or --private-key-file to sign with the client's private_key_jwt key",
+        )),
+    }
+}
+
+/// What FAPI 2.0 refuses, said in flags before anything is sent (the
+/// library refuses it too, at build, in its own terms).
+fn fapi2_precheck(auth: &AuthSpec, dpop: bool) -> Result<(), CliError> {
+    const HOW: &str = "--private-key-file (a PS256, ES256 or EdDSA key: private_key_jwt) or --client-cert and --client-key (tls_client_auth)";
+    const OR_DROP: &str =
+        "or drop --fapi2 (DTR_FAPI2, the profile's fapi2) for an OP that does not require FAPI 2.0";
+    match auth {
+        AuthSpec::SecretFile { .. } => {
+            return Err(CliError::usage(
+                "--fapi2 forbids client secrets (client_secret_basic): FAPI 2.0 clients authenticate with private_key_jwt or mutual TLS",
+                format!(
+                    "drop --client-secret-file (DTR_CLIENT_SECRET_FILE, the profile's client_secret_file) and give {HOW}; {OR_DROP}"
+                ),
+            ));
+        }
+        AuthSpec::None => {
+            return Err(CliError::usage(
+                "--fapi2 forbids public clients: FAPI 2.0 clients authenticate with private_key_jwt or mutual TLS",
+                format!("give {HOW}; {OR_DROP}"),
+            ));
+        }
+        AuthSpec::PrivateKeyFile { .. } | AuthSpec::TlsClientAuth => {}
+    }
+    if !dpop && *auth != AuthSpec::TlsClientAuth {
+        return Err(CliError::usage(
+            "--fapi2 needs sender-constrained tokens, and --no-dpop leaves them unbound",
+            format!(
+                "drop --no-dpop (DTR_NO_DPOP, the profile's dpop = false), or authenticate with --client-cert and --client-key (certificate-bound tokens); {OR_DROP}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf, CliError> {
     std::path::absolute(p).map_err(|e| io(format!("resolving {}", p.display()), e))
 }
 
@@ -540,122 +740,6 @@ fn toml_to_json(name: &str, v: toml::Value) -> Result<serde_json::Value, CliErro
             "write it as a JSON string instead",
         )
     })
-}
-
-/// Reads a secret file: the whole file, without the trailing newline.
-/// A file that other users may read (group or world bits, on Unix) is
-/// refused: the secret may already be known to them.
-fn read_secret(path: &Path, what: &str, flag: &str) -> Result<String, CliError> {
-    let cannot = |e: std::io::Error| {
-        CliError::usage(
-            format!("cannot read the {what} file {}: {e}", path.display()),
-            format!("check {flag}: the file must exist and be readable by you"),
-        )
-    };
-    let mut file = std::fs::File::open(path).map_err(cannot)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().map_err(cannot)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(CliError::usage(
-                format!(
-                    "the {what} file {} may be read by other users (mode {:o}): refusing to use it",
-                    path.display(),
-                    mode & 0o777
-                ),
-                format!(
-                    "run `chmod 600 {}`, and replace the {what} if others may have read it",
-                    crate::shell_quote(&path.display().to_string())
-                ),
-            ));
-        }
-    }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut file, &mut text).map_err(cannot)?;
-    let trimmed = text.trim_end_matches(['\r', '\n']).to_owned();
-    if trimmed.is_empty() {
-        return Err(CliError::usage(
-            format!("the {what} file {} is empty", path.display()),
-            format!("put the {what} in it, or drop {flag}"),
-        ));
-    }
-    Ok(trimmed)
-}
-
-fn client_auth(spec: &AuthSpec) -> Result<ClientAuth, CliError> {
-    Ok(match spec {
-        AuthSpec::None => ClientAuth::None,
-        AuthSpec::SecretFile { path } => {
-            let secret = read_secret(path, "client secret", "--client-secret-file")?;
-            ClientAuth::ClientSecretBasic(secret.into())
-        }
-        AuthSpec::PrivateKeyFile { path, alg } => {
-            let text = read_secret(path, "private key", "--private-key-file")?;
-            let alg_parsed = Algorithm::parse(alg).ok_or_else(|| {
-                CliError::usage(
-                    format!("unknown key algorithm `{alg}`"),
-                    "use --private-key-alg with RS256, PS256, ES256, ES384 or EdDSA",
-                )
-            })?;
-            let key = if text.trim_start().starts_with('{') {
-                let jwk: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                    CliError::usage(
-                        format!(
-                            "the private key file {} is not a valid JWK: {e}",
-                            path.display()
-                        ),
-                        "give a PEM file or a JWK with the private members",
-                    )
-                })?;
-                SigningKey::from_jwk(&jwk, Some(alg_parsed))
-            } else {
-                SigningKey::from_pem(alg_parsed, &text)
-            }
-            .map_err(|e| {
-                CliError::usage(
-                    format!("the private key in {} cannot be used: {e}", path.display()),
-                    "check the file and --private-key-alg",
-                )
-            })?;
-            ClientAuth::private_key_jwt(key)
-        }
-    })
-}
-
-/// Builds the client of a verification, on its store when given.
-pub(crate) async fn build_client(
-    spec: &ClientSpec,
-    store: Option<FileStore>,
-) -> Result<DtrClient, CliError> {
-    let mut b = DtrClient::builder()
-        .issuer(spec.issuer.clone())
-        .client_id(spec.client_id.clone())
-        .client_auth(client_auth(&spec.auth)?)
-        .redirect_uri(spec.redirect_uri.clone())
-        .dpop(if spec.dpop {
-            DpopConfig::enabled()
-        } else {
-            DpopConfig::disabled()
-        });
-    if let Some(url) = &spec.cancel_endpoint {
-        let cfg = CancellationConfig::new(url).map_err(|e| {
-            CliError::usage(
-                format!("--cancel-endpoint is not usable: {e}"),
-                "give the OP's cancellation endpoint as an https URL",
-            )
-        })?;
-        b = b.cancellation(cfg);
-    }
-    if let Some(s) = store {
-        b = b.store(s);
-    }
-    if let Some(d) = spec.draft {
-        b = b.profile(d);
-    }
-    b.build()
-        .await
-        .map_err(|e| CliError::from_lib(&format!("setting up the client for {}", spec.issuer), &e))
 }
 
 #[cfg(test)]
@@ -766,6 +850,76 @@ mod tests {
         };
         let e = merge(&ClientArgs::default(), &r, profile(with_claims)).unwrap_err();
         assert_eq!(e.code, crate::error::exit::USAGE);
+    }
+
+    #[test]
+    fn high_assurance_options_from_flags_or_the_profile() {
+        let c = ClientArgs {
+            issuer: Some("https://op.example".into()),
+            client_id: Some("c".into()),
+            fapi2: true,
+            no_dpop: true,
+            tls: TlsArgs {
+                client_cert: Some("c.crt".into()),
+                client_key: Some("c.key".into()),
+                ca: Some("ca.pem".into()),
+            },
+            ..Default::default()
+        };
+        let s = merge(&c, &RequestArgs::default(), Profile::default()).unwrap();
+        // A certificate alone authenticates: tls_client_auth, and the
+        // certificate binds the tokens (so --no-dpop is fine under FAPI 2.0).
+        assert_eq!(s.client.auth, AuthSpec::TlsClientAuth);
+        let cert = s.client.client_cert.unwrap();
+        assert!(cert.cert.is_absolute() && cert.key.ends_with("c.key"));
+        assert!(s.client.ca.unwrap().is_absolute());
+        assert!(s.client.fapi2 && !s.client.par);
+
+        let p = profile(
+            "default_profile = \"a\"\n[profile.a]\nissuer = \"https://p\"\nclient_id = \"c\"\nprivate_key_file = \"/k.pem\"\nfapi2 = true\npar = true\nrequest_object = true\n",
+        );
+        let s = merge(&ClientArgs::default(), &RequestArgs::default(), p).unwrap();
+        assert!(s.client.fapi2 && s.client.par);
+        assert_eq!(
+            s.client.request_object_key,
+            Some(KeySpec {
+                path: "/k.pem".into(),
+                alg: None
+            })
+        );
+
+        // One half of the certificate pair.
+        let half = ClientArgs {
+            tls: TlsArgs {
+                client_cert: Some("c.crt".into()),
+                ..Default::default()
+            },
+            ..c.clone()
+        };
+        let e = merge(&half, &RequestArgs::default(), Profile::default()).unwrap_err();
+        assert!(e.to_string().contains("--client-key"), "{e}");
+        // FAPI 2.0 with a secret: exit 2, naming what to change.
+        let secret = ClientArgs {
+            client_secret_file: Some("s".into()),
+            tls: TlsArgs::default(),
+            no_dpop: false,
+            ..c.clone()
+        };
+        let e = merge(&secret, &RequestArgs::default(), Profile::default()).unwrap_err();
+        assert_eq!(e.code, crate::error::exit::USAGE);
+        assert!(
+            e.to_string().contains("drop --client-secret-file")
+                && e.to_string().contains("--private-key-file"),
+            "{e}"
+        );
+        // FAPI 2.0, private_key_jwt and --no-dpop: unbound tokens.
+        let unbound = ClientArgs {
+            private_key_file: Some("k.pem".into()),
+            tls: TlsArgs::default(),
+            ..c
+        };
+        let e = merge(&unbound, &RequestArgs::default(), Profile::default()).unwrap_err();
+        assert!(e.to_string().contains("drop --no-dpop"), "{e}");
     }
 
     #[test]

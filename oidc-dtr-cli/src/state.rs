@@ -48,9 +48,34 @@ pub(crate) enum AuthSpec {
     PrivateKeyFile {
         /// The file (PEM or JWK).
         path: PathBuf,
-        /// The algorithm for a PEM key.
-        alg: String,
+        /// The algorithm (`None`: from the key, see [`KeySpec`]).
+        alg: Option<String>,
     },
+    /// `tls_client_auth` (RFC 8705): the client certificate of
+    /// [`ClientSpec::client_cert`] authenticates.
+    TlsClientAuth,
+}
+
+/// A signing key file (PEM or JWK) and its algorithm. Without one, the
+/// algorithm comes from the key: a JWK's `alg`, else its type; for a PEM
+/// key the first of RS256, ES256, ES384, EdDSA it loads with (PS256, ES256,
+/// EdDSA under FAPI 2.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeySpec {
+    /// The file.
+    pub path: PathBuf,
+    /// The algorithm, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+}
+
+/// A client certificate for mutual TLS (RFC 8705): paths only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CertSpec {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM), a secret file.
+    pub key: PathBuf,
 }
 
 /// Everything needed to rebuild the client of a verification.
@@ -72,6 +97,23 @@ pub(crate) struct ClientSpec {
     /// lets the OP's metadata decide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draft: Option<crate::lib_api::Profile>,
+    /// Push authorization requests (PAR, RFC 9126).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub par: bool,
+    /// Sign authorization requests as request objects (JAR, RFC 9101)
+    /// with this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_object_key: Option<KeySpec>,
+    /// The client certificate presented at the OP (mutual TLS): a
+    /// resumed verification polls with the one it started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<CertSpec>,
+    /// Extra trust roots (PEM) for the OP's TLS endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Follow the FAPI 2.0 Security Profile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fapi2: bool,
 }
 
 /// Where a verification stands, as far as this machine knows.
@@ -457,6 +499,11 @@ mod tests {
                 cancel_endpoint: None,
                 redirect_uri: "http://127.0.0.1:1/callback".into(),
                 draft: None,
+                par: false,
+                request_object_key: None,
+                client_cert: None,
+                ca: None,
+                fapi2: false,
             },
             created_at,
             deadline: None,
@@ -499,6 +546,37 @@ mod tests {
             let m = fs::metadata(dir.path().join("s")).unwrap();
             assert_eq!(m.permissions().mode() & 0o777, 0o700);
         }
+    }
+
+    #[test]
+    fn entries_written_before_the_high_assurance_options_still_load() {
+        let old = r#"{"issuer":"https://op.example","client_id":"c","auth":{"method":"private_key_file","path":"/k.pem","alg":"RS256"},"dpop":true,"cancel_endpoint":null,"redirect_uri":"http://127.0.0.1:1/callback"}"#;
+        let spec: ClientSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            spec.auth,
+            AuthSpec::PrivateKeyFile {
+                path: "/k.pem".into(),
+                alg: Some("RS256".into())
+            }
+        );
+        assert!(!spec.par && !spec.fapi2);
+        assert!(spec.client_cert.is_none() && spec.request_object_key.is_none());
+        // And the new ones round-trip.
+        let mut spec = spec;
+        spec.auth = AuthSpec::TlsClientAuth;
+        spec.fapi2 = true;
+        spec.par = true;
+        spec.client_cert = Some(CertSpec {
+            cert: "/c.pem".into(),
+            key: "/c.key".into(),
+        });
+        spec.ca = Some("/ca.pem".into());
+        spec.request_object_key = Some(KeySpec {
+            path: "/ro.jwk".into(),
+            alg: None,
+        });
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<ClientSpec>(&text).unwrap(), spec);
     }
 
     #[test]

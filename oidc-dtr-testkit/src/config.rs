@@ -247,6 +247,10 @@ pub struct OpConfig {
     /// The lifetime of a pushed request's `request_uri`, in seconds (the
     /// `expires_in` of the PAR answer). Default 60.
     pub par_lifetime: u64,
+    /// Members added to the discovery document (replacing any of the same
+    /// name), e.g. `mtls_endpoint_aliases` pointing at a TLS front that
+    /// asks for client certificates. Default: none.
+    pub extra_metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for OpConfig {
@@ -292,6 +296,7 @@ impl Default for OpConfig {
             strict_interval: false,
             require_pushed_authorization_requests: false,
             par_lifetime: 60,
+            extra_metadata: serde_json::Map::new(),
         }
     }
 }

@@ -7,6 +7,8 @@
 mod support;
 
 #[cfg(unix)]
+mod fapi;
+#[cfg(unix)]
 mod flows;
 #[cfg(unix)]
 mod pty;

@@ -10,7 +10,7 @@ use tokio::process::{Child, ChildStderr, Command};
 // The mock OP.
 pub(crate) use oidc_dtr_testkit::{
     AssuranceFault, AuthSnapshot, AuthState, AuthorizeOutcome, Endpoint, MockOp, OpConfig,
-    OpProfiles,
+    OpProfiles, RegisteredClient,
 };
 
 /// A guard against a hang (not a timing assertion): generous.
@@ -24,11 +24,24 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) async fn new(f: impl FnOnce(&mut OpConfig)) -> Env {
+        Env::signing(oidc_dtr::jose::Algorithm::RS256, f).await
+    }
+
+    /// [`Env::new`] with an OP that signs its ID tokens with `alg`.
+    pub(crate) async fn signing(
+        alg: oidc_dtr::jose::Algorithm,
+        f: impl FnOnce(&mut OpConfig),
+    ) -> Env {
         let mut config = OpConfig::default();
         config.interval = Some(1);
         config.progress_script = vec!["Documents received".into(), "A reviewer is on it".into()];
         f(&mut config);
-        let op = MockOp::builder().config(config).start().await.unwrap();
+        let op = MockOp::builder()
+            .config(config)
+            .signing_alg(alg)
+            .start()
+            .await
+            .unwrap();
         Env {
             op,
             dir: tempfile::tempdir().unwrap(),

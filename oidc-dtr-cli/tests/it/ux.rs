@@ -277,6 +277,33 @@ async fn verify_help_is_grouped_with_examples() {
         "{}",
         c.stdout
     );
+    // The high-assurance options have their group, before the global
+    // ones; the commands that talk to the OP again take the TLS files.
+    let high = text
+        .find("High assurance (FAPI 2.0, PAR, JAR, mTLS):")
+        .unwrap();
+    for flag in [
+        "--fapi2",
+        "--par",
+        "--request-object",
+        "--client-cert",
+        "--client-key",
+        "--ca",
+    ] {
+        let at = text
+            .find(&format!("  {flag}\n"))
+            .or_else(|| text.find(&format!("  {flag} <")))
+            .unwrap_or_else(|| panic!("no {flag}: {text}"));
+        assert!(at > high && at < global, "{flag}: {text}");
+    }
+    for cmd in ["wait", "cancel", "userinfo"] {
+        let h = env.run(&[cmd, "--help"]).await;
+        assert!(
+            h.stdout.contains("--client-cert") && h.stdout.contains("--ca"),
+            "{cmd}: {}",
+            h.stdout
+        );
+    }
 }
 
 #[tokio::test]

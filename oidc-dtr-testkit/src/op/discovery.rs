@@ -43,6 +43,9 @@ impl OpState {
             md["revocation_endpoint_token_type_values_supported"] = json!(types);
         }
         crate::par::advertise(self, &mut md);
+        for (name, value) in &cfg.extra_metadata {
+            md[name.as_str()] = value.clone();
+        }
         md
     }
 }

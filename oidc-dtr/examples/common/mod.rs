@@ -14,6 +14,8 @@
 //! | `DTR_REDIRECT_URI` | the redirect URI registered for the client (where an example needs one) |
 //! | `DTR_NOTIFICATION_ENDPOINT` | the ping URL the OP can reach (examples with a Ping Callback receiver) |
 //! | `DTR_DRAFT` | `oidc` (default) or `ietf`: which Deferred Token Response draft to speak |
+//! | `DTR_CLIENT_CERT`, `DTR_CLIENT_CERT_KEY` | a PEM client certificate chain and its key, for mutual TLS (the `fapi2` example) |
+//! | `DTR_CA` | PEM trust roots added to the platform's (an OP with a private CA) |
 //!
 //! With neither `DTR_CLIENT_SECRET` nor `DTR_CLIENT_KEY`, the client is
 //! public (`none`). Under `cargo test` the examples always use the mock OP.
@@ -62,9 +64,20 @@ impl Op {
     /// new mock OP with `config`, on which `client` is registered (and which
     /// speaks the draft `profile`).
     pub(crate) async fn start(
+        config: OpConfig,
+        client: RegisteredClient,
+        profile: Profile,
+    ) -> Result<Op> {
+        Self::start_signing(config, client, profile, Algorithm::RS256).await
+    }
+
+    /// [`Op::start`], with a mock OP that signs its ID tokens with `alg`
+    /// (FAPI 2.0 allows only PS256, ES256 and EdDSA).
+    pub(crate) async fn start_signing(
         mut config: OpConfig,
         client: RegisteredClient,
         profile: Profile,
+        alg: Algorithm,
     ) -> Result<Op> {
         if let Some(op) = Self::from_env()? {
             return Ok(op);
@@ -77,6 +90,7 @@ impl Op {
         let mock = MockOp::builder()
             .config(config)
             .client(client)
+            .signing_alg(alg)
             .start()
             .await?;
         Ok(Op {

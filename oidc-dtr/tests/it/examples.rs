@@ -14,6 +14,9 @@ mod cli_login;
 #[path = "../../examples/device_flow.rs"]
 mod device_flow;
 #[allow(dead_code)]
+#[path = "../../examples/fapi2.rs"]
+mod fapi2;
+#[allow(dead_code)]
 #[path = "../../examples/hyper_ping.rs"]
 mod hyper_ping;
 #[allow(dead_code)]
@@ -211,4 +214,22 @@ async fn cli_login_gets_tokens_through_its_loopback_listener() {
 async fn device_flow_gets_tokens_after_the_deferral() {
     let outcome = device_flow::run().await.unwrap();
     assert!(matches!(outcome, Outcome::Tokens(_)), "{}", outcome.kind());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fapi2_gets_dpop_bound_tokens_with_par_and_a_request_object() {
+    let outcome = fapi2::run(false).await.unwrap();
+    let Outcome::Tokens(tokens) = outcome else {
+        panic!("{}", outcome.kind())
+    };
+    assert!(tokens.is_dpop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fapi2_mtls_variant_runs_to_its_end_bound_to_the_certificate() {
+    let outcome = fapi2::run(true).await.unwrap();
+    let Outcome::Tokens(tokens) = outcome else {
+        panic!("{}", outcome.kind())
+    };
+    assert!(!tokens.is_dpop(), "certificate-bound, not DPoP");
 }
