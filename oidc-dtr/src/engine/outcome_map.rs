@@ -3,7 +3,7 @@
 //! not a token response) to the protocol results the sans-IO poll machine
 //! takes, so the machine never sees an IO or transport type.
 
-use crate::error::{Error, HttpError, SharedError, TransportErrorKind};
+use crate::error::{ConfigError, Error, HttpError, SharedError, TransportErrorKind};
 use crate::proto::poll::{PollFailure, PollResult};
 
 /// Classifies an error from the token request: an OAuth error answer stays
@@ -47,6 +47,15 @@ pub(crate) fn poll_result_of<T>(e: Error) -> PollResult<T> {
         Error::Signer(e) if e.retryable => PollResult::NotSent {
             message: e.to_string(),
             cause: Some(SharedError::new(e)),
+        },
+        // The authentication is bound to the key of an external DPoP
+        // signer that is not configured (removed from the previous
+        // signers too early): nothing was sent and nothing is lost. It is
+        // held, retried with backoff, until a client configured with the
+        // signer takes it up again, or its deadline passes.
+        Error::Config(c @ ConfigError::DpopKeyNotConfigured { .. }) => PollResult::NotSent {
+            message: c.to_string(),
+            cause: Some(SharedError::new(c)),
         },
         other => PollResult::Permanent(PollFailure::Other {
             message: other.to_string(),
