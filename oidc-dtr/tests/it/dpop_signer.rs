@@ -277,8 +277,8 @@ async fn a_signer_failing_a_few_times_while_polling_loses_nothing() {
     kms.fail_next.store(3, Ordering::SeqCst);
     pass(&s, Duration::from_secs(6), S).await;
     let st = s.client.poll_status(auth.id()).await.unwrap();
-    assert!(!st.finished);
-    assert!(st.last_failure.is_some(), "the failure is reported");
+    assert!(!st.finished && st.next_poll.is_some(), "still scheduled");
+    assert!(kms.failures.load(Ordering::SeqCst) >= 1);
     assert!(polls_of(&s.op, &auth).is_empty(), "nothing reached the OP");
     assert!(matches!(
         run_to_outcome(&s, auth.id(), S, Duration::from_secs(600)).await,
@@ -342,18 +342,23 @@ async fn a_signer_down_for_good_holds_to_the_deadline_and_a_disabled_key_ends_it
 #[tokio::test]
 async fn a_key_no_longer_configured_holds_the_authentication_until_its_signer_is_back() {
     let kms1 = Kms::new();
-    let s = public_with(strict_dpop(), DpopConfig::default().signer(kms1.signer())).await;
+    let mut cfg = strict_dpop();
+    cfg.expires_in = Some(300);
+    let s = public_with(cfg, DpopConfig::default().signer(kms1.signer())).await;
     let auth = start(&s.op, &s.client).await;
+    let other = start(&s.op, &s.client).await;
 
     // Restarted without kms1 (removed too early).
     let kms2 = Kms::new();
     let s2 = restarted(&s, DpopConfig::default().signer(kms2.signer())).await;
     hand_over(&s, &s2, &auth).await;
+    hand_over(&s, &s2, &other).await;
     pass(&s2, Duration::from_secs(60), S).await;
-    let st = s2.client.poll_status(auth.id()).await.unwrap();
-    assert!(!st.finished, "held, not ended");
-    assert!(st.last_failure.is_some());
-    assert!(polls_of(&s.op, &auth).is_empty(), "nothing was sent");
+    for a in [&auth, &other] {
+        let st = s2.client.poll_status(a.id()).await.unwrap();
+        assert!(!st.finished && st.next_poll.is_some(), "held, not ended");
+        assert!(polls_of(&s.op, a).is_empty(), "nothing was sent");
+    }
     assert_eq!(kms2.calls.load(Ordering::SeqCst), 0, "never another key");
 
     // Its signer is configured again: it finishes.
@@ -372,6 +377,22 @@ async fn a_key_no_longer_configured_holds_the_authentication_until_its_signer_is
     for p in polls_of(&s.op, &auth) {
         assert_eq!(proof_key(&p).0, kms1.jkt());
     }
+
+    // The other one, never given its signer back, ends at its deadline
+    // with the typed cause; nothing was ever sent for it.
+    let step = Duration::from_secs(10);
+    match run_to_outcome(&s2, other.id(), step, Duration::from_secs(900)).await {
+        outcome @ Outcome::DeadlineReached { .. } => {
+            match outcome.cause().and_then(|c| c.downcast_ref::<ConfigError>()) {
+                Some(ConfigError::DpopKeyNotConfigured { thumbprint }) => {
+                    assert_eq!(thumbprint, &kms1.jkt());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(polls_of(&s.op, &other).is_empty());
 }
 
 #[tokio::test]
