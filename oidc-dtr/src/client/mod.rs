@@ -883,7 +883,9 @@ impl DtrClient {
 
     /// A DPoP proof for presenting `tokens`' access token to a resource
     /// server (RFC 9449 §7), with the client's clock and random source: see
-    /// [`TokenSet::resource_proof_at`]. `None` for bearer tokens.
+    /// [`TokenSet::resource_proof_at`]. `None` for bearer tokens. Tokens
+    /// bound to an external signer's key need
+    /// [`sign_resource_proof`](Self::sign_resource_proof), which awaits it.
     pub fn resource_proof(
         &self,
         tokens: &TokenSet,

@@ -75,6 +75,26 @@ mod tests {
         Duration::from_secs(n)
     }
 
+    /// A DPoP key no longer configured sends nothing and ends nothing.
+    #[test]
+    fn a_dpop_key_not_configured_is_not_sent_with_a_typed_cause() {
+        let e = ConfigError::DpopKeyNotConfigured {
+            thumbprint: "jkt-1".into(),
+        };
+        match poll_result_of::<()>(e.clone().into()) {
+            PollResult::NotSent { message, cause } => {
+                assert!(message.contains("jkt-1"), "{message}");
+                assert_eq!(cause.unwrap().get().downcast_ref::<ConfigError>(), Some(&e));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Other configuration errors still end the authentication.
+        assert!(matches!(
+            poll_result_of::<()>(ConfigError::Missing("x").into()),
+            PollResult::Permanent(_)
+        ));
+    }
+
     #[test]
     fn classifies_errors() {
         use crate::error::HttpError;

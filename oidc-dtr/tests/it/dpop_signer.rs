@@ -383,7 +383,10 @@ async fn a_key_no_longer_configured_holds_the_authentication_until_its_signer_is
     let step = Duration::from_secs(10);
     match run_to_outcome(&s2, other.id(), step, Duration::from_secs(900)).await {
         outcome @ Outcome::DeadlineReached { .. } => {
-            match outcome.cause().and_then(|c| c.downcast_ref::<ConfigError>()) {
+            match outcome
+                .cause()
+                .and_then(|c| c.downcast_ref::<ConfigError>())
+            {
                 Some(ConfigError::DpopKeyNotConfigured { thumbprint }) => {
                     assert_eq!(thumbprint, &kms1.jkt());
                 }
