@@ -193,6 +193,13 @@ pub struct OpConfig {
     /// Require the server's DPoP nonce in proofs (answering
     /// `use_dpop_nonce` with a `DPoP-Nonce` header otherwise). Default false.
     pub require_dpop_nonce: bool,
+    /// The request header through which a TLS front (the OP's mTLS
+    /// endpoint aliases, RFC 8705 §5) hands the OP the `x5t#S256` of the
+    /// client certificate it verified. When set, an access token issued on
+    /// a token request carrying it is certificate-bound (RFC 8705 §3, `cnf`
+    /// `x5t#S256`), and UserInfo refuses it (401 `invalid_token`) on a
+    /// request that does not carry the same thumbprint. Default none.
+    pub client_cert_header: Option<String>,
     /// Answer `token_type: Bearer` even to DPoP-proved requests (a
     /// downgrade, to test that clients refuse it). Default false.
     pub dpop_downgrade: bool,
@@ -285,6 +292,7 @@ impl Default for OpConfig {
             expire_authentications: true,
             require_dpop: false,
             require_dpop_nonce: false,
+            client_cert_header: None,
             dpop_downgrade: false,
             send_pings: true,
             redelivery_window: None,

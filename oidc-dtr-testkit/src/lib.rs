@@ -353,6 +353,8 @@ impl MockOpBuilder {
             pings: Vec::new(),
             last_token_body: None,
             access_tokens: std::collections::HashMap::new(),
+            last_access_token: None,
+            cert_bound: std::collections::HashMap::new(),
             ping_http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))

@@ -1,12 +1,14 @@
-//! A client whose private key never enters the process: the
-//! `private_key_jwt` client assertions are signed by a remote KMS, through
-//! the `oidc_dtr::jose::Signer` trait.
+//! A client whose private keys never enter the process: the
+//! `private_key_jwt` client assertions and the DPoP proofs are signed by a
+//! remote KMS (two keys), through the `oidc_dtr::jose::Signer` trait.
 //!
 //! The "KMS" here is simulated: it answers after some latency and can be
 //! switched off (as an outage or throttling would). While it is down, the
 //! engine cannot sign its polls, so it sends nothing and retries with
 //! backoff, as after a network failure; the authentication is not ended,
-//! and once the KMS is back it finishes with tokens.
+//! and once the KMS is back it finishes with tokens. The authentication's
+//! record and the tokens keep only the DPoP key's thumbprint: a restart
+//! finds the signer again by it.
 //!
 //! ```sh
 //! cargo run --example remote_signer
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use oidc_dtr::client::DpopConfig;
 use oidc_dtr::jose::{Algorithm, SignFuture, Signer, SignerError, SigningKey};
 use oidc_dtr::poll::PollConfig;
 use oidc_dtr::{CallbackResponse, ClientAuth, DtrClient, Outcome};
@@ -38,7 +41,7 @@ impl Signer for RemoteKms {
     }
 
     fn key_id(&self) -> Option<&str> {
-        Some("kms-key-2026")
+        self.remote_key.kid()
     }
 
     fn public_jwk(&self) -> Option<Value> {
@@ -71,6 +74,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         down: AtomicBool::new(false),
         failures: AtomicUsize::new(0),
     });
+    // A second KMS key proves possession of the access token (DPoP). Its
+    // `kid` is not used: a proof carries the public key itself.
+    let dpop_kms = Arc::new(RemoteKms {
+        remote_key: SigningKey::generate(Algorithm::ES256)?.with_kid("kms-dpop-2026"),
+        latency: Duration::from_millis(50),
+        down: AtomicBool::new(false),
+        failures: AtomicUsize::new(0),
+    });
+    let set_down = |down: bool| {
+        kms.down.store(down, Ordering::SeqCst);
+        dpop_kms.down.store(down, Ordering::SeqCst);
+    };
 
     // The OP knows the client by its public key (its registered JWKS).
     let mut config = OpConfig::default();
@@ -87,10 +102,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     let signer: Arc<dyn Signer> = kms.clone();
+    let dpop_signer: Arc<dyn Signer> = dpop_kms.clone();
     let client = DtrClient::builder()
         .issuer(op.issuer())
         .client_id("kms-rp")
         .client_auth(ClientAuth::private_key_jwt_signer(signer))
+        // DPoP proofs from the KMS too (after a key rotation, add the old
+        // signer with `previous_signer` while authentications bound to it
+        // are pending or their tokens in use).
+        .dpop(DpopConfig::default().signer(dpop_signer))
         .redirect_uri("http://127.0.0.1:9/callback")
         // Short backoff, so that the demo recovers quickly.
         .poll_config(PollConfig::default().backoff_base(Duration::from_millis(250)))
@@ -105,33 +125,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The KMS is down at the exchange: a typed error, and the
     // acknowledgment is still good for another try.
-    kms.down.store(true, Ordering::SeqCst);
+    set_down(true);
     match client.exchange(ack.clone()).await {
         Err(oidc_dtr::Error::Signer(e)) => println!("exchange: {e} (retrying)"),
         other => return Err(format!("expected a signer error, got {other:?}").into()),
     }
-    kms.down.store(false, Ordering::SeqCst);
+    set_down(false);
     let auth = client.exchange(ack).await?;
-    println!("exchanged with an assertion signed by the KMS; polling...");
+    println!(
+        "exchanged with an assertion and a DPoP proof signed by the KMS (DPoP key {}); polling...",
+        auth.dpop_jkt().unwrap_or("none")
+    );
 
     // Down again for a few seconds while the authentication is polled.
-    kms.down.store(true, Ordering::SeqCst);
+    set_down(true);
     tokio::time::sleep(Duration::from_secs(3)).await;
     println!(
         "the KMS failed {} times; the authentication is still pending: {}",
-        kms.failures.load(Ordering::SeqCst),
+        kms.failures.load(Ordering::SeqCst) + dpop_kms.failures.load(Ordering::SeqCst),
         client
             .poll_status(auth.id())
             .await
             .is_some_and(|s| !s.finished)
     );
-    kms.down.store(false, Ordering::SeqCst);
+    set_down(false);
 
     match client.wait(auth.id()).await? {
-        Outcome::Tokens(t) => println!(
-            "tokens for {} (signed by a key outside the process)",
-            t.claims().subject()
-        ),
+        Outcome::Tokens(t) => {
+            println!(
+                "tokens for {} (signed by a key outside the process), bound to DPoP key {}",
+                t.claims().subject(),
+                t.dpop_jkt().unwrap_or("none")
+            );
+            // The DPoP-bound access token at UserInfo: the proof is
+            // signed by the KMS as well.
+            let info = client.userinfo(&t).await?;
+            println!("UserInfo for {}", info.subject());
+        }
         other => println!("ended without tokens: {other:?}"),
     }
     Ok(())

@@ -411,6 +411,22 @@ pub enum ConfigError {
         /// The certificate's `x5t#S256` (not a secret).
         thumbprint: String,
     },
+    /// An authentication (or a token set) is bound to a DPoP key held by an
+    /// external signer that is no longer configured, neither as the current
+    /// [`DpopConfig::signer`](crate::client::DpopConfig::signer) nor among
+    /// the [previous ones](crate::client::DpopConfig::previous_signer). Its
+    /// code and tokens are bound to that key (RFC 9449), so no proof is made
+    /// with another and nothing is sent. A pending authentication in this
+    /// state is not ended: it is retried with backoff (nothing reaches the
+    /// OP) and resumes once a client is configured with the signer again;
+    /// it ends only at its deadline.
+    #[error(
+        "the DPoP key this authentication is bound to (jkt {thumbprint}) is not configured: add its signer to DpopConfig::previous_signer"
+    )]
+    DpopKeyNotConfigured {
+        /// The key's RFC 7638 thumbprint (`jkt`; not a secret).
+        thumbprint: String,
+    },
     /// The HTTP client could not be built (the cause is the `source`).
     #[error("invalid configuration: could not build the HTTP client")]
     HttpClient(#[source] SharedError),

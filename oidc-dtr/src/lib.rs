@@ -226,6 +226,7 @@ pub mod __fuzz {
             completion_mode_hint: false,
             request_uri_expires_at: None,
             dpop_key: None,
+            dpop_signer_jkt: None,
         };
         crate::proto::callback::validate(
             &pending,

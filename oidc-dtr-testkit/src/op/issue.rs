@@ -179,6 +179,7 @@ pub(crate) fn token_response(
     let jkt = proof
         .filter(|_| !st.config.dpop_downgrade)
         .map(|p| p.jkt.clone());
+    st.last_access_token = Some(access_token.clone());
     st.access_tokens.insert(access_token, (grant.clone(), jkt));
     let resp = json_response(StatusCode::OK, &body);
     st.last_token_body = Some(body);

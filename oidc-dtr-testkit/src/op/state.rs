@@ -96,6 +96,12 @@ pub(crate) struct OpState {
     /// Access tokens issued, for the UserInfo endpoint: the grant and the
     /// DPoP key thumbprint the token is bound to.
     pub access_tokens: HashMap<String, (Grant, Option<String>)>,
+    /// The access token of the last token response built (picked up by
+    /// the token endpoint to bind it to the client certificate).
+    pub last_access_token: Option<String>,
+    /// Certificate-bound access tokens (RFC 8705 §3): the `x5t#S256` each
+    /// is bound to.
+    pub cert_bound: HashMap<String, String>,
     /// The client pings are sent with (one per OP, so connections are kept
     /// alive as a real OP's would be; it never follows redirects).
     pub ping_http: reqwest::Client,

@@ -156,6 +156,35 @@ pub(super) fn token(
     params: &[(String, String)],
     effects: &mut Vec<Effect>,
 ) -> http::Response<Full<Bytes>> {
+    st.last_access_token = None;
+    let resp = token_unbound(st, req, params, effects);
+    // Under mutual TLS the access token is bound to the certificate the
+    // TLS front verified (RFC 8705 §3).
+    if let Some(at) = st.last_access_token.take()
+        && let Some(thumbprint) = client_cert(st, req)
+    {
+        st.cert_bound.insert(at, thumbprint);
+    }
+    resp
+}
+
+/// The `x5t#S256` of the client certificate a TLS front verified, when
+/// the OP is configured to read it
+/// ([`OpConfig::client_cert_header`](crate::OpConfig::client_cert_header)).
+pub(super) fn client_cert(st: &OpState, req: &Incoming) -> Option<String> {
+    let name = st.config.client_cert_header.as_deref()?;
+    req.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn token_unbound(
+    st: &mut OpState,
+    req: &Incoming,
+    params: &[(String, String)],
+    effects: &mut Vec<Effect>,
+) -> http::Response<Full<Bytes>> {
     let client_id = match authenticate(st, req, params) {
         Ok(id) => id,
         Err(r) => return r,

@@ -23,6 +23,12 @@ pub(super) fn userinfo(st: &mut OpState, req: &Incoming) -> http::Response<Full<
     let Some((grant, jkt)) = st.access_tokens.get(token).cloned() else {
         return unauthorized("Bearer", "invalid_token");
     };
+    // A certificate-bound token (RFC 8705 §3) only with its certificate.
+    if let Some(bound) = st.cert_bound.get(token)
+        && super::token::client_cert(st, req).as_deref() != Some(bound.as_str())
+    {
+        return unauthorized("Bearer", "invalid_token");
+    }
     match (jkt, scheme.to_ascii_lowercase().as_str()) {
         (None, "bearer") => {}
         (Some(jkt), "dpop") => {

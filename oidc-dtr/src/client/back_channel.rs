@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method};
 use serde_json::json;
 use url::Url;
 
@@ -19,7 +18,7 @@ use crate::client::ClientInner;
 use crate::engine::driver::{BoxFuture, Poller};
 use crate::engine::outcome_map::poll_result_of;
 use crate::error::{Error, ErrorCode, SharedError, ValidationError};
-use crate::jose::DpopKey;
+use crate::jose::dpop::{DpopRef, FlowDpop};
 use crate::proto::cancel::{CancelEncoding, CancellationConfig};
 use crate::proto::exchange::{DeferredAuthentication, IetfOrigin};
 use crate::proto::message::{HttpRequest, HttpResponse, error_for_status, parse_oauth_error};
@@ -50,35 +49,6 @@ fn origin(url: &Url) -> String {
 }
 
 impl ClientInner {
-    /// A fresh DPoP proof for a request to `url`.
-    pub(crate) fn dpop_proof(
-        &self,
-        key: &DpopKey,
-        method: &Method,
-        url: &Url,
-    ) -> Result<HeaderValue, Error> {
-        let jti = random_b64url(self.rng.as_ref(), 16)?;
-        let nonce = self
-            .dpop_nonces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&origin(url))
-            .cloned();
-        let proof = key
-            .proof(method, url, self.clock.now(), &jti, nonce.as_deref(), None)
-            .map_err(|e| crate::error::ConfigError::Invalid {
-                field: "dpop",
-                reason: e.to_string(),
-            })?;
-        HeaderValue::from_str(&proof).map_err(|_| {
-            crate::error::ConfigError::Invalid {
-                field: "dpop",
-                reason: "proof is not a valid header value".into(),
-            }
-            .into()
-        })
-    }
-
     /// Remembers a `DPoP-Nonce` from any response. True if it changed.
     pub(crate) fn remember_dpop_nonce(&self, url: &Url, resp: &HttpResponse) -> bool {
         let Some(nonce) = resp.header("dpop-nonce") else {
@@ -112,7 +82,7 @@ impl ClientInner {
     /// current client certificate when mutual TLS is configured.
     pub(crate) async fn send_with_dpop<F>(
         &self,
-        dpop: Option<&DpopKey>,
+        dpop: Option<DpopRef<'_>>,
         build: impl Fn() -> F,
     ) -> Result<HttpResponse, Error>
     where
@@ -125,11 +95,13 @@ impl ClientInner {
     /// certificate whose thumbprint is `identity` (`None`: the current
     /// one). A certificate no longer configured is
     /// [`ConfigError::ClientIdentityNotConfigured`](crate::error::ConfigError::ClientIdentityNotConfigured):
-    /// nothing is sent.
+    /// nothing is sent. Every attempt (the `use_dpop_nonce` retry too) gets
+    /// a proof signed afresh, by the external signer when the key is one's;
+    /// a signer that fails, or is not configured, sends nothing.
     pub(crate) async fn send_with_dpop_as<F>(
         &self,
         identity: Option<&str>,
-        dpop: Option<&DpopKey>,
+        dpop: Option<DpopRef<'_>>,
         build: impl Fn() -> F,
     ) -> Result<HttpResponse, Error>
     where
@@ -139,7 +111,7 @@ impl ClientInner {
         loop {
             let mut req = build().await?;
             if let Some(key) = dpop {
-                let proof = self.dpop_proof(key, &req.method, &req.url)?;
+                let proof = self.dpop_proof(key, &req.method, &req.url, None).await?;
                 req.headers.insert("dpop", proof);
             }
             let url = req.url.clone();
@@ -162,7 +134,7 @@ impl ClientInner {
     pub(crate) async fn send_token_request(
         &self,
         params: &[(&'static str, String)],
-        dpop: Option<&DpopKey>,
+        dpop: Option<DpopRef<'_>>,
     ) -> Result<HttpResponse, Error> {
         self.send_with_dpop(dpop, || self.token_request(params.to_vec()))
             .await
@@ -175,7 +147,7 @@ impl ClientInner {
         auth: &DeferredAuthentication,
         params: &[(&'static str, String)],
     ) -> Result<HttpResponse, Error> {
-        self.send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop_key(), || {
+        self.send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop(), || {
             self.token_request(params.to_vec())
         })
         .await
@@ -186,7 +158,9 @@ impl ClientInner {
     /// [`validate_in_hand`](Self::validate_in_hand) (the one
     /// validate-with-retry of every path that receives tokens: `attempts`
     /// in all while the JWK Set is unreachable, one forced refresh for an
-    /// unknown `kid`), checked as of `received_at`; attaches the DPoP key.
+    /// unknown `kid`), checked as of `received_at`; attaches the DPoP key
+    /// and the client certificate (`identity`; `None`: the current one)
+    /// the tokens were requested with.
     /// Tokens whose validation cannot finish now come back as
     /// [`InHand::Held`], for the caller to keep.
     pub(crate) async fn receive_tokens(
@@ -194,7 +168,8 @@ impl ClientInner {
         resp: &HttpResponse,
         received_at: UnixTime,
         ctx: &ValidationContext,
-        dpop: Option<&DpopKey>,
+        dpop: Option<DpopRef<'_>>,
+        identity: Option<&str>,
         attempts: u32,
     ) -> Result<InHand, Error> {
         let parsed = token::parse_token_response(resp, &self.metadata.token_endpoint)?;
@@ -216,7 +191,8 @@ impl ClientInner {
                 tracing::debug!(id_token = %raw.fingerprint(), "ID token validated");
                 let tokens = TokenSet::new(parsed, id_token, received_at)
                     .with_claims_request_of(ctx)
-                    .with_dpop_key(dpop.cloned());
+                    .with_dpop(dpop.map(DpopRef::to_owned_dpop))
+                    .with_client_cert(identity.or_else(|| self.http.current_identity()));
                 Ok(InHand::Tokens(Box::new(tokens)))
             }
             Err(e) if e.is_retryable() => match HeldTokens::new(&resp.body, received_at) {
@@ -238,13 +214,20 @@ impl ClientInner {
         &self,
         resp: &HttpResponse,
         ctx: &ValidationContext,
-        dpop_key: Option<DpopKey>,
+        dpop: Option<FlowDpop>,
         origin: IetfOrigin,
         profile: crate::proto::profile::Profile,
     ) -> Result<TokenSet, Error> {
         let received_at = self.clock.now();
         let (tokens, reason) = match self
-            .receive_tokens(resp, received_at, ctx, dpop_key.as_ref(), JWKS_RETRIES)
+            .receive_tokens(
+                resp,
+                received_at,
+                ctx,
+                dpop.as_ref().map(FlowDpop::as_ref),
+                None,
+                JWKS_RETRIES,
+            )
             .await?
         {
             InHand::Tokens(t) => return Ok(*t),
@@ -254,7 +237,7 @@ impl ClientInner {
         let mut auth =
             DeferredAuthentication::holding(origin, handle.clone(), received_at, profile);
         auth.client_cert_thumbprint = self.http.current_identity().map(str::to_owned);
-        auth.dpop_key = dpop_key.map(Box::new);
+        auth.set_dpop(dpop);
         let machine = PollMachine::new(&auth, self.poll_config.clone()).holding(
             tokens,
             reason.to_string(),
@@ -429,7 +412,14 @@ impl Poller for ClientInner {
             let resp = tokens.response();
             // One attempt: the engine's schedule is the backoff.
             match self
-                .receive_tokens(&resp, tokens.received_at(), &ctx, auth.dpop_key(), 1)
+                .receive_tokens(
+                    &resp,
+                    tokens.received_at(),
+                    &ctx,
+                    auth.dpop(),
+                    auth.client_cert_thumbprint(),
+                    1,
+                )
                 .await
             {
                 Ok(InHand::Tokens(t)) => {
@@ -485,7 +475,7 @@ impl ClientInner {
     /// or classified as an error.
     async fn poll_once(&self, auth: &DeferredAuthentication) -> PollResult<TokenSet> {
         let params = auth.profile().poll_params(auth.id().secret());
-        let dpop = auth.dpop_key();
+        let dpop = auth.dpop();
         let resp = match self.send_token_request_for(auth, &params).await {
             Ok(r) => r,
             Err(e) => return poll_result_of(e),
@@ -495,7 +485,14 @@ impl ClientInner {
         let ctx = ValidationContext::from(auth);
         let received_at = self.clock.now();
         match self
-            .receive_tokens(&resp, received_at, &ctx, dpop, JWKS_RETRIES)
+            .receive_tokens(
+                &resp,
+                received_at,
+                &ctx,
+                dpop,
+                auth.client_cert_thumbprint(),
+                JWKS_RETRIES,
+            )
             .await
         {
             Ok(InHand::Tokens(tokens)) => PollResult::Tokens(*tokens),
@@ -630,7 +627,7 @@ impl ClientInner {
         auth: &DeferredAuthentication,
     ) -> Result<(), Error> {
         let resp = self
-            .send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop_key(), || {
+            .send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop(), || {
                 self.authed_form(
                     endpoint,
                     crate::proto::ietf::revocation_params(auth.id().secret()),
@@ -648,7 +645,7 @@ impl ClientInner {
         auth: &DeferredAuthentication,
     ) -> Result<(), Error> {
         let resp = self
-            .send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop_key(), || {
+            .send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop(), || {
                 self.cancel_request(cfg, auth)
             })
             .await?;

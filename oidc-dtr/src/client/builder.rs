@@ -13,7 +13,8 @@ use crate::engine::fleet::{Fleet, FleetConfig};
 use crate::engine::jwks_cache::{JwksCache, JwksConfig};
 use crate::engine::transport::{HttpConfig, HttpEdge};
 use crate::error::{ConfigError, DiscoveryError, Error};
-use crate::jose::Algorithm;
+use crate::jose::dpop::DpopSigner;
+use crate::jose::{Algorithm, Signer};
 use crate::proto::cancel::CancellationConfig;
 use crate::proto::client_auth::ClientAuth;
 use crate::proto::discovery::ProviderMetadata;
@@ -32,20 +33,70 @@ use crate::time::{Clock, SystemClock};
 /// decides by client type (public clients use DPoP, confidential ones do
 /// not), with ES256 keys, and refuses a `Bearer` token when DPoP was used.
 ///
+/// By default every authentication gets a fresh key, generated in the
+/// process and kept (private key included) with its record and its
+/// [`TokenSet`](crate::TokenSet). With [`signer`](Self::signer), proofs
+/// are signed by a key that stays outside the process (a KMS, an HSM):
+/// records and token sets then keep only the key's RFC 7638 thumbprint,
+/// and the client finds the signer by that thumbprint among the current
+/// and [previous](Self::previous_signer) signers.
+///
 /// ```
 /// use oidc_dtr::{jose::Algorithm, client::DpopConfig};
 ///
 /// let dpop = DpopConfig::enabled().algorithm(Algorithm::EdDSA);
 /// assert_ne!(dpop, DpopConfig::default());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct DpopConfig {
     /// Use DPoP: `None` decides by client type.
     pub(crate) enabled: Option<bool>,
     pub(crate) algorithm: Algorithm,
     pub(crate) reject_downgrade: bool,
+    /// The external signer new authentications use.
+    pub(crate) signer: Option<Arc<dyn Signer>>,
+    /// Earlier external signers still bound to pending authentications or
+    /// token sets.
+    pub(crate) previous_signers: Vec<Arc<dyn Signer>>,
 }
+
+impl fmt::Debug for DpopConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DpopConfig")
+            .field("enabled", &self.enabled)
+            .field("algorithm", &self.algorithm)
+            .field("reject_downgrade", &self.reject_downgrade)
+            .field("signer", &self.signer.is_some())
+            .field("previous_signers", &self.previous_signers.len())
+            .finish()
+    }
+}
+
+/// Signers are compared by identity (the same `Arc`).
+impl PartialEq for DpopConfig {
+    fn eq(&self, other: &Self) -> bool {
+        fn same(a: &Arc<dyn Signer>, b: &Arc<dyn Signer>) -> bool {
+            std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+        }
+        self.enabled == other.enabled
+            && self.algorithm == other.algorithm
+            && self.reject_downgrade == other.reject_downgrade
+            && match (&self.signer, &other.signer) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same(a, b),
+                _ => false,
+            }
+            && self.previous_signers.len() == other.previous_signers.len()
+            && self
+                .previous_signers
+                .iter()
+                .zip(&other.previous_signers)
+                .all(|(a, b)| same(a, b))
+    }
+}
+
+impl Eq for DpopConfig {}
 
 impl Default for DpopConfig {
     fn default() -> Self {
@@ -53,6 +104,8 @@ impl Default for DpopConfig {
             enabled: None,
             algorithm: Algorithm::ES256,
             reject_downgrade: true,
+            signer: None,
+            previous_signers: Vec::new(),
         }
     }
 }
@@ -77,7 +130,8 @@ impl DpopConfig {
     }
 
     /// The algorithm of the per-authentication key (ES256, ES384, EdDSA,
-    /// RS256, PS256, ...). Default: ES256.
+    /// RS256, PS256, ...). Default: ES256. With a [`signer`](Self::signer),
+    /// the signer's algorithm is used instead.
     #[must_use]
     pub fn algorithm(mut self, alg: Algorithm) -> Self {
         self.algorithm = alg;
@@ -90,6 +144,100 @@ impl DpopConfig {
     pub fn allow_bearer_downgrade(mut self) -> Self {
         self.reject_downgrade = false;
         self
+    }
+
+    /// Signs the DPoP proofs of new authentications with `signer`, a key
+    /// outside the process (a KMS, an HSM), instead of a key generated per
+    /// authentication; turns DPoP on (unless [`disabled`](Self::disabled)
+    /// is called after). Its [`Signer::public_jwk`] must give the public
+    /// key (a proof carries it): [`DtrClientBuilder::build`](crate::DtrClientBuilder::build)
+    /// refuses a signer without one, or whose algorithm does not fit it,
+    /// with [`ConfigError::Invalid`] (field `dpop_signer`).
+    ///
+    /// Every authentication started with it is bound to its key: its
+    /// record (and its [`TokenSet`](crate::TokenSet)) keeps the key's
+    /// RFC 7638 thumbprint, not the key, and its polls, its cancellation
+    /// and the UserInfo calls with its tokens are signed by the configured
+    /// signer of that thumbprint. A signer that fails is
+    /// [`Error::Signer`](crate::Error::Signer); while polling, a
+    /// [retryable](crate::jose::SignerError::retryable) failure is retried
+    /// with backoff and nothing is sent (the authentication is not ended).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use oidc_dtr::client::DpopConfig;
+    /// use oidc_dtr::jose::{Algorithm, DpopKey, Signer};
+    ///
+    /// // A stand-in for a KMS-backed signer.
+    /// let kms: Arc<dyn Signer> = Arc::new(DpopKey::generate(Algorithm::ES256)?);
+    /// let dpop = DpopConfig::default().signer(kms);
+    /// # drop(dpop);
+    /// # Ok::<(), oidc_dtr::jose::KeyError>(())
+    /// ```
+    #[must_use]
+    pub fn signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.algorithm = signer.algorithm();
+        self.signer = Some(signer);
+        self.enabled = Some(true);
+        self
+    }
+
+    /// An earlier DPoP signer (key rotation): authentications and token
+    /// sets bound to its key keep using it; new authentications use
+    /// [`signer`](Self::signer) (or generated keys, without one). Remove a
+    /// previous signer only once nothing bound to it is pending or in use:
+    /// an authentication bound to a key no longer configured is not polled
+    /// (nothing could be signed) and waits, retried with backoff, for a
+    /// client configured with it, until its deadline; a call with such
+    /// tokens fails with [`ConfigError::DpopKeyNotConfigured`].
+    ///
+    /// ```
+    /// # fn demo(new: std::sync::Arc<dyn oidc_dtr::jose::Signer>, old: std::sync::Arc<dyn oidc_dtr::jose::Signer>) {
+    /// use oidc_dtr::client::DpopConfig;
+    /// // New authentications use `new`; those bound to `old` keep it.
+    /// let dpop = DpopConfig::default().signer(new).previous_signer(old);
+    /// # drop(dpop); }
+    /// ```
+    #[must_use]
+    pub fn previous_signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.previous_signers.push(signer);
+        self
+    }
+}
+
+/// The external DPoP signers of a client, checked: the current one (for
+/// new authentications) and the earlier ones, found by thumbprint.
+#[derive(Debug, Default)]
+pub(crate) struct DpopSigners {
+    pub(crate) current: Option<DpopSigner>,
+    pub(crate) previous: Vec<DpopSigner>,
+}
+
+impl DpopSigners {
+    /// Checks the signers of `config`.
+    pub(crate) fn new(config: &DpopConfig) -> Result<Self, ConfigError> {
+        let check = |s: &Arc<dyn Signer>| {
+            DpopSigner::new(s.clone()).map_err(|reason| ConfigError::Invalid {
+                field: "dpop_signer",
+                reason,
+            })
+        };
+        Ok(DpopSigners {
+            current: config.signer.as_ref().map(check).transpose()?,
+            previous: config
+                .previous_signers
+                .iter()
+                .map(check)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The configured signer whose key has the thumbprint `jkt`.
+    pub(crate) fn find(&self, jkt: &str) -> Option<&DpopSigner> {
+        self.current
+            .iter()
+            .chain(&self.previous)
+            .find(|s| s.thumbprint == jkt)
     }
 }
 
@@ -586,6 +734,11 @@ impl DtrClientBuilder {
         };
         let fapi2 = self.security_profile == super::fapi::SecurityProfile::Fapi2;
         let mut dpop = self.dpop;
+        if let Some(s) = &dpop.signer {
+            // Proofs are signed with the signer's algorithm.
+            dpop.algorithm = s.algorithm();
+        }
+        let dpop_signers = DpopSigners::new(&dpop)?;
         let mut validation = self.validation;
         if fapi2 {
             super::fapi::apply(super::fapi::Fapi2Settings {
@@ -725,6 +878,7 @@ impl DtrClientBuilder {
             validator,
             jwks,
             dpop,
+            dpop_signers,
             dpop_nonces: Mutex::new(HashMap::new()),
             cancellation,
             poll_config,

@@ -9,7 +9,7 @@ use tracing::Instrument as _;
 use super::{ClientInner, DtrClient};
 use crate::engine::driver::WaitError;
 use crate::error::{CallbackError, Error};
-use crate::jose::DpopKey;
+use crate::jose::dpop::FlowDpop;
 use crate::proto::callback::CodeResponse;
 use crate::proto::exchange::{DeferredAuthentication, IetfOrigin};
 use crate::proto::ietf::{
@@ -52,7 +52,7 @@ impl DtrClient {
         {
             return Err(CallbackError::WrongClient.into());
         }
-        let key = inner.flow_dpop_key(&code.pending)?;
+        let key = inner.flow_dpop(&code.pending)?;
         let span = tracing::info_span!(
             "dtr.redeem",
             state = %code.pending.state.fingerprint(),
@@ -82,7 +82,7 @@ impl ClientInner {
     async fn redeem_and_track(
         self: Arc<Self>,
         code: CodeResponse,
-        dpop_key: Option<DpopKey>,
+        dpop_key: Option<FlowDpop>,
     ) -> Result<Redemption, Error> {
         let notification_token = self.new_client_notification_token()?;
         let mut params = vec![
@@ -100,7 +100,7 @@ impl ClientInner {
         ietf::opt_in_params(&mut params, notification_token.as_deref());
         let issued_at = self.clock.now();
         let resp = self
-            .send_token_request(&params, dpop_key.as_ref())
+            .send_token_request(&params, dpop_key.as_ref().map(FlowDpop::as_ref))
             .await
             .inspect_err(|e| {
                 tracing::warn!(code = %code.code.fingerprint(), error = %e, "token request with completion_mode=deferred failed");
@@ -153,13 +153,13 @@ impl ClientInner {
         issued_at: crate::time::UnixTime,
         answered_at: crate::time::UnixTime,
         notification_token: Option<String>,
-        dpop_key: Option<DpopKey>,
+        dpop_key: Option<FlowDpop>,
     ) -> Result<DeferredAuthentication, Error> {
         let description = d.error.description.clone();
         let hash = notification_token.map(|t| SecretHash::of(t.as_bytes()));
         let mut auth = DeferredAuthentication::from_ietf(origin, d, issued_at, answered_at, hash);
         auth.client_cert_thumbprint = self.http.current_identity().map(str::to_owned);
-        auth.dpop_key = dpop_key.map(Box::new);
+        auth.set_dpop(dpop_key);
         tracing::Span::current().record(
             "deferral_code",
             tracing::field::display(auth.id.fingerprint()),
@@ -318,7 +318,7 @@ impl DtrClient {
         if device.issuer != inner.metadata.issuer || device.client_id != inner.client_id {
             return Err(CallbackError::WrongClient.into());
         }
-        let key = inner.new_dpop_key()?;
+        let key = inner.new_flow_dpop()?;
         let span = tracing::info_span!("dtr.device", deferral_code = tracing::field::Empty,);
         let task = tokio::spawn(
             inner
@@ -338,7 +338,7 @@ impl ClientInner {
     async fn device_poll(
         self: Arc<Self>,
         device: crate::DeviceAuthorization,
-        dpop_key: Option<DpopKey>,
+        dpop_key: Option<FlowDpop>,
     ) -> Result<Redemption, Error> {
         let ctx = ValidationContext::new(device.nonce.clone(), device.requested_at)
             .with_optional_nonce(true);
@@ -363,7 +363,9 @@ impl ClientInner {
             ];
             ietf::opt_in_params(&mut params, notification_token.as_deref());
             let issued_at = self.clock.now();
-            let resp = self.send_token_request(&params, dpop_key.as_ref()).await?;
+            let resp = self
+                .send_token_request(&params, dpop_key.as_ref().map(FlowDpop::as_ref))
+                .await?;
             // The next request waits the interval from this answer's
             // arrival (and so does the first poll of a deferral it creates).
             last = self.clock.now();

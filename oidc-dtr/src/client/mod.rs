@@ -43,6 +43,7 @@
 
 mod back_channel;
 mod builder;
+mod dpop;
 mod fapi;
 mod handle;
 mod ietf;
@@ -79,6 +80,7 @@ use crate::error::{
     CallbackError, ConfigError, Error, LiveAuthentication, NotCancelledReason, ValidationError,
 };
 use crate::jose::DpopKey;
+use crate::jose::dpop::FlowDpop;
 use crate::ping::PingReceiver;
 use crate::proto::authorize::{AuthorizeContext, PendingAuthorization};
 use crate::proto::callback::{self, Acknowledgment, CallbackResponse, CodeResponse};
@@ -160,6 +162,8 @@ pub(crate) struct ClientInner {
     pub(crate) validator: IdTokenValidator,
     pub(crate) jwks: JwksCache,
     pub(crate) dpop: DpopConfig,
+    /// The external DPoP signers, checked.
+    pub(crate) dpop_signers: builder::DpopSigners,
     /// The latest `DPoP-Nonce` per server (`scheme://host:port`).
     pub(crate) dpop_nonces: Mutex<HashMap<String, String>>,
     pub(crate) cancellation: Option<CancellationConfig>,
@@ -267,6 +271,7 @@ impl DtrClient {
             pusher: Some(inner.as_ref()),
             request_object: inner.request_object.as_ref(),
             dpop_algorithm: inner.uses_dpop().then_some(inner.dpop.algorithm),
+            dpop_signer_jkt: inner.dpop_signer_jkt(),
         })
     }
 
@@ -354,7 +359,7 @@ impl DtrClient {
     /// the store ([`pending_count`](Self::pending_count), events from
     /// [`subscribe`](Self::subscribe)); its outcome is delivered as usual.
     pub async fn exchange(&self, ack: Acknowledgment) -> Result<DeferredAuthentication, Error> {
-        let key = self.inner.flow_dpop_key(&ack.pending)?;
+        let key = self.inner.flow_dpop(&ack.pending)?;
         let span = exchange_span(&ack);
         self.exchange_inner(ack, key).instrument(span).await
     }
@@ -383,13 +388,15 @@ impl DtrClient {
             .into());
         }
         let span = exchange_span(&ack);
-        self.exchange_inner(ack, Some(key)).instrument(span).await
+        self.exchange_inner(ack, Some(FlowDpop::Key(Box::new(key))))
+            .instrument(span)
+            .await
     }
 
     async fn exchange_inner(
         &self,
         ack: Acknowledgment,
-        dpop_key: Option<DpopKey>,
+        dpop_key: Option<FlowDpop>,
     ) -> Result<DeferredAuthentication, Error> {
         let inner = &self.inner;
         if ack.pending.issuer != inner.metadata.issuer || ack.pending.client_id != inner.client_id {
@@ -475,8 +482,10 @@ impl DtrClient {
             ),
         ];
         // A DPoP-bound token from the code flow gets its own fresh key.
-        let dpop_key = inner.flow_dpop_key(&code.pending)?;
-        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
+        let dpop_key = inner.flow_dpop(&code.pending)?;
+        let resp = inner
+            .send_token_request(&params, dpop_key.as_ref().map(FlowDpop::as_ref))
+            .await?;
         let ctx = ValidationContext::from(&code);
         let origin = crate::proto::exchange::IetfOrigin::from(&code.pending);
         match inner
@@ -874,7 +883,9 @@ impl DtrClient {
 
     /// A DPoP proof for presenting `tokens`' access token to a resource
     /// server (RFC 9449 §7), with the client's clock and random source: see
-    /// [`TokenSet::resource_proof_at`]. `None` for bearer tokens.
+    /// [`TokenSet::resource_proof_at`]. `None` for bearer tokens. Tokens
+    /// bound to an external signer's key need
+    /// [`sign_resource_proof`](Self::sign_resource_proof), which awaits it.
     pub fn resource_proof(
         &self,
         tokens: &TokenSet,
@@ -903,7 +914,7 @@ impl ClientInner {
     async fn exchange_and_track(
         self: Arc<Self>,
         ack: Acknowledgment,
-        dpop_key: Option<DpopKey>,
+        dpop_key: Option<FlowDpop>,
     ) -> Result<DeferredAuthentication, Error> {
         let inner = &self;
         let notification_token = match inner.notification_endpoint {
@@ -917,7 +928,9 @@ impl ClientInner {
         // The deadline counts from the send, the first poll's floor from
         // the answer's arrival (an OP may count the interval from its answer).
         let issued_at = inner.clock.now();
-        let resp = inner.send_token_request(&params, dpop_key.as_ref()).await?;
+        let resp = inner
+            .send_token_request(&params, dpop_key.as_ref().map(FlowDpop::as_ref))
+            .await?;
         let answered_at = inner.clock.now();
         let parsed = exchange::parse_exchange_response(&resp, &inner.metadata.token_endpoint);
         let parsed = match parsed {
@@ -938,7 +951,7 @@ impl ClientInner {
         );
         // Polled with the certificate the exchange was sent with.
         auth.client_cert_thumbprint = inner.http.current_identity().map(str::to_owned);
-        auth.dpop_key = dpop_key.map(Box::new);
+        auth.set_dpop(dpop_key);
         // The draft's interim ID token is validated like the final one
         // (OIDC Core §3.1.3.7); its nonce is the request's, and it comes
         // with no access token.
@@ -1105,35 +1118,6 @@ impl ClientInner {
     /// Whether requests of this client carry DPoP proofs.
     pub(crate) fn uses_dpop(&self) -> bool {
         self.dpop.enabled.unwrap_or(self.auth.is_public())
-    }
-
-    /// The DPoP key of the token requests of a flow: the key a pushed
-    /// request bound its code to (`dpop_jkt`, RFC 9449 §10), else a fresh
-    /// one when DPoP is on.
-    pub(crate) fn flow_dpop_key(
-        &self,
-        pending: &PendingAuthorization,
-    ) -> Result<Option<DpopKey>, Error> {
-        match &pending.dpop_key {
-            Some(k) => Ok(Some((**k).clone())),
-            None => self.new_dpop_key(),
-        }
-    }
-
-    /// A fresh DPoP key for a new authentication process, when DPoP is on.
-    pub(crate) fn new_dpop_key(&self) -> Result<Option<DpopKey>, Error> {
-        if !self.uses_dpop() {
-            return Ok(None);
-        }
-        DpopKey::generate(self.dpop.algorithm)
-            .map(Some)
-            .map_err(|e| {
-                ConfigError::Invalid {
-                    field: "dpop",
-                    reason: e.to_string(),
-                }
-                .into()
-            })
     }
 }
 

@@ -12,7 +12,7 @@ use http::HeaderMap;
 
 use crate::client::ClientInner;
 use crate::error::Error;
-use crate::jose::DpopKey;
+use crate::jose::dpop::DpopRef;
 use crate::proto::message::{HttpRequest, HttpResponse};
 use crate::proto::par::{ParRequest, PushTransport};
 
@@ -20,7 +20,7 @@ impl PushTransport for ClientInner {
     fn send_par<'a>(
         &'a self,
         request: ParRequest,
-        dpop: Option<&'a DpopKey>,
+        dpop: Option<DpopRef<'a>>,
     ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, Error>> + Send + 'a>> {
         Box::pin(async move {
             let request = &request;

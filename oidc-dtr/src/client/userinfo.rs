@@ -25,16 +25,27 @@ impl DtrClient {
     ///
     /// Under mutual TLS ([`HttpConfig::client_identity`](crate::client::HttpConfig::client_identity))
     /// the call goes to the `userinfo_endpoint` of the OP's
-    /// `mtls_endpoint_aliases` (RFC 8705 §5) with the current client
-    /// certificate, the one certificate-bound access tokens (RFC 8705 §3)
-    /// of new authentications are bound to.
+    /// `mtls_endpoint_aliases` (RFC 8705 §5) with the client certificate
+    /// the tokens were issued to ([`TokenSet::client_cert_thumbprint`]),
+    /// which certificate-bound access tokens (RFC 8705 §3) are bound to:
+    /// after a certificate rotation, that is the previous certificate
+    /// ([`HttpConfig::previous_client_identity`](crate::client::HttpConfig::previous_client_identity)).
+    /// A certificate no longer configured is
+    /// [`ConfigError::ClientIdentityNotConfigured`], and nothing is sent.
+    /// Token sets stored before this was recorded use the current one.
+    ///
+    /// DPoP-bound tokens whose key is held by an external signer
+    /// ([`DpopConfig::signer`](crate::client::DpopConfig::signer)) are
+    /// presented with a proof from that signer (current or previous); a
+    /// failing signer is [`Error::Signer`], one no longer configured
+    /// [`ConfigError::DpopKeyNotConfigured`].
     pub async fn userinfo(&self, tokens: &TokenSet) -> Result<UserInfo, Error> {
         let inner = &self.inner;
         let endpoint = userinfo::endpoint(&inner.metadata)?;
         // Under mutual TLS the access token is bound to the client
         // certificate (RFC 8705 §3): the call presents it, at the alias.
         let endpoint = inner.back_channel_endpoint("userinfo_endpoint", &endpoint);
-        let key = match (tokens.is_dpop(), tokens.dpop_key()) {
+        let key = match (tokens.is_dpop(), tokens.dpop()) {
             (true, Some(k)) => Some(k),
             (true, None) => {
                 return Err(ConfigError::Invalid {
@@ -46,27 +57,27 @@ impl DtrClient {
             }
             (false, _) => None,
         };
+        let ath = key.map(|_| crate::jose::dpop::ath(tokens.access_token().secret()));
         let mut retried = false;
         loop {
+            // A fresh proof per attempt (the nonce retry too), signed by the
+            // tokens' key: a generated one, or the external signer of its
+            // thumbprint (awaited; its failure is `Error::Signer`).
             let proof = match key {
                 None => None,
-                Some(_) => {
-                    let nonce = inner
-                        .dpop_nonces
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&endpoint.origin().ascii_serialization())
-                        .cloned();
-                    self.resource_proof(tokens, &Method::GET, &endpoint, nonce.as_deref())
-                        .transpose()
-                        .map_err(|e| ConfigError::Invalid {
-                            field: "dpop",
-                            reason: e.to_string(),
-                        })?
-                }
+                Some(k) => Some(
+                    inner
+                        .dpop_proof_jws(k, &Method::GET, &endpoint, ath.as_deref())
+                        .await?,
+                ),
             };
             let req = userinfo::request(&endpoint, tokens, proof.as_deref())?;
-            let resp = inner.http.send_as(None, req).await?;
+            // A certificate-bound access token (RFC 8705 §3) goes with
+            // the certificate it was issued to, even after a rotation.
+            let resp = inner
+                .http
+                .send_as(tokens.client_cert_thumbprint(), req)
+                .await?;
             let new_nonce = inner.remember_dpop_nonce(&endpoint, &resp);
             if proof.is_some() && !retried && new_nonce && userinfo::wants_dpop_nonce(&resp) {
                 retried = true;

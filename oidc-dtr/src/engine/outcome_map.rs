@@ -3,7 +3,7 @@
 //! not a token response) to the protocol results the sans-IO poll machine
 //! takes, so the machine never sees an IO or transport type.
 
-use crate::error::{Error, HttpError, SharedError, TransportErrorKind};
+use crate::error::{ConfigError, Error, HttpError, SharedError, TransportErrorKind};
 use crate::proto::poll::{PollFailure, PollResult};
 
 /// Classifies an error from the token request: an OAuth error answer stays
@@ -48,6 +48,15 @@ pub(crate) fn poll_result_of<T>(e: Error) -> PollResult<T> {
             message: e.to_string(),
             cause: Some(SharedError::new(e)),
         },
+        // The authentication is bound to the key of an external DPoP
+        // signer that is not configured (removed from the previous
+        // signers too early): nothing was sent and nothing is lost. It is
+        // held, retried with backoff, until a client configured with the
+        // signer takes it up again, or its deadline passes.
+        Error::Config(c @ ConfigError::DpopKeyNotConfigured { .. }) => PollResult::NotSent {
+            message: c.to_string(),
+            cause: Some(SharedError::new(c)),
+        },
         other => PollResult::Permanent(PollFailure::Other {
             message: other.to_string(),
             cause: Some(SharedError::new(other)),
@@ -64,6 +73,26 @@ mod tests {
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    /// A DPoP key no longer configured sends nothing and ends nothing.
+    #[test]
+    fn a_dpop_key_not_configured_is_not_sent_with_a_typed_cause() {
+        let e = ConfigError::DpopKeyNotConfigured {
+            thumbprint: "jkt-1".into(),
+        };
+        match poll_result_of::<()>(e.clone().into()) {
+            PollResult::NotSent { message, cause } => {
+                assert!(message.contains("jkt-1"), "{message}");
+                assert_eq!(cause.unwrap().get().downcast_ref::<ConfigError>(), Some(&e));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Other configuration errors still end the authentication.
+        assert!(matches!(
+            poll_result_of::<()>(ConfigError::Missing("x").into()),
+            PollResult::Permanent(_)
+        ));
     }
 
     #[test]

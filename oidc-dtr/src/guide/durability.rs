@@ -82,7 +82,8 @@
 //!
 //! **Encryption at rest.** A record holds every secret of an
 //! authentication (the id, the PKCE verifier, the nonce, the DPoP private
-//! key) and, once it succeeded, the tokens. Give the store a
+//! key unless an external signer holds it) and, once it succeeded, the
+//! tokens. Give the store a
 //! [`Sealer`](crate::store::Sealer), such as [`AesGcmSealer`](crate::store::AesGcmSealer)
 //! with a 256-bit key from your secret manager, and every record is sealed
 //! as a whole. The seal also binds the record to the store's issuer and

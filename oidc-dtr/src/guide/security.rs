@@ -113,7 +113,11 @@
 //! poll after a restart, as the OIDC draft requires of public clients), a
 //! fresh proof (new `jti` and `iat`) for every request, server nonces
 //! honoured (`use_dpop_nonce` is retried at once), and a `Bearer` token in
-//! answer to a DPoP-proved request refused as a downgrade. Confidential
+//! answer to a DPoP-proved request refused as a downgrade. With
+//! [`DpopConfig::signer`](crate::client::DpopConfig::signer) the DPoP key
+//! stays in a KMS or HSM instead: records and token sets keep only its
+//! thumbprint, and a rotated signer stays usable for what is bound to it
+//! ([`previous_signer`](crate::client::DpopConfig::previous_signer)). Confidential
 //! clients may use `private_key_jwt` or `client_secret_jwt`
 //! ([`ClientAuth`](crate::ClientAuth)), with a fresh assertion for every
 //! request, never one reused across polls.
@@ -132,7 +136,8 @@
 //! - Keep the [`PendingAuthorization`](crate::PendingAuthorization) where
 //!   the user cannot change it (a server-side session, or an encrypted
 //!   cookie): it holds the `state`, `nonce` and PKCE verifier (and, after a
-//!   DPoP-bound push, the DPoP private key the code is bound to).
+//!   DPoP-bound push, the DPoP private key the code is bound to, unless an
+//!   external signer holds it).
 //! - Serve the redirect URI and the notification endpoint over HTTPS.
 //! - Protect the store and its sealing key: they hold bearer secrets and,
 //!   after success, tokens.

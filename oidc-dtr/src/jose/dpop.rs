@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::sign::{KeyError, SigningKey};
+use super::signer::{Signer, UnsignedJws};
 use super::{Algorithm, b64};
 use crate::time::UnixTime;
 
@@ -108,22 +109,197 @@ impl DpopKey {
         nonce: Option<&str>,
         ath: Option<&str>,
     ) -> Result<String, KeyError> {
-        let mut header = Map::new();
-        header.insert("typ".into(), Value::String("dpop+jwt".into()));
-        header.insert("jwk".into(), self.jwk.clone());
-        let mut claims = json!({
-            "jti": jti,
-            "htm": method.as_str(),
-            "htu": htu(url),
-            "iat": now.as_secs(),
-        });
-        if let Some(n) = nonce {
-            claims["nonce"] = Value::String(n.to_owned());
+        let unsigned = unsigned_proof(
+            self.key.algorithm(),
+            &self.jwk,
+            ProofClaims {
+                method,
+                url,
+                now,
+                jti,
+                nonce,
+                ath,
+            },
+        );
+        let signature = self.key.sign(unsigned.signing_input())?;
+        Ok(unsigned.complete(&signature))
+    }
+}
+
+/// What a DPoP proof says about its request.
+#[derive(Clone, Copy)]
+pub(crate) struct ProofClaims<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) url: &'a Url,
+    pub(crate) now: UnixTime,
+    pub(crate) jti: &'a str,
+    pub(crate) nonce: Option<&'a str>,
+    pub(crate) ath: Option<&'a str>,
+}
+
+/// A DPoP proof waiting for its signature: `typ: dpop+jwt`, the public
+/// `jwk`, `alg`, and the claims (`htu` without query or fragment).
+pub(crate) fn unsigned_proof(alg: Algorithm, jwk: &Value, c: ProofClaims<'_>) -> UnsignedJws {
+    let mut header = Map::new();
+    header.insert("typ".into(), Value::String("dpop+jwt".into()));
+    header.insert("jwk".into(), jwk.clone());
+    let mut claims = json!({
+        "jti": c.jti,
+        "htm": c.method.as_str(),
+        "htu": htu(c.url),
+        "iat": c.now.as_secs(),
+    });
+    if let Some(n) = c.nonce {
+        claims["nonce"] = Value::String(n.to_owned());
+    }
+    if let Some(a) = c.ath {
+        claims["ath"] = Value::String(a.to_owned());
+    }
+    // A proof names its key by the `jwk` header, never by `kid`.
+    UnsignedJws::new(alg, None, header, &claims)
+}
+
+/// The DPoP key of one flow, as its records keep it: a key generated for
+/// it (stored with the record, private key included), or an external
+/// [`Signer`](super::Signer) configured with
+/// [`DpopConfig::signer`](crate::client::DpopConfig::signer), named by its
+/// RFC 7638 thumbprint only (the private key never leaves the signer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FlowDpop {
+    /// A key held in the record.
+    Key(Box<DpopKey>),
+    /// A configured external signer, by thumbprint.
+    Signer(String),
+}
+
+impl FlowDpop {
+    /// Borrows it.
+    pub(crate) fn as_ref(&self) -> DpopRef<'_> {
+        match self {
+            FlowDpop::Key(k) => DpopRef::Key(k),
+            FlowDpop::Signer(t) => DpopRef::Signer(t),
         }
-        if let Some(a) = ath {
-            claims["ath"] = Value::String(a.to_owned());
+    }
+
+    /// The RFC 7638 thumbprint (`jkt`) of the key.
+    pub(crate) fn thumbprint(&self) -> &str {
+        self.as_ref().thumbprint()
+    }
+
+    /// The two stored members: the key itself, or the signer's thumbprint.
+    pub(crate) fn into_stored(this: Option<Self>) -> (Option<Box<DpopKey>>, Option<String>) {
+        match this {
+            None => (None, None),
+            Some(FlowDpop::Key(k)) => (Some(k), None),
+            Some(FlowDpop::Signer(t)) => (None, Some(t)),
         }
-        self.key.sign_jwt(header, &claims)
+    }
+}
+
+/// A borrowed [`FlowDpop`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DpopRef<'a> {
+    /// A key held in the record.
+    Key(&'a DpopKey),
+    /// A configured external signer, by thumbprint.
+    Signer(&'a str),
+}
+
+impl<'a> DpopRef<'a> {
+    /// From the two stored members (the key wins; a record has one or none).
+    pub(crate) fn from_stored(key: Option<&'a DpopKey>, jkt: Option<&'a str>) -> Option<Self> {
+        match (key, jkt) {
+            (Some(k), _) => Some(DpopRef::Key(k)),
+            (None, Some(t)) => Some(DpopRef::Signer(t)),
+            (None, None) => None,
+        }
+    }
+
+    /// The RFC 7638 thumbprint (`jkt`) of the key.
+    pub(crate) fn thumbprint(self) -> &'a str {
+        match self {
+            DpopRef::Key(k) => k.thumbprint(),
+            DpopRef::Signer(t) => t,
+        }
+    }
+
+    /// An owned copy.
+    pub(crate) fn to_owned_dpop(self) -> FlowDpop {
+        match self {
+            DpopRef::Key(k) => FlowDpop::Key(Box::new(k.clone())),
+            DpopRef::Signer(t) => FlowDpop::Signer(t.to_owned()),
+        }
+    }
+}
+
+/// An external signer configured for DPoP: its public JWK reduced to the
+/// members RFC 7638 counts (what a proof's `jwk` header carries) and its
+/// thumbprint.
+#[derive(Clone)]
+pub(crate) struct DpopSigner {
+    pub(crate) signer: std::sync::Arc<dyn Signer>,
+    pub(crate) jwk: Value,
+    pub(crate) thumbprint: String,
+}
+
+impl fmt::Debug for DpopSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DpopSigner")
+            .field("alg", &self.signer.algorithm())
+            .field("jkt", &self.thumbprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DpopSigner {
+    /// Checks a signer for DPoP: an asymmetric algorithm, a public JWK
+    /// whose key type fits it, and a thumbprint. The reason when not.
+    pub(crate) fn new(signer: std::sync::Arc<dyn Signer>) -> Result<Self, String> {
+        let alg = signer.algorithm();
+        let Some(full) = signer.public_jwk() else {
+            return Err("the signer has no public JWK (Signer::public_jwk returned None): a DPoP proof carries the public key".into());
+        };
+        let kty = full.get("kty").and_then(Value::as_str).unwrap_or("");
+        let (fits, keep): (bool, &[&str]) = match kty {
+            "RSA" => (
+                matches!(
+                    alg,
+                    Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512
+                ),
+                &["kty", "n", "e"],
+            ),
+            "EC" => (
+                matches!(alg, Algorithm::ES256 | Algorithm::ES384),
+                &["kty", "crv", "x", "y"],
+            ),
+            "OKP" => (alg == Algorithm::EdDSA, &["kty", "crv", "x"]),
+            _ => (false, &[]),
+        };
+        if !fits {
+            return Err(format!(
+                "the signer's algorithm {alg} does not fit its public JWK (kty `{}`); DPoP needs an asymmetric key",
+                crate::error::sanitize(kty, 10)
+            ));
+        }
+        // Only the public members: a private `d` (a mistake) never reaches
+        // a header.
+        let jwk = Value::Object(
+            keep.iter()
+                .filter_map(|k| full.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                .collect(),
+        );
+        let thumbprint = jwk_thumbprint(&jwk)
+            .ok_or_else(|| "the signer's public JWK lacks a required member".to_owned())?;
+        Ok(DpopSigner {
+            signer,
+            jwk,
+            thumbprint,
+        })
     }
 }
 

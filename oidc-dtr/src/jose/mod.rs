@@ -9,8 +9,9 @@
 //!
 //! A key that lives outside the process (a KMS, an HSM) signs through the
 //! [`Signer`] trait, which [`SigningKey`] and [`DpopKey`] implement too:
-//! see [`ClientAuth::private_key_jwt_signer`](crate::ClientAuth::private_key_jwt_signer)
-//! and [`DtrClientBuilder::request_object_signer`](crate::DtrClientBuilder::request_object_signer).
+//! see [`ClientAuth::private_key_jwt_signer`](crate::ClientAuth::private_key_jwt_signer),
+//! [`DtrClientBuilder::request_object_signer`](crate::DtrClientBuilder::request_object_signer)
+//! and, for DPoP proofs, [`DpopConfig::signer`](crate::client::DpopConfig::signer).
 //!
 //! ID tokens are verified with asymmetric algorithms only ([`Algorithm`]:
 //! RS, PS, ES and EdDSA); `none` does not exist here, and HMAC keys serve

@@ -28,9 +28,15 @@ pub type SignFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, SignerErro
 /// remotely.
 ///
 /// Used for `private_key_jwt` client assertions
-/// ([`ClientAuth::private_key_jwt_signer`](crate::ClientAuth::private_key_jwt_signer))
-/// and signed request objects
-/// ([`DtrClientBuilder::request_object_signer`](crate::DtrClientBuilder::request_object_signer)).
+/// ([`ClientAuth::private_key_jwt_signer`](crate::ClientAuth::private_key_jwt_signer)),
+/// signed request objects
+/// ([`DtrClientBuilder::request_object_signer`](crate::DtrClientBuilder::request_object_signer))
+/// and DPoP proofs
+/// ([`DpopConfig::signer`](crate::client::DpopConfig::signer) and
+/// [`previous_signer`](crate::client::DpopConfig::previous_signer)). A DPoP
+/// signer must give its public key ([`public_jwk`](Self::public_jwk): a
+/// proof carries it in its header, and records name the key by its RFC 7638
+/// thumbprint); its `key_id` is not used (a proof has no `kid`).
 ///
 /// `sign` is given the exact JWS signing input (RFC 7515 §5.1: the ASCII
 /// of `base64url(header) "." base64url(payload)`) and returns the raw
@@ -61,7 +67,8 @@ pub trait Signer: Send + Sync + 'static {
     fn key_id(&self) -> Option<&str>;
 
     /// The public key as a JWK, when it is known (a DPoP proof carries it
-    /// in its header); `None` otherwise.
+    /// in its header: required of a DPoP signer); `None` otherwise. Only
+    /// its public members are used.
     fn public_jwk(&self) -> Option<Value>;
 
     /// Signs the JWS signing input.

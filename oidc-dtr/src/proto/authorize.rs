@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{ConfigError, Error, ParError};
+use crate::jose::dpop::{DpopRef, FlowDpop};
 use crate::jose::signer::UnsignedJws;
 use crate::jose::{Algorithm, DpopKey};
 use crate::proto::assurance::ClaimsRequest;
@@ -158,6 +159,12 @@ pub struct PendingAuthorization {
     /// secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) dpop_key: Option<Box<DpopKey>>,
+    /// A pushed request bound to the key of an external DPoP signer
+    /// ([`DpopConfig::signer`](crate::client::DpopConfig::signer)): its
+    /// thumbprint, sent as `dpop_jkt` (the private key stays with the
+    /// signer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dpop_signer_jkt: Option<String>,
 }
 
 impl fmt::Debug for PendingAuthorization {
@@ -179,10 +186,7 @@ impl fmt::Debug for PendingAuthorization {
             .field("claims_request", &self.claims_request.is_some())
             .field("completion_mode_hint", &self.completion_mode_hint)
             .field("request_uri_expires_at", &self.request_uri_expires_at)
-            .field(
-                "dpop_jkt",
-                &self.dpop_key.as_ref().map(|k| k.thumbprint().to_owned()),
-            )
+            .field("dpop_jkt", &self.dpop_jkt())
             .finish()
     }
 }
@@ -253,7 +257,12 @@ impl PendingAuthorization {
     /// For a DPoP-bound pushed request: the thumbprint sent as `dpop_jkt`
     /// (RFC 9449 §10), which the code is bound to.
     pub fn dpop_jkt(&self) -> Option<&str> {
-        self.dpop_key.as_deref().map(DpopKey::thumbprint)
+        self.dpop().map(DpopRef::thumbprint)
+    }
+
+    /// The DPoP key a pushed request bound its code to, as kept.
+    pub(crate) fn dpop(&self) -> Option<DpopRef<'_>> {
+        DpopRef::from_stored(self.dpop_key.as_deref(), self.dpop_signer_jkt.as_deref())
     }
 }
 
@@ -309,6 +318,9 @@ pub(crate) struct AuthorizeContext<'a> {
     /// The DPoP algorithm, when the client uses DPoP: a pushed request is
     /// then bound to a fresh key (`dpop_jkt`).
     pub(crate) dpop_algorithm: Option<Algorithm>,
+    /// The thumbprint of the external DPoP signer, when one is configured:
+    /// a pushed request is then bound to its key instead.
+    pub(crate) dpop_signer_jkt: Option<&'a str>,
 }
 
 /// A push, checked and ready to be signed and sent.
@@ -319,7 +331,7 @@ struct ReadyPush<'a> {
     /// The request object to sign, and its signer.
     unsigned: Option<(UnsignedJws, &'a dyn crate::jose::Signer)>,
     pending: PendingAuthorization,
-    key: Option<DpopKey>,
+    key: Option<FlowDpop>,
     authorization_endpoint: Url,
     now: UnixTime,
 }
@@ -627,10 +639,12 @@ impl<'a> AuthorizationRequestBuilder<'a> {
                 endpoint: endpoint.clone(),
                 params: crate::proto::par::par_form(&params, request_object),
             };
-            let resp = pusher.send_par(request, key.as_ref()).await?;
+            let resp = pusher
+                .send_par(request, key.as_ref().map(FlowDpop::as_ref))
+                .await?;
             let answer = crate::proto::par::parse_par_response(&resp, &endpoint)?;
             pending.request_uri_expires_at = Some(now.saturating_add(answer.expires_in));
-            pending.dpop_key = key.map(Box::new);
+            (pending.dpop_key, pending.dpop_signer_jkt) = FlowDpop::into_stored(key);
             let url = crate::proto::par::redirect_url(
                 &authorization_endpoint,
                 &pending.client_id,
@@ -668,17 +682,19 @@ impl<'a> AuthorizationRequestBuilder<'a> {
             mut params,
             pending,
         } = self.prepare()?;
-        let key = match ctx.dpop_algorithm {
-            None => None,
-            Some(alg) => {
-                let key = DpopKey::generate(alg).map_err(|e| ConfigError::Invalid {
+        let key = match (ctx.dpop_algorithm, ctx.dpop_signer_jkt) {
+            (None, _) => None,
+            (Some(_), Some(jkt)) => Some(FlowDpop::Signer(jkt.to_owned())),
+            (Some(alg), None) => Some(FlowDpop::Key(Box::new(DpopKey::generate(alg).map_err(
+                |e| ConfigError::Invalid {
                     field: "dpop",
                     reason: e.to_string(),
-                })?;
-                params.push(("dpop_jkt".to_owned(), key.thumbprint().to_owned()));
-                Some(key)
-            }
+                },
+            )?))),
         };
+        if let Some(key) = &key {
+            params.push(("dpop_jkt".to_owned(), key.thumbprint().to_owned()));
+        }
         let unsigned = match ctx.request_object {
             None => None,
             Some(ro) => Some((signed_request(&ctx, ro, &params)?, ro.signer.as_ref())),
@@ -791,6 +807,7 @@ impl<'a> AuthorizationRequestBuilder<'a> {
             completion_mode_hint: self.completion_mode_hint,
             request_uri_expires_at: None,
             dpop_key: None,
+            dpop_signer_jkt: None,
         };
         tracing::debug!(
             state = %pending.state.fingerprint(),

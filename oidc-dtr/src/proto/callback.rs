@@ -304,6 +304,7 @@ mod tests {
             completion_mode_hint: false,
             request_uri_expires_at: None,
             dpop_key: None,
+            dpop_signer_jkt: None,
         }
     }
 

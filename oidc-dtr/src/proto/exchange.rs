@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::error::Error;
 use crate::jose::DpopKey;
+use crate::jose::dpop::{DpopRef, FlowDpop};
 use crate::proto::assurance::ClaimsRequest;
 use crate::proto::callback::Acknowledgment;
 use crate::proto::claims::IdTokenClaims;
@@ -232,9 +233,17 @@ pub struct AuthFields {
     /// The claims of the interim ID token, validated at the exchange.
     #[serde(default)]
     pub(crate) interim_claims: Option<Box<IdTokenClaims>>,
-    /// The DPoP key of this authentication process, when DPoP is used.
+    /// The DPoP key of this authentication process, when DPoP is used
+    /// with a key generated for it.
     #[serde(default)]
     pub(crate) dpop_key: Option<Box<DpopKey>>,
+    /// The RFC 7638 thumbprint of the external DPoP signer's key it is
+    /// bound to, when DPoP is used with
+    /// [`DpopConfig::signer`](crate::client::DpopConfig::signer) (the
+    /// private key stays with the signer). Absent otherwise and in records
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dpop_signer_jkt: Option<String>,
     /// The typed `claims` request of the authentication request, to check
     /// the verified claims of the final ID token against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +268,14 @@ pub struct AuthFields {
     pub(crate) client_cert_thumbprint: Option<String>,
 }
 
+impl AuthFields {
+    /// Binds it to a flow's DPoP key (a generated key is kept; an external
+    /// signer's key is named by its thumbprint).
+    pub(crate) fn set_dpop(&mut self, dpop: Option<FlowDpop>) {
+        (self.dpop_key, self.dpop_signer_jkt) = FlowDpop::into_stored(dpop);
+    }
+}
+
 impl fmt::Debug for DeferredAuthentication {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeferredAuthentication")
@@ -275,6 +292,7 @@ impl fmt::Debug for DeferredAuthentication {
             .field("notification", &self.notification_token_hash.is_some())
             .field("interim_id_token", &self.interim_id_token.is_some())
             .field("dpop_key", &self.dpop_key)
+            .field("dpop_signer_jkt", &self.dpop_signer_jkt)
             .field("interim_claims", &self.interim_claims)
             .field("claims_request", &self.claims_request.is_some())
             .field("profile", &self.profile)
@@ -312,6 +330,7 @@ impl DeferredAuthentication {
             interim_id_token: resp.interim_id_token,
             interim_claims: None,
             dpop_key: None,
+            dpop_signer_jkt: None,
             claims_request: pending.claims_request.clone(),
             profile: Profile::Oidc,
             initial_interaction_uri: None,
@@ -349,6 +368,7 @@ impl DeferredAuthentication {
             interim_id_token: None,
             interim_claims: None,
             dpop_key: None,
+            dpop_signer_jkt: None,
             claims_request: origin.claims_request,
             profile: Profile::Ietf,
             initial_interaction_uri: resp.interaction_uri,
@@ -384,6 +404,7 @@ impl DeferredAuthentication {
             interim_id_token: None,
             interim_claims: None,
             dpop_key: None,
+            dpop_signer_jkt: None,
             claims_request: origin.claims_request,
             profile,
             initial_interaction_uri: None,
@@ -422,6 +443,7 @@ impl DeferredAuthentication {
             interim_id_token: None,
             interim_claims: None,
             dpop_key: None,
+            dpop_signer_jkt: None,
             claims_request: None,
             profile: Profile::Oidc,
             initial_interaction_uri: None,
@@ -464,9 +486,24 @@ impl DeferredAuthentication {
         self.client_cert_thumbprint.as_deref()
     }
 
-    /// The DPoP key bound to this authentication process, if DPoP is used.
+    /// The DPoP key bound to this authentication process, if DPoP is used
+    /// with a key generated for it; `None` with an external signer
+    /// ([`DpopConfig::signer`](crate::client::DpopConfig::signer)), whose
+    /// key only [`dpop_jkt`](Self::dpop_jkt) names.
     pub fn dpop_key(&self) -> Option<&DpopKey> {
         self.dpop_key.as_deref()
+    }
+
+    /// The RFC 7638 thumbprint (`jkt`) of the DPoP key bound to this
+    /// authentication process, generated or held by an external signer;
+    /// `None` without DPoP.
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.dpop().map(DpopRef::thumbprint)
+    }
+
+    /// The DPoP key of this authentication, as kept.
+    pub(crate) fn dpop(&self) -> Option<DpopRef<'_>> {
+        DpopRef::from_stored(self.dpop_key.as_deref(), self.dpop_signer_jkt.as_deref())
     }
 
     /// The typed `claims` request (identity assurance) of the authentication

@@ -25,7 +25,7 @@ use http::StatusCode;
 use url::Url;
 
 use crate::error::{Error, ParError};
-use crate::jose::DpopKey;
+use crate::jose::dpop::DpopRef;
 use crate::json::JsonObject;
 use crate::proto::message::{HttpResponse, endpoint_label, status_error};
 
@@ -55,7 +55,7 @@ pub(crate) trait PushTransport: Sync {
     fn send_par<'a>(
         &'a self,
         request: ParRequest,
-        dpop: Option<&'a DpopKey>,
+        dpop: Option<DpopRef<'a>>,
     ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, Error>> + Send + 'a>>;
 }
 

@@ -482,9 +482,20 @@ pub struct TokenSet {
     scope: Option<String>,
     id_token: IdToken,
     received_at: UnixTime,
-    /// The DPoP key the access token is bound to, when DPoP was used.
+    /// The DPoP key the access token is bound to, when DPoP was used with
+    /// a key generated for the flow.
     #[serde(default)]
     dpop_key: Option<Box<crate::jose::DpopKey>>,
+    /// The RFC 7638 thumbprint of the external DPoP signer's key the access
+    /// token is bound to (the private key stays with the signer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dpop_signer_jkt: Option<String>,
+    /// The `x5t#S256` of the client certificate (mutual TLS, RFC 8705) the
+    /// tokens were issued to: certificate-bound access tokens are presented
+    /// with it. Absent without mutual TLS and in token sets stored before
+    /// it existed (the current certificate is used then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_cert_thumbprint: Option<String>,
     /// The typed `claims` request of the flow, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     claims_request: Option<Box<ClaimsRequest>>,
@@ -501,6 +512,8 @@ impl fmt::Debug for TokenSet {
             .field("id_token", &self.id_token)
             .field("received_at", &self.received_at)
             .field("dpop_key", &self.dpop_key)
+            .field("dpop_signer_jkt", &self.dpop_signer_jkt)
+            .field("client_cert_thumbprint", &self.client_cert_thumbprint)
             .field("claims_request", &self.claims_request.is_some())
             .finish()
     }
@@ -520,6 +533,8 @@ impl TokenSet {
             id_token,
             received_at,
             dpop_key: None,
+            dpop_signer_jkt: None,
+            client_cert_thumbprint: None,
             claims_request: None,
         }
     }
@@ -573,21 +588,62 @@ impl TokenSet {
     }
 
     /// Attaches the DPoP key the tokens are bound to.
-    pub(crate) fn with_dpop_key(mut self, key: Option<crate::jose::DpopKey>) -> Self {
-        self.dpop_key = key.map(Box::new);
+    pub(crate) fn with_dpop(mut self, dpop: Option<crate::jose::dpop::FlowDpop>) -> Self {
+        (self.dpop_key, self.dpop_signer_jkt) = crate::jose::dpop::FlowDpop::into_stored(dpop);
         self
     }
 
-    /// The DPoP key the access token is bound to (present it with
-    /// [`resource_proof_at`](Self::resource_proof_at)); `None` for bearer tokens.
+    /// Records the client certificate the tokens were issued to.
+    pub(crate) fn with_client_cert(mut self, thumbprint: Option<&str>) -> Self {
+        self.client_cert_thumbprint = thumbprint.map(str::to_owned);
+        self
+    }
+
+    /// The DPoP key the access token is bound to, when it was generated for
+    /// the flow (present it with [`resource_proof_at`](Self::resource_proof_at));
+    /// `None` for bearer tokens and for a key held by an external signer
+    /// ([`DpopConfig::signer`](crate::client::DpopConfig::signer): see
+    /// [`dpop_jkt`](Self::dpop_jkt) and
+    /// [`DtrClient::sign_resource_proof`](crate::DtrClient::sign_resource_proof)).
     pub fn dpop_key(&self) -> Option<&crate::jose::DpopKey> {
         self.dpop_key.as_deref()
+    }
+
+    /// The RFC 7638 thumbprint (`jkt`) of the DPoP key the access token is
+    /// bound to, generated or held by an external signer; `None` when DPoP
+    /// was not used.
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.dpop().map(crate::jose::dpop::DpopRef::thumbprint)
+    }
+
+    /// The DPoP key, as kept.
+    pub(crate) fn dpop(&self) -> Option<crate::jose::dpop::DpopRef<'_>> {
+        crate::jose::dpop::DpopRef::from_stored(
+            self.dpop_key.as_deref(),
+            self.dpop_signer_jkt.as_deref(),
+        )
+    }
+
+    /// The `x5t#S256` (RFC 8705 §3.1) of the client certificate the tokens
+    /// were issued to, under mutual TLS: [`DtrClient::userinfo`](crate::DtrClient::userinfo)
+    /// presents that certificate (a certificate-bound access token is
+    /// refused with another), even after the client certificate was
+    /// rotated, as long as it is configured
+    /// ([`HttpConfig::previous_client_identity`](crate::client::HttpConfig::previous_client_identity)).
+    /// `None` without mutual TLS, and for token sets stored before this was
+    /// recorded (the current certificate is presented then).
+    pub fn client_cert_thumbprint(&self) -> Option<&str> {
+        self.client_cert_thumbprint.as_deref()
     }
 
     /// A DPoP proof for presenting the access token to a resource server
     /// (RFC 9449 §7): `htm`/`htu` of the request, a fresh `jti`, `iat` now,
     /// and `ath`, the hash of the access token. Send it in the `DPoP` header
     /// with `Authorization: DPoP <access token>`. `None` for bearer tokens.
+    /// Tokens bound to an external signer's key
+    /// ([`DpopConfig::signer`](crate::client::DpopConfig::signer)) cannot be
+    /// signed here ([`KeyError::Rejected`](crate::jose::KeyError::Rejected)):
+    /// use [`DtrClient::sign_resource_proof`](crate::DtrClient::sign_resource_proof).
     ///
     /// `now` and `rng` are the proof's `iat` and the source of its `jti`;
     /// [`DtrClient::resource_proof`](crate::DtrClient::resource_proof) passes
@@ -600,7 +656,14 @@ impl TokenSet {
         now: UnixTime,
         rng: &dyn crate::random::RandomSource,
     ) -> Option<Result<String, crate::jose::KeyError>> {
-        let key = self.dpop_key.as_ref()?;
+        let Some(key) = self.dpop_key.as_ref() else {
+            // A key held by an external signer signs asynchronously.
+            return self.dpop_signer_jkt.as_ref().map(|_| {
+                Err(crate::jose::KeyError::Rejected(
+                    "the access token is bound to an external signer's key: use DtrClient::sign_resource_proof".into(),
+                ))
+            });
+        };
         let jti = match crate::random::random_b64url(rng, 16) {
             Ok(j) => j,
             Err(_) => return Some(Err(crate::jose::KeyError::Signing)),

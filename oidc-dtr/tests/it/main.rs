@@ -20,6 +20,7 @@ mod axum_example;
 #[cfg(unix)]
 mod crash;
 mod dpop;
+mod dpop_signer;
 mod events;
 mod examples;
 mod fapi;

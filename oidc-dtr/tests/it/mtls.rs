@@ -215,7 +215,7 @@ async fn alias_server(pki: &Pki, op_base: String) -> (String, Arc<Mutex<Vec<Seen
             let path = req.uri().path().to_owned();
             log.lock().unwrap().push(Seen {
                 path: path.clone(),
-                thumbprint,
+                thumbprint: thumbprint.clone(),
                 form: url::form_urlencoded::parse(req.body())
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect(),
@@ -226,9 +226,16 @@ async fn alias_server(pki: &Pki, op_base: String) -> (String, Arc<Mutex<Vec<Seen
             );
             let mut out = forward.request(req.method().clone(), target);
             for (k, v) in req.headers() {
-                if k != http::header::HOST && k != http::header::CONTENT_LENGTH {
+                if k != http::header::HOST
+                    && k != http::header::CONTENT_LENGTH
+                    && k.as_str() != CLIENT_CERT_HEADER
+                {
                     out = out.header(k, v);
                 }
+            }
+            // As a TLS front does: the OP learns the verified certificate.
+            if let Some(t) = &thumbprint {
+                out = out.header(CLIENT_CERT_HEADER, t);
             }
             let resp = out.body(req.body().clone()).send().await.unwrap();
             let mut r = http::Response::builder().status(resp.status());
@@ -245,6 +252,10 @@ async fn alias_server(pki: &Pki, op_base: String) -> (String, Arc<Mutex<Vec<Seen
 }
 
 const CANCEL_MEMBER: &str = "x_cancel_endpoint";
+
+/// The header through which the alias server tells the mock OP the
+/// certificate it verified (the OP binds access tokens to it).
+const CLIENT_CERT_HEADER: &str = "x-client-cert-x5t";
 
 /// The mock OP's metadata with `mtls_endpoint_aliases` pointing at the
 /// alias server (and a vendor cancellation member).
@@ -309,6 +320,7 @@ async fn start(op: &MockOp, client: &DtrClient) -> DeferredAuthentication {
 async fn mock_op(clock: &Arc<ManualClock>, approve: AutoApprove) -> MockOp {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = approve;
+    cfg.client_cert_header = Some(CLIENT_CERT_HEADER.into());
     MockOp::builder()
         .config(cfg)
         .clock(clock.clone())
@@ -538,6 +550,107 @@ async fn pending_authentications_keep_their_certificate_across_a_restart_and_a_r
         .filter(|r| r.thumbprint == Some(pki.c.thumbprint()))
         .count();
     assert_eq!(with_c_cert, 1);
+}
+
+/// Tokens issued to a certificate that was rotated out meanwhile (it is a
+/// previous identity now) are presented with it: the access token is
+/// bound to it (`cnf` `x5t#S256`), and the OP refuses it with another.
+#[tokio::test]
+async fn userinfo_presents_the_certificate_the_tokens_were_issued_to_after_a_rotation() {
+    let pki = pki();
+    let path = TempPath::new("mtls-userinfo-rotation");
+    let clock = Arc::new(ManualClock::new(T0));
+    let op = mock_op(&clock, AutoApprove::Never).await;
+    let (alias, seen) = alias_server(&pki, op.issuer().to_owned()).await;
+    let md = metadata_with_aliases(&op, &alias);
+
+    // Started with A.
+    let client = mtls_client(
+        &op,
+        &md,
+        &clock,
+        http_config(&pki, &pki.a, &[]),
+        Some(open_store(&path.0).await),
+    )
+    .await;
+    let with_a = start(&op, &client).await;
+    settle_for(&client).await;
+    drop(client);
+
+    // Rotated: B is current, A previous. The tokens are issued to A.
+    let client = mtls_client(
+        &op,
+        &md,
+        &clock,
+        http_config(&pki, &pki.b, &[&pki.a]),
+        Some(open_store(&path.0).await),
+    )
+    .await;
+    let s = Setup {
+        op,
+        client,
+        clock: clock.clone(),
+    };
+    s.op.approve(with_a.id());
+    let Outcome::Tokens(tokens) =
+        run_to_outcome(&s, with_a.id(), S, Duration::from_secs(120)).await
+    else {
+        panic!("no tokens")
+    };
+    assert_eq!(
+        tokens.client_cert_thumbprint(),
+        Some(pki.a.thumbprint().as_str())
+    );
+    let info = s.client.userinfo(&tokens).await.unwrap();
+    assert!(!info.subject().is_empty());
+    let userinfo_certs = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == "/userinfo")
+            .map(|r| r.thumbprint.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(userinfo_certs(), vec![Some(pki.a.thumbprint())]);
+
+    // The binding survives serialisation (a token set kept by the app).
+    let json = serde_json::to_string(&tokens).unwrap();
+    let back: oidc_dtr::TokenSet = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        back.client_cert_thumbprint(),
+        tokens.client_cert_thumbprint()
+    );
+    s.client.userinfo(&back).await.unwrap();
+
+    // A token set stored before the thumbprint was recorded falls back to
+    // the current certificate (B): the OP checks the binding and refuses.
+    let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+    old.as_object_mut()
+        .unwrap()
+        .remove("client_cert_thumbprint");
+    let old: oidc_dtr::TokenSet = serde_json::from_value(old).unwrap();
+    assert_eq!(old.client_cert_thumbprint(), None);
+    match s.client.userinfo(&old).await.unwrap_err() {
+        Error::Http(oidc_dtr::error::HttpError::Status { status, .. }) => {
+            assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+        }
+        other => panic!("another certificate must be refused by the OP: {other:?}"),
+    }
+    assert_eq!(
+        userinfo_certs().last().cloned().flatten(),
+        Some(pki.b.thumbprint())
+    );
+    let userinfo_calls = userinfo_certs().len();
+
+    // A is removed altogether: a typed error, and nothing is sent.
+    let without_a = mtls_client(&s.op, &md, &clock, http_config(&pki, &pki.b, &[]), None).await;
+    match without_a.userinfo(&tokens).await.unwrap_err() {
+        Error::Config(ConfigError::ClientIdentityNotConfigured { thumbprint }) => {
+            assert_eq!(thumbprint, pki.a.thumbprint());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(userinfo_certs().len(), userinfo_calls, "nothing was sent");
 }
 
 /// The notification endpoint behind TLS: the server hands the peer's
