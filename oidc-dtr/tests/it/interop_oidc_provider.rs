@@ -32,7 +32,7 @@ use base64::Engine as _;
 use oidc_dtr::{
     CallbackResponse, ClientAuth, DtrClient, DtrClientBuilder, Error, TokenSet,
     client::{ClientIdentity, HttpConfig, ResponseType},
-    error::{ConfigError, ErrorCode, ParError},
+    error::{CallbackError, ConfigError, ErrorCode, ParError},
     jose::{Algorithm, SignFuture, Signer, SigningKey},
     time::{ManualClock, UnixTime},
 };
@@ -560,12 +560,14 @@ impl Signer for Tampering {
 /// FAPI 2.0 with `private_key_jwt` and DPoP: the request pushed (PAR) with
 /// PKCE S256 and `dpop_jkt`, the authorization response's `iss` checked,
 /// the client assertion's `aud` the issuer alone (oidc-provider's FAPI 2.0
-/// profile refuses anything else), DPoP server nonces followed at PAR, at
-/// the token endpoint and at UserInfo, the ID token (ES256) validated with
+/// profile refuses anything else), DPoP server nonces (the OP requires them
+/// in every proof) learnt from PAR's `use_dpop_nonce` answer and sent with
+/// every later proof, the ID token (ES256) validated with
 /// the OP's JWK Set, UserInfo with the DPoP-bound access token; then JAR
 /// inside PAR (PS256 request object and client assertion).
 ///
-/// And the refusals: a client assertion signed with a key the OP does not
+/// And the refusals: an authorization response without the OP's `iss`
+/// (refused by the SDK), a client assertion signed with a key the OP does not
 /// know (`invalid_client`), a request that would drop PKCE (refused by the
 /// SDK before anything is sent), a response type the OP does not support
 /// (`unsupported_response_type` at PAR), a tampered request object
@@ -599,6 +601,31 @@ async fn fapi2_private_key_jwt_and_dpop_against_oidc_provider() {
         back.query_pairs()
             .any(|(k, v)| k == "iss" && v == op.issuer.as_str()),
         "{back}"
+    );
+    // Without its `iss`, or with another, the same response is refused.
+    let with_iss = |iss: Option<&str>| {
+        let mut u = back.clone();
+        let pairs: Vec<(String, String)> = back
+            .query_pairs()
+            .filter(|(k, _)| k != "iss")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .chain(iss.map(|i| ("iss".to_owned(), i.to_owned())))
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+        u
+    };
+    let r = client.callback(&pending, with_iss(None).as_str());
+    assert!(
+        matches!(r, Err(Error::Callback(CallbackError::MissingIssuer))),
+        "{r:?}"
+    );
+    let r = client.callback(&pending, with_iss(Some("https://op.example")).as_str());
+    assert!(
+        matches!(
+            r,
+            Err(Error::Callback(CallbackError::IssuerMismatch { .. }))
+        ),
+        "{r:?}"
     );
     let code = match client.callback(&pending, back.as_str()).unwrap() {
         CallbackResponse::Code(c) => c,
