@@ -467,19 +467,15 @@ impl DtrClientBuilder {
     /// Follows the FAPI 2.0 Security Profile. At build time it refuses,
     /// with [`ConfigError::Fapi2`] saying what to change, what the profile
     /// forbids: client secrets (`client_secret_basic`, `_post`, `_jwt`) and
-    /// public clients (§5.3.2.1: `private_key_jwt`, or mutual TLS with
-    /// [`ClientAuth::TlsClientAuth`] or
-    /// [`ClientAuth::SelfSignedTlsClientAuth`], whose certificate-bound
-    /// tokens are then the sender constraint instead of DPoP), a client
-    /// assertion `aud` other than the issuer alone
-    /// (§5.3.2.1), tokens without a sender constraint (DPoP disabled and no
-    /// mutual TLS), and
+    /// public clients (§5.3.2.1: `private_key_jwt` only, as mTLS is not
+    /// supported yet), a client assertion `aud` other than the issuer alone
+    /// (§5.3.2.1), tokens without a sender constraint (DPoP disabled), and
     /// RS256 or any algorithm but PS256, ES256 and EdDSA for the client
     /// assertion, DPoP, request objects and ID tokens (§5.4.1); an OP
     /// without a PAR endpoint is refused too (§5.3.2.2).
     ///
     /// At run time: every authorization request is pushed (PAR, §5.3.2.2)
-    /// and, without mutual TLS, DPoP-bound (`dpop_jkt`); PKCE is S256 (as always with this SDK,
+    /// and DPoP-bound (`dpop_jkt`); PKCE is S256 (as always with this SDK,
     /// which never sends `plain`); an authorization response without `iss`
     /// (RFC 9207) is refused (§5.3.2.2); ID tokens signed with anything but
     /// PS256, ES256 or EdDSA are refused (§5.4.1). ID token validation's
