@@ -3,7 +3,9 @@
 //! token endpoint and, for a DPoP-bound request, a DPoP proof of the key
 //! whose thumbprint is the `dpop_jkt` (RFC 9449 §10); a `use_dpop_nonce`
 //! answer is retried once with the server's nonce, as at the token
-//! endpoint.
+//! endpoint. Under mutual TLS the request goes to the OP's
+//! `mtls_endpoint_aliases` entry for the PAR endpoint when it publishes one
+//! (RFC 8705 §5), as every other request that authenticates the client.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +25,15 @@ impl PushTransport for ClientInner {
         dpop: Option<DpopRef<'a>>,
     ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, Error>> + Send + 'a>> {
         Box::pin(async move {
-            let request = &request;
+            // Under mutual TLS, the alias (RFC 8705 §5): the plain endpoint
+            // of an OP that publishes one may not ask for a certificate.
+            let request = &ParRequest {
+                endpoint: self.back_channel_endpoint(
+                    "pushed_authorization_request_endpoint",
+                    &request.endpoint,
+                ),
+                params: request.params,
+            };
             let build = move || async move {
                 // Fresh credentials for every attempt (a new assertion).
                 let mut headers = HeaderMap::new();

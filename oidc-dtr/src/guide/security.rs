@@ -58,9 +58,12 @@
 //! [`request_object_signing_key`](crate::DtrClientBuilder::request_object_signing_key)
 //! the parameters travel in a signed request object (JAR, RFC 9101), by
 //! value or inside the push. [`fapi2`](crate::DtrClientBuilder::fapi2)
-//! turns on the FAPI 2.0 Security Profile: PAR, DPoP, `private_key_jwt`,
-//! PS256/ES256/EdDSA only and a required `iss`, and refuses at build time
-//! whatever the profile forbids.
+//! turns on the FAPI 2.0 Security Profile: PAR, `private_key_jwt` with
+//! DPoP or mutual TLS (`tls_client_auth`, `self_signed_tls_client_auth`)
+//! with certificate-bound tokens, PS256/ES256/EdDSA only and a required
+//! `iss`, and refuses at build time whatever the profile forbids. Under
+//! mutual TLS, PAR, token and UserInfo requests go to the OP's
+//! `mtls_endpoint_aliases` (RFC 8705 §5).
 //!
 //! # ID tokens
 //!

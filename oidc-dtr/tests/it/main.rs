@@ -1,6 +1,7 @@
 //! The library's integration tests: one binary (one link of aws-lc), one
 //! module per area. Everything runs against the in-process mock OP of
-//! `oidc-dtr-testkit`, over loopback.
+//! `oidc-dtr-testkit`, over loopback, except `interop_oidc_provider`, which
+//! runs a real third-party OP (`oidc-provider`, under Node.js).
 
 // Test helpers are `pub` for the modules of this one binary; nothing is
 // reachable from outside it, so the workspace's `unreachable_pub` is noise here.
@@ -29,6 +30,7 @@ mod handle;
 mod http_edge;
 mod hygiene;
 mod ietf;
+mod interop_oidc_provider;
 mod jar;
 mod jose_differential;
 mod jose_vectors;

@@ -407,6 +407,59 @@ async fn tls_client_auth_sends_every_back_channel_call_to_the_aliases_with_the_c
     }
 }
 
+/// A pushed authorization request authenticates the client as a token
+/// request does: under mutual TLS it goes to the OP's alias of the PAR
+/// endpoint (RFC 8705 §5) with the certificate. (An OP whose plain
+/// endpoints ask for no certificate, such as `oidc-provider` behind two
+/// listeners, refused such a push as an unauthenticated client.)
+#[tokio::test]
+async fn tls_client_auth_pushes_its_requests_to_the_par_alias() {
+    let pki = pki();
+    let clock = Arc::new(ManualClock::new(T0));
+    let op = mock_op(&clock, AutoApprove::AfterPolls(1)).await;
+    let (alias, seen) = alias_server(&pki, op.issuer().to_owned()).await;
+    let mut md = op.metadata_json();
+    md["mtls_endpoint_aliases"] = serde_json::json!({
+        "token_endpoint": format!("{alias}/token"),
+        "pushed_authorization_request_endpoint": format!("{alias}/par"),
+    });
+    let md = ProviderMetadata::from_json(&serde_json::to_vec(&md).unwrap()).unwrap();
+    assert!(md.pushed_authorization_request_endpoint.is_some());
+    let client = DtrClient::builder()
+        .metadata(md)
+        .client_id(CLIENT)
+        .client_auth(ClientAuth::TlsClientAuth)
+        .redirect_uri(REDIRECT)
+        .http_config(http_config(&pki, &pki.a, &[]))
+        .clock(clock.clone())
+        .pushed_authorization_requests(true)
+        .build()
+        .await
+        .unwrap();
+    let (url, pending) = client.authorize().push().await.unwrap();
+    let pushed: Vec<Seen> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/par")
+        .cloned()
+        .collect();
+    assert_eq!(pushed.len(), 1, "the push did not go to the alias");
+    assert_eq!(
+        pushed[0].thumbprint.as_deref(),
+        Some(pki.a.thumbprint().as_str())
+    );
+    assert_eq!(pushed[0].param("client_id"), Some(CLIENT));
+    assert_eq!(pushed[0].param("state"), Some(pending.state().secret()));
+    assert_eq!(op.request_count(Endpoint::PushedAuthorization), 1);
+    // The pushed request is the OP's: the flow goes on from it.
+    let cb = op.browse(&url).await.unwrap();
+    assert!(matches!(
+        client.callback(&pending, cb.query()).unwrap(),
+        CallbackResponse::Acknowledgment(_)
+    ));
+}
+
 #[tokio::test]
 async fn tls_client_auth_requires_a_client_certificate() {
     let clock = Arc::new(ManualClock::new(T0));
