@@ -202,7 +202,10 @@ mod tests {
                 );
             }
             for (k, v) in extra {
-                headers.insert(*k, HeaderValue::from_str(v).unwrap());
+                headers.insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
             }
             HttpResponse {
                 status: StatusCode::from_u16(status).unwrap(),
