@@ -297,7 +297,7 @@ pub(crate) fn pending_answer(resp: &HttpResponse) -> Option<OAuthError> {
     let (code, body) = scan_pending(resp)?;
     Some(OAuthError {
         code,
-        description: body.description.map(|d| crate::error::clean_op_text(d)),
+        description: body.description.map(crate::error::clean_op_text),
         uri: body.uri.and_then(crate::error::clean_op_uri),
         status: Some(resp.status),
         retry_after: resp.retry_after(),
