@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderValue, Method};
 use serde_json::json;
 use url::Url;
 
@@ -21,7 +22,10 @@ use crate::error::{Error, ErrorCode, SharedError, ValidationError};
 use crate::jose::dpop::{DpopRef, FlowDpop};
 use crate::proto::cancel::{CancelEncoding, CancellationConfig};
 use crate::proto::exchange::{DeferredAuthentication, IetfOrigin};
-use crate::proto::message::{HttpRequest, HttpResponse, error_for_status, parse_oauth_error};
+use crate::proto::message::{
+    HttpRequest, HttpResponse, error_for_status, form_encode, is_pending_answer, parse_oauth_error,
+    pending_answer,
+};
 use crate::proto::poll::{Outcome, PollFailure, PollMachine, PollResult};
 use crate::proto::token::{self, HeldTokens, TokenSet, ValidationContext};
 use crate::random::random_b64url;
@@ -117,8 +121,11 @@ impl ClientInner {
             let url = req.url.clone();
             let resp = self.http.send_as(identity, req).await?;
             let new_nonce = self.remember_dpop_nonce(&url, &resp);
+            // A pending answer (the common one) is told apart without
+            // parsing the body as a whole.
             let wants_nonce = dpop.is_some()
                 && !resp.status.is_success()
+                && !is_pending_answer(&resp)
                 && parse_oauth_error(&resp).is_some_and(|e| e.code == ErrorCode::UseDpopNonce);
             if wants_nonce && new_nonce && !retried {
                 tracing::debug!(endpoint = %crate::proto::message::endpoint_label(&url), "retrying with the server's DPoP nonce");
@@ -138,19 +145,6 @@ impl ClientInner {
     ) -> Result<HttpResponse, Error> {
         self.send_with_dpop(dpop, || self.token_request(params.to_vec()))
             .await
-    }
-
-    /// A token-endpoint request for an authentication in progress: with
-    /// the client certificate it started with (RFC 8705 §3).
-    pub(crate) async fn send_token_request_for(
-        &self,
-        auth: &DeferredAuthentication,
-        params: &[(&'static str, String)],
-    ) -> Result<HttpResponse, Error> {
-        self.send_with_dpop_as(auth.client_cert_thumbprint(), auth.dpop(), || {
-            self.token_request(params.to_vec())
-        })
-        .await
     }
 
     /// Reads a token response in hand and validates it: token type against
@@ -470,16 +464,127 @@ impl Poller for ClientInner {
     }
 }
 
+/// What every poll request of a client shares: the token endpoint (under
+/// mutual TLS its alias), parsed once for the HTTP stack, and the headers
+/// and form parameters of client authentication when they are the same for
+/// every request (no assertion to mint).
+pub(crate) struct PollTemplate {
+    url: Url,
+    uri: http::Uri,
+    /// `Content-Type`, and `Authorization` for `client_secret_basic`.
+    headers: http::HeaderMap,
+    /// `&client_id=...` (and the secret for `client_secret_post`), form
+    /// encoded; `None` when client authentication is minted per request.
+    static_form: Option<zeroize::Zeroizing<String>>,
+}
+
 impl ClientInner {
+    /// The poll template, prepared at the first poll.
+    fn poll_template(&self) -> Result<&PollTemplate, Error> {
+        if let Some(t) = self.poll_template.get() {
+            return Ok(t);
+        }
+        let url = self.back_channel_endpoint("token_endpoint", &self.metadata.token_endpoint);
+        let uri = url.as_str().parse::<http::Uri>().map_err(|_| {
+            crate::error::ConfigError::InvalidUrl {
+                field: "token_endpoint",
+                reason: "not a URI the HTTP stack takes".into(),
+            }
+        })?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        // Those the edge sets, already in place (a copy of this map then
+        // takes them without growing).
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(http::header::USER_AGENT, self.http.user_agent().clone());
+        let static_form = if self.auth.is_static() {
+            let ctx = crate::proto::client_auth::AuthContext {
+                client_id: &self.client_id,
+                issuer: &self.metadata.issuer,
+                endpoint: &url,
+                now: self.clock.now(),
+                rng: self.rng.as_ref(),
+            };
+            let mut params = Vec::new();
+            // Static methods never hand back an assertion to sign.
+            let _ = self.auth.apply(&ctx, &mut headers, &mut params)?;
+            let mut form = zeroize::Zeroizing::new(String::new());
+            for (k, mut v) in params {
+                form.push('&');
+                form.push_str(&zeroize::Zeroizing::new(form_encode([(k, v.as_str())])));
+                zeroize::Zeroize::zeroize(&mut v);
+            }
+            Some(form)
+        } else {
+            None
+        };
+        let _ = self.poll_template.set(PollTemplate {
+            url,
+            uri,
+            headers,
+            static_form,
+        });
+        Ok(self.poll_template.get().unwrap_or_else(|| unreachable!()))
+    }
+
+    /// A poll request: the profile's form, with client authentication
+    /// (static parts prepared once, an assertion minted fresh each time).
+    async fn poll_request(&self, auth: &DeferredAuthentication) -> Result<HttpRequest, Error> {
+        let t = self.poll_template()?;
+        let profile = auth.profile();
+        let id = auth.id().secret();
+        let suffix = t.static_form.as_ref().map_or("", |f| f.as_str());
+        let mut body = url::form_urlencoded::Serializer::new(String::with_capacity(
+            96 + id.len() + suffix.len(),
+        ))
+        .append_pair("grant_type", profile.poll_grant_type())
+        .append_pair(profile.handle_name(), id)
+        .finish();
+        let mut headers = t.headers.clone();
+        if t.static_form.is_some() {
+            body.push_str(suffix);
+        } else {
+            let mut params = Vec::new();
+            self.apply_client_auth(&t.url, &mut headers, &mut params)
+                .await?;
+            for (k, v) in &params {
+                body.push('&');
+                body.push_str(&form_encode([(*k, v.as_str())]));
+            }
+        }
+        Ok(HttpRequest {
+            method: Method::POST,
+            url: t.url.clone(),
+            uri: Some(t.uri.clone()),
+            headers,
+            body: body.into_bytes(),
+        })
+    }
+
     /// One poll: the profile's form, then the answer validated as tokens
     /// or classified as an error.
     async fn poll_once(&self, auth: &DeferredAuthentication) -> PollResult<TokenSet> {
-        let params = auth.profile().poll_params(auth.id().secret());
         let dpop = auth.dpop();
-        let resp = match self.send_token_request_for(auth, &params).await {
+        let resp = match self
+            .send_with_dpop_as(auth.client_cert_thumbprint(), dpop, || {
+                self.poll_request(auth)
+            })
+            .await
+        {
             Ok(r) => r,
             Err(e) => return poll_result_of(e),
         };
+        // The answer of most polls (`authorization_pending`, `slow_down`),
+        // read without the general error machinery; the same result.
+        if let Some(e) = pending_answer(&resp) {
+            return PollResult::OAuth(e);
+        }
         // Error statuses come back from the token-response parser as
         // OAuth or HTTP errors and are classified below.
         let ctx = ValidationContext::from(auth);

@@ -892,6 +892,7 @@ impl DtrClientBuilder {
             push_requests,
             request_object,
             fapi2,
+            poll_template: std::sync::OnceLock::new(),
         });
         if let Some(f) = &fleet {
             runtime.spawn(f.clone().run(inner.driver.clone(), clock.clone()));

@@ -186,6 +186,9 @@ pub(crate) struct ClientInner {
     pub(crate) request_object: Option<crate::proto::request_object::RequestObjectSigning>,
     /// FAPI 2.0 mode (run-time checks: `iss` required, ...).
     pub(crate) fapi2: bool,
+    /// What every poll request of this client shares, prepared at the
+    /// first poll.
+    pub(crate) poll_template: std::sync::OnceLock<back_channel::PollTemplate>,
 }
 
 impl fmt::Debug for DtrClient {

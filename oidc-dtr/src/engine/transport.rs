@@ -13,8 +13,11 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use http::header::{ACCEPT, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use http::header::{ACCEPT, HeaderValue, USER_AGENT};
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::{ConfigError, HttpError, SharedError, TransportErrorKind};
 use crate::proto::message::{HttpRequest, HttpResponse, endpoint_label, is_loopback};
@@ -99,15 +102,16 @@ impl ClientIdentity {
         let mut pem = zeroize::Zeroizing::new(Vec::with_capacity(
             chain.len() + private_key_pem.as_ref().len() + 1,
         ));
-        // Only the certificates and the key: reqwest refuses other blocks.
+        // Only the certificates and the key: no other PEM block.
         for cert in CertificateDer::pem_slice_iter(chain) {
             let cert = cert.map_err(|_| invalid("the certificate chain is not valid PEM"))?;
             pem.extend_from_slice(pem_block("CERTIFICATE", &cert).as_bytes());
         }
         pem.extend_from_slice(private_key_pem.as_ref());
         pem.push(b'\n');
-        reqwest::Identity::from_pem(&pem)
-            .map_err(|_| invalid("the TLS stack refuses this certificate and key"))?;
+        if !tls_accepts_identity(&pem) {
+            return Err(invalid("the TLS stack refuses this certificate and key"));
+        }
         Ok(ClientIdentity {
             pem,
             thumbprint: cert_thumbprint(&leaf),
@@ -271,15 +275,28 @@ impl HttpConfig {
     }
 }
 
-/// The HTTP client, with the secure defaults described in the module docs.
+/// The body type of outgoing requests.
+type ReqBody = http_body_util::Full<bytes::Bytes>;
+/// TCP (with the connect timeout), then TLS for `https`.
+type Connector = TimedConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
+/// A pooled HTTP/1.1 client on kept-alive connections.
+type Hyper = hyper_util::client::legacy::Client<Connector, ReqBody>;
+
+/// The HTTP client, with the secure defaults described in the module docs:
+/// hyper's pooled client on kept-alive connections, TLS through rustls
+/// (the platform's trust anchors plus the configured ones), no redirects
+/// followed, no retries, connect and total timeouts, capped bodies.
 #[derive(Clone)]
 pub(crate) struct HttpEdge {
     /// Without a client certificate (discovery, JWK Sets).
-    client: reqwest::Client,
+    client: Hyper,
     /// One client per configured certificate, the current one first
     /// (thumbprint, client).
-    mtls: Vec<(String, reqwest::Client)>,
+    mtls: Vec<(String, Hyper)>,
     max_body: usize,
+    timeout: Duration,
+    /// `User-Agent`, built once.
+    user_agent: HeaderValue,
 }
 
 impl std::fmt::Debug for HttpEdge {
@@ -290,31 +307,102 @@ impl std::fmt::Debug for HttpEdge {
     }
 }
 
+/// The crypto provider: the process default when the application installed
+/// one, else aws-lc-rs.
+fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
+/// The certificate chain and private key of an identity's PEM.
+fn identity_parts(
+    pem: &[u8],
+) -> Option<(
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+)> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
+    (!certs.is_empty()).then_some((certs, key))
+}
+
+/// Whether the TLS stack takes a certificate chain and key as a client
+/// identity.
+fn tls_accepts_identity(pem: &[u8]) -> bool {
+    let Some((certs, key)) = identity_parts(pem) else {
+        return false;
+    };
+    rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_client_auth_cert(certs, key)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
 impl HttpEdge {
     pub(crate) fn new(cfg: &HttpConfig) -> Result<Self, ConfigError> {
-        let build = |identity: Option<&ClientIdentity>| {
-            let mut b = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .retry(reqwest::retry::never())
-                .connect_timeout(cfg.connect_timeout)
-                .timeout(cfg.timeout)
-                .user_agent(cfg.user_agent.clone());
-            if !cfg.extra_root_certificates.is_empty() {
-                let certs = cfg
-                    .extra_root_certificates
-                    .iter()
-                    .map(|der| reqwest::Certificate::from_der(der))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ConfigError::HttpClient(SharedError::new(e)))?;
-                b = b.tls_certs_merge(certs);
+        let client_err = |e: &dyn std::fmt::Display| {
+            ConfigError::HttpClient(SharedError::new(std::io::Error::other(e.to_string())))
+        };
+        let build = |identity: Option<&ClientIdentity>| -> Result<Hyper, ConfigError> {
+            let provider = crypto_provider();
+            let verifier = if cfg.extra_root_certificates.is_empty() {
+                rustls_platform_verifier::Verifier::new(provider.clone())
+            } else {
+                rustls_platform_verifier::Verifier::new_with_extra_roots(
+                    cfg.extra_root_certificates
+                        .iter()
+                        .map(|der| rustls::pki_types::CertificateDer::from(der.clone())),
+                    provider.clone(),
+                )
             }
-            if let Some(id) = identity {
-                let identity = reqwest::Identity::from_pem(&id.pem)
-                    .map_err(|e| ConfigError::HttpClient(SharedError::new(e)))?;
-                b = b.identity(identity);
-            }
-            b.build()
-                .map_err(|e| ConfigError::HttpClient(SharedError::new(e)))
+            .map_err(|e| client_err(&e))?;
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| client_err(&e))?
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(verifier));
+            let tls = match identity {
+                Some(id) => {
+                    let (certs, key) = identity_parts(&id.pem)
+                        .ok_or_else(|| client_err(&"the client identity is not valid PEM"))?;
+                    builder
+                        .with_client_auth_cert(certs, key)
+                        .map_err(|e| client_err(&e))?
+                }
+                None => builder.with_no_client_auth(),
+            };
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(cfg.connect_timeout));
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            let connector = TimedConnector {
+                inner: https,
+                timeout: cfg.connect_timeout,
+            };
+            Ok(
+                hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    // Never resend on its own (each retry is the SDK's
+                    // decision, with fresh credentials).
+                    .retry_canceled_requests(false)
+                    .build(connector),
+            )
         };
         let mut mtls = Vec::new();
         for id in cfg
@@ -332,11 +420,23 @@ impl HttpEdge {
                 reason: "previous client identities are given but no current one".into(),
             });
         }
+        let user_agent =
+            HeaderValue::from_str(&cfg.user_agent).map_err(|_| ConfigError::Invalid {
+                field: "user_agent",
+                reason: "is not a valid header value".into(),
+            })?;
         Ok(HttpEdge {
             client: build(None)?,
             mtls,
             max_body: cfg.max_body_bytes,
+            timeout: cfg.timeout,
+            user_agent,
         })
+    }
+
+    /// The `User-Agent` header every request carries.
+    pub(crate) fn user_agent(&self) -> &HeaderValue {
+        &self.user_agent
     }
 
     /// The thumbprint of the current client certificate, when mutual TLS
@@ -374,77 +474,173 @@ impl HttpEdge {
         Ok(self.send_with(client, req).await?)
     }
 
-    async fn send_with(
-        &self,
-        client: &reqwest::Client,
-        req: HttpRequest,
-    ) -> Result<HttpResponse, HttpError> {
-        let endpoint = endpoint_label(&req.url);
-        if req.url.scheme() != "https" && !(req.url.scheme() == "http" && is_loopback(&req.url)) {
-            return Err(HttpError::InsecureUrl { endpoint });
-        }
-        let mut headers = req.headers;
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let mut resp = client
-            .request(req.method, req.url)
-            .headers(headers)
-            .body(req.body)
-            .send()
-            .await
-            .map_err(|e| transport_error(e, &endpoint))?;
-        let status = resp.status();
-        if let Some(len) = resp.content_length()
-            && len > self.max_body as u64
-        {
-            return Err(HttpError::BodyTooLarge {
-                limit: self.max_body,
-                endpoint,
+    async fn send_with(&self, client: &Hyper, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let HttpRequest {
+            method,
+            url,
+            uri,
+            mut headers,
+            body,
+        } = req;
+        if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)) {
+            return Err(HttpError::InsecureUrl {
+                endpoint: endpoint_label(&url),
             });
         }
-        let headers = std::mem::take(resp.headers_mut());
-        let mut body = BytesMut::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| transport_error(e, &endpoint))?
-        {
-            if body.len() + chunk.len() > self.max_body {
+        // The URL as hyper takes it: parsed once by whoever built the
+        // request when it is sent often (the token endpoint), else here.
+        let uri = match uri {
+            Some(u) => u,
+            None => url
+                .as_str()
+                .parse::<http::Uri>()
+                .map_err(|e| HttpError::Transport {
+                    kind: TransportErrorKind::Other,
+                    endpoint: endpoint_label(&url),
+                    source: SharedError::new(e),
+                })?,
+        };
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        if !headers.contains_key(USER_AGENT) {
+            headers.insert(USER_AGENT, self.user_agent.clone());
+        }
+        let mut request = http::Request::new(http_body_util::Full::new(Bytes::from(body)));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let exchange = async {
+            let resp = client.request(request).await.map_err(|e| {
+                let connecting = e.is_connect();
+                transport_error(e, connecting, &url)
+            })?;
+            let (parts, mut incoming) = resp.into_parts();
+            if http_body::Body::size_hint(&incoming)
+                .exact()
+                .is_some_and(|len| len > self.max_body as u64)
+            {
                 return Err(HttpError::BodyTooLarge {
                     limit: self.max_body,
-                    endpoint,
+                    endpoint: endpoint_label(&url),
                 });
             }
-            body.extend_from_slice(&chunk);
+            // Most answers come in one frame: kept as it is, no copy.
+            let mut first: Option<Bytes> = None;
+            let mut rest: Option<BytesMut> = None;
+            let mut len = 0usize;
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|e| transport_error(e, false, &url))?;
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
+                len += chunk.len();
+                if len > self.max_body {
+                    return Err(HttpError::BodyTooLarge {
+                        limit: self.max_body,
+                        endpoint: endpoint_label(&url),
+                    });
+                }
+                match (&mut first, &mut rest) {
+                    (None, _) => first = Some(chunk),
+                    (Some(f), None) => {
+                        let mut b = BytesMut::with_capacity(f.len() + chunk.len());
+                        b.extend_from_slice(f);
+                        b.extend_from_slice(&chunk);
+                        rest = Some(b);
+                    }
+                    (Some(_), Some(b)) => b.extend_from_slice(&chunk),
+                }
+            }
+            let body = match (first, rest) {
+                (_, Some(b)) => b.freeze(),
+                (Some(f), None) => f,
+                (None, None) => Bytes::new(),
+            };
+            Ok(HttpResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(HttpError::Transport {
+                kind: TransportErrorKind::Timeout,
+                endpoint: endpoint_label(&url),
+                source: SharedError::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request timed out",
+                )),
+            }),
         }
-        Ok(HttpResponse {
-            status,
-            headers,
-            body: body.freeze(),
+    }
+}
+
+/// A connector that gives up after the connect timeout: TCP connection and
+/// TLS handshake together.
+#[derive(Clone)]
+struct TimedConnector<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+impl<C> tower_service::Service<http::Uri> for TimedConnector<C>
+where
+    C: tower_service::Service<http::Uri> + Send,
+    C::Future: Send + 'static,
+    C::Response: Send + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = C::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<C::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(dst);
+        let timeout = self.timeout;
+        // Once per new connection, not per request.
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )) as Self::Error),
+            }
         })
     }
 }
 
-/// Classifies a reqwest error by walking its cause chain for the types
-/// that say what happened: `std::io::Error` kinds (a reset or an early end
-/// of stream is transient, even in the middle of a TLS handshake), a
-/// `rustls::Error` (a TLS failure proper: certificate, protocol), hyper's
-/// timeouts. Only DNS failures have no type of their own in the chain
-/// (hyper-util wraps the resolver's `io::Error` in a private type whose
-/// message says "dns error"), so that one case reads the message.
-fn transport_error(e: reqwest::Error, endpoint: &str) -> HttpError {
-    let kind = classify(&e);
+/// Classifies an HTTP client error by walking its cause chain for the
+/// types that say what happened: `std::io::Error` kinds (a reset or an
+/// early end of stream is transient, even in the middle of a TLS
+/// handshake), a `rustls::Error` (a TLS failure proper: certificate,
+/// protocol), hyper's timeouts. Only DNS failures have no type of their own
+/// in the chain (hyper-util wraps the resolver's `io::Error` in a private
+/// type whose message says "dns error"), so that one case reads the
+/// message.
+fn transport_error<E>(e: E, connecting: bool, url: &url::Url) -> HttpError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let kind = classify(&e, connecting);
     HttpError::Transport {
         kind,
-        endpoint: endpoint.to_owned(),
-        source: SharedError::new(e.without_url()),
+        endpoint: endpoint_label(url),
+        source: SharedError::new(e),
     }
 }
 
-fn classify(e: &reqwest::Error) -> TransportErrorKind {
+fn classify(e: &(dyn std::error::Error + 'static), connecting: bool) -> TransportErrorKind {
     use std::io::ErrorKind as Io;
-    if e.is_timeout() {
-        return TransportErrorKind::Timeout;
-    }
     let mut io_kind = None;
     let mut tls = false;
     let mut dns = false;
@@ -486,11 +682,9 @@ fn classify(e: &reqwest::Error) -> TransportErrorKind {
         TransportErrorKind::Tls
     } else if dns {
         TransportErrorKind::Dns
-    } else if e.is_connect() {
+    } else if connecting {
         TransportErrorKind::Connect
-    } else if e.is_request() || e.is_body() || e.is_decode() {
-        TransportErrorKind::Io
     } else {
-        TransportErrorKind::Other
+        TransportErrorKind::Io
     }
 }

@@ -223,6 +223,19 @@ impl ClientAuth {
         }
     }
 
+    /// Whether the credentials are the same for every request (no
+    /// assertion to mint): they can then be prepared once.
+    pub(crate) fn is_static(&self) -> bool {
+        matches!(
+            self,
+            ClientAuth::None
+                | ClientAuth::TlsClientAuth
+                | ClientAuth::SelfSignedTlsClientAuth
+                | ClientAuth::ClientSecretPost(_)
+                | ClientAuth::ClientSecretBasic(_)
+        )
+    }
+
     /// Adds the credentials to a request's headers and form parameters.
     /// With an external [`Signer`], the assertion still has to be signed:
     /// it comes back as a [`PendingAssertion`] for the caller to await

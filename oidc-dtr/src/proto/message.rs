@@ -25,6 +25,9 @@ pub(crate) struct HttpRequest {
     pub method: Method,
     /// The URL.
     pub url: Url,
+    /// The same URL as the HTTP stack takes it, when the request's builder
+    /// keeps one parsed (requests sent often); else the edge parses `url`.
+    pub uri: Option<http::Uri>,
     /// The headers (the edge adds `Accept` and `User-Agent`).
     pub headers: HeaderMap,
     /// The body (empty for GET).
@@ -49,6 +52,7 @@ impl HttpRequest {
         HttpRequest {
             method: Method::GET,
             url,
+            uri: None,
             headers: HeaderMap::new(),
             body: Vec::new(),
         }
@@ -68,6 +72,7 @@ impl HttpRequest {
         HttpRequest {
             method: Method::POST,
             url,
+            uri: None,
             headers,
             body,
         }
@@ -80,6 +85,7 @@ impl HttpRequest {
         HttpRequest {
             method: Method::POST,
             url,
+            uri: None,
             headers,
             body: body.to_string().into_bytes(),
         }
@@ -159,14 +165,13 @@ impl HttpResponse {
 }
 
 pub(crate) fn is_json_media_type(ct: &str) -> bool {
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    // Compared without case and without allocating (this runs on every
+    // response).
+    let essence = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    essence.eq_ignore_ascii_case(b"application/json")
+        || (essence.len() >= 12
+            && essence[..12].eq_ignore_ascii_case(b"application/")
+            && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 /// Parses `Retry-After`: delta-seconds or an HTTP-date.
@@ -257,18 +262,178 @@ pub(crate) fn parse_oauth_error(resp: &HttpResponse) -> Option<OAuthError> {
 /// code with control characters, an `interval` that is not a positive
 /// integer) apart from a body that is not an OAuth error at all.
 pub(crate) fn read_oauth_error(resp: &HttpResponse) -> Option<Result<OAuthError, ResponseError>> {
-    let readable = resp.is_json()
+    if !oauth_error_readable(resp) {
+        return None;
+    }
+    oauth_error_from_body(resp)
+}
+
+/// Whether an error body may be read as an OAuth error: a JSON content
+/// type, `text/plain`, or none.
+fn oauth_error_readable(resp: &HttpResponse) -> bool {
+    resp.is_json()
         || resp.content_type().is_none_or(|ct| {
             ct.split(';')
                 .next()
                 .unwrap_or("")
                 .trim()
                 .eq_ignore_ascii_case("text/plain")
-        });
-    if !readable {
+        })
+}
+
+/// The largest body [`pending_answer`] reads; a longer one takes the
+/// general path.
+const PENDING_FAST_MAX_BODY: usize = 4096;
+
+/// The fast reading of the answer most polls get: HTTP 400 with a small
+/// OAuth error body whose `error` is `authorization_pending` or
+/// `slow_down`. Gives exactly the [`OAuthError`] the general path
+/// ([`status_error`]) gives for the same response, or `None` when the
+/// response is anything else or has any feature this reader does not take
+/// on (escapes, other members, other value types, duplicate members, a
+/// body over 4 KiB, ...): the caller then takes the general path, which
+/// keeps every refusal of malformed bodies.
+pub(crate) fn pending_answer(resp: &HttpResponse) -> Option<OAuthError> {
+    let (code, body) = scan_pending(resp)?;
+    Some(OAuthError {
+        code,
+        description: body.description.map(crate::error::clean_op_text),
+        uri: body.uri.and_then(crate::error::clean_op_uri),
+        status: Some(resp.status),
+        retry_after: resp.retry_after(),
+        dpop_nonce: resp.header("dpop-nonce").map(str::to_owned),
+        interval: body.interval,
+        interaction_uri: None,
+    })
+}
+
+/// Whether [`pending_answer`] takes the response on (without building the
+/// error).
+pub(crate) fn is_pending_answer(resp: &HttpResponse) -> bool {
+    scan_pending(resp).is_some()
+}
+
+fn scan_pending(resp: &HttpResponse) -> Option<(ErrorCode, FlatErrorBody<'_>)> {
+    if resp.status != StatusCode::BAD_REQUEST
+        || resp.body.len() > PENDING_FAST_MAX_BODY
+        || !oauth_error_readable(resp)
+    {
         return None;
     }
-    oauth_error_from_body(resp)
+    let body = FlatErrorBody::scan(&resp.body)?;
+    let code = match body.error? {
+        "authorization_pending" => ErrorCode::AuthorizationPending,
+        "slow_down" => ErrorCode::SlowDown,
+        _ => return None,
+    };
+    Some((code, body))
+}
+
+/// The members of a flat OAuth error object, as borrowed text: only
+/// `error`, `error_description` and `error_uri` (strings without escapes
+/// or control characters) and `interval` (a positive integer of at most
+/// 18 digits, no fraction or exponent), each at most once, with JSON
+/// whitespace around the tokens. Anything else is not this shape.
+#[derive(Default)]
+struct FlatErrorBody<'a> {
+    error: Option<&'a str>,
+    description: Option<&'a str>,
+    uri: Option<&'a str>,
+    interval: Option<u64>,
+}
+
+impl<'a> FlatErrorBody<'a> {
+    fn scan(b: &'a [u8]) -> Option<Self> {
+        let mut out = FlatErrorBody::default();
+        let mut i = skip_json_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        i = skip_json_ws(b, i + 1);
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+        } else {
+            loop {
+                let (name, next) = plain_json_string(b, i)?;
+                i = skip_json_ws(b, next);
+                if b.get(i) != Some(&b':') {
+                    return None;
+                }
+                i = skip_json_ws(b, i + 1);
+                let next = if name == "interval" {
+                    let (n, next) = positive_json_int(b, i)?;
+                    if out.interval.replace(n).is_some() {
+                        return None;
+                    }
+                    next
+                } else {
+                    let slot = match name {
+                        "error" => &mut out.error,
+                        "error_description" => &mut out.description,
+                        "error_uri" => &mut out.uri,
+                        _ => return None,
+                    };
+                    let (value, next) = plain_json_string(b, i)?;
+                    if slot.replace(value).is_some() {
+                        return None;
+                    }
+                    next
+                };
+                i = skip_json_ws(b, next);
+                match b.get(i) {
+                    Some(b',') => i = skip_json_ws(b, i + 1),
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        (skip_json_ws(b, i) == b.len()).then_some(out)
+    }
+}
+
+fn skip_json_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// A JSON string at `i` without escapes or control characters, and the
+/// index after its closing quote.
+fn plain_json_string(b: &[u8], i: usize) -> Option<(&str, usize)> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let rest = b.get(i + 1..)?;
+    let len = rest
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    if rest[len] != b'"' {
+        return None;
+    }
+    let s = std::str::from_utf8(&rest[..len]).ok()?;
+    Some((s, i + 1 + len + 1))
+}
+
+/// A positive JSON integer at `i` (no sign, no leading zero, at most 18
+/// digits, not followed by a fraction or an exponent), and the index after
+/// it.
+fn positive_json_int(b: &[u8], i: usize) -> Option<(u64, usize)> {
+    let rest = b.get(i..)?;
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 18 || rest[0] == b'0' {
+        return None;
+    }
+    if matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    let n = rest[..digits]
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some((n, i + digits))
 }
 
 /// An OAuth error from the body, whatever the `Content-Type`: `None` when

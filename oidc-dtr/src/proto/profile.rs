@@ -90,7 +90,9 @@ impl Profile {
     }
 
     /// The form of a poll, before client authentication. Never
-    /// `completion_mode` (the IETF draft: polls must not carry it).
+    /// `completion_mode` (the IETF draft: polls must not carry it). (The
+    /// client writes this form straight into the request body.)
+    #[cfg(test)]
     pub(crate) fn poll_params(self, handle: &str) -> Vec<(&'static str, String)> {
         vec![
             ("grant_type", self.poll_grant_type().to_owned()),

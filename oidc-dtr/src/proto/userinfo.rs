@@ -115,6 +115,7 @@ pub(crate) fn request(
     Ok(HttpRequest {
         method: Method::GET,
         url: endpoint.clone(),
+        uri: None,
         headers,
         body: Vec::new(),
     })
