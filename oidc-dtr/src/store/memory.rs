@@ -480,6 +480,10 @@ mod tests {
         assert_eq!(due_ids(&s, at(1000), 10), [b.id().secret()]);
         assert_eq!(block(s.purge(at(2))).unwrap(), 1);
         assert_eq!(due_ids(&s, at(1000), 10), [b.id().secret()]);
+        // A record inserted once the queue exists is in it.
+        let c = record("c", 0);
+        block(s.insert(c.clone())).unwrap();
+        assert_eq!(due_ids(&s, at(1000), 10).len(), 2);
     }
 
     #[test]
@@ -510,7 +514,7 @@ mod tests {
     }
 
     #[test]
-    fn a_released_record_is_due_again() {
+    fn a_quarantined_record_is_never_due() {
         let s = MemoryStore::new();
         let r = record("foreign", 0);
         block(s.insert(r.clone())).unwrap();
