@@ -230,7 +230,7 @@ impl ClientInner {
         let handle = DeferredId::new(format!("held-{}", random_b64url(self.rng.as_ref(), 32)?));
         let mut auth =
             DeferredAuthentication::holding(origin, handle.clone(), received_at, profile);
-        auth.client_cert_thumbprint = self.http.current_identity().map(str::to_owned);
+        auth.client_cert_thumbprint = self.http.current_identity().map(Box::from);
         auth.set_dpop(dpop);
         let machine = PollMachine::new(&auth, self.poll_config.clone()).holding(
             tokens,
@@ -268,7 +268,7 @@ impl Poller for ClientInner {
 
     fn persist_state(
         self: Arc<Self>,
-        auth: Arc<DeferredAuthentication>,
+        auth: DeferredAuthentication,
         machine: PollMachine,
     ) -> BoxFuture<()> {
         Box::pin(async move {
@@ -312,7 +312,7 @@ impl Poller for ClientInner {
 
     fn persist_outcome(
         self: Arc<Self>,
-        auth: Arc<DeferredAuthentication>,
+        auth: DeferredAuthentication,
         machine: PollMachine,
         outcome: Outcome<TokenSet>,
         finished_at: UnixTime,
@@ -398,11 +398,11 @@ impl Poller for ClientInner {
 
     fn validate_held(
         self: Arc<Self>,
-        auth: Arc<DeferredAuthentication>,
+        auth: DeferredAuthentication,
         tokens: HeldTokens,
     ) -> BoxFuture<PollResult<TokenSet>> {
         Box::pin(async move {
-            let ctx = ValidationContext::from(&*auth);
+            let ctx = ValidationContext::from(&auth);
             let resp = tokens.response();
             // One attempt: the engine's schedule is the backoff.
             match self
@@ -445,7 +445,7 @@ impl Poller for ClientInner {
         })
     }
 
-    fn poll(self: Arc<Self>, auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<TokenSet>> {
+    fn poll(self: Arc<Self>, auth: DeferredAuthentication) -> BoxFuture<PollResult<TokenSet>> {
         let span = tracing::info_span!(
             "dtr.poll",
             deferred_auth_id = %auth.id().fingerprint(),

@@ -158,7 +158,7 @@ impl ClientInner {
         let description = d.error.description.clone();
         let hash = notification_token.map(|t| SecretHash::of(t.as_bytes()));
         let mut auth = DeferredAuthentication::from_ietf(origin, d, issued_at, answered_at, hash);
-        auth.client_cert_thumbprint = self.http.current_identity().map(str::to_owned);
+        auth.client_cert_thumbprint = self.http.current_identity().map(Box::from);
         auth.set_dpop(dpop_key);
         tracing::Span::current().record(
             "deferral_code",
@@ -173,7 +173,7 @@ impl ClientInner {
             "the AS deferred the token response"
         );
         let machine = PollMachine::new(&auth, self.poll_config.clone())
-            .with_interaction(auth.initial_interaction_uri.clone());
+            .with_interaction(auth.initial_interaction_uri.as_deref().cloned());
         self.store_and_track(&auth, machine).await?;
         Ok(auth)
     }

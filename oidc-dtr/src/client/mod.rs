@@ -561,7 +561,7 @@ impl DtrClient {
         auth: DeferredAuthentication,
         state: Option<PollMachine>,
     ) -> Result<bool, Error> {
-        if auth.issuer != self.inner.metadata.issuer || auth.client_id != self.inner.client_id {
+        if auth.issuer() != self.inner.metadata.issuer || auth.client_id() != self.inner.client_id {
             return Err(CallbackError::WrongClient.into());
         }
         let machine =
@@ -953,7 +953,7 @@ impl ClientInner {
             notification_token.as_ref(),
         );
         // Polled with the certificate the exchange was sent with.
-        auth.client_cert_thumbprint = inner.http.current_identity().map(str::to_owned);
+        auth.client_cert_thumbprint = inner.http.current_identity().map(Box::from);
         auth.set_dpop(dpop_key);
         // The draft's interim ID token is validated like the final one
         // (OIDC Core §3.1.3.7); its nonce is the request's, and it comes

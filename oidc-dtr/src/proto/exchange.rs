@@ -213,8 +213,13 @@ impl From<AuthFields> for DeferredAuthentication {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthFields {
     pub(crate) id: DeferredId,
-    pub(crate) issuer: String,
-    pub(crate) client_id: String,
+    /// Shared by every authentication of the same issuer (see
+    /// [`shared_name`]): a pointer each, not a copy.
+    #[serde(with = "shared_name")]
+    pub(crate) issuer: Arc<str>,
+    /// Shared like `issuer`.
+    #[serde(with = "shared_name")]
+    pub(crate) client_id: Arc<str>,
     pub(crate) issued_at: UnixTime,
     /// When the answer that created it arrived (the exchange's, or the
     /// IETF initial token request's): the anchor of the first poll's
@@ -254,8 +259,10 @@ pub struct AuthFields {
     pub(crate) profile: Profile,
     /// The `interaction_uri` of the IETF deferred response, when it was
     /// `interaction_required`.
+    /// Boxed: rare (IETF `interaction_required` only), and a `Url` inline
+    /// would cost every authentication 88 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) initial_interaction_uri: Option<InteractionUri>,
+    pub(crate) initial_interaction_uri: Option<Box<InteractionUri>>,
     /// Started by the device flow (RFC 8628): ID tokens may lack `nonce`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) device_flow: bool,
@@ -264,8 +271,56 @@ pub struct AuthFields {
     /// presents that certificate, whatever the current one is (RFC 8705
     /// §3: its tokens are bound to it). Absent without mutual TLS and in
     /// records written before it existed.
+    /// A boxed `str` (it never grows): 16 bytes inline, not 24.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) client_cert_thumbprint: Option<String>,
+    pub(crate) client_cert_thumbprint: Option<Box<str>>,
+}
+
+/// The issuer and client id of an authentication, shared: every
+/// authentication of one client names the same two strings, so they are
+/// kept once (`Arc<str>`) rather than once per authentication. Serialised
+/// as plain strings (the stored form is unchanged); read back through a
+/// small process-wide table of the names seen, so that records loaded from
+/// a store share them too.
+pub(crate) mod shared_name {
+    use std::sync::{Arc, Mutex};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// At most this many distinct names are shared; past it (a process
+    /// serving that many issuers and clients at once), names no longer in
+    /// use are dropped from the table, and if all are in use a new name
+    /// gets its own copy.
+    const MAX_SHARED: usize = 64;
+
+    static NAMES: Mutex<Vec<Arc<str>>> = Mutex::new(Vec::new());
+
+    /// The shared copy of `name`.
+    pub(crate) fn intern(name: &str) -> Arc<str> {
+        // The table holds only non-secret names: a poisoned lock is still
+        // a consistent list.
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = names.iter().find(|n| ***n == *name) {
+            return n.clone();
+        }
+        if names.len() >= MAX_SHARED {
+            names.retain(|n| Arc::strong_count(n) > 1);
+        }
+        let n: Arc<str> = Arc::from(name);
+        if names.len() < MAX_SHARED {
+            names.push(n.clone());
+        }
+        n
+    }
+
+    pub(crate) fn serialize<S: Serializer>(name: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(intern(&name))
+    }
 }
 
 impl AuthFields {
@@ -313,8 +368,8 @@ impl DeferredAuthentication {
         let pending = ack.pending;
         DeferredAuthentication::from(AuthFields {
             id: resp.deferred_auth_id,
-            issuer: pending.issuer.clone(),
-            client_id: pending.client_id.clone(),
+            issuer: shared_name::intern(&pending.issuer),
+            client_id: shared_name::intern(&pending.client_id),
             issued_at,
             answered_at: Some(answered_at),
             expires_at: resp
@@ -352,8 +407,8 @@ impl DeferredAuthentication {
     ) -> Self {
         DeferredAuthentication::from(AuthFields {
             id: DeferredId::new(resp.deferral_code),
-            issuer: origin.issuer,
-            client_id: origin.client_id,
+            issuer: shared_name::intern(&origin.issuer),
+            client_id: shared_name::intern(&origin.client_id),
             issued_at,
             answered_at: Some(answered_at),
             expires_at: resp
@@ -371,7 +426,7 @@ impl DeferredAuthentication {
             dpop_signer_jkt: None,
             claims_request: origin.claims_request,
             profile: Profile::Ietf,
-            initial_interaction_uri: resp.interaction_uri,
+            initial_interaction_uri: resp.interaction_uri.map(Box::new),
             device_flow: origin.device_flow,
             client_cert_thumbprint: None,
         })
@@ -390,8 +445,8 @@ impl DeferredAuthentication {
     ) -> Self {
         DeferredAuthentication::from(AuthFields {
             id,
-            issuer: origin.issuer,
-            client_id: origin.client_id,
+            issuer: shared_name::intern(&origin.issuer),
+            client_id: shared_name::intern(&origin.client_id),
             issued_at: received_at,
             answered_at: None,
             expires_at: None,
@@ -429,8 +484,8 @@ impl DeferredAuthentication {
     ) -> Self {
         DeferredAuthentication::from(AuthFields {
             id,
-            issuer,
-            client_id,
+            issuer: shared_name::intern(&issuer),
+            client_id: shared_name::intern(&client_id),
             issued_at,
             answered_at: None,
             expires_at: expires_in.map(|s| issued_at.saturating_add(Duration::from_secs(s))),
@@ -526,7 +581,7 @@ impl DeferredAuthentication {
     /// arrive as [`PollEvent::Interaction`](crate::PollEvent::Interaction)
     /// and in [`PollStatus`](crate::PollStatus).
     pub fn interaction_uri(&self) -> Option<&InteractionUri> {
-        self.initial_interaction_uri.as_ref()
+        self.initial_interaction_uri.as_deref()
     }
     /// The issuer of the OP running the process.
     pub fn issuer(&self) -> &str {
@@ -632,6 +687,83 @@ mod tests {
             Err(Error::Response(e)) => (e.field, e.to_string()),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// An IETF authentication with every rare member, exactly as the
+    /// layout before the in-memory compaction (issuer and client id as
+    /// their own strings, the interaction URI and the certificate
+    /// thumbprint inline) wrote it. It must read back, and be written out
+    /// again member for member: stores hold such rows.
+    const WRITTEN_BEFORE_COMPACTION: &str = r#"{
+        "id": "deferral-0123456789abcdef",
+        "issuer": "https://as.example",
+        "client_id": "client-1",
+        "issued_at": 1800000000000,
+        "answered_at": 1800000000250,
+        "expires_at": 1800003600000,
+        "interval_secs": 5,
+        "nonce": "n-0123456789",
+        "pkce_verifier": "v-0123456789abcdefghijklmnopqrstuvwxyz0123456",
+        "max_age": 600,
+        "requested_at": 1799999999000,
+        "notification_token_hash": null,
+        "interim_id_token": null,
+        "interim_claims": null,
+        "dpop_key": null,
+        "profile": "ietf",
+        "initial_interaction_uri": "https://as.example/interact/77?x=1",
+        "device_flow": true,
+        "client_cert_thumbprint": "3nwzmmjsbrwa6z1gqbgququqb2a0bpfn-ev8l1s2ias"
+    }"#;
+
+    #[test]
+    fn an_authentication_written_before_the_compaction_reads_back_unchanged() {
+        let a: DeferredAuthentication = serde_json::from_str(WRITTEN_BEFORE_COMPACTION).unwrap();
+        assert_eq!(a.id().secret(), "deferral-0123456789abcdef");
+        assert_eq!(
+            (a.issuer(), a.client_id()),
+            ("https://as.example", "client-1")
+        );
+        assert_eq!(
+            a.interaction_uri().map(InteractionUri::as_str),
+            Some("https://as.example/interact/77?x=1")
+        );
+        assert_eq!(
+            a.client_cert_thumbprint(),
+            Some("3nwzmmjsbrwa6z1gqbgququqb2a0bpfn-ev8l1s2ias")
+        );
+        assert_eq!(a.profile(), Profile::Ietf);
+        assert_eq!(a.max_age(), Some(600));
+        assert_eq!(a.answered_at(), UnixTime::from_millis(1_800_000_000_250));
+        // Written out again: the same members with the same values.
+        let old: serde_json::Value = serde_json::from_str(WRITTEN_BEFORE_COMPACTION).unwrap();
+        assert_eq!(serde_json::to_value(&a).unwrap(), old);
+        // Two authentications of one client share its names.
+        let b: DeferredAuthentication = serde_json::from_str(WRITTEN_BEFORE_COMPACTION).unwrap();
+        assert!(Arc::ptr_eq(&a.issuer, &b.issuer));
+        assert!(Arc::ptr_eq(&a.client_id, &b.client_id));
+        let seeded = DeferredAuthentication::for_tests(
+            DeferredId::new("x"),
+            UnixTime::from_secs(1),
+            None,
+            5,
+        );
+        assert!(!Arc::ptr_eq(&a.issuer, &seeded.issuer));
+    }
+
+    #[test]
+    fn shared_names_are_bounded_and_still_correct_past_the_bound() {
+        let names: Vec<Arc<str>> = (0..200)
+            .map(|i| shared_name::intern(&format!("https://op-{i}.example")))
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(**n, *format!("https://op-{i}.example"));
+        }
+        // The first ones are still shared (still in use when the table filled).
+        assert!(Arc::ptr_eq(
+            &names[0],
+            &shared_name::intern("https://op-0.example")
+        ));
     }
 
     #[test]

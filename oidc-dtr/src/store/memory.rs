@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: records in a map, gone when the process ends.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -21,8 +22,11 @@ use crate::time::UnixTime;
 /// that they are never handed out.
 ///
 /// Every operation is atomic (one mutex) and nothing is durable. `due` is
-/// answered from an ordered index, so it costs `O(log n + k)`. Cloning the
-/// store clones a handle to the same records.
+/// answered from a queue of due times, built at the first call (a client
+/// that never asks pays nothing for it), so it then costs
+/// `O((k + s) log n)` for `k` records returned and `s` outdated entries
+/// dropped on the way. Cloning the store clones a handle to the same
+/// records.
 ///
 /// ```
 /// use oidc_dtr::{CallbackResponse, DtrClient};
@@ -60,8 +64,8 @@ struct Inner {
     owner: Option<(String, String)>,
     /// Boxed: the map's spare slots then cost a pointer, not a record.
     records: HashMap<[u8; 32], Box<Compact>>,
-    /// (due time in ms, record key) of every unfinished record.
-    due: BTreeSet<(u64, [u8; 32])>,
+    /// When the unfinished records are due: built at the first `due`.
+    due: Option<DueQueue>,
     /// Records set aside at `bind`, with the reason.
     quarantined: HashMap<[u8; 32], (Box<Compact>, String)>,
 }
@@ -111,12 +115,98 @@ impl Inner {
     fn owner(&self) -> Option<(&str, &str)> {
         self.owner.as_ref().map(|(i, c)| (i.as_str(), c.as_str()))
     }
+
+    /// Notes that `key` (in `records`) is due as its record says now.
+    fn index(&mut self, key: [u8; 32]) {
+        let Inner { records, due, .. } = self;
+        if let (Some(queue), Some(record)) = (due.as_mut(), records.get(&key)) {
+            queue.push(key, record, records);
+        }
+    }
+}
+
+/// The due times of the unfinished records: a min-heap of (due time in ms,
+/// record key), with lazy deletion. A change of a record's due time pushes
+/// a new entry and leaves the old one in place; an entry is live while its
+/// record exists, is unfinished and is due at exactly that time. Outdated
+/// entries are dropped when they reach the top (the driver updates records
+/// in due order, so an update's outdated entry is usually at the top), and
+/// the heap is rebuilt from the records when they outnumber the records.
+#[derive(Default)]
+struct DueQueue {
+    heap: BinaryHeap<Reverse<(u64, [u8; 32])>>,
+}
+
+impl DueQueue {
+    /// A queue of every unfinished record of `records`.
+    fn build(records: &HashMap<[u8; 32], Box<Compact>>) -> Self {
+        let heap = records
+            .iter()
+            .filter_map(|(k, r)| r.due_ms().map(|t| Reverse((t, *k))))
+            .collect::<Vec<_>>()
+            .into();
+        DueQueue { heap }
+    }
+
+    fn live(records: &HashMap<[u8; 32], Box<Compact>>, t: u64, key: &[u8; 32]) -> bool {
+        records.get(key).and_then(|r| r.due_ms()) == Some(t)
+    }
+
+    /// Adds `record`'s due time, and drops outdated entries at the top.
+    fn push(&mut self, key: [u8; 32], record: &Compact, records: &HashMap<[u8; 32], Box<Compact>>) {
+        if let Some(t) = record.due_ms() {
+            self.heap.push(Reverse((t, key)));
+        }
+        self.prune(records);
+    }
+
+    /// Drops the outdated entries at the top; rebuilds the heap when they
+    /// are more than the records.
+    fn prune(&mut self, records: &HashMap<[u8; 32], Box<Compact>>) {
+        while let Some(Reverse((t, key))) = self.heap.peek() {
+            if Self::live(records, *t, key) {
+                break;
+            }
+            self.heap.pop();
+        }
+        if self.heap.len() > 2 * records.len() + 1024 {
+            *self = Self::build(records);
+        }
+    }
+
+    /// The keys of at most `limit` live entries due at or before `until`,
+    /// earliest first (ties by key); they stay in the queue.
+    fn due(
+        &mut self,
+        records: &HashMap<[u8; 32], Box<Compact>>,
+        until: u64,
+        limit: usize,
+    ) -> Vec<[u8; 32]> {
+        let mut taken: Vec<(u64, [u8; 32])> = Vec::new();
+        while taken.len() < limit {
+            let Some(Reverse((t, key))) = self.heap.peek().copied() else {
+                break;
+            };
+            if t > until {
+                break;
+            }
+            self.heap.pop();
+            // Outdated, or a second entry of one due time (a record whose
+            // due time changed and came back): dropped.
+            if taken.last() != Some(&(t, key)) && Self::live(records, t, &key) {
+                taken.push((t, key));
+            }
+        }
+        let keys = taken.iter().map(|(_, k)| *k).collect();
+        self.heap.extend(taken.into_iter().map(Reverse));
+        keys
+    }
 }
 
 /// A record as this store keeps it: the outcome (absent while pending) out
-/// of line. The authentication is shared with the poll driver's copy.
+/// of line, and no schema (only records of [`SCHEMA_VERSION`](super::SCHEMA_VERSION)
+/// are taken in). The authentication is shared with the poll driver's copy.
 struct Compact {
-    schema: u32,
     auth: crate::proto::exchange::DeferredAuthentication,
     machine: PollMachine,
     outcome: Option<Box<StoredOutcome>>,
@@ -125,7 +215,6 @@ struct Compact {
 impl From<Record> for Compact {
     fn from(r: Record) -> Self {
         Compact {
-            schema: r.schema,
             auth: r.auth,
             machine: r.machine,
             outcome: r.outcome.map(Box::new),
@@ -136,7 +225,7 @@ impl From<Record> for Compact {
 impl Compact {
     fn record(&self) -> Record {
         Record {
-            schema: self.schema,
+            schema: super::SCHEMA_VERSION,
             auth: self.auth.clone(),
             machine: self.machine.clone(),
             outcome: self.outcome.as_deref().cloned(),
@@ -151,20 +240,12 @@ impl Compact {
         (!self.is_finished()).then(|| super::due_of(&self.machine))
     }
 
+    fn due_ms(&self) -> Option<u64> {
+        self.due_at().map(UnixTime::as_millis)
+    }
+
     fn finished_at(&self) -> Option<UnixTime> {
         self.outcome.as_ref().map(|o| o.finished_at)
-    }
-}
-
-fn index(due: &mut BTreeSet<(u64, [u8; 32])>, key: [u8; 32], record: &Compact) {
-    if let Some(t) = record.due_at() {
-        due.insert((t.as_millis(), key));
-    }
-}
-
-fn unindex(due: &mut BTreeSet<(u64, [u8; 32])>, key: [u8; 32], record: &Compact) {
-    if let Some(t) = record.due_at() {
-        due.remove(&(t.as_millis(), key));
     }
 }
 
@@ -187,7 +268,6 @@ impl Store for MemoryStore {
                     .collect();
                 for (key, e) in foreign {
                     if let Some(r) = inner.records.remove(&key) {
-                        unindex(&mut inner.due, key, &r);
                         report_quarantined("memory", &key, &e);
                         inner.quarantined.insert(key, (r, e.to_string()));
                     }
@@ -207,9 +287,8 @@ impl Store for MemoryStore {
                     record: record.fingerprint(),
                 });
             }
-            let record = Compact::from(record);
-            index(&mut inner.due, key, &record);
-            inner.records.insert(key, Box::new(record));
+            inner.records.insert(key, Box::new(Compact::from(record)));
+            inner.index(key);
             Ok(())
         })
     }
@@ -222,16 +301,18 @@ impl Store for MemoryStore {
         let fp = id.fingerprint();
         let key = record_key(id);
         self.run(move |inner| {
-            let Inner { records, due, .. } = inner;
-            let record = records
+            let record = inner
+                .records
                 .get_mut(&key)
                 .ok_or(StoreError::NotFound { record: fp })?;
             if record.is_finished() {
                 return Err(StoreError::AlreadyFinished { record: fp });
             }
-            unindex(due, key, record);
+            let unchanged = super::due_of(&record.machine) == super::due_of(&machine);
             record.machine = machine;
-            index(due, key, record);
+            if !unchanged {
+                inner.index(key);
+            }
             Ok(())
         })
     }
@@ -245,8 +326,8 @@ impl Store for MemoryStore {
         let fp = id.fingerprint();
         let key = record_key(id);
         self.run(move |inner| {
-            let Inner { records, due, .. } = inner;
-            let record = records
+            let record = inner
+                .records
                 .get_mut(&key)
                 .ok_or(StoreError::NotFound { record: fp })?;
             if let Some(existing) = &record.outcome {
@@ -256,7 +337,7 @@ impl Store for MemoryStore {
                     Err(StoreError::AlreadyFinished { record: fp })
                 };
             }
-            unindex(due, key, record);
+            // Its entries in the due queue are outdated now.
             record.machine = machine;
             record.outcome = Some(Box::new(outcome));
             Ok(())
@@ -285,18 +366,14 @@ impl Store for MemoryStore {
 
     fn due(&self, until: UnixTime, limit: usize) -> StoreFuture<Result<Vec<Record>, StoreError>> {
         self.run(move |inner| {
-            let until = (until.as_millis(), [0xff; 32]);
-            let mut out = Vec::new();
-            for (_, key) in inner.due.range(..=until).take(limit) {
-                let record = inner.records.get(key).ok_or_else(|| {
-                    StoreError::corrupt(
-                        Some(super::key_fingerprint(key)),
-                        "the due index names a missing record",
-                    )
-                })?;
-                out.push(record.record());
-            }
-            Ok(out)
+            let Inner { records, due, .. } = inner;
+            let queue = due.get_or_insert_with(|| DueQueue::build(records));
+            let keys = queue.due(records, until.as_millis(), limit);
+            // Every key is of a live entry: its record exists.
+            Ok(keys
+                .iter()
+                .filter_map(|k| records.get(k).map(|r| r.record()))
+                .collect())
         })
     }
 
@@ -338,8 +415,8 @@ impl Store for MemoryStore {
             };
             check_record_owner(inner.owner(), &r.record())?;
             if let Some((r, _)) = inner.quarantined.remove(&key.0) {
-                index(&mut inner.due, key.0, &r);
                 inner.records.insert(key.0, r);
+                inner.index(key.0);
             }
             Ok(true)
         })
@@ -349,6 +426,107 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::store::test_records::{at, denied, record};
+
+    fn block<T>(f: StoreFuture<T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn due_ids(s: &MemoryStore, until: UnixTime, limit: usize) -> Vec<String> {
+        block(s.due(until, limit))
+            .unwrap()
+            .iter()
+            .map(|r| r.id().secret().to_owned())
+            .collect()
+    }
+
+    /// `r`'s machine with its next poll moved to `T0 + s` seconds (as
+    /// after a `Retry-After`): a new due time.
+    fn due_at(r: &Record, s: u64) -> PollMachine {
+        let mut m = r.machine.clone();
+        m.delay_for_tests(at(s));
+        m
+    }
+
+    #[test]
+    fn the_due_queue_skips_outdated_entries_and_repeats_none() {
+        let s = MemoryStore::new();
+        let (a, b) = (record("a", 0), record("b", 0));
+        block(s.insert(a.clone())).unwrap();
+        block(s.insert(b.clone())).unwrap();
+        // No queue until the first `due`.
+        assert!(s.lock().due.is_none());
+        assert_eq!(due_ids(&s, at(5), 10).len(), 2);
+        assert!(s.lock().due.is_some());
+        // `a` moves later, then back to where it was: one entry counts.
+        block(s.update_state(a.id(), due_at(&a, 100))).unwrap();
+        assert_eq!(due_ids(&s, at(5), 10), [b.id().secret()]);
+        assert_eq!(due_ids(&s, at(100), 10).len(), 2);
+        block(s.update_state(a.id(), due_at(&a, 5))).unwrap();
+        block(s.update_state(a.id(), due_at(&a, 100))).unwrap();
+        block(s.update_state(a.id(), due_at(&a, 5))).unwrap();
+        let both = due_ids(&s, at(5), 10);
+        assert_eq!(both.len(), 2, "{both:?}");
+        // The limit counts records, not entries; asking again answers alike.
+        assert_eq!(due_ids(&s, at(5), 1).len(), 1);
+        assert_eq!(due_ids(&s, at(5), 10), both);
+        // Finished and purged records are never due.
+        let done = crate::store::test_records::finished_machine(&a);
+        block(s.finish(a.id(), done, denied(1))).unwrap();
+        assert_eq!(due_ids(&s, at(1000), 10), [b.id().secret()]);
+        assert_eq!(block(s.purge(at(2))).unwrap(), 1);
+        assert_eq!(due_ids(&s, at(1000), 10), [b.id().secret()]);
+        // A record inserted once the queue exists is in it.
+        let c = record("c", 0);
+        block(s.insert(c.clone())).unwrap();
+        assert_eq!(due_ids(&s, at(1000), 10).len(), 2);
+    }
+
+    #[test]
+    fn the_due_queue_stays_within_twice_the_records() {
+        let s = MemoryStore::new();
+        let records: Vec<Record> = (0..50).map(|i| record(&format!("r{i}"), 0)).collect();
+        for r in &records {
+            block(s.insert(r.clone())).unwrap();
+        }
+        assert_eq!(due_ids(&s, at(5), 100).len(), 50);
+        // Many updates in an order the top-of-heap pruning cannot follow
+        // (each record moves back and forth, later first).
+        for round in 0..200u64 {
+            for r in records.iter().rev() {
+                let t = if round % 2 == 0 {
+                    1000 + round
+                } else {
+                    10 + round
+                };
+                block(s.update_state(r.id(), due_at(r, t))).unwrap();
+            }
+            let len = s.lock().due.as_ref().unwrap().heap.len();
+            assert!(len <= 2 * 50 + 1024 + 1, "{len}");
+        }
+        // Every record is due once, at its last due time (10 + 199).
+        assert!(due_ids(&s, at(208), 100).is_empty());
+        assert_eq!(due_ids(&s, at(209), 100).len(), 50);
+    }
+
+    #[test]
+    fn a_quarantined_record_is_never_due() {
+        let s = MemoryStore::new();
+        let r = record("foreign", 0);
+        block(s.insert(r.clone())).unwrap();
+        assert_eq!(due_ids(&s, at(5), 10).len(), 1);
+        block(s.bind("https://other.example", "client")).unwrap();
+        assert!(due_ids(&s, at(5), 10).is_empty());
+        let q = block(s.quarantined()).unwrap();
+        assert_eq!(q.len(), 1);
+        // Released only for a matching owner: this one stays set aside.
+        assert!(block(s.release_quarantined(q[0].key)).is_err());
+        assert!(due_ids(&s, at(5), 10).is_empty());
+    }
 
     #[test]
     fn debug_shows_only_a_count() {

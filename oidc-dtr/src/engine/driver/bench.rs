@@ -31,7 +31,7 @@ pub(crate) async fn bench_rounds(
     struct Pending(AtomicU64);
     impl Poller for Pending {
         type Tokens = ();
-        fn poll(self: Arc<Self>, _auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<()>> {
+        fn poll(self: Arc<Self>, _auth: DeferredAuthentication) -> BoxFuture<PollResult<()>> {
             Box::pin(async move {
                 self.0.fetch_add(1, Ordering::Relaxed);
                 PollResult::OAuth(OAuthError::new(ErrorCode::AuthorizationPending))

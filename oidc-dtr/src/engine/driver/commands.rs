@@ -2,7 +2,6 @@
 //! restore, ping, wake, cancel, wait, status, forget, shutdown ...).
 
 use std::cmp::Reverse;
-use std::sync::Arc;
 
 use crate::error::WaitError;
 use crate::ping::PingVerdict;
@@ -291,7 +290,7 @@ impl<P: Poller> Engine<P> {
                     tracing::error!(deferred_auth_id = %id.fingerprint(), "the answer of a poll whose lease was lost came for an authentication tracked again (a bug)");
                     return;
                 }
-                let key = self.insert(Arc::unwrap_or_clone(orphan.auth), *orphan.machine);
+                let key = self.insert(orphan.auth, *orphan.machine);
                 self.deliver(key, outcome, now);
             }
             None => {

@@ -4,7 +4,6 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -21,7 +20,7 @@ use super::*;
 /// cost little), and what only a finished or awaited authentication has is
 /// out of line.
 pub(super) struct Entry<T> {
-    pub(super) auth: Arc<DeferredAuthentication>,
+    pub(super) auth: DeferredAuthentication,
     pub(super) machine: Box<PollMachine>,
     /// Only the heap item with this generation is live.
     pub(super) timer_gen: u32,

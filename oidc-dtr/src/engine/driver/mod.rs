@@ -66,11 +66,9 @@ pub(crate) trait Poller: Send + Sync + 'static {
     /// What a successful poll yields (validated tokens).
     type Tokens: Clone + Send + Sync + fmt::Debug + 'static;
 
-    /// One poll.
-    fn poll(
-        self: Arc<Self>,
-        auth: Arc<DeferredAuthentication>,
-    ) -> BoxFuture<PollResult<Self::Tokens>>;
+    /// One poll. (`auth` is a handle: clones share one copy of the fields,
+    /// so the driver hands one over per poll without an allocation.)
+    fn poll(self: Arc<Self>, auth: DeferredAuthentication) -> BoxFuture<PollResult<Self::Tokens>>;
 
     /// Validates again tokens in hand whose validation could not finish
     /// before (their JWK Set was unreachable): `Tokens`, `Permanent` (they
@@ -78,7 +76,7 @@ pub(crate) trait Poller: Send + Sync + 'static {
     /// default refuses them (for pollers that never hold tokens).
     fn validate_held(
         self: Arc<Self>,
-        _auth: Arc<DeferredAuthentication>,
+        _auth: DeferredAuthentication,
         _tokens: crate::proto::token::HeldTokens,
     ) -> BoxFuture<PollResult<Self::Tokens>> {
         Box::pin(async {
@@ -92,7 +90,7 @@ pub(crate) trait Poller: Send + Sync + 'static {
     /// Saves the poll state after an answer (best effort; may be relaxed).
     fn persist_state(
         self: Arc<Self>,
-        _auth: Arc<DeferredAuthentication>,
+        _auth: DeferredAuthentication,
         _machine: PollMachine,
     ) -> BoxFuture<()> {
         Box::pin(async {})
@@ -105,7 +103,7 @@ pub(crate) trait Poller: Send + Sync + 'static {
     /// member that lost its lease); the driver then keeps it to itself.
     fn persist_outcome(
         self: Arc<Self>,
-        _auth: Arc<DeferredAuthentication>,
+        _auth: DeferredAuthentication,
         _machine: PollMachine,
         _outcome: Outcome<Self::Tokens>,
         _finished_at: UnixTime,

@@ -17,10 +17,10 @@ use super::*;
 /// A write for the persistence task, in order.
 pub(super) enum PersistJob<T> {
     Purge(UnixTime),
-    State(Arc<DeferredAuthentication>, PollMachine),
+    State(DeferredAuthentication, PollMachine),
     Outcome(
         u64,
-        Arc<DeferredAuthentication>,
+        DeferredAuthentication,
         PollMachine,
         Outcome<T>,
         UnixTime,

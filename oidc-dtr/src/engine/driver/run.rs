@@ -59,7 +59,7 @@ pub(super) struct Engine<P: Poller> {
 /// path and handed over; any other answer is dropped (whoever holds the
 /// lease now polls again).
 pub(super) struct Orphan {
-    pub(super) auth: Arc<DeferredAuthentication>,
+    pub(super) auth: DeferredAuthentication,
     pub(super) machine: Box<PollMachine>,
     /// The same authentication claimed again by this instance while the
     /// poll was in flight: taken on once the answer is handled, so that

@@ -3,7 +3,6 @@
 //! outcomes to their waiters.
 
 use std::cmp::Reverse;
-use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
@@ -81,7 +80,7 @@ impl<P: Poller> Engine<P> {
         self.entries.insert(
             key,
             Entry {
-                auth: Arc::new(auth),
+                auth,
                 machine: Box::new(machine),
                 timer_gen: 0,
                 panics: 0,

@@ -26,7 +26,7 @@ struct FakeOp {
 
 impl Poller for FakeOp {
     type Tokens = String;
-    fn poll(self: Arc<Self>, auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<String>> {
+    fn poll(self: Arc<Self>, auth: DeferredAuthentication) -> BoxFuture<PollResult<String>> {
         Box::pin(async move {
             let id = auth.id().secret().to_owned();
             {
@@ -184,7 +184,7 @@ fn the_id_index_survives_hash_collisions() {
         entries.insert(
             key,
             Entry {
-                auth: Arc::new(a),
+                auth: a,
                 machine: Box::new(m),
                 timer_gen: 0,
                 panics: 0,
@@ -214,7 +214,7 @@ fn the_id_index_survives_hash_collisions() {
     entries.insert(
         20,
         Entry {
-            auth: Arc::new(a),
+            auth: a,
             machine: Box::new(m),
             timer_gen: 0,
             panics: 0,
@@ -235,7 +235,7 @@ struct GatedStore {
 
 impl Poller for GatedStore {
     type Tokens = String;
-    fn poll(self: Arc<Self>, _auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<String>> {
+    fn poll(self: Arc<Self>, _auth: DeferredAuthentication) -> BoxFuture<PollResult<String>> {
         Box::pin(async move {
             self.polls.fetch_add(1, Ordering::SeqCst);
             PollResult::OAuth(OAuthError::new(ErrorCode::AuthorizationPending))
@@ -244,7 +244,7 @@ impl Poller for GatedStore {
 
     fn persist_state(
         self: Arc<Self>,
-        _auth: Arc<DeferredAuthentication>,
+        _auth: DeferredAuthentication,
         _machine: PollMachine,
     ) -> BoxFuture<()> {
         Box::pin(async move {
@@ -350,7 +350,7 @@ struct PanickyOp {
 
 impl Poller for PanickyOp {
     type Tokens = String;
-    fn poll(self: Arc<Self>, auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<String>> {
+    fn poll(self: Arc<Self>, auth: DeferredAuthentication) -> BoxFuture<PollResult<String>> {
         Box::pin(async move {
             let id = auth.id().secret().to_owned();
             let n = {
@@ -419,7 +419,7 @@ struct GatedOp {
 
 impl Poller for GatedOp {
     type Tokens = String;
-    fn poll(self: Arc<Self>, auth: Arc<DeferredAuthentication>) -> BoxFuture<PollResult<String>> {
+    fn poll(self: Arc<Self>, auth: DeferredAuthentication) -> BoxFuture<PollResult<String>> {
         Box::pin(async move {
             self.polls.fetch_add(1, Ordering::SeqCst);
             let _permit = self.gate.acquire().await;
@@ -433,7 +433,7 @@ impl Poller for GatedOp {
 
     fn persist_outcome(
         self: Arc<Self>,
-        _auth: Arc<DeferredAuthentication>,
+        _auth: DeferredAuthentication,
         _machine: PollMachine,
         outcome: Outcome<String>,
         _finished_at: UnixTime,

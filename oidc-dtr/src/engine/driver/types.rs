@@ -3,7 +3,6 @@
 //! the [`Tracked`] view of one authentication.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::proto::exchange::DeferredAuthentication;
@@ -172,7 +171,7 @@ pub struct PollStatus {
 /// A tracked authentication, as the driver holds it.
 #[derive(Debug, Clone)]
 pub(crate) struct Tracked {
-    pub auth: Arc<DeferredAuthentication>,
+    pub auth: DeferredAuthentication,
     pub machine: PollMachine,
     pub finished: bool,
 }

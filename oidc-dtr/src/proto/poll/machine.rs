@@ -376,6 +376,13 @@ impl PollMachine {
         self.config = SharedConfig::new(config);
     }
 
+    /// Tests: the next poll moved to `at` (as a `Retry-After` would).
+    #[cfg(test)]
+    pub(crate) fn delay_for_tests(&mut self, at: UnixTime) {
+        self.next_poll = at;
+        self.not_before = at;
+    }
+
     /// The instant the driver should next call [`handle`](Self::handle) with
     /// [`Event::Timer`]: `None` while a request is in flight or after the end.
     pub fn wake_at(&self) -> Option<UnixTime> {
