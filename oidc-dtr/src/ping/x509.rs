@@ -322,7 +322,7 @@ fn decode_string(tlv: &Tlv<'_>) -> Option<String> {
         0x14 => Some(tlv.value.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UTF-16BE.
         0x1e => {
-            if tlv.value.len() % 2 != 0 {
+            if !tlv.value.len().is_multiple_of(2) {
                 return None;
             }
             let units = tlv
@@ -335,7 +335,7 @@ fn decode_string(tlv: &Tlv<'_>) -> Option<String> {
         }
         // UniversalString: UTF-32BE.
         0x1c => {
-            if tlv.value.len() % 4 != 0 {
+            if !tlv.value.len().is_multiple_of(4) {
                 return None;
             }
             tlv.value
@@ -482,7 +482,7 @@ pub(super) fn parse_dn(s: &str) -> Result<Vec<Vec<Attribute>>, DnError> {
 
 /// The DER of a `#hex` value: one complete element.
 fn hex_value(hex: &[u8]) -> Result<Vec<u8>, DnError> {
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return Err("a `#` value is not an even number of hex digits");
     }
     let der = hex
