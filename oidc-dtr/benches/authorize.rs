@@ -17,7 +17,10 @@
 //!   series;
 //! - `par+jar/remote-5ms`, `par+pkjwt/remote-5ms`: one signature each by
 //!   the remote signer (the other in-process or none), to tell the two
-//!   round trips apart.
+//!   round trips apart;
+//! - `one-signer-call/remote-5ms`: the remote signer called alone, the
+//!   cost of one round trip to it on this runtime (the 5 ms, the timer's
+//!   rounding up to its next millisecond tick, the signature).
 //!
 //! ```sh
 //! cargo bench -p oidc-dtr --bench authorize
@@ -142,6 +145,16 @@ fn authorize(c: &mut Criterion) {
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
+
+    // The floor of one remote signature: the signer call alone (the
+    // simulated round trip on this runtime's timer, and an ES256 signature).
+    let signer = RemoteSigner {
+        key: SigningKey::generate(Algorithm::ES256).unwrap(),
+        latency: REMOTE_LATENCY,
+    };
+    group.bench_function("one-signer-call/remote-5ms", |b| {
+        b.iter(|| black_box(rt.block_on(signer.sign(b"header.claims")).unwrap()))
+    });
 
     let plain = rt.block_on(client(&op, false, Keys::None));
     group.bench_function("plain", |b| {

@@ -114,7 +114,7 @@ impl PeerCertificate {
 ///     .san_dns("op.example");
 /// # let _ = subject;
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
 pub struct CertificateSubject {
     dn: Option<String>,
@@ -122,18 +122,6 @@ pub struct CertificateSubject {
     san_uri: Option<String>,
     san_ip: Option<IpAddr>,
     san_email: Option<String>,
-}
-
-impl fmt::Debug for CertificateSubject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertificateSubject")
-            .field("dn", &self.dn)
-            .field("san_dns", &self.san_dns)
-            .field("san_uri", &self.san_uri)
-            .field("san_ip", &self.san_ip)
-            .field("san_email", &self.san_email)
-            .finish()
-    }
 }
 
 impl CertificateSubject {
