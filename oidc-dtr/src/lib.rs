@@ -314,6 +314,15 @@ pub mod __fuzz {
         }
     }
 
+    /// A ping through a receiver protected by mutual TLS that trusts the CA
+    /// `ca_der` for `CN=op.example, O=Example OP, C=DE` (no bearer token;
+    /// the clock stopped at 2030-01-01), with `peer` as the peer
+    /// certificate chain (leaf first, cut at each `\n--\n`); the HTTP
+    /// status, `None` if it did not finish at once.
+    pub fn ping_certificate(ca_der: &[u8], peer: &[u8]) -> Option<u16> {
+        crate::ping::fuzz_peer_certificate(ca_der, peer)
+    }
+
     /// Runs `PingReceiver::handle_raw` on a receiver that knows the id
     /// `live` with the token `right`; the HTTP status it answers.
     pub fn ping(

@@ -42,6 +42,13 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::proto::profile::Profile;
 use crate::secret::DeferredId;
+use crate::time::{Clock, SystemClock};
+
+mod mtls;
+mod x509;
+
+pub(crate) use mtls::fuzz_peer_certificate;
+pub use mtls::{CertificateSubject, PeerCertificate, PingMtls};
 
 /// A boxed, sendable future (what [`PingSink`] returns).
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -110,177 +117,6 @@ pub(crate) trait PingSink: Send + Sync + 'static {
     fn transport_authenticated(&self, _id: DeferredId) -> BoxFuture<PingVerdict> {
         Box::pin(async { PingVerdict::Rejected })
     }
-}
-
-/// The peer's TLS client certificate (DER of the leaf), as a request
-/// extension: a server that terminates TLS itself inserts it into each
-/// request of a connection, and [`PingReceiver::handle`] reads it (see
-/// [`PingMtls`] and the pings guide).
-///
-/// ```
-/// use oidc_dtr::ping::PeerCertificate;
-///
-/// // In the server, per request of a TLS connection: the leaf the client
-/// // presented (e.g. rustls' `peer_certificates()[0]`).
-/// let leaf_der: Vec<u8> = vec![0x30, 0x82, 0x01, 0x0a];
-/// let mut request = http::Request::new(());
-/// request.extensions_mut().insert(PeerCertificate::new(leaf_der.clone()));
-/// assert_eq!(request.extensions().get::<PeerCertificate>().unwrap().der(), &leaf_der[..]);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCertificate {
-    der: Vec<u8>,
-}
-
-impl PeerCertificate {
-    /// The peer's leaf certificate, DER-encoded.
-    pub fn new(der: impl Into<Vec<u8>>) -> Self {
-        PeerCertificate { der: der.into() }
-    }
-
-    /// The DER bytes.
-    pub fn der(&self) -> &[u8] {
-        &self.der
-    }
-}
-
-/// Mutual TLS at the notification endpoint: which OP certificates may
-/// deliver pings, and whether a bearer token is also required.
-///
-/// The Deferred Token Response drafts let the OP authenticate to the
-/// client's notification endpoint with mutual TLS instead of the bearer
-/// token. With this set on a [`PingReceiver`], a ping is accepted only
-/// from a peer whose certificate (handed over by the application: see
-/// [`PingReceiver::handle_raw_with_peer`] and [`PeerCertificate`]) has the
-/// SHA-256 thumbprint (`x5t#S256`, RFC 8705 §3.1) of one of the trusted
-/// certificates, compared in constant time. Then:
-///
-/// - with [`require_bearer(true)`](Self::require_bearer) (the default),
-///   the bearer token is checked as without mutual TLS;
-/// - with `require_bearer(false)`, a ping without `Authorization` wakes
-///   the named authentication if it is pending (one with a bearer token
-///   still has it checked).
-///
-/// A wrong certificate, no certificate, a wrong token and an unknown id
-/// all get the same `401`: the answer tells a caller nothing.
-///
-/// The TLS server must request (and verify against the OP's CA, or
-/// accept any and leave the decision here) client certificates; this type
-/// only matches what it hands over.
-///
-/// ```
-/// use oidc_dtr::ping::PingMtls;
-///
-/// # let key = rcgen::KeyPair::generate().unwrap();
-/// # let op_cert_pem = rcgen::CertificateParams::new(vec!["op.example".to_owned()])
-/// #     .unwrap()
-/// #     .self_signed(&key)
-/// #     .unwrap()
-/// #     .pem();
-/// // Trust the OP's client certificate; pings need no bearer token then.
-/// let mtls = PingMtls::new()
-///     .trust_certificates_pem(&op_cert_pem)?
-///     .require_bearer(false);
-/// # let _ = mtls;
-/// # Ok::<(), oidc_dtr::error::ConfigError>(())
-/// ```
-#[derive(Clone, Default)]
-#[must_use]
-pub struct PingMtls {
-    thumbprints: Vec<[u8; 32]>,
-    allow_without_bearer: bool,
-}
-
-impl fmt::Debug for PingMtls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PingMtls")
-            .field("trusted", &self.thumbprints.len())
-            .field("require_bearer", &!self.allow_without_bearer)
-            .finish()
-    }
-}
-
-impl PingMtls {
-    /// Nothing trusted yet; a bearer token required.
-    pub fn new() -> Self {
-        PingMtls::default()
-    }
-
-    /// Trusts the OP certificate `der` (DER).
-    pub fn trust_certificate_der(mut self, der: impl AsRef<[u8]>) -> Self {
-        self.thumbprints.push(sha256(der.as_ref()));
-        self
-    }
-
-    /// Trusts every certificate of `pem` (PEM `CERTIFICATE` blocks).
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Invalid`](crate::error::ConfigError::Invalid) (field
-    /// `ping_mtls`) when `pem` holds no certificate or is not valid PEM.
-    pub fn trust_certificates_pem(
-        mut self,
-        pem: impl AsRef<[u8]>,
-    ) -> Result<Self, crate::error::ConfigError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject as _;
-        let invalid = |reason: &str| crate::error::ConfigError::Invalid {
-            field: "ping_mtls",
-            reason: reason.to_owned(),
-        };
-        let before = self.thumbprints.len();
-        for cert in CertificateDer::pem_slice_iter(pem.as_ref()) {
-            let cert = cert.map_err(|_| invalid("not valid PEM"))?;
-            self.thumbprints.push(sha256(&cert));
-        }
-        if self.thumbprints.len() == before {
-            return Err(invalid("no PEM certificate was found"));
-        }
-        Ok(self)
-    }
-
-    /// Trusts the certificate whose `x5t#S256` (base64url SHA-256 of its
-    /// DER, RFC 8705 §3.1) is `thumbprint`.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Invalid`](crate::error::ConfigError::Invalid) (field
-    /// `ping_mtls`) when it is not 32 bytes of base64url.
-    pub fn trust_thumbprint(mut self, thumbprint: &str) -> Result<Self, crate::error::ConfigError> {
-        let bytes = crate::jose::b64_decode(thumbprint)
-            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-            .ok_or_else(|| crate::error::ConfigError::Invalid {
-                field: "ping_mtls",
-                reason: "an x5t#S256 thumbprint is 32 bytes of base64url".into(),
-            })?;
-        self.thumbprints.push(bytes);
-        Ok(self)
-    }
-
-    /// Whether a bearer token is required as well as the certificate
-    /// (default true).
-    pub fn require_bearer(mut self, required: bool) -> Self {
-        self.allow_without_bearer = !required;
-        self
-    }
-
-    /// Whether `peer` is one of the trusted certificates: every
-    /// thumbprint is compared, in constant time.
-    fn accepts(&self, peer: Option<&[u8]>) -> bool {
-        let presented = sha256(peer.unwrap_or_default());
-        let mut found = false;
-        for t in &self.thumbprints {
-            found |= crate::secret::ct_eq(t, &presented);
-        }
-        found && peer.is_some()
-    }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 /// The answer to a ping, independent of any HTTP library.
@@ -438,6 +274,8 @@ pub struct PingReceiver {
     sink: Arc<dyn PingSink>,
     max_body: usize,
     mtls: Option<Arc<PingMtls>>,
+    /// Checks the validity period of CA-issued peer certificates.
+    clock: Arc<dyn Clock>,
     warnings: Arc<std::sync::Mutex<WarnGate>>,
 }
 
@@ -525,8 +363,16 @@ impl PingReceiver {
             sink,
             max_body: DEFAULT_MAX_BODY,
             mtls: None,
+            clock: Arc::new(SystemClock),
             warnings: Arc::default(),
         }
+    }
+
+    /// The clock peer certificates' validity is checked with (the
+    /// client's).
+    pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Requires mutual TLS from the OP (see [`PingMtls`]): pings are then
@@ -567,6 +413,8 @@ impl PingReceiver {
     /// certificate (DER of the leaf, from the TLS terminator), for an
     /// endpoint protected by mutual TLS (see [`PingMtls`]). Without
     /// [`mtls`](Self::mtls) configured, `peer_certificate` is ignored.
+    /// With intermediates to hand over too, see
+    /// [`handle_raw_with_peer_certificate`](Self::handle_raw_with_peer_certificate).
     ///
     /// Cancel safety: safe, as [`handle_raw`](Self::handle_raw).
     pub async fn handle_raw_with_peer(
@@ -579,9 +427,46 @@ impl PingReceiver {
     ) -> PingReply {
         use tracing::Instrument as _;
         let span = tracing::info_span!("dtr.ping", deferred_auth_id = tracing::field::Empty);
-        self.check(method, content_type, authorization, body, peer_certificate)
-            .instrument(span)
-            .await
+        self.check(
+            method,
+            content_type,
+            authorization,
+            body,
+            peer_certificate,
+            &[],
+        )
+        .instrument(span)
+        .await
+    }
+
+    /// [`handle_raw_with_peer`](Self::handle_raw_with_peer) with the whole
+    /// [`PeerCertificate`]: the leaf and the intermediates the peer sent,
+    /// for a CA trusted with [`PingMtls::trust_ca_pem`].
+    ///
+    /// Cancel safety: safe, as [`handle_raw`](Self::handle_raw).
+    pub async fn handle_raw_with_peer_certificate(
+        &self,
+        method: &str,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        body: &[u8],
+        peer: Option<&PeerCertificate>,
+    ) -> PingReply {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("dtr.ping", deferred_auth_id = tracing::field::Empty);
+        let intermediates: Vec<&[u8]> = peer
+            .map(|p| p.intermediates().collect())
+            .unwrap_or_default();
+        self.check(
+            method,
+            content_type,
+            authorization,
+            body,
+            peer.map(PeerCertificate::der),
+            &intermediates,
+        )
+        .instrument(span)
+        .await
     }
 
     async fn check(
@@ -591,6 +476,7 @@ impl PingReceiver {
         authorization: Option<&str>,
         body: &[u8],
         peer_certificate: Option<&[u8]>,
+        intermediates: &[&[u8]],
     ) -> PingReply {
         if !method.eq_ignore_ascii_case("POST") {
             return PingReply::of(PingReplyKind::MethodNotAllowed);
@@ -606,7 +492,7 @@ impl PingReceiver {
         };
         let id = DeferredId::new(id);
         if let Some(mtls) = &self.mtls {
-            if !mtls.accepts(peer_certificate) {
+            if !mtls.accepts(peer_certificate, intermediates, || self.clock.now()) {
                 tracing::debug!("ping rejected: no trusted client certificate");
                 return PingReply::of(PingReplyKind::Unauthorized);
             }
@@ -749,12 +635,12 @@ impl PingReceiver {
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
         let peer = parts.extensions.get::<PeerCertificate>();
-        self.handle_raw_with_peer(
+        self.handle_raw_with_peer_certificate(
             parts.method.as_str(),
             header(CONTENT_TYPE),
             header(AUTHORIZATION),
             &bytes,
-            peer.map(PeerCertificate::der),
+            peer,
         )
         .await
         .into_response()

@@ -761,17 +761,19 @@ impl DtrClient {
     /// passed on to that instance, which polls at once (floor permitting).
     #[must_use]
     pub fn ping_receiver(&self) -> PingReceiver {
-        if self.inner.fleet.is_some() {
-            return PingReceiver::new(Arc::new(crate::engine::fleet::FleetPingSink {
+        let receiver = if self.inner.fleet.is_some() {
+            PingReceiver::new(Arc::new(crate::engine::fleet::FleetPingSink {
                 driver: self.inner.driver.clone(),
                 store: self.inner.store.clone(),
                 accept_unauthenticated: self.inner.accept_unauthenticated_callbacks,
-            }));
-        }
-        PingReceiver::new(Arc::new(ietf::ClientPings {
-            driver: self.inner.driver.clone(),
-            accept_unauthenticated: self.inner.accept_unauthenticated_callbacks,
-        }))
+            }))
+        } else {
+            PingReceiver::new(Arc::new(ietf::ClientPings {
+                driver: self.inner.driver.clone(),
+                accept_unauthenticated: self.inner.accept_unauthenticated_callbacks,
+            }))
+        };
+        receiver.with_clock(self.inner.clock.clone())
     }
 
     /// Whether the poll engine is idle right now: no poll in flight, none

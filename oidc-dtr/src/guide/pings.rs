@@ -90,11 +90,26 @@
 //!
 //! The DTR drafts let the OP authenticate to the notification endpoint
 //! with mutual TLS instead of the bearer token. Terminate TLS yourself
-//! (rustls), ask for client certificates, and hand the peer's leaf
-//! certificate (DER) to the receiver; configure which OP certificates are
-//! trusted with [`PingReceiver::mtls`](crate::ping::PingReceiver::mtls) and a
-//! [`PingMtls`](crate::ping::PingMtls) (SHA-256 thumbprints, `x5t#S256` of
-//! RFC 8705 §3.1, compared in constant time):
+//! (rustls), ask for client certificates, and hand the peer's certificate
+//! chain (DER, leaf first) to the receiver; configure which OP certificates
+//! are trusted with [`PingReceiver::mtls`](crate::ping::PingReceiver::mtls)
+//! and a [`PingMtls`](crate::ping::PingMtls), in either of two ways:
+//!
+//! - pinned certificates: their SHA-256 thumbprints (`x5t#S256` of RFC 8705
+//!   §3.1), compared in constant time
+//!   ([`trust_certificate_der`](crate::ping::PingMtls::trust_certificate_der),
+//!   [`trust_thumbprint`](crate::ping::PingMtls::trust_thumbprint)); a new
+//!   OP certificate needs a configuration change;
+//! - the OP's CA and the subject its certificate must have, as RFC 8705
+//!   §2.1.2 registers one for `tls_client_auth`: a subject DN and/or a
+//!   subjectAltName entry (DNS name, URI, IP address, e-mail)
+//!   ([`trust_ca_pem`](crate::ping::PingMtls::trust_ca_pem) with a
+//!   [`CertificateSubject`](crate::ping::CertificateSubject)). The chain
+//!   (through the intermediates the OP sent), the validity period (by the
+//!   client's clock) and the `clientAuth` extended key usage are checked,
+//!   so the OP can renew its certificate without you.
+//!
+//! And for both:
 //!
 //! - `require_bearer(true)` (the default): the certificate *and* the
 //!   bearer token must be right;
@@ -111,16 +126,17 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use oidc_dtr::{ping::{PeerCertificate, PingMtls, PingReceiver}};
+//! use oidc_dtr::{ping::{CertificateSubject, PeerCertificate, PingMtls, PingReceiver}};
 //!
 //! # async fn demo(
 //! #     receiver: PingReceiver,
 //! #     tls: Arc<rustls::ServerConfig>, // with a client certificate verifier
-//! #     op_certificate_der: Vec<u8>,
-//! # ) -> std::io::Result<()> {
+//! #     op_ca_pem: String,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! // The OP's CA, and the subject of the OP's certificate for pings.
 //! let receiver = receiver.mtls(
 //!     PingMtls::new()
-//!         .trust_certificate_der(&op_certificate_der)
+//!         .trust_ca_pem(&op_ca_pem, CertificateSubject::new().dn("CN=op.example, O=Example OP"))?
 //!         .require_bearer(false),
 //! );
 //! let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -130,14 +146,13 @@
 //!     let (acceptor, receiver) = (acceptor.clone(), receiver.clone());
 //!     tokio::spawn(async move {
 //!         let Ok(tls) = acceptor.accept(tcp).await else { return };
-//!         // The leaf certificate the peer presented, from the rustls
-//!         // server connection.
+//!         // The certificates the peer presented (leaf first, then any
+//!         // intermediates), from the rustls server connection.
 //!         let peer = tls
 //!             .get_ref()
 //!             .1
 //!             .peer_certificates()
-//!             .and_then(|chain| chain.first())
-//!             .map(|cert| PeerCertificate::new(cert.to_vec()));
+//!             .and_then(|chain| PeerCertificate::from_chain(chain.iter().map(|c| c.to_vec())));
 //!         let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
 //!             if let Some(p) = peer.clone() {
 //!                 req.extensions_mut().insert(p);
@@ -156,7 +171,9 @@
 //! With axum, do the same in a middleware or in the `tower` service that
 //! wraps the router per connection. A TLS-terminating proxy in front can
 //! instead forward the certificate (e.g. in a header it alone may set):
-//! decode it and call [`handle_raw_with_peer`](crate::ping::PingReceiver::handle_raw_with_peer).
+//! decode it and call [`handle_raw_with_peer`](crate::ping::PingReceiver::handle_raw_with_peer),
+//! or [`handle_raw_with_peer_certificate`](crate::ping::PingReceiver::handle_raw_with_peer_certificate)
+//! with the intermediates too.
 //!
 //! # Example
 //!

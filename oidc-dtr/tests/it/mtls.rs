@@ -21,7 +21,7 @@ use oidc_dtr::{
     ProviderMetadata,
     client::{ClientIdentity, HttpConfig},
     error::{ConfigError, StoreError},
-    ping::{PeerCertificate, PingMtls},
+    ping::{CertificateSubject, PeerCertificate, PingMtls},
     store::FileStore,
     time::ManualClock,
 };
@@ -100,9 +100,18 @@ fn pki() -> Pki {
 /// A rustls server config with the server certificate, verifying client
 /// certificates against the CA (required, or optional).
 fn server_tls(pki: &Pki, client_cert_required: bool) -> Arc<rustls::ServerConfig> {
+    server_tls_for_clients_of(pki, &pki.ca_der, client_cert_required)
+}
+
+/// [`server_tls`] verifying client certificates against `client_ca`.
+fn server_tls_for_clients_of(
+    pki: &Pki,
+    client_ca: &[u8],
+    client_cert_required: bool,
+) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
+    roots.add(CertificateDer::from(client_ca.to_vec())).unwrap();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
@@ -125,7 +134,7 @@ fn server_tls(pki: &Pki, client_cert_required: bool) -> Arc<rustls::ServerConfig
 }
 
 /// Serves `handler` over TLS on a loopback port, handing it each request
-/// with the peer's certificate (DER of the leaf) as a [`PeerCertificate`]
+/// with the peer's certificate chain (DER, leaf first) as a [`PeerCertificate`]
 /// extension. Returns `https://127.0.0.1:PORT`.
 async fn serve_tls<F, Fut>(tls: Arc<rustls::ServerConfig>, handler: F) -> String
 where
@@ -146,13 +155,11 @@ where
                 let Ok(stream) = acceptor.accept(tcp).await else {
                     return;
                 };
-                // The peer's certificate, from the rustls connection.
-                let peer = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| PeerCertificate::new(c.to_vec()));
+                // The peer's certificate and the intermediates it sent,
+                // from the rustls connection.
+                let peer = stream.get_ref().1.peer_certificates().and_then(|chain| {
+                    PeerCertificate::from_chain(chain.iter().map(|c| c.to_vec()))
+                });
                 let svc =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let handler = handler.clone();
@@ -847,4 +854,125 @@ async fn pings_are_accepted_only_with_the_ops_certificate() {
         401,
         "handle_raw has no certificate to show"
     );
+}
+
+/// The notification endpoint trusting the OP's CA for a subject (as RFC
+/// 8705 §2.1.2 registers one for `tls_client_auth`) instead of one pinned
+/// certificate: the OP presents its leaf and the intermediate over TLS,
+/// and the client's clock decides whether the leaf is still valid.
+#[tokio::test]
+async fn pings_are_accepted_from_a_ca_issued_certificate_with_the_expected_subject() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+        ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, date_time_ymd,
+    };
+    let pki = pki();
+    let clock = Arc::new(ManualClock::new(T0));
+    let op = mock_op(&clock, AutoApprove::Never).await;
+    let client = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id(CLIENT)
+        .redirect_uri(REDIRECT)
+        .notification_endpoint("https://rp.example/ping")
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let auth = start(&op, &client).await;
+
+    let ca = |cn: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        p
+    };
+    let root = CertifiedIssuer::self_signed(ca("OP root"), KeyPair::generate().unwrap()).unwrap();
+    let issuing =
+        CertifiedIssuer::signed_by(ca("OP issuing CA"), KeyPair::generate().unwrap(), &root)
+            .unwrap();
+    // The OP's identity: leaf, intermediate and key, as one PEM. Valid
+    // until 2031-01-01 (after T0, 2030-03-17).
+    let op_identity = |cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["op.example".to_owned()]).unwrap();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Example OP");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = date_time_ymd(2020, 1, 1);
+        p.not_after = date_time_ymd(2031, 1, 1);
+        let cert = p.signed_by(&key, &issuing).unwrap();
+        format!("{}{}{}", cert.pem(), issuing.pem(), key.serialize_pem())
+    };
+    let receiver = client.ping_receiver().mtls(
+        PingMtls::new()
+            .trust_ca_pem(
+                root.pem(),
+                CertificateSubject::new().dn("CN=op.example, O=Example OP"),
+            )
+            .unwrap()
+            .require_bearer(false),
+    );
+    let base = serve_tls(
+        server_tls_for_clients_of(&pki, root.der(), false),
+        move |req: http::Request<Bytes>| {
+            let receiver = receiver.clone();
+            async move {
+                let (parts, _) = receiver.handle(req.map(Full::new)).await.into_parts();
+                http::Response::from_parts(parts, Full::new(Bytes::new()))
+            }
+        },
+    )
+    .await;
+    let ping = |identity: Option<String>, id: String| {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap()]);
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        let c = b.build().unwrap();
+        let url = format!("{base}/ping");
+        async move {
+            let resp = c
+                .post(url)
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ "deferred_auth_id": id }).to_string())
+                .send()
+                .await
+                .unwrap();
+            let mut headers: Vec<(String, String)> = resp
+                .headers()
+                .iter()
+                .filter(|(k, _)| *k != "date")
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            headers.sort();
+            (resp.status().as_u16(), headers, resp.bytes().await.unwrap())
+        }
+    };
+    let id = auth.id().secret().to_owned();
+    let good = op_identity("op.example");
+    assert_eq!(
+        ping(Some(good.clone()), id.clone()).await.0,
+        204,
+        "the OP's CA-issued certificate wakes the poll"
+    );
+    let mut refused = vec![
+        ping(Some(op_identity("someone-else.example")), id.clone()).await,
+        ping(None, id.clone()).await,
+        ping(Some(good.clone()), "unknown".into()).await,
+    ];
+    // Two years on by the client's clock, the same certificate has expired.
+    clock.set(oidc_dtr::UnixTime::from_secs(1_960_000_000));
+    refused.push(ping(Some(good), id).await);
+    for r in &refused {
+        assert_eq!(r.0, 401);
+        assert_eq!(r, &refused[0], "every refusal is the same answer");
+    }
 }
