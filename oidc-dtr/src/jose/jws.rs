@@ -108,19 +108,20 @@ pub(crate) fn b64_decode_into(part: &[u8], out: &mut [u8]) -> Option<()> {
     if b64_decoded_len(part.len())? != out.len() {
         return None;
     }
-    let groups = part.len() / 8;
-    let (head, tail) = part.split_at(groups * 8);
-    let (head_out, tail_out) = out.split_at_mut(groups * 6);
+    let (head, tail) = part.as_chunks::<8>();
+    let (head_out, tail_out) = out.split_at_mut(head.len() * 6);
+    let (head_out, _) = head_out.as_chunks_mut::<6>();
     // Every table entry of a bad character has its top bits set.
     let mut bad = 0u8;
-    for (c, o) in head.chunks_exact(8).zip(head_out.chunks_exact_mut(6)) {
+    for (c, o) in head.iter().zip(head_out) {
         let mut n = 0u64;
         for &ch in c {
             let v = B64URL[ch as usize];
             bad |= v;
             n = (n << 6) | u64::from(v);
         }
-        o.copy_from_slice(&n.to_be_bytes()[2..]);
+        let [_, _, b @ ..] = n.to_be_bytes();
+        *o = b;
     }
     if bad & 0xc0 != 0 {
         return None;
