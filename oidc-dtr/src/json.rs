@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value};
 
+pub(crate) mod scan;
+
 use crate::error::ResponseError;
 
 /// A parsed JSON object plus the name of the message it came from.

@@ -3,6 +3,7 @@
 use super::ClientInner;
 use crate::client::back_channel::JWKS_RETRY_PAUSE;
 use crate::error::{Error, ValidationError};
+use crate::jose::jws::JwsBuf;
 use crate::proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
 use crate::secret::{AccessToken, RawJwt};
 use crate::time::UnixTime;
@@ -102,7 +103,8 @@ impl ClientInner {
         access_token: Option<&AccessToken>,
         now: UnixTime,
     ) -> Result<IdToken, ValidationError> {
-        let jws = self.validator.decode(raw.secret())?;
+        let mut buf = JwsBuf::new();
+        let jws = self.validator.decode(raw.secret(), &mut buf)?;
         if jws.alg.is_hmac() {
             self.validator.verify_hmac(&jws)?;
         } else {
@@ -110,7 +112,7 @@ impl ClientInner {
                 .jwks
                 .resolve(&self.http, self.clock.as_ref(), jws.kid.as_deref(), jws.alg)
                 .await?;
-            key.verify(jws.signing_input, &jws.signature)?;
+            key.verify(jws.signing_input, jws.signature)?;
         }
         let claims = self.validator.check_claims(&jws, ctx, access_token, now)?;
         Ok(IdToken::new(raw.clone(), claims))

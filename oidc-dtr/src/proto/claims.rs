@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ValidationError;
 use crate::json::StrictValue;
+use crate::json::scan::{Fast, Names as ScanNames, Scanner, StrItems};
 use crate::secret::Fingerprint;
 use crate::time::UnixTime;
 
@@ -307,7 +308,25 @@ enum Lite<'de> {
     Str(Cow<'de, str>),
     /// An array: its items when they are all strings, else `None`.
     Arr(Option<Vec<Cow<'de, str>>>),
+    /// An array of strings without escapes, as the fast reader leaves it:
+    /// its text and its length.
+    StrArr(&'de str, usize),
     Obj,
+}
+
+impl<'de> From<Fast<'de>> for Lite<'de> {
+    fn from(v: Fast<'de>) -> Self {
+        match v {
+            Fast::Null => Lite::Null,
+            Fast::Bool => Lite::Bool,
+            Fast::Neg(i) => Lite::I64(i),
+            Fast::Pos(u) => Lite::U64(u),
+            Fast::Str(s) => Lite::Str(Cow::Borrowed(s)),
+            Fast::StrArray(text, len) => Lite::StrArr(text, len),
+            Fast::Array => Lite::Arr(None),
+            Fast::Object => Lite::Obj,
+        }
+    }
 }
 
 impl Lite<'_> {
@@ -320,7 +339,7 @@ impl Lite<'_> {
             Lite::I64(i) if *i < 0 => "a negative number",
             Lite::I64(_) | Lite::U64(_) => "a number",
             Lite::Str(_) => "a string",
-            Lite::Arr(_) => "an array",
+            Lite::Arr(_) | Lite::StrArr(..) => "an array",
             Lite::Obj => "an object",
         }
     }
@@ -567,17 +586,73 @@ impl<'de> serde::de::Visitor<'de> for ViewSeed<'_> {
     }
 }
 
+/// Reads the claims object with the fast reader (see
+/// [`scan`](crate::json::scan)): protocol claims into their slots, every
+/// other member checked (names distinct, nested values well formed) and
+/// dropped. `None` when the payload leaves the reader's subset (escapes,
+/// fractions, many members...), is not JSON, or repeats a name: serde_json
+/// then reads it, with its errors.
+fn fast_protocol(payload: &str) -> Option<LiteProtocol<'_>> {
+    let mut p = LiteProtocol::default();
+    let mut names = ScanNames::new();
+    Scanner::new(payload).members(|scan, name| {
+        match p.slot(name) {
+            Some(slot) => {
+                if slot.is_some() {
+                    return None;
+                }
+                *slot = Some(Lite::from(scan.value(0)?));
+            }
+            None => {
+                scan.value(0)?;
+                names.insert(name)?;
+            }
+        }
+        Some(())
+    })?;
+    Some(p)
+}
+
 /// The audiences of a token, borrowed.
 pub(crate) enum Audiences<'a> {
     One(Cow<'a, str>),
     Many(Vec<Cow<'a, str>>),
+    /// A JSON array of strings without escapes (its text), and its length.
+    Raw(&'a str, usize),
+}
+
+/// The items of [`Audiences`].
+pub(crate) enum AudienceIter<'s, 'a> {
+    Slice(std::slice::Iter<'s, Cow<'a, str>>),
+    Raw(StrItems<'a>),
+}
+
+impl<'s> Iterator for AudienceIter<'s, '_> {
+    type Item = &'s str;
+    fn next(&mut self) -> Option<&'s str> {
+        match self {
+            AudienceIter::Slice(items) => items.next().map(|a| &**a),
+            AudienceIter::Raw(items) => items.next(),
+        }
+    }
 }
 
 impl<'a> Audiences<'a> {
-    pub(crate) fn as_slice(&self) -> &[Cow<'a, str>] {
+    /// The audiences, in order.
+    pub(crate) fn iter(&self) -> AudienceIter<'_, 'a> {
         match self {
-            Audiences::One(a) => std::slice::from_ref(a),
-            Audiences::Many(v) => v,
+            Audiences::One(a) => AudienceIter::Slice(std::slice::from_ref(a).iter()),
+            Audiences::Many(v) => AudienceIter::Slice(v.iter()),
+            Audiences::Raw(text, _) => AudienceIter::Raw(StrItems::new(text)),
+        }
+    }
+
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Audiences::One(_) => 1,
+            Audiences::Many(v) => v.len(),
+            Audiences::Raw(_, len) => *len,
         }
     }
 }
@@ -637,9 +712,14 @@ fn lite_time(v: Option<Lite<'_>>, name: &str) -> Result<Option<i64>, ValidationE
 }
 
 impl<'a> ClaimsView<'a> {
-    /// Reads and type-checks the protocol claims of `payload`.
+    /// Reads and type-checks the protocol claims of `payload`: with the
+    /// fast reader when the payload has the common shape, else (and for
+    /// every refusal) with serde_json.
     pub(crate) fn parse(payload: &'a str) -> Result<Self, ValidationError> {
-        Self::read(serde_json::Deserializer::from_str(payload))
+        match fast_protocol(payload) {
+            Some(p) => Self::check(p),
+            None => Self::read(serde_json::Deserializer::from_str(payload)),
+        }
     }
 
     fn read<R: serde_json::de::Read<'a>>(
@@ -648,7 +728,11 @@ impl<'a> ClaimsView<'a> {
         let slot = std::cell::RefCell::new(None);
         let parsed = serde::de::DeserializeSeed::deserialize(ViewSeed(StrictValue(&slot)), &mut de)
             .and_then(|c| de.end().map(|()| c));
-        let p = parsed.map_err(|e| parse_error(&slot, &e))?;
+        Self::check(parsed.map_err(|e| parse_error(&slot, &e))?)
+    }
+
+    /// The type checks of the protocol claims, whichever reader read them.
+    fn check(p: LiteProtocol<'a>) -> Result<Self, ValidationError> {
         // The checks of `Full::from_parts`, in its order.
         let iss = lite_required_string(p.iss, "iss")?;
         let sub = lite_required_string(p.sub, "sub")?;
@@ -661,6 +745,12 @@ impl<'a> ClaimsView<'a> {
                 }
                 Audiences::Many(items)
             }
+            Some(Lite::StrArr(text, len)) => {
+                if len == 0 {
+                    return Err(ValidationError::invalid_claim("aud", "is an empty array"));
+                }
+                Audiences::Raw(text, len)
+            }
             Some(_) => {
                 return Err(ValidationError::invalid_claim(
                     "aud",
@@ -671,7 +761,7 @@ impl<'a> ClaimsView<'a> {
         let exp = lite_time(p.exp, "exp")?.ok_or_else(|| ValidationError::missing_claim("exp"))?;
         let iat = lite_time(p.iat, "iat")?.ok_or_else(|| ValidationError::missing_claim("iat"))?;
         match p.amr {
-            None | Some(Lite::Null) | Some(Lite::Arr(Some(_))) => {}
+            None | Some(Lite::Null) | Some(Lite::Arr(Some(_)) | Lite::StrArr(..)) => {}
             Some(_) => {
                 return Err(ValidationError::invalid_claim(
                     "amr",

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, ValidationError, sanitize};
 use crate::jose::jwk::KeySet;
-use crate::jose::jws::{self, Jws};
+use crate::jose::jws::{self, Jws, JwsBuf};
 use crate::jose::{AlgSet, Algorithm, HALF_HASH_B64, half_hash_into};
 use crate::proto::claims::{self, ClaimsView, IdTokenClaims, Times};
 use crate::proto::token::{IdToken, ValidationContext};
@@ -323,7 +323,8 @@ impl IdTokenValidator {
         access_token: Option<&AccessToken>,
         now: UnixTime,
     ) -> Result<IdToken, ValidationError> {
-        let jws = self.decode(token.secret())?;
+        let mut buf = JwsBuf::new();
+        let jws = self.decode(token.secret(), &mut buf)?;
         if jws.alg.is_hmac() {
             self.verify_hmac(&jws)?;
         } else {
@@ -331,7 +332,7 @@ impl IdTokenValidator {
                 jws.kid.as_deref(),
                 jws.alg,
                 jws.signing_input,
-                &jws.signature,
+                jws.signature,
             )?;
         }
         let claims = self.check_claims(&jws, ctx, access_token, now)?;
@@ -339,8 +340,12 @@ impl IdTokenValidator {
     }
 
     /// Step 1 and 2: decode the JWS and check the header and `alg`.
-    pub(crate) fn decode<'a>(&self, token: &'a str) -> Result<Jws<'a>, ValidationError> {
-        let jws = jws::decode(token)?;
+    pub(crate) fn decode<'a>(
+        &self,
+        token: &'a str,
+        buf: &'a mut JwsBuf,
+    ) -> Result<Jws<'a>, ValidationError> {
+        let jws = jws::decode(token, buf)?;
         if !self.allowed.contains(jws.alg) {
             return Err(ValidationError::AlgorithmNotAllowed {
                 alg: jws.alg.as_str().into(),
@@ -359,7 +364,7 @@ impl IdTokenValidator {
             .ok_or_else(|| ValidationError::AlgorithmNotAllowed {
                 alg: jws.alg.as_str().into(),
             })?;
-        aws_lc_rs::hmac::verify(key, jws.signing_input, &jws.signature)
+        aws_lc_rs::hmac::verify(key, jws.signing_input, jws.signature)
             .map_err(|_| ValidationError::Signature)
     }
 
@@ -400,15 +405,15 @@ impl IdTokenValidator {
                 found: sanitize(&claims.iss, 200),
             });
         }
-        let aud = claims.aud.as_slice();
-        if !aud.iter().any(|a| *a == self.client_id) {
+        let aud = &claims.aud;
+        if !aud.iter().any(|a| a == self.client_id) {
             return Err(ValidationError::Audience {
                 client_id: self.client_id.clone(),
             });
         }
         if let Some(untrusted) = aud
             .iter()
-            .find(|a| **a != self.client_id && !o.trusted_audiences.iter().any(|t| *t == **a))
+            .find(|a| *a != self.client_id && !o.trusted_audiences.iter().any(|t| t == a))
         {
             return Err(ValidationError::UntrustedAudience {
                 audience: sanitize(untrusted, 200),

@@ -209,7 +209,7 @@ fn view_and_full_reader_agree() {
     payloads.push(format!(r#"{{{head},"o":{{"a":1{many},"c19":1}}}}"#));
     for p in &payloads {
         let view = ClaimsView::parse(p).map(|v| {
-            let aud: Vec<String> = v.aud.as_slice().iter().map(|a| a.to_string()).collect();
+            let aud: Vec<String> = v.aud.iter().map(str::to_owned).collect();
             (v.iss.to_string(), v.sub.to_string(), aud, v.times())
         });
         let full = Full::parse(p).map(|f| {
@@ -251,4 +251,118 @@ fn serde_round_trip_and_debug() {
         assert!(!dbg.contains(secret), "{dbg}");
     }
     assert!(dbg.contains("email"), "claim names are shown: {dbg}");
+}
+
+/// What a claims view says, for comparisons.
+type ViewSummary = (
+    String,
+    String,
+    Vec<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Times,
+);
+
+fn summary(v: ClaimsView<'_>) -> ViewSummary {
+    (
+        v.iss.to_string(),
+        v.sub.to_string(),
+        v.aud.iter().map(str::to_owned).collect(),
+        v.nonce.map(Cow::into_owned),
+        v.azp.map(Cow::into_owned),
+        v.at_hash.map(Cow::into_owned),
+        v.times,
+    )
+}
+
+/// The fast reader, when it reads a payload at all, gives what serde_json
+/// gives: the same claims, or the same refusal of their types.
+#[test]
+fn fast_and_serde_readers_agree() {
+    let members = [
+        r#""iss":"a""#,
+        r#""iss":"""#,
+        r#""iss":7"#,
+        r#""sub":"s""#,
+        r#""sub":null"#,
+        r#""aud":"c""#,
+        r#""aud":["c","d"]"#,
+        r#""aud":[ "c" ]"#,
+        r#""aud":[]"#,
+        r#""aud":["c",1]"#,
+        r#""aud":{}"#,
+        r#""exp":2"#,
+        r#""exp":-2"#,
+        r#""exp":-0"#,
+        r#""nonce":-0"#,
+        r#""exp":999999999999999999"#,
+        r#""exp":2.5"#,
+        r#""exp":"2""#,
+        r#""iat":1"#,
+        r#""iat":true"#,
+        r#""nbf":null"#,
+        r#""auth_time":5"#,
+        r#""nonce":"n""#,
+        r#""nonce":["n"]"#,
+        r#""azp":"c""#,
+        r#""at_hash":"h""#,
+        r#""acr":2"#,
+        r#""amr":["pwd","otp"]"#,
+        r#""amr":[]"#,
+        r#""amr":"pwd""#,
+        r#""sid":{}"#,
+        r#""name":"Jane""#,
+        r#""name":"J\u0061ne""#,
+        r#""x":{"k":[1,{"k":2}],"j":null}"#,
+        r#""x":{"k":1,"k":2}"#,
+        r#""y":[[],[[]],{}]"#,
+        r#""é":"é""#,
+        r#" "z" : false "#,
+    ];
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let (mut fast_reads, mut accepted) = (0, 0);
+    for round in 0..20_000 {
+        let n = next(10);
+        let mut picked: Vec<&str> = (0..n).map(|_| members[next(members.len())]).collect();
+        // Mostly a full set of the required claims, in any order.
+        if round % 4 != 0 {
+            picked.extend([
+                r#""iss":"a""#,
+                r#""sub":"s""#,
+                r#""aud":"c""#,
+                r#""exp":2"#,
+                r#""iat":1"#,
+            ]);
+            for i in (1..picked.len()).rev() {
+                picked.swap(i, next(i + 1));
+            }
+        }
+        let mut text = format!("{{{}}}", picked.join(","));
+        if round % 50 == 0 {
+            // Now and then broken.
+            let cut = next(text.len());
+            if text.is_char_boundary(cut) {
+                text.truncate(cut);
+            }
+        }
+        let slow = ClaimsView::read(serde_json::Deserializer::from_str(&text)).map(summary);
+        let Some(p) = fast_protocol(&text) else {
+            continue;
+        };
+        fast_reads += 1;
+        let fast = ClaimsView::check(p).map(summary);
+        accepted += usize::from(fast.is_ok());
+        assert_eq!(fast, slow, "{text}");
+    }
+    assert!(
+        fast_reads > 3000 && accepted > 1000,
+        "{fast_reads} {accepted}"
+    );
 }
