@@ -398,9 +398,13 @@ impl HttpEdge {
                     .timer(TokioTimer::new())
                     .pool_timer(TokioTimer::new())
                     .pool_idle_timeout(Duration::from_secs(90))
-                    // Never resend on its own (each retry is the SDK's
-                    // decision, with fresh credentials).
-                    .retry_canceled_requests(false)
+                    // A request is resent by the pool only when not one
+                    // byte of it was written (a kept-alive connection the
+                    // OP had closed while idle): the OP never saw it, so
+                    // this is no retry of a request it may have acted on.
+                    // Every other retry is the SDK's decision, with fresh
+                    // credentials.
+                    .retry_canceled_requests(true)
                     .build(connector),
             )
         };
