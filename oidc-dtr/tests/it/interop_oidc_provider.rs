@@ -796,15 +796,32 @@ async fn fapi2_mutual_tls_against_oidc_provider() {
     assert!(tokens.is_bearer(), "{}", tokens.token_type());
     check_tokens(&op, &client, &tokens).await;
 
-    // The access token is bound to the certificate: presented at UserInfo
-    // over a connection with another (CA-issued) certificate, it is refused.
+    // The access token is bound to the certificate. The SDK presents the
+    // one the tokens were issued to, so a client without it refuses before
+    // sending anything.
     let other = build(
         &op,
         builder(&op, MTLS, mtls_http(&pki.other)).client_auth(ClientAuth::TlsClientAuth),
     )
     .await;
+    match other.userinfo(&tokens).await {
+        Err(Error::Config(ConfigError::ClientIdentityNotConfigured { .. })) => {}
+        r => panic!("{r:?}"),
+    }
+    // A token set stored before the certificate was recorded falls back to
+    // the current one: presented over a connection with another (CA-issued)
+    // certificate, the OP refuses it.
+    let mut stored = serde_json::to_value(&tokens).unwrap();
+    assert!(
+        stored
+            .as_object_mut()
+            .unwrap()
+            .remove("client_cert_thumbprint")
+            .is_some()
+    );
+    let older: TokenSet = serde_json::from_value(stored).unwrap();
     assert_eq!(
-        oauth_code(&op, other.userinfo(&tokens).await),
+        oauth_code(&op, other.userinfo(&older).await),
         ErrorCode::Other("invalid_token".into())
     );
     op.refused_because("failed x5t#S256 verification").await;
