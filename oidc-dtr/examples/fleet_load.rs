@@ -2,16 +2,21 @@
 //! instances sharing a `PostgresStore` can keep up with.
 //!
 //! 1. Store writes: fenced poll-state writes (`update_state_leased`) per
-//!    second, 16 at once as an instance issues them; fenced outcome writes
-//!    (`finish_leased`) per second, one at a time as the persistence queue
-//!    issues them.
+//!    second, 16 and 256 at once (an instance issues up to 256; the store
+//!    batches what is queued together); fenced outcome writes
+//!    (`finish_leased`) per second, one at a time and 256 at once.
 //! 2. Polling: `N` pending authentications (OP interval 1 s, never
 //!    approved) on three instances; the polls per second the OP sees in
-//!    steady state, against the `N` per second asked for.
+//!    steady state, against the `N` per second asked for, the overlapping
+//!    polls and floor violations the OP recorded, and the database's
+//!    transactions and row updates per second (`pg_stat_database`, the
+//!    whole database: other users of it count too).
 //! 3. Pings: instance B (holds nothing) receives the OP's ping for an
 //!    authentication instance A holds; the time from the OP's approval to
 //!    `wait` on B returning the validated tokens, p50 / p99.
-//! 4. Rows and bytes per pending authentication.
+//! 4. Rows and bytes per pending authentication after the polling run
+//!    (`pg_total_relation_size`: table, TOAST and indexes, dead versions
+//!    included), dead row versions and HOT updates (`pg_stat_user_tables`).
 //!
 //! ```sh
 //! DTR_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
@@ -76,20 +81,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     polling(&url, &schema, n).await?;
-    let (rows, bytes): (i64, i64) = {
-        let r = admin
-            .query_one(
-                &format!(
-                    "SELECT count(*), pg_total_relation_size('\"{schema}\".records') FROM \"{schema}\".records"
-                ),
-                &[],
-            )
-            .await?;
-        (r.get(0), r.get(1))
-    };
+    // The instances are shut down: their statistics are flushed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = admin
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM \"{schema}\".records),
+                        pg_total_relation_size(c.oid), pg_relation_size(c.oid),
+                        coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0),
+                        pg_indexes_size(c.oid),
+                        (SELECT coalesce(avg(pg_column_size(body)), 0)::bigint FROM \"{schema}\".records),
+                        s.n_live_tup, s.n_dead_tup, s.n_tup_upd, s.n_tup_hot_upd,
+                        coalesce(array_to_string(c.reloptions, ','), '')
+                 FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+                 WHERE c.oid = '\"{schema}\".records'::regclass"
+            ),
+            &[],
+        )
+        .await?;
+    let (rows, bytes, heap, toast, indexes, body): (i64, i64, i64, i64, i64, i64) =
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+    let (live, dead, upd, hot): (i64, i64, i64, i64) = (r.get(6), r.get(7), r.get(8), r.get(9));
+    let options: String = r.get(10);
+    let per = |b: i64| b / rows.max(1);
     println!(
-        "storage: {rows} rows for {n} pending authentications; {} bytes per authentication (table, TOAST and indexes)",
-        bytes / rows.max(1)
+        "storage: {rows} rows for {n} pending authentications; {} bytes per authentication \
+         (table, TOAST and indexes, dead versions included: heap {}, TOAST {}, indexes {}; body {} bytes)",
+        per(bytes),
+        per(heap),
+        per(toast),
+        per(indexes),
+        body
+    );
+    println!(
+        "  pg_stat_user_tables: {live} live, {dead} dead row versions; {upd} updates, {hot} HOT ({:.0} %); table options [{options}]",
+        100.0 * hot as f64 / upd.max(1) as f64
     );
     admin
         .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
@@ -147,38 +173,42 @@ async fn store_writes(url: &str, schema: &str, n: usize) -> Result<(), Box<dyn s
         }
         leases.extend(b);
     }
-    // State writes, 16 at once.
-    let started = Instant::now();
-    let sem = Arc::new(tokio::sync::Semaphore::new(16));
-    let mut set = tokio::task::JoinSet::new();
-    for (r, l) in leases.iter().cloned() {
-        let permit = sem.clone().acquire_owned().await?;
-        let s = store.clone();
-        set.spawn(async move {
-            let _p = permit;
-            s.update_state_leased(r.id(), r.machine.clone(), "bench", l)
-                .await
-        });
+    // State writes, 16 and then 256 at once.
+    for at_once in [16, 256] {
+        let started = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(at_once));
+        let mut set = tokio::task::JoinSet::new();
+        for (r, l) in leases.iter().cloned() {
+            let permit = sem.clone().acquire_owned().await?;
+            let s = store.clone();
+            set.spawn(async move {
+                let _p = permit;
+                s.update_state_leased(r.id(), r.machine.clone(), "bench", l)
+                    .await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "state writes (update_state_leased, {at_once} at once): {:.0}/s ({} in {secs:.2} s)",
+            leases.len() as f64 / secs,
+            leases.len()
+        );
     }
-    while let Some(r) = set.join_next().await {
-        r??;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "state writes (update_state_leased, 16 at once): {:.0}/s ({} in {secs:.2} s)",
-        leases.len() as f64 / secs,
-        leases.len()
-    );
-    // Outcome writes, one at a time.
+    let outcome = || {
+        StoredOutcome::new(
+            oidc_dtr::UnixTime::from_millis(1_800_000_100_000),
+            oidc_dtr::Outcome::Denied { description: None },
+        )
+    };
+    // Outcome writes, one at a time, then 256 at once.
     let k = leases.len().min(1000);
     let started = Instant::now();
     for (r, l) in &leases[..k] {
-        let outcome = StoredOutcome::new(
-            oidc_dtr::UnixTime::from_millis(1_800_000_100_000),
-            oidc_dtr::Outcome::Denied { description: None },
-        );
         store
-            .finish_leased(r.id(), r.machine.clone(), outcome, "bench", *l)
+            .finish_leased(r.id(), r.machine.clone(), outcome(), "bench", *l)
             .await?;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -186,6 +216,31 @@ async fn store_writes(url: &str, schema: &str, n: usize) -> Result<(), Box<dyn s
         "outcome writes (finish_leased, one at a time): {:.0}/s ({k} in {secs:.2} s)",
         k as f64 / secs
     );
+    let rest = &leases[k..];
+    if !rest.is_empty() {
+        let started = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(256));
+        let mut set = tokio::task::JoinSet::new();
+        for (r, l) in rest.iter().cloned() {
+            let permit = sem.clone().acquire_owned().await?;
+            let s = store.clone();
+            let o = outcome();
+            set.spawn(async move {
+                let _p = permit;
+                s.finish_leased(r.id(), r.machine.clone(), o, "bench", l)
+                    .await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "outcome writes (finish_leased, 256 at once): {:.0}/s ({} in {secs:.2} s)",
+            rest.len() as f64 / secs,
+            rest.len()
+        );
+    }
     store.close().await?;
     Ok(())
 }
@@ -254,17 +309,35 @@ async fn polling(url: &str, schema: &str, n: usize) -> Result<(), Box<dyn std::e
     }
     // Warm up (claims, first polls), then measure 10 s.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let db = admin(url).await?;
+    let db_counts = || async {
+        db.query_one(
+            "SELECT xact_commit + xact_rollback, tup_updated FROM pg_stat_database
+             WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+    };
     let polls0 = op.flight_report().polls;
+    let (tx0, upd0) = db_counts().await?;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let polls = op.flight_report().polls - polls0;
     let secs = started.elapsed().as_secs_f64();
+    let (tx1, upd1) = db_counts().await?;
     let report = op.flight_report();
     println!(
-        "polling: {n} pending authentications, interval 1 s, 3 instances: {:.0} polls/s at the OP (asked: {n}/s); {} overlaps, {} floor violations",
+        "polling: {n} pending authentications, interval 1 s, 3 instances: {:.0} polls/s at the OP (asked: {n}/s; kept {:.0} %); {} overlaps, {} floor violations",
         polls as f64 / secs,
+        100.0 * polls as f64 / secs / n as f64,
         report.overlaps.len(),
         report.floor_violations.len()
+    );
+    println!(
+        "  database (all sessions, statistics flushed about once a second): {:.0} transactions/s, {:.0} row updates/s",
+        (tx1 - tx0) as f64 / secs,
+        (upd1 - upd0) as f64 / secs
     );
     let held = admin(url)
         .await?

@@ -126,6 +126,14 @@ struct Held {
     valid_until: Instant,
 }
 
+/// How many fenced poll-state writes of one instance may be outstanding at
+/// once. A store that groups the writes queued together into one statement
+/// (`PostgresStore` does) needs many in flight to fill its batches: with
+/// 16, an instance wrote at most 16 states per round trip, a few thousand a
+/// second. A store that takes a connection per write is bounded by its own
+/// pool.
+const WRITE_SLOTS: usize = 256;
+
 /// One instance's share of the fleet's work.
 pub(crate) struct Fleet {
     store: Arc<dyn Store>,
@@ -140,7 +148,7 @@ pub(crate) struct Fleet {
     /// [`FleetConfig::lease_ttl`]).
     request_budget: Duration,
     /// Poll-state writes run concurrently (one floor apart per id, so
-    /// their order does not matter), this many at once.
+    /// their order does not matter), at most [`WRITE_SLOTS`] at once.
     pub(crate) write_slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -168,7 +176,7 @@ impl Fleet {
             held: Mutex::new(HashMap::new()),
             recent_wakes: Mutex::new(HashMap::new()),
             stop: Notify::new(),
-            write_slots: Arc::new(tokio::sync::Semaphore::new(16)),
+            write_slots: Arc::new(tokio::sync::Semaphore::new(WRITE_SLOTS)),
         })
     }
 

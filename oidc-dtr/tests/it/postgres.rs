@@ -933,7 +933,8 @@ async fn postgres_a_version_2_schema_migrates_and_reseals_delivered_rows() {
             "DROP INDEX {schema}.records_quarantined;
              ALTER TABLE {schema}.records DROP COLUMN quarantined_at,
                  DROP COLUMN quarantine_reason;
-             DELETE FROM {schema}.migrations WHERE version = 3;"
+             ALTER TABLE {schema}.records RESET (fillfactor);
+             DELETE FROM {schema}.migrations WHERE version >= 3;"
         ))
         .await
         .unwrap();
@@ -957,7 +958,7 @@ async fn postgres_a_version_2_schema_migrates_and_reseals_delivered_rows() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     store.bind("https://op.example", "client").await.unwrap();
     assert!(
         store
@@ -1090,4 +1091,432 @@ async fn postgres_fleet_polls_the_rest_of_a_batch_with_a_tampered_row() {
     assert_eq!(outcome.kind(), "tokens");
     owner.shutdown().await;
     front.shutdown().await;
+}
+
+// Fenced writes are batched: one statement for the writes queued together,
+// the fence checked per row.
+
+/// A machine that polled once at its due time and got a transient error
+/// (a new poll state, due later).
+fn polled(r: &oidc_dtr::store::Record) -> oidc_dtr::poll::PollMachine {
+    use oidc_dtr::poll::{Action, Event, PollResult};
+    use oidc_dtr::random::SystemRandom;
+    let mut m = r.machine.clone();
+    let due = r.due_at().unwrap();
+    let step = m.handle::<oidc_dtr::TokenSet>(Event::Timer, due, &SystemRandom);
+    assert_eq!(step.action, Action::SendPoll);
+    let answer = PollResult::Transient {
+        message: "connection reset".into(),
+        retry_after: None,
+        cause: None,
+    };
+    m.handle::<oidc_dtr::TokenSet>(Event::Response(answer), due, &SystemRandom);
+    assert!(m.next_poll() > due);
+    m
+}
+
+/// State and outcome writes sent at once (so queued into one batch each):
+/// the row whose lease another instance took over (its epoch went up) is
+/// refused alone, with `LeaseLost` naming it, and left as it was; every
+/// other row of the batch is written.
+#[tokio::test]
+async fn postgres_a_batch_with_one_stale_epoch_fails_only_that_row() {
+    let (a, guard) = fresh_or_skip!();
+    let a = Arc::new(a);
+    let rs: Vec<_> = (0..6).map(|i| record(&format!("batch-{i}"), 0)).collect();
+    for r in &rs {
+        a.insert(r.clone()).await.unwrap();
+    }
+    let claimed = a
+        .claim_due("a", at(1000), 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 6);
+    let lease =
+        |r: &oidc_dtr::store::Record| claimed.iter().find(|(c, _)| c.id() == r.id()).unwrap().1;
+    // Taken over behind this instance's back: one state write and one
+    // outcome write of the batches are stale.
+    for r in [&rs[1], &rs[4]] {
+        let n = exec(
+            &guard,
+            "UPDATE {s}.records SET lease_epoch = lease_epoch + 1 WHERE key = $1",
+            &key_of(r),
+        )
+        .await;
+        assert_eq!(n, 1);
+    }
+    let mut notices = a.notices().unwrap();
+    // Listening once a wake-up of our own comes back.
+    let probe = oidc_dtr::DeferredId::new("probe-0123456789abcdef");
+    let listening = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            a.publish_wake(&probe).await.unwrap();
+            let heard = tokio::time::timeout(Duration::from_millis(200), async {
+                loop {
+                    match notices.recv().await {
+                        Ok(oidc_dtr::store::StoreNotice::Wake(k))
+                            if k == oidc_dtr::store::RecordKey::of(&probe) =>
+                        {
+                            return true;
+                        }
+                        Ok(_) => {}
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .await;
+            if heard == Ok(true) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "no notices");
+    // The poll states written (`polled` draws a random jitter).
+    let machines: Vec<_> = rs.iter().map(polled).collect();
+    let states = futures_join_all(rs[..3].iter().zip(&machines).map(|(r, m)| {
+        let (a, id, m, l) = (a.clone(), r.id().clone(), m.clone(), lease(r));
+        async move { a.update_state_leased(&id, m, "a", l).await }
+    }));
+    let outcomes = futures_join_all(rs[3..].iter().map(|r| {
+        let (a, id, m, l) = (a.clone(), r.id().clone(), finished_machine(r), lease(r));
+        async move { a.finish_leased(&id, m, denied(7), "a", l).await }
+    }));
+    let (states, outcomes) = tokio::join!(states, outcomes);
+    for (i, got) in states.iter().chain(&outcomes).enumerate() {
+        if i == 1 || i == 4 {
+            assert!(
+                matches!(got, Err(StoreError::LeaseLost { record }) if *record == rs[i].fingerprint()),
+                "{i}: {got:?}"
+            );
+        } else {
+            assert!(got.is_ok(), "{i}: {got:?}");
+        }
+    }
+    for (i, r) in rs.iter().enumerate() {
+        let stored = a.get(r.id()).await.unwrap().unwrap();
+        match i {
+            0 | 2 => {
+                assert_eq!(stored.machine, machines[i], "{i}");
+                assert!(!stored.is_finished());
+            }
+            3 | 5 => {
+                assert_eq!(stored.outcome.unwrap().outcome, denied(7).outcome, "{i}");
+                assert_eq!(stored.machine, finished_machine(r));
+            }
+            _ => assert_eq!(stored, *r, "{i}: a fenced-out write changed nothing"),
+        }
+    }
+    // The outcomes written are announced to the fleet (at commit).
+    let mut finished = std::collections::HashSet::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while finished.len() < 2 {
+            match notices.recv().await {
+                Ok(oidc_dtr::store::StoreNotice::Finished(k)) => {
+                    finished.insert(k);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+    let want: std::collections::HashSet<_> = [3, 5]
+        .iter()
+        .map(|&i| oidc_dtr::store::RecordKey::of(rs[i].id()))
+        .collect();
+    assert_eq!(finished, want);
+    // The finished ones are out of the due index, the others still in it.
+    let due: Vec<_> = a.due(at(100_000), 10).await.unwrap();
+    let due: std::collections::HashSet<_> = due.iter().map(|r| r.id().clone()).collect();
+    let want: std::collections::HashSet<_> =
+        [0, 1, 2, 4].iter().map(|&i| rs[i].id().clone()).collect();
+    assert_eq!(due, want);
+}
+
+/// A fenced state write leaves the indexed `due_at` alone when the next
+/// poll moves a little later (the update stays HOT: the column is then an
+/// early bound), and moves it when the next poll comes earlier or much
+/// later. `due` answers from the bodies, exactly.
+#[tokio::test]
+async fn postgres_a_fenced_state_write_moves_due_at_only_beyond_the_slack() {
+    let (a, guard) = fresh_or_skip!();
+    let r = record("slack", 0);
+    a.insert(r.clone()).await.unwrap();
+    let lease = a
+        .claim_due("a", at(1000), 10, Duration::from_secs(60))
+        .await
+        .unwrap()[0]
+        .1;
+    let column = || async {
+        let sql = format!(
+            "SELECT due_at FROM \"{}\".records WHERE key = $1",
+            guard.schema
+        );
+        let row = guard
+            .sql()
+            .await
+            .query_one(&sql, &[&key_of(&r)])
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    let ms = |t: oidc_dtr::UnixTime| i64::try_from(t.as_millis()).unwrap();
+    let first = r.due_at().unwrap();
+    assert_eq!(column().await, ms(first));
+    // A transient error: the next poll a few seconds later.
+    let m = polled(&r);
+    let next = oidc_dtr::store::Record::new(r.auth.clone(), m.clone())
+        .due_at()
+        .unwrap();
+    assert!(next > first && next < first.saturating_add(Duration::from_secs(60)));
+    a.update_state_leased(r.id(), m.clone(), "a", lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        column().await,
+        ms(first),
+        "within the slack: left as it was"
+    );
+    assert_eq!(a.get(r.id()).await.unwrap().unwrap().machine, m);
+    // `due` decides on the body: not due before `next`, due at it.
+    let before = next.saturating_sub(Duration::from_millis(1));
+    assert!(a.due(before, 10).await.unwrap().is_empty());
+    assert_eq!(a.due(next, 10).await.unwrap().len(), 1);
+    // Back to the first state: earlier, so the column follows.
+    a.update_state_leased(r.id(), r.machine.clone(), "a", lease)
+        .await
+        .unwrap();
+    assert_eq!(column().await, ms(first));
+    // Far later (a state ten minutes on): the column follows.
+    let far = record("slack", 600).machine;
+    let far_due = oidc_dtr::store::Record::new(r.auth.clone(), far.clone())
+        .due_at()
+        .unwrap();
+    assert!(far_due > first.saturating_add(Duration::from_secs(60)));
+    a.update_state_leased(r.id(), far, "a", lease)
+        .await
+        .unwrap();
+    assert_eq!(column().await, ms(far_due));
+}
+
+/// A batch cut off half way (its caller's future dropped, or every
+/// connection of the store killed while batches are in flight) loses no
+/// outcome and stores none twice: each authentication ends up with exactly
+/// the outcome written, a retry of the same outcome succeeds and a
+/// different one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_interrupted_batch_loses_no_outcome() {
+    let Some(url) = database_url().await else {
+        return;
+    };
+    let guard = SchemaGuard::new(&url);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let app = format!("{}_b", guard.schema);
+    let store = Arc::new(
+        PostgresStore::options(format!("{url}{sep}application_name={app}"))
+            .schema(guard.schema.clone())
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap(),
+    );
+    const N: usize = 60;
+    let rs: Vec<_> = (0..N).map(|i| record(&format!("cut-{i}"), 0)).collect();
+    for r in &rs {
+        store.insert(r.clone()).await.unwrap();
+    }
+    let claimed = store
+        .claim_due("a", at(1000), N, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), N);
+    // A different outcome for each, to tell them apart.
+    let outcome = |i: usize| {
+        oidc_dtr::store::StoredOutcome::new(
+            at(10),
+            oidc_dtr::Outcome::Denied {
+                description: Some(format!("denied {i}")),
+            },
+        )
+    };
+
+    // Part 1: every third write's future is dropped right after it was
+    // queued (polled once), every third before it ever ran.
+    let mut kept = Vec::new();
+    for (r, lease) in &claimed[..N / 2] {
+        let i = rs.iter().position(|x| x.id() == r.id()).unwrap();
+        let fut = store.finish_leased(r.id(), finished_machine(r), outcome(i), "a", *lease);
+        match i % 3 {
+            0 => {
+                let mut fut = fut;
+                tokio::select! {
+                    biased;
+                    _ = &mut fut => {}
+                    _ = std::future::ready(()) => {}
+                }
+                drop(fut);
+            }
+            1 => drop(fut),
+            _ => kept.push(fut),
+        }
+    }
+    for f in kept {
+        f.await.unwrap();
+    }
+
+    // Part 2: the other half written while every connection is killed,
+    // twice; each caller retries while the error is retryable, as the
+    // client does.
+    let writers = claimed[N / 2..].iter().map(|(r, lease)| {
+        let (store, r, lease) = (store.clone(), r.clone(), *lease);
+        let i = rs.iter().position(|x| x.id() == r.id()).unwrap();
+        let o = outcome(i);
+        async move {
+            for _ in 0..50 {
+                match store
+                    .finish_leased(r.id(), finished_machine(&r), o.clone(), "a", lease)
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.is_retryable() => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(StoreError::Unavailable("gave up".into()))
+        }
+    });
+    let killer = {
+        let guard_sql = guard.sql().await;
+        let app = app.clone();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                guard_sql
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE application_name = $1",
+                        &[&app],
+                    )
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let results = futures_join_all(writers).await;
+    killer.await.unwrap();
+    for r in results {
+        r.unwrap();
+    }
+
+    // Every authentication: the outcome written, or (a write dropped
+    // before it ran) none yet, which a retry stores. Never another one.
+    for (r, lease) in &claimed {
+        let i = rs.iter().position(|x| x.id() == r.id()).unwrap();
+        let mut got = None;
+        for _ in 0..50 {
+            match store
+                .finish_leased(r.id(), finished_machine(r), outcome(i), "a", *lease)
+                .await
+            {
+                Ok(()) => {
+                    got = Some(());
+                    break;
+                }
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("{i}: {e:?}"),
+            }
+        }
+        assert!(got.is_some(), "{i}: the store did not recover");
+        let stored = store.get(r.id()).await.unwrap().unwrap();
+        assert_eq!(stored.outcome.unwrap().outcome, outcome(i).outcome, "{i}");
+        let other = store
+            .finish_leased(r.id(), finished_machine(r), outcome(i + 1), "a", *lease)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(other, StoreError::AlreadyFinished { .. }),
+            "{i}: {other:?}"
+        );
+    }
+    // One undelivered outcome per authentication.
+    let undelivered = store
+        .claim_undelivered(10 * N, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(undelivered.len(), N);
+}
+
+/// A table made by schema version 3 (no fillfactor) is migrated: the
+/// records are kept and the table gets its fillfactor.
+#[tokio::test]
+async fn postgres_a_version_3_schema_gets_its_fillfactor() {
+    let (store, guard) = fresh_or_skip!();
+    store.bind("https://op.example", "client").await.unwrap();
+    let r = record("old", 0);
+    store.insert(r.clone()).await.unwrap();
+    drop(store);
+    let schema = format!("\"{}\"", guard.schema);
+    let options = || async {
+        guard
+            .sql()
+            .await
+            .query_one(
+                &format!(
+                    "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class
+                     WHERE oid = '{schema}.records'::regclass"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert!(options().await.contains("fillfactor=70"), "a new table");
+    // Back to what version 3 left.
+    guard
+        .sql()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.records RESET (fillfactor);
+             DELETE FROM {schema}.migrations WHERE version = 4;"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(options().await, "");
+
+    let store = guard.store().await;
+    store.bind("https://op.example", "client").await.unwrap();
+    assert!(options().await.contains("fillfactor=70"), "migrated");
+    let versions: Vec<i32> = guard
+        .sql()
+        .await
+        .query(
+            &format!("SELECT version FROM {schema}.migrations ORDER BY version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(store.get(r.id()).await.unwrap(), Some(r.clone()));
+    // And works as before: claimed, written (batched), finished.
+    let lease = store
+        .claim_due("a", at(1000), 10, Duration::from_secs(60))
+        .await
+        .unwrap()[0]
+        .1;
+    store
+        .update_state_leased(r.id(), polled(&r), "a", lease)
+        .await
+        .unwrap();
+    store
+        .finish_leased(r.id(), finished_machine(&r), denied(3), "a", lease)
+        .await
+        .unwrap();
+    assert!(store.get(r.id()).await.unwrap().unwrap().is_finished());
 }

@@ -128,19 +128,32 @@ impl Inner {
                 return Err(self.set_aside_row(&row, err).await);
             }
         };
+        // Whether the row is (or was, for an outcome stored under it) held
+        // under this lease.
+        let ours = |live_too: bool| {
+            lease.as_ref().is_none_or(|(owner, lease)| {
+                let held_by: Option<&str> = row.get("lease_owner");
+                let epoch: i64 = row.get("lease_epoch");
+                let live: bool = row.get("live");
+                held_by == Some(owner.as_str())
+                    && (live || !live_too)
+                    && u64::try_from(epoch) == Ok(lease.epoch)
+            })
+        };
         if let Some(existing) = &record.outcome {
             return match &outcome {
-                Some(o) if o.outcome == existing.outcome => Ok(()),
+                // A retry of a write that was stored (its answer lost with
+                // the connection, say): done. The same outcome stored by
+                // another instance under its own lease is not this one's.
+                Some(o) if o.outcome == existing.outcome && ours(false) => Ok(()),
+                Some(o) if o.outcome == existing.outcome => {
+                    Err(StoreError::LeaseLost { record: fp })
+                }
                 _ => Err(StoreError::AlreadyFinished { record: fp }),
             };
         }
-        if let Some((owner, lease)) = &lease {
-            let held_by: Option<&str> = row.get("lease_owner");
-            let epoch: i64 = row.get("lease_epoch");
-            let live: bool = row.get("live");
-            if held_by != Some(owner.as_str()) || !live || u64::try_from(epoch) != Ok(lease.epoch) {
-                return Err(StoreError::LeaseLost { record: fp });
-            }
+        if !ours(true) {
+            return Err(StoreError::LeaseLost { record: fp });
         }
         record.machine = machine;
         let delivered = outcome.as_ref().is_some_and(|o| o.delivered);
@@ -361,7 +374,11 @@ impl PostgresStore {
                             .machine
                             .taken_over_from_lapsed_lease(UnixTime::from_millis(at));
                     }
-                    (due, record, Lease::new(u64::try_from(epoch).unwrap_or(0)))
+                    let lease = Lease::new(u64::try_from(epoch).unwrap_or(0));
+                    if let Ok(key) = super::decode::key_of(r.get::<_, &[u8]>("key")) {
+                        i.leased.claimed(key, lease, &record);
+                    }
+                    (due, record, lease)
                 })
                 .collect();
             // RETURNING has no order: earliest first, like `due`.
