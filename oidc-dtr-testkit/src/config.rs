@@ -258,6 +258,37 @@ pub struct OpConfig {
     /// name), e.g. `mtls_endpoint_aliases` pointing at a TLS front that
     /// asks for client certificates. Default: none.
     pub extra_metadata: serde_json::Map<String, serde_json::Value>,
+    /// Play an authorization server under the FAPI 2.0 Security Profile
+    /// (§5.3.2): client secrets (Basic, `client_secret`, HMAC assertions)
+    /// and unauthenticated clients are refused with `invalid_client`
+    /// (clients authenticate with `private_key_jwt` signed PS256, ES256 or
+    /// EdDSA, or by the certificate a TLS front reports through
+    /// [`client_cert_header`](Self::client_cert_header)); a token request
+    /// with neither a DPoP proof nor a client certificate is refused
+    /// (`invalid_request`: access tokens must be sender-constrained).
+    /// [`OpConfig::fapi2`] also turns on PAR, PKCE and `iss`. Default false.
+    pub fapi2: bool,
+}
+
+impl OpConfig {
+    /// The defaults with the FAPI 2.0 switch on ([`fapi2`](Self::fapi2)),
+    /// pushed authorization requests required, PKCE S256 required and
+    /// `iss` in authorization responses. Start the OP with a PS256, ES256
+    /// or EdDSA signing algorithm (`MockOpBuilder::signing_alg`).
+    ///
+    /// ```
+    /// let config = oidc_dtr_testkit::OpConfig::fapi2();
+    /// assert!(config.fapi2 && config.require_pushed_authorization_requests);
+    /// ```
+    pub fn fapi2() -> Self {
+        let mut config = OpConfig::default();
+        config.fapi2 = true;
+        config.require_pushed_authorization_requests = true;
+        config.require_pkce = true;
+        config.include_iss = true;
+        config.advertise_iss_parameter = true;
+        config
+    }
 }
 
 impl Default for OpConfig {
@@ -305,6 +336,7 @@ impl Default for OpConfig {
             require_pushed_authorization_requests: false,
             par_lifetime: 60,
             extra_metadata: serde_json::Map::new(),
+            fapi2: false,
         }
     }
 }

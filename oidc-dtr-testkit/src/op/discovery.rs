@@ -43,6 +43,16 @@ impl OpState {
             md["revocation_endpoint_token_type_values_supported"] = json!(types);
         }
         crate::par::advertise(self, &mut md);
+        if cfg.fapi2 {
+            md["token_endpoint_auth_methods_supported"] = json!([
+                "private_key_jwt",
+                "tls_client_auth",
+                "self_signed_tls_client_auth"
+            ]);
+            md["token_endpoint_auth_signing_alg_values_supported"] =
+                json!(["PS256", "ES256", "EdDSA"]);
+            md["dpop_signing_alg_values_supported"] = json!(["PS256", "ES256", "EdDSA"]);
+        }
         for (name, value) in &cfg.extra_metadata {
             md[name.as_str()] = value.clone();
         }

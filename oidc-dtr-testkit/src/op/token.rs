@@ -18,6 +18,9 @@ pub(crate) fn authenticate(
         );
         r
     };
+    if st.config.fapi2 {
+        fapi2_client_auth(st, req, params).map_err(|why| unauthorized(&why))?;
+    }
     if let Some(kind) = param(params, "client_assertion_type") {
         return authenticate_assertion(st, kind, params).map_err(|why| unauthorized(&why));
     }
@@ -62,6 +65,41 @@ pub(crate) fn authenticate(
         (Some(want), Some(got)) if ct_eq(want.as_bytes(), got.as_bytes()) => Ok(id),
         _ => Err(unauthorized("client authentication failed")),
     }
+}
+
+/// The client authentication FAPI 2.0 allows (Security Profile §5.3.2.1):
+/// `private_key_jwt` signed with PS256, ES256 or EdDSA, or mutual TLS.
+fn fapi2_client_auth(
+    st: &OpState,
+    req: &Incoming,
+    params: &[(String, String)],
+) -> Result<(), String> {
+    if req.headers.contains_key(AUTHORIZATION) || param(params, "client_secret").is_some() {
+        return Err("FAPI 2.0: client secrets are not allowed".into());
+    }
+    if let Some(jwt) = param(params, "client_assertion") {
+        let alg = jwt
+            .split('.')
+            .next()
+            .and_then(|h| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(h)
+                    .ok()
+            })
+            .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+            .and_then(|h| h.get("alg").and_then(|a| a.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        return match alg.as_str() {
+            "PS256" | "ES256" | "EdDSA" => Ok(()),
+            other => Err(format!(
+                "FAPI 2.0: a client assertion signed with {other:?} is not allowed"
+            )),
+        };
+    }
+    if client_cert(st, req).is_none() {
+        return Err("FAPI 2.0: authenticate with private_key_jwt or a client certificate".into());
+    }
+    Ok(())
 }
 
 pub(super) fn invalid_dpop(why: &str) -> http::Response<Full<Bytes>> {
@@ -193,6 +231,13 @@ fn token_unbound(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if st.config.fapi2 && proof.is_none() && client_cert(st, req).is_none() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some("FAPI 2.0: access tokens are sender-constrained (DPoP or mutual TLS)"),
+        );
+    }
     if let Err(r) = crate::par::check_code_binding(st, params, proof.as_ref()) {
         return r;
     }

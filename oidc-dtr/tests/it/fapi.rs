@@ -258,3 +258,126 @@ async fn an_rs256_id_token_is_refused_in_fapi2_mode() {
         other => panic!("{other:?} / {e:?}"),
     }
 }
+
+/// The mock OP's FAPI 2.0 switch plays a strict authorization server: a
+/// `.fapi2()` client runs the deferred flow end to end through it, and
+/// what the profile forbids comes back as typed refusals, nothing lost.
+#[tokio::test]
+async fn the_mock_ops_fapi2_switch_accepts_a_fapi2_client_and_refuses_the_rest() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut cfg = OpConfig::fapi2();
+    cfg.auto_approve = AutoApprove::AfterPolls(1);
+    let op = op_with(cfg, Algorithm::ES256, &clock).await;
+    let md = op.metadata_json();
+    assert_eq!(
+        md["token_endpoint_auth_methods_supported"],
+        serde_json::json!([
+            "private_key_jwt",
+            "tls_client_auth",
+            "self_signed_tls_client_auth"
+        ])
+    );
+
+    // A FAPI 2.0 client: PAR + JAR + DPoP + private_key_jwt (ES256).
+    let client = fapi_client(&op, &clock).await;
+    let (url, pending) = client.authorize().push().await.unwrap();
+    let cb = op.browse(&url).await.unwrap();
+    let ack = match client.callback(&pending, cb.query()).unwrap() {
+        CallbackResponse::Acknowledgment(a) => a,
+        other => panic!("{other:?}"),
+    };
+    let auth = client.exchange(ack).await.unwrap();
+    let s = crate::support::flow::Setup {
+        op,
+        client,
+        clock: clock.clone(),
+    };
+    match run_to_outcome(
+        &s,
+        auth.id(),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    )
+    .await
+    {
+        Outcome::Tokens(t) => assert!(t.is_dpop()),
+        other => panic!("{other:?}"),
+    }
+    let op = s.op;
+
+    // Outside FAPI 2.0 mode, a client secret: the push is refused.
+    op.register_client(RegisteredClient::confidential("secret-client", "s3cret"));
+    let secret = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id("secret-client")
+        .client_secret("s3cret")
+        .redirect_uri(REDIRECT)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let pushes = op.request_count(Endpoint::PushedAuthorization);
+    let err = secret.authorize().push().await.unwrap_err();
+    assert!(matches!(err, Error::PushedAuthorization(_)), "{err:?}");
+    assert_eq!(
+        err.oauth().map(|o| o.code.clone()),
+        Some(oidc_dtr::error::ErrorCode::InvalidClient)
+    );
+    assert_eq!(op.request_count(Endpoint::PushedAuthorization), pushes + 1);
+
+    // An RS256 client assertion: refused too.
+    let rs256 = SigningKey::generate(Algorithm::RS256)
+        .unwrap()
+        .with_kid("rs-1");
+    op.register_client(RegisteredClient::private_key_jwt(
+        "rs256-client",
+        vec![rs256.public_jwk().unwrap()],
+    ));
+    let weak = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id("rs256-client")
+        .client_auth(ClientAuth::private_key_jwt(rs256))
+        .redirect_uri(REDIRECT)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let err = weak.authorize().push().await.unwrap_err();
+    assert!(matches!(err, Error::PushedAuthorization(_)), "{err:?}");
+    assert_eq!(
+        err.oauth().map(|o| o.code.clone()),
+        Some(oidc_dtr::error::ErrorCode::InvalidClient)
+    );
+
+    // private_key_jwt (ES256) without DPoP and without a certificate: the
+    // push goes through, the exchange is refused (tokens must be
+    // sender-constrained) and says so.
+    let key = es256();
+    op.register_client(RegisteredClient::private_key_jwt(
+        "unbound-client",
+        vec![key.public_jwk().unwrap()],
+    ));
+    let unbound = DtrClient::builder()
+        .issuer(op.issuer())
+        .client_id("unbound-client")
+        .client_auth(ClientAuth::private_key_jwt(key))
+        .dpop(DpopConfig::disabled())
+        .redirect_uri(REDIRECT)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let (url, pending) = unbound.authorize().push().await.unwrap();
+    let cb = op.browse(&url).await.unwrap();
+    let ack = match unbound.callback(&pending, cb.query()).unwrap() {
+        CallbackResponse::Acknowledgment(a) => a,
+        other => panic!("{other:?}"),
+    };
+    let err = unbound.exchange(ack).await.unwrap_err();
+    let oauth = err.oauth().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(
+        oauth.code,
+        oidc_dtr::error::ErrorCode::InvalidRequest,
+        "{oauth:?}"
+    );
+}

@@ -325,9 +325,17 @@ async fn start(op: &MockOp, client: &DtrClient) -> DeferredAuthentication {
 }
 
 async fn mock_op(clock: &Arc<ManualClock>, approve: AutoApprove) -> MockOp {
+    mock_op_as(clock, approve, true).await
+}
+
+/// The mock OP; `fapi2`: as a FAPI 2.0 authorization server, which
+/// refuses a request that reached it without the certificate (not through
+/// the aliases).
+async fn mock_op_as(clock: &Arc<ManualClock>, approve: AutoApprove, fapi2: bool) -> MockOp {
     let mut cfg = OpConfig::default();
     cfg.auto_approve = approve;
     cfg.client_cert_header = Some(CLIENT_CERT_HEADER.into());
+    cfg.fapi2 = fapi2;
     MockOp::builder()
         .config(cfg)
         .clock(clock.clone())
@@ -719,7 +727,7 @@ async fn userinfo_presents_the_certificate_the_tokens_were_issued_to_after_a_rot
 async fn pings_are_accepted_only_with_the_ops_certificate() {
     let pki = pki();
     let clock = Arc::new(ManualClock::new(T0));
-    let op = mock_op(&clock, AutoApprove::Never).await;
+    let op = mock_op_as(&clock, AutoApprove::Never, false).await;
     let client = DtrClient::builder()
         .issuer(op.issuer())
         .client_id(CLIENT)
@@ -868,7 +876,7 @@ async fn pings_are_accepted_from_a_ca_issued_certificate_with_the_expected_subje
     };
     let pki = pki();
     let clock = Arc::new(ManualClock::new(T0));
-    let op = mock_op(&clock, AutoApprove::Never).await;
+    let op = mock_op_as(&clock, AutoApprove::Never, false).await;
     let client = DtrClient::builder()
         .issuer(op.issuer())
         .client_id(CLIENT)
