@@ -281,13 +281,14 @@ impl OpConfig {
     /// assert!(config.fapi2 && config.require_pushed_authorization_requests);
     /// ```
     pub fn fapi2() -> Self {
-        let mut config = OpConfig::default();
-        config.fapi2 = true;
-        config.require_pushed_authorization_requests = true;
-        config.require_pkce = true;
-        config.include_iss = true;
-        config.advertise_iss_parameter = true;
-        config
+        OpConfig {
+            fapi2: true,
+            require_pushed_authorization_requests: true,
+            require_pkce: true,
+            include_iss: true,
+            advertise_iss_parameter: true,
+            ..OpConfig::default()
+        }
     }
 }
 
