@@ -611,8 +611,25 @@ impl MockOp {
     }
 
     /// The pings sent so far, oldest first.
+    ///
+    /// A ping is recorded once the RP's answer has been read, which can be
+    /// after the poll it woke has brought the tokens: right after an
+    /// outcome, use [`pings_at_least`](Self::pings_at_least).
     pub fn pings(&self) -> Vec<PingRecord> {
         self.lock().pings.clone()
+    }
+
+    /// The pings sent so far, once at least `n` of them are recorded
+    /// (waiting up to five seconds, then returning what there is).
+    pub async fn pings_at_least(&self, n: usize) -> Vec<PingRecord> {
+        for _ in 0..100 {
+            let pings = self.pings();
+            if pings.len() >= n {
+                return pings;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.pings()
     }
 
     /// Replaces the server's DPoP nonce (clients must pick up the new one).

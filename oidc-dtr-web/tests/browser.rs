@@ -391,12 +391,21 @@ async fn scenario(demo: &Demo, a: &Client, b: &Client, r: &Client) -> Result<(),
             .into());
         }
     }
-    let pings: Vec<_> = demo
-        .op
-        .pings()
-        .into_iter()
-        .filter(|p| p.deferred_auth_id == id_a && !p.forged)
-        .collect();
+    // A ping is recorded once the app's answer has been read, which can be
+    // after the poll it woke brought the tokens: wait (bounded) for both.
+    let mut pings: Vec<_> = Vec::new();
+    for _ in 0..100 {
+        pings = demo
+            .op
+            .pings()
+            .into_iter()
+            .filter(|p| p.deferred_auth_id == id_a && !p.forged)
+            .collect();
+        if pings.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     if pings.len() != 2 || pings.iter().any(|p| !matches!(p.status, Some(200..=299))) {
         return Err(format!("expected two accepted pings, got {pings:?}").into());
     }

@@ -17,7 +17,7 @@ async fn the_axum_example_verifies_an_identity_through_a_ping() {
     assert!(status.subject.is_some());
     // The OP pinged the example's tower-service endpoint, which answered 204...
     let op = demo.op.as_ref().unwrap();
-    let pings = op.pings();
+    let pings = op.pings_at_least(1).await;
     assert_eq!(pings.len(), 1);
     assert_eq!(pings[0].status, Some(204));
     // ...and that ping, not the 60 s safety-net poll, fetched the tokens:
