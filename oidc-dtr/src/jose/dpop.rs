@@ -187,11 +187,11 @@ impl FlowDpop {
     }
 
     /// The two stored members: the key itself, or the signer's thumbprint.
-    pub(crate) fn into_stored(this: Option<Self>) -> (Option<Box<DpopKey>>, Option<String>) {
+    pub(crate) fn into_stored(this: Option<Self>) -> (Option<Box<DpopKey>>, Option<Box<str>>) {
         match this {
             None => (None, None),
             Some(FlowDpop::Key(k)) => (Some(k), None),
-            Some(FlowDpop::Signer(t)) => (None, Some(t)),
+            Some(FlowDpop::Signer(t)) => (None, Some(t.into_boxed_str())),
         }
     }
 }

@@ -164,7 +164,7 @@ pub struct PendingAuthorization {
     /// thumbprint, sent as `dpop_jkt` (the private key stays with the
     /// signer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) dpop_signer_jkt: Option<String>,
+    pub(crate) dpop_signer_jkt: Option<Box<str>>,
 }
 
 impl fmt::Debug for PendingAuthorization {

@@ -248,7 +248,7 @@ pub struct AuthFields {
     /// private key stays with the signer). Absent otherwise and in records
     /// written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) dpop_signer_jkt: Option<String>,
+    pub(crate) dpop_signer_jkt: Option<Box<str>>,
     /// The typed `claims` request of the authentication request, to check
     /// the verified claims of the final ID token against.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -489,7 +489,7 @@ pub struct TokenSet {
     /// The RFC 7638 thumbprint of the external DPoP signer's key the access
     /// token is bound to (the private key stays with the signer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    dpop_signer_jkt: Option<String>,
+    dpop_signer_jkt: Option<Box<str>>,
     /// The `x5t#S256` of the client certificate (mutual TLS, RFC 8705) the
     /// tokens were issued to: certificate-bound access tokens are presented
     /// with it. Absent without mutual TLS and in token sets stored before
