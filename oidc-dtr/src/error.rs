@@ -1511,6 +1511,11 @@ pub(crate) const MAX_OP_URI_LEN: usize = 2048;
 /// become spaces, bidirectional formatting characters are dropped, and the
 /// text is cut at [`MAX_OP_TEXT_CHARS`] characters.
 pub(crate) fn clean_op_text(s: &str) -> String {
+    // The common text (a progress note with every poll): printable ASCII
+    // within the cap, which has nothing to change.
+    if s.len() <= MAX_OP_TEXT_CHARS && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return s.to_owned();
+    }
     let mut out = String::with_capacity(s.len().min(MAX_OP_TEXT_CHARS * 4));
     let mut kept = 0;
     let mut cut = false;

@@ -27,6 +27,7 @@ use crate::proto::message::{
     pending_answer,
 };
 use crate::proto::poll::{Outcome, PollFailure, PollMachine, PollResult};
+use crate::proto::profile::Profile;
 use crate::proto::token::{self, HeldTokens, TokenSet, ValidationContext};
 use crate::random::random_b64url;
 use crate::secret::DeferredId;
@@ -469,13 +470,19 @@ impl Poller for ClientInner {
 /// and form parameters of client authentication when they are the same for
 /// every request (no assertion to mint).
 pub(crate) struct PollTemplate {
-    url: Url,
+    /// Shared with every request (no copy per poll).
+    url: Arc<Url>,
     uri: http::Uri,
-    /// `Content-Type`, and `Authorization` for `client_secret_basic`.
+    /// `Content-Type`, `Accept`, `User-Agent` and `Host`, and
+    /// `Authorization` for `client_secret_basic`.
     headers: http::HeaderMap,
     /// `&client_id=...` (and the secret for `client_secret_post`), form
     /// encoded; `None` when client authentication is minted per request.
     static_form: Option<zeroize::Zeroizing<String>>,
+    /// The form before the handle, encoded, per profile:
+    /// `grant_type=...&deferred_auth_id=` and `grant_type=...&deferral_code=`.
+    oidc_prefix: String,
+    ietf_prefix: String,
 }
 
 impl ClientInner {
@@ -484,13 +491,13 @@ impl ClientInner {
         if let Some(t) = self.poll_template.get() {
             return Ok(t);
         }
-        let url = self.back_channel_endpoint("token_endpoint", &self.metadata.token_endpoint);
-        let uri = url.as_str().parse::<http::Uri>().map_err(|_| {
-            crate::error::ConfigError::InvalidUrl {
-                field: "token_endpoint",
-                reason: "not a URI the HTTP stack takes".into(),
-            }
-        })?;
+        let url =
+            Arc::new(self.back_channel_endpoint("token_endpoint", &self.metadata.token_endpoint));
+        let invalid = || crate::error::ConfigError::InvalidUrl {
+            field: "token_endpoint",
+            reason: "not a URI the HTTP stack takes".into(),
+        };
+        let uri = url.as_str().parse::<http::Uri>().map_err(|_| invalid())?;
         let mut headers = http::HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -503,6 +510,12 @@ impl ClientInner {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(http::header::USER_AGENT, self.http.user_agent().clone());
+        // `Host` as the HTTP stack would write it, built once instead of
+        // per request.
+        headers.insert(
+            http::header::HOST,
+            crate::engine::transport::host_header(&uri).ok_or_else(invalid)?,
+        );
         let static_form = if self.auth.is_static() {
             let ctx = crate::proto::client_auth::AuthContext {
                 client_id: &self.client_id,
@@ -524,11 +537,20 @@ impl ClientInner {
         } else {
             None
         };
+        let prefix = |p: Profile| {
+            let mut form =
+                form_encode([("grant_type", p.poll_grant_type()), (p.handle_name(), "")]);
+            debug_assert!(form.ends_with('='));
+            form.shrink_to_fit();
+            form
+        };
         let _ = self.poll_template.set(PollTemplate {
             url,
             uri,
             headers,
             static_form,
+            oidc_prefix: prefix(Profile::Oidc),
+            ietf_prefix: prefix(Profile::Ietf),
         });
         Ok(self.poll_template.get().unwrap_or_else(|| unreachable!()))
     }
@@ -540,13 +562,23 @@ impl ClientInner {
         let profile = auth.profile();
         let id = auth.id().secret();
         let suffix = t.static_form.as_ref().map_or("", |f| f.as_str());
-        let mut body = url::form_urlencoded::Serializer::new(String::with_capacity(
-            96 + id.len() + suffix.len(),
-        ))
-        .append_pair("grant_type", profile.poll_grant_type())
-        .append_pair(profile.handle_name(), id)
-        .finish();
-        let mut headers = t.headers.clone();
+        let prefix = match profile {
+            Profile::Oidc => &t.oidc_prefix,
+            Profile::Ietf => &t.ietf_prefix,
+        };
+        // Sized exactly for a static client authentication: the body then
+        // becomes the request's buffer as it is (no second allocation).
+        let len = prefix.len() + id.bytes().map(form_encoded_len).sum::<usize>() + suffix.len();
+        let mut body = String::with_capacity(len);
+        body.push_str(prefix);
+        body.extend(url::form_urlencoded::byte_serialize(id.as_bytes()));
+        // Built with room for what the edge and the HTTP stack add
+        // (`Content-Length`, a DPoP proof), so that no insert grows it: a
+        // copy of the template would be sized exactly and grow at once.
+        let mut headers = http::HeaderMap::with_capacity(t.headers.len() + 4);
+        for (name, value) in &t.headers {
+            headers.append(name.clone(), value.clone());
+        }
         if t.static_form.is_some() {
             body.push_str(suffix);
         } else {
@@ -631,6 +663,17 @@ impl ClientInner {
             Err(Error::Validation(v)) => PollResult::Permanent(PollFailure::InvalidTokens(v)),
             Err(e) => poll_result_of(e),
         }
+    }
+}
+
+/// The length of a byte once `application/x-www-form-urlencoded` (as
+/// `form_urlencoded` writes it: unreserved bytes and the space, written as
+/// `+`, take one byte; any other takes three, `%XX`).
+fn form_encoded_len(b: u8) -> usize {
+    if b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_' | b' ') {
+        1
+    } else {
+        3
     }
 }
 
@@ -755,5 +798,20 @@ impl ClientInner {
             })
             .await?;
         error_for_status(&resp, &cfg.endpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_encoded_len;
+
+    #[test]
+    fn form_encoded_len_is_what_form_urlencoded_writes() {
+        for b in 0..=255u8 {
+            let written: usize = url::form_urlencoded::byte_serialize(&[b])
+                .map(str::len)
+                .sum();
+            assert_eq!(form_encoded_len(b), written, "byte {b:#04x}");
+        }
     }
 }

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, HeaderValue, USER_AGENT};
+use http::header::{ACCEPT, CONTENT_LENGTH, HeaderValue, USER_AGENT};
 use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -275,6 +275,35 @@ impl HttpConfig {
     }
 }
 
+/// The `Host` header of a request to `uri`, as the HTTP stack writes it
+/// when a request has none (the host, and the port when it is not the
+/// scheme's default): for a request sent often, built once.
+pub(crate) fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let value = match uri.port_u16() {
+        Some(443) if secure => HeaderValue::from_str(host),
+        Some(80) if !secure => HeaderValue::from_str(host),
+        Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+        None => HeaderValue::from_str(host),
+    };
+    value.ok()
+}
+
+/// `Content-Length` values of the small bodies (polls, most back-channel
+/// requests), each made once per process: the HTTP stack would otherwise
+/// format one for every request.
+static CONTENT_LENGTHS: [std::sync::OnceLock<HeaderValue>; 1024] =
+    [const { std::sync::OnceLock::new() }; 1024];
+
+/// The `Content-Length` header for a body of `len` bytes.
+fn content_length(len: usize) -> HeaderValue {
+    match CONTENT_LENGTHS.get(len) {
+        Some(cell) => cell.get_or_init(|| HeaderValue::from(len)).clone(),
+        None => HeaderValue::from(len),
+    }
+}
+
 /// The body type of outgoing requests.
 type ReqBody = http_body_util::Full<bytes::Bytes>;
 /// TCP (with the connect timeout), then TLS for `https`.
@@ -508,6 +537,12 @@ impl HttpEdge {
         if !headers.contains_key(USER_AGENT) {
             headers.insert(USER_AGENT, self.user_agent.clone());
         }
+        // The length the HTTP stack would write for this body (a body
+        // carries one only when it is not empty), without formatting it
+        // anew for each request.
+        if !body.is_empty() {
+            headers.insert(CONTENT_LENGTH, content_length(body.len()));
+        }
         let mut request = http::Request::new(http_body_util::Full::new(Bytes::from(body)));
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -594,10 +629,10 @@ where
     C::Response: Send + 'static,
     C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    type Response = C::Response;
+    type Response = Bare<C::Response>;
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<C::Response, Self::Error>> + Send>,
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
     >;
 
     fn poll_ready(
@@ -613,13 +648,73 @@ where
         // Once per new connection, not per request.
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
-                Ok(r) => r.map_err(Into::into),
+                Ok(r) => r.map(Bare).map_err(Into::into),
                 Err(_) => Err(Box::new(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "connect timed out",
                 )) as Self::Error),
             }
         })
+    }
+}
+
+/// A connection as the connector made it, described to the pool without
+/// the peer's addresses: the TCP connector attaches them to the
+/// connection, and the pool then copies them into the extensions of every
+/// response (three allocations per request), where nothing reads them. The
+/// rest is the same: HTTP/1.1 only (no ALPN to report), never through a
+/// proxy.
+struct Bare<T>(T);
+
+impl<T> hyper_util::client::legacy::connect::Connection for Bare<T> {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Bare<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Bare<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
     }
 }
 

@@ -7,6 +7,7 @@
 //! body (RFC 6749 §5.2), `Retry-After`, JSON media types, and the rule that a
 //! success is a JSON object.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,8 +24,10 @@ use crate::time::UnixTime;
 pub(crate) struct HttpRequest {
     /// The method.
     pub method: Method,
-    /// The URL.
-    pub url: Url,
+    /// The URL, shared: a request sent often (a poll) takes it from what
+    /// its builder prepared once, without a copy, and so does the DPoP
+    /// nonce bookkeeping after the send.
+    pub url: Arc<Url>,
     /// The same URL as the HTTP stack takes it, when the request's builder
     /// keeps one parsed (requests sent often); else the edge parses `url`.
     pub uri: Option<http::Uri>,
@@ -48,10 +51,10 @@ impl std::fmt::Debug for HttpRequest {
 
 impl HttpRequest {
     /// A GET request.
-    pub(crate) fn get(url: Url) -> Self {
+    pub(crate) fn get(url: impl Into<Arc<Url>>) -> Self {
         HttpRequest {
             method: Method::GET,
-            url,
+            url: url.into(),
             uri: None,
             headers: HeaderMap::new(),
             body: Vec::new(),
@@ -60,7 +63,7 @@ impl HttpRequest {
 
     /// A POST with an `application/x-www-form-urlencoded` body.
     pub(crate) fn post_form<'a>(
-        url: Url,
+        url: impl Into<Arc<Url>>,
         params: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
         let body = form_encode(params).into_bytes();
@@ -71,7 +74,7 @@ impl HttpRequest {
         );
         HttpRequest {
             method: Method::POST,
-            url,
+            url: url.into(),
             uri: None,
             headers,
             body,
@@ -79,12 +82,12 @@ impl HttpRequest {
     }
 
     /// A POST with an `application/json` body.
-    pub(crate) fn post_json(url: Url, body: &serde_json::Value) -> Self {
+    pub(crate) fn post_json(url: impl Into<Arc<Url>>, body: &serde_json::Value) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         HttpRequest {
             method: Method::POST,
-            url,
+            url: url.into(),
             uri: None,
             headers,
             body: body.to_string().into_bytes(),

@@ -114,7 +114,7 @@ pub(crate) fn request(
     }
     Ok(HttpRequest {
         method: Method::GET,
-        url: endpoint.clone(),
+        url: std::sync::Arc::new(endpoint.clone()),
         uri: None,
         headers,
         body: Vec::new(),

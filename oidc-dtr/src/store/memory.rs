@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     QuarantinedRecord, Record, RecordKey, Store, StoreError, StoreFuture, StoredOutcome,
-    check_owner, check_record_owner, check_schema, record_key, report_quarantined,
+    check_owner, check_record_owner, check_schema, key_fingerprint, record_key, report_quarantined,
 };
 use crate::proto::poll::PollMachine;
 use crate::secret::DeferredId;
@@ -298,8 +298,9 @@ impl Store for MemoryStore {
         id: &DeferredId,
         machine: PollMachine,
     ) -> StoreFuture<Result<(), StoreError>> {
-        let fp = id.fingerprint();
+        // One hash: the fingerprint is the key's prefix.
         let key = record_key(id);
+        let fp = key_fingerprint(&key);
         self.run(move |inner| {
             let record = inner
                 .records
@@ -323,8 +324,8 @@ impl Store for MemoryStore {
         machine: PollMachine,
         outcome: StoredOutcome,
     ) -> StoreFuture<Result<(), StoreError>> {
-        let fp = id.fingerprint();
         let key = record_key(id);
+        let fp = key_fingerprint(&key);
         self.run(move |inner| {
             let record = inner
                 .records

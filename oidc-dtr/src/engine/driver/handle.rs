@@ -1,7 +1,7 @@
 //! The application side of the driver task ([`DriverHandle`]): the
 //! commands it sends the task, and the ping sink the ping receiver calls.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::{Arc, Weak};
 
@@ -103,11 +103,11 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             rng,
             config,
             events: events.clone(),
-            entries: HashMap::new(),
+            entries: KeyMap::default(),
             keys: IdIndex::new(),
             timers: BinaryHeap::new(),
             in_flight: JoinSet::new(),
-            task_keys: HashMap::new(),
+            task_keys: KeyMap::default(),
             next_key: 0,
             persist,
             stored_rx,
@@ -117,7 +117,7 @@ impl<T: Clone + Send + Sync + fmt::Debug + 'static> DriverHandle<T> {
             counters: counters.clone(),
             scheduled: None,
             room,
-            orphans: HashMap::new(),
+            orphans: KeyMap::default(),
         };
         runtime.spawn(engine.run(rx));
         DriverHandle {

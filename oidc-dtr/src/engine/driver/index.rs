@@ -74,7 +74,7 @@ impl<T> Entry<T> {
 /// against the entry's own id; the rare id whose hash is taken goes to a
 /// second map.
 pub(super) struct IdIndex {
-    pub(super) by_hash: HashMap<u64, u64>,
+    pub(super) by_hash: KeyMap<u64, u64>,
     pub(super) collided: HashMap<DeferredId, u64>,
     pub(super) hasher: std::collections::hash_map::RandomState,
     /// Tests: every id hashes alike, so that the collision path runs.
@@ -85,7 +85,7 @@ pub(super) struct IdIndex {
 impl IdIndex {
     pub(super) fn new() -> Self {
         IdIndex {
-            by_hash: HashMap::new(),
+            by_hash: KeyMap::default(),
             collided: HashMap::new(),
             hasher: std::collections::hash_map::RandomState::new(),
             #[cfg(test)]
@@ -102,7 +102,7 @@ impl IdIndex {
         self.hasher.hash_one(id.secret())
     }
 
-    pub(super) fn get<T>(&self, id: &DeferredId, entries: &HashMap<u64, Entry<T>>) -> Option<u64> {
+    pub(super) fn get<T>(&self, id: &DeferredId, entries: &KeyMap<u64, Entry<T>>) -> Option<u64> {
         if let Some(&key) = self.by_hash.get(&self.hash(id))
             && entries.get(&key).is_some_and(|e| e.auth.id() == id)
         {

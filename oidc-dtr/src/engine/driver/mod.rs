@@ -53,6 +53,43 @@ use run::{Engine, Orphan};
 pub(crate) use types::Tracked;
 pub use types::{Delivery, DriverConfig, OutcomeId, PollEvent, PollStatus};
 
+/// A map keyed by what the driver makes itself (entry keys from a
+/// counter, task ids) or by the output of a keyed hash (the id index): no
+/// key an OP or a caller chooses, so SipHash's protection against chosen
+/// keys is not needed, and one multiplication per key (as in Fx hashing)
+/// spreads them over the table for a fraction of its cost. These maps are
+/// read several times per poll.
+pub(super) type KeyMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// The hasher of [`KeyMap`].
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct KeyHasher(u64);
+
+impl KeyHasher {
+    const SEED: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+}
+
 /// Consecutive panicking polls after which an authentication ends (as
 /// `Rejected(Other)`) rather than being retried.
 const MAX_CONSECUTIVE_PANICS: u32 = 3;

@@ -2,7 +2,7 @@
 //! answers of polls in flight and completed writes, until shutdown.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,13 +24,13 @@ pub(super) struct Engine<P: Poller> {
     pub(super) rng: Arc<dyn RandomSource>,
     pub(super) config: DriverConfig,
     pub(super) events: broadcast::Sender<PollEvent<P::Tokens>>,
-    pub(super) entries: HashMap<u64, Entry<P::Tokens>>,
+    pub(super) entries: KeyMap<u64, Entry<P::Tokens>>,
     pub(super) keys: IdIndex,
     pub(super) timers: BinaryHeap<Reverse<(UnixTime, u64, u32)>>,
     pub(super) in_flight: JoinSet<(u64, PollResult<P::Tokens>)>,
     /// Which authentication each poll task in flight is for, so that a task
     /// that panicked can be reported to its machine.
-    pub(super) task_keys: HashMap<tokio::task::Id, u64>,
+    pub(super) task_keys: KeyMap<tokio::task::Id, u64>,
     pub(super) next_key: u64,
     /// Writes for the persistence task, which runs them in order.
     pub(super) persist: mpsc::UnboundedSender<PersistJob<P::Tokens>>,
@@ -49,7 +49,7 @@ pub(super) struct Engine<P: Poller> {
     /// Authentications forgotten (their lease lost) while a poll of theirs
     /// was in flight, by the key of that poll: its answer is still handled
     /// (see [`Orphan`]).
-    pub(super) orphans: HashMap<u64, Orphan>,
+    pub(super) orphans: KeyMap<u64, Orphan>,
 }
 
 /// An authentication forgotten while a poll of its was in flight (a fleet

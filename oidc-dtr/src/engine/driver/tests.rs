@@ -173,7 +173,7 @@ async fn drives_many_authentications_to_their_outcomes() {
 fn the_id_index_survives_hash_collisions() {
     let mut index = IdIndex::new();
     index.all_collide = true;
-    let mut entries: HashMap<u64, Entry<String>> = HashMap::new();
+    let mut entries: KeyMap<u64, Entry<String>> = KeyMap::default();
     let ids: Vec<DeferredId> = (0..4)
         .map(|i| DeferredId::new(format!("collide-{i}")))
         .collect();

@@ -664,7 +664,7 @@ impl PollMachine {
         now: UnixTime,
         rng: &dyn RandomSource,
     ) -> Applied<T> {
-        let e = match result {
+        let mut e = match result {
             PollResult::Tokens(t) => return Applied::End(Outcome::Tokens(t)),
             PollResult::Permanent(f) => return Applied::End(Outcome::Rejected(f)),
             PollResult::Held { tokens, reason } => {
@@ -700,8 +700,9 @@ impl PollMachine {
             // that reads it as pending (the IETF draft's reading; see `Profile::classify`).
             ErrorCode::AuthorizationPending | ErrorCode::InteractionRequired => {
                 if e.description.is_some() && e.description.as_deref() != self.notes.progress() {
-                    self.notes.set_progress(e.description.clone());
                     progress = e.description.clone();
+                    // The answer's own text is kept (not a third copy).
+                    self.notes.set_progress(e.description.take());
                 }
                 let checked = match e.code {
                     ErrorCode::InteractionRequired => check_interaction_uri(&e),

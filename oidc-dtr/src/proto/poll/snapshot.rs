@@ -41,9 +41,11 @@ pub(crate) struct PollSnapshot {
     pub(crate) held: Option<HeldTokens>,
 }
 
-/// A machine's rare texts, out of line (`None` while it has none).
+/// A machine's rare texts, out of line (`None` while it has none), and
+/// shared between copies of the machine (a copy goes to the store after
+/// every answer; the texts change far less often): copied on write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Notes(Option<Box<NoteFields>>);
+pub(super) struct Notes(Option<std::sync::Arc<NoteFields>>);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct NoteFields {
@@ -69,7 +71,7 @@ impl Notes {
         if error.is_none() && cause.is_none() && progress.is_none() {
             return Notes(None);
         }
-        Notes(Some(Box::new(NoteFields {
+        Notes(Some(std::sync::Arc::new(NoteFields {
             last_error: error,
             last_cause: InMemory(cause),
             last_progress: progress,
@@ -117,14 +119,14 @@ impl Notes {
     }
 
     fn fields(&mut self) -> &mut NoteFields {
-        self.0.get_or_insert_with(|| {
-            Box::new(NoteFields {
+        std::sync::Arc::make_mut(self.0.get_or_insert_with(|| {
+            std::sync::Arc::new(NoteFields {
                 last_error: None,
                 last_cause: InMemory::default(),
                 last_progress: None,
                 interaction_uri: None,
             })
-        })
+        }))
     }
 
     pub(super) fn set_error(&mut self, message: String, cause: Option<SharedError>) {
