@@ -103,8 +103,8 @@ pub(crate) fn b64_decoded_len(len: usize) -> Option<usize> {
 ///
 /// The hot path of validation decodes two or three parts per token:
 /// thirty-two characters (twenty-four bytes) per step (see
-/// [`block_values`]), the whole groups of four of the last step padded to
-/// a full one, and one check for bad characters at the end.
+/// [`block_values`]) and one check for bad characters at the end; the last
+/// 31 characters at most with a table, eight at a time.
 pub(crate) fn b64_decode_into(part: &[u8], out: &mut [u8]) -> Option<()> {
     if b64_decoded_len(part.len())? != out.len() {
         return None;
@@ -115,36 +115,40 @@ pub(crate) fn b64_decode_into(part: &[u8], out: &mut [u8]) -> Option<()> {
     // Every value of a bad character has its top bits set.
     let mut bad = [0u8; 32];
     for (c, o) in blocks.iter().zip(blocks_out) {
-        decode_block(c, o, &mut bad);
+        let mut quads = [0u32; 8];
+        block_values(c, &mut quads, &mut bad);
+        let (pairs, _) = quads.as_chunks::<2>();
+        let (outs, _) = o.as_chunks_mut::<6>();
+        for (q, o) in pairs.iter().zip(outs) {
+            // Two 24-bit groups: six bytes, big-endian.
+            let w = (u64::from(q[0]) << 24) | u64::from(q[1]);
+            let [_, _, b @ ..] = w.to_be_bytes();
+            *o = b;
+        }
     }
-    // The whole groups of four left, padded with `A` (zero bits).
-    let whole = tail.len() / 4 * 4;
-    let (groups, rest) = tail.split_at(whole);
-    let (groups_out, rest_out) = tail_out.split_at_mut(whole / 4 * 3);
-    let mut last = [b'A'; 32];
-    last[..whole].copy_from_slice(groups);
-    let mut last_out = [0u8; 24];
-    decode_block(&last, &mut last_out, &mut bad);
-    groups_out.copy_from_slice(&last_out[..groups_out.len()]);
     if bad.iter().fold(0, |a, &b| a | b) & 0xc0 != 0 {
         return None;
     }
-    b64_decode_rest(rest, rest_out)
-}
-
-/// Decodes 32 characters into 24 bytes, adding the values' bits to `bad`.
-#[inline(always)]
-fn decode_block(c: &[u8; 32], out: &mut [u8; 24], bad: &mut [u8; 32]) {
-    let mut quads = [0u32; 8];
-    block_values(c, &mut quads, bad);
-    let (pairs, _) = quads.as_chunks::<2>();
-    let (outs, _) = out.as_chunks_mut::<6>();
-    for (q, o) in pairs.iter().zip(outs) {
-        // Two 24-bit groups: six bytes, big-endian.
-        let w = (u64::from(q[0]) << 24) | u64::from(q[1]);
-        let [_, _, b @ ..] = w.to_be_bytes();
+    // The last 31 characters at most: eight at a time, a table lookup
+    // each, then the last group.
+    let (eights, rest) = tail.as_chunks::<8>();
+    let (eights_out, rest_out) = tail_out.split_at_mut(eights.len() * 6);
+    let (eights_out, _) = eights_out.as_chunks_mut::<6>();
+    let mut bad = 0u8;
+    for (c, o) in eights.iter().zip(eights_out) {
+        let mut n = 0u64;
+        for &ch in c {
+            let v = B64URL[ch as usize];
+            bad |= v;
+            n = (n << 6) | u64::from(v);
+        }
+        let [_, _, b @ ..] = n.to_be_bytes();
         *o = b;
     }
+    if bad & 0xc0 != 0 {
+        return None;
+    }
+    b64_decode_tail(rest, rest_out)
 }
 
 /// The values of 32 base64url characters, as 8 groups of 24 bits; each
@@ -154,7 +158,8 @@ fn decode_block(c: &[u8; 32], out: &mut [u8; 24], bad: &mut [u8; 32]) {
 /// characters at a time with SSE2): a value by comparisons and selects
 /// rather than a table lookup, then the groups by shifts on 32-bit lanes.
 /// Kept out of line: inlined into its caller, the loops were compiled to
-/// scalar code, one character at a time.
+/// scalar code, one character at a time (and so were they when this
+/// function also reordered the bytes for the stores).
 #[inline(never)]
 fn block_values(c: &[u8; 32], quads: &mut [u32; 8], bad: &mut [u8; 32]) {
     let mut v = [0u8; 32];
@@ -178,6 +183,28 @@ fn block_values(c: &[u8; 32], quads: &mut [u32; 8], bad: &mut [u8; 32]) {
         let x = u32::from_le_bytes(*f);
         *q = ((x & 0xff) << 18) | ((x & 0xff00) << 4) | ((x & 0xff_0000) >> 10) | (x >> 24);
     }
+}
+
+/// The last group of [`b64_decode_into`]: at most 7 characters.
+fn b64_decode_tail(part: &[u8], out: &mut [u8]) -> Option<()> {
+    let (fours, rest) = part.as_chunks::<4>();
+    let (fours_out, rest_out) = out.split_at_mut(fours.len() * 3);
+    let (fours_out, _) = fours_out.as_chunks_mut::<3>();
+    for (c, o) in fours.iter().zip(fours_out) {
+        let (a, b, cc, d) = (
+            B64URL[c[0] as usize],
+            B64URL[c[1] as usize],
+            B64URL[c[2] as usize],
+            B64URL[c[3] as usize],
+        );
+        if (a | b | cc | d) & 0xc0 != 0 {
+            return None;
+        }
+        let n = (u32::from(a) << 18) | (u32::from(b) << 12) | (u32::from(cc) << 6) | u32::from(d);
+        let [_, b @ ..] = n.to_be_bytes();
+        *o = b;
+    }
+    b64_decode_rest(rest, rest_out)
 }
 
 /// The last 0, 2 or 3 characters of [`b64_decode_into`] (one is no

@@ -94,10 +94,12 @@ impl<'a> Scanner<'a> {
     pub(crate) fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.pos;
-        let rest = self.bytes().get(start..)?;
-        let len = string_len(rest)?;
+        // Both cuts are next to an ASCII quote: char boundaries (checked
+        // all the same, one at a time, which the compiler inlines).
+        let rest = self.text.get(start..)?;
+        let len = string_len(rest.as_bytes())?;
         self.pos = start + len + 1;
-        self.text.get(start..start + len)
+        rest.get(..len)
     }
 
     /// An integer of at most 18 digits, in serde_json's grammar (no leading
