@@ -484,10 +484,10 @@ impl IdTokenValidator {
             Some(_) => {}
         }
 
-        if let (Some(at_hash), Some(at)) = (claims.at_hash.as_deref(), access_token) {
-            if !half_hash_matches(alg, at.secret(), at_hash) {
-                return Err(ValidationError::AtHash);
-            }
+        if let (Some(at_hash), Some(at)) = (claims.at_hash.as_deref(), access_token)
+            && !half_hash_matches(alg, at.secret(), at_hash)
+        {
+            return Err(ValidationError::AtHash);
         }
 
         if let Some(max_age) = ctx.max_age()
