@@ -3,7 +3,7 @@
 use super::ClientInner;
 use crate::client::back_channel::JWKS_RETRY_PAUSE;
 use crate::error::{Error, ValidationError};
-use crate::jose::jws::JwsBuf;
+use crate::jose::jws::{self, JwsBuf};
 use crate::proto::token::{IdToken, TokenResponse, TokenSet, ValidationContext};
 use crate::secret::{AccessToken, RawJwt};
 use crate::time::UnixTime;
@@ -103,8 +103,21 @@ impl ClientInner {
         access_token: Option<&AccessToken>,
         now: UnixTime,
     ) -> Result<IdToken, ValidationError> {
+        let parts = jws::split(raw.secret())?;
+        // A header the current key set has seen on a verified token passes
+        // the same checks with the same result (it depends on its text
+        // alone): its decoding and parsing are skipped. The key is looked up
+        // as always, which keeps the JWK Set's refresh rules.
+        let current = self.jwks.current();
+        let known = current
+            .as_deref()
+            .and_then(|keys| keys.known_header(parts.header));
         let mut buf = JwsBuf::new();
-        let jws = self.validator.decode(raw.secret(), &mut buf)?;
+        let jws = match known {
+            Some(k) => jws::decode_known(parts, k.alg, k.kid.as_deref(), &mut buf)?,
+            None => jws::decode_parts(parts, &mut buf)?,
+        };
+        self.validator.check_alg(jws.alg)?;
         if jws.alg.is_hmac() {
             self.validator.verify_hmac(&jws)?;
         } else {
@@ -113,6 +126,9 @@ impl ClientInner {
                 .resolve(&self.http, self.clock.as_ref(), jws.kid.as_deref(), jws.alg)
                 .await?;
             key.verify(jws.signing_input, jws.signature)?;
+            if known.is_none() {
+                key.remember_header(parts.header);
+            }
         }
         let claims = self.validator.check_claims(&jws, ctx, access_token, now)?;
         Ok(IdToken::new(raw.clone(), claims))

@@ -284,6 +284,14 @@ impl ResolvedKey {
             signature,
         )
     }
+
+    /// Remembers the ID token header `segment` (which passed its checks
+    /// with this key's `alg` and `kid`) in the key's set, once a token
+    /// with it has verified (see [`KeySet::known_header`]).
+    pub(crate) fn remember_header(&self, segment: &str) {
+        self.set
+            .remember_header(segment, self.alg, self.kid.as_deref(), self.index);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,6 +337,15 @@ impl JwksCache {
                 unknown_kids: Vec::new(),
             })),
             refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The key set in use now, if any: no fetch, no freshness check (to
+    /// look a header up in, see [`KeySet::known_header`]).
+    pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
+        match self.state.read() {
+            Ok(g) => g.keys.clone(),
+            Err(p) => p.into_inner().keys.clone(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! must not take the whole set down.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine as _;
@@ -55,6 +56,38 @@ pub struct KeySet {
     /// The usable keys as received (for export).
     raw: Vec<Value>,
     skipped: usize,
+    /// ID token headers that passed their checks and named a key of this
+    /// set that verified the token (see [`KeySet::known_header`]).
+    headers: [OnceLock<KnownHeader>; HEADER_SLOTS],
+}
+
+/// How many distinct ID token headers a [`KeySet`] remembers: an OP signs
+/// its tokens with one header per key, and a set rarely holds more than a
+/// couple of keys in use.
+const HEADER_SLOTS: usize = 4;
+
+/// The longest header segment remembered, in bytes (an ID token header is
+/// `alg`, `kid` and `typ`: well under this).
+const MAX_KNOWN_HEADER: usize = 512;
+
+/// An ID token header whose exact base64url text passed the header checks
+/// (`alg` known, no `crit`, no JWE, an ID token's `typ`), with what they
+/// read, and the key of the set its `kid` and `alg` selected.
+///
+/// Every one of those depends on the header text alone (and the key on
+/// the set, which never changes): the same text always gives the same
+/// result, so a token whose header segment is byte for byte a remembered
+/// one skips the base64url decoding, the JSON and the key lookup, and gets
+/// the same answer. Only headers of tokens whose signature verified are
+/// remembered, so a forger cannot fill the slots.
+pub(crate) struct KnownHeader {
+    segment: Box<str>,
+    /// The `alg` the header names.
+    pub(crate) alg: Algorithm,
+    /// The `kid` the header names, if any.
+    pub(crate) kid: Option<Box<str>>,
+    /// The key selected for `kid` and `alg` (a [`Selection::Found`]).
+    pub(crate) index: usize,
 }
 
 impl fmt::Debug for KeySet {
@@ -93,6 +126,7 @@ impl KeySet {
             keys: Vec::new(),
             raw: Vec::new(),
             skipped: 0,
+            headers: Default::default(),
         }
     }
 
@@ -242,6 +276,81 @@ impl KeySet {
             }
         }
         Err(ValidationError::Signature)
+    }
+
+    /// The remembered ID token header whose base64url text is exactly
+    /// `segment`, if any (a comparison of bytes per remembered header; see
+    /// [`KnownHeader`]).
+    pub(crate) fn known_header(&self, segment: &str) -> Option<&KnownHeader> {
+        self.headers
+            .iter()
+            .map_while(OnceLock::get)
+            .find(|h| *h.segment == *segment)
+    }
+
+    /// Remembers an ID token header that passed its checks with `alg` and
+    /// `kid`, and whose token key `index` of this set (selected for `kid`
+    /// and `alg`) verified. Does nothing once every slot is taken, or for
+    /// a header too long to be an ordinary one. Safe to race: two threads
+    /// remembering the same header at once may take two slots for it, which
+    /// only wastes one.
+    pub(crate) fn remember_header(
+        &self,
+        segment: &str,
+        alg: Algorithm,
+        kid: Option<&str>,
+        index: usize,
+    ) {
+        if segment.len() > MAX_KNOWN_HEADER {
+            return;
+        }
+        let mut entry = None;
+        for slot in &self.headers {
+            if let Some(h) = slot.get() {
+                if *h.segment == *segment {
+                    return;
+                }
+                continue;
+            }
+            let new = entry.take().unwrap_or_else(|| KnownHeader {
+                segment: segment.into(),
+                alg,
+                kid: kid.map(Into::into),
+                index,
+            });
+            match slot.set(new) {
+                Ok(()) => return,
+                // Another thread took this slot meanwhile: maybe with this
+                // very header, else try the next slot.
+                Err(back) => {
+                    if slot.get().is_some_and(|h| *h.segment == *segment) {
+                        return;
+                    }
+                    entry = Some(back);
+                }
+            }
+        }
+    }
+
+    /// [`verify`](Self::verify) for an ID token whose header (the
+    /// base64url text `segment`) passed its checks: on success, the header
+    /// is remembered (see [`known_header`](Self::known_header)).
+    pub(crate) fn verify_id_token(
+        &self,
+        segment: &str,
+        kid: Option<&str>,
+        alg: Algorithm,
+        signing_input: &[u8],
+        signature: &[u8],
+    ) -> Result<(), ValidationError> {
+        match self.select(kid, alg) {
+            Selection::Found(i) => {
+                self.verify_from(i, kid, alg, signing_input, signature)?;
+                self.remember_header(segment, alg, kid, i);
+                Ok(())
+            }
+            other => Err(miss_error(kid, alg, other)),
+        }
     }
 
     /// Finds the verifier for a token's `kid` and `alg`, or says why not.

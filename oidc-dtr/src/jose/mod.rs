@@ -218,27 +218,26 @@ pub(crate) fn b64_decode(s: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s.as_bytes()).ok()
 }
 
-/// The longest `at_hash`: half a SHA-512, base64url (43 characters).
-pub(crate) const HALF_HASH_B64: usize = 44;
-
-/// The left half of the hash of `value`, base64url: `at_hash` / `c_hash`,
-/// written into `buf` (this runs for every validated ID token: no heap).
-pub(crate) fn half_hash_into<'b>(
-    alg: Algorithm,
-    value: &str,
-    buf: &'b mut [u8; HALF_HASH_B64],
-) -> &'b [u8] {
+/// Whether `claimed` (an `at_hash` or `c_hash`) is the left half of the
+/// hash of `value`, base64url-encoded. The claim is decoded rather than
+/// the half hash encoded: the strict decoder gives each byte string one
+/// encoding only (no padding, zero trailing bits), so the two ways agree
+/// on every input, and this one needs no buffer for the text. The bytes
+/// are compared in constant time. This runs for every validated ID token:
+/// no heap.
+pub(crate) fn half_hash_matches(alg: Algorithm, value: &str, claimed: &str) -> bool {
     let d = aws_lc_rs::digest::digest(alg.digest(), value.as_bytes());
-    let bytes = d.as_ref();
-    // 32 bytes at most encode to 43 characters: always fits (and an empty
-    // result would only fail the comparison).
-    let n = URL_SAFE_NO_PAD
-        .encode_slice(&bytes[..bytes.len() / 2], &mut buf[..])
-        .unwrap_or(0);
-    &buf[..n]
+    let half = &d.as_ref()[..d.as_ref().len() / 2];
+    // Half a SHA-512 at most.
+    let mut decoded = [0u8; 32];
+    jws::b64_decoded_len(claimed.len())
+        .filter(|&n| n == half.len())
+        .and_then(|n| jws::b64_decode_into(claimed.as_bytes(), &mut decoded[..n]))
+        .is_some_and(|()| crate::secret::ct_eq(&decoded[..half.len()], half))
 }
 
-/// [`half_hash_into`], as a string.
+/// The left half of the hash of `value`, base64url: the `at_hash` /
+/// `c_hash` of `value`.
 #[cfg(test)]
 pub(crate) fn half_hash(alg: Algorithm, value: &str) -> String {
     let d = aws_lc_rs::digest::digest(alg.digest(), value.as_bytes());

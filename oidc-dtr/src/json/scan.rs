@@ -90,13 +90,16 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string without escapes or control characters (after whitespace).
+    #[inline(always)]
     pub(crate) fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.pos;
-        let rest = self.bytes().get(start..)?;
-        let len = string_len(rest)?;
+        // Both cuts are next to an ASCII quote: char boundaries (checked
+        // all the same, one at a time, which the compiler inlines).
+        let rest = self.text.get(start..)?;
+        let len = string_len(rest.as_bytes())?;
         self.pos = start + len + 1;
-        self.text.get(start..start + len)
+        rest.get(..len)
     }
 
     /// An integer of at most 18 digits, in serde_json's grammar (no leading
@@ -231,31 +234,49 @@ impl<'a> Scanner<'a> {
 
 /// The length of a string's text up to its closing quote; `None` if a
 /// backslash or a control character comes first, or no quote at all.
-/// Eight bytes per step while none of them is special.
+///
+/// Eight bytes per step, and no byte loop: in the step that meets the
+/// first special byte, the lowest flagged bit says where it is (the
+/// zero-byte tests below can flag a byte *after* a true hit, through the
+/// borrow, never one before it). The last, short step reads the remaining
+/// bytes padded with zeros, which count as control characters: a hit past
+/// the end of the text means no closing quote.
+#[inline(always)]
 fn string_len(rest: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A high bit for each zero byte of `x`, maybe more after the first
-    // (only whether there is one matters here).
+    // The high bit of each byte of `x` that is zero (exact up to the first
+    // one, maybe more after it).
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let (chunks, _) = rest.as_chunks::<8>();
-    let mut skipped = 0;
-    for c in chunks {
-        let x = u64::from_le_bytes(*c);
-        // Bytes below 0x20: `x - 0x20` borrows into their high bit.
-        let special = zero(x ^ (ONES * u64::from(b'"')))
+    // The high bit of each special byte: `"`, `\`, or below 0x20 (`x -
+    // 0x20` borrows into the high bit of exactly those, up to the first).
+    let special = |x: u64| {
+        zero(x ^ (ONES * u64::from(b'"')))
             | zero(x ^ (ONES * u64::from(b'\\')))
-            | (x.wrapping_sub(ONES * 0x20) & !x & HIGH);
-        if special != 0 {
-            break;
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGH)
+    };
+    let mut offset = 0;
+    loop {
+        let hit = match rest.get(offset..offset + 8) {
+            Some(chunk) => {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                special(u64::from_le_bytes(word))
+            }
+            None => {
+                let tail = rest.get(offset..)?;
+                let mut last = [0u8; 8];
+                last[..tail.len()].copy_from_slice(tail);
+                // Never zero: the padding (at least one byte) is flagged.
+                special(u64::from_le_bytes(last))
+            }
+        };
+        if hit != 0 {
+            let len = offset + (hit.trailing_zeros() / 8) as usize;
+            return (*rest.get(len)? == b'"').then_some(len);
         }
-        skipped += 8;
+        offset += 8;
     }
-    let len = skipped
-        + rest[skipped..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-    (rest[len] == b'"').then_some(len)
 }
 
 /// Member names seen in one object, for the duplicate rule; `None` when

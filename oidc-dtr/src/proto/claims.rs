@@ -50,7 +50,9 @@ pub struct IdTokenClaims {
     /// The payload: a JSON object, valid UTF-8, parsed once already.
     payload: Box<str>,
     times: Times,
-    full: OnceLock<Full>,
+    // Boxed: built only when an accessor needs it, and large; without it
+    // this value is small enough to live inline in an `IdToken`.
+    full: OnceLock<Box<Full>>,
 }
 
 /// The NumericDate claims, read eagerly (the validator and the engine use
@@ -1001,7 +1003,7 @@ impl IdTokenClaims {
             // everything `Full::parse` refuses (the same reader rules, the
             // same type checks), so the fallback is never taken; it keeps
             // this path free of panics all the same.
-            Full::parse(&self.payload).unwrap_or_else(|_| Full {
+            Box::new(Full::parse(&self.payload).unwrap_or_else(|_| Full {
                 iss: String::new(),
                 sub: String::new(),
                 aud: Vec::new(),
@@ -1017,7 +1019,7 @@ impl IdTokenClaims {
                 amr: None,
                 sid: None,
                 other: Map::new(),
-            })
+            }))
         })
     }
 

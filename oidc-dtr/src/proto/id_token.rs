@@ -38,7 +38,7 @@ use std::time::Duration;
 use crate::error::{ConfigError, ValidationError, sanitize};
 use crate::jose::jwk::KeySet;
 use crate::jose::jws::{self, Jws, JwsBuf};
-use crate::jose::{AlgSet, Algorithm, HALF_HASH_B64, half_hash_into};
+use crate::jose::{AlgSet, Algorithm, half_hash_matches};
 use crate::proto::claims::{self, ClaimsView, IdTokenClaims, Times};
 use crate::proto::token::{IdToken, ValidationContext};
 use crate::secret::{AccessToken, ClientSecret, RawJwt, ct_eq};
@@ -323,35 +323,52 @@ impl IdTokenValidator {
         access_token: Option<&AccessToken>,
         now: UnixTime,
     ) -> Result<IdToken, ValidationError> {
+        let parts = jws::split(token.secret())?;
         let mut buf = JwsBuf::new();
-        let jws = self.decode(token.secret(), &mut buf)?;
-        if jws.alg.is_hmac() {
-            self.verify_hmac(&jws)?;
-        } else {
-            keys.verify(
-                jws.kid.as_deref(),
-                jws.alg,
-                jws.signing_input,
-                jws.signature,
-            )?;
-        }
+        let jws = match keys.known_header(parts.header) {
+            // A header seen before on a token this set verified: the same
+            // text passes the same checks and selects the same key.
+            Some(known) => {
+                let jws = jws::decode_known(parts, known.alg, known.kid.as_deref(), &mut buf)?;
+                self.check_alg(jws.alg)?;
+                keys.verify_from(
+                    known.index,
+                    jws.kid.as_deref(),
+                    jws.alg,
+                    jws.signing_input,
+                    jws.signature,
+                )?;
+                jws
+            }
+            None => {
+                let jws = jws::decode_parts(parts, &mut buf)?;
+                self.check_alg(jws.alg)?;
+                if jws.alg.is_hmac() {
+                    self.verify_hmac(&jws)?;
+                } else {
+                    keys.verify_id_token(
+                        parts.header,
+                        jws.kid.as_deref(),
+                        jws.alg,
+                        jws.signing_input,
+                        jws.signature,
+                    )?;
+                }
+                jws
+            }
+        };
         let claims = self.check_claims(&jws, ctx, access_token, now)?;
         Ok(IdToken::new(token.clone(), claims))
     }
 
-    /// Step 1 and 2: decode the JWS and check the header and `alg`.
-    pub(crate) fn decode<'a>(
-        &self,
-        token: &'a str,
-        buf: &'a mut JwsBuf,
-    ) -> Result<Jws<'a>, ValidationError> {
-        let jws = jws::decode(token, buf)?;
-        if !self.allowed.contains(jws.alg) {
+    /// Step 2: `alg` is in the allow-list.
+    pub(crate) fn check_alg(&self, alg: Algorithm) -> Result<(), ValidationError> {
+        if !self.allowed.contains(alg) {
             return Err(ValidationError::AlgorithmNotAllowed {
-                alg: jws.alg.as_str().into(),
+                alg: alg.as_str().into(),
             });
         }
-        Ok(jws)
+        Ok(())
     }
 
     /// Step 4 for HMAC tokens: the key is the client secret.
@@ -467,12 +484,10 @@ impl IdTokenValidator {
             Some(_) => {}
         }
 
-        if let (Some(at_hash), Some(at)) = (claims.at_hash.as_deref(), access_token) {
-            let mut buf = [0u8; HALF_HASH_B64];
-            let expected = half_hash_into(alg, at.secret(), &mut buf);
-            if !ct_eq(at_hash.as_bytes(), expected) {
-                return Err(ValidationError::AtHash);
-            }
+        if let (Some(at_hash), Some(at)) = (claims.at_hash.as_deref(), access_token)
+            && !half_hash_matches(alg, at.secret(), at_hash)
+        {
+            return Err(ValidationError::AtHash);
         }
 
         if let Some(max_age) = ctx.max_age()

@@ -391,9 +391,9 @@ impl From<&DeferredAuthentication> for ValidationContext {
 #[derive(Clone, PartialEq, Eq)]
 pub struct IdToken {
     raw: RawJwt,
-    // Boxed: the claims are large, and a `TokenSet` (hence every stored or
-    // in-flight outcome) carries one.
-    claims: Box<IdTokenClaims>,
+    // Inline: the claims keep their large typed part behind a lazily built
+    // box, so they are small; one allocation less per validated token.
+    claims: IdTokenClaims,
 }
 
 impl fmt::Debug for IdToken {
@@ -407,10 +407,7 @@ impl fmt::Debug for IdToken {
 
 impl IdToken {
     pub(crate) fn new(raw: RawJwt, claims: IdTokenClaims) -> Self {
-        IdToken {
-            raw,
-            claims: Box::new(claims),
-        }
+        IdToken { raw, claims }
     }
 
     /// The compact JWT as received (e.g. for `id_token_hint` at logout).
@@ -430,7 +427,7 @@ impl IdToken {
     }
 
     pub(crate) fn into_parts(self) -> (RawJwt, IdTokenClaims) {
-        (self.raw, *self.claims)
+        (self.raw, self.claims)
     }
 }
 

@@ -86,15 +86,39 @@ fn a_good_token_validates() {
     assert_eq!(t.raw(), &raw);
 }
 
+/// Decoding the claim accepts exactly the one encoding of the half hash.
 #[test]
-fn at_hash_on_the_stack_matches_half_hash() {
+fn at_hash_decoded_matches_only_the_encoding() {
     for alg in Algorithm::ALL {
-        let mut buf = [0u8; HALF_HASH_B64];
-        assert_eq!(
-            half_hash_into(alg, AT, &mut buf),
-            half_hash(alg, AT).as_bytes(),
+        let good = half_hash(alg, AT);
+        assert!(half_hash_matches(alg, AT, &good), "{alg}");
+        assert!(!half_hash_matches(alg, "other", &good), "{alg}");
+        let mut padded = good.clone();
+        padded.push('=');
+        assert!(!half_hash_matches(alg, AT, &padded), "{alg}");
+        assert!(
+            !half_hash_matches(alg, AT, &good[..good.len() - 1]),
             "{alg}"
         );
+        assert!(!half_hash_matches(alg, AT, ""), "{alg}");
+        // The last character carries unused low bits (16, 24 or 32 bytes
+        // are not a multiple of 3): another character with the same top
+        // bits decodes to the same bytes in a lax decoder, never here.
+        let last = good.as_bytes()[good.len() - 1];
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for &c in alphabet.iter().filter(|&&c| c != last) {
+            let mut other = good.clone().into_bytes();
+            *other.last_mut().unwrap() = c;
+            let other = String::from_utf8(other).unwrap();
+            assert!(!half_hash_matches(alg, AT, &other), "{alg} {other}");
+        }
+        let mut plus = good.clone().into_bytes();
+        plus[0] = b'+';
+        assert!(!half_hash_matches(
+            alg,
+            AT,
+            std::str::from_utf8(&plus).unwrap()
+        ));
     }
 }
 
@@ -682,4 +706,148 @@ fn hostile_tokens_never_panic() {
             UnixTime::from_secs(NOW),
         );
     }
+}
+
+/// The header segment of a compact token.
+fn header_of(t: &RawJwt) -> &str {
+    t.secret().split('.').next().unwrap()
+}
+
+/// A validated token's header is remembered by the key set that verified
+/// it; a later token with the same header text takes the short path and
+/// gets the answer the long path gives, success or refusal.
+#[test]
+fn known_headers_give_the_same_answers() {
+    let ks = keys();
+    let v = validator(ValidationOptions::default());
+    let at = AccessToken::new(AT);
+    let now = UnixTime::from_secs(NOW);
+    let good = sign(&claims());
+    assert!(ks.known_header(header_of(&good)).is_none());
+    // A forged signature with this header: refused, and not remembered.
+    let (input, _) = good.secret().rsplit_once('.').unwrap();
+    let forged = RawJwt::new(format!("{input}.{}", b64(&[7u8; 256])));
+    let fresh = keys();
+    for ks in [&fresh, &ks] {
+        assert_eq!(
+            v.validate(&forged, ks, &ctx(), Some(&at), now).unwrap_err(),
+            ValidationError::Signature
+        );
+    }
+    assert!(ks.known_header(header_of(&good)).is_none());
+    let first = v.validate(&good, &ks, &ctx(), Some(&at), now).unwrap();
+    let known = ks.known_header(header_of(&good)).expect("remembered");
+    assert_eq!(
+        (known.alg, known.kid.as_deref()),
+        (Algorithm::RS256, Some("rsa-1"))
+    );
+    // Another key set has not seen it.
+    assert!(keys().known_header(header_of(&good)).is_none());
+
+    // Through the short path: the same claims, and every refusal the
+    // long path (a fresh key set) gives, in the same order.
+    let second = v.validate(&good, &ks, &ctx(), Some(&at), now).unwrap();
+    assert_eq!(first, second);
+    let (h, rest) = good.secret().split_once('.').unwrap();
+    let (p, _) = rest.split_once('.').unwrap();
+    let cases = [
+        forged.clone(),
+        with(|c| {
+            c.insert("iss".into(), json!("https://evil.example"));
+        }),
+        with(|c| {
+            c.insert("exp".into(), json!(NOW - 3600));
+        }),
+        with(|c| {
+            c.insert("nonce".into(), json!("other"));
+        }),
+        with(|c| {
+            c.insert(
+                "at_hash".into(),
+                json!(half_hash(Algorithm::RS256, "other")),
+            );
+        }),
+        with(|c| {
+            c.insert("aud".into(), json!(1));
+        }),
+        RawJwt::new(format!("{h}.{p}.c2ln==")),
+        RawJwt::new(format!("{h}.{p}.c2l+")),
+        RawJwt::new(format!("{h}.{p}.c2ln.x")),
+        RawJwt::new(format!("{h}.{p}.a.b.c")),
+        RawJwt::new(format!("{h}.{p}")),
+        RawJwt::new(format!("{h}.e30.{}", b64(&[1u8; 256]))),
+        RawJwt::new(format!("{h}.!!!.{}", b64(&[1u8; 256]))),
+    ];
+    for t in &cases {
+        assert!(ks.known_header(header_of(t)).is_some());
+        let long = v.validate(t, &keys(), &ctx(), Some(&at), now);
+        let short = v.validate(t, &ks, &ctx(), Some(&at), now);
+        assert!(long.is_err(), "{t:?}");
+        assert_eq!(short.unwrap_err(), long.unwrap_err(), "{t:?}");
+    }
+    // A validator that does not allow the header's `alg` refuses it, known
+    // or not: the allow-list is the validator's, checked on every token.
+    let es_only = validator(ValidationOptions::default().algorithms([Algorithm::ES256]));
+    for ks in [&ks, &keys()] {
+        assert_eq!(
+            es_only
+                .validate(&good, ks, &ctx(), Some(&at), now)
+                .unwrap_err(),
+            ValidationError::AlgorithmNotAllowed {
+                alg: "RS256".into()
+            }
+        );
+    }
+    // A header that differs by one byte of its text is not the known one.
+    let other = RawJwt::new(
+        rsa()
+            .sign_jwt(
+                serde_json::from_value(json!({"typ": "JWT"})).unwrap(),
+                &claims(),
+            )
+            .unwrap(),
+    );
+    assert!(ks.known_header(header_of(&other)).is_none());
+    v.validate(&other, &ks, &ctx(), Some(&at), now).unwrap();
+    assert!(ks.known_header(header_of(&other)).is_some());
+}
+
+/// A few slots, filled once; a header past them still validates (the long
+/// way). Threads racing to remember headers leave each at most in the
+/// slots, and every token validates.
+#[test]
+fn known_headers_are_bounded_and_thread_safe() {
+    let ks = keys();
+    let v = validator(ValidationOptions::default());
+    let at = AccessToken::new(AT);
+    let now = UnixTime::from_secs(NOW);
+    let tokens: Vec<RawJwt> = (0..8)
+        .map(|i| {
+            let h = serde_json::from_value(json!({ "x": i })).unwrap();
+            RawJwt::new(rsa().sign_jwt(h, &claims()).unwrap())
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for t in tokens.iter().chain(tokens.iter().rev()) {
+                    v.validate(t, &ks, &ctx(), Some(&at), now).unwrap();
+                }
+            });
+        }
+    });
+    let known = tokens
+        .iter()
+        .filter(|t| ks.known_header(header_of(t)).is_some())
+        .count();
+    assert!((1..=4).contains(&known), "{known}");
+    for t in &tokens {
+        v.validate(t, &ks, &ctx(), Some(&at), now).unwrap();
+    }
+    // A header too long to be an ordinary one is never remembered.
+    let long = serde_json::from_value(json!({ "x": "y".repeat(600) })).unwrap();
+    let t = RawJwt::new(rsa().sign_jwt(long, &claims()).unwrap());
+    let fresh = keys();
+    v.validate(&t, &fresh, &ctx(), Some(&at), now).unwrap();
+    assert!(fresh.known_header(header_of(&t)).is_none());
 }
