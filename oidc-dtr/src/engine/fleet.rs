@@ -2,7 +2,9 @@
 //!
 //! With a store that [is shared](crate::store::Store::is_shared), a background task
 //! of each instance claims due authentications in batches
-//! ([`Store::claim_due`]), renews its leases every quarter of the TTL, lets
+//! ([`Store::claim_due`]), renews its leases every quarter of the TTL (but
+//! not those its poll-state writes renewed meanwhile:
+//! [`Store::update_state_renewing`]), lets
 //! the driver poll only while [`Fleet::may_poll`] (a lease that outlasts the
 //! poll's token request: the HTTP timeout, at most a third of the TTL less a
 //! margin, plus that margin, by this instance's monotonic clock), and turns
@@ -72,7 +74,9 @@ impl FleetConfig {
     /// lease outlasts its token request: the HTTP timeout plus a twelfth
     /// of the TTL, or a third of the TTL if the HTTP timeout does not fit
     /// in it (the default: 10 s of a 30 s lease). Renewals come every
-    /// quarter of the TTL, so polls go out whenever renewals succeed. A
+    /// quarter of the TTL (a poll-state write that renews the lease, as
+    /// `PostgresStore`'s do, counts as one), so polls go out whenever
+    /// renewals succeed. A
     /// request that outlives the lease anyway (an OP slower than a third of
     /// the TTL, a stalled instance) still has its answer handled: tokens
     /// are stored unless another instance stored an outcome first.
@@ -217,6 +221,19 @@ impl Fleet {
         ok
     }
 
+    /// A state write sent at `sent` renewed the lease on `id` (if it is
+    /// still the one held): it is certainly ours for a TTL from then, and
+    /// the next renewal round leaves it out.
+    pub(crate) fn renewed(&self, id: &DeferredId, lease: Lease, sent: Instant) {
+        let until = sent + self.config.lease_ttl;
+        if let Some(h) = self.held().get_mut(&RecordKey::of(id))
+            && h.lease == lease
+            && h.valid_until < until
+        {
+            h.valid_until = until;
+        }
+    }
+
     /// The authentication ended or was lost: no lease to renew any more.
     pub(crate) fn drop_lease(&self, id: &DeferredId) {
         self.held().remove(&RecordKey::of(id));
@@ -350,7 +367,19 @@ impl Fleet {
     }
 
     async fn renew(&self, driver: &DriverHandle<TokenSet>) {
-        let ids: Vec<DeferredId> = self.held().values().map(|h| h.id.clone()).collect();
+        // Leases a state write renewed during the last quarter of the TTL
+        // are left out: until the next round (a quarter later) they keep
+        // at least half the TTL, more than a poll needs (`may_poll`: at
+        // most a third), and they are renewed then if no write did it
+        // meanwhile. An authentication polled more often than every
+        // quarter of the TTL is never renewed on its own.
+        let fresh = Instant::now() + self.config.lease_ttl * 3 / 4;
+        let ids: Vec<DeferredId> = self
+            .held()
+            .values()
+            .filter(|h| h.valid_until < fresh)
+            .map(|h| h.id.clone())
+            .collect();
         for chunk in ids.chunks(1000) {
             let sent = Instant::now();
             match self

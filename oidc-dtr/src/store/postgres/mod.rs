@@ -256,12 +256,18 @@ fn valid_schema_name(s: &str) -> bool {
 /// batch committed. Writes are batched for the authentications this handle
 /// claimed (it keeps their authentication, not their tokens, while it
 /// holds the lease, to seal the new body without reading the row); others
-/// take one transaction each.
+/// take one transaction each. A batched poll-state write through
+/// [`Store::update_state_renewing`] (what a fleet member uses) also
+/// extends the lease by the TTL from the database's now, in the same
+/// statement, so the fleet's separate renewal leaves that lease out: a
+/// record polled more often than its lease is renewed costs one row
+/// version per poll, none per renewal.
 ///
 /// # Storage and vacuum
 ///
 /// Every poll rewrites its row (the poll state is in the body), so the
-/// table produces a dead row version per poll and per lease renewal. The
+/// table produces a dead row version per poll (and per lease renewal of a
+/// record polled less often than every quarter of the lease TTL). The
 /// store keeps that cheap: the table has `fillfactor = 70` (room in each
 /// page for the next version of its rows; schema version 4 sets it on
 /// tables created before, whose full pages get the room as their rows
@@ -712,7 +718,27 @@ impl Store for PostgresStore {
     ) -> StoreFuture<Result<(), StoreError>> {
         let id = id.clone();
         let owner = owner.to_owned();
-        self.op(move |i| async move { i.write_fenced(id, machine, None, owner, lease).await })
+        self.op(move |i| async move {
+            i.write_fenced(id, machine, None, owner, lease, None)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn update_state_renewing(
+        &self,
+        id: &DeferredId,
+        machine: PollMachine,
+        owner: &str,
+        lease: Lease,
+        ttl: Duration,
+    ) -> StoreFuture<Result<bool, StoreError>> {
+        let id = id.clone();
+        let owner = owner.to_owned();
+        self.op(move |i| async move {
+            i.write_fenced(id, machine, None, owner, lease, Some(ttl))
+                .await
+        })
     }
 
     fn finish_leased(
@@ -726,8 +752,9 @@ impl Store for PostgresStore {
         let id = id.clone();
         let owner = owner.to_owned();
         self.op(move |i| async move {
-            i.write_fenced(id, machine, Some(outcome), owner, lease)
+            i.write_fenced(id, machine, Some(outcome), owner, lease, None)
                 .await
+                .map(|_| ())
         })
     }
 
