@@ -279,11 +279,26 @@ fn valid_schema_name(s: &str) -> bool {
 /// VACUUM. Inserts, outcomes, acknowledgments and purges do change indexes
 /// and leave dead index entries for VACUUM.
 ///
-/// Autovacuum must stay on (the PostgreSQL default): without it dead
-/// versions that pruning cannot remove, and the index entries of non-HOT
-/// updates, accumulate. For a fleet polling thousands of authentications a
-/// second, vacuum the table more often than the defaults (which wait for
-/// a fifth of the table to be dead) and let it work faster, for example:
+/// What that gives, measured (10 000 authentications polled every second
+/// by three instances, PostgreSQL 15, body about 1 070 bytes): 99 % of the
+/// updates HOT, and the table with its indexes at 2.2–2.5 kB per
+/// authentication whether autovacuum is on or off, after 10 s or 60 s of
+/// polling. Pruning keeps the dead versions at a fraction of the live
+/// rows; `VACUUM` marks their room reusable but does not shrink the
+/// table, whose size is the live rows, the fillfactor's room and the
+/// versions pruning has not reached yet. About once a minute a polled
+/// row's `due_at` moves (the slack above), an update that is not HOT: its
+/// old index entry is removed by the index's own cleanup of versions or by
+/// VACUUM.
+///
+/// Autovacuum must stay on (the PostgreSQL default): without it the index
+/// entries of non-HOT updates and the rows of purged authentications are
+/// not reclaimed, and nothing freezes old rows before transaction ID
+/// wraparound forces it. The schema sets no autovacuum parameters of its
+/// own (those are the database administrator's policy): with the updates
+/// HOT, the defaults vacuumed a 10 000-row table every minute. For a table
+/// of millions of rows, whose defaults wait for a fifth of it to be dead,
+/// vacuum it more often and let it work faster, for example:
 ///
 /// ```sql
 /// ALTER TABLE oidc_dtr.records SET (
