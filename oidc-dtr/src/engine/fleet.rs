@@ -367,17 +367,11 @@ impl Fleet {
     }
 
     async fn renew(&self, driver: &DriverHandle<TokenSet>) {
-        // Leases a state write renewed during the last quarter of the TTL
-        // are left out: until the next round (a quarter later) they keep
-        // at least half the TTL, more than a poll needs (`may_poll`: at
-        // most a third), and they are renewed then if no write did it
-        // meanwhile. An authentication polled more often than every
-        // quarter of the TTL is never renewed on its own.
-        let fresh = Instant::now() + self.config.lease_ttl * 3 / 4;
+        let now = Instant::now();
         let ids: Vec<DeferredId> = self
             .held()
             .values()
-            .filter(|h| h.valid_until < fresh)
+            .filter(|h| renewal_due(h.valid_until, now, self.config.lease_ttl))
             .map(|h| h.id.clone())
             .collect();
         for chunk in ids.chunks(1000) {
@@ -475,6 +469,17 @@ impl Fleet {
             }
         }
     }
+}
+
+/// Whether a renewal round at `now` renews a lease certainly held until
+/// `valid_until`. Leases a state write renewed during the last quarter of
+/// the TTL are left out: until the next round (a quarter later) they keep
+/// at least half the TTL, more than a poll needs (`may_poll`: at most a
+/// third), and they are renewed then if no write did it meanwhile. An
+/// authentication polled more often than every quarter of the TTL is never
+/// renewed on its own.
+fn renewal_due(valid_until: Instant, now: Instant, ttl: Duration) -> bool {
+    valid_until < now + ttl * 3 / 4
 }
 
 /// The slack kept between the end of a poll's request budget and the
@@ -688,11 +693,16 @@ fn unknown_hash() -> &'static SecretHash {
 
 #[cfg(test)]
 mod tests {
+    use super::{Fleet, FleetConfig, Held, lease_margin, renewal_due, request_budget};
     use crate::error::{ErrorCode, OAuthError};
     use crate::proto::poll::{Action, Event, Outcome, PollConfig, PollMachine, PollResult};
     use crate::random::SystemRandom;
+    use crate::secret::DeferredId;
+    use crate::store::{Lease, MemoryStore, RecordKey};
     use crate::time::UnixTime;
+    use std::sync::Arc;
     use std::time::Duration;
+    use std::time::Instant;
 
     const T0: UnixTime = UnixTime::from_millis(1_800_000_000_000);
 
@@ -779,5 +789,58 @@ mod tests {
             first_answer_invalid_grant(m),
             Outcome::Rejected(_)
         ));
+    }
+
+    #[test]
+    fn a_lease_a_write_renewed_is_left_out_of_the_next_round() {
+        let ttl = Duration::from_secs(8);
+        let now = Instant::now();
+        // Renewed by a write a second ago: 7 s left, left out.
+        assert!(!renewal_due(now + Duration::from_secs(7), now, ttl));
+        // Renewed by the last round (a quarter ago) and not written since.
+        assert!(renewal_due(now + Duration::from_secs(6), now, ttl));
+        assert!(renewal_due(now, now, ttl));
+        // Left out now, it still has half the TTL at the next round, more
+        // than a poll needs (request budget plus margin, at most a third).
+        let next = now + ttl / 4;
+        let left = (now + ttl * 3 / 4) - next;
+        assert_eq!(left, ttl / 2);
+        assert!(left > request_budget(ttl, Duration::from_secs(3600)) + lease_margin(ttl));
+    }
+
+    #[test]
+    fn a_renewing_write_extends_only_the_lease_it_was_sent_under() {
+        let ttl = Duration::from_secs(8);
+        let fleet = Fleet::new(
+            Arc::new(MemoryStore::new()),
+            FleetConfig::default().lease_ttl(ttl),
+            "a".into(),
+            Duration::from_secs(1),
+        );
+        let id = DeferredId::new("renewed");
+        let start = Instant::now();
+        fleet.held().insert(
+            RecordKey::of(&id),
+            Held {
+                id: id.clone(),
+                lease: Lease::new(2),
+                valid_until: start + Duration::from_secs(1),
+            },
+        );
+        let until = || fleet.held()[&RecordKey::of(&id)].valid_until;
+        // Another epoch (lost and claimed again meanwhile): unchanged.
+        fleet.renewed(&id, Lease::new(1), start);
+        assert_eq!(until(), start + Duration::from_secs(1));
+        // The lease held: a TTL from when the write was sent.
+        let sent = start + Duration::from_secs(2);
+        fleet.renewed(&id, Lease::new(2), sent);
+        assert_eq!(until(), sent + ttl);
+        // An older write answered late never shortens it.
+        fleet.renewed(&id, Lease::new(2), start);
+        assert_eq!(until(), sent + ttl);
+        // Not held: nothing to renew.
+        fleet.drop_lease(&id);
+        fleet.renewed(&id, Lease::new(2), sent);
+        assert!(fleet.held().is_empty());
     }
 }
