@@ -326,12 +326,22 @@ impl Inner {
             renews.push(q.write.renew);
         }
         let client = self.client().await?;
+        // Prepared once per connection (the pool's statement cache): a
+        // batch is then bound and executed, not parsed and planned again.
+        let sql = self.sql(match kind {
+            Kind::State => STATE_BATCH,
+            Kind::Outcome => OUTCOME_BATCH,
+        });
+        let statement = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| pg_error("preparing a batch", &e))?;
         let rows = match kind {
             Kind::State => {
                 let slack = i64::try_from(DUE_SLACK.as_millis()).unwrap_or(i64::MAX);
                 client
                     .query(
-                        &self.sql(STATE_BATCH),
+                        &statement,
                         &[&keys, &owners, &epochs, &ats, &bodies, &slack, &renews],
                     )
                     .await
@@ -339,7 +349,7 @@ impl Inner {
             Kind::Outcome => {
                 client
                     .query(
-                        &self.sql(OUTCOME_BATCH),
+                        &statement,
                         &[&keys, &owners, &epochs, &ats, &bodies, &self.channel],
                     )
                     .await
