@@ -128,6 +128,8 @@ struct Held {
     /// Until when the lease is certainly ours (monotonic, local): the
     /// instant the claim or renewal was *sent*, plus the TTL.
     valid_until: Instant,
+    /// A poll-state write renewed the lease since the last renewal round.
+    written: bool,
 }
 
 /// How many fenced poll-state writes of one instance may be outstanding at
@@ -228,9 +230,11 @@ impl Fleet {
         let until = sent + self.config.lease_ttl;
         if let Some(h) = self.held().get_mut(&RecordKey::of(id))
             && h.lease == lease
-            && h.valid_until < until
         {
-            h.valid_until = until;
+            h.written = true;
+            if h.valid_until < until {
+                h.valid_until = until;
+            }
         }
     }
 
@@ -370,9 +374,12 @@ impl Fleet {
         let now = Instant::now();
         let ids: Vec<DeferredId> = self
             .held()
-            .values()
-            .filter(|h| renewal_due(h.valid_until, now, self.config.lease_ttl))
-            .map(|h| h.id.clone())
+            .values_mut()
+            .filter_map(|h| {
+                let due = renewal_due(h.written, h.valid_until, now, self.config.lease_ttl);
+                h.written = false;
+                due.then(|| h.id.clone())
+            })
             .collect();
         for chunk in ids.chunks(1000) {
             let sent = Instant::now();
@@ -444,6 +451,7 @@ impl Fleet {
                                     id: r.id().clone(),
                                     lease,
                                     valid_until: sent + self.config.lease_ttl,
+                                    written: false,
                                 },
                             );
                             fresh.push(r);
@@ -472,14 +480,15 @@ impl Fleet {
 }
 
 /// Whether a renewal round at `now` renews a lease certainly held until
-/// `valid_until`. Leases a state write renewed during the last quarter of
-/// the TTL are left out: until the next round (a quarter later) they keep
-/// at least half the TTL, more than a poll needs (`may_poll`: at most a
-/// third), and they are renewed then if no write did it meanwhile. An
-/// authentication polled more often than every quarter of the TTL is never
-/// renewed on its own.
-fn renewal_due(valid_until: Instant, now: Instant, ttl: Duration) -> bool {
-    valid_until < now + ttl * 3 / 4
+/// `valid_until` (`written`: a poll-state write renewed it since the last
+/// round). Every lease is renewed, as it always was, except one a write
+/// renewed since the last round that still has three quarters of the TTL:
+/// until the next round (a quarter later) it keeps at least half the TTL,
+/// more than a poll needs (`may_poll`: at most a third), and it is renewed
+/// then unless a write renews it meanwhile. An authentication polled more
+/// often than every quarter of the TTL is never renewed on its own.
+fn renewal_due(written: bool, valid_until: Instant, now: Instant, ttl: Duration) -> bool {
+    !written || valid_until < now + ttl * 3 / 4
 }
 
 /// The slack kept between the end of a poll's request budget and the
@@ -795,11 +804,16 @@ mod tests {
     fn a_lease_a_write_renewed_is_left_out_of_the_next_round() {
         let ttl = Duration::from_secs(8);
         let now = Instant::now();
+        let s = Duration::from_secs;
         // Renewed by a write a second ago: 7 s left, left out.
-        assert!(!renewal_due(now + Duration::from_secs(7), now, ttl));
-        // Renewed by the last round (a quarter ago) and not written since.
-        assert!(renewal_due(now + Duration::from_secs(6), now, ttl));
-        assert!(renewal_due(now, now, ttl));
+        assert!(!renewal_due(true, now + s(7), now, ttl));
+        assert!(!renewal_due(true, now + s(6), now, ttl));
+        // Written, but long enough ago (the rounds ran late): renewed.
+        assert!(renewal_due(true, now + s(5), now, ttl));
+        // Not written since the last round: renewed, whatever is left.
+        assert!(renewal_due(false, now + s(8), now, ttl));
+        assert!(renewal_due(false, now + s(6), now, ttl));
+        assert!(renewal_due(false, now, now, ttl));
         // Left out now, it still has half the TTL at the next round, more
         // than a poll needs (request budget plus margin, at most a third).
         let next = now + ttl / 4;
@@ -825,16 +839,20 @@ mod tests {
                 id: id.clone(),
                 lease: Lease::new(2),
                 valid_until: start + Duration::from_secs(1),
+                written: false,
             },
         );
         let until = || fleet.held()[&RecordKey::of(&id)].valid_until;
+        let written = || fleet.held()[&RecordKey::of(&id)].written;
         // Another epoch (lost and claimed again meanwhile): unchanged.
         fleet.renewed(&id, Lease::new(1), start);
         assert_eq!(until(), start + Duration::from_secs(1));
+        assert!(!written());
         // The lease held: a TTL from when the write was sent.
         let sent = start + Duration::from_secs(2);
         fleet.renewed(&id, Lease::new(2), sent);
         assert_eq!(until(), sent + ttl);
+        assert!(written());
         // An older write answered late never shortens it.
         fleet.renewed(&id, Lease::new(2), start);
         assert_eq!(until(), sent + ttl);
