@@ -25,7 +25,9 @@
 //!
 //! A second argument `pings` runs part 3 only. `DTR_BUSY_CORES=n` keeps `n`
 //! threads spinning for the whole run (a loaded machine; `all` for one per
-//! core).
+//! core). `DTR_FLEET_SECS=s` measures the polling for `s` seconds instead
+//! of 10 (a longer run lets autovacuum, if on, take its turns). Part 4 is
+//! printed twice: as the run left the table, and after a `VACUUM` of it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,6 +85,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     polling(&url, &schema, n).await?;
     // The instances are shut down: their statistics are flushed.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    storage(&admin, &schema, n, "").await?;
+    admin
+        .batch_execute(&format!("VACUUM \"{schema}\".records"))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    storage(&admin, &schema, n, " after VACUUM").await?;
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await?;
+
+    pings(&url, &format!("{schema}_p")).await?;
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}_p\" CASCADE"))
+        .await?;
+    Ok(())
+}
+
+/// Part 4: rows, bytes, dead versions and HOT updates of the table now.
+async fn storage(
+    admin: &tokio_postgres::Client,
+    schema: &str,
+    n: usize,
+    when: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let r = admin
         .query_one(
             &format!(
@@ -92,7 +118,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         pg_indexes_size(c.oid),
                         (SELECT coalesce(avg(pg_column_size(body)), 0)::bigint FROM \"{schema}\".records),
                         s.n_live_tup, s.n_dead_tup, s.n_tup_upd, s.n_tup_hot_upd,
-                        coalesce(array_to_string(c.reloptions, ','), '')
+                        coalesce(array_to_string(c.reloptions, ','), ''),
+                        s.vacuum_count, s.autovacuum_count
                  FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
                  WHERE c.oid = '\"{schema}\".records'::regclass"
             ),
@@ -103,9 +130,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
     let (live, dead, upd, hot): (i64, i64, i64, i64) = (r.get(6), r.get(7), r.get(8), r.get(9));
     let options: String = r.get(10);
+    let (vacuums, autovacuums): (i64, i64) = (r.get(11), r.get(12));
     let per = |b: i64| b / rows.max(1);
     println!(
-        "storage: {rows} rows for {n} pending authentications; {} bytes per authentication \
+        "storage{when}: {rows} rows for {n} pending authentications; {} bytes per authentication \
          (table, TOAST and indexes, dead versions included: heap {}, TOAST {}, indexes {}; body {} bytes)",
         per(bytes),
         per(heap),
@@ -114,18 +142,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         body
     );
     println!(
-        "  pg_stat_user_tables: {live} live, {dead} dead row versions; {upd} updates, {hot} HOT ({:.0} %); table options [{options}]",
+        "  pg_stat_user_tables: {live} live, {dead} dead row versions; {upd} updates, {hot} HOT ({:.0} %); \
+         {vacuums} vacuums, {autovacuums} autovacuums; table options [{options}]",
         100.0 * hot as f64 / upd.max(1) as f64
     );
-    admin
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await?;
-
-    pings(&url, &format!("{schema}_p")).await?;
-    admin
-        .batch_execute(&format!("DROP SCHEMA \"{schema}_p\" CASCADE"))
-        .await?;
     Ok(())
+}
+
+/// The `application_name` of the instances' database connections.
+fn app_name() -> String {
+    format!("fleet_load_{}", std::process::id())
+}
+
+/// User + system CPU time of a process in ticks (`/proc/<pid>/stat`), if
+/// readable (Linux, same machine).
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 here.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn backends_ticks(pids: &[i32]) -> Option<u64> {
+    pids.iter().map(|p| cpu_ticks(*p)).sum()
 }
 
 async fn admin(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -254,7 +295,9 @@ async fn instance(
     client: (&str, &str),
     ping: Option<&str>,
 ) -> Result<DtrClient, Box<dyn std::error::Error>> {
-    let store = PostgresStore::options(url)
+    // Named, so that the CPU time of the instances' backends can be found.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = PostgresStore::options(format!("{url}{sep}application_name={}", app_name()))
         .schema(schema)
         .max_connections(8)
         .connect()
@@ -321,10 +364,31 @@ async fn polling(url: &str, schema: &str, n: usize) -> Result<(), Box<dyn std::e
     };
     let polls0 = op.flight_report().polls;
     let (tx0, upd0) = db_counts().await?;
+    let backends: Vec<i32> = db
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+            &[&app_name()],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let cpu0 = (
+        cpu_ticks(std::process::id() as i32),
+        backends_ticks(&backends),
+    );
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    let window = std::env::var("DTR_FLEET_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    tokio::time::sleep(Duration::from_secs(window)).await;
     let polls = op.flight_report().polls - polls0;
     let secs = started.elapsed().as_secs_f64();
+    let cpu1 = (
+        cpu_ticks(std::process::id() as i32),
+        backends_ticks(&backends),
+    );
     let (tx1, upd1) = db_counts().await?;
     let report = op.flight_report();
     println!(
@@ -339,6 +403,19 @@ async fn polling(url: &str, schema: &str, n: usize) -> Result<(), Box<dyn std::e
         (tx1 - tx0) as f64 / secs,
         (upd1 - upd0) as f64 / secs
     );
+    if let ((Some(p0), Some(b0)), (Some(p1), Some(b1))) = (cpu0, cpu1) {
+        // Ticks of 10 ms (USER_HZ 100).
+        let per_poll = |t: u64| t as f64 * 10_000.0 / polls.max(1) as f64;
+        println!(
+            "  CPU per poll at the OP: this process (mock OP, 3 instances) {:.1} µs, their {} database backends {:.1} µs; \
+             {:.2} + {:.2} cores",
+            per_poll(p1 - p0),
+            backends.len(),
+            per_poll(b1 - b0),
+            (p1 - p0) as f64 / 100.0 / secs,
+            (b1 - b0) as f64 / 100.0 / secs
+        );
+    }
     let held = admin(url)
         .await?
         .query(

@@ -296,13 +296,17 @@ impl Poller for ClientInner {
             let Ok(slot) = f.write_slots.clone().acquire_owned().await else {
                 return;
             };
+            // The write renews the lease where the store can (see
+            // `Fleet::renewed`): counted, like a renewal, from when it is sent.
+            let sent = std::time::Instant::now();
             let written = self
                 .store
-                .update_state_leased(auth.id(), machine, f.owner(), lease)
+                .update_state_renewing(auth.id(), machine, f.owner(), lease, f.config().lease_ttl)
                 .await;
             drop(slot);
             match written {
-                Ok(()) => {}
+                Ok(true) => f.renewed(auth.id(), lease, sent),
+                Ok(false) => {}
                 Err(StoreError::LeaseLost { .. }) => self.lease_lost(&auth),
                 Err(e) => {
                     tracing::debug!(deferred_auth_id = %auth.id().fingerprint(), error = %e, "poll state not stored");

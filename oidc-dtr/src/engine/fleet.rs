@@ -2,7 +2,9 @@
 //!
 //! With a store that [is shared](crate::store::Store::is_shared), a background task
 //! of each instance claims due authentications in batches
-//! ([`Store::claim_due`]), renews its leases every quarter of the TTL, lets
+//! ([`Store::claim_due`]), renews its leases every quarter of the TTL (but
+//! not those its poll-state writes renewed meanwhile:
+//! [`Store::update_state_renewing`]), lets
 //! the driver poll only while [`Fleet::may_poll`] (a lease that outlasts the
 //! poll's token request: the HTTP timeout, at most a third of the TTL less a
 //! margin, plus that margin, by this instance's monotonic clock), and turns
@@ -72,7 +74,9 @@ impl FleetConfig {
     /// lease outlasts its token request: the HTTP timeout plus a twelfth
     /// of the TTL, or a third of the TTL if the HTTP timeout does not fit
     /// in it (the default: 10 s of a 30 s lease). Renewals come every
-    /// quarter of the TTL, so polls go out whenever renewals succeed. A
+    /// quarter of the TTL (a poll-state write that renews the lease, as
+    /// `PostgresStore`'s do, counts as one), so polls go out whenever
+    /// renewals succeed. A
     /// request that outlives the lease anyway (an OP slower than a third of
     /// the TTL, a stalled instance) still has its answer handled: tokens
     /// are stored unless another instance stored an outcome first.
@@ -124,6 +128,8 @@ struct Held {
     /// Until when the lease is certainly ours (monotonic, local): the
     /// instant the claim or renewal was *sent*, plus the TTL.
     valid_until: Instant,
+    /// A poll-state write renewed the lease since the last renewal round.
+    written: bool,
 }
 
 /// How many fenced poll-state writes of one instance may be outstanding at
@@ -215,6 +221,21 @@ impl Fleet {
             self.held().remove(&RecordKey::of(id));
         }
         ok
+    }
+
+    /// A state write sent at `sent` renewed the lease on `id` (if it is
+    /// still the one held): it is certainly ours for a TTL from then, and
+    /// the next renewal round leaves it out.
+    pub(crate) fn renewed(&self, id: &DeferredId, lease: Lease, sent: Instant) {
+        let until = sent + self.config.lease_ttl;
+        if let Some(h) = self.held().get_mut(&RecordKey::of(id))
+            && h.lease == lease
+        {
+            h.written = true;
+            if h.valid_until < until {
+                h.valid_until = until;
+            }
+        }
     }
 
     /// The authentication ended or was lost: no lease to renew any more.
@@ -350,7 +371,16 @@ impl Fleet {
     }
 
     async fn renew(&self, driver: &DriverHandle<TokenSet>) {
-        let ids: Vec<DeferredId> = self.held().values().map(|h| h.id.clone()).collect();
+        let now = Instant::now();
+        let ids: Vec<DeferredId> = self
+            .held()
+            .values_mut()
+            .filter_map(|h| {
+                let due = renewal_due(h.written, h.valid_until, now, self.config.lease_ttl);
+                h.written = false;
+                due.then(|| h.id.clone())
+            })
+            .collect();
         for chunk in ids.chunks(1000) {
             let sent = Instant::now();
             match self
@@ -421,6 +451,7 @@ impl Fleet {
                                     id: r.id().clone(),
                                     lease,
                                     valid_until: sent + self.config.lease_ttl,
+                                    written: false,
                                 },
                             );
                             fresh.push(r);
@@ -446,6 +477,18 @@ impl Fleet {
             }
         }
     }
+}
+
+/// Whether a renewal round at `now` renews a lease certainly held until
+/// `valid_until` (`written`: a poll-state write renewed it since the last
+/// round). Every lease is renewed, as it always was, except one a write
+/// renewed since the last round that still has three quarters of the TTL:
+/// until the next round (a quarter later) it keeps at least half the TTL,
+/// more than a poll needs (`may_poll`: at most a third), and it is renewed
+/// then unless a write renews it meanwhile. An authentication polled more
+/// often than every quarter of the TTL is never renewed on its own.
+fn renewal_due(written: bool, valid_until: Instant, now: Instant, ttl: Duration) -> bool {
+    !written || valid_until < now + ttl * 3 / 4
 }
 
 /// The slack kept between the end of a poll's request budget and the
@@ -659,11 +702,16 @@ fn unknown_hash() -> &'static SecretHash {
 
 #[cfg(test)]
 mod tests {
+    use super::{Fleet, FleetConfig, Held, lease_margin, renewal_due, request_budget};
     use crate::error::{ErrorCode, OAuthError};
     use crate::proto::poll::{Action, Event, Outcome, PollConfig, PollMachine, PollResult};
     use crate::random::SystemRandom;
+    use crate::secret::DeferredId;
+    use crate::store::{Lease, MemoryStore, RecordKey};
     use crate::time::UnixTime;
+    use std::sync::Arc;
     use std::time::Duration;
+    use std::time::Instant;
 
     const T0: UnixTime = UnixTime::from_millis(1_800_000_000_000);
 
@@ -750,5 +798,67 @@ mod tests {
             first_answer_invalid_grant(m),
             Outcome::Rejected(_)
         ));
+    }
+
+    #[test]
+    fn a_lease_a_write_renewed_is_left_out_of_the_next_round() {
+        let ttl = Duration::from_secs(8);
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        // Renewed by a write a second ago: 7 s left, left out.
+        assert!(!renewal_due(true, now + s(7), now, ttl));
+        assert!(!renewal_due(true, now + s(6), now, ttl));
+        // Written, but long enough ago (the rounds ran late): renewed.
+        assert!(renewal_due(true, now + s(5), now, ttl));
+        // Not written since the last round: renewed, whatever is left.
+        assert!(renewal_due(false, now + s(8), now, ttl));
+        assert!(renewal_due(false, now + s(6), now, ttl));
+        assert!(renewal_due(false, now, now, ttl));
+        // Left out now, it still has half the TTL at the next round, more
+        // than a poll needs (request budget plus margin, at most a third).
+        let next = now + ttl / 4;
+        let left = (now + ttl * 3 / 4) - next;
+        assert_eq!(left, ttl / 2);
+        assert!(left > request_budget(ttl, Duration::from_secs(3600)) + lease_margin(ttl));
+    }
+
+    #[test]
+    fn a_renewing_write_extends_only_the_lease_it_was_sent_under() {
+        let ttl = Duration::from_secs(8);
+        let fleet = Fleet::new(
+            Arc::new(MemoryStore::new()),
+            FleetConfig::default().lease_ttl(ttl),
+            "a".into(),
+            Duration::from_secs(1),
+        );
+        let id = DeferredId::new("renewed");
+        let start = Instant::now();
+        fleet.held().insert(
+            RecordKey::of(&id),
+            Held {
+                id: id.clone(),
+                lease: Lease::new(2),
+                valid_until: start + Duration::from_secs(1),
+                written: false,
+            },
+        );
+        let until = || fleet.held()[&RecordKey::of(&id)].valid_until;
+        let written = || fleet.held()[&RecordKey::of(&id)].written;
+        // Another epoch (lost and claimed again meanwhile): unchanged.
+        fleet.renewed(&id, Lease::new(1), start);
+        assert_eq!(until(), start + Duration::from_secs(1));
+        assert!(!written());
+        // The lease held: a TTL from when the write was sent.
+        let sent = start + Duration::from_secs(2);
+        fleet.renewed(&id, Lease::new(2), sent);
+        assert_eq!(until(), sent + ttl);
+        assert!(written());
+        // An older write answered late never shortens it.
+        fleet.renewed(&id, Lease::new(2), start);
+        assert_eq!(until(), sent + ttl);
+        // Not held: nothing to renew.
+        fleet.drop_lease(&id);
+        fleet.renewed(&id, Lease::new(2), sent);
+        assert!(fleet.held().is_empty());
     }
 }

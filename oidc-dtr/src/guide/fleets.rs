@@ -26,7 +26,12 @@
 //!   none waits), each with a lease of
 //!   [`FleetConfig::lease_ttl`](crate::poll::FleetConfig::lease_ttl()) (30 s by
 //!   default) measured on the database's clock. It renews the leases it
-//!   holds every quarter of the TTL.
+//!   holds every quarter of the TTL, except those a poll-state write
+//!   renewed meanwhile
+//!   ([`Store::update_state_renewing`](crate::store::Store::update_state_renewing):
+//!   `PostgresStore` extends the lease in the same statement), so an
+//!   authentication polled more often than that costs one row write per
+//!   poll and none for its lease.
 //! - **Fencing.** Every poll-state write and the outcome write go through
 //!   the lease ([`Store::update_state_leased`](crate::store::Store::update_state_leased),
 //!   [`Store::finish_leased`](crate::store::Store::finish_leased)), checked against

@@ -447,6 +447,29 @@ pub trait Store: Send + Sync + 'static {
         self.update_state(id, machine)
     }
 
+    /// [`update_state_leased`](Self::update_state_leased), and, if the
+    /// store can do it in the same write, the lease extended by `ttl` from
+    /// now on the store's clock, as [`renew_leases`](Self::renew_leases)
+    /// would. `Ok(true)`: written and renewed; `Ok(false)`: written, the
+    /// lease left as it was. A fleet member writes its poll states with
+    /// this and skips the separate renewal of the leases whose writes
+    /// renewed them, so that an authentication polled more often than the
+    /// lease is renewed costs one row write per poll and none per renewal.
+    ///
+    /// The default calls `update_state_leased` and answers `Ok(false)`.
+    fn update_state_renewing(
+        &self,
+        id: &DeferredId,
+        machine: PollMachine,
+        owner: &str,
+        lease: Lease,
+        ttl: Duration,
+    ) -> StoreFuture<Result<bool, StoreError>> {
+        let _ = ttl;
+        let w = self.update_state_leased(id, machine, owner, lease);
+        Box::pin(async move { w.await.map(|()| false) })
+    }
+
     /// [`finish`](Self::finish), fenced like
     /// [`update_state_leased`](Self::update_state_leased). The default
     /// ignores the lease.

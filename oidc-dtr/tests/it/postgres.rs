@@ -1520,3 +1520,73 @@ async fn postgres_a_version_3_schema_gets_its_fillfactor() {
         .unwrap();
     assert!(store.get(r.id()).await.unwrap().unwrap().is_finished());
 }
+
+/// A state write that renews: the lease is extended from the database's
+/// now in the same statement (another instance cannot claim the record
+/// after the claim's short TTL), answered `Ok(true)`; a handle that did
+/// not claim the record writes on the transactional path and answers
+/// `Ok(false)`; a lost lease is refused as by `update_state_leased`, and
+/// not renewed.
+#[tokio::test]
+async fn postgres_a_renewing_state_write_extends_the_lease() {
+    let (a, guard) = fresh_or_skip!();
+    let b = guard.store().await;
+    let r = record("renewing", 0);
+    a.insert(r.clone()).await.unwrap();
+    let short = Duration::from_millis(300);
+    let long = Duration::from_secs(60);
+    let lease = a.claim_due("a", at(1000), 10, short).await.unwrap()[0].1;
+    let expires_in = || async {
+        let sql = format!(
+            "SELECT extract(epoch FROM lease_expires - now())::float8 FROM \"{}\".records
+             WHERE key = $1",
+            guard.schema
+        );
+        let row = guard
+            .sql()
+            .await
+            .query_one(&sql, &[&key_of(&r)])
+            .await
+            .unwrap();
+        row.get::<_, f64>(0)
+    };
+    assert!(expires_in().await < 1.0);
+    let m = polled(&r);
+    assert!(
+        a.update_state_renewing(r.id(), m.clone(), "a", lease, long)
+            .await
+            .unwrap(),
+        "batched and renewed"
+    );
+    assert!(expires_in().await > 50.0, "renewed from now");
+    assert_eq!(a.get(r.id()).await.unwrap().unwrap().machine, m);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        b.claim_due("b", at(1000), 10, long)
+            .await
+            .unwrap()
+            .is_empty(),
+        "still held after the claim's TTL"
+    );
+    // Not claimed through `b`: written, not renewed.
+    assert!(
+        !b.update_state_renewing(r.id(), r.machine.clone(), "a", lease, long)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        a.get(r.id()).await.unwrap().unwrap().machine,
+        r.machine,
+        "written"
+    );
+    // Taken over (released, claimed by `b`): `a` is fenced.
+    assert!(a.release_lease(r.id(), "a", lease).await.unwrap());
+    let lease_b = b.claim_due("b", at(1000), 10, short).await.unwrap()[0].1;
+    assert!(lease_b.epoch > lease.epoch);
+    let e = a
+        .update_state_renewing(r.id(), m.clone(), "a", lease, long)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::LeaseLost { .. }), "{e:?}");
+    assert!(expires_in().await < 1.0, "not renewed by the loser");
+}

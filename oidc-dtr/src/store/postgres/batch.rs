@@ -83,6 +83,9 @@ pub(super) struct Write {
     /// The new due time (state writes) or the finish time (outcomes), ms.
     at: i64,
     body: Vec<u8>,
+    /// State writes: the lease extended to this long (seconds) from now on
+    /// the database's clock, in the same statement.
+    renew: Option<f64>,
 }
 
 /// Whether the batch wrote the row (`false`: the fence or the record's
@@ -165,9 +168,11 @@ impl Leased {
 }
 
 impl Inner {
-    /// `update_state_leased` and `finish_leased`: batched when the
-    /// authentication was claimed through this handle, else (and for the
-    /// rows a batch did not write) the transactional read-modify-write.
+    /// `update_state_leased`, `update_state_renewing` (`renew`: the TTL)
+    /// and `finish_leased`: batched when the authentication was claimed
+    /// through this handle, else (and for the rows a batch did not write)
+    /// the transactional read-modify-write. `Ok(true)`: written by a batch
+    /// that also renewed the lease (only with `renew`).
     pub(super) async fn write_fenced(
         self: Arc<Self>,
         id: DeferredId,
@@ -175,7 +180,8 @@ impl Inner {
         outcome: Option<StoredOutcome>,
         owner: String,
         lease: Lease,
-    ) -> Result<(), StoreError> {
+        renew: Option<Duration>,
+    ) -> Result<bool, StoreError> {
         let key = record_key(&id);
         let finishing = outcome.is_some();
         let batchable = outcome.as_ref().is_none_or(|o| !o.delivered);
@@ -189,19 +195,21 @@ impl Inner {
                     Some(f) => (Kind::Outcome, ms(f)),
                     None => (Kind::State, record.due_at().map_or(0, ms)),
                 };
+                let renew = renew.filter(|_| kind == Kind::State);
                 let write = Write {
                     key,
                     owner: owner.clone(),
                     epoch: i64::try_from(lease.epoch).unwrap_or(i64::MAX),
                     at,
                     body,
+                    renew: renew.map(|t| t.as_secs_f64()),
                 };
                 match self.enqueue(kind, write).await {
                     Ok(true) => {
                         if finishing {
                             self.leased.forget(&key);
                         }
-                        return Ok(());
+                        return Ok(renew.is_some());
                     }
                     // Not written: find out why, alone.
                     Ok(false) => (record.machine, record.outcome),
@@ -214,7 +222,7 @@ impl Inner {
         if (finishing && r.is_ok()) || r.as_ref().is_err_and(|e| !e.is_retryable()) {
             self.leased.forget(&key);
         }
-        r
+        r.map(|()| false)
     }
 
     /// Queues a write and waits for its batch.
@@ -301,7 +309,8 @@ impl Inner {
     /// The statement of a batch: the keys it wrote.
     async fn execute(&self, kind: Kind, items: &[Queued]) -> Result<HashSet<Key>, StoreError> {
         let n = items.len();
-        let (mut keys, mut owners, mut epochs, mut ats, mut bodies) = (
+        let (mut keys, mut owners, mut epochs, mut ats, mut bodies, mut renews) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -314,22 +323,33 @@ impl Inner {
             epochs.push(q.write.epoch);
             ats.push(q.write.at);
             bodies.push(q.write.body.as_slice());
+            renews.push(q.write.renew);
         }
         let client = self.client().await?;
+        // Prepared once per connection (the pool's statement cache): a
+        // batch is then bound and executed, not parsed and planned again.
+        let sql = self.sql(match kind {
+            Kind::State => STATE_BATCH,
+            Kind::Outcome => OUTCOME_BATCH,
+        });
+        let statement = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| pg_error("preparing a batch", &e))?;
         let rows = match kind {
             Kind::State => {
                 let slack = i64::try_from(DUE_SLACK.as_millis()).unwrap_or(i64::MAX);
                 client
                     .query(
-                        &self.sql(STATE_BATCH),
-                        &[&keys, &owners, &epochs, &ats, &bodies, &slack],
+                        &statement,
+                        &[&keys, &owners, &epochs, &ats, &bodies, &slack, &renews],
                     )
                     .await
             }
             Kind::Outcome => {
                 client
                     .query(
-                        &self.sql(OUTCOME_BATCH),
+                        &statement,
                         &[&keys, &owners, &epochs, &ats, &bodies, &self.channel],
                     )
                     .await
@@ -350,15 +370,20 @@ impl Inner {
 
 /// Fenced poll states: the lease checked per row (owner, epoch, not
 /// expired on the database's clock), the record unfinished and not
-/// quarantined. Only `body` changes, and `due_at` when the next poll moves
-/// earlier or more than the slack later: the update stays HOT.
+/// quarantined. Only `body` changes, the lease's expiry when the write
+/// renews it (like `renew_leases`: from now, on the database's clock), and
+/// `due_at` when the next poll moves earlier or more than the slack later:
+/// the update stays HOT.
 const STATE_BATCH: &str = "
     UPDATE {s}.records t SET
         due_at = CASE WHEN t.due_at IS NULL OR b.at < t.due_at OR b.at > t.due_at + $6
                       THEN b.at ELSE t.due_at END,
-        body = b.body
-    FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::bigint[], $5::bytea[])
-         AS b(key, owner, epoch, at, body)
+        body = b.body,
+        lease_expires = CASE WHEN b.renew IS NULL THEN t.lease_expires
+                             ELSE now() + make_interval(secs => b.renew) END
+    FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::bigint[], $5::bytea[],
+                $7::float8[])
+         AS b(key, owner, epoch, at, body, renew)
     WHERE t.key = b.key AND t.lease_owner = b.owner AND t.lease_epoch = b.epoch
       AND t.lease_expires > now()
       AND t.finished_at IS NULL AND t.quarantined_at IS NULL
@@ -407,6 +432,7 @@ mod tests {
                 epoch: 1,
                 at: 0,
                 body: Vec::new(),
+                renew: None,
             },
             done: tx,
         });

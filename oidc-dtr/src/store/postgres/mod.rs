@@ -256,12 +256,18 @@ fn valid_schema_name(s: &str) -> bool {
 /// batch committed. Writes are batched for the authentications this handle
 /// claimed (it keeps their authentication, not their tokens, while it
 /// holds the lease, to seal the new body without reading the row); others
-/// take one transaction each.
+/// take one transaction each. A batched poll-state write through
+/// [`Store::update_state_renewing`] (what a fleet member uses) also
+/// extends the lease by the TTL from the database's now, in the same
+/// statement, so the fleet's separate renewal leaves that lease out: a
+/// record polled more often than its lease is renewed costs one row
+/// version per poll, none per renewal.
 ///
 /// # Storage and vacuum
 ///
 /// Every poll rewrites its row (the poll state is in the body), so the
-/// table produces a dead row version per poll and per lease renewal. The
+/// table produces a dead row version per poll (and per lease renewal of a
+/// record polled less often than every quarter of the lease TTL). The
 /// store keeps that cheap: the table has `fillfactor = 70` (room in each
 /// page for the next version of its rows; schema version 4 sets it on
 /// tables created before, whose full pages get the room as their rows
@@ -273,11 +279,26 @@ fn valid_schema_name(s: &str) -> bool {
 /// VACUUM. Inserts, outcomes, acknowledgments and purges do change indexes
 /// and leave dead index entries for VACUUM.
 ///
-/// Autovacuum must stay on (the PostgreSQL default): without it dead
-/// versions that pruning cannot remove, and the index entries of non-HOT
-/// updates, accumulate. For a fleet polling thousands of authentications a
-/// second, vacuum the table more often than the defaults (which wait for
-/// a fifth of the table to be dead) and let it work faster, for example:
+/// What that gives, measured (10 000 authentications polled every second
+/// by three instances, PostgreSQL 15, body about 1 070 bytes): 99 % of the
+/// updates HOT, and the table with its indexes at 2.2–2.5 kB per
+/// authentication whether autovacuum is on or off, after 10 s or 60 s of
+/// polling. Pruning keeps the dead versions at a fraction of the live
+/// rows; `VACUUM` marks their room reusable but does not shrink the
+/// table, whose size is the live rows, the fillfactor's room and the
+/// versions pruning has not reached yet. About once a minute a polled
+/// row's `due_at` moves (the slack above), an update that is not HOT: its
+/// old index entry is removed by the index's own cleanup of versions or by
+/// VACUUM.
+///
+/// Autovacuum must stay on (the PostgreSQL default): without it the index
+/// entries of non-HOT updates and the rows of purged authentications are
+/// not reclaimed, and nothing freezes old rows before transaction ID
+/// wraparound forces it. The schema sets no autovacuum parameters of its
+/// own (those are the database administrator's policy): with the updates
+/// HOT, the defaults vacuumed a 10 000-row table every minute. For a table
+/// of millions of rows, whose defaults wait for a fifth of it to be dead,
+/// vacuum it more often and let it work faster, for example:
 ///
 /// ```sql
 /// ALTER TABLE oidc_dtr.records SET (
@@ -712,7 +733,27 @@ impl Store for PostgresStore {
     ) -> StoreFuture<Result<(), StoreError>> {
         let id = id.clone();
         let owner = owner.to_owned();
-        self.op(move |i| async move { i.write_fenced(id, machine, None, owner, lease).await })
+        self.op(move |i| async move {
+            i.write_fenced(id, machine, None, owner, lease, None)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn update_state_renewing(
+        &self,
+        id: &DeferredId,
+        machine: PollMachine,
+        owner: &str,
+        lease: Lease,
+        ttl: Duration,
+    ) -> StoreFuture<Result<bool, StoreError>> {
+        let id = id.clone();
+        let owner = owner.to_owned();
+        self.op(move |i| async move {
+            i.write_fenced(id, machine, None, owner, lease, Some(ttl))
+                .await
+        })
     }
 
     fn finish_leased(
@@ -726,8 +767,9 @@ impl Store for PostgresStore {
         let id = id.clone();
         let owner = owner.to_owned();
         self.op(move |i| async move {
-            i.write_fenced(id, machine, Some(outcome), owner, lease)
+            i.write_fenced(id, machine, Some(outcome), owner, lease, None)
                 .await
+                .map(|_| ())
         })
     }
 
