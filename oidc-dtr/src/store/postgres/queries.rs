@@ -117,13 +117,14 @@ impl Inner {
             .map_err(e("reading for a write"))?
             .ok_or(StoreError::NotFound { record: fp })?;
         if row.get::<_, bool>("quarantined") {
+            roll_back(tx).await;
             return Err(quarantined_error(fp));
         }
         let mut record = match self.decode_row(&row) {
             Ok(r) => r,
             Err(err) => {
                 // Let go of the row's lock and the connection first.
-                drop(tx);
+                roll_back(tx).await;
                 drop(client);
                 return Err(self.set_aside_row(&row, err).await);
             }
@@ -141,7 +142,7 @@ impl Inner {
             })
         };
         if let Some(existing) = &record.outcome {
-            return match &outcome {
+            let answer = match &outcome {
                 // A retry of a write that was stored (its answer lost with
                 // the connection, say): done. The same outcome stored by
                 // another instance under its own lease is not this one's.
@@ -151,14 +152,23 @@ impl Inner {
                 }
                 _ => Err(StoreError::AlreadyFinished { record: fp }),
             };
+            roll_back(tx).await;
+            return answer;
         }
         if !ours(true) {
+            roll_back(tx).await;
             return Err(StoreError::LeaseLost { record: fp });
         }
         record.machine = machine;
         let delivered = outcome.as_ref().is_some_and(|o| o.delivered);
         record.outcome = outcome;
-        let body = self.encode(&key, &record)?;
+        let body = match self.encode(&key, &record) {
+            Ok(b) => b,
+            Err(err) => {
+                roll_back(tx).await;
+                return Err(err);
+            }
+        };
         let due = record.due_at().map(ms);
         let finished = record.finished_at().map(ms);
         tx.execute(
@@ -224,19 +234,27 @@ impl Inner {
             Ok(r) => r,
             Err(err) => {
                 // Let go of the row's lock and the connection first.
-                drop(tx);
+                roll_back(tx).await;
                 drop(client);
                 return Err(self.set_aside_row(&row, err).await);
             }
         };
         let Some(o) = record.outcome.as_mut() else {
+            roll_back(tx).await;
             return Ok(false);
         };
         if o.delivered {
+            roll_back(tx).await;
             return Ok(!once);
         }
         o.delivered = true;
-        let body = self.encode(&key, &record)?;
+        let body = match self.encode(&key, &record) {
+            Ok(b) => b,
+            Err(err) => {
+                roll_back(tx).await;
+                return Err(err);
+            }
+        };
         tx.execute(
             &self.sql("UPDATE {s}.records SET delivered = true, body = $2 WHERE key = $1"),
             &[&&key[..], &body],
@@ -285,10 +303,18 @@ impl Inner {
         let Some(row) = row else {
             return Ok(false);
         };
-        let record = self.decode_row(&row)?;
-        // Re-sealed as read now (with its delivery state), back in the
-        // indexes, with a new epoch: whoever held it before is fenced.
-        let body = self.encode(&key, &record)?;
+        let (record, body) = match self
+            .decode_row(&row)
+            // Re-sealed as read now (with its delivery state), back in the
+            // indexes, with a new epoch: whoever held it before is fenced.
+            .and_then(|record| Ok((self.encode(&key, &record)?, record)))
+        {
+            Ok((body, record)) => (record, body),
+            Err(err) => {
+                roll_back(tx).await;
+                return Err(err);
+            }
+        };
         let delivered = record.outcome.as_ref().is_some_and(|o| o.delivered);
         tx.execute(
             &self.sql(
@@ -386,4 +412,16 @@ impl PostgresStore {
             Ok(out.into_iter().map(|(_, r, l)| (r, l)).collect())
         })
     }
+}
+
+/// Ends a transaction that is to write nothing, and waits until the
+/// database has ended it. A transaction that is only dropped is rolled back
+/// when its connection gets to it, after the caller already has its answer:
+/// until then the row it locked `FOR UPDATE` stays locked, and a claim on
+/// another connection (`FOR UPDATE SKIP LOCKED`) passes the row over, as if
+/// it were not there.
+async fn roll_back(tx: deadpool_postgres::Transaction<'_>) {
+    // On failure the connection is broken: the server ends the transaction
+    // (and its locks) when it sees the connection go.
+    let _ = tx.rollback().await;
 }
